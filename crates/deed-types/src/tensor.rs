@@ -1,0 +1,694 @@
+//! Tensors as Deed exchanges and commits to them: a dtype, a shape and dense row-major
+//! data, with one canonical byte encoding (the bytes that are hashed into traces and
+//! receipts).
+//!
+//! Canonical encoding, version 1 (all integers little-endian):
+//!
+//! ```text
+//! magic    "DTN1"                        4 bytes
+//! dtype    ONNX TensorProto.DataType     u8
+//! rank     number of dimensions          u32
+//! dims     each dimension                u64 × rank
+//! data     row-major elements:
+//!            numbers  little-endian IEEE-754 / two's complement bytes
+//!            bool     one byte, 0 or 1
+//!            string   u32 byte length, then UTF-8 bytes
+//! ```
+//!
+//! The hash of a tensor is `blake3(encoding)`, computed by streaming so no copy of the
+//! data is made.
+
+use half::{bf16, f16};
+use serde::{Deserialize, Serialize};
+
+use crate::hash::Hash;
+
+/// Element types, numbered as ONNX's `TensorProto.DataType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum DType {
+    /// 32-bit IEEE float.
+    F32,
+    /// 8-bit unsigned integer.
+    U8,
+    /// 8-bit signed integer.
+    I8,
+    /// 16-bit unsigned integer.
+    U16,
+    /// 16-bit signed integer.
+    I16,
+    /// 32-bit signed integer.
+    I32,
+    /// 64-bit signed integer.
+    I64,
+    /// UTF-8 string.
+    Str,
+    /// Boolean.
+    Bool,
+    /// 16-bit IEEE float.
+    F16,
+    /// 64-bit IEEE float.
+    F64,
+    /// 32-bit unsigned integer.
+    U32,
+    /// 64-bit unsigned integer.
+    U64,
+    /// bfloat16.
+    BF16,
+}
+
+impl DType {
+    /// Every dtype, in ONNX code order.
+    pub const ALL: [DType; 14] = [
+        DType::F32,
+        DType::U8,
+        DType::I8,
+        DType::U16,
+        DType::I16,
+        DType::I32,
+        DType::I64,
+        DType::Str,
+        DType::Bool,
+        DType::F16,
+        DType::F64,
+        DType::U32,
+        DType::U64,
+        DType::BF16,
+    ];
+
+    /// The ONNX `TensorProto.DataType` code.
+    pub fn onnx_code(self) -> i32 {
+        match self {
+            DType::F32 => 1,
+            DType::U8 => 2,
+            DType::I8 => 3,
+            DType::U16 => 4,
+            DType::I16 => 5,
+            DType::I32 => 6,
+            DType::I64 => 7,
+            DType::Str => 8,
+            DType::Bool => 9,
+            DType::F16 => 10,
+            DType::F64 => 11,
+            DType::U32 => 12,
+            DType::U64 => 13,
+            DType::BF16 => 16,
+        }
+    }
+
+    /// The dtype for an ONNX `TensorProto.DataType` code, if Deed supports it.
+    pub fn from_onnx_code(code: i32) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.onnx_code() == code)
+    }
+
+    /// Bytes per element (strings: 0, they are variable-sized).
+    pub fn size_of(self) -> usize {
+        match self {
+            DType::U8 | DType::I8 | DType::Bool => 1,
+            DType::U16 | DType::I16 | DType::F16 | DType::BF16 => 2,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::Str => 0,
+        }
+    }
+
+    /// Floating-point dtypes.
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+    }
+
+    /// Integer dtypes (signed or unsigned; not bool).
+    pub fn is_int(self) -> bool {
+        matches!(
+            self,
+            DType::U8
+                | DType::I8
+                | DType::U16
+                | DType::I16
+                | DType::I32
+                | DType::I64
+                | DType::U32
+                | DType::U64
+        )
+    }
+
+    /// Short lowercase name: `f32`, `i64`, `bool`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::U8 => "u8",
+            DType::I8 => "i8",
+            DType::U16 => "u16",
+            DType::I16 => "i16",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
+            DType::Str => "str",
+            DType::Bool => "bool",
+            DType::F16 => "f16",
+            DType::F64 => "f64",
+            DType::U32 => "u32",
+            DType::U64 => "u64",
+            DType::BF16 => "bf16",
+        }
+    }
+
+    /// Parses a short name (`f32`, `float32`, `int64`, …).
+    pub fn from_name(s: &str) -> Option<DType> {
+        Some(match s {
+            "f32" | "float32" | "float" => DType::F32,
+            "f64" | "float64" | "double" => DType::F64,
+            "f16" | "float16" | "half" => DType::F16,
+            "bf16" | "bfloat16" => DType::BF16,
+            "i8" | "int8" => DType::I8,
+            "i16" | "int16" => DType::I16,
+            "i32" | "int32" => DType::I32,
+            "i64" | "int64" => DType::I64,
+            "u8" | "uint8" => DType::U8,
+            "u16" | "uint16" => DType::U16,
+            "u32" | "uint32" => DType::U32,
+            "u64" | "uint64" => DType::U64,
+            "bool" => DType::Bool,
+            "str" | "string" => DType::Str,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Dense, row-major tensor storage, one variant per dtype.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    Str(Vec<String>),
+    Bool(Vec<bool>),
+    F16(Vec<f16>),
+    F64(Vec<f64>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    BF16(Vec<bf16>),
+}
+
+/// Invokes `$body` with `$v` bound to the typed vector inside a [`TensorData`].
+#[macro_export]
+macro_rules! with_data {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            $crate::tensor::TensorData::F32($v) => $body,
+            $crate::tensor::TensorData::U8($v) => $body,
+            $crate::tensor::TensorData::I8($v) => $body,
+            $crate::tensor::TensorData::U16($v) => $body,
+            $crate::tensor::TensorData::I16($v) => $body,
+            $crate::tensor::TensorData::I32($v) => $body,
+            $crate::tensor::TensorData::I64($v) => $body,
+            $crate::tensor::TensorData::Str($v) => $body,
+            $crate::tensor::TensorData::Bool($v) => $body,
+            $crate::tensor::TensorData::F16($v) => $body,
+            $crate::tensor::TensorData::F64($v) => $body,
+            $crate::tensor::TensorData::U32($v) => $body,
+            $crate::tensor::TensorData::U64($v) => $body,
+            $crate::tensor::TensorData::BF16($v) => $body,
+        }
+    };
+}
+
+impl TensorData {
+    /// The dtype of the stored elements.
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorData::F32(_) => DType::F32,
+            TensorData::U8(_) => DType::U8,
+            TensorData::I8(_) => DType::I8,
+            TensorData::U16(_) => DType::U16,
+            TensorData::I16(_) => DType::I16,
+            TensorData::I32(_) => DType::I32,
+            TensorData::I64(_) => DType::I64,
+            TensorData::Str(_) => DType::Str,
+            TensorData::Bool(_) => DType::Bool,
+            TensorData::F16(_) => DType::F16,
+            TensorData::F64(_) => DType::F64,
+            TensorData::U32(_) => DType::U32,
+            TensorData::U64(_) => DType::U64,
+            TensorData::BF16(_) => DType::BF16,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        with_data!(self, v => v.len())
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `n` zero (or false, or empty-string) elements of `dtype`.
+    pub fn zeros(dtype: DType, n: usize) -> TensorData {
+        match dtype {
+            DType::F32 => TensorData::F32(vec![0.0; n]),
+            DType::U8 => TensorData::U8(vec![0; n]),
+            DType::I8 => TensorData::I8(vec![0; n]),
+            DType::U16 => TensorData::U16(vec![0; n]),
+            DType::I16 => TensorData::I16(vec![0; n]),
+            DType::I32 => TensorData::I32(vec![0; n]),
+            DType::I64 => TensorData::I64(vec![0; n]),
+            DType::Str => TensorData::Str(vec![String::new(); n]),
+            DType::Bool => TensorData::Bool(vec![false; n]),
+            DType::F16 => TensorData::F16(vec![f16::ZERO; n]),
+            DType::F64 => TensorData::F64(vec![0.0; n]),
+            DType::U32 => TensorData::U32(vec![0; n]),
+            DType::U64 => TensorData::U64(vec![0; n]),
+            DType::BF16 => TensorData::BF16(vec![bf16::ZERO; n]),
+        }
+    }
+}
+
+/// A native element type that can live in a [`TensorData`].
+pub trait Element: Clone + std::fmt::Debug + Send + Sync + 'static {
+    /// The dtype of this element type.
+    const DTYPE: DType;
+    /// Wraps a vector of elements.
+    fn wrap(v: Vec<Self>) -> TensorData;
+    /// Borrows the elements when `data` holds this type.
+    fn slice(data: &TensorData) -> Option<&[Self]>;
+    /// Mutably borrows the elements when `data` holds this type.
+    fn slice_mut(data: &mut TensorData) -> Option<&mut Vec<Self>>;
+    /// Takes the elements when `data` holds this type.
+    fn unwrap_data(data: TensorData) -> Option<Vec<Self>>;
+}
+
+macro_rules! element {
+    ($t:ty, $variant:ident) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$variant;
+            fn wrap(v: Vec<Self>) -> TensorData {
+                TensorData::$variant(v)
+            }
+            fn slice(data: &TensorData) -> Option<&[Self]> {
+                match data {
+                    TensorData::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn slice_mut(data: &mut TensorData) -> Option<&mut Vec<Self>> {
+                match data {
+                    TensorData::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn unwrap_data(data: TensorData) -> Option<Vec<Self>> {
+                match data {
+                    TensorData::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+element!(f32, F32);
+element!(u8, U8);
+element!(i8, I8);
+element!(u16, U16);
+element!(i16, I16);
+element!(i32, I32);
+element!(i64, I64);
+element!(String, Str);
+element!(bool, Bool);
+element!(f16, F16);
+element!(f64, F64);
+element!(u32, U32);
+element!(u64, U64);
+element!(bf16, BF16);
+
+/// Why a tensor could not be built or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TensorError {
+    /// The element count does not match the product of the shape.
+    #[error("shape {shape:?} holds {expected} elements but {actual} were given")]
+    LengthMismatch {
+        /// The shape given.
+        shape: Vec<usize>,
+        /// Elements the shape holds.
+        expected: usize,
+        /// Elements given.
+        actual: usize,
+    },
+    /// The shape's element count overflows `usize`.
+    #[error("shape {0:?} is too large")]
+    ShapeOverflow(Vec<usize>),
+    /// The encoding is malformed.
+    #[error("malformed tensor encoding: {0}")]
+    Malformed(&'static str),
+    /// The dtype code is not one Deed knows.
+    #[error("unknown dtype code {0}")]
+    UnknownDType(i32),
+}
+
+/// A dense row-major tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: TensorData,
+}
+
+/// Product of `shape`, or `None` on overflow.
+pub fn numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+const MAGIC: &[u8; 4] = b"DTN1";
+
+impl Tensor {
+    /// Builds a tensor, checking that the data fills the shape exactly.
+    pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor, TensorError> {
+        let expected = numel(&shape).ok_or_else(|| TensorError::ShapeOverflow(shape.clone()))?;
+        if expected != data.len() {
+            return Err(TensorError::LengthMismatch {
+                shape,
+                expected,
+                actual: data.len(),
+            });
+        }
+        Ok(Tensor { shape, data })
+    }
+
+    /// Builds a tensor from a typed vector.
+    pub fn from_vec<T: Element>(shape: Vec<usize>, v: Vec<T>) -> Result<Tensor, TensorError> {
+        Tensor::new(shape, T::wrap(v))
+    }
+
+    /// A rank-0 tensor holding one value.
+    pub fn scalar<T: Element>(v: T) -> Tensor {
+        Tensor {
+            shape: vec![],
+            data: T::wrap(vec![v]),
+        }
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor, TensorError> {
+        let n = numel(&shape).ok_or_else(|| TensorError::ShapeOverflow(shape.clone()))?;
+        Ok(Tensor {
+            shape,
+            data: TensorData::zeros(dtype, n),
+        })
+    }
+
+    /// The dimensions.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True when the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The storage.
+    pub fn data(&self) -> &TensorData {
+        &self.data
+    }
+
+    /// Takes the shape and storage apart.
+    pub fn into_parts(self) -> (Vec<usize>, TensorData) {
+        (self.shape, self.data)
+    }
+
+    /// Typed view of the elements, if the dtype is `T`'s.
+    pub fn as_slice<T: Element>(&self) -> Option<&[T]> {
+        T::slice(&self.data)
+    }
+
+    /// Takes the typed elements, if the dtype is `T`'s.
+    pub fn into_vec<T: Element>(self) -> Option<Vec<T>> {
+        T::unwrap_data(self.data)
+    }
+
+    /// The same data under another shape with the same element count.
+    pub fn reshaped(self, shape: Vec<usize>) -> Result<Tensor, TensorError> {
+        Tensor::new(shape, self.data)
+    }
+
+    /// Approximate bytes held (strings count their UTF-8 length).
+    pub fn byte_size(&self) -> usize {
+        match &self.data {
+            TensorData::Str(v) => v.iter().map(|s| s.len() + 8).sum(),
+            d => d.len() * d.dtype().size_of(),
+        }
+    }
+
+    fn header(&self) -> Vec<u8> {
+        let mut h = Vec::with_capacity(9 + 8 * self.shape.len());
+        h.extend_from_slice(MAGIC);
+        h.push(self.dtype().onnx_code() as u8);
+        h.extend_from_slice(&(self.shape.len() as u32).to_le_bytes());
+        for &d in &self.shape {
+            h.extend_from_slice(&(d as u64).to_le_bytes());
+        }
+        h
+    }
+
+    /// Feeds the canonical encoding to `sink` in pieces (no full copy).
+    pub fn encode_into(&self, sink: &mut dyn FnMut(&[u8])) {
+        sink(&self.header());
+        // Numbers are written in bounded chunks so that a large tensor is never copied
+        // whole, yet the output is byte-for-byte the canonical little-endian form on any
+        // host.
+        const CHUNK: usize = 4096;
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK * 8);
+        macro_rules! numbers {
+            ($v:expr) => {
+                for c in $v.chunks(CHUNK) {
+                    buf.clear();
+                    for x in c {
+                        buf.extend_from_slice(&x.to_le_bytes());
+                    }
+                    sink(&buf);
+                }
+            };
+        }
+        match &self.data {
+            TensorData::F32(v) => numbers!(v),
+            TensorData::U8(v) => sink(v),
+            TensorData::I8(v) => numbers!(v),
+            TensorData::U16(v) => numbers!(v),
+            TensorData::I16(v) => numbers!(v),
+            TensorData::I32(v) => numbers!(v),
+            TensorData::I64(v) => numbers!(v),
+            TensorData::F16(v) => numbers!(v),
+            TensorData::F64(v) => numbers!(v),
+            TensorData::U32(v) => numbers!(v),
+            TensorData::U64(v) => numbers!(v),
+            TensorData::BF16(v) => numbers!(v),
+            TensorData::Bool(v) => {
+                for c in v.chunks(CHUNK) {
+                    buf.clear();
+                    buf.extend(c.iter().map(|&b| b as u8));
+                    sink(&buf);
+                }
+            }
+            TensorData::Str(v) => {
+                for s in v {
+                    sink(&(s.len() as u32).to_le_bytes());
+                    sink(s.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// The canonical encoding as one buffer.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.byte_size() + 16 + 8 * self.rank());
+        self.encode_into(&mut |b| out.extend_from_slice(b));
+        out
+    }
+
+    /// Feeds the canonical encoding into a running blake3 hasher.
+    pub fn hash_into(&self, hasher: &mut blake3::Hasher) {
+        self.encode_into(&mut |b| {
+            hasher.update(b);
+        });
+    }
+
+    /// blake3 of the canonical encoding.
+    pub fn hash(&self) -> Hash {
+        let mut h = blake3::Hasher::new();
+        self.hash_into(&mut h);
+        h.finalize().into()
+    }
+
+    /// Decodes a canonical encoding, rejecting anything malformed or trailing.
+    pub fn decode(bytes: &[u8]) -> Result<Tensor, TensorError> {
+        let mut r = Reader { b: bytes };
+        if r.take(4)? != MAGIC {
+            return Err(TensorError::Malformed("bad magic"));
+        }
+        let code = r.take(1)?[0] as i32;
+        let dtype = DType::from_onnx_code(code).ok_or(TensorError::UnknownDType(code))?;
+        let rank = u32::from_le_bytes(r.array()?) as usize;
+        if rank > 64 {
+            return Err(TensorError::Malformed("rank above 64"));
+        }
+        let mut shape = Vec::with_capacity(rank);
+        for _ in 0..rank {
+            let d = u64::from_le_bytes(r.array()?);
+            shape.push(usize::try_from(d).map_err(|_| TensorError::Malformed("dimension"))?);
+        }
+        let n = numel(&shape).ok_or_else(|| TensorError::ShapeOverflow(shape.clone()))?;
+        let need = n
+            .checked_mul(dtype.size_of())
+            .ok_or(TensorError::Malformed("size overflow"))?;
+        if dtype != DType::Str && r.b.len() != need {
+            return Err(TensorError::Malformed("data length does not match shape"));
+        }
+        macro_rules! nums {
+            ($t:ty, $variant:ident) => {{
+                let v: Vec<$t> = r
+                    .b
+                    .chunks_exact(std::mem::size_of::<$t>())
+                    .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or_default()))
+                    .collect();
+                TensorData::$variant(v)
+            }};
+        }
+        let data = match dtype {
+            DType::F32 => nums!(f32, F32),
+            DType::U8 => TensorData::U8(r.b.to_vec()),
+            DType::I8 => nums!(i8, I8),
+            DType::U16 => nums!(u16, U16),
+            DType::I16 => nums!(i16, I16),
+            DType::I32 => nums!(i32, I32),
+            DType::I64 => nums!(i64, I64),
+            DType::F16 => nums!(f16, F16),
+            DType::F64 => nums!(f64, F64),
+            DType::U32 => nums!(u32, U32),
+            DType::U64 => nums!(u64, U64),
+            DType::BF16 => nums!(bf16, BF16),
+            DType::Bool => {
+                let mut v = Vec::with_capacity(n);
+                for &b in r.b {
+                    match b {
+                        0 => v.push(false),
+                        1 => v.push(true),
+                        _ => return Err(TensorError::Malformed("bool byte not 0 or 1")),
+                    }
+                }
+                TensorData::Bool(v)
+            }
+            DType::Str => {
+                let mut v = Vec::new();
+                while !r.b.is_empty() {
+                    let len = u32::from_le_bytes(r.array()?) as usize;
+                    let s = std::str::from_utf8(r.take(len)?)
+                        .map_err(|_| TensorError::Malformed("string not UTF-8"))?;
+                    v.push(s.to_owned());
+                }
+                TensorData::Str(v)
+            }
+        };
+        Tensor::new(shape, data)
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], TensorError> {
+        if self.b.len() < n {
+            return Err(TensorError::Malformed("truncated"));
+        }
+        let (head, tail) = self.b.split_at(n);
+        self.b = tail;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], TensorError> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_tensor() -> impl Strategy<Value = Tensor> {
+        prop::collection::vec(0usize..4, 0..4).prop_flat_map(|shape| {
+            let n: usize = shape.iter().product();
+            prop_oneof![
+                prop::collection::vec(any::<f32>(), n)
+                    .prop_map(TensorData::F32),
+                prop::collection::vec(any::<i64>(), n).prop_map(TensorData::I64),
+                prop::collection::vec(any::<u8>(), n).prop_map(TensorData::U8),
+                prop::collection::vec(any::<bool>(), n).prop_map(TensorData::Bool),
+                prop::collection::vec(".{0,5}", n).prop_map(TensorData::Str),
+            ]
+            .prop_map(move |d| Tensor::new(shape.clone(), d).unwrap())
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn encoding_round_trips(t in arb_tensor()) {
+            let bytes = t.encode();
+            let back = Tensor::decode(&bytes).unwrap();
+            // Compare encodings, so NaN payloads count as equal bit patterns.
+            prop_assert_eq!(back.encode(), bytes);
+            prop_assert_eq!(back.hash(), t.hash());
+        }
+
+        #[test]
+        fn decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Tensor::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn length_mismatch_is_an_error() {
+        let e = Tensor::from_vec(vec![2, 2], vec![1.0f32; 3]).unwrap_err();
+        assert!(matches!(e, TensorError::LengthMismatch { expected: 4, actual: 3, .. }));
+    }
+
+    #[test]
+    fn hash_distinguishes_shape_and_dtype() {
+        let a = Tensor::from_vec(vec![4], vec![0u8; 4]).unwrap();
+        let b = Tensor::from_vec(vec![2, 2], vec![0u8; 4]).unwrap();
+        let c = Tensor::from_vec(vec![4], vec![0i8; 4]).unwrap();
+        assert_ne!(a.hash(), b.hash());
+        assert_ne!(a.hash(), c.hash());
+    }
+}
