@@ -11,8 +11,7 @@ use deed_runtime::{Ctx, KernelMode, Limits, Model, RunOptions};
 use deed_types::Tensor;
 use serde_json::json;
 
-mod conformance;
-mod tensor_io;
+use deed_cli::{conformance, tensor_io};
 
 /// Deed: publish, own and run AI models whose every result can be checked.
 #[derive(Parser, Debug)]
