@@ -53,7 +53,7 @@ impl Default for Params {
             protocol_fee_bps: 500,
             execution_timeout: 20,
             challenge_window: 50,
-            unbonding_period: 500,
+            unbonding_period: 2_000,
             min_stake: 1_000,
             slash_bps: 5_000,
             reward_bps: 5_000,

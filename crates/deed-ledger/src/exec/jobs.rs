@@ -119,7 +119,7 @@ impl<'a> Exec<'a> {
             if e.jailed_until.is_some() || e.stake < self.s.params.min_stake {
                 continue;
             }
-            let total = cost_at(e.price);
+            let total = Some(cost_at(e.price).ok_or(TxError::Overflow("job cost"))?);
             cheapest = match (cheapest, total) {
                 (Some(c), Some(t)) => Some(c.min(t)),
                 (None, t) => t,
