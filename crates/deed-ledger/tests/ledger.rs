@@ -54,7 +54,7 @@ fn transfer_moves_tokens_and_pays_the_fee_to_the_proposer() {
 /// the fee and nonce where a fee is chargeable.
 #[test]
 fn bad_inputs_are_typed_errors_that_change_nothing_but_the_fee() {
-    let mut c = Chain::new(2, 1_000);
+    let mut c = Chain::new(2, 10_000);
     let (a, b) = (c.addr(0), c.addr(1));
     let model = register(&mut c, 0, "m", 5, None);
 
@@ -125,7 +125,7 @@ fn bad_inputs_are_typed_errors_that_change_nothing_but_the_fee() {
         assert_eq!(after.balance, before.balance - FEE);
         assert_eq!(after.nonce, before.nonce + 1);
     };
-    charged(&mut c, Action::Transfer { to: b, amount: 1_000_000 }, &|e| matches!(e, TxError::InsufficientBalance { .. }));
+    charged(&mut c, Action::Transfer { to: b, amount: 1_000_000_000 }, &|e| matches!(e, TxError::InsufficientBalance { .. }));
     charged(&mut c, Action::Transfer { to: b, amount: 0 }, &|e| matches!(e, TxError::ZeroAmount));
     charged(
         &mut c,
