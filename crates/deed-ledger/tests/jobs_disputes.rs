@@ -271,8 +271,8 @@ fn optimistic_dispute(n: usize, def_lie: Option<usize>, chal_lie: Option<usize>,
 
 #[test]
 fn honest_defender_beats_a_lying_challenger_in_few_rounds() {
-    for n in [1usize, 2, 3, 5, 8, 13, 64, 100] {
-        for lie in [0, n / 3, n / 2, n - 1] {
+    for n in [1usize, 2, 3, 13, 100] {
+        for lie in [0, n / 3, n - 1] {
             let (won, rounds) = optimistic_dispute(n, None, Some(lie), None);
             assert!(won, "n={n} lie={lie}");
             assert!(rounds <= ceil_log2(n as u64) + 1, "n={n} rounds={rounds}");
@@ -282,8 +282,8 @@ fn honest_defender_beats_a_lying_challenger_in_few_rounds() {
 
 #[test]
 fn honest_challenger_beats_a_lying_defender_in_few_rounds() {
-    for n in [1usize, 2, 3, 7, 16, 33, 100] {
-        for lie in [0, n / 4, n / 2, n - 1] {
+    for n in [1usize, 2, 7, 16, 100] {
+        for lie in [0, n / 2, n - 1] {
             let (won, rounds) = optimistic_dispute(n, Some(lie), None, None);
             assert!(!won, "n={n} lie={lie}");
             assert!(rounds <= ceil_log2(n as u64) + 1, "n={n} rounds={rounds}");
