@@ -293,6 +293,26 @@ impl BlobStore for ObjectBlobStore {
 mod tests {
     use super::*;
 
+    /// The same logic over object_store's in-process backend; the S3 server test is
+    /// in `tests/s3.rs`.
+    #[test]
+    fn conformance_over_in_process_object_store() {
+        let backend: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let n = std::sync::atomic::AtomicU32::new(0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(super::super::conformance::suite(|| {
+            let prefix = format!("s{}", n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            let store = ObjectBlobStore::new(
+                Arc::clone(&backend),
+                prefix,
+                super::super::conformance::limits(),
+            );
+            async move { store }
+        }));
+    }
+
     #[test]
     fn paths_stay_under_the_prefix() {
         let store = ObjectBlobStore::new(
