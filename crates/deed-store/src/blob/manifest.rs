@@ -288,7 +288,9 @@ mod tests {
             }
             prop_assert_eq!(&joined, &data);
             prop_assert_eq!(BlobId::of(&joined), m.id);
-            prop_assert_eq!(Manifest::decode(&m.encode()).expect("decode"), m);
+            prop_assert_eq!(&Manifest::decode(&m.encode()).expect("decode"), &m);
+            let json = serde_json::to_string(&m).expect("json");
+            prop_assert_eq!(serde_json::from_str::<Manifest>(&json).expect("from json"), m);
         }
 
         #[test]
