@@ -9,5 +9,8 @@
 pub mod blob;
 pub mod state;
 
-pub use blob::{BlobError, BlobStore, Manifest};
+pub use blob::{
+    BlobError, BlobId, BlobLimits, BlobStore, FsBlobStore, Manifest, MemoryBlobStore,
+    ObjectBlobStore, S3Config,
+};
 pub use state::{Commit, Head, MemoryStateStore, RedbStateStore, StateStore, StoreError};

@@ -156,6 +156,21 @@ impl BlobStore for MemoryBlobStore {
 mod tests {
     use super::*;
 
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Servers (axum) need `Send` futures; the trait promises them, and the helpers
+    /// must keep that promise.
+    #[test]
+    fn helper_futures_are_send() {
+        let store = MemoryBlobStore::default();
+        let data = vec![1u8; 10];
+        let up = super::super::upload(&store, &data, 4);
+        assert_send(&up);
+        let id = BlobId::of(&data);
+        let down = super::super::download(&store, &id);
+        assert_send(&down);
+    }
+
     #[test]
     fn conformance() {
         let rt = tokio::runtime::Builder::new_current_thread()
