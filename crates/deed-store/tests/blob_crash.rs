@@ -42,6 +42,7 @@ fn limits() -> BlobLimits {
     BlobLimits {
         max_blob_size: 1 << 20,
         max_chunk_size: CHUNK,
+        min_chunk_size: CHUNK,
     }
 }
 

@@ -15,6 +15,7 @@ pub fn limits() -> BlobLimits {
     BlobLimits {
         max_blob_size: 64 * 1024,
         max_chunk_size: 8 * 1024,
+        min_chunk_size: 64,
     }
 }
 
@@ -268,6 +269,13 @@ async fn limits_are_enforced<S: BlobStore>(s: S) {
     let data = sample(2 * cs as usize, 6);
     let wide = Manifest::build(&data, cs * 2).expect("build");
     let err = s.missing_chunks(&wide).await.expect_err("chunk too large");
+    assert!(matches!(err, BlobError::BadManifest { .. }), "{err:?}");
+
+    let narrow = Manifest::build(&data, l.min_chunk_size - 1).expect("build");
+    let err = s
+        .missing_chunks(&narrow)
+        .await
+        .expect_err("chunk too small");
     assert!(matches!(err, BlobError::BadManifest { .. }), "{err:?}");
 
     let mut short = Manifest::build(&data, 1000).expect("build");

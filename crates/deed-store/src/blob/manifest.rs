@@ -78,6 +78,11 @@ impl Manifest {
                 reason: "chunk size above the store's limit",
             });
         }
+        if self.chunk_size < limits.min_chunk_size {
+            return Err(BlobError::BadManifest {
+                reason: "chunk size below the store's limit",
+            });
+        }
         if Manifest::expected_chunk_count(self.size, self.chunk_size) != self.chunks.len() as u64 {
             return Err(BlobError::BadManifest {
                 reason: "chunk count does not match size and chunk size",
@@ -221,7 +226,7 @@ mod tests {
 
     #[test]
     fn empty_blob_has_no_chunks() {
-        let m = Manifest::build(&[], 16).expect("build");
+        let m = Manifest::build(&[], DEFAULT_CHUNK_SIZE).expect("build");
         assert_eq!(m.size, 0);
         assert!(m.chunks.is_empty());
         assert_eq!(m.id, BlobId::of(&[]));
@@ -233,6 +238,7 @@ mod tests {
         let limits = BlobLimits {
             max_blob_size: 100,
             max_chunk_size: 10,
+            min_chunk_size: 2,
         };
         let m = Manifest::build(&[1u8; 101], 10).expect("build");
         assert!(matches!(
@@ -243,6 +249,11 @@ mod tests {
             })
         ));
         let m = Manifest::build(&[1u8; 50], 11).expect("build");
+        assert!(matches!(
+            m.validate(&limits),
+            Err(BlobError::BadManifest { .. })
+        ));
+        let m = Manifest::build(&[1u8; 50], 1).expect("build");
         assert!(matches!(
             m.validate(&limits),
             Err(BlobError::BadManifest { .. })

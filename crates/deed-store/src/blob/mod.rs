@@ -33,6 +33,9 @@ pub struct BlobLimits {
     pub max_blob_size: u64,
     /// Largest chunk size a manifest may declare, in bytes.
     pub max_chunk_size: u32,
+    /// Smallest chunk size a manifest may declare, in bytes. Tiny chunks would make
+    /// a store keep (and an uploader send) a huge number of pieces.
+    pub min_chunk_size: u32,
 }
 
 impl Default for BlobLimits {
@@ -40,6 +43,7 @@ impl Default for BlobLimits {
         BlobLimits {
             max_blob_size: 8 << 30,
             max_chunk_size: 4 << 20,
+            min_chunk_size: 64 << 10,
         }
     }
 }
