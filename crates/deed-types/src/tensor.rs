@@ -573,11 +573,10 @@ impl Tensor {
         }
         macro_rules! nums {
             ($t:ty, $variant:ident) => {{
-                let v: Vec<$t> = r
-                    .b
-                    .chunks_exact(std::mem::size_of::<$t>())
-                    .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or_default()))
-                    .collect();
+                let v: Vec<$t> =
+                    r.b.chunks_exact(std::mem::size_of::<$t>())
+                        .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or_default()))
+                        .collect();
                 TensorData::$variant(v)
             }};
         }
@@ -650,8 +649,7 @@ mod tests {
         prop::collection::vec(0usize..4, 0..4).prop_flat_map(|shape| {
             let n: usize = shape.iter().product();
             prop_oneof![
-                prop::collection::vec(any::<f32>(), n)
-                    .prop_map(TensorData::F32),
+                prop::collection::vec(any::<f32>(), n).prop_map(TensorData::F32),
                 prop::collection::vec(any::<i64>(), n).prop_map(TensorData::I64),
                 prop::collection::vec(any::<u8>(), n).prop_map(TensorData::U8),
                 prop::collection::vec(any::<bool>(), n).prop_map(TensorData::Bool),
@@ -680,7 +678,14 @@ mod tests {
     #[test]
     fn length_mismatch_is_an_error() {
         let e = Tensor::from_vec(vec![2, 2], vec![1.0f32; 3]).unwrap_err();
-        assert!(matches!(e, TensorError::LengthMismatch { expected: 4, actual: 3, .. }));
+        assert!(matches!(
+            e,
+            TensorError::LengthMismatch {
+                expected: 4,
+                actual: 3,
+                ..
+            }
+        ));
     }
 
     #[test]

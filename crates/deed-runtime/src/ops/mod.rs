@@ -1,0 +1,150 @@
+//! Operators: the [`Op`] trait every operator implements, and the registry that maps
+//! `(domain, op_type)` to a builder.
+//!
+//! An operator is built once per graph node at load time from its attributes (so bad
+//! or unsupported attributes are found before anything runs), then:
+//! - [`Op::infer`] computes output dtypes and shapes from input dtypes and shapes (and
+//!   from input *values* where the output shape depends on them and they are known
+//!   when planning — shape tensors, constants);
+//! - [`Op::cost`] meters the node in operation units from those types;
+//! - [`Op::run`] computes the outputs. Its result is the canonical one: fast kernels
+//!   called from `run` must produce exactly the bits of the scalar reference (see
+//!   `docs/canonical-semantics.md`).
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::OnceLock;
+
+use deed_types::{DType, Tensor};
+
+use crate::attrs::Attrs;
+use crate::error::OpError;
+
+pub mod core;
+pub mod util;
+
+pub use crate::ctx::{Ctx, KernelMode};
+
+/// The dtype and shape of a value, known when planning.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TypeInfo {
+    /// Element type.
+    pub dtype: DType,
+    /// Concrete dimensions.
+    pub shape: Vec<usize>,
+}
+
+impl TypeInfo {
+    /// Builds a type.
+    pub fn new(dtype: DType, shape: Vec<usize>) -> TypeInfo {
+        TypeInfo { dtype, shape }
+    }
+    /// The type of an existing tensor.
+    pub fn of(t: &Tensor) -> TypeInfo {
+        TypeInfo {
+            dtype: t.dtype(),
+            shape: t.shape().to_vec(),
+        }
+    }
+    /// Number of elements (saturating, for metering).
+    pub fn numel(&self) -> u64 {
+        self.shape
+            .iter()
+            .fold(1u64, |a, &d| a.saturating_mul(d as u64))
+    }
+    /// Bytes the value occupies (strings are estimated at 32 bytes an element).
+    pub fn bytes(&self) -> u64 {
+        let per = match self.dtype.size_of() {
+            0 => 32,
+            n => n as u64,
+        };
+        self.numel().saturating_mul(per)
+    }
+}
+
+/// What [`Op::infer`] knows about one input.
+#[derive(Debug, Clone, Copy)]
+pub struct InferInput<'a> {
+    /// Dtype and shape.
+    pub ty: &'a TypeInfo,
+    /// The value, when known while planning (constants, initializers, shape tensors).
+    pub value: Option<&'a Tensor>,
+}
+
+/// Static facts about the node an operator is built for.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeInfo<'a> {
+    /// Node name (for messages).
+    pub name: &'a str,
+    /// Operator type.
+    pub op_type: &'a str,
+    /// Operator domain (`""` for default ONNX).
+    pub domain: &'a str,
+    /// Opset version in force for the operator's domain.
+    pub opset: i64,
+    /// Attributes.
+    pub attrs: &'a Attrs,
+    /// Number of input slots (including absent optional ones).
+    pub num_inputs: usize,
+    /// Number of outputs the node declares.
+    pub num_outputs: usize,
+}
+
+/// One operator, built for one graph node.
+pub trait Op: Send + Sync + Debug {
+    /// Output dtypes and shapes. `inputs[i]` is `None` for an absent optional input.
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError>;
+
+    /// Cost in operation units. The default counts one unit per input and output
+    /// element, which suits data movement and elementwise operators; compute-heavy
+    /// operators override it (a multiply-add counts one unit).
+    fn cost(&self, inputs: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
+        let i: u64 = inputs.iter().flatten().map(|t| t.numel()).sum();
+        let o: u64 = outputs.iter().map(|t| t.numel()).sum();
+        i.saturating_add(o).max(1)
+    }
+
+    /// Computes the outputs. `inputs[i]` is `None` for an absent optional input.
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError>;
+}
+
+/// Builds an operator for a node.
+pub type Builder = fn(&NodeInfo<'_>) -> Result<Box<dyn Op>, OpError>;
+
+/// Maps `(domain, op_type)` to builders.
+#[derive(Default)]
+pub struct Registry {
+    map: HashMap<(&'static str, &'static str), Builder>,
+}
+
+impl Registry {
+    /// Registers a builder for an operator of the default ONNX domain.
+    pub fn add(&mut self, op_type: &'static str, b: Builder) {
+        self.map.insert(("", op_type), b);
+    }
+    /// Registers a builder for an operator of another domain (e.g. `ai.onnx.ml`).
+    pub fn add_domain(&mut self, domain: &'static str, op_type: &'static str, b: Builder) {
+        self.map.insert((domain, op_type), b);
+    }
+    /// Looks up a builder. `ai.onnx` is the default domain.
+    pub fn get(&self, domain: &str, op_type: &str) -> Option<Builder> {
+        let domain = if domain == "ai.onnx" { "" } else { domain };
+        self.map.get(&(domain, op_type)).copied()
+    }
+    /// Every registered `(domain, op_type)`, sorted.
+    pub fn names(&self) -> Vec<(&'static str, &'static str)> {
+        let mut v: Vec<_> = self.map.keys().copied().collect();
+        v.sort();
+        v
+    }
+}
+
+/// The registry of every supported operator.
+pub fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(|| {
+        let mut r = Registry::default();
+        core::register(&mut r);
+        r
+    })
+}
