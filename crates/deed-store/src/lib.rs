@@ -10,7 +10,7 @@ pub mod blob;
 pub mod state;
 
 pub use blob::{
-    BlobError, BlobId, BlobLimits, BlobStore, FsBlobStore, Manifest, MemoryBlobStore,
-    ObjectBlobStore, S3Config,
+    BlobError, BlobLimits, BlobStore, Cid, FsBlobStore, Manifest, MemoryBlobStore, ObjectBlobStore,
+    S3Config,
 };
 pub use state::{Commit, Head, MemoryStateStore, RedbStateStore, StateStore, StoreError};

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deed_store::blob::{download, upload, BlobStore};
-use deed_store::{BlobId, BlobLimits, FsBlobStore, Manifest};
+use deed_store::{BlobLimits, Cid, FsBlobStore, Manifest};
 
 const CHILD_ENV: &str = "DEED_STORE_BLOB_CRASH_CHILD_DIR";
 const TEST_NAME: &str = "kill_9_during_uploads_leaves_only_whole_blobs";
@@ -79,7 +79,7 @@ fn verify(dir: &Path, acked: Option<u64>) -> (Option<u64>, bool) {
         let upto = acked.map_or(0, |a| a + 1);
         for i in 0..=upto {
             let data = blob(i);
-            let id = BlobId::of(&data);
+            let id = Cid::of(&data);
             match store.manifest(&id).await.expect("manifest") {
                 Some(m) => {
                     assert_eq!(m, Manifest::build(&data, CHUNK).expect("build"), "blob {i}");

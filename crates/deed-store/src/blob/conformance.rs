@@ -8,7 +8,7 @@ use std::future::Future;
 
 use deed_types::Hash;
 
-use super::{download, upload, BlobError, BlobId, BlobLimits, BlobStore, Manifest};
+use super::{download, upload, BlobError, BlobLimits, BlobStore, Cid, Manifest};
 
 /// The limits stores under test must be created with.
 pub fn limits() -> BlobLimits {
@@ -58,7 +58,7 @@ fn chunk_of<'a>(m: &Manifest, data: &'a [u8], index: u32) -> &'a [u8] {
 async fn round_trip_and_ranges<S: BlobStore>(s: S) {
     let data = sample(10_000, 1);
     let m = upload(&s, &data, 1024).await.expect("upload");
-    assert_eq!(m.id, BlobId::of(&data), "the id is the content hash");
+    assert_eq!(m.id, Cid::of(&data), "the id is the content hash");
     assert_eq!(s.manifest(&m.id).await.expect("manifest"), Some(m.clone()));
     assert_eq!(download(&s, &m.id).await.expect("download"), data);
     let ranges = [
@@ -89,7 +89,7 @@ async fn round_trip_and_ranges<S: BlobStore>(s: S) {
 async fn empty_blob<S: BlobStore>(s: S) {
     let m = upload(&s, &[], 1024).await.expect("upload empty");
     assert_eq!(m.size, 0);
-    assert_eq!(m.id, BlobId::of(&[]));
+    assert_eq!(m.id, Cid::of(&[]));
     assert_eq!(
         download(&s, &m.id).await.expect("download"),
         Vec::<u8>::new()
@@ -219,7 +219,7 @@ async fn lying_manifest_is_rejected<S: BlobStore>(s: S) {
     let data = sample(2_500, 5);
     let mut m = Manifest::build(&data, 1000).expect("build");
     // Chunk hashes match the data, but the id claims other content.
-    let claimed = BlobId::of(b"something else entirely");
+    let claimed = Cid::of(b"something else entirely");
     m.id = claimed;
     for i in 0..m.chunk_count() {
         s.put_chunk(&m, i, chunk_of(&m, &data, i))
@@ -230,15 +230,12 @@ async fn lying_manifest_is_rejected<S: BlobStore>(s: S) {
     match err {
         BlobError::ContentMismatch { expected, got } => {
             assert_eq!(expected, claimed);
-            assert_eq!(got, BlobId::of(&data));
+            assert_eq!(got, Cid::of(&data));
         }
         other => panic!("wrong error: {other:?}"),
     }
     assert_eq!(s.manifest(&claimed).await.expect("manifest"), None);
-    assert_eq!(
-        s.manifest(&BlobId::of(&data)).await.expect("manifest"),
-        None
-    );
+    assert_eq!(s.manifest(&Cid::of(&data)).await.expect("manifest"), None);
     assert_eq!(
         s.missing_chunks(&m).await.expect("missing"),
         vec![0, 1, 2],
@@ -251,7 +248,7 @@ async fn limits_are_enforced<S: BlobStore>(s: S) {
     let over = l.max_blob_size + 1;
     let cs = l.max_chunk_size;
     let huge = Manifest {
-        id: BlobId(Hash::ZERO),
+        id: Cid(Hash::ZERO),
         size: over,
         chunk_size: cs,
         chunks: vec![Hash::ZERO; Manifest::expected_chunk_count(over, cs) as usize],
@@ -332,7 +329,7 @@ async fn same_blob_with_two_chunkings<S: BlobStore>(s: S) {
 }
 
 async fn unknown_blobs_and_bad_ranges<S: BlobStore>(s: S) {
-    let unknown = BlobId::of(b"never stored");
+    let unknown = Cid::of(b"never stored");
     assert_eq!(s.manifest(&unknown).await.expect("manifest"), None);
     let err = s.read_range(&unknown, 0..1).await.expect_err("unknown");
     assert!(

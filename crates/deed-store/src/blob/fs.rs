@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{
-    append_chunk_part, check_range, verify_stored_chunk, BlobError, BlobId, BlobLimits, BlobStore,
+    append_chunk_part, check_range, verify_stored_chunk, BlobError, BlobLimits, BlobStore, Cid,
     Manifest,
 };
 
@@ -82,7 +82,7 @@ impl FsBlobStore {
 }
 
 impl Root {
-    fn blob_dir(&self, id: &BlobId) -> PathBuf {
+    fn blob_dir(&self, id: &Cid) -> PathBuf {
         self.path.join("blobs").join(id.to_string())
     }
 
@@ -101,7 +101,7 @@ impl Root {
             .join(format!("{}-{n}", std::process::id()))
     }
 
-    fn is_complete(&self, id: &BlobId) -> bool {
+    fn is_complete(&self, id: &Cid) -> bool {
         self.blob_dir(id).is_dir()
     }
 
@@ -126,7 +126,7 @@ impl Root {
         Ok(present)
     }
 
-    fn read_manifest(&self, id: &BlobId) -> Result<Option<Manifest>, BlobError> {
+    fn read_manifest(&self, id: &Cid) -> Result<Option<Manifest>, BlobError> {
         let bytes = match fs::read(self.blob_dir(id).join("manifest")) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -224,7 +224,7 @@ fn assemble(root: &Root, m: &Manifest, dir: &Path) -> Result<(), BlobError> {
         hasher.update(&chunk);
         data.write_all(&chunk).map_err(io_err("write blob file"))?;
     }
-    let got = BlobId(hasher.finalize().into());
+    let got = Cid(hasher.finalize().into());
     if got != m.id {
         return Err(BlobError::ContentMismatch {
             expected: m.id,
@@ -237,7 +237,7 @@ fn assemble(root: &Root, m: &Manifest, dir: &Path) -> Result<(), BlobError> {
     Ok(())
 }
 
-fn read_range_blocking(root: &Root, id: &BlobId, range: Range<u64>) -> Result<Vec<u8>, BlobError> {
+fn read_range_blocking(root: &Root, id: &Cid, range: Range<u64>) -> Result<Vec<u8>, BlobError> {
     let m = root
         .read_manifest(id)?
         .ok_or(BlobError::NotFound { id: *id })?;
@@ -318,12 +318,12 @@ impl BlobStore for FsBlobStore {
         .await
     }
 
-    async fn manifest(&self, id: &BlobId) -> Result<Option<Manifest>, BlobError> {
+    async fn manifest(&self, id: &Cid) -> Result<Option<Manifest>, BlobError> {
         let id = *id;
         self.blocking(move |root| root.read_manifest(&id)).await
     }
 
-    async fn read_range(&self, id: &BlobId, range: Range<u64>) -> Result<Vec<u8>, BlobError> {
+    async fn read_range(&self, id: &Cid, range: Range<u64>) -> Result<Vec<u8>, BlobError> {
         let id = *id;
         self.blocking(move |root| read_range_blocking(root, &id, range))
             .await

@@ -5,7 +5,7 @@ use std::ops::Range;
 use deed_types::Hash;
 use serde::{Deserialize, Serialize};
 
-use super::{BlobError, BlobId, BlobLimits};
+use super::{BlobError, BlobLimits, Cid};
 
 /// The chunk size Deed uses unless told otherwise: 1 MiB.
 pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
@@ -19,7 +19,7 @@ const HEADER_LEN: usize = 4 + 32 + 8 + 4 + 4;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     /// The blob's id: the blake3 hash of all its bytes.
-    pub id: BlobId,
+    pub id: Cid,
     /// Total size in bytes.
     pub size: u64,
     /// Size of every chunk but the last.
@@ -40,7 +40,7 @@ impl Manifest {
             reason: "chunk size does not fit this platform",
         })?;
         Ok(Manifest {
-            id: BlobId::of(data),
+            id: Cid::of(data),
             size: data.len() as u64,
             chunk_size,
             chunks: data.chunks(step).map(Hash::of).collect(),
@@ -180,7 +180,7 @@ impl Manifest {
             return Err(bad("encoding too short or wrong magic"));
         }
         let arr32 = |b: &[u8]| <[u8; 32]>::try_from(b).map_err(|_| bad("truncated hash"));
-        let id = BlobId(Hash(arr32(&bytes[4..36])?));
+        let id = Cid(Hash(arr32(&bytes[4..36])?));
         let size = u64::from_le_bytes(
             bytes[36..44]
                 .try_into()
@@ -229,7 +229,7 @@ mod tests {
         let m = Manifest::build(&[], DEFAULT_CHUNK_SIZE).expect("build");
         assert_eq!(m.size, 0);
         assert!(m.chunks.is_empty());
-        assert_eq!(m.id, BlobId::of(&[]));
+        assert_eq!(m.id, Cid::of(&[]));
         m.validate(&BlobLimits::default()).expect("valid");
     }
 
@@ -298,7 +298,7 @@ mod tests {
                 joined.extend_from_slice(chunk);
             }
             prop_assert_eq!(&joined, &data);
-            prop_assert_eq!(BlobId::of(&joined), m.id);
+            prop_assert_eq!(Cid::of(&joined), m.id);
             prop_assert_eq!(&Manifest::decode(&m.encode()).expect("decode"), &m);
             let json = serde_json::to_string(&m).expect("json");
             prop_assert_eq!(serde_json::from_str::<Manifest>(&json).expect("from json"), m);
@@ -330,7 +330,7 @@ mod tests {
             b in any::<prop::sample::Index>(),
         ) {
             let m = Manifest {
-                id: BlobId::of(&[]),
+                id: Cid::of(&[]),
                 size,
                 chunk_size,
                 chunks: vec![Hash::ZERO;

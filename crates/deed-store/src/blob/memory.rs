@@ -7,14 +7,14 @@ use std::sync::{Mutex, MutexGuard};
 use deed_types::Hash;
 
 use super::{
-    append_chunk_part, check_range, verify_stored_chunk, BlobError, BlobId, BlobLimits, BlobStore,
+    append_chunk_part, check_range, verify_stored_chunk, BlobError, BlobLimits, BlobStore, Cid,
     Manifest,
 };
 
 #[derive(Default)]
 struct Inner {
     /// Complete blobs: manifest and chunks.
-    blobs: HashMap<BlobId, (Manifest, Vec<Vec<u8>>)>,
+    blobs: HashMap<Cid, (Manifest, Vec<Vec<u8>>)>,
     /// Unfinished uploads by [`Manifest::upload_key`].
     staging: HashMap<Hash, BTreeMap<u32, Vec<u8>>>,
 }
@@ -114,7 +114,7 @@ impl BlobStore for MemoryBlobStore {
         for c in &chunks {
             hasher.update(c);
         }
-        let got = BlobId(hasher.finalize().into());
+        let got = Cid(hasher.finalize().into());
         if got != manifest.id {
             // The staged chunks were removed above: a lying manifest leaves nothing.
             return Err(BlobError::ContentMismatch {
@@ -131,11 +131,11 @@ impl BlobStore for MemoryBlobStore {
         Ok(())
     }
 
-    async fn manifest(&self, id: &BlobId) -> Result<Option<Manifest>, BlobError> {
+    async fn manifest(&self, id: &Cid) -> Result<Option<Manifest>, BlobError> {
         Ok(self.lock().blobs.get(id).map(|(m, _)| m.clone()))
     }
 
-    async fn read_range(&self, id: &BlobId, range: Range<u64>) -> Result<Vec<u8>, BlobError> {
+    async fn read_range(&self, id: &Cid, range: Range<u64>) -> Result<Vec<u8>, BlobError> {
         let inner = self.lock();
         let (manifest, chunks) = inner.blobs.get(id).ok_or(BlobError::NotFound { id: *id })?;
         check_range(&range, manifest.size)?;
@@ -166,7 +166,7 @@ mod tests {
         let data = vec![1u8; 10];
         let up = super::super::upload(&store, &data, 4);
         assert_send(&up);
-        let id = BlobId::of(&data);
+        let id = Cid::of(&data);
         let down = super::super::download(&store, &id);
         assert_send(&down);
     }

@@ -1,14 +1,13 @@
 //! Content-addressed blobs: the [`BlobStore`] seam, its in-memory, local-filesystem
 //! and object-storage (S3) implementations, and the conformance suite all must pass.
 //!
-//! A blob is named by a [`BlobId`], shown as a CIDv1 (raw codec, blake3 multihash,
-//! base32). It travels as fixed-size chunks whose blake3 hashes its [`Manifest`]
+//! A blob is named by a [`Cid`] (`deed_types::Cid`: CIDv1, raw codec, blake3
+//! multihash, base32 text). It travels as fixed-size chunks whose blake3 hashes its [`Manifest`]
 //! lists, so a store verifies every chunk the moment it arrives, tells an uploader
 //! which chunks it still lacks (uploads resume), and checks the whole blob against
 //! its id before the blob becomes visible. An upload that never finishes is never
 //! visible as a blob.
 
-mod cid;
 pub mod conformance;
 mod fs;
 mod manifest;
@@ -18,7 +17,7 @@ mod object;
 use std::future::Future;
 use std::ops::Range;
 
-pub use self::cid::{BlobId, ParseBlobIdError, BLAKE3_MULTIHASH_CODE, RAW_CODEC};
+pub use deed_types::Cid;
 pub use fs::FsBlobStore;
 pub use manifest::{Manifest, DEFAULT_CHUNK_SIZE};
 pub use memory::MemoryBlobStore;
@@ -110,15 +109,15 @@ pub enum BlobError {
     #[error("blob content hashes to {got}, not to the manifest's id {expected}")]
     ContentMismatch {
         /// The id the manifest claimed.
-        expected: BlobId,
+        expected: Cid,
         /// The id of the content actually uploaded.
-        got: BlobId,
+        got: Cid,
     },
     /// No complete blob with this id.
     #[error("blob {id} not found")]
     NotFound {
         /// The id asked for.
-        id: BlobId,
+        id: Cid,
     },
     /// A byte range outside the blob.
     #[error("range {start}..{end} is outside blob of {size} bytes")]
@@ -134,7 +133,7 @@ pub enum BlobError {
     #[error("stored blob {id} is corrupt: {detail}")]
     Corrupt {
         /// The blob.
-        id: BlobId,
+        id: Cid,
         /// What failed.
         detail: String,
     },
@@ -206,14 +205,14 @@ pub trait BlobStore: Send + Sync {
     /// The manifest of a complete blob, or `None` if the store does not hold it.
     fn manifest(
         &self,
-        id: &BlobId,
+        id: &Cid,
     ) -> impl Future<Output = Result<Option<Manifest>, BlobError>> + Send;
 
     /// Bytes `range` of a complete blob. Every chunk the range touches is verified
     /// against the manifest before any byte is returned.
     fn read_range(
         &self,
-        id: &BlobId,
+        id: &Cid,
         range: Range<u64>,
     ) -> impl Future<Output = Result<Vec<u8>, BlobError>> + Send;
 }
@@ -240,7 +239,7 @@ pub async fn upload<S: BlobStore>(
 }
 
 /// Reads a whole complete blob.
-pub async fn download<S: BlobStore>(store: &S, id: &BlobId) -> Result<Vec<u8>, BlobError> {
+pub async fn download<S: BlobStore>(store: &S, id: &Cid) -> Result<Vec<u8>, BlobError> {
     let manifest = store
         .manifest(id)
         .await?

@@ -17,7 +17,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::{
-    append_chunk_part, check_range, verify_stored_chunk, BlobError, BlobId, BlobLimits, BlobStore,
+    append_chunk_part, check_range, verify_stored_chunk, BlobError, BlobLimits, BlobStore, Cid,
     Manifest,
 };
 
@@ -96,7 +96,7 @@ impl ObjectBlobStore {
         }
     }
 
-    fn blob_path(&self, id: &BlobId) -> Path {
+    fn blob_path(&self, id: &Cid) -> Path {
         self.path(&format!("blobs/{id}"))
     }
 
@@ -116,7 +116,7 @@ impl ObjectBlobStore {
         }
     }
 
-    async fn stored_manifest(&self, id: &BlobId) -> Result<Option<Manifest>, BlobError> {
+    async fn stored_manifest(&self, id: &Cid) -> Result<Option<Manifest>, BlobError> {
         let Some(bytes) = self.get_bytes(&self.blob_path(id), "read manifest").await? else {
             return Ok(None);
         };
@@ -241,7 +241,7 @@ impl BlobStore for ObjectBlobStore {
             }
             hasher.update(&data);
         }
-        let got = BlobId(hasher.finalize().into());
+        let got = Cid(hasher.finalize().into());
         if got != manifest.id {
             self.delete_chunks(manifest).await?;
             return Err(BlobError::ContentMismatch {
@@ -263,11 +263,11 @@ impl BlobStore for ObjectBlobStore {
         self.discard_upload(manifest).await
     }
 
-    async fn manifest(&self, id: &BlobId) -> Result<Option<Manifest>, BlobError> {
+    async fn manifest(&self, id: &Cid) -> Result<Option<Manifest>, BlobError> {
         self.stored_manifest(id).await
     }
 
-    async fn read_range(&self, id: &BlobId, range: Range<u64>) -> Result<Vec<u8>, BlobError> {
+    async fn read_range(&self, id: &Cid, range: Range<u64>) -> Result<Vec<u8>, BlobError> {
         let m = self
             .stored_manifest(id)
             .await?
