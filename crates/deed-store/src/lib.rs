@@ -10,7 +10,7 @@ pub mod blob;
 pub mod state;
 
 pub use blob::{
-    BlobError, BlobLimits, BlobStore, Cid, FsBlobStore, Manifest, MemoryBlobStore, ObjectBlobStore,
-    S3Config,
+    AnyBlobStore, BlobError, BlobLimits, BlobStore, Cid, FsBlobStore, Manifest, MemoryBlobStore,
+    ObjectBlobStore, S3Config,
 };
 pub use state::{Commit, Head, MemoryStateStore, RedbStateStore, StateStore, StoreError};

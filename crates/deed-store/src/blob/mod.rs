@@ -8,6 +8,7 @@
 //! its id before the blob becomes visible. An upload that never finishes is never
 //! visible as a blob.
 
+mod any;
 pub mod conformance;
 mod fs;
 mod manifest;
@@ -17,6 +18,7 @@ mod object;
 use std::future::Future;
 use std::ops::Range;
 
+pub use any::AnyBlobStore;
 pub use deed_types::Cid;
 pub use fs::FsBlobStore;
 pub use manifest::{Manifest, DEFAULT_CHUNK_SIZE};
