@@ -2,19 +2,20 @@
 //!
 //! Layout under the root directory:
 //!
-//! - `blobs/<cid>/data` and `blobs/<cid>/manifest`: a complete blob. The directory is
-//!   assembled under `tmp/` and renamed into `blobs/` in one step, so a blob is
-//!   either entirely present or absent.
-//! - `staging/<upload key>/<index>.chunk`: verified chunks of unfinished uploads. Each
-//!   chunk file is written under `tmp/`, synced and renamed, so a chunk file is
-//!   never partial; staged chunks survive restarts, which is what lets uploads resume.
+//! - `staging/<upload key>/<index>.chunk`: verified chunks of an unfinished upload.
+//!   Each is written under `tmp/` and renamed into place, so a chunk file is never
+//!   partial; staged chunks survive restarts, which is what lets uploads resume.
+//! - `blobs/<cid>/<index>.chunk` and `blobs/<cid>/manifest`: a complete blob. `finish`
+//!   verifies and syncs the staged chunks, adds the manifest and renames the whole
+//!   staging directory to `blobs/<cid>` in one step, so a blob is either entirely
+//!   present or absent, and its bytes are never copied.
 //! - `tmp/`: scratch space, emptied when the store is opened.
 //!
 //! One process owns a root at a time. Blocking file I/O runs on tokio's blocking
 //! pool, so the store must be used inside a tokio runtime.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,7 +92,7 @@ impl Root {
     }
 
     fn chunk_path(&self, m: &Manifest, index: u32) -> PathBuf {
-        self.staging_dir(m).join(format!("{index}.chunk"))
+        self.staging_dir(m).join(chunk_name(index))
     }
 
     fn tmp_path(&self) -> PathBuf {
@@ -146,6 +147,10 @@ impl Root {
     }
 }
 
+fn chunk_name(index: u32) -> String {
+    format!("{index}.chunk")
+}
+
 /// Writes `data` to a new file at `path` and syncs it.
 fn write_synced(path: &Path, data: &[u8]) -> io::Result<()> {
     let mut f = File::create(path)?;
@@ -182,39 +187,39 @@ fn finish_blocking(root: &Root, m: &Manifest) -> Result<(), BlobError> {
             first,
         });
     }
-
-    let tmp_dir = root.tmp_path();
-    fs::create_dir(&tmp_dir).map_err(io_err("create scratch directory"))?;
-    let result = assemble(root, m, &tmp_dir);
-    if let Err(e) = result {
-        // Best effort: the scratch directory is also cleared on the next open.
-        let _ = fs::remove_dir_all(&tmp_dir);
+    if let Err(e) = verify_and_sync_staged(root, m) {
         if matches!(e, BlobError::ContentMismatch { .. }) {
             remove_dir_if_present(&staging).map_err(io_err("remove staged chunks"))?;
         }
         return Err(e);
     }
-    let blobs = root.path.join("blobs");
-    if let Err(e) = fs::rename(&tmp_dir, &final_dir) {
-        let _ = fs::remove_dir_all(&tmp_dir);
+    fs::create_dir_all(&staging).map_err(io_err("create staging directory"))?;
+    let tmp = root.tmp_path();
+    write_synced(&tmp, &m.encode()).map_err(io_err("write manifest"))?;
+    fs::rename(&tmp, staging.join("manifest")).map_err(io_err("write manifest"))?;
+    sync_dir(&staging).map_err(io_err("sync staging directory"))?;
+    if let Err(e) = fs::rename(&staging, &final_dir) {
         // Another finish of the same blob won the race: the blob is there, as wanted.
         if !final_dir.is_dir() {
             return Err(io_err("publish blob")(e));
         }
+        remove_dir_if_present(&staging).map_err(io_err("remove staged chunks"))?;
     }
-    sync_dir(&blobs).map_err(io_err("sync blob directory"))?;
-    remove_dir_if_present(&staging).map_err(io_err("remove staged chunks"))?;
-    Ok(())
+    sync_dir(&root.path.join("blobs")).map_err(io_err("sync blob directory"))
 }
 
-/// Concatenates the staged chunks into `dir/data` (verifying each chunk and the whole
-/// blob) and writes `dir/manifest`, all synced.
-fn assemble(root: &Root, m: &Manifest, dir: &Path) -> Result<(), BlobError> {
-    let mut data = File::create(dir.join("data")).map_err(io_err("create blob file"))?;
+/// Reads back every staged chunk of `m`, checks it and the whole content against the
+/// manifest, and syncs each chunk file, so what gets published is durable and right.
+/// Staging skips the sync: a chunk lost to a power cut fails this check and is asked
+/// for again, never published.
+fn verify_and_sync_staged(root: &Root, m: &Manifest) -> Result<(), BlobError> {
     let mut hasher = blake3::Hasher::new();
     for index in 0..m.chunk_count() {
         let path = root.chunk_path(m, index);
-        let chunk = fs::read(&path).map_err(io_err("read staged chunk"))?;
+        let mut file = File::open(&path).map_err(io_err("open staged chunk"))?;
+        let mut chunk = Vec::new();
+        file.read_to_end(&mut chunk)
+            .map_err(io_err("read staged chunk"))?;
         if let Err(e) = m.check_chunk(index, &chunk) {
             // A damaged staged chunk is dropped so that the uploader is asked for it
             // again.
@@ -222,7 +227,7 @@ fn assemble(root: &Root, m: &Manifest, dir: &Path) -> Result<(), BlobError> {
             return Err(e);
         }
         hasher.update(&chunk);
-        data.write_all(&chunk).map_err(io_err("write blob file"))?;
+        file.sync_all().map_err(io_err("sync staged chunk"))?;
     }
     let got = Cid(hasher.finalize().into());
     if got != m.id {
@@ -231,9 +236,6 @@ fn assemble(root: &Root, m: &Manifest, dir: &Path) -> Result<(), BlobError> {
             got,
         });
     }
-    data.sync_all().map_err(io_err("sync blob file"))?;
-    write_synced(&dir.join("manifest"), &m.encode()).map_err(io_err("write manifest"))?;
-    sync_dir(dir).map_err(io_err("sync blob directory"))?;
     Ok(())
 }
 
@@ -242,18 +244,19 @@ fn read_range_blocking(root: &Root, id: &Cid, range: Range<u64>) -> Result<Vec<u
         .read_manifest(id)?
         .ok_or(BlobError::NotFound { id: *id })?;
     check_range(&range, m.size)?;
-    let mut file = File::open(root.blob_dir(id).join("data")).map_err(io_err("open blob"))?;
+    let dir = root.blob_dir(id);
     let mut out = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
-    let mut chunk = Vec::new();
     for index in m.chunks_for(&range) {
-        let r = m.chunk_range(index)?;
-        chunk.clear();
-        file.seek(SeekFrom::Start(r.start))
-            .map_err(io_err("seek blob"))?;
-        (&mut file)
-            .take(r.end - r.start)
-            .read_to_end(&mut chunk)
-            .map_err(io_err("read blob"))?;
+        let chunk = match fs::read(dir.join(chunk_name(index))) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(BlobError::Corrupt {
+                    id: *id,
+                    detail: format!("chunk {index} file is missing"),
+                })
+            }
+            Err(e) => return Err(io_err("read blob chunk")(e)),
+        };
         verify_stored_chunk(&m, index, &chunk)?;
         append_chunk_part(&m, index, &chunk, &range, &mut out)?;
     }
@@ -296,10 +299,11 @@ impl BlobStore for FsBlobStore {
             }
             let dir = root.staging_dir(&m);
             fs::create_dir_all(&dir).map_err(io_err("create staging directory"))?;
+            // Not synced here: `finish` re-verifies and syncs every chunk before the
+            // blob is published.
             let tmp = root.tmp_path();
-            write_synced(&tmp, &data).map_err(io_err("write chunk"))?;
-            fs::rename(&tmp, root.chunk_path(&m, index)).map_err(io_err("store chunk"))?;
-            sync_dir(&dir).map_err(io_err("sync staging directory"))
+            fs::write(&tmp, &data).map_err(io_err("write chunk"))?;
+            fs::rename(&tmp, root.chunk_path(&m, index)).map_err(io_err("store chunk"))
         })
         .await
     }
@@ -407,9 +411,9 @@ mod tests {
             let m = super::super::upload(&store, &data, 1000)
                 .await
                 .expect("upload");
-            let path = store.root.blob_dir(&m.id).join("data");
+            let path = store.root.blob_dir(&m.id).join(chunk_name(2));
             let mut bytes = fs::read(&path).expect("read");
-            bytes[2500] ^= 1;
+            bytes[500] ^= 1;
             fs::write(&path, bytes).expect("write");
             let err = store
                 .read_range(&m.id, 2400..2600)
