@@ -1,5 +1,6 @@
 //! The chunk list of a blob and its compact binary encoding.
 
+use std::io::Read;
 use std::ops::Range;
 
 use deed_types::Hash;
@@ -44,6 +45,46 @@ impl Manifest {
             size: data.len() as u64,
             chunk_size,
             chunks: data.chunks(step).map(Hash::of).collect(),
+        })
+    }
+
+    /// The manifest of everything `reader` yields, read one chunk at a time so a
+    /// large file never has to fit in memory.
+    pub fn from_reader<R: Read>(mut reader: R, chunk_size: u32) -> Result<Manifest, BlobError> {
+        if chunk_size == 0 {
+            return Err(BlobError::BadManifest {
+                reason: "chunk size is zero",
+            });
+        }
+        let io = |source| BlobError::Io {
+            op: "read blob for manifest",
+            source,
+        };
+        let mut whole = blake3::Hasher::new();
+        let mut chunks = Vec::new();
+        let mut size = 0u64;
+        let mut buf = Vec::with_capacity(chunk_size as usize);
+        loop {
+            buf.clear();
+            (&mut reader)
+                .take(u64::from(chunk_size))
+                .read_to_end(&mut buf)
+                .map_err(io)?;
+            if buf.is_empty() {
+                break;
+            }
+            whole.update(&buf);
+            chunks.push(Hash::of(&buf));
+            size += buf.len() as u64;
+            if buf.len() < chunk_size as usize {
+                break;
+            }
+        }
+        Ok(Manifest {
+            id: Cid(whole.finalize().into()),
+            size,
+            chunk_size,
+            chunks,
         })
     }
 
@@ -300,6 +341,9 @@ mod tests {
             prop_assert_eq!(&joined, &data);
             prop_assert_eq!(Cid::of(&joined), m.id);
             prop_assert_eq!(&Manifest::decode(&m.encode()).expect("decode"), &m);
+            // A reader that returns few bytes per call must not change the chunking.
+            let trickle = std::io::Read::chain(&data[..data.len() / 3], &data[data.len() / 3..]);
+            prop_assert_eq!(&Manifest::from_reader(trickle, chunk_size).expect("reader"), &m);
             let json = serde_json::to_string(&m).expect("json");
             prop_assert_eq!(serde_json::from_str::<Manifest>(&json).expect("from json"), m);
         }
