@@ -128,12 +128,13 @@ fn block_for(seed: u64, keys: &Keys, state: &State) -> Block {
             .or_insert_with(|| state.nonce(&keys.addr(from)));
         let fee = 1 + Amount::from(next(3) as u8);
         let (nonce, amount) = match kind {
-            // A transfer that fits the balance.
+            // A transfer that fits a funded balance (the empty account cannot pay
+            // the fee until it has received something).
             0 | 4 => (nonce, Amount::from(next(5_000) as u16)),
-            // More than the sender holds: charged, rejected.
+            // More than the whole supply: charged, rejected.
             1 => (
                 nonce,
-                state.balance(&keys.addr(from)) + 1 + Amount::from(next(1_000) as u16),
+                state.meta().supply + 1 + Amount::from(next(1_000) as u16),
             ),
             // A nonce from the future, or a replayed one.
             2 if nonce == 0 || next(2) == 0 => (nonce + 1 + next(3), 1),
