@@ -14,6 +14,8 @@ use deed_types::{DType, Tensor};
 use libfuzzer_sys::fuzz_target;
 
 /// Tight limits, so that a hostile dimension is refused rather than allocated.
+// Limits added later keep their defaults here.
+#[allow(clippy::needless_update)]
 fn limits() -> Limits {
     Limits {
         max_model_bytes: 1 << 20,
@@ -22,6 +24,7 @@ fn limits() -> Limits {
         max_tensor_bytes: 1 << 20,
         max_activation_bytes: 1 << 24,
         max_rank: 8,
+        ..Limits::default()
     }
 }
 
