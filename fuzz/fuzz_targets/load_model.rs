@@ -5,6 +5,9 @@
 //! ```text
 //! cargo +nightly fuzz run load_model -- -max_total_time=300
 //! ```
+//!
+//! Real models make good seeds: pass a folder of `.onnx` files after the corpus folder
+//! (`cargo +nightly fuzz run load_model fuzz/corpus/load_model MODELS_DIR`).
 
 #![no_main]
 
