@@ -6,7 +6,7 @@
 mod common;
 
 use common::Chain;
-use deed_ledger::trace::Trace;
+use deed_ledger::trace::{to_wire, Trace};
 use deed_ledger::{DisputePhase, Event, JobStatus, Params, TxError};
 use deed_types::*;
 
@@ -86,7 +86,7 @@ fn receipt(t: &Trace) -> Receipt {
     Receipt {
         output: Output::Hash(Hash::of(t.root().as_bytes())),
         trace_root: t.root(),
-        steps: t.len(),
+        steps: t.len() as u64,
     }
 }
 
@@ -426,7 +426,7 @@ fn play(
                     defender,
                     Action::RevealStep {
                         dispute,
-                        proof: def.step_proof(index).unwrap(),
+                        proof: to_wire(&def.step_proof(index as usize).unwrap()),
                     },
                 );
             }
@@ -435,7 +435,7 @@ fn play(
                     c.advance_to(d.deadline);
                     continue;
                 }
-                let agree = chal.chain_value(index) == Some(value);
+                let agree = chal.chain_value(index as usize) == Some(value);
                 c.ok(challenger, Action::Respond { dispute, agree });
             }
             DisputePhase::AwaitReferee => {
@@ -447,7 +447,7 @@ fn play(
                     defender,
                     Action::Referee {
                         dispute,
-                        peaks: def.peaks_before(d.lo),
+                        peaks: def.peaks_before(d.lo as usize).unwrap(),
                         inputs: vec![],
                     },
                 );
@@ -565,7 +565,10 @@ fn missing_a_move_deadline_loses() {
 fn dispute_moves_are_checked() {
     let n = 8;
     let (mut c, m, manifest) = setup(1, n, 10, 100, Params::default());
-    let honest = truth(n as usize, "model");
+    let mut honest = truth(n as usize, "model");
+    // Step 2 produced a real tensor, which the last step reads as its input.
+    let tensor = Tensor::from_vec(vec![2], vec![1.5f32, -2.0]).unwrap();
+    honest[2] = deed_ledger::trace::step_hash(2, std::slice::from_ref(&tensor)).unwrap();
     c.referee.truth.insert(manifest, honest.clone());
     let (job, ex) = request(&mut c, m, Mode::Optimistic);
     let e = idx(&c, ex[0]);
@@ -611,7 +614,7 @@ fn dispute_moves_are_checked() {
             WATCHER,
             Action::RevealStep {
                 dispute: d,
-                proof: def.step_proof(n - 1).unwrap()
+                proof: to_wire(&def.step_proof(n as usize - 1).unwrap())
             }
         ),
         Err(TxError::WrongMove { .. })
@@ -621,12 +624,12 @@ fn dispute_moves_are_checked() {
             e,
             Action::RevealStep {
                 dispute: d,
-                proof: def.step_proof(0).unwrap()
+                proof: to_wire(&def.step_proof(0).unwrap())
             }
         ),
         Err(TxError::WrongStep { .. })
     ));
-    let mut forged = def.step_proof(n - 1).unwrap();
+    let mut forged = to_wire(&def.step_proof(n as usize - 1).unwrap());
     forged.chain_value = Hash::of(b"forged");
     assert!(matches!(
         c.run(
@@ -653,7 +656,7 @@ fn dispute_moves_are_checked() {
         e,
         Action::RevealStep {
             dispute: d,
-            proof: def.step_proof(n - 1).unwrap(),
+            proof: to_wire(&def.step_proof(n as usize - 1).unwrap()),
         },
     );
     c.ok(
@@ -670,7 +673,7 @@ fn dispute_moves_are_checked() {
                 e,
                 Action::RevealStep {
                     dispute: d,
-                    proof: def.step_proof(index).unwrap(),
+                    proof: to_wire(&def.step_proof(index as usize).unwrap()),
                 },
             ),
             DisputePhase::AwaitResponse { .. } => c.ok(
@@ -686,7 +689,8 @@ fn dispute_moves_are_checked() {
     let dd = c.state.dispute(d).unwrap().clone();
     assert_eq!(dd.phase, DisputePhase::AwaitReferee);
     assert_eq!(dd.lo, n - 1);
-    let wrong = vec![Hash::of(b"x"); def.peaks_before(dd.lo).len()];
+    let lo = dd.lo as usize;
+    let wrong = vec![Hash::of(b"x"); def.peaks_before(lo).unwrap().len()];
     assert!(matches!(
         c.run(
             e,
@@ -699,32 +703,51 @@ fn dispute_moves_are_checked() {
         Err(TxError::InvalidProof(_))
     ));
     // An input claimed to come from an earlier step must be proven inside the prefix.
-    let tensor = Tensor::from_vec(vec![1], vec![1.0f32]).unwrap();
-    let bogus = RefereeInput {
-        tensor: tensor.encode(),
-        source: InputSource::Step {
-            step: 2,
-            step_hash: tensor.hash(),
-            proof: def.input_proof(dd.lo, 2).unwrap(),
-        },
+    let proof = def.input_proof(lo - 1, 2).unwrap();
+    let other = Tensor::from_vec(vec![1], vec![1.0f32]).unwrap();
+    let input = |t: &Tensor| RefereeInput::Step {
+        step: 2,
+        output: 0,
+        outputs: vec![t.encode()],
+        siblings: proof.siblings.clone(),
+        other_peaks: proof.other_peaks.clone(),
+    };
+    let peaks = def.peaks_before(lo).unwrap();
+    assert!(matches!(
+        c.run(
+            e,
+            Action::Referee {
+                dispute: d,
+                peaks: peaks.clone(),
+                inputs: vec![input(&other)]
+            }
+        ),
+        Err(TxError::InvalidProof(_))
+    ));
+    let malformed = RefereeInput::Step {
+        step: 2,
+        output: 0,
+        outputs: vec![vec![1, 2, 3]],
+        siblings: vec![],
+        other_peaks: vec![],
     };
     assert!(matches!(
         c.run(
             e,
             Action::Referee {
                 dispute: d,
-                peaks: def.peaks_before(dd.lo),
-                inputs: vec![bogus]
+                peaks: peaks.clone(),
+                inputs: vec![malformed]
             }
         ),
-        Err(TxError::InvalidProof(_))
+        Err(TxError::BadTensor { index: 0 })
     ));
     c.ok(
         e,
         Action::Referee {
             dispute: d,
-            peaks: def.peaks_before(dd.lo),
-            inputs: vec![],
+            peaks,
+            inputs: vec![input(&tensor), RefereeInput::Absent],
         },
     );
     assert_eq!(

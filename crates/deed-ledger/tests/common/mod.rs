@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use deed_ledger::{
-    apply_block, next_block, BlockOutcome, Params, Referee, RefereeError, State, TxError,
+    apply_block, next_block, BlockOutcome, Params, Referee, RefereeError, State, StepInput, TxError,
 };
-use deed_types::{Action, Address, Cid, Hash, SecretKey, SignedTransaction, Tensor, Transaction};
+use deed_types::{Action, Address, Cid, Hash, SecretKey, SignedTransaction, Transaction};
 
 pub const CHAIN: u64 = 4242;
 pub const FEE: u128 = 1;
@@ -25,7 +25,7 @@ impl Referee for ScriptedReferee {
         &self,
         model: &Cid,
         step: u64,
-        _inputs: &[Tensor],
+        _inputs: &[StepInput],
     ) -> Result<Hash, RefereeError> {
         let steps = self
             .truth
