@@ -20,7 +20,13 @@ use deed_types::{DType, Tensor};
 use crate::attrs::Attrs;
 use crate::error::OpError;
 
+pub mod binary;
+pub mod cast;
 pub mod core;
+pub mod elementwise;
+pub mod math;
+pub mod simd;
+pub mod unary;
 pub mod util;
 
 pub use crate::ctx::{Ctx, KernelMode};
@@ -145,6 +151,7 @@ pub fn registry() -> &'static Registry {
     R.get_or_init(|| {
         let mut r = Registry::default();
         core::register(&mut r);
+        elementwise::register(&mut r);
         r
     })
 }
