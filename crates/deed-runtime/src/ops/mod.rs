@@ -21,6 +21,8 @@ use crate::attrs::Attrs;
 use crate::error::OpError;
 
 pub mod core;
+pub mod index;
+pub mod shape;
 pub mod util;
 
 pub use crate::ctx::{Ctx, KernelMode};
@@ -145,6 +147,8 @@ pub fn registry() -> &'static Registry {
     R.get_or_init(|| {
         let mut r = Registry::default();
         core::register(&mut r);
+        shape::register(&mut r);
+        index::register(&mut r);
         r
     })
 }
