@@ -15,8 +15,8 @@ use deed_types::{with_data, DType, Tensor, TensorData};
 use half::{bf16, f16};
 
 use super::shape::{
-    first_like, ints_of, known_ints, remap, run_ints, scalar_from_f64,
-    strided_tables, tensor, wrap, FILL,
+    first_like, ints_of, known_ints, remap, run_ints, scalar_from_f64, strided_tables, tensor,
+    wrap, FILL,
 };
 use super::util::{infer_input, input, need_value, norm_axis, numel, one, strides};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
@@ -54,12 +54,16 @@ fn wrap_index(i: i64, d: usize) -> Result<usize, OpError> {
 /// Copies `src[idx[k]]` for each `k`; [`FILL`] entries take `fill` (or the dtype's
 /// zero).
 fn take(src: &TensorData, idx: &[usize], fill: Option<&TensorData>) -> TensorData {
-    with_data!(src, v => {
+    fn go<T: Element + Default>(v: &[T], idx: &[usize], fill: Option<&TensorData>) -> Vec<T> {
         let f = fill.and_then(|f| first_like(v, f)).unwrap_or_default();
-        wrap(idx.iter().map(|&i| {
-            if i == FILL { f.clone() } else { v.get(i).cloned().unwrap_or_else(|| f.clone()) }
-        }).collect::<Vec<_>>())
-    })
+        idx.iter()
+            .map(|&i| match v.get(i) {
+                Some(x) if i != FILL => x.clone(),
+                _ => f.clone(),
+            })
+            .collect()
+    }
+    with_data!(src, v => wrap(go(v, idx, fill)))
 }
 
 /// Copies, for each block start `b`, the `inner` elements `src[b..b + inner]`.
@@ -105,10 +109,16 @@ fn numbers_i64(t: &Tensor, index: usize) -> Result<Vec<i64>, OpError> {
 // Slice
 // ---------------------------------------------------------------------------------
 
+/// Slice attributes before opset 10: (starts, ends, axes).
+type SliceAttrs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>);
+/// Slice arguments: (starts, ends, axes, steps).
+type SliceArgs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>);
+/// Per-axis (start, step, length).
+type SlicePlan = (Vec<usize>, Vec<i64>, Vec<usize>);
+
 #[derive(Debug)]
 struct Slice {
-    /// Opset < 10: (starts, ends, axes) attributes.
-    attrs: Option<(Vec<i64>, Vec<i64>, Option<Vec<i64>>)>,
+    attrs: Option<SliceAttrs>,
 }
 
 fn build_slice(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
@@ -132,12 +142,10 @@ pub(crate) fn slice_plan(
     ends: &[i64],
     axes: Option<&[i64]>,
     steps: Option<&[i64]>,
-) -> Result<(Vec<usize>, Vec<i64>, Vec<usize>), OpError> {
+) -> Result<SlicePlan, OpError> {
     let rank = shape.len();
     let k = starts.len();
-    if ends.len() != k
-        || axes.is_some_and(|a| a.len() != k)
-        || steps.is_some_and(|s| s.len() != k)
+    if ends.len() != k || axes.is_some_and(|a| a.len() != k) || steps.is_some_and(|s| s.len() != k)
     {
         return Err(OpError::value(
             "Slice starts, ends, axes and steps must have the same length",
@@ -192,7 +200,7 @@ impl Slice {
     fn params(
         &self,
         ints: impl Fn(usize) -> Result<Option<Vec<i64>>, OpError>,
-    ) -> Result<(Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>), OpError> {
+    ) -> Result<SliceArgs, OpError> {
         match &self.attrs {
             Some((s, e, a)) => Ok((s.clone(), e.clone(), a.clone(), None)),
             None => Ok((
@@ -295,7 +303,12 @@ fn build_gather_elements(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
 
 /// For every element of an index tensor of shape `q` laid against data of shape `s`
 /// along `axis`, the flat data offset it addresses (ScatterElements/GatherElements).
-fn element_targets(s: &[usize], q: &[usize], axis: i64, idx: &[i64]) -> Result<Vec<usize>, OpError> {
+fn element_targets(
+    s: &[usize],
+    q: &[usize],
+    axis: i64,
+    idx: &[i64],
+) -> Result<Vec<usize>, OpError> {
     let r = s.len();
     if q.len() != r || r == 0 {
         return Err(OpError::shape(format!(
@@ -303,7 +316,11 @@ fn element_targets(s: &[usize], q: &[usize], axis: i64, idx: &[i64]) -> Result<V
         )));
     }
     let a = norm_axis(axis, r)?;
-    if q.iter().zip(s).enumerate().any(|(d, (&qd, &sd))| d != a && qd > sd) {
+    if q.iter()
+        .zip(s)
+        .enumerate()
+        .any(|(d, (&qd, &sd))| d != a && qd > sd)
+    {
         return Err(OpError::shape(format!(
             "indices {q:?} exceed data {s:?} outside axis {a}"
         )));
@@ -428,7 +445,10 @@ impl Op for GatherNd {
         let starts = nd_starts(x.shape(), it.shape(), self.batch_dims, &ints_of(it, 1)?)?;
         let n_inner = numel(&inner)?;
         prefix.extend(inner);
-        Ok(vec![tensor(prefix, take_blocks(x.data(), &starts, n_inner))?])
+        Ok(vec![tensor(
+            prefix,
+            take_blocks(x.data(), &starts, n_inner),
+        )?])
     }
 }
 
@@ -569,7 +589,9 @@ fn scatter(
             }
         };
     }
-    Ok(num!(F32, F64, F16, BF16, I8, I16, I32, I64, U8, U16, U32, U64))
+    Ok(num!(
+        F32, F64, F16, BF16, I8, I16, I32, I64, U8, U16, U32, U64
+    ))
 }
 
 #[derive(Debug)]
@@ -936,7 +958,11 @@ fn build_compress(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
 impl Compress {
     /// (axis or None for flattened, selected positions, output shape).
     #[allow(clippy::type_complexity)]
-    fn plan(&self, s: &[usize], cond: &Tensor) -> Result<(Option<usize>, Vec<usize>, Vec<usize>), OpError> {
+    fn plan(
+        &self,
+        s: &[usize],
+        cond: &Tensor,
+    ) -> Result<(Option<usize>, Vec<usize>, Vec<usize>), OpError> {
         let c = cond.as_slice::<bool>().ok_or(OpError::DType {
             index: 1,
             dtype: cond.dtype(),
@@ -956,7 +982,13 @@ impl Compress {
                 "Compress condition selects past the end of a dimension of size {d}"
             )));
         }
-        let sel: Vec<usize> = c.iter().take(d).enumerate().filter(|(_, &x)| x).map(|(i, _)| i).collect();
+        let sel: Vec<usize> = c
+            .iter()
+            .take(d)
+            .enumerate()
+            .filter(|(_, &x)| x)
+            .map(|(i, _)| i)
+            .collect();
         let out = match axis {
             Some(a) => {
                 let mut o = s.to_vec();
@@ -1021,8 +1053,17 @@ fn nonzero_mask(t: &Tensor) -> Result<Vec<bool>, OpError> {
 
 fn nonzero(t: &Tensor) -> Result<Tensor, OpError> {
     let mask = nonzero_mask(t)?;
-    let shape: Vec<usize> = if t.rank() == 0 { vec![1] } else { t.shape().to_vec() };
-    let hits: Vec<usize> = mask.iter().enumerate().filter(|(_, &m)| m).map(|(i, _)| i).collect();
+    let shape: Vec<usize> = if t.rank() == 0 {
+        vec![1]
+    } else {
+        t.shape().to_vec()
+    };
+    let hits: Vec<usize> = mask
+        .iter()
+        .enumerate()
+        .filter(|(_, &m)| m)
+        .map(|(i, _)| i)
+        .collect();
     let st = strides(&shape);
     let nnz = hits.len();
     let mut out = vec![0i64; shape.len() * nnz];
@@ -1102,10 +1143,18 @@ impl Op for ReverseSequence {
         let mut idx = Vec::with_capacity(x.len());
         for a0 in 0..s[0] {
             for a1 in 0..s[1] {
-                let (b, t) = if self.batch_axis == 0 { (a0, a1) } else { (a1, a0) };
+                let (b, t) = if self.batch_axis == 0 {
+                    (a0, a1)
+                } else {
+                    (a1, a0)
+                };
                 let l = lens[b] as usize;
                 let src_t = if t < l { l - 1 - t } else { t };
-                let (c0, c1) = if self.batch_axis == 0 { (b, src_t) } else { (src_t, b) };
+                let (c0, c1) = if self.batch_axis == 0 {
+                    (b, src_t)
+                } else {
+                    (src_t, b)
+                };
                 let base = c0 * st[0] + c1 * st[1];
                 idx.extend(base..base + inner);
             }
@@ -1170,9 +1219,10 @@ struct EyeLike {
 fn build_eye_like(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
     let dtype = match n.attrs.opt_int("dtype")? {
         None => None,
-        Some(c) => Some(DType::from_onnx_code(c as i32).ok_or_else(|| {
-            OpError::unsupported(format!("EyeLike dtype code {c}"))
-        })?),
+        Some(c) => Some(
+            DType::from_onnx_code(c as i32)
+                .ok_or_else(|| OpError::unsupported(format!("EyeLike dtype code {c}")))?,
+        ),
     };
     Ok(Box::new(EyeLike {
         dtype,
@@ -1303,7 +1353,12 @@ mod tests {
             a.0.insert("reduction".into(), Attr::String(r.as_bytes().to_vec()));
             let op = build_scatter_elements(&node("ScatterElements", 18, &a, 1)).unwrap();
             let out = run(op.as_ref(), &[Some(&x), Some(&i), Some(&u)]).unwrap();
-            let got: Vec<u32> = out[0].as_slice::<f32>().unwrap().iter().map(|v| v.to_bits()).collect();
+            let got: Vec<u32> = out[0]
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
             let want: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
             assert_eq!(got, want, "{r}");
         }
@@ -1338,7 +1393,10 @@ mod tests {
     fn nonzero_needs_a_known_value() {
         let t = TypeInfo::new(DType::F32, vec![2]);
         let e = NonZero
-            .infer(&[Some(InferInput { ty: &t, value: None })])
+            .infer(&[Some(InferInput {
+                ty: &t,
+                value: None,
+            })])
             .unwrap_err();
         assert_eq!(e, OpError::ValueNeeded { index: 0 });
         let x = Tensor::from_vec(vec![2, 2], vec![0.0f32, -0.0, f32::NAN, 1.0]).unwrap();

@@ -22,6 +22,7 @@ use crate::error::OpError;
 
 pub mod core;
 pub mod index;
+pub mod resize;
 pub mod shape;
 pub mod util;
 
@@ -149,6 +150,7 @@ pub fn registry() -> &'static Registry {
         core::register(&mut r);
         shape::register(&mut r);
         index::register(&mut r);
+        resize::register(&mut r);
         r
     })
 }

@@ -75,10 +75,7 @@ pub(crate) fn known_ints(
 ) -> Result<Option<Vec<i64>>, OpError> {
     match opt_infer_input(inputs, index) {
         None => Ok(None),
-        Some(x) => Ok(Some(ints_of(
-            super::util::need_value(x, index)?,
-            index,
-        )?)),
+        Some(x) => Ok(Some(ints_of(super::util::need_value(x, index)?, index)?)),
     }
 }
 
@@ -239,7 +236,9 @@ struct Reshape {
 
 fn build_reshape(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
     if n.opset < 5 {
-        return Err(OpError::unsupported("Reshape before opset 5 (shape attribute)"));
+        return Err(OpError::unsupported(
+            "Reshape before opset 5 (shape attribute)",
+        ));
     }
     Ok(Box::new(Reshape {
         allowzero: n.attrs.int("allowzero", 0)? != 0,
@@ -318,7 +317,11 @@ impl Op for Reshape {
         Ok(vec![x.clone().reshaped(shape)?])
     }
     fn cost(&self, inputs: &[Option<&TypeInfo>], _: &[TypeInfo]) -> u64 {
-        inputs.first().copied().flatten().map_or(1, |t| t.numel().max(1))
+        inputs
+            .first()
+            .copied()
+            .flatten()
+            .map_or(1, |t| t.numel().max(1))
     }
 }
 
@@ -340,7 +343,11 @@ fn build_flatten(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
 impl Flatten {
     fn shape(&self, s: &[usize]) -> Result<Vec<usize>, OpError> {
         let r = s.len() as i64;
-        let a = if self.axis < 0 { self.axis + r } else { self.axis };
+        let a = if self.axis < 0 {
+            self.axis + r
+        } else {
+            self.axis
+        };
         if a < 0 || a > r {
             return Err(OpError::bad_attr(
                 "axis",
@@ -459,7 +466,13 @@ fn unsqueeze_shape(s: &[usize], axes: &[i64]) -> Result<Vec<usize>, OpError> {
     let mut it = s.iter();
     Ok(ins
         .into_iter()
-        .map(|i| if i { 1 } else { it.next().copied().unwrap_or(1) })
+        .map(|i| {
+            if i {
+                1
+            } else {
+                it.next().copied().unwrap_or(1)
+            }
+        })
         .collect())
 }
 
@@ -637,8 +650,7 @@ impl Op for Concat {
     }
     fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {
         let parts: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
-        let shapes: Vec<(DType, &[usize])> =
-            parts.iter().map(|t| (t.dtype(), t.shape())).collect();
+        let shapes: Vec<(DType, &[usize])> = parts.iter().map(|t| (t.dtype(), t.shape())).collect();
         let (_, axis, out) = self.shape(&shapes)?;
         let total = numel(&out)?;
         let first = parts[0].data();
@@ -709,7 +721,7 @@ impl Split {
                     (0..k)
                         .map(|i| chunk.min(d.saturating_sub(i * chunk)))
                         .collect()
-                } else if d % k == 0 {
+                } else if d.checked_rem(k) == Some(0) {
                     vec![d / k; k]
                 } else {
                     return Err(OpError::shape(format!(
@@ -862,14 +874,11 @@ fn build_pad(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
         m => return Err(OpError::unsupported(format!("Pad mode `{m}`"))),
     };
     let attr_pads = if n.opset < 11 {
-        Some(
-            n.attrs
-                .ints("pads")?
-                .or(n.attrs.ints("paddings")?)
-                .ok_or(OpError::MissingAttribute {
-                    name: "pads".into(),
-                })?,
-        )
+        Some(n.attrs.ints("pads")?.or(n.attrs.ints("paddings")?).ok_or(
+            OpError::MissingAttribute {
+                name: "pads".into(),
+            },
+        )?)
     } else {
         None
     };
@@ -996,10 +1005,13 @@ impl Op for Pad {
                     actual: v.dtype(),
                 })
             }
-            Some(v) if v.len() > 0 => v.data().clone(),
+            Some(v) if !v.is_empty() => v.data().clone(),
             _ => scalar_from_f64(x.dtype(), self.attr_value as f64)?,
         };
-        Ok(vec![tensor(out, remap(x.data(), &tables, Some(&fill), ctx))?])
+        Ok(vec![tensor(
+            out,
+            remap(x.data(), &tables, Some(&fill), ctx),
+        )?])
     }
 }
 
@@ -1237,7 +1249,9 @@ struct Range;
 fn range_len(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<usize, OpError> {
     fn float_len(s: f64, l: f64, d: f64) -> Result<usize, OpError> {
         if d == 0.0 || !d.is_finite() || !s.is_finite() || !l.is_finite() {
-            return Err(OpError::value("Range needs finite bounds and a non-zero delta"));
+            return Err(OpError::value(
+                "Range needs finite bounds and a non-zero delta",
+            ));
         }
         let n = ((l - s) / d).ceil();
         if n > u32::MAX as f64 {
@@ -1266,7 +1280,9 @@ fn range_len(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<usize, Op
             let (s, l, d) = (g(start), g(limit), g(delta));
             // The quotient is rounded to f32, as the spec computes it in the input type.
             if d == 0.0 || !d.is_finite() || !s.is_finite() || !l.is_finite() {
-                return Err(OpError::value("Range needs finite bounds and a non-zero delta"));
+                return Err(OpError::value(
+                    "Range needs finite bounds and a non-zero delta",
+                ));
             }
             float_len(0.0, ((l - s) / d) as f64, 1.0)
         }
@@ -1278,7 +1294,9 @@ fn range_len(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<usize, Op
             let g = |t: &Tensor| half_f32(t).unwrap_or(0.0);
             let (s, l, d) = (g(start), g(limit), g(delta));
             if d == 0.0 || !d.is_finite() || !s.is_finite() || !l.is_finite() {
-                return Err(OpError::value("Range needs finite bounds and a non-zero delta"));
+                return Err(OpError::value(
+                    "Range needs finite bounds and a non-zero delta",
+                ));
             }
             float_len(0.0, ((l - s) / d) as f64, 1.0)
         }
@@ -1376,7 +1394,12 @@ mod tests {
     use super::*;
     use crate::attrs::{Attr, Attrs};
 
-    pub(crate) fn node<'a>(op: &'a str, opset: i64, attrs: &'a Attrs, n_out: usize) -> NodeInfo<'a> {
+    pub(crate) fn node<'a>(
+        op: &'a str,
+        opset: i64,
+        attrs: &'a Attrs,
+        n_out: usize,
+    ) -> NodeInfo<'a> {
         NodeInfo {
             name: "n",
             op_type: op,
@@ -1415,7 +1438,10 @@ mod tests {
 
     #[test]
     fn reshape_zero_and_infer() {
-        assert_eq!(reshape_shape(&[2, 3, 4], &[0, -1], false).unwrap(), vec![2, 12]);
+        assert_eq!(
+            reshape_shape(&[2, 3, 4], &[0, -1], false).unwrap(),
+            vec![2, 12]
+        );
         assert_eq!(reshape_shape(&[0, 3], &[3, 0], true).unwrap(), vec![3, 0]);
         assert!(reshape_shape(&[2, 3], &[-1, -1], false).is_err());
         assert!(reshape_shape(&[2, 3], &[4, -1], false).is_err());
@@ -1431,8 +1457,14 @@ mod tests {
         let s = TypeInfo::new(DType::I64, vec![1]);
         let e = op
             .infer(&[
-                Some(InferInput { ty: &t, value: None }),
-                Some(InferInput { ty: &s, value: None }),
+                Some(InferInput {
+                    ty: &t,
+                    value: None,
+                }),
+                Some(InferInput {
+                    ty: &s,
+                    value: None,
+                }),
             ])
             .unwrap_err();
         assert_eq!(e, OpError::ValueNeeded { index: 1 });
