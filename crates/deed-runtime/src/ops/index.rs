@@ -15,10 +15,10 @@ use deed_types::{with_data, DType, Tensor, TensorData};
 use half::{bf16, f16};
 
 use super::shape::{
-    first_like, ints_of, known_ints, remap, run_ints, scalar_from_f64, strided_tables, tensor,
-    wrap, FILL,
+    axis_of, first_like, ints_of, known_ints, remap, run_ints, scalar_from_f64, strided_tables,
+    tensor, wrap, FILL,
 };
-use super::util::{infer_input, input, need_value, norm_axis, numel, one, strides};
+use super::util::{infer_input, input, need_value, numel, one, strides};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 
@@ -157,7 +157,7 @@ pub(crate) fn slice_plan(
     let mut seen = vec![false; rank];
     for i in 0..k {
         let a = match axes {
-            Some(ax) => norm_axis(ax[i], rank)?,
+            Some(ax) => axis_of(ax[i], rank)?,
             None if i < rank => i,
             None => return Err(OpError::value("Slice has more starts than axes")),
         };
@@ -256,7 +256,7 @@ impl Gather {
         if s.is_empty() {
             return Err(OpError::shape("Gather data must have rank 1 or more"));
         }
-        let a = norm_axis(self.axis, s.len())?;
+        let a = axis_of(self.axis, s.len())?;
         let mut out = s[..a].to_vec();
         out.extend_from_slice(q);
         out.extend_from_slice(&s[a + 1..]);
@@ -315,7 +315,7 @@ fn element_targets(
             "indices {q:?} must have the same rank as data {s:?} (at least 1)"
         )));
     }
-    let a = norm_axis(axis, r)?;
+    let a = axis_of(axis, r)?;
     if q.iter()
         .zip(s)
         .enumerate()
@@ -719,7 +719,7 @@ impl OneHot {
             return Err(OpError::value(format!("OneHot depth {d} is not positive")));
         }
         let d = *d as usize;
-        let a = norm_axis(self.axis, q.len() + 1)?;
+        let a = axis_of(self.axis, q.len() + 1)?;
         let mut out = q.to_vec();
         out.insert(a, d);
         Ok((a, d, out))
@@ -858,7 +858,7 @@ impl TopK {
         if s.is_empty() {
             return Err(OpError::shape("TopK input must have rank 1 or more"));
         }
-        let a = norm_axis(self.axis, s.len())?;
+        let a = axis_of(self.axis, s.len())?;
         if k < 0 || k as u64 > s[a] as u64 {
             return Err(OpError::value(format!(
                 "TopK k = {k} is outside 0..={} (axis {a} of {s:?})",
@@ -972,7 +972,7 @@ impl Compress {
         }
         let (axis, d) = match self.axis {
             Some(a) => {
-                let a = norm_axis(a, s.len())?;
+                let a = axis_of(a, s.len())?;
                 (Some(a), s[a])
             }
             None => (None, numel(s)?),
@@ -1270,6 +1270,7 @@ impl Op for EyeLike {
 mod tests {
     use super::*;
     use crate::attrs::{Attr, Attrs};
+    use crate::ops::Builder;
 
     fn node<'a>(op: &'a str, opset: i64, attrs: &'a Attrs, n_out: usize) -> NodeInfo<'a> {
         NodeInfo {
@@ -1300,6 +1301,68 @@ mod tests {
 
     fn i64s(v: &[i64]) -> Tensor {
         Tensor::from_vec(vec![v.len()], v.to_vec()).unwrap()
+    }
+
+    /// Runs infer then run, as the planner does, and checks that whatever comes back
+    /// is an error or agrees with the plan. Panics are the failure this hunts.
+    fn plan_and_run(op: &dyn Op, ins: &[Option<&Tensor>]) {
+        let tys: Vec<Option<TypeInfo>> = ins.iter().map(|t| t.map(TypeInfo::of)).collect();
+        let inf: Vec<Option<InferInput<'_>>> = tys
+            .iter()
+            .zip(ins)
+            .map(|(ty, t)| ty.as_ref().map(|ty| InferInput { ty, value: *t }))
+            .collect();
+        let planned = op.infer(&inf);
+        let out = op.run(ins, &Ctx::default());
+        if let (Ok(p), Ok(o)) = (planned, out) {
+            for (o, p) in o.iter().zip(&p) {
+                assert_eq!(&TypeInfo::of(o), p);
+            }
+        }
+    }
+
+    fn small_tensor() -> impl proptest::strategy::Strategy<Value = Tensor> {
+        use proptest::prelude::*;
+        prop::collection::vec(0usize..4, 0..4).prop_flat_map(|shape| {
+            let n: usize = shape.iter().product();
+            prop::collection::vec(-6i64..6, n)
+                .prop_map(move |v| Tensor::from_vec(shape.clone(), v).unwrap())
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn bad_indices_never_panic(
+            data in small_tensor(),
+            idx in small_tensor(),
+            upd in small_tensor(),
+            extra in small_tensor(),
+            axis in -4i64..4,
+            b in 0i64..3,
+        ) {
+            let mut a = Attrs::default();
+            a.0.insert("axis".into(), Attr::Int(axis));
+            a.0.insert("batch_dims".into(), Attr::Int(b));
+            a.0.insert("reduction".into(), Attr::String(b"add".to_vec()));
+            let builders: [(&str, Builder); 8] = [
+                ("Gather", build_gather),
+                ("GatherElements", build_gather_elements),
+                ("GatherND", build_gather_nd),
+                ("ScatterElements", build_scatter_elements),
+                ("ScatterND", build_scatter_nd),
+                ("OneHot", build_one_hot),
+                ("TopK", build_top_k),
+                ("Slice", build_slice),
+            ];
+            for (name, build) in builders {
+                let op = build(&node(name, 18, &a, 2)).unwrap();
+                plan_and_run(op.as_ref(), &[Some(&data), Some(&idx), Some(&upd), Some(&extra)]);
+                plan_and_run(op.as_ref(), &[Some(&data), Some(&idx), Some(&upd)]);
+                plan_and_run(op.as_ref(), &[Some(&data), Some(&idx)]);
+            }
+        }
     }
 
     #[test]

@@ -12,10 +12,8 @@
 use deed_types::{DType, Tensor, TensorData};
 use half::{bf16, f16};
 
-use super::shape::{known_ints, remap, run_ints, scalar_from_f64, tensor, FILL};
-use super::util::{
-    infer_input, input, need_value, norm_axis, one, opt_infer_input, opt_input, strides,
-};
+use super::shape::{axis_of, known_ints, remap, run_ints, scalar_from_f64, tensor, FILL};
+use super::util::{infer_input, input, need_value, one, opt_infer_input, opt_input, strides};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 
@@ -217,7 +215,7 @@ impl Resize {
                 let mut seen = vec![false; rank];
                 a.iter()
                     .map(|&x| {
-                        let x = norm_axis(x, rank)?;
+                        let x = axis_of(x, rank)?;
                         if std::mem::replace(&mut seen[x], true) {
                             return Err(OpError::bad_attr("axes", "repeated axis"));
                         }

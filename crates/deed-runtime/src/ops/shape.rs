@@ -220,6 +220,18 @@ pub(crate) fn tensor(shape: Vec<usize>, data: TensorData) -> Result<Tensor, OpEr
     Ok(Tensor::new(shape, data)?)
 }
 
+/// Resolves an axis of a tensor of rank `rank` (which must be at least 1).
+pub(crate) fn axis_of(axis: i64, rank: usize) -> Result<usize, OpError> {
+    let a = norm_axis(axis, rank)?;
+    if a >= rank {
+        return Err(OpError::bad_attr(
+            "axis",
+            format!("axis {axis} is out of range for rank {rank}"),
+        ));
+    }
+    Ok(a)
+}
+
 /// Converts a dimension value, refusing negatives.
 fn dim(v: i64, what: &str) -> Result<usize, OpError> {
     usize::try_from(v).map_err(|_| OpError::value(format!("{what} {v} is negative")))
@@ -398,7 +410,7 @@ fn squeeze_shape(s: &[usize], axes: Option<&[i64]>) -> Result<Vec<usize>, OpErro
         Some(axes) => {
             let mut drop = vec![false; s.len()];
             for &a in axes {
-                let a = norm_axis(a, s.len())?;
+                let a = axis_of(a, s.len())?;
                 if s.get(a) != Some(&1) {
                     return Err(OpError::shape(format!(
                         "cannot squeeze axis {a} of shape {s:?}: its size is not 1"
@@ -457,7 +469,7 @@ fn unsqueeze_shape(s: &[usize], axes: &[i64]) -> Result<Vec<usize>, OpError> {
     let r = s.len() + axes.len();
     let mut ins = vec![false; r];
     for &a in axes {
-        let a = norm_axis(a, r)?;
+        let a = axis_of(a, r)?;
         if ins[a] {
             return Err(OpError::bad_attr("axes", format!("axis {a} is repeated")));
         }
@@ -528,7 +540,7 @@ impl Transpose {
                 let mut seen = vec![false; rank];
                 let mut out = Vec::with_capacity(rank);
                 for &a in p {
-                    let a = norm_axis(a, rank)?;
+                    let a = axis_of(a, rank)?;
                     if seen[a] {
                         return Err(OpError::bad_attr(
                             "perm",
@@ -581,7 +593,7 @@ impl Concat {
         if rank == 0 {
             return Err(OpError::shape("Concat inputs must have rank 1 or more"));
         }
-        let axis = norm_axis(self.axis, rank)?;
+        let axis = axis_of(self.axis, rank)?;
         let mut out = first.to_vec();
         out[axis] = 0;
         for &(d, s) in shapes {
@@ -699,7 +711,7 @@ fn build_split(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
 
 impl Split {
     fn parts(&self, s: &[usize], split: Option<Vec<i64>>) -> Result<(usize, Vec<usize>), OpError> {
-        let axis = norm_axis(self.axis, s.len())?;
+        let axis = axis_of(self.axis, s.len())?;
         let d = s[axis];
         let parts: Vec<usize> = match split {
             Some(sp) => {
@@ -904,7 +916,7 @@ impl Pad {
         let axes: Vec<usize> = match axes {
             Some(a) => a
                 .iter()
-                .map(|&x| norm_axis(x, rank))
+                .map(|&x| axis_of(x, rank))
                 .collect::<Result<_, _>>()?,
             None => (0..rank).collect(),
         };
@@ -1088,15 +1100,21 @@ impl DepthSpace {
             return Err(OpError::shape(format!("expected a 4-D input, got {s:?}")));
         };
         let (n, c, h, w, b) = (*n, *c, *h, *w, self.block);
+        let too_large = || OpError::shape(format!("blocksize {b} is too large for {s:?}"));
+        let bb = b.checked_mul(b).ok_or_else(too_large)?;
         if self.to_space {
-            if c % (b * b) != 0 {
+            let (hb, wb) = (
+                h.checked_mul(b).ok_or_else(too_large)?,
+                w.checked_mul(b).ok_or_else(too_large)?,
+            );
+            if c % bb != 0 {
                 return Err(OpError::shape(format!(
                     "channels {c} are not a multiple of blocksize² {}",
-                    b * b
+                    bb
                 )));
             }
-            let c2 = c / (b * b);
-            let out = vec![n, c2, h * b, w * b];
+            let c2 = c / bb;
+            let out = vec![n, c2, hb, wb];
             if self.crd {
                 Ok((vec![n, c2, b, b, h, w], vec![0, 1, 4, 2, 5, 3], out))
             } else {
@@ -1116,7 +1134,7 @@ impl DepthSpace {
             Ok((
                 vec![n, c, h / b, b, w / b, b],
                 perm,
-                vec![n, c * b * b, h / b, w / b],
+                vec![n, c.checked_mul(bb).ok_or_else(too_large)?, h / b, w / b],
             ))
         }
     }
@@ -1434,6 +1452,76 @@ mod tests {
             assert_eq!(TypeInfo::of(o), *p);
         }
         Ok(out)
+    }
+
+    fn small_tensor() -> impl proptest::strategy::Strategy<Value = Tensor> {
+        use proptest::prelude::*;
+        prop::collection::vec(0usize..4, 0..4).prop_flat_map(|shape| {
+            let n: usize = shape.iter().product();
+            prop::collection::vec(-3i64..5, n)
+                .prop_map(move |v| Tensor::from_vec(shape.clone(), v).unwrap())
+        })
+    }
+
+    /// Planning then running either fails with a typed error or agrees with the plan.
+    fn plan_and_run(op: &dyn Op, ins: &[Option<&Tensor>]) {
+        let tys: Vec<Option<TypeInfo>> = ins.iter().map(|t| t.map(TypeInfo::of)).collect();
+        let inf: Vec<Option<InferInput<'_>>> = tys
+            .iter()
+            .zip(ins)
+            .map(|(ty, t)| ty.as_ref().map(|ty| InferInput { ty, value: *t }))
+            .collect();
+        let planned = op.infer(&inf);
+        // Large planned outputs would be refused by the planner's limits; skip them.
+        if planned
+            .as_ref()
+            .is_ok_and(|p| p.iter().any(|t| t.numel() > 1 << 16))
+        {
+            return;
+        }
+        let out = op.run(ins, &Ctx::default());
+        if let (Ok(p), Ok(o)) = (planned, out) {
+            for (o, p) in o.iter().zip(&p) {
+                assert_eq!(&TypeInfo::of(o), p);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn bad_shapes_never_panic(
+            data in small_tensor(),
+            arg in small_tensor(),
+            more in small_tensor(),
+            axis in -4i64..4,
+        ) {
+            let mut a = Attrs::default();
+            a.0.insert("axis".into(), Attr::Int(axis));
+            a.0.insert("blocksize".into(), Attr::Int(axis.abs().max(1)));
+            a.0.insert("mode".into(), Attr::String(b"reflect".to_vec()));
+            let builders: [(&str, crate::ops::Builder); 12] = [
+                ("Reshape", build_reshape),
+                ("Flatten", build_flatten),
+                ("Squeeze", build_squeeze),
+                ("Unsqueeze", build_unsqueeze),
+                ("Concat", build_concat),
+                ("Split", build_split),
+                ("Expand", |_| Ok(Box::new(Expand))),
+                ("Tile", |_| Ok(Box::new(Tile))),
+                ("Pad", build_pad),
+                ("SpaceToDepth", build_space_to_depth),
+                ("ConstantOfShape", build_constant_of_shape),
+                ("Range", |_| Ok(Box::new(Range))),
+            ];
+            for (name, build) in builders {
+                let Ok(op) = build(&node(name, 19, &a, 2)) else { continue };
+                plan_and_run(op.as_ref(), &[Some(&data), Some(&arg), Some(&more)]);
+                plan_and_run(op.as_ref(), &[Some(&data), Some(&arg)]);
+                plan_and_run(op.as_ref(), &[Some(&data)]);
+            }
+        }
     }
 
     #[test]
