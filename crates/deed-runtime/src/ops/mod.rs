@@ -27,6 +27,9 @@ pub mod elementwise;
 pub mod math;
 pub mod simd;
 pub mod unary;
+pub mod index;
+pub mod resize;
+pub mod shape;
 pub mod util;
 
 pub use crate::ctx::{Ctx, KernelMode};
@@ -152,6 +155,9 @@ pub fn registry() -> &'static Registry {
         let mut r = Registry::default();
         core::register(&mut r);
         elementwise::register(&mut r);
+        shape::register(&mut r);
+        index::register(&mut r);
+        resize::register(&mut r);
         r
     })
 }
