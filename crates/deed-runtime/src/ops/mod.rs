@@ -21,6 +21,9 @@ use crate::attrs::Attrs;
 use crate::error::OpError;
 
 pub mod core;
+pub mod conv;
+pub mod linalg;
+pub mod pool;
 pub mod util;
 
 pub use crate::ctx::{Ctx, KernelMode};
@@ -145,6 +148,9 @@ pub fn registry() -> &'static Registry {
     R.get_or_init(|| {
         let mut r = Registry::default();
         core::register(&mut r);
+        linalg::register(&mut r);
+        conv::register(&mut r);
+        pool::register(&mut r);
         r
     })
 }
