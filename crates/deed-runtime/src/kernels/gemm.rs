@@ -425,7 +425,7 @@ mod tests {
         }
 
         #[test]
-        fn large_k_and_wide_rows((m, n, k) in (1usize..3, 60usize..140, 250usize..600), seed in any::<u64>()) {
+        fn large_k_and_wide_rows((m, n, k) in (1usize..24, 60usize..140, 250usize..600), seed in any::<u64>()) {
             // Crosses the k-block and column-block boundaries of the SIMD kernel.
             let mut s = seed;
             let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5 };
