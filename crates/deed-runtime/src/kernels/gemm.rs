@@ -391,8 +391,14 @@ mod tests {
     }
 
     fn case() -> impl Strategy<Value = (usize, usize, usize, bool, bool, Vec<f32>, Vec<f32>)> {
-        (0usize..40, 0usize..70, 0usize..40, any::<bool>(), any::<bool>()).prop_flat_map(
-            |(m, n, k, ta, tb)| {
+        (
+            0usize..40,
+            0usize..70,
+            0usize..40,
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_flat_map(|(m, n, k, ta, tb)| {
                 (
                     Just(m),
                     Just(n),
@@ -402,8 +408,7 @@ mod tests {
                     prop::collection::vec(special(), m * k),
                     prop::collection::vec(special(), k * n),
                 )
-            },
-        )
+            })
     }
 
     proptest! {

@@ -45,12 +45,19 @@ pub(crate) struct WindowAttrs {
     pub ceil_mode: bool,
 }
 
-fn positive(name: &str, v: Option<Vec<i64>>, allow_zero: bool) -> Result<Option<Vec<usize>>, OpError> {
+fn positive(
+    name: &str,
+    v: Option<Vec<i64>>,
+    allow_zero: bool,
+) -> Result<Option<Vec<usize>>, OpError> {
     v.map(|v| {
         v.into_iter()
             .map(|x| {
                 if x < 0 || (x == 0 && !allow_zero) || x > (1 << 31) {
-                    Err(OpError::bad_attr(name, format!("value {x} is out of range")))
+                    Err(OpError::bad_attr(
+                        name,
+                        format!("value {x} is out of range"),
+                    ))
                 } else {
                     Ok(x as usize)
                 }
@@ -334,7 +341,11 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
         return Ok(out);
     }
     let pointwise = kv == 1 && win.stride == [1; 3] && win.pad_begin == [0; 3] && p == iv;
-    let mut col = if pointwise { Vec::new() } else { vec![T::ZERO; k * p] };
+    let mut col = if pointwise {
+        Vec::new()
+    } else {
+        vec![T::ZERO; k * p]
+    };
     let bad = || OpError::shape("Conv operand smaller than its shape");
     for ni in 0..s.n {
         for g in 0..group {
@@ -367,7 +378,13 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
 /// The scalar reference of `Conv`, directly from the definition (zero-padded input,
 /// (c, kd, kh, kw) order, fma from +0.0, then bias). Used to prove the im2col path.
 #[cfg(test)]
-fn conv_reference(s: &ConvShape, group: usize, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
+fn conv_reference(
+    s: &ConvShape,
+    group: usize,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+) -> Vec<f32> {
     let win = &s.win;
     let (cg, mg) = (s.c / group, s.m / group);
     let (iv, kv) = (win.in_vol(), win.k_vol());
@@ -385,8 +402,16 @@ fn conv_reference(s: &ConvShape, group: usize, x: &[f32], w: &[f32], b: Option<&
                             for a in 0..kd {
                                 for bb in 0..kh {
                                     for e in 0..kw {
-                                        let xv = match (win.src(0, zd, a), win.src(1, zh, bb), win.src(2, zw, e)) {
-                                            (Some(d), Some(h), Some(ww)) => x[(ni * s.c + g * cg + c) * iv + (d * ih + h) * iw + ww],
+                                        let xv = match (
+                                            win.src(0, zd, a),
+                                            win.src(1, zh, bb),
+                                            win.src(2, zw, e),
+                                        ) {
+                                            (Some(d), Some(h), Some(ww)) => {
+                                                x[(ni * s.c + g * cg + c) * iv
+                                                    + (d * ih + h) * iw
+                                                    + ww]
+                                            }
                                             _ => 0.0,
                                         };
                                         let wv = w[(oc * cg + c) * kv + (a * kh + bb) * kw + e];
@@ -395,7 +420,10 @@ fn conv_reference(s: &ConvShape, group: usize, x: &[f32], w: &[f32], b: Option<&
                                 }
                             }
                         }
-                        let y = match b { Some(b) => acc + b[oc], None => acc };
+                        let y = match b {
+                            Some(b) => acc + b[oc],
+                            None => acc,
+                        };
                         out.push(y.canon());
                     }
                 }
@@ -437,7 +465,12 @@ impl Op for Conv {
             .get(1)
             .copied()
             .flatten()
-            .map(|w| w.shape.iter().skip(1).fold(1u64, |a, &d| a.saturating_mul(d as u64)))
+            .map(|w| {
+                w.shape
+                    .iter()
+                    .skip(1)
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64))
+            })
             .unwrap_or(1);
         let o: u64 = outputs.iter().map(|t| t.numel()).sum();
         o.saturating_mul(per.saturating_add(1)).max(1)
@@ -509,19 +542,25 @@ impl ConvTranspose {
         }
         if let Some(b) = b {
             if b != [m] {
-                return Err(OpError::shape(format!("ConvTranspose bias {b:?} must be [{m}]")));
+                return Err(OpError::shape(format!(
+                    "ConvTranspose bias {b:?} must be [{m}]"
+                )));
             }
         }
         let a = &self.win;
         let kernel = a.kernel.clone().unwrap_or_else(|| w[2..].to_vec());
         if kernel.as_slice() != &w[2..] || kernel.contains(&0) {
-            return Err(OpError::shape("ConvTranspose kernel_shape differs from the weight"));
+            return Err(OpError::shape(
+                "ConvTranspose kernel_shape differs from the weight",
+            ));
         }
         let strides = a.strides.clone().unwrap_or_else(|| vec![1; r]);
         let dil = a.dilations.clone().unwrap_or_else(|| vec![1; r]);
         let opad = self.output_padding.clone().unwrap_or_else(|| vec![0; r]);
         if strides.len() != r || dil.len() != r || opad.len() != r {
-            return Err(OpError::shape("ConvTranspose attributes do not match the rank"));
+            return Err(OpError::shape(
+                "ConvTranspose attributes do not match the rank",
+            ));
         }
         let mut win = Window {
             rank: r,
@@ -573,9 +612,9 @@ impl ConvTranspose {
                         }
                         _ => (0, 0),
                     };
-                    let out = full.checked_sub(pb + pe).ok_or_else(|| {
-                        OpError::shape("ConvTranspose pads exceed the output")
-                    })?;
+                    let out = full
+                        .checked_sub(pb + pe)
+                        .ok_or_else(|| OpError::shape("ConvTranspose pads exceed the output"))?;
                     (pb, pe, out)
                 }
             };
@@ -624,7 +663,9 @@ fn conv_transpose_compute<T: Scalar + std::ops::Add<Output = T>>(
         return Ok(out);
     }
     if x.len() < s.n * s.c * iv || w.len() < s.c * mg * kv {
-        return Err(OpError::shape("ConvTranspose operand smaller than its shape"));
+        return Err(OpError::shape(
+            "ConvTranspose operand smaller than its shape",
+        ));
     }
     // Planes of the output are independent: split them over threads.
     ctx.for_each_chunk(&mut out, p, |plane_idx, plane| {
@@ -640,11 +681,17 @@ fn conv_transpose_compute<T: Scalar + std::ops::Add<Output = T>>(
                         let xc = &x[(ni * s.c + ci) * iv..(ni * s.c + ci + 1) * iv];
                         let wc = &w[(ci * mg + mo) * kv..(ci * mg + mo + 1) * kv];
                         for a in 0..kd {
-                            let Some(sd) = tsrc(win, 0, zd, a) else { continue };
+                            let Some(sd) = tsrc(win, 0, zd, a) else {
+                                continue;
+                            };
                             for bb in 0..kh {
-                                let Some(sh) = tsrc(win, 1, zh, bb) else { continue };
+                                let Some(sh) = tsrc(win, 1, zh, bb) else {
+                                    continue;
+                                };
                                 for e in 0..kw {
-                                    let Some(sw) = tsrc(win, 2, zw, e) else { continue };
+                                    let Some(sw) = tsrc(win, 2, zw, e) else {
+                                        continue;
+                                    };
                                     acc = T::fma(
                                         xc[(sd * ih + sh) * iw + sw],
                                         wc[(a * kh + bb) * kw + e],
@@ -691,7 +738,11 @@ impl Op for ConvTranspose {
             .copied()
             .flatten()
             .map(|w| {
-                let k = w.shape.iter().skip(2).fold(1u64, |a, &d| a.saturating_mul(d as u64));
+                let k = w
+                    .shape
+                    .iter()
+                    .skip(2)
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64));
                 k.saturating_mul(*w.shape.first().unwrap_or(&1) as u64 / self.group.max(1) as u64)
             })
             .unwrap_or(1);
@@ -829,12 +880,26 @@ mod tests {
     fn conv_transpose_matches_scatter_on_simple_case() {
         // 1-D, stride 2: y[o] = Σ x[i]·w[k] over o = 2i + k.
         let a = attrs(vec![("strides", Attr::Ints(vec![2]))]);
-        let node = NodeInfo { name: "c", op_type: "ConvTranspose", domain: "", opset: 17, attrs: &a, num_inputs: 2, num_outputs: 1 };
+        let node = NodeInfo {
+            name: "c",
+            op_type: "ConvTranspose",
+            domain: "",
+            opset: 17,
+            attrs: &a,
+            num_inputs: 2,
+            num_outputs: 1,
+        };
         let op = build_conv_transpose(&node).unwrap();
         let x = Tensor::from_vec(vec![1, 1, 3], vec![1.0f32, 2.0, 3.0]).unwrap();
         let w = Tensor::from_vec(vec![1, 1, 3], vec![1.0f32, 10.0, 100.0]).unwrap();
-        let y = op.run(&[Some(&x), Some(&w)], &Ctx::default()).unwrap().remove(0);
+        let y = op
+            .run(&[Some(&x), Some(&w)], &Ctx::default())
+            .unwrap()
+            .remove(0);
         assert_eq!(y.shape(), &[1, 1, 7]);
-        assert_eq!(y.as_slice::<f32>().unwrap(), &[1., 10., 102., 20., 203., 30., 300.]);
+        assert_eq!(
+            y.as_slice::<f32>().unwrap(),
+            &[1., 10., 102., 20., 203., 30., 300.]
+        );
     }
 }

@@ -58,8 +58,10 @@ macro_rules! by_dtype_native {
         let $v: Vec<&[$T]> = $ts
             .iter()
             .map(|t| {
-                t.as_slice::<$T>()
-                    .ok_or(OpError::DType { index: 0, dtype: $d0 })
+                t.as_slice::<$T>().ok_or(OpError::DType {
+                    index: 0,
+                    dtype: $d0,
+                })
             })
             .collect::<Result<_, _>>()?;
         let out: Vec<$T> = $body?;
@@ -77,7 +79,10 @@ macro_rules! by_dtype_half {
             .map(|t| {
                 t.as_slice::<$h>()
                     .map(|s| s.iter().map(|x| x.to_f32()).collect())
-                    .ok_or(OpError::DType { index: 0, dtype: $d0 })
+                    .ok_or(OpError::DType {
+                        index: 0,
+                        dtype: $d0,
+                    })
             })
             .collect::<Result<_, _>>()?;
         let $v: Vec<&[$T]> = owned.iter().map(|v| v.as_slice()).collect();
@@ -111,8 +116,12 @@ macro_rules! by_dtype {
             DType::I64 => $crate::ops::linalg::by_dtype_native!(ts, d0, $shape, i64, $v, $T, $body),
             DType::U32 => $crate::ops::linalg::by_dtype_native!(ts, d0, $shape, u32, $v, $T, $body),
             DType::U64 => $crate::ops::linalg::by_dtype_native!(ts, d0, $shape, u64, $v, $T, $body),
-            DType::F16 => $crate::ops::linalg::by_dtype_half!(ts, d0, $shape, half::f16, $v, $T, $body),
-            DType::BF16 => $crate::ops::linalg::by_dtype_half!(ts, d0, $shape, half::bf16, $v, $T, $body),
+            DType::F16 => {
+                $crate::ops::linalg::by_dtype_half!(ts, d0, $shape, half::f16, $v, $T, $body)
+            }
+            DType::BF16 => {
+                $crate::ops::linalg::by_dtype_half!(ts, d0, $shape, half::bf16, $v, $T, $body)
+            }
             d => return Err(OpError::DType { index: 0, dtype: d }),
         }
     }};
@@ -263,7 +272,9 @@ pub struct Gemm {
 
 fn build_gemm(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
     if n.opset < 7 && n.attrs.int("broadcast", 0)? == 0 && n.num_inputs > 2 {
-        return Err(OpError::unsupported("Gemm before opset 7 without broadcast"));
+        return Err(OpError::unsupported(
+            "Gemm before opset 7 without broadcast",
+        ));
     }
     Ok(Box::new(Gemm {
         alpha: n.attrs.float("alpha", 1.0)?,
@@ -795,10 +806,18 @@ impl Op for Einsum {
         one(dt, p.out.iter().map(|&i| p.sizes[i]).collect())
     }
     fn cost(&self, inputs: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
-        let shapes: Vec<&[usize]> = inputs.iter().flatten().map(|t| t.shape.as_slice()).collect();
+        let shapes: Vec<&[usize]> = inputs
+            .iter()
+            .flatten()
+            .map(|t| t.shape.as_slice())
+            .collect();
         let total = self
             .plan(&shapes)
-            .map(|p| p.sizes.iter().fold(1u64, |a, &s| a.saturating_mul(s as u64)))
+            .map(|p| {
+                p.sizes
+                    .iter()
+                    .fold(1u64, |a, &s| a.saturating_mul(s as u64))
+            })
             .unwrap_or(1);
         let o: u64 = outputs.iter().map(|t| t.numel()).sum();
         total
@@ -866,7 +885,12 @@ mod tests {
         let y = run(&MatMul, &[&a, &v], &ctx).unwrap();
         assert_eq!(y.shape(), &[2]);
         assert_eq!(y.as_slice::<f32>().unwrap(), &[-2., -2.]);
-        let y = run(&MatMul, &[&v, &a.clone().reshaped(vec![3, 2]).unwrap()], &ctx).unwrap();
+        let y = run(
+            &MatMul,
+            &[&v, &a.clone().reshaped(vec![3, 2]).unwrap()],
+            &ctx,
+        )
+        .unwrap();
         assert_eq!(y.shape(), &[2]);
         let b = t(&[4, 1, 3, 2], (0..24).map(|x| x as f32).collect());
         let y = run(&MatMul, &[&a, &b], &ctx).unwrap();
@@ -890,12 +914,21 @@ mod tests {
         let b = t(&[2, 2], vec![1., 1., 3., 4.]);
         let c = t(&[2], vec![10., 20.]);
         let y = run(op.as_ref(), &[&a, &b, &c], &Ctx::default()).unwrap();
-        assert_eq!(y.as_slice::<f32>().unwrap(), &[0.5 * 3. + 20., 0.5 * 11. + 40.]);
+        assert_eq!(
+            y.as_slice::<f32>().unwrap(),
+            &[0.5 * 3. + 20., 0.5 * 11. + 40.]
+        );
     }
 
     #[test]
     fn einsum_forms() {
-        let eq = |s: &str| Attrs([("equation".to_string(), Attr::String(s.into()))].into_iter().collect());
+        let eq = |s: &str| {
+            Attrs(
+                [("equation".to_string(), Attr::String(s.into()))]
+                    .into_iter()
+                    .collect(),
+            )
+        };
         let ctx = Ctx::default();
         let a = t(&[2, 3], vec![1., 2., 3., 4., 5., 6.]);
         let attrs = eq("ij->ji");

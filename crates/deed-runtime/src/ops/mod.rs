@@ -20,8 +20,8 @@ use deed_types::{DType, Tensor};
 use crate::attrs::Attrs;
 use crate::error::OpError;
 
-pub mod core;
 pub mod conv;
+pub mod core;
 pub mod linalg;
 pub mod pool;
 pub mod util;

@@ -58,7 +58,9 @@ fn build(n: &NodeInfo<'_>, kind: Kind, global: bool) -> Result<Box<dyn Op>, OpEr
     }
     let p = a.int("p", 2)?;
     if kind == Kind::Lp && p != 1 && p != 2 {
-        return Err(OpError::unsupported(format!("LpPool with p = {p} (1 and 2 are supported)")));
+        return Err(OpError::unsupported(format!(
+            "LpPool with p = {p} (1 and 2 are supported)"
+        )));
     }
     let storage_order = a.int("storage_order", 0)?;
     if storage_order != 0 && storage_order != 1 {
@@ -78,7 +80,14 @@ fn build(n: &NodeInfo<'_>, kind: Kind, global: bool) -> Result<Box<dyn Op>, OpEr
 impl Pool {
     fn allowed(&self) -> &'static [DType] {
         match self.kind {
-            Kind::Max => &[DType::F32, DType::F64, DType::F16, DType::BF16, DType::I8, DType::U8],
+            Kind::Max => &[
+                DType::F32,
+                DType::F64,
+                DType::F16,
+                DType::BF16,
+                DType::I8,
+                DType::U8,
+            ],
             _ => &[DType::F32, DType::F64, DType::F16, DType::BF16],
         }
     }
@@ -202,11 +211,17 @@ fn visit(w: &Window, z: [usize; 3], mut f: impl FnMut(usize) -> bool) -> usize {
             .count();
     }
     'outer: for a in 0..w.kernel[0] {
-        let Some(sd) = w.src(0, z[0], a) else { continue };
+        let Some(sd) = w.src(0, z[0], a) else {
+            continue;
+        };
         for b in 0..w.kernel[1] {
-            let Some(sh) = w.src(1, z[1], b) else { continue };
+            let Some(sh) = w.src(1, z[1], b) else {
+                continue;
+            };
             for e in 0..w.kernel[2] {
-                let Some(sw) = w.src(2, z[2], e) else { continue };
+                let Some(sw) = w.src(2, z[2], e) else {
+                    continue;
+                };
                 if !f((sd * ih + sh) * iw + sw) {
                     break 'outer;
                 }
@@ -222,7 +237,13 @@ fn positions(w: &Window) -> impl Iterator<Item = [usize; 3]> + '_ {
 }
 
 /// Max pooling of every plane: values and flat input indices.
-fn max_pool<T: PoolElem>(ctx: &Ctx, w: &Window, planes: usize, x: &[T], order: i64) -> Vec<(T, i64)> {
+fn max_pool<T: PoolElem>(
+    ctx: &Ctx,
+    w: &Window,
+    planes: usize,
+    x: &[T],
+    order: i64,
+) -> Vec<(T, i64)> {
     let (iv, ov) = (w.in_vol(), w.out_vol());
     let mut out = vec![(T::LOWEST, -1i64); planes * ov];
     let [id, ih, iw] = w.input;
@@ -264,7 +285,15 @@ fn max_pool<T: PoolElem>(ctx: &Ctx, w: &Window, planes: usize, x: &[T], order: i
     out
 }
 
-fn avg_lp_pool<T: PoolFloat>(ctx: &Ctx, w: &Window, planes: usize, x: &[T], kind: Kind, p: i64, include_pad: bool) -> Vec<T> {
+fn avg_lp_pool<T: PoolFloat>(
+    ctx: &Ctx,
+    w: &Window,
+    planes: usize,
+    x: &[T],
+    kind: Kind,
+    p: i64,
+    include_pad: bool,
+) -> Vec<T> {
     let (iv, ov) = (w.in_vol(), w.out_vol());
     let mut out = vec![T::ZERO; planes * ov];
     ctx.for_each_chunk(&mut out, ov.max(1), |pi, chunk| {
@@ -321,7 +350,8 @@ impl Op for Pool {
             .map(|k| k.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64)))
             .unwrap_or(1);
         let o: u64 = outputs.first().map(|t| t.numel()).unwrap_or(0);
-        i.saturating_add(o.saturating_mul(kv.saturating_add(1))).max(1)
+        i.saturating_add(o.saturating_mul(kv.saturating_add(1)))
+            .max(1)
     }
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
         let x = input(inputs, 0)?;
@@ -345,7 +375,15 @@ impl Op for Pool {
         }
         macro_rules! avgp {
             ($v:expr, $wrap:expr) => {{
-                let r = avg_lp_pool(ctx, &w, planes, $v, self.kind, self.p, self.count_include_pad);
+                let r = avg_lp_pool(
+                    ctx,
+                    &w,
+                    planes,
+                    $v,
+                    self.kind,
+                    self.p,
+                    self.count_include_pad,
+                );
                 let vals = r.into_iter().map($wrap).collect::<Vec<_>>();
                 Ok(vec![Tensor::from_vec(shape.clone(), vals)?])
             }};
@@ -391,7 +429,15 @@ mod tests {
 
     fn op(kind: &str, a: Vec<(&str, Attr)>, outputs: usize) -> Box<dyn Op> {
         let attrs = Attrs(a.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
-        let n = NodeInfo { name: "p", op_type: kind, domain: "", opset: 19, attrs: &attrs, num_inputs: 1, num_outputs: outputs };
+        let n = NodeInfo {
+            name: "p",
+            op_type: kind,
+            domain: "",
+            opset: 19,
+            attrs: &attrs,
+            num_inputs: 1,
+            num_outputs: outputs,
+        };
         let r = crate::ops::registry();
         let b = r.get("", kind).unwrap();
         b(&n).unwrap()
@@ -412,7 +458,17 @@ mod tests {
     #[test]
     fn average_counts() {
         let x = Tensor::from_vec(vec![1, 1, 3], vec![3.0f32, 6.0, 9.0]).unwrap();
-        let mk = |inc| op("AveragePool", vec![("kernel_shape", Attr::Ints(vec![2])), ("pads", Attr::Ints(vec![1, 1])), ("count_include_pad", Attr::Int(inc))], 1);
+        let mk = |inc| {
+            op(
+                "AveragePool",
+                vec![
+                    ("kernel_shape", Attr::Ints(vec![2])),
+                    ("pads", Attr::Ints(vec![1, 1])),
+                    ("count_include_pad", Attr::Int(inc)),
+                ],
+                1,
+            )
+        };
         let y = mk(0).run(&[Some(&x)], &Ctx::default()).unwrap();
         assert_eq!(y[0].as_slice::<f32>().unwrap(), &[3.0, 4.5, 7.5, 9.0]);
         let y = mk(1).run(&[Some(&x)], &Ctx::default()).unwrap();
