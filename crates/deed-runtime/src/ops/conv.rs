@@ -594,15 +594,22 @@ impl ConvTranspose {
             };
             let (pb, pe, out) = match target {
                 Some(t) => {
-                    let total = full.checked_sub(t).ok_or_else(|| {
-                        OpError::shape("ConvTranspose output_shape larger than the full output")
-                    })?;
-                    let half = total / 2;
-                    if a.auto_pad == AutoPad::SameUpper {
-                        (half, total - half, t)
+                    // ONNX splits the total with floor division; a negative total
+                    // (output_shape beyond the full output) pads the end, where the
+                    // extra outputs receive no terms.
+                    let total = full as i64 - t as i64;
+                    let half = total.div_euclid(2);
+                    let (pb, pe) = if a.auto_pad == AutoPad::SameUpper {
+                        (half, total - half)
                     } else {
-                        (total - half, half, t)
+                        (total - half, half)
+                    };
+                    if pb < 0 {
+                        return Err(OpError::unsupported(
+                            "ConvTranspose output_shape that pads the beginning",
+                        ));
                     }
+                    (pb as usize, pe.max(0) as usize, t)
                 }
                 None => {
                     let (pb, pe) = match (a.auto_pad, &a.pads) {
