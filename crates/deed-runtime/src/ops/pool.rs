@@ -204,10 +204,10 @@ pool_ff!(f64);
 fn visit(w: &Window, z: [usize; 3], mut f: impl FnMut(usize) -> bool) -> usize {
     let [_, ih, iw] = w.input;
     let mut padded = 1;
-    for d in 0..3 {
+    for (d, &zd) in z.iter().enumerate() {
         let ext = w.input[d] + w.pad_begin[d] + w.pad_end[d];
         padded *= (0..w.kernel[d])
-            .filter(|&k| z[d] * w.stride[d] + k * w.dil[d] < ext)
+            .filter(|&k| zd * w.stride[d] + k * w.dil[d] < ext)
             .count();
     }
     'outer: for a in 0..w.kernel[0] {
