@@ -30,6 +30,10 @@ pub mod unary;
 pub mod index;
 pub mod resize;
 pub mod shape;
+pub mod conv;
+pub mod core;
+pub mod linalg;
+pub mod pool;
 pub mod util;
 
 pub use crate::ctx::{Ctx, KernelMode};
@@ -158,6 +162,9 @@ pub fn registry() -> &'static Registry {
         shape::register(&mut r);
         index::register(&mut r);
         resize::register(&mut r);
+        linalg::register(&mut r);
+        conv::register(&mut r);
+        pool::register(&mut r);
         r
     })
 }
