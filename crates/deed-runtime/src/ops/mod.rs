@@ -21,6 +21,8 @@ use crate::attrs::Attrs;
 use crate::error::OpError;
 
 pub mod core;
+pub mod ml;
+pub mod quant;
 pub mod util;
 
 pub use crate::ctx::{Ctx, KernelMode};
@@ -145,6 +147,8 @@ pub fn registry() -> &'static Registry {
     R.get_or_init(|| {
         let mut r = Registry::default();
         core::register(&mut r);
+        quant::register(&mut r);
+        ml::register(&mut r);
         r
     })
 }
