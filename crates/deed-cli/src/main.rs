@@ -1,1 +1,346 @@
-fn main() {}
+//! The `deed` command-line tool. Thin: argument parsing and output formatting over the
+//! library crates.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use deed_runtime::{Ctx, KernelMode, Limits, Model, RunOptions};
+use deed_types::Tensor;
+use serde_json::json;
+
+use deed_cli::{conformance, tensor_io};
+
+/// Deed: publish, own and run AI models whose every result can be checked.
+#[derive(Parser, Debug)]
+#[command(name = "deed", version, about, propagate_version = true)]
+struct Cli {
+    /// Print one JSON object instead of human-readable text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an ONNX model locally with the canonical runtime.
+    Run(RunArgs),
+    /// Run the ONNX backend node tests in DIR and report conformance.
+    Conformance(ConformanceArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The ONNX model file.
+    model: PathBuf,
+    /// An input as NAME=PATH (.npy, .pb or .json); PATH alone for a single-input model.
+    #[arg(long = "input", short = 'i', value_name = "NAME=PATH")]
+    inputs: Vec<String>,
+    /// Kernel threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+    /// Time N runs after a warm-up and report median and minimum latency.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// Write each output as NAME.npy into this folder.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Refuse to run if the planned cost exceeds this many units.
+    #[arg(long)]
+    budget: Option<u64>,
+    /// Skip hashing the trace (measures the hashing overhead; no trace root).
+    #[arg(long)]
+    no_trace: bool,
+    /// Kernel implementations: `fast` or `reference` (default: `DEED_KERNELS`, else fast).
+    #[arg(long, value_parser = ["fast", "reference"])]
+    kernels: Option<String>,
+    #[command(flatten, next_help_heading = "Limits")]
+    limits: LimitArgs,
+}
+
+#[derive(Args, Debug)]
+struct LimitArgs {
+    /// Largest model accepted, in bytes.
+    #[arg(long)]
+    max_model_bytes: Option<usize>,
+    /// Most elements in any one tensor.
+    #[arg(long)]
+    max_tensor_elements: Option<u64>,
+    /// Most bytes of intermediate tensors alive at once.
+    #[arg(long)]
+    max_activation_bytes: Option<u64>,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        let mut l = Limits::default();
+        if let Some(v) = self.max_model_bytes {
+            l.max_model_bytes = v;
+        }
+        if let Some(v) = self.max_tensor_elements {
+            l.max_tensor_elements = v;
+        }
+        if let Some(v) = self.max_activation_bytes {
+            l.max_activation_bytes = v;
+        }
+        l
+    }
+}
+
+#[derive(Args, Debug)]
+struct ConformanceArgs {
+    /// Folder written by `onnx-node-tests.py`.
+    dir: PathBuf,
+    /// Only cases whose name contains this.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Print every case's verdict.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Exit with an error when fewer than this many cases pass.
+    #[arg(long)]
+    floor: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let result = match cli.command {
+        Command::Run(a) => cmd_run(a, json),
+        Command::Conformance(a) => cmd_conformance(a, json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if json {
+                let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+                println!("{}", json!({ "error": chain.join(": ") }));
+            } else {
+                eprintln!("error: {e}");
+                for cause in e.chain().skip(1) {
+                    eprintln!("  caused by: {cause}");
+                }
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn parse_inputs(model: &Model, specs: &[String]) -> Result<Vec<(String, Tensor)>> {
+    let required: Vec<&str> = model.required_inputs().map(|v| v.name.as_str()).collect();
+    let mut out = Vec::new();
+    for spec in specs {
+        let (name, path) = match spec.split_once('=') {
+            Some((n, p)) if !n.is_empty() => (n.to_owned(), p),
+            _ if required.len() == 1 => (required[0].to_owned(), spec.as_str()),
+            _ => bail!(
+                "input `{spec}` must be NAME=PATH (the model's inputs: {})",
+                required.join(", ")
+            ),
+        };
+        let t = tensor_io::read_tensor(Path::new(path))?;
+        out.push((name, t));
+    }
+    for r in &required {
+        if !out.iter().any(|(n, _)| n == r) {
+            let info = model
+                .inputs
+                .iter()
+                .find(|v| v.name == *r)
+                .map(|v| {
+                    format!(
+                        "{} {}",
+                        v.dtype.map(|d| d.name()).unwrap_or("?"),
+                        v.shape_text()
+                    )
+                })
+                .unwrap_or_default();
+            bail!("missing input `{r}` ({info}): pass --input {r}=PATH");
+        }
+    }
+    Ok(out)
+}
+
+fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
+    let limits = a.limits.limits();
+    let mode = match a.kernels.as_deref() {
+        Some("reference") => KernelMode::Reference,
+        Some(_) => KernelMode::Fast,
+        None => KernelMode::from_env(),
+    };
+    let t0 = Instant::now();
+    let bytes =
+        std::fs::read(&a.model).with_context(|| format!("cannot read {}", a.model.display()))?;
+    let model = Model::load(&bytes, &limits)?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let inputs = parse_inputs(&model, &a.inputs)?;
+    let t1 = Instant::now();
+    let plan = model.plan(&inputs, &limits)?;
+    let plan_ms = t1.elapsed().as_secs_f64() * 1e3;
+    let opts = RunOptions {
+        mode,
+        threads: a.threads as usize,
+        budget: a.budget,
+        trace: !a.no_trace,
+        limits: limits.clone(),
+    };
+    let ctx = Ctx::new(mode, a.threads as usize);
+    let mut out = plan.execute(&inputs, &ctx, &opts)?;
+    let mut times = Vec::new();
+    if a.repeat > 1 {
+        for _ in 0..a.repeat {
+            let t = Instant::now();
+            out = plan.execute(&inputs, &ctx, &opts)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(|x, y| x.total_cmp(y));
+    }
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for (name, t) in &out.outputs {
+            tensor_io::write_npy(&dir.join(format!("{}.npy", sanitize(name))), t)?;
+        }
+    }
+    let latency = (!times.is_empty()).then(|| (times[times.len() / 2], times[0]));
+    let trace_root = (!a.no_trace).then(|| out.trace.root().to_string());
+    if json {
+        let outputs: Vec<_> = out
+            .outputs
+            .iter()
+            .map(|(n, t)| {
+                json!({
+                    "name": n, "dtype": t.dtype().name(), "shape": t.shape(),
+                    "hash": t.hash().to_string(), "first": tensor_io::preview_json(t, 8),
+                })
+            })
+            .collect();
+        let mut j = json!({
+            "model": model.hash.to_string(),
+            "outputs": outputs,
+            "trace_root": trace_root,
+            "steps": out.trace.len(),
+            "cost": out.cost,
+            "peak_activation_bytes": plan.peak_activation_bytes(),
+            "threads": a.threads,
+            "kernels": if mode == KernelMode::Reference { "reference" } else { "fast" },
+            "load_ms": load_ms,
+            "plan_ms": plan_ms,
+        });
+        if let Some((median, min)) = latency {
+            j["latency_ms"] = json!({ "median": median, "min": min, "runs": a.repeat });
+        }
+        println!("{j}");
+    } else {
+        for (n, t) in &out.outputs {
+            println!(
+                "output  {n}  {}  {:?}  {}",
+                t.dtype(),
+                t.shape(),
+                tensor_io::preview(t, 6)
+            );
+        }
+        if let Some(r) = &trace_root {
+            println!("trace   {r}  ({} steps)", out.trace.len());
+        }
+        println!("cost    {} units", out.cost);
+        if let Some((median, min)) = latency {
+            println!(
+                "latency median {median:.3} ms, min {min:.3} ms over {} runs (load {load_ms:.1} ms excluded)",
+                a.repeat
+            );
+        }
+        if let Some(dir) = &a.out {
+            println!("wrote   {}", dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn cmd_conformance(a: ConformanceArgs, json: bool) -> Result<ExitCode> {
+    let mut dirs = conformance::cases(&a.dir)?;
+    if let Some(f) = &a.filter {
+        dirs.retain(|d| {
+            d.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(f.as_str()))
+        });
+    }
+    if dirs.is_empty() {
+        bail!(
+            "no test cases (folders with model.onnx) in {}",
+            a.dir.display()
+        );
+    }
+    let opts = RunOptions::default();
+    let bar = indicatif::ProgressBar::new(dirs.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .map_err(|e| anyhow!("{e}"))?,
+    );
+    let mut results = Vec::new();
+    for d in &dirs {
+        let name = d
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?")
+            .to_owned();
+        bar.set_message(name.clone());
+        let verdict = conformance::run_case(d, &opts);
+        if a.verbose && !json {
+            bar.suspend(|| match &verdict {
+                conformance::Verdict::Passed => println!("pass         {name}"),
+                conformance::Verdict::Failed(w) => println!("FAIL         {name}: {w}"),
+                conformance::Verdict::Unsupported(w) => println!("unsupported  {name}: {w}"),
+            });
+        }
+        results.push(conformance::CaseResult { name, verdict });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let passed = results
+        .iter()
+        .filter(|r| r.verdict == conformance::Verdict::Passed)
+        .count();
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.verdict, conformance::Verdict::Failed(_)))
+        .count();
+    let unsupported = results.len() - passed - failed;
+    if json {
+        println!(
+            "{}",
+            json!({ "passed": passed, "failed": failed, "unsupported": unsupported, "cases": results })
+        );
+    } else {
+        if !a.verbose {
+            for r in &results {
+                if let conformance::Verdict::Failed(w) = &r.verdict {
+                    println!("FAIL  {}: {w}", r.name);
+                }
+            }
+        }
+        println!("{passed} passed, {failed} failed, {unsupported} unsupported");
+    }
+    if let Some(floor) = a.floor {
+        if passed < floor {
+            eprintln!("error: {passed} cases passed, below the floor of {floor}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

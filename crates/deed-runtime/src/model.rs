@@ -242,6 +242,17 @@ impl Model {
 
         let mut sources: HashMap<String, Source> = HashMap::new();
         let mut inputs = Vec::new();
+        for v in g.input.iter().chain(&g.output) {
+            if v.r#type.as_ref().is_some_and(|t| t.value.is_none()) {
+                return Err(RuntimeError::Unsupported(vec![UnsupportedOp {
+                    op_type: "non-tensor value".into(),
+                    domain: String::new(),
+                    node: v.name.clone(),
+                    reason: "sequence, map and optional graph inputs/outputs are not supported"
+                        .into(),
+                }]));
+            }
+        }
         for v in &g.input {
             if let Some(code) = elem_code(v) {
                 if code != 0 && DType::from_onnx_code(code).is_none() {

@@ -1,0 +1,144 @@
+//! Runs the `deed` binary on the committed fixture models (generated with onnxruntime
+//! reference outputs by `scripts/gen_models.py --fixtures`) and checks outputs, then
+//! checks that the trace root is identical across thread counts and kernel modes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use deed_cli::conformance::compare;
+use deed_cli::tensor_io::read_tensor;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deed-runtime/tests/fixtures")
+}
+
+fn deed() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_deed"))
+}
+
+fn case_dirs() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .expect("fixtures folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("model.onnx").is_file())
+        .collect();
+    v.sort();
+    assert!(v.len() >= 5, "fixtures missing");
+    v
+}
+
+fn files(dir: &Path, prefix: &str) -> Vec<(String, PathBuf)> {
+    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let n = p.file_name()?.to_str()?.to_owned();
+            let name = n.strip_prefix(prefix)?.strip_suffix(".npy")?.to_owned();
+            Some((name, p))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn run(dir: &Path, extra: &[&str], env: &[(&str, &str)], out: Option<&Path>) -> serde_json::Value {
+    let mut cmd = deed();
+    cmd.arg("run").arg(dir.join("model.onnx")).arg("--json");
+    for (name, p) in files(dir, "input_") {
+        cmd.arg("--input").arg(format!("{name}={}", p.display()));
+    }
+    if let Some(o) = out {
+        cmd.arg("--out").arg(o);
+    }
+    cmd.args(extra);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().expect("run deed");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "deed run {} failed: {stdout} {}",
+        dir.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(&stdout).expect("json output")
+}
+
+#[test]
+fn fixture_outputs_match_onnxruntime() {
+    let mut failures = Vec::new();
+    for dir in case_dirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = run(&dir, &[], &[], Some(tmp.path()));
+        assert!(j["trace_root"].as_str().is_some_and(|r| r.len() == 64));
+        assert!(j["cost"].as_u64().unwrap() > 0);
+        for (name, want_path) in files(&dir, "output_") {
+            let got = read_tensor(&tmp.path().join(format!("{name}.npy"))).unwrap();
+            let want = read_tensor(&want_path).unwrap();
+            if let Err(e) = compare(&got, &want) {
+                failures.push(format!("{}: {name}: {e}", dir.display()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn trace_root_is_identical_across_threads_and_kernel_modes() {
+    for dir in case_dirs() {
+        let base = run(&dir, &["--threads", "1"], &[], None)["trace_root"].clone();
+        for t in ["2", "3", "4"] {
+            assert_eq!(
+                run(&dir, &["--threads", t], &[], None)["trace_root"],
+                base,
+                "{} threads {t}",
+                dir.display()
+            );
+        }
+        let r = run(
+            &dir,
+            &["--threads", "2"],
+            &[("DEED_KERNELS", "reference")],
+            None,
+        );
+        assert_eq!(r["trace_root"], base, "{} reference kernels", dir.display());
+        assert_eq!(r["kernels"], "reference");
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let dir = fixtures().join("mlp_tiny");
+    let tmp = tempfile::tempdir().unwrap();
+    // Wrong shape.
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, r#"{"shape":[2,2],"dtype":"f32","data":[1,2,3,4]}"#).unwrap();
+    let o = deed()
+        .arg("run")
+        .arg(dir.join("model.onnx"))
+        .arg("--input")
+        .arg(format!("x={}", bad.display()))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("input `x`") && err.contains("shape"), "{err}");
+    // Truncated model.
+    let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+    let cut = tmp.path().join("cut.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let o = deed().arg("run").arg(&cut).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("malformed ONNX"));
+    // Budget below the cost.
+    let x = files(&dir, "input_").remove(0).1;
+    let o = deed()
+        .args(["run", "--budget", "1", "--input"])
+        .arg(format!("x={}", x.display()))
+        .arg(dir.join("model.onnx"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("above the budget"));
+}

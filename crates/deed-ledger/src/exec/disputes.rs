@@ -1,0 +1,413 @@
+//! The refereed bisection game.
+//!
+//! Invariant of a live dispute over a trace of `n` steps: both parties agree on the
+//! chain value before `lo` (`agreed`, or nothing when `lo = 0`) and disagree on the
+//! defender's chain value at `hi` (`disputed`). The game opens by asking the
+//! defender for `c_{n-1}`; each later round asks for the midpoint
+//! `lo + (hi - lo) / 2` and halves the range by the challenger's answer. When
+//! `lo = hi = i`, the defender hands over the peaks of the agreed prefix (checked
+//! against `c_{i-1}`) and the step's inputs (checked against those peaks); the
+//! referee computes the true `h_i`, and the defender wins exactly when appending it
+//! gives the defender's `c_i`. At most `⌈log₂ n⌉ + 1` reveals happen. Missing a move
+//! deadline loses.
+
+use deed_types::{
+    encoding, Address, DisputeId, Hash, InputSource, JobId, RefereeInput, StepProofData, Tensor,
+};
+
+use super::{bps_of, Exec};
+use crate::error::TxError;
+use crate::events::{Event, Reason};
+use crate::state::{Dispute, DisputePhase, Job, JobStatus, Timer};
+use crate::trace;
+
+impl<'a> Exec<'a> {
+    fn dispute(&self, id: DisputeId) -> Result<Dispute, TxError> {
+        self.s
+            .disputes
+            .get(&id)
+            .cloned()
+            .ok_or(TxError::UnknownDispute(id))
+    }
+
+    fn open_dispute(&mut self, job_id: JobId, mut job: Job, mut d: Dispute) -> Result<(), TxError> {
+        let id = DisputeId(self.s.meta.next_dispute);
+        self.s.meta.next_dispute = self
+            .s
+            .meta
+            .next_dispute
+            .checked_add(1)
+            .ok_or(TxError::Overflow("dispute id"))?;
+        d.deadline = self.deadline(self.s.params.move_timeout);
+        self.set_timer(d.deadline, Timer::DisputeMove(id));
+        self.s.disputes.insert(id, d);
+        job.status = JobStatus::Disputed(id);
+        self.s.jobs.insert(job_id, job);
+        self.events.push(Event::DisputeOpened {
+            dispute: id,
+            job: job_id,
+        });
+        Ok(())
+    }
+
+    fn new_dispute(
+        job_id: JobId,
+        job: &Job,
+        defender: Address,
+        challenger: Address,
+        defender_root: Hash,
+        challenger_root: Hash,
+        bond: u128,
+    ) -> Dispute {
+        Dispute {
+            job: job_id,
+            defender,
+            challenger,
+            defender_root,
+            challenger_root,
+            steps: job.steps,
+            bond,
+            lo: 0,
+            hi: job.steps.saturating_sub(1),
+            agreed: None,
+            disputed: None,
+            phase: DisputePhase::AwaitReveal {
+                index: job.steps.saturating_sub(1),
+            },
+            deadline: 0,
+            rounds: 0,
+        }
+    }
+
+    pub(super) fn challenge(
+        &mut self,
+        sender: Address,
+        job_id: JobId,
+        trace_root: Hash,
+    ) -> Result<(), TxError> {
+        let job = self
+            .s
+            .jobs
+            .get(&job_id)
+            .cloned()
+            .ok_or(TxError::UnknownJob(job_id))?;
+        if !matches!(job.status, JobStatus::Challengeable { .. }) {
+            return Err(TxError::WrongJobPhase {
+                job: job_id,
+                action: "challenge",
+            });
+        }
+        let defender = job.executors[0];
+        if sender == defender {
+            return Err(TxError::SelfChallenge);
+        }
+        let receipt = job.receipts[0].clone().ok_or(TxError::WrongJobPhase {
+            job: job_id,
+            action: "challenge",
+        })?;
+        if receipt.trace_root == trace_root {
+            return Err(TxError::NothingToDispute);
+        }
+        let bond = self.s.params.challenge_bond;
+        self.debit(sender, bond)?;
+        let d = Self::new_dispute(
+            job_id,
+            &job,
+            defender,
+            sender,
+            receipt.trace_root,
+            trace_root,
+            bond,
+        );
+        self.open_dispute(job_id, job, d)
+    }
+
+    pub(super) fn open_replicated_dispute(
+        &mut self,
+        job_id: JobId,
+        job: Job,
+        a: usize,
+        b: usize,
+    ) -> Result<(), TxError> {
+        let root = |i: usize| {
+            job.receipts[i]
+                .as_ref()
+                .map(|r| r.trace_root)
+                .unwrap_or(Hash::ZERO)
+        };
+        let d = Self::new_dispute(
+            job_id,
+            &job,
+            job.executors[a],
+            job.executors[b],
+            root(a),
+            root(b),
+            0,
+        );
+        self.open_dispute(job_id, job, d)
+    }
+
+    fn next_move(&mut self, id: DisputeId, mut d: Dispute) {
+        d.deadline = self.deadline(self.s.params.move_timeout);
+        self.set_timer(d.deadline, Timer::DisputeMove(id));
+        self.events.push(Event::DisputeMove {
+            dispute: id,
+            lo: d.lo,
+            hi: d.hi,
+        });
+        self.s.disputes.insert(id, d);
+    }
+
+    pub(super) fn reveal_step(
+        &mut self,
+        sender: Address,
+        id: DisputeId,
+        proof: &StepProofData,
+    ) -> Result<(), TxError> {
+        let mut d = self.dispute(id)?;
+        let DisputePhase::AwaitReveal { index } = d.phase else {
+            return Err(TxError::WrongMove {
+                dispute: id,
+                action: "reveal_step",
+                sender,
+            });
+        };
+        if sender != d.defender {
+            return Err(TxError::WrongMove {
+                dispute: id,
+                action: "reveal_step",
+                sender,
+            });
+        }
+        if proof.index != index || proof.len != d.steps {
+            return Err(TxError::WrongStep {
+                expected: index,
+                len: d.steps,
+                got: proof.index,
+                got_len: proof.len,
+            });
+        }
+        if !trace::verify_step(&d.defender_root, proof) {
+            return Err(TxError::InvalidProof(
+                "step proof does not match the defender's trace root",
+            ));
+        }
+        d.rounds = d.rounds.saturating_add(1);
+        d.phase = DisputePhase::AwaitResponse {
+            index,
+            value: proof.chain_value,
+        };
+        self.next_move(id, d);
+        Ok(())
+    }
+
+    pub(super) fn respond(
+        &mut self,
+        sender: Address,
+        id: DisputeId,
+        agree: bool,
+    ) -> Result<(), TxError> {
+        let mut d = self.dispute(id)?;
+        let DisputePhase::AwaitResponse { index, value } = d.phase else {
+            return Err(TxError::WrongMove {
+                dispute: id,
+                action: "respond",
+                sender,
+            });
+        };
+        if sender != d.challenger {
+            return Err(TxError::WrongMove {
+                dispute: id,
+                action: "respond",
+                sender,
+            });
+        }
+        if d.disputed.is_none() {
+            // The opening reveal of c_{n-1}: agreeing with the final chain value
+            // concedes the whole trace.
+            if agree {
+                return self.resolve(id, d, true, false);
+            }
+            d.disputed = Some(value);
+            d.hi = index;
+        } else if agree {
+            d.agreed = Some(value);
+            d.lo = index.saturating_add(1);
+        } else {
+            d.disputed = Some(value);
+            d.hi = index;
+        }
+        d.phase = if d.lo >= d.hi {
+            DisputePhase::AwaitReferee
+        } else {
+            DisputePhase::AwaitReveal {
+                index: d.lo + (d.hi - d.lo) / 2,
+            }
+        };
+        self.next_move(id, d);
+        Ok(())
+    }
+
+    pub(super) fn referee_step(
+        &mut self,
+        sender: Address,
+        id: DisputeId,
+        peaks: &[Hash],
+        inputs: &[RefereeInput],
+    ) -> Result<(), TxError> {
+        let d = self.dispute(id)?;
+        if d.phase != DisputePhase::AwaitReferee || sender != d.defender {
+            return Err(TxError::WrongMove {
+                dispute: id,
+                action: "referee",
+                sender,
+            });
+        }
+        let i = d.lo;
+        let prefix = trace::prefix_root(i, peaks)
+            .ok_or(TxError::InvalidProof("peak count does not fit the prefix"))?;
+        match d.agreed {
+            Some(agreed) if agreed == prefix => {}
+            None if i == 0 => {}
+            _ => {
+                return Err(TxError::InvalidProof(
+                    "peaks do not give the agreed chain value",
+                ))
+            }
+        }
+        let job = self
+            .s
+            .jobs
+            .get(&d.job)
+            .cloned()
+            .ok_or(TxError::UnknownJob(d.job))?;
+        let mut tensors = Vec::with_capacity(inputs.len());
+        for (n, input) in inputs.iter().enumerate() {
+            let t = Tensor::decode(&input.tensor).map_err(|_| TxError::BadTensor { index: n })?;
+            match &input.source {
+                InputSource::JobInput { index } => {
+                    let list: Vec<Vec<u8>> = job
+                        .input_inline
+                        .as_deref()
+                        .and_then(|b| encoding::decode("job input", b, usize::MAX).ok())
+                        .ok_or(TxError::InvalidProof("the job has no inline input list"))?;
+                    if list.get(*index as usize) != Some(&input.tensor) {
+                        return Err(TxError::InvalidProof("tensor is not that job input"));
+                    }
+                }
+                InputSource::Step {
+                    step,
+                    step_hash,
+                    proof,
+                } => {
+                    let c = d
+                        .agreed
+                        .ok_or(TxError::InvalidProof("no earlier steps at step 0"))?;
+                    if *step >= i || !trace::verify_input(i, *step, step_hash, proof, &c) {
+                        return Err(TxError::InvalidProof(
+                            "input step hash is not in the agreed prefix",
+                        ));
+                    }
+                    if !trace::output_binds(&t, step_hash) {
+                        return Err(TxError::InvalidProof("tensor is not that step's output"));
+                    }
+                }
+            }
+            tensors.push(t);
+        }
+        let truth = self.referee.execute_step(&job.manifest, i, &tensors)?;
+        let correct = trace::chain_after(i, peaks, truth)
+            .ok_or(TxError::InvalidProof("peak count does not fit the prefix"))?;
+        let defender_won = d.disputed == Some(correct);
+        self.resolve(id, d, defender_won, false)
+    }
+
+    /// Ends a dispute: the loser is slashed (its bond, or its stake and it is jailed),
+    /// the winner gets `reward_bps` of it, the rest is burned, and the job settles on
+    /// the winner's result.
+    fn resolve(
+        &mut self,
+        id: DisputeId,
+        mut d: Dispute,
+        defender_won: bool,
+        by_timeout: bool,
+    ) -> Result<(), TxError> {
+        let (winner, loser) = if defender_won {
+            (d.defender, d.challenger)
+        } else {
+            (d.challenger, d.defender)
+        };
+        let bond = std::mem::take(&mut d.bond);
+        let slashed = if !defender_won || bond == 0 {
+            // The loser is a staked executor.
+            let e = self
+                .s
+                .executors
+                .get(&loser)
+                .map(|e| e.slashable())
+                .unwrap_or(0);
+            let amount = bps_of(e, self.s.params.slash_bps).ok_or(TxError::Overflow("slash"))?;
+            let taken = self.slash(loser, amount);
+            self.jail(loser);
+            // A winning challenger gets its bond back.
+            self.credit(d.challenger, bond, Reason::BondReturned)?;
+            taken
+        } else {
+            bond
+        };
+        let reward =
+            bps_of(slashed, self.s.params.reward_bps).ok_or(TxError::Overflow("reward"))?;
+        self.credit(winner, reward, Reason::DisputeReward)?;
+        self.burn(slashed - reward, Reason::Slash)?;
+        d.phase = DisputePhase::Resolved { defender_won };
+        let job_id = d.job;
+        let winner_root = if defender_won {
+            d.defender_root
+        } else {
+            d.challenger_root
+        };
+        self.s.disputes.insert(id, d);
+        self.events.push(Event::DisputeResolved {
+            dispute: id,
+            defender_won,
+            by_timeout,
+        });
+        let job = self
+            .s
+            .jobs
+            .get(&job_id)
+            .cloned()
+            .ok_or(TxError::UnknownJob(job_id))?;
+        let replicated = matches!(job.mode, deed_types::Mode::Replicated(_));
+        if !replicated && !defender_won {
+            return self.refund(job_id, job);
+        }
+        // Pay every executor whose receipt carries the winning trace.
+        let paid: Vec<usize> = (0..job.receipts.len())
+            .filter(|&i| {
+                job.receipts[i]
+                    .as_ref()
+                    .is_some_and(|r| r.trace_root == winner_root)
+            })
+            .collect();
+        if paid.is_empty() {
+            return self.refund(job_id, job);
+        }
+        self.finalize(job_id, job, &paid)
+    }
+
+    /// A move deadline passed: whoever had to move loses.
+    pub(crate) fn on_dispute_move(&mut self, id: DisputeId) -> Result<(), TxError> {
+        let d = self.dispute(id)?;
+        if d.deadline != self.env.height {
+            return Ok(());
+        }
+        match d.phase {
+            DisputePhase::AwaitReveal { .. } | DisputePhase::AwaitReferee => {
+                self.resolve(id, d, false, true)
+            }
+            DisputePhase::AwaitResponse { .. } => self.resolve(id, d, true, true),
+            DisputePhase::Resolved { .. } => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! Jobs: request (escrow and assignment from block randomness), receipts,
+//! commit-then-reveal for replicated mode, finalization and payout, refunds and
+//! penalties on timeouts.
+
+use deed_types::{Address, Amount, Hash, JobId, JobInput, Licence, Mode, ModelId, Receipt};
+
+use super::{bps_of, Exec};
+use crate::error::TxError;
+use crate::events::{Event, Reason};
+use crate::state::{Escrow, Job, JobStatus, Timer};
+
+impl<'a> Exec<'a> {
+    fn job(&self, id: JobId) -> Result<Job, TxError> {
+        self.s.jobs.get(&id).cloned().ok_or(TxError::UnknownJob(id))
+    }
+
+    fn position(job: &Job, id: JobId, sender: Address) -> Result<usize, TxError> {
+        job.executors
+            .iter()
+            .position(|a| *a == sender)
+            .ok_or(TxError::NotAssigned { job: id, sender })
+    }
+
+    pub(super) fn request_job(
+        &mut self,
+        sender: Address,
+        model_id: ModelId,
+        version: Option<u32>,
+        input: &JobInput,
+        mode: Mode,
+        max_fee: Amount,
+    ) -> Result<(), TxError> {
+        let k: usize = match mode {
+            Mode::None | Mode::Optimistic => 1,
+            Mode::Replicated(k) => {
+                if k < 2 || u64::from(k) > self.s.params.max_replicas {
+                    return Err(TxError::BadReplication {
+                        k,
+                        max: self.s.params.max_replicas,
+                    });
+                }
+                usize::from(k)
+            }
+        };
+        let model = self
+            .s
+            .models
+            .get(&model_id)
+            .cloned()
+            .ok_or(TxError::UnknownModel(model_id))?;
+        if let Licence::AllowList(list) = &model.licence {
+            if sender != model.owner && !list.contains(&sender) {
+                return Err(TxError::NotLicensed {
+                    model: model_id,
+                    sender,
+                });
+            }
+        }
+        let version = match version {
+            Some(v) => {
+                let ver = self
+                    .s
+                    .versions
+                    .get(&(model_id, v))
+                    .ok_or(TxError::UnknownVersion {
+                        model: model_id,
+                        version: v,
+                    })?;
+                if ver.deprecated {
+                    return Err(TxError::VersionDeprecated {
+                        model: model_id,
+                        version: v,
+                    });
+                }
+                v
+            }
+            None => self
+                .s
+                .versions
+                .range((model_id, 0)..=(model_id, u32::MAX))
+                .rev()
+                .find(|(_, v)| !v.deprecated)
+                .map(|(key, _)| key.1)
+                .ok_or(TxError::NoUsableVersion(model_id))?,
+        };
+        let ver =
+            self.s
+                .versions
+                .get(&(model_id, version))
+                .cloned()
+                .ok_or(TxError::UnknownVersion {
+                    model: model_id,
+                    version,
+                })?;
+        let royalty = match model.licence {
+            Licence::Open => 0,
+            _ => model.price,
+        };
+        let pfee_bps = self.s.params.protocol_fee_bps;
+        let kk = k as u128;
+        // Total cost if every executor charged `price`.
+        let cost_at = |price: Amount| -> Option<Amount> {
+            let fees = price.checked_mul(kk)?;
+            royalty
+                .checked_add(fees)?
+                .checked_add(bps_of(fees, pfee_bps)?)
+        };
+        let job_id = JobId(self.s.meta.next_job);
+        let mut eligible: Vec<(Hash, Address, Amount)> = Vec::new();
+        let mut cheapest: Option<Amount> = None;
+        for ((_, addr), ()) in self
+            .s
+            .serving
+            .range((model_id, Address::ZERO)..=(model_id, Address([0xff; 20])))
+        {
+            let Some(e) = self.s.executors.get(addr) else {
+                continue;
+            };
+            if e.jailed_until.is_some() || e.stake < self.s.params.min_stake {
+                continue;
+            }
+            let total = Some(cost_at(e.price).ok_or(TxError::Overflow("job cost"))?);
+            cheapest = match (cheapest, total) {
+                (Some(c), Some(t)) => Some(c.min(t)),
+                (None, t) => t,
+                (c, None) => c,
+            };
+            if total.is_some_and(|t| t <= max_fee) {
+                let score = Hash::domain(
+                    "deed 2026 job assignment",
+                    &[
+                        self.env.randomness.as_bytes(),
+                        &job_id.0.to_le_bytes(),
+                        addr.as_bytes(),
+                    ],
+                );
+                eligible.push((score, *addr, e.price));
+            }
+        }
+        if eligible.len() < k {
+            if let Some(needed) = cheapest.filter(|c| *c > max_fee) {
+                return Err(TxError::MaxFeeTooLow { max_fee, needed });
+            }
+            return Err(TxError::NoExecutors {
+                model: model_id,
+                available: eligible.len(),
+                needed: k,
+            });
+        }
+        eligible.sort();
+        eligible.truncate(k);
+        let executors: Vec<Address> = eligible.iter().map(|(_, a, _)| *a).collect();
+        let executor_fees: Vec<Amount> = eligible.iter().map(|(_, _, p)| *p).collect();
+        let fees = executor_fees
+            .iter()
+            .try_fold(0u128, |a, f| a.checked_add(*f))
+            .ok_or(TxError::Overflow("executor fees"))?;
+        let protocol_fee = bps_of(fees, pfee_bps).ok_or(TxError::Overflow("protocol fee"))?;
+        let escrow = Escrow {
+            royalty,
+            executor_fees,
+            protocol_fee,
+        };
+        self.debit(sender, escrow.total())?;
+        self.s.meta.next_job = self
+            .s
+            .meta
+            .next_job
+            .checked_add(1)
+            .ok_or(TxError::Overflow("job id"))?;
+        let deadline = self.deadline(self.s.params.execution_timeout);
+        let (input_inline, input_hash) = (
+            match input {
+                JobInput::Inline(b) => Some(b.clone()),
+                JobInput::ByCid(_) => None,
+            },
+            input.hash(),
+        );
+        self.s.jobs.insert(
+            job_id,
+            Job {
+                requester: sender,
+                model: model_id,
+                version,
+                manifest: ver.manifest,
+                steps: ver.steps,
+                input_hash,
+                input_inline,
+                mode,
+                escrow,
+                executors: executors.clone(),
+                commits: vec![None; k],
+                receipts: vec![None; k],
+                status: if k == 1 {
+                    JobStatus::Assigned
+                } else {
+                    JobStatus::Committing
+                },
+                deadline,
+                created: self.env.height,
+            },
+        );
+        self.set_timer(deadline, Timer::JobDeadline(job_id));
+        self.events.push(Event::JobRequested {
+            job: job_id,
+            executors,
+        });
+        Ok(())
+    }
+
+    fn check_receipt(job: &Job, receipt: &Receipt) -> Result<(), TxError> {
+        if receipt.steps != job.steps {
+            return Err(TxError::WrongStepCount {
+                expected: job.steps,
+                got: receipt.steps,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn submit_receipt(
+        &mut self,
+        sender: Address,
+        id: JobId,
+        receipt: &Receipt,
+    ) -> Result<(), TxError> {
+        let mut job = self.job(id)?;
+        if job.status != JobStatus::Assigned {
+            return Err(TxError::WrongJobPhase {
+                job: id,
+                action: "submit_receipt",
+            });
+        }
+        let i = Self::position(&job, id, sender)?;
+        Self::check_receipt(&job, receipt)?;
+        job.receipts[i] = Some(receipt.clone());
+        self.events.push(Event::JobProgress {
+            job: id,
+            executor: sender,
+        });
+        if job.mode == Mode::Optimistic {
+            let window_end = self.deadline(self.s.params.challenge_window);
+            job.status = JobStatus::Challengeable { window_end };
+            self.s.jobs.insert(id, job);
+            self.set_timer(window_end, Timer::ChallengeWindow(id));
+            Ok(())
+        } else {
+            self.finalize(id, job, &[i])
+        }
+    }
+
+    pub(super) fn commit_output(
+        &mut self,
+        sender: Address,
+        id: JobId,
+        commitment: Hash,
+    ) -> Result<(), TxError> {
+        let mut job = self.job(id)?;
+        if job.status != JobStatus::Committing {
+            return Err(TxError::WrongJobPhase {
+                job: id,
+                action: "commit_output",
+            });
+        }
+        let i = Self::position(&job, id, sender)?;
+        if job.commits[i].is_some() {
+            return Err(TxError::AlreadyActed(sender));
+        }
+        job.commits[i] = Some(commitment);
+        self.events.push(Event::JobProgress {
+            job: id,
+            executor: sender,
+        });
+        if job.commits.iter().all(Option::is_some) {
+            self.start_reveal(id, job);
+        } else {
+            self.s.jobs.insert(id, job);
+        }
+        Ok(())
+    }
+
+    fn start_reveal(&mut self, id: JobId, mut job: Job) {
+        job.status = JobStatus::Revealing;
+        job.deadline = self.deadline(self.s.params.execution_timeout);
+        self.set_timer(job.deadline, Timer::JobDeadline(id));
+        self.s.jobs.insert(id, job);
+    }
+
+    pub(super) fn reveal_output(
+        &mut self,
+        sender: Address,
+        id: JobId,
+        receipt: &Receipt,
+        salt: &Hash,
+    ) -> Result<(), TxError> {
+        let mut job = self.job(id)?;
+        if job.status != JobStatus::Revealing {
+            return Err(TxError::WrongJobPhase {
+                job: id,
+                action: "reveal_output",
+            });
+        }
+        let i = Self::position(&job, id, sender)?;
+        let Some(c) = job.commits[i] else {
+            return Err(TxError::WrongJobPhase {
+                job: id,
+                action: "reveal_output without a commitment",
+            });
+        };
+        if job.receipts[i].is_some() {
+            return Err(TxError::AlreadyActed(sender));
+        }
+        Self::check_receipt(&job, receipt)?;
+        if receipt.commitment(id, salt) != c {
+            return Err(TxError::CommitmentMismatch);
+        }
+        job.receipts[i] = Some(receipt.clone());
+        self.events.push(Event::JobProgress {
+            job: id,
+            executor: sender,
+        });
+        let all = job
+            .commits
+            .iter()
+            .zip(&job.receipts)
+            .all(|(c, r)| c.is_none() || r.is_some());
+        if all {
+            self.settle_replicated(id, job)
+        } else {
+            self.s.jobs.insert(id, job);
+            Ok(())
+        }
+    }
+
+    /// Compares the revealed receipts: unanimous results are paid; otherwise the
+    /// first revealed result is defended against the first that differs from it.
+    fn settle_replicated(&mut self, id: JobId, job: Job) -> Result<(), TxError> {
+        let revealed: Vec<usize> = (0..job.receipts.len())
+            .filter(|&i| job.receipts[i].is_some())
+            .collect();
+        let Some(&first) = revealed.first() else {
+            return self.refund(id, job);
+        };
+        let key = |i: usize| {
+            job.receipts[i]
+                .as_ref()
+                .map(|r| (r.output.hash(), r.trace_root))
+        };
+        match revealed.iter().copied().find(|&i| key(i) != key(first)) {
+            None => self.finalize(id, job, &revealed),
+            Some(other) => self.open_replicated_dispute(id, job, first, other),
+        }
+    }
+
+    /// Pays out a job whose result stands: royalty up the lineage, the fee of each
+    /// executor at a position in `paid`, the protocol fee burned, and the fees of
+    /// unpaid positions back to the requester.
+    pub(crate) fn finalize(
+        &mut self,
+        id: JobId,
+        mut job: Job,
+        paid: &[usize],
+    ) -> Result<(), TxError> {
+        let escrow = std::mem::replace(
+            &mut job.escrow,
+            Escrow {
+                royalty: 0,
+                executor_fees: Vec::new(),
+                protocol_fee: 0,
+            },
+        );
+        self.pay_royalty(job.model, escrow.royalty)?;
+        let mut refund: Amount = 0;
+        for (i, fee) in escrow.executor_fees.iter().enumerate() {
+            if paid.contains(&i) {
+                self.credit(job.executors[i], *fee, Reason::ExecutorFee)?;
+            } else {
+                refund = refund
+                    .checked_add(*fee)
+                    .ok_or(TxError::Overflow("refund"))?;
+            }
+        }
+        self.credit(job.requester, refund, Reason::Refund)?;
+        self.burn(escrow.protocol_fee, Reason::ProtocolFee)?;
+        job.status = JobStatus::Finalized;
+        self.s.jobs.insert(id, job);
+        self.events.push(Event::JobFinalized { job: id });
+        Ok(())
+    }
+
+    /// Returns the whole escrow to the requester.
+    pub(crate) fn refund(&mut self, id: JobId, mut job: Job) -> Result<(), TxError> {
+        let total = job.escrow.total();
+        job.escrow = Escrow {
+            royalty: 0,
+            executor_fees: Vec::new(),
+            protocol_fee: 0,
+        };
+        self.credit(job.requester, total, Reason::Refund)?;
+        job.status = JobStatus::Refunded;
+        self.s.jobs.insert(id, job);
+        self.events.push(Event::JobRefunded { job: id });
+        Ok(())
+    }
+
+    /// Slashes the timeout penalty from `who` and hands it to the requester.
+    fn penalize(&mut self, who: Address, requester: Address) -> Result<(), TxError> {
+        let taken = self.slash(who, self.s.params.timeout_penalty);
+        self.credit(requester, taken, Reason::TimeoutPenalty)
+    }
+
+    /// A job phase deadline passed.
+    pub(crate) fn on_job_deadline(&mut self, id: JobId) -> Result<(), TxError> {
+        let job = self.job(id)?;
+        if job.deadline != self.env.height {
+            return Ok(());
+        }
+        match job.status {
+            JobStatus::Assigned => {
+                for e in job.executors.clone() {
+                    self.penalize(e, job.requester)?;
+                }
+                self.refund(id, job)
+            }
+            JobStatus::Committing => {
+                for (i, c) in job.commits.iter().enumerate() {
+                    if c.is_none() {
+                        self.penalize(job.executors[i], job.requester)?;
+                    }
+                }
+                if job.commits.iter().all(Option::is_none) {
+                    self.refund(id, job)
+                } else {
+                    self.start_reveal(id, job);
+                    Ok(())
+                }
+            }
+            JobStatus::Revealing => {
+                for i in 0..job.executors.len() {
+                    if job.commits[i].is_some() && job.receipts[i].is_none() {
+                        self.penalize(job.executors[i], job.requester)?;
+                    }
+                }
+                self.settle_replicated(id, job)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// An optimistic job's challenge window closed without a challenge.
+    pub(crate) fn on_challenge_window(&mut self, id: JobId) -> Result<(), TxError> {
+        let job = self.job(id)?;
+        match job.status {
+            JobStatus::Challengeable { window_end } if window_end == self.env.height => {
+                self.finalize(id, job, &[0])
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! A small chain driver for the ledger's integration tests: funded keys, automatic
+//! nonces, one call per block, and a scripted referee.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+
+use deed_ledger::{apply_block, next_block, BlockOutcome, Params, Referee, RefereeError, State, TxError};
+use deed_types::{Action, Address, Cid, Hash, SecretKey, SignedTransaction, Tensor, Transaction};
+
+pub const CHAIN: u64 = 4242;
+pub const FEE: u128 = 1;
+
+/// The referee of the tests: the true step hashes of each model are known in advance
+/// (they stand for what the canonical runtime would compute).
+#[derive(Default)]
+pub struct ScriptedReferee {
+    pub truth: HashMap<Cid, Vec<Hash>>,
+}
+
+impl Referee for ScriptedReferee {
+    fn execute_step(&self, model: &Cid, step: u64, _inputs: &[Tensor]) -> Result<Hash, RefereeError> {
+        let steps = self.truth.get(model).ok_or(RefereeError::ModelUnavailable(*model))?;
+        steps.get(step as usize).copied().ok_or(RefereeError::NoSuchStep {
+            step,
+            steps: steps.len() as u64,
+        })
+    }
+}
+
+pub struct Chain {
+    pub state: State,
+    pub keys: Vec<SecretKey>,
+    pub proposer: Address,
+    pub referee: ScriptedReferee,
+    pub time: u64,
+}
+
+pub fn key(i: usize) -> SecretKey {
+    SecretKey::from_seed(format!("test account {i}").as_bytes())
+}
+
+impl Chain {
+    pub fn new(accounts: usize, balance: u128) -> Chain {
+        Self::with_params(accounts, balance, Params::default())
+    }
+
+    pub fn with_params(accounts: usize, balance: u128, params: Params) -> Chain {
+        let keys: Vec<SecretKey> = (0..accounts).map(key).collect();
+        let alloc: Vec<(Address, u128)> = keys.iter().map(|k| (k.address(), balance)).collect();
+        let proposer = SecretKey::from_seed(b"proposer").address();
+        Chain {
+            state: State::genesis(CHAIN, params, &alloc).unwrap(),
+            keys,
+            proposer,
+            referee: ScriptedReferee::default(),
+            time: 1_700_000_000,
+        }
+    }
+
+    pub fn addr(&self, i: usize) -> Address {
+        self.keys[i].address()
+    }
+
+    pub fn sign(&self, i: usize, action: Action) -> SignedTransaction {
+        let nonce = self.state.nonce(&self.addr(i));
+        Transaction {
+            chain_id: CHAIN,
+            nonce,
+            fee: FEE,
+            action,
+        }
+        .sign(&self.keys[i])
+        .unwrap()
+    }
+
+    pub fn block(&mut self, txs: Vec<SignedTransaction>) -> BlockOutcome {
+        self.time += 5;
+        let b = next_block(&self.state, self.proposer, self.time, txs);
+        apply_block(&mut self.state, &b, &self.referee).unwrap()
+    }
+
+    /// One transaction in its own block; returns its outcome.
+    pub fn run(&mut self, i: usize, action: Action) -> Result<(), TxError> {
+        let tx = self.sign(i, action);
+        let out = self.block(vec![tx]);
+        out.results[0].outcome.clone()
+    }
+
+    pub fn ok(&mut self, i: usize, action: Action) {
+        let a = format!("{action:?}");
+        self.run(i, action).unwrap_or_else(|e| panic!("{a} failed: {e}"));
+    }
+
+    /// Empty blocks until the height is `h`.
+    pub fn advance_to(&mut self, h: u64) -> Vec<deed_ledger::Event> {
+        let mut events = Vec::new();
+        while self.state.height() < h {
+            events.extend(self.block(vec![]).events);
+        }
+        events
+    }
+
+    pub fn assert_supply(&self) {
+        assert_eq!(self.state.accounted_supply(), Some(self.state.meta().supply));
+    }
+}

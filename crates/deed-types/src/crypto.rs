@@ -1,0 +1,212 @@
+//! Account keys and signatures: secp256k1 ECDSA over 32-byte digests, with
+//! Ethereum's recoverable 65-byte `r ‖ s ‖ v` signature form, so the signer's
+//! [`Address`] is recovered from the signature instead of being sent alongside it.
+
+use std::fmt;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use k256::ecdsa::{RecoveryId, Signature as EcdsaSignature, SigningKey, VerifyingKey};
+
+use crate::address::Address;
+
+/// Why a signature could not be made or checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// `r` or `s` is zero or not below the curve order.
+    #[error("signature scalars are out of range")]
+    Malformed,
+    /// The recovery byte `v` is not 0, 1, 27 or 28.
+    #[error("invalid recovery byte v = {0}")]
+    BadRecoveryId(u8),
+    /// `s` is in the upper half of the order; such signatures are malleable copies.
+    #[error("signature s value is not canonical (high s)")]
+    HighS,
+    /// No public key recovers from this signature and digest.
+    #[error("signature does not recover to a public key")]
+    Unrecoverable,
+    /// The secret key bytes are zero or not below the curve order.
+    #[error("invalid secret key")]
+    BadSecretKey,
+}
+
+/// A secp256k1 secret key. Debug output never shows the key.
+#[derive(Clone)]
+pub struct SecretKey(SigningKey);
+
+impl SecretKey {
+    /// Builds a key from 32 big-endian bytes.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<SecretKey, SignatureError> {
+        SigningKey::from_slice(bytes)
+            .map(SecretKey)
+            .map_err(|_| SignatureError::BadSecretKey)
+    }
+
+    /// A key derived deterministically from a seed (hashed to a scalar). For tests,
+    /// development accounts and benchmarks; real keys come from a wallet or an OS RNG.
+    pub fn from_seed(seed: &[u8]) -> SecretKey {
+        let mut counter = 0u32;
+        loop {
+            let h = crate::Hash::domain(
+                "deed 2026 dev key from seed",
+                &[seed, &counter.to_le_bytes()],
+            );
+            if let Ok(k) = SecretKey::from_bytes(h.as_bytes()) {
+                return k;
+            }
+            counter = counter.wrapping_add(1);
+        }
+    }
+
+    /// The 32 big-endian secret bytes.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes().into()
+    }
+
+    /// The account address owned by this key.
+    pub fn address(&self) -> Address {
+        address_of(self.0.verifying_key())
+    }
+
+    /// Signs a 32-byte digest (RFC 6979 deterministic nonce, low `s`).
+    pub fn sign_digest(&self, digest: &[u8; 32]) -> Result<Signature, SignatureError> {
+        let (sig, recid) = self
+            .0
+            .sign_prehash_recoverable(digest)
+            .map_err(|_| SignatureError::Malformed)?;
+        let mut out = [0u8; 65];
+        out[..64].copy_from_slice(&sig.to_bytes());
+        out[64] = recid.to_byte();
+        Ok(Signature(out))
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey(for {})", self.address())
+    }
+}
+
+fn address_of(key: &VerifyingKey) -> Address {
+    let point = key.to_encoded_point(false);
+    // Uncompressed SEC1 is 0x04 ‖ x ‖ y; Ethereum hashes x ‖ y.
+    let digest = alloy_primitives::keccak256(&point.as_bytes()[1..]);
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&digest[12..]);
+    Address(out)
+}
+
+/// A recoverable ECDSA signature, `r ‖ s ‖ v` with `v` stored as 0 or 1.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize)]
+pub struct Signature(pub [u8; 65]);
+
+impl Signature {
+    /// Reads Ethereum's 65-byte form, accepting `v` as 0/1 or 27/28.
+    pub fn from_rsv(bytes: &[u8; 65]) -> Result<Signature, SignatureError> {
+        let v = match bytes[64] {
+            0 | 27 => 0,
+            1 | 28 => 1,
+            v => return Err(SignatureError::BadRecoveryId(v)),
+        };
+        let mut out = *bytes;
+        out[64] = v;
+        Ok(Signature(out))
+    }
+
+    /// `r`, the first 32 bytes.
+    pub fn r(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&self.0[..32]);
+        out
+    }
+
+    /// `s`, bytes 32..64.
+    pub fn s(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&self.0[32..64]);
+        out
+    }
+
+    /// Ethereum's `v`: 27 or 28.
+    pub fn v(&self) -> u8 {
+        27 + (self.0[64] & 1)
+    }
+
+    /// Recovers the address that signed `digest`. Rejects high-`s` signatures so
+    /// each signed message has exactly one valid signature encoding.
+    pub fn recover(&self, digest: &[u8; 32]) -> Result<Address, SignatureError> {
+        let recid = match self.0[64] {
+            v @ (0 | 1) => RecoveryId::from_byte(v).ok_or(SignatureError::BadRecoveryId(v))?,
+            v => return Err(SignatureError::BadRecoveryId(v)),
+        };
+        let sig =
+            EcdsaSignature::from_slice(&self.0[..64]).map_err(|_| SignatureError::Malformed)?;
+        if sig.normalize_s().is_some() {
+            return Err(SignatureError::HighS);
+        }
+        let key = VerifyingKey::recover_from_prehash(digest, &sig, recid)
+            .map_err(|_| SignatureError::Unrecoverable)?;
+        Ok(address_of(&key))
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature(0x{})", hex::encode(self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_key_has_known_address() {
+        // keccak256("cow") is the key of the EIP-712 specification's example signer.
+        let sk = SecretKey::from_bytes(&alloy_primitives::keccak256(b"cow").0).unwrap();
+        assert_eq!(
+            sk.address().to_string(),
+            "0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826"
+        );
+    }
+
+    #[test]
+    fn high_s_and_bad_v_are_rejected() {
+        let sk = SecretKey::from_seed(b"a");
+        let sig = sk.sign_digest(&[7u8; 32]).unwrap();
+        let s = EcdsaSignature::from_slice(&sig.0[..64]).unwrap();
+        // Flip s to n - s, the malleable twin.
+        let high = EcdsaSignature::from_scalars(s.r().to_bytes(), (-*s.s()).to_bytes()).unwrap();
+        let mut bytes = sig.0;
+        bytes[..64].copy_from_slice(&high.to_bytes());
+        bytes[64] ^= 1;
+        assert_eq!(
+            Signature(bytes).recover(&[7u8; 32]),
+            Err(SignatureError::HighS)
+        );
+        let mut bad = sig.0;
+        bad[64] = 5;
+        assert_eq!(
+            Signature(bad).recover(&[7u8; 32]),
+            Err(SignatureError::BadRecoveryId(5))
+        );
+        assert_eq!(
+            Signature::from_rsv(&bad),
+            Err(SignatureError::BadRecoveryId(5))
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn sign_then_recover(seed in any::<[u8; 8]>(), digest in any::<[u8; 32]>(), other in any::<[u8; 32]>()) {
+            let sk = SecretKey::from_seed(&seed);
+            let sig = sk.sign_digest(&digest).unwrap();
+            prop_assert_eq!(sig.recover(&digest).unwrap(), sk.address());
+            if other != digest {
+                prop_assert_ne!(sig.recover(&other).ok(), Some(sk.address()));
+            }
+        }
+    }
+}

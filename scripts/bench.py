@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""Benchmark `deed run` against onnxruntime and tract on the same models and inputs.
+
+    "$(scripts/venv.sh)" scripts/bench.py [--repeat N] [--model NAME]... [--json PATH]
+
+Steps:
+  1. writes the benchmark models with scripts/gen_models.py into target/bench-models;
+  2. builds `deed` (deed-cli) and the tract example (deed-runtime/examples/tract_run.rs)
+     in release mode;
+  3. for every model, times in separate child processes: `deed run --threads 1` and
+     `--threads 2`, `deed run --no-trace` when the CLI has that flag (the cost of
+     trace hashing), onnxruntime with intra_op_num_threads 1 and 2 (sequential
+     execution, default graph optimizations) and tract; each reports the median and
+     minimum of N runs after a warm-up, load time excluded; the peak RSS of each child
+     comes from wait4();
+  4. prints a table with the ratios deed/ort(1t), deed/ort(2t), deed/tract and the
+     peak memory, and the largest deviation of deed's outputs from onnxruntime's;
+  5. checks determinism: `deed run --json` must report the same trace_root with
+     --threads 1, 2 and 4 and with DEED_KERNELS=reference, one line per model.
+
+Exits non-zero if any run failed or any trace root differs. Run it with the venv's
+python (it needs numpy and onnxruntime); the timing children use the same python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = ["mlp_b1", "mlp_b64", "cnn", "transformer", "mlp_int8"]
+
+
+@dataclass
+class Run:
+    """One timed child process."""
+
+    median_ms: float | None = None
+    min_ms: float | None = None
+    rss_mib: float | None = None
+    report: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+def run_child(cmd: list[str], env: dict | None = None) -> tuple[dict, float]:
+    """Runs cmd, parses its stdout as JSON, returns (json, peak RSS in MiB)."""
+    with tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        assert p.stdout is not None
+        out = p.stdout.read()
+        # wait4 reaps this very child and gives its own rusage, unlike
+        # RUSAGE_CHILDREN whose ru_maxrss is a maximum over every child so far.
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if p.returncode != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(f"exit {p.returncode}: {' | '.join(tail)}")
+    text = out.decode(errors="replace").strip()
+    try:
+        report = json.loads(text.splitlines()[-1]) if text else {}
+    except json.JSONDecodeError as e:
+        raise RuntimeError(f"output is not JSON ({e}): {text[:200]!r}") from None
+    return report, usage.ru_maxrss / 1024.0
+
+
+def timed(cmd: list[str], env: dict | None = None) -> Run:
+    try:
+        report, rss = run_child(cmd, env)
+        lat = report["latency_ms"]
+        return Run(float(lat["median"]), float(lat["min"]), rss, report)
+    except (RuntimeError, KeyError, TypeError, ValueError, OSError) as e:
+        return Run(error=f"{' '.join(cmd[:3])}…: {e}")
+
+
+# ---------------------------------------------------------------------------
+# onnxruntime child
+
+
+def ort_child(case_dir: str, threads: int, repeat: int) -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    case = load_case(case_dir)
+    feeds = {i["name"]: np.load(os.path.join(case_dir, i["file"])) for i in case["inputs"]}
+    start = time.perf_counter()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(os.path.join(case_dir, case["model"]), so, providers=["CPUExecutionProvider"])
+    load_ms = (time.perf_counter() - start) * 1e3
+    sess.run(None, feeds)
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        sess.run(None, feeds)
+        times.append((time.perf_counter() - t) * 1e3)
+    print(json.dumps({
+        "runtime": "onnxruntime " + ort.__version__,
+        "load_ms": load_ms,
+        "latency_ms": {"median": statistics.median(times), "min": min(times)},
+    }))
+
+
+# ---------------------------------------------------------------------------
+# Orchestration
+
+
+def load_case(case_dir: str) -> dict:
+    with open(os.path.join(case_dir, "case.json")) as f:
+        return json.load(f)
+
+
+def sh(cmd: list[str], **kw) -> None:
+    print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO, **kw)
+
+
+def target_dir() -> str:
+    meta = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps"],
+        check=True, cwd=REPO, capture_output=True, text=True,
+    )
+    return json.loads(meta.stdout)["target_directory"]
+
+
+def max_deviation(case_dir: str, case: dict, out_dir: str) -> str:
+    """Largest |deed - onnxruntime| over all outputs, or why it is unknown."""
+    import numpy as np
+
+    worst = 0.0
+    for o in case["outputs"]:
+        path = os.path.join(out_dir, o["name"] + ".npy")
+        if not os.path.exists(path):
+            return "no --out"
+        got, want = np.load(path), np.load(os.path.join(case_dir, o["file"]))
+        if got.shape != want.shape:
+            return f"shape {got.shape}"
+        if got.size:
+            worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))))
+    return f"{worst:.2e}"
+
+
+def fmt_ms(r: Run) -> str:
+    return "ERR" if r.median_ms is None else f"{r.median_ms:.3f}"
+
+
+def ratio(a: Run, b: Run) -> float | None:
+    if a.median_ms is None or b.median_ms is None or b.median_ms == 0:
+        return None
+    return a.median_ms / b.median_ms
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def fmt_mib(r: Run) -> str:
+    return "-" if r.rss_mib is None else f"{r.rss_mib:.0f}"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=50, help="timed runs per measurement (after a warm-up)")
+    p.add_argument("--model", action="append", default=[], choices=MODELS, help="only this model (repeatable)")
+    p.add_argument("--json", metavar="PATH", help="also write every measurement as JSON here")
+    p.add_argument("--models-dir", default=os.path.join(REPO, "target", "bench-models"))
+    p.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    p.add_argument("--ort-child", nargs=3, metavar=("CASE_DIR", "THREADS", "REPEAT"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.ort_child:
+        ort_child(args.ort_child[0], int(args.ort_child[1]), int(args.ort_child[2]))
+        return 0
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    models = args.model or MODELS
+
+    sh([sys.executable, os.path.join(REPO, "scripts", "gen_models.py"), args.models_dir])
+    if not args.no_build:
+        sh(["cargo", "build", "--release", "-p", "deed-cli"])
+        sh(["cargo", "build", "--release", "-p", "deed-runtime", "--example", "tract_run"])
+    release = os.path.join(target_dir(), "release")
+    deed = os.path.join(release, "deed")
+    tract = os.path.join(release, "examples", "tract_run")
+    for binary in (deed, tract):
+        if not os.access(binary, os.X_OK):
+            print(f"bench: {binary} is missing; build it or drop --no-build", file=sys.stderr)
+            return 1
+    help_text = subprocess.run([deed, "run", "--help"], capture_output=True, text=True).stdout
+    has_no_trace = "--no-trace" in help_text
+    rep = str(args.repeat)
+
+    results: dict[str, dict] = {}
+    failed = False
+    scratch = tempfile.mkdtemp(prefix="deed-bench-")
+    try:
+        for name in models:
+            case_dir = os.path.join(args.models_dir, name)
+            case = load_case(case_dir)
+            model = os.path.join(case_dir, case["model"])
+            input_args: list[str] = []
+            tract_inputs: list[str] = []
+            for i in case["inputs"]:
+                spec = f"{i['name']}={os.path.join(case_dir, i['file'])}"
+                input_args += ["--input", spec]
+                tract_inputs += ["--input", spec]
+            out_dir = os.path.join(scratch, name)
+
+            def deed_cmd(threads: int, *extra: str) -> list[str]:
+                return [deed, "run", model, *input_args, "--threads", str(threads), "--json", *extra]
+
+            print(f"bench: {name}", file=sys.stderr, flush=True)
+            runs = {
+                "deed_1t": timed(deed_cmd(1, "--repeat", rep, "--out", out_dir)),
+                "deed_2t": timed(deed_cmd(2, "--repeat", rep)),
+                "deed_1t_no_trace": timed(deed_cmd(1, "--repeat", rep, "--no-trace")) if has_no_trace else Run(),
+                "ort_1t": timed([sys.executable, os.path.abspath(__file__), "--ort-child", case_dir, "1", rep]),
+                "ort_2t": timed([sys.executable, os.path.abspath(__file__), "--ort-child", case_dir, "2", rep]),
+                "tract": timed([tract, model, *tract_inputs, "--repeat", rep]),
+            }
+            traced = ratio(runs["deed_1t"], runs["deed_1t_no_trace"])
+            deviation = max_deviation(case_dir, case, out_dir) if runs["deed_1t"].error is None else "-"
+
+            # Determinism: the trace root may not depend on threads or kernels.
+            roots: dict[str, str | None] = {}
+            for label, threads, env in [
+                ("threads=1", 1, None),
+                ("threads=2", 2, None),
+                ("threads=4", 4, None),
+                ("DEED_KERNELS=reference", 1, {**os.environ, "DEED_KERNELS": "reference"}),
+            ]:
+                try:
+                    report, _ = run_child(deed_cmd(threads), env)
+                    roots[label] = report.get("trace_root")
+                except RuntimeError as e:
+                    print(f"bench: {name} {label}: {e}", file=sys.stderr)
+                    roots[label] = None
+            distinct = {r for r in roots.values()}
+            same = len(distinct) == 1 and None not in distinct
+            results[name] = {
+                "runs": {k: vars(v) for k, v in runs.items()},
+                "ratios": {
+                    "deed_over_ort_1t": ratio(runs["deed_1t"], runs["ort_1t"]),
+                    "deed_over_ort_2t": ratio(runs["deed_2t"], runs["ort_2t"]),
+                    "deed_over_tract": ratio(runs["deed_1t"], runs["tract"]),
+                    "trace_overhead": None if traced is None else traced - 1,
+                },
+                "max_abs_deviation_from_ort": deviation,
+                "trace_roots": roots,
+                "deterministic": same,
+            }
+            for k, r in runs.items():
+                if r.error:
+                    failed = True
+                    print(f"bench: {name} {k}: {r.error}", file=sys.stderr)
+            failed |= not same
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    print_table(results, has_no_trace, args.repeat)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"repeat": args.repeat, "no_trace_flag": has_no_trace, "models": results}, f, indent=2)
+            f.write("\n")
+    return 1 if failed else 0
+
+
+def print_table(results: dict[str, dict], has_no_trace: bool, repeat: int) -> None:
+    head = [
+        "model", "deed 1t", "deed 2t", "ort 1t", "ort 2t", "tract",
+        "deed/ort1", "deed/ort2", "deed/tract", "trace cost", "|Δ| vs ort",
+        "RSS deed", "RSS ort", "RSS tract",
+    ]
+    rows = []
+    for name, res in results.items():
+        runs = {k: Run(**v) for k, v in res["runs"].items()}
+        r = res["ratios"]
+        overhead = "N/A" if not has_no_trace else (
+            "-" if r["trace_overhead"] is None else f"{100 * r['trace_overhead']:+.1f}%"
+        )
+        rows.append([
+            name, fmt_ms(runs["deed_1t"]), fmt_ms(runs["deed_2t"]), fmt_ms(runs["ort_1t"]),
+            fmt_ms(runs["ort_2t"]), fmt_ms(runs["tract"]),
+            fmt_ratio(r["deed_over_ort_1t"]), fmt_ratio(r["deed_over_ort_2t"]), fmt_ratio(r["deed_over_tract"]),
+            overhead, res["max_abs_deviation_from_ort"],
+            fmt_mib(runs["deed_1t"]), fmt_mib(runs["ort_1t"]), fmt_mib(runs["tract"]),
+        ])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    print(f"median latency in ms over {repeat} runs after a warm-up; peak RSS in MiB "
+          "(the ort child includes the Python interpreter and numpy)")
+    for row in [head, *rows]:
+        print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    print()
+    for name, res in results.items():
+        roots = res["trace_roots"]
+        if res["deterministic"]:
+            root = next(iter(roots.values()))
+            print(f"determinism {name}: same trace_root {root} for threads 1/2/4 and DEED_KERNELS=reference")
+        else:
+            detail = ", ".join(f"{k}: {v or 'failed'}" for k, v in roots.items())
+            print(f"determinism {name}: MISMATCH {detail}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
