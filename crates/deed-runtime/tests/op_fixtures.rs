@@ -9,6 +9,8 @@
 //! everything else exactly; each case also runs with the reference kernels and with
 //! 3 threads, which must give the same bits as the default run.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use deed_runtime::proto::tensor_from_pb_bytes;

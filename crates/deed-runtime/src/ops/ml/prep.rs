@@ -11,6 +11,11 @@ use crate::error::OpError;
 use crate::ops::util::{check_count, infer_input, input, to_i64s};
 use crate::ops::{Ctx, InferInput, NodeInfo, Op, TypeInfo};
 
+/// `v[i]` for every `i` of `order` (indices already checked).
+fn gather<T: Clone>(v: &[T], order: &[usize]) -> Vec<T> {
+    order.iter().map(|&i| v[i].clone()).collect()
+}
+
 fn numeric_input(inputs: &[Option<InferInput<'_>>]) -> Result<TypeInfo, OpError> {
     check_count(inputs.len(), 1, 1)?;
     let x = infer_input(inputs, 0)?;
@@ -362,8 +367,7 @@ impl Op for ArrayFeatureExtractor {
             .collect();
         let shape = afe_shape(x.shape(), input(inputs, 1)?.shape());
         let data = deed_types::with_data!(x.data(), v => {
-            let picked: Vec<_> = order.iter().map(|&i| v[i].clone()).collect();
-            deed_types::tensor::Element::wrap(picked)
+            deed_types::tensor::Element::wrap(gather(v, &order))
         });
         Ok(vec![Tensor::new(shape, data)?])
     }
@@ -562,8 +566,7 @@ impl Op for LabelEncoder {
             .map(|k| self.map.get(k).copied().unwrap_or(default))
             .collect();
         let data = deed_types::with_data!(self.values.data(), v => {
-            let picked: Vec<_> = order.iter().map(|&i| v[i].clone()).collect();
-            deed_types::tensor::Element::wrap(picked)
+            deed_types::tensor::Element::wrap(gather(v, &order))
         });
         Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
     }
