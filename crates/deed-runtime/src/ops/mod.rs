@@ -31,9 +31,10 @@ pub mod index;
 pub mod resize;
 pub mod shape;
 pub mod conv;
-pub mod core;
 pub mod linalg;
 pub mod pool;
+pub mod ml;
+pub mod quant;
 pub mod util;
 
 pub use crate::ctx::{Ctx, KernelMode};
@@ -165,6 +166,8 @@ pub fn registry() -> &'static Registry {
         linalg::register(&mut r);
         conv::register(&mut r);
         pool::register(&mut r);
+        quant::register(&mut r);
+        ml::register(&mut r);
         r
     })
 }

@@ -1,0 +1,1312 @@
+//! Quantized operators: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear,
+//! MatMulInteger, QLinearMatMul, ConvInteger and QLinearConv.
+//!
+//! Integer parts are exact: operands are widened to `i16` with their zero points
+//! subtracted, products are summed in wrapping `i32` (see [`igemm`]). The float
+//! parts have one definition each, written in
+//! `docs/canonical-semantics/quantized-and-ml.md`: divisions and multiplier products
+//! in the scale's dtype, requantization as one `f64` product, round half to even,
+//! then the zero point is added and the result saturated.
+
+use deed_types::{DType, Tensor, TensorData};
+use half::{bf16, f16};
+
+use super::util::{check_count, infer_input, input, norm_axis, numel, one, opt_infer_input};
+use super::util::{opt_input, strides};
+use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
+use crate::error::OpError;
+
+pub mod igemm;
+
+pub(crate) fn register(r: &mut Registry) {
+    r.add("QuantizeLinear", build_quantize);
+    r.add("DequantizeLinear", build_dequantize);
+    r.add("DynamicQuantizeLinear", |_| {
+        Ok(Box::new(DynamicQuantizeLinear))
+    });
+    r.add("MatMulInteger", |_| Ok(Box::new(MatMulInteger)));
+    r.add("QLinearMatMul", |_| Ok(Box::new(QLinearMatMul)));
+    r.add("ConvInteger", |n| {
+        Ok(Box::new(ConvInteger(ConvParams::from_node(n)?)))
+    });
+    r.add("QLinearConv", |n| {
+        Ok(Box::new(QLinearConv(ConvParams::from_node(n)?)))
+    });
+}
+
+// ---------------------------------------------------------------------------------
+// Shared helpers
+
+/// Integer range of a quantized dtype.
+fn qrange(dt: DType) -> Option<(i64, i64)> {
+    Some(match dt {
+        DType::U8 => (0, 255),
+        DType::I8 => (-128, 127),
+        DType::U16 => (0, 65535),
+        DType::I16 => (-32768, 32767),
+        _ => return None,
+    })
+}
+
+/// Reads an integer tensor of a quantized dtype (or i32) as `i32`s.
+fn ints_of(t: &Tensor) -> Option<Vec<i32>> {
+    Some(match t.data() {
+        TensorData::U8(v) => v.iter().map(|&x| i32::from(x)).collect(),
+        TensorData::I8(v) => v.iter().map(|&x| i32::from(x)).collect(),
+        TensorData::U16(v) => v.iter().map(|&x| i32::from(x)).collect(),
+        TensorData::I16(v) => v.iter().map(|&x| i32::from(x)).collect(),
+        TensorData::I32(v) => v.clone(),
+        _ => return None,
+    })
+}
+
+/// Reads a float tensor (f32, f16 or bf16) as `f32`s (exact widening).
+fn floats_of(t: &Tensor) -> Option<Vec<f32>> {
+    Some(match t.data() {
+        TensorData::F32(v) => v.clone(),
+        TensorData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        TensorData::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        _ => return None,
+    })
+}
+
+/// Rounds an `f32` to the precision of a float dtype (identity for f32). Used to
+/// reproduce arithmetic done in f16/bf16: an f32 operation on two f16 (bf16) values
+/// followed by this rounding is the correctly rounded f16 (bf16) operation.
+fn round_to(dt: DType, v: f32) -> f32 {
+    match dt {
+        DType::F16 => f16::from_f32(v).to_f32(),
+        DType::BF16 => bf16::from_f32(v).to_f32(),
+        _ => v,
+    }
+}
+
+/// Builds a float tensor of `dt` from `f32` values (round to nearest even).
+fn float_tensor(dt: DType, shape: Vec<usize>, v: Vec<f32>) -> Result<Tensor, OpError> {
+    Ok(match dt {
+        DType::F32 => Tensor::from_vec(shape, v)?,
+        DType::F16 => Tensor::from_vec(shape, v.into_iter().map(f16::from_f32).collect())?,
+        DType::BF16 => Tensor::from_vec(shape, v.into_iter().map(bf16::from_f32).collect())?,
+        DType::F64 => Tensor::from_vec(shape, v.into_iter().map(f64::from).collect())?,
+        other => return Err(OpError::unsupported(format!("output dtype {other}"))),
+    })
+}
+
+/// Builds an integer tensor of a quantized dtype from values already in range.
+fn int_tensor(dt: DType, shape: Vec<usize>, v: Vec<i32>) -> Result<Tensor, OpError> {
+    Ok(match dt {
+        DType::U8 => Tensor::from_vec(shape, v.into_iter().map(|x| x as u8).collect())?,
+        DType::I8 => Tensor::from_vec(shape, v.into_iter().map(|x| x as i8).collect())?,
+        DType::U16 => Tensor::from_vec(shape, v.into_iter().map(|x| x as u16).collect())?,
+        DType::I16 => Tensor::from_vec(shape, v.into_iter().map(|x| x as i16).collect())?,
+        DType::I32 => Tensor::from_vec(shape, v)?,
+        other => return Err(OpError::unsupported(format!("output dtype {other}"))),
+    })
+}
+
+/// The canonical saturating requantization step: round half to even, add the zero
+/// point, clamp to `[lo, hi]`. NaN maps to the zero point (clamped).
+fn saturate(v: f64, zp: i32, lo: i64, hi: i64) -> i32 {
+    let r = if v.is_nan() { 0.0 } else { v.round_ties_even() };
+    // Clamp before converting so that the conversion is exact; ±2⁴⁰ is far outside
+    // every quantized range, so clamping there changes no saturated result.
+    let r = r.clamp(-1.0e12, 1.0e12) as i64;
+    (r + i64::from(zp)).clamp(lo, hi) as i32
+}
+
+/// Maps a flat element index of a tensor of shape `[outer, len, inner]` (around the
+/// quantization axis) to the index of its scale / zero point.
+#[derive(Debug, Clone, Copy)]
+enum ParamLayout {
+    /// One value for the whole tensor.
+    Tensor,
+    /// One value per index along the axis.
+    Axis { len: usize, inner: usize },
+    /// One value per block of `block` indices along the axis.
+    Blocked {
+        len: usize,
+        inner: usize,
+        block: usize,
+        nblocks: usize,
+    },
+}
+
+impl ParamLayout {
+    fn new(x: &[usize], p: &[usize], axis: i64, block: i64) -> Result<ParamLayout, OpError> {
+        let pn: usize = p.iter().product();
+        if pn == 1 && p.len() <= 1 {
+            return Ok(ParamLayout::Tensor);
+        }
+        let ax = norm_axis(axis, x.len())?;
+        let len = x[ax];
+        let inner: usize = x[ax + 1..].iter().product();
+        if block <= 0 {
+            if p.len() != 1 || p[0] != len {
+                return Err(OpError::shape(format!(
+                    "scale/zero point of shape {p:?} is neither a scalar nor a vector of \
+                     length {len} (axis {ax} of input shape {x:?})"
+                )));
+            }
+            return Ok(ParamLayout::Axis { len, inner });
+        }
+        let block = block as usize;
+        let nblocks = len.div_ceil(block);
+        let ok = p.len() == x.len()
+            && p.iter()
+                .zip(x)
+                .enumerate()
+                .all(|(i, (&pd, &xd))| if i == ax { pd == nblocks } else { pd == xd });
+        if !ok {
+            return Err(OpError::shape(format!(
+                "blocked scale/zero point shape {p:?} does not match input shape {x:?} \
+                 with block size {block} on axis {ax}"
+            )));
+        }
+        Ok(ParamLayout::Blocked {
+            len,
+            inner,
+            block,
+            nblocks,
+        })
+    }
+
+    #[inline]
+    fn index(&self, i: usize) -> usize {
+        match *self {
+            ParamLayout::Tensor => 0,
+            ParamLayout::Axis { len, inner } => (i / inner.max(1)) % len.max(1),
+            ParamLayout::Blocked {
+                len,
+                inner,
+                block,
+                nblocks,
+            } => {
+                let inner = inner.max(1);
+                let o = i / (inner * len.max(1));
+                let a = (i / inner) % len.max(1);
+                let r = i % inner;
+                (o * nblocks + a / block) * inner + r
+            }
+        }
+    }
+}
+
+/// Reads the optional attribute `output_dtype` (an ONNX dtype code; 0 = unset).
+fn output_dtype_attr(n: &NodeInfo<'_>) -> Result<Option<DType>, OpError> {
+    match n.attrs.int("output_dtype", 0)? {
+        0 => Ok(None),
+        code => match i32::try_from(code).ok().and_then(DType::from_onnx_code) {
+            Some(d) => Ok(Some(d)),
+            None => Err(OpError::unsupported(format!("output_dtype code {code}"))),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// QuantizeLinear
+
+/// `QuantizeLinear`: `y = saturate(round_half_even(x / scale) + zero_point)`, the
+/// division done in the `precision` dtype, or else in the scale's dtype.
+#[derive(Debug)]
+pub struct QuantizeLinear {
+    axis: i64,
+    block: i64,
+    out: Option<DType>,
+    precision: Option<DType>,
+}
+
+fn build_quantize(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+    let block = n.attrs.int("block_size", 0)?;
+    if block < 0 {
+        return Err(OpError::bad_attr("block_size", "must not be negative"));
+    }
+    let precision = match n.attrs.int("precision", 0)? {
+        0 => None,
+        1 => Some(DType::F32),
+        10 => Some(DType::F16),
+        16 => Some(DType::BF16),
+        p => return Err(OpError::unsupported(format!("precision {p}"))),
+    };
+    let out = output_dtype_attr(n)?;
+    if let Some(d) = out {
+        if qrange(d).is_none() {
+            return Err(OpError::unsupported(format!("quantizing to {d}")));
+        }
+    }
+    Ok(Box::new(QuantizeLinear {
+        axis: n.attrs.int("axis", 1)?,
+        block,
+        out,
+        precision,
+    }))
+}
+
+impl QuantizeLinear {
+    fn out_dtype(&self, zp: Option<DType>) -> Result<DType, OpError> {
+        let dt = match (zp, self.out) {
+            (Some(z), Some(o)) if z != o => {
+                return Err(OpError::DTypeMismatch {
+                    expected: o,
+                    actual: z,
+                })
+            }
+            (Some(z), _) => z,
+            (None, Some(o)) => o,
+            (None, None) => DType::U8,
+        };
+        if qrange(dt).is_none() {
+            return Err(OpError::unsupported(format!("quantizing to {dt}")));
+        }
+        Ok(dt)
+    }
+}
+
+impl Op for QuantizeLinear {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 2, 3)?;
+        let x = infer_input(inputs, 0)?;
+        let s = infer_input(inputs, 1)?;
+        if !matches!(
+            x.ty.dtype,
+            DType::F32 | DType::F16 | DType::BF16 | DType::I32
+        ) {
+            return Err(OpError::DType {
+                index: 0,
+                dtype: x.ty.dtype,
+            });
+        }
+        if !matches!(s.ty.dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(OpError::DType {
+                index: 1,
+                dtype: s.ty.dtype,
+            });
+        }
+        ParamLayout::new(&x.ty.shape, &s.ty.shape, self.axis, self.block)?;
+        let zp = opt_infer_input(inputs, 2);
+        if let Some(z) = zp {
+            ParamLayout::new(&x.ty.shape, &z.ty.shape, self.axis, self.block)?;
+        }
+        one(self.out_dtype(zp.map(|z| z.ty.dtype))?, x.ty.shape.clone())
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let s = input(inputs, 1)?;
+        let zp = opt_input(inputs, 2);
+        let dt = self.out_dtype(zp.map(|z| z.dtype()))?;
+        let (lo, hi) = qrange(dt).ok_or_else(|| OpError::unsupported("output dtype"))?;
+        let pdt = self.precision.unwrap_or(s.dtype());
+        // Both operands are first rounded to the precision dtype (exact when they
+        // already are of it or narrower), then divided with one rounding.
+        let xs: Vec<f32> = match x.data() {
+            TensorData::I32(v) => v.iter().map(|&e| e as f32).collect(),
+            _ => floats_of(x).ok_or(OpError::DType {
+                index: 0,
+                dtype: x.dtype(),
+            })?,
+        };
+        let xs: Vec<f32> = xs.into_iter().map(|v| round_to(pdt, v)).collect();
+        let ss: Vec<f32> = floats_of(s)
+            .ok_or(OpError::DType {
+                index: 1,
+                dtype: s.dtype(),
+            })?
+            .into_iter()
+            .map(|v| round_to(pdt, v))
+            .collect();
+        let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
+        let (zs, zl) = match zp {
+            Some(z) => (
+                ints_of(z).ok_or(OpError::DType {
+                    index: 2,
+                    dtype: z.dtype(),
+                })?,
+                ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
+            ),
+            None => (vec![0], ParamLayout::Tensor),
+        };
+        let out: Vec<i32> = xs
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let q = round_to(pdt, v / ss[sl.index(i)]);
+                saturate(f64::from(q), zs[zl.index(i)], lo, hi)
+            })
+            .collect();
+        Ok(vec![int_tensor(dt, x.shape().to_vec(), out)?])
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// DequantizeLinear
+
+/// `DequantizeLinear`: `y = f32(x − zero_point) · scale`.
+#[derive(Debug)]
+pub struct DequantizeLinear {
+    axis: i64,
+    block: i64,
+    out: Option<DType>,
+}
+
+fn build_dequantize(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+    let block = n.attrs.int("block_size", 0)?;
+    if block < 0 {
+        return Err(OpError::bad_attr("block_size", "must not be negative"));
+    }
+    let out = output_dtype_attr(n)?;
+    if let Some(d) = out {
+        if !matches!(d, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(OpError::unsupported(format!("dequantizing to {d}")));
+        }
+    }
+    Ok(Box::new(DequantizeLinear {
+        axis: n.attrs.int("axis", 1)?,
+        block,
+        out,
+    }))
+}
+
+impl Op for DequantizeLinear {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 2, 3)?;
+        let x = infer_input(inputs, 0)?;
+        let s = infer_input(inputs, 1)?;
+        if qrange(x.ty.dtype).is_none() && x.ty.dtype != DType::I32 {
+            return Err(OpError::DType {
+                index: 0,
+                dtype: x.ty.dtype,
+            });
+        }
+        if !matches!(s.ty.dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(OpError::DType {
+                index: 1,
+                dtype: s.ty.dtype,
+            });
+        }
+        ParamLayout::new(&x.ty.shape, &s.ty.shape, self.axis, self.block)?;
+        if let Some(z) = opt_infer_input(inputs, 2) {
+            if z.ty.dtype != x.ty.dtype {
+                return Err(OpError::DTypeMismatch {
+                    expected: x.ty.dtype,
+                    actual: z.ty.dtype,
+                });
+            }
+            ParamLayout::new(&x.ty.shape, &z.ty.shape, self.axis, self.block)?;
+        }
+        one(self.out.unwrap_or(s.ty.dtype), x.ty.shape.clone())
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let s = input(inputs, 1)?;
+        let xs = ints_of(x).ok_or(OpError::DType {
+            index: 0,
+            dtype: x.dtype(),
+        })?;
+        let ss = floats_of(s).ok_or(OpError::DType {
+            index: 1,
+            dtype: s.dtype(),
+        })?;
+        let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
+        let (zs, zl) = match opt_input(inputs, 2) {
+            Some(z) => (
+                ints_of(z).ok_or(OpError::DType {
+                    index: 2,
+                    dtype: z.dtype(),
+                })?,
+                ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
+            ),
+            None => (vec![0], ParamLayout::Tensor),
+        };
+        let out: Vec<f32> = xs
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let d = i64::from(v) - i64::from(zs[zl.index(i)]);
+                d as f32 * ss[sl.index(i)]
+            })
+            .collect();
+        Ok(vec![float_tensor(
+            self.out.unwrap_or(s.dtype()),
+            x.shape().to_vec(),
+            out,
+        )?])
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// DynamicQuantizeLinear
+
+/// `DynamicQuantizeLinear`: u8 quantization with scale and zero point computed from
+/// the data range (which always includes 0).
+#[derive(Debug)]
+pub struct DynamicQuantizeLinear;
+
+impl Op for DynamicQuantizeLinear {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 1, 1)?;
+        let x = infer_input(inputs, 0)?;
+        if x.ty.dtype != DType::F32 {
+            return Err(OpError::DType {
+                index: 0,
+                dtype: x.ty.dtype,
+            });
+        }
+        Ok(vec![
+            TypeInfo::new(DType::U8, x.ty.shape.clone()),
+            TypeInfo::new(DType::F32, vec![]),
+            TypeInfo::new(DType::U8, vec![]),
+        ])
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let xs = x.as_slice::<f32>().ok_or(OpError::DType {
+            index: 0,
+            dtype: x.dtype(),
+        })?;
+        let (scale, zp) = dynamic_params(xs);
+        let y: Vec<u8> = xs
+            .iter()
+            .map(|&v| saturate(f64::from(v / scale), zp, 0, 255) as u8)
+            .collect();
+        Ok(vec![
+            Tensor::from_vec(x.shape().to_vec(), y)?,
+            Tensor::scalar(scale),
+            Tensor::scalar(zp as u8),
+        ])
+    }
+}
+
+/// Scale and zero point of DynamicQuantizeLinear. The range starts at `[0, 0]` and
+/// is widened by every element in order; NaN elements are skipped.
+fn dynamic_params(xs: &[f32]) -> (f32, i32) {
+    let (mut lo, mut hi) = (0.0f32, 0.0f32);
+    for &v in xs {
+        if v < lo {
+            lo = v;
+        }
+        if v > hi {
+            hi = v;
+        }
+    }
+    let scale = if hi == lo { 1.0 } else { (hi - lo) / 255.0 };
+    let zp = (0.0 - lo / scale).clamp(0.0, 255.0);
+    let zp = if zp.is_nan() {
+        0
+    } else {
+        zp.round_ties_even() as i32
+    };
+    (scale, zp)
+}
+
+// ---------------------------------------------------------------------------------
+// Integer matrix products
+
+/// Shapes of a batched matrix product with numpy broadcasting of the batch dims.
+#[derive(Debug)]
+struct MatShapes {
+    m: usize,
+    k: usize,
+    n: usize,
+    out: Vec<usize>,
+    /// For each output batch, the batch index into A and into B.
+    batches: Vec<(usize, usize)>,
+}
+
+fn mat_shapes(a: &[usize], b: &[usize]) -> Result<MatShapes, OpError> {
+    if a.is_empty() || b.is_empty() {
+        return Err(OpError::shape("matrix product of a scalar"));
+    }
+    let (a2, a_vec) = if a.len() == 1 {
+        (vec![1, a[0]], true)
+    } else {
+        (a.to_vec(), false)
+    };
+    let (b2, b_vec) = if b.len() == 1 {
+        (vec![b[0], 1], true)
+    } else {
+        (b.to_vec(), false)
+    };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (kb, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != kb {
+        return Err(OpError::shape(format!(
+            "matrix product of shapes {a:?} and {b:?}: inner dimensions differ"
+        )));
+    }
+    let ab = &a2[..a2.len() - 2];
+    let bb = &b2[..b2.len() - 2];
+    let batch = super::util::broadcast_shapes(ab, bb)?;
+    let nb = numel(&batch)?;
+    let ao = broadcast_index(ab, &batch);
+    let bo = broadcast_index(bb, &batch);
+    let mut out = batch.clone();
+    if !a_vec {
+        out.push(m);
+    }
+    if !b_vec {
+        out.push(n);
+    }
+    numel(&out)?;
+    Ok(MatShapes {
+        m,
+        k,
+        n,
+        out,
+        batches: (0..nb).map(|i| (ao[i], bo[i])).collect(),
+    })
+}
+
+/// For each index of `out` (row-major), the index into `inp` that broadcasts to it.
+fn broadcast_index(inp: &[usize], out: &[usize]) -> Vec<usize> {
+    super::util::broadcast_offsets(inp, out)
+}
+
+/// A zero point (or scale) of a matrix operand: per tensor, per row of A / column of
+/// B (`per == M` or `N` values, shared by all batches), or per batch and row/column.
+fn mat_param_index(count: usize, per: usize, batch: usize) -> Result<MatParam, OpError> {
+    if count == 1 {
+        Ok(MatParam::Tensor)
+    } else if count == per {
+        Ok(MatParam::Line)
+    } else if count == per * batch {
+        Ok(MatParam::BatchLine)
+    } else {
+        Err(OpError::shape(format!(
+            "quantization parameter has {count} values; expected 1, {per} or {}",
+            per * batch
+        )))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum MatParam {
+    Tensor,
+    Line,
+    BatchLine,
+}
+
+impl MatParam {
+    fn at(self, batch: usize, line: usize, per: usize) -> usize {
+        match self {
+            MatParam::Tensor => 0,
+            MatParam::Line => line,
+            MatParam::BatchLine => batch * per + line,
+        }
+    }
+}
+
+/// Widens a u8/i8 matrix operand to `i16` with its zero point subtracted.
+fn centered(
+    t: &Tensor,
+    index: usize,
+    zp: Option<&Tensor>,
+    per: usize,
+    batches: usize,
+    line_of: impl Fn(usize) -> (usize, usize),
+) -> Result<Vec<i16>, OpError> {
+    if !matches!(t.dtype(), DType::U8 | DType::I8) {
+        return Err(OpError::DType {
+            index,
+            dtype: t.dtype(),
+        });
+    }
+    let v = ints_of(t).ok_or(OpError::DType {
+        index,
+        dtype: t.dtype(),
+    })?;
+    let (z, layout) = match zp {
+        Some(z) => {
+            if z.dtype() != t.dtype() {
+                return Err(OpError::DTypeMismatch {
+                    expected: t.dtype(),
+                    actual: z.dtype(),
+                });
+            }
+            let zv = ints_of(z).unwrap_or_default();
+            let lay = mat_param_index(zv.len(), per, batches)?;
+            (zv, lay)
+        }
+        None => (vec![0], MatParam::Tensor),
+    };
+    Ok(v.iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let (b, l) = line_of(i);
+            (x - z[layout.at(b, l, per)]) as i16
+        })
+        .collect())
+}
+
+/// Centered A and B operands of an integer matrix product, and the shapes.
+struct IntMatInputs {
+    sh: MatShapes,
+    a: Vec<i16>,
+    b: Vec<i16>,
+}
+
+fn int_mat_inputs(
+    a: &Tensor,
+    a_zp: Option<&Tensor>,
+    b: &Tensor,
+    b_zp: Option<&Tensor>,
+    b_index: usize,
+) -> Result<IntMatInputs, OpError> {
+    let sh = mat_shapes(a.shape(), b.shape())?;
+    let (m, k, n) = (sh.m, sh.k, sh.n);
+    // Row of A for element i: (batch, row); column of B: (batch, column).
+    let ba = a.len() / (m * k).max(1);
+    let bb = b.len() / (k * n).max(1);
+    let ca = centered(a, 0, a_zp, m, ba, |i| {
+        (i / (m * k).max(1), (i / k.max(1)) % m.max(1))
+    })?;
+    let cb = centered(b, b_index, b_zp, n, bb, |i| {
+        (i / (k * n).max(1), i % n.max(1))
+    })?;
+    Ok(IntMatInputs { sh, a: ca, b: cb })
+}
+
+/// Runs the batched product; returns `i32` accumulators in output order.
+fn int_matmul(inp: &IntMatInputs, ctx: &Ctx) -> Vec<i32> {
+    let (m, k, n) = (inp.sh.m, inp.sh.k, inp.sh.n);
+    let mut out = vec![0i32; inp.sh.batches.len() * m * n];
+    for (bi, &(ia, ib)) in inp.sh.batches.iter().enumerate() {
+        igemm::gemm(
+            m,
+            n,
+            k,
+            &inp.a[ia * m * k..(ia + 1) * m * k],
+            &inp.b[ib * k * n..(ib + 1) * k * n],
+            &mut out[bi * m * n..(bi + 1) * m * n],
+            ctx,
+        );
+    }
+    out
+}
+
+fn matmul_cost(sh: &MatShapes) -> u64 {
+    (sh.batches.len() as u64)
+        .saturating_mul(sh.m as u64)
+        .saturating_mul(sh.n as u64)
+        .saturating_mul(sh.k.max(1) as u64)
+}
+
+/// `MatMulInteger`: exact `i32` product of zero-point-centered u8/i8 matrices.
+#[derive(Debug)]
+pub struct MatMulInteger;
+
+impl Op for MatMulInteger {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 2, 4)?;
+        let a = infer_input(inputs, 0)?;
+        let b = infer_input(inputs, 1)?;
+        for (i, t) in [(0, a), (1, b)] {
+            if !matches!(t.ty.dtype, DType::U8 | DType::I8) {
+                return Err(OpError::DType {
+                    index: i,
+                    dtype: t.ty.dtype,
+                });
+            }
+        }
+        let sh = mat_shapes(&a.ty.shape, &b.ty.shape)?;
+        one(DType::I32, sh.out)
+    }
+
+    fn cost(&self, inputs: &[Option<&TypeInfo>], _outputs: &[TypeInfo]) -> u64 {
+        match (
+            inputs.first().copied().flatten(),
+            inputs.get(1).copied().flatten(),
+        ) {
+            (Some(a), Some(b)) => mat_shapes(&a.shape, &b.shape)
+                .map(|s| matmul_cost(&s))
+                .unwrap_or(1)
+                .max(1),
+            _ => 1,
+        }
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let a = input(inputs, 0)?;
+        let b = input(inputs, 1)?;
+        let inp = int_mat_inputs(a, opt_input(inputs, 2), b, opt_input(inputs, 3), 1)?;
+        let out = int_matmul(&inp, ctx);
+        Ok(vec![Tensor::from_vec(inp.sh.out.clone(), out)?])
+    }
+}
+
+/// A float quantization scale: values widened to f32 and the dtype they came in.
+struct Scale {
+    v: Vec<f32>,
+    dt: DType,
+}
+
+fn scale_of(t: &Tensor, index: usize) -> Result<Scale, OpError> {
+    Ok(Scale {
+        v: floats_of(t).ok_or(OpError::DType {
+            index,
+            dtype: t.dtype(),
+        })?,
+        dt: t.dtype(),
+    })
+}
+
+/// The real multiplier `(a_scale · b_scale) / y_scale`, each operation rounded to
+/// the scales' dtype (f32, or f16/bf16 when the scales are).
+fn multiplier(dt: DType, a: f32, b: f32, y: f32) -> f64 {
+    f64::from(round_to(dt, round_to(dt, a * b) / y))
+}
+
+/// Output zero point and range of a requantizing operator.
+fn out_params(zp: Option<&Tensor>, fallback: DType) -> Result<(DType, i32), OpError> {
+    match zp {
+        Some(z) => {
+            let v = ints_of(z).ok_or(OpError::DType {
+                index: 7,
+                dtype: z.dtype(),
+            })?;
+            if v.len() != 1 {
+                return Err(OpError::unsupported(
+                    "per-axis output zero point (only per-tensor is defined)",
+                ));
+            }
+            Ok((z.dtype(), v[0]))
+        }
+        None => Ok((fallback, 0)),
+    }
+}
+
+/// `QLinearMatMul`: integer product, then requantized:
+/// `y = saturate(round_half_even(f64(acc) · f64(M)) + y_zero_point)` with
+/// `M = (a_scale · b_scale) / y_scale`.
+#[derive(Debug)]
+pub struct QLinearMatMul;
+
+impl Op for QLinearMatMul {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 8, 8)?;
+        let a = infer_input(inputs, 0)?;
+        let b = infer_input(inputs, 3)?;
+        for (i, t) in [(0, a), (3, b)] {
+            if !matches!(t.ty.dtype, DType::U8 | DType::I8) {
+                return Err(OpError::DType {
+                    index: i,
+                    dtype: t.ty.dtype,
+                });
+            }
+        }
+        for i in [1, 4, 6] {
+            let s = infer_input(inputs, i)?;
+            if !matches!(s.ty.dtype, DType::F32 | DType::F16 | DType::BF16) {
+                return Err(OpError::DType {
+                    index: i,
+                    dtype: s.ty.dtype,
+                });
+            }
+        }
+        let sh = mat_shapes(&a.ty.shape, &b.ty.shape)?;
+        let dt = match opt_infer_input(inputs, 7) {
+            Some(z) => z.ty.dtype,
+            None => a.ty.dtype,
+        };
+        if !matches!(dt, DType::U8 | DType::I8) {
+            return Err(OpError::DType {
+                index: 7,
+                dtype: dt,
+            });
+        }
+        one(dt, sh.out)
+    }
+
+    fn cost(&self, inputs: &[Option<&TypeInfo>], _outputs: &[TypeInfo]) -> u64 {
+        match (
+            inputs.first().copied().flatten(),
+            inputs.get(3).copied().flatten(),
+        ) {
+            (Some(a), Some(b)) => mat_shapes(&a.shape, &b.shape)
+                .map(|s| matmul_cost(&s))
+                .unwrap_or(1)
+                .max(1),
+            _ => 1,
+        }
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let a = input(inputs, 0)?;
+        let b = input(inputs, 3)?;
+        let inp = int_mat_inputs(a, opt_input(inputs, 2), b, opt_input(inputs, 5), 3)?;
+        let acc = int_matmul(&inp, ctx);
+        let sa = scale_of(input(inputs, 1)?, 1)?;
+        let sb = scale_of(input(inputs, 4)?, 4)?;
+        let sy = scale_of(input(inputs, 6)?, 6)?;
+        if sy.v.len() != 1 {
+            return Err(OpError::unsupported("per-axis y_scale"));
+        }
+        let (m, n) = (inp.sh.m, inp.sh.n);
+        let nb = inp.sh.batches.len();
+        let la = mat_param_index(sa.v.len(), m, nb)?;
+        let lb = mat_param_index(sb.v.len(), n, nb)?;
+        let (dt, zp) = out_params(opt_input(inputs, 7), a.dtype())?;
+        let (lo, hi) = qrange(dt).ok_or(OpError::DType {
+            index: 7,
+            dtype: dt,
+        })?;
+        let out: Vec<i32> = acc
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let bi = i / (m * n).max(1);
+                let (ia, ib) = inp.sh.batches[bi];
+                let r = (i / n.max(1)) % m.max(1);
+                let col = i % n.max(1);
+                let mult = multiplier(
+                    sa.dt,
+                    sa.v[la.at(ia, r, m)],
+                    sb.v[lb.at(ib, col, n)],
+                    sy.v[0],
+                );
+                saturate(f64::from(c) * mult, zp, lo, hi)
+            })
+            .collect();
+        Ok(vec![int_tensor(dt, inp.sh.out.clone(), out)?])
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Integer convolution
+
+/// Convolution attributes, resolved against shapes at run time.
+#[derive(Debug, Clone)]
+struct ConvParams {
+    auto_pad: String,
+    kernel: Option<Vec<i64>>,
+    strides: Option<Vec<i64>>,
+    dilations: Option<Vec<i64>>,
+    pads: Option<Vec<i64>>,
+    group: i64,
+}
+
+impl ConvParams {
+    fn from_node(n: &NodeInfo<'_>) -> Result<ConvParams, OpError> {
+        let a = n.attrs;
+        let auto_pad = a.string("auto_pad", "NOTSET")?;
+        if !matches!(
+            auto_pad.as_str(),
+            "NOTSET" | "SAME_UPPER" | "SAME_LOWER" | "VALID"
+        ) {
+            return Err(OpError::bad_attr(
+                "auto_pad",
+                format!("unknown value {auto_pad}"),
+            ));
+        }
+        let group = a.int("group", 1)?;
+        if group < 1 {
+            return Err(OpError::bad_attr("group", "must be at least 1"));
+        }
+        Ok(ConvParams {
+            auto_pad,
+            kernel: a.ints("kernel_shape")?,
+            strides: a.ints("strides")?,
+            dilations: a.ints("dilations")?,
+            pads: a.ints("pads")?,
+            group,
+        })
+    }
+
+    /// Resolves the geometry for input `x` `[N, C, D...]` and weights `w`
+    /// `[M, C/group, K...]`.
+    fn geometry(&self, x: &[usize], w: &[usize]) -> Result<ConvGeom, OpError> {
+        if x.len() < 3 || w.len() != x.len() {
+            return Err(OpError::shape(format!(
+                "convolution input {x:?} and weights {w:?} must have the same rank ≥ 3"
+            )));
+        }
+        let sp = x.len() - 2;
+        let g = self.group as usize;
+        let (n, c, m) = (x[0], x[1], w[0]);
+        if c % g != 0 || m % g != 0 || w[1] * g != c {
+            return Err(OpError::shape(format!(
+                "group {g} does not fit input channels {c}, weight shape {w:?}"
+            )));
+        }
+        let kern: Vec<usize> = w[2..].to_vec();
+        if let Some(k) = &self.kernel {
+            if k.len() != sp || k.iter().zip(&kern).any(|(&a, &b)| a as usize != b || a < 0) {
+                return Err(OpError::bad_attr(
+                    "kernel_shape",
+                    format!("{k:?} does not match weights {w:?}"),
+                ));
+            }
+        }
+        let pos = |name: &str, v: &Option<Vec<i64>>| -> Result<Vec<usize>, OpError> {
+            match v {
+                None => Ok(vec![1; sp]),
+                Some(v) if v.len() == sp && v.iter().all(|&s| s >= 1) => {
+                    Ok(v.iter().map(|&s| s as usize).collect())
+                }
+                Some(v) => Err(OpError::bad_attr(
+                    name,
+                    format!("{v:?} is invalid for {sp} spatial dims"),
+                )),
+            }
+        };
+        let strides = pos("strides", &self.strides)?;
+        let dil = pos("dilations", &self.dilations)?;
+        let mut pb = vec![0usize; sp];
+        let mut pe = vec![0usize; sp];
+        let mut out = vec![0usize; sp];
+        for i in 0..sp {
+            let ext = dil[i] * (kern[i].max(1) - 1) + 1;
+            let d = x[i + 2];
+            match self.auto_pad.as_str() {
+                "SAME_UPPER" | "SAME_LOWER" => {
+                    let o = d.div_ceil(strides[i]);
+                    let total = ((o.saturating_sub(1)) * strides[i] + ext).saturating_sub(d);
+                    let (small, big) = (total / 2, total - total / 2);
+                    if self.auto_pad == "SAME_UPPER" {
+                        pb[i] = small;
+                        pe[i] = big;
+                    } else {
+                        pb[i] = big;
+                        pe[i] = small;
+                    }
+                }
+                "VALID" => {}
+                _ => {
+                    if let Some(p) = &self.pads {
+                        if p.len() != 2 * sp || p.iter().any(|&v| v < 0) {
+                            return Err(OpError::bad_attr("pads", format!("{p:?} is invalid")));
+                        }
+                        pb[i] = p[i] as usize;
+                        pe[i] = p[i + sp] as usize;
+                    }
+                }
+            }
+            let padded = d + pb[i] + pe[i];
+            if kern[i] == 0 || padded < ext {
+                return Err(OpError::shape(format!(
+                    "kernel {kern:?} (dilations {dil:?}) does not fit padded input {x:?}"
+                )));
+            }
+            out[i] = (padded - ext) / strides[i] + 1;
+        }
+        let mut out_shape = vec![n, m];
+        out_shape.extend_from_slice(&out);
+        numel(&out_shape)?;
+        Ok(ConvGeom {
+            n,
+            c,
+            m,
+            g,
+            inp: x[2..].to_vec(),
+            kern,
+            out,
+            strides,
+            dil,
+            pad: pb,
+            out_shape,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct ConvGeom {
+    n: usize,
+    c: usize,
+    m: usize,
+    g: usize,
+    inp: Vec<usize>,
+    kern: Vec<usize>,
+    out: Vec<usize>,
+    strides: Vec<usize>,
+    dil: Vec<usize>,
+    pad: Vec<usize>,
+    out_shape: Vec<usize>,
+}
+
+impl ConvGeom {
+    fn macs(&self) -> u64 {
+        let k: u64 = self.kern.iter().map(|&v| v as u64).product();
+        let o: u64 = self.out.iter().map(|&v| v as u64).product();
+        (self.n as u64)
+            .saturating_mul(self.m as u64)
+            .saturating_mul(o)
+            .saturating_mul(k)
+            .saturating_mul((self.c / self.g) as u64)
+    }
+}
+
+/// Exact integer convolution of centered operands by im2col and [`igemm::gemm`]:
+/// padding reads as 0 (the zero point, once centered). Returns `[N, M, O...]` `i32`.
+fn conv_int(geo: &ConvGeom, x: &[i16], w: &[i16], ctx: &Ctx) -> Vec<i32> {
+    let sp = geo.inp.len();
+    let cg = geo.c / geo.g;
+    let mg = geo.m / geo.g;
+    let ksz: usize = geo.kern.iter().product();
+    let osz: usize = geo.out.iter().product();
+    let isz: usize = geo.inp.iter().product();
+    let kdim = cg * ksz;
+    let ist = strides(&geo.inp);
+    let kst = strides(&geo.kern);
+    let ost = strides(&geo.out);
+    let mut out = vec![0i32; geo.n * geo.m * osz];
+    let mut col = vec![0i16; kdim * osz];
+    let mut kidx = vec![0usize; sp];
+    let mut oidx = vec![0usize; sp];
+    for b in 0..geo.n {
+        for g in 0..geo.g {
+            // im2col: row (ci, kernel offset), column = output position.
+            for ci in 0..cg {
+                let chan = &x[(b * geo.c + g * cg + ci) * isz..(b * geo.c + g * cg + ci + 1) * isz];
+                for kf in 0..ksz {
+                    for (d, k) in kidx.iter_mut().enumerate() {
+                        *k = (kf / kst[d]) % geo.kern[d];
+                    }
+                    let row = &mut col[(ci * ksz + kf) * osz..(ci * ksz + kf + 1) * osz];
+                    for (of, slot) in row.iter_mut().enumerate() {
+                        let mut off = 0usize;
+                        let mut inside = true;
+                        for d in 0..sp {
+                            oidx[d] = (of / ost[d]) % geo.out[d];
+                            let p = (oidx[d] * geo.strides[d] + kidx[d] * geo.dil[d]) as isize
+                                - geo.pad[d] as isize;
+                            if p < 0 || p as usize >= geo.inp[d] {
+                                inside = false;
+                                break;
+                            }
+                            off += p as usize * ist[d];
+                        }
+                        *slot = if inside { chan[off] } else { 0 };
+                    }
+                }
+            }
+            let wg = &w[g * mg * kdim..(g + 1) * mg * kdim];
+            let o0 = (b * geo.m + g * mg) * osz;
+            igemm::gemm(mg, osz, kdim, wg, &col, &mut out[o0..o0 + mg * osz], ctx);
+        }
+    }
+    out
+}
+
+/// Centers a u8/i8 tensor by a per-tensor or per-channel (leading dim) zero point.
+fn center_channels(
+    t: &Tensor,
+    index: usize,
+    zp: Option<&Tensor>,
+    channels: usize,
+    per_channel_ok: bool,
+) -> Result<Vec<i16>, OpError> {
+    if !matches!(t.dtype(), DType::U8 | DType::I8) {
+        return Err(OpError::DType {
+            index,
+            dtype: t.dtype(),
+        });
+    }
+    let v = ints_of(t).unwrap_or_default();
+    let z = match zp {
+        Some(z) => {
+            if z.dtype() != t.dtype() {
+                return Err(OpError::DTypeMismatch {
+                    expected: t.dtype(),
+                    actual: z.dtype(),
+                });
+            }
+            ints_of(z).unwrap_or_default()
+        }
+        None => vec![0],
+    };
+    let per = v.len() / channels.max(1);
+    if z.len() == 1 {
+        Ok(v.iter().map(|&x| (x - z[0]) as i16).collect())
+    } else if per_channel_ok && z.len() == channels {
+        Ok(v.iter()
+            .enumerate()
+            .map(|(i, &x)| (x - z[i / per.max(1)]) as i16)
+            .collect())
+    } else {
+        Err(OpError::shape(format!(
+            "zero point of input {index} has {} values; expected 1{}",
+            z.len(),
+            if per_channel_ok {
+                format!(" or {channels}")
+            } else {
+                String::new()
+            }
+        )))
+    }
+}
+
+fn conv_infer(
+    p: &ConvParams,
+    inputs: &[Option<InferInput<'_>>],
+    wi: usize,
+) -> Result<ConvGeom, OpError> {
+    let x = infer_input(inputs, 0)?;
+    let w = infer_input(inputs, wi)?;
+    for (i, t) in [(0, x), (wi, w)] {
+        if !matches!(t.ty.dtype, DType::U8 | DType::I8) {
+            return Err(OpError::DType {
+                index: i,
+                dtype: t.ty.dtype,
+            });
+        }
+    }
+    p.geometry(&x.ty.shape, &w.ty.shape)
+}
+
+fn conv_cost(p: &ConvParams, inputs: &[Option<&TypeInfo>], wi: usize) -> u64 {
+    match (
+        inputs.first().copied().flatten(),
+        inputs.get(wi).copied().flatten(),
+    ) {
+        (Some(x), Some(w)) => p
+            .geometry(&x.shape, &w.shape)
+            .map(|g| g.macs())
+            .unwrap_or(1)
+            .max(1),
+        _ => 1,
+    }
+}
+
+/// `ConvInteger`: exact `i32` convolution of zero-point-centered u8/i8 tensors.
+#[derive(Debug)]
+pub struct ConvInteger(ConvParams);
+
+impl Op for ConvInteger {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 2, 4)?;
+        let geo = conv_infer(&self.0, inputs, 1)?;
+        one(DType::I32, geo.out_shape)
+    }
+
+    fn cost(&self, inputs: &[Option<&TypeInfo>], _outputs: &[TypeInfo]) -> u64 {
+        conv_cost(&self.0, inputs, 1)
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let w = input(inputs, 1)?;
+        let geo = self.0.geometry(x.shape(), w.shape())?;
+        let xc = center_channels(x, 0, opt_input(inputs, 2), 1, false)?;
+        let wc = center_channels(w, 1, opt_input(inputs, 3), geo.m, true)?;
+        let out = conv_int(&geo, &xc, &wc, ctx);
+        Ok(vec![Tensor::from_vec(geo.out_shape.clone(), out)?])
+    }
+}
+
+/// `QLinearConv`: integer convolution plus optional `i32` bias (wrapping), then
+/// requantized like [`QLinearMatMul`] with a per-output-channel multiplier
+/// `(x_scale · w_scale[c]) / y_scale`.
+#[derive(Debug)]
+pub struct QLinearConv(ConvParams);
+
+impl Op for QLinearConv {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 8, 9)?;
+        let geo = conv_infer(&self.0, inputs, 3)?;
+        let x = infer_input(inputs, 0)?;
+        let dt = match opt_infer_input(inputs, 7) {
+            Some(z) => z.ty.dtype,
+            None => x.ty.dtype,
+        };
+        if !matches!(dt, DType::U8 | DType::I8) {
+            return Err(OpError::DType {
+                index: 7,
+                dtype: dt,
+            });
+        }
+        if let Some(bias) = opt_infer_input(inputs, 8) {
+            if bias.ty.dtype != DType::I32 || bias.ty.shape != [geo.m] {
+                return Err(OpError::shape(format!(
+                    "bias must be i32 of shape [{}], got {} {:?}",
+                    geo.m, bias.ty.dtype, bias.ty.shape
+                )));
+            }
+        }
+        one(dt, geo.out_shape)
+    }
+
+    fn cost(&self, inputs: &[Option<&TypeInfo>], _outputs: &[TypeInfo]) -> u64 {
+        conv_cost(&self.0, inputs, 3)
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let w = input(inputs, 3)?;
+        let geo = self.0.geometry(x.shape(), w.shape())?;
+        let xc = center_channels(x, 0, opt_input(inputs, 2), 1, false)?;
+        let wc = center_channels(w, 3, opt_input(inputs, 5), geo.m, true)?;
+        let mut acc = conv_int(&geo, &xc, &wc, ctx);
+        if let Some(bias) = opt_input(inputs, 8) {
+            let bv = bias.as_slice::<i32>().ok_or(OpError::DType {
+                index: 8,
+                dtype: bias.dtype(),
+            })?;
+            if bv.len() != geo.m {
+                return Err(OpError::shape("bias length differs from output channels"));
+            }
+            let osz = acc.len() / (geo.n * geo.m).max(1);
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = a.wrapping_add(bv[(i / osz.max(1)) % geo.m]);
+            }
+        }
+        let sx = scale_of(input(inputs, 1)?, 1)?;
+        let sw = scale_of(input(inputs, 4)?, 4)?;
+        let sy = scale_of(input(inputs, 6)?, 6)?;
+        if sx.v.len() != 1 || sy.v.len() != 1 || (sw.v.len() != 1 && sw.v.len() != geo.m) {
+            return Err(OpError::shape(
+                "x_scale and y_scale must be scalars, w_scale a scalar or one per output channel",
+            ));
+        }
+        let mults: Vec<f64> = (0..geo.m)
+            .map(|c| {
+                let ws = if sw.v.len() == 1 { sw.v[0] } else { sw.v[c] };
+                multiplier(sx.dt, sx.v[0], ws, sy.v[0])
+            })
+            .collect();
+        let (dt, zp) = out_params(opt_input(inputs, 7), x.dtype())?;
+        let (lo, hi) = qrange(dt).ok_or(OpError::DType {
+            index: 7,
+            dtype: dt,
+        })?;
+        let osz = acc.len() / (geo.n * geo.m).max(1);
+        let out: Vec<i32> = acc
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| saturate(f64::from(c) * mults[(i / osz.max(1)) % geo.m], zp, lo, hi))
+            .collect();
+        Ok(vec![int_tensor(dt, geo.out_shape.clone(), out)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saturate_rounds_half_to_even_and_clamps() {
+        assert_eq!(saturate(2.5, 0, 0, 255), 2);
+        assert_eq!(saturate(3.5, 0, 0, 255), 4);
+        assert_eq!(saturate(-2.5, 0, -128, 127), -2);
+        assert_eq!(saturate(1e30, 10, 0, 255), 255);
+        assert_eq!(saturate(-1e30, 10, -128, 127), -128);
+        assert_eq!(saturate(f64::NAN, 10, 0, 255), 10);
+        assert_eq!(saturate(f64::INFINITY, 0, -128, 127), 127);
+    }
+
+    #[test]
+    fn dynamic_params_match_onnx_example() {
+        // From the ONNX operator documentation example.
+        let x = [0.0f32, 2.0, -3.0, -2.5, 1.34, 0.5];
+        let (s, z) = dynamic_params(&x);
+        assert_eq!(s, 5.0f32 / 255.0);
+        assert_eq!(z, 153);
+    }
+
+    #[test]
+    fn blocked_layout_indexes_blocks() {
+        let l = ParamLayout::new(&[2, 5], &[2, 3], 1, 2).unwrap();
+        let idx: Vec<usize> = (0..10).map(|i| l.index(i)).collect();
+        assert_eq!(idx, vec![0, 0, 1, 1, 2, 3, 3, 4, 4, 5]);
+    }
+}

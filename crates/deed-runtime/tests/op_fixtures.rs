@@ -1,0 +1,149 @@
+//! Runs the quantized and `ai.onnx.ml` fixtures: cases in the layout of the ONNX
+//! backend node tests (`model.onnx`, `test_data_set_0/{input,output}_<i>.pb`).
+//!
+//! - `fixtures/onnx-node/`: cases copied from the official ONNX node tests;
+//! - `fixtures/ml/`: scikit-learn models exported by skl2onnx, expected outputs from
+//!   onnxruntime (`scripts/gen_ml_fixtures.py`).
+//!
+//! Floats compare with the conformance tolerance (|a − e| ≤ 1e−7 + 1e−3·|e|),
+//! everything else exactly; each case also runs with the reference kernels and with
+//! 3 threads, which must give the same bits as the default run.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use deed_runtime::proto::tensor_from_pb_bytes;
+use deed_runtime::{KernelMode, Limits, Model, RunOptions};
+use deed_types::{Tensor, TensorData};
+
+fn cases(dir: &str) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("model.onnx").exists())
+        .collect();
+    v.sort();
+    v
+}
+
+fn read_pbs(dir: &Path, prefix: &str) -> Vec<Tensor> {
+    let mut out = Vec::new();
+    for i in 0.. {
+        let p = dir.join(format!("{prefix}_{i}.pb"));
+        if !p.exists() {
+            break;
+        }
+        out.push(tensor_from_pb_bytes(&std::fs::read(p).unwrap()).unwrap().1);
+    }
+    out
+}
+
+fn close(name: &str, got: &Tensor, want: &Tensor) -> Result<(), String> {
+    if got.shape() != want.shape() || got.dtype() != want.dtype() {
+        return Err(format!(
+            "{name}: got {} {:?}, want {} {:?}",
+            got.dtype(),
+            got.shape(),
+            want.dtype(),
+            want.shape()
+        ));
+    }
+    let fclose = |a: f64, e: f64| {
+        (a.is_nan() && e.is_nan()) || a == e || (a - e).abs() <= 1e-7 + 1e-3 * e.abs()
+    };
+    let ok = match (got.data(), want.data()) {
+        (TensorData::F32(a), TensorData::F32(e)) => a
+            .iter()
+            .zip(e)
+            .all(|(&a, &e)| fclose(f64::from(a), f64::from(e))),
+        (TensorData::F64(a), TensorData::F64(e)) => a.iter().zip(e).all(|(&a, &e)| fclose(a, e)),
+        (TensorData::F16(a), TensorData::F16(e)) => a
+            .iter()
+            .zip(e)
+            .all(|(a, e)| fclose(f64::from(a.to_f32()), f64::from(e.to_f32()))),
+        (a, e) => a == e,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}: got {:?}, want {:?}",
+            got.data(),
+            want.data()
+        ))
+    }
+}
+
+fn run_case(case: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(case.join("model.onnx")).unwrap();
+    let model = Model::load(&bytes, &Limits::default()).map_err(|e| format!("load: {e}"))?;
+    let data = case.join("test_data_set_0");
+    let inputs: Vec<(String, Tensor)> = model
+        .inputs
+        .iter()
+        .map(|v| v.name.clone())
+        .zip(read_pbs(&data, "input"))
+        .collect();
+    let want = read_pbs(&data, "output");
+    let mut outs = Vec::new();
+    for (mode, threads) in [
+        (KernelMode::Fast, 1),
+        (KernelMode::Reference, 1),
+        (KernelMode::Fast, 3),
+    ] {
+        let opts = RunOptions {
+            mode,
+            threads,
+            ..RunOptions::default()
+        };
+        let out = model.run(&inputs, &opts).map_err(|e| format!("run: {e}"))?;
+        outs.push(out.outputs);
+    }
+    for o in &outs[1..] {
+        if o != &outs[0] {
+            return Err("reference or threaded run differs from the default run".into());
+        }
+    }
+    if outs[0].len() != want.len() {
+        return Err(format!("{} outputs, want {}", outs[0].len(), want.len()));
+    }
+    for ((name, got), want) in outs[0].iter().zip(&want) {
+        close(name, got, want)?;
+    }
+    Ok(())
+}
+
+fn check_dir(dir: &str) {
+    let mut failures = Vec::new();
+    let all = cases(dir);
+    assert!(!all.is_empty(), "no cases in {dir}");
+    for case in &all {
+        if let Err(e) = run_case(case) {
+            failures.push(format!(
+                "{}: {e}",
+                case.file_name().unwrap().to_string_lossy()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn onnx_node_tests_for_quantized_and_ml_ops() {
+    check_dir("onnx-node");
+}
+
+#[test]
+fn sklearn_models_match_onnxruntime() {
+    check_dir("ml");
+}
