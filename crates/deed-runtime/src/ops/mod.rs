@@ -22,19 +22,21 @@ use crate::error::OpError;
 
 pub mod binary;
 pub mod cast;
+pub mod conv;
 pub mod core;
 pub mod elementwise;
-pub mod math;
-pub mod simd;
-pub mod unary;
 pub mod index;
+pub mod linalg;
+pub mod math;
+pub mod ml;
+pub mod norm;
+pub mod pool;
+pub mod quant;
+pub mod reduce;
 pub mod resize;
 pub mod shape;
-pub mod conv;
-pub mod linalg;
-pub mod pool;
-pub mod ml;
-pub mod quant;
+pub mod simd;
+pub mod unary;
 pub mod util;
 
 pub use crate::ctx::{Ctx, KernelMode};
@@ -168,6 +170,8 @@ pub fn registry() -> &'static Registry {
         pool::register(&mut r);
         quant::register(&mut r);
         ml::register(&mut r);
+        norm::register(&mut r);
+        reduce::register(&mut r);
         r
     })
 }
