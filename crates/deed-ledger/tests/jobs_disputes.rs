@@ -169,8 +169,10 @@ fn mode_none_pays_royalty_and_fee_and_burns_the_protocol_fee() {
 
 #[test]
 fn royalty_is_split_up_the_lineage_with_a_depth_cap() {
-    let mut params = Params::default();
-    params.max_lineage_depth = 2;
+    let params = Params {
+        max_lineage_depth: 2,
+        ..Params::default()
+    };
     let mut c = Chain::with_params(8, 1_000_000, params);
     // Chain of four models, each owned by a different account, each passing 50 % up.
     c.ok(
