@@ -122,6 +122,9 @@ impl WindowAttrs {
         for i in 0..r {
             let d = 3 - r + i;
             let (inp, k, s, dl) = (input[i], kernel[i], strides[i], dil[i]);
+            if k == 0 {
+                return Err(OpError::shape("window has a zero dimension"));
+            }
             let dk = dl
                 .checked_mul(k - 1)
                 .and_then(|x| x.checked_add(1))
@@ -811,6 +814,8 @@ mod tests {
         assert_eq!(w.pad_begin, [0, 1, 0]);
         assert_eq!(w.pad_end, [0, 1, 0]);
         assert!(WindowAttrs::parse(&attrs(vec![("strides", Attr::Ints(vec![0]))])).is_err());
+        // A zero-size spatial input to a global pool must be an error, not a panic.
+        assert!(a.resolve(&[0, 6], &[0, 2]).is_err());
     }
 
     proptest! {
