@@ -180,6 +180,9 @@ pub enum TxError {
     /// No such job.
     #[error("unknown job {0}")]
     UnknownJob(JobId),
+    /// A stored job whose per-executor records do not line up (a damaged state).
+    #[error("job {0} is inconsistent in the state")]
+    CorruptJob(JobId),
     /// The job is not in a state that accepts this action.
     #[error("job {job} does not accept {action} now")]
     WrongJobPhase {

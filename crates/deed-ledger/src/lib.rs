@@ -6,9 +6,9 @@
 //! [`apply_block`]`(state, block, referee) -> (state', results, events)`, the state
 //! root with proofs ([`commitment`]), and the rules of the dispute game. It is pure:
 //! no clock (time is the block height), no RNG (randomness comes from the block
-//! header), no I/O, no panics on any input. It depends only on `deed-types`; the one
-//! step of a dispute that needs the canonical runtime goes through the [`Referee`]
-//! trait, which the node implements with `deed-runtime`.
+//! header), no I/O, no panics on any input. It depends on `deed-types`, and on
+//! `deed-runtime` only for trace commitments and the referee step ([`Referee`],
+//! [`RuntimeReferee`]); it must not depend on storage, networking or consensus.
 //!
 //! The state is a set of key/value pairs ([`State::to_kv`], [`State::from_kv`]) and
 //! each block reports the pairs it wrote ([`BlockOutcome::writes`]), which is all a
@@ -30,7 +30,7 @@ pub use commitment::{CommitmentError, StateProof};
 pub use error::{BlockError, TxError};
 pub use events::{Event, Reason};
 pub use params::{ParamError, Params};
-pub use referee::{Referee, RefereeError};
+pub use referee::{Referee, RefereeError, RuntimeReferee, StepInput};
 pub use state::{
     Account, Dispute, DisputePhase, Escrow, Executor, GenesisError, Job, JobStatus, LoadError,
     Meta, Model, Proposal, ProposalStatus, State, Version, Write,

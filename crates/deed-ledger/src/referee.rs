@@ -1,9 +1,12 @@
 //! The referee seam: re-executing one step of a model on given inputs.
 //!
 //! The ledger decides disputes by asking a [`Referee`] for the true hash of the one
-//! step the parties disagree on. The production referee is the canonical runtime's
-//! single-node execution; the ledger only sees this trait, so its rules can be
-//! checked without loading models.
+//! step the parties disagree on. [`RuntimeReferee`] is the production referee: the
+//! canonical runtime's single-node execution over models the node has loaded. The
+//! trait keeps the rules testable with scripted step hashes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use deed_types::{Cid, Hash, Tensor};
 
@@ -23,20 +26,98 @@ pub enum RefereeError {
         /// Nodes in the model.
         steps: u64,
     },
-    /// The inputs do not fit the node (count, dtype or shape).
+    /// The model has no initializer of that name.
+    #[error("the model has no initializer {0:?}")]
+    NoSuchInitializer(String),
+    /// The inputs do not fit the node (count, dtype or shape), as the runtime reports.
     #[error("inputs do not fit step {step}: {reason}")]
     BadInputs {
         /// The step.
         step: u64,
-        /// What is wrong.
+        /// The runtime's message.
         reason: String,
     },
+}
+
+/// One input of the step to re-execute.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepInput {
+    /// A tensor the ledger has checked against the agreed prefix or the job input.
+    Tensor(Tensor),
+    /// A weight of the model, read by the referee from the model itself.
+    Initializer(String),
+    /// An absent optional input.
+    Absent,
 }
 
 /// Re-executes single steps of a model with the canonical runtime.
 pub trait Referee {
     /// The true step hash `h_step` of node `step` of the model version whose manifest
     /// is `model`, run on `inputs`.
-    fn execute_step(&self, model: &Cid, step: u64, inputs: &[Tensor])
-        -> Result<Hash, RefereeError>;
+    fn execute_step(
+        &self,
+        model: &Cid,
+        step: u64,
+        inputs: &[StepInput],
+    ) -> Result<Hash, RefereeError>;
+}
+
+/// The production referee: `deed_runtime::Model::execute_node` over the models a
+/// validator has loaded, keyed by version manifest CID.
+#[derive(Default, Clone)]
+pub struct RuntimeReferee {
+    models: BTreeMap<Cid, Arc<deed_runtime::Model>>,
+}
+
+impl RuntimeReferee {
+    /// An empty referee.
+    pub fn new() -> RuntimeReferee {
+        RuntimeReferee::default()
+    }
+
+    /// Makes `model` available as the version with manifest `manifest`.
+    pub fn insert(&mut self, manifest: Cid, model: Arc<deed_runtime::Model>) {
+        self.models.insert(manifest, model);
+    }
+}
+
+impl Referee for RuntimeReferee {
+    fn execute_step(
+        &self,
+        model: &Cid,
+        step: u64,
+        inputs: &[StepInput],
+    ) -> Result<Hash, RefereeError> {
+        let m = self
+            .models
+            .get(model)
+            .ok_or(RefereeError::ModelUnavailable(*model))?;
+        let no_step = || RefereeError::NoSuchStep {
+            step,
+            steps: m.nodes.len() as u64,
+        };
+        let index = usize::try_from(step).map_err(|_| no_step())?;
+        if index >= m.nodes.len() {
+            return Err(no_step());
+        }
+        let mut args = Vec::with_capacity(inputs.len());
+        for i in inputs {
+            args.push(match i {
+                StepInput::Tensor(t) => Some(t.clone()),
+                StepInput::Absent => None,
+                StepInput::Initializer(name) => Some(
+                    m.initializer(name)
+                        .cloned()
+                        .ok_or_else(|| RefereeError::NoSuchInitializer(name.clone()))?,
+                ),
+            });
+        }
+        let outputs = m
+            .execute_node(index, &args)
+            .map_err(|e| RefereeError::BadInputs {
+                step,
+                reason: e.to_string(),
+            })?;
+        Ok(deed_runtime::node_step_hash(index, &outputs))
+    }
 }

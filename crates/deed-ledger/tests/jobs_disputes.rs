@@ -6,7 +6,7 @@
 mod common;
 
 use common::Chain;
-use deed_ledger::trace::Trace;
+use deed_ledger::trace::{to_wire, Trace};
 use deed_ledger::{DisputePhase, Event, JobStatus, Params, TxError};
 use deed_types::*;
 
@@ -17,20 +17,62 @@ const EXEC0: usize = 3;
 
 /// A chain with one model (`steps` steps, price `royalty`) and `executors` bonded
 /// executors serving it at `fee` each. Returns the model id and its manifest.
-fn setup(executors: usize, steps: u64, royalty: u128, fee: u128, params: Params) -> (Chain, ModelId, Cid) {
+fn setup(
+    executors: usize,
+    steps: u64,
+    royalty: u128,
+    fee: u128,
+    params: Params,
+) -> (Chain, ModelId, Cid) {
     let mut c = Chain::with_params(EXEC0 + executors, 1_000_000, params);
-    c.ok(OWNER, Action::RegisterModel { name: "m".into(), description: String::new(), licence: Licence::Paid, price: royalty, lineage: None });
+    c.ok(
+        OWNER,
+        Action::RegisterModel {
+            name: "m".into(),
+            description: String::new(),
+            licence: Licence::Paid,
+            price: royalty,
+            lineage: None,
+        },
+    );
     let m = ModelId(0);
     let manifest = Cid::of(format!("manifest {steps}").as_bytes());
-    c.ok(OWNER, Action::PublishVersion { model: m, manifest, io_schema: String::new(), steps, cost: 1, notes: String::new() });
+    c.ok(
+        OWNER,
+        Action::PublishVersion {
+            model: m,
+            manifest,
+            io_schema: String::new(),
+            steps,
+            cost: 1,
+            notes: String::new(),
+        },
+    );
     for i in 0..executors {
-        c.ok(EXEC0 + i, Action::Bond { amount: 10_000, endpoint: format!("http://e{i}"), price: fee, models: vec![m] });
+        c.ok(
+            EXEC0 + i,
+            Action::Bond {
+                amount: 10_000,
+                endpoint: format!("http://e{i}"),
+                price: fee,
+                models: vec![m],
+            },
+        );
     }
     (c, m, manifest)
 }
 
 fn request(c: &mut Chain, m: ModelId, mode: Mode) -> (JobId, Vec<Address>) {
-    let out = c.block(vec![c.sign(USER, Action::RequestJob { model: m, version: None, input: JobInput::Inline(vec![7]), mode, max_fee: 1_000_000 })]);
+    let out = c.block(vec![c.sign(
+        USER,
+        Action::RequestJob {
+            model: m,
+            version: None,
+            input: JobInput::Inline(vec![7]),
+            mode,
+            max_fee: 1_000_000,
+        },
+    )]);
     out.results[0].outcome.clone().unwrap();
     let id = JobId(c.state.meta().next_job - 1);
     (id, c.state.job(id).unwrap().executors.clone())
@@ -41,11 +83,17 @@ fn idx(c: &Chain, a: Address) -> usize {
 }
 
 fn receipt(t: &Trace) -> Receipt {
-    Receipt { output: Output::Hash(Hash::of(t.root().as_bytes())), trace_root: t.root(), steps: t.len() }
+    Receipt {
+        output: Output::Hash(Hash::of(t.root().as_bytes())),
+        trace_root: t.root(),
+        steps: t.len() as u64,
+    }
 }
 
 fn truth(n: usize, salt: &str) -> Vec<Hash> {
-    (0..n).map(|i| Hash::of(format!("{salt} step {i}").as_bytes())).collect()
+    (0..n)
+        .map(|i| Hash::of(format!("{salt} step {i}").as_bytes()))
+        .collect()
 }
 
 /// A trace equal to `honest` except that step `lie_at` (if any) is wrong.
@@ -64,11 +112,24 @@ fn mode_none_pays_royalty_and_fee_and_burns_the_protocol_fee() {
     let supply = c.state.meta().supply;
     let (job, ex) = request(&mut c, m, Mode::None);
     let escrow = c.state.job(job).unwrap().escrow.clone();
-    assert_eq!((escrow.royalty, escrow.executor_fees.clone(), escrow.protocol_fee), (100, vec![1_000], 50));
+    assert_eq!(
+        (
+            escrow.royalty,
+            escrow.executor_fees.clone(),
+            escrow.protocol_fee
+        ),
+        (100, vec![1_000], 50)
+    );
     c.assert_supply();
     let e = idx(&c, ex[0]);
     let before = c.state.balance(&ex[0]);
-    c.ok(e, Action::SubmitReceipt { job, receipt: receipt(&Trace::new(truth(3, "a"))) });
+    c.ok(
+        e,
+        Action::SubmitReceipt {
+            job,
+            receipt: receipt(&Trace::new(truth(3, "a"))),
+        },
+    );
     assert_eq!(c.state.job(job).unwrap().status, JobStatus::Finalized);
     assert_eq!(c.state.balance(&c.addr(OWNER)), owner_before + 100);
     assert_eq!(c.state.balance(&ex[0]), before - common::FEE + 1_000);
@@ -77,9 +138,33 @@ fn mode_none_pays_royalty_and_fee_and_burns_the_protocol_fee() {
     // Wrong step count and non-assigned senders are refused.
     let (job2, ex2) = request(&mut c, m, Mode::None);
     let e2 = idx(&c, ex2[0]);
-    let bad = Receipt { steps: 99, ..receipt(&Trace::new(truth(3, "a"))) };
-    assert!(matches!(c.run(e2, Action::SubmitReceipt { job: job2, receipt: bad }), Err(TxError::WrongStepCount { expected: 3, got: 99 })));
-    assert!(matches!(c.run(WATCHER, Action::SubmitReceipt { job: job2, receipt: receipt(&Trace::new(truth(3, "a"))) }), Err(TxError::NotAssigned { .. })));
+    let bad = Receipt {
+        steps: 99,
+        ..receipt(&Trace::new(truth(3, "a")))
+    };
+    assert!(matches!(
+        c.run(
+            e2,
+            Action::SubmitReceipt {
+                job: job2,
+                receipt: bad
+            }
+        ),
+        Err(TxError::WrongStepCount {
+            expected: 3,
+            got: 99
+        })
+    ));
+    assert!(matches!(
+        c.run(
+            WATCHER,
+            Action::SubmitReceipt {
+                job: job2,
+                receipt: receipt(&Trace::new(truth(3, "a")))
+            }
+        ),
+        Err(TxError::NotAssigned { .. })
+    ));
 }
 
 #[test]
@@ -88,18 +173,86 @@ fn royalty_is_split_up_the_lineage_with_a_depth_cap() {
     params.max_lineage_depth = 2;
     let mut c = Chain::with_params(8, 1_000_000, params);
     // Chain of four models, each owned by a different account, each passing 50 % up.
-    c.ok(0, Action::RegisterModel { name: "base".into(), description: String::new(), licence: Licence::Paid, price: 0, lineage: None });
+    c.ok(
+        0,
+        Action::RegisterModel {
+            name: "base".into(),
+            description: String::new(),
+            licence: Licence::Paid,
+            price: 0,
+            lineage: None,
+        },
+    );
     for i in 1..4u64 {
-        c.ok(i as usize, Action::RegisterModel { name: format!("ft{i}"), description: String::new(), licence: Licence::Paid, price: 0, lineage: Some(Lineage { parent: ModelId(i - 1), upstream_bps: 5_000 }) });
+        c.ok(
+            i as usize,
+            Action::RegisterModel {
+                name: format!("ft{i}"),
+                description: String::new(),
+                licence: Licence::Paid,
+                price: 0,
+                lineage: Some(Lineage {
+                    parent: ModelId(i - 1),
+                    upstream_bps: 5_000,
+                }),
+            },
+        );
     }
     let leaf = ModelId(3);
-    c.ok(3, Action::UpdateModel { model: leaf, price: Some(1_000), licence: None, description: None });
-    c.ok(3, Action::PublishVersion { model: leaf, manifest: Cid::of(b"v"), io_schema: String::new(), steps: 1, cost: 1, notes: String::new() });
-    c.ok(5, Action::Bond { amount: 5_000, endpoint: String::new(), price: 0, models: vec![leaf] });
+    c.ok(
+        3,
+        Action::UpdateModel {
+            model: leaf,
+            price: Some(1_000),
+            licence: None,
+            description: None,
+        },
+    );
+    c.ok(
+        3,
+        Action::PublishVersion {
+            model: leaf,
+            manifest: Cid::of(b"v"),
+            io_schema: String::new(),
+            steps: 1,
+            cost: 1,
+            notes: String::new(),
+        },
+    );
+    c.ok(
+        5,
+        Action::Bond {
+            amount: 5_000,
+            endpoint: String::new(),
+            price: 0,
+            models: vec![leaf],
+        },
+    );
     let before: Vec<u128> = (0..4).map(|i| c.state.balance(&c.addr(i))).collect();
-    c.ok(6, Action::RequestJob { model: leaf, version: None, input: JobInput::Inline(vec![]), mode: Mode::None, max_fee: 10_000 });
-    c.ok(5, Action::SubmitReceipt { job: JobId(0), receipt: Receipt { output: Output::Hash(Hash::ZERO), trace_root: Hash::ZERO, steps: 1 } });
-    let gained: Vec<u128> = (0..4).map(|i| c.state.balance(&c.addr(i)) - before[i]).collect();
+    c.ok(
+        6,
+        Action::RequestJob {
+            model: leaf,
+            version: None,
+            input: JobInput::Inline(vec![]),
+            mode: Mode::None,
+            max_fee: 10_000,
+        },
+    );
+    c.ok(
+        5,
+        Action::SubmitReceipt {
+            job: JobId(0),
+            receipt: Receipt {
+                output: Output::Hash(Hash::ZERO),
+                trace_root: Hash::ZERO,
+                steps: 1,
+            },
+        },
+    );
+    let gained: Vec<u128> = (0..4)
+        .map(|i| c.state.balance(&c.addr(i)) - before[i])
+        .collect();
     // Depth cap 2: leaf keeps 500, ft2 keeps 250, ft1 (cap reached) keeps the rest 250;
     // base gets nothing.
     assert_eq!(gained, vec![0, 250, 250, 500]);
@@ -112,14 +265,31 @@ fn optimistic_receipts_finalize_after_the_window() {
     let (job, ex) = request(&mut c, m, Mode::Optimistic);
     let e = idx(&c, ex[0]);
     let before = c.state.balance(&ex[0]);
-    c.ok(e, Action::SubmitReceipt { job, receipt: receipt(&Trace::new(truth(3, "a"))) });
-    let JobStatus::Challengeable { window_end } = c.state.job(job).unwrap().status else { panic!() };
+    c.ok(
+        e,
+        Action::SubmitReceipt {
+            job,
+            receipt: receipt(&Trace::new(truth(3, "a"))),
+        },
+    );
+    let JobStatus::Challengeable { window_end } = c.state.job(job).unwrap().status else {
+        panic!()
+    };
     c.advance_to(window_end - 1);
     assert_eq!(c.state.balance(&ex[0]), before - common::FEE);
     c.advance_to(window_end);
     assert_eq!(c.state.job(job).unwrap().status, JobStatus::Finalized);
     assert_eq!(c.state.balance(&ex[0]), before - common::FEE + 100);
-    assert!(matches!(c.run(WATCHER, Action::Challenge { job, trace_root: Hash::ZERO }), Err(TxError::WrongJobPhase { .. })));
+    assert!(matches!(
+        c.run(
+            WATCHER,
+            Action::Challenge {
+                job,
+                trace_root: Hash::ZERO
+            }
+        ),
+        Err(TxError::WrongJobPhase { .. })
+    ));
     c.assert_supply();
 }
 
@@ -132,7 +302,10 @@ fn a_missed_execution_deadline_refunds_and_penalizes() {
     c.advance_to(deadline);
     assert_eq!(c.state.job(job).unwrap().status, JobStatus::Refunded);
     let penalty = c.state.params().timeout_penalty;
-    assert_eq!(c.state.balance(&c.addr(USER)), user_before - common::FEE + penalty);
+    assert_eq!(
+        c.state.balance(&c.addr(USER)),
+        user_before - common::FEE + penalty
+    );
     assert_eq!(c.state.executor(&ex[0]).unwrap().stake, 10_000 - penalty);
     c.assert_supply();
 }
@@ -143,7 +316,15 @@ fn assignment_is_deterministic_and_only_picks_eligible_executors() {
         let (mut c, m, _) = setup(6, 3, 0, 10, Params::default());
         // One executor unbonds below the minimum; another serves nothing.
         c.ok(EXEC0, Action::Unbond { amount: 9_500 });
-        c.ok(EXEC0 + 1, Action::Bond { amount: 0, endpoint: String::new(), price: 10, models: vec![] });
+        c.ok(
+            EXEC0 + 1,
+            Action::Bond {
+                amount: 0,
+                endpoint: String::new(),
+                price: 10,
+                models: vec![],
+            },
+        );
         let mut picks = vec![];
         for _ in 0..10 {
             picks.extend(request(&mut c, m, Mode::Replicated(2)).1);
@@ -167,16 +348,49 @@ fn replicated_mode_commit_then_reveal() {
     let r = receipt(&t);
     // Reveal before all commits is refused.
     let salt = |i: usize| Hash::of(&[i as u8]);
-    assert!(matches!(c.run(idx(&c, ex[0]), Action::RevealOutput { job, receipt: r.clone(), salt: salt(0) }), Err(TxError::WrongJobPhase { .. })));
+    assert!(matches!(
+        c.run(
+            idx(&c, ex[0]),
+            Action::RevealOutput {
+                job,
+                receipt: r.clone(),
+                salt: salt(0)
+            }
+        ),
+        Err(TxError::WrongJobPhase { .. })
+    ));
     for (i, a) in ex.iter().enumerate() {
-        c.ok(idx(&c, *a), Action::CommitOutput { job, commitment: r.commitment(job, &salt(i)) });
+        c.ok(
+            idx(&c, *a),
+            Action::CommitOutput {
+                job,
+                commitment: r.commitment(job, &salt(i)),
+            },
+        );
     }
     assert_eq!(c.state.job(job).unwrap().status, JobStatus::Revealing);
     // A reveal that does not match its commitment is refused.
-    assert!(matches!(c.run(idx(&c, ex[0]), Action::RevealOutput { job, receipt: r.clone(), salt: salt(9) }), Err(TxError::CommitmentMismatch)));
+    assert!(matches!(
+        c.run(
+            idx(&c, ex[0]),
+            Action::RevealOutput {
+                job,
+                receipt: r.clone(),
+                salt: salt(9)
+            }
+        ),
+        Err(TxError::CommitmentMismatch)
+    ));
     let before: Vec<u128> = ex.iter().map(|a| c.state.balance(a)).collect();
     for (i, a) in ex.iter().enumerate() {
-        c.ok(idx(&c, *a), Action::RevealOutput { job, receipt: r.clone(), salt: salt(i) });
+        c.ok(
+            idx(&c, *a),
+            Action::RevealOutput {
+                job,
+                receipt: r.clone(),
+                salt: salt(i),
+            },
+        );
     }
     assert_eq!(c.state.job(job).unwrap().status, JobStatus::Finalized);
     for (i, a) in ex.iter().enumerate() {
@@ -189,7 +403,13 @@ fn replicated_mode_commit_then_reveal() {
 /// values of `def`, the challenger agrees exactly when its own trace `chal` has the
 /// same value; `stall` makes one party stop moving at the given round. Returns
 /// whether the defender won and the number of reveals.
-fn play(c: &mut Chain, dispute: DisputeId, def: &Trace, chal: &Trace, stall: Option<(bool, u32)>) -> (bool, u32) {
+fn play(
+    c: &mut Chain,
+    dispute: DisputeId,
+    def: &Trace,
+    chal: &Trace,
+    stall: Option<(bool, u32)>,
+) -> (bool, u32) {
     loop {
         let d = c.state.dispute(dispute).unwrap().clone();
         let defender = idx(c, d.defender);
@@ -202,14 +422,20 @@ fn play(c: &mut Chain, dispute: DisputeId, def: &Trace, chal: &Trace, stall: Opt
                     c.advance_to(d.deadline);
                     continue;
                 }
-                c.ok(defender, Action::RevealStep { dispute, proof: def.step_proof(index).unwrap() });
+                c.ok(
+                    defender,
+                    Action::RevealStep {
+                        dispute,
+                        proof: to_wire(&def.step_proof(index as usize).unwrap()),
+                    },
+                );
             }
             DisputePhase::AwaitResponse { index, value } => {
                 if stalled(false) {
                     c.advance_to(d.deadline);
                     continue;
                 }
-                let agree = chal.chain_value(index) == Some(value);
+                let agree = chal.chain_value(index as usize) == Some(value);
                 c.ok(challenger, Action::Respond { dispute, agree });
             }
             DisputePhase::AwaitReferee => {
@@ -217,7 +443,14 @@ fn play(c: &mut Chain, dispute: DisputeId, def: &Trace, chal: &Trace, stall: Opt
                     c.advance_to(d.deadline);
                     continue;
                 }
-                c.ok(defender, Action::Referee { dispute, peaks: def.peaks_before(d.lo), inputs: vec![] });
+                c.ok(
+                    defender,
+                    Action::Referee {
+                        dispute,
+                        peaks: def.peaks_before(d.lo as usize).unwrap(),
+                        inputs: vec![],
+                    },
+                );
             }
         }
     }
@@ -228,20 +461,37 @@ fn ceil_log2(n: u64) -> u32 {
 }
 
 /// One optimistic job disputed by the watcher; returns (defender won, rounds).
-fn optimistic_dispute(n: usize, def_lie: Option<usize>, chal_lie: Option<usize>, stall: Option<(bool, u32)>) -> (bool, u32) {
+fn optimistic_dispute(
+    n: usize,
+    def_lie: Option<usize>,
+    chal_lie: Option<usize>,
+    stall: Option<(bool, u32)>,
+) -> (bool, u32) {
     let (mut c, m, manifest) = setup(1, n as u64, 10, 100, Params::default());
     let honest = truth(n, "model");
     c.referee.truth.insert(manifest, honest.clone());
     let (job, ex) = request(&mut c, m, Mode::Optimistic);
     let def = lying(&honest, def_lie);
     let chal = lying(&honest, chal_lie);
-    c.ok(idx(&c, ex[0]), Action::SubmitReceipt { job, receipt: receipt(&def) });
+    c.ok(
+        idx(&c, ex[0]),
+        Action::SubmitReceipt {
+            job,
+            receipt: receipt(&def),
+        },
+    );
     let supply = c.state.meta().supply;
     let watcher_before = c.state.balance(&c.addr(WATCHER));
     let watcher_nonce = c.state.nonce(&c.addr(WATCHER));
     let user_before = c.state.balance(&c.addr(USER));
     let exec_stake = c.state.executor(&ex[0]).unwrap().stake;
-    c.ok(WATCHER, Action::Challenge { job, trace_root: chal.root() });
+    c.ok(
+        WATCHER,
+        Action::Challenge {
+            job,
+            trace_root: chal.root(),
+        },
+    );
     let dispute = DisputeId(c.state.meta().next_dispute - 1);
     c.assert_supply();
     let (defender_won, rounds) = play(&mut c, dispute, &def, &chal, stall);
@@ -253,16 +503,28 @@ fn optimistic_dispute(n: usize, def_lie: Option<usize>, chal_lie: Option<usize>,
         // The bond is lost: reward to the executor, the rest burned; the job pays out.
         assert_eq!(job_state.status, JobStatus::Finalized);
         let bond = p.challenge_bond;
-        assert_eq!(c.state.balance(&c.addr(WATCHER)), watcher_before - bond - watcher_fees);
-        assert_eq!(c.state.meta().supply, supply - (bond - bond * p.reward_bps / 10_000) - 5);
+        assert_eq!(
+            c.state.balance(&c.addr(WATCHER)),
+            watcher_before - bond - watcher_fees
+        );
+        assert_eq!(
+            c.state.meta().supply,
+            supply - (bond - bond * p.reward_bps / 10_000) - 5
+        );
     } else {
         // The executor is slashed and jailed, the watcher rewarded, the user refunded.
         assert_eq!(job_state.status, JobStatus::Refunded);
         let slashed = exec_stake * p.slash_bps / 10_000;
         let reward = slashed * p.reward_bps / 10_000;
-        assert_eq!(c.state.executor(&ex[0]).unwrap().stake, exec_stake - slashed);
+        assert_eq!(
+            c.state.executor(&ex[0]).unwrap().stake,
+            exec_stake - slashed
+        );
         assert!(c.state.executor(&ex[0]).unwrap().jailed_until.is_some());
-        assert_eq!(c.state.balance(&c.addr(WATCHER)), watcher_before + reward - watcher_fees);
+        assert_eq!(
+            c.state.balance(&c.addr(WATCHER)),
+            watcher_before + reward - watcher_fees
+        );
         assert_eq!(c.state.balance(&c.addr(USER)), user_before + 115);
         assert_eq!(c.state.meta().supply, supply - (slashed - reward));
     }
@@ -303,45 +565,195 @@ fn missing_a_move_deadline_loses() {
 fn dispute_moves_are_checked() {
     let n = 8;
     let (mut c, m, manifest) = setup(1, n, 10, 100, Params::default());
-    let honest = truth(n as usize, "model");
+    let mut honest = truth(n as usize, "model");
+    // Step 2 produced a real tensor, which the last step reads as its input.
+    let tensor = Tensor::from_vec(vec![2], vec![1.5f32, -2.0]).unwrap();
+    honest[2] = deed_ledger::trace::step_hash(2, std::slice::from_ref(&tensor)).unwrap();
     c.referee.truth.insert(manifest, honest.clone());
     let (job, ex) = request(&mut c, m, Mode::Optimistic);
     let e = idx(&c, ex[0]);
     let def = Trace::new(honest.clone());
-    c.ok(e, Action::SubmitReceipt { job, receipt: receipt(&def) });
-    assert!(matches!(c.run(e, Action::Challenge { job, trace_root: Hash::ZERO }), Err(TxError::SelfChallenge)));
-    assert!(matches!(c.run(WATCHER, Action::Challenge { job, trace_root: def.root() }), Err(TxError::NothingToDispute)));
-    c.ok(WATCHER, Action::Challenge { job, trace_root: Hash::ZERO });
+    c.ok(
+        e,
+        Action::SubmitReceipt {
+            job,
+            receipt: receipt(&def),
+        },
+    );
+    assert!(matches!(
+        c.run(
+            e,
+            Action::Challenge {
+                job,
+                trace_root: Hash::ZERO
+            }
+        ),
+        Err(TxError::SelfChallenge)
+    ));
+    assert!(matches!(
+        c.run(
+            WATCHER,
+            Action::Challenge {
+                job,
+                trace_root: def.root()
+            }
+        ),
+        Err(TxError::NothingToDispute)
+    ));
+    c.ok(
+        WATCHER,
+        Action::Challenge {
+            job,
+            trace_root: Hash::ZERO,
+        },
+    );
     let d = DisputeId(0);
     // Wrong party, wrong index, forged value.
-    assert!(matches!(c.run(WATCHER, Action::RevealStep { dispute: d, proof: def.step_proof(n - 1).unwrap() }), Err(TxError::WrongMove { .. })));
-    assert!(matches!(c.run(e, Action::RevealStep { dispute: d, proof: def.step_proof(0).unwrap() }), Err(TxError::WrongStep { .. })));
-    let mut forged = def.step_proof(n - 1).unwrap();
+    assert!(matches!(
+        c.run(
+            WATCHER,
+            Action::RevealStep {
+                dispute: d,
+                proof: to_wire(&def.step_proof(n as usize - 1).unwrap())
+            }
+        ),
+        Err(TxError::WrongMove { .. })
+    ));
+    assert!(matches!(
+        c.run(
+            e,
+            Action::RevealStep {
+                dispute: d,
+                proof: to_wire(&def.step_proof(0).unwrap())
+            }
+        ),
+        Err(TxError::WrongStep { .. })
+    ));
+    let mut forged = to_wire(&def.step_proof(n as usize - 1).unwrap());
     forged.chain_value = Hash::of(b"forged");
-    assert!(matches!(c.run(e, Action::RevealStep { dispute: d, proof: forged }), Err(TxError::InvalidProof(_))));
-    assert!(matches!(c.run(e, Action::Respond { dispute: d, agree: true }), Err(TxError::WrongMove { .. })));
+    assert!(matches!(
+        c.run(
+            e,
+            Action::RevealStep {
+                dispute: d,
+                proof: forged
+            }
+        ),
+        Err(TxError::InvalidProof(_))
+    ));
+    assert!(matches!(
+        c.run(
+            e,
+            Action::Respond {
+                dispute: d,
+                agree: true
+            }
+        ),
+        Err(TxError::WrongMove { .. })
+    ));
     // Play on to the referee step, then hand wrong peaks.
-    c.ok(e, Action::RevealStep { dispute: d, proof: def.step_proof(n - 1).unwrap() });
-    c.ok(WATCHER, Action::Respond { dispute: d, agree: false });
+    c.ok(
+        e,
+        Action::RevealStep {
+            dispute: d,
+            proof: to_wire(&def.step_proof(n as usize - 1).unwrap()),
+        },
+    );
+    c.ok(
+        WATCHER,
+        Action::Respond {
+            dispute: d,
+            agree: false,
+        },
+    );
     loop {
         let dd = c.state.dispute(d).unwrap().clone();
         match dd.phase {
-            DisputePhase::AwaitReveal { index } => c.ok(e, Action::RevealStep { dispute: d, proof: def.step_proof(index).unwrap() }),
-            DisputePhase::AwaitResponse { .. } => c.ok(WATCHER, Action::Respond { dispute: d, agree: true }),
+            DisputePhase::AwaitReveal { index } => c.ok(
+                e,
+                Action::RevealStep {
+                    dispute: d,
+                    proof: to_wire(&def.step_proof(index as usize).unwrap()),
+                },
+            ),
+            DisputePhase::AwaitResponse { .. } => c.ok(
+                WATCHER,
+                Action::Respond {
+                    dispute: d,
+                    agree: true,
+                },
+            ),
             _ => break,
         }
     }
     let dd = c.state.dispute(d).unwrap().clone();
     assert_eq!(dd.phase, DisputePhase::AwaitReferee);
     assert_eq!(dd.lo, n - 1);
-    let wrong = vec![Hash::of(b"x"); def.peaks_before(dd.lo).len()];
-    assert!(matches!(c.run(e, Action::Referee { dispute: d, peaks: wrong, inputs: vec![] }), Err(TxError::InvalidProof(_))));
+    let lo = dd.lo as usize;
+    let wrong = vec![Hash::of(b"x"); def.peaks_before(lo).unwrap().len()];
+    assert!(matches!(
+        c.run(
+            e,
+            Action::Referee {
+                dispute: d,
+                peaks: wrong,
+                inputs: vec![]
+            }
+        ),
+        Err(TxError::InvalidProof(_))
+    ));
     // An input claimed to come from an earlier step must be proven inside the prefix.
-    let tensor = Tensor::from_vec(vec![1], vec![1.0f32]).unwrap();
-    let bogus = RefereeInput { tensor: tensor.encode(), source: InputSource::Step { step: 2, step_hash: tensor.hash(), proof: def.input_proof(dd.lo, 2).unwrap() } };
-    assert!(matches!(c.run(e, Action::Referee { dispute: d, peaks: def.peaks_before(dd.lo), inputs: vec![bogus] }), Err(TxError::InvalidProof(_))));
-    c.ok(e, Action::Referee { dispute: d, peaks: def.peaks_before(dd.lo), inputs: vec![] });
-    assert_eq!(c.state.dispute(d).unwrap().phase, DisputePhase::Resolved { defender_won: true });
+    let proof = def.input_proof(lo - 1, 2).unwrap();
+    let other = Tensor::from_vec(vec![1], vec![1.0f32]).unwrap();
+    let input = |t: &Tensor| RefereeInput::Step {
+        step: 2,
+        output: 0,
+        outputs: vec![t.encode()],
+        siblings: proof.siblings.clone(),
+        other_peaks: proof.other_peaks.clone(),
+    };
+    let peaks = def.peaks_before(lo).unwrap();
+    assert!(matches!(
+        c.run(
+            e,
+            Action::Referee {
+                dispute: d,
+                peaks: peaks.clone(),
+                inputs: vec![input(&other)]
+            }
+        ),
+        Err(TxError::InvalidProof(_))
+    ));
+    let malformed = RefereeInput::Step {
+        step: 2,
+        output: 0,
+        outputs: vec![vec![1, 2, 3]],
+        siblings: vec![],
+        other_peaks: vec![],
+    };
+    assert!(matches!(
+        c.run(
+            e,
+            Action::Referee {
+                dispute: d,
+                peaks: peaks.clone(),
+                inputs: vec![malformed]
+            }
+        ),
+        Err(TxError::BadTensor { index: 0 })
+    ));
+    c.ok(
+        e,
+        Action::Referee {
+            dispute: d,
+            peaks,
+            inputs: vec![input(&tensor), RefereeInput::Absent],
+        },
+    );
+    assert_eq!(
+        c.state.dispute(d).unwrap().phase,
+        DisputePhase::Resolved { defender_won: true }
+    );
     c.assert_supply();
 }
 
@@ -356,17 +768,37 @@ fn replicated_mismatch_opens_a_dispute_the_liar_loses() {
     let traces = [lying(&honest, Some(4)), Trace::new(honest.clone())];
     let salt = Hash::of(b"salt");
     for (i, a) in ex.iter().enumerate() {
-        c.ok(idx(&c, *a), Action::CommitOutput { job, commitment: receipt(&traces[i]).commitment(job, &salt) });
+        c.ok(
+            idx(&c, *a),
+            Action::CommitOutput {
+                job,
+                commitment: receipt(&traces[i]).commitment(job, &salt),
+            },
+        );
     }
     let out = c.block(
         ex.iter()
             .enumerate()
-            .map(|(i, a)| c.sign(idx(&c, *a), Action::RevealOutput { job, receipt: receipt(&traces[i]), salt }))
+            .map(|(i, a)| {
+                c.sign(
+                    idx(&c, *a),
+                    Action::RevealOutput {
+                        job,
+                        receipt: receipt(&traces[i]),
+                        salt,
+                    },
+                )
+            })
             .collect(),
     );
     assert!(out.results.iter().all(|r| r.outcome.is_ok()));
-    assert!(out.events.iter().any(|e| matches!(e, Event::DisputeOpened { .. })));
-    let JobStatus::Disputed(d) = c.state.job(job).unwrap().status else { panic!() };
+    assert!(out
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::DisputeOpened { .. })));
+    let JobStatus::Disputed(d) = c.state.job(job).unwrap().status else {
+        panic!()
+    };
     let honest_before = c.state.balance(&ex[1]);
     let (won, rounds) = play(&mut c, d, &traces[0], &traces[1], None);
     assert!(!won);

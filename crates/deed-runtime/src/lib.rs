@@ -19,6 +19,7 @@
 pub mod attrs;
 pub mod ctx;
 pub mod error;
+pub mod kernels;
 pub mod limits;
 pub mod model;
 pub mod ops;

@@ -271,8 +271,11 @@ impl Model {
                     .iter()
                     .map(|id| id.and_then(|id| known[id].as_deref()))
                     .collect();
-                let outs = node.op.run(&vals, &ctx).map_err(node_err)?;
+                let mut outs = node.op.run(&vals, &ctx).map_err(node_err)?;
                 check_outputs(&outs, &out_types).map_err(node_err)?;
+                outs.iter_mut().for_each(|t| {
+                    t.canonicalize_nans();
+                });
                 Some(outs.into_iter().map(Arc::new).collect::<Vec<_>>())
             } else {
                 None
@@ -424,8 +427,11 @@ impl Model {
         let out_types = node.op.infer(&infer_in).map_err(node_err)?;
         let refs: Vec<Option<&Tensor>> = inputs.iter().map(|t| t.as_ref()).collect();
         let ctx = Ctx::default();
-        let outs = node.op.run(&refs, &ctx).map_err(node_err)?;
+        let mut outs = node.op.run(&refs, &ctx).map_err(node_err)?;
         check_outputs(&outs, &out_types).map_err(node_err)?;
+        outs.iter_mut().for_each(|t| {
+            t.canonicalize_nans();
+        });
         Ok(outs
             .into_iter()
             .zip(&node.outputs)
@@ -544,8 +550,13 @@ impl<'m> Plan<'m> {
                         op_type: node.op_type.clone(),
                         source,
                     };
-                    let outs = node.op.run(&ins, ctx).map_err(node_err)?;
+                    let mut outs = node.op.run(&ins, ctx).map_err(node_err)?;
                     check_outputs(&outs, &step.types).map_err(node_err)?;
+                    // NaN bits differ between CPUs; every node's outputs are stored
+                    // with the canonical NaN (see docs/canonical-semantics.md).
+                    outs.iter_mut().for_each(|t| {
+                        t.canonicalize_nans();
+                    });
                     outs.into_iter().map(Arc::new).collect()
                 }
             };

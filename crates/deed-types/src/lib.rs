@@ -25,6 +25,6 @@ pub use hash::Hash;
 pub use ids::{Amount, Bps, DisputeId, JobId, ModelId, ProposalId, BPS_DENOMINATOR};
 pub use tensor::{DType, Tensor, TensorData, TensorError};
 pub use tx::{
-    Action, InputSource, JobInput, Licence, LimitError, Lineage, Mode, Output, ParamChange,
-    ParamKey, Receipt, RefereeInput, SignedTransaction, StepProofData, Transaction, TxDecodeError,
+    Action, JobInput, Licence, LimitError, Lineage, Mode, Output, ParamChange, ParamKey, Receipt,
+    RefereeInput, SignedTransaction, StepProofData, Transaction, TxDecodeError,
 };

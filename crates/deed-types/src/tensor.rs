@@ -459,6 +459,49 @@ impl Tensor {
         Tensor::new(shape, self.data)
     }
 
+    /// Replaces every NaN of a floating-point tensor by the canonical quiet NaN of its
+    /// dtype (positive, no payload: f32 `0x7FC00000`, f64 `0x7FF8000000000000`, f16
+    /// `0x7E00`, bf16 `0x7FC0`). Hardware differs in which NaN bits an operation
+    /// produces; canonicalizing every tensor a node outputs makes NaN bits part of the
+    /// specification. Returns true when anything changed.
+    pub fn canonicalize_nans(&mut self) -> bool {
+        fn fix<T: Copy>(v: &mut [T], is_nan: impl Fn(T) -> bool, nan: T) -> bool {
+            let mut changed = false;
+            for x in v.iter_mut() {
+                if is_nan(*x) {
+                    *x = nan;
+                    changed = true;
+                }
+            }
+            changed
+        }
+        match &mut self.data {
+            TensorData::F32(v) => {
+                let canon = f32::from_bits(0x7FC0_0000);
+                fix(v, |x| x.is_nan() && x.to_bits() != 0x7FC0_0000, canon)
+            }
+            TensorData::F64(v) => {
+                let canon = f64::from_bits(0x7FF8_0000_0000_0000);
+                fix(
+                    v,
+                    |x| x.is_nan() && x.to_bits() != 0x7FF8_0000_0000_0000,
+                    canon,
+                )
+            }
+            TensorData::F16(v) => fix(
+                v,
+                |x| x.is_nan() && x.to_bits() != 0x7E00,
+                f16::from_bits(0x7E00),
+            ),
+            TensorData::BF16(v) => fix(
+                v,
+                |x| x.is_nan() && x.to_bits() != 0x7FC0,
+                bf16::from_bits(0x7FC0),
+            ),
+            _ => false,
+        }
+    }
+
     /// Approximate bytes held (strings count their UTF-8 length).
     pub fn byte_size(&self) -> usize {
         match &self.data {
@@ -673,6 +716,17 @@ mod tests {
         fn decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             let _ = Tensor::decode(&bytes);
         }
+    }
+
+    #[test]
+    fn nans_become_canonical() {
+        let mut t =
+            Tensor::from_vec(vec![3], vec![f32::from_bits(0xFFC0_0001), 1.0, f32::NAN]).unwrap();
+        t.canonicalize_nans();
+        let v = t.as_slice::<f32>().unwrap();
+        assert_eq!(v[0].to_bits(), 0x7FC0_0000);
+        assert_eq!(v[1], 1.0);
+        assert_eq!(v[2].to_bits(), 0x7FC0_0000);
     }
 
     #[test]

@@ -36,10 +36,14 @@ pub mod limits {
     pub const MAX_INLINE: usize = 64 * 1024;
     /// Siblings in a trace proof or peaks of an accumulator (2^64 leaves at most).
     pub const MAX_PROOF_HASHES: usize = 64;
-    /// Input tensors handed to the referee for one step.
+    /// Inputs handed to the referee for one step.
     pub const MAX_REFEREE_INPUTS: usize = 32;
-    /// Bytes of one referee input tensor.
+    /// Outputs of one producing step given with a referee input.
+    pub const MAX_STEP_OUTPUTS: usize = 16;
+    /// Bytes of one tensor given to the referee.
     pub const MAX_REFEREE_TENSOR: usize = 128 * 1024;
+    /// An initializer name.
+    pub const MAX_INITIALIZER_NAME: usize = 256;
 }
 
 /// Who may run a model.
@@ -155,34 +159,38 @@ pub struct StepProofData {
     pub siblings: Vec<Hash>,
 }
 
-/// One input tensor of the disputed step, with a proof that its producing step's
-/// hash is in the agreed prefix of the trace.
+/// One input of the disputed step, as the defender hands it to the referee, with
+/// what proves it is the value both parties agreed on.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
-pub struct RefereeInput {
-    /// The canonical encoding of the tensor.
-    pub tensor: Vec<u8>,
-    /// Where the tensor comes from.
-    pub source: InputSource,
-}
-
-/// Where an input of the disputed step comes from.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
-pub enum InputSource {
-    /// Position `index` of the job's inline input list.
+pub enum RefereeInput {
+    /// Entry `index` of the job's inline input (a borsh list of canonical tensor
+    /// encodings), bound by the job's input hash.
     JobInput {
         /// Position in the job's input list.
         index: u32,
     },
-    /// Output of an earlier step `step`, proved by an accumulator inclusion proof
-    /// of that step's hash.
+    /// Output `output` of an earlier step `step`. All of that step's outputs are
+    /// given so the ledger can recompute its step hash `h_step` and check it is in
+    /// the agreed prefix with an MMR inclusion proof.
     Step {
         /// The producing step.
         step: u64,
-        /// The producing step's hash `h_step`.
-        step_hash: Hash,
-        /// Accumulator siblings proving `h_step` is in the agreed prefix.
-        proof: Vec<Hash>,
+        /// Which of its outputs is the input.
+        output: u32,
+        /// Canonical encodings of every output of the producing step, in order.
+        outputs: Vec<Vec<u8>>,
+        /// MMR siblings of `h_step` inside its peak, nearest first.
+        siblings: Vec<Hash>,
+        /// The other peaks of the MMR, tallest first.
+        other_peaks: Vec<Hash>,
     },
+    /// A weight of the model itself, which the referee reads from the model.
+    Initializer {
+        /// The initializer's name.
+        name: String,
+    },
+    /// An absent optional input.
+    Absent,
 }
 
 /// A governable ledger parameter.
@@ -504,9 +512,24 @@ impl Action {
                 cap("peaks", peaks.len(), MAX_PROOF_HASHES)?;
                 cap("inputs", inputs.len(), MAX_REFEREE_INPUTS)?;
                 for i in inputs {
-                    cap("inputs.tensor", i.tensor.len(), MAX_REFEREE_TENSOR)?;
-                    if let InputSource::Step { proof, .. } = &i.source {
-                        cap("inputs.proof", proof.len(), MAX_PROOF_HASHES)?;
+                    match i {
+                        RefereeInput::Step {
+                            outputs,
+                            siblings,
+                            other_peaks,
+                            ..
+                        } => {
+                            cap("inputs.outputs", outputs.len(), MAX_STEP_OUTPUTS)?;
+                            for o in outputs {
+                                cap("inputs.outputs.tensor", o.len(), MAX_REFEREE_TENSOR)?;
+                            }
+                            cap("inputs.siblings", siblings.len(), MAX_PROOF_HASHES)?;
+                            cap("inputs.other_peaks", other_peaks.len(), MAX_PROOF_HASHES)?;
+                        }
+                        RefereeInput::Initializer { name } => {
+                            cap("inputs.name", name.len(), MAX_INITIALIZER_NAME)?;
+                        }
+                        RefereeInput::JobInput { .. } | RefereeInput::Absent => {}
                     }
                 }
                 Ok(())

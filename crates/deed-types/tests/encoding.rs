@@ -179,20 +179,27 @@ fn action() -> impl Strategy<Value = Action> {
             any::<u64>(),
             prop::collection::vec(hash(), 0..3),
             prop::collection::vec(
-                (bytes(16), any::<u32>(), any::<u64>(), hash(), any::<bool>()).prop_map(
-                    |(tensor, index, step, step_hash, job)| RefereeInput {
-                        tensor,
-                        source: if job {
-                            InputSource::JobInput { index }
-                        } else {
-                            InputSource::Step {
+                prop_oneof![
+                    any::<u32>().prop_map(|index| RefereeInput::JobInput { index }),
+                    (
+                        any::<u64>(),
+                        any::<u32>(),
+                        prop::collection::vec(bytes(8), 0..3),
+                        prop::collection::vec(hash(), 0..3),
+                        prop::collection::vec(hash(), 0..3)
+                    )
+                        .prop_map(
+                            |(step, output, outputs, siblings, other_peaks)| RefereeInput::Step {
                                 step,
-                                step_hash,
-                                proof: vec![step_hash],
+                                output,
+                                outputs,
+                                siblings,
+                                other_peaks
                             }
-                        }
-                    }
-                ),
+                        ),
+                    text(8).prop_map(|name| RefereeInput::Initializer { name }),
+                    Just(RefereeInput::Absent),
+                ],
                 0..3
             )
         )

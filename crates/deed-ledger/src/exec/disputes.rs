@@ -11,13 +11,12 @@
 //! gives the defender's `c_i`. At most `⌈log₂ n⌉ + 1` reveals happen. Missing a move
 //! deadline loses.
 
-use deed_types::{
-    encoding, Address, DisputeId, Hash, InputSource, JobId, RefereeInput, StepProofData, Tensor,
-};
+use deed_types::{encoding, Address, DisputeId, Hash, JobId, RefereeInput, StepProofData, Tensor};
 
 use super::{bps_of, Exec};
 use crate::error::TxError;
 use crate::events::{Event, Reason};
+use crate::referee::StepInput;
 use crate::state::{Dispute, DisputePhase, Job, JobStatus, Timer};
 use crate::trace;
 
@@ -85,12 +84,7 @@ impl<'a> Exec<'a> {
         job_id: JobId,
         trace_root: Hash,
     ) -> Result<(), TxError> {
-        let job = self
-            .s
-            .jobs
-            .get(&job_id)
-            .cloned()
-            .ok_or(TxError::UnknownJob(job_id))?;
+        let job = self.job(job_id)?;
         if !matches!(job.status, JobStatus::Challengeable { .. }) {
             return Err(TxError::WrongJobPhase {
                 job: job_id,
@@ -266,58 +260,62 @@ impl<'a> Exec<'a> {
         let i = d.lo;
         let prefix = trace::prefix_root(i, peaks)
             .ok_or(TxError::InvalidProof("peak count does not fit the prefix"))?;
-        match d.agreed {
-            Some(agreed) if agreed == prefix => {}
-            None if i == 0 => {}
-            _ => {
-                return Err(TxError::InvalidProof(
-                    "peaks do not give the agreed chain value",
-                ))
-            }
+        // Both parties agree on c_{i-1}: the last agreed value, or the empty chain.
+        let agreed = d.agreed.unwrap_or_else(trace::empty_chain);
+        if prefix != agreed {
+            return Err(TxError::InvalidProof(
+                "peaks do not give the agreed chain value",
+            ));
         }
-        let job = self
-            .s
-            .jobs
-            .get(&d.job)
-            .cloned()
-            .ok_or(TxError::UnknownJob(d.job))?;
-        let mut tensors = Vec::with_capacity(inputs.len());
+        let job = self.job(d.job)?;
+        let mut args = Vec::with_capacity(inputs.len());
         for (n, input) in inputs.iter().enumerate() {
-            let t = Tensor::decode(&input.tensor).map_err(|_| TxError::BadTensor { index: n })?;
-            match &input.source {
-                InputSource::JobInput { index } => {
+            let bad = || TxError::BadTensor { index: n };
+            args.push(match input {
+                RefereeInput::JobInput { index } => {
                     let list: Vec<Vec<u8>> = job
                         .input_inline
                         .as_deref()
                         .and_then(|b| encoding::decode("job input", b, usize::MAX).ok())
                         .ok_or(TxError::InvalidProof("the job has no inline input list"))?;
-                    if list.get(*index as usize) != Some(&input.tensor) {
-                        return Err(TxError::InvalidProof("tensor is not that job input"));
-                    }
+                    let bytes = list
+                        .get(*index as usize)
+                        .ok_or(TxError::InvalidProof("no such job input"))?;
+                    StepInput::Tensor(Tensor::decode(bytes).map_err(|_| bad())?)
                 }
-                InputSource::Step {
+                RefereeInput::Step {
                     step,
-                    step_hash,
-                    proof,
+                    output,
+                    outputs,
+                    siblings,
+                    other_peaks,
                 } => {
-                    let c = d
-                        .agreed
-                        .ok_or(TxError::InvalidProof("no earlier steps at step 0"))?;
-                    if *step >= i || !trace::verify_input(i, *step, step_hash, proof, &c) {
+                    let tensors = outputs
+                        .iter()
+                        .map(|b| Tensor::decode(b))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|_| bad())?;
+                    let h = trace::step_hash(*step, &tensors)
+                        .ok_or(TxError::InvalidProof("step index out of range"))?;
+                    if *step >= i
+                        || !trace::verify_input(i, *step, &h, siblings, other_peaks, &agreed)
+                    {
                         return Err(TxError::InvalidProof(
                             "input step hash is not in the agreed prefix",
                         ));
                     }
-                    if !trace::output_binds(&t, step_hash) {
-                        return Err(TxError::InvalidProof("tensor is not that step's output"));
-                    }
+                    let t = tensors
+                        .get(*output as usize)
+                        .cloned()
+                        .ok_or(TxError::InvalidProof("no such output of that step"))?;
+                    StepInput::Tensor(t)
                 }
-            }
-            tensors.push(t);
+                RefereeInput::Initializer { name } => StepInput::Initializer(name.clone()),
+                RefereeInput::Absent => StepInput::Absent,
+            });
         }
-        let truth = self.referee.execute_step(&job.manifest, i, &tensors)?;
-        let correct = trace::chain_after(i, peaks, truth)
-            .ok_or(TxError::InvalidProof("peak count does not fit the prefix"))?;
+        let truth = self.referee.execute_step(&job.manifest, i, &args)?;
+        let correct = trace::chain_after(i, peaks, truth);
         let defender_won = d.disputed == Some(correct);
         self.resolve(id, d, defender_won, false)
     }
@@ -372,12 +370,7 @@ impl<'a> Exec<'a> {
             defender_won,
             by_timeout,
         });
-        let job = self
-            .s
-            .jobs
-            .get(&job_id)
-            .cloned()
-            .ok_or(TxError::UnknownJob(job_id))?;
+        let job = self.job(job_id)?;
         let replicated = matches!(job.mode, deed_types::Mode::Replicated(_));
         if !replicated && !defender_won {
             return self.refund(job_id, job);

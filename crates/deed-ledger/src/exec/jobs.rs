@@ -10,8 +10,21 @@ use crate::events::{Event, Reason};
 use crate::state::{Escrow, Job, JobStatus, Timer};
 
 impl<'a> Exec<'a> {
-    fn job(&self, id: JobId) -> Result<Job, TxError> {
-        self.s.jobs.get(&id).cloned().ok_or(TxError::UnknownJob(id))
+    /// Loads a job and checks its per-executor vectors line up, which makes every
+    /// index by executor position below in bounds.
+    pub(crate) fn job(&self, id: JobId) -> Result<Job, TxError> {
+        let job = self
+            .s
+            .jobs
+            .get(&id)
+            .cloned()
+            .ok_or(TxError::UnknownJob(id))?;
+        let k = job.executors.len();
+        let fees = job.escrow.executor_fees.len();
+        if k == 0 || job.commits.len() != k || job.receipts.len() != k || (fees != k && fees != 0) {
+            return Err(TxError::CorruptJob(id));
+        }
+        Ok(job)
     }
 
     fn position(job: &Job, id: JobId, sender: Address) -> Result<usize, TxError> {
@@ -373,7 +386,12 @@ impl<'a> Exec<'a> {
         let mut refund: Amount = 0;
         for (i, fee) in escrow.executor_fees.iter().enumerate() {
             if paid.contains(&i) {
-                self.credit(job.executors[i], *fee, Reason::ExecutorFee)?;
+                let to = job
+                    .executors
+                    .get(i)
+                    .copied()
+                    .ok_or(TxError::CorruptJob(id))?;
+                self.credit(to, *fee, Reason::ExecutorFee)?;
             } else {
                 refund = refund
                     .checked_add(*fee)

@@ -5,8 +5,10 @@
 
 use std::collections::HashMap;
 
-use deed_ledger::{apply_block, next_block, BlockOutcome, Params, Referee, RefereeError, State, TxError};
-use deed_types::{Action, Address, Cid, Hash, SecretKey, SignedTransaction, Tensor, Transaction};
+use deed_ledger::{
+    apply_block, next_block, BlockOutcome, Params, Referee, RefereeError, State, StepInput, TxError,
+};
+use deed_types::{Action, Address, Cid, Hash, SecretKey, SignedTransaction, Transaction};
 
 pub const CHAIN: u64 = 4242;
 pub const FEE: u128 = 1;
@@ -19,12 +21,23 @@ pub struct ScriptedReferee {
 }
 
 impl Referee for ScriptedReferee {
-    fn execute_step(&self, model: &Cid, step: u64, _inputs: &[Tensor]) -> Result<Hash, RefereeError> {
-        let steps = self.truth.get(model).ok_or(RefereeError::ModelUnavailable(*model))?;
-        steps.get(step as usize).copied().ok_or(RefereeError::NoSuchStep {
-            step,
-            steps: steps.len() as u64,
-        })
+    fn execute_step(
+        &self,
+        model: &Cid,
+        step: u64,
+        _inputs: &[StepInput],
+    ) -> Result<Hash, RefereeError> {
+        let steps = self
+            .truth
+            .get(model)
+            .ok_or(RefereeError::ModelUnavailable(*model))?;
+        steps
+            .get(step as usize)
+            .copied()
+            .ok_or(RefereeError::NoSuchStep {
+                step,
+                steps: steps.len() as u64,
+            })
     }
 }
 
@@ -89,7 +102,8 @@ impl Chain {
 
     pub fn ok(&mut self, i: usize, action: Action) {
         let a = format!("{action:?}");
-        self.run(i, action).unwrap_or_else(|e| panic!("{a} failed: {e}"));
+        self.run(i, action)
+            .unwrap_or_else(|e| panic!("{a} failed: {e}"));
     }
 
     /// Empty blocks until the height is `h`.
@@ -102,6 +116,9 @@ impl Chain {
     }
 
     pub fn assert_supply(&self) {
-        assert_eq!(self.state.accounted_supply(), Some(self.state.meta().supply));
+        assert_eq!(
+            self.state.accounted_supply(),
+            Some(self.state.meta().supply)
+        );
     }
 }

@@ -20,9 +20,23 @@ use deed_types::{DType, Tensor};
 use crate::attrs::Attrs;
 use crate::error::OpError;
 
+pub mod binary;
+pub mod cast;
+pub mod conv;
 pub mod core;
+pub mod elementwise;
+pub mod index;
+pub mod linalg;
+pub mod math;
 pub mod ml;
+pub mod norm;
+pub mod pool;
 pub mod quant;
+pub mod reduce;
+pub mod resize;
+pub mod shape;
+pub mod simd;
+pub mod unary;
 pub mod util;
 
 pub use crate::ctx::{Ctx, KernelMode};
@@ -147,8 +161,17 @@ pub fn registry() -> &'static Registry {
     R.get_or_init(|| {
         let mut r = Registry::default();
         core::register(&mut r);
+        elementwise::register(&mut r);
+        shape::register(&mut r);
+        index::register(&mut r);
+        resize::register(&mut r);
+        linalg::register(&mut r);
+        conv::register(&mut r);
+        pool::register(&mut r);
         quant::register(&mut r);
         ml::register(&mut r);
+        norm::register(&mut r);
+        reduce::register(&mut r);
         r
     })
 }

@@ -1,0 +1,288 @@
+//! AVX2+FMA register-tile kernel for the f32 matrix product.
+//!
+//! This module needs `unsafe` for the SIMD intrinsics and raw-pointer loads in the
+//! inner loop; everything is bounds-checked once per call through [`Mat`]'s
+//! construction invariant and the explicit checks in [`gemm`] before any pointer is
+//! formed.
+//!
+//! Each output element lives in one lane of one accumulator register. Per step `k`
+//! the kernel broadcasts `a[i,k]`, loads eight consecutive `b[k,j]` and does one
+//! `vfmadd` per register — exactly the reference's `acc = fma(a, b, acc)` with `k`
+//! increasing. K is processed in blocks of [`KC`]; between blocks the accumulator is
+//! stored to and reloaded from `c` unchanged (an f32 store is exact), so blocking
+//! does not alter the sequence.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use super::gemm::{Mat, Scalar};
+use crate::ctx::Ctx;
+
+/// K block: a 6×KC panel of A and a KC×16 panel of B stay in L1.
+const KC: usize = 256;
+/// Column block: a KC×NC block of B stays in L2.
+const NC: usize = 512;
+
+/// True when the CPU has AVX2 and FMA (checked once by std, cached).
+pub(super) fn available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// Row count from which B is packed into contiguous 16-wide panels: packing costs
+/// K·N copies against M·N·K multiply-adds, and avoids cache-set conflicts when B's
+/// rows are a large power of two apart.
+const PACK_MIN_ROWS: usize = 16;
+
+/// `c = a·b` (f32, row-major `c`). Callers checked the shapes and [`available`].
+pub(super) fn gemm(ctx: &Ctx, a: Mat<'_, f32>, b: Mat<'_, f32>, c: &mut [f32]) {
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    let threads = ctx.threads();
+    let per = m.div_ceil(threads).div_ceil(6) * 6;
+    let pack = per >= PACK_MIN_ROWS;
+    // Without packing, the kernel loads eight consecutive columns of B: give it unit
+    // column stride.
+    let dense;
+    let b = if pack || b.cs() == 1 {
+        b
+    } else {
+        dense = b.to_row_major();
+        match Mat::row_major(&dense, k, n) {
+            Some(m) => m,
+            None => return,
+        }
+    };
+    if m == 1 {
+        // A single row: split columns, 64 at a time, so every thread has work.
+        let per = n.div_ceil(threads).div_ceil(64) * 64;
+        ctx.for_each_chunk(c, per, |ci, chunk| {
+            let j0 = ci * per;
+            block(a, b.cols_range(j0, chunk.len()), chunk, chunk.len(), false);
+        });
+    } else {
+        ctx.for_each_chunk(c, per * n, |ci, chunk| {
+            let r0 = ci * per;
+            block(a.rows_range(r0, chunk.len() / n), b, chunk, n, pack);
+        });
+    }
+    for x in c.iter_mut() {
+        *x = x.canon();
+    }
+}
+
+/// Copies `b` (kc × nc, any strides) into 16-wide column panels, each kc × 16
+/// row-major, the last one zero-padded.
+fn pack_b(b: Mat<'_, f32>, buf: &mut Vec<f32>) {
+    let (kc, nc) = (b.rows(), b.cols());
+    let panels = nc.div_ceil(16);
+    buf.clear();
+    buf.resize(panels * kc * 16, 0.0);
+    for (p, panel) in buf.chunks_mut(kc * 16).enumerate() {
+        let j0 = p * 16;
+        let w = 16.min(nc - j0);
+        for (kk, row) in panel.chunks_mut(16).enumerate() {
+            for (j, v) in row[..w].iter_mut().enumerate() {
+                *v = b.at(kk, j0 + j);
+            }
+        }
+    }
+}
+
+/// `c[0..a.rows, 0..b.cols] = a·b` where row `i` of `c` starts at `i*ldc`.
+fn block(a: Mat<'_, f32>, b: Mat<'_, f32>, c: &mut [f32], ldc: usize, pack: bool) {
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    if m == 0 || n == 0 || b.rows() != k || (!pack && b.cs() != 1) {
+        return;
+    }
+    // Every pointer below stays inside these bounds.
+    if c.len() < (m - 1) * ldc + n || ldc < n {
+        return;
+    }
+    let mut buf = Vec::new();
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let acc = pc > 0;
+            let bp = b.rows_range(pc, kc).cols_range(jc, nc);
+            if pack {
+                pack_b(bp, &mut buf);
+            }
+            let mut ir = 0;
+            while ir < m {
+                let mr = (m - ir).min(6);
+                let ap = a.rows_range(ir, mr).cols_range(pc, kc);
+                let cp = &mut c[ir * ldc + jc..];
+                // SAFETY: `ap`, `bp` are in-bounds views (Mat invariant) of mr×kc and
+                // kc×nc (unit column stride unless packed); `buf` holds
+                // ceil(nc/16) panels of kc×16; `cp` holds (mr-1)*ldc + nc elements
+                // (checked above); the CPU has AVX2+FMA (`available`).
+                unsafe {
+                    if pack {
+                        match mr {
+                            6 => packed::<6>(ap, &buf, nc, cp, ldc, acc),
+                            5 => packed::<5>(ap, &buf, nc, cp, ldc, acc),
+                            4 => packed::<4>(ap, &buf, nc, cp, ldc, acc),
+                            3 => packed::<3>(ap, &buf, nc, cp, ldc, acc),
+                            2 => packed::<2>(ap, &buf, nc, cp, ldc, acc),
+                            _ => packed::<1>(ap, &buf, nc, cp, ldc, acc),
+                        }
+                    } else {
+                        match mr {
+                            6 => strip::<6, 2>(ap, bp, cp, ldc, acc),
+                            5 => strip::<5, 2>(ap, bp, cp, ldc, acc),
+                            4 => strip::<4, 3>(ap, bp, cp, ldc, acc),
+                            3 => strip::<3, 4>(ap, bp, cp, ldc, acc),
+                            2 => strip::<2, 6>(ap, bp, cp, ldc, acc),
+                            _ => strip::<1, 8>(ap, bp, cp, ldc, acc),
+                        }
+                    }
+                }
+                ir += mr;
+            }
+        }
+    }
+}
+
+/// One row panel of `MR` rows across packed 16-wide panels of B.
+///
+/// # Safety
+/// `a` is MR×kc, `buf` holds `ceil(nc/16)` panels of kc×16, `c` holds
+/// `(MR-1)*ldc + nc` elements, and the CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn packed<const MR: usize>(
+    a: Mat<'_, f32>,
+    buf: &[f32],
+    nc: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let kc = a.cols();
+    let mut jr = 0;
+    while jr < nc {
+        let nv = 16.min(nc - jr);
+        let bp = buf.as_ptr().add((jr / 16) * kc * 16);
+        let cp = c.as_mut_ptr().add(jr);
+        if nv == 16 {
+            tile::<MR, 2, false>(kc, a, bp, 16, cp, ldc, nv, accumulate);
+        } else {
+            tile::<MR, 2, true>(kc, a, bp, 16, cp, ldc, nv, accumulate);
+        }
+        jr += 16;
+    }
+}
+
+/// One row panel of `MR` rows across all columns of `b`, `NV*8` columns at a time.
+///
+/// # Safety
+/// `a` is MR×kc, `b` is kc×nc with unit column stride, `c` holds `(MR-1)*ldc + nc`
+/// elements, and the CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn strip<const MR: usize, const NV: usize>(
+    a: Mat<'_, f32>,
+    b: Mat<'_, f32>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let (kc, nc) = (a.cols(), b.cols());
+    let w = NV * 8;
+    let mut jr = 0;
+    while jr < nc {
+        let nv = w.min(nc - jr);
+        let bp = b.data().as_ptr().add(jr);
+        let cp = c.as_mut_ptr().add(jr);
+        if nv == w {
+            tile::<MR, NV, false>(kc, a, bp, b.rs(), cp, ldc, nv, accumulate);
+        } else {
+            tile::<MR, NV, true>(kc, a, bp, b.rs(), cp, ldc, nv, accumulate);
+        }
+        jr += w;
+    }
+}
+
+/// An MR × (NV·8) register tile; `MASK` limits columns to the first `nv`.
+///
+/// # Safety
+/// As [`strip`], with `b`/`c` pointing at the tile's first column.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn tile<const MR: usize, const NV: usize, const MASK: bool>(
+    kc: usize,
+    a: Mat<'_, f32>,
+    b: *const f32,
+    rsb: usize,
+    c: *mut f32,
+    ldc: usize,
+    nv: usize,
+    accumulate: bool,
+) {
+    let mut masks = [_mm256_setzero_si256(); NV];
+    if MASK {
+        for (v, m) in masks.iter_mut().enumerate() {
+            let base = (v * 8) as i32;
+            let lanes = _mm256_setr_epi32(
+                base,
+                base + 1,
+                base + 2,
+                base + 3,
+                base + 4,
+                base + 5,
+                base + 6,
+                base + 7,
+            );
+            *m = _mm256_cmpgt_epi32(_mm256_set1_epi32(nv as i32), lanes);
+        }
+    }
+    let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+    if accumulate {
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (v, x) in row.iter_mut().enumerate() {
+                let p = c.wrapping_add(r * ldc + v * 8);
+                *x = if MASK {
+                    _mm256_maskload_ps(p, masks[v])
+                } else {
+                    _mm256_loadu_ps(p)
+                };
+            }
+        }
+    }
+    let ad = a.data().as_ptr();
+    let (rsa, csa) = (a.rs(), a.cs());
+    for k in 0..kc {
+        let bk = b.wrapping_add(k * rsb);
+        let mut bv = [_mm256_setzero_ps(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = if MASK {
+                _mm256_maskload_ps(bk.wrapping_add(v * 8), masks[v])
+            } else {
+                _mm256_loadu_ps(bk.wrapping_add(v * 8))
+            };
+        }
+        let ak = ad.add(k * csa);
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = _mm256_set1_ps(*ak.add(r * rsa));
+            for (v, x) in row.iter_mut().enumerate() {
+                *x = _mm256_fmadd_ps(av, bv[v], *x);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (v, x) in row.iter().enumerate() {
+            let p = c.wrapping_add(r * ldc + v * 8);
+            if MASK {
+                _mm256_maskstore_ps(p, masks[v], *x);
+            } else {
+                _mm256_storeu_ps(p, *x);
+            }
+        }
+    }
+}

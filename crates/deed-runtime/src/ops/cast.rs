@@ -1,0 +1,328 @@
+//! `Cast` and `CastLike`: conversions between every pair of supported dtypes.
+//!
+//! The rules (the same as Rust's `as` conversions, which are fully defined):
+//! - float → float: correctly rounded (round to nearest, ties to even) from the exact
+//!   value; NaN becomes the target's canonical NaN;
+//! - integer → float: f32 and f64 are correctly rounded from the exact integer; f16 and
+//!   bf16 are rounded from the integer's f64 value;
+//! - float → integer: truncation toward zero, saturating at the target's range; NaN → 0;
+//! - integer → integer: two's-complement wrap (numpy's `astype`);
+//! - bool → number: 0 or 1; number → bool: `x != 0` (NaN → true);
+//! - string → number: trimmed text parsed as a decimal number (`nan`, `inf`, `+inf`,
+//!   `-inf`, `infinity`, any case, allowed), then converted as from f64 — integers are
+//!   parsed exactly when the text is an integer; text that is not a number is an error;
+//! - number → string: integers in decimal; floats as the shortest text that reads back
+//!   to the same value (`NaN`, `INF`, `-INF` for the special values).
+
+use deed_types::{DType, Tensor, TensorData};
+use half::{bf16, f16};
+
+use super::elementwise::{with_int, Int};
+use super::util::{check_count, infer_input, input, one};
+use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
+use crate::error::OpError;
+
+pub(crate) fn register(r: &mut Registry) {
+    r.add("Cast", build_cast);
+    r.add("CastLike", |n| {
+        check_count(n.num_inputs, 2, 2)?;
+        Ok(Box::new(Cast { to: None }))
+    });
+}
+
+/// `Cast` (to a fixed dtype) or `CastLike` (to the dtype of input 1).
+#[derive(Debug)]
+pub struct Cast {
+    /// The target dtype; `None` for `CastLike`.
+    pub to: Option<DType>,
+}
+
+fn build_cast(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+    check_count(n.num_inputs, 1, 1)?;
+    let code = n.attrs.req_int("to")?;
+    let to = i32::try_from(code)
+        .ok()
+        .and_then(DType::from_onnx_code)
+        .ok_or_else(|| OpError::unsupported(format!("Cast to dtype code {code}")))?;
+    Ok(Box::new(Cast { to: Some(to) }))
+}
+
+impl Op for Cast {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        let x = infer_input(inputs, 0)?;
+        let to = match self.to {
+            Some(t) => t,
+            None => infer_input(inputs, 1)?.ty.dtype,
+        };
+        one(to, x.ty.shape.clone())
+    }
+
+    fn cost(&self, _: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
+        outputs.iter().map(|t| t.numel()).sum::<u64>().max(1)
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let to = match self.to {
+            Some(t) => t,
+            None => input(inputs, 1)?.dtype(),
+        };
+        Ok(vec![cast(x, to)?])
+    }
+}
+
+/// One element on its way through a conversion.
+#[derive(Clone, Copy)]
+enum Val {
+    F(f64),
+    I(i128),
+    B(bool),
+}
+
+trait Source: Copy {
+    fn val(self) -> Val;
+}
+impl Source for f32 {
+    #[inline(always)]
+    fn val(self) -> Val {
+        Val::F(self as f64)
+    }
+}
+impl Source for f64 {
+    #[inline(always)]
+    fn val(self) -> Val {
+        Val::F(self)
+    }
+}
+impl Source for f16 {
+    #[inline(always)]
+    fn val(self) -> Val {
+        Val::F(self.to_f64())
+    }
+}
+impl Source for bf16 {
+    #[inline(always)]
+    fn val(self) -> Val {
+        Val::F(self.to_f64())
+    }
+}
+impl Source for bool {
+    #[inline(always)]
+    fn val(self) -> Val {
+        Val::B(self)
+    }
+}
+macro_rules! int_source {
+    ($($t:ty),*) => {$(
+        impl Source for $t {
+            #[inline(always)]
+            fn val(self) -> Val { Val::I(self as i128) }
+        }
+    )*};
+}
+int_source!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+#[inline(always)]
+fn to_f32(v: Val) -> f32 {
+    match v {
+        Val::F(x) if x.is_nan() => super::math::NAN_F32,
+        Val::F(x) => x as f32,
+        Val::I(i) => i as f32,
+        Val::B(b) => b as u8 as f32,
+    }
+}
+#[inline(always)]
+fn to_f64(v: Val) -> f64 {
+    match v {
+        Val::F(x) if x.is_nan() => super::math::NAN_F64,
+        Val::F(x) => x,
+        Val::I(i) => i as f64,
+        Val::B(b) => b as u8 as f64,
+    }
+}
+#[inline(always)]
+fn to_f16(v: Val) -> f16 {
+    let x = to_f64(v);
+    if x.is_nan() {
+        f16::NAN
+    } else {
+        f16::from_f64(x)
+    }
+}
+#[inline(always)]
+fn to_bf16(v: Val) -> bf16 {
+    let x = to_f64(v);
+    if x.is_nan() {
+        bf16::NAN
+    } else {
+        bf16::from_f64(x)
+    }
+}
+#[inline(always)]
+fn to_bool(v: Val) -> bool {
+    match v {
+        Val::F(x) => x != 0.0,
+        Val::I(i) => i != 0,
+        Val::B(b) => b,
+    }
+}
+#[inline(always)]
+fn to_int<I: Int>(v: Val) -> I {
+    match v {
+        Val::F(x) => I::from_f64_sat(x),
+        Val::I(i) => I::from_i128_wrap(i),
+        Val::B(b) => I::from_i128_wrap(b as i128),
+    }
+}
+
+fn to_string(v: Val, src: DType) -> String {
+    match v {
+        Val::B(b) => (b as u8).to_string(),
+        Val::I(i) => i.to_string(),
+        Val::F(x) if x.is_nan() => "NaN".into(),
+        Val::F(x) if x == f64::INFINITY => "INF".into(),
+        Val::F(x) if x == f64::NEG_INFINITY => "-INF".into(),
+        Val::F(x) => match src {
+            DType::F32 => format!("{:?}", x as f32),
+            DType::F16 => format!("{:?}", f16::from_f64(x).to_f32()),
+            DType::BF16 => format!("{:?}", bf16::from_f64(x).to_f32()),
+            _ => format!("{x:?}"),
+        },
+    }
+}
+
+fn parse(s: &str) -> Result<Val, OpError> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let special = match lower.as_str() {
+        "nan" | "+nan" | "-nan" => Some(f64::NAN),
+        "inf" | "+inf" | "infinity" | "+infinity" => Some(f64::INFINITY),
+        "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    };
+    if let Some(x) = special {
+        return Ok(Val::F(x));
+    }
+    if let Ok(i) = t.parse::<i128>() {
+        return Ok(Val::I(i));
+    }
+    t.parse::<f64>()
+        .map(Val::F)
+        .map_err(|_| OpError::value(format!("cannot cast string {s:?} to a number")))
+}
+
+fn convert<S: Source>(v: &[S], to: DType, src: DType) -> TensorData {
+    let it = v.iter().map(|&x| x.val());
+    match to {
+        DType::F32 => TensorData::F32(it.map(to_f32).collect()),
+        DType::F64 => TensorData::F64(it.map(to_f64).collect()),
+        DType::F16 => TensorData::F16(it.map(to_f16).collect()),
+        DType::BF16 => TensorData::BF16(it.map(to_bf16).collect()),
+        DType::Bool => TensorData::Bool(it.map(to_bool).collect()),
+        DType::I8 => TensorData::I8(it.map(to_int).collect()),
+        DType::I16 => TensorData::I16(it.map(to_int).collect()),
+        DType::I32 => TensorData::I32(it.map(to_int).collect()),
+        DType::I64 => TensorData::I64(it.map(to_int).collect()),
+        DType::U8 => TensorData::U8(it.map(to_int).collect()),
+        DType::U16 => TensorData::U16(it.map(to_int).collect()),
+        DType::U32 => TensorData::U32(it.map(to_int).collect()),
+        DType::U64 => TensorData::U64(it.map(to_int).collect()),
+        _ => TensorData::Str(it.map(|x| to_string(x, src)).collect()),
+    }
+}
+
+fn convert_vals(vals: Vec<Val>, to: DType) -> TensorData {
+    let it = vals.into_iter();
+    match to {
+        DType::F32 => TensorData::F32(it.map(to_f32).collect()),
+        DType::F64 => TensorData::F64(it.map(to_f64).collect()),
+        DType::F16 => TensorData::F16(it.map(to_f16).collect()),
+        DType::BF16 => TensorData::BF16(it.map(to_bf16).collect()),
+        DType::Bool => TensorData::Bool(it.map(to_bool).collect()),
+        DType::I8 => TensorData::I8(it.map(to_int).collect()),
+        DType::I16 => TensorData::I16(it.map(to_int).collect()),
+        DType::I32 => TensorData::I32(it.map(to_int).collect()),
+        DType::I64 => TensorData::I64(it.map(to_int).collect()),
+        DType::U8 => TensorData::U8(it.map(to_int).collect()),
+        DType::U16 => TensorData::U16(it.map(to_int).collect()),
+        DType::U32 => TensorData::U32(it.map(to_int).collect()),
+        DType::U64 => TensorData::U64(it.map(to_int).collect()),
+        _ => TensorData::Str(it.map(|x| to_string(x, DType::F64)).collect()),
+    }
+}
+
+/// Converts a tensor to `to` by the rules in the module documentation.
+pub fn cast(x: &Tensor, to: DType) -> Result<Tensor, OpError> {
+    let src = x.dtype();
+    let shape = x.shape().to_vec();
+    let data = match x.data() {
+        TensorData::Str(v) if to == DType::Str => TensorData::Str(v.clone()),
+        TensorData::Str(v) => {
+            let vals = v.iter().map(|s| parse(s)).collect::<Result<Vec<_>, _>>()?;
+            convert_vals(vals, to)
+        }
+        TensorData::F32(v) => convert(v, to, src),
+        TensorData::F64(v) => convert(v, to, src),
+        TensorData::F16(v) => convert(v, to, src),
+        TensorData::BF16(v) => convert(v, to, src),
+        TensorData::Bool(v) => convert(v, to, src),
+        _ => with_int!(x, v: T => convert::<T>(v, to, src),
+            _ => return Err(OpError::DType { index: 0, dtype: src })),
+    };
+    Ok(Tensor::new(shape, data)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t<T: deed_types::tensor::Element>(v: Vec<T>) -> Tensor {
+        Tensor::from_vec(vec![v.len()], v).unwrap()
+    }
+
+    #[test]
+    fn float_to_int_truncates_and_saturates() {
+        let x = t(vec![1.9f32, -1.9, 300.0, -300.0, f32::NAN, f32::INFINITY]);
+        let y = cast(&x, DType::I8).unwrap();
+        assert_eq!(y.as_slice::<i8>().unwrap(), &[1, -1, 127, -128, 0, 127]);
+        let y = cast(&x, DType::U8).unwrap();
+        assert_eq!(y.as_slice::<u8>().unwrap(), &[1, 0, 255, 0, 0, 255]);
+    }
+
+    #[test]
+    fn int_to_int_wraps() {
+        let y = cast(&t(vec![300i64, -1]), DType::U8).unwrap();
+        assert_eq!(y.as_slice::<u8>().unwrap(), &[44, 255]);
+    }
+
+    #[test]
+    fn strings_round_trip() {
+        let x = t(vec![
+            "1.5".to_string(),
+            " -2 ".into(),
+            "NaN".into(),
+            "-INF".into(),
+        ]);
+        let y = cast(&x, DType::F32).unwrap();
+        let v = y.as_slice::<f32>().unwrap();
+        assert_eq!(&v[..2], &[1.5, -2.0]);
+        assert!(v[2].is_nan());
+        assert_eq!(v[3], f32::NEG_INFINITY);
+        let back = cast(&y, DType::Str).unwrap();
+        assert_eq!(
+            back.as_slice::<String>().unwrap(),
+            &["1.5", "-2.0", "NaN", "-INF"]
+        );
+        assert!(cast(&t(vec!["x".to_string()]), DType::F32).is_err());
+    }
+
+    #[test]
+    fn nan_becomes_canonical() {
+        let x = t(vec![f32::from_bits(0xFFC0_1234)]);
+        let y = cast(&x, DType::F64).unwrap();
+        assert_eq!(
+            y.as_slice::<f64>().unwrap()[0].to_bits(),
+            0x7FF8_0000_0000_0000
+        );
+    }
+}

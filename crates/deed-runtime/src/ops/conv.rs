@@ -1,0 +1,912 @@
+//! Convolutions: `Conv` and `ConvTranspose`, plus the sliding-window geometry shared
+//! with pooling.
+//!
+//! `Conv` is defined on the input zero-padded with `+0.0`: each output element is
+//! `acc = +0.0; for c in group channels, for each kernel offset (row-major):
+//! acc = fma(w, x̃, acc)`, then `y = acc + bias` (one rounded add), NaN canonical.
+//! The fast path lowers it to the canonical matrix product: im2col with rows ordered
+//! (c, kd, kh, kw) gives exactly that order. `ConvTranspose` uses the gather form
+//! (each output element sums its contributing (c, kernel offset) terms in increasing
+//! order), never a scatter, which would reorder the sums.
+
+use deed_types::{DType, Tensor};
+
+use super::linalg::by_dtype;
+use super::util::{check_count, infer_input, input, numel, one, opt_infer_input, opt_input};
+use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
+use crate::attrs::Attrs;
+use crate::error::OpError;
+use crate::kernels::{gemm, Mat, Scalar};
+
+pub(crate) fn register(r: &mut Registry) {
+    r.add("Conv", build_conv);
+    r.add("ConvTranspose", build_conv_transpose);
+}
+
+const FLOATS: &[DType] = &[DType::F32, DType::F64, DType::F16, DType::BF16];
+
+/// How padding is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AutoPad {
+    NotSet,
+    SameUpper,
+    SameLower,
+    Valid,
+}
+
+/// Window attributes as written on the node (before the input shape is known).
+#[derive(Debug, Clone)]
+pub(crate) struct WindowAttrs {
+    pub auto_pad: AutoPad,
+    pub kernel: Option<Vec<usize>>,
+    pub strides: Option<Vec<usize>>,
+    pub dilations: Option<Vec<usize>>,
+    pub pads: Option<Vec<usize>>,
+    pub ceil_mode: bool,
+}
+
+fn positive(
+    name: &str,
+    v: Option<Vec<i64>>,
+    allow_zero: bool,
+) -> Result<Option<Vec<usize>>, OpError> {
+    v.map(|v| {
+        v.into_iter()
+            .map(|x| {
+                if x < 0 || (x == 0 && !allow_zero) || x > (1 << 31) {
+                    Err(OpError::bad_attr(
+                        name,
+                        format!("value {x} is out of range"),
+                    ))
+                } else {
+                    Ok(x as usize)
+                }
+            })
+            .collect()
+    })
+    .transpose()
+}
+
+impl WindowAttrs {
+    pub(crate) fn parse(a: &Attrs) -> Result<WindowAttrs, OpError> {
+        let auto_pad = match a.string("auto_pad", "NOTSET")?.as_str() {
+            "NOTSET" | "" => AutoPad::NotSet,
+            "SAME_UPPER" => AutoPad::SameUpper,
+            "SAME_LOWER" => AutoPad::SameLower,
+            "VALID" => AutoPad::Valid,
+            other => {
+                return Err(OpError::bad_attr(
+                    "auto_pad",
+                    format!("unknown value {other:?}"),
+                ))
+            }
+        };
+        Ok(WindowAttrs {
+            auto_pad,
+            kernel: positive("kernel_shape", a.ints("kernel_shape")?, false)?,
+            strides: positive("strides", a.ints("strides")?, false)?,
+            dilations: positive("dilations", a.ints("dilations")?, false)?,
+            pads: positive("pads", a.ints("pads")?, true)?,
+            ceil_mode: a.int("ceil_mode", 0)? != 0,
+        })
+    }
+
+    /// Resolves the geometry for `input` spatial dims and `kernel` (from the weight
+    /// when the attribute is absent).
+    pub(crate) fn resolve(&self, input: &[usize], kernel: &[usize]) -> Result<Window, OpError> {
+        let r = input.len();
+        if r == 0 || r > 3 {
+            return Err(OpError::unsupported(format!(
+                "{r}-D sliding windows (1-D to 3-D are supported)"
+            )));
+        }
+        let kernel = self.kernel.clone().unwrap_or_else(|| kernel.to_vec());
+        let strides = self.strides.clone().unwrap_or_else(|| vec![1; r]);
+        let dil = self.dilations.clone().unwrap_or_else(|| vec![1; r]);
+        let pads = self.pads.clone().unwrap_or_else(|| vec![0; 2 * r]);
+        if kernel.len() != r || strides.len() != r || dil.len() != r || pads.len() != 2 * r {
+            return Err(OpError::shape(format!(
+                "window attributes do not match {r} spatial dimensions (kernel {kernel:?}, strides {strides:?}, dilations {dil:?}, pads {pads:?})"
+            )));
+        }
+        let mut w = Window {
+            rank: r,
+            input: [1; 3],
+            kernel: [1; 3],
+            stride: [1; 3],
+            dil: [1; 3],
+            pad_begin: [0; 3],
+            pad_end: [0; 3],
+            output: [1; 3],
+        };
+        for i in 0..r {
+            let d = 3 - r + i;
+            let (inp, k, s, dl) = (input[i], kernel[i], strides[i], dil[i]);
+            let dk = dl
+                .checked_mul(k - 1)
+                .and_then(|x| x.checked_add(1))
+                .ok_or_else(|| OpError::shape("window too large"))?;
+            let (pb, pe, out) = match self.auto_pad {
+                AutoPad::NotSet => {
+                    let (pb, pe) = (pads[i], pads[r + i]);
+                    let total = inp + pb + pe;
+                    if total < dk {
+                        return Err(OpError::shape(format!(
+                            "window of extent {dk} does not fit padded input of {total}"
+                        )));
+                    }
+                    let mut out = if self.ceil_mode {
+                        (total - dk).div_ceil(s) + 1
+                    } else {
+                        (total - dk) / s + 1
+                    };
+                    // A window may not start in the end padding.
+                    if self.ceil_mode && out > 1 && (out - 1) * s >= inp + pb {
+                        out -= 1;
+                    }
+                    (pb, pe, out)
+                }
+                AutoPad::Valid => {
+                    if inp < dk {
+                        return Err(OpError::shape(format!(
+                            "window of extent {dk} does not fit input of {inp}"
+                        )));
+                    }
+                    let out = if self.ceil_mode {
+                        (inp - dk).div_ceil(s) + 1
+                    } else {
+                        (inp - dk) / s + 1
+                    };
+                    (0, 0, out)
+                }
+                AutoPad::SameUpper | AutoPad::SameLower => {
+                    let out = inp.div_ceil(s);
+                    let total = ((out.max(1) - 1) * s + dk).saturating_sub(inp);
+                    let small = total / 2;
+                    if self.auto_pad == AutoPad::SameUpper {
+                        (small, total - small, out)
+                    } else {
+                        (total - small, small, out)
+                    }
+                }
+            };
+            w.input[d] = inp;
+            w.kernel[d] = k;
+            w.stride[d] = s;
+            w.dil[d] = dl;
+            w.pad_begin[d] = pb;
+            w.pad_end[d] = pe;
+            w.output[d] = out;
+        }
+        Ok(w)
+    }
+}
+
+/// Sliding-window geometry with the spatial dims embedded in 3-D (leading dims 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub rank: usize,
+    pub input: [usize; 3],
+    pub kernel: [usize; 3],
+    pub stride: [usize; 3],
+    pub dil: [usize; 3],
+    pub pad_begin: [usize; 3],
+    pub pad_end: [usize; 3],
+    pub output: [usize; 3],
+}
+
+impl Window {
+    pub(crate) fn in_vol(&self) -> usize {
+        self.input.iter().product()
+    }
+    pub(crate) fn out_vol(&self) -> usize {
+        self.output.iter().product()
+    }
+    pub(crate) fn k_vol(&self) -> usize {
+        self.kernel.iter().product()
+    }
+    /// The output's spatial dims (without the embedding).
+    pub(crate) fn out_dims(&self) -> Vec<usize> {
+        self.output[3 - self.rank..].to_vec()
+    }
+    /// Input coordinate along dim `d` of output `o` and kernel offset `k`, if inside
+    /// the (unpadded) input.
+    #[inline(always)]
+    pub(crate) fn src(&self, d: usize, o: usize, k: usize) -> Option<usize> {
+        let p = (o * self.stride[d] + k * self.dil[d]).checked_sub(self.pad_begin[d])?;
+        (p < self.input[d]).then_some(p)
+    }
+}
+
+/// Fills `col` (K × P, K ordered (c, kd, kh, kw), P the output positions row-major)
+/// from `x` (channels × input volume), zero where the window reads padding.
+fn im2col<T: Scalar>(x: &[T], channels: usize, w: &Window, col: &mut [T]) {
+    let p = w.out_vol();
+    let iv = w.in_vol();
+    let [_, ih, iw] = w.input;
+    let [od, oh, ow] = w.output;
+    let [kd, kh, kw] = w.kernel;
+    let mut rows = col.chunks_mut(p.max(1));
+    for c in 0..channels {
+        let xc = &x[c * iv..(c + 1) * iv];
+        for a in 0..kd {
+            for b in 0..kh {
+                for e in 0..kw {
+                    let Some(row) = rows.next() else { return };
+                    let mut o = 0;
+                    for zd in 0..od {
+                        let sd = w.src(0, zd, a);
+                        for zh in 0..oh {
+                            let dst = &mut row[o..o + ow];
+                            o += ow;
+                            let (Some(sd), Some(sh)) = (sd, w.src(1, zh, b)) else {
+                                dst.fill(T::ZERO);
+                                continue;
+                            };
+                            let line = &xc[(sd * ih + sh) * iw..(sd * ih + sh + 1) * iw];
+                            for (zw, v) in dst.iter_mut().enumerate() {
+                                *v = match w.src(2, zw, e) {
+                                    Some(sw) => line[sw],
+                                    None => T::ZERO,
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Shared shape facts of a convolution node.
+#[derive(Debug, Clone)]
+struct ConvShape {
+    n: usize,
+    c: usize,
+    m: usize,
+    win: Window,
+    out: Vec<usize>,
+}
+
+/// `Conv`.
+#[derive(Debug)]
+pub struct Conv {
+    win: WindowAttrs,
+    group: usize,
+}
+
+fn build_conv(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+    let group = n.attrs.int("group", 1)?;
+    if group < 1 {
+        return Err(OpError::bad_attr("group", "must be at least 1"));
+    }
+    Ok(Box::new(Conv {
+        win: WindowAttrs::parse(n.attrs)?,
+        group: group as usize,
+    }))
+}
+
+impl Conv {
+    fn shape(&self, x: &[usize], w: &[usize], b: Option<&[usize]>) -> Result<ConvShape, OpError> {
+        if x.len() < 3 || w.len() != x.len() {
+            return Err(OpError::shape(format!(
+                "Conv needs X [N, C, spatial…] and W of the same rank, got {x:?} and {w:?}"
+            )));
+        }
+        let (n, c, m) = (x[0], x[1], w[0]);
+        let g = self.group;
+        if c % g != 0 || m % g != 0 || w[1] * g != c {
+            return Err(OpError::shape(format!(
+                "Conv with group {g}: X {x:?} and W {w:?} do not agree"
+            )));
+        }
+        if let Some(b) = b {
+            if b != [m] {
+                return Err(OpError::shape(format!("Conv bias {b:?} must be [{m}]")));
+            }
+        }
+        if let Some(k) = &self.win.kernel {
+            if k.as_slice() != &w[2..] {
+                return Err(OpError::shape(format!(
+                    "kernel_shape {k:?} differs from the weight's {:?}",
+                    &w[2..]
+                )));
+            }
+        }
+        if w[2..].contains(&0) {
+            return Err(OpError::shape("Conv kernel has a zero dimension"));
+        }
+        let win = self.win.resolve(&x[2..], &w[2..])?;
+        let mut out = vec![n, m];
+        out.extend(win.out_dims());
+        numel(&out)?;
+        Ok(ConvShape { n, c, m, win, out })
+    }
+}
+
+fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
+    ctx: &Ctx,
+    s: &ConvShape,
+    group: usize,
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+) -> Result<Vec<T>, OpError> {
+    let win = &s.win;
+    let (cg, mg) = (s.c / group, s.m / group);
+    let (iv, p, kv) = (win.in_vol(), win.out_vol(), win.k_vol());
+    let k = cg * kv;
+    let mut out = vec![T::ZERO; numel(&s.out)?];
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let pointwise = kv == 1 && win.stride == [1; 3] && win.pad_begin == [0; 3] && p == iv;
+    let mut col = if pointwise {
+        Vec::new()
+    } else {
+        vec![T::ZERO; k * p]
+    };
+    let bad = || OpError::shape("Conv operand smaller than its shape");
+    for ni in 0..s.n {
+        for g in 0..group {
+            let xs = x
+                .get((ni * s.c + g * cg) * iv..(ni * s.c + (g + 1) * cg) * iv)
+                .ok_or_else(bad)?;
+            let wm = Mat::row_major(w.get(g * mg * k..).ok_or_else(bad)?, mg, k).ok_or_else(bad)?;
+            let bm = if pointwise {
+                Mat::row_major(xs, k, p)
+            } else {
+                im2col(xs, cg, win, &mut col);
+                Mat::row_major(&col, k, p)
+            }
+            .ok_or_else(bad)?;
+            let o0 = (ni * s.m + g * mg) * p;
+            gemm(ctx, wm, bm, &mut out[o0..o0 + mg * p])?;
+        }
+    }
+    if let Some(b) = b {
+        for (i, plane) in out.chunks_mut(p).enumerate() {
+            let bv = b[i % s.m];
+            for v in plane {
+                *v = (*v + bv).canon();
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The scalar reference of `Conv`, directly from the definition (zero-padded input,
+/// (c, kd, kh, kw) order, fma from +0.0, then bias). Used to prove the im2col path.
+#[cfg(test)]
+fn conv_reference(
+    s: &ConvShape,
+    group: usize,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+) -> Vec<f32> {
+    let win = &s.win;
+    let (cg, mg) = (s.c / group, s.m / group);
+    let (iv, kv) = (win.in_vol(), win.k_vol());
+    let [ih, iw] = [win.input[1], win.input[2]];
+    let [kd, kh, kw] = win.kernel;
+    let mut out = Vec::new();
+    for ni in 0..s.n {
+        for oc in 0..s.m {
+            let g = oc / mg;
+            for zd in 0..win.output[0] {
+                for zh in 0..win.output[1] {
+                    for zw in 0..win.output[2] {
+                        let mut acc = 0.0f32;
+                        for c in 0..cg {
+                            for a in 0..kd {
+                                for bb in 0..kh {
+                                    for e in 0..kw {
+                                        let xv = match (
+                                            win.src(0, zd, a),
+                                            win.src(1, zh, bb),
+                                            win.src(2, zw, e),
+                                        ) {
+                                            (Some(d), Some(h), Some(ww)) => {
+                                                x[(ni * s.c + g * cg + c) * iv
+                                                    + (d * ih + h) * iw
+                                                    + ww]
+                                            }
+                                            _ => 0.0,
+                                        };
+                                        let wv = w[(oc * cg + c) * kv + (a * kh + bb) * kw + e];
+                                        acc = wv.mul_add(xv, acc);
+                                    }
+                                }
+                            }
+                        }
+                        let y = match b {
+                            Some(b) => acc + b[oc],
+                            None => acc,
+                        };
+                        out.push(y.canon());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check_float(index: usize, d: DType) -> Result<(), OpError> {
+    if FLOATS.contains(&d) {
+        Ok(())
+    } else {
+        Err(OpError::DType { index, dtype: d })
+    }
+}
+
+impl Op for Conv {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 2, 3)?;
+        let x = infer_input(inputs, 0)?;
+        let w = infer_input(inputs, 1)?;
+        check_float(0, x.ty.dtype)?;
+        let b = opt_infer_input(inputs, 2);
+        for t in [Some(w), b].into_iter().flatten() {
+            if t.ty.dtype != x.ty.dtype {
+                return Err(OpError::DTypeMismatch {
+                    expected: x.ty.dtype,
+                    actual: t.ty.dtype,
+                });
+            }
+        }
+        let s = self.shape(&x.ty.shape, &w.ty.shape, b.map(|b| b.ty.shape.as_slice()))?;
+        one(x.ty.dtype, s.out)
+    }
+    fn cost(&self, inputs: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
+        // Multiply-adds: every output element reduces over C/group × kernel volume.
+        let per = inputs
+            .get(1)
+            .copied()
+            .flatten()
+            .map(|w| {
+                w.shape
+                    .iter()
+                    .skip(1)
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64))
+            })
+            .unwrap_or(1);
+        let o: u64 = outputs.iter().map(|t| t.numel()).sum();
+        o.saturating_mul(per.saturating_add(1)).max(1)
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let w = input(inputs, 1)?;
+        check_float(0, x.dtype())?;
+        let b = opt_input(inputs, 2);
+        let s = self.shape(x.shape(), w.shape(), b.map(|b| b.shape()))?;
+        let g = self.group;
+        let t = match b {
+            Some(b) => by_dtype!(&[x, w, b], s.out.clone(), |v: T| conv_compute::<T>(
+                ctx,
+                &s,
+                g,
+                v[0],
+                v[1],
+                Some(v[2])
+            )),
+            None => by_dtype!(&[x, w], s.out.clone(), |v: T| conv_compute::<T>(
+                ctx, &s, g, v[0], v[1], None
+            )),
+        };
+        Ok(vec![t])
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// ConvTranspose
+
+/// `ConvTranspose`, in gather form.
+#[derive(Debug)]
+pub struct ConvTranspose {
+    win: WindowAttrs,
+    group: usize,
+    output_padding: Option<Vec<usize>>,
+    output_shape: Option<Vec<usize>>,
+}
+
+fn build_conv_transpose(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+    let group = n.attrs.int("group", 1)?;
+    if group < 1 {
+        return Err(OpError::bad_attr("group", "must be at least 1"));
+    }
+    let win = WindowAttrs::parse(n.attrs)?;
+    Ok(Box::new(ConvTranspose {
+        win,
+        group: group as usize,
+        output_padding: positive("output_padding", n.attrs.ints("output_padding")?, true)?,
+        output_shape: positive("output_shape", n.attrs.ints("output_shape")?, true)?,
+    }))
+}
+
+impl ConvTranspose {
+    fn shape(&self, x: &[usize], w: &[usize], b: Option<&[usize]>) -> Result<ConvShape, OpError> {
+        let r = x.len().saturating_sub(2);
+        if x.len() < 3 || w.len() != x.len() || r > 3 {
+            return Err(OpError::shape(format!(
+                "ConvTranspose needs X [N, C, spatial…] (1-D to 3-D) and W of the same rank, got {x:?} and {w:?}"
+            )));
+        }
+        let g = self.group;
+        let (n, c, m) = (x[0], x[1], w[1] * g);
+        if w[0] != c || c % g != 0 {
+            return Err(OpError::shape(format!(
+                "ConvTranspose with group {g}: X {x:?} and W {w:?} do not agree"
+            )));
+        }
+        if let Some(b) = b {
+            if b != [m] {
+                return Err(OpError::shape(format!(
+                    "ConvTranspose bias {b:?} must be [{m}]"
+                )));
+            }
+        }
+        let a = &self.win;
+        let kernel = a.kernel.clone().unwrap_or_else(|| w[2..].to_vec());
+        if kernel.as_slice() != &w[2..] || kernel.contains(&0) {
+            return Err(OpError::shape(
+                "ConvTranspose kernel_shape differs from the weight",
+            ));
+        }
+        let strides = a.strides.clone().unwrap_or_else(|| vec![1; r]);
+        let dil = a.dilations.clone().unwrap_or_else(|| vec![1; r]);
+        let opad = self.output_padding.clone().unwrap_or_else(|| vec![0; r]);
+        if strides.len() != r || dil.len() != r || opad.len() != r {
+            return Err(OpError::shape(
+                "ConvTranspose attributes do not match the rank",
+            ));
+        }
+        let mut win = Window {
+            rank: r,
+            input: [1; 3],
+            kernel: [1; 3],
+            stride: [1; 3],
+            dil: [1; 3],
+            pad_begin: [0; 3],
+            pad_end: [0; 3],
+            output: [1; 3],
+        };
+        let oshape = match &self.output_shape {
+            Some(o) if o.len() == r + 2 => Some(o[2..].to_vec()),
+            Some(o) if o.len() == r => Some(o.clone()),
+            Some(o) => {
+                return Err(OpError::shape(format!(
+                    "output_shape {o:?} does not match {r} spatial dims"
+                )))
+            }
+            None => None,
+        };
+        for i in 0..r {
+            let d = 3 - r + i;
+            let (inp, k, s, dl, op) = (x[2 + i], kernel[i], strides[i], dil[i], opad[i]);
+            let dk = dl * (k - 1) + 1;
+            let full = s * inp.saturating_sub(1) + op + dk;
+            let target = match (&oshape, a.auto_pad) {
+                (Some(o), _) => Some(o[i]),
+                (None, AutoPad::SameUpper | AutoPad::SameLower) => Some(inp * s),
+                _ => None,
+            };
+            let (pb, pe, out) = match target {
+                Some(t) => {
+                    // ONNX splits the total with floor division; a negative total
+                    // (output_shape beyond the full output) pads the end, where the
+                    // extra outputs receive no terms.
+                    let total = full as i64 - t as i64;
+                    let half = total.div_euclid(2);
+                    let (pb, pe) = if a.auto_pad == AutoPad::SameUpper {
+                        (half, total - half)
+                    } else {
+                        (total - half, half)
+                    };
+                    if pb < 0 {
+                        return Err(OpError::unsupported(
+                            "ConvTranspose output_shape that pads the beginning",
+                        ));
+                    }
+                    (pb as usize, pe.max(0) as usize, t)
+                }
+                None => {
+                    let (pb, pe) = match (a.auto_pad, &a.pads) {
+                        (AutoPad::NotSet, Some(p)) if p.len() == 2 * r => (p[i], p[r + i]),
+                        (AutoPad::NotSet, Some(_)) => {
+                            return Err(OpError::shape("pads do not match the rank"))
+                        }
+                        _ => (0, 0),
+                    };
+                    let out = full
+                        .checked_sub(pb + pe)
+                        .ok_or_else(|| OpError::shape("ConvTranspose pads exceed the output"))?;
+                    (pb, pe, out)
+                }
+            };
+            win.input[d] = inp;
+            win.kernel[d] = k;
+            win.stride[d] = s;
+            win.dil[d] = dl;
+            win.pad_begin[d] = pb;
+            win.pad_end[d] = pe;
+            win.output[d] = out;
+        }
+        let mut out = vec![n, m];
+        out.extend(win.out_dims());
+        numel(&out)?;
+        Ok(ConvShape { n, c, m, win, out })
+    }
+}
+
+/// Input coordinate contributing to output `o` through kernel offset `k` along `d`.
+#[inline(always)]
+fn tsrc(w: &Window, d: usize, o: usize, k: usize) -> Option<usize> {
+    let t = (o + w.pad_begin[d]).checked_sub(k * w.dil[d])?;
+    if t % w.stride[d] != 0 {
+        return None;
+    }
+    let i = t / w.stride[d];
+    (i < w.input[d]).then_some(i)
+}
+
+fn conv_transpose_compute<T: Scalar + std::ops::Add<Output = T>>(
+    ctx: &Ctx,
+    s: &ConvShape,
+    group: usize,
+    x: &[T],
+    w: &[T],
+    b: Option<&[T]>,
+) -> Result<Vec<T>, OpError> {
+    let win = &s.win;
+    let (cg, mg) = (s.c / group, s.m / group);
+    let (iv, p, kv) = (win.in_vol(), win.out_vol(), win.k_vol());
+    let [ih, iw] = [win.input[1], win.input[2]];
+    let [kd, kh, kw] = win.kernel;
+    let [od, oh, ow] = win.output;
+    let mut out = vec![T::ZERO; numel(&s.out)?];
+    if out.is_empty() {
+        return Ok(out);
+    }
+    if x.len() < s.n * s.c * iv || w.len() < s.c * mg * kv {
+        return Err(OpError::shape(
+            "ConvTranspose operand smaller than its shape",
+        ));
+    }
+    // Planes of the output are independent: split them over threads.
+    ctx.for_each_chunk(&mut out, p, |plane_idx, plane| {
+        let (ni, oc) = (plane_idx / s.m, plane_idx % s.m);
+        let (g, mo) = (oc / mg, oc % mg);
+        let mut i = 0;
+        for zd in 0..od {
+            for zh in 0..oh {
+                for zw in 0..ow {
+                    let mut acc = T::ZERO;
+                    for c in 0..cg {
+                        let ci = g * cg + c;
+                        let xc = &x[(ni * s.c + ci) * iv..(ni * s.c + ci + 1) * iv];
+                        let wc = &w[(ci * mg + mo) * kv..(ci * mg + mo + 1) * kv];
+                        for a in 0..kd {
+                            let Some(sd) = tsrc(win, 0, zd, a) else {
+                                continue;
+                            };
+                            for bb in 0..kh {
+                                let Some(sh) = tsrc(win, 1, zh, bb) else {
+                                    continue;
+                                };
+                                for e in 0..kw {
+                                    let Some(sw) = tsrc(win, 2, zw, e) else {
+                                        continue;
+                                    };
+                                    acc = T::fma(
+                                        xc[(sd * ih + sh) * iw + sw],
+                                        wc[(a * kh + bb) * kw + e],
+                                        acc,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    let y = match b {
+                        Some(b) => acc + b[oc],
+                        None => acc,
+                    };
+                    plane[i] = y.canon();
+                    i += 1;
+                }
+            }
+        }
+    });
+    Ok(out)
+}
+
+impl Op for ConvTranspose {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 2, 3)?;
+        let x = infer_input(inputs, 0)?;
+        let w = infer_input(inputs, 1)?;
+        check_float(0, x.ty.dtype)?;
+        let b = opt_infer_input(inputs, 2);
+        for t in [Some(w), b].into_iter().flatten() {
+            if t.ty.dtype != x.ty.dtype {
+                return Err(OpError::DTypeMismatch {
+                    expected: x.ty.dtype,
+                    actual: t.ty.dtype,
+                });
+            }
+        }
+        let s = self.shape(&x.ty.shape, &w.ty.shape, b.map(|b| b.ty.shape.as_slice()))?;
+        one(x.ty.dtype, s.out)
+    }
+    fn cost(&self, inputs: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
+        let per = inputs
+            .get(1)
+            .copied()
+            .flatten()
+            .map(|w| {
+                let k = w
+                    .shape
+                    .iter()
+                    .skip(2)
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64));
+                k.saturating_mul(*w.shape.first().unwrap_or(&1) as u64 / self.group.max(1) as u64)
+            })
+            .unwrap_or(1);
+        let o: u64 = outputs.iter().map(|t| t.numel()).sum();
+        o.saturating_mul(per.saturating_add(1)).max(1)
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let w = input(inputs, 1)?;
+        check_float(0, x.dtype())?;
+        let b = opt_input(inputs, 2);
+        let s = self.shape(x.shape(), w.shape(), b.map(|b| b.shape()))?;
+        let g = self.group;
+        let t = match b {
+            Some(b) => by_dtype!(&[x, w, b], s.out.clone(), |v: T| {
+                conv_transpose_compute::<T>(ctx, &s, g, v[0], v[1], Some(v[2]))
+            }),
+            None => by_dtype!(&[x, w], s.out.clone(), |v: T| conv_transpose_compute::<T>(
+                ctx, &s, g, v[0], v[1], None
+            )),
+        };
+        Ok(vec![t])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attrs::Attr;
+    use crate::ctx::KernelMode;
+    use proptest::prelude::*;
+
+    fn val(s: &mut u64) -> f32 {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        match *s % 23 {
+            0 => f32::NAN,
+            1 => -0.0,
+            2 => f32::INFINITY,
+            3 => 1e-41,
+            _ => (*s >> 40) as f32 / 1e6 - 8.0,
+        }
+    }
+
+    fn attrs(v: Vec<(&str, Attr)>) -> Attrs {
+        Attrs(v.into_iter().map(|(k, a)| (k.to_string(), a)).collect())
+    }
+
+    #[test]
+    fn same_padding_and_strides() {
+        let a = WindowAttrs::parse(&attrs(vec![
+            ("auto_pad", Attr::String(b"SAME_LOWER".to_vec())),
+            ("strides", Attr::Ints(vec![2, 2])),
+        ]))
+        .unwrap();
+        let w = a.resolve(&[5, 6], &[3, 2]).unwrap();
+        assert_eq!(w.out_dims(), vec![3, 3]);
+        assert_eq!(w.pad_begin, [0, 1, 0]);
+        assert_eq!(w.pad_end, [0, 1, 0]);
+        assert!(WindowAttrs::parse(&attrs(vec![("strides", Attr::Ints(vec![0]))])).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        #[test]
+        fn conv_fast_equals_definition(
+            (n, g, cg, mg) in (1usize..3, 1usize..3, 1usize..4, 1usize..4),
+            spatial in prop::collection::vec((1usize..7, 1usize..4, 1usize..3, 1usize..3, 0usize..3, 0usize..3), 1..=3),
+            bias in any::<bool>(), seed in any::<u64>(), threads in 1usize..=4,
+        ) {
+            let r = spatial.len();
+            let mut s = seed | 1;
+            let kernel: Vec<usize> = spatial.iter().map(|t| t.1).collect();
+            let strides: Vec<i64> = spatial.iter().map(|t| t.2 as i64).collect();
+            let dil: Vec<i64> = spatial.iter().map(|t| t.3 as i64).collect();
+            let mut pads: Vec<i64> = spatial.iter().map(|t| t.4 as i64).collect();
+            pads.extend(spatial.iter().map(|t| t.5 as i64));
+            let a = attrs(vec![
+                ("strides", Attr::Ints(strides)), ("dilations", Attr::Ints(dil)),
+                ("pads", Attr::Ints(pads)), ("group", Attr::Int(g as i64)),
+            ]);
+            let node = NodeInfo { name: "c", op_type: "Conv", domain: "", opset: 17, attrs: &a, num_inputs: 3, num_outputs: 1 };
+            let op = build_conv(&node).unwrap();
+            let mut xs = vec![n, g * cg];
+            xs.extend(spatial.iter().map(|t| t.0));
+            let mut ws = vec![g * mg, cg];
+            ws.extend(&kernel);
+            let xv: Vec<f32> = (0..xs.iter().product::<usize>()).map(|_| val(&mut s)).collect();
+            let wv: Vec<f32> = (0..ws.iter().product::<usize>()).map(|_| val(&mut s)).collect();
+            let bv: Vec<f32> = (0..g * mg).map(|_| val(&mut s)).collect();
+            let conv = Conv { win: WindowAttrs::parse(&a).unwrap(), group: g };
+            let Ok(shape) = conv.shape(&xs, &ws, None) else { return Ok(()) };
+            let _ = r;
+            let x = Tensor::from_vec(xs, xv.clone()).unwrap();
+            let w = Tensor::from_vec(ws, wv.clone()).unwrap();
+            let b = Tensor::from_vec(vec![g * mg], bv.clone()).unwrap();
+            let mut ins = vec![Some(&x), Some(&w)];
+            if bias { ins.push(Some(&b)); }
+            let fast = op.run(&ins, &Ctx::new(KernelMode::Fast, threads)).unwrap().remove(0);
+            let refm = op.run(&ins, &Ctx::new(KernelMode::Reference, 1)).unwrap().remove(0);
+            let def = conv_reference(&shape, g, &xv, &wv, bias.then_some(bv.as_slice()));
+            let fb: Vec<u32> = fast.as_slice::<f32>().unwrap().iter().map(|v| v.to_bits()).collect();
+            let rb: Vec<u32> = refm.as_slice::<f32>().unwrap().iter().map(|v| v.to_bits()).collect();
+            let db: Vec<u32> = def.iter().map(|v| v.to_bits()).collect();
+            prop_assert_eq!(&fb, &db);
+            prop_assert_eq!(&rb, &db);
+        }
+
+        #[test]
+        fn conv_transpose_threads_agree(
+            (cg, mg, g) in (1usize..3, 1usize..3, 1usize..3),
+            (h, k, st, pad) in (1usize..5, 1usize..4, 1usize..3, 0usize..2),
+            seed in any::<u64>(), threads in 1usize..=4,
+        ) {
+            let mut s = seed | 1;
+            let a = attrs(vec![
+                ("strides", Attr::Ints(vec![st as i64, 1])), ("group", Attr::Int(g as i64)),
+                ("pads", Attr::Ints(vec![0, pad as i64, 0, 0])),
+            ]);
+            let node = NodeInfo { name: "c", op_type: "ConvTranspose", domain: "", opset: 17, attrs: &a, num_inputs: 2, num_outputs: 1 };
+            let op = build_conv_transpose(&node).unwrap();
+            let xs = vec![1, g * cg, h, h + 1];
+            let ws = vec![g * cg, mg, k, 2];
+            let x = Tensor::from_vec(xs.clone(), (0..xs.iter().product::<usize>()).map(|_| val(&mut s)).collect()).unwrap();
+            let w = Tensor::from_vec(ws.clone(), (0..ws.iter().product::<usize>()).map(|_| val(&mut s)).collect()).unwrap();
+            let ins = [Some(&x), Some(&w)];
+            let Ok(f) = op.run(&ins, &Ctx::new(KernelMode::Fast, threads)) else { return Ok(()) };
+            let r = op.run(&ins, &Ctx::new(KernelMode::Reference, 1)).unwrap();
+            prop_assert_eq!(f[0].encode(), r[0].encode());
+        }
+    }
+
+    #[test]
+    fn conv_transpose_matches_scatter_on_simple_case() {
+        // 1-D, stride 2: y[o] = Σ x[i]·w[k] over o = 2i + k.
+        let a = attrs(vec![("strides", Attr::Ints(vec![2]))]);
+        let node = NodeInfo {
+            name: "c",
+            op_type: "ConvTranspose",
+            domain: "",
+            opset: 17,
+            attrs: &a,
+            num_inputs: 2,
+            num_outputs: 1,
+        };
+        let op = build_conv_transpose(&node).unwrap();
+        let x = Tensor::from_vec(vec![1, 1, 3], vec![1.0f32, 2.0, 3.0]).unwrap();
+        let w = Tensor::from_vec(vec![1, 1, 3], vec![1.0f32, 10.0, 100.0]).unwrap();
+        let y = op
+            .run(&[Some(&x), Some(&w)], &Ctx::default())
+            .unwrap()
+            .remove(0);
+        assert_eq!(y.shape(), &[1, 1, 7]);
+        assert_eq!(
+            y.as_slice::<f32>().unwrap(),
+            &[1., 10., 102., 20., 203., 30., 300.]
+        );
+    }
+}

@@ -1,0 +1,997 @@
+//! Softmax family (`Softmax`, `LogSoftmax`, `Hardmax`), normalizations
+//! (`LayerNormalization`, `BatchNormalization`, `InstanceNormalization`,
+//! `GroupNormalization`, `LpNormalization`, `MeanVarianceNormalization`, `LRN`) and
+//! inference-mode `Dropout`.
+//!
+//! Every row statistic is a sequential sum in increasing index order from +0.0; the
+//! exact formula of each operator is in
+//! `docs/canonical-semantics/reductions-and-normalization.md`. Rows are independent,
+//! so they are split across threads without changing any bit.
+
+use deed_types::{DType, Tensor, TensorData};
+
+use super::math::{exp_f32, exp_f64, ln_f32, ln_f64, pow_f32, pow_f64};
+use super::util::{check_count, infer_input, input, norm_axis, opt_input};
+use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
+use crate::error::OpError;
+
+pub(crate) fn register(r: &mut Registry) {
+    r.add("Softmax", |n| build_softmax(n, SoftKind::Softmax));
+    r.add("LogSoftmax", |n| build_softmax(n, SoftKind::LogSoftmax));
+    r.add("Hardmax", |n| build_softmax(n, SoftKind::Hardmax));
+    r.add("LayerNormalization", build_layer_norm);
+    r.add("BatchNormalization", build_batch_norm);
+    r.add("InstanceNormalization", |n| {
+        Ok(Box::new(InstanceNorm {
+            eps: n.attrs.float("epsilon", 1e-5)?,
+        }))
+    });
+    r.add("GroupNormalization", |n| {
+        Ok(Box::new(GroupNorm {
+            eps: n.attrs.float("epsilon", 1e-5)?,
+            groups: n.attrs.req_int("num_groups")?,
+        }))
+    });
+    r.add("LpNormalization", |n| {
+        let p = n.attrs.int("p", 2)?;
+        if p != 1 && p != 2 {
+            return Err(OpError::unsupported(format!("LpNormalization p={p}")));
+        }
+        Ok(Box::new(LpNorm {
+            axis: n.attrs.int("axis", -1)?,
+            p,
+        }))
+    });
+    r.add("MeanVarianceNormalization", |n| {
+        Ok(Box::new(Mvn {
+            axes: n.attrs.ints("axes")?.unwrap_or_else(|| vec![0, 2, 3]),
+        }))
+    });
+    r.add("LRN", |n| {
+        Ok(Box::new(Lrn {
+            alpha: n.attrs.float("alpha", 1e-4)?,
+            beta: n.attrs.float("beta", 0.75)?,
+            bias: n.attrs.float("bias", 1.0)?,
+            size: n.attrs.req_int("size")?,
+        }))
+    });
+    r.add("Dropout", |n| {
+        if n.opset < 7 || n.attrs.int("is_test", 1)? == 0 {
+            return Err(OpError::unsupported("training-mode Dropout"));
+        }
+        Ok(Box::new(Dropout))
+    });
+}
+
+/// Float element types the normalizations compute in.
+trait Float:
+    Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + std::fmt::Debug
+    + 'static
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+{
+    const ZERO: Self;
+    const ONE: Self;
+    const NEG_INF: Self;
+    const NAN: Self;
+    fn from_usize(n: usize) -> Self;
+    fn from_f32(x: f32) -> Self;
+    fn from_f64(x: f64) -> Self;
+    fn fma(self, b: Self, c: Self) -> Self;
+    fn sqrt(self) -> Self;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+    fn powf(self, y: Self) -> Self;
+    fn abs(self) -> Self;
+    fn is_nan(self) -> bool;
+}
+
+macro_rules! float_impl {
+    ($t:ty, $exp:ident, $ln:ident, $pow:ident) => {
+        impl Float for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const NEG_INF: Self = <$t>::NEG_INFINITY;
+            const NAN: Self = <$t>::NAN;
+            fn from_usize(n: usize) -> Self {
+                n as $t
+            }
+            fn from_f32(x: f32) -> Self {
+                x as $t
+            }
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
+            fn fma(self, b: Self, c: Self) -> Self {
+                self.mul_add(b, c)
+            }
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            fn exp(self) -> Self {
+                $exp(self)
+            }
+            fn ln(self) -> Self {
+                $ln(self)
+            }
+            fn powf(self, y: Self) -> Self {
+                $pow(self, y)
+            }
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+        }
+    };
+}
+float_impl!(f32, exp_f32, ln_f32, pow_f32);
+float_impl!(f64, exp_f64, ln_f64, pow_f64);
+
+/// NaN-propagating maximum.
+fn fmax<T: Float>(a: T, b: T) -> T {
+    if a.is_nan() || b.is_nan() {
+        T::NAN
+    } else if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// Runs `f` on a float tensor as f32 or f64 (f16 computes in f32 and rounds once).
+macro_rules! float_dispatch {
+    ($x:expr, |$v:ident, $tag:ident| $body:expr) => {
+        match $x.data() {
+            TensorData::F32($v) => {
+                let r: Vec<f32> = {
+                    #[allow(unused)]
+                    type $tag = f32;
+                    $body
+                };
+                TensorData::F32(r)
+            }
+            TensorData::F64($v) => {
+                let r: Vec<f64> = {
+                    #[allow(unused)]
+                    type $tag = f64;
+                    $body
+                };
+                TensorData::F64(r)
+            }
+            TensorData::F16(h) => {
+                let tmp: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
+                let $v = &tmp;
+                let r: Vec<f32> = {
+                    #[allow(unused)]
+                    type $tag = f32;
+                    $body
+                };
+                TensorData::F16(r.into_iter().map(half::f16::from_f32).collect())
+            }
+            _ => {
+                return Err(OpError::DType {
+                    index: 0,
+                    dtype: $x.dtype(),
+                })
+            }
+        }
+    };
+}
+
+fn check_float(index: usize, d: DType) -> Result<(), OpError> {
+    if matches!(d, DType::F32 | DType::F64 | DType::F16) {
+        Ok(())
+    } else {
+        Err(OpError::DType { index, dtype: d })
+    }
+}
+
+/// Reads a float parameter tensor (scale, bias, mean, var) as the compute type.
+fn param<T: Float>(t: &Tensor, index: usize) -> Result<Vec<T>, OpError> {
+    match t.data() {
+        TensorData::F32(v) => Ok(v.iter().map(|&x| T::from_f64(x as f64)).collect()),
+        TensorData::F64(v) => Ok(v.iter().map(|&x| T::from_f64(x)).collect()),
+        TensorData::F16(v) => Ok(v.iter().map(|x| T::from_f64(x.to_f64())).collect()),
+        _ => Err(OpError::DType {
+            index,
+            dtype: t.dtype(),
+        }),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SoftKind {
+    Softmax,
+    LogSoftmax,
+    Hardmax,
+}
+
+/// Softmax-family node.
+#[derive(Debug)]
+struct Softmax {
+    kind: SoftKind,
+    axis: i64,
+    /// Opsets before 13 flatten the input to 2-D at `axis` instead of using one axis.
+    coerce_2d: bool,
+}
+
+fn build_softmax(n: &NodeInfo<'_>, kind: SoftKind) -> Result<Box<dyn Op>, OpError> {
+    let coerce_2d = n.opset < 13;
+    Ok(Box::new(Softmax {
+        kind,
+        axis: n.attrs.int("axis", if coerce_2d { 1 } else { -1 })?,
+        coerce_2d,
+    }))
+}
+
+/// Splits a shape into (outer, axis length, inner) for a row operation.
+fn row_layout(shape: &[usize], axis: usize, coerce_2d: bool) -> (usize, usize, usize) {
+    if coerce_2d {
+        let outer: usize = shape[..axis].iter().product();
+        let len: usize = shape[axis..].iter().product();
+        (outer, len, 1)
+    } else {
+        let outer: usize = shape[..axis].iter().product();
+        let inner: usize = shape[axis + 1..].iter().product();
+        (outer, shape[axis], inner)
+    }
+}
+
+fn softmax_rows<T: Float>(v: &[T], len: usize, inner: usize, kind: SoftKind, ctx: &Ctx) -> Vec<T> {
+    let mut out = vec![T::ZERO; v.len()];
+    if len == 0 {
+        return out;
+    }
+    let block = len * inner;
+    ctx.for_each_chunk(&mut out, block, |o, dst| {
+        let src = &v[o * block..(o + 1) * block];
+        for i in 0..inner {
+            let at = |k: usize| k * inner + i;
+            let m = (0..len).fold(T::NEG_INF, |a, k| fmax(a, src[at(k)]));
+            match kind {
+                SoftKind::Hardmax => {
+                    let mut best = 0;
+                    for k in 0..len {
+                        if src[at(k)] > src[at(best)] {
+                            best = k;
+                        }
+                    }
+                    for k in 0..len {
+                        dst[at(k)] = if k == best { T::ONE } else { T::ZERO };
+                    }
+                }
+                SoftKind::Softmax => {
+                    let mut s = T::ZERO;
+                    for k in 0..len {
+                        let e = (src[at(k)] - m).exp();
+                        dst[at(k)] = e;
+                        s = s + e;
+                    }
+                    for k in 0..len {
+                        dst[at(k)] = dst[at(k)] / s;
+                    }
+                }
+                SoftKind::LogSoftmax => {
+                    let mut s = T::ZERO;
+                    for k in 0..len {
+                        s = s + (src[at(k)] - m).exp();
+                    }
+                    let ls = s.ln();
+                    for k in 0..len {
+                        dst[at(k)] = (src[at(k)] - m) - ls;
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+impl Op for Softmax {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        let x = infer_input(inputs, 0)?;
+        check_float(0, x.ty.dtype)?;
+        norm_axis(self.axis, x.ty.shape.len())?;
+        Ok(vec![x.ty.clone()])
+    }
+    fn cost(&self, inputs: &[Option<&TypeInfo>], _: &[TypeInfo]) -> u64 {
+        inputs
+            .first()
+            .copied()
+            .flatten()
+            .map(|t| t.numel().saturating_mul(12))
+            .unwrap_or(1)
+            .max(1)
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let axis = norm_axis(self.axis, x.rank())?;
+        let (_, len, inner) = row_layout(x.shape(), axis, self.coerce_2d);
+        let data = float_dispatch!(x, |v, T| softmax_rows(v, len, inner, self.kind, ctx));
+        Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
+    }
+}
+
+/// Mean and variance of a row: sequential sum from +0.0, then one division; the
+/// variance sums `fma(d, d, acc)` of the deviations `d = x − mean`.
+fn mean_var<T: Float>(row: impl Iterator<Item = T> + Clone, n: usize) -> (T, T) {
+    let nn = T::from_usize(n);
+    let mean = row.clone().fold(T::ZERO, |a, x| a + x) / nn;
+    let var = row.fold(T::ZERO, |a, x| {
+        let d = x - mean;
+        d.fma(d, a)
+    }) / nn;
+    (mean, var)
+}
+
+/// `LayerNormalization` (opset 17).
+#[derive(Debug)]
+struct LayerNorm {
+    axis: i64,
+    eps: f32,
+}
+
+fn build_layer_norm(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+    if n.attrs.int("stash_type", 1)? != 1 {
+        return Err(OpError::unsupported(
+            "LayerNormalization stash_type other than float",
+        ));
+    }
+    Ok(Box::new(LayerNorm {
+        axis: n.attrs.int("axis", -1)?,
+        eps: n.attrs.float("epsilon", 1e-5)?,
+    }))
+}
+
+fn layer_norm<T: Float>(
+    v: &[T],
+    rows: usize,
+    len: usize,
+    scale: &[T],
+    bias: Option<&[T]>,
+    eps: T,
+    ctx: &Ctx,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let mut out = vec![T::ZERO; v.len()];
+    let stats: Vec<(T, T)> = ctx.map_range(rows, |r| {
+        let row = &v[r * len..(r + 1) * len];
+        let (mean, var) = mean_var(row.iter().copied(), len);
+        (mean, T::ONE / (var + eps).sqrt())
+    });
+    ctx.for_each_chunk(&mut out, len.max(1), |r, dst| {
+        let (mean, inv) = stats[r];
+        let row = &v[r * len..(r + 1) * len];
+        for k in 0..len {
+            let t = (row[k] - mean) * inv;
+            let s = t * scale[k % scale.len()];
+            dst[k] = match bias {
+                Some(b) => s + b[k % b.len()],
+                None => s,
+            };
+        }
+    });
+    let (means, invs) = stats.into_iter().unzip();
+    (out, means, invs)
+}
+
+impl Op for LayerNorm {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 2, 3)?;
+        let x = infer_input(inputs, 0)?;
+        check_float(0, x.ty.dtype)?;
+        let axis = norm_axis(self.axis, x.ty.shape.len())?;
+        let scale = infer_input(inputs, 1)?;
+        let norm: usize = x.ty.shape[axis..].iter().product();
+        if scale.ty.numel() as usize != norm && norm != 0 {
+            return Err(OpError::shape(format!(
+                "scale {:?} does not cover normalized shape {:?}",
+                scale.ty.shape,
+                &x.ty.shape[axis..]
+            )));
+        }
+        let mut stat = x.ty.shape.clone();
+        for d in stat.iter_mut().skip(axis) {
+            *d = 1;
+        }
+        let sdt = if x.ty.dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
+        Ok(vec![
+            x.ty.clone(),
+            TypeInfo::new(sdt, stat.clone()),
+            TypeInfo::new(sdt, stat),
+        ])
+    }
+    fn cost(&self, inputs: &[Option<&TypeInfo>], _: &[TypeInfo]) -> u64 {
+        inputs
+            .first()
+            .copied()
+            .flatten()
+            .map(|t| t.numel().saturating_mul(6))
+            .unwrap_or(1)
+            .max(1)
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let axis = norm_axis(self.axis, x.rank())?;
+        let len: usize = x.shape()[axis..].iter().product();
+        let rows: usize = x.shape()[..axis].iter().product();
+        let mut stat_shape = x.shape().to_vec();
+        for d in stat_shape.iter_mut().skip(axis) {
+            *d = 1;
+        }
+        let scale_t = input(inputs, 1)?;
+        let bias_t = opt_input(inputs, 2);
+        macro_rules! go {
+            ($t:ty, $v:expr) => {{
+                let scale = param::<$t>(scale_t, 1)?;
+                let bias = bias_t.map(|b| param::<$t>(b, 2)).transpose()?;
+                if scale.is_empty() && len > 0 {
+                    return Err(OpError::shape("empty scale"));
+                }
+                layer_norm::<$t>($v, rows, len, &scale, bias.as_deref(), self.eps as $t, ctx)
+            }};
+        }
+        let (y, m, s) = match x.data() {
+            TensorData::F32(v) => {
+                let (y, m, s) = go!(f32, v);
+                (TensorData::F32(y), TensorData::F32(m), TensorData::F32(s))
+            }
+            TensorData::F64(v) => {
+                let (y, m, s) = go!(f64, v);
+                (TensorData::F64(y), TensorData::F64(m), TensorData::F64(s))
+            }
+            TensorData::F16(h) => {
+                let w: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
+                let (y, m, s) = go!(f32, &w);
+                (
+                    TensorData::F16(y.into_iter().map(half::f16::from_f32).collect()),
+                    TensorData::F32(m),
+                    TensorData::F32(s),
+                )
+            }
+            _ => {
+                return Err(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
+                })
+            }
+        };
+        Ok(vec![
+            Tensor::new(x.shape().to_vec(), y)?,
+            Tensor::new(stat_shape.clone(), m)?,
+            Tensor::new(stat_shape, s)?,
+        ])
+    }
+}
+
+/// Per-channel affine normalization shared by batch and instance norm:
+/// `y = (x − mean_c) · a_c + b_c` over NC… layout.
+fn channel_affine<T: Float>(
+    v: &[T],
+    n: usize,
+    c: usize,
+    spatial: usize,
+    mean: &[T],
+    a: &[T],
+    b: &[T],
+    ctx: &Ctx,
+) -> Vec<T> {
+    let mut out = vec![T::ZERO; v.len()];
+    ctx.for_each_chunk(&mut out, spatial.max(1), |idx, dst| {
+        let ch = idx % c.max(1);
+        let src = &v[idx * spatial..(idx + 1) * spatial];
+        for k in 0..spatial {
+            dst[k] = (src[k] - mean[ch]) * a[ch] + b[ch];
+        }
+    });
+    let _ = n;
+    out
+}
+
+/// `BatchNormalization` in inference mode.
+#[derive(Debug)]
+struct BatchNorm {
+    eps: f32,
+}
+
+fn build_batch_norm(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+    if n.attrs.int("training_mode", 0)? != 0 {
+        return Err(OpError::unsupported("BatchNormalization training_mode=1"));
+    }
+    if n.num_outputs > 1 && n.opset >= 14 {
+        return Err(OpError::unsupported(
+            "BatchNormalization running statistics outputs",
+        ));
+    }
+    Ok(Box::new(BatchNorm {
+        eps: n.attrs.float("epsilon", 1e-5)?,
+    }))
+}
+
+fn nc_spatial(shape: &[usize]) -> Result<(usize, usize, usize), OpError> {
+    if shape.len() < 2 {
+        return Err(OpError::shape(format!(
+            "expected N×C×… input, got {shape:?}"
+        )));
+    }
+    Ok((shape[0], shape[1], shape[2..].iter().product()))
+}
+
+impl Op for BatchNorm {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 5, 5)?;
+        let x = infer_input(inputs, 0)?;
+        check_float(0, x.ty.dtype)?;
+        let (_, c, _) = nc_spatial(&x.ty.shape)?;
+        for i in 1..5 {
+            let p = infer_input(inputs, i)?;
+            if p.ty.numel() as usize != c {
+                return Err(OpError::shape(format!(
+                    "parameter {i} has shape {:?}, expected [{c}]",
+                    p.ty.shape
+                )));
+            }
+        }
+        Ok(vec![x.ty.clone()])
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let (n, c, sp) = nc_spatial(x.shape())?;
+        macro_rules! go {
+            ($t:ty, $v:expr) => {{
+                let scale = param::<$t>(input(inputs, 1)?, 1)?;
+                let b = param::<$t>(input(inputs, 2)?, 2)?;
+                let mean = param::<$t>(input(inputs, 3)?, 3)?;
+                let var = param::<$t>(input(inputs, 4)?, 4)?;
+                // a_c = scale_c / sqrt(var_c + eps), computed once per channel.
+                let a: Vec<$t> = (0..c)
+                    .map(|i| scale[i] / (var[i] + self.eps as $t).sqrt())
+                    .collect();
+                channel_affine::<$t>($v, n, c, sp, &mean, &a, &b, ctx)
+            }};
+        }
+        let data = match x.data() {
+            TensorData::F32(v) => TensorData::F32(go!(f32, v)),
+            TensorData::F64(v) => TensorData::F64(go!(f64, v)),
+            TensorData::F16(h) => {
+                let w: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
+                TensorData::F16(go!(f32, &w).into_iter().map(half::f16::from_f32).collect())
+            }
+            _ => {
+                return Err(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
+                })
+            }
+        };
+        Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
+    }
+}
+
+/// `InstanceNormalization`.
+#[derive(Debug)]
+struct InstanceNorm {
+    eps: f32,
+}
+
+impl Op for InstanceNorm {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 3, 3)?;
+        let x = infer_input(inputs, 0)?;
+        check_float(0, x.ty.dtype)?;
+        nc_spatial(&x.ty.shape)?;
+        Ok(vec![x.ty.clone()])
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let (n, c, sp) = nc_spatial(x.shape())?;
+        macro_rules! go {
+            ($t:ty, $v:expr) => {{
+                let v: &[$t] = $v;
+                let scale = param::<$t>(input(inputs, 1)?, 1)?;
+                let b = param::<$t>(input(inputs, 2)?, 2)?;
+                if scale.len() != c || b.len() != c {
+                    return Err(OpError::shape("scale and bias must have C elements"));
+                }
+                let mut out = vec![0.0 as $t; v.len()];
+                let eps = self.eps as $t;
+                ctx.for_each_chunk(&mut out, sp.max(1), |idx, dst| {
+                    let ch = idx % c;
+                    let src = &v[idx * sp..(idx + 1) * sp];
+                    let (mean, var) = mean_var(src.iter().copied(), sp);
+                    let inv = 1.0 / (var + eps).sqrt();
+                    for k in 0..sp {
+                        dst[k] = (src[k] - mean) * inv * scale[ch] + b[ch];
+                    }
+                });
+                let _ = n;
+                out
+            }};
+        }
+        let data = match x.data() {
+            TensorData::F32(v) => TensorData::F32(go!(f32, v)),
+            TensorData::F64(v) => TensorData::F64(go!(f64, v)),
+            TensorData::F16(h) => {
+                let w: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
+                TensorData::F16(go!(f32, &w).into_iter().map(half::f16::from_f32).collect())
+            }
+            _ => {
+                return Err(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
+                })
+            }
+        };
+        Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
+    }
+}
+
+/// `GroupNormalization` (scale and bias per channel, or per group as in opset 18).
+#[derive(Debug)]
+struct GroupNorm {
+    eps: f32,
+    groups: i64,
+}
+
+impl Op for GroupNorm {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 3, 3)?;
+        let x = infer_input(inputs, 0)?;
+        check_float(0, x.ty.dtype)?;
+        let (_, c, _) = nc_spatial(&x.ty.shape)?;
+        if self.groups <= 0 || c % self.groups as usize != 0 {
+            return Err(OpError::bad_attr(
+                "num_groups",
+                format!("{} does not divide {c} channels", self.groups),
+            ));
+        }
+        Ok(vec![x.ty.clone()])
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let (_, c, sp) = nc_spatial(x.shape())?;
+        let g = self.groups.max(1) as usize;
+        let cg = c / g;
+        let glen = cg * sp;
+        macro_rules! go {
+            ($t:ty, $v:expr) => {{
+                let v: &[$t] = $v;
+                let scale = param::<$t>(input(inputs, 1)?, 1)?;
+                let b = param::<$t>(input(inputs, 2)?, 2)?;
+                let per_channel = scale.len() == c;
+                if !(per_channel || scale.len() == g) || b.len() != scale.len() {
+                    return Err(OpError::shape(
+                        "scale and bias must have C or num_groups elements",
+                    ));
+                }
+                let mut out = vec![0.0 as $t; v.len()];
+                let eps = self.eps as $t;
+                ctx.for_each_chunk(&mut out, glen.max(1), |idx, dst| {
+                    let grp = idx % g;
+                    let src = &v[idx * glen..(idx + 1) * glen];
+                    let (mean, var) = mean_var(src.iter().copied(), glen);
+                    let inv = 1.0 / (var + eps).sqrt();
+                    for k in 0..glen {
+                        let p = if per_channel {
+                            grp * cg + k / sp.max(1)
+                        } else {
+                            grp
+                        };
+                        dst[k] = (src[k] - mean) * inv * scale[p] + b[p];
+                    }
+                });
+                out
+            }};
+        }
+        let data = match x.data() {
+            TensorData::F32(v) => TensorData::F32(go!(f32, v)),
+            TensorData::F64(v) => TensorData::F64(go!(f64, v)),
+            _ => {
+                return Err(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
+                })
+            }
+        };
+        Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
+    }
+}
+
+/// `LpNormalization` (p = 1 or 2).
+#[derive(Debug)]
+struct LpNorm {
+    axis: i64,
+    p: i64,
+}
+
+impl Op for LpNorm {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        let x = infer_input(inputs, 0)?;
+        check_float(0, x.ty.dtype)?;
+        norm_axis(self.axis, x.ty.shape.len())?;
+        Ok(vec![x.ty.clone()])
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let axis = norm_axis(self.axis, x.rank())?;
+        let (outer, len, inner) = row_layout(x.shape(), axis, false);
+        let p = self.p;
+        fn go<T: Float>(v: &[T], outer: usize, len: usize, inner: usize, p: i64) -> Vec<T> {
+            let mut out = vec![T::ZERO; v.len()];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let at = |k: usize| (o * len + k) * inner + i;
+                    let norm = if p == 1 {
+                        (0..len).fold(T::ZERO, |a, k| a + v[at(k)].abs())
+                    } else {
+                        (0..len)
+                            .fold(T::ZERO, |a, k| v[at(k)].fma(v[at(k)], a))
+                            .sqrt()
+                    };
+                    for k in 0..len {
+                        out[at(k)] = v[at(k)] / norm;
+                    }
+                }
+            }
+            out
+        }
+        let data = float_dispatch!(x, |v, T| go(v, outer, len, inner, p));
+        Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
+    }
+}
+
+/// `MeanVarianceNormalization`: `(x − E[x]) / (sqrt(E[x²] − E[x]²) + 1e-9)` over `axes`,
+/// as the ONNX function body defines it.
+#[derive(Debug)]
+struct Mvn {
+    axes: Vec<i64>,
+}
+
+impl Op for Mvn {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        let x = infer_input(inputs, 0)?;
+        check_float(0, x.ty.dtype)?;
+        for &a in &self.axes {
+            norm_axis(a, x.ty.shape.len())?;
+        }
+        Ok(vec![x.ty.clone()])
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let rank = x.rank();
+        let mut axes = self
+            .axes
+            .iter()
+            .map(|&a| norm_axis(a, rank))
+            .collect::<Result<Vec<_>, _>>()?;
+        axes.sort_unstable();
+        axes.dedup();
+        let shape = x.shape().to_vec();
+        let strides = super::util::strides(&shape);
+        let kept: Vec<usize> = (0..rank).filter(|d| !axes.contains(d)).collect();
+        // Flat offsets of an index set over the given dimensions, row-major.
+        let offsets = |dims: &[usize]| -> Vec<usize> {
+            let mut out = vec![0usize];
+            for &d in dims {
+                let mut next = Vec::with_capacity(out.len() * shape[d]);
+                for &base in &out {
+                    for i in 0..shape[d] {
+                        next.push(base + i * strides[d]);
+                    }
+                }
+                out = next;
+            }
+            out
+        };
+        let bases = offsets(&kept);
+        let within = offsets(&axes);
+        fn go<T: Float>(v: &[T], bases: &[usize], within: &[usize]) -> Vec<T> {
+            let mut out = vec![T::ZERO; v.len()];
+            let n = T::from_usize(within.len());
+            for &b in bases {
+                let mean = within.iter().fold(T::ZERO, |a, &o| a + v[b + o]) / n;
+                let mean_sq = within
+                    .iter()
+                    .fold(T::ZERO, |a, &o| v[b + o].fma(v[b + o], a))
+                    / n;
+                let std = (mean_sq - mean * mean).sqrt();
+                let denom = std + T::from_f32(1e-9);
+                for &o in within {
+                    out[b + o] = (v[b + o] - mean) / denom;
+                }
+            }
+            out
+        }
+        let data = float_dispatch!(x, |v, T| go(v, &bases, &within));
+        Ok(vec![Tensor::new(shape, data)?])
+    }
+}
+
+/// `LRN` across channels.
+#[derive(Debug)]
+struct Lrn {
+    alpha: f32,
+    beta: f32,
+    bias: f32,
+    size: i64,
+}
+
+impl Op for Lrn {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        let x = infer_input(inputs, 0)?;
+        check_float(0, x.ty.dtype)?;
+        nc_spatial(&x.ty.shape)?;
+        if self.size < 1 {
+            return Err(OpError::bad_attr("size", "must be positive"));
+        }
+        Ok(vec![x.ty.clone()])
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let (n, c, sp) = nc_spatial(x.shape())?;
+        let size = self.size as usize;
+        let lo = (size - 1) / 2;
+        let hi = size - 1 - lo;
+        fn go<T: Float>(
+            v: &[T],
+            n: usize,
+            c: usize,
+            sp: usize,
+            lo: usize,
+            hi: usize,
+            alpha: T,
+            beta: T,
+            bias: T,
+            size: usize,
+        ) -> Vec<T> {
+            let mut out = vec![T::ZERO; v.len()];
+            let coef = alpha / T::from_usize(size);
+            for b in 0..n {
+                for ch in 0..c {
+                    let from = ch.saturating_sub(lo);
+                    let to = (ch + hi).min(c - 1);
+                    for s in 0..sp {
+                        let at = |cc: usize| (b * c + cc) * sp + s;
+                        let sq = (from..=to).fold(T::ZERO, |a, cc| v[at(cc)].fma(v[at(cc)], a));
+                        out[at(ch)] = v[at(ch)] / (bias + coef * sq).powf(beta);
+                    }
+                }
+            }
+            out
+        }
+        let (a, be, bi) = (self.alpha, self.beta, self.bias);
+        let data = match x.data() {
+            TensorData::F32(v) => TensorData::F32(go(v, n, c, sp, lo, hi, a, be, bi, size)),
+            TensorData::F64(v) => TensorData::F64(go(
+                v, n, c, sp, lo, hi, a as f64, be as f64, bi as f64, size,
+            )),
+            _ => {
+                return Err(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
+                })
+            }
+        };
+        Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
+    }
+}
+
+/// Inference-mode `Dropout`: the identity, with an all-true mask.
+#[derive(Debug)]
+struct Dropout;
+
+impl Op for Dropout {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        let x = infer_input(inputs, 0)?;
+        if let Some(t) = inputs.get(2).copied().flatten() {
+            let training = super::util::need_value(t, 2)?;
+            if training
+                .as_slice::<bool>()
+                .is_some_and(|v| v.iter().any(|&b| b))
+            {
+                return Err(OpError::unsupported("training-mode Dropout"));
+            }
+        }
+        Ok(vec![
+            x.ty.clone(),
+            TypeInfo::new(DType::Bool, x.ty.shape.clone()),
+        ])
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        Ok(vec![
+            x.clone(),
+            Tensor::from_vec(x.shape().to_vec(), vec![true; x.len()])?,
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctx::KernelMode;
+    use proptest::prelude::*;
+
+    fn special() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            8 => -20.0f32..20.0,
+            1 => Just(f32::NAN),
+            1 => Just(f32::INFINITY),
+            1 => Just(f32::NEG_INFINITY),
+            1 => Just(-0.0f32),
+            1 => Just(1e-40f32),
+        ]
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let mut t = t.clone();
+        t.canonicalize_nans();
+        t.as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Rows are split across threads; no bit may depend on the thread count.
+        #[test]
+        fn row_ops_do_not_depend_on_threads(rows in 1usize..6, len in 1usize..40, seed in prop::collection::vec(special(), 240)) {
+            let n = rows * len;
+            let x = Tensor::from_vec(vec![rows, len], seed[..n].to_vec()).unwrap();
+            let scale = Tensor::from_vec(vec![len], seed[n % 200..n % 200 + len].iter().map(|v| if v.is_finite() { *v } else { 1.0 }).collect::<Vec<f32>>()).unwrap();
+            let soft = Softmax { kind: SoftKind::Softmax, axis: -1, coerce_2d: false };
+            let logsoft = Softmax { kind: SoftKind::LogSoftmax, axis: -1, coerce_2d: false };
+            let ln = LayerNorm { axis: -1, eps: 1e-5 };
+            let base = Ctx::new(KernelMode::Reference, 1);
+            let want_s = bits(&soft.run(&[Some(&x)], &base).unwrap()[0]);
+            let want_l = bits(&logsoft.run(&[Some(&x)], &base).unwrap()[0]);
+            let want_n = bits(&ln.run(&[Some(&x), Some(&scale)], &base).unwrap()[0]);
+            for t in 2..=4 {
+                let ctx = Ctx::new(KernelMode::Fast, t);
+                prop_assert_eq!(&bits(&soft.run(&[Some(&x)], &ctx).unwrap()[0]), &want_s);
+                prop_assert_eq!(&bits(&logsoft.run(&[Some(&x)], &ctx).unwrap()[0]), &want_l);
+                prop_assert_eq!(&bits(&ln.run(&[Some(&x), Some(&scale)], &ctx).unwrap()[0]), &want_n);
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_handle_extremes() {
+        let x =
+            Tensor::from_vec(vec![2, 3], vec![1.0f32, 2.0, 3.0, 1000.0, 1000.0, -1000.0]).unwrap();
+        let soft = Softmax {
+            kind: SoftKind::Softmax,
+            axis: -1,
+            coerce_2d: false,
+        };
+        let y = soft.run(&[Some(&x)], &Ctx::default()).unwrap().remove(0);
+        let v = y.as_slice::<f32>().unwrap();
+        assert!((v[0] + v[1] + v[2] - 1.0).abs() < 1e-6);
+        assert_eq!(v[3], 0.5);
+        assert_eq!(v[5], 0.0);
+    }
+
+    #[test]
+    fn batchnorm_rejects_wrong_parameter_shape() {
+        let bn = BatchNorm { eps: 1e-5 };
+        let ty = TypeInfo::new(DType::F32, vec![1, 3, 2, 2]);
+        let p3 = TypeInfo::new(DType::F32, vec![3]);
+        let p2 = TypeInfo::new(DType::F32, vec![2]);
+        let i = |t| Some(InferInput { ty: t, value: None });
+        assert!(bn.infer(&[i(&ty), i(&p3), i(&p3), i(&p3), i(&p3)]).is_ok());
+        assert!(bn.infer(&[i(&ty), i(&p3), i(&p2), i(&p3), i(&p3)]).is_err());
+    }
+}

@@ -1,0 +1,504 @@
+//! Pooling: `MaxPool` (with the optional indices output), `AveragePool`, `LpPool`,
+//! `GlobalAveragePool`, `GlobalMaxPool`, `GlobalLpPool`.
+//!
+//! Windows are visited row-major over the kernel offsets; padding positions are
+//! skipped (they hold no value). Max: the first NaN met wins (canonical NaN, its
+//! index); otherwise the first element strictly greater than every earlier one
+//! (so among equal values, `-0.0`/`+0.0` included, the first wins); a window with no
+//! input element gives `-inf` (integer minimum) and index `-1`. Average:
+//! `sum = +0.0; sum = sum + x` in window order, then one division by the count.
+//! Lp (p = 1, 2): `acc = acc + |x|` or `acc = fma(x, x, acc)`, then `sqrt` for p = 2.
+//! f16/bf16 are computed in f32 and rounded once. Planes (n, c) are independent and
+//! split over threads; each plane's arithmetic is the same whatever the split.
+
+use deed_types::{DType, Tensor, TensorData};
+use half::{bf16, f16};
+
+use super::conv::{AutoPad, Window, WindowAttrs};
+use super::util::{check_count, infer_input, input, numel};
+use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
+use crate::error::OpError;
+use crate::kernels::gemm::{CANONICAL_NAN_F32, CANONICAL_NAN_F64};
+
+pub(crate) fn register(r: &mut Registry) {
+    r.add("MaxPool", |n| build(n, Kind::Max, false));
+    r.add("AveragePool", |n| build(n, Kind::Avg, false));
+    r.add("LpPool", |n| build(n, Kind::Lp, false));
+    r.add("GlobalMaxPool", |n| build(n, Kind::Max, true));
+    r.add("GlobalAveragePool", |n| build(n, Kind::Avg, true));
+    r.add("GlobalLpPool", |n| build(n, Kind::Lp, true));
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Max,
+    Avg,
+    Lp,
+}
+
+/// A pooling operator.
+#[derive(Debug)]
+pub struct Pool {
+    kind: Kind,
+    global: bool,
+    win: WindowAttrs,
+    count_include_pad: bool,
+    p: i64,
+    storage_order: i64,
+    with_indices: bool,
+}
+
+fn build(n: &NodeInfo<'_>, kind: Kind, global: bool) -> Result<Box<dyn Op>, OpError> {
+    let a = n.attrs;
+    let win = WindowAttrs::parse(a)?;
+    if !global && win.kernel.is_none() {
+        return Err(OpError::MissingAttribute {
+            name: "kernel_shape".into(),
+        });
+    }
+    let p = a.int("p", 2)?;
+    if kind == Kind::Lp && p != 1 && p != 2 {
+        return Err(OpError::unsupported(format!(
+            "LpPool with p = {p} (1 and 2 are supported)"
+        )));
+    }
+    let storage_order = a.int("storage_order", 0)?;
+    if storage_order != 0 && storage_order != 1 {
+        return Err(OpError::bad_attr("storage_order", "must be 0 or 1"));
+    }
+    Ok(Box::new(Pool {
+        kind,
+        global,
+        win,
+        count_include_pad: a.int("count_include_pad", 0)? != 0,
+        p,
+        storage_order,
+        with_indices: kind == Kind::Max && !global && n.num_outputs > 1,
+    }))
+}
+
+impl Pool {
+    fn allowed(&self) -> &'static [DType] {
+        match self.kind {
+            Kind::Max => &[
+                DType::F32,
+                DType::F64,
+                DType::F16,
+                DType::BF16,
+                DType::I8,
+                DType::U8,
+            ],
+            _ => &[DType::F32, DType::F64, DType::F16, DType::BF16],
+        }
+    }
+
+    fn window(&self, x: &[usize]) -> Result<Window, OpError> {
+        if x.len() < 3 {
+            return Err(OpError::shape(format!(
+                "pooling needs [N, C, spatial…], got {x:?}"
+            )));
+        }
+        if self.global {
+            // One window over everything: flatten the spatial dims.
+            let vol = numel(&x[2..])?;
+            let w = WindowAttrs {
+                auto_pad: AutoPad::NotSet,
+                kernel: Some(vec![vol]),
+                strides: None,
+                dilations: None,
+                pads: None,
+                ceil_mode: false,
+            };
+            return w.resolve(&[vol], &[vol]);
+        }
+        let k = self.win.kernel.clone().unwrap_or_default();
+        self.win.resolve(&x[2..], &k)
+    }
+
+    fn out_shape(&self, x: &[usize], w: &Window) -> Vec<usize> {
+        let mut out = vec![x[0], x[1]];
+        if self.global {
+            out.extend(std::iter::repeat_n(1, x.len() - 2));
+        } else {
+            out.extend(w.out_dims());
+        }
+        out
+    }
+}
+
+/// The per-window arithmetic over one element type.
+trait PoolElem: Copy + Send + Sync + 'static {
+    const LOWEST: Self;
+    fn nan(self) -> bool;
+    fn canonical_nan() -> Self;
+    fn gt(self, o: Self) -> bool;
+}
+macro_rules! pool_float {
+    ($t:ty, $bits:expr) => {
+        impl PoolElem for $t {
+            const LOWEST: $t = <$t>::NEG_INFINITY;
+            fn nan(self) -> bool {
+                self.is_nan()
+            }
+            fn canonical_nan() -> $t {
+                <$t>::from_bits($bits)
+            }
+            fn gt(self, o: $t) -> bool {
+                self > o
+            }
+        }
+    };
+}
+pool_float!(f32, CANONICAL_NAN_F32);
+pool_float!(f64, CANONICAL_NAN_F64);
+macro_rules! pool_int {
+    ($($t:ty),*) => {$(
+        impl PoolElem for $t {
+            const LOWEST: $t = <$t>::MIN;
+            fn nan(self) -> bool { false }
+            fn canonical_nan() -> $t { 0 }
+            fn gt(self, o: $t) -> bool { self > o }
+        }
+    )*};
+}
+pool_int!(i8, u8);
+
+/// Float arithmetic of average and Lp pooling.
+trait PoolFloat: PoolElem {
+    const ZERO: Self;
+    fn add(a: Self, b: Self) -> Self;
+    fn sq_acc(x: Self, acc: Self) -> Self;
+    fn abs(self) -> Self;
+    fn sqrt(self) -> Self;
+    fn div_count(self, n: usize) -> Self;
+}
+macro_rules! pool_ff {
+    ($t:ty) => {
+        impl PoolFloat for $t {
+            const ZERO: $t = 0.0;
+            fn add(a: $t, b: $t) -> $t {
+                a + b
+            }
+            fn sq_acc(x: $t, acc: $t) -> $t {
+                x.mul_add(x, acc)
+            }
+            fn abs(self) -> $t {
+                <$t>::abs(self)
+            }
+            fn sqrt(self) -> $t {
+                <$t>::sqrt(self)
+            }
+            fn div_count(self, n: usize) -> $t {
+                self / (n as $t)
+            }
+        }
+    };
+}
+pool_ff!(f32);
+pool_ff!(f64);
+
+/// Visits, for output position `(zd, zh, zw)`, every kernel offset row-major and
+/// calls `f(index within the plane)` for those inside the input. Returns the number
+/// of window positions inside the padded extent (for `count_include_pad`).
+#[inline]
+fn visit(w: &Window, z: [usize; 3], mut f: impl FnMut(usize) -> bool) -> usize {
+    let [_, ih, iw] = w.input;
+    let mut padded = 1;
+    for (d, &zd) in z.iter().enumerate() {
+        let ext = w.input[d] + w.pad_begin[d] + w.pad_end[d];
+        padded *= (0..w.kernel[d])
+            .filter(|&k| zd * w.stride[d] + k * w.dil[d] < ext)
+            .count();
+    }
+    'outer: for a in 0..w.kernel[0] {
+        let Some(sd) = w.src(0, z[0], a) else {
+            continue;
+        };
+        for b in 0..w.kernel[1] {
+            let Some(sh) = w.src(1, z[1], b) else {
+                continue;
+            };
+            for e in 0..w.kernel[2] {
+                let Some(sw) = w.src(2, z[2], e) else {
+                    continue;
+                };
+                if !f((sd * ih + sh) * iw + sw) {
+                    break 'outer;
+                }
+            }
+        }
+    }
+    padded
+}
+
+fn positions(w: &Window) -> impl Iterator<Item = [usize; 3]> + '_ {
+    let [od, oh, ow] = w.output;
+    (0..od).flat_map(move |a| (0..oh).flat_map(move |b| (0..ow).map(move |c| [a, b, c])))
+}
+
+/// Max pooling of every plane: values and flat input indices.
+fn max_pool<T: PoolElem>(
+    ctx: &Ctx,
+    w: &Window,
+    planes: usize,
+    x: &[T],
+    order: i64,
+) -> Vec<(T, i64)> {
+    let (iv, ov) = (w.in_vol(), w.out_vol());
+    let mut out = vec![(T::LOWEST, -1i64); planes * ov];
+    let [id, ih, iw] = w.input;
+    ctx.for_each_chunk(&mut out, ov.max(1), |pi, chunk| {
+        let xs = &x[pi * iv..(pi + 1) * iv];
+        for (slot, z) in chunk.iter_mut().zip(positions(w)) {
+            let mut best = T::LOWEST;
+            let mut at: Option<usize> = None;
+            visit(w, z, |i| {
+                let v = xs[i];
+                if v.nan() {
+                    best = T::canonical_nan();
+                    at = Some(i);
+                    return false;
+                }
+                if at.is_none() || v.gt(best) {
+                    best = v;
+                    at = Some(i);
+                }
+                true
+            });
+            let idx = match at {
+                None => -1,
+                Some(i) => {
+                    let within = if order == 1 {
+                        // Column-major position within the plane.
+                        let (d, rest) = (i / (ih * iw), i % (ih * iw));
+                        let (h, ww) = (rest / iw, rest % iw);
+                        (ww * ih + h) * id + d
+                    } else {
+                        i
+                    };
+                    (pi * iv + within) as i64
+                }
+            };
+            *slot = (best, idx);
+        }
+    });
+    out
+}
+
+fn avg_lp_pool<T: PoolFloat>(
+    ctx: &Ctx,
+    w: &Window,
+    planes: usize,
+    x: &[T],
+    kind: Kind,
+    p: i64,
+    include_pad: bool,
+) -> Vec<T> {
+    let (iv, ov) = (w.in_vol(), w.out_vol());
+    let mut out = vec![T::ZERO; planes * ov];
+    ctx.for_each_chunk(&mut out, ov.max(1), |pi, chunk| {
+        let xs = &x[pi * iv..(pi + 1) * iv];
+        for (slot, z) in chunk.iter_mut().zip(positions(w)) {
+            let mut acc = T::ZERO;
+            let mut n = 0usize;
+            let padded = visit(w, z, |i| {
+                let v = xs[i];
+                acc = match (kind, p) {
+                    (Kind::Lp, 1) => T::add(acc, v.abs()),
+                    (Kind::Lp, _) => T::sq_acc(v, acc),
+                    _ => T::add(acc, v),
+                };
+                n += 1;
+                true
+            });
+            let y = match kind {
+                Kind::Avg => acc.div_count(if include_pad { padded } else { n }),
+                Kind::Lp if p == 2 => acc.sqrt(),
+                _ => acc,
+            };
+            *slot = if y.nan() { T::canonical_nan() } else { y };
+        }
+    });
+    out
+}
+
+impl Op for Pool {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 1, 1)?;
+        let x = infer_input(inputs, 0)?;
+        if !self.allowed().contains(&x.ty.dtype) {
+            return Err(OpError::DType {
+                index: 0,
+                dtype: x.ty.dtype,
+            });
+        }
+        let w = self.window(&x.ty.shape)?;
+        let out = self.out_shape(&x.ty.shape, &w);
+        numel(&out)?;
+        let mut v = vec![TypeInfo::new(x.ty.dtype, out.clone())];
+        if self.with_indices {
+            v.push(TypeInfo::new(DType::I64, out));
+        }
+        Ok(v)
+    }
+    fn cost(&self, inputs: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
+        let i: u64 = inputs.iter().flatten().map(|t| t.numel()).sum();
+        let kv = self
+            .win
+            .kernel
+            .as_ref()
+            .map(|k| k.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64)))
+            .unwrap_or(1);
+        let o: u64 = outputs.first().map(|t| t.numel()).unwrap_or(0);
+        i.saturating_add(o.saturating_mul(kv.saturating_add(1)))
+            .max(1)
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let w = self.window(x.shape())?;
+        let shape = self.out_shape(x.shape(), &w);
+        let planes = x.shape()[0] * x.shape()[1];
+        if x.len() != planes * w.in_vol() {
+            return Err(OpError::shape("pooling input smaller than its shape"));
+        }
+        macro_rules! maxp {
+            ($v:expr, $wrap:expr) => {{
+                let r = max_pool(ctx, &w, planes, $v, self.storage_order);
+                let vals = r.iter().map(|p| $wrap(p.0)).collect::<Vec<_>>();
+                let idx = r.iter().map(|p| p.1).collect::<Vec<i64>>();
+                let mut out = vec![Tensor::from_vec(shape.clone(), vals)?];
+                if self.with_indices {
+                    out.push(Tensor::from_vec(shape.clone(), idx)?);
+                }
+                Ok(out)
+            }};
+        }
+        macro_rules! avgp {
+            ($v:expr, $wrap:expr) => {{
+                let r = avg_lp_pool(
+                    ctx,
+                    &w,
+                    planes,
+                    $v,
+                    self.kind,
+                    self.p,
+                    self.count_include_pad,
+                );
+                let vals = r.into_iter().map($wrap).collect::<Vec<_>>();
+                Ok(vec![Tensor::from_vec(shape.clone(), vals)?])
+            }};
+        }
+        let id = |v| v;
+        match (self.kind, x.data()) {
+            (Kind::Max, TensorData::F32(v)) => maxp!(v, id),
+            (Kind::Max, TensorData::F64(v)) => maxp!(v, |y: f64| y),
+            (Kind::Max, TensorData::I8(v)) => maxp!(v, |y: i8| y),
+            (Kind::Max, TensorData::U8(v)) => maxp!(v, |y: u8| y),
+            (Kind::Max, TensorData::F16(v)) => {
+                let f: Vec<f32> = v.iter().map(|h| h.to_f32()).collect();
+                maxp!(&f, f16::from_f32)
+            }
+            (Kind::Max, TensorData::BF16(v)) => {
+                let f: Vec<f32> = v.iter().map(|h| h.to_f32()).collect();
+                maxp!(&f, bf16::from_f32)
+            }
+            (_, TensorData::F32(v)) => avgp!(v, id),
+            (_, TensorData::F64(v)) => avgp!(v, |y: f64| y),
+            (_, TensorData::F16(v)) => {
+                let f: Vec<f32> = v.iter().map(|h| h.to_f32()).collect();
+                avgp!(&f, f16::from_f32)
+            }
+            (_, TensorData::BF16(v)) => {
+                let f: Vec<f32> = v.iter().map(|h| h.to_f32()).collect();
+                avgp!(&f, bf16::from_f32)
+            }
+            (_, d) => Err(OpError::DType {
+                index: 0,
+                dtype: d.dtype(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attrs::{Attr, Attrs};
+    use crate::ctx::KernelMode;
+    use proptest::prelude::*;
+
+    fn op(kind: &str, a: Vec<(&str, Attr)>, outputs: usize) -> Box<dyn Op> {
+        let attrs = Attrs(a.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+        let n = NodeInfo {
+            name: "p",
+            op_type: kind,
+            domain: "",
+            opset: 19,
+            attrs: &attrs,
+            num_inputs: 1,
+            num_outputs: outputs,
+        };
+        let r = crate::ops::registry();
+        let b = r.get("", kind).unwrap();
+        b(&n).unwrap()
+    }
+
+    #[test]
+    fn max_pool_nan_and_indices() {
+        let p = op("MaxPool", vec![("kernel_shape", Attr::Ints(vec![2]))], 2);
+        let x = Tensor::from_vec(vec![1, 1, 4], vec![1.0f32, f32::NAN, -0.0, 0.0]).unwrap();
+        let y = p.run(&[Some(&x)], &Ctx::default()).unwrap();
+        let v = y[0].as_slice::<f32>().unwrap();
+        assert_eq!(v[0].to_bits(), CANONICAL_NAN_F32);
+        assert_eq!(v[1].to_bits(), CANONICAL_NAN_F32);
+        assert_eq!(v[2].to_bits(), (-0.0f32).to_bits());
+        assert_eq!(y[1].as_slice::<i64>().unwrap(), &[1, 1, 2]);
+    }
+
+    #[test]
+    fn average_counts() {
+        let x = Tensor::from_vec(vec![1, 1, 3], vec![3.0f32, 6.0, 9.0]).unwrap();
+        let mk = |inc| {
+            op(
+                "AveragePool",
+                vec![
+                    ("kernel_shape", Attr::Ints(vec![2])),
+                    ("pads", Attr::Ints(vec![1, 1])),
+                    ("count_include_pad", Attr::Int(inc)),
+                ],
+                1,
+            )
+        };
+        let y = mk(0).run(&[Some(&x)], &Ctx::default()).unwrap();
+        assert_eq!(y[0].as_slice::<f32>().unwrap(), &[3.0, 4.5, 7.5, 9.0]);
+        let y = mk(1).run(&[Some(&x)], &Ctx::default()).unwrap();
+        assert_eq!(y[0].as_slice::<f32>().unwrap(), &[1.5, 4.5, 7.5, 4.5]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn threads_agree_with_reference(
+            kind in prop::sample::select(vec!["MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool"]),
+            (c, h, wd, k, s, pad) in (1usize..4, 1usize..9, 1usize..9, 1usize..4, 1usize..3, 0usize..2),
+            ceil in any::<bool>(), seed in any::<u64>(), threads in 1usize..=4,
+        ) {
+            let mut st = seed | 1;
+            let mut val = || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; match st % 13 { 0 => f32::NAN, 1 => -0.0, 2 => f32::NEG_INFINITY, 3 => 1e-41, _ => (st >> 40) as f32 / 1e6 - 8.0 } };
+            let pad = pad.min(k - 1);
+            let global = kind.starts_with("Global");
+            let attrs = if global { vec![] } else { vec![
+                ("kernel_shape", Attr::Ints(vec![k as i64, k as i64])),
+                ("strides", Attr::Ints(vec![s as i64, 1])),
+                ("pads", Attr::Ints(vec![pad as i64, 0, pad as i64, 0])),
+                ("ceil_mode", Attr::Int(ceil as i64)),
+            ] };
+            let p = op(kind, attrs, 2);
+            let x = Tensor::from_vec(vec![2, c, h, wd], (0..2 * c * h * wd).map(|_| val()).collect()).unwrap();
+            let Ok(r) = p.run(&[Some(&x)], &Ctx::new(KernelMode::Reference, 1)) else { return Ok(()) };
+            let f = p.run(&[Some(&x)], &Ctx::new(KernelMode::Fast, threads)).unwrap();
+            prop_assert_eq!(r.len(), f.len());
+            for (a, b) in r.iter().zip(&f) { prop_assert_eq!(a.encode(), b.encode()); }
+        }
+    }
+}

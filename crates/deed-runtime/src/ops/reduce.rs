@@ -1,0 +1,719 @@
+//! Reductions (`ReduceSum`, `ReduceMean`, … `ReduceLogSumExp`), `ArgMax`/`ArgMin` and
+//! `CumSum`.
+//!
+//! Canonical order: for every output element, the reduced elements are visited in
+//! row-major order of the input (increasing flat index) and accumulated sequentially,
+//! one rounding per step, from the identity of the reduction. See
+//! `docs/canonical-semantics/reductions-and-normalization.md`.
+
+use deed_types::{DType, Tensor, TensorData};
+
+use super::math::{exp_f32, exp_f64, ln_f32, ln_f64};
+use super::util::{
+    check_count, infer_input, input, norm_axis, opt_infer_input, opt_input, to_i64s,
+};
+use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
+use crate::error::OpError;
+
+pub(crate) fn register(r: &mut Registry) {
+    r.add("ReduceSum", |n| build_reduce(n, Kind::Sum));
+    r.add("ReduceMean", |n| build_reduce(n, Kind::Mean));
+    r.add("ReduceMax", |n| build_reduce(n, Kind::Max));
+    r.add("ReduceMin", |n| build_reduce(n, Kind::Min));
+    r.add("ReduceProd", |n| build_reduce(n, Kind::Prod));
+    r.add("ReduceL1", |n| build_reduce(n, Kind::L1));
+    r.add("ReduceL2", |n| build_reduce(n, Kind::L2));
+    r.add("ReduceLogSum", |n| build_reduce(n, Kind::LogSum));
+    r.add("ReduceLogSumExp", |n| build_reduce(n, Kind::LogSumExp));
+    r.add("ReduceSumSquare", |n| build_reduce(n, Kind::SumSquare));
+    r.add("ArgMax", |n| build_arg(n, true));
+    r.add("ArgMin", |n| build_arg(n, false));
+    r.add("CumSum", build_cumsum);
+}
+
+/// Which reduction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Σx
+    Sum,
+    /// Σx / n
+    Mean,
+    /// max
+    Max,
+    /// min
+    Min,
+    /// Πx
+    Prod,
+    /// Σ|x|
+    L1,
+    /// √Σx²
+    L2,
+    /// ln Σx
+    LogSum,
+    /// m + ln Σexp(x − m), m = max
+    LogSumExp,
+    /// Σx²
+    SumSquare,
+}
+
+/// A reduction node.
+#[derive(Debug)]
+pub struct Reduce {
+    kind: Kind,
+    axes_attr: Option<Vec<i64>>,
+    axes_from_input: bool,
+    keepdims: bool,
+    noop_with_empty_axes: bool,
+}
+
+fn build_reduce(n: &NodeInfo<'_>, kind: Kind) -> Result<Box<dyn Op>, OpError> {
+    // ReduceSum took axes as an input from opset 13, the others from opset 18.
+    let input_axes_from = if kind == Kind::Sum { 13 } else { 18 };
+    let axes_from_input = n.opset >= input_axes_from;
+    Ok(Box::new(Reduce {
+        kind,
+        axes_attr: if axes_from_input {
+            None
+        } else {
+            n.attrs.ints("axes")?
+        },
+        axes_from_input,
+        keepdims: n.attrs.int("keepdims", 1)? != 0,
+        noop_with_empty_axes: n.attrs.int("noop_with_empty_axes", 0)? != 0,
+    }))
+}
+
+impl Reduce {
+    /// Resolved, sorted, de-duplicated axes; `None` means "no-op".
+    fn axes(
+        &self,
+        rank: usize,
+        axes_input: Option<&Tensor>,
+    ) -> Result<Option<Vec<usize>>, OpError> {
+        let raw: Vec<i64> = if self.axes_from_input {
+            match axes_input {
+                Some(t) => to_i64s(t)?,
+                None => Vec::new(),
+            }
+        } else {
+            self.axes_attr.clone().unwrap_or_default()
+        };
+        if raw.is_empty() {
+            if self.noop_with_empty_axes {
+                return Ok(None);
+            }
+            return Ok(Some((0..rank).collect()));
+        }
+        let mut v = raw
+            .iter()
+            .map(|&a| norm_axis(a, rank))
+            .collect::<Result<Vec<_>, _>>()?;
+        v.sort_unstable();
+        v.dedup();
+        Ok(Some(v))
+    }
+
+    fn out_shape(&self, shape: &[usize], axes: &Option<Vec<usize>>) -> Vec<usize> {
+        match axes {
+            None => shape.to_vec(),
+            Some(axes) => shape
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &d)| {
+                    if axes.contains(&i) {
+                        self.keepdims.then_some(1)
+                    } else {
+                        Some(d)
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Op for Reduce {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 1, 2)?;
+        let x = infer_input(inputs, 0)?;
+        let axes_in = match opt_infer_input(inputs, 1) {
+            Some(a) => Some(super::util::need_value(a, 1)?),
+            None => None,
+        };
+        let dt = x.ty.dtype;
+        let ok = matches!(dt, DType::F32 | DType::F64 | DType::F16)
+            || (matches!(
+                dt,
+                DType::I32 | DType::I64 | DType::U32 | DType::U64 | DType::I8 | DType::U8
+            ) && matches!(
+                self.kind,
+                Kind::Sum
+                    | Kind::Max
+                    | Kind::Min
+                    | Kind::Prod
+                    | Kind::L1
+                    | Kind::SumSquare
+                    | Kind::Mean
+            ));
+        if !ok {
+            return Err(OpError::DType {
+                index: 0,
+                dtype: dt,
+            });
+        }
+        let axes = self.axes(x.ty.shape.len(), axes_in)?;
+        Ok(vec![TypeInfo::new(dt, self.out_shape(&x.ty.shape, &axes))])
+    }
+
+    fn cost(&self, inputs: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
+        let i: u64 = inputs
+            .first()
+            .copied()
+            .flatten()
+            .map(|t| t.numel())
+            .unwrap_or(0);
+        let w = if self.kind == Kind::LogSumExp { 8 } else { 1 };
+        i.saturating_mul(w)
+            .saturating_add(outputs[0].numel())
+            .max(1)
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let axes = self.axes(x.rank(), opt_input(inputs, 1))?;
+        let out_shape = self.out_shape(x.shape(), &axes);
+        let Some(axes) = axes else {
+            return Ok(vec![x.clone()]);
+        };
+        let groups = Groups::new(x.shape(), &axes);
+        let data = match x.data() {
+            TensorData::F32(v) => TensorData::F32(reduce_f32(self.kind, v, &groups)),
+            TensorData::F64(v) => TensorData::F64(reduce_f64(self.kind, v, &groups)),
+            TensorData::F16(v) => {
+                let w: Vec<f32> = v.iter().map(|h| h.to_f32()).collect();
+                TensorData::F16(
+                    reduce_f32(self.kind, &w, &groups)
+                        .into_iter()
+                        .map(half::f16::from_f32)
+                        .collect(),
+                )
+            }
+            TensorData::I64(v) => TensorData::I64(reduce_int(
+                self.kind,
+                v,
+                &groups,
+                |a, b| a.wrapping_add(b),
+                |a, b| a.wrapping_mul(b),
+                |a| a.wrapping_abs(),
+                0,
+                1,
+                i64::MIN,
+                i64::MAX,
+                |s, n| if n == 0 { 0 } else { s / n as i64 },
+            )),
+            TensorData::I32(v) => TensorData::I32(reduce_int(
+                self.kind,
+                v,
+                &groups,
+                |a, b| a.wrapping_add(b),
+                |a, b| a.wrapping_mul(b),
+                |a| a.wrapping_abs(),
+                0,
+                1,
+                i32::MIN,
+                i32::MAX,
+                |s, n| if n == 0 { 0 } else { s / n as i32 },
+            )),
+            TensorData::U64(v) => TensorData::U64(reduce_int(
+                self.kind,
+                v,
+                &groups,
+                |a, b| a.wrapping_add(b),
+                |a, b| a.wrapping_mul(b),
+                |a| a,
+                0,
+                1,
+                u64::MIN,
+                u64::MAX,
+                |s, n| if n == 0 { 0 } else { s / n as u64 },
+            )),
+            TensorData::U32(v) => TensorData::U32(reduce_int(
+                self.kind,
+                v,
+                &groups,
+                |a, b| a.wrapping_add(b),
+                |a, b| a.wrapping_mul(b),
+                |a| a,
+                0,
+                1,
+                u32::MIN,
+                u32::MAX,
+                |s, n| if n == 0 { 0 } else { s / n as u32 },
+            )),
+            TensorData::I8(v) => TensorData::I8(reduce_int(
+                self.kind,
+                v,
+                &groups,
+                |a, b| a.wrapping_add(b),
+                |a, b| a.wrapping_mul(b),
+                |a| a.wrapping_abs(),
+                0,
+                1,
+                i8::MIN,
+                i8::MAX,
+                |s, n| {
+                    if n == 0 {
+                        0
+                    } else {
+                        (s as i64 / n as i64) as i8
+                    }
+                },
+            )),
+            TensorData::U8(v) => TensorData::U8(reduce_int(
+                self.kind,
+                v,
+                &groups,
+                |a, b| a.wrapping_add(b),
+                |a, b| a.wrapping_mul(b),
+                |a| a,
+                0,
+                1,
+                u8::MIN,
+                u8::MAX,
+                |s, n| {
+                    if n == 0 {
+                        0
+                    } else {
+                        (s as u64 / n as u64) as u8
+                    }
+                },
+            )),
+            _ => {
+                return Err(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
+                })
+            }
+        };
+        Ok(vec![Tensor::new(out_shape, data)?])
+    }
+}
+
+/// For each output element, the flat input indices it reduces, in increasing order.
+struct Groups {
+    /// Flat index of the first reduced element of each output.
+    bases: Vec<usize>,
+    /// Offsets (added to a base) of every reduced element, increasing.
+    offsets: Vec<usize>,
+}
+
+impl Groups {
+    fn new(shape: &[usize], axes: &[usize]) -> Groups {
+        let strides = super::util::strides(shape);
+        let kept: Vec<usize> = (0..shape.len()).filter(|i| !axes.contains(i)).collect();
+        let index_set = |dims: &[usize]| -> Vec<usize> {
+            let sizes: Vec<usize> = dims.iter().map(|&d| shape[d]).collect();
+            let n: usize = sizes.iter().product();
+            let mut out = Vec::with_capacity(n);
+            let mut idx = vec![0usize; dims.len()];
+            for _ in 0..n {
+                out.push(idx.iter().zip(dims).map(|(&i, &d)| i * strides[d]).sum());
+                for k in (0..dims.len()).rev() {
+                    idx[k] += 1;
+                    if idx[k] < sizes[k] {
+                        break;
+                    }
+                    idx[k] = 0;
+                }
+            }
+            out
+        };
+        Groups {
+            bases: index_set(&kept),
+            offsets: index_set(axes),
+        }
+    }
+}
+
+macro_rules! float_reduce {
+    ($name:ident, $t:ty, $exp:expr, $ln:expr) => {
+        fn $name(kind: Kind, v: &[$t], g: &Groups) -> Vec<$t> {
+            let n = g.offsets.len();
+            g.bases
+                .iter()
+                .map(|&b| {
+                    let it = g.offsets.iter().map(|&o| v[b + o]);
+                    match kind {
+                        Kind::Sum => it.fold(0.0, |a, x| a + x),
+                        Kind::Mean => it.fold(0.0, |a, x| a + x) / n as $t,
+                        Kind::Max => it.fold(<$t>::NEG_INFINITY, |a, x| {
+                            if x.is_nan() || a.is_nan() {
+                                <$t>::NAN
+                            } else if x > a {
+                                x
+                            } else {
+                                a
+                            }
+                        }),
+                        Kind::Min => it.fold(<$t>::INFINITY, |a, x| {
+                            if x.is_nan() || a.is_nan() {
+                                <$t>::NAN
+                            } else if x < a {
+                                x
+                            } else {
+                                a
+                            }
+                        }),
+                        Kind::Prod => it.fold(1.0, |a, x| a * x),
+                        Kind::L1 => it.fold(0.0, |a, x| a + x.abs()),
+                        Kind::L2 => it.fold(0.0, |a: $t, x: $t| x.mul_add(x, a)).sqrt(),
+                        Kind::SumSquare => it.fold(0.0, |a: $t, x: $t| x.mul_add(x, a)),
+                        Kind::LogSum => $ln(it.fold(0.0, |a, x| a + x)),
+                        Kind::LogSumExp => {
+                            let m = g.offsets.iter().map(|&o| v[b + o]).fold(
+                                <$t>::NEG_INFINITY,
+                                |a, x| {
+                                    if x.is_nan() || a.is_nan() {
+                                        <$t>::NAN
+                                    } else if x > a {
+                                        x
+                                    } else {
+                                        a
+                                    }
+                                },
+                            );
+                            if m.is_infinite() || m.is_nan() {
+                                // All −∞ → −∞; any +∞ → +∞; NaN → NaN.
+                                if m == <$t>::NEG_INFINITY {
+                                    m
+                                } else {
+                                    m + 0.0 * m.signum()
+                                }
+                            } else {
+                                let s = it.fold(0.0, |a, x| a + $exp(x - m));
+                                m + $ln(s)
+                            }
+                        }
+                    }
+                })
+                .collect()
+        }
+    };
+}
+float_reduce!(reduce_f32, f32, exp_f32, ln_f32);
+float_reduce!(reduce_f64, f64, exp_f64, ln_f64);
+
+#[allow(clippy::too_many_arguments)]
+fn reduce_int<T: Copy + PartialOrd>(
+    kind: Kind,
+    v: &[T],
+    g: &Groups,
+    add: impl Fn(T, T) -> T,
+    mul: impl Fn(T, T) -> T,
+    abs: impl Fn(T) -> T,
+    zero: T,
+    one: T,
+    min: T,
+    max: T,
+    div: impl Fn(T, usize) -> T,
+) -> Vec<T> {
+    let n = g.offsets.len();
+    g.bases
+        .iter()
+        .map(|&b| {
+            let it = g.offsets.iter().map(|&o| v[b + o]);
+            match kind {
+                Kind::Sum => it.fold(zero, &add),
+                Kind::Mean => div(it.fold(zero, &add), n),
+                Kind::Max => it.fold(min, |a, x| if x > a { x } else { a }),
+                Kind::Min => it.fold(max, |a, x| if x < a { x } else { a }),
+                Kind::Prod => it.fold(one, &mul),
+                Kind::L1 => it.fold(zero, |a, x| add(a, abs(x))),
+                Kind::SumSquare => it.fold(zero, |a, x| add(a, mul(x, x))),
+                // Rejected for integers in `infer`.
+                Kind::L2 | Kind::LogSum | Kind::LogSumExp => zero,
+            }
+        })
+        .collect()
+}
+
+/// `ArgMax` / `ArgMin`.
+#[derive(Debug)]
+pub struct Arg {
+    max: bool,
+    axis: i64,
+    keepdims: bool,
+    last: bool,
+}
+
+fn build_arg(n: &NodeInfo<'_>, max: bool) -> Result<Box<dyn Op>, OpError> {
+    Ok(Box::new(Arg {
+        max,
+        axis: n.attrs.int("axis", 0)?,
+        keepdims: n.attrs.int("keepdims", 1)? != 0,
+        last: n.attrs.int("select_last_index", 0)? != 0,
+    }))
+}
+
+fn arg_index<T: Copy>(
+    it: impl Iterator<Item = T>,
+    better: impl Fn(T, T) -> bool,
+    is_nan: impl Fn(T) -> bool,
+    last: bool,
+) -> i64 {
+    let mut best: Option<(usize, T)> = None;
+    for (i, x) in it.enumerate() {
+        best = match best {
+            None => Some((i, x)),
+            // The first NaN wins (numpy's rule); after it nothing replaces it.
+            Some((bi, b)) if is_nan(b) => Some((bi, b)),
+            Some(_) if is_nan(x) => Some((i, x)),
+            Some((bi, b)) => {
+                if better(x, b) {
+                    Some((i, x))
+                } else if last && !better(b, x) {
+                    Some((i, x))
+                } else {
+                    Some((bi, b))
+                }
+            }
+        };
+    }
+    best.map(|(i, _)| i as i64).unwrap_or(0)
+}
+
+impl Op for Arg {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        let x = infer_input(inputs, 0)?;
+        let axis = norm_axis(self.axis, x.ty.shape.len())?;
+        if x.ty.shape.get(axis) == Some(&0) {
+            return Err(OpError::shape("ArgMax/ArgMin over an empty axis"));
+        }
+        if matches!(x.ty.dtype, DType::Str | DType::Bool) {
+            return Err(OpError::DType {
+                index: 0,
+                dtype: x.ty.dtype,
+            });
+        }
+        let mut s = x.ty.shape.clone();
+        if self.keepdims {
+            s[axis] = 1;
+        } else {
+            s.remove(axis);
+        }
+        Ok(vec![TypeInfo::new(DType::I64, s)])
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let ty = self
+            .infer(&[Some(InferInput {
+                ty: &TypeInfo::of(x),
+                value: None,
+            })])?
+            .remove(0);
+        let _ = ctx;
+        let axis = norm_axis(self.axis, x.rank())?;
+        let g = Groups::new(x.shape(), &[axis]);
+        macro_rules! go {
+            ($v:expr, $nan:expr) => {{
+                let v = $v;
+                g.bases
+                    .iter()
+                    .map(|&b| {
+                        let it = g.offsets.iter().map(|&o| v[b + o]);
+                        if self.max {
+                            arg_index(it, |a, b| a > b, $nan, self.last)
+                        } else {
+                            arg_index(it, |a, b| a < b, $nan, self.last)
+                        }
+                    })
+                    .collect::<Vec<i64>>()
+            }};
+        }
+        let out = match x.data() {
+            TensorData::F32(v) => go!(v, |x: f32| x.is_nan()),
+            TensorData::F64(v) => go!(v, |x: f64| x.is_nan()),
+            TensorData::F16(v) => go!(v, |x: half::f16| x.is_nan()),
+            TensorData::I64(v) => go!(v, |_| false),
+            TensorData::I32(v) => go!(v, |_| false),
+            TensorData::I16(v) => go!(v, |_| false),
+            TensorData::I8(v) => go!(v, |_| false),
+            TensorData::U8(v) => go!(v, |_| false),
+            TensorData::U16(v) => go!(v, |_| false),
+            TensorData::U32(v) => go!(v, |_| false),
+            TensorData::U64(v) => go!(v, |_| false),
+            _ => {
+                return Err(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
+                })
+            }
+        };
+        Ok(vec![Tensor::from_vec(ty.shape, out)?])
+    }
+}
+
+/// `CumSum`: sequential running sums along one axis.
+#[derive(Debug)]
+pub struct CumSum {
+    exclusive: bool,
+    reverse: bool,
+}
+
+fn build_cumsum(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+    Ok(Box::new(CumSum {
+        exclusive: n.attrs.int("exclusive", 0)? != 0,
+        reverse: n.attrs.int("reverse", 0)? != 0,
+    }))
+}
+
+fn cumsum<T: Copy>(
+    v: &[T],
+    shape: &[usize],
+    axis: usize,
+    exclusive: bool,
+    reverse: bool,
+    zero: T,
+    add: impl Fn(T, T) -> T,
+) -> Vec<T> {
+    let mut out = vec![zero; v.len()];
+    let len = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let outer: usize = shape[..axis].iter().product();
+    for o in 0..outer {
+        for i in 0..inner {
+            let mut acc = zero;
+            for k in 0..len {
+                let k = if reverse { len - 1 - k } else { k };
+                let idx = (o * len + k) * inner + i;
+                if exclusive {
+                    out[idx] = acc;
+                    acc = add(acc, v[idx]);
+                } else {
+                    acc = add(acc, v[idx]);
+                    out[idx] = acc;
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Op for CumSum {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 2, 2)?;
+        let x = infer_input(inputs, 0)?;
+        infer_input(inputs, 1)?;
+        if !matches!(
+            x.ty.dtype,
+            DType::F32 | DType::F64 | DType::I32 | DType::I64 | DType::U32 | DType::U64
+        ) {
+            return Err(OpError::DType {
+                index: 0,
+                dtype: x.ty.dtype,
+            });
+        }
+        Ok(vec![x.ty.clone()])
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let a = to_i64s(input(inputs, 1)?)?;
+        let axis = norm_axis(
+            *a.first()
+                .ok_or_else(|| OpError::value("CumSum axis is empty"))?,
+            x.rank(),
+        )?;
+        let s = x.shape();
+        let (e, r) = (self.exclusive, self.reverse);
+        let data = match x.data() {
+            TensorData::F32(v) => TensorData::F32(cumsum(v, s, axis, e, r, 0.0, |a, b| a + b)),
+            TensorData::F64(v) => TensorData::F64(cumsum(v, s, axis, e, r, 0.0, |a, b| a + b)),
+            TensorData::I32(v) => TensorData::I32(cumsum(v, s, axis, e, r, 0, i32::wrapping_add)),
+            TensorData::I64(v) => TensorData::I64(cumsum(v, s, axis, e, r, 0, i64::wrapping_add)),
+            TensorData::U32(v) => TensorData::U32(cumsum(v, s, axis, e, r, 0, u32::wrapping_add)),
+            TensorData::U64(v) => TensorData::U64(cumsum(v, s, axis, e, r, 0, u64::wrapping_add)),
+            _ => {
+                return Err(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
+                })
+            }
+        };
+        Ok(vec![Tensor::new(s.to_vec(), data)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(op: &dyn Op, inputs: &[Option<&Tensor>]) -> Tensor {
+        op.run(inputs, &Ctx::default()).unwrap().remove(0)
+    }
+
+    #[test]
+    fn sum_is_sequential_in_index_order() {
+        // 1e8 + 1 − 1e8 in f32: the order (not a tree) decides the result.
+        let x = Tensor::from_vec(vec![3], vec![1e8f32, 1.0, -1e8]).unwrap();
+        let r = Reduce {
+            kind: Kind::Sum,
+            axes_attr: None,
+            axes_from_input: true,
+            keepdims: false,
+            noop_with_empty_axes: false,
+        };
+        assert_eq!(run(&r, &[Some(&x)]).as_slice::<f32>().unwrap(), &[0.0]);
+    }
+
+    #[test]
+    fn max_propagates_nan_and_axes_are_respected() {
+        let x = Tensor::from_vec(vec![2, 2], vec![1.0f32, f32::NAN, 3.0, 4.0]).unwrap();
+        let axes = Tensor::from_vec(vec![1], vec![1i64]).unwrap();
+        let r = Reduce {
+            kind: Kind::Max,
+            axes_attr: None,
+            axes_from_input: true,
+            keepdims: true,
+            noop_with_empty_axes: false,
+        };
+        let y = run(&r, &[Some(&x), Some(&axes)]);
+        assert_eq!(y.shape(), &[2, 1]);
+        let v = y.as_slice::<f32>().unwrap();
+        assert!(v[0].is_nan());
+        assert_eq!(v[1], 4.0);
+    }
+
+    #[test]
+    fn argmax_ties_and_last_index() {
+        let x = Tensor::from_vec(vec![4], vec![2i64, 5, 5, 1]).unwrap();
+        let first = Arg {
+            max: true,
+            axis: 0,
+            keepdims: false,
+            last: false,
+        };
+        let last = Arg {
+            max: true,
+            axis: 0,
+            keepdims: false,
+            last: true,
+        };
+        assert_eq!(run(&first, &[Some(&x)]).as_slice::<i64>().unwrap(), &[1]);
+        assert_eq!(run(&last, &[Some(&x)]).as_slice::<i64>().unwrap(), &[2]);
+    }
+
+    #[test]
+    fn cumsum_exclusive_reverse() {
+        let x = Tensor::from_vec(vec![4], vec![1i64, 2, 3, 4]).unwrap();
+        let ax = Tensor::scalar(0i64);
+        let c = CumSum {
+            exclusive: true,
+            reverse: true,
+        };
+        assert_eq!(
+            run(&c, &[Some(&x), Some(&ax)]).as_slice::<i64>().unwrap(),
+            &[9, 7, 4, 0]
+        );
+    }
+}

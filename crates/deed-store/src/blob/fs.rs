@@ -1,0 +1,456 @@
+//! The local-filesystem [`BlobStore`].
+//!
+//! Layout under the root directory:
+//!
+//! - `staging/<upload key>/<index>.chunk`: verified chunks of an unfinished upload.
+//!   Each is written under `tmp/` and renamed into place, so a chunk file is never
+//!   partial; staged chunks survive restarts, which is what lets uploads resume.
+//! - `blobs/<cid>/<index>.chunk` and `blobs/<cid>/manifest`: a complete blob. `finish`
+//!   verifies and syncs the staged chunks, adds the manifest and renames the whole
+//!   staging directory to `blobs/<cid>` in one step, so a blob is either entirely
+//!   present or absent, and its bytes are never copied.
+//! - `tmp/`: scratch space, emptied when the store is opened.
+//!
+//! One process owns a root at a time. Blocking file I/O runs on tokio's blocking
+//! pool, so the store must be used inside a tokio runtime.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::{
+    append_chunk_part, check_range, verify_stored_chunk, BlobError, BlobLimits, BlobStore, Cid,
+    Manifest,
+};
+
+/// A [`BlobStore`] in a local directory.
+#[derive(Clone, Debug)]
+pub struct FsBlobStore {
+    limits: BlobLimits,
+    root: Arc<Root>,
+}
+
+#[derive(Debug)]
+struct Root {
+    path: PathBuf,
+    next_tmp: AtomicU64,
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> BlobError {
+    move |source| BlobError::Io { op, source }
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a store rooted at `path`, and discards scratch files
+    /// a crash may have left.
+    pub fn open(path: impl AsRef<Path>, limits: BlobLimits) -> Result<Self, BlobError> {
+        let path = path.as_ref().to_path_buf();
+        let tmp = path.join("tmp");
+        match fs::remove_dir_all(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("clear scratch directory")(e)),
+        }
+        for dir in ["blobs", "staging", "tmp"] {
+            fs::create_dir_all(path.join(dir)).map_err(io_err("create store directories"))?;
+        }
+        Ok(FsBlobStore {
+            limits,
+            root: Arc::new(Root {
+                path,
+                next_tmp: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Runs blocking file work on tokio's blocking pool.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, BlobError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Root) -> Result<T, BlobError> + Send + 'static,
+    {
+        let root = Arc::clone(&self.root);
+        tokio::task::spawn_blocking(move || f(&root))
+            .await
+            .map_err(|e| BlobError::Io {
+                op: "blocking file task",
+                source: io::Error::other(e.to_string()),
+            })?
+    }
+}
+
+impl Root {
+    fn blob_dir(&self, id: &Cid) -> PathBuf {
+        self.path.join("blobs").join(id.to_string())
+    }
+
+    fn staging_dir(&self, m: &Manifest) -> PathBuf {
+        self.path.join("staging").join(m.upload_key().to_hex())
+    }
+
+    fn chunk_path(&self, m: &Manifest, index: u32) -> PathBuf {
+        self.staging_dir(m).join(chunk_name(index))
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        self.path
+            .join("tmp")
+            .join(format!("{}-{n}", std::process::id()))
+    }
+
+    fn is_complete(&self, id: &Cid) -> bool {
+        self.blob_dir(id).is_dir()
+    }
+
+    fn staged_indices(&self, m: &Manifest) -> Result<Vec<bool>, BlobError> {
+        let mut present = vec![false; m.chunks.len()];
+        let entries = match fs::read_dir(self.staging_dir(m)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(present),
+            Err(e) => return Err(io_err("list staged chunks")(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err("list staged chunks"))?;
+            let name = entry.file_name();
+            let index = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".chunk"))
+                .and_then(|n| n.parse::<usize>().ok());
+            if let Some(slot) = index.and_then(|i| present.get_mut(i)) {
+                *slot = true;
+            }
+        }
+        Ok(present)
+    }
+
+    fn read_manifest(&self, id: &Cid) -> Result<Option<Manifest>, BlobError> {
+        let bytes = match fs::read(self.blob_dir(id).join("manifest")) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read manifest")(e)),
+        };
+        let m = Manifest::decode(&bytes).map_err(|e| BlobError::Corrupt {
+            id: *id,
+            detail: format!("stored manifest: {e}"),
+        })?;
+        if m.id != *id {
+            return Err(BlobError::Corrupt {
+                id: *id,
+                detail: format!("stored manifest names blob {}", m.id),
+            });
+        }
+        Ok(Some(m))
+    }
+}
+
+fn chunk_name(index: u32) -> String {
+    format!("{index}.chunk")
+}
+
+/// Writes `data` to a new file at `path` and syncs it.
+fn write_synced(path: &Path, data: &[u8]) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Makes a rename or a new entry in `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn remove_dir_if_present(dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn finish_blocking(root: &Root, m: &Manifest) -> Result<(), BlobError> {
+    let staging = root.staging_dir(m);
+    let final_dir = root.blob_dir(&m.id);
+    if final_dir.is_dir() {
+        remove_dir_if_present(&staging).map_err(io_err("remove staged chunks"))?;
+        return Ok(());
+    }
+    let present = root.staged_indices(m)?;
+    let missing: Vec<u32> = (0..m.chunk_count())
+        .filter(|&i| !present.get(i as usize).copied().unwrap_or(false))
+        .collect();
+    if let Some(&first) = missing.first() {
+        return Err(BlobError::Incomplete {
+            missing: missing.len() as u32,
+            first,
+        });
+    }
+    if let Err(e) = verify_and_sync_staged(root, m) {
+        if matches!(e, BlobError::ContentMismatch { .. }) {
+            remove_dir_if_present(&staging).map_err(io_err("remove staged chunks"))?;
+        }
+        return Err(e);
+    }
+    fs::create_dir_all(&staging).map_err(io_err("create staging directory"))?;
+    let tmp = root.tmp_path();
+    write_synced(&tmp, &m.encode()).map_err(io_err("write manifest"))?;
+    fs::rename(&tmp, staging.join("manifest")).map_err(io_err("write manifest"))?;
+    sync_dir(&staging).map_err(io_err("sync staging directory"))?;
+    if let Err(e) = fs::rename(&staging, &final_dir) {
+        // Another finish of the same blob won the race: the blob is there, as wanted.
+        if !final_dir.is_dir() {
+            return Err(io_err("publish blob")(e));
+        }
+        remove_dir_if_present(&staging).map_err(io_err("remove staged chunks"))?;
+    }
+    sync_dir(&root.path.join("blobs")).map_err(io_err("sync blob directory"))
+}
+
+/// Reads back every staged chunk of `m`, checks it and the whole content against the
+/// manifest, and syncs each chunk file, so what gets published is durable and right.
+/// Staging skips the sync: a chunk lost to a power cut fails this check and is asked
+/// for again, never published.
+fn verify_and_sync_staged(root: &Root, m: &Manifest) -> Result<(), BlobError> {
+    let mut hasher = blake3::Hasher::new();
+    for index in 0..m.chunk_count() {
+        let path = root.chunk_path(m, index);
+        let mut file = File::open(&path).map_err(io_err("open staged chunk"))?;
+        let mut chunk = Vec::new();
+        file.read_to_end(&mut chunk)
+            .map_err(io_err("read staged chunk"))?;
+        if let Err(e) = m.check_chunk(index, &chunk) {
+            // A damaged staged chunk is dropped so that the uploader is asked for it
+            // again.
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        hasher.update(&chunk);
+        file.sync_all().map_err(io_err("sync staged chunk"))?;
+    }
+    let got = Cid(hasher.finalize().into());
+    if got != m.id {
+        return Err(BlobError::ContentMismatch {
+            expected: m.id,
+            got,
+        });
+    }
+    Ok(())
+}
+
+fn read_range_blocking(root: &Root, id: &Cid, range: Range<u64>) -> Result<Vec<u8>, BlobError> {
+    let m = root
+        .read_manifest(id)?
+        .ok_or(BlobError::NotFound { id: *id })?;
+    check_range(&range, m.size)?;
+    let dir = root.blob_dir(id);
+    let mut out = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
+    for index in m.chunks_for(&range) {
+        let chunk = match fs::read(dir.join(chunk_name(index))) {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(BlobError::Corrupt {
+                    id: *id,
+                    detail: format!("chunk {index} file is missing"),
+                })
+            }
+            Err(e) => return Err(io_err("read blob chunk")(e)),
+        };
+        verify_stored_chunk(&m, index, &chunk)?;
+        append_chunk_part(&m, index, &chunk, &range, &mut out)?;
+    }
+    Ok(out)
+}
+
+impl BlobStore for FsBlobStore {
+    fn limits(&self) -> BlobLimits {
+        self.limits
+    }
+
+    async fn missing_chunks(&self, manifest: &Manifest) -> Result<Vec<u32>, BlobError> {
+        manifest.validate(&self.limits)?;
+        let m = manifest.clone();
+        self.blocking(move |root| {
+            if root.is_complete(&m.id) {
+                return Ok(Vec::new());
+            }
+            let present = root.staged_indices(&m)?;
+            Ok((0..m.chunk_count())
+                .filter(|&i| !present.get(i as usize).copied().unwrap_or(false))
+                .collect())
+        })
+        .await
+    }
+
+    async fn put_chunk(
+        &self,
+        manifest: &Manifest,
+        index: u32,
+        data: &[u8],
+    ) -> Result<(), BlobError> {
+        manifest.validate(&self.limits)?;
+        manifest.check_chunk(index, data)?;
+        let m = manifest.clone();
+        let data = data.to_vec();
+        self.blocking(move |root| {
+            if root.is_complete(&m.id) {
+                return Ok(());
+            }
+            let dir = root.staging_dir(&m);
+            fs::create_dir_all(&dir).map_err(io_err("create staging directory"))?;
+            // Not synced here: `finish` re-verifies and syncs every chunk before the
+            // blob is published.
+            let tmp = root.tmp_path();
+            fs::write(&tmp, &data).map_err(io_err("write chunk"))?;
+            fs::rename(&tmp, root.chunk_path(&m, index)).map_err(io_err("store chunk"))
+        })
+        .await
+    }
+
+    async fn finish(&self, manifest: &Manifest) -> Result<(), BlobError> {
+        manifest.validate(&self.limits)?;
+        let m = manifest.clone();
+        self.blocking(move |root| finish_blocking(root, &m)).await
+    }
+
+    async fn abort(&self, manifest: &Manifest) -> Result<(), BlobError> {
+        let m = manifest.clone();
+        self.blocking(move |root| {
+            remove_dir_if_present(&root.staging_dir(&m)).map_err(io_err("remove staged chunks"))
+        })
+        .await
+    }
+
+    async fn manifest(&self, id: &Cid) -> Result<Option<Manifest>, BlobError> {
+        let id = *id;
+        self.blocking(move |root| root.read_manifest(&id)).await
+    }
+
+    async fn read_range(&self, id: &Cid, range: Range<u64>) -> Result<Vec<u8>, BlobError> {
+        let id = *id;
+        self.blocking(move |root| read_range_blocking(root, &id, range))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conformance;
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn conformance() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = AtomicU64::new(0);
+        rt().block_on(conformance::suite(|| {
+            let path = dir
+                .path()
+                .join(format!("store{}", n.fetch_add(1, Ordering::Relaxed)));
+            async move { FsBlobStore::open(path, conformance::limits()).expect("open") }
+        }));
+    }
+
+    #[test]
+    fn upload_resumes_after_reopen_and_scratch_is_cleared() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let m = Manifest::build(&data, 1000).expect("build");
+        rt().block_on(async {
+            let store = FsBlobStore::open(dir.path(), conformance::limits()).expect("open");
+            for i in [0u32, 3, 9] {
+                let r = m.chunk_range(i).expect("range");
+                store
+                    .put_chunk(&m, i, &data[r.start as usize..r.end as usize])
+                    .await
+                    .expect("put");
+            }
+            // Leftovers of a crashed assembly.
+            fs::write(dir.path().join("tmp").join("999-0"), b"junk").expect("junk");
+        });
+        rt().block_on(async {
+            let store = FsBlobStore::open(dir.path(), conformance::limits()).expect("reopen");
+            assert_eq!(
+                fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
+                0,
+                "scratch cleared on open"
+            );
+            assert_eq!(
+                store.missing_chunks(&m).await.expect("missing"),
+                vec![1, 2, 4, 5, 6, 7, 8]
+            );
+            let m2 = super::super::upload(&store, &data, 1000)
+                .await
+                .expect("upload");
+            assert_eq!(m2, m);
+            assert_eq!(
+                super::super::download(&store, &m.id)
+                    .await
+                    .expect("download"),
+                data
+            );
+            assert!(
+                !store.root.staging_dir(&m).exists(),
+                "staging removed after finish"
+            );
+        });
+    }
+
+    #[test]
+    fn damaged_blob_file_is_reported_not_returned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = vec![42u8; 5000];
+        rt().block_on(async {
+            let store = FsBlobStore::open(dir.path(), conformance::limits()).expect("open");
+            let m = super::super::upload(&store, &data, 1000)
+                .await
+                .expect("upload");
+            let path = store.root.blob_dir(&m.id).join(chunk_name(2));
+            let mut bytes = fs::read(&path).expect("read");
+            bytes[500] ^= 1;
+            fs::write(&path, bytes).expect("write");
+            let err = store
+                .read_range(&m.id, 2400..2600)
+                .await
+                .expect_err("corrupt");
+            assert!(matches!(err, BlobError::Corrupt { .. }), "{err:?}");
+            assert!(!err.is_retryable());
+            // Chunks the damage does not touch still read fine.
+            assert_eq!(
+                store.read_range(&m.id, 0..1000).await.expect("clean chunk"),
+                vec![42u8; 1000]
+            );
+        });
+    }
+
+    #[test]
+    fn damaged_staged_chunk_is_dropped_at_finish() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        let m = Manifest::build(&data, 1000).expect("build");
+        rt().block_on(async {
+            let store = FsBlobStore::open(dir.path(), conformance::limits()).expect("open");
+            for i in 0..3u32 {
+                let r = m.chunk_range(i).expect("range");
+                store
+                    .put_chunk(&m, i, &data[r.start as usize..r.end as usize])
+                    .await
+                    .expect("put");
+            }
+            fs::write(store.root.chunk_path(&m, 1), vec![0u8; 1000]).expect("damage");
+            let err = store.finish(&m).await.expect_err("damaged chunk");
+            assert!(
+                matches!(err, BlobError::ChunkHashMismatch { index: 1, .. }),
+                "{err:?}"
+            );
+            assert_eq!(store.manifest(&m.id).await.expect("manifest"), None);
+            assert_eq!(store.missing_chunks(&m).await.expect("missing"), vec![1]);
+        });
+    }
+}
