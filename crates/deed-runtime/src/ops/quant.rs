@@ -1303,6 +1303,92 @@ mod tests {
         assert_eq!(z, 153);
     }
 
+    /// Direct 2-D convolution of centered values, summed in wrapping i32.
+    #[allow(clippy::too_many_arguments)]
+    fn naive_conv(
+        x: &[i16],
+        xs: [usize; 4],
+        w: &[i16],
+        ws: [usize; 4],
+        g: usize,
+        st: [usize; 2],
+        dl: [usize; 2],
+        pad: [usize; 2],
+        os: [usize; 2],
+    ) -> Vec<i32> {
+        let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3]);
+        let (m, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+        let mg = m / g;
+        let mut out = vec![0i32; n * m * os[0] * os[1]];
+        for b in 0..n {
+            for oc in 0..m {
+                let grp = oc / mg;
+                for oy in 0..os[0] {
+                    for ox in 0..os[1] {
+                        let mut acc = 0i32;
+                        for ci in 0..cg {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * st[0] + ky * dl[0]) as isize - pad[0] as isize;
+                                    let ix = (ox * st[1] + kx * dl[1]) as isize - pad[1] as isize;
+                                    if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
+                                        continue;
+                                    }
+                                    let xv = x[((b * c + grp * cg + ci) * h + iy as usize) * wd
+                                        + ix as usize];
+                                    let wv = w[((oc * cg + ci) * kh + ky) * kw + kx];
+                                    acc = acc.wrapping_add(i32::from(xv) * i32::from(wv));
+                                }
+                            }
+                        }
+                        out[((b * m + oc) * os[0] + oy) * os[1] + ox] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        #[test]
+        fn conv_int_equals_direct_convolution(
+            n in 1usize..3, g in 1usize..3, cg in 1usize..3, mg in 1usize..3,
+            h in 1usize..7, wd in 1usize..7, kh in 1usize..4, kw in 1usize..4,
+            st in (1usize..3, 1usize..3), dl in (1usize..3, 1usize..3),
+            pad in (0usize..3, 0usize..3), threads in 1usize..5, seed in 0u64..1000,
+        ) {
+            let (c, m) = (g * cg, g * mg);
+            let p = ConvParams {
+                auto_pad: "NOTSET".into(),
+                kernel: None,
+                strides: Some(vec![st.0 as i64, st.1 as i64]),
+                dilations: Some(vec![dl.0 as i64, dl.1 as i64]),
+                pads: Some(vec![pad.0 as i64, pad.1 as i64, pad.0 as i64, pad.1 as i64]),
+                group: g as i64,
+            };
+            let Ok(geo) = p.geometry(&[n, c, h, wd], &[m, cg, kh, kw]) else {
+                // Kernel larger than the padded input: refused, nothing to compare.
+                return Ok(());
+            };
+            let mut r = seed;
+            let mut next = || {
+                r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((r >> 33) % 511) as i16 - 255
+            };
+            let x: Vec<i16> = (0..n * c * h * wd).map(|_| next()).collect();
+            let w: Vec<i16> = (0..m * cg * kh * kw).map(|_| next()).collect();
+            let want = naive_conv(
+                &x, [n, c, h, wd], &w, [m, cg, kh, kw], g,
+                [st.0, st.1], [dl.0, dl.1], [pad.0, pad.1], [geo.out[0], geo.out[1]],
+            );
+            for mode in [crate::ctx::KernelMode::Fast, crate::ctx::KernelMode::Reference] {
+                let ctx = Ctx::new(mode, threads);
+                proptest::prop_assert_eq!(&conv_int(&geo, &x, &w, &ctx), &want);
+            }
+        }
+    }
+
     #[test]
     fn blocked_layout_indexes_blocks() {
         let l = ParamLayout::new(&[2, 5], &[2, 3], 1, 2).unwrap();

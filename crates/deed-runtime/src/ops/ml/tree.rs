@@ -246,6 +246,10 @@ impl Forest {
         let mut i = root;
         loop {
             let nd = &self.nodes[i];
+            if nd.mode == Mode::Leaf {
+                return nd;
+            }
+            // `check_features` guarantees that every branch's feature is in the row.
             let v = x[nd.feature];
             let go = match nd.mode {
                 Mode::Leaf => return nd,
