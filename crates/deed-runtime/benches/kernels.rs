@@ -12,6 +12,9 @@
 //! (the cost of trace hashing), `deed/2t`, and `tract`. Planning and loading happen
 //! outside the timed loop, as in `deed run --repeat`.
 
+// `criterion_group!` defines an undocumented public function.
+#![allow(missing_docs)]
+
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -21,7 +24,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use deed_runtime::{Ctx, KernelMode, Limits, Model, RunOptions};
 use deed_types::{Tensor, TensorData};
 use tract_onnx::prelude::{
-    Framework, InferenceFact, InferenceModelExt, IntoRunnable, TVec, TValue, Tensor as TractTensor,
+    Framework, InferenceFact, InferenceModelExt, IntoRunnable, TValue, TVec, Tensor as TractTensor,
 };
 
 const MODELS: [&str; 5] = ["mlp_b1", "mlp_b64", "cnn", "transformer", "mlp_int8"];
@@ -29,15 +32,17 @@ const MODELS: [&str; 5] = ["mlp_b1", "mlp_b64", "cnn", "transformer", "mlp_int8"
 type BoxError = Box<dyn std::error::Error>;
 
 fn models_dir() -> PathBuf {
-    std::env::var_os("DEED_BENCH_MODELS").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-models")
-    })
+    std::env::var_os("DEED_BENCH_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-models"))
 }
 
 /// The inputs listed in a case's `case.json`, as (graph input name, file).
 fn case_inputs(dir: &Path) -> Result<Vec<(String, PathBuf)>, BoxError> {
     let case: serde_json::Value = serde_json::from_reader(File::open(dir.join("case.json"))?)?;
-    let inputs = case["inputs"].as_array().ok_or("case.json has no inputs list")?;
+    let inputs = case["inputs"]
+        .as_array()
+        .ok_or("case.json has no inputs list")?;
     inputs
         .iter()
         .map(|i| {
@@ -87,15 +92,26 @@ fn bench_model(c: &mut Criterion, name: &str, dir: &Path) -> Result<(), BoxError
     }
 
     let mut group = c.benchmark_group(name);
-    group.sample_size(20).warm_up_time(Duration::from_millis(500));
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500));
 
     let limits = Limits::default();
     let model = Model::load(&std::fs::read(&model_path)?, &limits)?;
     let plan = model.plan(&deed_inputs, &limits)?;
     let mode = KernelMode::from_env();
-    for (label, threads, trace) in [("deed/1t", 1, true), ("deed/1t-no-trace", 1, false), ("deed/2t", 2, true)] {
+    for (label, threads, trace) in [
+        ("deed/1t", 1, true),
+        ("deed/1t-no-trace", 1, false),
+        ("deed/2t", 2, true),
+    ] {
         let ctx = Ctx::new(mode, threads);
-        let opts = RunOptions { mode, threads, trace, ..RunOptions::default() };
+        let opts = RunOptions {
+            mode,
+            threads,
+            trace,
+            ..RunOptions::default()
+        };
         // One run outside the loop so that an unsupported model fails here, not mid-bench.
         plan.execute(&deed_inputs, &ctx, &opts)?;
         group.bench_function(label, |b| {
@@ -105,7 +121,12 @@ fn bench_model(c: &mut Criterion, name: &str, dir: &Path) -> Result<(), BoxError
 
     let mut tract_model = tract_onnx::onnx().model_for_path(&model_path)?;
     let mut values = TVec::new();
-    for (ix, outlet) in tract_model.input_outlets()?.to_vec().into_iter().enumerate() {
+    for (ix, outlet) in tract_model
+        .input_outlets()?
+        .to_vec()
+        .into_iter()
+        .enumerate()
+    {
         let input_name = tract_model.node(outlet.node).name.clone();
         let (_, t) = tract_inputs
             .iter()
@@ -116,7 +137,9 @@ fn bench_model(c: &mut Criterion, name: &str, dir: &Path) -> Result<(), BoxError
     }
     let tract_plan = tract_model.into_optimized()?.into_runnable()?;
     tract_plan.run(values.clone())?;
-    group.bench_function("tract", |b| b.iter(|| tract_plan.run(values.clone()).map(|o| o.len())));
+    group.bench_function("tract", |b| {
+        b.iter(|| tract_plan.run(values.clone()).map(|o| o.len()))
+    });
     group.finish();
     Ok(())
 }

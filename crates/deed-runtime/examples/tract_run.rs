@@ -37,7 +37,9 @@ fn parse_args() -> Result<Args> {
     let mut repeat = 10;
     let mut out = None;
     while let Some(arg) = args.next() {
-        let arg = arg.into_string().map_err(|a| anyhow!("non-UTF-8 argument {a:?}"))?;
+        let arg = arg
+            .into_string()
+            .map_err(|a| anyhow!("non-UTF-8 argument {a:?}"))?;
         let mut value = |flag: &str| {
             args.next()
                 .and_then(|v| v.into_string().ok())
@@ -52,7 +54,9 @@ fn parse_args() -> Result<Args> {
                 inputs.push((name.to_owned(), PathBuf::from(path)));
             }
             "--repeat" => {
-                repeat = value("--repeat")?.parse().context("--repeat expects a count")?;
+                repeat = value("--repeat")?
+                    .parse()
+                    .context("--repeat expects a count")?;
                 if repeat == 0 {
                     bail!("--repeat must be at least 1");
                 }
@@ -68,7 +72,12 @@ fn parse_args() -> Result<Args> {
         }
     }
     let model = model.ok_or_else(|| anyhow!("missing MODEL.onnx (see --help)"))?;
-    Ok(Args { model, inputs, repeat, out })
+    Ok(Args {
+        model,
+        inputs,
+        repeat,
+        out,
+    })
 }
 
 fn read_npy(path: &Path) -> Result<Tensor> {
@@ -76,7 +85,10 @@ fn read_npy(path: &Path) -> Result<Tensor> {
     let npy = npyz::NpyFile::new(BufReader::new(file))
         .with_context(|| format!("reading the .npy header of {}", path.display()))?;
     if npy.order() != npyz::Order::C {
-        bail!("{}: Fortran-ordered arrays are not supported", path.display());
+        bail!(
+            "{}: Fortran-ordered arrays are not supported",
+            path.display()
+        );
     }
     let shape = npy.shape().iter().map(|&d| d as usize).collect::<Vec<_>>();
     let descr = npy.dtype().descr();
@@ -161,7 +173,11 @@ fn main() -> Result<()> {
     }
     times.sort_by(f64::total_cmp);
     let mid = times.len() / 2;
-    let median = if times.len() % 2 == 0 { (times[mid - 1] + times[mid]) / 2.0 } else { times[mid] };
+    let median = if times.len() % 2 == 0 {
+        (times[mid - 1] + times[mid]) / 2.0
+    } else {
+        times[mid]
+    };
 
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -172,10 +188,11 @@ fn main() -> Result<()> {
         if let Some(dir) = &args.out {
             save(dir, name, t)?;
         }
-        let first = t
-            .cast_to::<f64>()
-            .ok()
-            .and_then(|c| c.to_plain_array_view::<f64>().ok().map(|a| a.iter().take(8).copied().collect::<Vec<_>>()));
+        let first = t.cast_to::<f64>().ok().and_then(|c| {
+            c.to_plain_array_view::<f64>()
+                .ok()
+                .map(|a| a.iter().take(8).copied().collect::<Vec<_>>())
+        });
         described.push(json!({
             "name": name,
             "shape": t.shape(),
