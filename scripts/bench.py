@@ -181,8 +181,8 @@ def main() -> int:
     if args.ort_child:
         ort_child(args.ort_child[0], int(args.ort_child[1]), int(args.ort_child[2]))
         return 0
-    if args.repeat < 1:
-        p.error("--repeat must be at least 1")
+    if args.repeat < 2:
+        p.error("--repeat must be at least 2 (deed run reports latency only for repeated runs)")
     models = args.model or MODELS
 
     sh([sys.executable, os.path.join(REPO, "scripts", "gen_models.py"), args.models_dir])
