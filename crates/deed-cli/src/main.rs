@@ -306,6 +306,7 @@ fn cmd_conformance(a: ConformanceArgs, json: bool) -> Result<ExitCode> {
                 conformance::Verdict::Passed => println!("pass         {name}"),
                 conformance::Verdict::Failed(w) => println!("FAIL         {name}: {w}"),
                 conformance::Verdict::Unsupported(w) => println!("unsupported  {name}: {w}"),
+                conformance::Verdict::NoData => println!("no data      {name}"),
             });
         }
         results.push(conformance::CaseResult { name, verdict });
@@ -320,11 +321,15 @@ fn cmd_conformance(a: ConformanceArgs, json: bool) -> Result<ExitCode> {
         .iter()
         .filter(|r| matches!(r.verdict, conformance::Verdict::Failed(_)))
         .count();
-    let unsupported = results.len() - passed - failed;
+    let no_data = results
+        .iter()
+        .filter(|r| r.verdict == conformance::Verdict::NoData)
+        .count();
+    let unsupported = results.len() - passed - failed - no_data;
     if json {
         println!(
             "{}",
-            json!({ "passed": passed, "failed": failed, "unsupported": unsupported, "cases": results })
+            json!({ "passed": passed, "failed": failed, "unsupported": unsupported, "no_data": no_data, "cases": results })
         );
     } else {
         if !a.verbose {
@@ -333,6 +338,9 @@ fn cmd_conformance(a: ConformanceArgs, json: bool) -> Result<ExitCode> {
                     println!("FAIL  {}: {w}", r.name);
                 }
             }
+        }
+        if no_data > 0 {
+            println!("{no_data} cases have no test data in the suite and are not counted");
         }
         println!("{passed} passed, {failed} failed, {unsupported} unsupported");
     }

@@ -20,7 +20,7 @@ use crate::ops::{registry, NodeInfo, Op};
 use crate::proto::tensor_from_proto;
 
 /// Newest default-domain opset the runtime accepts.
-pub const MAX_OPSET: i64 = 25;
+pub const MAX_OPSET: i64 = 28;
 /// Newest `ai.onnx.ml` opset the runtime accepts.
 pub const MAX_ML_OPSET: i64 = 5;
 /// The `ai.onnx.ml` domain name.

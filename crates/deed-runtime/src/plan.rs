@@ -23,8 +23,7 @@ use crate::model::{check_tensor_limits, Dim, Model, Source};
 use crate::ops::{InferInput, TypeInfo};
 use crate::trace::{step_hash, Trace};
 
-/// Graph inputs of an integer dtype with at most this many elements are treated as
-/// known while planning.
+/// Graph inputs with at most this many elements are treated as known while planning.
 pub const KNOWN_INPUT_MAX: usize = 1024;
 /// Nodes whose inputs are all known and whose outputs have at most this many elements
 /// are computed while planning.
@@ -263,14 +262,34 @@ impl Model {
             let cost = node.op.cost(&in_types, &out_types);
             total = total.saturating_add(cost);
 
-            // Fold when every input is known and the outputs are small.
-            let all_known = in_ids.iter().flatten().all(|&id| known[id].is_some());
+            // Fold when every input is known and the outputs are small. `Shape` and `Size`
+            // depend on their input's type only, so they fold whatever its value.
+            let type_only = node.domain.is_empty()
+                && matches!(node.op_type.as_str(), "Shape" | "Size")
+                && in_ids
+                    .iter()
+                    .flatten()
+                    .all(|&id| types[id].bytes() <= TYPE_STAND_IN_MAX_BYTES);
+            let all_known = type_only || in_ids.iter().flatten().all(|&id| known[id].is_some());
             let small = out_types.iter().map(|t| t.numel()).sum::<u64>() <= FOLD_MAX;
             let folded = if all_known && small {
-                let vals: Vec<Option<&Tensor>> = in_ids
-                    .iter()
-                    .map(|id| id.and_then(|id| known[id].as_deref()))
-                    .collect();
+                let stand_ins: Vec<Option<Tensor>> = if type_only {
+                    in_ids
+                        .iter()
+                        .map(|id| id.map(|id| type_stand_in(&types[id])).transpose())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| node_err(OpError::from(e)))?
+                } else {
+                    Vec::new()
+                };
+                let vals: Vec<Option<&Tensor>> = if type_only {
+                    stand_ins.iter().map(|t| t.as_ref()).collect()
+                } else {
+                    in_ids
+                        .iter()
+                        .map(|id| id.and_then(|id| known[id].as_deref()))
+                        .collect()
+                };
                 let mut outs = node.op.run(&vals, &ctx).map_err(node_err)?;
                 check_outputs(&outs, &out_types).map_err(node_err)?;
                 outs.iter_mut().for_each(|t| {
@@ -445,6 +464,15 @@ impl Model {
 pub fn node_step_hash(step: usize, outputs: &[Tensor]) -> Hash {
     let refs: Vec<&Tensor> = outputs.iter().collect();
     step_hash(step as u32, &refs)
+}
+
+/// Largest input for which `Shape`/`Size` are folded from a zero-filled stand-in.
+const TYPE_STAND_IN_MAX_BYTES: u64 = 1 << 26;
+
+/// A tensor of the given type whose values are never read: `Shape` and `Size` only
+/// look at the shape.
+fn type_stand_in(ty: &TypeInfo) -> Result<Tensor, deed_types::TensorError> {
+    Tensor::zeros(ty.dtype, ty.shape.clone())
 }
 
 fn check_outputs(outs: &[Tensor], types: &[TypeInfo]) -> Result<(), OpError> {

@@ -739,6 +739,9 @@ impl Op for LpNorm {
                             .fold(T::ZERO, |a, k| v[at(k)].fma(v[at(k)], a))
                             .sqrt()
                     };
+                    // A zero norm divides by one (the ONNX reference's rule), so an
+                    // all-zero row stays zero instead of becoming NaN.
+                    let norm = if norm == T::ZERO { T::ONE } else { norm };
                     for k in 0..len {
                         out[at(k)] = v[at(k)] / norm;
                     }
