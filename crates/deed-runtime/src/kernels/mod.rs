@@ -2,7 +2,7 @@
 //! bit-identical implementations.
 //!
 //! Every kernel here has a scalar reference that is the specification (see
-//! `docs/canonical-semantics/linalg.md`); the fast paths split work over independent
+//! `docs/canonical-semantics.md`); the fast paths split work over independent
 //! outputs only and keep each output's reduction in the reference order, so their
 //! results are identical bit for bit on every CPU and for every thread count.
 

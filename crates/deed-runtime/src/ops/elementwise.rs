@@ -5,7 +5,7 @@
 //! Every output element depends only on the input elements that broadcast to it, so
 //! the engine splits the *output* into chunks for threads and SIMD lanes without
 //! changing any result: a fast path computes exactly the same per-element function as
-//! the scalar reference (see `docs/canonical-semantics/elementwise.md`).
+//! the scalar reference (see `docs/canonical-semantics.md`).
 //!
 //! Broadcasting follows numpy's multidirectional rule. The engine has three paths,
 //! chosen by shape only: operands of the output's size (a plain zip), a one-element

@@ -6,7 +6,7 @@
 //! is valid when `-d <= i < d`; a negative index wraps once (`i + d`); anything else is
 //! an [`OpError::Value`] naming the index and the dimension (never a panic, never a
 //! clamp). `OneHot` is the exception the ONNX spec makes: out-of-range indices give an
-//! all-`off` row. Semantics: `docs/canonical-semantics/shape-and-indexing.md`.
+//! all-`off` row. Semantics: `docs/canonical-semantics.md`.
 
 use std::cmp::Ordering;
 

@@ -4,7 +4,7 @@
 //! `acc = +0.0; for k increasing: acc = fma(a, b, acc)`, NaN outputs canonical.
 //! f16/bf16 inputs are widened exactly to f32, computed in f32 and rounded once
 //! (to nearest, ties to even) to the input type. Integers wrap. See
-//! `docs/canonical-semantics/linalg.md`.
+//! `docs/canonical-semantics.md`.
 
 use deed_types::{DType, Tensor};
 

@@ -3,7 +3,7 @@
 //! Kernels never call the platform libm (`f32::exp`, `f64::sin`, …): its results differ
 //! between C libraries and versions, and a verifier on another machine must reproduce
 //! every bit. Two sources are used instead, and both are part of the specification
-//! (`docs/canonical-semantics/elementwise.md`):
+//! (`docs/canonical-semantics.md`):
 //!
 //! - **Hot f32 functions** ([`exp_f32`], [`ln_f32`], [`tanh_f32`], [`sigmoid_f32`],
 //!   [`erf_f32`]) are written here: range reduction, a fixed polynomial evaluated by

@@ -2,7 +2,7 @@
 //! ensembles, linear models and the preprocessing operators around them.
 //!
 //! Their arithmetic (summation order of tree leaves, dot products, post transforms) is
-//! written in `docs/canonical-semantics/quantized-and-ml.md`. `ZipMap` is refused as
+//! written in `docs/canonical-semantics.md`. `ZipMap` is refused as
 //! unsupported: it returns a sequence of maps, which Deed's tensors do not represent
 //! (export with `zipmap=False`).
 

@@ -5,7 +5,7 @@
 //!
 //! Every row statistic is a sequential sum in increasing index order from +0.0; the
 //! exact formula of each operator is in
-//! `docs/canonical-semantics/reductions-and-normalization.md`. Rows are independent,
+//! `docs/canonical-semantics.md`. Rows are independent,
 //! so they are split across threads without changing any bit.
 
 use deed_types::{DType, Tensor, TensorData};

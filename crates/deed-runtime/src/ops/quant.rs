@@ -4,7 +4,7 @@
 //! Integer parts are exact: operands are widened to `i16` with their zero points
 //! subtracted, products are summed in wrapping `i32` (see [`igemm`]). The float
 //! parts have one definition each, written in
-//! `docs/canonical-semantics/quantized-and-ml.md`: divisions and multiplier products
+//! `docs/canonical-semantics.md`: divisions and multiplier products
 //! in the scale's dtype, requantization as one `f64` product, round half to even,
 //! then the zero point is added and the result saturated.
 

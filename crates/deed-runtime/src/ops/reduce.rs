@@ -4,7 +4,7 @@
 //! Canonical order: for every output element, the reduced elements are visited in
 //! row-major order of the input (increasing flat index) and accumulated sequentially,
 //! one rounding per step, from the identity of the reduction. See
-//! `docs/canonical-semantics/reductions-and-normalization.md`.
+//! `docs/canonical-semantics.md`.
 
 use deed_types::{DType, Tensor, TensorData};
 

@@ -7,7 +7,7 @@
 //! pass per resized axis runs from the innermost axis outwards, each output value being
 //! `Σ_k w_k·p_k` summed tap by tap in increasing index order without fused
 //! multiply-add, and the result is rounded once to the element type. Coordinates and
-//! weights are f64 too. Semantics: `docs/canonical-semantics/shape-and-indexing.md`.
+//! weights are f64 too. Semantics: `docs/canonical-semantics.md`.
 
 use deed_types::{DType, Tensor, TensorData};
 use half::{bf16, f16};

@@ -6,7 +6,7 @@
 //! engine serves every dtype: [`remap`] copies an input through per-axis offset tables.
 //! Splitting its output across threads cannot change a bit; the transpose kernel is
 //! nevertheless checked against a naive reference (see `shape/transpose.rs`).
-//! Semantics: `docs/canonical-semantics/shape-and-indexing.md`.
+//! Semantics: `docs/canonical-semantics.md`.
 
 use deed_types::tensor::Element;
 use deed_types::{with_data, DType, Tensor, TensorData};
