@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use deed_ledger::{apply_block, next_block, Params, Referee, RefereeError, State, TxError};
 use deed_store::{Commit, MemoryStateStore, RedbStateStore, StateStore};
 use deed_types::{
-    Action, Address, Amount, Block, Cid, Hash, SecretKey, SignedTransaction, Tensor, Transaction,
+    Action, Address, Amount, Block, Cid, Hash, SecretKey, SignedTransaction, Transaction,
 };
 
 const CHILD_ENV: &str = "DEED_LEDGER_CRASH_CHILD_DB";
@@ -52,7 +52,7 @@ impl Referee for NoReferee {
         &self,
         model: &Cid,
         _step: u64,
-        _inputs: &[Tensor],
+        _inputs: &[deed_ledger::StepInput],
     ) -> Result<Hash, RefereeError> {
         Err(RefereeError::ModelUnavailable(*model))
     }
