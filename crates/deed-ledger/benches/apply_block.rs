@@ -107,6 +107,7 @@ fn setup() -> (Setup, Block) {
         input: JobInput::Inline(vec![0; 64]),
         mode,
         max_fee: 1_000,
+        executor: None,
     };
     // Jobs the bench block's receipts answer.
     let first_requester = 1 + EXECUTORS;

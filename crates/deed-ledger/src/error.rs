@@ -1,7 +1,7 @@
 //! Typed errors: why a transaction failed, why a block was rejected.
 
 use deed_types::{
-    Address, Amount, DisputeId, Hash, JobId, LimitError, ModelId, ProposalId, SignatureError,
+    Address, Amount, DisputeId, Hash, JobId, LimitError, Mode, ModelId, ProposalId, SignatureError,
 };
 
 use crate::commitment::CommitmentError;
@@ -168,6 +168,21 @@ pub enum TxError {
         available: usize,
         /// Needed.
         needed: usize,
+    },
+    /// A direct call named an executor that is not bonded, jailed, or not serving
+    /// the model.
+    #[error("executor {executor} is not eligible to serve {model}")]
+    ExecutorNotEligible {
+        /// The model.
+        model: ModelId,
+        /// The named executor.
+        executor: Address,
+    },
+    /// A direct call (one named executor) asked for a replicated mode.
+    #[error("a direct call cannot use mode {mode:?}")]
+    DirectNotAllowed {
+        /// The mode asked for.
+        mode: Mode,
     },
     /// The total cost exceeds the requester's maximum fee.
     #[error("job costs at least {needed}, above the maximum fee {max_fee}")]

@@ -71,6 +71,7 @@ fn request(c: &mut Chain, m: ModelId, mode: Mode) -> (JobId, Vec<Address>) {
             input: JobInput::Inline(vec![7]),
             mode,
             max_fee: 1_000_000,
+            executor: None,
         },
     )]);
     out.results[0].outcome.clone().unwrap();
@@ -239,6 +240,7 @@ fn royalty_is_split_up_the_lineage_with_a_depth_cap() {
             input: JobInput::Inline(vec![]),
             mode: Mode::None,
             max_fee: 10_000,
+            executor: None,
         },
     );
     c.ok(

@@ -219,6 +219,7 @@ fn bad_inputs_are_typed_errors_that_change_nothing_but_the_fee() {
             input: JobInput::Inline(vec![]),
             mode: Mode::None,
             max_fee: u128::MAX,
+            executor: None,
         },
         &|e| matches!(e, TxError::Overflow(_)),
     );
@@ -554,6 +555,7 @@ fn state_rebuilds_from_its_key_values_and_from_block_writes() {
             input: JobInput::Inline(vec![1]),
             mode: Mode::Optimistic,
             max_fee: 100,
+            executor: None,
         },
     )]));
     outs.push(c.block(vec![c.sign(1, Action::Unbond { amount: 10 })]));
@@ -650,6 +652,7 @@ fn replaying_every_blocks_writes_from_genesis_rebuilds_the_root() {
             input: JobInput::Inline(vec![]),
             mode: Mode::None,
             max_fee: 10,
+            executor: None,
         },
     )]);
     apply(&mut store, &o);

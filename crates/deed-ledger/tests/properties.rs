@@ -110,6 +110,7 @@ fn action(op: &Op) -> Option<(usize, Action)> {
                 input: JobInput::Inline(vec![1, 2]),
                 mode: [Mode::None, Mode::Optimistic, Mode::Replicated(2)][mode as usize],
                 max_fee,
+                executor: None,
             },
         ),
         Op::Receipt {

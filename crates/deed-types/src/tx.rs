@@ -344,6 +344,10 @@ pub enum Action {
         mode: Mode,
         /// The most the requester pays in total (royalty + executor fees + protocol fee).
         max_fee: Amount,
+        /// For a direct call: the one executor the requester already sent this signed
+        /// request to. It must be eligible (bonded, serving the model, within
+        /// `max_fee`); only modes `none` and `optimistic` allow it.
+        executor: Option<Address>,
     },
     /// An assigned executor's result (modes none and optimistic).
     SubmitReceipt {

@@ -128,15 +128,19 @@ fn action() -> impl Strategy<Value = Action> {
                 hash().prop_map(|h| JobInput::ByCid(Cid(h)))
             ],
             mode(),
-            any::<u128>()
+            any::<u128>(),
+            proptest::option::of(any::<[u8; 20]>().prop_map(Address))
         )
-            .prop_map(|(m, version, input, mode, max_fee)| Action::RequestJob {
-                model: ModelId(m),
-                version,
-                input,
-                mode,
-                max_fee
-            }),
+            .prop_map(
+                |(m, version, input, mode, max_fee, executor)| Action::RequestJob {
+                    model: ModelId(m),
+                    version,
+                    input,
+                    mode,
+                    max_fee,
+                    executor,
+                }
+            ),
         (any::<u64>(), receipt()).prop_map(|(j, receipt)| Action::SubmitReceipt {
             job: JobId(j),
             receipt

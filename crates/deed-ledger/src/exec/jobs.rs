@@ -9,6 +9,17 @@ use crate::error::TxError;
 use crate::events::{Event, Reason};
 use crate::state::{Escrow, Job, JobStatus, Timer};
 
+/// The fields of a `RequestJob` action.
+pub(super) struct JobRequest<'t> {
+    pub model: ModelId,
+    pub version: Option<u32>,
+    pub input: &'t JobInput,
+    pub mode: Mode,
+    pub max_fee: Amount,
+    /// The executor of a direct call, if any.
+    pub executor: Option<Address>,
+}
+
 impl<'a> Exec<'a> {
     /// Loads a job and checks its per-executor vectors line up, which makes every
     /// index by executor position below in bounds.
@@ -37,15 +48,22 @@ impl<'a> Exec<'a> {
     pub(super) fn request_job(
         &mut self,
         sender: Address,
-        model_id: ModelId,
-        version: Option<u32>,
-        input: &JobInput,
-        mode: Mode,
-        max_fee: Amount,
+        req: JobRequest<'_>,
     ) -> Result<(), TxError> {
+        let JobRequest {
+            model: model_id,
+            version,
+            input,
+            mode,
+            max_fee,
+            executor: direct,
+        } = req;
         let k: usize = match mode {
             Mode::None | Mode::Optimistic => 1,
             Mode::Replicated(k) => {
+                if direct.is_some() {
+                    return Err(TxError::DirectNotAllowed { mode });
+                }
                 if k < 2 || u64::from(k) > self.s.params.max_replicas {
                     return Err(TxError::BadReplication {
                         k,
@@ -132,6 +150,9 @@ impl<'a> Exec<'a> {
             if e.jailed_until.is_some() || e.stake < self.s.params.min_stake {
                 continue;
             }
+            if direct.is_some_and(|d| d != *addr) {
+                continue;
+            }
             let total = Some(cost_at(e.price).ok_or(TxError::Overflow("job cost"))?);
             cheapest = match (cheapest, total) {
                 (Some(c), Some(t)) => Some(c.min(t)),
@@ -151,6 +172,12 @@ impl<'a> Exec<'a> {
             }
         }
         if eligible.len() < k {
+            if let Some(executor) = direct.filter(|_| cheapest.is_none()) {
+                return Err(TxError::ExecutorNotEligible {
+                    model: model_id,
+                    executor,
+                });
+            }
             if let Some(needed) = cheapest.filter(|c| *c > max_fee) {
                 return Err(TxError::MaxFeeTooLow { max_fee, needed });
             }

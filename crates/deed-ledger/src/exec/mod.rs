@@ -18,6 +18,7 @@ use crate::error::TxError;
 use crate::events::{Event, Reason};
 use crate::referee::Referee;
 use crate::state::{Account, State, Timer};
+use jobs::JobRequest;
 
 /// What a block gives its transactions: height, proposer and randomness.
 #[derive(Clone, Copy, Debug)]
@@ -156,7 +157,18 @@ impl<'a> Exec<'a> {
                 input,
                 mode,
                 max_fee,
-            } => self.request_job(sender, *model, *version, input, *mode, *max_fee),
+                executor,
+            } => self.request_job(
+                sender,
+                JobRequest {
+                    model: *model,
+                    version: *version,
+                    input,
+                    mode: *mode,
+                    max_fee: *max_fee,
+                    executor: *executor,
+                },
+            ),
             Action::SubmitReceipt { job, receipt } => self.submit_receipt(sender, *job, receipt),
             Action::CommitOutput { job, commitment } => {
                 self.commit_output(sender, *job, *commitment)
