@@ -23,7 +23,7 @@ pub use crypto::{SecretKey, Signature, SignatureError};
 pub use encoding::DecodeError;
 pub use hash::Hash;
 pub use ids::{Amount, Bps, DisputeId, JobId, ModelId, ProposalId, BPS_DENOMINATOR};
-pub use tensor::{DType, Tensor, TensorData, TensorError};
+pub use tensor::{decode_list, encode_list, DType, Tensor, TensorData, TensorError};
 pub use tx::{
     Action, JobInput, Licence, LimitError, Lineage, Mode, Output, ParamChange, ParamKey, Receipt,
     RefereeInput, SignedTransaction, StepProofData, Transaction, TxDecodeError,

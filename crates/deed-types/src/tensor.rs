@@ -683,6 +683,21 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The canonical encoding of a tensor list (a job's inputs, an inference's outputs, in
+/// graph order): the borsh encoding of the list of each tensor's [`Tensor::encode`].
+/// A job's input hash and a receipt's output hash are blake3 of these bytes.
+pub fn encode_list(tensors: &[Tensor]) -> Vec<u8> {
+    let list: Vec<Vec<u8>> = tensors.iter().map(Tensor::encode).collect();
+    crate::encoding::encode(&list)
+}
+
+/// Decodes [`encode_list`] bytes of at most `max` bytes.
+pub fn decode_list(bytes: &[u8], max: usize) -> Result<Vec<Tensor>, TensorError> {
+    let list: Vec<Vec<u8>> = crate::encoding::decode("tensor list", bytes, max)
+        .map_err(|_| TensorError::Malformed("not a tensor list"))?;
+    list.iter().map(|b| Tensor::decode(b)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,5 +764,16 @@ mod tests {
         let c = Tensor::from_vec(vec![4], vec![0i8; 4]).unwrap();
         assert_ne!(a.hash(), b.hash());
         assert_ne!(a.hash(), c.hash());
+    }
+
+    #[test]
+    fn tensor_lists_round_trip_and_reject_garbage() {
+        let a = Tensor::from_vec(vec![2], vec![1.5f32, -0.0]).unwrap();
+        let b = Tensor::from_vec(vec![1, 3], vec![1i64, 2, 3]).unwrap();
+        let bytes = encode_list(&[a.clone(), b.clone()]);
+        assert_eq!(decode_list(&bytes, usize::MAX).unwrap(), vec![a, b]);
+        assert!(decode_list(&bytes[..bytes.len() - 1], usize::MAX).is_err());
+        assert!(decode_list(&bytes, 8).is_err());
+        assert_eq!(decode_list(&encode_list(&[]), 64).unwrap(), vec![]);
     }
 }

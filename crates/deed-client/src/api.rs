@@ -1,0 +1,433 @@
+//! The HTTP API's wire types (JSON) and paths. Version prefix `/v1`.
+//!
+//! Conventions:
+//! - Token amounts are decimal strings ([`Amount`] is `u128`, beyond JSON's safe
+//!   integers); ids of models, jobs, disputes and proposals are JSON numbers.
+//! - Addresses are EIP-55 hex, hashes `0x`-prefixed hex, CIDs base32 text.
+//! - A tensor list (job inputs, outputs) is `deed_types::encode_list`; input and
+//!   output hashes are blake3 of those bytes.
+//! - Binary payloads inside JSON (signed transactions, canonical tensors) are
+//!   `0x`-prefixed hex.
+//! - Every error is an [`ErrorBody`] with an HTTP status from [`ErrorCode::status`].
+//!
+//! | method, path | request | response |
+//! |---|---|---|
+//! | `GET /v1/status` | | [`Status`] |
+//! | `GET /v1/accounts/{address}` | | [`AccountView`] |
+//! | `POST /v1/transactions` | [`SubmitTx`] | [`TxSubmitted`] |
+//! | `GET /v1/transactions/{hash}` | | [`TxView`] |
+//! | `GET /v1/models?owner=&name=` | | `Vec<`[`ModelView`]`>` |
+//! | `GET /v1/models/{id}` | | [`ModelView`] |
+//! | `GET /v1/models/{id}/versions` | | `Vec<`[`VersionView`]`>` |
+//! | `GET /v1/models/{id}/versions/{n}` | | [`VersionView`] |
+//! | `POST /v1/blobs/uploads` | blob manifest (JSON) | [`UploadStatus`] |
+//! | `PUT /v1/blobs/uploads/{cid}/chunks/{index}` | raw chunk bytes | [`UploadStatus`] |
+//! | `POST /v1/blobs/uploads/{cid}/finish` | | [`BlobInfo`] |
+//! | `GET /v1/blobs/{cid}` (`Range` honoured) / `HEAD` | | bytes |
+//! | `GET /v1/blobs/{cid}/manifest` | | blob manifest (JSON) |
+//! | `GET /v1/jobs?requester=&executor=` | | `Vec<`[`JobView`]`>` |
+//! | `GET /v1/jobs/{id}` | | [`JobView`] |
+//! | `GET /v1/disputes` / `GET /v1/disputes/{id}` | | [`DisputeView`] |
+//! | `POST /v1/execute` (executor role: direct call) | [`DirectRequest`] | [`DirectResponse`] |
+//! | `GET /v1/openapi.json` | | OpenAPI 3 document |
+//! | `GET /metrics` | | Prometheus text |
+
+use serde::{Deserialize, Serialize};
+
+use deed_types::{Address, Cid, Hash};
+
+/// Path prefix of every API route.
+pub const PREFIX: &str = "/v1";
+
+/// A machine-readable error class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request body or a parameter is malformed.
+    BadRequest,
+    /// No such account, model, version, blob, job, dispute or transaction.
+    NotFound,
+    /// A transaction's signature does not verify or names another chain.
+    BadSignature,
+    /// A transaction's nonce is not the sender's next one.
+    BadNonce,
+    /// The sender cannot pay.
+    InsufficientFunds,
+    /// The ledger rejected the transaction (the message says why).
+    Rejected,
+    /// A payload or field exceeds a configured limit.
+    TooLarge,
+    /// A chunk or blob does not match its hash.
+    HashMismatch,
+    /// The model cannot run: malformed ONNX, unsupported operators, wrong inputs.
+    BadModel,
+    /// The inputs do not fit the model (names, shapes, dtypes).
+    BadInput,
+    /// The node does not run the role this route needs.
+    RoleDisabled,
+    /// The node is busy (a queue is full); retry later.
+    Unavailable,
+    /// Something failed inside the node; the message carries no internals.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status code this error is sent with.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::BadModel | ErrorCode::BadInput => 400,
+            ErrorCode::BadSignature => 401,
+            ErrorCode::InsufficientFunds => 402,
+            ErrorCode::NotFound => 404,
+            ErrorCode::BadNonce | ErrorCode::Rejected => 409,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::HashMismatch => 422,
+            ErrorCode::RoleDisabled => 501,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error class.
+    pub code: ErrorCode,
+    /// A human-readable explanation naming the problem.
+    pub message: String,
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The chain id transactions must be signed for.
+    pub chain_id: u64,
+    /// Height of the last committed block (0 = genesis only).
+    pub height: u64,
+    /// State root after that block.
+    pub state_root: Hash,
+    /// Hash of that block.
+    pub block_hash: Hash,
+    /// Roles this node runs: `validator`, `executor`, `watcher`, `storage`.
+    pub roles: Vec<String>,
+    /// The executor's account, if the executor role is on.
+    pub executor: Option<Address>,
+    /// The watcher's account, if the watcher role is on.
+    pub watcher: Option<Address>,
+    /// Transactions waiting in the mempool.
+    pub mempool: u64,
+    /// Current validators and their voting power (stake, decimal string).
+    pub validators: Vec<(Address, String)>,
+    /// The node software version.
+    pub version: String,
+}
+
+/// `GET /v1/accounts/{address}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// The account.
+    pub address: Address,
+    /// Spendable balance.
+    pub balance: String,
+    /// The nonce its next transaction must carry.
+    pub nonce: u64,
+    /// Its executor registration, if bonded.
+    pub executor: Option<ExecutorView>,
+}
+
+/// A bonded executor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorView {
+    /// Bonded stake.
+    pub stake: String,
+    /// Its HTTP endpoint for direct calls.
+    pub endpoint: String,
+    /// Its fee per call.
+    pub price: String,
+    /// Models it serves.
+    pub models: Vec<u64>,
+    /// Jailed until this height, if jailed.
+    pub jailed_until: Option<u64>,
+    /// Stake unbonding: (height it becomes withdrawable, amount).
+    pub unbonding: Vec<(u64, String)>,
+}
+
+/// `POST /v1/transactions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitTx {
+    /// `SignedTransaction::encode()`, hex.
+    pub tx: String,
+}
+
+/// The mempool accepted a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxSubmitted {
+    /// `SignedTransaction::hash()`.
+    pub hash: Hash,
+}
+
+/// Where a transaction is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TxState {
+    /// In the mempool.
+    Pending,
+    /// In a block and applied successfully.
+    Included {
+        /// Block height.
+        height: u64,
+    },
+    /// In a block, failed: only fee and nonce changed.
+    Failed {
+        /// Block height.
+        height: u64,
+        /// The ledger's error.
+        error: String,
+    },
+}
+
+/// `GET /v1/transactions/{hash}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxView {
+    /// The transaction hash.
+    pub hash: Hash,
+    /// The sender.
+    pub sender: Address,
+    /// The action's name (`transfer`, `register_model`, ...).
+    pub action: String,
+    /// Where it is.
+    pub state: TxState,
+    /// Ids the transaction created, when it created one (model, job, dispute or
+    /// proposal id).
+    pub created: Option<u64>,
+    /// Events of the transaction, human-readable.
+    pub events: Vec<String>,
+}
+
+/// Who may call a model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LicenceView {
+    /// Anyone, no royalty.
+    Open,
+    /// Anyone who pays the price.
+    Paid,
+    /// Listed accounts only.
+    AllowList {
+        /// The accounts.
+        accounts: Vec<Address>,
+    },
+}
+
+/// `GET /v1/models/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelView {
+    /// Model id.
+    pub id: u64,
+    /// Owner.
+    pub owner: Address,
+    /// Name, unique per owner.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Licence.
+    pub licence: LicenceView,
+    /// Royalty per call.
+    pub price: String,
+    /// Parent model and its share in basis points, for a fine-tune.
+    pub parent: Option<(u64, u16)>,
+    /// Number of versions published.
+    pub versions: u32,
+    /// Height it was registered at.
+    pub created: u64,
+}
+
+/// `GET /v1/models/{id}/versions/{n}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionView {
+    /// Model id.
+    pub model: u64,
+    /// Version number, from 1.
+    pub version: u32,
+    /// The version manifest's CID (the version's id).
+    pub manifest: Cid,
+    /// Input/output schema (JSON text).
+    pub io_schema: String,
+    /// Steps (graph nodes) in the trace.
+    pub steps: u64,
+    /// Metered cost of one run.
+    pub cost: u64,
+    /// Release notes.
+    pub notes: String,
+    /// Deprecated versions take no new requests.
+    pub deprecated: bool,
+    /// Height it was published at.
+    pub published: u64,
+}
+
+/// An upload's state: what the node still lacks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadStatus {
+    /// The blob.
+    pub cid: Cid,
+    /// Chunk indices the node does not hold yet, ascending.
+    pub missing: Vec<u32>,
+    /// Whether the blob is complete and readable.
+    pub complete: bool,
+}
+
+/// A stored blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    /// The blob.
+    pub cid: Cid,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A receipt as posted by one executor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptView {
+    /// The executor.
+    pub executor: Address,
+    /// Hash of the output tensor list.
+    pub output_hash: Hash,
+    /// The output tensor list (hex of its canonical encoding) if posted inline.
+    pub output_inline: Option<String>,
+    /// The trace root.
+    pub trace_root: Hash,
+    /// Steps in the trace.
+    pub steps: u64,
+}
+
+/// The escrowed fees of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeesView {
+    /// Royalty to the owner (split up the lineage).
+    pub royalty: String,
+    /// Executor fee(s).
+    pub executor_fees: Vec<String>,
+    /// Protocol fee (burned).
+    pub protocol_fee: String,
+    /// Sum of the above.
+    pub total: String,
+}
+
+/// `GET /v1/jobs/{id}`: a job with its receipt(s) and dispute.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    /// Job id.
+    pub id: u64,
+    /// Who asked and pays.
+    pub requester: Address,
+    /// Model id.
+    pub model: u64,
+    /// Version number.
+    pub version: u32,
+    /// Version manifest CID.
+    pub manifest: Cid,
+    /// Hash of the input.
+    pub input_hash: Hash,
+    /// The input's blob CID, when given by CID.
+    pub input_cid: Option<Cid>,
+    /// `none`, `optimistic` or `replicated:K`.
+    pub mode: String,
+    /// Assigned executors.
+    pub executors: Vec<Address>,
+    /// Posted receipts, one slot per executor.
+    pub receipts: Vec<Option<ReceiptView>>,
+    /// `assigned`, `committing`, `revealing`, `challengeable`, `disputed`,
+    /// `finalized`, `refunded`.
+    pub status: String,
+    /// End of the challenge window, when challengeable.
+    pub window_end: Option<u64>,
+    /// The open or last dispute, if any.
+    pub dispute: Option<u64>,
+    /// Escrowed fees.
+    pub fees: FeesView,
+    /// Height by which executors must answer.
+    pub deadline: u64,
+    /// Height it was requested at.
+    pub created: u64,
+}
+
+/// `GET /v1/disputes/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeView {
+    /// Dispute id.
+    pub id: u64,
+    /// The disputed job.
+    pub job: u64,
+    /// The party defending its trace.
+    pub defender: Address,
+    /// The challenger.
+    pub challenger: Address,
+    /// Bisection rounds played.
+    pub rounds: u32,
+    /// The current step range `[lo, hi]`.
+    pub range: (u64, u64),
+    /// `await_reveal`, `await_response`, `await_referee`, `resolved`.
+    pub phase: String,
+    /// Height of the next move deadline.
+    pub deadline: u64,
+    /// `defender` or `challenger` once resolved.
+    pub winner: Option<String>,
+    /// Amount slashed from the loser, once resolved.
+    pub slashed: Option<String>,
+}
+
+/// One named tensor on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedTensor {
+    /// The graph input or output name.
+    pub name: String,
+    /// `Tensor::encode()` (canonical encoding), hex.
+    pub tensor: String,
+}
+
+/// `POST /v1/execute`: a direct call to an executor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectRequest {
+    /// The signed `RequestJob` transaction naming this executor, hex. It authorizes
+    /// the payment; the executor submits it to the ledger.
+    pub tx: String,
+    /// The inputs by name. Their canonical list encoding must hash to the request's
+    /// input hash.
+    pub inputs: Vec<NamedTensor>,
+}
+
+/// The answer to a direct call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectResponse {
+    /// Hash of the request transaction (find the job through it once included).
+    pub request: Hash,
+    /// The outputs by name.
+    pub outputs: Vec<NamedTensor>,
+    /// The receipt the executor will post.
+    pub receipt: ReceiptView,
+    /// The executor's secp256k1 signature (65 bytes r‖s‖v, hex) over
+    /// [`direct_receipt_digest`].
+    pub signature: String,
+}
+
+/// What an executor signs when it answers a direct call: the request it served and
+/// the receipt it commits to.
+pub fn direct_receipt_digest(
+    request: &Hash,
+    output_hash: &Hash,
+    trace_root: &Hash,
+    steps: u64,
+) -> [u8; 32] {
+    *Hash::domain(
+        "deed 2026 direct call receipt",
+        &[
+            request.as_bytes(),
+            output_hash.as_bytes(),
+            trace_root.as_bytes(),
+            &steps.to_le_bytes(),
+        ],
+    )
+    .as_bytes()
+}
