@@ -431,3 +431,57 @@ pub fn direct_receipt_digest(
     )
     .as_bytes()
 }
+
+/// One file of a model version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// File name (`model.onnx`).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The file's blob CID.
+    pub cid: Cid,
+}
+
+/// A model version's manifest, stored as a blob (its canonical JSON,
+/// [`ModelManifest::to_bytes`]); the version's id is that blob's CID, which the
+/// `PublishVersion` transaction names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelManifest {
+    /// `onnx`.
+    pub format: String,
+    /// The files; the first is the model graph.
+    pub files: Vec<ManifestFile>,
+    /// Default-domain opset the model imports.
+    pub opset: i64,
+    /// Input/output schema as the runtime reports it (JSON text, also on the ledger).
+    pub io_schema: String,
+    /// Steps (graph nodes) of the canonical trace.
+    pub steps: u64,
+    /// Metered cost of one run.
+    pub cost: u64,
+    /// blake3 over the model's initializers in canonical order.
+    pub weight_fingerprint: Hash,
+    /// The creator.
+    pub creator: Address,
+    /// The creator's secp256k1 signature (65 bytes r‖s‖v, hex) over
+    /// [`ModelManifest::signing_digest`].
+    pub signature: String,
+}
+
+impl ModelManifest {
+    /// The digest the creator signs: every field but the signature.
+    pub fn signing_digest(&self) -> [u8; 32] {
+        let unsigned = ModelManifest {
+            signature: String::new(),
+            ..self.clone()
+        };
+        *Hash::domain("deed 2026 model manifest", &[&unsigned.to_bytes()]).as_bytes()
+    }
+
+    /// The canonical bytes stored as the manifest blob (compact JSON, fields in
+    /// declaration order).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
