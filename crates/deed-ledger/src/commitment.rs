@@ -18,7 +18,13 @@ pub struct Blake3Node(blake3::Hasher);
 
 impl Default for Blake3Node {
     fn default() -> Self {
-        Blake3Node(blake3::Hasher::new_derive_key("deed 2026 smt node"))
+        // Deriving the key hashes the context string; every node hash would pay for
+        // it again, so the keyed hasher is made once and copied.
+        static NODE: std::sync::OnceLock<blake3::Hasher> = std::sync::OnceLock::new();
+        Blake3Node(
+            NODE.get_or_init(|| blake3::Hasher::new_derive_key("deed 2026 smt node"))
+                .clone(),
+        )
     }
 }
 

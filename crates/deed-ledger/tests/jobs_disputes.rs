@@ -814,3 +814,118 @@ fn replicated_mismatch_opens_a_dispute_the_liar_loses() {
     assert!(c.state.balance(&ex[1]) > honest_before + 100);
     c.assert_supply();
 }
+
+/// A replicated job over `lies.len()` executors where executor `i` (in assignment
+/// order) lies at step `lies[i]` (executors lying at the same step reveal the same
+/// wrong result). Plays every dispute the mismatch opens to its end and checks that
+/// exactly the liars are slashed and jailed, the honest executors are paid and never
+/// slashed, and the job settles on the true result.
+fn replicated_knockout(n: usize, lies: &[Option<usize>]) {
+    let k = lies.len();
+    let (mut c, m, manifest) = setup(k, n as u64, 10, 100, Params::default());
+    let honest = truth(n, "model");
+    c.referee.truth.insert(manifest, honest.clone());
+    let (job, ex) = request(&mut c, m, Mode::Replicated(k as u8));
+    let traces: Vec<Trace> = lies.iter().map(|l| lying(&honest, *l)).collect();
+    let salt = Hash::of(b"salt");
+    let before: Vec<(u128, u64)> = ex
+        .iter()
+        .map(|a| (c.state.balance(a), c.state.nonce(a)))
+        .collect();
+    for (i, a) in ex.iter().enumerate() {
+        c.ok(
+            idx(&c, *a),
+            Action::CommitOutput {
+                job,
+                commitment: receipt(&traces[i]).commitment(job, &salt),
+            },
+        );
+    }
+    for (i, a) in ex.iter().enumerate() {
+        c.ok(
+            idx(&c, *a),
+            Action::RevealOutput {
+                job,
+                receipt: receipt(&traces[i]),
+                salt,
+            },
+        );
+    }
+    let mut groups: Vec<Option<usize>> = lies.to_vec();
+    groups.sort();
+    groups.dedup();
+    let mut disputes = 0;
+    while let JobStatus::Disputed(d) = c.state.job(job).unwrap().status {
+        let dd = c.state.dispute(d).unwrap().clone();
+        let pos = |a: Address| ex.iter().position(|x| *x == a).unwrap();
+        let (def, chal) = (pos(dd.defender), pos(dd.challenger));
+        assert_ne!(lies[def], lies[chal], "only different results dispute");
+        let (won, rounds) = play(&mut c, d, &traces[def], &traces[chal], None);
+        // The liar (or the earlier liar, between two) loses.
+        let defender_right = match (lies[def], lies[chal]) {
+            (None, _) => true,
+            (_, None) => false,
+            (Some(a), Some(b)) => a > b,
+        };
+        assert_eq!(won, defender_right, "lies {lies:?}");
+        assert!(rounds <= ceil_log2(n as u64) + 1);
+        disputes += 1;
+        c.assert_supply();
+    }
+    assert_eq!(disputes, groups.len() - 1, "lies {lies:?}");
+    assert_eq!(c.state.job(job).unwrap().status, JobStatus::Finalized);
+    let p = c.state.params().clone();
+    for (i, a) in ex.iter().enumerate() {
+        let e = c.state.executor(a).unwrap();
+        let fees = u128::from(c.state.nonce(a) - before[i].1) * common::FEE;
+        let earned = c.state.balance(a) + fees - before[i].0;
+        if lies[i].is_none() {
+            assert_eq!(
+                e.stake, 10_000,
+                "honest executor {i} slashed, lies {lies:?}"
+            );
+            assert_eq!(e.jailed_until, None);
+            // Its fee, plus rewards if it played the disputes.
+            assert!(earned >= 100, "honest executor {i} earned {earned}");
+        } else {
+            assert_eq!(
+                e.stake,
+                10_000 - 10_000 * p.slash_bps / 10_000,
+                "liar {i}, lies {lies:?}"
+            );
+            assert!(e.jailed_until.is_some());
+            // Lying executors earn nothing unless they beat another liar first.
+            if lies.iter().all(|l| l.is_none() || *l == lies[i]) {
+                assert_eq!(earned, 0, "liar {i}, lies {lies:?}");
+            }
+        }
+    }
+    c.assert_supply();
+}
+
+#[test]
+fn replicated_two_against_one_slashes_the_odd_liar_only() {
+    for liar in 0..3 {
+        let mut lies = vec![None; 3];
+        lies[liar] = Some(5);
+        replicated_knockout(12, &lies);
+    }
+}
+
+#[test]
+fn replicated_liars_that_agree_are_slashed_together() {
+    replicated_knockout(12, &[Some(3), None, Some(3)]);
+    replicated_knockout(12, &[None, Some(0), Some(0)]);
+    replicated_knockout(9, &[Some(8), Some(8), None, None]);
+}
+
+#[test]
+fn replicated_three_different_results_leave_only_the_truth_unslashed() {
+    for honest in 0..3 {
+        let mut lies = vec![Some(2), Some(7), Some(11)];
+        lies[honest] = None;
+        replicated_knockout(12, &lies);
+    }
+    // Three liars and one honest executor, every result different.
+    replicated_knockout(16, &[Some(15), Some(0), None, Some(9)]);
+}

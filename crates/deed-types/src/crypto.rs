@@ -144,10 +144,40 @@ impl Signature {
         if sig.normalize_s().is_some() {
             return Err(SignatureError::HighS);
         }
-        let key = VerifyingKey::recover_from_prehash(digest, &sig, recid)
-            .map_err(|_| SignatureError::Unrecoverable)?;
-        Ok(address_of(&key))
+        let mut rs = [0u8; 64];
+        rs.copy_from_slice(&self.0[..64]);
+        let key = recover_key(digest, &rs, recid.to_byte()).ok_or(SignatureError::Unrecoverable)?;
+        Ok(address_of_xy(&key))
     }
+}
+
+/// Public key recovery with libsecp256k1 (the `secp256k1` crate), the library
+/// Ethereum clients use for sender recovery: it recovers the key without then
+/// re-verifying the signature against it (which `k256`'s recovery does and which
+/// cannot fail), with variable-time arithmetic on public data, several times faster
+/// than `k256`. A property test holds the two to the same result on every input.
+fn recover_key(digest: &[u8; 32], sig: &[u8; 64], recid: u8) -> Option<[u8; 64]> {
+    use secp256k1::ecdsa::{RecoverableSignature, RecoveryId as Id};
+    static CTX: std::sync::OnceLock<secp256k1::Secp256k1<secp256k1::VerifyOnly>> =
+        std::sync::OnceLock::new();
+    let ctx = CTX.get_or_init(secp256k1::Secp256k1::verification_only);
+    let id = Id::try_from(i32::from(recid)).ok()?;
+    let sig = RecoverableSignature::from_compact(sig, id).ok()?;
+    let key = ctx
+        .recover_ecdsa(secp256k1::Message::from_digest(*digest), &sig)
+        .ok()?;
+    let point = key.serialize_uncompressed();
+    let mut xy = [0u8; 64];
+    xy.copy_from_slice(&point[1..]);
+    Some(xy)
+}
+
+/// The Ethereum address of an uncompressed public key `x ‖ y`.
+fn address_of_xy(xy: &[u8; 64]) -> Address {
+    let digest = alloy_primitives::keccak256(xy);
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&digest[12..]);
+    Address(out)
 }
 
 impl fmt::Debug for Signature {
@@ -195,6 +225,30 @@ mod tests {
             Signature::from_rsv(&bad),
             Err(SignatureError::BadRecoveryId(5))
         );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// libsecp256k1's recovery agrees with k256's recover-then-verify on valid
+        /// signatures and on arbitrary bytes alike.
+        #[test]
+        fn recovery_matches_k256(seed in any::<[u8; 8]>(), digest in any::<[u8; 32]>(), other in any::<[u8; 32]>(), junk in any::<[u8; 64]>(), v in 0u8..2) {
+            let sk = SecretKey::from_seed(&seed);
+            let sig = sk.sign_digest(&digest).unwrap();
+            let mut bytes = [0u8; 65];
+            bytes[..64].copy_from_slice(&junk);
+            bytes[64] = v;
+            for (sig, d) in [(sig, digest), (sig, other), (Signature(bytes), digest)] {
+                let reference = EcdsaSignature::from_slice(&sig.0[..64]).ok().and_then(|s| {
+                    if s.normalize_s().is_some() {
+                        return None;
+                    }
+                    let id = RecoveryId::from_byte(sig.0[64])?;
+                    VerifyingKey::recover_from_prehash(&d, &s, id).ok()
+                });
+                prop_assert_eq!(sig.recover(&d).ok(), reference.map(|k| address_of(&k)));
+            }
+        }
     }
 
     proptest! {

@@ -44,6 +44,9 @@ pub mod limits {
     pub const MAX_REFEREE_TENSOR: usize = 128 * 1024;
     /// An initializer name.
     pub const MAX_INITIALIZER_NAME: usize = 256;
+    /// A job input blob handed to the referee (the transaction must still fit
+    /// [`MAX_TX_BYTES`]).
+    pub const MAX_REFEREE_JOB_INPUT: usize = 192 * 1024;
 }
 
 /// Who may run a model.
@@ -191,6 +194,17 @@ pub enum RefereeInput {
     },
     /// An absent optional input.
     Absent,
+    /// Entry `index` of the input list of a job whose input was given by CID: the
+    /// transaction carries the whole input blob (a borsh list of canonical tensor
+    /// encodings, as inline input is), which must hash to the job's input hash. That
+    /// hash is the CID's blake3 digest, the hash of the blob's bytes under which the
+    /// blob store keeps it.
+    JobInputBlob {
+        /// Position in the job's input list.
+        index: u32,
+        /// The job's input blob.
+        blob: Vec<u8>,
+    },
 }
 
 /// A governable ledger parameter.
@@ -532,6 +546,9 @@ impl Action {
                         }
                         RefereeInput::Initializer { name } => {
                             cap("inputs.name", name.len(), MAX_INITIALIZER_NAME)?;
+                        }
+                        RefereeInput::JobInputBlob { blob, .. } => {
+                            cap("inputs.blob", blob.len(), MAX_REFEREE_JOB_INPUT)?;
                         }
                         RefereeInput::JobInput { .. } | RefereeInput::Absent => {}
                     }

@@ -203,6 +203,8 @@ fn action() -> impl Strategy<Value = Action> {
                         ),
                     text(8).prop_map(|name| RefereeInput::Initializer { name }),
                     Just(RefereeInput::Absent),
+                    (any::<u32>(), prop::collection::vec(any::<u8>(), 0..64))
+                        .prop_map(|(index, blob)| RefereeInput::JobInputBlob { index, blob }),
                 ],
                 0..3
             )

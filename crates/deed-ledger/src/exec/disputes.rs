@@ -13,6 +13,7 @@
 
 use deed_types::{encoding, Address, DisputeId, Hash, JobId, RefereeInput, StepProofData, Tensor};
 
+use super::jobs::result_groups;
 use super::{bps_of, Exec};
 use crate::error::TxError;
 use crate::events::{Event, Reason};
@@ -273,15 +274,20 @@ impl<'a> Exec<'a> {
             let bad = || TxError::BadTensor { index: n };
             args.push(match input {
                 RefereeInput::JobInput { index } => {
-                    let list: Vec<Vec<u8>> = job
-                        .input_inline
-                        .as_deref()
-                        .and_then(|b| encoding::decode("job input", b, usize::MAX).ok())
-                        .ok_or(TxError::InvalidProof("the job has no inline input list"))?;
-                    let bytes = list
-                        .get(*index as usize)
-                        .ok_or(TxError::InvalidProof("no such job input"))?;
-                    StepInput::Tensor(Tensor::decode(bytes).map_err(|_| bad())?)
+                    let blob = job.input_inline.as_deref().ok_or(TxError::InvalidProof(
+                        "the job's input is by CID: hand the referee its blob",
+                    ))?;
+                    StepInput::Tensor(job_input(blob, *index, n)?)
+                }
+                RefereeInput::JobInputBlob { index, blob } => {
+                    // The blob store names a blob by the blake3 of its bytes, which is
+                    // the digest of the job's CID and so its input hash.
+                    if Hash::of(blob) != job.input_hash {
+                        return Err(TxError::InvalidProof(
+                            "the blob does not hash to the job's input",
+                        ));
+                    }
+                    StepInput::Tensor(job_input(blob, *index, n)?)
                 }
                 RefereeInput::Step {
                     step,
@@ -322,7 +328,10 @@ impl<'a> Exec<'a> {
 
     /// Ends a dispute: the loser is slashed (its bond, or its stake and it is jailed),
     /// the winner gets `reward_bps` of it, the rest is burned, and the job settles on
-    /// the winner's result.
+    /// the winner's result. In replicated mode every executor that revealed the
+    /// losing result is slashed with it (only the party that missed its move when the
+    /// dispute ended by timeout), and the winner goes on to defend its result against
+    /// the next different one, if any, before the job settles.
     fn resolve(
         &mut self,
         id: DisputeId,
@@ -335,18 +344,34 @@ impl<'a> Exec<'a> {
         } else {
             (d.challenger, d.defender)
         };
+        let job = self.job(d.job)?;
+        let replicated = matches!(job.mode, deed_types::Mode::Replicated(_));
+        let groups = if replicated {
+            result_groups(&job)
+        } else {
+            Vec::new()
+        };
+        let group_of = |who: Address| -> Option<usize> {
+            let pos = job.executors.iter().position(|a| *a == who)?;
+            groups.iter().position(|g| g.contains(&pos))
+        };
         let bond = std::mem::take(&mut d.bond);
-        let slashed = if !defender_won || bond == 0 {
+        let slashed = if replicated {
+            let losers: Vec<Address> = match group_of(loser) {
+                Some(g) if !by_timeout => groups[g].iter().map(|&i| job.executors[i]).collect(),
+                _ => vec![loser],
+            };
+            let mut total: u128 = 0;
+            for l in losers {
+                let taken = self.slash_share(l)?;
+                total = total.checked_add(taken).ok_or(TxError::Overflow("slash"))?;
+            }
+            // Co-executors post no bond; nothing else is held by the dispute.
+            self.credit(d.challenger, bond, Reason::BondReturned)?;
+            total
+        } else if !defender_won || bond == 0 {
             // The loser is a staked executor.
-            let e = self
-                .s
-                .executors
-                .get(&loser)
-                .map(|e| e.slashable())
-                .unwrap_or(0);
-            let amount = bps_of(e, self.s.params.slash_bps).ok_or(TxError::Overflow("slash"))?;
-            let taken = self.slash(loser, amount);
-            self.jail(loser);
+            let taken = self.slash_share(loser)?;
             // A winning challenger gets its bond back.
             self.credit(d.challenger, bond, Reason::BondReturned)?;
             taken
@@ -359,11 +384,7 @@ impl<'a> Exec<'a> {
         self.burn(slashed - reward, Reason::Slash)?;
         d.phase = DisputePhase::Resolved { defender_won };
         let job_id = d.job;
-        let winner_root = if defender_won {
-            d.defender_root
-        } else {
-            d.challenger_root
-        };
+        let challenger_group = group_of(d.challenger);
         self.s.disputes.insert(id, d);
         self.events.push(Event::DisputeResolved {
             dispute: id,
@@ -371,22 +392,44 @@ impl<'a> Exec<'a> {
             by_timeout,
         });
         let job = self.job(job_id)?;
-        let replicated = matches!(job.mode, deed_types::Mode::Replicated(_));
-        if !replicated && !defender_won {
-            return self.refund(job_id, job);
+        if !replicated {
+            if !defender_won {
+                return self.refund(job_id, job);
+            }
+            return self.finalize(job_id, job, &[0]);
         }
-        // Pay every executor whose receipt carries the winning trace.
-        let paid: Vec<usize> = (0..job.receipts.len())
-            .filter(|&i| {
-                job.receipts[i]
-                    .as_ref()
-                    .is_some_and(|r| r.trace_root == winner_root)
-            })
-            .collect();
+        // The next result in line challenges the winner.
+        if let Some(next) = challenger_group.and_then(|g| groups.get(g + 1)) {
+            let w = job
+                .executors
+                .iter()
+                .position(|a| *a == winner)
+                .ok_or(TxError::CorruptJob(job_id))?;
+            return self.open_replicated_dispute(job_id, job, w, next[0]);
+        }
+        // Pay every executor that revealed the winning result.
+        let paid = group_of(winner)
+            .and_then(|g| groups.get(g).cloned())
+            .unwrap_or_default();
         if paid.is_empty() {
             return self.refund(job_id, job);
         }
         self.finalize(job_id, job, &paid)
+    }
+
+    /// Slashes `slash_bps` of everything `who` has at stake and jails it; returns
+    /// what was taken.
+    fn slash_share(&mut self, who: Address) -> Result<u128, TxError> {
+        let e = self
+            .s
+            .executors
+            .get(&who)
+            .map(|e| e.slashable())
+            .unwrap_or(0);
+        let amount = bps_of(e, self.s.params.slash_bps).ok_or(TxError::Overflow("slash"))?;
+        let taken = self.slash(who, amount);
+        self.jail(who);
+        Ok(taken)
     }
 
     /// A move deadline passed: whoever had to move loses.
@@ -403,4 +446,15 @@ impl<'a> Exec<'a> {
             DisputePhase::Resolved { .. } => Ok(()),
         }
     }
+}
+
+/// Entry `index` of a job input blob (a borsh list of canonical tensor encodings),
+/// handed to the referee as input `n`.
+fn job_input(blob: &[u8], index: u32, n: usize) -> Result<Tensor, TxError> {
+    let list: Vec<Vec<u8>> = encoding::decode("job input", blob, usize::MAX)
+        .map_err(|_| TxError::InvalidProof("the job input is not a list of tensors"))?;
+    let bytes = list
+        .get(index as usize)
+        .ok_or(TxError::InvalidProof("no such job input"))?;
+    Tensor::decode(bytes).map_err(|_| TxError::BadTensor { index: n })
 }

@@ -373,22 +373,20 @@ impl<'a> Exec<'a> {
     }
 
     /// Compares the revealed receipts: unanimous results are paid; otherwise the
-    /// first revealed result is defended against the first that differs from it.
+    /// results play a knockout of refereed disputes, the first revealed result
+    /// defending against the next different one (see [`result_groups`]).
     fn settle_replicated(&mut self, id: JobId, job: Job) -> Result<(), TxError> {
-        let revealed: Vec<usize> = (0..job.receipts.len())
-            .filter(|&i| job.receipts[i].is_some())
-            .collect();
-        let Some(&first) = revealed.first() else {
-            return self.refund(id, job);
-        };
-        let key = |i: usize| {
-            job.receipts[i]
-                .as_ref()
-                .map(|r| (r.output.hash(), r.trace_root))
-        };
-        match revealed.iter().copied().find(|&i| key(i) != key(first)) {
-            None => self.finalize(id, job, &revealed),
-            Some(other) => self.open_replicated_dispute(id, job, first, other),
+        let groups = result_groups(&job);
+        match groups.as_slice() {
+            [] => self.refund(id, job),
+            [only] => {
+                let paid = only.clone();
+                self.finalize(id, job, &paid)
+            }
+            [first, second, ..] => {
+                let (a, b) = (first[0], second[0]);
+                self.open_replicated_dispute(id, job, a, b)
+            }
         }
     }
 
@@ -502,4 +500,24 @@ impl<'a> Exec<'a> {
             _ => Ok(()),
         }
     }
+}
+
+/// The revealed results of a replicated job grouped by (output hash, trace root):
+/// executor positions per distinct result, groups in the order their first member
+/// appears. Each group is represented in disputes by its first member.
+///
+/// With more than two results the groups meet in order: group 0 defends against
+/// group 1, the winner against group 2, and so on, so every result that differs from
+/// the final one has lost a refereed dispute (or a move deadline) to some result.
+pub(crate) fn result_groups(job: &Job) -> Vec<Vec<usize>> {
+    let mut groups: Vec<((Hash, Hash), Vec<usize>)> = Vec::new();
+    for (i, r) in job.receipts.iter().enumerate() {
+        let Some(r) = r else { continue };
+        let key = (r.output.hash(), r.trace_root);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, m)| m).collect()
 }

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use deed_ledger::{
-    apply_block, next_block, BlockOutcome, Params, Referee, RefereeError, State, StepInput, TxError,
+    apply_block, next_block, BlockOutcome, Params, Referee, RefereeError, RuntimeReferee, State,
+    StepInput, TxError,
 };
 use deed_types::{Action, Address, Cid, Hash, SecretKey, SignedTransaction, Transaction};
 
@@ -46,6 +47,8 @@ pub struct Chain {
     pub keys: Vec<SecretKey>,
     pub proposer: Address,
     pub referee: ScriptedReferee,
+    /// When set, blocks are applied with this production referee instead.
+    pub runtime: Option<RuntimeReferee>,
     pub time: u64,
 }
 
@@ -67,6 +70,7 @@ impl Chain {
             keys,
             proposer,
             referee: ScriptedReferee::default(),
+            runtime: None,
             time: 1_700_000_000,
         }
     }
@@ -90,7 +94,11 @@ impl Chain {
     pub fn block(&mut self, txs: Vec<SignedTransaction>) -> BlockOutcome {
         self.time += 5;
         let b = next_block(&self.state, self.proposer, self.time, txs);
-        apply_block(&mut self.state, &b, &self.referee).unwrap()
+        let referee: &dyn Referee = match &self.runtime {
+            Some(r) => r,
+            None => &self.referee,
+        };
+        apply_block(&mut self.state, &b, referee).unwrap()
     }
 
     /// One transaction in its own block; returns its outcome.

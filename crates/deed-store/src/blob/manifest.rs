@@ -348,6 +348,20 @@ mod tests {
             prop_assert_eq!(serde_json::from_str::<Manifest>(&json).expect("from json"), m);
         }
 
+        /// A job that names its input by the blob's CID binds the same input hash as
+        /// a job carrying those bytes inline: the ledger checks a blob handed to its
+        /// referee by hashing it, so the two must agree.
+        #[test]
+        fn blob_ids_are_the_ledgers_input_hashes(
+            data in proptest::collection::vec(any::<u8>(), 0..3000),
+            chunk_size in 1u32..700,
+        ) {
+            use deed_types::JobInput;
+            let m = Manifest::from_reader(&data[..], chunk_size).expect("reader");
+            prop_assert_eq!(JobInput::ByCid(m.id).hash(), JobInput::Inline(data.clone()).hash());
+            prop_assert_eq!(m.id.digest(), &Hash::of(&data));
+        }
+
         #[test]
         fn corrupt_chunk_is_rejected(
             data in proptest::collection::vec(any::<u8>(), 1..2000),

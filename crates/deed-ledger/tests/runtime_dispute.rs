@@ -1,0 +1,356 @@
+//! The dispute game decided by the production referee: a real ONNX model run by the
+//! canonical runtime, the honest party's trace from that run, a cheater whose trace
+//! has one corrupted step, and the bisection played through signed transactions in
+//! blocks down to the referee step, which re-executes that one node.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::Chain;
+use deed_ledger::trace::{to_wire, Trace};
+use deed_ledger::{DisputePhase, JobStatus, Params, RuntimeReferee, TxError};
+use deed_runtime::plan::input_sources;
+use deed_runtime::{node_step_hash, Limits, Model, RunOptions, Source};
+use deed_types::*;
+
+const OWNER: usize = 0;
+const USER: usize = 1;
+const WATCHER: usize = 2;
+const EXEC: usize = 3;
+
+/// The model, its input, every step's outputs and the honest trace.
+struct Run {
+    model: Arc<Model>,
+    manifest: Cid,
+    /// The job input blob: a borsh list of canonical tensor encodings.
+    blob: Vec<u8>,
+    /// Names of the graph inputs, in job input order.
+    inputs: Vec<String>,
+    /// Outputs of each step, as `Model::execute_node` returns them.
+    outs: Vec<Vec<Tensor>>,
+    honest: Trace,
+}
+
+fn run() -> Run {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deed-runtime/tests/fixtures/mlp_tiny/model.onnx"
+    );
+    let bytes = std::fs::read(path).unwrap();
+    let model = Model::load(&bytes, &Limits::default()).unwrap();
+    let inputs: Vec<String> = model.required_inputs().map(|v| v.name.clone()).collect();
+    assert_eq!(inputs, ["x"]);
+    let x = Tensor::from_vec(
+        vec![3, 8],
+        (0..24)
+            .map(|i| (i as f32 - 11.5) / 7.0)
+            .collect::<Vec<f32>>(),
+    )
+    .unwrap();
+    let out = model
+        .run(&[("x".to_owned(), x.clone())], &RunOptions::default())
+        .unwrap();
+    // Every step's outputs, computed one node at a time as the referee does; their
+    // hashes must be the trace the whole run produced.
+    let mut outs: Vec<Vec<Tensor>> = Vec::new();
+    for s in 0..model.num_steps() {
+        let args: Vec<Option<Tensor>> = input_sources(&model, s)
+            .unwrap()
+            .into_iter()
+            .map(|src| match src {
+                None => None,
+                Some((_, Source::Input)) => Some(x.clone()),
+                Some((name, Source::Initializer)) => {
+                    Some(model.initializer(&name).unwrap().clone())
+                }
+                Some((_, Source::Step { step, slot })) => Some(outs[step][slot].clone()),
+            })
+            .collect();
+        outs.push(model.execute_node(s, &args).unwrap());
+        assert_eq!(
+            out.trace.step_hash(s),
+            Some(node_step_hash(s, &outs[s])),
+            "step {s}"
+        );
+    }
+    Run {
+        manifest: Cid::of(&bytes),
+        model: Arc::new(model),
+        blob: encoding::encode(&vec![x.encode()]),
+        inputs,
+        outs,
+        honest: out.trace,
+    }
+}
+
+/// The honest trace with step `j` corrupted.
+fn corrupted(honest: &Trace, j: usize) -> Trace {
+    let mut h = honest.step_hashes().to_vec();
+    h[j] = Hash::of(format!("corrupted step {j}").as_bytes());
+    Trace::new(h)
+}
+
+/// What the defender hands the referee for step `i`: each input of the node with
+/// its proof, as the agreed prefix (the honest one) gives them.
+fn referee_inputs(r: &Run, def: &Trace, i: usize, by_cid: bool) -> Vec<RefereeInput> {
+    input_sources(&r.model, i)
+        .unwrap()
+        .into_iter()
+        .map(|src| match src {
+            None => RefereeInput::Absent,
+            Some((name, Source::Input)) => {
+                let index = r.inputs.iter().position(|n| *n == name).unwrap() as u32;
+                if by_cid {
+                    RefereeInput::JobInputBlob {
+                        index,
+                        blob: r.blob.clone(),
+                    }
+                } else {
+                    RefereeInput::JobInput { index }
+                }
+            }
+            Some((name, Source::Initializer)) => RefereeInput::Initializer { name },
+            Some((_, Source::Step { step, slot })) => {
+                let proof = def.input_proof(i - 1, step).unwrap();
+                RefereeInput::Step {
+                    step: step as u64,
+                    output: slot as u32,
+                    outputs: r.outs[step].iter().map(Tensor::encode).collect(),
+                    siblings: proof.siblings,
+                    other_peaks: proof.other_peaks,
+                }
+            }
+        })
+        .collect()
+}
+
+fn chain(r: &Run) -> (Chain, ModelId) {
+    let mut c = Chain::with_params(EXEC + 1, 1_000_000, Params::default());
+    let mut referee = RuntimeReferee::new();
+    referee.insert(r.manifest, r.model.clone());
+    c.runtime = Some(referee);
+    c.ok(
+        OWNER,
+        Action::RegisterModel {
+            name: "mlp".into(),
+            description: String::new(),
+            licence: Licence::Paid,
+            price: 10,
+            lineage: None,
+        },
+    );
+    let m = ModelId(0);
+    c.ok(
+        OWNER,
+        Action::PublishVersion {
+            model: m,
+            manifest: r.manifest,
+            io_schema: String::new(),
+            steps: r.model.num_steps() as u64,
+            cost: 1,
+            notes: String::new(),
+        },
+    );
+    c.ok(
+        EXEC,
+        Action::Bond {
+            amount: 10_000,
+            endpoint: "http://e".into(),
+            price: 100,
+            models: vec![m],
+        },
+    );
+    (c, m)
+}
+
+fn receipt(t: &Trace) -> Receipt {
+    Receipt {
+        output: Output::Hash(Hash::of(t.root().as_bytes())),
+        trace_root: t.root(),
+        steps: t.len() as u64,
+    }
+}
+
+/// An optimistic job whose executor posts `def` and a watcher challenges with
+/// `chal`, played to the end; `by_cid` gives the job's input by CID. Returns whether
+/// the defender won.
+fn dispute(r: &Run, def: &Trace, chal: &Trace, by_cid: bool) -> bool {
+    let (mut c, m) = chain(r);
+    let input = if by_cid {
+        JobInput::ByCid(Cid::of(&r.blob))
+    } else {
+        JobInput::Inline(r.blob.clone())
+    };
+    c.ok(
+        USER,
+        Action::RequestJob {
+            model: m,
+            version: None,
+            input,
+            mode: Mode::Optimistic,
+            max_fee: 1_000,
+            executor: None,
+        },
+    );
+    let job = JobId(0);
+    c.ok(
+        EXEC,
+        Action::SubmitReceipt {
+            job,
+            receipt: receipt(def),
+        },
+    );
+    let p = c.state.params().clone();
+    let exec = c.addr(EXEC);
+    let stake = c.state.executor(&exec).unwrap().stake;
+    let watcher = (
+        c.state.balance(&c.addr(WATCHER)),
+        c.state.nonce(&c.addr(WATCHER)),
+    );
+    let user = c.state.balance(&c.addr(USER));
+    c.ok(
+        WATCHER,
+        Action::Challenge {
+            job,
+            trace_root: chal.root(),
+        },
+    );
+    let d = DisputeId(0);
+    let defender_won = loop {
+        let dd = c.state.dispute(d).unwrap().clone();
+        match dd.phase {
+            DisputePhase::Resolved { defender_won } => break defender_won,
+            DisputePhase::AwaitReveal { index } => c.ok(
+                EXEC,
+                Action::RevealStep {
+                    dispute: d,
+                    proof: to_wire(&def.step_proof(index as usize).unwrap()),
+                },
+            ),
+            DisputePhase::AwaitResponse { index, value } => c.ok(
+                WATCHER,
+                Action::Respond {
+                    dispute: d,
+                    agree: chal.chain_value(index as usize) == Some(value),
+                },
+            ),
+            DisputePhase::AwaitReferee => {
+                let i = dd.lo as usize;
+                let peaks = def.peaks_before(i).unwrap();
+                let inputs = referee_inputs(r, def, i, by_cid);
+                if by_cid
+                    && inputs
+                        .iter()
+                        .any(|x| matches!(x, RefereeInput::JobInputBlob { .. }))
+                {
+                    // A job input by CID is not on the ledger: naming it is not enough,
+                    // and a blob that does not hash to the CID is refused.
+                    let named: Vec<RefereeInput> = inputs
+                        .iter()
+                        .map(|x| match x {
+                            RefereeInput::JobInputBlob { index, .. } => {
+                                RefereeInput::JobInput { index: *index }
+                            }
+                            other => other.clone(),
+                        })
+                        .collect();
+                    let forged: Vec<RefereeInput> = inputs
+                        .iter()
+                        .map(|x| match x {
+                            RefereeInput::JobInputBlob { index, blob } => {
+                                let mut b = blob.clone();
+                                let last = b.len() - 1;
+                                b[last] ^= 1;
+                                RefereeInput::JobInputBlob {
+                                    index: *index,
+                                    blob: b,
+                                }
+                            }
+                            other => other.clone(),
+                        })
+                        .collect();
+                    for bad in [named, forged] {
+                        assert!(matches!(
+                            c.run(
+                                EXEC,
+                                Action::Referee {
+                                    dispute: d,
+                                    peaks: peaks.clone(),
+                                    inputs: bad
+                                }
+                            ),
+                            Err(TxError::InvalidProof(_))
+                        ));
+                    }
+                }
+                c.ok(
+                    EXEC,
+                    Action::Referee {
+                        dispute: d,
+                        peaks,
+                        inputs,
+                    },
+                );
+            }
+        }
+    };
+    c.assert_supply();
+    let watcher_fees = u128::from(c.state.nonce(&c.addr(WATCHER)) - watcher.1) * common::FEE;
+    let e = c.state.executor(&exec).unwrap();
+    if defender_won {
+        assert_eq!(c.state.job(job).unwrap().status, JobStatus::Finalized);
+        assert_eq!((e.stake, e.jailed_until), (stake, None));
+        assert_eq!(
+            c.state.balance(&c.addr(WATCHER)),
+            watcher.0 - p.challenge_bond - watcher_fees
+        );
+    } else {
+        let slashed = stake * p.slash_bps / 10_000;
+        assert_eq!(c.state.job(job).unwrap().status, JobStatus::Refunded);
+        assert_eq!(e.stake, stake - slashed);
+        assert!(e.jailed_until.is_some());
+        assert_eq!(
+            c.state.balance(&c.addr(WATCHER)),
+            watcher.0 + slashed * p.reward_bps / 10_000 - watcher_fees
+        );
+        // Royalty 10, fee 100 and protocol fee 5 come back.
+        assert_eq!(c.state.balance(&c.addr(USER)), user + 115);
+    }
+    defender_won
+}
+
+#[test]
+fn the_runtime_referee_convicts_a_cheating_challenger() {
+    let r = run();
+    let n = r.honest.len();
+    assert_eq!(n, 5);
+    for j in [0, n / 2, n - 1] {
+        let cheat = corrupted(&r.honest, j);
+        assert!(dispute(&r, &r.honest, &cheat, false), "corrupted step {j}");
+    }
+}
+
+#[test]
+fn the_runtime_referee_convicts_a_cheating_defender() {
+    let r = run();
+    let n = r.honest.len();
+    for j in [0, n / 2, n - 1] {
+        let cheat = corrupted(&r.honest, j);
+        assert!(!dispute(&r, &cheat, &r.honest, false), "corrupted step {j}");
+    }
+}
+
+#[test]
+fn a_job_input_given_by_cid_is_handed_to_the_referee_as_its_blob() {
+    let r = run();
+    // Step 0 reads the job input, so the referee step needs the blob.
+    let cheat = corrupted(&r.honest, 0);
+    assert!(dispute(&r, &r.honest, &cheat, true));
+    assert!(!dispute(&r, &cheat, &r.honest, true));
+    // A step that reads no job input needs no blob.
+    let late = corrupted(&r.honest, r.honest.len() - 1);
+    assert!(!dispute(&r, &late, &r.honest, true));
+}
