@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark `deed run` against onnxruntime and tract on the same models and inputs.
 
-    "$(scripts/venv.sh)" scripts/bench.py [--repeat N] [--model NAME]... [--json PATH]
+    "$(scripts/venv.sh)" scripts/bench.py [--repeat N] [--rounds R] [--model NAME]... [--json PATH]
 
 Steps:
   1. writes the benchmark models with scripts/gen_models.py into target/bench-models;
@@ -10,11 +10,16 @@ Steps:
   3. for every model, times in separate child processes: `deed run --threads 1` and
      `--threads 2`, `deed run --no-trace` when the CLI has that flag (the cost of
      trace hashing), onnxruntime with intra_op_num_threads 1 and 2 (sequential
-     execution, default graph optimizations) and tract; each reports the median and
-     minimum of N runs after a warm-up, load time excluded; the peak RSS of each child
-     comes from wait4();
-  4. prints a table with the ratios deed/ort(1t), deed/ort(2t), deed/tract and the
-     peak memory, and the largest deviation of deed's outputs from onnxruntime's;
+     execution, default graph optimizations) and tract; each child reports the median
+     and minimum of N runs after a warm-up, load time excluded; the peak RSS of each
+     child comes from wait4(). The children run in R interleaved rounds (deed, ort,
+     tract, deed, ort, tract, ...) so that load from other processes on a shared
+     machine hits every runtime alike; a configuration's figures are the minimum of
+     its minima and the median of its medians over the rounds;
+  4. prints a table with the ratios deed/ort(1t), deed/ort(2t), deed/tract (on the
+     minimum, the figure least disturbed by other load, and on the median), the trace
+     overhead, the peak memory, and the largest deviation of deed's outputs from
+     onnxruntime's;
   5. checks determinism: `deed run --json` must report the same trace_root with
      --threads 1, 2 and 4 and with DEED_KERNELS=reference, one line per model.
 
@@ -79,6 +84,19 @@ def timed(cmd: list[str], env: dict | None = None) -> Run:
         return Run(float(lat["median"]), float(lat["min"]), rss, report)
     except (RuntimeError, KeyError, TypeError, ValueError, OSError) as e:
         return Run(error=f"{' '.join(cmd[:3])}…: {e}")
+
+
+def combine(rounds: list[Run]) -> Run:
+    """One configuration over several rounds: min of minima, median of medians, max RSS."""
+    bad = [r for r in rounds if r.error or r.median_ms is None]
+    if not rounds or bad:
+        return bad[0] if bad else Run()
+    return Run(
+        statistics.median(r.median_ms for r in rounds),
+        min(r.min_ms for r in rounds),
+        max(r.rss_mib for r in rounds),
+        rounds[-1].report,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -151,13 +169,16 @@ def max_deviation(case_dir: str, case: dict, out_dir: str) -> str:
 
 
 def fmt_ms(r: Run) -> str:
-    return "ERR" if r.median_ms is None else f"{r.median_ms:.3f}"
+    if r.median_ms is None or r.min_ms is None:
+        return "ERR" if r.error else "-"
+    return f"{r.min_ms:.3f}/{r.median_ms:.3f}"
 
 
-def ratio(a: Run, b: Run) -> float | None:
-    if a.median_ms is None or b.median_ms is None or b.median_ms == 0:
+def ratio(a: Run, b: Run, use_min: bool = False) -> float | None:
+    x, y = (a.min_ms, b.min_ms) if use_min else (a.median_ms, b.median_ms)
+    if x is None or y is None or y == 0:
         return None
-    return a.median_ms / b.median_ms
+    return x / y
 
 
 def fmt_ratio(x: float | None) -> str:
@@ -170,7 +191,8 @@ def fmt_mib(r: Run) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeat", type=int, default=50, help="timed runs per measurement (after a warm-up)")
+    p.add_argument("--repeat", type=int, default=200, help="timed runs per child process (after a warm-up)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of child processes per configuration")
     p.add_argument("--model", action="append", default=[], choices=MODELS, help="only this model (repeatable)")
     p.add_argument("--json", metavar="PATH", help="also write every measurement as JSON here")
     p.add_argument("--models-dir", default=os.path.join(REPO, "target", "bench-models"))
@@ -183,6 +205,8 @@ def main() -> int:
         return 0
     if args.repeat < 2:
         p.error("--repeat must be at least 2 (deed run reports latency only for repeated runs)")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     models = args.model or MODELS
 
     sh([sys.executable, os.path.join(REPO, "scripts", "gen_models.py"), args.models_dir])
@@ -220,15 +244,21 @@ def main() -> int:
                 return [deed, "run", model, *input_args, "--threads", str(threads), "--json", *extra]
 
             print(f"bench: {name}", file=sys.stderr, flush=True)
-            runs = {
-                "deed_1t": timed(deed_cmd(1, "--repeat", rep, "--out", out_dir)),
-                "deed_2t": timed(deed_cmd(2, "--repeat", rep)),
-                "deed_1t_no_trace": timed(deed_cmd(1, "--repeat", rep, "--no-trace")) if has_no_trace else Run(),
-                "ort_1t": timed([sys.executable, os.path.abspath(__file__), "--ort-child", case_dir, "1", rep]),
-                "ort_2t": timed([sys.executable, os.path.abspath(__file__), "--ort-child", case_dir, "2", rep]),
-                "tract": timed([tract, model, *tract_inputs, "--repeat", rep]),
+            configs = {
+                "deed_1t": deed_cmd(1, "--repeat", rep, "--out", out_dir),
+                "ort_1t": [sys.executable, os.path.abspath(__file__), "--ort-child", case_dir, "1", rep],
+                "tract": [tract, model, *tract_inputs, "--repeat", rep],
+                "deed_1t_no_trace": deed_cmd(1, "--repeat", rep, "--no-trace") if has_no_trace else None,
+                "deed_2t": deed_cmd(2, "--repeat", rep),
+                "ort_2t": [sys.executable, os.path.abspath(__file__), "--ort-child", case_dir, "2", rep],
             }
-            traced = ratio(runs["deed_1t"], runs["deed_1t_no_trace"])
+            per_round: dict[str, list[Run]] = {k: [] for k in configs}
+            for _ in range(args.rounds):
+                for k, cmd in configs.items():
+                    if cmd is not None:
+                        per_round[k].append(timed(cmd))
+            runs = {k: combine(v) for k, v in per_round.items()}
+            traced = ratio(runs["deed_1t"], runs["deed_1t_no_trace"], use_min=True)
             deviation = max_deviation(case_dir, case, out_dir) if runs["deed_1t"].error is None else "-"
 
             # Determinism: the trace root may not depend on threads or kernels.
@@ -250,10 +280,13 @@ def main() -> int:
             results[name] = {
                 "runs": {k: vars(v) for k, v in runs.items()},
                 "ratios": {
-                    "deed_over_ort_1t": ratio(runs["deed_1t"], runs["ort_1t"]),
-                    "deed_over_ort_2t": ratio(runs["deed_2t"], runs["ort_2t"]),
-                    "deed_over_tract": ratio(runs["deed_1t"], runs["tract"]),
-                    "trace_overhead": None if traced is None else traced - 1,
+                    "deed_over_ort_1t_min": ratio(runs["deed_1t"], runs["ort_1t"], use_min=True),
+                    "deed_over_ort_1t_median": ratio(runs["deed_1t"], runs["ort_1t"]),
+                    "deed_over_ort_2t_min": ratio(runs["deed_2t"], runs["ort_2t"], use_min=True),
+                    "deed_over_ort_2t_median": ratio(runs["deed_2t"], runs["ort_2t"]),
+                    "deed_over_tract_min": ratio(runs["deed_1t"], runs["tract"], use_min=True),
+                    "deed_over_tract_median": ratio(runs["deed_1t"], runs["tract"]),
+                    "trace_overhead_min": None if traced is None else traced - 1,
                 },
                 "max_abs_deviation_from_ort": deviation,
                 "trace_roots": roots,
@@ -267,39 +300,53 @@ def main() -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print_table(results, has_no_trace, args.repeat)
+    print_table(results, has_no_trace, args.repeat, args.rounds)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"repeat": args.repeat, "no_trace_flag": has_no_trace, "models": results}, f, indent=2)
+            json.dump({"repeat": args.repeat, "rounds": args.rounds, "no_trace_flag": has_no_trace,
+                       "models": results}, f, indent=2)
             f.write("\n")
     return 1 if failed else 0
 
 
-def print_table(results: dict[str, dict], has_no_trace: bool, repeat: int) -> None:
-    head = [
-        "model", "deed 1t", "deed 2t", "ort 1t", "ort 2t", "tract",
-        "deed/ort1", "deed/ort2", "deed/tract", "trace cost", "|Δ| vs ort",
-        "RSS deed", "RSS ort", "RSS tract",
-    ]
+def print_table(results: dict[str, dict], has_no_trace: bool, repeat: int, rounds: int) -> None:
+    def grid(head: list[str], rows: list[list[str]]) -> None:
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+        for row in [head, *rows]:
+            print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                            for i, (c, w) in enumerate(zip(row, widths))))
+
+    def both(r: dict, key: str) -> str:
+        return f"{fmt_ratio(r[key + '_min'])} ({fmt_ratio(r[key + '_median'])})"
+
+    print(f"latency in ms as min/median over {rounds} rounds of {repeat} runs after a warm-up "
+          "(load excluded); ratios on the minimum, the median's ratio in parentheses")
+    rows = []
+    for name, res in results.items():
+        runs = {k: Run(**v) for k, v in res["runs"].items()}
+        r = res["ratios"]
+        rows.append([
+            name, fmt_ms(runs["deed_1t"]), fmt_ms(runs["ort_1t"]), both(r, "deed_over_ort_1t"),
+            fmt_ms(runs["deed_2t"]), fmt_ms(runs["ort_2t"]), both(r, "deed_over_ort_2t"),
+            fmt_ms(runs["tract"]), both(r, "deed_over_tract"),
+        ])
+    grid(["model", "deed 1t", "ort 1t", "deed/ort 1t", "deed 2t", "ort 2t", "deed/ort 2t",
+          "tract 1t", "deed/tract"], rows)
+    print()
+    print("trace: deed 1t with tracing vs --no-trace (minimum); peak RSS in MiB "
+          "(the ort child includes the Python interpreter and numpy)")
     rows = []
     for name, res in results.items():
         runs = {k: Run(**v) for k, v in res["runs"].items()}
         r = res["ratios"]
         overhead = "N/A" if not has_no_trace else (
-            "-" if r["trace_overhead"] is None else f"{100 * r['trace_overhead']:+.1f}%"
+            "-" if r["trace_overhead_min"] is None else f"{100 * r['trace_overhead_min']:+.1f}%"
         )
         rows.append([
-            name, fmt_ms(runs["deed_1t"]), fmt_ms(runs["deed_2t"]), fmt_ms(runs["ort_1t"]),
-            fmt_ms(runs["ort_2t"]), fmt_ms(runs["tract"]),
-            fmt_ratio(r["deed_over_ort_1t"]), fmt_ratio(r["deed_over_ort_2t"]), fmt_ratio(r["deed_over_tract"]),
-            overhead, res["max_abs_deviation_from_ort"],
+            name, fmt_ms(runs["deed_1t_no_trace"]), overhead, res["max_abs_deviation_from_ort"],
             fmt_mib(runs["deed_1t"]), fmt_mib(runs["ort_1t"]), fmt_mib(runs["tract"]),
         ])
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    print(f"median latency in ms over {repeat} runs after a warm-up; peak RSS in MiB "
-          "(the ort child includes the Python interpreter and numpy)")
-    for row in [head, *rows]:
-        print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    grid(["model", "deed 1t no-trace", "trace cost", "|Δ| vs ort", "RSS deed", "RSS ort", "RSS tract"], rows)
     print()
     for name, res in results.items():
         roots = res["trace_roots"]

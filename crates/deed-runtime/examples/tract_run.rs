@@ -92,7 +92,11 @@ fn read_npy(path: &Path) -> Result<Tensor> {
     }
     let shape = npy.shape().iter().map(|&d| d as usize).collect::<Vec<_>>();
     let descr = npy.dtype().descr();
-    let tensor = match descr.trim_start_matches(['<', '|', '=']) {
+    // `descr` is the header's Python literal, quotes included (`'<f4'`).
+    let code = descr
+        .trim_matches(|c| c == '\'' || c == '"')
+        .trim_start_matches(['<', '|', '=']);
+    let tensor = match code {
         "f4" => Tensor::from_shape(&shape, &npy.into_vec::<f32>()?)?,
         "f8" => Tensor::from_shape(&shape, &npy.into_vec::<f64>()?)?,
         "i8" => Tensor::from_shape(&shape, &npy.into_vec::<i64>()?)?,

@@ -25,6 +25,7 @@ pub mod model;
 pub mod ops;
 pub mod plan;
 pub mod proto;
+mod tensor_bytes;
 pub mod trace;
 
 pub use ctx::{Ctx, KernelMode};

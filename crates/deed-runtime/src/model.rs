@@ -156,10 +156,10 @@ fn value_info(v: &pb::ValueInfoProto) -> ValueInfo {
 }
 
 fn elem_code(v: &pb::ValueInfoProto) -> Option<i32> {
-    match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(pb::type_proto::Value::TensorType(t)) => Some(t.elem_type),
-        None => None,
-    }
+    v.r#type
+        .as_ref()
+        .and_then(|t| t.value.as_ref())
+        .map(|pb::type_proto::Value::TensorType(t)| t.elem_type)
 }
 
 impl Model {

@@ -20,7 +20,8 @@ use crate::ctx::{Ctx, KernelMode};
 use crate::error::{OpError, RuntimeError};
 use crate::limits::Limits;
 use crate::model::{check_tensor_limits, Dim, Model, Source};
-use crate::ops::{InferInput, TypeInfo};
+use crate::ops::{InferInput, Prepared, TypeInfo};
+use crate::tensor_bytes::canonicalize;
 use crate::trace::{step_hash, Trace};
 
 /// Graph inputs with at most this many elements are treated as known while planning.
@@ -74,6 +75,8 @@ struct Step {
     types: Vec<TypeInfo>,
     cost: u64,
     folded: Option<Vec<Arc<Tensor>>>,
+    /// What the operator precomputed from its known inputs (see `Op::prepare`).
+    prepared: Option<Prepared>,
 }
 
 /// A model planned for concrete inputs.
@@ -292,10 +295,13 @@ impl Model {
                 };
                 let mut outs = node.op.run(&vals, &ctx).map_err(node_err)?;
                 check_outputs(&outs, &out_types).map_err(node_err)?;
-                outs.iter_mut().for_each(|t| {
-                    t.canonicalize_nans();
-                });
+                outs.iter_mut().for_each(canonicalize);
                 Some(outs.into_iter().map(Arc::new).collect::<Vec<_>>())
+            } else {
+                None
+            };
+            let prepared = if folded.is_none() {
+                node.op.prepare(&infer_in)
             } else {
                 None
             };
@@ -323,6 +329,7 @@ impl Model {
                 types: out_types,
                 cost,
                 folded,
+                prepared,
             });
         }
 
@@ -448,9 +455,7 @@ impl Model {
         let ctx = Ctx::default();
         let mut outs = node.op.run(&refs, &ctx).map_err(node_err)?;
         check_outputs(&outs, &out_types).map_err(node_err)?;
-        outs.iter_mut().for_each(|t| {
-            t.canonicalize_nans();
-        });
+        outs.iter_mut().for_each(canonicalize);
         Ok(outs
             .into_iter()
             .zip(&node.outputs)
@@ -564,7 +569,10 @@ impl<'m> Plan<'m> {
             values[*id] = Some(t.clone());
         }
         let mut trace = Trace::default();
+        // `DEED_PROFILE=1` prints each step's time (compute, then hashing) to stderr.
+        let profile = std::env::var_os("DEED_PROFILE").is_some_and(|v| v == "1");
         for (s, (step, node)) in self.steps.iter().zip(&self.model.nodes).enumerate() {
+            let t0 = profile.then(std::time::Instant::now);
             let outs: Vec<Arc<Tensor>> = match &step.folded {
                 Some(f) => f.clone(),
                 None => {
@@ -578,16 +586,19 @@ impl<'m> Plan<'m> {
                         op_type: node.op_type.clone(),
                         source,
                     };
-                    let mut outs = node.op.run(&ins, ctx).map_err(node_err)?;
+                    let mut outs = match &step.prepared {
+                        Some(p) => node.op.run_prepared(&ins, ctx, p),
+                        None => node.op.run(&ins, ctx),
+                    }
+                    .map_err(node_err)?;
                     check_outputs(&outs, &step.types).map_err(node_err)?;
                     // NaN bits differ between CPUs; every node's outputs are stored
                     // with the canonical NaN (see docs/canonical-semantics.md).
-                    outs.iter_mut().for_each(|t| {
-                        t.canonicalize_nans();
-                    });
+                    outs.iter_mut().for_each(canonicalize);
                     outs.into_iter().map(Arc::new).collect()
                 }
             };
+            let t1 = profile.then(std::time::Instant::now);
             if opts.trace {
                 let refs: Vec<&Tensor> = step
                     .outputs
@@ -597,6 +608,14 @@ impl<'m> Plan<'m> {
                     .map(|(_, t)| t.as_ref())
                     .collect();
                 trace.push(step_hash(s as u32, &refs));
+            }
+            if let (Some(t0), Some(t1)) = (t0, t1) {
+                eprintln!(
+                    "step {s:4} {:<24} {:>9.1} us compute {:>8.1} us hash",
+                    node.op_type,
+                    (t1 - t0).as_secs_f64() * 1e6,
+                    t1.elapsed().as_secs_f64() * 1e6
+                );
             }
             for (id, t) in step.outputs.iter().zip(outs) {
                 if let Some(id) = id {

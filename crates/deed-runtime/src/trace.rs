@@ -94,42 +94,72 @@ const TREE_LEAF: &str = "deed trace v1: tree leaf";
 const TREE_NODE: &str = "deed trace v1: tree node";
 const TREE_ROOT: &str = "deed trace v1: tree root";
 
+/// A fresh `new_derive_key(context)` hasher. Deriving the context key costs a blake3
+/// compression; every run pushes several hashes per step, so each context's initial
+/// hasher is made once and cloned (the same state, hence the same hashes).
+fn keyed(context: &'static str) -> blake3::Hasher {
+    use std::sync::OnceLock;
+    static CACHE: [OnceLock<blake3::Hasher>; 7] = [const { OnceLock::new() }; 7];
+    let slot = match context {
+        STEP => 0,
+        MMR_LEAF => 1,
+        MMR_NODE => 2,
+        MMR_ROOT => 3,
+        TREE_LEAF => 4,
+        TREE_NODE => 5,
+        TREE_ROOT => 6,
+        _ => return blake3::Hasher::new_derive_key(context),
+    };
+    CACHE[slot]
+        .get_or_init(|| blake3::Hasher::new_derive_key(context))
+        .clone()
+}
+
+/// `Hash::domain(context, parts)` through the cached hasher.
+fn domain(context: &'static str, parts: &[&[u8]]) -> Hash {
+    let mut h = keyed(context);
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
 /// The hash of step `step`'s output tensors, in the node's output order (see the
 /// module docs for the exact bytes). Tensors are streamed into the hasher, never copied
 /// whole.
 pub fn step_hash(step: u32, outputs: &[&Tensor]) -> Hash {
-    let mut h = blake3::Hasher::new_derive_key(STEP);
+    let mut h = keyed(STEP);
     h.update(&step.to_le_bytes());
     // A node has at most a handful of outputs; a count beyond u32 cannot come from a
     // loaded graph, and saturating keeps the encoding total.
     let k = u32::try_from(outputs.len()).unwrap_or(u32::MAX);
     h.update(&k.to_le_bytes());
     for t in outputs {
-        t.hash_into(&mut h);
+        crate::tensor_bytes::hash_tensor(t, &mut h);
     }
     h.finalize().into()
 }
 
 fn mmr_leaf(h: &Hash) -> Hash {
-    Hash::domain(MMR_LEAF, &[h.as_bytes()])
+    domain(MMR_LEAF, &[h.as_bytes()])
 }
 
 fn mmr_node(l: &Hash, r: &Hash) -> Hash {
-    Hash::domain(MMR_NODE, &[l.as_bytes(), r.as_bytes()])
+    domain(MMR_NODE, &[l.as_bytes(), r.as_bytes()])
 }
 
 fn tree_leaf(c: &Hash) -> Hash {
-    Hash::domain(TREE_LEAF, &[c.as_bytes()])
+    domain(TREE_LEAF, &[c.as_bytes()])
 }
 
 fn tree_node(l: &Hash, r: &Hash) -> Hash {
-    Hash::domain(TREE_NODE, &[l.as_bytes(), r.as_bytes()])
+    domain(TREE_NODE, &[l.as_bytes(), r.as_bytes()])
 }
 
 fn tree_root(n: u64, mth: Option<&Hash>) -> Hash {
     match mth {
-        Some(m) => Hash::domain(TREE_ROOT, &[&n.to_le_bytes(), m.as_bytes()]),
-        None => Hash::domain(TREE_ROOT, &[&n.to_le_bytes()]),
+        Some(m) => domain(TREE_ROOT, &[&n.to_le_bytes(), m.as_bytes()]),
+        None => domain(TREE_ROOT, &[&n.to_le_bytes()]),
     }
 }
 
@@ -137,7 +167,7 @@ fn tree_root(n: u64, mth: Option<&Hash>) -> Hash {
 /// `H(MMR_ROOT, u64le(size) || peaks…)`. `mmr_root(0, &[])` is the chain value before
 /// any step.
 pub fn mmr_root(size: u64, peaks: &[Hash]) -> Hash {
-    let mut h = blake3::Hasher::new_derive_key(MMR_ROOT);
+    let mut h = keyed(MMR_ROOT);
     h.update(&size.to_le_bytes());
     for p in peaks {
         h.update(p.as_bytes());
@@ -709,6 +739,15 @@ mod tests {
         bytes.extend_from_slice(&a.encode());
         bytes.extend_from_slice(&b.encode());
         assert_eq!(step_hash(3, &[&a, &b]), Hash::domain(STEP, &[&bytes]));
+    }
+
+    #[test]
+    fn cached_hashers_equal_fresh_derivation() {
+        for ctx in [STEP, MMR_LEAF, MMR_NODE, MMR_ROOT, TREE_LEAF, TREE_NODE, TREE_ROOT] {
+            for _ in 0..2 {
+                assert_eq!(domain(ctx, &[b"ab", b"c"]), Hash::domain(ctx, &[b"abc"]));
+            }
+        }
     }
 
     #[test]

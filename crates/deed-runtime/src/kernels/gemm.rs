@@ -37,6 +37,17 @@ pub trait Scalar: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
     fn gemm_fast(ctx: &Ctx, a: Mat<'_, Self>, b: Mat<'_, Self>, c: &mut [Self]) {
         gemm_rows_parallel(ctx, a, b, c);
     }
+    /// `C = A·B` through `packed` (this `b`, packed) when the type has a packed
+    /// kernel: `Ok(true)` when done, `Ok(false)` (nothing written) when it has none.
+    fn gemm_packed(
+        _ctx: &Ctx,
+        _a: Mat<'_, Self>,
+        _b: Mat<'_, Self>,
+        _packed: &PackedB,
+        _c: &mut [Self],
+    ) -> Result<bool, OpError> {
+        Ok(false)
+    }
 }
 
 impl Scalar for f32 {
@@ -56,10 +67,19 @@ impl Scalar for f32 {
     fn gemm_fast(ctx: &Ctx, a: Mat<'_, f32>, b: Mat<'_, f32>, c: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if super::gemm_avx2::available() {
-            super::gemm_avx2::gemm(ctx, a, b, c);
+            super::gemm_avx2::gemm(ctx, a, b, c, None);
             return;
         }
         gemm_rows_parallel(ctx, a, b, c);
+    }
+    fn gemm_packed(
+        ctx: &Ctx,
+        a: Mat<'_, f32>,
+        b: Mat<'_, f32>,
+        packed: &PackedB,
+        c: &mut [f32],
+    ) -> Result<bool, OpError> {
+        gemm_prepacked(ctx, a, b, packed, c).map(|()| true)
     }
 }
 
@@ -284,6 +304,68 @@ pub fn gemm<T: Scalar>(
     Ok(())
 }
 
+/// An f32 right operand packed once for the SIMD kernel, for products repeated with
+/// the same `B` (a constant weight matrix). Packing copies values and changes no
+/// arithmetic, so [`gemm_prepacked`] gives exactly the bits of [`gemm`].
+#[derive(Debug, Clone)]
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl PackedB {
+    /// `b` packed for this CPU's kernel, or `None` when its kernel does not use packed
+    /// operands (then [`gemm`] is as fast).
+    pub fn new(b: Mat<'_, f32>) -> Option<PackedB> {
+        #[cfg(target_arch = "x86_64")]
+        if super::gemm_avx2::available() && b.rows > 0 && b.cols > 0 {
+            return Some(PackedB {
+                k: b.rows,
+                n: b.cols,
+                data: super::gemm_avx2::pack_whole(b),
+            });
+        }
+        let _ = b;
+        None
+    }
+
+    /// Rows and columns of the packed matrix.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+}
+
+/// `C = A·B` where `packed` is `b` packed by [`PackedB::new`]; bit-identical to
+/// [`gemm_reference`]. `b` itself serves the reference mode and the shapes the packed
+/// kernel does not take.
+pub fn gemm_prepacked(
+    ctx: &Ctx,
+    a: Mat<'_, f32>,
+    b: Mat<'_, f32>,
+    packed: &PackedB,
+    c: &mut [f32],
+) -> Result<(), OpError> {
+    check(&a, &b, c)?;
+    if packed.dims() != (b.rows, b.cols) {
+        return Err(OpError::shape(format!(
+            "packed operand is {}×{}, the matrix {}×{}",
+            packed.k, packed.n, b.rows, b.cols
+        )));
+    }
+    if ctx.reference() {
+        reference_rows(a, b, c);
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::gemm_avx2::available() {
+        super::gemm_avx2::gemm(ctx, a, b, c, Some(&packed.data));
+        return Ok(());
+    }
+    gemm_rows_parallel(ctx, a, b, c);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +509,11 @@ mod tests {
                 gemm_rows_parallel(&Ctx::new(KernelMode::Fast, threads), a, b, &mut p);
                 prop_assert_eq!(bits(&r), bits(&p));
             }
+            if let Some(packed) = PackedB::new(b) {
+                let mut q = vec![4.0f32; m * n];
+                gemm_prepacked(&Ctx::new(KernelMode::Fast, threads), a, b, &packed, &mut q).unwrap();
+                prop_assert_eq!(bits(&r), bits(&q));
+            }
         }
 
         #[test]
@@ -440,10 +527,16 @@ mod tests {
             let b = Mat::row_major(&bv, k, n).unwrap();
             let mut r = vec![0.0f32; m * n];
             gemm_reference(a, b, &mut r).unwrap();
-            for threads in [1, 2] {
+            let packed = PackedB::new(b);
+            for threads in [1, 2, 3] {
                 let mut f = vec![0.0f32; m * n];
                 gemm(&Ctx::new(KernelMode::Fast, threads), a, b, &mut f).unwrap();
                 prop_assert_eq!(bits(&r), bits(&f));
+                if let Some(p) = &packed {
+                    let mut q = vec![0.0f32; m * n];
+                    gemm_prepacked(&Ctx::new(KernelMode::Fast, threads), a, b, p, &mut q).unwrap();
+                    prop_assert_eq!(bits(&r), bits(&q));
+                }
             }
         }
     }

@@ -33,8 +33,32 @@ pub(super) fn available() -> bool {
 /// rows are a large power of two apart.
 const PACK_MIN_ROWS: usize = 16;
 
-/// `c = a·b` (f32, row-major `c`). Callers checked the shapes and [`available`].
-pub(super) fn gemm(ctx: &Ctx, a: Mat<'_, f32>, b: Mat<'_, f32>, c: &mut [f32]) {
+/// B packed once, in the order [`block`] visits it: for each NC column block, for each
+/// KC row block, the 16-wide panels [`pack_b`] writes.
+pub(super) fn pack_whole(b: Mat<'_, f32>) -> Vec<f32> {
+    let (k, n) = (b.rows(), b.cols());
+    let mut out = Vec::with_capacity(k * n.div_ceil(16) * 16);
+    let mut buf = Vec::new();
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            pack_b(b.rows_range(pc, kc).cols_range(jc, nc), &mut buf);
+            out.extend_from_slice(&buf);
+        }
+    }
+    out
+}
+
+/// `c = a·b` (f32, row-major `c`). Callers checked the shapes and [`available`];
+/// `pre`, when given, is `b` packed by [`pack_whole`].
+pub(super) fn gemm(
+    ctx: &Ctx,
+    a: Mat<'_, f32>,
+    b: Mat<'_, f32>,
+    c: &mut [f32],
+    pre: Option<&[f32]>,
+) {
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     if m == 0 || n == 0 {
         return;
@@ -45,7 +69,8 @@ pub(super) fn gemm(ctx: &Ctx, a: Mat<'_, f32>, b: Mat<'_, f32>, c: &mut [f32]) {
     }
     let threads = ctx.threads();
     let per = m.div_ceil(threads).div_ceil(6) * 6;
-    let pack = per >= PACK_MIN_ROWS;
+    let pre = pre.filter(|p| m > 1 && p.len() == k * n.div_ceil(16) * 16);
+    let pack = pre.is_some() || per >= PACK_MIN_ROWS;
     // Without packing, the kernel loads eight consecutive columns of B: give it unit
     // column stride.
     let dense;
@@ -63,12 +88,19 @@ pub(super) fn gemm(ctx: &Ctx, a: Mat<'_, f32>, b: Mat<'_, f32>, c: &mut [f32]) {
         let per = n.div_ceil(threads).div_ceil(64) * 64;
         ctx.for_each_chunk(c, per, |ci, chunk| {
             let j0 = ci * per;
-            block(a, b.cols_range(j0, chunk.len()), chunk, chunk.len(), false);
+            block(
+                a,
+                b.cols_range(j0, chunk.len()),
+                chunk,
+                chunk.len(),
+                false,
+                None,
+            );
         });
     } else {
         ctx.for_each_chunk(c, per * n, |ci, chunk| {
             let r0 = ci * per;
-            block(a.rows_range(r0, chunk.len() / n), b, chunk, n, pack);
+            block(a.rows_range(r0, chunk.len() / n), b, chunk, n, pack, pre);
         });
     }
     for x in c.iter_mut() {
@@ -94,8 +126,16 @@ fn pack_b(b: Mat<'_, f32>, buf: &mut Vec<f32>) {
     }
 }
 
-/// `c[0..a.rows, 0..b.cols] = a·b` where row `i` of `c` starts at `i*ldc`.
-fn block(a: Mat<'_, f32>, b: Mat<'_, f32>, c: &mut [f32], ldc: usize, pack: bool) {
+/// `c[0..a.rows, 0..b.cols] = a·b` where row `i` of `c` starts at `i*ldc`; `pre` is
+/// all of `b` packed by [`pack_whole`] (then `pack` is set).
+fn block(
+    a: Mat<'_, f32>,
+    b: Mat<'_, f32>,
+    c: &mut [f32],
+    ldc: usize,
+    pack: bool,
+    pre: Option<&[f32]>,
+) {
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     if m == 0 || n == 0 || b.rows() != k || (!pack && b.cs() != 1) {
         return;
@@ -105,33 +145,45 @@ fn block(a: Mat<'_, f32>, b: Mat<'_, f32>, c: &mut [f32], ldc: usize, pack: bool
         return;
     }
     let mut buf = Vec::new();
+    let mut pre_at = 0;
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             let acc = pc > 0;
             let bp = b.rows_range(pc, kc).cols_range(jc, nc);
-            if pack {
-                pack_b(bp, &mut buf);
-            }
+            let len = nc.div_ceil(16) * 16 * kc;
+            let panels: &[f32] = match pre {
+                Some(p) => match p.get(pre_at..pre_at + len) {
+                    Some(s) => s,
+                    None => return,
+                },
+                None => {
+                    if pack {
+                        pack_b(bp, &mut buf);
+                    }
+                    &buf
+                }
+            };
+            pre_at += len;
             let mut ir = 0;
             while ir < m {
                 let mr = (m - ir).min(6);
                 let ap = a.rows_range(ir, mr).cols_range(pc, kc);
                 let cp = &mut c[ir * ldc + jc..];
                 // SAFETY: `ap`, `bp` are in-bounds views (Mat invariant) of mr×kc and
-                // kc×nc (unit column stride unless packed); `buf` holds
+                // kc×nc (unit column stride unless packed); `panels` holds
                 // ceil(nc/16) panels of kc×16; `cp` holds (mr-1)*ldc + nc elements
                 // (checked above); the CPU has AVX2+FMA (`available`).
                 unsafe {
                     if pack {
                         match mr {
-                            6 => packed::<6>(ap, &buf, nc, cp, ldc, acc),
-                            5 => packed::<5>(ap, &buf, nc, cp, ldc, acc),
-                            4 => packed::<4>(ap, &buf, nc, cp, ldc, acc),
-                            3 => packed::<3>(ap, &buf, nc, cp, ldc, acc),
-                            2 => packed::<2>(ap, &buf, nc, cp, ldc, acc),
-                            _ => packed::<1>(ap, &buf, nc, cp, ldc, acc),
+                            6 => packed::<6>(ap, panels, nc, cp, ldc, acc),
+                            5 => packed::<5>(ap, panels, nc, cp, ldc, acc),
+                            4 => packed::<4>(ap, panels, nc, cp, ldc, acc),
+                            3 => packed::<3>(ap, panels, nc, cp, ldc, acc),
+                            2 => packed::<2>(ap, panels, nc, cp, ldc, acc),
+                            _ => packed::<1>(ap, panels, nc, cp, ldc, acc),
                         }
                     } else {
                         match mr {

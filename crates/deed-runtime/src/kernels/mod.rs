@@ -10,4 +10,4 @@ pub mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod gemm_avx2;
 
-pub use gemm::{gemm, gemm_reference, Mat, Scalar};
+pub use gemm::{gemm, gemm_prepacked, gemm_reference, Mat, PackedB, Scalar};

@@ -12,9 +12,9 @@ use super::util::{
     broadcast_offsets, broadcast_shapes, check_count, infer_input, input, numel, one,
     opt_infer_input, opt_input,
 };
-use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
+use super::{Ctx, InferInput, NodeInfo, Op, Prepared, Registry, TypeInfo};
 use crate::error::OpError;
-use crate::kernels::{gemm, Mat, Scalar};
+use crate::kernels::{gemm, Mat, PackedB, Scalar};
 
 pub(crate) fn register(r: &mut Registry) {
     r.add("MatMul", |_| Ok(Box::new(MatMul)));
@@ -128,6 +128,32 @@ macro_rules! by_dtype {
 }
 pub(crate) use by_dtype;
 
+/// `gemm`, through `packed` (the same `b`, packed while planning) when the element
+/// type has a packed kernel. Either way the bits are those of the reference.
+fn product<T: Scalar>(
+    ctx: &Ctx,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    packed: Option<&PackedB>,
+    c: &mut [T],
+) -> Result<(), OpError> {
+    if let Some(p) = packed {
+        if T::gemm_packed(ctx, a, b, p, c)? {
+            return Ok(());
+        }
+    }
+    gemm(ctx, a, b, c)
+}
+
+/// The packed right operand a plan prepared, if it is one and the input is f32.
+fn packed_of<'p>(prepared: &'p Prepared, b: &Tensor) -> Option<&'p PackedB> {
+    if b.dtype() == DType::F32 {
+        prepared.0.downcast_ref::<PackedB>()
+    } else {
+        None
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // MatMul
 
@@ -197,6 +223,7 @@ fn matmul_compute<T: Scalar>(
     s: &MatMulShape,
     a: &[T],
     b: &[T],
+    packed: Option<&PackedB>,
 ) -> Result<Vec<T>, OpError> {
     let (m, k, n) = (s.m, s.k, s.n);
     let nb = numel(&s.batch)?;
@@ -212,7 +239,7 @@ fn matmul_compute<T: Scalar>(
         // matrix. Each output row still reduces over k alone, so nothing changes.
         let am = Mat::row_major(a, nb * m, k).ok_or_else(bad)?;
         let bm = Mat::row_major(b, k, n).ok_or_else(bad)?;
-        gemm(ctx, am, bm, &mut out)?;
+        product(ctx, am, bm, packed, &mut out)?;
         return Ok(out);
     }
     let ao = broadcast_offsets(&s.a_batch, &s.batch);
@@ -247,12 +274,43 @@ impl Op for MatMul {
         o.saturating_mul(k.max(1)).max(1)
     }
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        self.run_with(inputs, ctx, None)
+    }
+    /// A constant `B` shared by every batch is packed once.
+    fn prepare(&self, inputs: &[Option<InferInput<'_>>]) -> Option<Prepared> {
+        let a = inputs.first().copied().flatten()?;
+        let b = inputs.get(1).copied().flatten()?.value?;
+        let s = matmul_shape(&a.ty.shape, b.shape()).ok()?;
+        if numel(&s.b_batch).ok()? != 1 {
+            return None;
+        }
+        let bm = Mat::row_major(b.as_slice::<f32>()?, s.k, s.n)?;
+        PackedB::new(bm).map(|p| Prepared(Box::new(p)))
+    }
+    fn run_prepared(
+        &self,
+        inputs: &[Option<&Tensor>],
+        ctx: &Ctx,
+        prepared: &Prepared,
+    ) -> Result<Vec<Tensor>, OpError> {
+        let b = input(inputs, 1)?;
+        self.run_with(inputs, ctx, packed_of(prepared, b))
+    }
+}
+
+impl MatMul {
+    fn run_with(
+        &self,
+        inputs: &[Option<&Tensor>],
+        ctx: &Ctx,
+        packed: Option<&PackedB>,
+    ) -> Result<Vec<Tensor>, OpError> {
         let a = input(inputs, 0)?;
         let b = input(inputs, 1)?;
         check_type(0, a.dtype())?;
         let s = matmul_shape(a.shape(), b.shape())?;
         let t = by_dtype!(&[a, b], s.out.clone(), |v: T| matmul_compute::<T>(
-            ctx, &s, v[0], v[1]
+            ctx, &s, v[0], v[1], packed
         ));
         Ok(vec![t])
     }
@@ -376,6 +434,7 @@ impl Gemm {
         a: &[T],
         b: &[T],
         c: Option<(&[T], &[usize])>,
+        packed: Option<&PackedB>,
     ) -> Result<Vec<T>, OpError> {
         if !T::integral(self.alpha) || !T::integral(self.beta) {
             return Err(OpError::unsupported(
@@ -396,7 +455,7 @@ impl Gemm {
         }
         .ok_or_else(bad)?;
         let mut y = vec![T::ZERO; m * n];
-        gemm(ctx, am, bm, &mut y)?;
+        product(ctx, am, bm, packed, &mut y)?;
         if self.alpha != 1.0 {
             // 1·x is x for every non-NaN x and NaNs are canonical: skipping the
             // multiply by one changes no bit.
@@ -449,6 +508,39 @@ impl Op for Gemm {
         o.saturating_mul(k.max(1).saturating_add(2))
     }
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        self.run_with(inputs, ctx, None)
+    }
+    /// A constant `B` is packed once (transposed or not).
+    fn prepare(&self, inputs: &[Option<InferInput<'_>>]) -> Option<Prepared> {
+        let a = inputs.first().copied().flatten()?;
+        let b = inputs.get(1).copied().flatten()?.value?;
+        let (_, k, n) = self.dims(&a.ty.shape, b.shape()).ok()?;
+        let v = b.as_slice::<f32>()?;
+        let bm = if self.trans_b {
+            Mat::row_major(v, n, k)?.t()
+        } else {
+            Mat::row_major(v, k, n)?
+        };
+        PackedB::new(bm).map(|p| Prepared(Box::new(p)))
+    }
+    fn run_prepared(
+        &self,
+        inputs: &[Option<&Tensor>],
+        ctx: &Ctx,
+        prepared: &Prepared,
+    ) -> Result<Vec<Tensor>, OpError> {
+        let b = input(inputs, 1)?;
+        self.run_with(inputs, ctx, packed_of(prepared, b))
+    }
+}
+
+impl Gemm {
+    fn run_with(
+        &self,
+        inputs: &[Option<&Tensor>],
+        ctx: &Ctx,
+        packed: Option<&PackedB>,
+    ) -> Result<Vec<Tensor>, OpError> {
         let a = input(inputs, 0)?;
         let b = input(inputs, 1)?;
         check_type(0, a.dtype())?;
@@ -464,11 +556,12 @@ impl Op for Gemm {
                     dims,
                     v[0],
                     v[1],
-                    Some((v[2], &cs))
+                    Some((v[2], &cs)),
+                    packed
                 ))
             }
             None => by_dtype!(&[a, b], vec![m, n], |v: T| self
-                .compute::<T>(ctx, dims, v[0], v[1], None)),
+                .compute::<T>(ctx, dims, v[0], v[1], None, packed)),
         };
         Ok(vec![t])
     }

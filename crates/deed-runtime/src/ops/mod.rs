@@ -122,6 +122,35 @@ pub trait Op: Send + Sync + Debug {
 
     /// Computes the outputs. `inputs[i]` is `None` for an absent optional input.
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError>;
+
+    /// Work done once while planning from the inputs whose values are known then
+    /// (initializers, constants), reused by every run of the plan — e.g. a constant
+    /// weight matrix packed for the matrix-product kernel. `None` (the default) when
+    /// there is nothing to prepare.
+    fn prepare(&self, _inputs: &[Option<InferInput<'_>>]) -> Option<Prepared> {
+        None
+    }
+
+    /// [`Op::run`] with what [`Op::prepare`] returned for the same known inputs. It
+    /// must give exactly the bits of `run`; the default ignores `prepared`.
+    fn run_prepared(
+        &self,
+        inputs: &[Option<&Tensor>],
+        ctx: &Ctx,
+        _prepared: &Prepared,
+    ) -> Result<Vec<Tensor>, OpError> {
+        self.run(inputs, ctx)
+    }
+}
+
+/// What an operator prepared while planning (see [`Op::prepare`]); only the operator
+/// that made it knows its type.
+pub struct Prepared(pub Box<dyn std::any::Any + Send + Sync>);
+
+impl Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepared")
+    }
 }
 
 /// Builds an operator for a node.

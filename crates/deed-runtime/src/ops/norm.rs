@@ -90,6 +90,8 @@ trait Float:
     fn powf(self, y: Self) -> Self;
     fn abs(self) -> Self;
     fn is_nan(self) -> bool;
+    /// The value rounded to the nearest f16 (ties to even) and widened back.
+    fn round_f16(self) -> Self;
 }
 
 macro_rules! float_impl {
@@ -128,6 +130,9 @@ macro_rules! float_impl {
             }
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
+            }
+            fn round_f16(self) -> Self {
+                half::f16::from_f64(self as f64).to_f64() as $t
             }
         }
     };
@@ -245,14 +250,63 @@ fn row_layout(shape: &[usize], axis: usize, coerce_2d: bool) -> (usize, usize, u
     }
 }
 
-fn softmax_rows<T: Float>(v: &[T], len: usize, inner: usize, kind: SoftKind, ctx: &Ctx) -> Vec<T> {
+/// The softmax family over rows. With `narrow` (f16 tensors computed in f32) every
+/// intermediate of the ONNX function body — `x − m`, `exp`, the row sum, `ln` and the
+/// final division or subtraction — is rounded to f16, as each step would be if the
+/// body ran as separate f16 operators; the sum itself accumulates in f32.
+fn softmax_rows<T: Float>(
+    v: &[T],
+    len: usize,
+    inner: usize,
+    kind: SoftKind,
+    narrow: bool,
+    ctx: &Ctx,
+) -> Vec<T> {
     let mut out = vec![T::ZERO; v.len()];
     if len == 0 {
         return out;
     }
     let block = len * inner;
     ctx.for_each_chunk(&mut out, block, |o, dst| {
-        let src = &v[o * block..(o + 1) * block];
+        super::simd::with_fma(|| {
+            softmax_block(
+                &v[o * block..(o + 1) * block],
+                dst,
+                len,
+                inner,
+                kind,
+                narrow,
+            )
+        })
+    });
+    out
+}
+
+/// One block of `len × inner` elements of [`softmax_rows`].
+#[inline(always)]
+fn softmax_block<T: Float>(
+    src: &[T],
+    dst: &mut [T],
+    len: usize,
+    inner: usize,
+    kind: SoftKind,
+    narrow: bool,
+) {
+    if inner == 1 && !narrow && kind == SoftKind::Softmax {
+        // Contiguous rows: the same steps over plain slices, so the exponentials
+        // vectorize.
+        let m = src.iter().fold(T::NEG_INF, |a, &x| fmax(a, x));
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = (x - m).exp();
+        }
+        let s = dst.iter().fold(T::ZERO, |s, &e| s + e);
+        for d in dst.iter_mut() {
+            *d = *d / s;
+        }
+        return;
+    }
+    let r = |x: T| if narrow { x.round_f16() } else { x };
+    {
         for i in 0..inner {
             let at = |k: usize| k * inner + i;
             let m = (0..len).fold(T::NEG_INF, |a, k| fmax(a, src[at(k)]));
@@ -269,30 +323,29 @@ fn softmax_rows<T: Float>(v: &[T], len: usize, inner: usize, kind: SoftKind, ctx
                     }
                 }
                 SoftKind::Softmax => {
-                    let mut s = T::ZERO;
+                    // The exponentials first (independent, so this loop vectorizes),
+                    // then their sum in order.
                     for k in 0..len {
-                        let e = (src[at(k)] - m).exp();
-                        dst[at(k)] = e;
-                        s = s + e;
+                        dst[at(k)] = r(r(src[at(k)] - m).exp());
                     }
+                    let s = r((0..len).fold(T::ZERO, |s, k| s + dst[at(k)]));
                     for k in 0..len {
                         dst[at(k)] = dst[at(k)] / s;
                     }
                 }
                 SoftKind::LogSoftmax => {
-                    let mut s = T::ZERO;
                     for k in 0..len {
-                        s = s + (src[at(k)] - m).exp();
+                        dst[at(k)] = r(r(src[at(k)] - m).exp());
                     }
-                    let ls = s.ln();
+                    let s = (0..len).fold(T::ZERO, |s, k| s + dst[at(k)]);
+                    let ls = r(r(s).ln());
                     for k in 0..len {
-                        dst[at(k)] = (src[at(k)] - m) - ls;
+                        dst[at(k)] = r(src[at(k)] - m) - ls;
                     }
                 }
             }
         }
-    });
-    out
+    }
 }
 
 impl Op for Softmax {
@@ -315,7 +368,10 @@ impl Op for Softmax {
         let x = input(inputs, 0)?;
         let axis = norm_axis(self.axis, x.rank())?;
         let (_, len, inner) = row_layout(x.shape(), axis, self.coerce_2d);
-        let data = float_dispatch!(x, |v, T| softmax_rows(v, len, inner, self.kind, ctx));
+        let narrow = x.dtype() == DType::F16;
+        let data = float_dispatch!(x, |v, T| softmax_rows(
+            v, len, inner, self.kind, narrow, ctx
+        ));
         Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
     }
 }
@@ -362,21 +418,39 @@ fn layer_norm<T: Float>(
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let mut out = vec![T::ZERO; v.len()];
     let stats: Vec<(T, T)> = ctx.map_range(rows, |r| {
-        let row = &v[r * len..(r + 1) * len];
-        let (mean, var) = mean_var(row.iter().copied(), len);
-        (mean, T::ONE / (var + eps).sqrt())
+        super::simd::with_fma(|| {
+            let row = &v[r * len..(r + 1) * len];
+            let (mean, var) = mean_var(row.iter().copied(), len);
+            (mean, T::ONE / (var + eps).sqrt())
+        })
     });
+    let whole = scale.len() == len && bias.is_none_or(|b| b.len() == len);
     ctx.for_each_chunk(&mut out, len.max(1), |r, dst| {
         let (mean, inv) = stats[r];
         let row = &v[r * len..(r + 1) * len];
-        for k in 0..len {
-            let t = (row[k] - mean) * inv;
-            let s = t * scale[k % scale.len()];
-            dst[k] = match bias {
-                Some(b) => s + b[k % b.len()],
-                None => s,
-            };
-        }
+        super::simd::with_fma(|| match bias {
+            // Full-length parameters: plain zips, which vectorize.
+            Some(b) if whole => {
+                for (((d, &x), &g), &c) in dst.iter_mut().zip(row).zip(scale).zip(b) {
+                    *d = (x - mean) * inv * g + c;
+                }
+            }
+            None if whole => {
+                for ((d, &x), &g) in dst.iter_mut().zip(row).zip(scale) {
+                    *d = (x - mean) * inv * g;
+                }
+            }
+            _ => {
+                for k in 0..len {
+                    let t = (row[k] - mean) * inv;
+                    let s = t * scale[k % scale.len()];
+                    dst[k] = match bias {
+                        Some(b) => s + b[k % b.len()],
+                        None => s,
+                    };
+                }
+            }
+        })
     });
     let (means, invs) = stats.into_iter().unzip();
     (out, means, invs)
@@ -985,6 +1059,46 @@ mod tests {
         assert!((v[0] + v[1] + v[2] - 1.0).abs() < 1e-6);
         assert_eq!(v[3], 0.5);
         assert_eq!(v[5], 0.0);
+    }
+
+    /// f16 softmax rounds every step of the ONNX function body to f16, which is how
+    /// the ONNX reference (numpy on float16 arrays) computes it.
+    #[test]
+    fn f16_softmax_rounds_each_step() {
+        use half::f16;
+        let vals = [0.3f32, 1.7, -2.25, 0.9, 0.0, 3.1];
+        let h: Vec<f16> = vals.iter().map(|&v| f16::from_f32(v)).collect();
+        let x = Tensor::new(vec![1, 6], TensorData::F16(h.clone())).unwrap();
+        let q = |v: f32| f16::from_f32(v).to_f32();
+        let m = h
+            .iter()
+            .map(|v| v.to_f32())
+            .fold(f32::NEG_INFINITY, f32::max);
+        let d: Vec<f32> = h.iter().map(|v| q(v.to_f32() - m)).collect();
+        let e: Vec<f32> = d.iter().map(|&v| q(exp_f32(v))).collect();
+        let s = q(e.iter().fold(0.0f32, |a, &v| a + v));
+        let ls = q(ln_f32(s));
+        for (kind, want) in [
+            (
+                SoftKind::Softmax,
+                e.iter().map(|&v| f16::from_f32(v / s)).collect::<Vec<_>>(),
+            ),
+            (
+                SoftKind::LogSoftmax,
+                d.iter().map(|&v| f16::from_f32(v - ls)).collect(),
+            ),
+        ] {
+            let op = Softmax {
+                kind,
+                axis: -1,
+                coerce_2d: false,
+            };
+            let y = op.run(&[Some(&x)], &Ctx::default()).unwrap().remove(0);
+            match y.data() {
+                TensorData::F16(got) => assert_eq!(got, &want, "{kind:?}"),
+                other => panic!("{:?}", other.dtype()),
+            }
+        }
     }
 
     #[test]

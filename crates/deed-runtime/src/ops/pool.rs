@@ -201,8 +201,7 @@ pool_ff!(f64);
 /// calls `f(index within the plane)` for those inside the input. Returns the number
 /// of window positions inside the padded extent (for `count_include_pad`).
 #[inline]
-fn visit(w: &Window, z: [usize; 3], mut f: impl FnMut(usize) -> bool) -> usize {
-    let [_, ih, iw] = w.input;
+fn visit(w: &Window, z: [usize; 3], f: impl FnMut(usize) -> bool) -> usize {
     let mut padded = 1;
     for (d, &zd) in z.iter().enumerate() {
         let ext = w.input[d] + w.pad_begin[d] + w.pad_end[d];
@@ -210,6 +209,15 @@ fn visit(w: &Window, z: [usize; 3], mut f: impl FnMut(usize) -> bool) -> usize {
             .filter(|&k| zd * w.stride[d] + k * w.dil[d] < ext)
             .count();
     }
+    visit_window(w, z, f);
+    padded
+}
+
+/// Calls `f` on the flat input index of every in-bounds window position of output
+/// `z`, in row-major kernel order, until `f` returns false.
+#[inline]
+fn visit_window(w: &Window, z: [usize; 3], mut f: impl FnMut(usize) -> bool) {
+    let [_, ih, iw] = w.input;
     'outer: for a in 0..w.kernel[0] {
         let Some(sd) = w.src(0, z[0], a) else {
             continue;
@@ -228,7 +236,6 @@ fn visit(w: &Window, z: [usize; 3], mut f: impl FnMut(usize) -> bool) -> usize {
             }
         }
     }
-    padded
 }
 
 fn positions(w: &Window) -> impl Iterator<Item = [usize; 3]> + '_ {
@@ -252,7 +259,7 @@ fn max_pool<T: PoolElem>(
         for (slot, z) in chunk.iter_mut().zip(positions(w)) {
             let mut best = T::LOWEST;
             let mut at: Option<usize> = None;
-            visit(w, z, |i| {
+            visit_window(w, z, |i| {
                 let v = xs[i];
                 if v.nan() {
                     best = T::canonical_nan();

@@ -290,50 +290,52 @@ impl Op for QuantizeLinear {
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
-        let x = input(inputs, 0)?;
-        let s = input(inputs, 1)?;
-        let zp = opt_input(inputs, 2);
-        let dt = self.out_dtype(zp.map(|z| z.dtype()))?;
-        let (lo, hi) = qrange(dt).ok_or_else(|| OpError::unsupported("output dtype"))?;
-        let pdt = self.precision.unwrap_or(s.dtype());
-        // Both operands are first rounded to the precision dtype (exact when they
-        // already are of it or narrower), then divided with one rounding.
-        let xs: Vec<f32> = match x.data() {
-            TensorData::I32(v) => v.iter().map(|&e| e as f32).collect(),
-            _ => floats_of(x).ok_or(OpError::DType {
-                index: 0,
-                dtype: x.dtype(),
-            })?,
-        };
-        let xs: Vec<f32> = xs.into_iter().map(|v| round_to(pdt, v)).collect();
-        let ss: Vec<f32> = floats_of(s)
-            .ok_or(OpError::DType {
-                index: 1,
-                dtype: s.dtype(),
-            })?
-            .into_iter()
-            .map(|v| round_to(pdt, v))
-            .collect();
-        let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
-        let (zs, zl) = match zp {
-            Some(z) => (
-                ints_of(z).ok_or(OpError::DType {
-                    index: 2,
-                    dtype: z.dtype(),
+        super::simd::with_fma(|| {
+            let x = input(inputs, 0)?;
+            let s = input(inputs, 1)?;
+            let zp = opt_input(inputs, 2);
+            let dt = self.out_dtype(zp.map(|z| z.dtype()))?;
+            let (lo, hi) = qrange(dt).ok_or_else(|| OpError::unsupported("output dtype"))?;
+            let pdt = self.precision.unwrap_or(s.dtype());
+            // Both operands are first rounded to the precision dtype (exact when they
+            // already are of it or narrower), then divided with one rounding.
+            let xs: Vec<f32> = match x.data() {
+                TensorData::I32(v) => v.iter().map(|&e| e as f32).collect(),
+                _ => floats_of(x).ok_or(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
                 })?,
-                ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
-            ),
-            None => (vec![0], ParamLayout::Tensor),
-        };
-        let out: Vec<i32> = xs
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let q = round_to(pdt, v / ss[sl.index(i)]);
-                saturate(f64::from(q), zs[zl.index(i)], lo, hi)
-            })
-            .collect();
-        Ok(vec![int_tensor(dt, x.shape().to_vec(), out)?])
+            };
+            let xs: Vec<f32> = xs.into_iter().map(|v| round_to(pdt, v)).collect();
+            let ss: Vec<f32> = floats_of(s)
+                .ok_or(OpError::DType {
+                    index: 1,
+                    dtype: s.dtype(),
+                })?
+                .into_iter()
+                .map(|v| round_to(pdt, v))
+                .collect();
+            let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
+            let (zs, zl) = match zp {
+                Some(z) => (
+                    ints_of(z).ok_or(OpError::DType {
+                        index: 2,
+                        dtype: z.dtype(),
+                    })?,
+                    ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
+                ),
+                None => (vec![0], ParamLayout::Tensor),
+            };
+            let out: Vec<i32> = xs
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let q = round_to(pdt, v / ss[sl.index(i)]);
+                    saturate(f64::from(q), zs[zl.index(i)], lo, hi)
+                })
+                .collect();
+            Ok(vec![int_tensor(dt, x.shape().to_vec(), out)?])
+        })
     }
 }
 
@@ -397,40 +399,42 @@ impl Op for DequantizeLinear {
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
-        let x = input(inputs, 0)?;
-        let s = input(inputs, 1)?;
-        let xs = ints_of(x).ok_or(OpError::DType {
-            index: 0,
-            dtype: x.dtype(),
-        })?;
-        let ss = floats_of(s).ok_or(OpError::DType {
-            index: 1,
-            dtype: s.dtype(),
-        })?;
-        let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
-        let (zs, zl) = match opt_input(inputs, 2) {
-            Some(z) => (
-                ints_of(z).ok_or(OpError::DType {
-                    index: 2,
-                    dtype: z.dtype(),
-                })?,
-                ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
-            ),
-            None => (vec![0], ParamLayout::Tensor),
-        };
-        let out: Vec<f32> = xs
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let d = i64::from(v) - i64::from(zs[zl.index(i)]);
-                d as f32 * ss[sl.index(i)]
-            })
-            .collect();
-        Ok(vec![float_tensor(
-            self.out.unwrap_or(s.dtype()),
-            x.shape().to_vec(),
-            out,
-        )?])
+        super::simd::with_fma(|| {
+            let x = input(inputs, 0)?;
+            let s = input(inputs, 1)?;
+            let xs = ints_of(x).ok_or(OpError::DType {
+                index: 0,
+                dtype: x.dtype(),
+            })?;
+            let ss = floats_of(s).ok_or(OpError::DType {
+                index: 1,
+                dtype: s.dtype(),
+            })?;
+            let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
+            let (zs, zl) = match opt_input(inputs, 2) {
+                Some(z) => (
+                    ints_of(z).ok_or(OpError::DType {
+                        index: 2,
+                        dtype: z.dtype(),
+                    })?,
+                    ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
+                ),
+                None => (vec![0], ParamLayout::Tensor),
+            };
+            let out: Vec<f32> = xs
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let d = i64::from(v) - i64::from(zs[zl.index(i)]);
+                    d as f32 * ss[sl.index(i)]
+                })
+                .collect();
+            Ok(vec![float_tensor(
+                self.out.unwrap_or(s.dtype()),
+                x.shape().to_vec(),
+                out,
+            )?])
+        })
     }
 }
 
@@ -612,10 +616,6 @@ fn centered(
             dtype: t.dtype(),
         });
     }
-    let v = ints_of(t).ok_or(OpError::DType {
-        index,
-        dtype: t.dtype(),
-    })?;
     let (z, layout) = match zp {
         Some(z) => {
             if z.dtype() != t.dtype() {
@@ -630,6 +630,23 @@ fn centered(
         }
         None => (vec![0], MatParam::Tensor),
     };
+    if let (MatParam::Tensor, Some(&z0)) = (layout, z.first()) {
+        // One zero point for the whole tensor: no per-element line lookup.
+        return Ok(match t.data() {
+            TensorData::U8(v) => v.iter().map(|&x| (i32::from(x) - z0) as i16).collect(),
+            TensorData::I8(v) => v.iter().map(|&x| (i32::from(x) - z0) as i16).collect(),
+            _ => {
+                return Err(OpError::DType {
+                    index,
+                    dtype: t.dtype(),
+                })
+            }
+        });
+    }
+    let v = ints_of(t).ok_or(OpError::DType {
+        index,
+        dtype: t.dtype(),
+    })?;
     Ok(v.iter()
         .enumerate()
         .map(|(i, &x)| {
@@ -727,11 +744,13 @@ impl Op for MatMulInteger {
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
-        let a = input(inputs, 0)?;
-        let b = input(inputs, 1)?;
-        let inp = int_mat_inputs(a, opt_input(inputs, 2), b, opt_input(inputs, 3), 1)?;
-        let out = int_matmul(&inp, ctx);
-        Ok(vec![Tensor::from_vec(inp.sh.out.clone(), out)?])
+        super::simd::with_fma(|| {
+            let a = input(inputs, 0)?;
+            let b = input(inputs, 1)?;
+            let inp = int_mat_inputs(a, opt_input(inputs, 2), b, opt_input(inputs, 3), 1)?;
+            let out = int_matmul(&inp, ctx);
+            Ok(vec![Tensor::from_vec(inp.sh.out.clone(), out)?])
+        })
     }
 }
 
@@ -832,43 +851,45 @@ impl Op for QLinearMatMul {
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
-        let a = input(inputs, 0)?;
-        let b = input(inputs, 3)?;
-        let inp = int_mat_inputs(a, opt_input(inputs, 2), b, opt_input(inputs, 5), 3)?;
-        let acc = int_matmul(&inp, ctx);
-        let sa = scale_of(input(inputs, 1)?, 1)?;
-        let sb = scale_of(input(inputs, 4)?, 4)?;
-        let sy = scale_of(input(inputs, 6)?, 6)?;
-        if sy.v.len() != 1 {
-            return Err(OpError::unsupported("per-axis y_scale"));
-        }
-        let (m, n) = (inp.sh.m, inp.sh.n);
-        let nb = inp.sh.batches.len();
-        let la = mat_param_index(sa.v.len(), m, nb)?;
-        let lb = mat_param_index(sb.v.len(), n, nb)?;
-        let (dt, zp) = out_params(opt_input(inputs, 7), a.dtype())?;
-        let (lo, hi) = qrange(dt).ok_or(OpError::DType {
-            index: 7,
-            dtype: dt,
-        })?;
-        let out: Vec<i32> = acc
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| {
-                let bi = i / (m * n).max(1);
-                let (ia, ib) = inp.sh.batches[bi];
-                let r = (i / n.max(1)) % m.max(1);
-                let col = i % n.max(1);
-                let mult = multiplier(
-                    sa.dt,
-                    sa.v[la.at(ia, r, m)],
-                    sb.v[lb.at(ib, col, n)],
-                    sy.v[0],
-                );
-                saturate(f64::from(c) * mult, zp, lo, hi)
-            })
-            .collect();
-        Ok(vec![int_tensor(dt, inp.sh.out.clone(), out)?])
+        super::simd::with_fma(|| {
+            let a = input(inputs, 0)?;
+            let b = input(inputs, 3)?;
+            let inp = int_mat_inputs(a, opt_input(inputs, 2), b, opt_input(inputs, 5), 3)?;
+            let acc = int_matmul(&inp, ctx);
+            let sa = scale_of(input(inputs, 1)?, 1)?;
+            let sb = scale_of(input(inputs, 4)?, 4)?;
+            let sy = scale_of(input(inputs, 6)?, 6)?;
+            if sy.v.len() != 1 {
+                return Err(OpError::unsupported("per-axis y_scale"));
+            }
+            let (m, n) = (inp.sh.m, inp.sh.n);
+            let nb = inp.sh.batches.len();
+            let la = mat_param_index(sa.v.len(), m, nb)?;
+            let lb = mat_param_index(sb.v.len(), n, nb)?;
+            let (dt, zp) = out_params(opt_input(inputs, 7), a.dtype())?;
+            let (lo, hi) = qrange(dt).ok_or(OpError::DType {
+                index: 7,
+                dtype: dt,
+            })?;
+            let out: Vec<i32> = acc
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| {
+                    let bi = i / (m * n).max(1);
+                    let (ia, ib) = inp.sh.batches[bi];
+                    let r = (i / n.max(1)) % m.max(1);
+                    let col = i % n.max(1);
+                    let mult = multiplier(
+                        sa.dt,
+                        sa.v[la.at(ia, r, m)],
+                        sb.v[lb.at(ib, col, n)],
+                        sy.v[0],
+                    );
+                    saturate(f64::from(c) * mult, zp, lo, hi)
+                })
+                .collect();
+            Ok(vec![int_tensor(dt, inp.sh.out.clone(), out)?])
+        })
     }
 }
 

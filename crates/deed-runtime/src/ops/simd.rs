@@ -93,6 +93,26 @@ fn zip_avx2<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], dst: &mut [f32], f: F)
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn call_avx2<R, F: FnOnce() -> R>(f: F) -> R {
+    f()
+}
+
+/// Runs `f` compiled for AVX2+FMA when the CPU has both: `f` is inlined into a
+/// function with those features, so `mul_add` becomes one instruction instead of a
+/// call and loops over the crate's branch-free math vectorize. The results are the
+/// same bits either way (see the module documentation).
+#[inline(always)]
+pub(crate) fn with_fma<R, F: FnOnce() -> R>(f: F) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { call_avx2(f) };
+    }
+    f()
+}
+
 #[inline(always)]
 fn map_slice<F: Fn(f32) -> f32 + Copy>(src: &[f32], dst: &mut [f32], f: F) {
     #[cfg(target_arch = "x86_64")]
@@ -182,10 +202,53 @@ fn bin_f32<F: Fn(f32, f32) -> f32 + Copy + Send + Sync>(
         } else {
             run(0, &mut o);
         }
+    } else if a.len() == n && is_row(b, bsh, out) {
+        // A row vector (a bias) repeated over the leading dimensions.
+        let w = b.len();
+        let run = |s: usize, c: &mut [f32]| {
+            let len = c.len();
+            for (dst, src) in c.chunks_mut(w).zip(a[s..s + len].chunks(w)) {
+                zip_slice(src, b, dst, f);
+            }
+        };
+        let chunk = CHUNK.div_ceil(w) * w;
+        if par {
+            ctx.for_each_chunk(&mut o, chunk, |i, c| run(i * chunk, c));
+        } else {
+            run(0, &mut o);
+        }
+    } else if b.len() == n && is_row(a, ash, out) {
+        let w = a.len();
+        let run = |s: usize, c: &mut [f32]| {
+            let len = c.len();
+            for (dst, src) in c.chunks_mut(w).zip(b[s..s + len].chunks(w)) {
+                zip_slice(a, src, dst, f);
+            }
+        };
+        let chunk = CHUNK.div_ceil(w) * w;
+        if par {
+            ctx.for_each_chunk(&mut o, chunk, |i, c| run(i * chunk, c));
+        } else {
+            run(0, &mut o);
+        }
     } else {
         return map2(ctx, a, ash, b, bsh, out, f);
     }
     Ok(o)
+}
+
+/// True when `v` (of shape `sh`) broadcasts to `out` as a whole trailing row: its
+/// shape, without leading ones, is `out`'s last dimensions, so element `i` of the
+/// output pairs with `v[i % v.len()]`.
+fn is_row(v: &[f32], sh: &[usize], out: &[usize]) -> bool {
+    let trimmed: &[usize] = {
+        let lead = sh.iter().take_while(|&&d| d == 1).count();
+        &sh[lead..]
+    };
+    !v.is_empty()
+        && trimmed.len() <= out.len()
+        && out.ends_with(trimmed)
+        && v.len() == trimmed.iter().product::<usize>()
 }
 
 /// The fast kernel of a hot binary operator; equals `float_bin::<f32>` bit for bit.
@@ -293,6 +356,42 @@ mod tests {
                 let reference: Vec<f32> = (0..out[0])
                     .map(|i| float_bin::<f32>(k, a[if a.len() == 1 { 0 } else { i }], b[if b.len() == 1 { 0 } else { i }]))
                     .collect();
+                prop_assert_eq!(bits(&fast), bits(&reference), "{:?}", k);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// A row vector (bias) broadcast over leading dimensions, on either side.
+        #[test]
+        fn row_broadcast_equals_reference(
+            rows in 1usize..5,
+            w in 1usize..20,
+            vals in prop::collection::vec(special(), 100),
+            lead_one in any::<bool>(),
+            bias_left in any::<bool>(),
+            threads in 1usize..5,
+        ) {
+            let ctx = Ctx::new(KernelMode::Fast, threads);
+            let x: Vec<f32> = vals.iter().cycle().take(rows * w).copied().collect();
+            let bias: Vec<f32> = vals[..w].iter().rev().copied().collect();
+            let xsh = vec![rows, w];
+            let bsh = if lead_one { vec![1, w] } else { vec![w] };
+            let out = vec![rows, w];
+            for k in [BKind::Add, BKind::Sub, BKind::Mul, BKind::Div] {
+                let h = HotBin::of(k).unwrap();
+                let (fast, reference): (Vec<f32>, Vec<f32>) = if bias_left {
+                    (
+                        binary_f32(&ctx, h, &bias, &bsh, &x, &xsh, &out).unwrap(),
+                        (0..rows * w).map(|i| float_bin::<f32>(k, bias[i % w], x[i])).collect(),
+                    )
+                } else {
+                    (
+                        binary_f32(&ctx, h, &x, &xsh, &bias, &bsh, &out).unwrap(),
+                        (0..rows * w).map(|i| float_bin::<f32>(k, x[i], bias[i % w])).collect(),
+                    )
+                };
                 prop_assert_eq!(bits(&fast), bits(&reference), "{:?}", k);
             }
         }

@@ -44,25 +44,54 @@ pub fn gemm(m: usize, n: usize, k: usize, a: &[i16], b: &[i16], out: &mut [i32],
     let panels = n.div_ceil(NR);
     let packed = pack_b(n, k, b);
     let out = &mut out[..m * n];
-    // Rows per chunk: enough work per task to amortize scheduling, at least one row.
-    let rows = (32768 / (n * kp).max(1)).clamp(1, 64);
+    // Rows per chunk: enough work per task to amortize scheduling, and at least one
+    // group of four rows, which share each load of a `B` panel.
+    let rows = (32768 / (n * kp).max(1)).clamp(4, 64);
     ctx.for_each_chunk(out, rows * n, |ci, chunk| {
         let r0 = ci * rows;
         let nrows = chunk.len() / n;
-        let mut apair = vec![0i32; kp];
-        for r in 0..nrows {
-            pack_a_row(&a[(r0 + r) * k..(r0 + r + 1) * k], &mut apair);
-            let orow = &mut chunk[r * n..(r + 1) * n];
+        let mut apair = vec![0i32; 4 * kp];
+        let mut r = 0;
+        while r < nrows {
+            let g = (nrows - r).min(4);
+            for t in 0..g {
+                let row = r0 + r + t;
+                pack_a_row(&a[row * k..(row + 1) * k], &mut apair[t * kp..(t + 1) * kp]);
+            }
             for p in 0..panels {
                 let bp = &packed[p * kp * 2 * NR..(p + 1) * kp * 2 * NR];
-                let mut acc = [0i32; NR];
-                panel(&apair, bp, &mut acc);
+                let mut acc = [[0i32; NR]; 4];
+                if g == 4 {
+                    panel4(&apair, kp, bp, &mut acc);
+                } else {
+                    for (t, at) in acc.iter_mut().enumerate().take(g) {
+                        panel(&apair[t * kp..(t + 1) * kp], bp, at);
+                    }
+                }
                 let c0 = p * NR;
                 let w = NR.min(n - c0);
-                orow[c0..c0 + w].copy_from_slice(&acc[..w]);
+                for (t, row) in acc.iter().enumerate().take(g) {
+                    let o = (r + t) * n + c0;
+                    chunk[o..o + w].copy_from_slice(&row[..w]);
+                }
             }
+            r += g;
         }
     });
+}
+
+/// Four rows (packed one after another, `kp` words each) times one packed panel.
+fn panel4(apair: &[i32], kp: usize, bp: &[i16], acc: &mut [[i32; NR]; 4]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            avx2::panel4(apair, kp, bp, acc);
+            return;
+        }
+    }
+    for (t, a) in acc.iter_mut().enumerate() {
+        panel_portable(&apair[t * kp..(t + 1) * kp], bp, a);
+    }
 }
 
 /// Packs `B` into panels of [`NR`] columns; within a panel, for each pair of rows
@@ -131,6 +160,36 @@ mod avx2 {
         // SAFETY: AVX2 was detected by the caller; every load reads 16 `i16` inside
         // `bp`, whose length was asserted above; stores go to `acc` (16 `i32`).
         unsafe { panel_avx2(apair, bp, acc) }
+    }
+
+    /// Safe entry point of the four-row kernel; the caller has checked AVX2.
+    pub(super) fn panel4(apair: &[i32], kp: usize, bp: &[i16], acc: &mut [[i32; NR]; 4]) {
+        assert!(apair.len() >= 4 * kp && bp.len() >= kp * 2 * NR);
+        // SAFETY: AVX2 was detected by the caller; `apair` holds four rows of `kp`
+        // words and `bp` a panel of `kp` row pairs (both asserted above); stores go
+        // to `acc` (4 × 16 `i32`).
+        unsafe { panel4_avx2(apair, kp, bp, acc) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn panel4_avx2(apair: &[i32], kp: usize, bp: &[i16], acc: &mut [[i32; NR]; 4]) {
+        let mut c = [[_mm256_setzero_si256(); 2]; 4];
+        let p = bp.as_ptr();
+        let a = apair.as_ptr();
+        for q in 0..kp {
+            let b0 = _mm256_loadu_si256(p.add(q * 2 * NR) as *const __m256i);
+            let b1 = _mm256_loadu_si256(p.add(q * 2 * NR + NR) as *const __m256i);
+            for (r, cr) in c.iter_mut().enumerate() {
+                // As in `panel_avx2`: each `madd` pair sum fits (or wraps like) i32.
+                let av = _mm256_set1_epi32(*a.add(r * kp + q));
+                cr[0] = _mm256_add_epi32(cr[0], _mm256_madd_epi16(av, b0));
+                cr[1] = _mm256_add_epi32(cr[1], _mm256_madd_epi16(av, b1));
+            }
+        }
+        for (r, cr) in c.iter().enumerate() {
+            _mm256_storeu_si256(acc[r].as_mut_ptr() as *mut __m256i, cr[0]);
+            _mm256_storeu_si256(acc[r].as_mut_ptr().add(8) as *mut __m256i, cr[1]);
+        }
     }
 
     #[target_feature(enable = "avx2")]

@@ -1,0 +1,215 @@
+//! Fast paths over a tensor's bytes for the per-step work of every run: feeding the
+//! canonical encoding to blake3 and finding NaNs that are not yet canonical.
+//!
+//! The canonical encoding (`deed_types::Tensor::encode_into`) writes every number
+//! little-endian. On a little-endian host the in-memory bytes of a numeric slice *are*
+//! that encoding, so the hasher can take the whole slice in one `update` instead of a
+//! converted copy in small pieces; one large update also lets blake3 hash many chunks
+//! in parallel SIMD lanes. Big-endian hosts, booleans and strings take the generic
+//! encoder. The tests check the bytes against `encode_into` for every dtype.
+//!
+//! Why `unsafe`: viewing `&[T]` of a plain numeric type (or `bool`, whose bytes are 0
+//! or 1, exactly its encoding) as `&[u8]` needs `slice::from_raw_parts`; every such
+//! type has no padding and every byte of it is initialized.
+#![allow(unsafe_code)]
+
+use deed_types::{Tensor, TensorData};
+
+/// Magic prefix of the canonical tensor encoding (see `deed_types::tensor`).
+const MAGIC: &[u8; 4] = b"DTN1";
+
+/// The header of the canonical encoding: magic, dtype code, rank, dimensions.
+fn header(t: &Tensor) -> Vec<u8> {
+    let mut h = Vec::with_capacity(9 + 8 * t.rank());
+    h.extend_from_slice(MAGIC);
+    h.push(t.dtype().onnx_code() as u8);
+    h.extend_from_slice(&(t.rank() as u32).to_le_bytes());
+    for &d in t.shape() {
+        h.extend_from_slice(&(d as u64).to_le_bytes());
+    }
+    h
+}
+
+/// The bytes of a slice of a padding-free plain numeric type.
+#[cfg(target_endian = "little")]
+fn raw<T: Copy>(v: &[T]) -> &[u8] {
+    // SAFETY: callers pass only primitive integers, floats, `half` floats
+    // (`repr(transparent)` over u16) and `bool`: no padding, all bytes initialized;
+    // the length in bytes is exactly the slice's size.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+/// The numbers' encoding as one borrowed slice, when the host can give it.
+#[cfg(target_endian = "little")]
+fn data_bytes(d: &TensorData) -> Option<&[u8]> {
+    Some(match d {
+        TensorData::F32(v) => raw(v),
+        TensorData::F64(v) => raw(v),
+        TensorData::F16(v) => raw(v),
+        TensorData::BF16(v) => raw(v),
+        TensorData::I8(v) => raw(v),
+        TensorData::U8(v) => v,
+        TensorData::I16(v) => raw(v),
+        TensorData::U16(v) => raw(v),
+        TensorData::I32(v) => raw(v),
+        TensorData::U32(v) => raw(v),
+        TensorData::I64(v) => raw(v),
+        TensorData::U64(v) => raw(v),
+        TensorData::Bool(v) => raw(v),
+        TensorData::Str(_) => return None,
+    })
+}
+
+#[cfg(not(target_endian = "little"))]
+fn data_bytes(_: &TensorData) -> Option<&[u8]> {
+    None
+}
+
+/// Feeds `t`'s canonical encoding to `h`: the same bytes as `Tensor::hash_into`.
+pub fn hash_tensor(t: &Tensor, h: &mut blake3::Hasher) {
+    match data_bytes(t.data()) {
+        Some(bytes) => {
+            h.update(&header(t));
+            h.update(bytes);
+        }
+        None => t.hash_into(h),
+    }
+}
+
+/// True when `t` holds a NaN other than its dtype's canonical NaN. Scans in blocks
+/// without branches so that the common case (no NaN) runs at memory speed.
+pub fn has_noncanonical_nan(t: &Tensor) -> bool {
+    const BLOCK: usize = 256;
+    fn scan<T: Copy>(v: &[T], bad: impl Fn(T) -> bool) -> bool {
+        v.chunks(BLOCK)
+            .any(|c| c.iter().fold(false, |a, &x| a | bad(x)))
+    }
+    match t.data() {
+        TensorData::F32(v) => scan(v, |x: f32| {
+            let b = x.to_bits();
+            (b & 0x7fff_ffff) > 0x7f80_0000 && b != 0x7fc0_0000
+        }),
+        TensorData::F64(v) => scan(v, |x: f64| {
+            let b = x.to_bits();
+            (b & 0x7fff_ffff_ffff_ffff) > 0x7ff0_0000_0000_0000 && b != 0x7ff8_0000_0000_0000
+        }),
+        TensorData::F16(v) => scan(v, |x: half::f16| {
+            let b = x.to_bits();
+            (b & 0x7fff) > 0x7c00 && b != 0x7e00
+        }),
+        TensorData::BF16(v) => scan(v, |x: half::bf16| {
+            let b = x.to_bits();
+            (b & 0x7fff) > 0x7f80 && b != 0x7fc0
+        }),
+        _ => false,
+    }
+}
+
+/// Makes every NaN in `t` canonical (see `docs/canonical-semantics.md`), touching the
+/// data only when there is one to fix.
+pub fn canonicalize(t: &mut Tensor) {
+    if has_noncanonical_nan(t) {
+        t.canonicalize_nans();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::{bf16, f16};
+    use proptest::prelude::*;
+
+    fn tensors(bits: &[u64], shape: Vec<usize>) -> Vec<Tensor> {
+        let n: usize = shape.iter().product();
+        let b = &bits[..n];
+        let s = || shape.clone();
+        vec![
+            Tensor::from_vec(
+                s(),
+                b.iter()
+                    .map(|&x| f32::from_bits(x as u32))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Tensor::from_vec(
+                s(),
+                b.iter().map(|&x| f64::from_bits(x)).collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Tensor::from_vec(
+                s(),
+                b.iter()
+                    .map(|&x| f16::from_bits(x as u16))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Tensor::from_vec(
+                s(),
+                b.iter()
+                    .map(|&x| bf16::from_bits(x as u16))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Tensor::from_vec(s(), b.iter().map(|&x| x as i8).collect::<Vec<_>>()).unwrap(),
+            Tensor::from_vec(s(), b.iter().map(|&x| x as u8).collect::<Vec<_>>()).unwrap(),
+            Tensor::from_vec(s(), b.iter().map(|&x| x as i16).collect::<Vec<_>>()).unwrap(),
+            Tensor::from_vec(s(), b.iter().map(|&x| x as u16).collect::<Vec<_>>()).unwrap(),
+            Tensor::from_vec(s(), b.iter().map(|&x| x as i32).collect::<Vec<_>>()).unwrap(),
+            Tensor::from_vec(s(), b.iter().map(|&x| x as u32).collect::<Vec<_>>()).unwrap(),
+            Tensor::from_vec(s(), b.iter().map(|&x| x as i64).collect::<Vec<_>>()).unwrap(),
+            Tensor::from_vec(s(), b.to_vec()).unwrap(),
+            Tensor::from_vec(s(), b.iter().map(|&x| x & 1 == 1).collect::<Vec<_>>()).unwrap(),
+            Tensor::from_vec(s(), b.iter().map(|&x| format!("s{x}")).collect::<Vec<_>>()).unwrap(),
+        ]
+    }
+
+    fn special_bits() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            4 => any::<u64>(),
+            1 => Just(0x7fc0_0000u64),
+            1 => Just(0xffc0_0001u64),
+            1 => Just(0x7ff8_0000_0000_0000u64),
+            1 => Just(0x7ff0_0000_0000_0001u64),
+            1 => Just(0x7e00u64),
+            1 => Just(0xfe01u64),
+            1 => Just(0x7fc0u64),
+            1 => Just(0x7f81u64),
+            1 => Just(0x7f80_0000u64),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn hash_matches_canonical_encoding(
+            bits in prop::collection::vec(special_bits(), 600),
+            shape in prop::collection::vec(0usize..9, 0..4),
+        ) {
+            let n: usize = shape.iter().product();
+            prop_assume!(n <= 600);
+            for t in tensors(&bits, shape.clone()) {
+                let mut fast = blake3::Hasher::new();
+                hash_tensor(&t, &mut fast);
+                let mut slow = blake3::Hasher::new();
+                t.hash_into(&mut slow);
+                prop_assert_eq!(fast.finalize(), slow.finalize(), "{:?}", t.dtype());
+                // Canonicalizing changes something exactly when the scan says so.
+                let mut c = t.clone();
+                prop_assert_eq!(has_noncanonical_nan(&t), c.canonicalize_nans(), "{:?}", t.dtype());
+                let mut d = t.clone();
+                canonicalize(&mut d);
+                prop_assert_eq!(&c, &d);
+                prop_assert!(!has_noncanonical_nan(&d));
+            }
+        }
+    }
+
+    #[test]
+    fn large_tensor_hash_matches() {
+        let v: Vec<f32> = (0..70_000).map(|i| (i as f32).sin()).collect();
+        let t = Tensor::from_vec(vec![70_000], v).unwrap();
+        let mut fast = blake3::Hasher::new();
+        hash_tensor(&t, &mut fast);
+        assert_eq!(Into::<deed_types::Hash>::into(fast.finalize()), t.hash());
+    }
+}
