@@ -7,12 +7,10 @@
 //! exactly, and that every unfinished upload resumes to the right blob: no visible
 //! blob is partial and no staged chunk is half-written.
 
-mod common;
-
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::time::Duration;
-
-use common::{splitmix, Victim};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deed_store::blob::{download, upload, BlobStore};
 use deed_store::{BlobLimits, Cid, FsBlobStore, Manifest};
@@ -21,6 +19,13 @@ const CHILD_ENV: &str = "DEED_STORE_BLOB_CRASH_CHILD_DIR";
 const TEST_NAME: &str = "kill_9_during_uploads_leaves_only_whole_blobs";
 const ROUNDS: usize = 10;
 const CHUNK: u32 = 8 * 1024;
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
 
 /// Blob `i`: 1 byte to ~96 KiB, so some fit one chunk and some span a dozen.
 fn blob(i: u64) -> Vec<u8> {
@@ -120,9 +125,12 @@ fn kill_9_during_uploads_leaves_only_whole_blobs() {
     if let Some(dir) = std::env::var_os(CHILD_ENV) {
         child(Path::new(&dir));
     }
-    let mut rng = common::seed("DEED_STORE_BLOB_CRASH_SEED");
-    println!("blob crash test seed: {rng} (rerun with DEED_STORE_BLOB_CRASH_SEED={rng})");
+    let mut rng = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(7, |d| d.as_nanos() as u64);
+    println!("blob crash test seed: {rng}");
     let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("test binary path");
     let mut progressed = 0;
     let mut half_staged = 0;
     for round in 0..ROUNDS {
@@ -130,10 +138,36 @@ fn kill_9_during_uploads_leaves_only_whole_blobs() {
         // parent's expectations line up.
         let root = dir.path().join(format!("round{round}"));
         rng = splitmix(rng);
-        let child = Victim::spawn(TEST_NAME, &[(CHILD_ENV, root.as_os_str())], false);
-        child.wait_ready(Duration::from_secs(10));
+        let mut child = Command::new(&exe)
+            .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut acked = None;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("READY") {
+                    let _ = ready_tx.send(());
+                }
+                if let Some(i) = line
+                    .strip_prefix("ACK ")
+                    .and_then(|i| i.parse::<u64>().ok())
+                {
+                    acked = Some(i);
+                }
+            }
+            acked
+        });
+        let _ = ready_rx.recv_timeout(Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(50 + rng % 300));
-        let acked = child.kill().acked;
+        child.kill().expect("SIGKILL child");
+        child.wait().expect("reap child");
+        let acked = reader.join().expect("reader thread");
         if !root.exists() {
             continue;
         }

@@ -7,13 +7,11 @@
 //! that the state, the stored root and every block equal what a replay from scratch
 //! of heights `0..=head` gives.
 
-mod common;
-
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-use common::{splitmix, Victim};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use deed_store::state::Write;
 use deed_store::{Commit, RedbStateStore, StateStore};
@@ -24,6 +22,13 @@ const SEED_ENV: &str = "DEED_STORE_CRASH_SEED";
 const TEST_NAME: &str = "kill_9_at_random_moments_restarts_at_last_commit";
 const ROUNDS: usize = 16;
 const BIG: usize = 64 * 1024;
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
 
 /// The writes of block `height`: a few small sets (often overwrites), a delete, and
 /// every fourth block a large value (deleted again later).
@@ -202,28 +207,62 @@ fn kill_9_at_random_moments_restarts_at_last_commit() {
     if let Some(db) = std::env::var_os(CHILD_ENV) {
         child(Path::new(&db));
     }
-    let seed = common::seed(SEED_ENV);
+    let seed = std::env::var(SEED_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
     println!("crash test seed: {seed} (rerun with {SEED_ENV}={seed})");
     let mut rng = seed;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("state.redb");
+    let exe = std::env::current_exe().expect("test binary path");
     let started = Instant::now();
     let mut head: Option<u64> = None;
     let mut model = Model::default();
     let mut advanced = 0;
     for round in 0..ROUNDS {
         rng = splitmix(rng);
-        let child = Victim::spawn(TEST_NAME, &[(CHILD_ENV, db.as_os_str())], false);
+        let mut child = Command::new(&exe)
+            .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut acked = None;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("READY ") {
+                    let _ = ready_tx.send(());
+                }
+                if let Some(h) = line
+                    .strip_prefix("ACK ")
+                    .and_then(|h| h.parse::<u64>().ok())
+                {
+                    acked = Some(h);
+                }
+            }
+            acked
+        });
         if round % 4 == 3 {
             // Anywhere in start-up, including while redb creates or repairs the file.
             std::thread::sleep(Duration::from_millis(rng % 300));
         } else {
             // While committing: a commit takes a few milliseconds, so these land at
             // every stage of one.
-            child.wait_ready(Duration::from_secs(10));
+            let _ = ready_rx.recv_timeout(Duration::from_secs(10));
             std::thread::sleep(Duration::from_millis(rng % 120));
         }
-        let acked_this_round = child.kill().acked;
+        child.kill().expect("SIGKILL child");
+        child.wait().expect("reap child");
+        let acked_this_round = reader.join().expect("reader thread");
         let acked = acked_this_round.or(head);
         let new_head = verify(&db, acked, &mut model);
         assert!(new_head >= head, "round {round}: head went back");

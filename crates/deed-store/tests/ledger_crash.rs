@@ -15,13 +15,12 @@
 //! kill were produced by a node that resumed from disk: they match the replay only
 //! if the resumed state was exact.
 
-mod common;
-
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-use common::{splitmix, Progress, Victim};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use deed_ledger::{apply_block, next_block, Params, Referee, RefereeError, State, TxError};
 use deed_store::{Commit, MemoryStateStore, RedbStateStore, StateStore};
@@ -37,6 +36,13 @@ const CHAIN: u64 = 77;
 const FUNDED: usize = 5;
 const BALANCE: Amount = 1_000_000;
 const GENESIS_TIME: u64 = 1_700_000_000;
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
 
 /// Transfers never reach a dispute, so the referee is never asked.
 struct NoReferee;
@@ -324,7 +330,19 @@ fn verify(db: &Path, acked: Option<u64>, replay: &mut Replay) -> Option<u64> {
 }
 
 fn seed() -> u64 {
-    common::seed(SEED_ENV)
+    std::env::var(SEED_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        })
+}
+
+enum Line {
+    Ready,
+    Ack,
 }
 
 #[test]
@@ -337,21 +355,42 @@ fn kill_9_while_applying_blocks_resumes_the_same_chain() {
     let mut rng = seed;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("state.redb");
+    let exe = std::env::current_exe().expect("test binary path");
     let started = Instant::now();
     let mut head: Option<u64> = None;
     let mut replay = Replay::new(seed);
     let mut advanced = 0;
     for round in 0..ROUNDS {
         rng = splitmix(rng);
-        let seed_text = seed.to_string();
-        let child = Victim::spawn(
-            TEST_NAME,
-            &[
-                (CHILD_ENV, db.as_os_str()),
-                (SEED_ENV, std::ffi::OsStr::new(&seed_text)),
-            ],
-            true,
-        );
+        let mut child = Command::new(&exe)
+            .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &db)
+            .env(SEED_ENV, seed.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut acked = None;
+            let mut ready: Option<u64> = None;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(h) = line.split("READY ").nth(1).and_then(|h| h.parse().ok()) {
+                    ready = Some(h);
+                    let _ = tx.send(Line::Ready);
+                }
+                if let Some(h) = line
+                    .strip_prefix("ACK ")
+                    .and_then(|h| h.parse::<u64>().ok())
+                {
+                    acked = Some(h);
+                    let _ = tx.send(Line::Ack);
+                }
+            }
+            (ready, acked)
+        });
         if round % 4 == 3 {
             // Anywhere in start-up: opening or repairing the file, loading the
             // state, committing genesis.
@@ -362,11 +401,12 @@ fn kill_9_while_applying_blocks_resumes_the_same_chain() {
             let mut acks_wanted = rng % 3;
             let mut ready = false;
             let deadline = Instant::now() + Duration::from_secs(20);
-            while let Some(p) = child.next(deadline) {
-                match p {
-                    Progress::Ready(_) => ready = true,
-                    Progress::Ack(_) if ready && acks_wanted > 0 => acks_wanted -= 1,
-                    Progress::Ack(_) => {}
+            while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                match line {
+                    Line::Ready => ready = true,
+                    Line::Ack if ready && acks_wanted > 0 => acks_wanted -= 1,
+                    Line::Ack => {}
                 }
                 if ready && acks_wanted == 0 {
                     break;
@@ -374,8 +414,9 @@ fn kill_9_while_applying_blocks_resumes_the_same_chain() {
             }
             std::thread::sleep(Duration::from_millis((rng >> 16) % 250));
         }
-        let reported = child.kill();
-        let (ready, acked_this_round) = (reported.ready.flatten(), reported.acked);
+        child.kill().expect("SIGKILL child");
+        child.wait().expect("reap child");
+        let (ready, acked_this_round) = reader.join().expect("reader thread");
         if let Some(ready) = ready {
             // The child resumed right after the verified head, not at genesis.
             assert_eq!(
