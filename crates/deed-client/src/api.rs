@@ -5,7 +5,10 @@
 //!   integers); ids of models, jobs, disputes and proposals are JSON numbers.
 //! - Addresses are EIP-55 hex, hashes `0x`-prefixed hex, CIDs base32 text.
 //! - A tensor list (job inputs, outputs) is `deed_types::encode_list`; input and
-//!   output hashes are blake3 of those bytes.
+//!   output hashes are blake3 of those bytes. Inputs are listed in the model's
+//!   order of graph inputs that have no initializer; outputs in the model's output
+//!   order. A job input given by CID is a blob holding such a list (its CID digest
+//!   is then the input hash).
 //! - Binary payloads inside JSON (signed transactions, canonical tensors) are
 //!   `0x`-prefixed hex.
 //! - Every error is an [`ErrorBody`] with an HTTP status from [`ErrorCode::status`].
@@ -14,13 +17,13 @@
 //! |---|---|---|
 //! | `GET /v1/status` | | [`Status`] |
 //! | `GET /v1/accounts/{address}` | | [`AccountView`] |
-//! | `POST /v1/transactions` | [`SubmitTx`] | [`TxSubmitted`] |
+//! | `POST /v1/transactions` | [`SubmitTx`] | [`TxSubmitted`] (202 Accepted) |
 //! | `GET /v1/transactions/{hash}` | | [`TxView`] |
 //! | `GET /v1/models?owner=&name=` | | `Vec<`[`ModelView`]`>` |
 //! | `GET /v1/models/{id}` | | [`ModelView`] |
 //! | `GET /v1/models/{id}/versions` | | `Vec<`[`VersionView`]`>` |
 //! | `GET /v1/models/{id}/versions/{n}` | | [`VersionView`] |
-//! | `POST /v1/blobs/uploads` | blob manifest (JSON) | [`UploadStatus`] |
+//! | `POST /v1/blobs/uploads` | blob manifest (JSON, `deed_store::Manifest`) | [`UploadStatus`] |
 //! | `PUT /v1/blobs/uploads/{cid}/chunks/{index}` | raw chunk bytes | [`UploadStatus`] |
 //! | `POST /v1/blobs/uploads/{cid}/finish` | | [`BlobInfo`] |
 //! | `GET /v1/blobs/{cid}` (`Range` honoured) / `HEAD` | | bytes |
@@ -41,6 +44,7 @@ pub const PREFIX: &str = "/v1";
 
 /// A machine-readable error class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -92,6 +96,7 @@ impl ErrorCode {
 
 /// The body of every error response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The error class.
     pub code: ErrorCode,
@@ -101,24 +106,30 @@ pub struct ErrorBody {
 
 /// `GET /v1/status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     /// The chain id transactions must be signed for.
     pub chain_id: u64,
     /// Height of the last committed block (0 = genesis only).
     pub height: u64,
     /// State root after that block.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub state_root: Hash,
     /// Hash of that block.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub block_hash: Hash,
     /// Roles this node runs: `validator`, `executor`, `watcher`, `storage`.
     pub roles: Vec<String>,
     /// The executor's account, if the executor role is on.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub executor: Option<Address>,
     /// The watcher's account, if the watcher role is on.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub watcher: Option<Address>,
     /// Transactions waiting in the mempool.
     pub mempool: u64,
     /// Current validators and their voting power (stake, decimal string).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<String>>))]
     pub validators: Vec<(Address, String)>,
     /// The node software version.
     pub version: String,
@@ -126,8 +137,10 @@ pub struct Status {
 
 /// `GET /v1/accounts/{address}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountView {
     /// The account.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub address: Address,
     /// Spendable balance.
     pub balance: String,
@@ -139,6 +152,7 @@ pub struct AccountView {
 
 /// A bonded executor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecutorView {
     /// Bonded stake.
     pub stake: String,
@@ -151,11 +165,13 @@ pub struct ExecutorView {
     /// Jailed until this height, if jailed.
     pub jailed_until: Option<u64>,
     /// Stake unbonding: (height it becomes withdrawable, amount).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<String>>))]
     pub unbonding: Vec<(u64, String)>,
 }
 
 /// `POST /v1/transactions`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubmitTx {
     /// `SignedTransaction::encode()`, hex.
     pub tx: String,
@@ -163,13 +179,16 @@ pub struct SubmitTx {
 
 /// The mempool accepted a transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TxSubmitted {
     /// `SignedTransaction::hash()`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub hash: Hash,
 }
 
 /// Where a transaction is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum TxState {
     /// In the mempool.
@@ -190,10 +209,13 @@ pub enum TxState {
 
 /// `GET /v1/transactions/{hash}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TxView {
     /// The transaction hash.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub hash: Hash,
     /// The sender.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub sender: Address,
     /// The action's name (`transfer`, `register_model`, ...).
     pub action: String,
@@ -208,6 +230,7 @@ pub struct TxView {
 
 /// Who may call a model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LicenceView {
     /// Anyone, no royalty.
@@ -217,16 +240,19 @@ pub enum LicenceView {
     /// Listed accounts only.
     AllowList {
         /// The accounts.
+        #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
         accounts: Vec<Address>,
     },
 }
 
 /// `GET /v1/models/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelView {
     /// Model id.
     pub id: u64,
     /// Owner.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub owner: Address,
     /// Name, unique per owner.
     pub name: String,
@@ -237,6 +263,7 @@ pub struct ModelView {
     /// Royalty per call.
     pub price: String,
     /// Parent model and its share in basis points, for a fine-tune.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<u64>>))]
     pub parent: Option<(u64, u16)>,
     /// Number of versions published.
     pub versions: u32,
@@ -246,12 +273,14 @@ pub struct ModelView {
 
 /// `GET /v1/models/{id}/versions/{n}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VersionView {
     /// Model id.
     pub model: u64,
     /// Version number, from 1.
     pub version: u32,
     /// The version manifest's CID (the version's id).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub manifest: Cid,
     /// Input/output schema (JSON text).
     pub io_schema: String,
@@ -269,8 +298,10 @@ pub struct VersionView {
 
 /// An upload's state: what the node still lacks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadStatus {
     /// The blob.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub cid: Cid,
     /// Chunk indices the node does not hold yet, ascending.
     pub missing: Vec<u32>,
@@ -280,8 +311,10 @@ pub struct UploadStatus {
 
 /// A stored blob.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlobInfo {
     /// The blob.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub cid: Cid,
     /// Its size in bytes.
     pub size: u64,
@@ -289,14 +322,18 @@ pub struct BlobInfo {
 
 /// A receipt as posted by one executor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReceiptView {
     /// The executor.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub executor: Address,
     /// Hash of the output tensor list.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub output_hash: Hash,
     /// The output tensor list (hex of its canonical encoding) if posted inline.
     pub output_inline: Option<String>,
     /// The trace root.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub trace_root: Hash,
     /// Steps in the trace.
     pub steps: u64,
@@ -304,6 +341,7 @@ pub struct ReceiptView {
 
 /// The escrowed fees of a job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeesView {
     /// Royalty to the owner (split up the lineage).
     pub royalty: String,
@@ -317,24 +355,30 @@ pub struct FeesView {
 
 /// `GET /v1/jobs/{id}`: a job with its receipt(s) and dispute.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     /// Job id.
     pub id: u64,
     /// Who asked and pays.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub requester: Address,
     /// Model id.
     pub model: u64,
     /// Version number.
     pub version: u32,
     /// Version manifest CID.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub manifest: Cid,
     /// Hash of the input.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub input_hash: Hash,
     /// The input's blob CID, when given by CID.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub input_cid: Option<Cid>,
     /// `none`, `optimistic` or `replicated:K`.
     pub mode: String,
     /// Assigned executors.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub executors: Vec<Address>,
     /// Posted receipts, one slot per executor.
     pub receipts: Vec<Option<ReceiptView>>,
@@ -355,18 +399,22 @@ pub struct JobView {
 
 /// `GET /v1/disputes/{id}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DisputeView {
     /// Dispute id.
     pub id: u64,
     /// The disputed job.
     pub job: u64,
     /// The party defending its trace.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub defender: Address,
     /// The challenger.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub challenger: Address,
     /// Bisection rounds played.
     pub rounds: u32,
     /// The current step range `[lo, hi]`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<u64>))]
     pub range: (u64, u64),
     /// `await_reveal`, `await_response`, `await_referee`, `resolved`.
     pub phase: String,
@@ -380,6 +428,7 @@ pub struct DisputeView {
 
 /// One named tensor on the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NamedTensor {
     /// The graph input or output name.
     pub name: String,
@@ -389,6 +438,7 @@ pub struct NamedTensor {
 
 /// `POST /v1/execute`: a direct call to an executor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DirectRequest {
     /// The signed `RequestJob` transaction naming this executor, hex. It authorizes
     /// the payment; the executor submits it to the ledger.
@@ -400,8 +450,10 @@ pub struct DirectRequest {
 
 /// The answer to a direct call.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DirectResponse {
     /// Hash of the request transaction (find the job through it once included).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub request: Hash,
     /// The outputs by name.
     pub outputs: Vec<NamedTensor>,
@@ -434,12 +486,14 @@ pub fn direct_receipt_digest(
 
 /// One file of a model version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManifestFile {
     /// File name (`model.onnx`).
     pub name: String,
     /// Size in bytes.
     pub size: u64,
     /// The file's blob CID.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub cid: Cid,
 }
 
@@ -447,6 +501,7 @@ pub struct ManifestFile {
 /// [`ModelManifest::to_bytes`]); the version's id is that blob's CID, which the
 /// `PublishVersion` transaction names.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelManifest {
     /// `onnx`.
     pub format: String,
@@ -458,11 +513,15 @@ pub struct ModelManifest {
     pub io_schema: String,
     /// Steps (graph nodes) of the canonical trace.
     pub steps: u64,
-    /// Metered cost of one run.
+    /// Metered cost of one run (the runtime's planned cost for the declared
+    /// input shapes). Executors refuse a run whose planned cost exceeds the
+    /// version's cost on the ledger; 0 sets no limit.
     pub cost: u64,
     /// blake3 over the model's initializers in canonical order.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub weight_fingerprint: Hash,
     /// The creator.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub creator: Address,
     /// The creator's secp256k1 signature (65 bytes r‖s‖v, hex) over
     /// [`ModelManifest::signing_digest`].

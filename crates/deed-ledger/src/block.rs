@@ -18,6 +18,8 @@ pub struct TxResult {
     pub sender: Option<Address>,
     /// Success, or why it failed.
     pub outcome: Result<(), TxError>,
+    /// The transaction's events: indices into [`BlockOutcome::events`].
+    pub events: std::ops::Range<usize>,
 }
 
 /// Everything a block did.
@@ -124,11 +126,13 @@ pub fn apply_block(
     };
     let mut results = Vec::with_capacity(block.txs.len());
     for stx in &block.txs {
+        let first = exec.events.len();
         let (sender, outcome) = exec.apply_tx(stx);
         results.push(TxResult {
             tx_hash: stx.hash(),
             sender,
             outcome,
+            events: first..exec.events.len(),
         });
     }
     run_timers(&mut exec);

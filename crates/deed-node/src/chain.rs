@@ -1,0 +1,246 @@
+//! The committed chain: the ledger state in memory over a [`StateStore`], and the
+//! transaction index, both written atomically with every block.
+//!
+//! The index lives in the same store under a key prefix the ledger never uses, so
+//! one [`StateStore::commit`] persists a block, its state writes and its index
+//! entries together: after a crash the index never points at a block that is not
+//! there, and no block lacks its index.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use deed_ledger::{apply_block, BlockOutcome, Event, Referee, State, TxResult};
+use deed_store::{Commit, Head, StateStore};
+use deed_types::{Action, Address, Block, Hash, SignedTransaction};
+
+use crate::error::NodeError;
+
+/// The first byte of every index key. The ledger's prefixes are small numbers.
+const INDEX_PREFIX: u8 = 0xf0;
+
+/// What the index records about an included transaction.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct TxRecord {
+    /// Height of the block.
+    pub height: u64,
+    /// The recovered sender.
+    pub sender: Option<Address>,
+    /// The action's name.
+    pub action: String,
+    /// The ledger's error, if it failed.
+    pub error: Option<String>,
+    /// The id it created (model, job, dispute or proposal).
+    pub created: Option<u64>,
+    /// Its events, human-readable.
+    pub events: Vec<String>,
+}
+
+/// A block as committed, with what it did, for the roles that follow the chain.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    /// The block.
+    pub block: Block,
+    /// What applying it did.
+    pub outcome: BlockOutcome,
+}
+
+impl Committed {
+    /// The events of transaction `i` of the block.
+    pub fn tx_events(&self, r: &TxResult) -> &[Event] {
+        self.outcome.events.get(r.events.clone()).unwrap_or(&[])
+    }
+}
+
+/// The ledger state and its store.
+pub struct Chain {
+    state: State,
+    store: Box<dyn StateStore + Send>,
+    head: Head,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain").field("head", &self.head).finish()
+    }
+}
+
+fn index_key(hash: &Hash) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(INDEX_PREFIX);
+    k.extend_from_slice(hash.as_bytes());
+    k
+}
+
+impl Chain {
+    /// Opens the chain in `store`: reloads the committed state (checking it against
+    /// the recorded state root), or commits `genesis()` to an empty store.
+    pub fn open(
+        mut store: Box<dyn StateStore + Send>,
+        genesis: impl FnOnce() -> Result<State, NodeError>,
+    ) -> Result<Chain, NodeError> {
+        match store.latest()? {
+            None => {
+                let state = genesis()?;
+                let writes = state
+                    .to_kv()
+                    .into_iter()
+                    .filter(|(_, v)| v.is_some())
+                    .collect();
+                let head = Head {
+                    height: 0,
+                    block_hash: state.meta().last_block_hash,
+                    state_root: state.root(),
+                };
+                store.commit(Commit {
+                    height: 0,
+                    block_hash: head.block_hash,
+                    block: Vec::new(),
+                    state_root: head.state_root,
+                    writes,
+                })?;
+                Ok(Chain { state, store, head })
+            }
+            Some(head) => {
+                let pairs = store
+                    .iter()?
+                    .into_iter()
+                    .filter(|(k, _)| k.first() != Some(&INDEX_PREFIX));
+                let state = State::from_kv(pairs)?;
+                if state.root() != head.state_root || state.height() != head.height {
+                    return Err(NodeError::Corrupt(format!(
+                        "stored state has root {} at height {}, the head says {} at {}",
+                        state.root(),
+                        state.height(),
+                        head.state_root,
+                        head.height
+                    )));
+                }
+                Ok(Chain { state, store, head })
+            }
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The last committed block.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// What the index knows about an included transaction.
+    pub fn tx(&self, hash: &Hash) -> Result<Option<TxRecord>, NodeError> {
+        match self.store.get(&index_key(hash))? {
+            None => Ok(None),
+            Some(bytes) => TxRecord::try_from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| NodeError::Corrupt(format!("tx index entry: {e}"))),
+        }
+    }
+
+    /// The encoded block at `height`.
+    pub fn block(&self, height: u64) -> Result<Option<Block>, NodeError> {
+        match self.store.block(height)? {
+            None => Ok(None),
+            Some(b) if b.is_empty() => Ok(None),
+            Some(b) => Block::decode(&b)
+                .map(Some)
+                .map_err(|e| NodeError::Corrupt(format!("stored block {height}: {e}"))),
+        }
+    }
+
+    /// Applies `block` and persists it with its state writes and index entries in
+    /// one atomic commit. A block the ledger rejects changes nothing; when the store
+    /// fails, the in-memory state is reloaded from it so both stay equal.
+    pub fn commit(&mut self, block: Block, referee: &dyn Referee) -> Result<Committed, NodeError> {
+        let outcome = apply_block(&mut self.state, &block, referee)?;
+        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = outcome.writes.clone();
+        for (stx, r) in block.txs.iter().zip(&outcome.results) {
+            let events = outcome.events.get(r.events.clone()).unwrap_or(&[]);
+            let record = TxRecord {
+                height: block.header.height,
+                sender: r.sender,
+                action: stx.tx.action.name().to_owned(),
+                error: r.outcome.as_ref().err().map(|e| e.to_string()),
+                created: created_id(stx, events),
+                events: events.iter().map(describe_event).collect(),
+            };
+            writes.push((
+                index_key(&r.tx_hash),
+                Some(borsh::to_vec(&record).unwrap_or_default()),
+            ));
+        }
+        let head = Head {
+            height: block.header.height,
+            block_hash: outcome.block_hash,
+            state_root: outcome.state_root,
+        };
+        let commit = Commit {
+            height: head.height,
+            block_hash: head.block_hash,
+            block: block.encode(),
+            state_root: head.state_root,
+            writes,
+        };
+        if let Err(e) = self.store.commit(commit) {
+            let pairs = self
+                .store
+                .iter()?
+                .into_iter()
+                .filter(|(k, _)| k.first() != Some(&INDEX_PREFIX));
+            self.state = State::from_kv(pairs)?;
+            return Err(e.into());
+        }
+        self.head = head;
+        Ok(Committed { block, outcome })
+    }
+}
+
+/// The id a transaction created, read from its events.
+fn created_id(stx: &SignedTransaction, events: &[Event]) -> Option<u64> {
+    events.iter().find_map(|e| match (e, &stx.tx.action) {
+        (Event::ModelRegistered { model, .. }, Action::RegisterModel { .. }) => Some(model.0),
+        (Event::JobRequested { job, .. }, Action::RequestJob { .. }) => Some(job.0),
+        (Event::DisputeOpened { dispute, .. }, _) => Some(dispute.0),
+        (Event::Proposed { proposal, .. }, _) => Some(proposal.0),
+        _ => None,
+    })
+}
+
+/// One line per event, for people and simple clients.
+pub fn describe_event(e: &Event) -> String {
+    match e {
+        Event::Paid { to, amount, reason } => format!("paid {amount} to {to} ({reason:?})"),
+        Event::Burned { amount, reason } => format!("burned {amount} ({reason:?})"),
+        Event::ModelRegistered { model, owner } => {
+            format!("model {model} registered by {owner}")
+        }
+        Event::VersionPublished {
+            model,
+            version,
+            manifest,
+        } => format!("model {model} version {version} published ({manifest})"),
+        Event::JobRequested { job, executors } => {
+            let list: Vec<String> = executors.iter().map(|a| a.to_string()).collect();
+            format!("job {job} requested, assigned to {}", list.join(", "))
+        }
+        Event::JobProgress { job, executor } => format!("job {job}: {executor} delivered"),
+        Event::JobFinalized { job } => format!("job {job} finalized"),
+        Event::JobRefunded { job } => format!("job {job} refunded"),
+        Event::DisputeOpened { dispute, job } => format!("dispute {dispute} opened on job {job}"),
+        Event::DisputeResolved {
+            dispute,
+            defender_won,
+            by_timeout,
+        } => format!(
+            "dispute {dispute} resolved: {} won{}",
+            if *defender_won {
+                "defender"
+            } else {
+                "challenger"
+            },
+            if *by_timeout { " by timeout" } else { "" }
+        ),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,128 @@
+//! `deed dev`: a whole network in one process — validator, executor, watcher and
+//! storage — with embedded storage (redb and a local blob directory), funded dev
+//! accounts from deterministic keys, and the HTTP API. State persists in the data
+//! directory across restarts.
+//!
+//! The dev executor bonds at the first block and serves every registered model: it
+//! refreshes its bond whenever a model is registered, and the refresh is queued
+//! before the block that registered the model becomes visible, so a request for the
+//! new model is ordered after it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use deed_ledger::Params;
+use deed_types::{Amount, SecretKey};
+
+use crate::config::Config;
+use crate::error::NodeError;
+use crate::node::{Genesis, NodeKeys, Storage};
+use crate::server::{start, Running};
+
+/// Number of funded dev accounts.
+pub const DEV_ACCOUNTS: usize = 4;
+
+/// Balance of each dev account (and of the node's own accounts) at genesis.
+pub const DEV_BALANCE: Amount = 1_000_000_000_000;
+
+/// The chain id of dev networks.
+pub const DEV_CHAIN_ID: u64 = 31_337;
+
+/// Dev account `i`'s key. Deterministic and public: never use it for real funds.
+pub fn dev_account(i: usize) -> SecretKey {
+    SecretKey::from_seed(format!("deed dev account {i}").as_bytes())
+}
+
+/// The dev node's own keys.
+pub fn dev_keys() -> NodeKeys {
+    NodeKeys {
+        validator: SecretKey::from_seed(b"deed dev validator"),
+        executor: SecretKey::from_seed(b"deed dev executor"),
+        watcher: SecretKey::from_seed(b"deed dev watcher"),
+    }
+}
+
+/// Ledger parameters of a dev network: short windows so results finalize in
+/// seconds.
+pub fn dev_params() -> Params {
+    Params {
+        challenge_window: 10,
+        execution_timeout: 20,
+        move_timeout: 10,
+        ..Params::default()
+    }
+}
+
+/// Genesis of a dev network: every dev account and the node's own accounts funded.
+pub fn dev_genesis(keys: &NodeKeys) -> Genesis {
+    let mut allocations: Vec<_> = (0..DEV_ACCOUNTS)
+        .map(|i| (dev_account(i).address(), DEV_BALANCE))
+        .collect();
+    for k in [&keys.validator, &keys.executor, &keys.watcher] {
+        if !allocations.iter().any(|(a, _)| *a == k.address()) {
+            allocations.push((k.address(), DEV_BALANCE));
+        }
+    }
+    Genesis {
+        params: dev_params(),
+        allocations,
+    }
+}
+
+/// The default data directory of `deed dev`.
+pub fn default_dev_dir() -> PathBuf {
+    crate::config::default_data_dir().join("dev")
+}
+
+/// The configuration `deed dev` starts from (before file, env and flags):
+/// every role on, fast blocks, the dev chain id and data directory.
+pub fn dev_config() -> Config {
+    Config {
+        chain_id: DEV_CHAIN_ID,
+        data_dir: default_dev_dir(),
+        http: SocketAddr::from(([127, 0, 0, 1], 8545)),
+        roles: crate::config::Roles::all(),
+        block_interval_ms: 200,
+        heartbeat_ms: 1_000,
+        ..Config::default()
+    }
+}
+
+/// Starts a dev network on disk under `cfg.data_dir`, serving HTTP on `cfg.http`.
+pub async fn start_dev(cfg: Config) -> Result<Running, NodeError> {
+    let keys = dev_keys();
+    let genesis = dev_genesis(&keys);
+    start(cfg, keys, Storage::Disk, genesis).await
+}
+
+/// What `deed dev` runs: prints the dev accounts and the ready line
+/// (`deed dev listening on http://ADDR`) once the API accepts connections, then
+/// serves until Ctrl-C.
+pub async fn run_dev(cfg: Config) -> Result<(), NodeError> {
+    let data_dir = cfg.data_dir.clone();
+    let running = start_dev(cfg).await?;
+    let keys = dev_keys();
+    println!(
+        "deed dev: chain {DEV_CHAIN_ID}, data in {}",
+        data_dir.display()
+    );
+    println!("dev accounts (funded with {DEV_BALANCE} at genesis; keys are public, dev only):");
+    for i in 0..DEV_ACCOUNTS {
+        let k = dev_account(i);
+        println!("  {i}  {}  0x{}", k.address(), hex::encode(k.to_bytes()));
+    }
+    println!("validator {}", keys.validator.address());
+    println!("executor  {}", keys.executor.address());
+    println!("watcher   {}", keys.watcher.address());
+    println!("deed dev listening on http://{}", running.addr);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|source| NodeError::Io {
+            op: "wait for Ctrl-C",
+            source,
+        })?;
+    running.stop().await;
+    Ok(())
+}

@@ -1,0 +1,916 @@
+//! The HTTP API (axum): every route of `deed_client::api`, typed errors as
+//! [`ErrorBody`], body limits, metrics and the OpenAPI document.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use deed_client::api::{
+    self, AccountView, BlobInfo, DirectRequest, DirectResponse, DisputeView, ErrorBody, ErrorCode,
+    ExecutorView, FeesView, JobView, LicenceView, ModelView, NamedTensor, ReceiptView, Status,
+    SubmitTx, TxState, TxSubmitted, TxView, UploadStatus, VersionView,
+};
+use deed_ledger::{Dispute, DisputePhase, Job, JobStatus, Model, State as LedgerState, Version};
+use deed_store::{BlobStore, Manifest};
+use deed_types::{
+    Action, Address, Cid, DisputeId, Hash, JobId, JobInput, Licence, Mode, ModelId, Output,
+    Receipt, SignedTransaction, Tensor,
+};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::error::{ApiError, TxRejection};
+use crate::node::{lock, Node};
+use crate::runner::{self, decode_hex, encode_hex};
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+type Shared = State<Arc<Node>>;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            code: self.code,
+            message: self.message,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The API's router over `node`.
+pub fn router(node: Arc<Node>) -> Router {
+    let limit = node.cfg.limits.max_body_size;
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/accounts/{address}", get(account))
+        .route("/v1/transactions", post(submit_tx))
+        .route("/v1/transactions/{hash}", get(transaction))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
+        .route("/v1/models/{id}/versions", get(versions))
+        .route("/v1/models/{id}/versions/{n}", get(version))
+        .route("/v1/blobs/uploads", post(upload_start))
+        .route("/v1/blobs/uploads/{cid}/chunks/{index}", put(upload_chunk))
+        .route("/v1/blobs/uploads/{cid}/finish", post(upload_finish))
+        .route("/v1/blobs/{cid}", get(blob_get).head(blob_head))
+        .route("/v1/blobs/{cid}/manifest", get(blob_manifest))
+        .route("/v1/jobs", get(jobs))
+        .route("/v1/jobs/{id}", get(job))
+        .route("/v1/disputes", get(disputes))
+        .route("/v1/disputes/{id}", get(dispute))
+        .route("/v1/execute", post(execute))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(node.clone(), observe))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(node)
+}
+
+async fn observe(State(node): Shared, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let m = &node.metrics;
+    m.http_seconds
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    m.http_requests
+        .with_label_values(&[route.as_str(), resp.status().as_str()])
+        .inc();
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+// ---- helpers --------------------------------------------------------------------
+
+fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(ErrorCode::TooLarge, "request body exceeds the node's limit")
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+fn json<T: DeserializeOwned>(b: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(b).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::bad_request(format!("{s:?} is not a valid {what}")))
+}
+
+fn decode_tx(hex_tx: &str) -> Result<SignedTransaction, ApiError> {
+    let bytes = decode_hex(hex_tx).map_err(|_| ApiError::bad_request("tx is not hex"))?;
+    if bytes.len() > deed_types::tx::limits::MAX_TX_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "transaction of {} bytes exceeds the limit of {}",
+                bytes.len(),
+                deed_types::tx::limits::MAX_TX_BYTES
+            ),
+        ));
+    }
+    SignedTransaction::decode(&bytes).map_err(|e| match e {
+        deed_types::TxDecodeError::Limit(l) => ApiError::new(ErrorCode::TooLarge, l.to_string()),
+        other => ApiError::bad_request(format!("not a signed transaction: {other}")),
+    })
+}
+
+fn need_storage(node: &Node) -> Result<(), ApiError> {
+    if node.cfg.roles.storage {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::RoleDisabled,
+            "this node does not run the storage role",
+        ))
+    }
+}
+
+// ---- status and accounts ----------------------------------------------------------
+
+async fn status(State(node): Shared) -> ApiResult<Status> {
+    let (height, state_root, block_hash, chain_id) = node.with_state(|c| {
+        let h = c.head();
+        (
+            h.height,
+            h.state_root,
+            h.block_hash,
+            c.state().meta().chain_id,
+        )
+    });
+    let roles = &node.cfg.roles;
+    Ok(Json(Status {
+        chain_id,
+        height,
+        state_root,
+        block_hash,
+        roles: roles.names(),
+        executor: roles.executor.then(|| node.keys.executor.address()),
+        watcher: roles.watcher.then(|| node.keys.watcher.address()),
+        mempool: node.mempool_len() as u64,
+        validators: node
+            .validators()
+            .iter()
+            .map(|(a, p)| (*a, p.to_string()))
+            .collect(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }))
+}
+
+async fn account(State(node): Shared, Path(address): Path<String>) -> ApiResult<AccountView> {
+    let address: Address = parse("address", &address)?;
+    let next = node.next_nonce(&address);
+    Ok(Json(node.with_state(|c| {
+        let s = c.state();
+        AccountView {
+            address,
+            balance: s.balance(&address).to_string(),
+            nonce: next,
+            executor: s.executor(&address).map(|e| ExecutorView {
+                stake: e.stake.to_string(),
+                endpoint: e.endpoint.clone(),
+                price: e.price.to_string(),
+                models: e.models.iter().map(|m| m.0).collect(),
+                jailed_until: e.jailed_until,
+                unbonding: e
+                    .unbonding
+                    .iter()
+                    .map(|(h, a)| (*h, a.to_string()))
+                    .collect(),
+            }),
+        }
+    })))
+}
+
+// ---- transactions -------------------------------------------------------------------
+
+async fn submit_tx(
+    State(node): Shared,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<TxSubmitted>), ApiError> {
+    let req: SubmitTx = json(&body(b)?)?;
+    let stx = decode_tx(&req.tx)?;
+    let hash = stx.hash();
+    if node.with_state(|c| c.tx(&hash))?.is_some() {
+        return Err(TxRejection::Duplicate(hash).into());
+    }
+    let hash = node.submit(stx)?;
+    Ok((StatusCode::ACCEPTED, Json(TxSubmitted { hash })))
+}
+
+async fn transaction(State(node): Shared, Path(hash): Path<String>) -> ApiResult<TxView> {
+    let hash: Hash = parse("transaction hash", &hash)?;
+    if let Some((sender, action)) = node.pending_tx(&hash) {
+        return Ok(Json(TxView {
+            hash,
+            sender,
+            action,
+            state: TxState::Pending,
+            created: None,
+            events: Vec::new(),
+        }));
+    }
+    let record = node
+        .with_state(|c| c.tx(&hash))?
+        .ok_or_else(|| ApiError::not_found(format!("transaction {hash} is unknown")))?;
+    Ok(Json(TxView {
+        hash,
+        sender: record.sender.unwrap_or(Address::ZERO),
+        action: record.action,
+        state: match record.error {
+            None => TxState::Included {
+                height: record.height,
+            },
+            Some(error) => TxState::Failed {
+                height: record.height,
+                error,
+            },
+        },
+        created: record.created,
+        events: record.events,
+    }))
+}
+
+// ---- models ---------------------------------------------------------------------------
+
+fn model_view(id: ModelId, m: &Model) -> ModelView {
+    ModelView {
+        id: id.0,
+        owner: m.owner,
+        name: m.name.clone(),
+        description: m.description.clone(),
+        licence: match &m.licence {
+            Licence::Open => LicenceView::Open,
+            Licence::Paid => LicenceView::Paid,
+            Licence::AllowList(a) => LicenceView::AllowList {
+                accounts: a.clone(),
+            },
+        },
+        price: m.price.to_string(),
+        parent: m.lineage.map(|l| (l.parent.0, l.upstream_bps)),
+        versions: m.versions,
+        created: m.created,
+    }
+}
+
+fn version_view(model: ModelId, n: u32, v: &Version) -> VersionView {
+    VersionView {
+        model: model.0,
+        version: n,
+        manifest: v.manifest,
+        io_schema: v.io_schema.clone(),
+        steps: v.steps,
+        cost: v.cost,
+        notes: v.notes.clone(),
+        deprecated: v.deprecated,
+        published: v.published,
+    }
+}
+
+#[derive(Deserialize)]
+struct ModelQuery {
+    owner: Option<String>,
+    name: Option<String>,
+}
+
+async fn models(
+    State(node): Shared,
+    q: Result<Query<ModelQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Vec<ModelView>> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let owner: Option<Address> = q
+        .owner
+        .as_deref()
+        .map(|o| parse("address", o))
+        .transpose()?;
+    Ok(Json(node.with_state(|c| {
+        c.state()
+            .models()
+            .filter(|(_, m)| owner.is_none_or(|o| m.owner == o))
+            .filter(|(_, m)| q.name.as_ref().is_none_or(|n| &m.name == n))
+            .map(|(id, m)| model_view(id, m))
+            .collect()
+    })))
+}
+
+fn model_id(s: &str) -> Result<ModelId, ApiError> {
+    Ok(ModelId(parse("model id", s)?))
+}
+
+async fn model(State(node): Shared, Path(id): Path<String>) -> ApiResult<ModelView> {
+    let id = model_id(&id)?;
+    node.with_state(|c| c.state().model(id).map(|m| model_view(id, m)))
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("model {id} does not exist")))
+}
+
+async fn versions(State(node): Shared, Path(id): Path<String>) -> ApiResult<Vec<VersionView>> {
+    let id = model_id(&id)?;
+    node.with_state(|c| {
+        let s = c.state();
+        s.model(id)?;
+        Some(
+            s.versions(id)
+                .map(|(n, v)| version_view(id, n, v))
+                .collect(),
+        )
+    })
+    .map(Json)
+    .ok_or_else(|| ApiError::not_found(format!("model {id} does not exist")))
+}
+
+async fn version(
+    State(node): Shared,
+    Path((id, n)): Path<(String, String)>,
+) -> ApiResult<VersionView> {
+    let id = model_id(&id)?;
+    let n: u32 = parse("version number", &n)?;
+    node.with_state(|c| c.state().version(id, n).map(|v| version_view(id, n, v)))
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("model {id} has no version {n}")))
+}
+
+// ---- blobs ------------------------------------------------------------------------------
+
+async fn upload_status(node: &Node, manifest: &Manifest) -> Result<UploadStatus, ApiError> {
+    let missing = node.blobs.missing_chunks(manifest).await?;
+    let complete = missing.is_empty() && node.blobs.manifest(&manifest.id).await?.is_some();
+    Ok(UploadStatus {
+        cid: manifest.id,
+        missing,
+        complete,
+    })
+}
+
+async fn upload_start(
+    State(node): Shared,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<UploadStatus> {
+    need_storage(&node)?;
+    let manifest: Manifest = json(&body(b)?)?;
+    manifest.validate(&node.blobs.limits())?;
+    let status = upload_status(&node, &manifest).await?;
+    if !status.complete {
+        lock(&node.uploads).insert(manifest.id, manifest);
+    }
+    Ok(Json(status))
+}
+
+fn upload_of(node: &Node, cid: &Cid) -> Result<Manifest, ApiError> {
+    lock(&node.uploads).get(cid).cloned().ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no upload of {cid} in progress; POST its manifest to /v1/blobs/uploads first"
+        ))
+    })
+}
+
+async fn upload_chunk(
+    State(node): Shared,
+    Path((cid, index)): Path<(String, String)>,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<UploadStatus> {
+    need_storage(&node)?;
+    let cid: Cid = parse("CID", &cid)?;
+    let index: u32 = parse("chunk index", &index)?;
+    let data = body(b)?;
+    let manifest = upload_of(&node, &cid)?;
+    node.blobs.put_chunk(&manifest, index, &data).await?;
+    node.metrics.blob_bytes_in.inc_by(data.len() as u64);
+    Ok(Json(upload_status(&node, &manifest).await?))
+}
+
+async fn upload_finish(State(node): Shared, Path(cid): Path<String>) -> ApiResult<BlobInfo> {
+    need_storage(&node)?;
+    let cid: Cid = parse("CID", &cid)?;
+    let manifest = match node.blobs.manifest(&cid).await? {
+        Some(m) => m,
+        None => upload_of(&node, &cid)?,
+    };
+    node.blobs.finish(&manifest).await?;
+    lock(&node.uploads).remove(&cid);
+    Ok(Json(BlobInfo {
+        cid,
+        size: manifest.size,
+    }))
+}
+
+async fn stored_manifest(node: &Node, cid: &str) -> Result<Manifest, ApiError> {
+    need_storage(node)?;
+    let cid: Cid = parse("CID", cid)?;
+    node.blobs
+        .manifest(&cid)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("blob {cid} is not stored here")))
+}
+
+/// Parses a single `bytes=` range against a blob of `size` bytes. `Ok(None)` when
+/// there is no range header; an unsatisfiable range is an error.
+fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(v) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_request("unsupported Range header (use one bytes=A-B range)");
+    let spec = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().strip_prefix("bytes="))
+        .ok_or_else(bad)?;
+    if spec.contains(',') {
+        return Err(bad());
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().map_err(|_| bad())?;
+            (size.saturating_sub(n), size)
+        }
+        (a, "") => (a.parse().map_err(|_| bad())?, size),
+        (a, b) => {
+            let a: u64 = a.parse().map_err(|_| bad())?;
+            let b: u64 = b.parse().map_err(|_| bad())?;
+            (a, b.saturating_add(1).min(size))
+        }
+    };
+    if start >= end || start >= size {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("range {spec} is outside the blob of {size} bytes"),
+        ));
+    }
+    Ok(Some((start, end)))
+}
+
+async fn blob_get(
+    State(node): Shared,
+    Path(cid): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let manifest = stored_manifest(&node, &cid).await?;
+    let size = manifest.size;
+    let range = match parse_range(&headers, size) {
+        Ok(r) => r,
+        Err(e) => {
+            let mut resp = e.into_response();
+            *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(resp);
+        }
+    };
+    let (start, end) = range.unwrap_or((0, size));
+    let bytes = node.blobs.read_range(&manifest.id, start..end).await?;
+    node.metrics.blob_bytes_out.inc_by(bytes.len() as u64);
+    let mut resp = Response::new(Body::from(bytes));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", manifest.id)) {
+        h.insert(header::ETAG, v);
+    }
+    if range.is_some() {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(resp)
+}
+
+async fn blob_head(State(node): Shared, Path(cid): Path<String>) -> Result<Response, ApiError> {
+    let manifest = stored_manifest(&node, &cid).await?;
+    let mut resp = Response::new(Body::empty());
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(manifest.size));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(resp)
+}
+
+async fn blob_manifest(State(node): Shared, Path(cid): Path<String>) -> ApiResult<Manifest> {
+    Ok(Json(stored_manifest(&node, &cid).await?))
+}
+
+// ---- jobs and disputes -------------------------------------------------------------
+
+fn mode_name(m: Mode) -> String {
+    match m {
+        Mode::None => "none".to_owned(),
+        Mode::Optimistic => "optimistic".to_owned(),
+        Mode::Replicated(k) => format!("replicated:{k}"),
+    }
+}
+
+fn receipt_view(executor: Address, r: &Receipt) -> ReceiptView {
+    ReceiptView {
+        executor,
+        output_hash: r.output.hash(),
+        output_inline: match &r.output {
+            Output::Inline(b) => Some(encode_hex(b)),
+            Output::Hash(_) => None,
+        },
+        trace_root: r.trace_root,
+        steps: r.steps,
+    }
+}
+
+fn job_view(id: JobId, j: &Job, s: &LedgerState) -> JobView {
+    let (status, window_end, dispute) = match &j.status {
+        JobStatus::Assigned => ("assigned", None, None),
+        JobStatus::Committing => ("committing", None, None),
+        JobStatus::Revealing => ("revealing", None, None),
+        JobStatus::Challengeable { window_end } => ("challengeable", Some(*window_end), None),
+        JobStatus::Disputed(d) => ("disputed", None, Some(d.0)),
+        JobStatus::Finalized => ("finalized", None, None),
+        JobStatus::Refunded => ("refunded", None, None),
+    };
+    // The last dispute of a closed job, for explorers.
+    let dispute = dispute.or_else(|| {
+        (0..s.meta().next_dispute)
+            .rev()
+            .find(|d| s.dispute(DisputeId(*d)).is_some_and(|x| x.job == id))
+    });
+    JobView {
+        id: id.0,
+        requester: j.requester,
+        model: j.model.0,
+        version: j.version,
+        manifest: j.manifest,
+        input_hash: j.input_hash,
+        input_cid: j.input_inline.is_none().then_some(Cid(j.input_hash)),
+        mode: mode_name(j.mode),
+        executors: j.executors.clone(),
+        receipts: j
+            .receipts
+            .iter()
+            .zip(&j.executors)
+            .map(|(r, e)| r.as_ref().map(|r| receipt_view(*e, r)))
+            .collect(),
+        status: status.to_owned(),
+        window_end,
+        dispute,
+        fees: FeesView {
+            royalty: j.escrow.royalty.to_string(),
+            executor_fees: j
+                .escrow
+                .executor_fees
+                .iter()
+                .map(|f| f.to_string())
+                .collect(),
+            protocol_fee: j.escrow.protocol_fee.to_string(),
+            total: j.escrow.total().to_string(),
+        },
+        deadline: j.deadline,
+        created: j.created,
+    }
+}
+
+#[derive(Deserialize)]
+struct JobQuery {
+    requester: Option<String>,
+    executor: Option<String>,
+}
+
+async fn jobs(
+    State(node): Shared,
+    q: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Vec<JobView>> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let requester: Option<Address> = q
+        .requester
+        .as_deref()
+        .map(|a| parse("address", a))
+        .transpose()?;
+    let executor: Option<Address> = q
+        .executor
+        .as_deref()
+        .map(|a| parse("address", a))
+        .transpose()?;
+    Ok(Json(node.with_state(|c| {
+        let s = c.state();
+        (0..s.meta().next_job)
+            .filter_map(|i| s.job(JobId(i)).map(|j| (JobId(i), j)))
+            .filter(|(_, j)| requester.is_none_or(|r| j.requester == r))
+            .filter(|(_, j)| executor.is_none_or(|e| j.executors.contains(&e)))
+            .map(|(id, j)| job_view(id, j, s))
+            .collect()
+    })))
+}
+
+async fn job(State(node): Shared, Path(id): Path<String>) -> ApiResult<JobView> {
+    let id = JobId(parse("job id", &id)?);
+    node.with_state(|c| c.state().job(id).map(|j| job_view(id, j, c.state())))
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("job {id} does not exist")))
+}
+
+fn dispute_view(id: DisputeId, d: &Dispute) -> DisputeView {
+    let (phase, winner) = match &d.phase {
+        DisputePhase::AwaitReveal { .. } => ("await_reveal", None),
+        DisputePhase::AwaitResponse { .. } => ("await_response", None),
+        DisputePhase::AwaitReferee => ("await_referee", None),
+        DisputePhase::Resolved { defender_won } => (
+            "resolved",
+            Some(
+                if *defender_won {
+                    "defender"
+                } else {
+                    "challenger"
+                }
+                .to_owned(),
+            ),
+        ),
+    };
+    DisputeView {
+        id: id.0,
+        job: d.job.0,
+        defender: d.defender,
+        challenger: d.challenger,
+        rounds: d.rounds,
+        range: (d.lo, d.hi),
+        phase: phase.to_owned(),
+        deadline: d.deadline,
+        winner,
+        slashed: None,
+    }
+}
+
+async fn disputes(State(node): Shared) -> ApiResult<Vec<DisputeView>> {
+    Ok(Json(node.with_state(|c| {
+        let s = c.state();
+        (0..s.meta().next_dispute)
+            .filter_map(|i| {
+                s.dispute(DisputeId(i))
+                    .map(|d| dispute_view(DisputeId(i), d))
+            })
+            .collect()
+    })))
+}
+
+async fn dispute(State(node): Shared, Path(id): Path<String>) -> ApiResult<DisputeView> {
+    let id = DisputeId(parse("dispute id", &id)?);
+    node.with_state(|c| c.state().dispute(id).map(|d| dispute_view(id, d)))
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("dispute {id} does not exist")))
+}
+
+// ---- direct calls -----------------------------------------------------------------
+
+/// Releases a direct request's reservation unless the call succeeded.
+struct Reservation<'a> {
+    node: &'a Node,
+    hash: Hash,
+    keep: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            lock(&self.node.direct_served).remove(&self.hash);
+        }
+    }
+}
+
+async fn execute(
+    State(node): Shared,
+    b: Result<Bytes, BytesRejection>,
+) -> ApiResult<DirectResponse> {
+    if !node.cfg.roles.executor {
+        return Err(ApiError::new(
+            ErrorCode::RoleDisabled,
+            "this node does not run the executor role",
+        ));
+    }
+    let req: DirectRequest = json(&body(b)?)?;
+    let stx = decode_tx(&req.tx)?;
+    let me = node.keys.executor.address();
+    let Action::RequestJob {
+        model,
+        version,
+        input,
+        mode,
+        max_fee,
+        executor,
+    } = &stx.tx.action
+    else {
+        return Err(ApiError::bad_request(format!(
+            "a direct call carries a request_job transaction, not {}",
+            stx.tx.action.name()
+        )));
+    };
+    if *executor != Some(me) {
+        return Err(ApiError::bad_request(format!(
+            "the request does not name this executor ({me})"
+        )));
+    }
+    if !matches!(mode, Mode::None | Mode::Optimistic) {
+        return Err(ApiError::bad_request(
+            "direct calls take modes none and optimistic only",
+        ));
+    }
+    let sender = stx
+        .sender()
+        .map_err(|e| ApiError::new(ErrorCode::BadSignature, format!("bad signature: {e}")))?;
+    let hash = stx.hash();
+    // The ledger's view of the request: nonce, funds, model, version and price.
+    let (manifest, cost) = {
+        let next = node.next_nonce(&sender);
+        node.with_state(|c| -> Result<(Cid, u64), ApiError> {
+            let s = c.state();
+            if stx.tx.chain_id != s.meta().chain_id {
+                return Err(ApiError::new(
+                    ErrorCode::BadSignature,
+                    format!(
+                        "transaction is for chain {}, this chain is {}",
+                        stx.tx.chain_id,
+                        s.meta().chain_id
+                    ),
+                ));
+            }
+            if stx.tx.nonce != next {
+                return Err(ApiError::new(
+                    ErrorCode::BadNonce,
+                    format!(
+                        "nonce {} of {sender} is not the next one ({next})",
+                        stx.tx.nonce
+                    ),
+                ));
+            }
+            let needed = stx.tx.fee.saturating_add(*max_fee);
+            if s.balance(&sender) < needed {
+                return Err(ApiError::new(
+                    ErrorCode::InsufficientFunds,
+                    format!(
+                        "{sender} has {} but the request may cost {needed}",
+                        s.balance(&sender)
+                    ),
+                ));
+            }
+            let m = s
+                .model(*model)
+                .ok_or_else(|| ApiError::not_found(format!("model {model} does not exist")))?;
+            let n = match version {
+                Some(v) => *v,
+                None => s
+                    .versions(*model)
+                    .filter(|(_, v)| !v.deprecated)
+                    .map(|(n, _)| n)
+                    .last()
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!("model {model} has no usable version"))
+                    })?,
+            };
+            let v = s
+                .version(*model, n)
+                .filter(|v| !v.deprecated)
+                .ok_or_else(|| {
+                    ApiError::not_found(format!("model {model} has no usable version {n}"))
+                })?;
+            let e = s
+                .executor(&me)
+                .filter(|e| e.models.contains(model))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::Rejected,
+                        format!("this executor does not serve model {model} yet"),
+                    )
+                })?;
+            let royalty = if matches!(m.licence, Licence::Open) {
+                0
+            } else {
+                m.price
+            };
+            let pfee =
+                e.price.saturating_mul(s.params().protocol_fee_bps) / deed_types::BPS_DENOMINATOR;
+            let total = royalty.saturating_add(e.price).saturating_add(pfee);
+            if total > *max_fee {
+                return Err(ApiError::new(
+                    ErrorCode::Rejected,
+                    format!("max_fee {max_fee} is below the cost of {total}"),
+                ));
+            }
+            Ok((v.manifest, v.cost))
+        })?
+    };
+    if !lock(&node.direct_served).insert(hash) {
+        return Err(ApiError::new(
+            ErrorCode::BadNonce,
+            format!("request {hash} was already served"),
+        ));
+    }
+    let mut reservation = Reservation {
+        node: &node,
+        hash,
+        keep: false,
+    };
+    let loaded = node.models.get(&node.blobs, &manifest).await?;
+    let mut named = Vec::with_capacity(req.inputs.len());
+    for t in &req.inputs {
+        let bytes = decode_hex(&t.tensor).map_err(|_| {
+            ApiError::new(
+                ErrorCode::BadInput,
+                format!("input {:?} is not hex", t.name),
+            )
+        })?;
+        let tensor = Tensor::decode(&bytes)
+            .map_err(|e| ApiError::new(ErrorCode::BadInput, format!("input {:?}: {e}", t.name)))?;
+        named.push((t.name.clone(), tensor));
+    }
+    let inputs = runner::order_inputs(&loaded, named)?;
+    let encoded = runner::encode_inputs(&inputs);
+    if Hash::of(&encoded) != input.hash() {
+        return Err(ApiError::new(
+            ErrorCode::BadInput,
+            "the inputs do not hash to the request's input hash",
+        ));
+    }
+    if let JobInput::ByCid(_) = input {
+        // Watchers and a referee fetch the input by its CID.
+        deed_store::blob::upload(
+            node.blobs.as_ref(),
+            &encoded,
+            deed_store::blob::DEFAULT_CHUNK_SIZE,
+        )
+        .await?;
+    }
+    let started = Instant::now();
+    let run = Arc::new(runner::run(loaded, inputs, cost).await?);
+    node.metrics
+        .job_seconds
+        .observe(started.elapsed().as_secs_f64());
+    // Parked before the request is queued, so the block that includes it finds it.
+    lock(&node.direct).insert(hash, run.clone());
+    if let Err(e) = node.submit(stx) {
+        lock(&node.direct).remove(&hash);
+        return Err(e.into());
+    }
+    reservation.keep = true;
+    node.metrics.direct_calls.inc();
+    node.metrics.jobs_executed.inc();
+    let receipt = run.receipt(node.cfg.executor.max_inline_output);
+    let digest =
+        api::direct_receipt_digest(&hash, &run.output_hash, &receipt.trace_root, receipt.steps);
+    let signature = node
+        .keys
+        .executor
+        .sign_digest(&digest)
+        .map_err(ApiError::internal)?;
+    Ok(Json(DirectResponse {
+        request: hash,
+        outputs: run
+            .outputs
+            .iter()
+            .map(|(name, t)| NamedTensor {
+                name: name.clone(),
+                tensor: encode_hex(&t.encode()),
+            })
+            .collect(),
+        receipt: receipt_view(me, &receipt),
+        signature: encode_hex(&signature.0),
+    }))
+}
+
+// ---- documents ------------------------------------------------------------------------
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(node): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics.render(),
+    )
+        .into_response()
+}

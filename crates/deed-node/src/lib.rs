@@ -1,0 +1,34 @@
+//! The Deed node: wires the ledger, the stores and the roles together and serves
+//! the HTTP API.
+//!
+//! - [`config`]: TOML configuration, precedence CLI > env > file > defaults.
+//! - [`consensus`]: the seam blocks come through ([`consensus::Consensus`]), with
+//!   the single-validator engine; nothing else assumes one validator.
+//! - [`node`]: the core — mempool, block application with the canonical referee,
+//!   atomic persistence of state, blocks and the transaction index ([`chain`]).
+//! - [`roles`]: the executor (runs assigned jobs; direct calls come through the
+//!   API) and the watcher (re-executes results, challenges mismatches).
+//! - [`http`]: the API of `deed_client::api`, with `/v1/openapi.json` and `/metrics`.
+//! - [`dev`]: `deed dev`, a whole network in one process.
+//!
+//! It may depend on every other Deed crate; none depends on it but the CLI.
+
+pub mod chain;
+pub mod config;
+pub mod consensus;
+pub mod dev;
+pub mod error;
+pub mod http;
+pub mod mempool;
+pub mod metrics;
+pub mod node;
+pub mod openapi;
+pub mod roles;
+pub mod runner;
+pub mod server;
+
+pub use config::{Config, Overrides, Roles};
+pub use dev::run_dev;
+pub use error::{ApiError, NodeError, TxRejection};
+pub use node::{Genesis, Node, NodeKeys, Storage};
+pub use server::{start, Running};

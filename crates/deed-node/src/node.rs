@@ -1,0 +1,465 @@
+//! The node: the chain, the mempool, the blob store and the roles, wired together.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use deed_client::api::ModelManifest;
+use deed_ledger::{Job, Params, RuntimeReferee, State};
+use deed_store::{AnyBlobStore, FsBlobStore, MemoryBlobStore, MemoryStateStore, ObjectBlobStore};
+use deed_store::{RedbStateStore, StateStore};
+use deed_types::{
+    Action, Address, Amount, Block, Cid, Hash, JobId, SecretKey, SignedTransaction, Transaction,
+};
+use tokio::sync::{broadcast, watch};
+
+use crate::chain::{Chain, Committed};
+use crate::config::Config;
+use crate::consensus::{Application, BoxFuture, Consensus, SingleValidator};
+use crate::error::{ApiError, NodeError, TxRejection};
+use crate::mempool::Mempool;
+use crate::metrics::Metrics;
+use crate::runner::{JobRun, ModelCache};
+
+/// The accounts a node acts as.
+#[derive(Clone)]
+pub struct NodeKeys {
+    /// Signs blocks (single validator) and is paid transaction fees.
+    pub validator: SecretKey,
+    /// Runs jobs and signs receipts.
+    pub executor: SecretKey,
+    /// Signs challenges.
+    pub watcher: SecretKey,
+}
+
+impl std::fmt::Debug for NodeKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeKeys")
+            .field("validator", &self.validator.address())
+            .field("executor", &self.executor.address())
+            .field("watcher", &self.watcher.address())
+            .finish()
+    }
+}
+
+/// Where the node keeps its state and blobs.
+#[derive(Debug)]
+pub enum Storage {
+    /// redb and a local blob directory under the data directory.
+    Disk,
+    /// Nothing persists (tests).
+    Memory,
+}
+
+/// What the node needs to start beyond its configuration.
+#[derive(Debug)]
+pub struct Genesis {
+    /// Ledger parameters.
+    pub params: Params,
+    /// Initial balances.
+    pub allocations: Vec<(Address, Amount)>,
+}
+
+/// A job result the executor computed for a direct call, waiting for the request
+/// to be included so its receipt can be posted.
+type DirectResults = HashMap<Hash, Arc<JobRun>>;
+
+/// The running node. Shared by the HTTP handlers, the consensus engine and the
+/// role tasks.
+pub struct Node {
+    pub(crate) cfg: Config,
+    pub(crate) keys: NodeKeys,
+    chain: Mutex<Chain>,
+    mempool: Mutex<Mempool>,
+    pub(crate) blobs: Arc<AnyBlobStore>,
+    pub(crate) models: ModelCache,
+    pub(crate) metrics: Metrics,
+    blocks: broadcast::Sender<Arc<Committed>>,
+    validators: Vec<(Address, u128)>,
+    /// Direct-call requests served and not yet settled, by request hash.
+    pub(crate) direct: Mutex<DirectResults>,
+    /// Direct-call requests answered and not yet included: the same signed request
+    /// is never served twice (once included, its nonce is spent).
+    pub(crate) direct_served: Mutex<HashSet<Hash>>,
+    /// Traces of this executor's receipts, kept until their jobs close.
+    pub(crate) traces: Mutex<HashMap<JobId, Arc<JobRun>>>,
+    bond_requested: Mutex<bool>,
+    /// Completed uploads' manifests by blob id, for chunk PUTs.
+    pub(crate) uploads: Mutex<HashMap<Cid, deed_store::Manifest>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("keys", &self.keys).finish()
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (every
+/// critical section leaves its data consistent before it can panic).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A started node: the shared core, the consensus engine not yet running, and the
+/// shutdown switch.
+pub struct Started {
+    /// The node.
+    pub node: Arc<Node>,
+    consensus: Option<Box<dyn Consensus>>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started").field("node", &self.node).finish()
+    }
+}
+
+impl Node {
+    /// Opens (or creates) the node's stores and state. Call [`Started::spawn`] to
+    /// run its roles.
+    pub fn open(
+        cfg: Config,
+        keys: NodeKeys,
+        storage: Storage,
+        genesis: Genesis,
+    ) -> Result<Started, NodeError> {
+        let (state_store, blobs): (Box<dyn StateStore + Send>, AnyBlobStore) = match storage {
+            Storage::Memory => (
+                Box::new(MemoryStateStore::new()),
+                MemoryBlobStore::new(cfg.blob_limits()).into(),
+            ),
+            Storage::Disk => {
+                let dir = &cfg.data_dir;
+                create_dir(dir)?;
+                let blob_dir = dir.join("blobs");
+                create_dir(&blob_dir)?;
+                let blobs: AnyBlobStore = match &cfg.s3 {
+                    Some(s3) => {
+                        ObjectBlobStore::s3(&s3.to_store_config(), cfg.blob_limits())?.into()
+                    }
+                    None => FsBlobStore::open(&blob_dir, cfg.blob_limits())?.into(),
+                };
+                (
+                    Box::new(RedbStateStore::open(dir.join("state.redb"))?),
+                    blobs,
+                )
+            }
+        };
+        let chain_id = cfg.chain_id;
+        let chain = Chain::open(state_store, || {
+            State::genesis(chain_id, genesis.params, &genesis.allocations)
+                .map_err(|e| NodeError::Config(format!("genesis: {e}")))
+        })?;
+        if chain.state().meta().chain_id != cfg.chain_id {
+            return Err(NodeError::Config(format!(
+                "the data directory holds chain {}, the configuration says {}",
+                chain.state().meta().chain_id,
+                cfg.chain_id
+            )));
+        }
+        let consensus: Box<dyn Consensus> = Box::new(SingleValidator::new(
+            keys.validator.clone(),
+            cfg.block_interval(),
+            cfg.heartbeat(),
+        ));
+        let metrics = Metrics::new().map_err(|e| NodeError::Config(format!("metrics: {e}")))?;
+        metrics.height.set(chain.head().height as i64);
+        let (blocks, _) = broadcast::channel(256);
+        let node = Arc::new(Node {
+            models: ModelCache::new(cfg.executor.model_cache),
+            mempool: Mutex::new(Mempool::new(cfg.limits.max_mempool)),
+            chain: Mutex::new(chain),
+            blobs: Arc::new(blobs),
+            metrics,
+            blocks,
+            validators: consensus.validators(),
+            direct: Mutex::new(HashMap::new()),
+            direct_served: Mutex::new(HashSet::new()),
+            traces: Mutex::new(HashMap::new()),
+            bond_requested: Mutex::new(false),
+            uploads: Mutex::new(HashMap::new()),
+            keys,
+            cfg,
+        });
+        let (shutdown, _) = watch::channel(false);
+        Ok(Started {
+            node,
+            consensus: Some(consensus),
+            shutdown,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The node's keys.
+    pub fn keys(&self) -> &NodeKeys {
+        &self.keys
+    }
+
+    /// Reads the committed state.
+    pub fn with_state<R>(&self, f: impl FnOnce(&Chain) -> R) -> R {
+        f(&lock(&self.chain))
+    }
+
+    /// The validators of the consensus engine.
+    pub fn validators(&self) -> &[(Address, u128)] {
+        &self.validators
+    }
+
+    /// Transactions waiting.
+    pub fn mempool_len(&self) -> usize {
+        lock(&self.mempool).len()
+    }
+
+    /// A waiting transaction's sender and action name.
+    pub fn pending_tx(&self, hash: &Hash) -> Option<(Address, String)> {
+        lock(&self.mempool)
+            .get(hash)
+            .map(|(a, stx)| (a, stx.tx.action.name().to_owned()))
+    }
+
+    /// Subscribes to committed blocks.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
+        self.blocks.subscribe()
+    }
+
+    /// Checks a signed transaction and queues it.
+    pub fn submit(&self, stx: SignedTransaction) -> Result<Hash, TxRejection> {
+        let chain = lock(&self.chain);
+        let r = lock(&self.mempool).insert(chain.state(), stx);
+        match &r {
+            Ok(_) => self.metrics.txs_accepted.inc(),
+            Err(_) => self.metrics.txs_rejected.inc(),
+        }
+        r
+    }
+
+    /// The nonce `sender`'s next transaction must carry and its spendable balance
+    /// after the fees of its pending transactions.
+    pub fn next_nonce(&self, sender: &Address) -> u64 {
+        let chain = lock(&self.chain);
+        let n = lock(&self.mempool).next_nonce(chain.state(), sender);
+        n
+    }
+
+    /// Signs `action` as `key` with its next nonce and the minimum fee, and queues it.
+    pub fn submit_own(&self, key: &SecretKey, action: Action) -> Result<Hash, ApiError> {
+        let chain = lock(&self.chain);
+        let mut mempool = lock(&self.mempool);
+        let state = chain.state();
+        let tx = Transaction {
+            chain_id: state.meta().chain_id,
+            nonce: mempool.next_nonce(state, &key.address()),
+            fee: state.params().min_tx_fee,
+            action,
+        };
+        let stx = tx.sign(key).map_err(ApiError::internal)?;
+        let name = stx.tx.action.name();
+        let hash = mempool.insert(state, stx).map_err(|e| {
+            tracing::warn!(action = name, error = %e, "own transaction rejected");
+            ApiError::from(e)
+        })?;
+        tracing::debug!(action = name, tx = %hash, "own transaction queued");
+        Ok(hash)
+    }
+
+    /// The executor's endpoint as bonded on the ledger.
+    pub fn executor_endpoint(&self) -> String {
+        self.cfg
+            .executor
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.cfg.http))
+    }
+
+    /// Keeps the executor bonded and serving every registered model (the dev
+    /// policy: one executor serves everything published on its chain). Queues a
+    /// `Bond` when the executor is unbonded or its model list is stale and no bond
+    /// of its is waiting.
+    fn refresh_bond(&self, state: &State, mempool: &mut Mempool) {
+        let me = self.keys.executor.address();
+        let mut requested = lock(&self.bond_requested);
+        if *requested {
+            return;
+        }
+        let models: Vec<_> = state
+            .models()
+            .map(|(id, _)| id)
+            .take(deed_types::tx::limits::MAX_MODELS_SERVED)
+            .collect();
+        let amount = match state.executor(&me) {
+            None => self.cfg.executor.stake,
+            Some(e) if e.models != models => 0,
+            Some(_) => return,
+        };
+        let tx = Transaction {
+            chain_id: state.meta().chain_id,
+            nonce: mempool.next_nonce(state, &me),
+            fee: state.params().min_tx_fee,
+            action: Action::Bond {
+                amount,
+                endpoint: self.executor_endpoint(),
+                price: self.cfg.executor.price,
+                models,
+            },
+        };
+        match tx.sign(&self.keys.executor) {
+            Ok(stx) => match mempool.insert(state, stx) {
+                Ok(_) => *requested = true,
+                Err(e) => tracing::warn!(error = %e, "executor bond not queued"),
+            },
+            Err(e) => tracing::warn!(error = %e, "executor bond not signed"),
+        }
+    }
+
+    /// Fetches, verifies and loads the models a block's referee moves need.
+    async fn referee_for(&self, block: &Block) -> RuntimeReferee {
+        let mut referee = RuntimeReferee::new();
+        let manifests: Vec<Cid> = {
+            let chain = lock(&self.chain);
+            let s = chain.state();
+            block
+                .txs
+                .iter()
+                .filter_map(|t| match &t.tx.action {
+                    Action::Referee { dispute, .. } => s
+                        .dispute(*dispute)
+                        .and_then(|d| s.job(d.job))
+                        .map(|j| j.manifest),
+                    _ => None,
+                })
+                .collect()
+        };
+        for m in manifests {
+            match self.models.get(&self.blobs, &m).await {
+                Ok(loaded) => referee.insert(m, loaded.model.clone()),
+                Err(e) => {
+                    tracing::warn!(manifest = %m, error = %e.message, "referee model unavailable")
+                }
+            }
+        }
+        referee
+    }
+
+    /// Reads a model version's manifest blob.
+    pub async fn manifest(&self, cid: &Cid) -> Result<ModelManifest, ApiError> {
+        Ok(self.models.get(&self.blobs, cid).await?.manifest.clone())
+    }
+
+    /// A job from the committed state.
+    pub fn job(&self, id: JobId) -> Option<Job> {
+        lock(&self.chain).state().job(id).cloned()
+    }
+}
+
+/// Whether a `Bond` of `me` is still waiting (a bond dropped from the mempool
+/// must not block the next one).
+fn mempool_has_bond(mempool: &Mempool, me: Address) -> bool {
+    mempool.any(|sender, stx| sender == me && matches!(stx.tx.action, Action::Bond { .. }))
+}
+
+fn create_dir(dir: &Path) -> Result<(), NodeError> {
+    std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
+        op: "create data directory",
+        source,
+    })
+}
+
+impl Application for Node {
+    fn has_pending(&self) -> bool {
+        !lock(&self.mempool).is_empty()
+    }
+
+    fn propose(&self, proposer: Address, time: u64) -> Result<Block, NodeError> {
+        let chain = lock(&self.chain);
+        let txs = lock(&self.mempool).peek(self.cfg.limits.max_block_txs);
+        Ok(deed_ledger::next_block(chain.state(), proposer, time, txs))
+    }
+
+    fn commit(&self, block: Block) -> BoxFuture<'_, Result<(), NodeError>> {
+        Box::pin(async move {
+            let referee = self.referee_for(&block).await;
+            let started = std::time::Instant::now();
+            let committed = {
+                let mut chain = lock(&self.chain);
+                let committed = Arc::new(chain.commit(block, &referee)?);
+                let included: HashSet<Hash> = committed
+                    .outcome
+                    .results
+                    .iter()
+                    .map(|r| r.tx_hash)
+                    .collect();
+                let mut mempool = lock(&self.mempool);
+                mempool.recheck(chain.state(), &included);
+                // The executor's bond goes in before anyone can see this block, so a
+                // request for a model registered here queues behind it.
+                if self.cfg.roles.executor {
+                    let me = self.keys.executor.address();
+                    let bond_included = committed
+                        .block
+                        .txs
+                        .iter()
+                        .zip(&committed.outcome.results)
+                        .any(|(t, r)| {
+                            r.sender == Some(me) && matches!(t.tx.action, Action::Bond { .. })
+                        });
+                    if bond_included || !mempool_has_bond(&mempool, me) {
+                        *lock(&self.bond_requested) = false;
+                    }
+                    self.refresh_bond(chain.state(), &mut mempool);
+                }
+                self.metrics.mempool.set(mempool.len() as i64);
+                committed
+            };
+            self.metrics.observe_block(&committed, started.elapsed());
+            // No receivers is fine: nobody follows the chain yet.
+            let _ = self.blocks.send(committed);
+            Ok(())
+        })
+    }
+}
+
+impl Started {
+    /// Starts the consensus engine and the role tasks. Returns the task handles;
+    /// [`Started::shutdown`] stops them.
+    pub fn spawn(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut handles = Vec::new();
+        let node = self.node.clone();
+        if node.cfg.roles.executor {
+            // Bond before the first block so the executor is serving from height 1.
+            let chain = lock(&node.chain);
+            let mut mempool = lock(&node.mempool);
+            node.refresh_bond(chain.state(), &mut mempool);
+        }
+        if node.cfg.roles.executor || node.cfg.roles.watcher {
+            let rx = node.subscribe();
+            handles.push(tokio::spawn(crate::roles::follow(node.clone(), rx)));
+        }
+        if node.cfg.roles.validator {
+            if let Some(engine) = self.consensus.take() {
+                let app: Arc<dyn Application> = node.clone();
+                let rx = self.shutdown.subscribe();
+                handles.push(tokio::spawn(async move {
+                    if let Err(e) = engine.run(app, rx).await {
+                        tracing::error!(error = %e, "consensus stopped");
+                    }
+                }));
+            }
+        }
+        handles
+    }
+
+    /// A receiver that turns true on shutdown.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Stops the consensus engine.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}

@@ -1,0 +1,236 @@
+//! The executor and watcher roles: they follow committed blocks and act through
+//! ordinary signed transactions.
+//!
+//! - The executor runs every job assigned to it (or posts the result it already
+//!   computed for a direct call), submits the receipt, and keeps the run (with its
+//!   trace) until the job closes so it could defend it in a dispute. In replicated
+//!   mode it commits, then reveals once the reveal phase opens.
+//! - The watcher re-executes a share of optimistic results while they are
+//!   challengeable and challenges any whose output or trace root differs from its
+//!   own run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deed_client::api::ErrorCode;
+use deed_ledger::{Event, Job, JobStatus};
+use deed_types::{Action, Address, Cid, Hash, JobId, Mode};
+use tokio::sync::broadcast;
+
+use crate::chain::Committed;
+use crate::error::ApiError;
+use crate::node::{lock, Node};
+use crate::runner::{self, JobRun};
+
+/// Follows committed blocks until the node's block channel closes.
+pub async fn follow(node: Arc<Node>, mut rx: broadcast::Receiver<Arc<Committed>>) {
+    let mut reveals: HashMap<JobId, bool> = HashMap::new();
+    loop {
+        let committed = match rx.recv().await {
+            Ok(c) => c,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(skipped = n, "roles fell behind the chain");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if node.cfg.roles.executor {
+            executor_block(&node, &committed, &mut reveals);
+        }
+        if node.cfg.roles.watcher {
+            watcher_block(&node, &committed);
+        }
+    }
+}
+
+fn executor_block(node: &Arc<Node>, committed: &Committed, reveals: &mut HashMap<JobId, bool>) {
+    let me = node.keys.executor.address();
+    for r in &committed.outcome.results {
+        // Included (or failed): its nonce is spent, so a replay fails the nonce check.
+        lock(&node.direct_served).remove(&r.tx_hash);
+        if r.outcome.is_err() {
+            lock(&node.direct).remove(&r.tx_hash);
+        }
+    }
+    for (stx, r) in committed.block.txs.iter().zip(&committed.outcome.results) {
+        for e in committed.tx_events(r) {
+            if let Event::JobRequested { job, executors } = e {
+                if executors.contains(&me) {
+                    let direct = lock(&node.direct).remove(&r.tx_hash);
+                    let (node, job, request) = (node.clone(), *job, stx.hash());
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_job(&node, job, direct).await {
+                            tracing::warn!(%job, %request, error = %e.message, "job not served");
+                        }
+                    });
+                }
+            }
+        }
+    }
+    for e in &committed.outcome.events {
+        match e {
+            Event::JobFinalized { job } | Event::JobRefunded { job } => {
+                lock(&node.traces).remove(job);
+                reveals.remove(job);
+            }
+            _ => {}
+        }
+    }
+    // Replicated jobs this executor committed to: reveal once the phase opens.
+    let committed_jobs: Vec<(JobId, Arc<JobRun>)> = lock(&node.traces)
+        .iter()
+        .map(|(j, r)| (*j, r.clone()))
+        .collect();
+    for (j, run) in committed_jobs {
+        let Some(job) = node.job(j) else { continue };
+        if !matches!(job.mode, Mode::Replicated(_)) || job.status != JobStatus::Revealing {
+            continue;
+        }
+        if reveals.get(&j).copied().unwrap_or(false) {
+            continue;
+        }
+        let action = Action::RevealOutput {
+            job: j,
+            receipt: run.receipt(node.cfg.executor.max_inline_output),
+            salt: reveal_salt(node, j),
+        };
+        match node.submit_own(&node.keys.executor, action) {
+            Ok(_) => {
+                reveals.insert(j, true);
+            }
+            Err(e) => tracing::warn!(job = %j, error = %e.message, "reveal not submitted"),
+        }
+    }
+}
+
+/// The salt of a replicated commitment: secret to this executor until it reveals.
+fn reveal_salt(node: &Node, job: JobId) -> Hash {
+    Hash::domain(
+        "deed 2026 executor reveal salt",
+        &[&node.keys.executor.to_bytes(), &job.0.to_le_bytes()],
+    )
+}
+
+/// The input bytes of a job: inline, or the blob its input hash names.
+async fn job_input(node: &Node, job: &Job) -> Result<Vec<u8>, ApiError> {
+    match &job.input_inline {
+        Some(b) => Ok(b.clone()),
+        None => Ok(deed_store::blob::download(node.blobs.as_ref(), &Cid(job.input_hash)).await?),
+    }
+}
+
+/// Runs a job as the ledger describes it.
+pub(crate) async fn run_job(node: &Node, job: &Job) -> Result<JobRun, ApiError> {
+    let model = node.models.get(&node.blobs, &job.manifest).await?;
+    let bytes = job_input(node, job).await?;
+    let inputs = runner::name_inputs(&model, &bytes)?;
+    let budget = node.with_state(|c| c.state().version(job.model, job.version).map(|v| v.cost));
+    runner::run(model, inputs, budget.unwrap_or(0)).await
+}
+
+async fn serve_job(node: &Node, id: JobId, direct: Option<Arc<JobRun>>) -> Result<(), ApiError> {
+    let job = node
+        .job(id)
+        .ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
+    let started = std::time::Instant::now();
+    let run = match direct {
+        Some(r) => r,
+        None => Arc::new(run_job(node, &job).await?),
+    };
+    if run.steps() != job.steps {
+        return Err(ApiError::new(
+            ErrorCode::BadModel,
+            format!(
+                "the run has {} steps, the version {}",
+                run.steps(),
+                job.steps
+            ),
+        ));
+    }
+    if run.output_bytes.len() > node.cfg.executor.max_inline_output {
+        // Large outputs travel as blobs; only their hash goes on the ledger.
+        deed_store::blob::upload(
+            node.blobs.as_ref(),
+            &run.output_bytes,
+            deed_store::blob::DEFAULT_CHUNK_SIZE,
+        )
+        .await?;
+    }
+    let receipt = run.receipt(node.cfg.executor.max_inline_output);
+    let action = match job.mode {
+        Mode::Replicated(_) => Action::CommitOutput {
+            job: id,
+            commitment: receipt.commitment(id, &reveal_salt(node, id)),
+        },
+        Mode::None | Mode::Optimistic => Action::SubmitReceipt { job: id, receipt },
+    };
+    node.submit_own(&node.keys.executor, action)?;
+    node.metrics.jobs_executed.inc();
+    node.metrics
+        .job_seconds
+        .observe(started.elapsed().as_secs_f64());
+    lock(&node.traces).insert(id, run);
+    Ok(())
+}
+
+/// Whether this watcher samples `job`: a deterministic draw from the job id and
+/// the watcher's address against the configured share.
+fn sampled(node: &Node, job: JobId) -> bool {
+    let share = node.cfg.watcher.sample;
+    if share >= 1.0 {
+        return true;
+    }
+    if share <= 0.0 {
+        return false;
+    }
+    let h = Hash::domain(
+        "deed 2026 watcher sample",
+        &[node.keys.watcher.address().as_bytes(), &job.0.to_le_bytes()],
+    );
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h.as_bytes()[..8]);
+    (u64::from_le_bytes(first) as f64 / u64::MAX as f64) < share
+}
+
+fn watcher_block(node: &Arc<Node>, committed: &Committed) {
+    let me: Address = node.keys.watcher.address();
+    for e in &committed.outcome.events {
+        let Event::JobProgress { job, executor } = e else {
+            continue;
+        };
+        if *executor == me || !sampled(node, *job) {
+            continue;
+        }
+        let Some(j) = node.job(*job) else { continue };
+        if j.mode != Mode::Optimistic || !matches!(j.status, JobStatus::Challengeable { .. }) {
+            continue;
+        }
+        let (node, id) = (node.clone(), *job);
+        tokio::spawn(async move {
+            if let Err(e) = check_job(&node, id, j).await {
+                tracing::warn!(job = %id, error = %e.message, "watcher could not check job");
+            }
+        });
+    }
+}
+
+async fn check_job(node: &Node, id: JobId, job: Job) -> Result<(), ApiError> {
+    let Some(Some(posted)) = job.receipts.first().cloned() else {
+        return Ok(());
+    };
+    let run = run_job(node, &job).await?;
+    node.metrics.jobs_checked.inc();
+    if run.output_hash == posted.output.hash() && run.trace.root() == posted.trace_root {
+        return Ok(());
+    }
+    tracing::warn!(job = %id, "result differs from the watcher's run; challenging");
+    node.submit_own(
+        &node.keys.watcher,
+        Action::Challenge {
+            job: id,
+            trace_root: run.trace.root(),
+        },
+    )?;
+    node.metrics.challenges.inc();
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Running jobs: models loaded by version manifest CID (verified and cached), job
+//! inputs from the ledger or the blob store, and the canonical runtime within the
+//! version's metered cost.
+//!
+//! A tensor list (job input or output) is `deed_types::encode_list` of the tensors
+//! in the model's order: the graph inputs that have no initializer, as declared,
+//! and the graph outputs, as declared.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deed_client::api::{ErrorCode, ModelManifest};
+use deed_runtime::{Limits, Model, RunOptions, Trace};
+use deed_store::blob::download;
+use deed_store::AnyBlobStore;
+use deed_types::{decode_list, encode_list, Cid, Hash, Output, Receipt, Signature, Tensor};
+
+use crate::error::ApiError;
+
+/// Largest tensor list accepted as a job input or output.
+pub const MAX_TENSOR_LIST: usize = 256 << 20;
+
+/// A model version ready to run.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// Its manifest.
+    pub manifest: ModelManifest,
+    /// The loaded model.
+    pub model: Arc<Model>,
+}
+
+impl LoadedModel {
+    /// Names of the inputs a caller supplies, in list order.
+    pub fn input_names(&self) -> Vec<String> {
+        self.model
+            .required_inputs()
+            .map(|v| v.name.clone())
+            .collect()
+    }
+}
+
+/// Models loaded by version manifest CID. Bounded: past `max` entries an arbitrary
+/// one is dropped (models are reloaded from the blob store on demand).
+#[derive(Debug)]
+pub struct ModelCache {
+    max: usize,
+    inner: tokio::sync::Mutex<HashMap<Cid, Arc<LoadedModel>>>,
+}
+
+fn bad_model(message: String) -> ApiError {
+    ApiError::new(ErrorCode::BadModel, message)
+}
+
+fn bad_input(message: String) -> ApiError {
+    ApiError::new(ErrorCode::BadInput, message)
+}
+
+impl ModelCache {
+    /// An empty cache of at most `max` models.
+    pub fn new(max: usize) -> ModelCache {
+        ModelCache {
+            max: max.max(1),
+            inner: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The version whose manifest blob is `manifest`: its manifest and its model
+    /// file are read from `blobs` (which verifies them against their CIDs), the
+    /// creator's signature is checked and the model is loaded.
+    pub async fn get(
+        &self,
+        blobs: &AnyBlobStore,
+        manifest: &Cid,
+    ) -> Result<Arc<LoadedModel>, ApiError> {
+        let mut inner = self.inner.lock().await;
+        if let Some(m) = inner.get(manifest) {
+            return Ok(m.clone());
+        }
+        let bytes = download(blobs, manifest).await?;
+        let parsed: ModelManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| bad_model(format!("manifest {manifest} is not a model manifest: {e}")))?;
+        let sig = decode_hex(&parsed.signature)
+            .ok()
+            .and_then(|b| <[u8; 65]>::try_from(b.as_slice()).ok())
+            .and_then(|b| Signature::from_rsv(&b).ok())
+            .ok_or_else(|| bad_model(format!("manifest {manifest} has a malformed signature")))?;
+        match sig.recover(&parsed.signing_digest()) {
+            Ok(a) if a == parsed.creator => {}
+            _ => {
+                return Err(bad_model(format!(
+                    "manifest {manifest} is not signed by its creator {}",
+                    parsed.creator
+                )))
+            }
+        }
+        let file = parsed
+            .files
+            .first()
+            .ok_or_else(|| bad_model(format!("manifest {manifest} lists no files")))?;
+        let model_bytes = download(blobs, &file.cid).await?;
+        let model =
+            tokio::task::spawn_blocking(move || Model::load(&model_bytes, &Limits::default()))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(|e| bad_model(format!("model of {manifest} does not load: {e}")))?;
+        if model.num_steps() as u64 != parsed.steps {
+            return Err(bad_model(format!(
+                "manifest {manifest} claims {} steps, the model has {}",
+                parsed.steps,
+                model.num_steps()
+            )));
+        }
+        let loaded = Arc::new(LoadedModel {
+            manifest: parsed,
+            model: Arc::new(model),
+        });
+        if inner.len() >= self.max {
+            if let Some(k) = inner.keys().next().copied() {
+                inner.remove(&k);
+            }
+        }
+        inner.insert(*manifest, loaded.clone());
+        Ok(loaded)
+    }
+}
+
+/// The result of running a job, kept by an executor until the job closes (a
+/// dispute needs the trace).
+#[derive(Debug)]
+pub struct JobRun {
+    /// Outputs by name, in the model's order.
+    pub outputs: Vec<(String, Tensor)>,
+    /// Their tensor list encoding.
+    pub output_bytes: Vec<u8>,
+    /// blake3 of `output_bytes`.
+    pub output_hash: Hash,
+    /// The execution trace.
+    pub trace: Trace,
+}
+
+impl JobRun {
+    /// Number of trace steps.
+    pub fn steps(&self) -> u64 {
+        self.trace.len() as u64
+    }
+
+    /// The receipt: output inline when its encoding is at most `max_inline` bytes,
+    /// else only its hash.
+    pub fn receipt(&self, max_inline: usize) -> Receipt {
+        let output = if self.output_bytes.len() <= max_inline {
+            Output::Inline(self.output_bytes.clone())
+        } else {
+            Output::Hash(self.output_hash)
+        };
+        Receipt {
+            output,
+            trace_root: self.trace.root(),
+            steps: self.steps(),
+        }
+    }
+}
+
+/// Pairs a decoded input list with the model's input names.
+pub fn name_inputs(model: &LoadedModel, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, ApiError> {
+    let tensors = decode_list(bytes, MAX_TENSOR_LIST)
+        .map_err(|e| bad_input(format!("input is not a tensor list: {e}")))?;
+    let names = model.input_names();
+    if tensors.len() != names.len() {
+        return Err(bad_input(format!(
+            "the model takes {} inputs ({}), the job has {}",
+            names.len(),
+            names.join(", "),
+            tensors.len()
+        )));
+    }
+    Ok(names.into_iter().zip(tensors).collect())
+}
+
+/// Orders named inputs as the model declares them; every input must be given once.
+pub fn order_inputs(
+    model: &LoadedModel,
+    mut given: Vec<(String, Tensor)>,
+) -> Result<Vec<(String, Tensor)>, ApiError> {
+    let names = model.input_names();
+    for (n, _) in &given {
+        if !names.contains(n) {
+            return Err(bad_input(format!(
+                "the model has no input {n:?} (it takes {})",
+                names.join(", ")
+            )));
+        }
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let pos = given
+            .iter()
+            .position(|(g, _)| *g == n)
+            .ok_or_else(|| bad_input(format!("input {n:?} is missing")))?;
+        out.push(given.swap_remove(pos));
+    }
+    if !given.is_empty() {
+        return Err(bad_input("an input is given twice".to_owned()));
+    }
+    Ok(out)
+}
+
+/// The tensor list encoding of ordered inputs.
+pub fn encode_inputs(inputs: &[(String, Tensor)]) -> Vec<u8> {
+    let tensors: Vec<Tensor> = inputs.iter().map(|(_, t)| t.clone()).collect();
+    encode_list(&tensors)
+}
+
+/// Runs `model` on `inputs` with the canonical runtime, refusing a run whose planned
+/// cost exceeds `budget` (the version's published cost; 0 sets no limit).
+pub async fn run(
+    model: Arc<LoadedModel>,
+    inputs: Vec<(String, Tensor)>,
+    budget: u64,
+) -> Result<JobRun, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let opts = RunOptions {
+            budget: (budget > 0).then_some(budget),
+            ..RunOptions::default()
+        };
+        let out = model
+            .model
+            .run(&inputs, &opts)
+            .map_err(|e| bad_input(format!("the model does not run on these inputs: {e}")))?;
+        let tensors: Vec<Tensor> = out.outputs.iter().map(|(_, t)| t.clone()).collect();
+        let output_bytes = encode_list(&tensors);
+        Ok(JobRun {
+            output_hash: Hash::of(&output_bytes),
+            output_bytes,
+            outputs: out.outputs,
+            trace: out.trace,
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// `0x`-prefixed (or bare) hex to bytes.
+pub fn decode_hex(s: &str) -> Result<Vec<u8>, hex::FromHexError> {
+    hex::decode(s.strip_prefix("0x").unwrap_or(s))
+}
+
+/// Bytes to `0x`-prefixed hex.
+pub fn encode_hex(b: &[u8]) -> String {
+    format!("0x{}", hex::encode(b))
+}

@@ -1,0 +1,544 @@
+//! The node's HTTP API against a node started in-process on 127.0.0.1:0.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::*;
+use deed_client::api::{
+    self, BlobInfo, DirectRequest, DirectResponse, DisputeView, ErrorCode, ModelView, NamedTensor,
+    TxState, TxView, UploadStatus,
+};
+use deed_node::config::Roles;
+use deed_node::Storage;
+use deed_store::Manifest;
+use deed_types::{
+    Action, Hash, JobId, JobInput, Mode, ModelId, Output, Receipt, Signature, Transaction,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_then_bad_input_changes_nothing() {
+    let (node, c) = dev_node().await;
+    let (alice, bob) = (user(0), user(1));
+    let before = c.balance(&bob).await;
+    let v = c
+        .act(
+            &alice,
+            Action::Transfer {
+                to: bob.address(),
+                amount: 1234,
+            },
+        )
+        .await;
+    assert_eq!(v.sender, alice.address());
+    assert_eq!(v.action, "transfer");
+    assert_eq!(c.balance(&bob).await, before + 1234);
+
+    // Nothing below may change any balance or nonce.
+    let snapshot = (c.balance(&alice).await, c.nonce(&alice).await);
+
+    // A tampered signature recovers another sender (or none): rejected.
+    let mut stx = c
+        .sign(
+            &alice,
+            Action::Transfer {
+                to: bob.address(),
+                amount: 5,
+            },
+        )
+        .await;
+    let mut sig = stx.signature.0;
+    sig[64] ^= 1;
+    stx.signature = Signature(sig);
+    let r = c.submit_raw(&stx).await;
+    let e = r.json::<api::ErrorBody>();
+    assert!(
+        matches!(
+            e.code,
+            ErrorCode::BadSignature | ErrorCode::BadNonce | ErrorCode::InsufficientFunds
+        ),
+        "{e:?}"
+    );
+    assert!(r.status >= 400);
+
+    // A replayed transaction and a reused nonce.
+    let included = c
+        .sign(
+            &alice,
+            Action::Transfer {
+                to: bob.address(),
+                amount: 1,
+            },
+        )
+        .await;
+    c.submit(&included).await;
+    c.submit_raw(&included)
+        .await
+        .expect_error(ErrorCode::BadNonce);
+    let stale = Transaction {
+        chain_id: deed_node::dev::DEV_CHAIN_ID,
+        nonce: 0,
+        fee: 1,
+        action: Action::Transfer {
+            to: bob.address(),
+            amount: 2,
+        },
+    }
+    .sign(&alice)
+    .unwrap();
+    c.submit_raw(&stale).await.expect_error(ErrorCode::BadNonce);
+
+    // Another chain.
+    let other = Transaction {
+        chain_id: 1,
+        nonce: c.nonce(&alice).await,
+        fee: 1,
+        action: Action::Transfer {
+            to: bob.address(),
+            amount: 2,
+        },
+    }
+    .sign(&alice)
+    .unwrap();
+    c.submit_raw(&other)
+        .await
+        .expect_error(ErrorCode::BadSignature);
+
+    // Malformed bodies, an oversize body, unknown things.
+    c.post_raw("/v1/transactions", b"{not json".to_vec())
+        .await
+        .expect_error(ErrorCode::BadRequest);
+    c.post_json(
+        "/v1/transactions",
+        &api::SubmitTx {
+            tx: "0x00ff".into(),
+        },
+    )
+    .await
+    .expect_error(ErrorCode::BadRequest);
+    c.post_raw("/v1/transactions", vec![b' '; (1 << 20) + 100])
+        .await
+        .expect_error(ErrorCode::TooLarge);
+    c.get("/v1/nope").await.expect_error(ErrorCode::NotFound);
+    c.get("/v1/accounts/0x12")
+        .await
+        .expect_error(ErrorCode::BadRequest);
+    c.get(&format!("/v1/transactions/{}", Hash::of(b"x")))
+        .await
+        .expect_error(ErrorCode::NotFound);
+    c.get("/v1/models/99")
+        .await
+        .expect_error(ErrorCode::NotFound);
+
+    // The included transaction counted once; nothing else moved.
+    let after = (c.balance(&alice).await, c.nonce(&alice).await);
+    assert_eq!(after, (snapshot.0 - 2, snapshot.1 + 1));
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_upload_resumes_verifies_and_serves_ranges() {
+    let (node, c) = dev_node().await;
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let m = Manifest::build(&data, 1024).unwrap();
+    let st: UploadStatus = c.post_json("/v1/blobs/uploads", &m).await.json();
+    assert_eq!(st.missing, (0..10).collect::<Vec<u32>>());
+    assert!(!st.complete);
+
+    let chunk = |i: u32| {
+        let r = m.chunk_range(i).unwrap();
+        data[r.start as usize..r.end as usize].to_vec()
+    };
+    for i in [0, 3, 9] {
+        let r = c
+            .put(&format!("/v1/blobs/uploads/{}/chunks/{i}", m.id), chunk(i))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    // A corrupt chunk is refused and not stored.
+    let mut bad = chunk(4);
+    bad[0] ^= 0xff;
+    c.put(&format!("/v1/blobs/uploads/{}/chunks/4", m.id), bad)
+        .await
+        .expect_error(ErrorCode::HashMismatch);
+    c.put(&format!("/v1/blobs/uploads/{}/chunks/40", m.id), chunk(1))
+        .await
+        .expect_error(ErrorCode::BadRequest);
+    // Finishing early fails; nothing becomes visible.
+    c.post_raw(&format!("/v1/blobs/uploads/{}/finish", m.id), Vec::new())
+        .await
+        .expect_error(ErrorCode::BadRequest);
+    c.get(&format!("/v1/blobs/{}", m.id))
+        .await
+        .expect_error(ErrorCode::NotFound);
+
+    // Resume: the node names exactly the chunks it lacks.
+    let st: UploadStatus = c.post_json("/v1/blobs/uploads", &m).await.json();
+    assert_eq!(st.missing, vec![1, 2, 4, 5, 6, 7, 8]);
+    for i in st.missing {
+        c.put(&format!("/v1/blobs/uploads/{}/chunks/{i}", m.id), chunk(i))
+            .await;
+    }
+    let info: BlobInfo = c
+        .post_raw(&format!("/v1/blobs/uploads/{}/finish", m.id), Vec::new())
+        .await
+        .json();
+    assert_eq!((info.cid, info.size), (m.id, data.len() as u64));
+
+    let all = c.get(&format!("/v1/blobs/{}", m.id)).await;
+    assert_eq!(all.status, 200);
+    assert_eq!(all.body, data);
+    let part = c
+        .get_with(&format!("/v1/blobs/{}", m.id), ("range", "bytes=1000-2999"))
+        .await;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, data[1000..3000]);
+    assert_eq!(
+        part.headers["content-range"].to_str().unwrap(),
+        "bytes 1000-2999/10000"
+    );
+    let tail = c
+        .get_with(&format!("/v1/blobs/{}", m.id), ("range", "bytes=-10"))
+        .await;
+    assert_eq!(tail.body, data[9990..]);
+    let beyond = c
+        .get_with(&format!("/v1/blobs/{}", m.id), ("range", "bytes=20000-"))
+        .await;
+    assert_eq!(beyond.status, 416);
+    let head = c.head(&format!("/v1/blobs/{}", m.id)).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.headers["content-length"].to_str().unwrap(), "10000");
+    let served: Manifest = c.get(&format!("/v1/blobs/{}/manifest", m.id)).await.json();
+    assert_eq!(served, m);
+
+    // A manifest over the size limit, a chunk over the body limit.
+    let mut huge = m.clone();
+    huge.size = 1 << 40;
+    c.post_json("/v1/blobs/uploads", &huge)
+        .await
+        .expect_error(ErrorCode::TooLarge);
+    let metrics = String::from_utf8(c.get("/metrics").await.body).unwrap();
+    assert!(
+        metrics.contains("deed_blob_bytes_in_total 10000"),
+        "{metrics}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_model_runs_as_a_job_and_pays_the_owner() {
+    let (node, c) = dev_node().await;
+    let (owner, requester) = (user(0), user(1));
+    let p = publish_mlp(&c, &owner, "mlp", 50).await;
+    let models: Vec<ModelView> = c
+        .get(&format!("/v1/models?owner={}&name=mlp", owner.address()))
+        .await
+        .json();
+    assert_eq!(models.len(), 1);
+    assert_eq!(models[0].id, p.model);
+    assert_eq!(models[0].versions, 1);
+    let v: api::VersionView = c
+        .get(&format!("/v1/models/{}/versions/1", p.model))
+        .await
+        .json();
+    assert_eq!(v.manifest, p.manifest);
+
+    let owner_before = c.balance(&owner).await;
+    let input = mlp_input();
+    let tx = c
+        .act(
+            &requester,
+            Action::RequestJob {
+                model: ModelId(p.model),
+                version: None,
+                input: JobInput::Inline(input.clone()),
+                mode: Mode::Optimistic,
+                max_fee: 1_000,
+                executor: None,
+            },
+        )
+        .await;
+    let job = tx.created.expect("job id");
+    let (expected_out, expected_root) = mlp_local();
+    let view = wait_for(|| async {
+        let j = c.job(job).await;
+        j.receipts[0].is_some().then_some(j)
+    })
+    .await;
+    let r = view.receipts[0].clone().unwrap();
+    assert_eq!(r.trace_root, expected_root);
+    assert_eq!(r.output_hash, Hash::of(&expected_out));
+    assert_eq!(unhex(&r.output_inline.unwrap()), expected_out);
+    assert_eq!(r.steps, p.steps);
+    // The watcher agrees, so the window closes without a dispute and pays out.
+    let done = wait_for(|| async {
+        let j = c.job(job).await;
+        (j.status == "finalized").then_some(j)
+    })
+    .await;
+    assert_eq!(done.dispute, None);
+    assert_eq!(c.balance(&owner).await, owner_before + 50);
+    let disputes: Vec<DisputeView> = c.get("/v1/disputes").await.json();
+    assert!(disputes.is_empty());
+    let metrics = String::from_utf8(c.get("/metrics").await.body).unwrap();
+    assert!(metrics.contains("deed_jobs_executed_total 1"), "{metrics}");
+    assert!(metrics.contains("deed_jobs_checked_total 1"), "{metrics}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_call_answers_at_once_and_settles_once() {
+    let (node, c) = dev_node().await;
+    let (owner, requester) = (user(0), user(2));
+    let p = publish_mlp(&c, &owner, "direct", 5).await;
+    let status = c.status().await;
+    let executor = status.executor.unwrap();
+    // Wait until the executor's bond lists the new model.
+    wait_for(|| async {
+        let a: api::AccountView = c.get(&format!("/v1/accounts/{executor}")).await.json();
+        a.executor.filter(|e| e.models.contains(&p.model))
+    })
+    .await;
+    let input = mlp_input();
+    let stx = c
+        .sign(
+            &requester,
+            Action::RequestJob {
+                model: ModelId(p.model),
+                version: Some(1),
+                input: JobInput::Inline(input),
+                mode: Mode::None,
+                max_fee: 1_000,
+                executor: Some(executor),
+            },
+        )
+        .await;
+    let (bytes, inputs) = mlp();
+    drop(bytes);
+    let req = DirectRequest {
+        tx: hex_of(&stx.encode()),
+        inputs: inputs
+            .iter()
+            .map(|(n, t)| NamedTensor {
+                name: n.clone(),
+                tensor: hex_of(&t.encode()),
+            })
+            .collect(),
+    };
+    let resp: DirectResponse = c.post_json("/v1/execute", &req).await.json();
+    let (expected_out, expected_root) = mlp_local();
+    assert_eq!(resp.request, stx.hash());
+    assert_eq!(resp.receipt.trace_root, expected_root);
+    assert_eq!(resp.receipt.output_hash, Hash::of(&expected_out));
+    let outs: Vec<_> = resp
+        .outputs
+        .iter()
+        .map(|o| deed_types::Tensor::decode(&unhex(&o.tensor)).unwrap())
+        .collect();
+    assert_eq!(deed_types::encode_list(&outs), expected_out);
+    let sig = Signature(unhex(&resp.signature).try_into().unwrap());
+    let digest = api::direct_receipt_digest(
+        &resp.request,
+        &resp.receipt.output_hash,
+        &resp.receipt.trace_root,
+        resp.receipt.steps,
+    );
+    assert_eq!(sig.recover(&digest).unwrap(), executor);
+
+    // The same request is never served twice.
+    c.post_json("/v1/execute", &req)
+        .await
+        .expect_error(ErrorCode::BadNonce);
+    // The executor settles it: the request is included, then its receipt.
+    let tx: TxView = c.wait_tx(&resp.request).await;
+    assert!(matches!(tx.state, TxState::Included { .. }), "{tx:?}");
+    let job = tx.created.unwrap();
+    let j = wait_for(|| async {
+        let j = c.job(job).await;
+        (j.status == "finalized").then_some(j)
+    })
+    .await;
+    assert_eq!(j.receipts[0].as_ref().unwrap().trace_root, expected_root);
+    c.post_json("/v1/execute", &req)
+        .await
+        .expect_error(ErrorCode::BadNonce);
+
+    // Inputs that do not hash to the request's input hash.
+    let stx2 = c
+        .sign(
+            &requester,
+            Action::RequestJob {
+                model: ModelId(p.model),
+                version: Some(1),
+                input: JobInput::Inline(vec![1, 2, 3]),
+                mode: Mode::None,
+                max_fee: 1_000,
+                executor: Some(executor),
+            },
+        )
+        .await;
+    let bad = DirectRequest {
+        tx: hex_of(&stx2.encode()),
+        inputs: req.inputs.clone(),
+    };
+    c.post_json("/v1/execute", &bad)
+        .await
+        .expect_error(ErrorCode::BadInput);
+    // A request naming another executor.
+    let stx3 = c
+        .sign(
+            &requester,
+            Action::RequestJob {
+                model: ModelId(p.model),
+                version: Some(1),
+                input: JobInput::Inline(mlp_input()),
+                mode: Mode::None,
+                max_fee: 1_000,
+                executor: Some(owner.address()),
+            },
+        )
+        .await;
+    c.post_json(
+        "/v1/execute",
+        &DirectRequest {
+            tx: hex_of(&stx3.encode()),
+            inputs: req.inputs.clone(),
+        },
+    )
+    .await
+    .expect_error(ErrorCode::BadRequest);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_challenges_a_wrong_receipt() {
+    let (node, c) = dev_node().await;
+    let (owner, requester, liar) = (user(0), user(1), user(3));
+    let p = publish_mlp(&c, &owner, "lied-about", 5).await;
+    c.act(
+        &liar,
+        Action::Bond {
+            amount: 10_000,
+            endpoint: "http://liar.invalid".into(),
+            price: 1,
+            models: vec![ModelId(p.model)],
+        },
+    )
+    .await;
+    let tx = c
+        .act(
+            &requester,
+            Action::RequestJob {
+                model: ModelId(p.model),
+                version: None,
+                input: JobInput::Inline(mlp_input()),
+                mode: Mode::Optimistic,
+                max_fee: 1_000,
+                executor: Some(liar.address()),
+            },
+        )
+        .await;
+    let job = tx.created.unwrap();
+    let (out, _) = mlp_local();
+    c.act(
+        &liar,
+        Action::SubmitReceipt {
+            job: JobId(job),
+            receipt: Receipt {
+                output: Output::Inline(out),
+                trace_root: Hash::of(b"not the trace"),
+                steps: p.steps,
+            },
+        },
+    )
+    .await;
+    let watcher = c.status().await.watcher.unwrap();
+    let d = wait_for(|| async {
+        let j = c.job(job).await;
+        j.dispute
+    })
+    .await;
+    let dv: DisputeView = c.get(&format!("/v1/disputes/{d}")).await.json();
+    assert_eq!(dv.job, job);
+    assert_eq!(dv.challenger, watcher);
+    assert_eq!(dv.defender, liar.address());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(Roles::parse_list("validator,storage").unwrap());
+    cfg.data_dir = dir.path().to_path_buf();
+    cfg.heartbeat_ms = 60_000;
+    let node = start_node(cfg.clone(), Storage::Disk).await;
+    let c = Client::new(&node);
+    let (alice, bob) = (user(0), user(1));
+    let t = c
+        .act(
+            &alice,
+            Action::Transfer {
+                to: bob.address(),
+                amount: 77,
+            },
+        )
+        .await;
+    let blob = c.upload(b"kept across restarts", 1024).await;
+    let before = c.status().await;
+    let bal = c.balance(&bob).await;
+    drop(c);
+    node.stop().await;
+
+    let node = start_node(cfg, Storage::Disk).await;
+    let c = Client::new(&node);
+    let after = c.status().await;
+    assert_eq!(after.height, before.height);
+    assert_eq!(after.state_root, before.state_root);
+    assert_eq!(after.block_hash, before.block_hash);
+    assert_eq!(c.balance(&bob).await, bal);
+    let again: TxView = c.get(&format!("/v1/transactions/{}", t.hash)).await.json();
+    assert_eq!(again, t);
+    assert_eq!(
+        c.get(&format!("/v1/blobs/{blob}")).await.body,
+        b"kept across restarts"
+    );
+    // And the chain goes on from there.
+    c.act(
+        &alice,
+        Action::Transfer {
+            to: bob.address(),
+            amount: 1,
+        },
+    )
+    .await;
+    assert_eq!(c.balance(&bob).await, bal + 1);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_every_route_and_roles_gate_routes() {
+    let cfg = test_config(Roles::parse_list("validator").unwrap());
+    let node = start_node(cfg, Storage::Memory).await;
+    let c = Client::new(&node);
+    let doc: serde_json::Value = c.get("/v1/openapi.json").await.json();
+    assert_eq!(doc["openapi"].as_str().map(|s| &s[..2]), Some("3."));
+    for (method, path) in deed_node::openapi::documented_routes() {
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        assert!(op.is_object(), "{method} {path} missing");
+    }
+    for schema in ["Status", "JobView", "DirectResponse", "ErrorBody"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+    let status = c.status().await;
+    assert_eq!(status.roles, vec!["validator"]);
+    assert_eq!(status.executor, None);
+    c.post_json(
+        "/v1/execute",
+        &serde_json::json!({"tx": "0x", "inputs": []}),
+    )
+    .await
+    .expect_error(ErrorCode::RoleDisabled);
+    c.post_json("/v1/blobs/uploads", &Manifest::build(b"x", 1024).unwrap())
+        .await
+        .expect_error(ErrorCode::RoleDisabled);
+    node.stop().await;
+}
