@@ -11,7 +11,7 @@ use deed_runtime::{Ctx, KernelMode, Limits, Model, RunOptions};
 use deed_types::Tensor;
 use serde_json::json;
 
-use deed_cli::{conformance, tensor_io};
+use deed_cli::{commands, conformance, tensor_io};
 
 /// Deed: publish, own and run AI models whose every result can be checked.
 #[derive(Parser, Debug)]
@@ -20,6 +20,8 @@ struct Cli {
     /// Print one JSON object instead of human-readable text.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten, next_help_heading = "Node")]
+    node: commands::NodeArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,6 +32,8 @@ enum Command {
     Run(RunArgs),
     /// Run the ONNX backend node tests in DIR and report conformance.
     Conformance(ConformanceArgs),
+    #[command(flatten)]
+    Node(commands::NodeCommand),
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +115,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => cmd_run(a, json),
         Command::Conformance(a) => cmd_conformance(a, json),
+        Command::Node(c) => {
+            commands::run(c, cli.node, json).map(|out| ExitCode::from(commands::print(&out, json)))
+        }
     };
     match result {
         Ok(code) => code,
@@ -124,7 +131,7 @@ fn main() -> ExitCode {
                     eprintln!("  caused by: {cause}");
                 }
             }
-            ExitCode::from(1)
+            ExitCode::from(commands::exit_code(&e))
         }
     }
 }

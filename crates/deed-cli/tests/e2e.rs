@@ -1,0 +1,450 @@
+//! End to end: a real `deed dev` child process on loopback, driven by the real `deed`
+//! binary and the HTTP API. One network per test keeps the suite fast; each test walks
+//! through a whole story and checks balances to the unit.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use deed_cli::devnode::{free_port, DevNode};
+use deed_cli::tensor_io::read_tensor;
+use deed_client::api::ErrorCode;
+use deed_client::{Client, ClientError};
+use deed_store::Manifest;
+use deed_types::{Address, SecretKey};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_deed");
+
+fn example(f: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/mlp")
+        .join(f)
+}
+
+struct Net {
+    node: DevNode,
+    port: u16,
+    home: tempfile::TempDir,
+    tmp: tempfile::TempDir,
+    data: PathBuf,
+}
+
+impl Net {
+    fn start() -> Net {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("node");
+        let port = free_port().unwrap();
+        let node = DevNode::start(Path::new(BIN), &data, port, Duration::from_secs(60)).unwrap();
+        assert!(node.keys.len() >= 4, "dev accounts: {:?}", node.banner);
+        Net {
+            node,
+            port,
+            home,
+            tmp,
+            data,
+        }
+    }
+
+    fn restart(&mut self) {
+        self.node.kill();
+        self.node = DevNode::start(
+            Path::new(BIN),
+            &self.data,
+            self.port,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    }
+
+    fn key(&self, i: usize) -> SecretKey {
+        self.node.keys[i].clone()
+    }
+
+    fn run(&self, key: Option<&str>, args: &[&str]) -> Output {
+        let mut c = Command::new(BIN);
+        c.arg("--json")
+            .args(args)
+            .env("DEED_NODE", &self.node.url)
+            .env("DEED_HOME", self.home.path())
+            .env_remove("DEED_KEY")
+            .current_dir(self.tmp.path());
+        if let Some(k) = key {
+            c.env("DEED_KEY", k);
+        }
+        c.output().unwrap()
+    }
+
+    /// Runs and expects success; returns the JSON it printed.
+    fn ok(&self, key: Option<&str>, args: &[&str]) -> Value {
+        let out = self.run(key, args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "deed {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    }
+
+    /// Runs and expects failure; returns (exit code, error message).
+    fn fails(&self, key: Option<&str>, args: &[&str]) -> (i32, String) {
+        let out = self.run(key, args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "deed {args:?} should fail: {stdout}");
+        let msg = serde_json::from_str::<Value>(stdout.trim())
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap_or(-1), msg)
+    }
+
+    fn balance(&self, a: &Address) -> u128 {
+        let v = self.ok(None, &["balance", &a.to_string()]);
+        v["balance"].as_str().unwrap().parse().unwrap()
+    }
+
+    fn wait_final(&self, job: u64) -> Value {
+        for _ in 0..600 {
+            let j = self.ok(None, &["receipt", "show", &job.to_string()]);
+            if j["status"] == "finalized" {
+                return j;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("job {job} did not finalize");
+    }
+}
+
+fn hexkey(k: &SecretKey) -> String {
+    hex::encode(k.to_bytes())
+}
+
+fn total(job: &Value) -> u128 {
+    job["fees"]["total"].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn publish_infer_verify_pay_and_restart() {
+    let mut net = Net::start();
+    let (owner, user, tuner, heir) = (net.key(0), net.key(1), net.key(2), net.key(3));
+
+    // Keys: the owner signs by keystore name, the user by hex, the tuner by key file.
+    let imported = net.ok(None, &["keys", "import", "owner", &hexkey(&owner)]);
+    assert_eq!(imported["address"], owner.address().to_string());
+    let fresh = net.ok(None, &["keys", "new", "spare"]);
+    let listed = net.ok(None, &["keys", "list"]);
+    let names: Vec<&str> = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["owner", "spare"]);
+    assert_eq!(
+        net.ok(None, &["keys", "show", "spare"])["address"],
+        fresh["address"]
+    );
+    let tuner_file = net.tmp.path().join("tuner.key");
+    std::fs::write(&tuner_file, hexkey(&tuner)).unwrap();
+    let (o, u, t) = (
+        Some("owner"),
+        Some(hexkey(&user)),
+        Some(tuner_file.to_str().unwrap()),
+    );
+    let u = u.as_deref();
+
+    // Publish two versions; the second upload of the same file sends no chunk.
+    let model = example("model.onnx");
+    let created = net.ok(
+        o,
+        &[
+            "model",
+            "create",
+            "base",
+            "--price",
+            "100",
+            "--description",
+            "an MLP",
+        ],
+    );
+    let base = created["id"].as_u64().unwrap();
+    let v1 = net.ok(
+        o,
+        &[
+            "model",
+            "publish",
+            "base",
+            model.to_str().unwrap(),
+            "--notes",
+            "one",
+        ],
+    );
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["chunks_sent"], 1);
+    let v2 = net.ok(
+        o,
+        &[
+            "model",
+            "publish",
+            "base",
+            model.to_str().unwrap(),
+            "--notes",
+            "two",
+        ],
+    );
+    assert_eq!(v2["version"], 2);
+    assert_eq!(v2["chunks_sent"], 0);
+    let versions = net.ok(None, &["model", "versions", &base.to_string()]);
+    assert_eq!(versions.as_array().unwrap().len(), 2);
+    let by_owner = format!("{}/base", owner.address());
+    assert_eq!(net.ok(None, &["model", "show", &by_owner])["id"], base);
+    let dl = net.tmp.path().join("dl.onnx");
+    net.ok(
+        None,
+        &[
+            "model",
+            "download",
+            &format!("{base}@1"),
+            "-o",
+            dl.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read(&dl).unwrap(), std::fs::read(&model).unwrap());
+
+    // Mode none, direct: outputs and trace root equal a local `deed run`.
+    let x = example("x.npy");
+    let x = x.to_str().unwrap();
+    let owner_before = net.balance(&owner.address());
+    let user_before = net.balance(&user.address());
+    let out_dir = net.tmp.path().join("out");
+    let none = net.ok(
+        u,
+        &[
+            "infer",
+            &format!("{base}@1"),
+            "--mode",
+            "none",
+            "-i",
+            x,
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--wait",
+            "included",
+        ],
+    );
+    let local = net.ok(
+        None,
+        &[
+            "run",
+            model.to_str().unwrap(),
+            "-i",
+            x,
+            "--out",
+            net.tmp.path().join("local").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(none["trace_root"], local["trace_root"]);
+    let name = local["outputs"][0]["name"].as_str().unwrap();
+    let remote_y = read_tensor(&out_dir.join(format!("{name}.npy"))).unwrap();
+    let local_y = read_tensor(&net.tmp.path().join("local").join(format!("{name}.npy"))).unwrap();
+    assert_eq!(remote_y.encode(), local_y.encode());
+    let none_job = none["job"].as_u64().unwrap();
+
+    // Optimistic, waiting for finality; then verify by re-execution.
+    let opt = net.ok(u, &["infer", &base.to_string(), "-i", x, "--wait", "final"]);
+    assert_eq!(opt["status"], "finalized");
+    let opt_job = opt["job"].as_u64().unwrap();
+    let verdict = net.ok(None, &["receipt", "verify", &opt_job.to_string()]);
+    assert_eq!(verdict["verdict"], "valid");
+    assert_eq!(verdict["trace_root"], local["trace_root"]);
+    let by_hash = net.ok(None, &["receipt", "show", opt["request"].as_str().unwrap()]);
+    assert_eq!(by_hash["id"], opt_job);
+    let none_final = net.wait_final(none_job);
+    assert_eq!(
+        net.ok(None, &["receipt", "verify", &none_job.to_string()])["verdict"],
+        "valid"
+    );
+
+    // Royalty: 100 per job to the owner; the user paid exactly the escrows and tx fees.
+    assert_eq!(net.balance(&owner.address()), owner_before + 200);
+    let paid = total(&none_final) + total(&net.wait_final(opt_job)) + 2;
+    assert_eq!(net.balance(&user.address()), user_before - paid);
+
+    // Lineage: a fine-tune paying 20% of its royalty up to `base`.
+    let ft = net.ok(
+        t,
+        &[
+            "model",
+            "publish",
+            "tuned",
+            model.to_str().unwrap(),
+            "--price",
+            "1000",
+            "--parent",
+            &base.to_string(),
+            "--upstream-share",
+            "20",
+        ],
+    );
+    let ft_id = ft["model"].as_u64().unwrap();
+    let (o0, t0) = (net.balance(&owner.address()), net.balance(&tuner.address()));
+    let fj = net.ok(
+        u,
+        &["infer", &ft_id.to_string(), "-i", x, "--wait", "final"],
+    );
+    assert_eq!(fj["status"], "finalized");
+    assert_eq!(net.balance(&owner.address()), o0 + 200);
+    assert_eq!(net.balance(&tuner.address()), t0 + 800);
+
+    // Transfers: tokens, then the model; the new owner sets terms.
+    let h0 = net.balance(&heir.address());
+    net.ok(u, &["transfer", &heir.address().to_string(), "5"]);
+    assert_eq!(net.balance(&heir.address()), h0 + 5);
+    let moved = net.ok(
+        o,
+        &[
+            "model",
+            "transfer",
+            &base.to_string(),
+            &heir.address().to_string(),
+        ],
+    );
+    assert_eq!(moved["model"]["owner"], heir.address().to_string());
+    let hk = hexkey(&heir);
+    let priced = net.ok(Some(&hk), &["model", "price", &base.to_string(), "7"]);
+    assert_eq!(priced["model"]["price"], "7");
+    let (code, msg) = net.fails(o, &["model", "price", &base.to_string(), "9"]);
+    assert_eq!(code, 1);
+    assert!(!msg.is_empty());
+    net.ok(Some(&hk), &["model", "deprecate", &format!("{base}@1")]);
+    let (_, msg) = net.fails(
+        u,
+        &[
+            "infer",
+            &format!("{base}@1"),
+            "--mode",
+            "none",
+            "-i",
+            x,
+            "--wait",
+            "included",
+        ],
+    );
+    assert!(msg.to_lowercase().contains("deprecated"), "{msg}");
+
+    // Bad input: each a clear error and a non-zero exit.
+    let (_, msg) = net.fails(u, &["infer", "999", "-i", x]);
+    assert!(msg.contains("999"), "{msg}");
+    let (_, msg) = net.fails(u, &["infer", &format!("{base}@9"), "-i", x]);
+    assert!(msg.contains("no version 9"), "{msg}");
+    let (_, msg) = net.fails(u, &["infer", &base.to_string(), "-i", &format!("nope={x}")]);
+    assert!(msg.contains("no input `nope`"), "{msg}");
+    let wrong = net.tmp.path().join("wrong.npy");
+    deed_cli::tensor_io::write_npy(
+        &wrong,
+        &deed_types::Tensor::from_vec(vec![2, 2], vec![0f32; 4]).unwrap(),
+    )
+    .unwrap();
+    let (_, msg) = net.fails(
+        u,
+        &["infer", &base.to_string(), "-i", wrong.to_str().unwrap()],
+    );
+    assert!(msg.contains("shape"), "{msg}");
+    deed_cli::tensor_io::write_npy(
+        &wrong,
+        &deed_types::Tensor::from_vec(vec![3, 8], vec![0i64; 24]).unwrap(),
+    )
+    .unwrap();
+    let (_, msg) = net.fails(
+        u,
+        &["infer", &base.to_string(), "-i", wrong.to_str().unwrap()],
+    );
+    assert!(msg.contains("dtype"), "{msg}");
+    let (_, msg) = net.fails(
+        u,
+        &[
+            "infer",
+            &base.to_string(),
+            "-i",
+            x,
+            "--mode",
+            "replicated:2",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert!(msg.to_lowercase().contains("executor"), "{msg}");
+    let garbage = net.tmp.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"not a model").unwrap();
+    let (_, msg) = net.fails(o, &["model", "publish", "base", garbage.to_str().unwrap()]);
+    assert!(msg.contains("not a model Deed can run"), "{msg}");
+    let (_, msg) = net.fails(None, &["model", "create", "nokey"]);
+    assert!(msg.contains("--key"), "{msg}");
+    corrupt_uploads_change_nothing(&net.node.url);
+
+    // Restart: everything committed survives.
+    let models_before = net.ok(None, &["model", "list"]);
+    let balances: Vec<u128> = [&owner, &user, &tuner, &heir]
+        .iter()
+        .map(|k| net.balance(&k.address()))
+        .collect();
+    let job_before = net.ok(None, &["receipt", "show", &opt_job.to_string()]);
+    net.restart();
+    assert_eq!(net.ok(None, &["model", "list"]), models_before);
+    let after: Vec<u128> = [&owner, &user, &tuner, &heir]
+        .iter()
+        .map(|k| net.balance(&k.address()))
+        .collect();
+    assert_eq!(after, balances);
+    assert_eq!(
+        net.ok(None, &["receipt", "show", &opt_job.to_string()]),
+        job_before
+    );
+    assert_eq!(
+        net.ok(None, &["receipt", "verify", &opt_job.to_string()])["verdict"],
+        "valid"
+    );
+    let again = net.ok(u, &["infer", &base.to_string(), "--mode", "none", "-i", x]);
+    assert_eq!(again["trace_root"], local["trace_root"]);
+}
+
+/// Chunks that do not match the manifest, and a manifest whose id lies, are refused
+/// with typed errors and leave no blob behind.
+fn corrupt_uploads_change_nothing(url: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = Client::new(url).unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+        let m = Manifest::build(&data, 64 << 10).unwrap();
+        let st = c.upload_start(&m).await.unwrap();
+        assert_eq!(st.missing, vec![0, 1, 2, 3]);
+        let mut bad = data[..64 << 10].to_vec();
+        bad[5] ^= 1;
+        let e = c.upload_chunk(&m.id, 0, bad).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::HashMismatch), "{e}");
+        let e = c
+            .upload_chunk(&m.id, 1, data[..10].to_vec())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Api { .. }), "{e}");
+        let e = c.upload_finish(&m.id).await.unwrap_err();
+        assert!(matches!(e, ClientError::Api { .. }), "{e}");
+        assert_eq!(c.blob_size(&m.id).await.unwrap(), None);
+        // Resume: only the chunks still missing are sent.
+        c.upload_chunk(&m.id, 2, data[2 << 16..3 << 16].to_vec())
+            .await
+            .unwrap();
+        let up = c.upload_chunked(&data, 64 << 10, None).await.unwrap();
+        assert_eq!(up.chunks_sent, 3);
+        assert_eq!(c.download(&m.id, None).await.unwrap(), data);
+        assert_eq!(
+            c.download_range(&m.id, 70_000..140_000).await.unwrap(),
+            data[70_000..140_000]
+        );
+    });
+}

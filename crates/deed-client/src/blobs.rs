@@ -1,0 +1,287 @@
+//! Blob transfer over the API: chunked, resumable uploads and verified downloads.
+//!
+//! An upload builds the blob's [`Manifest`], asks the node which chunks it lacks,
+//! sends only those (a few at a time) and finishes; an interrupted upload resumes
+//! where it stopped. A download checks every chunk against the manifest as it
+//! arrives and the whole blob against its CID, so a node cannot serve altered bytes.
+
+use std::ops::Range;
+
+use deed_store::blob::DEFAULT_CHUNK_SIZE;
+use deed_store::Manifest;
+use deed_types::{Cid, Hash};
+use reqwest::Method;
+use tokio::task::JoinSet;
+
+use crate::api::{BlobInfo, PREFIX};
+use crate::client::Client;
+use crate::error::ClientError;
+
+/// Called with (bytes done, bytes total) as a transfer proceeds.
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
+
+/// Chunk uploads in flight at once: enough to hide one request's round trip behind
+/// the next, few enough not to flood a small node.
+const UPLOADS_IN_FLIGHT: usize = 4;
+
+/// What an upload did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uploaded {
+    /// The stored blob.
+    pub info: BlobInfo,
+    /// Chunks sent in this call (fewer than the blob has when resuming).
+    pub chunks_sent: u32,
+    /// Chunks the blob has.
+    pub chunks_total: u32,
+}
+
+impl Client {
+    /// Uploads `data` as a blob with the default chunk size.
+    pub async fn upload(
+        &self,
+        data: &[u8],
+        progress: Option<Progress<'_>>,
+    ) -> Result<Uploaded, ClientError> {
+        self.upload_chunked(data, DEFAULT_CHUNK_SIZE, progress)
+            .await
+    }
+
+    /// Uploads `data` cut into chunks of `chunk_size` bytes, sending only the chunks
+    /// the node does not hold yet.
+    pub async fn upload_chunked(
+        &self,
+        data: &[u8],
+        chunk_size: u32,
+        progress: Option<Progress<'_>>,
+    ) -> Result<Uploaded, ClientError> {
+        let manifest = Manifest::build(data, chunk_size)?;
+        let total = manifest.size;
+        let status = self.upload_start(&manifest).await?;
+        let missing = status.missing.clone();
+        let mut done = total.saturating_sub(
+            missing
+                .iter()
+                .filter_map(|i| manifest.chunk_range(*i).ok())
+                .map(|r| r.end - r.start)
+                .sum(),
+        );
+        if let Some(p) = progress {
+            p(done, total);
+        }
+        let mut set: JoinSet<Result<u64, ClientError>> = JoinSet::new();
+        let mut queue = missing.iter().copied();
+        loop {
+            while set.len() < UPLOADS_IN_FLIGHT {
+                let Some(index) = queue.next() else { break };
+                let range = manifest.chunk_range(index)?;
+                let bytes = data
+                    .get(range.start as usize..range.end as usize)
+                    .ok_or(deed_store::BlobError::ChunkIndexOutOfRange {
+                        index,
+                        count: manifest.chunk_count(),
+                    })?
+                    .to_vec();
+                let client = self.clone();
+                let cid = manifest.id;
+                set.spawn(async move {
+                    let len = bytes.len() as u64;
+                    client.upload_chunk(&cid, index, bytes).await?;
+                    Ok(len)
+                });
+            }
+            let Some(joined) = set.join_next().await else {
+                break;
+            };
+            let sent = joined.map_err(|e| ClientError::BadResponse {
+                url: self.base().to_owned(),
+                reason: format!("upload task failed: {e}"),
+            })??;
+            done += sent;
+            if let Some(p) = progress {
+                p(done, total);
+            }
+        }
+        let info = if status.complete {
+            BlobInfo {
+                cid: manifest.id,
+                size: manifest.size,
+            }
+        } else {
+            self.upload_finish(&manifest.id).await?
+        };
+        if info.cid != manifest.id || info.size != manifest.size {
+            return Err(ClientError::BadResponse {
+                url: self.base().to_owned(),
+                reason: format!(
+                    "finished upload reports {} ({} bytes), expected {} ({} bytes)",
+                    info.cid, info.size, manifest.id, manifest.size
+                ),
+            });
+        }
+        Ok(Uploaded {
+            info,
+            chunks_sent: missing.len() as u32,
+            chunks_total: manifest.chunk_count(),
+        })
+    }
+
+    /// Downloads a whole blob, verifying every chunk and the content id.
+    pub async fn download(
+        &self,
+        cid: &Cid,
+        progress: Option<Progress<'_>>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let manifest = self.checked_manifest(cid).await?;
+        let bytes = self
+            .fetch_chunks(&manifest, 0..manifest.chunk_count(), progress)
+            .await?;
+        let got = Cid::of(&bytes);
+        if got != *cid {
+            return Err(ClientError::Integrity {
+                cid: *cid,
+                detail: format!("content hashes to {got}"),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Downloads bytes `range` of a blob with an HTTP range request, verifying every
+    /// chunk the range touches.
+    pub async fn download_range(
+        &self,
+        cid: &Cid,
+        range: Range<u64>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let manifest = self.checked_manifest(cid).await?;
+        if range.start > range.end || range.end > manifest.size {
+            return Err(ClientError::Blob(deed_store::BlobError::RangeOutOfBounds {
+                start: range.start,
+                end: range.end,
+                size: manifest.size,
+            }));
+        }
+        if range.start == range.end {
+            return Ok(Vec::new());
+        }
+        let chunks = manifest.chunks_for(&range);
+        let first = manifest.chunk_range(chunks.start)?.start;
+        let bytes = self.fetch_chunks(&manifest, chunks, None).await?;
+        let lo = (range.start - first) as usize;
+        let hi = (range.end - first) as usize;
+        Ok(bytes[lo..hi].to_vec())
+    }
+
+    async fn checked_manifest(&self, cid: &Cid) -> Result<Manifest, ClientError> {
+        let manifest = self.blob_manifest(cid).await?;
+        if manifest.id != *cid {
+            return Err(ClientError::Integrity {
+                cid: *cid,
+                detail: format!("node sent the manifest of {}", manifest.id),
+            });
+        }
+        let expected = Manifest::expected_chunk_count(manifest.size, manifest.chunk_size);
+        if manifest.chunk_size == 0 || expected != manifest.chunks.len() as u64 {
+            return Err(ClientError::Integrity {
+                cid: *cid,
+                detail: "manifest chunk list does not match its size".into(),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Fetches chunks `chunks` (one range request) and checks each as it completes.
+    async fn fetch_chunks(
+        &self,
+        manifest: &Manifest,
+        chunks: Range<u32>,
+        progress: Option<Progress<'_>>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let cid = manifest.id;
+        if chunks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let start = manifest.chunk_range(chunks.start)?.start;
+        let end = manifest.chunk_range(chunks.end - 1)?.end;
+        let whole = start == 0 && end == manifest.size;
+        let path = format!("{PREFIX}/blobs/{cid}");
+        let mut rb = self.request(Method::GET, &path);
+        if !whole {
+            rb = rb.header(
+                reqwest::header::RANGE,
+                format!("bytes={}-{}", start, end - 1),
+            );
+        }
+        let mut resp = self.send(rb, &path).await?;
+        let total = end - start;
+        let mut buf: Vec<u8> = Vec::with_capacity(total as usize);
+        let mut next = chunks.start;
+        let mut next_end = manifest.chunk_range(next)?.end - start;
+        loop {
+            let piece = resp
+                .chunk()
+                .await
+                .map_err(|source| ClientError::Transport {
+                    url: self.url(&path),
+                    source,
+                })?;
+            let Some(piece) = piece else { break };
+            if buf.len() as u64 + piece.len() as u64 > total {
+                return Err(ClientError::Integrity {
+                    cid,
+                    detail: format!("node sent more than the {total} bytes asked for"),
+                });
+            }
+            buf.extend_from_slice(&piece);
+            while next < chunks.end && buf.len() as u64 >= next_end {
+                let r = manifest.chunk_range(next)?;
+                let lo = (r.start - start) as usize;
+                let data = &buf[lo..next_end as usize];
+                check_chunk(manifest, next, data)?;
+                next += 1;
+                if next < chunks.end {
+                    next_end = manifest.chunk_range(next)?.end - start;
+                }
+            }
+            if let Some(p) = progress {
+                p(buf.len() as u64, total);
+            }
+        }
+        if (buf.len() as u64) < total || next < chunks.end {
+            return Err(ClientError::Integrity {
+                cid,
+                detail: format!("truncated: got {} of {total} bytes", buf.len()),
+            });
+        }
+        Ok(buf)
+    }
+}
+
+fn check_chunk(manifest: &Manifest, index: u32, data: &[u8]) -> Result<(), ClientError> {
+    let expected = manifest
+        .chunks
+        .get(index as usize)
+        .copied()
+        .unwrap_or(Hash::ZERO);
+    let got = Hash::of(data);
+    if got != expected {
+        return Err(ClientError::Integrity {
+            cid: manifest.id,
+            detail: format!("chunk {index} hashes to {got}, manifest lists {expected}"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_check_names_the_chunk() {
+        let data: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
+        let m = Manifest::build(&data, 64).unwrap();
+        assert!(check_chunk(&m, 1, &data[64..128]).is_ok());
+        let e = check_chunk(&m, 2, &data[64..128]).unwrap_err();
+        assert!(e.to_string().contains("chunk 2"), "{e}");
+    }
+}
