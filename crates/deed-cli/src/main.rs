@@ -34,6 +34,21 @@ enum Command {
     Conformance(ConformanceArgs),
     #[command(flatten)]
     Node(commands::NodeCommand),
+    /// Run a whole dev network in this process (every role, funded dev accounts).
+    Dev(DevArgs),
+}
+
+#[derive(Args, Debug)]
+struct DevArgs {
+    /// Where state and blobs live (default: the user's data dir, `deed/dev`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// A TOML configuration file (also `DEED_CONFIG`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +133,7 @@ fn main() -> ExitCode {
         Command::Node(c) => {
             commands::run(c, cli.node, json).map(|out| ExitCode::from(commands::print(&out, json)))
         }
+        Command::Dev(a) => cmd_dev(a),
     };
     match result {
         Ok(code) => code,
@@ -134,6 +150,19 @@ fn main() -> ExitCode {
             ExitCode::from(commands::exit_code(&e))
         }
     }
+}
+
+fn cmd_dev(a: DevArgs) -> Result<ExitCode> {
+    let overrides = deed_node::Overrides {
+        config: a.config,
+        data_dir: a.data_dir,
+        http: a.http,
+        ..Default::default()
+    };
+    let cfg = deed_node::Config::load_from_process(deed_node::dev::dev_config(), &overrides)?;
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(deed_node::run_dev(cfg))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_inputs(model: &Model, specs: &[String]) -> Result<Vec<(String, Tensor)>> {
