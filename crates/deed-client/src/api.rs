@@ -3,7 +3,7 @@
 //! Conventions:
 //! - Token amounts are decimal strings ([`Amount`] is `u128`, beyond JSON's safe
 //!   integers); ids of models, jobs, disputes and proposals are JSON numbers.
-//! - Addresses are EIP-55 hex, hashes `0x`-prefixed hex, CIDs base32 text.
+//! - Addresses are EIP-55 hex, hashes 64 hex digits (no prefix), CIDs base32 text.
 //! - A tensor list (job inputs, outputs) is `deed_types::encode_list`; input and
 //!   output hashes are blake3 of those bytes. Inputs are listed in the model's
 //!   order of graph inputs that have no initializer; outputs in the model's output
