@@ -743,7 +743,9 @@ mod tests {
 
     #[test]
     fn cached_hashers_equal_fresh_derivation() {
-        for ctx in [STEP, MMR_LEAF, MMR_NODE, MMR_ROOT, TREE_LEAF, TREE_NODE, TREE_ROOT] {
+        for ctx in [
+            STEP, MMR_LEAF, MMR_NODE, MMR_ROOT, TREE_LEAF, TREE_NODE, TREE_ROOT,
+        ] {
             for _ in 0..2 {
                 assert_eq!(domain(ctx, &[b"ab", b"c"]), Hash::domain(ctx, &[b"abc"]));
             }
