@@ -142,6 +142,16 @@ pub enum Event {
         /// The job.
         job: JobId,
     },
+    /// An optimistic job's result survived a dispute and can be challenged again
+    /// until `window_end`.
+    ChallengeWindowReopened {
+        /// The job.
+        job: JobId,
+        /// Last height of the reopened window.
+        window_end: u64,
+        /// The challenger that lost.
+        loser: Address,
+    },
     /// A job's escrow was returned.
     JobRefunded {
         /// The job.

@@ -232,6 +232,10 @@ pub struct Dispute {
     pub deadline: u64,
     /// Reveals made so far.
     pub rounds: u32,
+    /// Blocks that were left of the job's challenge window when the challenge came
+    /// (optimistic mode). A defender that wins gets the window reopened for that long,
+    /// so a challenger who loses on purpose cannot shut out the honest ones.
+    pub window_left: u64,
 }
 
 /// State of a governance proposal.

@@ -502,6 +502,14 @@ fn optimistic_dispute(
     c.assert_supply();
     let p = c.state.params().clone();
     let watcher_fees = (c.state.nonce(&c.addr(WATCHER)) - watcher_nonce) as u128 * common::FEE;
+    if defender_won {
+        // The result stood: the window reopens for the blocks it had left, so that a
+        // challenger who loses on purpose cannot shut out honest ones; then it pays out.
+        let JobStatus::Challengeable { window_end } = c.state.job(job).unwrap().status else {
+            panic!("a job that won its dispute is challengeable again");
+        };
+        c.advance_to(window_end);
+    }
     let job_state = c.state.job(job).unwrap();
     if defender_won {
         // The bond is lost: reward to the executor, the rest burned; the job pays out.
@@ -533,6 +541,66 @@ fn optimistic_dispute(
         assert_eq!(c.state.meta().supply, supply - (slashed - reward));
     }
     (defender_won, rounds)
+}
+
+/// A lying executor's accomplice challenges first and then loses on purpose (stops
+/// answering). That must not finalize the lie: the window reopens and an honest
+/// watcher's challenge still slashes the executor and refunds the user.
+#[test]
+fn a_challenger_losing_on_purpose_does_not_shut_out_honest_watchers() {
+    const ACCOMPLICE: usize = OWNER;
+    let n = 16;
+    let (mut c, m, manifest) = setup(1, n as u64, 10, 100, Params::default());
+    let honest = truth(n, "model");
+    c.referee.truth.insert(manifest, honest.clone());
+    let (job, ex) = request(&mut c, m, Mode::Optimistic);
+    let lie = lying(&honest, Some(5));
+    let honest_trace = Trace::new(honest);
+    c.ok(
+        idx(&c, ex[0]),
+        Action::SubmitReceipt {
+            job,
+            receipt: receipt(&lie),
+        },
+    );
+    let user_before = c.state.balance(&c.addr(USER));
+    let stake = c.state.executor(&ex[0]).unwrap().stake;
+    // The accomplice challenges two blocks before the window closes (its transaction
+    // lands in the next block) and then stalls.
+    let JobStatus::Challengeable { window_end } = c.state.job(job).unwrap().status else {
+        panic!("the receipt opens the challenge window");
+    };
+    c.advance_to(window_end - 3);
+    c.ok(
+        ACCOMPLICE,
+        Action::Challenge {
+            job,
+            trace_root: honest_trace.root(),
+        },
+    );
+    let first = DisputeId(c.state.meta().next_dispute - 1);
+    let (defender_won, _) = play(&mut c, first, &lie, &honest_trace, Some((false, 0)));
+    assert!(defender_won);
+    // The window is open again for the two blocks it had left, not finalized.
+    let JobStatus::Challengeable { window_end } = c.state.job(job).unwrap().status else {
+        panic!("job finalized after a thrown dispute");
+    };
+    assert_eq!(window_end, c.state.height() + 2);
+    c.ok(
+        WATCHER,
+        Action::Challenge {
+            job,
+            trace_root: honest_trace.root(),
+        },
+    );
+    let second = DisputeId(c.state.meta().next_dispute - 1);
+    let (defender_won, _) = play(&mut c, second, &lie, &honest_trace, None);
+    assert!(!defender_won);
+    assert_eq!(c.state.job(job).unwrap().status, JobStatus::Refunded);
+    assert!(c.state.executor(&ex[0]).unwrap().stake < stake);
+    assert!(c.state.executor(&ex[0]).unwrap().jailed_until.is_some());
+    assert_eq!(c.state.balance(&c.addr(USER)), user_before + 115);
+    c.assert_supply();
 }
 
 #[test]

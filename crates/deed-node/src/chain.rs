@@ -227,6 +227,11 @@ pub fn describe_event(e: &Event) -> String {
         Event::JobProgress { job, executor } => format!("job {job}: {executor} delivered"),
         Event::JobFinalized { job } => format!("job {job} finalized"),
         Event::JobRefunded { job } => format!("job {job} refunded"),
+        Event::ChallengeWindowReopened {
+            job,
+            window_end,
+            loser,
+        } => format!("job {job} challengeable again until height {window_end} ({loser} lost)"),
         Event::DisputeOpened { dispute, job } => format!("dispute {dispute} opened on job {job}"),
         Event::DisputeResolved {
             dispute,

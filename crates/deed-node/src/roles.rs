@@ -195,10 +195,15 @@ fn sampled(node: &Node, job: JobId) -> bool {
 fn watcher_block(node: &Arc<Node>, committed: &Committed) {
     let me: Address = node.keys.watcher.address();
     for e in &committed.outcome.events {
-        let Event::JobProgress { job, executor } = e else {
-            continue;
+        // A new result, or one that survived someone else's challenge (which may have
+        // been thrown on purpose): either is checked while it is challengeable. A
+        // result that beat this watcher's own challenge is not challenged again.
+        let job = match e {
+            Event::JobProgress { job, executor } if *executor != me => job,
+            Event::ChallengeWindowReopened { job, loser, .. } if *loser != me => job,
+            _ => continue,
         };
-        if *executor == me || !sampled(node, *job) {
+        if !sampled(node, *job) {
             continue;
         }
         let Some(j) = node.job(*job) else { continue };

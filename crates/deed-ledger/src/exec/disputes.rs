@@ -76,6 +76,7 @@ impl<'a> Exec<'a> {
             },
             deadline: 0,
             rounds: 0,
+            window_left: 0,
         }
     }
 
@@ -86,13 +87,13 @@ impl<'a> Exec<'a> {
         trace_root: Hash,
     ) -> Result<(), TxError> {
         let job = self.job(job_id)?;
-        if !matches!(job.status, JobStatus::Challengeable { .. }) {
+        let JobStatus::Challengeable { window_end } = job.status else {
             return Err(TxError::WrongJobPhase {
                 job: job_id,
                 action: "challenge",
             });
-        }
-        let defender = job.executors[0];
+        };
+        let defender = *job.executors.first().ok_or(TxError::CorruptJob(job_id))?;
         if sender == defender {
             return Err(TxError::SelfChallenge);
         }
@@ -105,7 +106,7 @@ impl<'a> Exec<'a> {
         }
         let bond = self.s.params.challenge_bond;
         self.debit(sender, bond)?;
-        let d = Self::new_dispute(
+        let mut d = Self::new_dispute(
             job_id,
             &job,
             defender,
@@ -114,6 +115,7 @@ impl<'a> Exec<'a> {
             trace_root,
             bond,
         );
+        d.window_left = window_end.saturating_sub(self.env.height).max(1);
         self.open_dispute(job_id, job, d)
     }
 
@@ -385,6 +387,7 @@ impl<'a> Exec<'a> {
         d.phase = DisputePhase::Resolved { defender_won };
         let job_id = d.job;
         let challenger_group = group_of(d.challenger);
+        let window_left = d.window_left;
         self.s.disputes.insert(id, d);
         self.events.push(Event::DisputeResolved {
             dispute: id,
@@ -396,7 +399,9 @@ impl<'a> Exec<'a> {
             if !defender_won {
                 return self.refund(job_id, job);
             }
-            return self.finalize(job_id, job, &[0]);
+            // The result stood against this challenger; others may still challenge it
+            // for as long as the window had left.
+            return self.reopen_window(job_id, job, window_left, loser);
         }
         // The next result in line challenges the winner.
         if let Some(next) = challenger_group.and_then(|g| groups.get(g + 1)) {
@@ -415,6 +420,27 @@ impl<'a> Exec<'a> {
             return self.refund(job_id, job);
         }
         self.finalize(job_id, job, &paid)
+    }
+
+    /// Puts a job whose result survived a dispute back in its challenge window for
+    /// `blocks` more blocks; `loser` is the challenger that lost.
+    fn reopen_window(
+        &mut self,
+        id: JobId,
+        mut job: Job,
+        blocks: u64,
+        loser: Address,
+    ) -> Result<(), TxError> {
+        let window_end = self.deadline(blocks.max(1));
+        job.status = JobStatus::Challengeable { window_end };
+        self.s.jobs.insert(id, job);
+        self.set_timer(window_end, Timer::ChallengeWindow(id));
+        self.events.push(Event::ChallengeWindowReopened {
+            job: id,
+            window_end,
+            loser,
+        });
+        Ok(())
     }
 
     /// Slashes `slash_bps` of everything `who` has at stake and jails it; returns
