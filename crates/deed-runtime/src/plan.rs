@@ -683,6 +683,9 @@ const BACKGROUND_HASH_MIN_BYTES: u64 = 1 << 20;
 /// which bounds the memory held for hashing.
 const BACKGROUND_HASH_QUEUE: usize = 4;
 
+/// What [`Plan::run_steps`] hands every step's outputs to.
+type StepSink<'a> = dyn FnMut(usize, &Step, &[Arc<Tensor>]) + 'a;
+
 /// The outputs of `step` that its step hash covers: those the node names.
 fn hashed_outputs<'t>(step: &Step, outs: &'t [Arc<Tensor>]) -> Vec<&'t Tensor> {
     step.outputs
@@ -701,7 +704,7 @@ impl Plan<'_> {
         values: &mut [Option<Arc<Tensor>>],
         ctx: &Ctx,
         profile: bool,
-        traced: &mut dyn FnMut(usize, &Step, &[Arc<Tensor>]),
+        traced: &mut StepSink<'_>,
     ) -> Result<(), RuntimeError> {
         for (s, (step, node)) in self.steps.iter().zip(&self.model.nodes).enumerate() {
             let t0 = profile.then(std::time::Instant::now);

@@ -246,7 +246,7 @@ fn im2col<T: Scalar>(x: &[T], channels: usize, w: &Window, col: &mut [T]) {
         let xc = &x[c * iv..(c + 1) * iv];
         for a in 0..kd {
             for b in 0..kh {
-                for e in 0..kw {
+                for (e, &(lo, hi)) in cols.iter().enumerate() {
                     let Some(row) = rows.next() else { return };
                     let mut o = 0;
                     for zd in 0..od {
@@ -260,7 +260,6 @@ fn im2col<T: Scalar>(x: &[T], channels: usize, w: &Window, col: &mut [T]) {
                             };
                             let line = &xc[(sd * ih + sh) * iw..(sd * ih + sh + 1) * iw];
                             // Output columns reading inside the line: `lo..hi`.
-                            let (lo, hi) = cols[e];
                             dst[..lo].fill(T::ZERO);
                             dst[hi..].fill(T::ZERO);
                             if hi == lo {
