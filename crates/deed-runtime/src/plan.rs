@@ -75,6 +75,8 @@ struct Step {
     types: Vec<TypeInfo>,
     cost: u64,
     folded: Option<Vec<Arc<Tensor>>>,
+    /// The step hash of `folded`, computed once while planning.
+    folded_hash: Option<Hash>,
     /// What the operator precomputed from its known inputs (see `Op::prepare`).
     prepared: Option<Prepared>,
 }
@@ -97,6 +99,8 @@ pub struct Plan<'m> {
     last_use: Vec<usize>,
     cost: u64,
     peak_bytes: u64,
+    /// Bytes of the outputs hashed at run time (the steps not folded).
+    hashed_bytes: u64,
 }
 
 impl Model {
@@ -323,12 +327,22 @@ impl Model {
                 );
                 out_ids.push(Some(id));
             }
+            let folded_hash = folded.as_ref().map(|f| {
+                let refs: Vec<&Tensor> = out_ids
+                    .iter()
+                    .zip(f)
+                    .filter(|(id, _)| id.is_some())
+                    .map(|(_, t)| t.as_ref())
+                    .collect();
+                step_hash(steps.len() as u32, &refs)
+            });
             steps.push(Step {
                 inputs: in_ids,
                 outputs: out_ids,
                 types: out_types,
                 cost,
                 folded,
+                folded_hash,
                 prepared,
             });
         }
@@ -386,6 +400,11 @@ impl Model {
                 limit: limits.max_activation_bytes,
             });
         }
+        let hashed_bytes = steps
+            .iter()
+            .filter(|s| s.folded.is_none())
+            .flat_map(|s| s.types.iter())
+            .fold(0u64, |a, t| a.saturating_add(t.bytes()));
         Ok(Plan {
             model: self,
             steps,
@@ -397,6 +416,7 @@ impl Model {
             last_use,
             cost: total,
             peak_bytes: peak,
+            hashed_bytes,
         })
     }
 
@@ -568,9 +588,124 @@ impl<'m> Plan<'m> {
         for (id, t) in &self.init_values {
             values[*id] = Some(t.clone());
         }
-        let mut trace = Trace::default();
         // `DEED_PROFILE=1` prints each step's time (compute, then hashing) to stderr.
         let profile = std::env::var_os("DEED_PROFILE").is_some_and(|v| v == "1");
+        let n = self.steps.len();
+        let trace =
+            if !opts.trace {
+                self.run_steps(&mut values, ctx, profile, &mut |_, _, _| {})?;
+                Trace::default()
+            } else if profile || self.hashed_bytes < BACKGROUND_HASH_MIN_BYTES {
+                let mut trace = Trace::default();
+                self.run_steps(&mut values, ctx, profile, &mut |s, step, outs| {
+                    trace.push(match step.folded_hash {
+                        Some(h) => h,
+                        None => step_hash(s as u32, &hashed_outputs(step, outs)),
+                    });
+                })?;
+                trace
+            } else {
+                // Hash on another thread while the next steps compute. Each step hash
+                // depends on that step's outputs only, and the trace is built from them
+                // in step order afterwards, so the root is the same as hashing inline.
+                let mut hashes: Vec<Option<Hash>> = vec![None; n];
+                std::thread::scope(|scope| {
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Arc<Tensor>>)>(
+                        BACKGROUND_HASH_QUEUE,
+                    );
+                    let hasher = scope.spawn(move || {
+                        rx.into_iter()
+                            .map(|(s, outs)| {
+                                let refs: Vec<&Tensor> = outs.iter().map(|t| t.as_ref()).collect();
+                                (s, step_hash(s as u32, &refs))
+                            })
+                            .collect::<Vec<_>>()
+                    });
+                    let ran = self.run_steps(&mut values, ctx, profile, &mut |s, step, outs| {
+                        match step.folded_hash {
+                            Some(h) => hashes[s] = Some(h),
+                            None => {
+                                let keep: Vec<Arc<Tensor>> = step
+                                    .outputs
+                                    .iter()
+                                    .zip(outs)
+                                    .filter(|(id, _)| id.is_some())
+                                    .map(|(_, t)| t.clone())
+                                    .collect();
+                                // A send fails only when the hasher is gone; then the join
+                                // below reports it.
+                                let _ = tx.send((s, keep));
+                            }
+                        }
+                    });
+                    drop(tx);
+                    let hashed = hasher.join();
+                    ran?;
+                    for (s, h) in hashed.map_err(|_| {
+                        RuntimeError::Graph("the trace hashing thread failed".into())
+                    })? {
+                        if let Some(slot) = hashes.get_mut(s) {
+                            *slot = Some(h);
+                        }
+                    }
+                    Ok::<(), RuntimeError>(())
+                })?;
+                let steps: Option<Vec<Hash>> = hashes.into_iter().collect();
+                Trace::new(steps.ok_or_else(|| {
+                    RuntimeError::Graph("a step of the trace was not hashed".into())
+                })?)
+            };
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|(name, id)| {
+                let t = values[*id]
+                    .as_ref()
+                    .map(|t| t.as_ref().clone())
+                    .ok_or_else(|| {
+                        RuntimeError::Graph(format!("output `{name}` was not computed"))
+                    })?;
+                Ok((name.clone(), t))
+            })
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        Ok(RunOutput {
+            outputs,
+            trace,
+            cost: self.cost,
+        })
+    }
+}
+
+/// Total output bytes from which a traced run hashes on a second thread: below it,
+/// starting the thread costs more than the hashing it takes off the critical path.
+const BACKGROUND_HASH_MIN_BYTES: u64 = 1 << 20;
+/// Steps whose outputs may wait for the hashing thread; the executor blocks beyond,
+/// which bounds the memory held for hashing.
+const BACKGROUND_HASH_QUEUE: usize = 4;
+
+/// What [`Plan::run_steps`] hands every step's outputs to.
+type StepSink<'a> = dyn FnMut(usize, &Step, &[Arc<Tensor>]) + 'a;
+
+/// The outputs of `step` that its step hash covers: those the node names.
+fn hashed_outputs<'t>(step: &Step, outs: &'t [Arc<Tensor>]) -> Vec<&'t Tensor> {
+    step.outputs
+        .iter()
+        .zip(outs)
+        .filter(|(id, _)| id.is_some())
+        .map(|(_, t)| t.as_ref())
+        .collect()
+}
+
+impl Plan<'_> {
+    /// Runs every step in canonical order, handing each step's outputs to `traced`
+    /// before later steps may free them.
+    fn run_steps(
+        &self,
+        values: &mut [Option<Arc<Tensor>>],
+        ctx: &Ctx,
+        profile: bool,
+        traced: &mut StepSink<'_>,
+    ) -> Result<(), RuntimeError> {
         for (s, (step, node)) in self.steps.iter().zip(&self.model.nodes).enumerate() {
             let t0 = profile.then(std::time::Instant::now);
             let outs: Vec<Arc<Tensor>> = match &step.folded {
@@ -599,16 +734,7 @@ impl<'m> Plan<'m> {
                 }
             };
             let t1 = profile.then(std::time::Instant::now);
-            if opts.trace {
-                let refs: Vec<&Tensor> = step
-                    .outputs
-                    .iter()
-                    .zip(&outs)
-                    .filter(|(id, _)| id.is_some())
-                    .map(|(_, t)| t.as_ref())
-                    .collect();
-                trace.push(step_hash(s as u32, &refs));
-            }
+            traced(s, step, &outs);
             if let (Some(t0), Some(t1)) = (t0, t1) {
                 eprintln!(
                     "step {s:4} {:<24} {:>9.1} us compute {:>8.1} us hash",
@@ -628,24 +754,7 @@ impl<'m> Plan<'m> {
                 }
             }
         }
-        let outputs = self
-            .outputs
-            .iter()
-            .map(|(name, id)| {
-                let t = values[*id]
-                    .as_ref()
-                    .map(|t| t.as_ref().clone())
-                    .ok_or_else(|| {
-                        RuntimeError::Graph(format!("output `{name}` was not computed"))
-                    })?;
-                Ok((name.clone(), t))
-            })
-            .collect::<Result<Vec<_>, RuntimeError>>()?;
-        Ok(RunOutput {
-            outputs,
-            trace,
-            cost: self.cost,
-        })
+        Ok(())
     }
 }
 

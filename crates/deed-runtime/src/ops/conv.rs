@@ -230,11 +230,23 @@ fn im2col<T: Scalar>(x: &[T], channels: usize, w: &Window, col: &mut [T]) {
     let [od, oh, ow] = w.output;
     let [kd, kh, kw] = w.kernel;
     let mut rows = col.chunks_mut(p.max(1));
+    let sw_stride = w.stride[2];
+    // For each kernel column, the output columns whose input column is in bounds
+    // (a contiguous range: the input column grows with the output column).
+    let cols: Vec<(usize, usize)> = (0..kw)
+        .map(|e| {
+            let inside: Vec<usize> = (0..ow).filter(|&zw| w.src(2, zw, e).is_some()).collect();
+            match (inside.first(), inside.last()) {
+                (Some(&a), Some(&b)) => (a, b + 1),
+                _ => (0, 0),
+            }
+        })
+        .collect();
     for c in 0..channels {
         let xc = &x[c * iv..(c + 1) * iv];
         for a in 0..kd {
             for b in 0..kh {
-                for e in 0..kw {
+                for (e, &(lo, hi)) in cols.iter().enumerate() {
                     let Some(row) = rows.next() else { return };
                     let mut o = 0;
                     for zd in 0..od {
@@ -247,11 +259,22 @@ fn im2col<T: Scalar>(x: &[T], channels: usize, w: &Window, col: &mut [T]) {
                                 continue;
                             };
                             let line = &xc[(sd * ih + sh) * iw..(sd * ih + sh + 1) * iw];
-                            for (zw, v) in dst.iter_mut().enumerate() {
-                                *v = match w.src(2, zw, e) {
-                                    Some(sw) => line[sw],
-                                    None => T::ZERO,
-                                };
+                            // Output columns reading inside the line: `lo..hi`.
+                            dst[..lo].fill(T::ZERO);
+                            dst[hi..].fill(T::ZERO);
+                            if hi == lo {
+                                continue;
+                            }
+                            let s0 = lo * sw_stride + e * w.dil[2] - w.pad_begin[2];
+                            if sw_stride == 1 {
+                                dst[lo..hi].copy_from_slice(&line[s0..s0 + (hi - lo)]);
+                            } else {
+                                for (v, &x) in dst[lo..hi]
+                                    .iter_mut()
+                                    .zip(line[s0..].iter().step_by(sw_stride))
+                                {
+                                    *v = x;
+                                }
                             }
                         }
                     }

@@ -292,6 +292,55 @@ fn max_pool<T: PoolElem>(
     out
 }
 
+/// The values of [`max_pool`] alone (no indices), f32: the same result — the
+/// canonical NaN when the window holds a NaN, else its first maximum in row-major
+/// order (which decides between −0 and +0), −∞ for an empty window — with each
+/// output row's and column's in-bounds kernel offsets resolved once instead of per
+/// element.
+fn max_pool_values(ctx: &Ctx, w: &Window, planes: usize, x: &[f32]) -> Vec<f32> {
+    let (iv, ov) = (w.in_vol(), w.out_vol());
+    let [_, ih, iw] = w.input;
+    let [od, oh, ow] = w.output;
+    let offsets = |d: usize, n: usize| -> Vec<Vec<usize>> {
+        (0..n)
+            .map(|z| (0..w.kernel[d]).filter_map(|k| w.src(d, z, k)).collect())
+            .collect()
+    };
+    let (ds, hs, ws) = (offsets(0, od), offsets(1, oh), offsets(2, ow));
+    let mut out = vec![f32::NEG_INFINITY; planes * ov];
+    ctx.for_each_chunk(&mut out, ov.max(1), |pi, chunk| {
+        let xs = &x[pi * iv..(pi + 1) * iv];
+        let mut slots = chunk.iter_mut();
+        for dl in &ds {
+            for hl in &hs {
+                for wl in &ws {
+                    let Some(slot) = slots.next() else { return };
+                    let (mut best, mut any, mut nan) = (f32::NEG_INFINITY, false, false);
+                    for &sd in dl {
+                        for &sh in hl {
+                            let line = &xs[(sd * ih + sh) * iw..(sd * ih + sh + 1) * iw];
+                            for &sw in wl {
+                                let v = line[sw];
+                                nan |= v.is_nan();
+                                if !any || v > best {
+                                    best = v;
+                                    any = true;
+                                }
+                            }
+                        }
+                    }
+                    *slot = if nan {
+                        f32::from_bits(CANONICAL_NAN_F32)
+                    } else {
+                        best
+                    };
+                }
+            }
+        }
+    });
+    out
+}
+
 fn avg_lp_pool<T: PoolFloat>(
     ctx: &Ctx,
     w: &Window,
@@ -396,6 +445,12 @@ impl Op for Pool {
             }};
         }
         let id = |v| v;
+        if let (Kind::Max, false, false, TensorData::F32(v)) =
+            (self.kind, self.with_indices, ctx.reference(), x.data())
+        {
+            let vals = max_pool_values(ctx, &w, planes, v);
+            return Ok(vec![Tensor::from_vec(shape, vals)?]);
+        }
         match (self.kind, x.data()) {
             (Kind::Max, TensorData::F32(v)) => maxp!(v, id),
             (Kind::Max, TensorData::F64(v)) => maxp!(v, |y: f64| y),
@@ -482,6 +537,24 @@ mod tests {
         assert_eq!(y[0].as_slice::<f32>().unwrap(), &[1.5, 4.5, 7.5, 4.5]);
     }
 
+    fn attrs_again(
+        global: bool,
+        k: usize,
+        s: usize,
+        pad: usize,
+        ceil: bool,
+    ) -> Vec<(&'static str, Attr)> {
+        if global {
+            return vec![];
+        }
+        vec![
+            ("kernel_shape", Attr::Ints(vec![k as i64, k as i64])),
+            ("strides", Attr::Ints(vec![s as i64, 1])),
+            ("pads", Attr::Ints(vec![pad as i64, 0, pad as i64, 0])),
+            ("ceil_mode", Attr::Int(ceil as i64)),
+        ]
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
         #[test]
@@ -506,6 +579,10 @@ mod tests {
             let f = p.run(&[Some(&x)], &Ctx::new(KernelMode::Fast, threads)).unwrap();
             prop_assert_eq!(r.len(), f.len());
             for (a, b) in r.iter().zip(&f) { prop_assert_eq!(a.encode(), b.encode()); }
+            // Values only: MaxPool's fast path.
+            let p1 = op(kind, attrs_again(global, k, s, pad, ceil), 1);
+            let f1 = p1.run(&[Some(&x)], &Ctx::new(KernelMode::Fast, threads)).unwrap();
+            prop_assert_eq!(r[0].encode(), f1[0].encode());
         }
     }
 }

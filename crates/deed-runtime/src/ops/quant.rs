@@ -13,8 +13,9 @@ use half::{bf16, f16};
 
 use super::util::{check_count, infer_input, input, norm_axis, numel, one, opt_infer_input};
 use super::util::{opt_input, strides};
-use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
+use super::{Ctx, InferInput, NodeInfo, Op, Prepared, Registry, TypeInfo};
 use crate::error::OpError;
+use crate::kernels::{qgemm, QData, QuantB};
 
 pub mod igemm;
 
@@ -297,6 +298,16 @@ impl Op for QuantizeLinear {
             let dt = self.out_dtype(zp.map(|z| z.dtype()))?;
             let (lo, hi) = qrange(dt).ok_or_else(|| OpError::unsupported("output dtype"))?;
             let pdt = self.precision.unwrap_or(s.dtype());
+            if let (Some(xs), DType::F32, Some(sv), Some(z)) = (
+                x.as_slice::<f32>(),
+                pdt,
+                floats_of(s).filter(|v| v.len() == 1 && s.rank() <= 1),
+                tensor_zero_point(zp),
+            ) {
+                // One scale and zero point, all in f32: rounding to f32 is the
+                // identity, so this is the loop below without the lookups.
+                return Ok(vec![quantize_f32(xs, sv[0], z, dt, x.shape().to_vec())?]);
+            }
             // Both operands are first rounded to the precision dtype (exact when they
             // already are of it or narrower), then divided with one rounding.
             let xs: Vec<f32> = match x.data() {
@@ -402,6 +413,29 @@ impl Op for DequantizeLinear {
         super::simd::with_fma(|| {
             let x = input(inputs, 0)?;
             let s = input(inputs, 1)?;
+            let out_dt = self.out.unwrap_or(s.dtype());
+            if let (DType::F32, Some(sv), Some(z)) = (
+                out_dt,
+                s.as_slice::<f32>()
+                    .filter(|v| v.len() == 1 && s.rank() <= 1),
+                tensor_zero_point(opt_input(inputs, 2)),
+            ) {
+                // One f32 scale and zero point: the loop below without the lookups.
+                let sv = sv[0];
+                let z = i64::from(z);
+                let y: Option<Vec<f32>> = match x.data() {
+                    TensorData::U8(v) => {
+                        Some(v.iter().map(|&e| (i64::from(e) - z) as f32 * sv).collect())
+                    }
+                    TensorData::I8(v) => {
+                        Some(v.iter().map(|&e| (i64::from(e) - z) as f32 * sv).collect())
+                    }
+                    _ => None,
+                };
+                if let Some(y) = y {
+                    return Ok(vec![Tensor::from_vec(x.shape().to_vec(), y)?]);
+                }
+            }
             let xs = ints_of(x).ok_or(OpError::DType {
                 index: 0,
                 dtype: x.dtype(),
@@ -702,6 +736,130 @@ fn int_matmul(inp: &IntMatInputs, ctx: &Ctx) -> Vec<i32> {
     out
 }
 
+/// The operand as the quantized kernel reads it.
+fn qdata(t: &Tensor, index: usize) -> Result<QData<'_>, OpError> {
+    match t.data() {
+        TensorData::U8(v) => Ok(QData::U8(v)),
+        TensorData::I8(v) => Ok(QData::I8(v)),
+        _ => Err(OpError::DType {
+            index,
+            dtype: t.dtype(),
+        }),
+    }
+}
+
+/// An operand's zero points as the quantized kernel takes them: one value, or one
+/// per line of all `batches × per` lines.
+fn line_zero_points(
+    t: &Tensor,
+    zp: Option<&Tensor>,
+    per: usize,
+    batches: usize,
+) -> Result<Vec<i32>, OpError> {
+    let Some(z) = zp else {
+        return Ok(vec![0]);
+    };
+    if z.dtype() != t.dtype() {
+        return Err(OpError::DTypeMismatch {
+            expected: t.dtype(),
+            actual: z.dtype(),
+        });
+    }
+    let zv = ints_of(z).unwrap_or_default();
+    Ok(match mat_param_index(zv.len(), per, batches)? {
+        MatParam::Tensor => zv,
+        MatParam::Line => (0..per * batches).map(|r| zv[r % per.max(1)]).collect(),
+        MatParam::BatchLine => zv,
+    })
+}
+
+/// A constant matrix operand `b` (`k×n`) prepared for [`qgemm`].
+fn quant_b(b: &Tensor, b_zp: Option<&Tensor>, b_index: usize) -> Result<QuantB, OpError> {
+    let &[k, n] = b.shape() else {
+        return Err(OpError::shape("prepared operand must be a matrix"));
+    };
+    let zb = line_zero_points(b, b_zp, n, 1)?;
+    QuantB::new(k, n, qdata(b, b_index)?, &zb)
+}
+
+/// [`Op::prepare`] of the integer matrix products: the right operand packed once when
+/// it and its zero point are constants and it is a matrix (shared by every batch).
+fn prepare_b(
+    inputs: &[Option<InferInput<'_>>],
+    b_index: usize,
+    zp_index: usize,
+) -> Option<Prepared> {
+    let b = opt_infer_input(inputs, b_index)?.value?;
+    if b.rank() != 2 {
+        return None;
+    }
+    let zb = match opt_infer_input(inputs, zp_index) {
+        Some(z) => Some(z.value?),
+        None => None,
+    };
+    let q = quant_b(b, zb, b_index).ok()?;
+    Some(Prepared(Box::new(q)))
+}
+
+/// The batched product through the fast kernel when `b` is a matrix: every batch of
+/// `a` multiplies the same `b`, so all rows of `a` form one product. Returns the
+/// shapes and the `i32` accumulators in output order, or `None` for the reference
+/// mode and for shapes the general path takes.
+fn fast_int_matmul(
+    a: &Tensor,
+    a_zp: Option<&Tensor>,
+    b: &Tensor,
+    b_zp: Option<&Tensor>,
+    b_index: usize,
+    prepared: Option<&QuantB>,
+    ctx: &Ctx,
+) -> Result<Option<(MatShapes, Vec<i32>)>, OpError> {
+    if ctx.reference() || b.rank() != 2 {
+        return Ok(None);
+    }
+    let sh = mat_shapes(a.shape(), b.shape())?;
+    let (m, k, n) = (sh.m, sh.k, sh.n);
+    let nb = sh.batches.len();
+    let rows = nb * m;
+    if rows.checked_mul(k) != Some(a.len()) {
+        return Ok(None);
+    }
+    let qa = qdata(a, 0)?;
+    let za = line_zero_points(a, a_zp, m, nb)?;
+    let built;
+    let qb = match prepared.filter(|p| p.dims() == (k, n)) {
+        Some(p) => p,
+        None => {
+            built = quant_b(b, b_zp, b_index)?;
+            &built
+        }
+    };
+    let mut out = vec![0i32; rows * n];
+    qgemm(ctx, rows, qa, &za, qb, &mut out)?;
+    Ok(Some((sh, out)))
+}
+
+/// The accumulators of MatMulInteger / QLinearMatMul: the fast kernel when it takes
+/// the shapes, else the general batched path. Both give the same bits.
+#[allow(clippy::too_many_arguments)]
+fn int_accumulators(
+    a: &Tensor,
+    a_zp: Option<&Tensor>,
+    b: &Tensor,
+    b_zp: Option<&Tensor>,
+    b_index: usize,
+    prepared: Option<&Prepared>,
+    ctx: &Ctx,
+) -> Result<(MatShapes, Vec<i32>), OpError> {
+    let pre = prepared.and_then(|p| p.0.downcast_ref::<QuantB>());
+    if let Some(r) = fast_int_matmul(a, a_zp, b, b_zp, b_index, pre, ctx)? {
+        return Ok(r);
+    }
+    let inp = int_mat_inputs(a, a_zp, b, b_zp, b_index)?;
+    let acc = int_matmul(&inp, ctx);
+    Ok((inp.sh, acc))
+}
+
 fn matmul_cost(sh: &MatShapes) -> u64 {
     (sh.batches.len() as u64)
         .saturating_mul(sh.m as u64)
@@ -744,13 +902,35 @@ impl Op for MatMulInteger {
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
-        super::simd::with_fma(|| {
-            let a = input(inputs, 0)?;
-            let b = input(inputs, 1)?;
-            let inp = int_mat_inputs(a, opt_input(inputs, 2), b, opt_input(inputs, 3), 1)?;
-            let out = int_matmul(&inp, ctx);
-            Ok(vec![Tensor::from_vec(inp.sh.out.clone(), out)?])
-        })
+        self.run_with(inputs, ctx, None)
+    }
+
+    fn prepare(&self, inputs: &[Option<InferInput<'_>>]) -> Option<Prepared> {
+        prepare_b(inputs, 1, 3)
+    }
+
+    fn run_prepared(
+        &self,
+        inputs: &[Option<&Tensor>],
+        ctx: &Ctx,
+        prepared: &Prepared,
+    ) -> Result<Vec<Tensor>, OpError> {
+        self.run_with(inputs, ctx, Some(prepared))
+    }
+}
+
+impl MatMulInteger {
+    fn run_with(
+        &self,
+        inputs: &[Option<&Tensor>],
+        ctx: &Ctx,
+        prepared: Option<&Prepared>,
+    ) -> Result<Vec<Tensor>, OpError> {
+        let a = input(inputs, 0)?;
+        let b = input(inputs, 1)?;
+        let (a_zp, b_zp) = (opt_input(inputs, 2), opt_input(inputs, 3));
+        let (sh, out) = int_accumulators(a, a_zp, b, b_zp, 1, prepared, ctx)?;
+        Ok(vec![Tensor::from_vec(sh.out, out)?])
     }
 }
 
@@ -851,46 +1031,125 @@ impl Op for QLinearMatMul {
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
-        super::simd::with_fma(|| {
-            let a = input(inputs, 0)?;
-            let b = input(inputs, 3)?;
-            let inp = int_mat_inputs(a, opt_input(inputs, 2), b, opt_input(inputs, 5), 3)?;
-            let acc = int_matmul(&inp, ctx);
-            let sa = scale_of(input(inputs, 1)?, 1)?;
-            let sb = scale_of(input(inputs, 4)?, 4)?;
-            let sy = scale_of(input(inputs, 6)?, 6)?;
-            if sy.v.len() != 1 {
-                return Err(OpError::unsupported("per-axis y_scale"));
-            }
-            let (m, n) = (inp.sh.m, inp.sh.n);
-            let nb = inp.sh.batches.len();
-            let la = mat_param_index(sa.v.len(), m, nb)?;
-            let lb = mat_param_index(sb.v.len(), n, nb)?;
-            let (dt, zp) = out_params(opt_input(inputs, 7), a.dtype())?;
-            let (lo, hi) = qrange(dt).ok_or(OpError::DType {
-                index: 7,
-                dtype: dt,
-            })?;
-            let out: Vec<i32> = acc
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| {
-                    let bi = i / (m * n).max(1);
-                    let (ia, ib) = inp.sh.batches[bi];
-                    let r = (i / n.max(1)) % m.max(1);
-                    let col = i % n.max(1);
-                    let mult = multiplier(
-                        sa.dt,
-                        sa.v[la.at(ia, r, m)],
-                        sb.v[lb.at(ib, col, n)],
-                        sy.v[0],
-                    );
-                    saturate(f64::from(c) * mult, zp, lo, hi)
-                })
-                .collect();
-            Ok(vec![int_tensor(dt, inp.sh.out.clone(), out)?])
-        })
+        self.run_with(inputs, ctx, None)
     }
+
+    fn prepare(&self, inputs: &[Option<InferInput<'_>>]) -> Option<Prepared> {
+        prepare_b(inputs, 3, 5)
+    }
+
+    fn run_prepared(
+        &self,
+        inputs: &[Option<&Tensor>],
+        ctx: &Ctx,
+        prepared: &Prepared,
+    ) -> Result<Vec<Tensor>, OpError> {
+        self.run_with(inputs, ctx, Some(prepared))
+    }
+}
+
+impl QLinearMatMul {
+    fn run_with(
+        &self,
+        inputs: &[Option<&Tensor>],
+        ctx: &Ctx,
+        prepared: Option<&Prepared>,
+    ) -> Result<Vec<Tensor>, OpError> {
+        let a = input(inputs, 0)?;
+        let b = input(inputs, 3)?;
+        let (a_zp, b_zp) = (opt_input(inputs, 2), opt_input(inputs, 5));
+        let (sh, acc) = int_accumulators(a, a_zp, b, b_zp, 3, prepared, ctx)?;
+        let sa = scale_of(input(inputs, 1)?, 1)?;
+        let sb = scale_of(input(inputs, 4)?, 4)?;
+        let sy = scale_of(input(inputs, 6)?, 6)?;
+        if sy.v.len() != 1 {
+            return Err(OpError::unsupported("per-axis y_scale"));
+        }
+        let (m, n) = (sh.m, sh.n);
+        let nb = sh.batches.len();
+        let la = mat_param_index(sa.v.len(), m, nb)?;
+        let lb = mat_param_index(sb.v.len(), n, nb)?;
+        let (dt, zp) = out_params(opt_input(inputs, 7), a.dtype())?;
+        let (lo, hi) = qrange(dt).ok_or(OpError::DType {
+            index: 7,
+            dtype: dt,
+        })?;
+        // The multipliers of a row depend on its A scale and B batch only: compute
+        // them once per change of those.
+        let mut out = Vec::with_capacity(acc.len());
+        let mut mults = vec![0f64; n];
+        let mut last = None;
+        for (ri, row) in acc.chunks(n.max(1)).enumerate() {
+            let (ia, ib) = sh.batches[ri / m.max(1)];
+            let ai = la.at(ia, ri % m.max(1), m);
+            if last != Some((ai, ib)) {
+                for (j, mu) in mults.iter_mut().enumerate() {
+                    *mu = multiplier(sa.dt, sa.v[ai], sb.v[lb.at(ib, j, n)], sy.v[0]);
+                }
+                last = Some((ai, ib));
+            }
+            requantize_row(row, &mults, zp, lo, hi, &mut out);
+        }
+        Ok(vec![int_tensor(dt, sh.out, out)?])
+    }
+}
+
+/// `saturate(f64(c) · mult, zp, lo, hi)` for a row of accumulators, in a form the
+/// compiler vectorizes (see [`saturate_fast`]).
+fn requantize_row(row: &[i32], mults: &[f64], zp: i32, lo: i64, hi: i64, out: &mut Vec<i32>) {
+    let (zp, lo, hi) = (f64::from(zp), lo as f64, hi as f64);
+    out.extend(
+        row.iter()
+            .zip(mults)
+            .map(|(&c, &mu)| saturate_fast(f64::from(c) * mu, zp, lo, hi)),
+    );
+}
+
+/// [`saturate`] without branches, for a zero point and bounds given as `f64` (all
+/// small integers, exact). Equal to `saturate` for every `v`: when `|round(v)| ≤ 2⁵²`
+/// adding the zero point is exact; beyond, both forms clamp to the same bound.
+#[inline(always)]
+fn saturate_fast(v: f64, zp: f64, lo: f64, hi: f64) -> i32 {
+    let v = if v.is_nan() { 0.0 } else { v };
+    // Round half to even by adding and subtracting 2⁵² with v's sign: for |v| < 2⁵²
+    // the sum has unit spacing, so the default rounding mode rounds it exactly as
+    // `round_ties_even` (without the library call that would keep this loop scalar);
+    // larger |v| stay at least 2⁵² in magnitude with their sign and clamp alike.
+    let c = 4_503_599_627_370_496.0f64.copysign(v);
+    let r = (v + c) - c;
+    (r + zp).clamp(lo, hi) as i32
+}
+
+/// The zero point of a quantized tensor when it is one value for the whole tensor
+/// (absent: 0), else `None`.
+fn tensor_zero_point(zp: Option<&Tensor>) -> Option<i32> {
+    match zp {
+        None => Some(0),
+        Some(z) if z.len() == 1 && z.rank() <= 1 => ints_of(z).map(|v| v[0]),
+        Some(_) => None,
+    }
+}
+
+/// QuantizeLinear of f32 by one f32 scale and zero point:
+/// `saturate(f64(x / s), zp, lo, hi)` for every element, the reference's arithmetic
+/// (the division in f32, then [`saturate`]) in a loop the compiler vectorizes.
+fn quantize_f32(
+    xs: &[f32],
+    s: f32,
+    zp: i32,
+    dt: DType,
+    shape: Vec<usize>,
+) -> Result<Tensor, OpError> {
+    let (lo, hi) = qrange(dt).ok_or_else(|| OpError::unsupported("output dtype"))?;
+    let (z, l, h) = (f64::from(zp), lo as f64, hi as f64);
+    let q = |v: f32| saturate_fast(f64::from(v / s), z, l, h);
+    Ok(match dt {
+        DType::U8 => Tensor::from_vec(shape, xs.iter().map(|&v| q(v) as u8).collect())?,
+        DType::I8 => Tensor::from_vec(shape, xs.iter().map(|&v| q(v) as i8).collect())?,
+        DType::U16 => Tensor::from_vec(shape, xs.iter().map(|&v| q(v) as u16).collect())?,
+        DType::I16 => Tensor::from_vec(shape, xs.iter().map(|&v| q(v) as i16).collect())?,
+        other => return Err(OpError::unsupported(format!("quantizing to {other}"))),
+    })
 }
 
 // ---------------------------------------------------------------------------------
@@ -1303,6 +1562,7 @@ impl Op for QLinearConv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     #[test]
     fn saturate_rounds_half_to_even_and_clamps() {
@@ -1313,6 +1573,91 @@ mod tests {
         assert_eq!(saturate(-1e30, 10, -128, 127), -128);
         assert_eq!(saturate(f64::NAN, 10, 0, 255), 10);
         assert_eq!(saturate(f64::INFINITY, 0, -128, 127), 127);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        #[test]
+        fn saturate_fast_equals_saturate(
+            v in proptest::prop_oneof![
+                proptest::prelude::any::<f64>(),
+                -1e6f64..1e6,
+                (-70_000i32..70_000).prop_map(|x| f64::from(x) + 0.5),
+                proptest::prelude::Just(f64::INFINITY),
+                proptest::prelude::Just(f64::NEG_INFINITY),
+                proptest::prelude::Just(f64::NAN),
+                proptest::prelude::Just(4503599627370497.0f64),
+            ],
+            zp in -128i32..=255,
+            signed in proptest::prelude::any::<bool>(),
+        ) {
+            let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
+            let zp = zp.clamp(lo as i32, hi as i32);
+            proptest::prop_assert_eq!(
+                saturate_fast(v, f64::from(zp), lo as f64, hi as f64),
+                saturate(v, zp, lo, hi)
+            );
+        }
+    }
+
+    fn quant_node(op: &str) -> Box<dyn Op> {
+        let attrs = crate::attrs::Attrs::default();
+        let info = NodeInfo {
+            name: "q",
+            op_type: op,
+            domain: "",
+            opset: 21,
+            attrs: &attrs,
+            num_inputs: 3,
+            num_outputs: 1,
+        };
+        match op {
+            "QuantizeLinear" => build_quantize(&info).unwrap(),
+            _ => build_dequantize(&info).unwrap(),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The per-tensor fast loops equal the general per-axis loop given the same
+        /// scale and zero point on every channel.
+        #[test]
+        fn per_tensor_fast_paths_equal_the_general_loop(
+            x in proptest::collection::vec(proptest::prop_oneof![
+                4 => -300.0f32..300.0,
+                1 => proptest::prelude::any::<f32>(),
+                1 => proptest::prelude::Just(f32::NAN),
+                1 => proptest::prelude::Just(f32::INFINITY),
+            ], 6),
+            scale in proptest::prop_oneof![0.001f32..4.0, proptest::prelude::Just(1e-30f32)],
+            zp in 0u8..=255,
+            signed in proptest::prelude::any::<bool>(),
+        ) {
+            let ctx = Ctx::new(crate::ctx::KernelMode::Fast, 1);
+            let xt = Tensor::from_vec(vec![2, 3], x).unwrap();
+            let z1 = if signed {
+                Tensor::scalar(zp as i8)
+            } else {
+                Tensor::scalar(zp)
+            };
+            let z3 = if signed {
+                Tensor::from_vec(vec![3], vec![zp as i8; 3]).unwrap()
+            } else {
+                Tensor::from_vec(vec![3], vec![zp; 3]).unwrap()
+            };
+            let (s1, s3) = (Tensor::scalar(scale), Tensor::from_vec(vec![3], vec![scale; 3]).unwrap());
+            let q = quant_node("QuantizeLinear");
+            let fast = q.run(&[Some(&xt), Some(&s1), Some(&z1)], &ctx).unwrap();
+            let general = q.run(&[Some(&xt), Some(&s3), Some(&z3)], &ctx).unwrap();
+            proptest::prop_assert_eq!(&fast, &general);
+            let d = quant_node("DequantizeLinear");
+            let fast = d.run(&[Some(&fast[0]), Some(&s1), Some(&z1)], &ctx).unwrap();
+            let general = d.run(&[Some(&general[0]), Some(&s3), Some(&z3)], &ctx).unwrap();
+            let bits = |t: &Tensor| -> Vec<u32> {
+                t.as_slice::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
+            };
+            proptest::prop_assert_eq!(bits(&fast[0]), bits(&general[0]));
+        }
     }
 
     #[test]

@@ -40,9 +40,31 @@ pub fn gemm(m: usize, n: usize, k: usize, a: &[i16], b: &[i16], out: &mut [i32],
         gemm_reference(m, n, k, a, b, out);
         return;
     }
+    gemm_packed(m, n, k, a, &pack_b(n, k, b), out, ctx);
+}
+
+/// [`gemm`] with `B` already packed by [`pack_b`] (a constant operand packed once).
+pub(crate) fn gemm_packed(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[i16],
+    packed: &[i16],
+    out: &mut [i32],
+    ctx: &Ctx,
+) {
     let kp = k.div_ceil(2);
     let panels = n.div_ceil(NR);
-    let packed = pack_b(n, k, b);
+    if m == 0 || n == 0 || a.len() < m * k || out.len() < m * n {
+        return;
+    }
+    if k == 0 {
+        out[..m * n].fill(0);
+        return;
+    }
+    if packed.len() < panels * kp * 2 * NR {
+        return;
+    }
     let out = &mut out[..m * n];
     // Rows per chunk: enough work per task to amortize scheduling, and at least one
     // group of four rows, which share each load of a `B` panel.
@@ -97,7 +119,7 @@ fn panel4(apair: &[i32], kp: usize, bp: &[i16], acc: &mut [[i32; NR]; 4]) {
 /// Packs `B` into panels of [`NR`] columns; within a panel, for each pair of rows
 /// `(2q, 2q+1)`, the values of each column are adjacent: `b[2q][c], b[2q+1][c]`.
 /// Missing rows (odd `k`) and columns (partial panel) are zero.
-fn pack_b(n: usize, k: usize, b: &[i16]) -> Vec<i16> {
+pub(crate) fn pack_b(n: usize, k: usize, b: &[i16]) -> Vec<i16> {
     let kp = k.div_ceil(2);
     let panels = n.div_ceil(NR);
     let mut out = vec![0i16; panels * kp * 2 * NR];
