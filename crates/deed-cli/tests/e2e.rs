@@ -2,6 +2,9 @@
 //! binary and the HTTP API. One network per test keeps the suite fast; each test walks
 //! through a whole story and checks balances to the unit.
 
+// Helpers outside `#[test]` functions panic on purpose: a failed step fails the test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -313,7 +316,11 @@ fn publish_infer_verify_pay_and_restart() {
             st["executor"]["price"].as_str().unwrap().parse().unwrap()
         })
         .collect();
-    for (job, k) in [(&none_final, 1), (&net.wait_final(opt_job), 1), (rep_job, 2)] {
+    for (job, k) in [
+        (&none_final, 1),
+        (&net.wait_final(opt_job), 1),
+        (rep_job, 2),
+    ] {
         let f = &job["fees"];
         assert_eq!(f["royalty"], "100", "{job}");
         let fees: Vec<u128> = f["executor_fees"]
@@ -323,7 +330,10 @@ fn publish_infer_verify_pay_and_restart() {
             .map(|v| v.as_str().unwrap().parse().unwrap())
             .collect();
         assert_eq!(fees.len(), k);
-        assert!(fees.iter().all(|f| prices.contains(f)), "{fees:?} {prices:?}");
+        assert!(
+            fees.iter().all(|f| prices.contains(f)),
+            "{fees:?} {prices:?}"
+        );
         let protocol: u128 = f["protocol_fee"].as_str().unwrap().parse().unwrap();
         assert_eq!(total(job), 100 + fees.iter().sum::<u128>() + protocol);
     }

@@ -695,7 +695,7 @@ async fn dispute(State(node): Shared, Path(id): Path<String>) -> ApiResult<Dispu
             .transpose()
     })?
     .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("dispute {id} does not exist")))
+    .ok_or_else(|| ApiError::not_found(format!("dispute {id} does not exist")))
 }
 
 // ---- direct calls -----------------------------------------------------------------
@@ -801,9 +801,7 @@ async fn execute(
                     .filter(|(_, v)| !v.deprecated)
                     .map(|(n, _)| n)
                     .last()
-                    .ok_or_else(|| {
-                        ApiError::not_found(format!("{model} has no usable version"))
-                    })?,
+                    .ok_or_else(|| ApiError::not_found(format!("{model} has no usable version")))?,
             };
             let v = s
                 .version(*model, n)
@@ -898,9 +896,7 @@ async fn execute(
     let receipt = run.receipt(node.cfg.executor.max_inline_output);
     let digest =
         api::direct_receipt_digest(&hash, &run.output_hash, &receipt.trace_root, receipt.steps);
-    let signature = key
-        .sign_digest(&digest)
-        .map_err(ApiError::internal)?;
+    let signature = key.sign_digest(&digest).map_err(ApiError::internal)?;
     Ok(Json(DirectResponse {
         request: hash,
         outputs: run

@@ -797,7 +797,12 @@ mod tests {
             })
             .collect();
         let xs = x.display().to_string();
-        assert_eq!(read_inputs(&schema, &[xs.clone()]).unwrap().len(), 1);
+        assert_eq!(
+            read_inputs(&schema, std::slice::from_ref(&xs))
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(
             read_inputs(&schema, &[format!("x={xs}")]).unwrap()[0].0,
             "x"
