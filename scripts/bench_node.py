@@ -65,26 +65,27 @@ class DevNode:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.keys: list[str] = []
         self.lines: list[str] = []
+        self.ready = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.time() + 60
-        while time.time() < deadline:
+        while not self.ready.wait(0.05):
             if self.proc.poll() is not None:
                 sys.exit(f"deed dev exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            sys.exit("deed dev did not start")
-        time.sleep(0.2)
+            if time.time() > deadline:
+                sys.exit("deed dev did not start")
+
+    # `deed dev` lists its funded accounts as `  I  0xADDRESS  0xSECRET` and prints
+    # `... listening on http://ADDR` once its API accepts connections.
+    ACCOUNT = re.compile(r"^\s*\d+\s+0x[0-9a-fA-F]{40}\s+0x([0-9a-fA-F]{64})\s*$")
 
     def _read(self):
         for line in self.proc.stdout:
             self.lines.append(line)
-            if "key" in line.lower() or "secret" in line.lower():
-                self.keys += [k[2:] if k.startswith("0x") else k
-                              for k in re.findall(r"(?:0x)?[0-9a-fA-F]{64}\b", line)]
+            m = self.ACCOUNT.match(line)
+            if m:
+                self.keys.append(m.group(1))
+            if "listening on http://" in line:
+                self.ready.set()
 
     def stop(self):
         self.proc.kill()

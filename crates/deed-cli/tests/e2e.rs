@@ -2,6 +2,9 @@
 //! binary and the HTTP API. One network per test keeps the suite fast; each test walks
 //! through a whole story and checks balances to the unit.
 
+// Helpers outside `#[test]` functions panic on purpose: a failed step fails the test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -267,9 +270,77 @@ fn publish_infer_verify_pay_and_restart() {
         "valid"
     );
 
+    // Replicated: the ledger picks both of the dev network's executors; their
+    // revealed receipts agree with each other and with the local run.
+    let executors: Vec<Value> = net.ok(None, &["status"])["executors"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(executors.len(), 2, "{executors:?}");
+    let rep = net.ok(
+        u,
+        &[
+            "infer",
+            &base.to_string(),
+            "-i",
+            x,
+            "--mode",
+            "replicated:2",
+            "--wait",
+            "final",
+        ],
+    );
+    assert_eq!(rep["agree"], true);
+    let rep_job = &rep["job"];
+    assert_eq!(rep_job["status"], "finalized");
+    assert_eq!(rep_job["mode"], "replicated:2");
+    let mut assigned = rep_job["executors"].as_array().unwrap().clone();
+    assigned.sort_by_key(|a| a.to_string());
+    let mut all = executors.clone();
+    all.sort_by_key(|a| a.to_string());
+    assert_eq!(assigned, all);
+    for r in rep_job["receipts"].as_array().unwrap() {
+        assert_eq!(r["trace_root"], local["trace_root"]);
+    }
+    let rep_id = rep_job["id"].as_u64().unwrap();
+    let verdict = net.ok(None, &["receipt", "verify", &rep_id.to_string()]);
+    assert_eq!(verdict["verdict"], "valid");
+    assert_eq!(verdict["receipts"].as_array().unwrap().len(), 2);
+
+    // Fees stay readable after payout, and add up: royalty, each executor's price,
+    // the protocol fee.
+    let prices: Vec<u128> = executors
+        .iter()
+        .map(|e| {
+            let st = net.ok(None, &["executor", "status", e.as_str().unwrap()]);
+            st["executor"]["price"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    for (job, k) in [
+        (&none_final, 1),
+        (&net.wait_final(opt_job), 1),
+        (rep_job, 2),
+    ] {
+        let f = &job["fees"];
+        assert_eq!(f["royalty"], "100", "{job}");
+        let fees: Vec<u128> = f["executor_fees"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(fees.len(), k);
+        assert!(
+            fees.iter().all(|f| prices.contains(f)),
+            "{fees:?} {prices:?}"
+        );
+        let protocol: u128 = f["protocol_fee"].as_str().unwrap().parse().unwrap();
+        assert_eq!(total(job), 100 + fees.iter().sum::<u128>() + protocol);
+    }
+
     // Royalty: 100 per job to the owner; the user paid exactly the escrows and tx fees.
-    assert_eq!(net.balance(&owner.address()), owner_before + 200);
-    let paid = total(&none_final) + total(&net.wait_final(opt_job)) + 2;
+    assert_eq!(net.balance(&owner.address()), owner_before + 300);
+    let paid = total(&none_final) + total(&net.wait_final(opt_job)) + total(rep_job) + 3;
     assert_eq!(net.balance(&user.address()), user_before - paid);
 
     // Lineage: a fine-tune paying 20% of its royalty up to `base`.
@@ -370,9 +441,7 @@ fn publish_infer_verify_pay_and_restart() {
             "-i",
             x,
             "--mode",
-            "replicated:2",
-            "--timeout",
-            "20",
+            "replicated:3",
         ],
     );
     assert!(msg.to_lowercase().contains("executor"), "{msg}");

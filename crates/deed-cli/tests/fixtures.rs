@@ -2,6 +2,9 @@
 //! reference outputs by `scripts/gen_models.py --fixtures`) and checks outputs, then
 //! checks that the trace root is identical across thread counts and kernel modes.
 
+// Helpers outside `#[test]` functions panic on purpose: a failed step fails the test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -120,9 +120,15 @@ pub struct Status {
     pub block_hash: Hash,
     /// Roles this node runs: `validator`, `executor`, `watcher`, `storage`.
     pub roles: Vec<String>,
-    /// The executor's account, if the executor role is on.
+    /// The executor's account, if the executor role is on: the one that answers
+    /// direct calls at this node.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub executor: Option<Address>,
+    /// Every executor account this node runs (`executor` first); empty when the
+    /// executor role is off.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub executors: Vec<Address>,
     /// The watcher's account, if the watcher role is on.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub watcher: Option<Address>,
@@ -339,7 +345,10 @@ pub struct ReceiptView {
     pub steps: u64,
 }
 
-/// The escrowed fees of a job.
+/// The fees a job escrowed when it was requested. They stay as they were after
+/// settlement: a finalized job paid them out (a replicated executor that delivered
+/// no winning result has its fee returned to the requester instead), a refunded job
+/// returned them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeesView {

@@ -32,7 +32,28 @@ pub enum WaitFor {
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
+    /// Whether `http` can verify TLS servers (it loaded the platform's roots).
+    tls: bool,
     base: String,
+}
+
+/// The HTTP client. Loading the platform's TLS roots reads and parses every
+/// certificate on the system, several milliseconds per process, so a client for an
+/// `http://` node trusts no roots and loads none.
+fn http_client(tls: bool) -> Result<reqwest::Client, reqwest::Error> {
+    let b = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5));
+    let b = if tls {
+        b
+    } else {
+        b.tls_certs_only(std::iter::empty())
+    };
+    b.build()
+}
+
+fn is_https(base: &str) -> bool {
+    base.starts_with("https://")
 }
 
 impl Client {
@@ -45,15 +66,12 @@ impl Client {
                 reason: "a node URL starts with http:// or https://".into(),
             });
         }
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|source| ClientError::Transport {
-                url: base.clone(),
-                source,
-            })?;
-        Ok(Client { http, base })
+        let tls = is_https(&base);
+        let http = http_client(tls).map_err(|source| ClientError::Transport {
+            url: base.clone(),
+            source,
+        })?;
+        Ok(Client { http, tls, base })
     }
 
     /// The node's base URL.
@@ -62,10 +80,25 @@ impl Client {
     }
 
     /// A client for another node (an executor's endpoint), sharing the connection pool.
+    /// An `https://` endpoint reached from a client for an `http://` node gets a
+    /// client of its own that loads the TLS roots.
     pub fn with_base(&self, base: &str) -> Client {
+        let base = base.trim_end_matches('/').to_owned();
+        if is_https(&base) && !self.tls {
+            // Should the build fail, the shared client reports the TLS failure
+            // with the URL on the first request.
+            if let Ok(http) = http_client(true) {
+                return Client {
+                    http,
+                    tls: true,
+                    base,
+                };
+            }
+        }
         Client {
             http: self.http.clone(),
-            base: base.trim_end_matches('/').to_owned(),
+            tls: self.tls,
+            base,
         }
     }
 
@@ -412,6 +445,17 @@ pub fn job_is_final(status: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_roots_only_for_https() {
+        let plain = Client::new("http://127.0.0.1:1").unwrap();
+        assert!(!plain.tls);
+        assert!(!plain.with_base("http://127.0.0.1:2").tls);
+        let exec = plain.with_base("https://executor.example/");
+        assert!(exec.tls);
+        assert_eq!(exec.base(), "https://executor.example");
+        assert!(Client::new("https://node.example").unwrap().tls);
+    }
 
     #[test]
     fn rejects_url_without_scheme() {

@@ -5,11 +5,15 @@
 //! one [`StateStore::commit`] persists a block, its state writes and its index
 //! entries together: after a crash the index never points at a block that is not
 //! there, and no block lacks its index.
+//!
+//! Besides transactions it keeps what the ledger state forgets on settlement: a
+//! job's fee breakdown (the ledger empties the escrow when it pays out) and the
+//! amount a resolved dispute slashed.
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use deed_ledger::{apply_block, BlockOutcome, Event, Referee, State, TxResult};
+use deed_ledger::{apply_block, BlockOutcome, Escrow, Event, Reason, Referee, State, TxResult};
 use deed_store::{Commit, Head, StateStore};
-use deed_types::{Action, Address, Block, Hash, SignedTransaction};
+use deed_types::{Action, Address, Amount, Block, DisputeId, Hash, JobId, SignedTransaction};
 
 use crate::error::NodeError;
 
@@ -67,6 +71,41 @@ fn index_key(hash: &Hash) -> Vec<u8> {
     k.push(INDEX_PREFIX);
     k.extend_from_slice(hash.as_bytes());
     k
+}
+
+/// Index keys of ids: 10 bytes, so they never collide with the 33-byte transaction
+/// keys.
+fn id_key(kind: u8, id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10);
+    k.push(INDEX_PREFIX);
+    k.push(kind);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+const JOB_FEES: u8 = b'j';
+const DISPUTE_SLASHED: u8 = b'd';
+
+/// What a dispute resolved at `events[i]` took from its loser: the winner's reward
+/// plus the burned rest, which the ledger emits just before `DisputeResolved`
+/// (`credit` and `burn` emit nothing for zero amounts, so each may be absent).
+fn slashed_before(events: &[Event], i: usize) -> Amount {
+    let mut total: Amount = 0;
+    for e in events[..i].iter().rev().take(2) {
+        match e {
+            Event::Burned {
+                amount,
+                reason: Reason::Slash,
+            }
+            | Event::Paid {
+                amount,
+                reason: Reason::DisputeReward,
+                ..
+            } => total = total.saturating_add(*amount),
+            _ => break,
+        }
+    }
+    total
 }
 
 impl Chain {
@@ -138,6 +177,27 @@ impl Chain {
         }
     }
 
+    /// A job's fee breakdown as escrowed when it was requested; it stays readable
+    /// after the ledger pays the escrow out. `None` for jobs older than the index.
+    pub fn job_fees(&self, job: JobId) -> Result<Option<Escrow>, NodeError> {
+        match self.store.get(&id_key(JOB_FEES, job.0))? {
+            None => Ok(None),
+            Some(bytes) => Escrow::try_from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| NodeError::Corrupt(format!("job fee index entry: {e}"))),
+        }
+    }
+
+    /// What a resolved dispute slashed from its loser; `None` while it runs.
+    pub fn dispute_slashed(&self, dispute: DisputeId) -> Result<Option<Amount>, NodeError> {
+        match self.store.get(&id_key(DISPUTE_SLASHED, dispute.0))? {
+            None => Ok(None),
+            Some(bytes) => Amount::try_from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| NodeError::Corrupt(format!("dispute index entry: {e}"))),
+        }
+    }
+
     /// The encoded block at `height`.
     pub fn block(&self, height: u64) -> Result<Option<Block>, NodeError> {
         match self.store.block(height)? {
@@ -169,6 +229,26 @@ impl Chain {
                 index_key(&r.tx_hash),
                 Some(borsh::to_vec(&record).unwrap_or_default()),
             ));
+        }
+        for (i, e) in outcome.events.iter().enumerate() {
+            match e {
+                Event::JobRequested { job, .. } => {
+                    if let Some(j) = self.state.job(*job) {
+                        writes.push((
+                            id_key(JOB_FEES, job.0),
+                            Some(borsh::to_vec(&j.escrow).unwrap_or_default()),
+                        ));
+                    }
+                }
+                Event::DisputeResolved { dispute, .. } => {
+                    let slashed = slashed_before(&outcome.events, i);
+                    writes.push((
+                        id_key(DISPUTE_SLASHED, dispute.0),
+                        Some(borsh::to_vec(&slashed).unwrap_or_default()),
+                    ));
+                }
+                _ => {}
+            }
         }
         let head = Head {
             height: block.header.height,

@@ -3,10 +3,11 @@
 //! accounts from deterministic keys, and the HTTP API. State persists in the data
 //! directory across restarts.
 //!
-//! The dev executor bonds at the first block and serves every registered model: it
-//! refreshes its bond whenever a model is registered, and the refresh is queued
-//! before the block that registered the model becomes visible, so a request for the
-//! new model is ordered after it.
+//! The two dev executors bond at the first block and serve every registered model
+//! (two, so `replicated:2` jobs have executors to choose from): each refreshes its
+//! bond whenever a model is registered, and the refresh is queued before the block
+//! that registered the model becomes visible, so a request for the new model is
+//! ordered after it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ pub fn dev_keys() -> NodeKeys {
     NodeKeys {
         validator: SecretKey::from_seed(b"deed dev validator"),
         executor: SecretKey::from_seed(b"deed dev executor"),
+        more_executors: vec![SecretKey::from_seed(b"deed dev executor 2")],
         watcher: SecretKey::from_seed(b"deed dev watcher"),
     }
 }
@@ -58,7 +60,10 @@ pub fn dev_genesis(keys: &NodeKeys) -> Genesis {
     let mut allocations: Vec<_> = (0..DEV_ACCOUNTS)
         .map(|i| (dev_account(i).address(), DEV_BALANCE))
         .collect();
-    for k in [&keys.validator, &keys.executor, &keys.watcher] {
+    let own = [&keys.validator, &keys.watcher]
+        .into_iter()
+        .chain(keys.executors());
+    for k in own {
         if !allocations.iter().any(|(a, _)| *a == k.address()) {
             allocations.push((k.address(), DEV_BALANCE));
         }
@@ -112,7 +117,9 @@ pub async fn run_dev(cfg: Config) -> Result<(), NodeError> {
         println!("  {i}  {}  0x{}", k.address(), hex::encode(k.to_bytes()));
     }
     println!("validator {}", keys.validator.address());
-    println!("executor  {}", keys.executor.address());
+    for k in keys.executors() {
+        println!("executor  {}", k.address());
+    }
     println!("watcher   {}", keys.watcher.address());
     println!("deed dev listening on http://{}", running.addr);
     use std::io::Write;

@@ -17,16 +17,18 @@ use deed_client::api::{
     ExecutorView, FeesView, JobView, LicenceView, ModelView, NamedTensor, ReceiptView, Status,
     SubmitTx, TxState, TxSubmitted, TxView, UploadStatus, VersionView,
 };
-use deed_ledger::{Dispute, DisputePhase, Job, JobStatus, Model, State as LedgerState, Version};
+use deed_ledger::{
+    Dispute, DisputePhase, Escrow, Job, JobStatus, Model, State as LedgerState, Version,
+};
 use deed_store::{BlobStore, Manifest};
 use deed_types::{
-    Action, Address, Cid, DisputeId, Hash, JobId, JobInput, Licence, Mode, ModelId, Output,
+    Action, Address, Amount, Cid, DisputeId, Hash, JobId, JobInput, Licence, Mode, ModelId, Output,
     Receipt, SignedTransaction, Tensor,
 };
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::error::{ApiError, TxRejection};
+use crate::error::{ApiError, NodeError, TxRejection};
 use crate::node::{lock, Node};
 use crate::runner::{self, decode_hex, encode_hex};
 
@@ -167,6 +169,11 @@ async fn status(State(node): Shared) -> ApiResult<Status> {
         block_hash,
         roles: roles.names(),
         executor: roles.executor.then(|| node.keys.executor.address()),
+        executors: if roles.executor {
+            node.keys.executors().map(|k| k.address()).collect()
+        } else {
+            Vec::new()
+        },
         watcher: roles.watcher.then(|| node.keys.watcher.address()),
         mempool: node.mempool_len() as u64,
         validators: node
@@ -541,7 +548,11 @@ fn receipt_view(executor: Address, r: &Receipt) -> ReceiptView {
     }
 }
 
-fn job_view(id: JobId, j: &Job, s: &LedgerState) -> JobView {
+/// A job as the API shows it. `fees` is the breakdown the index kept from the
+/// request (the ledger empties the escrow when it settles); without it, the
+/// ledger's escrow.
+fn job_view(id: JobId, j: &Job, s: &LedgerState, fees: Option<Escrow>) -> JobView {
+    let fees = fees.unwrap_or_else(|| j.escrow.clone());
     let (status, window_end, dispute) = match &j.status {
         JobStatus::Assigned => ("assigned", None, None),
         JobStatus::Committing => ("committing", None, None),
@@ -577,15 +588,10 @@ fn job_view(id: JobId, j: &Job, s: &LedgerState) -> JobView {
         window_end,
         dispute,
         fees: FeesView {
-            royalty: j.escrow.royalty.to_string(),
-            executor_fees: j
-                .escrow
-                .executor_fees
-                .iter()
-                .map(|f| f.to_string())
-                .collect(),
-            protocol_fee: j.escrow.protocol_fee.to_string(),
-            total: j.escrow.total().to_string(),
+            royalty: fees.royalty.to_string(),
+            executor_fees: fees.executor_fees.iter().map(|f| f.to_string()).collect(),
+            protocol_fee: fees.protocol_fee.to_string(),
+            total: fees.total().to_string(),
         },
         deadline: j.deadline,
         created: j.created,
@@ -619,19 +625,24 @@ async fn jobs(
             .filter_map(|i| s.job(JobId(i)).map(|j| (JobId(i), j)))
             .filter(|(_, j)| requester.is_none_or(|r| j.requester == r))
             .filter(|(_, j)| executor.is_none_or(|e| j.executors.contains(&e)))
-            .map(|(id, j)| job_view(id, j, s))
-            .collect()
-    })))
+            .map(|(id, j)| Ok(job_view(id, j, s, c.job_fees(id)?)))
+            .collect::<Result<Vec<_>, NodeError>>()
+    })?))
 }
 
 async fn job(State(node): Shared, Path(id): Path<String>) -> ApiResult<JobView> {
     let id = JobId(parse("job id", &id)?);
-    node.with_state(|c| c.state().job(id).map(|j| job_view(id, j, c.state())))
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("job {id} does not exist")))
+    node.with_state(|c| {
+        c.state()
+            .job(id)
+            .map(|j| Ok::<_, NodeError>(job_view(id, j, c.state(), c.job_fees(id)?)))
+            .transpose()
+    })?
+    .map(Json)
+    .ok_or_else(|| ApiError::not_found(format!("job {id} does not exist")))
 }
 
-fn dispute_view(id: DisputeId, d: &Dispute) -> DisputeView {
+fn dispute_view(id: DisputeId, d: &Dispute, slashed: Option<Amount>) -> DisputeView {
     let (phase, winner) = match &d.phase {
         DisputePhase::AwaitReveal { .. } => ("await_reveal", None),
         DisputePhase::AwaitResponse { .. } => ("await_response", None),
@@ -658,7 +669,7 @@ fn dispute_view(id: DisputeId, d: &Dispute) -> DisputeView {
         phase: phase.to_owned(),
         deadline: d.deadline,
         winner,
-        slashed: None,
+        slashed: slashed.map(|a| a.to_string()),
     }
 }
 
@@ -667,18 +678,24 @@ async fn disputes(State(node): Shared) -> ApiResult<Vec<DisputeView>> {
         let s = c.state();
         (0..s.meta().next_dispute)
             .filter_map(|i| {
-                s.dispute(DisputeId(i))
-                    .map(|d| dispute_view(DisputeId(i), d))
+                let id = DisputeId(i);
+                s.dispute(id)
+                    .map(|d| Ok::<_, NodeError>(dispute_view(id, d, c.dispute_slashed(id)?)))
             })
-            .collect()
-    })))
+            .collect::<Result<Vec<_>, NodeError>>()
+    })?))
 }
 
 async fn dispute(State(node): Shared, Path(id): Path<String>) -> ApiResult<DisputeView> {
     let id = DisputeId(parse("dispute id", &id)?);
-    node.with_state(|c| c.state().dispute(id).map(|d| dispute_view(id, d)))
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("dispute {id} does not exist")))
+    node.with_state(|c| {
+        c.state()
+            .dispute(id)
+            .map(|d| Ok::<_, NodeError>(dispute_view(id, d, c.dispute_slashed(id)?)))
+            .transpose()
+    })?
+    .map(Json)
+    .ok_or_else(|| ApiError::not_found(format!("dispute {id} does not exist")))
 }
 
 // ---- direct calls -----------------------------------------------------------------
@@ -710,7 +727,6 @@ async fn execute(
     }
     let req: DirectRequest = json(&body(b)?)?;
     let stx = decode_tx(&req.tx)?;
-    let me = node.keys.executor.address();
     let Action::RequestJob {
         model,
         version,
@@ -725,11 +741,13 @@ async fn execute(
             stx.tx.action.name()
         )));
     };
-    if *executor != Some(me) {
+    let Some(key) = executor.and_then(|e| node.keys.executor_key(&e)) else {
         return Err(ApiError::bad_request(format!(
-            "the request does not name this executor ({me})"
+            "the request does not name an executor of this node ({})",
+            node.keys.executor.address()
         )));
-    }
+    };
+    let me = key.address();
     if !matches!(mode, Mode::None | Mode::Optimistic) {
         return Err(ApiError::bad_request(
             "direct calls take modes none and optimistic only",
@@ -775,7 +793,7 @@ async fn execute(
             }
             let m = s
                 .model(*model)
-                .ok_or_else(|| ApiError::not_found(format!("model {model} does not exist")))?;
+                .ok_or_else(|| ApiError::not_found(format!("{model} does not exist")))?;
             let n = match version {
                 Some(v) => *v,
                 None => s
@@ -783,23 +801,24 @@ async fn execute(
                     .filter(|(_, v)| !v.deprecated)
                     .map(|(n, _)| n)
                     .last()
-                    .ok_or_else(|| {
-                        ApiError::not_found(format!("model {model} has no usable version"))
-                    })?,
+                    .ok_or_else(|| ApiError::not_found(format!("{model} has no usable version")))?,
             };
             let v = s
                 .version(*model, n)
-                .filter(|v| !v.deprecated)
-                .ok_or_else(|| {
-                    ApiError::not_found(format!("model {model} has no usable version {n}"))
-                })?;
+                .ok_or_else(|| ApiError::not_found(format!("{model} has no version {n}")))?;
+            if v.deprecated {
+                return Err(ApiError::new(
+                    ErrorCode::Rejected,
+                    format!("version {n} of {model} is deprecated"),
+                ));
+            }
             let e = s
                 .executor(&me)
                 .filter(|e| e.models.contains(model))
                 .ok_or_else(|| {
                     ApiError::new(
                         ErrorCode::Rejected,
-                        format!("this executor does not serve model {model} yet"),
+                        format!("this executor does not serve {model} yet"),
                     )
                 })?;
             let royalty = if matches!(m.licence, Licence::Open) {
@@ -877,11 +896,7 @@ async fn execute(
     let receipt = run.receipt(node.cfg.executor.max_inline_output);
     let digest =
         api::direct_receipt_digest(&hash, &run.output_hash, &receipt.trace_root, receipt.steps);
-    let signature = node
-        .keys
-        .executor
-        .sign_digest(&digest)
-        .map_err(ApiError::internal)?;
+    let signature = key.sign_digest(&digest).map_err(ApiError::internal)?;
     Ok(Json(DirectResponse {
         request: hash,
         outputs: run

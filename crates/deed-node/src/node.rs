@@ -9,7 +9,8 @@ use deed_ledger::{Job, Params, RuntimeReferee, State};
 use deed_store::{AnyBlobStore, FsBlobStore, MemoryBlobStore, MemoryStateStore, ObjectBlobStore};
 use deed_store::{RedbStateStore, StateStore};
 use deed_types::{
-    Action, Address, Amount, Block, Cid, Hash, JobId, SecretKey, SignedTransaction, Transaction,
+    Action, Address, Amount, Block, Cid, Hash, JobId, ModelId, SecretKey, SignedTransaction,
+    Transaction,
 };
 use tokio::sync::{broadcast, watch};
 
@@ -26,17 +27,35 @@ use crate::runner::{JobRun, ModelCache};
 pub struct NodeKeys {
     /// Signs blocks (single validator) and is paid transaction fees.
     pub validator: SecretKey,
-    /// Runs jobs and signs receipts.
+    /// Runs jobs and signs receipts; answers direct calls.
     pub executor: SecretKey,
+    /// Further executor accounts run by the same node. Each bonds and serves like
+    /// `executor`; a dev network runs two so `replicated:K` jobs find executors.
+    pub more_executors: Vec<SecretKey>,
     /// Signs challenges.
     pub watcher: SecretKey,
+}
+
+impl NodeKeys {
+    /// Every executor account of the node, `executor` first.
+    pub fn executors(&self) -> impl Iterator<Item = &SecretKey> {
+        std::iter::once(&self.executor).chain(&self.more_executors)
+    }
+
+    /// The node's executor key with address `a`.
+    pub fn executor_key(&self, a: &Address) -> Option<&SecretKey> {
+        self.executors().find(|k| k.address() == *a)
+    }
 }
 
 impl std::fmt::Debug for NodeKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeKeys")
             .field("validator", &self.validator.address())
-            .field("executor", &self.executor.address())
+            .field(
+                "executors",
+                &self.executors().map(|k| k.address()).collect::<Vec<_>>(),
+            )
             .field("watcher", &self.watcher.address())
             .finish()
     }
@@ -81,9 +100,11 @@ pub struct Node {
     /// Direct-call requests answered and not yet included: the same signed request
     /// is never served twice (once included, its nonce is spent).
     pub(crate) direct_served: Mutex<HashSet<Hash>>,
-    /// Traces of this executor's receipts, kept until their jobs close.
-    pub(crate) traces: Mutex<HashMap<JobId, Arc<JobRun>>>,
-    bond_requested: Mutex<bool>,
+    /// Runs behind the receipts of this node's executors, by job and executor,
+    /// kept (with their traces) until their jobs close.
+    pub(crate) traces: Mutex<HashMap<(JobId, Address), Arc<JobRun>>>,
+    /// Executors of this node with a `Bond` queued and not yet included.
+    bond_requested: Mutex<HashSet<Address>>,
     /// Completed uploads' manifests by blob id, for chunk PUTs.
     pub(crate) uploads: Mutex<HashMap<Cid, deed_store::Manifest>>,
 }
@@ -177,7 +198,7 @@ impl Node {
             direct: Mutex::new(HashMap::new()),
             direct_served: Mutex::new(HashSet::new()),
             traces: Mutex::new(HashMap::new()),
-            bond_requested: Mutex::new(false),
+            bond_requested: Mutex::new(HashSet::new()),
             uploads: Mutex::new(HashMap::new()),
             keys,
             cfg,
@@ -276,21 +297,33 @@ impl Node {
             .unwrap_or_else(|| format!("http://{}", self.cfg.http))
     }
 
-    /// Keeps the executor bonded and serving every registered model (the dev
-    /// policy: one executor serves everything published on its chain). Queues a
-    /// `Bond` when the executor is unbonded or its model list is stale and no bond
-    /// of its is waiting.
+    /// Keeps every executor of the node bonded and serving every registered model
+    /// (the dev policy: the node's executors serve everything published on its
+    /// chain). Queues a `Bond` for each executor that is unbonded or whose model
+    /// list is stale and that has no bond waiting.
     fn refresh_bond(&self, state: &State, mempool: &mut Mempool) {
-        let me = self.keys.executor.address();
-        let mut requested = lock(&self.bond_requested);
-        if *requested {
-            return;
-        }
         let models: Vec<_> = state
             .models()
             .map(|(id, _)| id)
             .take(deed_types::tx::limits::MAX_MODELS_SERVED)
             .collect();
+        for key in self.keys.executors() {
+            self.refresh_bond_of(key, &models, state, mempool);
+        }
+    }
+
+    fn refresh_bond_of(
+        &self,
+        key: &SecretKey,
+        models: &[ModelId],
+        state: &State,
+        mempool: &mut Mempool,
+    ) {
+        let me = key.address();
+        let mut requested = lock(&self.bond_requested);
+        if requested.contains(&me) {
+            return;
+        }
         let amount = match state.executor(&me) {
             None => self.cfg.executor.stake,
             Some(e) if e.models != models => 0,
@@ -304,15 +337,17 @@ impl Node {
                 amount,
                 endpoint: self.executor_endpoint(),
                 price: self.cfg.executor.price,
-                models,
+                models: models.to_vec(),
             },
         };
-        match tx.sign(&self.keys.executor) {
+        match tx.sign(key) {
             Ok(stx) => match mempool.insert(state, stx) {
-                Ok(_) => *requested = true,
-                Err(e) => tracing::warn!(error = %e, "executor bond not queued"),
+                Ok(_) => {
+                    requested.insert(me);
+                }
+                Err(e) => tracing::warn!(executor = %me, error = %e, "executor bond not queued"),
             },
-            Err(e) => tracing::warn!(error = %e, "executor bond not signed"),
+            Err(e) => tracing::warn!(executor = %me, error = %e, "executor bond not signed"),
         }
     }
 
@@ -398,17 +433,19 @@ impl Application for Node {
                 // The executor's bond goes in before anyone can see this block, so a
                 // request for a model registered here queues behind it.
                 if self.cfg.roles.executor {
-                    let me = self.keys.executor.address();
-                    let bond_included = committed
-                        .block
-                        .txs
-                        .iter()
-                        .zip(&committed.outcome.results)
-                        .any(|(t, r)| {
-                            r.sender == Some(me) && matches!(t.tx.action, Action::Bond { .. })
-                        });
-                    if bond_included || !mempool_has_bond(&mempool, me) {
-                        *lock(&self.bond_requested) = false;
+                    for key in self.keys.executors() {
+                        let me = key.address();
+                        let bond_included = committed
+                            .block
+                            .txs
+                            .iter()
+                            .zip(&committed.outcome.results)
+                            .any(|(t, r)| {
+                                r.sender == Some(me) && matches!(t.tx.action, Action::Bond { .. })
+                            });
+                        if bond_included || !mempool_has_bond(&mempool, me) {
+                            lock(&self.bond_requested).remove(&me);
+                        }
                     }
                     self.refresh_bond(chain.state(), &mut mempool);
                 }

@@ -9,12 +9,12 @@
 //!   challengeable and challenges any whose output or trace root differs from its
 //!   own run.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use deed_client::api::ErrorCode;
 use deed_ledger::{Event, Job, JobStatus};
-use deed_types::{Action, Address, Cid, Hash, JobId, Mode};
+use deed_types::{Action, Address, Cid, Hash, JobId, Mode, SecretKey};
 use tokio::sync::broadcast;
 
 use crate::chain::Committed;
@@ -24,7 +24,7 @@ use crate::runner::{self, JobRun};
 
 /// Follows committed blocks until the node's block channel closes.
 pub async fn follow(node: Arc<Node>, mut rx: broadcast::Receiver<Arc<Committed>>) {
-    let mut reveals: HashMap<JobId, bool> = HashMap::new();
+    let mut reveals: HashSet<(JobId, Address)> = HashSet::new();
     loop {
         let committed = match rx.recv().await {
             Ok(c) => c,
@@ -43,8 +43,11 @@ pub async fn follow(node: Arc<Node>, mut rx: broadcast::Receiver<Arc<Committed>>
     }
 }
 
-fn executor_block(node: &Arc<Node>, committed: &Committed, reveals: &mut HashMap<JobId, bool>) {
-    let me = node.keys.executor.address();
+fn executor_block(
+    node: &Arc<Node>,
+    committed: &Committed,
+    reveals: &mut HashSet<(JobId, Address)>,
+) {
     for r in &committed.outcome.results {
         // Included (or failed): its nonce is spent, so a replay fails the nonce check.
         lock(&node.direct_served).remove(&r.tx_hash);
@@ -54,60 +57,71 @@ fn executor_block(node: &Arc<Node>, committed: &Committed, reveals: &mut HashMap
     }
     for (stx, r) in committed.block.txs.iter().zip(&committed.outcome.results) {
         for e in committed.tx_events(r) {
-            if let Event::JobRequested { job, executors } = e {
-                if executors.contains(&me) {
-                    let direct = lock(&node.direct).remove(&r.tx_hash);
-                    let (node, job, request) = (node.clone(), *job, stx.hash());
-                    tokio::spawn(async move {
-                        if let Err(e) = serve_job(&node, job, direct).await {
-                            tracing::warn!(%job, %request, error = %e.message, "job not served");
-                        }
-                    });
-                }
+            let Event::JobRequested { job, executors } = e else {
+                continue;
+            };
+            for me in executors {
+                let Some(key) = node.keys.executor_key(me).cloned() else {
+                    continue;
+                };
+                // A direct call names one executor, so the parked run is its.
+                let direct = lock(&node.direct).remove(&r.tx_hash);
+                let (node, job, request) = (node.clone(), *job, stx.hash());
+                tokio::spawn(async move {
+                    if let Err(e) = serve_job(&node, &key, job, direct).await {
+                        tracing::warn!(%job, %request, executor = %key.address(),
+                            error = %e.message, "job not served");
+                    }
+                });
             }
         }
     }
     for e in &committed.outcome.events {
         match e {
             Event::JobFinalized { job } | Event::JobRefunded { job } => {
-                lock(&node.traces).remove(job);
-                reveals.remove(job);
+                lock(&node.traces).retain(|(j, _), _| j != job);
+                reveals.retain(|(j, _)| j != job);
             }
             _ => {}
         }
     }
-    // Replicated jobs this executor committed to: reveal once the phase opens.
-    let committed_jobs: Vec<(JobId, Arc<JobRun>)> = lock(&node.traces)
+    // Replicated jobs this node's executors committed to: reveal once the phase
+    // opens.
+    let committed_jobs: Vec<((JobId, Address), Arc<JobRun>)> = lock(&node.traces)
         .iter()
-        .map(|(j, r)| (*j, r.clone()))
+        .map(|(k, r)| (*k, r.clone()))
         .collect();
-    for (j, run) in committed_jobs {
+    for ((j, me), run) in committed_jobs {
+        let Some(key) = node.keys.executor_key(&me) else {
+            continue;
+        };
         let Some(job) = node.job(j) else { continue };
         if !matches!(job.mode, Mode::Replicated(_)) || job.status != JobStatus::Revealing {
             continue;
         }
-        if reveals.get(&j).copied().unwrap_or(false) {
+        if reveals.contains(&(j, me)) {
             continue;
         }
         let action = Action::RevealOutput {
             job: j,
             receipt: run.receipt(node.cfg.executor.max_inline_output),
-            salt: reveal_salt(node, j),
+            salt: reveal_salt(key, j),
         };
-        match node.submit_own(&node.keys.executor, action) {
+        match node.submit_own(key, action) {
             Ok(_) => {
-                reveals.insert(j, true);
+                reveals.insert((j, me));
             }
-            Err(e) => tracing::warn!(job = %j, error = %e.message, "reveal not submitted"),
+            Err(e) => tracing::warn!(job = %j, executor = %me, error = %e.message,
+                "reveal not submitted"),
         }
     }
 }
 
-/// The salt of a replicated commitment: secret to this executor until it reveals.
-fn reveal_salt(node: &Node, job: JobId) -> Hash {
+/// The salt of a replicated commitment: secret to the executor until it reveals.
+fn reveal_salt(key: &SecretKey, job: JobId) -> Hash {
     Hash::domain(
         "deed 2026 executor reveal salt",
-        &[&node.keys.executor.to_bytes(), &job.0.to_le_bytes()],
+        &[&key.to_bytes(), &job.0.to_le_bytes()],
     )
 }
 
@@ -128,7 +142,12 @@ pub(crate) async fn run_job(node: &Node, job: &Job) -> Result<JobRun, ApiError> 
     runner::run(model, inputs, budget.unwrap_or(0)).await
 }
 
-async fn serve_job(node: &Node, id: JobId, direct: Option<Arc<JobRun>>) -> Result<(), ApiError> {
+async fn serve_job(
+    node: &Node,
+    key: &SecretKey,
+    id: JobId,
+    direct: Option<Arc<JobRun>>,
+) -> Result<(), ApiError> {
     let job = node
         .job(id)
         .ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
@@ -160,16 +179,20 @@ async fn serve_job(node: &Node, id: JobId, direct: Option<Arc<JobRun>>) -> Resul
     let action = match job.mode {
         Mode::Replicated(_) => Action::CommitOutput {
             job: id,
-            commitment: receipt.commitment(id, &reveal_salt(node, id)),
+            commitment: receipt.commitment(id, &reveal_salt(key, id)),
         },
         Mode::None | Mode::Optimistic => Action::SubmitReceipt { job: id, receipt },
     };
-    node.submit_own(&node.keys.executor, action)?;
+    // Kept before the receipt is queued, so the block revealing it finds the run.
+    lock(&node.traces).insert((id, key.address()), run);
+    if let Err(e) = node.submit_own(key, action) {
+        lock(&node.traces).remove(&(id, key.address()));
+        return Err(e);
+    }
     node.metrics.jobs_executed.inc();
     node.metrics
         .job_seconds
         .observe(started.elapsed().as_secs_f64());
-    lock(&node.traces).insert(id, run);
     Ok(())
 }
 

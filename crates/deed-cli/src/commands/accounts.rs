@@ -327,6 +327,9 @@ pub(super) async fn status(ctx: &Ctx) -> Result<Out> {
     if let Some(e) = s.executor {
         rows.push(("executor", e.to_string()));
     }
+    for e in s.executors.iter().filter(|e| Some(**e) != s.executor) {
+        rows.push(("executor", e.to_string()));
+    }
     if let Some(w) = s.watcher {
         rows.push(("watcher", w.to_string()));
     }

@@ -259,6 +259,14 @@ pub(super) async fn infer(ctx: &Ctx, a: InferArgs) -> Result<Out> {
     let (spec, n) = split_version(&a.model)?;
     let model = ctx.model(spec).await?;
     let version = pick_version(ctx, &model, n).await?;
+    if version.deprecated {
+        bail!(
+            "model {} ({}) v{} is deprecated by its owner: run another version",
+            model.id,
+            model.name,
+            version.version
+        );
+    }
     let schema = schema_inputs(&version.io_schema).ok_or_else(|| {
         anyhow!(
             "model {} v{} has an unreadable io schema",
@@ -789,7 +797,12 @@ mod tests {
             })
             .collect();
         let xs = x.display().to_string();
-        assert_eq!(read_inputs(&schema, &[xs.clone()]).unwrap().len(), 1);
+        assert_eq!(
+            read_inputs(&schema, std::slice::from_ref(&xs))
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(
             read_inputs(&schema, &[format!("x={xs}")]).unwrap()[0].0,
             "x"

@@ -432,24 +432,32 @@ pub(crate) async fn publish(ctx: &Ctx, a: PublishArgs) -> Result<Out> {
     let mbytes = manifest.to_bytes();
     let uploaded = ctx.client.upload(&mbytes, None).await?;
     let cid = uploaded.info.cid;
-    ctx.transact(
-        &key,
-        Action::PublishVersion {
-            model: ModelId(model.id),
-            manifest: cid,
-            io_schema: info.io_schema.clone(),
-            steps: info.steps,
-            cost: info.cost,
-            notes: a.notes.clone(),
-        },
-    )
-    .await?;
+    let tx = ctx
+        .transact(
+            &key,
+            Action::PublishVersion {
+                model: ModelId(model.id),
+                manifest: cid,
+                io_schema: info.io_schema.clone(),
+                steps: info.steps,
+                cost: info.cost,
+                notes: a.notes.clone(),
+            },
+        )
+        .await?;
+    let height = match tx.state {
+        deed_client::api::TxState::Included { height } => Some(height),
+        _ => None,
+    };
+    // Publishing the same file again makes a new version with the same manifest:
+    // the one this transaction made is the newest published at its height.
     let v = ctx
         .client
         .versions(model.id)
         .await?
         .into_iter()
-        .find(|v| v.manifest == cid)
+        .filter(|v| v.manifest == cid && height.is_none_or(|h| v.published == h))
+        .max_by_key(|v| v.version)
         .ok_or_else(|| anyhow!("the published version does not appear on the node"))?;
     Ok(Out::new(
         json!({

@@ -142,7 +142,6 @@ pub(super) async fn run(ctx: &Ctx, a: QuickstartArgs) -> Result<Out> {
         ctx,
         &format!("running it optimistically as {}", user.address()),
     );
-    let out_dir = tmp.path().join("out");
     let inferred = infer(
         &user_ctx,
         InferArgs {
@@ -150,7 +149,8 @@ pub(super) async fn run(ctx: &Ctx, a: QuickstartArgs) -> Result<Out> {
             inputs: vec![input],
             mode: "optimistic".into(),
             wait: Some("final".into()),
-            out: Some(out_dir),
+            // The outputs are printed; files in the temporary folder would vanish.
+            out: None,
             max_fee: None,
         },
     )
