@@ -553,7 +553,6 @@ impl Op for LayerNorm {
 /// `y = (x − mean_c) · a_c + b_c` over NC… layout.
 fn channel_affine<T: Float>(
     v: &[T],
-    n: usize,
     c: usize,
     spatial: usize,
     mean: &[T],
@@ -569,7 +568,6 @@ fn channel_affine<T: Float>(
             dst[k] = (src[k] - mean[ch]) * a[ch] + b[ch];
         }
     });
-    let _ = n;
     out
 }
 
@@ -621,7 +619,7 @@ impl Op for BatchNorm {
     }
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
         let x = input(inputs, 0)?;
-        let (n, c, sp) = nc_spatial(x.shape())?;
+        let (_, c, sp) = nc_spatial(x.shape())?;
         macro_rules! go {
             ($t:ty, $v:expr) => {{
                 let scale = param::<$t>(input(inputs, 1)?, 1)?;
@@ -632,7 +630,7 @@ impl Op for BatchNorm {
                 let a: Vec<$t> = (0..c)
                     .map(|i| scale[i] / (var[i] + self.eps as $t).sqrt())
                     .collect();
-                channel_affine::<$t>($v, n, c, sp, &mean, &a, &b, ctx)
+                channel_affine::<$t>($v, c, sp, &mean, &a, &b, ctx)
             }};
         }
         let data = match x.data() {
@@ -920,17 +918,13 @@ impl Op for Lrn {
         let size = self.size as usize;
         let lo = (size - 1) / 2;
         let hi = size - 1 - lo;
+        /// `(n, c, spatial)` dims, `(lo, hi, size)` channel window, `(alpha, beta,
+        /// bias)` coefficients.
         fn go<T: Float>(
             v: &[T],
-            n: usize,
-            c: usize,
-            sp: usize,
-            lo: usize,
-            hi: usize,
-            alpha: T,
-            beta: T,
-            bias: T,
-            size: usize,
+            (n, c, sp): (usize, usize, usize),
+            (lo, hi, size): (usize, usize, usize),
+            (alpha, beta, bias): (T, T, T),
         ) -> Vec<T> {
             let mut out = vec![T::ZERO; v.len()];
             let coef = alpha / T::from_usize(size);
@@ -949,9 +943,12 @@ impl Op for Lrn {
         }
         let (a, be, bi) = (self.alpha, self.beta, self.bias);
         let data = match x.data() {
-            TensorData::F32(v) => TensorData::F32(go(v, n, c, sp, lo, hi, a, be, bi, size)),
+            TensorData::F32(v) => TensorData::F32(go(v, (n, c, sp), (lo, hi, size), (a, be, bi))),
             TensorData::F64(v) => TensorData::F64(go(
-                v, n, c, sp, lo, hi, a as f64, be as f64, bi as f64, size,
+                v,
+                (n, c, sp),
+                (lo, hi, size),
+                (a as f64, be as f64, bi as f64),
             )),
             _ => {
                 return Err(OpError::DType {

@@ -468,9 +468,8 @@ fn arg_index<T: Copy>(
             Some((bi, b)) if is_nan(b) => Some((bi, b)),
             Some(_) if is_nan(x) => Some((i, x)),
             Some((bi, b)) => {
-                if better(x, b) {
-                    Some((i, x))
-                } else if last && !better(b, x) {
+                // With `last`, a tie moves the answer to the later index.
+                if better(x, b) || (last && !better(b, x)) {
                     Some((i, x))
                 } else {
                     Some((bi, b))
