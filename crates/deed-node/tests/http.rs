@@ -461,6 +461,23 @@ async fn watcher_challenges_a_wrong_receipt() {
     assert_eq!(dv.job, job);
     assert_eq!(dv.challenger, watcher);
     assert_eq!(dv.defender, liar.address());
+    assert_eq!(dv.slashed, None);
+    // The liar cannot defend its trace: it loses by timeout, and the dispute shows
+    // what was taken from its stake.
+    let resolved = wait_for(|| async {
+        let dv: DisputeView = c.get(&format!("/v1/disputes/{d}")).await.json();
+        (dv.phase == "resolved").then_some(dv)
+    })
+    .await;
+    assert_eq!(resolved.winner.as_deref(), Some("challenger"));
+    let acc: api::AccountView = c
+        .get(&format!("/v1/accounts/{}", liar.address()))
+        .await
+        .json();
+    let stake: u128 = acc.executor.unwrap().stake.parse().unwrap();
+    let slashed: u128 = resolved.slashed.unwrap().parse().unwrap();
+    assert!(slashed > 0);
+    assert_eq!(stake, 10_000 - slashed);
     node.stop().await;
 }
 
