@@ -297,6 +297,14 @@ fn dispute(r: &Run, def: &Trace, chal: &Trace, by_cid: bool) -> bool {
             }
         }
     };
+    if defender_won {
+        // The result stood: its challenge window reopens for the blocks it had left,
+        // then the job pays out.
+        let JobStatus::Challengeable { window_end } = c.state.job(job).unwrap().status else {
+            panic!("a result that won its dispute is challengeable again");
+        };
+        c.advance_to(window_end);
+    }
     c.assert_supply();
     let watcher_fees = u128::from(c.state.nonce(&c.addr(WATCHER)) - watcher.1) * common::FEE;
     let e = c.state.executor(&exec).unwrap();
