@@ -403,6 +403,19 @@ fn replicated_mode_commit_then_reveal() {
     c.assert_supply();
 }
 
+/// Every executor of a replicated job commits to the receipt of its trace.
+fn commit_all(c: &mut Chain, job: JobId, ex: &[Address], traces: &[Trace], salt: &Hash) {
+    for (a, t) in ex.iter().zip(traces) {
+        c.ok(
+            idx(c, *a),
+            Action::CommitOutput {
+                job,
+                commitment: receipt(t).commitment(job, salt),
+            },
+        );
+    }
+}
+
 /// Plays a dispute to its end with scripted strategies: the defender reveals chain
 /// values of `def`, the challenger agrees exactly when its own trace `chal` has the
 /// same value; `stall` makes one party stop moving at the given round. Returns
@@ -839,15 +852,7 @@ fn replicated_mismatch_opens_a_dispute_the_liar_loses() {
     // Executor 0 (the defender, first revealed) lies at step 4.
     let traces = [lying(&honest, Some(4)), Trace::new(honest.clone())];
     let salt = Hash::of(b"salt");
-    for (i, a) in ex.iter().enumerate() {
-        c.ok(
-            idx(&c, *a),
-            Action::CommitOutput {
-                job,
-                commitment: receipt(&traces[i]).commitment(job, &salt),
-            },
-        );
-    }
+    commit_all(&mut c, job, &ex, &traces, &salt);
     let out = c.block(
         ex.iter()
             .enumerate()
@@ -900,15 +905,7 @@ fn replicated_knockout(n: usize, lies: &[Option<usize>]) {
         .iter()
         .map(|a| (c.state.balance(a), c.state.nonce(a)))
         .collect();
-    for (i, a) in ex.iter().enumerate() {
-        c.ok(
-            idx(&c, *a),
-            Action::CommitOutput {
-                job,
-                commitment: receipt(&traces[i]).commitment(job, &salt),
-            },
-        );
-    }
+    commit_all(&mut c, job, &ex, &traces, &salt);
     for (i, a) in ex.iter().enumerate() {
         c.ok(
             idx(&c, *a),

@@ -10,39 +10,11 @@ use deed_types::Tensor;
 use prost::Message;
 use tract_onnx::pb;
 
-const FLOAT: i32 = 1;
+mod common;
+use common::{value, FLOAT};
+
 const UINT8: i32 = 2;
 const INT8: i32 = 3;
-
-fn dims_of(dims: &[Result<i64, &str>]) -> pb::TensorShapeProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    pb::TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|d| Dimension {
-                value: Some(match d {
-                    Ok(n) => Value::DimValue(*n),
-                    Err(p) => Value::DimParam((*p).to_owned()),
-                }),
-                ..Default::default()
-            })
-            .collect(),
-    }
-}
-
-fn value(name: &str, elem_type: i32, dims: &[Result<i64, &str>]) -> pb::ValueInfoProto {
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type,
-                shape: Some(dims_of(dims)),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 fn raw(name: &str, data_type: i32, dims: &[i64], raw_data: Vec<u8>) -> pb::TensorProto {
     pb::TensorProto {
@@ -55,27 +27,11 @@ fn raw(name: &str, data_type: i32, dims: &[i64], raw_data: Vec<u8>) -> pb::Tenso
 }
 
 fn node(op_type: &str, inputs: &[&str], outputs: &[&str]) -> pb::NodeProto {
-    pb::NodeProto {
-        name: outputs[0].into(),
-        op_type: op_type.into(),
-        input: inputs.iter().map(|s| (*s).to_owned()).collect(),
-        output: outputs.iter().map(|s| (*s).to_owned()).collect(),
-        ..Default::default()
-    }
+    common::node(outputs[0], op_type, inputs, outputs, Vec::new())
 }
 
 fn load(graph: pb::GraphProto) -> Model {
-    let m = pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        producer_name: "deed-tests".into(),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    Model::load(&m.encode_to_vec(), &Limits::default()).unwrap()
+    Model::load(&common::model(graph).encode_to_vec(), &Limits::default()).unwrap()
 }
 
 /// Deterministic pseudo-random bytes.

@@ -14,41 +14,13 @@ use proptest::sample::Index;
 use prost::Message;
 use tract_onnx::pb;
 
+mod common;
+use common::{model, node, value, FLOAT};
+
 // ---------------------------------------------------------------------------------------
 // Building valid models from the protobuf types.
 
-const FLOAT: i32 = 1;
 const INT64: i32 = 7;
-
-fn dims_of(dims: &[Result<i64, &str>]) -> pb::TensorShapeProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    pb::TensorShapeProto {
-        dim: dims
-            .iter()
-            .map(|d| Dimension {
-                value: Some(match d {
-                    Ok(n) => Value::DimValue(*n),
-                    Err(p) => Value::DimParam((*p).to_owned()),
-                }),
-                ..Default::default()
-            })
-            .collect(),
-    }
-}
-
-fn value(name: &str, elem_type: i32, dims: &[Result<i64, &str>]) -> pb::ValueInfoProto {
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type,
-                shape: Some(dims_of(dims)),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 fn floats(name: &str, dims: &[i64], n: usize) -> pb::TensorProto {
     pb::TensorProto {
@@ -115,36 +87,6 @@ fn attr_tensor(name: &str, t: pb::TensorProto) -> pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Tensor as i32,
         t: Some(t),
-        ..Default::default()
-    }
-}
-
-fn node(
-    name: &str,
-    op_type: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attribute: Vec<pb::AttributeProto>,
-) -> pb::NodeProto {
-    pb::NodeProto {
-        name: name.into(),
-        op_type: op_type.into(),
-        input: inputs.iter().map(|s| (*s).to_owned()).collect(),
-        output: outputs.iter().map(|s| (*s).to_owned()).collect(),
-        attribute,
-        ..Default::default()
-    }
-}
-
-fn model(graph: pb::GraphProto) -> pb::ModelProto {
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        producer_name: "deed-tests".into(),
-        graph: Some(graph),
         ..Default::default()
     }
 }

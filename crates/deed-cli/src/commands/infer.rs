@@ -370,15 +370,7 @@ pub(super) async fn infer(ctx: &Ctx, a: InferArgs) -> Result<Out> {
                 j["job"] = json!(job.id);
                 j["fees"] = serde_json::to_value(&job.fees)?;
             }
-            let mut text = String::new();
-            for (n, t) in &outputs {
-                text.push_str(&format!(
-                    "output    {n}  {}  {:?}  {}\n",
-                    t.dtype(),
-                    t.shape(),
-                    tensor_io::preview(t, 6)
-                ));
-            }
+            let mut text = outputs_text(&outputs);
             let mut rows = vec![
                 ("request", request.to_string()),
                 (
@@ -537,15 +529,7 @@ async fn replicated(
         .iter()
         .flatten()
         .all(|r| r.output_hash == receipt.output_hash && r.trace_root == receipt.trace_root);
-    let mut text = String::new();
-    for (n, t) in &outputs {
-        text.push_str(&format!(
-            "output    {n}  {}  {:?}  {}\n",
-            t.dtype(),
-            t.shape(),
-            tensor_io::preview(t, 6)
-        ));
-    }
+    let mut text = outputs_text(&outputs);
     let mut rows = vec![
         ("job", id.to_string()),
         ("request", request.to_string()),
@@ -760,6 +744,21 @@ async fn fetch_input(ctx: &Ctx, j: &JobView) -> Result<Vec<u8>> {
         );
     }
     Ok(bytes)
+}
+
+/// One line per output: name, dtype, shape and the first values.
+fn outputs_text(outputs: &[(String, Tensor)]) -> String {
+    outputs
+        .iter()
+        .map(|(n, t)| {
+            format!(
+                "output    {n}  {}  {:?}  {}\n",
+                t.dtype(),
+                t.shape(),
+                tensor_io::preview(t, 6)
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
