@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use deed_types::{DType, Hash, Tensor};
+use deed_types::{DType, Hash, Tensor, TensorData};
 
 use crate::ctx::{Ctx, KernelMode};
 use crate::error::{OpError, RuntimeError};
@@ -43,6 +43,14 @@ pub struct RunOptions {
     pub trace: bool,
     /// Resource limits.
     pub limits: Limits,
+    /// Steps whose outputs the run hands back in [`RunOutput::kept`]: what a
+    /// dispute's defender gives the referee as a step's inputs.
+    pub keep_steps: Vec<usize>,
+    /// Fault injection, for tests of the verification game only: flips one element
+    /// of the first non-empty output of the first computed step at or after this
+    /// one, and carries the error forward as an honest run would.
+    #[cfg(feature = "fault")]
+    pub corrupt_step: Option<usize>,
 }
 
 impl Default for RunOptions {
@@ -53,6 +61,9 @@ impl Default for RunOptions {
             budget: None,
             trace: true,
             limits: Limits::default(),
+            keep_steps: Vec::new(),
+            #[cfg(feature = "fault")]
+            corrupt_step: None,
         }
     }
 }
@@ -66,6 +77,9 @@ pub struct RunOutput {
     pub trace: Trace,
     /// Metered cost in operation units.
     pub cost: u64,
+    /// Outputs of the steps named in [`RunOptions::keep_steps`], in step order, as
+    /// [`Model::execute_node`] returns them.
+    pub kept: Vec<(usize, Vec<Tensor>)>,
 }
 
 #[derive(Debug)]
@@ -591,13 +605,19 @@ impl<'m> Plan<'m> {
         // `DEED_PROFILE=1` prints each step's time (compute, then hashing) to stderr.
         let profile = std::env::var_os("DEED_PROFILE").is_some_and(|v| v == "1");
         let n = self.steps.len();
+        let mut runs = StepRun {
+            profile,
+            keep: &opts.keep_steps,
+            kept: Vec::new(),
+            corrupt: corrupt_step(opts),
+        };
         let trace =
             if !opts.trace {
-                self.run_steps(&mut values, ctx, profile, &mut |_, _, _| {})?;
+                self.run_steps(&mut values, ctx, &mut runs, &mut |_, _, _| {})?;
                 Trace::default()
             } else if profile || self.hashed_bytes < BACKGROUND_HASH_MIN_BYTES {
                 let mut trace = Trace::default();
-                self.run_steps(&mut values, ctx, profile, &mut |s, step, outs| {
+                self.run_steps(&mut values, ctx, &mut runs, &mut |s, step, outs| {
                     trace.push(match step.folded_hash {
                         Some(h) => h,
                         None => step_hash(s as u32, &hashed_outputs(step, outs)),
@@ -621,7 +641,7 @@ impl<'m> Plan<'m> {
                             })
                             .collect::<Vec<_>>()
                     });
-                    let ran = self.run_steps(&mut values, ctx, profile, &mut |s, step, outs| {
+                    let ran = self.run_steps(&mut values, ctx, &mut runs, &mut |s, step, outs| {
                         match step.folded_hash {
                             Some(h) => hashes[s] = Some(h),
                             None => {
@@ -672,6 +692,7 @@ impl<'m> Plan<'m> {
             outputs,
             trace,
             cost: self.cost,
+            kept: runs.kept,
         })
     }
 }
@@ -682,6 +703,67 @@ const BACKGROUND_HASH_MIN_BYTES: u64 = 1 << 20;
 /// Steps whose outputs may wait for the hashing thread; the executor blocks beyond,
 /// which bounds the memory held for hashing.
 const BACKGROUND_HASH_QUEUE: usize = 4;
+
+/// What one run of [`Plan::run_steps`] was asked for beyond the trace.
+struct StepRun<'a> {
+    /// Print each step's time to stderr.
+    profile: bool,
+    /// Steps whose outputs to keep.
+    keep: &'a [usize],
+    /// The kept outputs.
+    kept: Vec<(usize, Vec<Tensor>)>,
+    /// The first step at or after which to inject a fault (see
+    /// [`RunOptions::corrupt_step`]); cleared once injected.
+    corrupt: Option<usize>,
+}
+
+#[cfg(feature = "fault")]
+fn corrupt_step(opts: &RunOptions) -> Option<usize> {
+    opts.corrupt_step
+}
+
+#[cfg(not(feature = "fault"))]
+fn corrupt_step(_: &RunOptions) -> Option<usize> {
+    None
+}
+
+/// Flips the lowest bit of the first element of the first non-empty tensor; false
+/// when every tensor is empty.
+fn flip_one(outs: &mut [Tensor]) -> bool {
+    let Some(t) = outs.iter_mut().find(|t| !t.is_empty()) else {
+        return false;
+    };
+    let (shape, mut data) = std::mem::replace(t, Tensor::scalar(0u8)).into_parts();
+    fn flip<T>(v: &mut [T], f: impl FnOnce(&mut T)) {
+        if let Some(x) = v.first_mut() {
+            f(x);
+        }
+    }
+    match &mut data {
+        TensorData::F32(v) => flip(v, |x| *x = f32::from_bits(x.to_bits() ^ 1)),
+        TensorData::F64(v) => flip(v, |x| *x = f64::from_bits(x.to_bits() ^ 1)),
+        TensorData::F16(v) => flip(v, |x| *x = half::f16::from_bits(x.to_bits() ^ 1)),
+        TensorData::BF16(v) => flip(v, |x| *x = half::bf16::from_bits(x.to_bits() ^ 1)),
+        TensorData::U8(v) => flip(v, |x| *x ^= 1),
+        TensorData::I8(v) => flip(v, |x| *x ^= 1),
+        TensorData::U16(v) => flip(v, |x| *x ^= 1),
+        TensorData::I16(v) => flip(v, |x| *x ^= 1),
+        TensorData::I32(v) => flip(v, |x| *x ^= 1),
+        TensorData::I64(v) => flip(v, |x| *x ^= 1),
+        TensorData::U32(v) => flip(v, |x| *x ^= 1),
+        TensorData::U64(v) => flip(v, |x| *x ^= 1),
+        TensorData::Bool(v) => flip(v, |x| *x = !*x),
+        TensorData::Str(v) => flip(v, |x| x.push('!')),
+    }
+    // Same shape and length: cannot fail.
+    match Tensor::new(shape, data) {
+        Ok(flipped) => {
+            *t = flipped;
+            true
+        }
+        Err(_) => false,
+    }
+}
 
 /// What [`Plan::run_steps`] hands every step's outputs to.
 type StepSink<'a> = dyn FnMut(usize, &Step, &[Arc<Tensor>]) + 'a;
@@ -703,9 +785,10 @@ impl Plan<'_> {
         &self,
         values: &mut [Option<Arc<Tensor>>],
         ctx: &Ctx,
-        profile: bool,
+        runs: &mut StepRun<'_>,
         traced: &mut StepSink<'_>,
     ) -> Result<(), RuntimeError> {
+        let profile = runs.profile;
         for (s, (step, node)) in self.steps.iter().zip(&self.model.nodes).enumerate() {
             let t0 = profile.then(std::time::Instant::now);
             let outs: Vec<Arc<Tensor>> = match &step.folded {
@@ -730,9 +813,16 @@ impl Plan<'_> {
                     // NaN bits differ between CPUs; every node's outputs are stored
                     // with the canonical NaN (see docs/canonical-semantics.md).
                     outs.iter_mut().for_each(canonicalize);
+                    if runs.corrupt.is_some_and(|c| c <= s) && flip_one(&mut outs) {
+                        runs.corrupt = None;
+                    }
                     outs.into_iter().map(Arc::new).collect()
                 }
             };
+            if runs.keep.contains(&s) {
+                let kept = hashed_outputs(step, &outs).into_iter().cloned().collect();
+                runs.kept.push((s, kept));
+            }
             let t1 = profile.then(std::time::Instant::now);
             traced(s, step, &outs);
             if let (Some(t0), Some(t1)) = (t0, t1) {
