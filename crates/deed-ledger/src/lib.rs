@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 mod exec;
 pub mod params;
+pub mod party;
 pub mod referee;
 pub mod state;
 mod table;

@@ -10,7 +10,8 @@ mod common;
 use std::sync::Arc;
 
 use common::Chain;
-use deed_ledger::trace::{to_wire, Trace};
+use deed_ledger::party;
+use deed_ledger::trace::Trace;
 use deed_ledger::{DisputePhase, JobStatus, Params, RuntimeReferee, TxError};
 use deed_runtime::plan::input_sources;
 use deed_runtime::{node_step_hash, Limits, Model, RunOptions, Source};
@@ -93,38 +94,20 @@ fn corrupted(honest: &Trace, j: usize) -> Trace {
     Trace::new(h)
 }
 
-/// What the defender hands the referee for step `i`: each input of the node with
-/// its proof, as the agreed prefix (the honest one) gives them.
-fn referee_inputs(r: &Run, def: &Trace, i: usize, by_cid: bool) -> Vec<RefereeInput> {
-    input_sources(&r.model, i)
-        .unwrap()
-        .into_iter()
-        .map(|src| match src {
-            None => RefereeInput::Absent,
-            Some((name, Source::Input)) => {
-                let index = r.inputs.iter().position(|n| *n == name).unwrap() as u32;
-                if by_cid {
-                    RefereeInput::JobInputBlob {
-                        index,
-                        blob: r.blob.clone(),
-                    }
-                } else {
-                    RefereeInput::JobInput { index }
-                }
-            }
-            Some((name, Source::Initializer)) => RefereeInput::Initializer { name },
-            Some((_, Source::Step { step, slot })) => {
-                let proof = def.input_proof(i - 1, step).unwrap();
-                RefereeInput::Step {
-                    step: step as u64,
-                    output: slot as u32,
-                    outputs: r.outs[step].iter().map(Tensor::encode).collect(),
-                    siblings: proof.siblings,
-                    other_peaks: proof.other_peaks,
-                }
-            }
-        })
-        .collect()
+/// What the defender hands the referee for step `i`, as [`party::referee_action`]
+/// builds it from the defender's trace and the steps' outputs.
+fn referee(r: &Run, def: &Trace, i: usize, by_cid: bool) -> Action {
+    let job = party::JobInputs {
+        names: &r.inputs,
+        blob: by_cid.then_some(&r.blob[..]),
+    };
+    for s in party::referee_steps(&r.model, i) {
+        assert!(s < i);
+    }
+    party::referee_action(DisputeId(0), &r.model, def, i, job, |s| {
+        Some(r.outs[s].clone())
+    })
+    .unwrap()
 }
 
 fn chain(r: &Run) -> (Chain, ModelId) {
@@ -171,6 +154,52 @@ fn receipt(t: &Trace) -> Receipt {
         output: Output::Hash(Hash::of(t.root().as_bytes())),
         trace_root: t.root(),
         steps: t.len() as u64,
+    }
+}
+
+/// A job input by CID is not on the ledger: naming it is not enough, and a blob
+/// that does not hash to the CID is refused.
+fn refused_without_the_true_blob(c: &mut Chain, peaks: &[Hash], inputs: &[RefereeInput]) {
+    if !inputs
+        .iter()
+        .any(|x| matches!(x, RefereeInput::JobInputBlob { .. }))
+    {
+        return;
+    }
+    let named: Vec<RefereeInput> = inputs
+        .iter()
+        .map(|x| match x {
+            RefereeInput::JobInputBlob { index, .. } => RefereeInput::JobInput { index: *index },
+            other => other.clone(),
+        })
+        .collect();
+    let forged: Vec<RefereeInput> = inputs
+        .iter()
+        .map(|x| match x {
+            RefereeInput::JobInputBlob { index, blob } => {
+                let mut b = blob.clone();
+                let last = b.len() - 1;
+                b[last] ^= 1;
+                RefereeInput::JobInputBlob {
+                    index: *index,
+                    blob: b,
+                }
+            }
+            other => other.clone(),
+        })
+        .collect();
+    for bad in [named, forged] {
+        assert!(matches!(
+            c.run(
+                EXEC,
+                Action::Referee {
+                    dispute: DisputeId(0),
+                    peaks: peaks.to_vec(),
+                    inputs: bad
+                }
+            ),
+            Err(TxError::InvalidProof(_))
+        ));
     }
 }
 
@@ -221,81 +250,36 @@ fn dispute(r: &Run, def: &Trace, chal: &Trace, by_cid: bool) -> bool {
     let d = DisputeId(0);
     let defender_won = loop {
         let dd = c.state.dispute(d).unwrap().clone();
-        match dd.phase {
-            DisputePhase::Resolved { defender_won } => break defender_won,
-            DisputePhase::AwaitReveal { index } => c.ok(
-                EXEC,
-                Action::RevealStep {
-                    dispute: d,
-                    proof: to_wire(&def.step_proof(index as usize).unwrap()),
-                },
-            ),
-            DisputePhase::AwaitResponse { index, value } => c.ok(
-                WATCHER,
-                Action::Respond {
-                    dispute: d,
-                    agree: chal.chain_value(index as usize) == Some(value),
-                },
-            ),
-            DisputePhase::AwaitReferee => {
-                let i = dd.lo as usize;
-                let peaks = def.peaks_before(i).unwrap();
-                let inputs = referee_inputs(r, def, i, by_cid);
-                if by_cid
-                    && inputs
-                        .iter()
-                        .any(|x| matches!(x, RefereeInput::JobInputBlob { .. }))
-                {
-                    // A job input by CID is not on the ledger: naming it is not enough,
-                    // and a blob that does not hash to the CID is refused.
-                    let named: Vec<RefereeInput> = inputs
-                        .iter()
-                        .map(|x| match x {
-                            RefereeInput::JobInputBlob { index, .. } => {
-                                RefereeInput::JobInput { index: *index }
-                            }
-                            other => other.clone(),
-                        })
-                        .collect();
-                    let forged: Vec<RefereeInput> = inputs
-                        .iter()
-                        .map(|x| match x {
-                            RefereeInput::JobInputBlob { index, blob } => {
-                                let mut b = blob.clone();
-                                let last = b.len() - 1;
-                                b[last] ^= 1;
-                                RefereeInput::JobInputBlob {
-                                    index: *index,
-                                    blob: b,
-                                }
-                            }
-                            other => other.clone(),
-                        })
-                        .collect();
-                    for bad in [named, forged] {
-                        assert!(matches!(
-                            c.run(
-                                EXEC,
-                                Action::Referee {
-                                    dispute: d,
-                                    peaks: peaks.clone(),
-                                    inputs: bad
-                                }
-                            ),
-                            Err(TxError::InvalidProof(_))
-                        ));
-                    }
-                }
-                c.ok(
-                    EXEC,
-                    Action::Referee {
-                        dispute: d,
-                        peaks,
-                        inputs,
-                    },
-                );
-            }
+        if let DisputePhase::Resolved { defender_won } = dd.phase {
+            break defender_won;
         }
+        let mut moved = false;
+        for (who, trace) in [(EXEC, def), (WATCHER, chal)] {
+            match party::next_move(d, &dd, &c.addr(who), trace).unwrap() {
+                None => continue,
+                Some(party::Move::Act(action)) => c.ok(who, action),
+                Some(party::Move::Referee { step }) => {
+                    assert_eq!(who, EXEC);
+                    let Action::Referee { peaks, inputs, .. } = referee(r, def, step, by_cid)
+                    else {
+                        unreachable!("a referee move");
+                    };
+                    if by_cid {
+                        refused_without_the_true_blob(&mut c, &peaks, &inputs);
+                    }
+                    c.ok(
+                        EXEC,
+                        Action::Referee {
+                            dispute: d,
+                            peaks,
+                            inputs,
+                        },
+                    );
+                }
+            }
+            moved = true;
+        }
+        assert!(moved, "exactly one party owes a move in {:?}", dd.phase);
     };
     if defender_won {
         // The result stood: its challenge window reopens for the blocks it had left,
