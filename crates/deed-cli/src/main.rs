@@ -49,6 +49,11 @@ struct DevArgs {
     /// A TOML configuration file (also `DEED_CONFIG`).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Inject a fault, for tests of the verification game: corrupt-step=N,
+    /// corrupt-random, false-challenge or silent (repeatable). Only builds with the
+    /// `fault` feature accept it.
+    #[arg(long, value_name = "FAULT", hide = !deed_node::fault::COMPILED)]
+    fault: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -159,7 +164,8 @@ fn cmd_dev(a: DevArgs) -> Result<ExitCode> {
         http: a.http,
         ..Default::default()
     };
-    let cfg = deed_node::Config::load_from_process(deed_node::dev::dev_config(), &overrides)?;
+    let mut cfg = deed_node::Config::load_from_process(deed_node::dev::dev_config(), &overrides)?;
+    cfg.faults = deed_node::fault::Faults::parse(&a.fault)?;
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(deed_node::run_dev(cfg))?;
     Ok(ExitCode::SUCCESS)
@@ -222,6 +228,7 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
         budget: a.budget,
         trace: !a.no_trace,
         limits: limits.clone(),
+        ..RunOptions::default()
     };
     let ctx = Ctx::new(mode, a.threads as usize);
     let mut out = plan.execute(&inputs, &ctx, &opts)?;

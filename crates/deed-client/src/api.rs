@@ -420,6 +420,11 @@ pub struct DisputeView {
     /// The challenger.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub challenger: Address,
+    /// Steps of the disputed trace.
+    pub steps: u64,
+    /// The challenger's bond held by the dispute, base units (zero for a staked
+    /// co-executor in replicated mode).
+    pub bond: String,
     /// Bisection rounds played.
     pub rounds: u32,
     /// The current step range `[lo, hi]`.

@@ -228,6 +228,9 @@ pub struct Config {
     pub node_key: Option<String>,
     /// Keep blobs in S3-compatible object storage rather than under `data_dir`.
     pub s3: Option<S3Section>,
+    /// Injected faults (tests only; set from the command line, never from a file).
+    #[serde(skip)]
+    pub faults: crate::fault::Faults,
 }
 
 impl Default for Config {
@@ -244,6 +247,7 @@ impl Default for Config {
             watcher: WatcherConfig::default(),
             node_key: None,
             s3: None,
+            faults: crate::fault::Faults::default(),
         }
     }
 }

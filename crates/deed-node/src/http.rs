@@ -664,6 +664,8 @@ fn dispute_view(id: DisputeId, d: &Dispute, slashed: Option<Amount>) -> DisputeV
         job: d.job.0,
         defender: d.defender,
         challenger: d.challenger,
+        steps: d.steps,
+        bond: d.bond.to_string(),
         rounds: d.rounds,
         range: (d.lo, d.hi),
         phase: phase.to_owned(),

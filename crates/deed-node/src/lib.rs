@@ -9,7 +9,10 @@
 //! - [`roles`]: the executor (runs assigned jobs; direct calls come through the
 //!   API) and the watcher (re-executes results, challenges mismatches).
 //! - [`http`]: the API of `deed_client::api`, with `/v1/openapi.json` and `/metrics`.
+//! - [`dispute`]: plays this node's side of every dispute its executor or watcher
+//!   keys are party to.
 //! - [`dev`]: `deed dev`, a whole network in one process.
+//! - [`fault`]: fault injection for tests (the `fault` feature).
 //!
 //! It may depend on every other Deed crate; none depends on it but the CLI.
 
@@ -17,7 +20,9 @@ pub mod chain;
 pub mod config;
 pub mod consensus;
 pub mod dev;
+pub mod dispute;
 pub mod error;
+pub mod fault;
 pub mod http;
 pub mod mempool;
 pub mod metrics;

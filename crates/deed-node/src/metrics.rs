@@ -38,6 +38,8 @@ pub struct Metrics {
     pub jobs_checked: IntCounter,
     /// Challenges this watcher posted.
     pub challenges: IntCounter,
+    /// Dispute moves this node's executors and watcher made.
+    pub dispute_moves: IntCounter,
     /// Blob bytes received (verified chunks).
     pub blob_bytes_in: IntCounter,
     /// Blob bytes served.
@@ -122,6 +124,11 @@ impl Metrics {
                 &r,
                 "deed_challenges_total",
                 "Challenges posted by this watcher",
+            )?,
+            dispute_moves: counter(
+                &r,
+                "deed_dispute_moves_total",
+                "Dispute moves made by this node's executors and watcher",
             )?,
             blob_bytes_in: counter(
                 &r,

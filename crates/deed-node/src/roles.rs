@@ -18,13 +18,15 @@ use deed_types::{Action, Address, Cid, Hash, JobId, Mode, SecretKey};
 use tokio::sync::broadcast;
 
 use crate::chain::Committed;
+use crate::dispute::{dispute_block, Disputes};
 use crate::error::ApiError;
 use crate::node::{lock, Node};
-use crate::runner::{self, JobRun};
+use crate::runner::{self, JobRun, RunHow};
 
 /// Follows committed blocks until the node's block channel closes.
 pub async fn follow(node: Arc<Node>, mut rx: broadcast::Receiver<Arc<Committed>>) {
     let mut reveals: HashSet<(JobId, Address)> = HashSet::new();
+    let mut disputes = Disputes::default();
     loop {
         let committed = match rx.recv().await {
             Ok(c) => c,
@@ -39,6 +41,15 @@ pub async fn follow(node: Arc<Node>, mut rx: broadcast::Receiver<Arc<Committed>>
         }
         if node.cfg.roles.watcher {
             watcher_block(&node, &committed);
+        }
+        if node.cfg.roles.executor || node.cfg.roles.watcher {
+            dispute_block(&node, &committed, &mut disputes);
+        }
+        for e in &committed.outcome.events {
+            if let Event::JobFinalized { job } | Event::JobRefunded { job } = e {
+                lock(&node.traces).retain(|(j, _), _| j != job);
+                reveals.retain(|(j, _)| j != job);
+            }
         }
     }
 }
@@ -74,15 +85,6 @@ fn executor_block(
                     }
                 });
             }
-        }
-    }
-    for e in &committed.outcome.events {
-        match e {
-            Event::JobFinalized { job } | Event::JobRefunded { job } => {
-                lock(&node.traces).retain(|(j, _), _| j != job);
-                reveals.retain(|(j, _)| j != job);
-            }
-            _ => {}
         }
     }
     // Replicated jobs this node's executors committed to: reveal once the phase
@@ -126,20 +128,29 @@ fn reveal_salt(key: &SecretKey, job: JobId) -> Hash {
 }
 
 /// The input bytes of a job: inline, or the blob its input hash names.
-async fn job_input(node: &Node, job: &Job) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn job_input(node: &Node, job: &Job) -> Result<Vec<u8>, ApiError> {
     match &job.input_inline {
         Some(b) => Ok(b.clone()),
         None => Ok(deed_store::blob::download(node.blobs.as_ref(), &Cid(job.input_hash)).await?),
     }
 }
 
-/// Runs a job as the ledger describes it.
-pub(crate) async fn run_job(node: &Node, job: &Job) -> Result<JobRun, ApiError> {
+/// Runs a job as the ledger describes it, corrupting `corrupt_step` when a fault
+/// is injected (see [`crate::fault`]).
+pub(crate) async fn run_job(
+    node: &Node,
+    job: &Job,
+    corrupt_step: Option<usize>,
+) -> Result<JobRun, ApiError> {
     let model = node.models.get(&node.blobs, &job.manifest).await?;
     let bytes = job_input(node, job).await?;
     let inputs = runner::name_inputs(&model, &bytes)?;
     let budget = node.with_state(|c| c.state().version(job.model, job.version).map(|v| v.cost));
-    runner::run(model, inputs, budget.unwrap_or(0)).await
+    let how = RunHow {
+        corrupt_step,
+        ..RunHow::default()
+    };
+    runner::run_how(model, inputs, budget.unwrap_or(0), how).await
 }
 
 async fn serve_job(
@@ -152,9 +163,13 @@ async fn serve_job(
         .job(id)
         .ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
     let started = std::time::Instant::now();
+    let corrupt = node
+        .cfg
+        .faults
+        .executor_step(id, &key.address(), job.steps);
     let run = match direct {
-        Some(r) => r,
-        None => Arc::new(run_job(node, &job).await?),
+        Some(r) if corrupt.is_none() => r,
+        _ => Arc::new(run_job(node, &job, corrupt).await?),
     };
     if run.steps() != job.steps {
         return Err(ApiError::new(
@@ -246,19 +261,21 @@ async fn check_job(node: &Node, id: JobId, job: Job) -> Result<(), ApiError> {
     let Some(Some(posted)) = job.receipts.first().cloned() else {
         return Ok(());
     };
-    let run = run_job(node, &job).await?;
+    let me = node.keys.watcher.address();
+    let corrupt = node.cfg.faults.watcher_step(id, &me, job.steps);
+    let run = run_job(node, &job, corrupt).await?;
     node.metrics.jobs_checked.inc();
     if run.output_hash == posted.output.hash() && run.trace.root() == posted.trace_root {
         return Ok(());
     }
     tracing::warn!(job = %id, "result differs from the watcher's run; challenging");
-    node.submit_own(
-        &node.keys.watcher,
-        Action::Challenge {
-            job: id,
-            trace_root: run.trace.root(),
-        },
-    )?;
+    let trace_root = run.trace.root();
+    // Kept for the dispute this challenge opens.
+    lock(&node.traces).insert((id, me), Arc::new(run));
+    if let Err(e) = node.submit_own(&node.keys.watcher, Action::Challenge { job: id, trace_root }) {
+        lock(&node.traces).remove(&(id, me));
+        return Err(e);
+    }
     node.metrics.challenges.inc();
     Ok(())
 }

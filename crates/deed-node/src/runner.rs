@@ -136,6 +136,20 @@ pub struct JobRun {
     pub output_hash: Hash,
     /// The execution trace.
     pub trace: Trace,
+    /// How the run was made beyond the job (kept steps, injected fault): a dispute
+    /// re-runs it the same way to hand the referee a step's inputs.
+    pub how: RunHow,
+    /// Outputs of the steps `how.keep_steps` names.
+    pub kept: Vec<(usize, Vec<Tensor>)>,
+}
+
+/// What a run does beyond computing the job.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunHow {
+    /// Steps whose outputs to keep.
+    pub keep_steps: Vec<usize>,
+    /// The step to corrupt (fault injection; see [`crate::fault`]).
+    pub corrupt_step: Option<usize>,
 }
 
 impl JobRun {
@@ -217,9 +231,22 @@ pub async fn run(
     inputs: Vec<(String, Tensor)>,
     budget: u64,
 ) -> Result<JobRun, ApiError> {
+    run_how(model, inputs, budget, RunHow::default()).await
+}
+
+/// [`run`], keeping the outputs of chosen steps or injecting a fault.
+pub async fn run_how(
+    model: Arc<LoadedModel>,
+    inputs: Vec<(String, Tensor)>,
+    budget: u64,
+    how: RunHow,
+) -> Result<JobRun, ApiError> {
     tokio::task::spawn_blocking(move || {
         let opts = RunOptions {
             budget: (budget > 0).then_some(budget),
+            keep_steps: how.keep_steps.clone(),
+            #[cfg(feature = "fault")]
+            corrupt_step: how.corrupt_step,
             ..RunOptions::default()
         };
         let out = model
@@ -233,6 +260,8 @@ pub async fn run(
             output_bytes,
             outputs: out.outputs,
             trace: out.trace,
+            how,
+            kept: out.kept,
         })
     })
     .await

@@ -627,10 +627,22 @@ pub(super) async fn receipt(ctx: &Ctx, cmd: ReceiptCmd) -> Result<Out> {
             if let Some(w) = j.window_end {
                 rows.push(("window end", format!("height {w}")));
             }
+            let mut json = serde_json::to_value(&j)?;
             if let Some(d) = j.dispute {
-                rows.push(("dispute", d.to_string()));
+                let v = ctx.client.dispute(d).await?;
+                let state = match &v.winner {
+                    Some(w) => format!("{w} won after {} rounds", v.rounds),
+                    None => format!("{}, round {}", v.phase, v.rounds),
+                };
+                let slashed = v
+                    .slashed
+                    .as_ref()
+                    .map(|s| format!(", {s} slashed"))
+                    .unwrap_or_default();
+                rows.push(("dispute", format!("{d}: {state}{slashed}")));
+                json["dispute_view"] = serde_json::to_value(&v)?;
             }
-            Ok(Out::new(serde_json::to_value(&j)?, lines(&rows)))
+            Ok(Out::new(json, lines(&rows)))
         }
         ReceiptCmd::Verify { job } => {
             let id = job_id(ctx, &job).await?;
@@ -670,6 +682,7 @@ pub(crate) async fn verify_job(ctx: &Ctx, id: u64) -> Result<Out> {
         budget: None,
         trace: true,
         limits: limits.clone(),
+        ..RunOptions::default()
     };
     let run = plan.execute(&inputs, &RtCtx::new(KernelMode::Fast, 1), &opts)?;
     let outs: Vec<Tensor> = run.outputs.iter().map(|(_, t)| t.clone()).collect();

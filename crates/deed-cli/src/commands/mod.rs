@@ -3,6 +3,7 @@
 //! `--json` and short aligned text otherwise.
 
 mod accounts;
+mod disputes;
 mod infer;
 mod models;
 mod quickstart;
@@ -19,6 +20,7 @@ use serde_json::Value;
 use crate::keystore::{self, Keystore};
 
 pub use accounts::{BlobCmd, ExecutorCmd, KeysCmd};
+pub use disputes::DisputeCmd;
 pub use infer::{InferArgs, ReceiptCmd};
 pub use models::ModelCmd;
 pub use quickstart::QuickstartArgs;
@@ -75,6 +77,9 @@ pub enum NodeCommand {
     /// Show or verify a job's receipt.
     #[command(subcommand)]
     Receipt(ReceiptCmd),
+    /// List and inspect disputes: parties, rounds, range, deadline, verdict.
+    #[command(subcommand)]
+    Dispute(DisputeCmd),
     /// Bond, unbond and inspect executor stake.
     #[command(subcommand)]
     Executor(ExecutorCmd),
@@ -221,6 +226,7 @@ pub fn run(cmd: NodeCommand, args: NodeArgs, json: bool) -> Result<Out> {
             NodeCommand::Infer(a) => infer::infer(&ctx, a).await,
             NodeCommand::Receipt(c) => infer::receipt(&ctx, c).await,
             NodeCommand::Executor(c) => accounts::executor(&ctx, c).await,
+            NodeCommand::Dispute(c) => disputes::run(&ctx, c).await,
             NodeCommand::Blob(c) => accounts::blob(&ctx, c).await,
             NodeCommand::Status => accounts::status(&ctx).await,
             NodeCommand::Quickstart(a) => quickstart::run(&ctx, a).await,
