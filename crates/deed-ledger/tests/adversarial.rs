@@ -661,7 +661,7 @@ fn optimistic_trial(r: &Runs, plan: Plan) -> Game {
         silent,
     );
     let ctx = format!(
-        "{plan:?} n={n} first_diff={} {:?}",
+        "{plan:?} n={n} first_diff={} rounds={}",
         r.first_diff, game.rounds
     );
     // The loser: whoever fell silent, or else the cheater.
