@@ -49,6 +49,8 @@ pub struct Chain {
     pub referee: ScriptedReferee,
     /// When set, blocks are applied with this production referee instead.
     pub runtime: Option<RuntimeReferee>,
+    /// When set, blocks are applied with this referee, before `runtime`.
+    pub custom: Option<Box<dyn Referee>>,
     pub time: u64,
 }
 
@@ -71,6 +73,7 @@ impl Chain {
             proposer,
             referee: ScriptedReferee::default(),
             runtime: None,
+            custom: None,
             time: 1_700_000_000,
         }
     }
@@ -94,9 +97,10 @@ impl Chain {
     pub fn block(&mut self, txs: Vec<SignedTransaction>) -> BlockOutcome {
         self.time += 5;
         let b = next_block(&self.state, self.proposer, self.time, txs);
-        let referee: &dyn Referee = match &self.runtime {
-            Some(r) => r,
-            None => &self.referee,
+        let referee: &dyn Referee = match (&self.custom, &self.runtime) {
+            (Some(r), _) => r.as_ref(),
+            (None, Some(r)) => r,
+            (None, None) => &self.referee,
         };
         apply_block(&mut self.state, &b, referee).unwrap()
     }
