@@ -60,9 +60,21 @@ impl DevNode {
     /// Runs `exe dev --data-dir DIR --http 127.0.0.1:PORT` and waits until its API
     /// answers, or fails with what the child printed.
     pub fn start(exe: &Path, data_dir: &Path, port: u16, timeout: Duration) -> Result<DevNode> {
+        DevNode::start_with(exe, data_dir, port, timeout, &[])
+    }
+
+    /// [`DevNode::start`] with more `deed dev` arguments (`--fault …` in tests).
+    pub fn start_with(
+        exe: &Path,
+        data_dir: &Path,
+        port: u16,
+        timeout: Duration,
+        extra: &[&str],
+    ) -> Result<DevNode> {
         let url = format!("http://127.0.0.1:{port}");
         let mut child = Command::new(exe)
             .arg("dev")
+            .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--http")

@@ -168,7 +168,10 @@ async fn referee_move(
         &model.model,
         &run.trace,
         step,
-        JobInputs { names: &names, blob },
+        JobInputs {
+            names: &names,
+            blob,
+        },
         |s| {
             kept.iter()
                 .find(|(k, _)| *k == s)

@@ -163,10 +163,7 @@ async fn serve_job(
         .job(id)
         .ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
     let started = std::time::Instant::now();
-    let corrupt = node
-        .cfg
-        .faults
-        .executor_step(id, &key.address(), job.steps);
+    let corrupt = node.cfg.faults.executor_step(id, &key.address(), job.steps);
     let run = match direct {
         Some(r) if corrupt.is_none() => r,
         _ => Arc::new(run_job(node, &job, corrupt).await?),
@@ -272,7 +269,13 @@ async fn check_job(node: &Node, id: JobId, job: Job) -> Result<(), ApiError> {
     let trace_root = run.trace.root();
     // Kept for the dispute this challenge opens.
     lock(&node.traces).insert((id, me), Arc::new(run));
-    if let Err(e) = node.submit_own(&node.keys.watcher, Action::Challenge { job: id, trace_root }) {
+    if let Err(e) = node.submit_own(
+        &node.keys.watcher,
+        Action::Challenge {
+            job: id,
+            trace_root,
+        },
+    ) {
         lock(&node.traces).remove(&(id, me));
         return Err(e);
     }
