@@ -237,6 +237,34 @@ fn a_false_challenger_loses_its_bond_and_the_result_stands() {
 }
 
 #[test]
+fn the_watcher_that_checked_an_honest_result_is_paid_for_its_audit() {
+    let net = Net::start(&[]);
+    let watcher = net.banner("watcher")[0].clone();
+    let before = net.balance(&watcher);
+    let job = net.request();
+    net.wait_status(job, "finalized");
+    let j = net.ok(None, &["receipt", "show", &job.to_string()]);
+    assert_eq!(j["attesters"], serde_json::json!([watcher]), "{j}");
+    assert!(j["audit_revealed"].is_string(), "{j}");
+    assert!(j["dispute"].is_null(), "{j}");
+    // The default audit share (10 %) of the executor's fee, less the watcher's two
+    // transaction fees (attest, reveal) at the dev minimum of 1.
+    let fee: u128 = j["fees"]["executor_fees"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let share = fee * 1_000 / 10_000;
+    assert!(share > 2, "auditing pays on the dev network");
+    assert_eq!(net.balance(&watcher), before + share - 2);
+    let shown = net.text(&["receipt", "show", &job.to_string()]);
+    assert!(
+        shown.contains("1 watcher(s) attested, final chain value revealed"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn a_silent_cheater_loses_by_deadline() {
     let net = Net::start(&["corrupt-step=0", "silent"]);
     let job = net.request();

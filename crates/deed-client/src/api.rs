@@ -398,6 +398,12 @@ pub struct JobView {
     pub window_end: Option<u64>,
     /// The open or last dispute, if any.
     pub dispute: Option<u64>,
+    /// Watchers that attested to an optimistic result, in order.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub attesters: Vec<Address>,
+    /// The final chain value revealed for the audit, once revealed.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub audit_revealed: Option<Hash>,
     /// Escrowed fees.
     pub fees: FeesView,
     /// Height by which executors must answer.

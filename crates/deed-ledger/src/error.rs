@@ -231,6 +231,17 @@ pub enum TxError {
     /// A challenge of a receipt with the same trace root.
     #[error("challenger's trace root equals the receipt's")]
     NothingToDispute,
+    /// An executor of the job may not attest to it.
+    #[error("an executor cannot attest to its own job")]
+    SelfAudit,
+    /// The job accepts no more attestations.
+    #[error("job {job} already has {max} attestations")]
+    AuditFull {
+        /// The job.
+        job: JobId,
+        /// The limit.
+        max: u64,
+    },
     /// The executor may not challenge itself.
     #[error("an executor cannot challenge its own receipt")]
     SelfChallenge,

@@ -29,6 +29,8 @@ pub enum Reason {
     BondReturned,
     /// Unbonded stake withdrawn.
     Withdrawal,
+    /// A watcher's share of an audited job's executor fee.
+    AuditFee,
 }
 
 /// Something that happened in a block.
@@ -154,6 +156,18 @@ pub enum Event {
     },
     /// A job's escrow was returned.
     JobRefunded {
+        /// The job.
+        job: JobId,
+    },
+    /// A watcher attested to an optimistic result.
+    AuditAttested {
+        /// The job.
+        job: JobId,
+        /// The watcher.
+        watcher: Address,
+    },
+    /// The final chain value of an optimistic result was revealed.
+    AuditRevealed {
         /// The job.
         job: JobId,
     },

@@ -14,6 +14,7 @@
 //! each block reports the pairs it wrote ([`BlockOutcome::writes`]), which is all a
 //! state store needs to persist it.
 
+pub mod audit;
 pub mod block;
 pub mod commitment;
 pub mod error;
@@ -33,6 +34,6 @@ pub use events::{Event, Reason};
 pub use params::{ParamError, Params};
 pub use referee::{Referee, RefereeError, RuntimeReferee, StepInput};
 pub use state::{
-    Account, Dispute, DisputePhase, Escrow, Executor, GenesisError, Job, JobStatus, LoadError,
-    Meta, Model, Proposal, ProposalStatus, State, Version, Write,
+    Account, Audit, Dispute, DisputePhase, Escrow, Executor, GenesisError, Job, JobStatus,
+    LoadError, Meta, Model, Proposal, ProposalStatus, State, Version, Write,
 };

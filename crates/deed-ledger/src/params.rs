@@ -45,6 +45,11 @@ pub struct Params {
     pub min_tx_fee: Amount,
     /// Largest validator set.
     pub max_validators: u64,
+    /// Share of an optimistic executor's fee paid to the watchers whose audit
+    /// attestation matched, basis points (`crate::audit`).
+    pub audit_bps: u128,
+    /// Most audit attestations per job.
+    pub max_attesters: u64,
 }
 
 impl Default for Params {
@@ -69,6 +74,8 @@ impl Default for Params {
             max_replicas: 7,
             min_tx_fee: 1,
             max_validators: 100,
+            audit_bps: 1_000,
+            max_attesters: 8,
         }
     }
 }
@@ -111,6 +118,7 @@ impl Params {
             (ParamKey::RewardBps, self.reward_bps),
             (ParamKey::QuorumBps, self.quorum_bps),
             (ParamKey::ThresholdBps, self.threshold_bps),
+            (ParamKey::AuditBps, self.audit_bps),
         ];
         for (key, value) in bps {
             if value > BPS_DENOMINATOR {
@@ -177,6 +185,8 @@ impl Params {
             ParamKey::MaxReplicas => p.max_replicas = blocks()?,
             ParamKey::MinTxFee => p.min_tx_fee = value,
             ParamKey::MaxValidators => p.max_validators = blocks()?,
+            ParamKey::AuditBps => p.audit_bps = value,
+            ParamKey::MaxAttesters => p.max_attesters = blocks()?,
             _ => return Err(range()),
         }
         p.validate()?;

@@ -173,6 +173,22 @@ pub struct Job {
     pub deadline: u64,
     /// Height of the request.
     pub created: u64,
+    /// Optimistic: the watchers' audit of the receipt (see [`crate::audit`]).
+    pub audit: Audit,
+}
+
+/// The sampled audit of an optimistic receipt: watchers attest to the trace's final
+/// chain value in the first half of the challenge window, it is revealed with a proof
+/// in the second half, and the matching attesters share the audit fee when the job
+/// finalizes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Audit {
+    /// Last height an attestation is accepted (0: none are).
+    pub attest_until: u64,
+    /// Attestations in arrival order: watcher and digest.
+    pub attestations: Vec<(Address, Hash)>,
+    /// The revealed final chain value `c_{n-1}`.
+    pub revealed: Option<Hash>,
 }
 
 /// Whose move a dispute waits for.

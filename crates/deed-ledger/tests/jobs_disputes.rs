@@ -994,3 +994,151 @@ fn replicated_three_different_results_leave_only_the_truth_unslashed() {
     // Three liars and one honest executor, every result different.
     replicated_knockout(16, &[Some(15), Some(0), None, Some(9)]);
 }
+
+/// The audit of an optimistic result: attest in the first half of the window, reveal
+/// the final chain value with its proof in the second, and the matching attesters
+/// share `audit_bps` of the executor's fee at finalization.
+#[test]
+fn watchers_that_re_executed_share_the_audit_fee() {
+    let params = Params {
+        max_attesters: 2,
+        ..Params::default()
+    };
+    let fee = 1_000;
+    let (mut c, m, _) = setup(1, 5, 10, fee, params.clone());
+    let (job, ex) = request(&mut c, m, Mode::Optimistic);
+    let e = idx(&c, ex[0]);
+    let t = Trace::new(truth(5, "a"));
+    c.ok(
+        e,
+        Action::SubmitReceipt {
+            job,
+            receipt: receipt(&t),
+        },
+    );
+    let final_chain = t.chain_value(4).unwrap();
+    let digest =
+        |who: usize, c: &Chain| deed_ledger::audit::digest(&c.addr(who), job, &final_chain);
+    let (w0, u0, e0) = (
+        c.state.balance(&c.addr(WATCHER)),
+        c.state.balance(&c.addr(USER)),
+        c.state.balance(&ex[0]),
+    );
+
+    // Attest phase: the watcher knows c_{n-1}; the user guesses; the executor may
+    // not attest; nobody attests twice; the slots are limited; no reveal yet.
+    let d = digest(WATCHER, &c);
+    c.ok(WATCHER, Action::Attest { job, digest: d });
+    let copied = Action::Attest { job, digest: d };
+    assert_eq!(c.run(e, copied), Err(TxError::SelfAudit));
+    assert_eq!(
+        c.run(WATCHER, Action::Attest { job, digest: d }),
+        Err(TxError::AlreadyActed(c.addr(WATCHER)))
+    );
+    c.ok(
+        USER,
+        Action::Attest {
+            job,
+            digest: Hash::of(b"a guess"),
+        },
+    );
+    assert_eq!(
+        c.run(OWNER, Action::Attest { job, digest: d }),
+        Err(TxError::AuditFull { job, max: 2 })
+    );
+    let proof = to_wire(&t.step_proof(4).unwrap());
+    let reveal = |proof: StepProofData| Action::RevealAudit { job, proof };
+    assert!(matches!(
+        c.run(WATCHER, reveal(proof.clone())),
+        Err(TxError::WrongJobPhase { .. })
+    ));
+
+    // Reveal phase: no more attestations; only c_{n-1} with a valid proof, once.
+    let attest_until = c.state.job(job).unwrap().audit.attest_until;
+    c.advance_to(attest_until);
+    assert!(matches!(
+        c.run(OWNER, Action::Attest { job, digest: d }),
+        Err(TxError::WrongJobPhase { .. })
+    ));
+    let earlier = to_wire(&t.step_proof(3).unwrap());
+    assert!(matches!(
+        c.run(WATCHER, reveal(earlier)),
+        Err(TxError::WrongStep { .. })
+    ));
+    let mut forged = proof.clone();
+    forged.chain_value = Hash::of(b"forged");
+    assert!(matches!(
+        c.run(WATCHER, reveal(forged)),
+        Err(TxError::InvalidProof(_))
+    ));
+    c.ok(WATCHER, reveal(proof.clone()));
+    assert!(matches!(
+        c.run(USER, reveal(proof)),
+        Err(TxError::WrongJobPhase { .. })
+    ));
+    assert_eq!(c.state.job(job).unwrap().audit.revealed, Some(final_chain));
+
+    // Payout: the watcher gets the audit share, the guesser nothing, the executor
+    // the rest of its fee.
+    let JobStatus::Challengeable { window_end } = c.state.job(job).unwrap().status else {
+        panic!("challengeable")
+    };
+    c.advance_to(window_end);
+    assert_eq!(c.state.job(job).unwrap().status, JobStatus::Finalized);
+    let share = fee * params.audit_bps / 10_000;
+    assert_eq!(
+        c.state.balance(&c.addr(WATCHER)),
+        w0 + share - 6 * common::FEE
+    );
+    assert_eq!(c.state.balance(&c.addr(USER)), u0 - 2 * common::FEE);
+    assert_eq!(c.state.balance(&ex[0]), e0 + fee - share - common::FEE);
+    c.assert_supply();
+}
+
+#[test]
+fn a_challenge_closes_attestation_and_no_reveal_pays_no_one() {
+    let fee = 1_000;
+    let (mut c, m, _) = setup(1, 5, 10, fee, Params::default());
+    let (job, ex) = request(&mut c, m, Mode::Optimistic);
+    let e = idx(&c, ex[0]);
+    let t = Trace::new(truth(5, "a"));
+    c.ok(
+        e,
+        Action::SubmitReceipt {
+            job,
+            receipt: receipt(&t),
+        },
+    );
+    let d = deed_ledger::audit::digest(&c.addr(WATCHER), job, &t.chain_value(4).unwrap());
+    c.ok(WATCHER, Action::Attest { job, digest: d });
+    // Nobody reveals: the executor keeps its whole fee.
+    let e0 = c.state.balance(&ex[0]);
+    let JobStatus::Challengeable { window_end } = c.state.job(job).unwrap().status else {
+        panic!("challengeable")
+    };
+    c.advance_to(window_end);
+    assert_eq!(c.state.balance(&ex[0]), e0 + fee);
+
+    // A second job is challenged in its attest phase: attestation closes.
+    let (job, _) = request(&mut c, m, Mode::Optimistic);
+    c.ok(
+        e,
+        Action::SubmitReceipt {
+            job,
+            receipt: receipt(&t),
+        },
+    );
+    c.ok(
+        WATCHER,
+        Action::Challenge {
+            job,
+            trace_root: Hash::of(b"other"),
+        },
+    );
+    assert!(c.state.job(job).unwrap().audit.attest_until < c.state.height());
+    assert!(matches!(
+        c.run(USER, Action::Attest { job, digest: d }),
+        Err(TxError::WrongJobPhase { .. })
+    ));
+    c.assert_supply();
+}

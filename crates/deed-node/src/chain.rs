@@ -312,6 +312,8 @@ pub fn describe_event(e: &Event) -> String {
             window_end,
             loser,
         } => format!("job {job} challengeable again until height {window_end} ({loser} lost)"),
+        Event::AuditAttested { job, watcher } => format!("job {job}: {watcher} attested"),
+        Event::AuditRevealed { job } => format!("job {job}: final chain value revealed"),
         Event::DisputeOpened { dispute, job } => format!("dispute {dispute} opened on job {job}"),
         Event::DisputeResolved {
             dispute,

@@ -89,6 +89,12 @@ pub fn dev_config() -> Config {
         roles: crate::config::Roles::all(),
         block_interval_ms: 200,
         heartbeat_ms: 1_000,
+        // A price whose audit share (10 %) pays a watcher more than its two
+        // transaction fees.
+        executor: crate::config::ExecutorConfig {
+            price: 100,
+            ..Default::default()
+        },
         ..Config::default()
     }
 }

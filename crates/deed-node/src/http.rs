@@ -587,6 +587,8 @@ fn job_view(id: JobId, j: &Job, s: &LedgerState, fees: Option<Escrow>) -> JobVie
         status: status.to_owned(),
         window_end,
         dispute,
+        attesters: j.audit.attestations.iter().map(|(a, _)| *a).collect(),
+        audit_revealed: j.audit.revealed,
         fees: FeesView {
             royalty: fees.royalty.to_string(),
             executor_fees: fees.executor_fees.iter().map(|f| f.to_string()).collect(),

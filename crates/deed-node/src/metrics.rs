@@ -38,6 +38,8 @@ pub struct Metrics {
     pub jobs_checked: IntCounter,
     /// Challenges this watcher posted.
     pub challenges: IntCounter,
+    /// Audit attestations this watcher made.
+    pub attestations: IntCounter,
     /// Dispute moves this node's executors and watcher made.
     pub dispute_moves: IntCounter,
     /// Blob bytes received (verified chunks).
@@ -124,6 +126,11 @@ impl Metrics {
                 &r,
                 "deed_challenges_total",
                 "Challenges posted by this watcher",
+            )?,
+            attestations: counter(
+                &r,
+                "deed_attestations_total",
+                "Audit attestations made by this watcher",
             )?,
             dispute_moves: counter(
                 &r,

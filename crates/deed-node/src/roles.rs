@@ -7,7 +7,10 @@
 //!   mode it commits, then reveals once the reveal phase opens.
 //! - The watcher re-executes a share of optimistic results while they are
 //!   challengeable and challenges any whose output or trace root differs from its
-//!   own run.
+//!   own run. A result that matches it attests to (`deed_ledger::audit`), and once
+//!   the attest phase is over it reveals the final chain value so the attesters are
+//!   paid.
+//! - Both play their side of any dispute ([`crate::dispute`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,6 +30,7 @@ use crate::runner::{self, JobRun, RunHow};
 pub async fn follow(node: Arc<Node>, mut rx: broadcast::Receiver<Arc<Committed>>) {
     let mut reveals: HashSet<(JobId, Address)> = HashSet::new();
     let mut disputes = Disputes::default();
+    let mut audits: HashSet<JobId> = HashSet::new();
     loop {
         let committed = match rx.recv().await {
             Ok(c) => c,
@@ -41,6 +45,7 @@ pub async fn follow(node: Arc<Node>, mut rx: broadcast::Receiver<Arc<Committed>>
         }
         if node.cfg.roles.watcher {
             watcher_block(&node, &committed);
+            reveal_audits(&node, &committed, &mut audits);
         }
         if node.cfg.roles.executor || node.cfg.roles.watcher {
             dispute_block(&node, &committed, &mut disputes);
@@ -49,6 +54,7 @@ pub async fn follow(node: Arc<Node>, mut rx: broadcast::Receiver<Arc<Committed>>
             if let Event::JobFinalized { job } | Event::JobRefunded { job } = e {
                 lock(&node.traces).retain(|(j, _), _| j != job);
                 reveals.retain(|(j, _)| j != job);
+                audits.remove(job);
             }
         }
     }
@@ -263,7 +269,7 @@ async fn check_job(node: &Node, id: JobId, job: Job) -> Result<(), ApiError> {
     let run = run_job(node, &job, corrupt).await?;
     node.metrics.jobs_checked.inc();
     if run.output_hash == posted.output.hash() && run.trace.root() == posted.trace_root {
-        return Ok(());
+        return attest(node, id, run);
     }
     tracing::warn!(job = %id, "result differs from the watcher's run; challenging");
     let trace_root = run.trace.root();
@@ -281,4 +287,70 @@ async fn check_job(node: &Node, id: JobId, job: Job) -> Result<(), ApiError> {
     }
     node.metrics.challenges.inc();
     Ok(())
+}
+
+/// Attests to a result this watcher's run matched, while the job's attest phase is
+/// open; the run is kept for the reveal.
+fn attest(node: &Node, id: JobId, run: JobRun) -> Result<(), ApiError> {
+    let me = node.keys.watcher.address();
+    let open = node.with_state(|c| {
+        c.state()
+            .job(id)
+            .is_some_and(|j| c.state().height() < j.audit.attest_until)
+    });
+    let Some(last) = run.trace.len().checked_sub(1) else {
+        return Ok(());
+    };
+    let Some(final_chain) = run.trace.chain_value(last).filter(|_| open) else {
+        return Ok(());
+    };
+    let digest = deed_ledger::audit::digest(&me, id, &final_chain);
+    lock(&node.traces).insert((id, me), Arc::new(run));
+    if let Err(e) = node.submit_own(&node.keys.watcher, Action::Attest { job: id, digest }) {
+        lock(&node.traces).remove(&(id, me));
+        return Err(e);
+    }
+    node.metrics.attestations.inc();
+    Ok(())
+}
+
+/// Reveals the final chain value of every job this watcher attested to once its
+/// attest phase is over, unless someone already did.
+fn reveal_audits(node: &Node, committed: &Committed, done: &mut HashSet<JobId>) {
+    let me = node.keys.watcher.address();
+    let height = committed.block.header.height;
+    let kept: Vec<(JobId, Arc<JobRun>)> = lock(&node.traces)
+        .iter()
+        .filter(|((j, a), _)| *a == me && !done.contains(j))
+        .map(|((j, _), r)| (*j, r.clone()))
+        .collect();
+    for (id, run) in kept {
+        let Some(job) = node.job(id) else { continue };
+        let attested = job.audit.attestations.iter().any(|(a, _)| *a == me);
+        if !attested
+            || height <= job.audit.attest_until
+            || job.audit.revealed.is_some()
+            || !matches!(job.status, JobStatus::Challengeable { .. })
+        {
+            continue;
+        }
+        let Some(proof) = run
+            .trace
+            .len()
+            .checked_sub(1)
+            .and_then(|i| run.trace.step_proof(i))
+        else {
+            continue;
+        };
+        let action = Action::RevealAudit {
+            job: id,
+            proof: deed_ledger::trace::to_wire(&proof),
+        };
+        match node.submit_own(&node.keys.watcher, action) {
+            Ok(_) => {
+                done.insert(id);
+            }
+            Err(e) => tracing::warn!(job = %id, error = %e.message, "audit reveal not submitted"),
+        }
+    }
 }

@@ -252,6 +252,11 @@ pub enum ParamKey {
     MinTxFee,
     /// Largest number of validators.
     MaxValidators,
+    /// Share of an optimistic job's executor fee paid to the watchers whose audit
+    /// attestation matches the revealed final chain value, in basis points.
+    AuditBps,
+    /// Most audit attestations one job accepts.
+    MaxAttesters,
 }
 
 /// One parameter change proposed to governance.
@@ -429,6 +434,25 @@ pub enum Action {
         /// Yes or no.
         approve: bool,
     },
+    /// A watcher's audit attestation on an optimistic result, in the first half of its
+    /// challenge window: a digest binding the watcher to the final chain value
+    /// `c_{n-1}` of the receipt's trace (`deed_ledger::audit::digest`), which only a
+    /// full re-execution (or the executor) knows until it is revealed.
+    Attest {
+        /// The job.
+        job: JobId,
+        /// The attestation digest.
+        digest: Hash,
+    },
+    /// Reveal the final chain value `c_{n-1}` of an optimistic receipt's trace with its
+    /// proof against the trace root, in the second half of the challenge window.
+    /// Anyone who ran the job can send it.
+    RevealAudit {
+        /// The job.
+        job: JobId,
+        /// The chain value at step `n - 1` and its proof.
+        proof: StepProofData,
+    },
 }
 
 impl Action {
@@ -455,6 +479,8 @@ impl Action {
             Action::Referee { .. } => "referee",
             Action::Propose { .. } => "propose",
             Action::Vote { .. } => "vote",
+            Action::Attest { .. } => "attest",
+            Action::RevealAudit { .. } => "reveal_audit",
         }
     }
 
@@ -523,7 +549,7 @@ impl Action {
             Action::SubmitReceipt { receipt: r, .. } | Action::RevealOutput { receipt: r, .. } => {
                 receipt(r)
             }
-            Action::RevealStep { proof, .. } => {
+            Action::RevealStep { proof, .. } | Action::RevealAudit { proof, .. } => {
                 cap("proof.siblings", proof.siblings.len(), MAX_PROOF_HASHES)
             }
             Action::Referee { peaks, inputs, .. } => {

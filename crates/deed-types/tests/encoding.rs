@@ -224,6 +224,27 @@ fn action() -> impl Strategy<Value = Action> {
             proposal: ProposalId(p),
             approve
         }),
+        (any::<u64>(), hash()).prop_map(|(j, digest)| Action::Attest {
+            job: JobId(j),
+            digest
+        }),
+        (
+            any::<u64>(),
+            any::<(u64, u64)>(),
+            hash(),
+            prop::collection::vec(hash(), 0..4)
+        )
+            .prop_map(
+                |(j, (index, len), chain_value, siblings)| Action::RevealAudit {
+                    job: JobId(j),
+                    proof: StepProofData {
+                        index,
+                        len,
+                        chain_value,
+                        siblings
+                    }
+                }
+            ),
     ]
 }
 

@@ -627,6 +627,17 @@ pub(super) async fn receipt(ctx: &Ctx, cmd: ReceiptCmd) -> Result<Out> {
             if let Some(w) = j.window_end {
                 rows.push(("window end", format!("height {w}")));
             }
+            if !j.attesters.is_empty() {
+                let revealed = if j.audit_revealed.is_some() {
+                    "final chain value revealed"
+                } else {
+                    "not revealed yet"
+                };
+                rows.push((
+                    "audit",
+                    format!("{} watcher(s) attested, {revealed}", j.attesters.len()),
+                ));
+            }
             let mut json = serde_json::to_value(&j)?;
             if let Some(d) = j.dispute {
                 let v = ctx.client.dispute(d).await?;

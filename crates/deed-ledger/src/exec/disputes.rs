@@ -86,7 +86,7 @@ impl<'a> Exec<'a> {
         job_id: JobId,
         trace_root: Hash,
     ) -> Result<(), TxError> {
-        let job = self.job(job_id)?;
+        let mut job = self.job(job_id)?;
         let JobStatus::Challengeable { window_end } = job.status else {
             return Err(TxError::WrongJobPhase {
                 job: job_id,
@@ -116,6 +116,12 @@ impl<'a> Exec<'a> {
             bond,
         );
         d.window_left = window_end.saturating_sub(self.env.height).max(1);
+        // The dispute's first move reveals the final chain value: attestations after
+        // it would prove nothing.
+        job.audit.attest_until = job
+            .audit
+            .attest_until
+            .min(self.env.height.saturating_sub(1));
         self.open_dispute(job_id, job, d)
     }
 

@@ -7,7 +7,7 @@ use deed_types::{Address, Amount, Hash, JobId, JobInput, Licence, Mode, ModelId,
 use super::{bps_of, Exec};
 use crate::error::TxError;
 use crate::events::{Event, Reason};
-use crate::state::{Escrow, Job, JobStatus, Timer};
+use crate::state::{Audit, Escrow, Job, JobStatus, Timer};
 
 /// The fields of a `RequestJob` action.
 pub(super) struct JobRequest<'t> {
@@ -238,6 +238,7 @@ impl<'a> Exec<'a> {
                 },
                 deadline,
                 created: self.env.height,
+                audit: Audit::default(),
             },
         );
         self.set_timer(deadline, Timer::JobDeadline(job_id));
@@ -279,8 +280,10 @@ impl<'a> Exec<'a> {
             executor: sender,
         });
         if job.mode == Mode::Optimistic {
-            let window_end = self.deadline(self.s.params.challenge_window);
+            let window = self.s.params.challenge_window;
+            let window_end = self.deadline(window);
             job.status = JobStatus::Challengeable { window_end };
+            job.audit.attest_until = self.deadline(window / 2);
             self.s.jobs.insert(id, job);
             self.set_timer(window_end, Timer::ChallengeWindow(id));
             Ok(())
@@ -411,6 +414,8 @@ impl<'a> Exec<'a> {
         let mut refund: Amount = 0;
         for (i, fee) in escrow.executor_fees.iter().enumerate() {
             if paid.contains(&i) {
+                // Watchers whose audit matched are paid out of the executor's fee.
+                let fee = &self.pay_auditors(id, &job, *fee)?;
                 let to = job
                     .executors
                     .get(i)

@@ -6,6 +6,7 @@
 //! it fails, every write it made is rolled back, so the fee and nonce are its only
 //! effects.
 
+mod audit;
 mod disputes;
 mod governance;
 mod jobs;
@@ -186,6 +187,8 @@ impl<'a> Exec<'a> {
             } => self.referee_step(sender, *dispute, peaks, inputs),
             Action::Propose { change } => self.propose(sender, *change),
             Action::Vote { proposal, approve } => self.vote(sender, *proposal, *approve),
+            Action::Attest { job, digest } => self.attest(sender, *job, *digest),
+            Action::RevealAudit { job, proof } => self.reveal_audit(*job, proof),
         }
     }
 
