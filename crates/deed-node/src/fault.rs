@@ -150,7 +150,7 @@ mod tests {
             let f = parsed.unwrap();
             assert_eq!(f.list(), [Fault::CorruptStep(3), Fault::Silent]);
             assert!(f.silent());
-            let a = Address::from([7; 20]);
+            let a = Address([7; 20]);
             assert_eq!(f.executor_step(JobId(1), &a, 10), Some(3));
             assert_eq!(f.watcher_step(JobId(1), &a, 10), None);
             let r = Faults::parse(&["corrupt-random", "false-challenge"]).unwrap();
