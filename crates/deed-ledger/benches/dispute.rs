@@ -17,10 +17,10 @@
 //!
 //! Per dispute it measures the bisection rounds (aborting when they exceed
 //! ⌈log₂ n⌉ + 1), the blocks from the challenge to the verdict, the encoded bytes of
-//! the dispute's signed transactions (challenge, reveals, responses, referee move)
-//! and the referee's time against a whole run. A referee move the ledger refuses
-//! (a step input over the transaction limits) is reported, and the game is then
-//! played out to its deadline. The table goes to stdout and the same figures, with
+//! the dispute's signed transactions (challenge, reveals, responses, referee move,
+//! staged in several transactions when the step's inputs are large) and the
+//! referee's time against a whole run. A referee move the ledger refuses is
+//! reported, and the game is then played out to its deadline. The table goes to stdout and the same figures, with
 //! every dispute, to `target/dispute-report.json`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -172,10 +172,13 @@ fn keep_all(n: usize, corrupt_step: Option<usize>) -> RunOptions {
 // ---------------------------------------------------------------------------------
 // The referee, timed.
 
+/// The steps the referee re-executed, with the time each took.
+type Calls = Rc<RefCell<Vec<(u64, Duration)>>>;
+
 /// The production referee, recording each step it re-executes and its time.
 struct Timed {
     inner: RuntimeReferee,
-    calls: Rc<RefCell<Vec<(u64, Duration)>>>,
+    calls: Calls,
 }
 
 impl Referee for Timed {
@@ -209,6 +212,8 @@ struct Game {
     bytes: usize,
     /// The largest of them.
     largest_tx: usize,
+    /// Transactions of the referee move: more than one when its inputs were staged.
+    referee_txs: usize,
     /// Referee time, when the referee ran.
     referee: Option<Duration>,
     /// Why the ledger refused the referee move, when it did.
@@ -229,7 +234,7 @@ impl Game {
 
 /// A chain with the model published, one executor bonded, and the job requested and
 /// answered with `def`'s trace; blocks are applied with the timed production referee.
-fn chain(case: &Case, def: &Trace) -> (Chain, Rc<RefCell<Vec<(u64, Duration)>>>) {
+fn chain(case: &Case, def: &Trace) -> (Chain, Calls) {
     let mut c = Chain::with_params(EXEC + 1, 1_000_000, Params::default());
     let mut inner = RuntimeReferee::new();
     inner.insert(case.manifest, case.model.clone());
@@ -329,6 +334,7 @@ fn dispute(
         blocks: 0,
         bytes: 0,
         largest_tx: 0,
+        referee_txs: 0,
         referee: None,
         refused: None,
         oversize: false,
@@ -341,28 +347,40 @@ fn dispute(
         blob: by_cid.then_some(&case.blob[..]),
     };
     let id = DisputeId(0);
-    let mut action = Action::Challenge {
+    let mut actions = vec![Action::Challenge {
         job: JobId(0),
         trace_root: chal.trace.root(),
-    };
+    }];
     let mut who = WATCHER;
     loop {
-        let tx = c.sign(who, action.clone());
-        let size = tx.encode().len();
-        let is_referee = matches!(action, Action::Referee { .. });
-        let out = c.block(vec![tx]);
-        match &out.results[0].outcome {
-            Ok(()) => {
-                game.bytes += size;
-                game.largest_tx = game.largest_tx.max(size);
-                game.oversize |= size > MAX_TX_BYTES;
+        let txs = c.sign_many(who, actions.clone());
+        let sizes: Vec<usize> = txs.iter().map(|t| t.encode().len()).collect();
+        let is_referee = actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Referee { .. } | Action::StageReferee { .. } | Action::RefereeStaged { .. }
+            )
+        });
+        if is_referee {
+            game.referee_txs = txs.len();
+        }
+        let out = c.block(txs);
+        for ((r, size), action) in out.results.iter().zip(&sizes).zip(&actions) {
+            match &r.outcome {
+                Ok(()) => {
+                    game.bytes += size;
+                    game.largest_tx = game.largest_tx.max(*size);
+                    game.oversize |= *size > MAX_TX_BYTES;
+                }
+                Err(e) if is_referee => {
+                    game.refused = Some(format!("{size} B transaction refused: {e}"));
+                }
+                Err(e) => panic!("{}: {action:?} failed at step {step}: {e}", case.name),
             }
-            Err(e) if is_referee => {
-                game.refused = Some(format!("{size} B transaction refused: {e}"));
-                let deadline = c.state.dispute(id).unwrap().deadline;
-                c.advance_to(deadline);
-            }
-            Err(e) => panic!("{}: {action:?} failed at step {step}: {e}", case.name),
+        }
+        if game.refused.is_some() {
+            let deadline = c.state.dispute(id).unwrap().deadline;
+            c.advance_to(deadline);
         }
         let d = c.state.dispute(id).unwrap().clone();
         if let DisputePhase::Resolved { defender_won } = d.phase {
@@ -389,10 +407,10 @@ fn dispute(
         );
         let (w, s, m) = due.pop().unwrap();
         who = w;
-        action = match m {
-            Move::Act(a) => a,
+        actions = match m {
+            Move::Act(a) => vec![a],
             Move::Referee { step: at } => {
-                party::referee_action(id, &case.model, &s.trace, at, job, |k| {
+                party::referee_moves(id, &case.model, &s.trace, at, job, |k| {
                     s.outs.get(k).cloned()
                 })
                 .unwrap()
@@ -503,7 +521,7 @@ fn bench_model(case: &Case, seed: u64) -> Report {
         for cheating_executor in [true, false] {
             let g = dispute(case, &honest, &cheat, step, pick, cheating_executor);
             eprintln!(
-                "  step {step:>3} ({pick:6}) {:17} rounds {:2} blocks {:3} bytes {:7} referee {}{}{}",
+                "  step {step:>3} ({pick:6}) {:17} rounds {:2} blocks {:3} bytes {:7} referee txs {:2} {}{}{}",
                 if cheating_executor {
                     "cheating executor"
                 } else {
@@ -512,6 +530,7 @@ fn bench_model(case: &Case, seed: u64) -> Report {
                 g.rounds,
                 g.blocks,
                 g.bytes,
+                g.referee_txs,
                 g.referee
                     .map_or("-".to_owned(), |t| format!("{:.3} ms", ms(t))),
                 g.refused
@@ -640,6 +659,7 @@ fn json(dir: &Path, reports: &[Report]) -> serde_json::Value {
                         "blocks": g.blocks,
                         "ledger_bytes": g.bytes,
                         "largest_tx_bytes": g.largest_tx,
+                        "referee_txs": g.referee_txs,
                         "referee_ms": g.referee.map(ms),
                         "refused": g.refused,
                         "defender_won": g.defender_won,

@@ -9,7 +9,8 @@
 
 use deed_runtime::plan::input_sources;
 use deed_runtime::{Model, Source};
-use deed_types::{Action, Address, DisputeId, RefereeInput, Tensor};
+use deed_types::tx::limits;
+use deed_types::{encoding, Action, Address, DisputeId, RefereeInput, Tensor};
 
 use crate::state::{Dispute, DisputePhase};
 use crate::trace::{to_wire, Trace};
@@ -60,6 +61,14 @@ pub enum PartyError {
     /// The outputs of an earlier step the disputed step reads were not supplied.
     #[error("the outputs of step {0} are missing")]
     MissingOutputs(usize),
+    /// The step's inputs are larger than the ledger can stage for one dispute.
+    #[error("the step's inputs take {len} bytes, above the staging limit of {max}")]
+    TooLarge {
+        /// Encoded size of the input list.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// The move `me` owes in dispute `id` now, given its trace of the job, or `None`
@@ -183,4 +192,51 @@ pub fn referee_action(
         peaks,
         inputs,
     })
+}
+
+/// Room left in a signed transaction around its action: sender, nonce, fee, chain id
+/// and signature, with a wide margin.
+const TX_ENVELOPE: usize = 1024;
+
+/// The referee move as the transactions that carry it, in order: the single
+/// [`Action::Referee`] of [`referee_action`] when it fits one transaction, else its
+/// encoded input list in [`Action::StageReferee`] chunks followed by
+/// [`Action::RefereeStaged`].
+pub fn referee_moves(
+    id: DisputeId,
+    model: &Model,
+    trace: &Trace,
+    step: usize,
+    job: JobInputs<'_>,
+    outputs: impl FnMut(usize) -> Option<Vec<Tensor>>,
+) -> Result<Vec<Action>, PartyError> {
+    let action = referee_action(id, model, trace, step, job, outputs)?;
+    let fits = action.check_limits().is_ok()
+        && encoding::encode(&action).len() + TX_ENVELOPE <= limits::MAX_TX_BYTES;
+    let Action::Referee { peaks, inputs, .. } = action else {
+        return Ok(vec![action]);
+    };
+    if fits {
+        return Ok(vec![Action::Referee {
+            dispute: id,
+            peaks,
+            inputs,
+        }]);
+    }
+    let bytes = encoding::encode(&inputs);
+    if bytes.len() > limits::MAX_REFEREE_STAGED {
+        return Err(PartyError::TooLarge {
+            len: bytes.len(),
+            max: limits::MAX_REFEREE_STAGED,
+        });
+    }
+    let mut moves: Vec<Action> = bytes
+        .chunks(limits::MAX_REFEREE_CHUNK)
+        .map(|c| Action::StageReferee {
+            dispute: id,
+            chunk: c.to_vec(),
+        })
+        .collect();
+    moves.push(Action::RefereeStaged { dispute: id, peaks });
+    Ok(moves)
 }

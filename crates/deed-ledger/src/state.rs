@@ -252,6 +252,12 @@ pub struct Dispute {
     /// (optimistic mode). A defender that wins gets the window reopened for that long,
     /// so a challenger who loses on purpose cannot shut out the honest ones.
     pub window_left: u64,
+    /// Chunks of referee inputs the defender has staged
+    /// ([`Action::StageReferee`](deed_types::Action::StageReferee)); they are kept
+    /// under the dispute until it ends.
+    pub staged_chunks: u32,
+    /// Their total size in bytes.
+    pub staged_bytes: u64,
 }
 
 /// State of a governance proposal.
@@ -345,6 +351,7 @@ mod prefix {
     pub const PROPOSAL: u8 = 0x0a;
     pub const VOTE: u8 = 0x0b;
     pub const TIMER: u8 = 0x0c;
+    pub const REFEREE_DATA: u8 = 0x0d;
 }
 
 /// Why key/value pairs could not be loaded as a state.
@@ -514,6 +521,7 @@ tables! {
     proposals: ProposalId => Proposal = prefix::PROPOSAL;
     votes: (ProposalId, Address) => bool = prefix::VOTE;
     timers: (u64, Timer) => () = prefix::TIMER;
+    referee_data: (DisputeId, u32) => Vec<u8> = prefix::REFEREE_DATA;
 }
 
 impl State {

@@ -117,8 +117,13 @@ fn play(
         Move::Referee { step } => {
             let (node, sent, job) = (node.clone(), sent.clone(), dispute.job);
             tokio::spawn(async move {
-                let made = referee_move(&node, id, job, step, &run).await;
-                let made = made.and_then(|action| node.submit_own(&key, action));
+                let made = referee_moves(&node, id, job, step, &run).await;
+                // A large step input goes as several transactions, queued in order.
+                let made = made.and_then(|moves| {
+                    moves
+                        .into_iter()
+                        .try_for_each(|a| node.submit_own(&key, a).map(drop))
+                });
                 if let Err(e) = made {
                     lock(&sent).remove(&tag);
                     tracing::warn!(dispute = %id, step, error = %e.message,
@@ -131,15 +136,16 @@ fn play(
     Ok(())
 }
 
-/// The referee move for `step`: the job is run again as it was (same injected
-/// fault, if any) keeping the outputs of the steps `step` reads.
-async fn referee_move(
+/// The referee move for `step`, as the transactions that carry it: the job is run
+/// again as it was (same injected fault, if any) keeping the outputs of the steps
+/// `step` reads.
+async fn referee_moves(
     node: &Node,
     id: DisputeId,
     job_id: deed_types::JobId,
     step: usize,
     run: &JobRun,
-) -> Result<Action, ApiError> {
+) -> Result<Vec<Action>, ApiError> {
     let job = node
         .job(job_id)
         .ok_or_else(|| ApiError::not_found(format!("job {job_id}")))?;
@@ -163,7 +169,7 @@ async fn referee_move(
     };
     let names = model.input_names();
     let blob = job.input_inline.is_none().then_some(&bytes[..]);
-    party::referee_action(
+    party::referee_moves(
         id,
         &model.model,
         &run.trace,

@@ -25,6 +25,7 @@ pub use hash::Hash;
 pub use ids::{Amount, Bps, DisputeId, JobId, ModelId, ProposalId, BPS_DENOMINATOR};
 pub use tensor::{decode_list, encode_list, DType, Tensor, TensorData, TensorError};
 pub use tx::{
-    Action, JobInput, Licence, LimitError, Lineage, Mode, Output, ParamChange, ParamKey, Receipt,
-    RefereeInput, SignedTransaction, StepProofData, Transaction, TxDecodeError,
+    check_referee_inputs, Action, JobInput, Licence, LimitError, Lineage, Mode, Output,
+    ParamChange, ParamKey, Receipt, RefereeInput, SignedTransaction, StepProofData, Transaction,
+    TxDecodeError,
 };

@@ -47,6 +47,12 @@ pub mod limits {
     /// A job input blob handed to the referee (the transaction must still fit
     /// [`MAX_TX_BYTES`]).
     pub const MAX_REFEREE_JOB_INPUT: usize = 192 * 1024;
+    /// One chunk of staged referee inputs ([`Action::StageReferee`](super::Action::StageReferee)).
+    pub const MAX_REFEREE_CHUNK: usize = 192 * 1024;
+    /// All staged referee inputs of one dispute: the borsh encoding of the step's
+    /// [`RefereeInput`](super::RefereeInput)s, bounding any one tensor or job input
+    /// blob handed to the referee.
+    pub const MAX_REFEREE_STAGED: usize = 64 * 1024 * 1024;
 }
 
 /// Who may run a model.
@@ -453,6 +459,23 @@ pub enum Action {
         /// The chain value at step `n - 1` and its proof.
         proof: StepProofData,
     },
+    /// Defender's move in parts, for a step whose inputs do not fit one transaction:
+    /// the next chunk of the borsh encoding of its [`RefereeInput`] list, kept by the
+    /// dispute until [`Action::RefereeStaged`] (or the end of the dispute).
+    StageReferee {
+        /// The dispute.
+        dispute: DisputeId,
+        /// The next bytes of the encoded input list.
+        chunk: Vec<u8>,
+    },
+    /// Defender's last move over staged inputs: as [`Action::Referee`], with the
+    /// input list the [`Action::StageReferee`] chunks spelled out.
+    RefereeStaged {
+        /// The dispute.
+        dispute: DisputeId,
+        /// Peaks of the accumulator over the agreed prefix.
+        peaks: Vec<Hash>,
+    },
 }
 
 impl Action {
@@ -481,6 +504,8 @@ impl Action {
             Action::Vote { .. } => "vote",
             Action::Attest { .. } => "attest",
             Action::RevealAudit { .. } => "reveal_audit",
+            Action::StageReferee { .. } => "stage_referee",
+            Action::RefereeStaged { .. } => "referee_staged",
         }
     }
 
@@ -554,36 +579,57 @@ impl Action {
             }
             Action::Referee { peaks, inputs, .. } => {
                 cap("peaks", peaks.len(), MAX_PROOF_HASHES)?;
-                cap("inputs", inputs.len(), MAX_REFEREE_INPUTS)?;
-                for i in inputs {
-                    match i {
-                        RefereeInput::Step {
-                            outputs,
-                            siblings,
-                            other_peaks,
-                            ..
-                        } => {
-                            cap("inputs.outputs", outputs.len(), MAX_STEP_OUTPUTS)?;
-                            for o in outputs {
-                                cap("inputs.outputs.tensor", o.len(), MAX_REFEREE_TENSOR)?;
-                            }
-                            cap("inputs.siblings", siblings.len(), MAX_PROOF_HASHES)?;
-                            cap("inputs.other_peaks", other_peaks.len(), MAX_PROOF_HASHES)?;
-                        }
-                        RefereeInput::Initializer { name } => {
-                            cap("inputs.name", name.len(), MAX_INITIALIZER_NAME)?;
-                        }
-                        RefereeInput::JobInputBlob { blob, .. } => {
-                            cap("inputs.blob", blob.len(), MAX_REFEREE_JOB_INPUT)?;
-                        }
-                        RefereeInput::JobInput { .. } | RefereeInput::Absent => {}
-                    }
-                }
-                Ok(())
+                check_referee_inputs(inputs, MAX_REFEREE_TENSOR, MAX_REFEREE_JOB_INPUT)
             }
+            Action::StageReferee { chunk, .. } => cap("chunk", chunk.len(), MAX_REFEREE_CHUNK),
+            Action::RefereeStaged { peaks, .. } => cap("peaks", peaks.len(), MAX_PROOF_HASHES),
             _ => Ok(()),
         }
     }
+}
+
+/// Checks a referee input list against [`limits`], with the given caps on one tensor
+/// and on a job input blob: those of one transaction for [`Action::Referee`], the
+/// whole staging area for staged inputs.
+pub fn check_referee_inputs(
+    inputs: &[RefereeInput],
+    tensor_max: usize,
+    blob_max: usize,
+) -> Result<(), LimitError> {
+    use limits::*;
+    let cap = |field: &'static str, len: usize, max: usize| {
+        if len > max {
+            Err(LimitError { field, len, max })
+        } else {
+            Ok(())
+        }
+    };
+    cap("inputs", inputs.len(), MAX_REFEREE_INPUTS)?;
+    for i in inputs {
+        match i {
+            RefereeInput::Step {
+                outputs,
+                siblings,
+                other_peaks,
+                ..
+            } => {
+                cap("inputs.outputs", outputs.len(), MAX_STEP_OUTPUTS)?;
+                for o in outputs {
+                    cap("inputs.outputs.tensor", o.len(), tensor_max)?;
+                }
+                cap("inputs.siblings", siblings.len(), MAX_PROOF_HASHES)?;
+                cap("inputs.other_peaks", other_peaks.len(), MAX_PROOF_HASHES)?;
+            }
+            RefereeInput::Initializer { name } => {
+                cap("inputs.name", name.len(), MAX_INITIALIZER_NAME)?;
+            }
+            RefereeInput::JobInputBlob { blob, .. } => {
+                cap("inputs.blob", blob.len(), blob_max)?;
+            }
+            RefereeInput::JobInput { .. } | RefereeInput::Absent => {}
+        }
+    }
+    Ok(())
 }
 
 /// A field longer than its limit.

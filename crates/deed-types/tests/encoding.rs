@@ -245,6 +245,18 @@ fn action() -> impl Strategy<Value = Action> {
                     }
                 }
             ),
+        (any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(|(d, chunk)| {
+            Action::StageReferee {
+                dispute: DisputeId(d),
+                chunk,
+            }
+        }),
+        (any::<u64>(), prop::collection::vec(hash(), 0..4)).prop_map(|(d, peaks)| {
+            Action::RefereeStaged {
+                dispute: DisputeId(d),
+                peaks,
+            }
+        }),
     ]
 }
 

@@ -10,8 +10,17 @@
 //! referee computes the true `h_i`, and the defender wins exactly when appending it
 //! gives the defender's `c_i`. At most `⌈log₂ n⌉ + 1` reveals happen. Missing a move
 //! deadline loses.
+//!
+//! A step whose inputs are larger than one transaction (any intermediate tensor over
+//! [`limits::MAX_REFEREE_TENSOR`]) is refereed in parts: the defender stages the
+//! encoded input list chunk by chunk, all before the same deadline, then asks for the
+//! verdict over what it staged. The chunks are deleted when the dispute ends.
 
-use deed_types::{encoding, Address, DisputeId, Hash, JobId, RefereeInput, StepProofData, Tensor};
+use deed_types::tx::limits;
+use deed_types::{
+    check_referee_inputs, encoding, Address, DisputeId, Hash, JobId, LimitError, RefereeInput,
+    StepProofData, Tensor,
+};
 
 use super::jobs::result_groups;
 use super::{bps_of, Exec};
@@ -77,6 +86,8 @@ impl<'a> Exec<'a> {
             deadline: 0,
             rounds: 0,
             window_left: 0,
+            staged_chunks: 0,
+            staged_bytes: 0,
         }
     }
 
@@ -251,6 +262,74 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
+    /// The defender adds the next chunk of its encoded referee inputs. Nothing is
+    /// checked but the size until [`Self::referee_staged`] decodes the whole.
+    pub(super) fn stage_referee(
+        &mut self,
+        sender: Address,
+        id: DisputeId,
+        chunk: &[u8],
+    ) -> Result<(), TxError> {
+        let mut d = self.dispute(id)?;
+        if d.phase != DisputePhase::AwaitReferee || sender != d.defender {
+            return Err(TxError::WrongMove {
+                dispute: id,
+                action: "stage_referee",
+                sender,
+            });
+        }
+        let len = (d.staged_bytes as usize).saturating_add(chunk.len());
+        if len > limits::MAX_REFEREE_STAGED {
+            return Err(TxError::Limit(LimitError {
+                field: "staged referee inputs",
+                len,
+                max: limits::MAX_REFEREE_STAGED,
+            }));
+        }
+        self.s
+            .referee_data
+            .insert((id, d.staged_chunks), chunk.to_vec());
+        d.staged_chunks += 1;
+        d.staged_bytes = len as u64;
+        self.s.disputes.insert(id, d);
+        Ok(())
+    }
+
+    /// The defender's referee move over the inputs it staged.
+    pub(super) fn referee_staged(
+        &mut self,
+        sender: Address,
+        id: DisputeId,
+        peaks: &[Hash],
+    ) -> Result<(), TxError> {
+        let d = self.dispute(id)?;
+        if d.phase != DisputePhase::AwaitReferee || sender != d.defender {
+            return Err(TxError::WrongMove {
+                dispute: id,
+                action: "referee_staged",
+                sender,
+            });
+        }
+        if d.staged_chunks == 0 {
+            return Err(TxError::InvalidProof("no referee inputs are staged"));
+        }
+        let mut bytes = Vec::with_capacity(d.staged_bytes as usize);
+        for k in 0..d.staged_chunks {
+            if let Some(c) = self.s.referee_data.get(&(id, k)) {
+                bytes.extend_from_slice(c);
+            }
+        }
+        let inputs: Vec<RefereeInput> =
+            encoding::decode("staged referee inputs", &bytes, limits::MAX_REFEREE_STAGED)
+                .map_err(|_| TxError::InvalidProof("staged referee inputs do not decode"))?;
+        check_referee_inputs(
+            &inputs,
+            limits::MAX_REFEREE_STAGED,
+            limits::MAX_REFEREE_STAGED,
+        )?;
+        self.referee_with(id, d, peaks, &inputs)
+    }
+
     pub(super) fn referee_step(
         &mut self,
         sender: Address,
@@ -266,6 +345,18 @@ impl<'a> Exec<'a> {
                 sender,
             });
         }
+        self.referee_with(id, d, peaks, inputs)
+    }
+
+    /// Re-executes the disputed step on `inputs`, each checked against what both
+    /// parties agreed, and resolves the dispute on the result.
+    fn referee_with(
+        &mut self,
+        id: DisputeId,
+        d: Dispute,
+        peaks: &[Hash],
+        inputs: &[RefereeInput],
+    ) -> Result<(), TxError> {
         let i = d.lo;
         let prefix = trace::prefix_root(i, peaks)
             .ok_or(TxError::InvalidProof("peak count does not fit the prefix"))?;
@@ -391,6 +482,11 @@ impl<'a> Exec<'a> {
         self.credit(winner, reward, Reason::DisputeReward)?;
         self.burn(slashed - reward, Reason::Slash)?;
         d.phase = DisputePhase::Resolved { defender_won };
+        for k in 0..d.staged_chunks {
+            self.s.referee_data.remove(&(id, k));
+        }
+        d.staged_chunks = 0;
+        d.staged_bytes = 0;
         let job_id = d.job;
         let challenger_group = group_of(d.challenger);
         let window_left = d.window_left;

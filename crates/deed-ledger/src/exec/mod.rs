@@ -189,6 +189,10 @@ impl<'a> Exec<'a> {
             Action::Vote { proposal, approve } => self.vote(sender, *proposal, *approve),
             Action::Attest { job, digest } => self.attest(sender, *job, *digest),
             Action::RevealAudit { job, proof } => self.reveal_audit(*job, proof),
+            Action::StageReferee { dispute, chunk } => self.stage_referee(sender, *dispute, chunk),
+            Action::RefereeStaged { dispute, peaks } => {
+                self.referee_staged(sender, *dispute, peaks)
+            }
         }
     }
 

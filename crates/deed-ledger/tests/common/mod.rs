@@ -94,6 +94,26 @@ impl Chain {
         .unwrap()
     }
 
+    /// Several transactions from wallet `i`, for one block: nonces in order.
+    #[allow(dead_code)]
+    pub fn sign_many(&self, i: usize, actions: Vec<Action>) -> Vec<SignedTransaction> {
+        let first = self.state.nonce(&self.addr(i));
+        actions
+            .into_iter()
+            .zip(first..)
+            .map(|(action, nonce)| {
+                Transaction {
+                    chain_id: CHAIN,
+                    nonce,
+                    fee: FEE,
+                    action,
+                }
+                .sign(&self.keys[i])
+                .unwrap()
+            })
+            .collect()
+    }
+
     pub fn block(&mut self, txs: Vec<SignedTransaction>) -> BlockOutcome {
         self.time += 5;
         let b = next_block(&self.state, self.proposer, self.time, txs);
