@@ -166,6 +166,14 @@ fn cmd_dev(a: DevArgs) -> Result<ExitCode> {
     };
     let mut cfg = deed_node::Config::load_from_process(deed_node::dev::dev_config(), &overrides)?;
     cfg.faults = deed_node::fault::Faults::parse(&a.fault)?;
+    // The node's own log on stderr: warnings by default, `DEED_LOG` (tracing's
+    // filter syntax, e.g. `deed_node=debug`) for more.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DEED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(deed_node::run_dev(cfg))?;
     Ok(ExitCode::SUCCESS)

@@ -101,27 +101,28 @@ impl Net {
 
     /// Publishes the example MLP and requests an optimistic job; returns the job id.
     fn request(&self) -> u64 {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mlp");
+        self.request_with("mlp", &examples.join("model.onnx"), &examples.join("x.npy"))
+    }
+
+    /// Publishes `model` as `name` and requests an optimistic job on `x`; returns the
+    /// job id.
+    fn request_with(&self, name: &str, model: &Path, x: &Path) -> u64 {
         let owner = hex::encode(self.node.keys[0].to_bytes());
         let user = hex::encode(self.node.keys[1].to_bytes());
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mlp");
-        self.ok(Some(&owner), &["model", "create", "mlp", "--price", "10"]);
+        self.ok(Some(&owner), &["model", "create", name, "--price", "10"]);
         self.ok(
             Some(&owner),
-            &[
-                "model",
-                "publish",
-                "mlp",
-                examples.join("model.onnx").to_str().unwrap(),
-            ],
+            &["model", "publish", name, model.to_str().unwrap()],
         );
-        let model = format!("{}/mlp", self.node.keys[0].address());
+        let model = format!("{}/{name}", self.node.keys[0].address());
         let job = self.ok(
             Some(&user),
             &[
                 "infer",
                 &model,
                 "-i",
-                examples.join("x.npy").to_str().unwrap(),
+                x.to_str().unwrap(),
                 "--mode",
                 "optimistic",
                 "--wait",
@@ -274,4 +275,78 @@ fn a_silent_cheater_loses_by_deadline() {
     assert_eq!(d["rounds"], 0, "{d}");
     assert!(d["slashed"].as_str().unwrap().parse::<u128>().unwrap() > 0);
     net.wait_status(job, "refunded");
+}
+
+/// `y = -relu(x)` over one row of `width` floats, as ONNX bytes.
+fn wide_model(width: i64) -> Vec<u8> {
+    use prost::Message;
+    use tract_onnx::pb;
+    use tract_onnx::pb::tensor_shape_proto::{dimension::Value, Dimension};
+    let info = |name: &str| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(pb::TensorShapeProto {
+                    dim: [1, width]
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(Value::DimValue(*d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let node = |op: &str, input: &str, output: &str| pb::NodeProto {
+        name: output.into(),
+        op_type: op.into(),
+        input: vec![input.into()],
+        output: vec![output.into()],
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "wide".into(),
+            node: vec![node("Relu", "x", "r"), node("Neg", "r", "y")],
+            input: vec![info("x")],
+            output: vec![info("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn an_honest_result_over_large_step_inputs_is_defended_through_staged_chunks() {
+    // Both steps read 256 KiB (the job input, then step 0's output): more than one
+    // transaction holds, so the honest executor, falsely challenged, must stage its
+    // referee inputs in chunks to win; failing that it would lose by the deadline.
+    let width = 64 * 1024;
+    let net = Net::start(&["false-challenge"]);
+    let dir = net.tmp.path();
+    std::fs::write(dir.join("wide.onnx"), wide_model(width)).unwrap();
+    let x = deed_types::Tensor::from_vec(
+        vec![1, width as usize],
+        (0..width)
+            .map(|i| (i as f32 - 999.5) / 3.0)
+            .collect::<Vec<f32>>(),
+    )
+    .unwrap();
+    deed_cli::tensor_io::write_npy(&dir.join("x.npy"), &x).unwrap();
+    let job = net.request_with("wide", &dir.join("wide.onnx"), &dir.join("x.npy"));
+
+    let d = net.resolved(job);
+    assert_eq!(d["winner"], "defender", "{d}");
+    assert_eq!(d["steps"], 2, "{d}");
+    net.wait_status(job, "finalized");
 }

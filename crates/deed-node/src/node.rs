@@ -361,7 +361,7 @@ impl Node {
                 .txs
                 .iter()
                 .filter_map(|t| match &t.tx.action {
-                    Action::Referee { dispute, .. } => s
+                    Action::Referee { dispute, .. } | Action::RefereeStaged { dispute, .. } => s
                         .dispute(*dispute)
                         .and_then(|d| s.job(d.job))
                         .map(|j| j.manifest),
