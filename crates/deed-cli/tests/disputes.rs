@@ -347,6 +347,6 @@ fn an_honest_result_over_large_step_inputs_is_defended_through_staged_chunks() {
 
     let d = net.resolved(job);
     assert_eq!(d["winner"], "defender", "{d}");
-    assert_eq!(d["steps"], 2, "{d}");
+    assert_eq!(d["steps"], 3, "{d}: two nodes, then the output step");
     net.wait_status(job, "finalized");
 }

@@ -140,9 +140,17 @@ fn load(dir: &Path) -> Case {
 struct Side {
     trace: Trace,
     outs: Vec<Vec<Tensor>>,
+    /// The hash of the run's outputs, as its receipt carries it.
+    output: Hash,
 }
 
 fn side(out: RunOutput, n: usize) -> Side {
+    let output = deed_runtime::trace::outputs_hash(
+        &out.outputs
+            .iter()
+            .map(|(_, t)| t.clone())
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(
         out.kept.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
         (0..n).collect::<Vec<_>>()
@@ -158,6 +166,7 @@ fn side(out: RunOutput, n: usize) -> Side {
     Side {
         trace: out.trace,
         outs,
+        output,
     }
 }
 
@@ -234,7 +243,7 @@ impl Game {
 
 /// A chain with the model published, one executor bonded, and the job requested and
 /// answered with `def`'s trace; blocks are applied with the timed production referee.
-fn chain(case: &Case, def: &Trace) -> (Chain, Calls) {
+fn chain(case: &Case, def: &Side) -> (Chain, Calls) {
     let mut c = Chain::with_params(EXEC + 1, 1_000_000, Params::default());
     let mut inner = RuntimeReferee::new();
     inner.insert(case.manifest, case.model.clone());
@@ -289,11 +298,7 @@ fn chain(case: &Case, def: &Trace) -> (Chain, Calls) {
         EXEC,
         Action::SubmitReceipt {
             job: JobId(0),
-            receipt: Receipt {
-                output: Output::Hash(Hash::of(def.root().as_bytes())),
-                trace_root: def.root(),
-                steps: def.len() as u64,
-            },
+            receipt: common::receipt_for(&def.trace, def.output),
         },
     );
     (c, calls)
@@ -318,13 +323,13 @@ fn dispute(
     pick: &'static str,
     cheating_executor: bool,
 ) -> Game {
-    let n = case.model.num_steps();
+    let n = case.model.trace_len();
     let (def, chal) = if cheating_executor {
         (cheat, honest)
     } else {
         (honest, cheat)
     };
-    let (mut c, calls) = chain(case, &def.trace);
+    let (mut c, calls) = chain(case, def);
     let start = c.state.height();
     let mut game = Game {
         step,
@@ -453,6 +458,7 @@ fn dispute(
 
 struct Report {
     name: String,
+    /// Trace length: the nodes, then the output step.
     steps: usize,
     full_run: Duration,
     keep_run: Duration,
@@ -550,7 +556,7 @@ fn bench_model(case: &Case, seed: u64) -> Report {
     }
     Report {
         name: case.name.clone(),
-        steps: n,
+        steps: case.model.trace_len(),
         full_run,
         keep_run,
         games,

@@ -94,10 +94,10 @@ impl Referee for RuntimeReferee {
             .ok_or(RefereeError::ModelUnavailable(*model))?;
         let no_step = || RefereeError::NoSuchStep {
             step,
-            steps: m.nodes.len() as u64,
+            steps: m.trace_len() as u64,
         };
         let index = usize::try_from(step).map_err(|_| no_step())?;
-        if index >= m.nodes.len() {
+        if index > m.nodes.len() {
             return Err(no_step());
         }
         let mut args = Vec::with_capacity(inputs.len());
@@ -111,6 +111,21 @@ impl Referee for RuntimeReferee {
                         .ok_or_else(|| RefereeError::NoSuchInitializer(name.clone()))?,
                 ),
             });
+        }
+        if index == m.nodes.len() {
+            // The output step: its leaf hashes the graph outputs, which must all be
+            // given.
+            let outputs: Option<Vec<Tensor>> = args.into_iter().collect();
+            return match outputs {
+                Some(o) if o.len() == m.outputs.len() => Ok(crate::trace::output_leaf(step, &o)),
+                _ => Err(RefereeError::BadInputs {
+                    step,
+                    reason: format!(
+                        "the output step takes the {} graph outputs",
+                        m.outputs.len()
+                    ),
+                }),
+            };
         }
         let outputs = m
             .execute_node(index, &args)

@@ -58,7 +58,8 @@ pub struct Version {
     pub manifest: Cid,
     /// Input/output schema text.
     pub io_schema: String,
-    /// Trace steps per execution.
+    /// Computed steps (graph nodes) per execution. A trace of it has one more leaf,
+    /// the output step.
     pub steps: u64,
     /// Cost per execution in operation units.
     pub cost: u64,
@@ -151,7 +152,7 @@ pub struct Job {
     pub version: u32,
     /// The version's manifest CID.
     pub manifest: Cid,
-    /// Trace steps of that version.
+    /// Trace length for that version: its nodes, then the output step.
     pub steps: u64,
     /// Hash binding the input.
     pub input_hash: Hash,

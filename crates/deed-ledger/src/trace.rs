@@ -1,22 +1,52 @@
 //! Trace commitments as the dispute rules check them, computed by the canonical
 //! runtime's `deed_runtime::trace` (the scheme is specified there).
 //!
-//! The ledger needs four checks, gathered here so the rules never depend on how they
+//! The ledger needs five checks, gathered here so the rules never depend on how they
 //! are computed:
 //!
+//! - [`verify_output`]: a receipt's output is its trace's output leaf;
 //! - [`verify_step`]: a revealed chain value against a trace root;
 //! - [`prefix_root`]: the chain value `c_{i-1}` from the MMR peaks before step `i`;
 //! - [`chain_after`]: `c_i` from those peaks and a step hash;
 //! - [`verify_input`]: an earlier step hash is inside `c_{i-1}`.
 
 use deed_runtime::trace::{self as rt, MmrProof, StepProof};
-use deed_types::{Hash, StepProofData, Tensor};
+use deed_types::{Hash, OutputProofData, StepProofData, Tensor};
 
 pub use deed_runtime::trace::Trace;
 
 /// The chain value before any step, `c_{-1}`.
 pub fn empty_chain() -> Hash {
     rt::mmr_root(0, &[])
+}
+
+/// True when the trace of `n` leaves with `root` ends with the output leaf of
+/// `output_hash`.
+pub fn verify_output(root: &Hash, n: u64, output_hash: &Hash, proof: &OutputProofData) -> bool {
+    rt::verify_output(
+        root,
+        n,
+        output_hash,
+        &rt::OutputProof {
+            peaks: proof.peaks.clone(),
+            siblings: proof.siblings.clone(),
+        },
+    )
+}
+
+/// The output proof of a whole trace in its wire form (empty for an empty trace).
+pub fn output_proof(trace: &Trace) -> OutputProofData {
+    rt::output_proof(trace)
+        .map(|p| OutputProofData {
+            peaks: p.peaks,
+            siblings: p.siblings,
+        })
+        .unwrap_or_default()
+}
+
+/// The output leaf of step `m` (the model's node count) over the graph outputs.
+pub fn output_leaf(m: u64, outputs: &[Tensor]) -> Hash {
+    rt::output_leaf(m, &rt::outputs_hash(outputs))
 }
 
 /// True when `proof` shows its chain value at its index of a trace with `root`.

@@ -278,6 +278,9 @@ struct Runs {
     honest_outs: Vec<Vec<Tensor>>,
     cheat: Trace,
     cheat_outs: Vec<Vec<Tensor>>,
+    /// Output hashes of the two runs, as their receipts carry them.
+    honest_output: Hash,
+    cheat_output: Hash,
     /// The first step whose hash differs between the two traces.
     first_diff: usize,
     /// The fault was asked for at an earlier, constant-folded step.
@@ -341,11 +344,17 @@ fn runs(rng: &mut Rng) -> Runs {
         cheat_outs[..first_diff],
         "the cheater's outputs agree before the fault"
     );
+    let output_hash = |out: &deed_runtime::RunOutput| {
+        let t: Vec<Tensor> = out.outputs.iter().map(|(_, t)| t.clone()).collect();
+        deed_runtime::trace::outputs_hash(&t)
+    };
     Runs {
         manifest: Cid::of(&g.bytes),
         model: Arc::new(model),
         names,
         blob,
+        honest_output: output_hash(&honest),
+        cheat_output: output_hash(&cheat),
         honest: honest.trace,
         honest_outs,
         cheat: cheat.trace,
@@ -434,12 +443,14 @@ fn chain(r: &Runs, executors: usize) -> (Chain, ModelId, Rc<RefCell<Calls>>) {
     (c, m, calls)
 }
 
-fn receipt(t: &Trace) -> Receipt {
-    Receipt {
-        output: Output::Hash(Hash::of(t.root().as_bytes())),
-        trace_root: t.root(),
-        steps: t.len() as u64,
-    }
+/// The receipt of one of `r`'s two runs.
+fn receipt(r: &Runs, t: &Trace) -> Receipt {
+    let output = if t.root() == r.honest.root() {
+        r.honest_output
+    } else {
+        r.cheat_output
+    };
+    common::receipt_for(t, output)
 }
 
 fn ceil_log2(n: usize) -> u32 {
@@ -575,7 +586,7 @@ struct Plan {
 /// One optimistic job on a random model, disputed by the watcher and played to its
 /// verdict; checks the verdict, the money and the referee call. Returns the game.
 fn optimistic_trial(r: &Runs, plan: Plan) -> Game {
-    let n = r.model.num_steps();
+    let n = r.model.trace_len();
     let (mut c, m, calls) = chain(r, 1);
     let input = if plan.by_cid {
         JobInput::ByCid(Cid::of(&r.blob))
@@ -605,7 +616,7 @@ fn optimistic_trial(r: &Runs, plan: Plan) -> Game {
         EXEC0,
         Action::SubmitReceipt {
             job,
-            receipt: receipt(def.0),
+            receipt: receipt(r, def.0),
         },
     );
     let p = c.state.params().clone();
@@ -790,7 +801,7 @@ fn a_silent_party_loses_by_deadline() {
     let mut silenced = [0usize; 2];
     for t in 0..40 {
         let r = runs(&mut rng);
-        let n = r.model.num_steps();
+        let n = r.model.trace_len();
         let cheater_silent = t % 2 == 0;
         let plan = Plan {
             cheating_executor: rng.chance(1, 2),
@@ -818,7 +829,7 @@ fn replicated_three_with_one_faulty_executor_slashes_it_and_pays_the_others() {
     let mut rng = Rng(0x5eed_0003);
     for t in 0..12 {
         let r = runs(&mut rng);
-        let n = r.model.num_steps();
+        let n = r.model.trace_len();
         let by_cid = rng.chance(1, 2);
         let (mut c, m, calls) = chain(&r, 3);
         let input = if by_cid {
@@ -860,7 +871,7 @@ fn replicated_three_with_one_faulty_executor_slashes_it_and_pays_the_others() {
                 acct,
                 Action::CommitOutput {
                     job,
-                    commitment: receipt(side(i).0).commitment(job, &salt),
+                    commitment: receipt(&r, side(i).0).commitment(job, &salt),
                 },
             );
         }
@@ -869,7 +880,7 @@ fn replicated_three_with_one_faulty_executor_slashes_it_and_pays_the_others() {
                 acct,
                 Action::RevealOutput {
                     job,
-                    receipt: receipt(side(i).0),
+                    receipt: receipt(&r, side(i).0),
                     salt,
                 },
             );

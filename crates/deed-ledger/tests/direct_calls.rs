@@ -174,11 +174,10 @@ fn the_same_signed_request_is_settled_once() {
     ));
     assert_eq!(c.state.meta().next_job, 1);
     // The executor settles it.
-    let receipt = Receipt {
-        output: Output::Hash(Hash::of(b"out")),
-        trace_root: Hash::of(b"trace"),
-        steps: 4,
-    };
+    let receipt = common::receipt_for(
+        &common::with_output(vec![Hash::of(b"trace"); 4], &Hash::of(b"out")),
+        Hash::of(b"out"),
+    );
     c.ok(
         EXEC0,
         Action::SubmitReceipt {

@@ -15,8 +15,9 @@ const USER: usize = 1;
 const WATCHER: usize = 2;
 const EXEC0: usize = 3;
 
-/// A chain with one model (`steps` steps, price `royalty`) and `executors` bonded
-/// executors serving it at `fee` each. Returns the model id and its manifest.
+/// A chain with one model (traces of `steps` leaves: `steps - 1` nodes, then the
+/// output step; price `royalty`) and `executors` bonded executors serving it at `fee`
+/// each. Returns the model id and its manifest.
 fn setup(
     executors: usize,
     steps: u64,
@@ -43,7 +44,7 @@ fn setup(
             model: m,
             manifest,
             io_schema: String::new(),
-            steps,
+            steps: steps - 1,
             cost: 1,
             notes: String::new(),
         },
@@ -84,24 +85,30 @@ fn idx(c: &Chain, a: Address) -> usize {
 }
 
 fn receipt(t: &Trace) -> Receipt {
-    Receipt {
-        output: Output::Hash(Hash::of(t.root().as_bytes())),
-        trace_root: t.root(),
-        steps: t.len() as u64,
-    }
+    common::scripted_receipt(t)
 }
 
+/// `n` leaves: `n - 1` node steps, then the output leaf of the true output.
 fn truth(n: usize, salt: &str) -> Vec<Hash> {
-    (0..n)
+    let nodes = (0..n - 1)
         .map(|i| Hash::of(format!("{salt} step {i}").as_bytes()))
-        .collect()
+        .collect();
+    common::with_output(nodes, &common::true_output())
+        .step_hashes()
+        .to_vec()
 }
 
-/// A trace equal to `honest` except that step `lie_at` (if any) is wrong.
+/// A trace equal to `honest` except that step `lie_at` (if any) is wrong; a lie at
+/// the last step is a false output.
 fn lying(honest: &[Hash], lie_at: Option<usize>) -> Trace {
     let mut h = honest.to_vec();
+    let m = h.len() - 1;
     if let Some(j) = lie_at {
-        h[j] = Hash::of(format!("lie {j}").as_bytes());
+        h[j] = if j == m {
+            deed_runtime::trace::output_leaf(m as u64, &common::false_output())
+        } else {
+            Hash::of(format!("lie {j}").as_bytes())
+        };
     }
     Trace::new(h)
 }
@@ -247,11 +254,10 @@ fn royalty_is_split_up_the_lineage_with_a_depth_cap() {
         5,
         Action::SubmitReceipt {
             job: JobId(0),
-            receipt: Receipt {
-                output: Output::Hash(Hash::ZERO),
-                trace_root: Hash::ZERO,
-                steps: 1,
-            },
+            receipt: receipt(&common::with_output(
+                vec![Hash::ZERO],
+                &common::true_output(),
+            )),
         },
     );
     let gained: Vec<u128> = (0..4)
@@ -618,7 +624,7 @@ fn a_challenger_losing_on_purpose_does_not_shut_out_honest_watchers() {
 
 #[test]
 fn honest_defender_beats_a_lying_challenger_in_few_rounds() {
-    for n in [1usize, 2, 3, 13, 100] {
+    for n in [2usize, 3, 4, 13, 100] {
         for lie in [0, n / 3, n - 1] {
             let (won, rounds) = optimistic_dispute(n, None, Some(lie), None);
             assert!(won, "n={n} lie={lie}");
@@ -629,7 +635,7 @@ fn honest_defender_beats_a_lying_challenger_in_few_rounds() {
 
 #[test]
 fn honest_challenger_beats_a_lying_defender_in_few_rounds() {
-    for n in [1usize, 2, 7, 16, 100] {
+    for n in [2usize, 3, 7, 16, 100] {
         for lie in [0, n / 2, n - 1] {
             let (won, rounds) = optimistic_dispute(n, Some(lie), None, None);
             assert!(!won, "n={n} lie={lie}");

@@ -662,8 +662,10 @@ fn replaying_every_blocks_writes_from_genesis_rebuilds_the_root() {
             job: JobId(0),
             receipt: Receipt {
                 output: Output::Inline(vec![1]),
-                trace_root: Hash::of(b"t"),
-                steps: 3,
+                ..common::receipt_for(
+                    &common::with_output(vec![Hash::of(b"t"); 3], &Hash::of(&[1])),
+                    Hash::of(&[1]),
+                )
             },
         },
     )]);

@@ -122,11 +122,10 @@ fn action(op: &Op) -> Option<(usize, Action)> {
             from,
             Action::SubmitReceipt {
                 job: JobId(job),
-                receipt: Receipt {
-                    output: Output::Hash(Hash::ZERO),
-                    trace_root: Hash([root; 32]),
-                    steps,
-                },
+                receipt: common::scripted_receipt(&common::with_output(
+                    vec![Hash([root; 32]); steps.saturating_sub(1) as usize],
+                    &common::true_output(),
+                )),
             },
         ),
         Op::Challenge { from, job } => (

@@ -33,6 +33,8 @@ struct Run {
     /// Outputs of each step, as `Model::execute_node` returns them.
     outs: Vec<Vec<Tensor>>,
     honest: Trace,
+    /// The hash of the honest run's outputs, as a receipt carries it.
+    output: Hash,
 }
 
 fn run() -> Run {
@@ -83,14 +85,31 @@ fn run() -> Run {
         blob: encoding::encode(&vec![x.encode()]),
         inputs,
         outs,
+        output: deed_runtime::trace::outputs_hash(
+            &out.outputs
+                .iter()
+                .map(|(_, t)| t.clone())
+                .collect::<Vec<_>>(),
+        ),
         honest: out.trace,
     }
 }
 
-/// The honest trace with step `j` corrupted.
+/// The output hash of a run whose output step was corrupted.
+fn corrupted_output() -> Hash {
+    Hash::of(b"corrupted output")
+}
+
+/// The honest trace with step `j` corrupted; at the last (output) step, a false
+/// output.
 fn corrupted(honest: &Trace, j: usize) -> Trace {
     let mut h = honest.step_hashes().to_vec();
-    h[j] = Hash::of(format!("corrupted step {j}").as_bytes());
+    let m = h.len() - 1;
+    h[j] = if j == m {
+        deed_runtime::trace::output_leaf(m as u64, &corrupted_output())
+    } else {
+        Hash::of(format!("corrupted step {j}").as_bytes())
+    };
     Trace::new(h)
 }
 
@@ -149,12 +168,14 @@ fn chain(r: &Run) -> (Chain, ModelId) {
     (c, m)
 }
 
-fn receipt(t: &Trace) -> Receipt {
-    Receipt {
-        output: Output::Hash(Hash::of(t.root().as_bytes())),
-        trace_root: t.root(),
-        steps: t.len() as u64,
-    }
+/// The receipt of `t`, a trace of `r`'s job, honest up to its output step or not.
+fn receipt(r: &Run, t: &Trace) -> Receipt {
+    let output = if t.step_hashes().last() == r.honest.step_hashes().last() {
+        r.output
+    } else {
+        corrupted_output()
+    };
+    common::receipt_for(t, output)
 }
 
 /// A job input by CID is not on the ledger: naming it is not enough, and a blob
@@ -229,7 +250,7 @@ fn dispute(r: &Run, def: &Trace, chal: &Trace, by_cid: bool) -> bool {
         EXEC,
         Action::SubmitReceipt {
             job,
-            receipt: receipt(def),
+            receipt: receipt(r, def),
         },
     );
     let p = c.state.params().clone();
@@ -318,7 +339,8 @@ fn dispute(r: &Run, def: &Trace, chal: &Trace, by_cid: bool) -> bool {
 fn the_runtime_referee_convicts_a_cheating_challenger() {
     let r = run();
     let n = r.honest.len();
-    assert_eq!(n, 5);
+    // Five nodes, then the output step.
+    assert_eq!(n, 6);
     for j in [0, n / 2, n - 1] {
         let cheat = corrupted(&r.honest, j);
         assert!(dispute(&r, &r.honest, &cheat, false), "corrupted step {j}");
@@ -345,4 +367,62 @@ fn a_job_input_given_by_cid_is_handed_to_the_referee_as_its_blob() {
     // A step that reads no job input needs no blob.
     let late = corrupted(&r.honest, r.honest.len() - 1);
     assert!(!dispute(&r, &late, &r.honest, true));
+}
+
+#[test]
+fn a_receipt_must_carry_the_output_its_trace_binds() {
+    let r = run();
+    let (mut c, m) = chain(&r);
+    c.ok(
+        USER,
+        Action::RequestJob {
+            model: m,
+            version: None,
+            input: JobInput::Inline(r.blob.clone()),
+            mode: Mode::Optimistic,
+            max_fee: 1_000,
+            executor: None,
+        },
+    );
+    let job = JobId(0);
+    let honest = receipt(&r, &r.honest);
+    // The honest trace with any other output: refused, so a correct trace cannot
+    // carry a wrong result past the watchers.
+    for forged in [
+        Receipt {
+            output: Output::Hash(corrupted_output()),
+            ..honest.clone()
+        },
+        Receipt {
+            output: Output::Inline(vec![1, 2, 3]),
+            ..honest.clone()
+        },
+        Receipt {
+            output_proof: OutputProofData::default(),
+            ..honest.clone()
+        },
+    ] {
+        assert!(matches!(
+            c.run(
+                EXEC,
+                Action::SubmitReceipt {
+                    job,
+                    receipt: forged
+                }
+            ),
+            Err(TxError::InvalidProof(_))
+        ));
+    }
+    assert_eq!(c.state.job(job).unwrap().status, JobStatus::Assigned);
+    c.ok(
+        EXEC,
+        Action::SubmitReceipt {
+            job,
+            receipt: honest,
+        },
+    );
+    // The trace that binds a false output is caught at the output step: the referee
+    // hashes the graph outputs the defender hands over from the agreed steps.
+    let liar = corrupted(&r.honest, r.honest.len() - 1);
+    assert!(!dispute(&r, &liar, &r.honest, false));
 }

@@ -84,6 +84,8 @@ struct Run {
     blob: Vec<u8>,
     outs: Vec<Vec<Tensor>>,
     honest: Trace,
+    /// The hash of the run's outputs, as a receipt carries it.
+    output: Hash,
 }
 
 fn run() -> Run {
@@ -112,6 +114,12 @@ fn run() -> Run {
         names: model.required_inputs().map(|v| v.name.clone()).collect(),
         model: Arc::new(model),
         blob: encoding::encode(&vec![x.encode()]),
+        output: deed_runtime::trace::outputs_hash(
+            &out.outputs
+                .iter()
+                .map(|(_, t)| t.clone())
+                .collect::<Vec<_>>(),
+        ),
         outs: out.kept.into_iter().map(|(_, o)| o).collect(),
         honest: out.trace,
     }
@@ -174,11 +182,7 @@ fn challenged(r: &Run, def: &Trace, chal: &Trace) -> Chain {
         EXEC,
         Action::SubmitReceipt {
             job: JobId(0),
-            receipt: Receipt {
-                output: Output::Hash(Hash::of(def.root().as_bytes())),
-                trace_root: def.root(),
-                steps: 2,
-            },
+            receipt: common::receipt_for(def, r.output),
         },
     );
     c.ok(

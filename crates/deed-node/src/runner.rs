@@ -170,6 +170,7 @@ impl JobRun {
             output,
             trace_root: self.trace.root(),
             steps: self.steps(),
+            output_proof: deed_ledger::trace::output_proof(&self.trace),
         }
     }
 }

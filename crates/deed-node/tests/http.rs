@@ -268,7 +268,8 @@ async fn published_model_runs_as_a_job_and_pays_the_owner() {
     assert_eq!(r.trace_root, expected_root);
     assert_eq!(r.output_hash, Hash::of(&expected_out));
     assert_eq!(unhex(&r.output_inline.unwrap()), expected_out);
-    assert_eq!(r.steps, p.steps);
+    // One leaf per node, then the output step.
+    assert_eq!(r.steps, p.steps + 1);
     // The watcher agrees, so the window closes without a dispute and pays out.
     let done = wait_for(|| async {
         let j = c.job(job).await;
@@ -439,14 +440,20 @@ async fn watcher_challenges_a_wrong_receipt() {
         .await;
     let job = tx.created.unwrap();
     let (out, _) = mlp_local();
+    // The right output over a made-up trace: consistent, so the ledger takes it, and
+    // only a dispute can show the trace is not the model's.
+    let mut leaves = vec![Hash::of(b"not the trace"); p.steps as usize];
+    leaves.push(deed_runtime::trace::output_leaf(p.steps, &Hash::of(&out)));
+    let trace = deed_ledger::trace::Trace::new(leaves);
     c.act(
         &liar,
         Action::SubmitReceipt {
             job: JobId(job),
             receipt: Receipt {
                 output: Output::Inline(out),
-                trace_root: Hash::of(b"not the trace"),
-                steps: p.steps,
+                trace_root: trace.root(),
+                steps: trace.len() as u64,
+                output_proof: deed_ledger::trace::output_proof(&trace),
             },
         },
     )

@@ -432,9 +432,16 @@ impl Model {
         })
     }
 
-    /// Number of steps (nodes) in a trace of this model.
+    /// Number of computed steps (nodes). A trace has one more leaf, the output step
+    /// ([`Model::trace_len`]).
     pub fn num_steps(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Number of leaves in a trace of this model: one per node, then the output step
+    /// that binds the graph outputs (`crate::trace` module docs).
+    pub fn trace_len(&self) -> usize {
+        self.nodes.len() + 1
     }
 
     /// Inputs the caller must supply (those without an initializer default).

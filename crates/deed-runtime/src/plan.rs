@@ -22,7 +22,7 @@ use crate::limits::Limits;
 use crate::model::{check_tensor_limits, Dim, Model, Source};
 use crate::ops::{InferInput, Prepared, TypeInfo};
 use crate::tensor_bytes::canonicalize;
-use crate::trace::{step_hash, Trace};
+use crate::trace::{output_leaf, outputs_hash, step_hash, Trace};
 
 /// Graph inputs with at most this many elements are treated as known while planning.
 pub const KNOWN_INPUT_MAX: usize = 1024;
@@ -611,7 +611,7 @@ impl<'m> Plan<'m> {
             kept: Vec::new(),
             corrupt: corrupt_step(opts),
         };
-        let trace =
+        let mut trace =
             if !opts.trace {
                 self.run_steps(&mut values, ctx, &mut runs, &mut |_, _, _| {})?;
                 Trace::default()
@@ -688,6 +688,11 @@ impl<'m> Plan<'m> {
                 Ok((name.clone(), t))
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
+        if opts.trace {
+            // The output step: its leaf binds the result to the trace.
+            let tensors: Vec<Tensor> = outputs.iter().map(|(_, t)| t.clone()).collect();
+            trace.push(output_leaf(n as u64, &outputs_hash(&tensors)));
+        }
         Ok(RunOutput {
             outputs,
             trace,
@@ -849,8 +854,17 @@ impl Plan<'_> {
 }
 
 /// Which step produced each input of the node at `step`, for building a referee's
-/// inputs: `None` for absent inputs.
+/// inputs: `None` for absent inputs. For the output step (`step == num_steps()`)
+/// these are the graph outputs, in order.
 pub fn input_sources(model: &Model, step: usize) -> Option<Vec<Option<(String, Source)>>> {
+    if step == model.nodes.len() {
+        // The output step reads the graph outputs.
+        return model
+            .outputs
+            .iter()
+            .map(|o| model.source(&o.name).map(|s| Some((o.name.clone(), s))))
+            .collect();
+    }
     let node = model.nodes.get(step)?;
     Some(
         node.inputs

@@ -19,6 +19,7 @@
 //! | `TREE_LEAF` | `deed trace v1: tree leaf` |
 //! | `TREE_NODE` | `deed trace v1: tree node` |
 //! | `TREE_ROOT` | `deed trace v1: tree root` |
+//! | `OUTPUT` | `deed trace v1: output` |
 //!
 //! ## Step hashes
 //!
@@ -32,6 +33,21 @@
 //! where `enc` is the canonical tensor encoding of `deed_types::Tensor::encode`
 //! (magic, dtype code, rank, dimensions, little-endian data). That encoding is
 //! self-delimiting, so concatenating outputs is unambiguous.
+//!
+//! ## The output leaf
+//!
+//! A trace of a model with `m` nodes has `n = m + 1` leaves: after the node steps
+//! comes the *output step* `m`, whose leaf binds the graph outputs `o_0 … o_{q-1}` (in
+//! the model's output order) through the hash a receipt carries for them:
+//!
+//! ```text
+//! output_hash = blake3(deed_types::encode_list([o_0 … o_{q-1}]))
+//! h_m         = H(OUTPUT, u64le(m) || output_hash)
+//! ```
+//!
+//! So a trace root fixes the result as well as every intermediate tensor: a receipt
+//! proves its output against its root with [`output_proof`], and a dispute over a
+//! wrong output ends at step `m`, whose "execution" is hashing the graph outputs.
 //!
 //! ## Chain values: a Merkle mountain range over step hashes
 //!
@@ -93,6 +109,7 @@ const MMR_ROOT: &str = "deed trace v1: mmr root";
 const TREE_LEAF: &str = "deed trace v1: tree leaf";
 const TREE_NODE: &str = "deed trace v1: tree node";
 const TREE_ROOT: &str = "deed trace v1: tree root";
+const OUTPUT: &str = "deed trace v1: output";
 
 /// A fresh `new_derive_key(context)` hasher. Deriving the context key costs a blake3
 /// compression; every run pushes several hashes per step, so each context's initial
@@ -138,6 +155,55 @@ pub fn step_hash(step: u32, outputs: &[&Tensor]) -> Hash {
         crate::tensor_bytes::hash_tensor(t, &mut h);
     }
     h.finalize().into()
+}
+
+/// The hash a receipt carries for graph outputs: blake3 of their tensor list
+/// encoding (`deed_types::encode_list`).
+pub fn outputs_hash(outputs: &[Tensor]) -> Hash {
+    Hash::of(&deed_types::encode_list(outputs))
+}
+
+/// The output step's leaf `h_m` of a model with `m` nodes (see the module docs).
+pub fn output_leaf(m: u64, output_hash: &Hash) -> Hash {
+    domain(OUTPUT, &[&m.to_le_bytes(), output_hash.as_bytes()])
+}
+
+/// What proves a receipt's output hash against its trace root: the MMR peaks of the
+/// node steps before the output leaf, and the audit path of the last chain value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputProof {
+    /// Peaks of the MMR over `h_0 … h_{m-1}`, tallest first.
+    pub peaks: Vec<Hash>,
+    /// Audit path of `c_m` in the trace root's tree, from the leaf up.
+    pub siblings: Vec<Hash>,
+}
+
+/// True when `root`, a trace of `n` leaves, ends with the output leaf of
+/// `output_hash`, as `proof` shows.
+pub fn verify_output(root: &Hash, n: u64, output_hash: &Hash, proof: &OutputProof) -> bool {
+    let Some(m) = n.checked_sub(1) else {
+        return false;
+    };
+    if proof.peaks.len() != mmr_peak_count(m) {
+        return false;
+    }
+    let last = chain_after(m, &proof.peaks, output_leaf(m, output_hash));
+    StepProof {
+        index: m,
+        len: n,
+        chain_value: last,
+        siblings: proof.siblings.clone(),
+    }
+    .verify(root)
+}
+
+/// The proof of a whole trace's output leaf, or `None` for an empty trace.
+pub fn output_proof(trace: &Trace) -> Option<OutputProof> {
+    let last = trace.len().checked_sub(1)?;
+    Some(OutputProof {
+        peaks: trace.peaks_before(last)?,
+        siblings: trace.step_proof(last)?.siblings,
+    })
 }
 
 fn mmr_leaf(h: &Hash) -> Hash {

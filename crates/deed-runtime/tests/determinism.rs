@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use deed_runtime::trace::{output_leaf, output_proof, outputs_hash, verify_output};
 use deed_runtime::{node_step_hash, KernelMode, Limits, Model, RunOptions, RunOutput};
 use deed_types::Tensor;
 use prost::Message;
@@ -177,7 +178,9 @@ fn background_hashing_gives_the_step_hashes_of_each_node() {
     let model = load(graph);
     let x = Tensor::from_vec(vec![rows, d_in], f32s(9, rows * d_in)).unwrap();
     let out = run_everywhere(&model, &[("x".to_owned(), x.clone())]);
-    assert_eq!(out.trace.len(), 3);
+    // Three nodes, then the output step.
+    assert_eq!(out.trace.len(), 4);
+    assert_eq!(model.trace_len(), 4);
 
     // Re-execute each node alone from the previous one's outputs.
     let t = |shape: Vec<usize>, v: Vec<f32>| Some(Tensor::from_vec(shape, v).unwrap());
@@ -194,7 +197,17 @@ fn background_hashing_gives_the_step_hashes_of_each_node() {
             &[Some(a[0].clone()), t(vec![d_hidden, 3], w2), t(vec![3], b2)],
         )
         .unwrap();
-    for (i, outs) in [h, a, y].iter().enumerate() {
+    let steps = [h, a, y];
+    for (i, outs) in steps.iter().enumerate() {
         assert_eq!(out.trace.step_hash(i), Some(node_step_hash(i, outs)));
     }
+    // The output leaf binds the graph output, and a receipt proves it.
+    let [h, _, y] = steps;
+    let o = outputs_hash(&[y[0].clone()]);
+    assert_eq!(out.trace.step_hash(3), Some(output_leaf(3, &o)));
+    let proof = output_proof(&out.trace).unwrap();
+    assert!(verify_output(&out.trace.root(), 4, &o, &proof));
+    let wrong = outputs_hash(&[h[0].clone()]);
+    assert!(!verify_output(&out.trace.root(), 4, &wrong, &proof));
+    assert!(!verify_output(&out.trace.root(), 3, &o, &proof));
 }

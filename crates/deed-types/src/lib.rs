@@ -26,6 +26,6 @@ pub use ids::{Amount, Bps, DisputeId, JobId, ModelId, ProposalId, BPS_DENOMINATO
 pub use tensor::{decode_list, encode_list, DType, Tensor, TensorData, TensorError};
 pub use tx::{
     check_referee_inputs, Action, JobInput, Licence, LimitError, Lineage, Mode, Output,
-    ParamChange, ParamKey, Receipt, RefereeInput, SignedTransaction, StepProofData, Transaction,
-    TxDecodeError,
+    OutputProofData, ParamChange, ParamKey, Receipt, RefereeInput, SignedTransaction,
+    StepProofData, Transaction, TxDecodeError,
 };

@@ -133,8 +133,20 @@ pub struct Receipt {
     pub output: Output,
     /// Root of the execution trace's commitment.
     pub trace_root: Hash,
-    /// Number of steps (graph nodes) in the trace.
+    /// Number of leaves in the trace: the graph nodes, then the output step.
     pub steps: u64,
+    /// Proves that the trace's last leaf, the output step, binds `output`.
+    pub output_proof: OutputProofData,
+}
+
+/// The wire form of the runtime's `OutputProof`: the MMR peaks of the node steps
+/// before the output leaf and the audit path of the trace's last chain value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct OutputProofData {
+    /// MMR peaks over the node steps, tallest first.
+    pub peaks: Vec<Hash>,
+    /// Merkle siblings of the last chain value, from the leaf up.
+    pub siblings: Vec<Hash>,
 }
 
 impl Receipt {
@@ -526,6 +538,16 @@ impl Action {
             }
         }
         fn receipt(r: &Receipt) -> Result<(), LimitError> {
+            cap(
+                "receipt.output_proof.peaks",
+                r.output_proof.peaks.len(),
+                MAX_PROOF_HASHES,
+            )?;
+            cap(
+                "receipt.output_proof.siblings",
+                r.output_proof.siblings.len(),
+                MAX_PROOF_HASHES,
+            )?;
             match &r.output {
                 Output::Inline(b) => cap("receipt.output", b.len(), MAX_INLINE),
                 Output::Hash(_) => Ok(()),

@@ -34,11 +34,14 @@ fn receipt() -> impl Strategy<Value = Receipt> {
         ],
         hash(),
         any::<u64>(),
+        prop::collection::vec(hash(), 0..4),
+        prop::collection::vec(hash(), 0..4),
     )
-        .prop_map(|(output, trace_root, steps)| Receipt {
+        .prop_map(|(output, trace_root, steps, peaks, siblings)| Receipt {
             output,
             trace_root,
             steps,
+            output_proof: OutputProofData { peaks, siblings },
         })
 }
 fn mode() -> impl Strategy<Value = Mode> {

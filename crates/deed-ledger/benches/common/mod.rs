@@ -123,10 +123,16 @@ pub fn setup() -> (Setup, Block) {
         let e = job.executors[0];
         let i = s.keys.iter().position(|k| k.address() == e).unwrap();
         let nonce = exec_nonce.entry(i).or_insert_with(|| s.state.nonce(&e));
+        // Sixteen nodes, then the output step binding this job's output.
+        let output = Hash::of(&[j as u8]);
+        let mut leaves = vec![Hash::of(b"trace"); 16];
+        leaves.push(deed_runtime::trace::output_leaf(16, &output));
+        let trace = deed_ledger::trace::Trace::new(leaves);
         let receipt = Receipt {
-            output: Output::Hash(Hash::of(&[j as u8])),
-            trace_root: Hash::of(b"trace"),
-            steps: 16,
+            output: Output::Hash(output),
+            trace_root: trace.root(),
+            steps: trace.len() as u64,
+            output_proof: deed_ledger::trace::output_proof(&trace),
         };
         txs.push(s.tx_nonce(
             i,

@@ -8,6 +8,7 @@ use super::{bps_of, Exec};
 use crate::error::TxError;
 use crate::events::{Event, Reason};
 use crate::state::{Audit, Escrow, Job, JobStatus, Timer};
+use crate::trace;
 
 /// The fields of a `RequestJob` action.
 pub(super) struct JobRequest<'t> {
@@ -223,7 +224,7 @@ impl<'a> Exec<'a> {
                 model: model_id,
                 version,
                 manifest: ver.manifest,
-                steps: ver.steps,
+                steps: ver.steps.saturating_add(1),
                 input_hash,
                 input_inline,
                 mode,
@@ -249,12 +250,25 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
+    /// The receipt is for a trace of the job's length whose output leaf binds the
+    /// posted output: otherwise a receipt could pair a correct trace with a wrong
+    /// result, which no dispute over traces would catch.
     fn check_receipt(job: &Job, receipt: &Receipt) -> Result<(), TxError> {
         if receipt.steps != job.steps {
             return Err(TxError::WrongStepCount {
                 expected: job.steps,
                 got: receipt.steps,
             });
+        }
+        if !trace::verify_output(
+            &receipt.trace_root,
+            receipt.steps,
+            &receipt.output.hash(),
+            &receipt.output_proof,
+        ) {
+            return Err(TxError::InvalidProof(
+                "the receipt's output is not the output leaf of its trace",
+            ));
         }
         Ok(())
     }

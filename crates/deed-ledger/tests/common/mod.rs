@@ -5,14 +5,56 @@
 
 use std::collections::HashMap;
 
+use deed_ledger::trace::{self, Trace};
 use deed_ledger::{
     apply_block, next_block, BlockOutcome, Params, Referee, RefereeError, RuntimeReferee, State,
     StepInput, TxError,
 };
-use deed_types::{Action, Address, Cid, Hash, SecretKey, SignedTransaction, Transaction};
+use deed_types::{
+    Action, Address, Cid, Hash, Output, Receipt, SecretKey, SignedTransaction, Transaction,
+};
 
 pub const CHAIN: u64 = 4242;
 pub const FEE: u128 = 1;
+
+/// The output hash of the scripted traces' honest result.
+pub fn true_output() -> Hash {
+    Hash::of(b"scripted output")
+}
+
+/// The output hash of a scripted result that lies about the output.
+pub fn false_output() -> Hash {
+    Hash::of(b"scripted false output")
+}
+
+/// A trace over the node step hashes `nodes`, then the output leaf of `output`.
+pub fn with_output(mut nodes: Vec<Hash>, output: &Hash) -> Trace {
+    let m = nodes.len() as u64;
+    nodes.push(deed_runtime::trace::output_leaf(m, output));
+    Trace::new(nodes)
+}
+
+/// The receipt of `t` with the output hash its output leaf binds.
+pub fn receipt_for(t: &Trace, output: Hash) -> Receipt {
+    Receipt {
+        output: Output::Hash(output),
+        trace_root: t.root(),
+        steps: t.len() as u64,
+        output_proof: trace::output_proof(t),
+    }
+}
+
+/// The receipt of a scripted trace (one made by [`with_output`] with
+/// [`true_output`] or [`false_output`]).
+pub fn scripted_receipt(t: &Trace) -> Receipt {
+    let m = t.len().saturating_sub(1) as u64;
+    let last = t.step_hash(t.len().saturating_sub(1));
+    let output = [true_output(), false_output()]
+        .into_iter()
+        .find(|o| last == Some(deed_runtime::trace::output_leaf(m, o)))
+        .expect("a scripted trace ends with a scripted output leaf");
+    receipt_for(t, output)
+}
 
 /// The referee of the tests: the true step hashes of each model are known in advance
 /// (they stand for what the canonical runtime would compute).
