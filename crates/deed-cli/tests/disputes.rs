@@ -215,6 +215,20 @@ fn a_cheating_executor_is_caught_by_the_watcher_and_slashed() {
 }
 
 #[test]
+fn an_executor_whose_steps_are_right_but_whose_result_is_wrong_is_slashed() {
+    // A fault past the last node falls on the result: every intermediate tensor is
+    // right, the output is not. The receipt must bind that output to its trace, so the
+    // trace differs from the watcher's at the output step, where the game ends.
+    let net = Net::start(&["corrupt-step=1000"]);
+    let job = net.request();
+    let d = net.resolved(job);
+    assert_eq!(d["winner"], "challenger", "{d}");
+    let steps = d["steps"].as_u64().unwrap();
+    assert_eq!(d["range"], serde_json::json!([steps - 1, steps - 1]), "{d}");
+    net.wait_status(job, "refunded");
+}
+
+#[test]
 fn a_false_challenger_loses_its_bond_and_the_result_stands() {
     let net = Net::start(&["false-challenge"]);
     let watcher = net.banner("watcher")[0].clone();

@@ -494,14 +494,18 @@ fn bench_model(case: &Case, seed: u64) -> Report {
         ms(keep_run)
     );
     let mut rng = Rng(seed);
-    let mut picks: Vec<(&'static str, usize)> =
-        vec![("first", 0), ("middle", n / 2), ("last", n - 1)];
+    let mut picks: Vec<(&'static str, usize)> = vec![
+        ("first", 0),
+        ("middle", n / 2),
+        ("last", n - 1),
+        ("output", n),
+    ];
     picks.extend((0..RANDOM_STEPS).map(|_| ("random", rng.below(n))));
     let mut done: Vec<usize> = Vec::new();
     let mut games = Vec::new();
     for (pick, j) in picks {
-        // A fault lands on the first computed step at or after j; past the last
-        // computed step it lands nowhere, so walk back to one that is computed.
+        // A fault lands on the first computed step at or after j (past the last one,
+        // on the graph outputs); walk back until it changes the trace.
         let Some((step, cheat)) = (0..=j).rev().find_map(|k| {
             let out = case.model.run(&case.feeds, &keep_all(n, Some(k))).unwrap();
             (out.trace.root() != honest.trace.root()).then(|| {

@@ -326,16 +326,19 @@ fn runs(rng: &mut Rng) -> Runs {
     let honest = model.run(&feeds, &keep(None)).unwrap();
     assert_eq!(honest.trace.root(), plain.trace.root());
     let honest_outs = kept_outputs(&honest, n);
-    // A fault at a constant-folded step lands on the next computed one; past the
-    // last computed step there is nothing to corrupt, so start over from step 0.
-    let start = rng.below(n);
-    let (j, cheat) = (start..n)
+    // A fault at a constant-folded step lands on the next computed one (or on the
+    // graph outputs); one that changes nothing (an output of zero elements) starts
+    // over from step 0.
+    // A fault at `n`, past the last node, falls on the graph outputs: every step
+    // right, the result wrong.
+    let start = rng.below(n + 1);
+    let (j, cheat) = (start..=n)
         .chain(0..start)
         .map(|j| (j, model.run(&feeds, &keep(Some(j))).unwrap()))
         .find(|(_, out)| out.trace.root() != honest.trace.root())
         .expect("the first node reads the job input, so some step is computed");
     let cheat_outs = kept_outputs(&cheat, n);
-    let first_diff = (0..n)
+    let first_diff = (0..=n)
         .find(|&s| cheat.trace.step_hash(s) != honest.trace.step_hash(s))
         .unwrap();
     assert!(first_diff >= j, "a fault at {j} changed step {first_diff}");
@@ -755,6 +758,7 @@ fn two_hundred_random_models_convict_every_cheater() {
     let mut kinds = [0usize; 4];
     let mut steps = 0;
     let mut moved = 0;
+    let mut at_output = 0;
     for t in 0..TRIALS {
         let r = runs(&mut rng);
         let plan = Plan {
@@ -767,6 +771,7 @@ fn two_hundred_random_models_convict_every_cheater() {
         let game = optimistic_trial(&r, plan);
         steps += r.model.num_steps();
         moved += usize::from(r.moved);
+        at_output += usize::from(r.first_diff == r.model.num_steps());
         rounds += u64::from(game.rounds);
         max_rounds = max_rounds.max(game.rounds);
         blocks += game.blocks;
@@ -780,9 +785,11 @@ fn two_hundred_random_models_convict_every_cheater() {
     // Every kind of trial and every kind of referee input occurred.
     assert!(kinds.iter().all(|&k| k > 0), "trial kinds {kinds:?}");
     assert!(inputs.iter().all(|&k| k > 0), "referee inputs {inputs:?}");
+    // Some cheats are in the result alone, caught at the output step.
+    assert!(at_output > 0, "no trial cheated on the output alone");
     let n = TRIALS as f64;
     eprintln!(
-        "adversarial: {TRIALS} trials, mean {:.1} steps ({moved} faults moved past a folded step); rounds mean {:.2} max {max_rounds}; \
+        "adversarial: {TRIALS} trials, mean {:.1} steps ({moved} faults moved past a folded step, {at_output} in the result alone); rounds mean {:.2} max {max_rounds}; \
          mean {:.1} blocks challenge→verdict; mean {:.0} bytes of dispute moves; \
          referee inputs (inline, blob, initializer, previous step, earlier step) {inputs:?}; \
          referee {:?} in all vs full runs {:?} in all",

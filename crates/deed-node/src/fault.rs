@@ -8,6 +8,7 @@
 //! - `corrupt-step=N`: this node's executors flip one element of the first computed
 //!   step at or after `N` (the runtime's `RunOptions::corrupt_step`) and carry the
 //!   error forward honestly, so their receipts name a wrong trace root they defend.
+//!   Past the last node it falls on the result: every step right, the output wrong.
 //! - `corrupt-random`: the same at a step drawn from the job id and the executor.
 //! - `false-challenge`: the watcher computes its runs with a corrupted step, so it
 //!   challenges correct results and plays the game with its wrong trace.

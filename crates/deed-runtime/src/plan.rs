@@ -48,7 +48,9 @@ pub struct RunOptions {
     pub keep_steps: Vec<usize>,
     /// Fault injection, for tests of the verification game only: flips one element
     /// of the first non-empty output of the first computed step at or after this
-    /// one, and carries the error forward as an honest run would.
+    /// one, and carries the error forward as an honest run would. Past the last
+    /// computed step it flips the first non-empty graph output instead: every step
+    /// right, the result wrong.
     #[cfg(feature = "fault")]
     pub corrupt_step: Option<usize>,
 }
@@ -675,7 +677,7 @@ impl<'m> Plan<'m> {
                     RuntimeError::Graph("a step of the trace was not hashed".into())
                 })?)
             };
-        let outputs = self
+        let mut outputs = self
             .outputs
             .iter()
             .map(|(name, id)| {
@@ -688,6 +690,11 @@ impl<'m> Plan<'m> {
                 Ok((name.clone(), t))
             })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
+        if runs.corrupt.is_some() {
+            if let Some((_, t)) = outputs.iter_mut().find(|(_, t)| !t.is_empty()) {
+                flip_one(std::slice::from_mut(t));
+            }
+        }
         if opts.trace {
             // The output step: its leaf binds the result to the trace.
             let tensors: Vec<Tensor> = outputs.iter().map(|(_, t)| t.clone()).collect();

@@ -80,4 +80,22 @@ fn a_corrupted_step_changes_its_hash_and_nothing_before_it() {
         // itself and every step after it carries the error in the chain.
         assert_eq!(first, c, "corrupt step {c} changed step {first}");
     }
+    // Past the last node the fault falls on the result: every node step agrees, the
+    // graph output and the output leaf do not.
+    let m = model.num_steps();
+    let bad = model
+        .run(
+            &inputs,
+            &RunOptions {
+                corrupt_step: Some(m),
+                ..RunOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        bad.trace.step_hashes()[..m],
+        honest.trace.step_hashes()[..m]
+    );
+    assert_ne!(bad.trace.step_hash(m), honest.trace.step_hash(m));
+    assert_ne!(bad.outputs, honest.outputs);
 }
