@@ -49,9 +49,14 @@ struct DevArgs {
     /// A TOML configuration file (also `DEED_CONFIG`).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Inject a fault, for tests of the verification game: corrupt-step=N,
-    /// corrupt-random, false-challenge or silent (repeatable). Only builds with the
-    /// `fault` feature accept it.
+    /// Executor accounts the node runs (for `replicated:K` jobs up to that K).
+    #[arg(long, value_name = "N", default_value_t = deed_node::dev::DEV_EXECUTORS as u8,
+          value_parser = clap::value_parser!(u8).range(1..=16))]
+    executors: u8,
+    /// Inject a fault, for tests of the verification game: corrupt-step=N (or
+    /// corrupt-step=N@K for the node's K-th executor only, from 0), corrupt-random,
+    /// false-challenge or silent (repeatable). Only builds with the `fault` feature
+    /// accept it.
     #[arg(long, value_name = "FAULT", hide = !deed_node::fault::COMPILED)]
     fault: Vec<String>,
 }
@@ -175,7 +180,7 @@ fn cmd_dev(a: DevArgs) -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
-    rt.block_on(deed_node::run_dev(cfg))?;
+    rt.block_on(deed_node::run_dev(cfg, usize::from(a.executors)))?;
     Ok(ExitCode::SUCCESS)
 }
 

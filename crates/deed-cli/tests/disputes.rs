@@ -24,18 +24,23 @@ struct Net {
 
 impl Net {
     fn start(faults: &[&str]) -> Net {
-        let tmp = tempfile::tempdir().unwrap();
-        let home = tempfile::tempdir().unwrap();
         let mut args = Vec::new();
         for f in faults {
             args.extend(["--fault", f]);
         }
+        Net::start_args(&args)
+    }
+
+    /// A `deed dev` process with these extra arguments.
+    fn start_args(args: &[&str]) -> Net {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
         let node = DevNode::start_with(
             Path::new(BIN),
             &tmp.path().join("node"),
             free_port().unwrap(),
             Duration::from_secs(60),
-            &args,
+            args,
         )
         .unwrap();
         Net { node, home, tmp }
@@ -108,15 +113,25 @@ impl Net {
     /// Publishes `model` as `name` and requests an optimistic job on `x`; returns the
     /// job id.
     fn request_with(&self, name: &str, model: &Path, x: &Path) -> u64 {
+        self.publish(name, model);
+        let job = self.infer(name, x, "optimistic", "included");
+        job["job"].as_u64().unwrap()
+    }
+
+    fn publish(&self, name: &str, model: &Path) {
         let owner = hex::encode(self.node.keys[0].to_bytes());
-        let user = hex::encode(self.node.keys[1].to_bytes());
         self.ok(Some(&owner), &["model", "create", name, "--price", "10"]);
         self.ok(
             Some(&owner),
             &["model", "publish", name, model.to_str().unwrap()],
         );
+    }
+
+    /// `deed infer` of the owner's model `name` by dev account 1.
+    fn infer(&self, name: &str, x: &Path, mode: &str, wait: &str) -> Value {
+        let user = hex::encode(self.node.keys[1].to_bytes());
         let model = format!("{}/{name}", self.node.keys[0].address());
-        let job = self.ok(
+        self.ok(
             Some(&user),
             &[
                 "infer",
@@ -124,12 +139,11 @@ impl Net {
                 "-i",
                 x.to_str().unwrap(),
                 "--mode",
-                "optimistic",
+                mode,
                 "--wait",
-                "included",
+                wait,
             ],
-        );
-        job["job"].as_u64().unwrap()
+        )
     }
 
     /// Waits until the job's dispute is resolved and the job closed (or its result
@@ -226,6 +240,52 @@ fn an_executor_whose_steps_are_right_but_whose_result_is_wrong_is_slashed() {
     let steps = d["steps"].as_u64().unwrap();
     assert_eq!(d["range"], serde_json::json!([steps - 1, steps - 1]), "{d}");
     net.wait_status(job, "refunded");
+}
+
+#[test]
+fn replicated_three_with_one_corrupt_executor_pays_the_honest_two_and_slashes_it() {
+    // Three executors; the third flips a value at step 1 and carries it forward.
+    let net = Net::start_args(&["--executors", "3", "--fault", "corrupt-step=1@2"]);
+    let executors = net.banner("executor");
+    assert_eq!(executors.len(), 3);
+    let liar = executors[2].clone();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mlp");
+    net.publish("mlp", &examples.join("model.onnx"));
+    // Every executor serves the model before the request draws three of them.
+    for e in &executors {
+        for _ in 0..100 {
+            let st = net.ok(None, &["executor", "status", e]);
+            if st["executor"]["models"]
+                .as_array()
+                .is_some_and(|m| !m.is_empty())
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let before: Vec<u128> = executors.iter().map(|e| net.balance(e)).collect();
+    let (liar_stake, _) = net.stake(&liar);
+
+    let out = net.infer("mlp", &examples.join("x.npy"), "replicated:3", "final");
+    let job = &out["job"];
+    assert_eq!(job["status"], "finalized", "{out}");
+    let d = net.ok(None, &["dispute", "show", &job["dispute"].to_string()]);
+    assert_eq!(d["phase"], "resolved", "{d}");
+    assert!(
+        d["defender"] == liar.as_str() || d["challenger"] == liar.as_str(),
+        "{d}"
+    );
+    let (stake, jailed) = net.stake(&liar);
+    assert!(
+        stake < liar_stake && jailed.is_some(),
+        "the liar is slashed and jailed"
+    );
+    for (i, e) in executors.iter().enumerate().take(2) {
+        assert!(net.balance(e) > before[i], "honest executor {e} is paid");
+    }
+    // The liar paid its commit and reveal fees and earned nothing.
+    assert!(net.balance(&liar) < before[2]);
 }
 
 #[test]

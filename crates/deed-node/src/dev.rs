@@ -3,8 +3,9 @@
 //! accounts from deterministic keys, and the HTTP API. State persists in the data
 //! directory across restarts.
 //!
-//! The two dev executors bond at the first block and serve every registered model
-//! (two, so `replicated:2` jobs have executors to choose from): each refreshes its
+//! The dev executors (two unless `deed dev --executors N` says otherwise, so
+//! `replicated:2` jobs have executors to choose from) bond at the first block and
+//! serve every registered model: each refreshes its
 //! bond whenever a model is registered, and the refresh is queued before the block
 //! that registered the model becomes visible, so a request for the new model is
 //! ordered after it.
@@ -34,12 +35,23 @@ pub fn dev_account(i: usize) -> SecretKey {
     SecretKey::from_seed(format!("deed dev account {i}").as_bytes())
 }
 
-/// The dev node's own keys.
+/// Executor accounts a dev node runs unless told otherwise: two, so `replicated:2`
+/// jobs find executors.
+pub const DEV_EXECUTORS: usize = 2;
+
+/// The dev node's own keys, with [`DEV_EXECUTORS`] executors.
 pub fn dev_keys() -> NodeKeys {
+    dev_keys_with(DEV_EXECUTORS)
+}
+
+/// The dev node's own keys with `executors` executor accounts (at least one).
+pub fn dev_keys_with(executors: usize) -> NodeKeys {
     NodeKeys {
         validator: SecretKey::from_seed(b"deed dev validator"),
         executor: SecretKey::from_seed(b"deed dev executor"),
-        more_executors: vec![SecretKey::from_seed(b"deed dev executor 2")],
+        more_executors: (2..=executors.max(1))
+            .map(|i| SecretKey::from_seed(format!("deed dev executor {i}").as_bytes()))
+            .collect(),
         watcher: SecretKey::from_seed(b"deed dev watcher"),
     }
 }
@@ -99,9 +111,11 @@ pub fn dev_config() -> Config {
     }
 }
 
-/// Starts a dev network on disk under `cfg.data_dir`, serving HTTP on `cfg.http`.
-pub async fn start_dev(cfg: Config) -> Result<Running, NodeError> {
-    let keys = dev_keys();
+/// Starts a dev network on disk under `cfg.data_dir`, serving HTTP on `cfg.http`,
+/// with `executors` executor accounts. Executors beyond those of the genesis that
+/// first created the data folder start unfunded.
+pub async fn start_dev(cfg: Config, executors: usize) -> Result<Running, NodeError> {
+    let keys = dev_keys_with(executors);
     let genesis = dev_genesis(&keys);
     start(cfg, keys, Storage::Disk, genesis).await
 }
@@ -109,10 +123,10 @@ pub async fn start_dev(cfg: Config) -> Result<Running, NodeError> {
 /// What `deed dev` runs: prints the dev accounts and the ready line
 /// (`deed dev listening on http://ADDR`) once the API accepts connections, then
 /// serves until Ctrl-C.
-pub async fn run_dev(cfg: Config) -> Result<(), NodeError> {
+pub async fn run_dev(cfg: Config, executors: usize) -> Result<(), NodeError> {
     let data_dir = cfg.data_dir.clone();
-    let running = start_dev(cfg).await?;
-    let keys = dev_keys();
+    let running = start_dev(cfg, executors).await?;
+    let keys = dev_keys_with(executors);
     println!(
         "deed dev: chain {DEV_CHAIN_ID}, data in {}",
         data_dir.display()

@@ -9,6 +9,8 @@
 //!   step at or after `N` (the runtime's `RunOptions::corrupt_step`) and carry the
 //!   error forward honestly, so their receipts name a wrong trace root they defend.
 //!   Past the last node it falls on the result: every step right, the output wrong.
+//!   `corrupt-step=N@K` does it in the node's executor number `K` only (from 0, in
+//!   the order `deed dev` prints them), the others stay honest.
 //! - `corrupt-random`: the same at a step drawn from the job id and the executor.
 //! - `false-challenge`: the watcher computes its runs with a corrupted step, so it
 //!   challenges correct results and plays the game with its wrong trace.
@@ -24,8 +26,10 @@ pub const COMPILED: bool = cfg!(feature = "fault");
 /// One injected fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// Executors corrupt this step (or the first computed one after it).
-    CorruptStep(usize),
+    /// Executors corrupt this step (or the first computed one after it); only the
+    /// node's executor with this index (in `NodeKeys::executors` order) when one
+    /// is given.
+    CorruptStep(usize, Option<usize>),
     /// Executors corrupt a step drawn from the job and the executor.
     CorruptRandom,
     /// The watcher runs with a corrupted step and challenges what it checks.
@@ -37,7 +41,8 @@ pub enum Fault {
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Fault::CorruptStep(n) => write!(f, "corrupt-step={n}"),
+            Fault::CorruptStep(n, None) => write!(f, "corrupt-step={n}"),
+            Fault::CorruptStep(n, Some(k)) => write!(f, "corrupt-step={n}@{k}"),
             Fault::CorruptRandom => f.write_str("corrupt-random"),
             Fault::FalseChallenge => f.write_str("false-challenge"),
             Fault::Silent => f.write_str("silent"),
@@ -54,7 +59,7 @@ pub enum FaultError {
     NotCompiled,
     /// Not a fault this node knows.
     #[error(
-        "unknown fault {0:?} (expected corrupt-step=N, corrupt-random, false-challenge or silent)"
+        "unknown fault {0:?} (expected corrupt-step=N[@K], corrupt-random, false-challenge or silent)"
     )]
     Unknown(String),
 }
@@ -64,7 +69,7 @@ pub enum FaultError {
 pub struct Faults(Vec<Fault>);
 
 impl Faults {
-    /// Parses fault specifications (`corrupt-step=N`, `corrupt-random`,
+    /// Parses fault specifications (`corrupt-step=N[@K]`, `corrupt-random`,
     /// `false-challenge`, `silent`); refused unless the `fault` feature is compiled in.
     pub fn parse<S: AsRef<str>>(specs: &[S]) -> Result<Faults, FaultError> {
         let mut faults = Vec::with_capacity(specs.len());
@@ -74,8 +79,8 @@ impl Faults {
                 "corrupt-random" => Fault::CorruptRandom,
                 "false-challenge" => Fault::FalseChallenge,
                 "silent" => Fault::Silent,
-                s => match s.strip_prefix("corrupt-step=").map(str::parse) {
-                    Some(Ok(n)) => Fault::CorruptStep(n),
+                s => match s.strip_prefix("corrupt-step=").map(parse_corrupt_step) {
+                    Some(Some((n, k))) => Fault::CorruptStep(n, k),
                     _ => return Err(FaultError::Unknown(spec.to_owned())),
                 },
             };
@@ -96,13 +101,21 @@ impl Faults {
         cfg!(feature = "fault") && self.0.contains(&f)
     }
 
-    /// The step `executor` corrupts in its run of `job` (of `steps` steps), if any.
-    pub fn executor_step(&self, job: JobId, executor: &Address, steps: u64) -> Option<usize> {
+    /// The step `executor` (the node's executor number `index`) corrupts in its run
+    /// of `job` (of `steps` steps), if any.
+    pub fn executor_step(
+        &self,
+        job: JobId,
+        executor: &Address,
+        index: usize,
+        steps: u64,
+    ) -> Option<usize> {
         if !cfg!(feature = "fault") {
             return None;
         }
         self.0.iter().find_map(|f| match f {
-            Fault::CorruptStep(n) => Some(*n),
+            Fault::CorruptStep(n, None) => Some(*n),
+            Fault::CorruptStep(n, Some(k)) => (*k == index).then_some(*n),
             Fault::CorruptRandom => Some(drawn_step(job, executor, steps)),
             _ => None,
         })
@@ -117,6 +130,14 @@ impl Faults {
     /// Whether dispute moves go unanswered.
     pub fn silent(&self) -> bool {
         self.has(Fault::Silent)
+    }
+}
+
+/// `N` or `N@K` of `corrupt-step=`.
+fn parse_corrupt_step(s: &str) -> Option<(usize, Option<usize>)> {
+    match s.split_once('@') {
+        Some((n, k)) => Some((n.parse().ok()?, Some(k.parse().ok()?))),
+        None => Some((s.parse().ok()?, None)),
     }
 }
 
@@ -146,18 +167,28 @@ mod tests {
             Faults::parse(&["lie"]),
             Err(FaultError::Unknown(_))
         ));
+        assert!(matches!(
+            Faults::parse(&["corrupt-step=3@x"]),
+            Err(FaultError::Unknown(_))
+        ));
         let parsed = Faults::parse(&["corrupt-step=3", "silent"]);
         if cfg!(feature = "fault") {
             let f = parsed.unwrap();
-            assert_eq!(f.list(), [Fault::CorruptStep(3), Fault::Silent]);
+            assert_eq!(f.list(), [Fault::CorruptStep(3, None), Fault::Silent]);
             assert!(f.silent());
             let a = Address([7; 20]);
-            assert_eq!(f.executor_step(JobId(1), &a, 10), Some(3));
+            assert_eq!(f.executor_step(JobId(1), &a, 0, 10), Some(3));
+            assert_eq!(f.executor_step(JobId(1), &a, 2, 10), Some(3));
+            let one = Faults::parse(&["corrupt-step=4@1"]).unwrap();
+            assert_eq!(one.list(), [Fault::CorruptStep(4, Some(1))]);
+            assert_eq!(one.list()[0].to_string(), "corrupt-step=4@1");
+            assert_eq!(one.executor_step(JobId(1), &a, 0, 10), None);
+            assert_eq!(one.executor_step(JobId(1), &a, 1, 10), Some(4));
             assert_eq!(f.watcher_step(JobId(1), &a, 10), None);
             let r = Faults::parse(&["corrupt-random", "false-challenge"]).unwrap();
-            let s = r.executor_step(JobId(1), &a, 10).unwrap();
+            let s = r.executor_step(JobId(1), &a, 0, 10).unwrap();
             assert!(s < 10);
-            assert_eq!(r.executor_step(JobId(1), &a, 10), Some(s));
+            assert_eq!(r.executor_step(JobId(1), &a, 0, 10), Some(s));
             assert!(r.watcher_step(JobId(1), &a, 10).is_some());
         } else {
             assert_eq!(parsed, Err(FaultError::NotCompiled));

@@ -169,7 +169,15 @@ async fn serve_job(
         .job(id)
         .ok_or_else(|| ApiError::not_found(format!("job {id}")))?;
     let started = std::time::Instant::now();
-    let corrupt = node.cfg.faults.executor_step(id, &key.address(), job.steps);
+    let index = node
+        .keys
+        .executors()
+        .position(|k| k.address() == key.address())
+        .unwrap_or(0);
+    let corrupt = node
+        .cfg
+        .faults
+        .executor_step(id, &key.address(), index, job.steps);
     let run = match direct {
         Some(r) if corrupt.is_none() => r,
         _ => Arc::new(run_job(node, &job, corrupt).await?),
