@@ -25,6 +25,14 @@ use crate::streaming::{
 };
 use crate::types::{BlockValue, DeedCtx, Height, PartInit, ProposalPart, ValAddr, ValidatorSet};
 
+/// Most proposals kept for one (height, round): an honest proposer sends one, so
+/// more is equivocation, and storing every copy would let one validator fill the
+/// disk.
+const MAX_PROPOSALS_PER_ROUND: usize = 4;
+
+/// Most proposals kept for one height (over all rounds, received early or not).
+const MAX_PROPOSALS_PER_HEIGHT: usize = 256;
+
 /// Block size and pacing.
 #[derive(Clone, Debug)]
 pub struct BlockParams {
@@ -371,8 +379,24 @@ impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
             debug!(%height, "proposal for a decided height, ignored");
             return Ok(None);
         }
+        if height.0 > next.0.saturating_add(1) {
+            // A node this far behind catches up by value sync, not from proposals.
+            debug!(%height, %next, "proposal more than one height ahead, ignored");
+            return Ok(None);
+        }
         if let Err(e) = self.check_origin(from, &a) {
             warn!(%from, %height, round = %a.init.round, error = %e, "proposal stream rejected");
+            return Ok(None);
+        }
+        let slot = if height > next {
+            Slot::Pending
+        } else {
+            Slot::Undecided
+        };
+        if self.store.count(slot, height, Some(a.init.round))? >= MAX_PROPOSALS_PER_ROUND
+            || self.store.count(slot, height, None)? >= MAX_PROPOSALS_PER_HEIGHT
+        {
+            warn!(%from, %height, round = %a.init.round, "too many proposals for this height or round, dropped");
             return Ok(None);
         }
         let mut value = ProposedValue {
@@ -745,6 +769,25 @@ mod tests {
             .proposals(Slot::Undecided, Height(1), None)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn proposals_far_ahead_or_beyond_the_round_cap_are_dropped() {
+        let mut s = setup();
+        assert_eq!(feed(&mut s, 3, 0, |_| {}, None, None), None);
+        assert_eq!(
+            s.app.store.count(Slot::Pending, Height(3), None).unwrap(),
+            0
+        );
+        for t in 0..MAX_PROPOSALS_PER_ROUND as u64 {
+            let v = feed(&mut s, 1, 0, |b| b.header.time = 10 + t, None, None);
+            assert!(v.is_some());
+        }
+        assert_eq!(feed(&mut s, 1, 0, |b| b.header.time = 99, None, None), None);
+        assert_eq!(
+            s.app.store.count(Slot::Undecided, Height(1), None).unwrap(),
+            MAX_PROPOSALS_PER_ROUND
+        );
     }
 
     #[test]

@@ -185,6 +185,27 @@ impl ConsensusStore {
         Ok(out)
     }
 
+    /// How many proposals are stored at `height` (and `round`, if given).
+    pub fn count(
+        &self,
+        slot: Slot,
+        height: Height,
+        round: Option<Round>,
+    ) -> Result<usize, StoreError> {
+        let p = prefix(height, round);
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(slot.table())?;
+        let mut n = 0;
+        for entry in t.range(p.as_slice()..)? {
+            let (k, _) = entry?;
+            if !k.value().starts_with(&p) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Removes one proposal.
     pub fn remove_proposal(
         &self,
