@@ -314,3 +314,41 @@ async fn three_of_four_keep_going_and_a_restarted_validator_catches_up() {
     );
     eprintln!("kill and restart: {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_validator_decides_alone() {
+    init_logs();
+    let key = node_key(0);
+    let valset = ValidatorSet::new(vec![Validator {
+        address: operator(0),
+        public_key: key.public_key(),
+        voting_power: 1,
+    }])
+    .unwrap();
+    let genesis = State::genesis(
+        CHAIN,
+        Params::default(),
+        &[(account(0).address(), 1_000_000)],
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::new();
+    let cfg = ValidatorConfig {
+        peers: vec![],
+        home: dir.path().join("solo"),
+        ..net.config(0, "solo")
+    };
+    let chain = MemChain::new(genesis, RuntimeReferee::new());
+    let log = chain.log();
+    let pool = Arc::new(MemPool::new(100));
+    let tx = transfers(0, 1).remove(0);
+    pool.submit(tx.clone()).unwrap();
+    let h = start_validator(&cfg, CHAIN, key, operator(0), valset, chain, pool.clone())
+        .await
+        .unwrap();
+    wait_for("height 3", Duration::from_secs(20), || log.height() >= 3).await;
+    let c = committed_counts(&log.snapshot());
+    assert_eq!(c.get(&tx.hash()), Some(&1));
+    assert!(pool.is_empty());
+    h.stop().await;
+}
