@@ -447,7 +447,10 @@ impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
     }
 
     /// Checks a proposed block against the current state (its height must be the
-    /// next one).
+    /// next one). The verdict must be a deterministic function of the state and the
+    /// block: malachite 0.5 asserts (panics in its consensus actor) when a node
+    /// decides a value it judged invalid, which only a node whose state diverged
+    /// should ever hit.
     fn check_block(&self, v: &ProposedValue<DeedCtx>) -> Result<(), InvalidProposal> {
         let block = v.value.block();
         let h = &block.header;

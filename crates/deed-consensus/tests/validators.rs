@@ -352,3 +352,43 @@ async fn a_single_validator_decides_alone() {
     assert!(pool.is_empty());
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blocks_built_on_another_state_are_refused_and_the_diverged_validator_decides_nothing() {
+    init_logs();
+    let net = Net::new();
+    // Validator 3 starts from a different genesis: every block it proposes carries a
+    // state root the others do not have.
+    let other = State::genesis(CHAIN, Params::default(), &[(account(9).address(), 5)]).unwrap();
+    let mut nodes = Vec::new();
+    for i in 0..N {
+        let genesis = if i == 3 {
+            other.clone()
+        } else {
+            net.genesis.clone()
+        };
+        let chain = MemChain::new(genesis, RuntimeReferee::new());
+        nodes.push(net.start(i, &format!("d{i}"), chain).await);
+    }
+    let logs: Vec<CommitLog> = nodes.iter().map(|(_, l, _)| l.clone()).collect();
+    wait_for("height 6 on the three", Duration::from_secs(45), || {
+        logs[..3].iter().all(|l| l.height() >= 6)
+    })
+    .await;
+    let snaps: Vec<Vec<Committed>> = logs[..3].iter().map(|l| l.snapshot()).collect();
+    assert_same_chain(&snaps);
+    for b in &snaps[0] {
+        assert_ne!(
+            b.block.header.proposer,
+            operator(3).0,
+            "a refused block was decided"
+        );
+    }
+    // It judged the decided blocks invalid, so it commits none of them. (Its engine's
+    // consensus actor stops on malachite 0.5's assertion that a decided value was
+    // judged valid locally; that panic shows in the test output.)
+    assert_eq!(logs[3].height(), 0);
+    for (h, _, _) in nodes {
+        h.stop().await;
+    }
+}
