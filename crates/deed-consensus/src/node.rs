@@ -102,7 +102,7 @@ fn multiaddr(a: SocketAddr) -> String {
 
 /// Malachite's engine configuration, built from a [`ValidatorConfig`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EngineConfig {
+pub(crate) struct EngineConfig {
     moniker: String,
     consensus: ConsensusConfig,
     value_sync: ValueSyncConfig,
@@ -169,7 +169,7 @@ impl NodeConfig for EngineConfig {
 /// address. Deed starts validators with [`start_validator`], so the trait's own
 /// `start`/`run`/`load_*` entry points are not used.
 #[derive(Clone, Debug)]
-pub struct EngineNode {
+pub(crate) struct EngineNode {
     home: PathBuf,
     key: NodeSecretKey,
     keypair: Keypair,

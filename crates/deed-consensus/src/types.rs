@@ -1,4 +1,4 @@
-//! Deed's implementation of malachite's [`Context`]: heights, addresses, the block as
+//! Deed's implementation of malachite's [`Context`](mc::Context): heights, addresses, the block as
 //! the consensus value, votes, proposals, proposal parts and the validator set.
 //!
 //! These are newtypes over `deed_types` values because malachite's traits cannot be
