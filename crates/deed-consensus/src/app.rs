@@ -825,6 +825,60 @@ mod tests {
             .is_empty());
     }
 
+    #[tokio::test]
+    async fn after_a_restart_the_proposer_proposes_the_value_it_built_before() {
+        let s = setup();
+        let dir = s._dir;
+        let first = {
+            let mut app = s.app;
+            app.get_value(Height(1), Round::new(0), Duration::from_millis(50))
+                .await
+                .unwrap()
+        };
+        assert!(first.value.block().txs.is_empty());
+        // Same store, a fresh app whose pool now holds a transaction: still the same
+        // block for that round, a new one for the next round.
+        let key = deed_types::SecretKey::from_seed(b"payer");
+        let pool = MemPool::new(10);
+        pool.submit(
+            deed_types::Transaction {
+                chain_id: CHAIN,
+                nonce: 0,
+                fee: 1,
+                action: deed_types::Action::Transfer {
+                    to: Address([9; 20]),
+                    amount: 1,
+                },
+            }
+            .sign(&key)
+            .unwrap(),
+        )
+        .unwrap();
+        let mut app = App::new(
+            DeedCtx { chain_id: CHAIN },
+            DeedSigner::new(NodeSecretKey::from_seed(&[0]), CHAIN),
+            ValAddr(Address([1; 20])),
+            s.valset.clone(),
+            MemChain::new(
+                State::genesis(CHAIN, Params::default(), &[]).unwrap(),
+                RuntimeReferee::new(),
+            ),
+            std::sync::Arc::new(pool),
+            ConsensusStore::open(&dir.path().join("c.redb")).unwrap(),
+            BlockParams::default(),
+        );
+        let again = app
+            .get_value(Height(1), Round::new(0), Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert_eq!(again.value.block_id(), first.value.block_id());
+        let next_round = app
+            .get_value(Height(1), Round::new(1), Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert_eq!(next_round.value.block().txs.len(), 1);
+    }
+
     #[test]
     fn deciding_an_unknown_value_restarts_the_height() {
         let mut s = setup();
