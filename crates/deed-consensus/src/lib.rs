@@ -8,11 +8,12 @@
 //! the node plugs in through two seams ([`chain`]): [`Chain`] (ledger state, stored
 //! blocks, commit) and [`Mempool`].
 //!
+//! It depends on `deed-types` and `deed-ledger`; it must not depend on the node,
+//! its storage or its HTTP API.
+//!
 //! Limitation: the validator set is the static genesis set at every height. Sets
 //! that follow stake need each executor's consensus key recorded on the ledger,
 //! which it does not do yet.
-//! It depends on `deed-types` and `deed-ledger`; it must not depend on the node,
-//! its storage or its HTTP API.
 
 pub mod app;
 pub mod chain;
