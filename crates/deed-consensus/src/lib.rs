@@ -1,0 +1,43 @@
+//! Deed's adapter to [malachite](https://github.com/informalsystems/malachite)'s
+//! Tendermint BFT engine.
+//!
+//! It owns the consensus types ([`types`]: the block is the consensus value), node
+//! keys ([`keys`]), signing ([`signing`]), the wire and WAL codec ([`codec`]),
+//! proposal streaming ([`streaming`]), the consensus store ([`store`]), the app loop
+//! that answers the engine ([`app`]) and starting a validator ([`node`]). The rest of
+//! the node plugs in through two seams ([`chain`]): [`Chain`] (ledger state, stored
+//! blocks, commit) and [`Mempool`].
+//!
+//! It depends on `deed-types` and `deed-ledger`; it must not depend on the node,
+//! its storage or its HTTP API.
+//!
+//! Limitation: the validator set is the static genesis set at every height. Sets
+//! that follow stake need each executor's consensus key recorded on the ledger,
+//! which it does not do yet.
+
+pub mod app;
+pub mod chain;
+pub mod codec;
+pub mod keys;
+pub mod node;
+pub mod signing;
+pub mod store;
+pub mod streaming;
+pub mod types;
+
+pub use app::{App, AppError, BlockParams, InvalidProposal};
+pub use chain::{
+    Chain, ChainError, CommitLog, Committed, MemChain, MemPool, Mempool, MempoolError,
+};
+pub use node::{
+    start_validator, ConsensusHandle, EngineEvent, StartError, Timeouts, ValidatorConfig,
+};
+pub use store::{ConsensusStore, StoreError};
+
+pub use codec::{BorshCodec, CodecError};
+pub use keys::{KeyError, NodePublicKey, NodeSecretKey, NodeSignature};
+pub use signing::{DeedSigner, NodeEd25519};
+pub use types::{
+    BlockId, BlockValue, DeedCtx, Height, PartInit, Proposal, ProposalPart, ValAddr, Validator,
+    ValidatorSet, ValidatorSetError, Vote,
+};
