@@ -510,7 +510,7 @@ fn bench_model(case: &Case, seed: u64) -> Report {
             let out = case.model.run(&case.feeds, &keep_all(n, Some(k))).unwrap();
             (out.trace.root() != honest.trace.root()).then(|| {
                 let cheat = side(out, n);
-                let step = (0..n)
+                let step = (0..=n)
                     .find(|&s| cheat.trace.step_hash(s) != honest.trace.step_hash(s))
                     .unwrap();
                 (step, cheat)
