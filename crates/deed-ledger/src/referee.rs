@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use deed_runtime::Source;
 use deed_types::{Cid, Hash, Tensor};
 
 /// Why the referee could not produce a step hash. Either way the referee move fails
@@ -39,11 +40,28 @@ pub enum RefereeError {
     },
 }
 
-/// One input of the step to re-execute.
+/// One input of the step to re-execute, with where it comes from. The ledger has
+/// checked the value against its source; the referee checks that the source is the
+/// one the model wires to that input, so a defender cannot feed a node another
+/// agreed tensor of the right shape.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StepInput {
-    /// A tensor the ledger has checked against the agreed prefix or the job input.
-    Tensor(Tensor),
+    /// Entry `index` of the job's input list, checked against the job's input hash.
+    JobInput {
+        /// Position in the job's input list (the model's required inputs, in order).
+        index: u32,
+        /// The value.
+        tensor: Tensor,
+    },
+    /// Output `slot` of the earlier step `step`, checked against the agreed prefix.
+    Step {
+        /// The producing step.
+        step: u64,
+        /// Which of its outputs.
+        slot: u32,
+        /// The value.
+        tensor: Tensor,
+    },
     /// A weight of the model, read by the referee from the model itself.
     Initializer(String),
     /// An absent optional input.
@@ -100,16 +118,45 @@ impl Referee for RuntimeReferee {
         if index > m.nodes.len() {
             return Err(no_step());
         }
-        let mut args = Vec::with_capacity(inputs.len());
-        for i in inputs {
-            args.push(match i {
-                StepInput::Tensor(t) => Some(t.clone()),
-                StepInput::Absent => None,
-                StepInput::Initializer(name) => Some(
-                    m.initializer(name)
-                        .cloned()
-                        .ok_or_else(|| RefereeError::NoSuchInitializer(name.clone()))?,
+        let wiring = deed_runtime::plan::input_sources(m, index).ok_or_else(no_step)?;
+        if wiring.len() != inputs.len() {
+            return Err(RefereeError::BadInputs {
+                step,
+                reason: format!(
+                    "{} inputs given, the step reads {}",
+                    inputs.len(),
+                    wiring.len()
                 ),
+            });
+        }
+        let job_inputs: Vec<&str> = m.required_inputs().map(|v| v.name.as_str()).collect();
+        let mut args = Vec::with_capacity(inputs.len());
+        for (k, (given, wired)) in inputs.iter().zip(&wiring).enumerate() {
+            let miswired = || RefereeError::BadInputs {
+                step,
+                reason: format!("input {k} is not the value the model wires to it"),
+            };
+            args.push(match (given, wired) {
+                (StepInput::Absent, None) => None,
+                (StepInput::JobInput { index, tensor }, Some((name, Source::Input)))
+                    if job_inputs.get(*index as usize) == Some(&name.as_str()) =>
+                {
+                    Some(tensor.clone())
+                }
+                (
+                    StepInput::Step { step, slot, tensor },
+                    Some((_, Source::Step { step: s, slot: o })),
+                ) if *step == *s as u64 && *slot as usize == *o => Some(tensor.clone()),
+                (StepInput::Initializer(name), Some((wired, Source::Initializer)))
+                    if name == wired =>
+                {
+                    Some(
+                        m.initializer(name)
+                            .cloned()
+                            .ok_or_else(|| RefereeError::NoSuchInitializer(name.clone()))?,
+                    )
+                }
+                _ => return Err(miswired()),
             });
         }
         if index == m.nodes.len() {

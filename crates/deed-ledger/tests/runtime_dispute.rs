@@ -426,3 +426,97 @@ fn a_receipt_must_carry_the_output_its_trace_binds() {
     let liar = corrupted(&r.honest, r.honest.len() - 1);
     assert!(!dispute(&r, &liar, &r.honest, false));
 }
+
+#[test]
+fn a_defender_cannot_feed_the_referee_another_agreed_tensor() {
+    // mlp_tiny: Gemm, Relu, Gemm, Relu, Gemm. Steps 1 and 2 output tensors of the
+    // same shape; a cheater claims step 3 is Relu of step 1's output instead of step
+    // 2's and hands the referee exactly that.
+    let r = run();
+    let cheat = corrupted(&r.honest, 3);
+    let (mut c, m) = chain(&r);
+    c.ok(
+        USER,
+        Action::RequestJob {
+            model: m,
+            version: None,
+            input: JobInput::Inline(r.blob.clone()),
+            mode: Mode::Optimistic,
+            max_fee: 1_000,
+            executor: None,
+        },
+    );
+    let job = JobId(0);
+    c.ok(
+        EXEC,
+        Action::SubmitReceipt {
+            job,
+            receipt: receipt(&r, &cheat),
+        },
+    );
+    c.ok(
+        WATCHER,
+        Action::Challenge {
+            job,
+            trace_root: r.honest.root(),
+        },
+    );
+    let d = DisputeId(0);
+    let step = loop {
+        let dd = c.state.dispute(d).unwrap().clone();
+        let mut due = None;
+        for (who, trace) in [(EXEC, &cheat), (WATCHER, &r.honest)] {
+            match party::next_move(d, &dd, &c.addr(who), trace).unwrap() {
+                None => {}
+                Some(party::Move::Act(a)) => c.ok(who, a),
+                Some(party::Move::Referee { step }) => due = Some(step),
+            }
+        }
+        if let Some(s) = due {
+            break s;
+        }
+    };
+    assert_eq!(step, 3);
+    let Action::Referee { peaks, inputs, .. } = referee(&r, &cheat, 3, false) else {
+        unreachable!("a referee move");
+    };
+    assert!(matches!(inputs[0], RefereeInput::Step { step: 2, .. }));
+    assert_eq!(r.outs[1][0].shape(), r.outs[2][0].shape());
+    // The same move with step 1's output, proved in the agreed prefix.
+    let proof = cheat.input_proof(2, 1).unwrap();
+    let rewired = vec![RefereeInput::Step {
+        step: 1,
+        output: 0,
+        outputs: r.outs[1].iter().map(Tensor::encode).collect(),
+        siblings: proof.siblings,
+        other_peaks: proof.other_peaks,
+    }];
+    let refused = c.run(
+        EXEC,
+        Action::Referee {
+            dispute: d,
+            peaks: peaks.clone(),
+            inputs: rewired,
+        },
+    );
+    assert!(matches!(refused, Err(TxError::Referee(_))), "{refused:?}");
+    assert_eq!(
+        c.state.dispute(d).unwrap().phase,
+        DisputePhase::AwaitReferee
+    );
+    // Wired as the model says, the referee convicts the cheater.
+    c.ok(
+        EXEC,
+        Action::Referee {
+            dispute: d,
+            peaks,
+            inputs,
+        },
+    );
+    assert_eq!(
+        c.state.dispute(d).unwrap().phase,
+        DisputePhase::Resolved {
+            defender_won: false
+        }
+    );
+}

@@ -376,7 +376,10 @@ impl<'a> Exec<'a> {
                     let blob = job.input_inline.as_deref().ok_or(TxError::InvalidProof(
                         "the job's input is by CID: hand the referee its blob",
                     ))?;
-                    StepInput::Tensor(job_input(blob, *index, n)?)
+                    StepInput::JobInput {
+                        index: *index,
+                        tensor: job_input(blob, *index, n)?,
+                    }
                 }
                 RefereeInput::JobInputBlob { index, blob } => {
                     // The blob store names a blob by the blake3 of its bytes, which is
@@ -386,7 +389,10 @@ impl<'a> Exec<'a> {
                             "the blob does not hash to the job's input",
                         ));
                     }
-                    StepInput::Tensor(job_input(blob, *index, n)?)
+                    StepInput::JobInput {
+                        index: *index,
+                        tensor: job_input(blob, *index, n)?,
+                    }
                 }
                 RefereeInput::Step {
                     step,
@@ -413,7 +419,11 @@ impl<'a> Exec<'a> {
                         .get(*output as usize)
                         .cloned()
                         .ok_or(TxError::InvalidProof("no such output of that step"))?;
-                    StepInput::Tensor(t)
+                    StepInput::Step {
+                        step: *step,
+                        slot: *output,
+                        tensor: t,
+                    }
                 }
                 RefereeInput::Initializer { name } => StepInput::Initializer(name.clone()),
                 RefereeInput::Absent => StepInput::Absent,
