@@ -351,55 +351,6 @@ fn a_silent_cheater_loses_by_deadline() {
     net.wait_status(job, "refunded");
 }
 
-/// `y = -relu(x)` over one row of `width` floats, as ONNX bytes.
-fn wide_model(width: i64) -> Vec<u8> {
-    use prost::Message;
-    use tract_onnx::pb;
-    use tract_onnx::pb::tensor_shape_proto::{dimension::Value, Dimension};
-    let info = |name: &str| pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(pb::TensorShapeProto {
-                    dim: [1, width]
-                        .iter()
-                        .map(|d| Dimension {
-                            value: Some(Value::DimValue(*d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let node = |op: &str, input: &str, output: &str| pb::NodeProto {
-        name: output.into(),
-        op_type: op.into(),
-        input: vec![input.into()],
-        output: vec![output.into()],
-        ..Default::default()
-    };
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(pb::GraphProto {
-            name: "wide".into(),
-            node: vec![node("Relu", "x", "r"), node("Neg", "r", "y")],
-            input: vec![info("x")],
-            output: vec![info("y")],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
-}
-
 #[test]
 fn an_honest_result_over_large_step_inputs_is_defended_through_staged_chunks() {
     // Both steps read 256 KiB (the job input, then step 0's output): more than one
@@ -408,7 +359,6 @@ fn an_honest_result_over_large_step_inputs_is_defended_through_staged_chunks() {
     let width = 64 * 1024;
     let net = Net::start(&["false-challenge"]);
     let dir = net.tmp.path();
-    std::fs::write(dir.join("wide.onnx"), wide_model(width)).unwrap();
     let x = deed_types::Tensor::from_vec(
         vec![1, width as usize],
         (0..width)
@@ -417,7 +367,11 @@ fn an_honest_result_over_large_step_inputs_is_defended_through_staged_chunks() {
     )
     .unwrap();
     deed_cli::tensor_io::write_npy(&dir.join("x.npy"), &x).unwrap();
-    let job = net.request_with("wide", &dir.join("wide.onnx"), &dir.join("x.npy"));
+    // `y = -relu(x)` over one row of 65,536 floats (written by the ledger's
+    // `tests/fixtures/wide.py`).
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deed-ledger/tests/fixtures/wide.onnx");
+    let job = net.request_with("wide", &model, &dir.join("x.npy"));
 
     let d = net.resolved(job);
     assert_eq!(d["winner"], "defender", "{d}");

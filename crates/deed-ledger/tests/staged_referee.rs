@@ -17,8 +17,6 @@ use deed_ledger::{DisputePhase, JobStatus, Params, RuntimeReferee, TxError};
 use deed_runtime::{Limits, Model, RunOptions};
 use deed_types::tx::limits::{MAX_REFEREE_CHUNK, MAX_TX_BYTES};
 use deed_types::*;
-use prost::Message;
-use tract_onnx::pb;
 
 const OWNER: usize = 0;
 const USER: usize = 1;
@@ -30,51 +28,13 @@ const WIDTH: usize = 64 * 1024;
 const REFEREE_DATA: u8 = 0x0d;
 
 /// `y = -relu(x)` over one row of `WIDTH` floats: two steps, the second reading the
-/// first's 256 KiB output.
+/// first's 256 KiB output (`tests/fixtures/wide.py` writes it).
 fn model_bytes() -> Vec<u8> {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    let info = |name: &str| pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(pb::TensorShapeProto {
-                    dim: [1, WIDTH as i64]
-                        .iter()
-                        .map(|d| Dimension {
-                            value: Some(Value::DimValue(*d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let node = |op: &str, input: &str, output: &str| pb::NodeProto {
-        name: output.into(),
-        op_type: op.into(),
-        input: vec![input.into()],
-        output: vec![output.into()],
-        ..Default::default()
-    };
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(pb::GraphProto {
-            name: "wide".into(),
-            node: vec![node("Relu", "x", "r"), node("Neg", "r", "y")],
-            input: vec![info("x")],
-            output: vec![info("y")],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/wide.onnx"
+    ))
+    .unwrap()
 }
 
 struct Run {
