@@ -180,7 +180,7 @@ impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
     }
 
     fn next_height(&self) -> Height {
-        Height(self.chain.state().height().saturating_add(1))
+        Height(self.chain.with_state(|s| s.height()).saturating_add(1))
     }
 
     /// Handles engine messages until the engine stops or a fatal error.
@@ -253,7 +253,7 @@ impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
                 reply: r,
                 ..
             } => {
-                let next = self.decided(certificate)?;
+                let next = self.decided(certificate).await?;
                 reply(r, next, "Decided");
             }
             AppMsg::GetDecidedValue { height, reply: r } => {
@@ -331,15 +331,17 @@ impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
         let earliest = self.last_commit + self.params.block_interval;
         let empty_deadline = self.last_commit + self.params.empty_block_interval;
         pace(&*self.mempool, earliest, empty_deadline, timeout).await;
-        let state = self.chain.state();
-        let parent_time = match state.height() {
+        let parent_time = match self.chain.with_state(|s| s.height()) {
             0 => 0,
             h => self.chain.block(h).map(|b| b.header.time).unwrap_or(0),
         };
         // Room for the header and length prefixes.
         let budget = self.params.max_block_bytes.saturating_sub(1024);
         let txs = self.mempool.reap(budget, self.params.max_block_txs);
-        let block = next_block(state, self.address.0, now_secs().max(parent_time), txs);
+        let time = now_secs().max(parent_time);
+        let block = self
+            .chain
+            .with_state(|state| next_block(state, self.address.0, time, txs));
         let value = ProposedValue {
             height,
             round,
@@ -454,24 +456,26 @@ impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
     fn check_block(&self, v: &ProposedValue<DeedCtx>) -> Result<(), InvalidProposal> {
         let block = v.value.block();
         let h = &block.header;
-        let state = self.chain.state();
+        let (height, last_hash, root) = self
+            .chain
+            .with_state(|s| (s.height(), s.meta().last_block_hash, s.root()));
         let bad = |field| Err(InvalidProposal::Header { field });
         if h.chain_id != self.ctx.chain_id {
             return bad("chain_id");
         }
-        if h.height != v.height.0 || h.height != state.height().saturating_add(1) {
+        if h.height != v.height.0 || h.height != height.saturating_add(1) {
             return bad("height");
         }
-        if h.prev_hash != state.meta().last_block_hash {
+        if h.prev_hash != last_hash {
             return bad("prev_hash");
         }
-        if h.state_root != state.root() {
+        if h.state_root != root {
             return bad("state_root");
         }
         if h.tx_root != tx_root(&block.txs) {
             return bad("tx_root");
         }
-        let parent_time = match state.height() {
+        let parent_time = match height {
             0 => 0,
             p => self.chain.block(p).map(|b| b.header.time).unwrap_or(0),
         };
@@ -519,7 +523,10 @@ impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
         Ok(())
     }
 
-    fn decided(&mut self, cert: CommitCertificate<DeedCtx>) -> Result<Next<DeedCtx>, AppError> {
+    async fn decided(
+        &mut self,
+        cert: CommitCertificate<DeedCtx>,
+    ) -> Result<Next<DeedCtx>, AppError> {
         let height = cert.height;
         let id = cert.value_id;
         let found = [Slot::Undecided, Slot::Pending]
@@ -542,11 +549,13 @@ impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
         let outcome = self
             .chain
             .commit(block)
+            .await
             .map_err(|source| AppError::Commit {
                 height: height.0,
                 source,
             })?;
-        self.mempool.on_committed(block, self.chain.state());
+        let mempool = &self.mempool;
+        self.chain.with_state(|s| mempool.on_committed(block, s));
         self.store.prune_proposals(height)?;
         self.last_commit = Instant::now();
         info!(
@@ -807,7 +816,7 @@ mod tests {
         );
         // Commit height 1 with a certificate-free decision path: apply directly.
         let b1 = next_block(s.app.chain().state(), Address([1; 20]), 10, vec![]);
-        s.app.chain.commit(&b1).unwrap();
+        s.app.chain.apply(&b1).unwrap();
         s.app.promote_pending(Height(2), Round::new(0)).unwrap();
         let v = s
             .app
@@ -879,8 +888,8 @@ mod tests {
         assert_eq!(next_round.value.block().txs.len(), 1);
     }
 
-    #[test]
-    fn deciding_an_unknown_value_restarts_the_height() {
+    #[tokio::test]
+    async fn deciding_an_unknown_value_restarts_the_height() {
         let mut s = setup();
         let cert = CommitCertificate::<DeedCtx>::new(
             Height(1),
@@ -889,20 +898,20 @@ mod tests {
             vec![],
         );
         assert!(matches!(
-            s.app.decided(cert),
+            s.app.decided(cert).await,
             Ok(Next::Restart(Height(1), _))
         ));
         assert_eq!(s.app.chain().state().height(), 0);
     }
 
-    #[test]
-    fn deciding_a_received_value_commits_it_and_keeps_the_certificate() {
+    #[tokio::test]
+    async fn deciding_a_received_value_commits_it_and_keeps_the_certificate() {
         let mut s = setup();
         let v = feed(&mut s, 1, 0, |_| {}, None, None).unwrap();
         let cert =
             CommitCertificate::<DeedCtx>::new(Height(1), Round::new(0), v.value.block_id(), vec![]);
         assert!(matches!(
-            s.app.decided(cert.clone()),
+            s.app.decided(cert.clone()).await,
             Ok(Next::Start(Height(2), _))
         ));
         assert_eq!(s.app.chain().state().height(), 1);

@@ -29,14 +29,21 @@ pub enum ChainError {
 }
 
 /// The ledger as consensus sees it.
+///
+/// The state is lent to a closure rather than returned by reference, so a node can
+/// keep it behind a lock that its API handlers share; committing is async, so a
+/// node can load what the block's referee moves need (models) before applying it.
 pub trait Chain: Send + 'static {
-    /// The state after the last committed block.
-    fn state(&self) -> &State;
+    /// Runs `f` on the state after the last committed block.
+    fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R;
     /// The committed block at `height` (1-based).
     fn block(&self, height: u64) -> Option<Block>;
     /// Applies a decided block and persists it, as one step: after an error nothing
     /// changed.
-    fn commit(&mut self, block: &Block) -> Result<BlockOutcome, ChainError>;
+    fn commit(
+        &mut self,
+        block: &Block,
+    ) -> impl std::future::Future<Output = Result<BlockOutcome, ChainError>> + Send;
 }
 
 /// Where proposers take transactions from.
@@ -106,9 +113,26 @@ impl<R: Referee + Send + 'static> MemChain<R> {
     pub fn replay(genesis: State, referee: R, blocks: &[Block]) -> Result<Self, ChainError> {
         let mut c = Self::new(genesis, referee);
         for b in blocks {
-            c.commit(b)?;
+            c.apply(b)?;
         }
         Ok(c)
+    }
+
+    /// The state after the last committed block.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Applies `block` now (what [`Chain::commit`] does).
+    pub fn apply(&mut self, block: &Block) -> Result<BlockOutcome, ChainError> {
+        let outcome = apply_block(&mut self.state, block, &self.referee)?;
+        self.blocks.push(block.clone());
+        self.log.push(Committed {
+            block: block.clone(),
+            state_root: outcome.state_root,
+            results: outcome.results.clone(),
+        });
+        Ok(outcome)
     }
 
     /// The view of committed blocks, shared with this chain.
@@ -118,8 +142,8 @@ impl<R: Referee + Send + 'static> MemChain<R> {
 }
 
 impl<R: Referee + Send + 'static> Chain for MemChain<R> {
-    fn state(&self) -> &State {
-        &self.state
+    fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state)
     }
 
     fn block(&self, height: u64) -> Option<Block> {
@@ -127,15 +151,8 @@ impl<R: Referee + Send + 'static> Chain for MemChain<R> {
         self.blocks.get(i).cloned()
     }
 
-    fn commit(&mut self, block: &Block) -> Result<BlockOutcome, ChainError> {
-        let outcome = apply_block(&mut self.state, block, &self.referee)?;
-        self.blocks.push(block.clone());
-        self.log.push(Committed {
-            block: block.clone(),
-            state_root: outcome.state_root,
-            results: outcome.results.clone(),
-        });
-        Ok(outcome)
+    async fn commit(&mut self, block: &Block) -> Result<BlockOutcome, ChainError> {
+        self.apply(block)
     }
 }
 
@@ -293,13 +310,13 @@ mod tests {
         let two = pool.reap(usize::MAX, 2);
         assert_eq!(two, vec![transfer(&key, 0), transfer(&key, 1)]);
         let b = next_block(chain.state(), Address([1; 20]), 1, two);
-        chain.commit(&b).unwrap();
+        chain.apply(&b).unwrap();
         pool.on_committed(&b, chain.state());
         assert_eq!(pool.reap(usize::MAX, 10), vec![transfer(&key, 2)]);
         assert_eq!(chain.block(1), Some(b.clone()));
         assert_eq!(chain.block(2), None);
         assert_eq!(chain.log().height(), 1);
         assert_eq!(chain.log().snapshot()[0].state_root, chain.state().root());
-        assert!(matches!(chain.commit(&b), Err(ChainError::Rejected(_))));
+        assert!(matches!(chain.apply(&b), Err(ChainError::Rejected(_))));
     }
 }

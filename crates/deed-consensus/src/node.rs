@@ -312,7 +312,7 @@ pub async fn start_validator<C: Chain, M: Mempool + ?Sized>(
         chain_id,
     };
     let engine_cfg = EngineConfig::new(cfg)?;
-    let start = Height(chain.state().height().saturating_add(1));
+    let start = Height(chain.with_state(|s| s.height()).saturating_add(1));
     let (mut channels, engine) = malachitebft_app_channel::start_engine(
         ctx,
         node,

@@ -165,6 +165,39 @@ impl Default for WatcherConfig {
     }
 }
 
+/// BFT consensus settings (malachite, through `deed-consensus`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConsensusSection {
+    /// Address the consensus p2p network listens on (TCP); port 0 picks one.
+    pub listen: SocketAddr,
+    /// Other validators' (and followers') consensus addresses to stay connected to.
+    pub peers: Vec<SocketAddr>,
+    /// Milliseconds to wait for a proposal in round 0.
+    pub timeout_propose_ms: u64,
+    /// Milliseconds to wait for more prevotes, and for more precommits, after 2/3
+    /// voted for anything.
+    pub timeout_vote_ms: u64,
+    /// Milliseconds every timeout grows by per round.
+    pub timeout_delta_ms: u64,
+    /// Largest encoded block proposed or accepted, in bytes. It travels over gossip
+    /// twice (as the proposal and as its parts), so it stays well below 4 MiB.
+    pub max_block_bytes: usize,
+}
+
+impl Default for ConsensusSection {
+    fn default() -> Self {
+        ConsensusSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peers: Vec::new(),
+            timeout_propose_ms: 3_000,
+            timeout_vote_ms: 1_000,
+            timeout_delta_ms: 500,
+            max_block_bytes: 1 << 20,
+        }
+    }
+}
+
 /// Blobs in an S3-compatible bucket instead of the data directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -217,6 +250,8 @@ pub struct Config {
     /// Milliseconds between empty blocks, so height-based timers (challenge windows,
     /// deadlines) advance when nobody transacts.
     pub heartbeat_ms: u64,
+    /// BFT consensus.
+    pub consensus: ConsensusSection,
     /// Size limits.
     pub limits: LimitsConfig,
     /// Executor settings.
@@ -242,6 +277,7 @@ impl Default for Config {
             roles: Roles::default(),
             block_interval_ms: 500,
             heartbeat_ms: 5_000,
+            consensus: ConsensusSection::default(),
             limits: LimitsConfig::default(),
             executor: ExecutorConfig::default(),
             watcher: WatcherConfig::default(),

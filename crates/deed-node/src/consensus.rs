@@ -1,117 +1,132 @@
-//! The consensus seam: how blocks are proposed and decided.
+//! How blocks reach the node: malachite's Tendermint BFT engine, through
+//! `deed-consensus`. Every node runs it, `deed dev` included (as a network of one
+//! validator): there is one consensus path.
 //!
-//! A [`Consensus`] engine drives the chain forward; the node is its
-//! [`Application`]: it builds proposals from its mempool and commits decided blocks.
-//! Nothing outside an engine knows how many validators there are. Today the only
-//! engine is [`SingleValidator`] (a development network with one proposer); a BFT
-//! engine (Tendermint-style, several validators) implements the same trait.
+//! The node lends the engine two seams: [`NodeChain`] (the committed state, stored
+//! blocks, committing a decided block with its referee models loaded) and
+//! [`NodePool`] (the node's mempool). A node whose operator account is not in the
+//! validator set follows the chain without voting.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use deed_types::{Address, Block, SecretKey};
-use tokio::sync::watch;
+use deed_consensus::{
+    BlockParams, ChainError, NodePublicKey, Timeouts, ValAddr, Validator, ValidatorConfig,
+    ValidatorSet,
+};
+use deed_ledger::{BlockOutcome, State};
+use deed_types::{encoding, Address, Block, SignedTransaction};
 
+use crate::config::Config;
 use crate::error::NodeError;
+use crate::node::Node;
 
-/// A boxed future, so the traits stay object-safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// What a consensus engine needs from the node.
-pub trait Application: Send + Sync + 'static {
-    /// Whether transactions are waiting to be ordered.
-    fn has_pending(&self) -> bool;
-
-    /// Builds the proposal for the next height, proposed by `proposer` at `time`
-    /// (seconds since the Unix epoch, taken from the proposer's clock here at the
-    /// edge; the ledger only reads it from the header).
-    fn propose(&self, proposer: Address, time: u64) -> Result<Block, NodeError>;
-
-    /// Applies and persists a decided block.
-    fn commit(&self, block: Block) -> BoxFuture<'_, Result<(), NodeError>>;
+/// A validator named in the genesis: its operator account (the block proposer and
+/// fee recipient), its consensus key and its voting power.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenesisValidator {
+    /// The operator account.
+    pub operator: Address,
+    /// The ed25519 key it votes with (also its consensus network identity).
+    pub consensus_key: NodePublicKey,
+    /// Voting power.
+    pub power: u64,
 }
 
-/// A consensus engine.
-pub trait Consensus: Send + 'static {
-    /// The current validators and their voting power.
-    fn validators(&self) -> Vec<(Address, u128)>;
-
-    /// Drives the chain until `shutdown` turns true.
-    fn run(
-        self: Box<Self>,
-        app: Arc<dyn Application>,
-        shutdown: watch::Receiver<bool>,
-    ) -> BoxFuture<'static, Result<(), NodeError>>;
+/// The validator set of `validators`.
+pub fn validator_set(validators: &[GenesisValidator]) -> Result<ValidatorSet, NodeError> {
+    ValidatorSet::new(
+        validators
+            .iter()
+            .map(|v| Validator {
+                address: ValAddr(v.operator),
+                public_key: v.consensus_key.clone(),
+                voting_power: v.power,
+            })
+            .collect(),
+    )
+    .map_err(|e| NodeError::Config(format!("genesis validators: {e}")))
 }
 
-/// One validator that proposes and decides every block alone: a block every
-/// `interval` while transactions wait, and an empty one every `heartbeat` so
-/// height-based timers (deadlines, challenge windows) advance on an idle chain.
-pub struct SingleValidator {
-    key: SecretKey,
-    interval: Duration,
-    heartbeat: Duration,
-}
-
-impl std::fmt::Debug for SingleValidator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SingleValidator")
-            .field("validator", &self.key.address())
-            .field("interval", &self.interval)
-            .finish()
+/// The engine's configuration from the node's, with its WAL and consensus store
+/// under `home`.
+pub fn validator_config(cfg: &Config, home: PathBuf) -> ValidatorConfig {
+    let c = &cfg.consensus;
+    let ms = Duration::from_millis;
+    ValidatorConfig {
+        moniker: format!("deed-{}", cfg.http),
+        home,
+        listen: c.listen,
+        peers: c.peers.clone(),
+        timeouts: Timeouts {
+            propose: ms(c.timeout_propose_ms.max(1)),
+            prevote: ms(c.timeout_vote_ms.max(1)),
+            precommit: ms(c.timeout_vote_ms.max(1)),
+            delta: ms(c.timeout_delta_ms),
+        },
+        block: BlockParams {
+            max_block_bytes: c.max_block_bytes,
+            max_block_txs: cfg.limits.max_block_txs,
+            block_interval: cfg.block_interval(),
+            empty_block_interval: cfg.heartbeat(),
+        },
+        sync_status_interval: ms(500).max(cfg.block_interval()),
+        sync_request_timeout: ms(5_000),
     }
 }
 
-impl SingleValidator {
-    /// The engine for validator `key`.
-    pub fn new(key: SecretKey, interval: Duration, heartbeat: Duration) -> SingleValidator {
-        SingleValidator {
-            key,
-            interval,
-            heartbeat,
+/// The node's chain as the engine sees it.
+pub struct NodeChain(pub Arc<Node>);
+
+impl deed_consensus::Chain for NodeChain {
+    fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        self.0.with_state(|c| f(c.state()))
+    }
+
+    fn block(&self, height: u64) -> Option<Block> {
+        match self.0.with_state(|c| c.block(height)) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(height, error = %e, "reading a stored block");
+                None
+            }
+        }
+    }
+
+    async fn commit(&mut self, block: &Block) -> Result<BlockOutcome, ChainError> {
+        match self.0.commit_block(block.clone()).await {
+            Ok(c) => Ok(c.outcome.clone()),
+            Err(NodeError::Block(e)) => Err(ChainError::Rejected(e)),
+            Err(e) => Err(ChainError::Storage {
+                height: block.header.height,
+                source: Box::new(e),
+            }),
         }
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+/// The node's mempool as the engine sees it.
+pub struct NodePool(pub Arc<Node>);
 
-impl Consensus for SingleValidator {
-    fn validators(&self) -> Vec<(Address, u128)> {
-        vec![(self.key.address(), 1)]
+impl deed_consensus::Mempool for NodePool {
+    fn reap(&self, max_bytes: usize, max_txs: usize) -> Vec<SignedTransaction> {
+        let candidates = self.0.pending(max_txs);
+        let mut bytes = 0usize;
+        candidates
+            .into_iter()
+            .take_while(|tx| {
+                bytes = bytes.saturating_add(encoding::encode(tx).len());
+                bytes <= max_bytes
+            })
+            .collect()
     }
 
-    fn run(
-        self: Box<Self>,
-        app: Arc<dyn Application>,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> BoxFuture<'static, Result<(), NodeError>> {
-        Box::pin(async move {
-            let proposer = self.key.address();
-            let mut last = Instant::now();
-            let mut tick = tokio::time::interval(self.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.changed() => {}
-                }
-                if *shutdown.borrow() {
-                    return Ok(());
-                }
-                if !app.has_pending() && last.elapsed() < self.heartbeat {
-                    continue;
-                }
-                let block = app.propose(proposer, unix_now())?;
-                app.commit(block).await?;
-                last = Instant::now();
-            }
-        })
+    fn is_empty(&self) -> bool {
+        self.0.mempool_len() == 0
+    }
+
+    fn on_committed(&self, _block: &Block, _state: &State) {
+        // `Node::commit_block` rechecks the pool under the same lock as the commit.
     }
 }

@@ -13,10 +13,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use deed_consensus::NodeSecretKey;
 use deed_ledger::Params;
 use deed_types::{Amount, SecretKey};
 
 use crate::config::Config;
+use crate::consensus::GenesisValidator;
 use crate::error::NodeError;
 use crate::node::{Genesis, NodeKeys, Storage};
 use crate::server::{start, Running};
@@ -48,6 +50,7 @@ pub fn dev_keys() -> NodeKeys {
 pub fn dev_keys_with(executors: usize) -> NodeKeys {
     NodeKeys {
         validator: SecretKey::from_seed(b"deed dev validator"),
+        consensus: NodeSecretKey::from_seed(b"deed dev consensus"),
         executor: SecretKey::from_seed(b"deed dev executor"),
         more_executors: (2..=executors.max(1))
             .map(|i| SecretKey::from_seed(format!("deed dev executor {i}").as_bytes()))
@@ -67,7 +70,8 @@ pub fn dev_params() -> Params {
     }
 }
 
-/// Genesis of a dev network: every dev account and the node's own accounts funded.
+/// Genesis of a dev network: every dev account and the node's own accounts funded,
+/// and the node's validator the only one.
 pub fn dev_genesis(keys: &NodeKeys) -> Genesis {
     let mut allocations: Vec<_> = (0..DEV_ACCOUNTS)
         .map(|i| (dev_account(i).address(), DEV_BALANCE))
@@ -83,6 +87,11 @@ pub fn dev_genesis(keys: &NodeKeys) -> Genesis {
     Genesis {
         params: dev_params(),
         allocations,
+        validators: vec![GenesisValidator {
+            operator: keys.validator.address(),
+            consensus_key: keys.consensus.public_key(),
+            power: 1,
+        }],
     }
 }
 

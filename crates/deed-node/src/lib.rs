@@ -2,8 +2,9 @@
 //! the HTTP API.
 //!
 //! - [`config`]: TOML configuration, precedence CLI > env > file > defaults.
-//! - [`consensus`]: the seam blocks come through ([`consensus::Consensus`]), with
-//!   the single-validator engine; nothing else assumes one validator.
+//! - [`consensus`]: blocks come from malachite's BFT engine (`deed-consensus`); the
+//!   node lends it its chain and mempool. `deed dev` is a one-validator network on
+//!   the same path.
 //! - [`node`]: the core — mempool, block application with the canonical referee,
 //!   atomic persistence of state, blocks and the transaction index ([`chain`]).
 //! - [`roles`]: the executor (runs assigned jobs; direct calls come through the

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use deed_client::api::ModelManifest;
+use deed_consensus::{ConsensusHandle, NodeSecretKey, ValAddr, ValidatorSet};
 use deed_ledger::{Job, Params, RuntimeReferee, State};
 use deed_store::{AnyBlobStore, FsBlobStore, MemoryBlobStore, MemoryStateStore, ObjectBlobStore};
 use deed_store::{RedbStateStore, StateStore};
@@ -16,7 +17,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::chain::{Chain, Committed};
 use crate::config::Config;
-use crate::consensus::{Application, BoxFuture, Consensus, SingleValidator};
+use crate::consensus::{validator_config, validator_set, GenesisValidator, NodeChain, NodePool};
 use crate::error::{ApiError, NodeError, TxRejection};
 use crate::mempool::Mempool;
 use crate::metrics::Metrics;
@@ -25,8 +26,11 @@ use crate::runner::{JobRun, ModelCache};
 /// The accounts a node acts as.
 #[derive(Clone)]
 pub struct NodeKeys {
-    /// Signs blocks (single validator) and is paid transaction fees.
+    /// The validator's operator account: names the blocks it proposes and is paid
+    /// their transaction fees.
     pub validator: SecretKey,
+    /// The ed25519 key the node votes with and its consensus network identity.
+    pub consensus: NodeSecretKey,
     /// Runs jobs and signs receipts; answers direct calls.
     pub executor: SecretKey,
     /// Further executor accounts run by the same node. Each bonds and serves like
@@ -52,6 +56,7 @@ impl std::fmt::Debug for NodeKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeKeys")
             .field("validator", &self.validator.address())
+            .field("consensus", &self.consensus.public_key())
             .field(
                 "executors",
                 &self.executors().map(|k| k.address()).collect::<Vec<_>>(),
@@ -77,6 +82,8 @@ pub struct Genesis {
     pub params: Params,
     /// Initial balances.
     pub allocations: Vec<(Address, Amount)>,
+    /// The validators of the first height.
+    pub validators: Vec<GenesisValidator>,
 }
 
 /// A job result the executor computed for a direct call, waiting for the request
@@ -94,6 +101,7 @@ pub struct Node {
     pub(crate) models: ModelCache,
     pub(crate) metrics: Metrics,
     blocks: broadcast::Sender<Arc<Committed>>,
+    valset: ValidatorSet,
     validators: Vec<(Address, u128)>,
     /// Direct-call requests served and not yet settled, by request hash.
     pub(crate) direct: Mutex<DirectResults>,
@@ -121,12 +129,30 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A started node: the shared core, the consensus engine not yet running, and the
+/// Where the consensus engine keeps its WAL and store: under the data directory,
+/// or in a temporary directory for a node that keeps nothing.
+#[derive(Debug)]
+enum ConsensusHome {
+    Dir(std::path::PathBuf),
+    Temp(tempfile::TempDir),
+}
+
+impl ConsensusHome {
+    fn path(&self) -> std::path::PathBuf {
+        match self {
+            ConsensusHome::Dir(p) => p.clone(),
+            ConsensusHome::Temp(t) => t.path().to_path_buf(),
+        }
+    }
+}
+
+/// A started node: the shared core, the consensus engine once spawned, and the
 /// shutdown switch.
 pub struct Started {
     /// The node.
     pub node: Arc<Node>,
-    consensus: Option<Box<dyn Consensus>>,
+    consensus: Option<ConsensusHandle>,
+    home: ConsensusHome,
     shutdown: watch::Sender<bool>,
 }
 
@@ -145,28 +171,35 @@ impl Node {
         storage: Storage,
         genesis: Genesis,
     ) -> Result<Started, NodeError> {
-        let (state_store, blobs): (Box<dyn StateStore + Send>, AnyBlobStore) = match storage {
-            Storage::Memory => (
-                Box::new(MemoryStateStore::new()),
-                MemoryBlobStore::new(cfg.blob_limits()).into(),
-            ),
-            Storage::Disk => {
-                let dir = &cfg.data_dir;
-                create_dir(dir)?;
-                let blob_dir = dir.join("blobs");
-                create_dir(&blob_dir)?;
-                let blobs: AnyBlobStore = match &cfg.s3 {
-                    Some(s3) => {
-                        ObjectBlobStore::s3(&s3.to_store_config(), cfg.blob_limits())?.into()
-                    }
-                    None => FsBlobStore::open(&blob_dir, cfg.blob_limits())?.into(),
-                };
-                (
-                    Box::new(RedbStateStore::open(dir.join("state.redb"))?),
-                    blobs,
-                )
-            }
-        };
+        let valset = validator_set(&genesis.validators)?;
+        let (state_store, blobs, home): (Box<dyn StateStore + Send>, AnyBlobStore, _) =
+            match storage {
+                Storage::Memory => (
+                    Box::new(MemoryStateStore::new()),
+                    MemoryBlobStore::new(cfg.blob_limits()).into(),
+                    ConsensusHome::Temp(tempfile::tempdir().map_err(|source| NodeError::Io {
+                        op: "create a temporary consensus directory",
+                        source,
+                    })?),
+                ),
+                Storage::Disk => {
+                    let dir = &cfg.data_dir;
+                    create_dir(dir)?;
+                    let blob_dir = dir.join("blobs");
+                    create_dir(&blob_dir)?;
+                    let blobs: AnyBlobStore = match &cfg.s3 {
+                        Some(s3) => {
+                            ObjectBlobStore::s3(&s3.to_store_config(), cfg.blob_limits())?.into()
+                        }
+                        None => FsBlobStore::open(&blob_dir, cfg.blob_limits())?.into(),
+                    };
+                    (
+                        Box::new(RedbStateStore::open(dir.join("state.redb"))?),
+                        blobs,
+                        ConsensusHome::Dir(dir.join("consensus")),
+                    )
+                }
+            };
         let chain_id = cfg.chain_id;
         let chain = Chain::open(state_store, || {
             State::genesis(chain_id, genesis.params, &genesis.allocations)
@@ -179,11 +212,6 @@ impl Node {
                 cfg.chain_id
             )));
         }
-        let consensus: Box<dyn Consensus> = Box::new(SingleValidator::new(
-            keys.validator.clone(),
-            cfg.block_interval(),
-            cfg.heartbeat(),
-        ));
         let metrics = Metrics::new().map_err(|e| NodeError::Config(format!("metrics: {e}")))?;
         metrics.height.set(chain.head().height as i64);
         let (blocks, _) = broadcast::channel(256);
@@ -194,7 +222,12 @@ impl Node {
             blobs: Arc::new(blobs),
             metrics,
             blocks,
-            validators: consensus.validators(),
+            validators: valset
+                .validators()
+                .iter()
+                .map(|v| (v.address.0, u128::from(v.voting_power)))
+                .collect(),
+            valset,
             direct: Mutex::new(HashMap::new()),
             direct_served: Mutex::new(HashSet::new()),
             traces: Mutex::new(HashMap::new()),
@@ -206,7 +239,8 @@ impl Node {
         let (shutdown, _) = watch::channel(false);
         Ok(Started {
             node,
-            consensus: Some(consensus),
+            consensus: None,
+            home,
             shutdown,
         })
     }
@@ -226,7 +260,7 @@ impl Node {
         f(&lock(&self.chain))
     }
 
-    /// The validators of the consensus engine.
+    /// The validators and their voting power.
     pub fn validators(&self) -> &[(Address, u128)] {
         &self.validators
     }
@@ -234,6 +268,11 @@ impl Node {
     /// Transactions waiting.
     pub fn mempool_len(&self) -> usize {
         lock(&self.mempool).len()
+    }
+
+    /// The oldest `n` waiting transactions, in the order a block takes them.
+    pub fn pending(&self, n: usize) -> Vec<SignedTransaction> {
+        lock(&self.mempool).peek(n)
     }
 
     /// A waiting transaction's sender and action name.
@@ -404,66 +443,57 @@ fn create_dir(dir: &Path) -> Result<(), NodeError> {
     })
 }
 
-impl Application for Node {
-    fn has_pending(&self) -> bool {
-        !lock(&self.mempool).is_empty()
-    }
-
-    fn propose(&self, proposer: Address, time: u64) -> Result<Block, NodeError> {
-        let chain = lock(&self.chain);
-        let txs = lock(&self.mempool).peek(self.cfg.limits.max_block_txs);
-        Ok(deed_ledger::next_block(chain.state(), proposer, time, txs))
-    }
-
-    fn commit(&self, block: Block) -> BoxFuture<'_, Result<(), NodeError>> {
-        Box::pin(async move {
-            let referee = self.referee_for(&block).await;
-            let started = std::time::Instant::now();
-            let committed = {
-                let mut chain = lock(&self.chain);
-                let committed = Arc::new(chain.commit(block, &referee)?);
-                let included: HashSet<Hash> = committed
-                    .outcome
-                    .results
-                    .iter()
-                    .map(|r| r.tx_hash)
-                    .collect();
-                let mut mempool = lock(&self.mempool);
-                mempool.recheck(chain.state(), &included);
-                // The executor's bond goes in before anyone can see this block, so a
-                // request for a model registered here queues behind it.
-                if self.cfg.roles.executor {
-                    for key in self.keys.executors() {
-                        let me = key.address();
-                        let bond_included = committed
-                            .block
-                            .txs
-                            .iter()
-                            .zip(&committed.outcome.results)
-                            .any(|(t, r)| {
-                                r.sender == Some(me) && matches!(t.tx.action, Action::Bond { .. })
-                            });
-                        if bond_included || !mempool_has_bond(&mempool, me) {
-                            lock(&self.bond_requested).remove(&me);
-                        }
+impl Node {
+    /// Applies and persists a decided block (loading the models its referee moves
+    /// need first), then rechecks the mempool against the new state and tells the
+    /// roles.
+    pub async fn commit_block(&self, block: Block) -> Result<Arc<Committed>, NodeError> {
+        let referee = self.referee_for(&block).await;
+        let started = std::time::Instant::now();
+        let committed = {
+            let mut chain = lock(&self.chain);
+            let committed = Arc::new(chain.commit(block, &referee)?);
+            let included: HashSet<Hash> = committed
+                .outcome
+                .results
+                .iter()
+                .map(|r| r.tx_hash)
+                .collect();
+            let mut mempool = lock(&self.mempool);
+            mempool.recheck(chain.state(), &included);
+            // The executor's bond goes in before anyone can see this block, so a
+            // request for a model registered here queues behind it.
+            if self.cfg.roles.executor {
+                for key in self.keys.executors() {
+                    let me = key.address();
+                    let bond_included = committed
+                        .block
+                        .txs
+                        .iter()
+                        .zip(&committed.outcome.results)
+                        .any(|(t, r)| {
+                            r.sender == Some(me) && matches!(t.tx.action, Action::Bond { .. })
+                        });
+                    if bond_included || !mempool_has_bond(&mempool, me) {
+                        lock(&self.bond_requested).remove(&me);
                     }
-                    self.refresh_bond(chain.state(), &mut mempool);
                 }
-                self.metrics.mempool.set(mempool.len() as i64);
-                committed
-            };
-            self.metrics.observe_block(&committed, started.elapsed());
-            // No receivers is fine: nobody follows the chain yet.
-            let _ = self.blocks.send(committed);
-            Ok(())
-        })
+                self.refresh_bond(chain.state(), &mut mempool);
+            }
+            self.metrics.mempool.set(mempool.len() as i64);
+            committed
+        };
+        self.metrics.observe_block(&committed, started.elapsed());
+        // No receivers is fine: nobody follows the chain yet.
+        let _ = self.blocks.send(committed.clone());
+        Ok(committed)
     }
 }
 
 impl Started {
-    /// Starts the consensus engine and the role tasks. Returns the task handles;
-    /// [`Started::shutdown`] stops them.
-    pub fn spawn(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts the consensus engine and the role tasks. Returns the role tasks'
+    /// handles; [`Started::stop`] stops everything.
+    pub async fn spawn(&mut self) -> Result<Vec<tokio::task::JoinHandle<()>>, NodeError> {
         let mut handles = Vec::new();
         let node = self.node.clone();
         if node.cfg.roles.executor {
@@ -476,18 +506,27 @@ impl Started {
             let rx = node.subscribe();
             handles.push(tokio::spawn(crate::roles::follow(node.clone(), rx)));
         }
-        if node.cfg.roles.validator {
-            if let Some(engine) = self.consensus.take() {
-                let app: Arc<dyn Application> = node.clone();
-                let rx = self.shutdown.subscribe();
-                handles.push(tokio::spawn(async move {
-                    if let Err(e) = engine.run(app, rx).await {
-                        tracing::error!(error = %e, "consensus stopped");
-                    }
-                }));
-            }
+        if self.consensus.is_none() {
+            let vcfg = validator_config(&node.cfg, self.home.path());
+            let handle = deed_consensus::start_validator(
+                &vcfg,
+                node.cfg.chain_id,
+                node.keys.consensus.clone(),
+                ValAddr(node.keys.validator.address()),
+                node.valset.clone(),
+                NodeChain(node.clone()),
+                Arc::new(NodePool(node.clone())),
+            )
+            .await
+            .map_err(|e| NodeError::Config(format!("consensus: {e}")))?;
+            self.consensus = Some(handle);
         }
-        handles
+        Ok(handles)
+    }
+
+    /// Whether the consensus engine stopped on its own (a fatal error).
+    pub fn consensus_failed(&self) -> bool {
+        self.consensus.as_ref().is_some_and(|c| c.is_finished())
     }
 
     /// A receiver that turns true on shutdown.
@@ -495,8 +534,12 @@ impl Started {
         self.shutdown.subscribe()
     }
 
-    /// Stops the consensus engine.
-    pub fn shutdown(&self) {
+    /// Signals shutdown to the API and the roles, then stops the consensus engine
+    /// and waits until its actors, network and WAL are released.
+    pub async fn stop(&mut self) {
         let _ = self.shutdown.send(true);
+        if let Some(c) = self.consensus.take() {
+            c.stop().await;
+        }
     }
 }

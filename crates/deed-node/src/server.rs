@@ -43,7 +43,7 @@ pub async fn start(
     cfg.http = addr;
     let mut started = Node::open(cfg, keys, storage, genesis)?;
     let node = started.node.clone();
-    let tasks = started.spawn();
+    let tasks = started.spawn().await?;
     let app = crate::http::router(node.clone());
     let mut stop = started.shutdown_signal();
     let server = tokio::spawn(async move {
@@ -73,8 +73,8 @@ pub async fn start(
 impl Running {
     /// Stops the API, the consensus engine and the roles, and waits (a few seconds
     /// at most) until the node is released, so its data directory can be reopened.
-    pub async fn stop(self) {
-        self.started.shutdown();
+    pub async fn stop(mut self) {
+        self.started.stop().await;
         for t in &self.tasks {
             t.abort();
         }
