@@ -7,6 +7,7 @@ pub mod devnode;
 pub mod keystore;
 pub mod modelinfo;
 pub mod tensor_io;
+pub mod testnet;
 
 /// A tensor name made safe as a file name: anything but letters, digits, `_`, `-`
 /// and `.` becomes `_`.

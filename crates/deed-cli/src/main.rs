@@ -36,6 +36,80 @@ enum Command {
     Node(commands::NodeCommand),
     /// Run a whole dev network in this process (every role, funded dev accounts).
     Dev(DevArgs),
+    /// Create a node's home directory: fresh keys, a configuration, and a genesis
+    /// in which this node is the only validator.
+    Init(InitArgs),
+    /// Run a node of a network from its home directory (see `deed init`).
+    #[command(name = "node")]
+    RunNode(RunNodeArgs),
+    /// Start or stop a network of separate node processes on this machine.
+    #[command(subcommand)]
+    Testnet(TestnetCmd),
+}
+
+#[derive(Args, Debug)]
+struct InitArgs {
+    /// The home directory to create.
+    #[arg(long, value_name = "DIR")]
+    home: PathBuf,
+    /// The chain id of the genesis written.
+    #[arg(long, default_value_t = 1)]
+    chain_id: u64,
+    /// HTTP API address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8545")]
+    http: std::net::SocketAddr,
+    /// Consensus p2p address (TCP).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:26656")]
+    p2p: std::net::SocketAddr,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct RunNodeArgs {
+    /// The node's configuration file (`genesis.json` and `node_keys.json` are read
+    /// from the same directory).
+    #[arg(long, value_name = "FILE", conflicts_with = "home")]
+    config: Option<PathBuf>,
+    /// The node's home directory (the same as `--config HOME/config.toml`).
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum TestnetCmd {
+    /// Write a genesis and configurations, start every node and print their
+    /// endpoints and the funded keys. The nodes keep running until `deed testnet stop`.
+    Start {
+        /// Validator processes.
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Executor processes.
+        #[arg(long, default_value_t = 0)]
+        executors: usize,
+        /// Watcher processes.
+        #[arg(long, default_value_t = 0)]
+        watchers: usize,
+        /// Where the nodes' homes go.
+        #[arg(long, value_name = "DIR", default_value = "deed-testnet")]
+        dir: PathBuf,
+        /// The first node's IP; node i listens on this plus i.
+        #[arg(long, value_name = "IP", default_value = "127.0.0.10")]
+        ip: std::net::Ipv4Addr,
+        /// Put every node on --ip (for systems that only route 127.0.0.1).
+        #[arg(long)]
+        same_ip: bool,
+        /// Node i's consensus port is this plus i, its HTTP port this plus 100 plus i.
+        #[arg(long, default_value_t = 26_000)]
+        base_port: u16,
+    },
+    /// Stop the testnet in DIR.
+    Stop {
+        /// The testnet's directory.
+        #[arg(long, value_name = "DIR", default_value = "deed-testnet")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -144,6 +218,9 @@ fn main() -> ExitCode {
             commands::run(c, cli.node, json).map(|out| ExitCode::from(commands::print(&out, json)))
         }
         Command::Dev(a) => cmd_dev(a),
+        Command::Init(a) => cmd_init(a, json),
+        Command::RunNode(a) => cmd_node(a),
+        Command::Testnet(c) => cmd_testnet(c, json),
     };
     match result {
         Ok(code) => code,
@@ -162,6 +239,128 @@ fn main() -> ExitCode {
     }
 }
 
+fn init_logs(default: &str) {
+    // The node's own log on stderr; `DEED_LOG` (tracing's filter syntax, e.g.
+    // `deed_node=debug`) for more.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DEED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn cmd_init(a: InitArgs, json: bool) -> Result<ExitCode> {
+    let out = deed_node::operator::init(&deed_node::operator::InitOptions {
+        home: a.home.clone(),
+        chain_id: a.chain_id,
+        http: a.http,
+        p2p: a.p2p,
+        force: a.force,
+    })?;
+    let entry = serde_json::to_value(&out.validator)?;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "config": out.config,
+                "validator": entry,
+                "accounts": out.accounts.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        println!("wrote {}", out.config.display());
+        println!("validator entry for a shared genesis.json:\n  {entry}");
+        println!(
+            "accounts (funded in the genesis written): validator {}, executor {}, watcher {}",
+            out.accounts[0], out.accounts[1], out.accounts[2]
+        );
+        println!("run it: deed node --config {}", out.config.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_node(a: RunNodeArgs) -> Result<ExitCode> {
+    let config = match (a.config, a.home) {
+        (Some(c), _) => c,
+        (None, Some(h)) => h.join(deed_node::operator::CONFIG_FILE),
+        (None, None) => bail!("give --config FILE or --home DIR (see `deed init`)"),
+    };
+    let files = deed_node::operator::load_home(&config, &Default::default())?;
+    init_logs("warn");
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(deed_node::operator::run_node(files))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_testnet(c: TestnetCmd, json: bool) -> Result<ExitCode> {
+    use deed_cli::testnet;
+    match c {
+        TestnetCmd::Start {
+            validators,
+            executors,
+            watchers,
+            dir,
+            ip,
+            same_ip,
+            base_port,
+        } => {
+            let exe = std::env::current_exe().context("cannot find this program")?;
+            let opts = testnet::Options {
+                validators,
+                executors,
+                watchers,
+                dir: dir.clone(),
+                ip,
+                same_ip,
+                base_port,
+                ..testnet::Options::default()
+            };
+            let layout = testnet::start(&exe, &opts)?;
+            let funded: Vec<(String, String)> = (0..deed_node::dev::DEV_ACCOUNTS)
+                .map(|i| {
+                    let k = deed_node::dev::dev_account(i);
+                    (k.address().to_string(), hex::encode(k.to_bytes()))
+                })
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    json!({ "chain_id": layout.chain_id, "nodes": layout.nodes, "funded": funded })
+                );
+            } else {
+                println!("testnet of chain {} in {}", layout.chain_id, dir.display());
+                for n in &layout.nodes {
+                    println!(
+                        "  node {}  {:<9}  api {}  p2p {}  log {}",
+                        n.index,
+                        format!("{:?}", n.role).to_lowercase(),
+                        n.url(),
+                        n.p2p,
+                        n.home.join("node.log").display()
+                    );
+                }
+                println!("funded accounts (keys are public, test only):");
+                for (a, k) in &funded {
+                    println!("  {a}  0x{k}");
+                }
+                println!("stop it: deed testnet stop --dir {}", dir.display());
+            }
+        }
+        TestnetCmd::Stop { dir } => {
+            let n = testnet::stop(&dir)?;
+            if json {
+                println!("{}", json!({ "stopped": n }));
+            } else {
+                println!("stopped {n} node processes");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_dev(a: DevArgs) -> Result<ExitCode> {
     let overrides = deed_node::Overrides {
         config: a.config,
@@ -171,14 +370,7 @@ fn cmd_dev(a: DevArgs) -> Result<ExitCode> {
     };
     let mut cfg = deed_node::Config::load_from_process(deed_node::dev::dev_config(), &overrides)?;
     cfg.faults = deed_node::fault::Faults::parse(&a.fault)?;
-    // The node's own log on stderr: warnings by default, `DEED_LOG` (tracing's
-    // filter syntax, e.g. `deed_node=debug`) for more.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DEED_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs("warn");
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(deed_node::run_dev(cfg, usize::from(a.executors)))?;
     Ok(ExitCode::SUCCESS)

@@ -141,6 +141,31 @@ pub struct Status {
     pub version: String,
 }
 
+/// `GET /v1/blocks/{height}`: a committed block's header and transactions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BlockView {
+    /// Its height.
+    pub height: u64,
+    /// Its hash.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub hash: Hash,
+    /// The parent's hash.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub prev_hash: Hash,
+    /// The state root before it (after the parent).
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub state_root: Hash,
+    /// The validator that proposed it.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub proposer: Address,
+    /// Its time, seconds since the Unix epoch (the proposer's clock).
+    pub time: u64,
+    /// Its transactions' hashes, in order.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub txs: Vec<Hash>,
+}
+
 /// `GET /v1/accounts/{address}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -6,8 +6,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    AccountView, BlobInfo, DirectRequest, DirectResponse, DisputeView, ErrorBody, JobView,
-    ModelView, Status, SubmitTx, TxState, TxSubmitted, TxView, UploadStatus, VersionView, PREFIX,
+    AccountView, BlobInfo, BlockView, DirectRequest, DirectResponse, DisputeView, ErrorBody,
+    JobView, ModelView, Status, SubmitTx, TxState, TxSubmitted, TxView, UploadStatus, VersionView,
+    PREFIX,
 };
 use crate::error::ClientError;
 use crate::hexbytes;
@@ -184,6 +185,11 @@ impl Client {
     /// `GET /v1/status`.
     pub async fn status(&self) -> Result<Status, ClientError> {
         self.get(&format!("{PREFIX}/status")).await
+    }
+
+    /// `GET /v1/blocks/{height}`.
+    pub async fn block(&self, height: u64) -> Result<BlockView, ClientError> {
+        self.get(&format!("{PREFIX}/blocks/{height}")).await
     }
 
     /// `GET /v1/accounts/{address}`.

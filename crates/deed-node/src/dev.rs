@@ -130,11 +130,15 @@ pub async fn start_dev(cfg: Config, executors: usize) -> Result<Running, NodeErr
 }
 
 /// What `deed dev` runs: prints the dev accounts and the ready line
-/// (`deed dev listening on http://ADDR`) once the API accepts connections, then
-/// serves until Ctrl-C.
+/// (`deed dev listening on http://ADDR`) once the API accepts connections and the
+/// first block (with the executors' bonds) is committed, then serves until Ctrl-C
+/// or SIGTERM.
 pub async fn run_dev(cfg: Config, executors: usize) -> Result<(), NodeError> {
     let data_dir = cfg.data_dir.clone();
     let running = start_dev(cfg, executors).await?;
+    running
+        .wait_height(1, std::time::Duration::from_secs(60))
+        .await?;
     let keys = dev_keys_with(executors);
     println!(
         "deed dev: chain {DEV_CHAIN_ID}, data in {}",
@@ -153,12 +157,7 @@ pub async fn run_dev(cfg: Config, executors: usize) -> Result<(), NodeError> {
     println!("deed dev listening on http://{}", running.addr);
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    tokio::signal::ctrl_c()
-        .await
-        .map_err(|source| NodeError::Io {
-            op: "wait for Ctrl-C",
-            source,
-        })?;
+    crate::operator::wait_for_stop().await?;
     running.stop().await;
     Ok(())
 }

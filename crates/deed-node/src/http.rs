@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use deed_client::api::{
-    self, AccountView, BlobInfo, DirectRequest, DirectResponse, DisputeView, ErrorBody, ErrorCode,
-    ExecutorView, FeesView, JobView, LicenceView, ModelView, NamedTensor, ReceiptView, Status,
-    SubmitTx, TxState, TxSubmitted, TxView, UploadStatus, VersionView,
+    self, AccountView, BlobInfo, BlockView, DirectRequest, DirectResponse, DisputeView, ErrorBody,
+    ErrorCode, ExecutorView, FeesView, JobView, LicenceView, ModelView, NamedTensor, ReceiptView,
+    Status, SubmitTx, TxState, TxSubmitted, TxView, UploadStatus, VersionView,
 };
 use deed_ledger::{
     Dispute, DisputePhase, Escrow, Job, JobStatus, Model, State as LedgerState, Version,
@@ -52,6 +52,7 @@ pub fn router(node: Arc<Node>) -> Router {
     let limit = node.cfg.limits.max_body_size;
     Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/blocks/{height}", get(block))
         .route("/v1/accounts/{address}", get(account))
         .route("/v1/transactions", post(submit_tx))
         .route("/v1/transactions/{hash}", get(transaction))
@@ -182,6 +183,23 @@ async fn status(State(node): Shared) -> ApiResult<Status> {
             .map(|(a, p)| (*a, p.to_string()))
             .collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+    }))
+}
+
+async fn block(State(node): Shared, Path(height): Path<String>) -> ApiResult<BlockView> {
+    let height: u64 = parse("height", &height)?;
+    let b = node
+        .with_state(|c| c.block(height))
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))?;
+    Ok(Json(BlockView {
+        height,
+        hash: b.header.hash(),
+        prev_hash: b.header.prev_hash,
+        state_root: b.header.state_root,
+        proposer: b.header.proposer,
+        time: b.header.time,
+        txs: b.txs.iter().map(|t| t.hash()).collect(),
     }))
 }
 

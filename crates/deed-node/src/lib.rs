@@ -13,6 +13,8 @@
 //! - [`dispute`]: plays this node's side of every dispute its executor or watcher
 //!   keys are party to.
 //! - [`dev`]: `deed dev`, a whole network in one process.
+//! - [`operator`]: `deed init` and `deed node`: a node of a real network run from
+//!   its home directory (configuration, genesis, keys).
 //! - [`fault`]: fault injection for tests (the `fault` feature).
 //!
 //! It may depend on every other Deed crate; none depends on it but the CLI.
@@ -29,6 +31,7 @@ pub mod mempool;
 pub mod metrics;
 pub mod node;
 pub mod openapi;
+pub mod operator;
 pub mod roles;
 pub mod runner;
 pub mod server;

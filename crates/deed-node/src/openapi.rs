@@ -3,9 +3,9 @@
 //! router in [`crate::http`].
 
 use deed_client::api::{
-    AccountView, BlobInfo, DirectRequest, DirectResponse, DisputeView, ErrorBody, ErrorCode,
-    ExecutorView, FeesView, JobView, LicenceView, ModelView, NamedTensor, ReceiptView, Status,
-    SubmitTx, TxState, TxSubmitted, TxView, UploadStatus, VersionView,
+    AccountView, BlobInfo, BlockView, DirectRequest, DirectResponse, DisputeView, ErrorBody,
+    ErrorCode, ExecutorView, FeesView, JobView, LicenceView, ModelView, NamedTensor, ReceiptView,
+    Status, SubmitTx, TxState, TxSubmitted, TxView, UploadStatus, VersionView,
 };
 use utoipa::openapi::content::Content;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
@@ -39,6 +39,14 @@ const ROUTES: &[(HttpMethod, &str, &str, Body, &str, Body)] = &[
         Body::None,
         "200",
         Body::Json("Status"),
+    ),
+    (
+        HttpMethod::Get,
+        "/v1/blocks/{height}",
+        "A committed block's header and transaction hashes",
+        Body::None,
+        "200",
+        Body::Json("BlockView"),
     ),
     (
         HttpMethod::Get,
@@ -258,6 +266,7 @@ fn method_name(m: &HttpMethod) -> &'static str {
 pub fn document() -> String {
     let components = ComponentsBuilder::new()
         .schema_from::<Status>()
+        .schema_from::<BlockView>()
         .schema_from::<AccountView>()
         .schema_from::<ExecutorView>()
         .schema_from::<SubmitTx>()

@@ -71,6 +71,25 @@ pub async fn start(
 }
 
 impl Running {
+    /// Waits until the chain reaches `height`, or fails after `limit`.
+    pub async fn wait_height(&self, height: u64, limit: Duration) -> Result<(), NodeError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.node.with_state(|c| c.head().height) >= height {
+                return Ok(());
+            }
+            if self.started.consensus_failed() {
+                return Err(NodeError::Config("the consensus engine stopped".into()));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::Config(format!(
+                    "no block {height} after {limit:?}: is a quorum of validators running?"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the API, the consensus engine and the roles, and waits (a few seconds
     /// at most) until the node is released, so its data directory can be reopened.
     pub async fn stop(mut self) {
