@@ -6,6 +6,7 @@ pub mod conformance;
 pub mod devnode;
 pub mod keystore;
 pub mod modelinfo;
+pub mod scenario;
 pub mod tensor_io;
 pub mod testnet;
 

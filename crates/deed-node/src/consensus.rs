@@ -41,7 +41,7 @@ pub fn validator_set(validators: &[GenesisValidator]) -> Result<ValidatorSet, No
             .iter()
             .map(|v| Validator {
                 address: ValAddr(v.operator),
-                public_key: v.consensus_key.clone(),
+                public_key: v.consensus_key,
                 voting_power: v.power,
             })
             .collect(),

@@ -106,7 +106,7 @@ impl GenesisFile {
                 .iter()
                 .map(|v| GenesisValidator {
                     operator: v.operator,
-                    consensus_key: v.consensus_key.clone(),
+                    consensus_key: v.consensus_key,
                     power: v.power,
                 })
                 .collect(),

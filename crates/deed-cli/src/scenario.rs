@@ -1,0 +1,854 @@
+//! A small language for network scenarios, run against real node processes.
+//!
+//! A scenario is a text file of steps, one per line (`#` starts a comment):
+//!
+//! ```text
+//! testnet validators=4 executors=0 watchers=0   # start the processes (proxied links)
+//! wait height>=5 on=all within=60s              # on=all | live | 0,1,3
+//! wait height>=+5                               # 5 past the highest height among them now
+//! load start tps=20 accounts=4                  # signed transfers in the background
+//! load stop
+//! kill 2 signal=KILL                            # KILL (default) or TERM
+//! kill random signal=KILL                       # a live node chosen by the scenario's seed
+//! restart 2                                     # or `restart last`: the node killed last
+//! partition 0,1 | 2,3                           # cut every link between the groups
+//! heal
+//! assert same-chain                             # equal block hashes at every common height
+//! assert committed-all                          # every committed load tx is on every node
+//! assert stalled for=3s on=live                 # no node's height moves for that long
+//! sleep 2s
+//! ```
+//!
+//! Nodes reach each other's consensus port only through a TCP relay per ordered
+//! pair of nodes, which this harness runs; `partition` stops the relays between
+//! groups from forwarding anything (the bytes wait, as packets dropped on a real
+//! link are resent later), `heal` lets them flow again. That needs no privileges
+//! and works on any system.
+//!
+//! Every check reads the nodes' HTTP API: `/v1/status`, `/v1/blocks/{h}` and
+//! `/v1/transactions/{hash}`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use deed_client::api::TxState;
+use deed_client::Client;
+use deed_types::{Action, Hash, Transaction};
+
+use crate::testnet::{self, Layout, NodeSpec, Options};
+
+/// One step of a scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Create and start a testnet.
+    Testnet {
+        /// Validator processes.
+        validators: usize,
+        /// Executor processes.
+        executors: usize,
+        /// Watcher processes.
+        watchers: usize,
+    },
+    /// Wait until the nodes reach a height.
+    Wait {
+        /// The height, or an increase over each node's current height.
+        height: u64,
+        /// Whether `height` is relative.
+        relative: bool,
+        /// Which nodes.
+        on: Nodes,
+        /// How long at most.
+        within: Duration,
+    },
+    /// Stop a node.
+    Kill {
+        /// Which node.
+        node: Target,
+        /// SIGKILL (true) or SIGTERM.
+        hard: bool,
+    },
+    /// Start a stopped node again.
+    Restart(Target),
+    /// Cut the links between two groups of nodes.
+    Partition(Vec<usize>, Vec<usize>),
+    /// Restore every link.
+    Heal,
+    /// Start sending transfers.
+    LoadStart {
+        /// Transactions per second in all.
+        tps: u32,
+        /// Sending accounts (dev accounts).
+        accounts: usize,
+    },
+    /// Stop sending.
+    LoadStop,
+    /// Check a property.
+    Assert(Check),
+    /// Wait.
+    Sleep(Duration),
+}
+
+/// A set of nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Nodes {
+    /// Every node.
+    All,
+    /// The running nodes.
+    Live,
+    /// These.
+    List(Vec<usize>),
+}
+
+/// A node to act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// This one.
+    Index(usize),
+    /// A running one chosen from the scenario's seed (for `kill`), or the node
+    /// killed last (for `restart`).
+    Random,
+}
+
+/// A property of the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Every pair of running nodes has the same block at every height both have.
+    SameChain,
+    /// Every load transaction a node reported committed is committed, at the same
+    /// height, on every running node.
+    CommittedAll,
+    /// No node of the set commits a block for the duration.
+    Stalled {
+        /// How long.
+        duration: Duration,
+        /// Which nodes.
+        on: Nodes,
+    },
+}
+
+fn duration(s: &str) -> Result<Duration> {
+    let (n, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: u64 = n.parse().with_context(|| format!("bad duration {s:?}"))?;
+    match unit {
+        "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        _ => bail!("bad duration unit in {s:?} (s or ms)"),
+    }
+}
+
+fn nodes(s: &str) -> Result<Nodes> {
+    match s {
+        "all" => Ok(Nodes::All),
+        "live" => Ok(Nodes::Live),
+        list => Ok(Nodes::List(indices(list)?)),
+    }
+}
+
+fn indices(s: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|p| {
+            p.trim()
+                .parse()
+                .with_context(|| format!("bad node list {s:?}"))
+        })
+        .collect()
+}
+
+/// Parses a scenario.
+pub fn parse(text: &str) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let step = parse_line(line).with_context(|| format!("line {}: {raw:?}", n + 1))?;
+        steps.push(step);
+    }
+    Ok(steps)
+}
+
+fn parse_line(line: &str) -> Result<Step> {
+    let mut words = line.split_whitespace();
+    let verb = words.next().unwrap_or("");
+    let rest: Vec<&str> = words.collect();
+    let mut kv: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut plain = Vec::new();
+    for w in &rest {
+        if w.starts_with("height>=") {
+            plain.push(*w);
+            continue;
+        }
+        match w.split_once('=') {
+            Some((k, v)) => {
+                kv.insert(k, v);
+            }
+            None => plain.push(*w),
+        }
+    }
+    let num = |k: &str, d: usize| -> Result<usize> {
+        kv.get(k)
+            .map(|v| v.parse().with_context(|| format!("bad {k}")))
+            .unwrap_or(Ok(d))
+    };
+    Ok(match verb {
+        "testnet" => Step::Testnet {
+            validators: num("validators", 4)?,
+            executors: num("executors", 0)?,
+            watchers: num("watchers", 0)?,
+        },
+        "wait" => {
+            let cond = plain
+                .first()
+                .ok_or_else(|| anyhow!("wait needs height>=N"))?;
+            let h = cond
+                .strip_prefix("height>=")
+                .ok_or_else(|| anyhow!("wait understands height>=N"))?;
+            let (relative, h) = match h.strip_prefix('+') {
+                Some(r) => (true, r),
+                None => (false, h),
+            };
+            Step::Wait {
+                height: h.parse().context("bad height")?,
+                relative,
+                on: nodes(kv.get("on").copied().unwrap_or("all"))?,
+                within: duration(kv.get("within").copied().unwrap_or("60s"))?,
+            }
+        }
+        "kill" => Step::Kill {
+            node: match plain.first().copied() {
+                Some("random") => Target::Random,
+                Some(i) => Target::Index(i.parse().context("bad node")?),
+                None => bail!("kill needs a node"),
+            },
+            hard: match kv.get("signal").copied().unwrap_or("KILL") {
+                "KILL" => true,
+                "TERM" => false,
+                s => bail!("unknown signal {s}"),
+            },
+        },
+        "restart" => Step::Restart(match plain.first().copied() {
+            Some("last") => Target::Random,
+            Some(i) => Target::Index(i.parse().context("bad node")?),
+            None => bail!("restart needs a node (or `last`)"),
+        }),
+        "partition" => {
+            let joined = rest.join(" ");
+            let (a, b) = joined
+                .split_once('|')
+                .ok_or_else(|| anyhow!("partition A | B"))?;
+            Step::Partition(indices(a.trim())?, indices(b.trim())?)
+        }
+        "heal" => Step::Heal,
+        "load" => match plain.first().copied() {
+            Some("start") => Step::LoadStart {
+                tps: u32::try_from(num("tps", 20)?).context("bad tps")?,
+                accounts: num("accounts", 4)?,
+            },
+            Some("stop") => Step::LoadStop,
+            _ => bail!("load start|stop"),
+        },
+        "assert" => match plain.first().copied() {
+            Some("same-chain") => Step::Assert(Check::SameChain),
+            Some("committed-all") => Step::Assert(Check::CommittedAll),
+            Some("stalled") => Step::Assert(Check::Stalled {
+                duration: duration(kv.get("for").copied().unwrap_or("3s"))?,
+                on: nodes(kv.get("on").copied().unwrap_or("live"))?,
+            }),
+            _ => bail!("assert same-chain|committed-all|stalled"),
+        },
+        "sleep" => Step::Sleep(duration(
+            plain
+                .first()
+                .ok_or_else(|| anyhow!("sleep needs a duration"))?,
+        )?),
+        v => bail!("unknown step {v:?}"),
+    })
+}
+
+/// A TCP relay from one node to another's consensus port, which a partition can
+/// cut. A cut relay forwards nothing, in either direction, until it is healed: the
+/// connections stay open and their bytes wait, as with packets dropped on a real
+/// link (a cut shorter than the peers' ping timeout keeps the connections).
+struct Relay {
+    addr: SocketAddr,
+    open: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(bind: SocketAddr, target: SocketAddr, stop: Arc<AtomicBool>) -> Result<Relay> {
+        let listener =
+            TcpListener::bind(bind).with_context(|| format!("cannot bind relay {bind}"))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let open = Arc::new(AtomicBool::new(true));
+        let o = open.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((inbound, _)) => {
+                        let _ = inbound.set_nonblocking(false);
+                        let Ok(outbound) =
+                            TcpStream::connect_timeout(&target, Duration::from_secs(2))
+                        else {
+                            continue;
+                        };
+                        pipe(inbound, outbound, &o, &stop);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Ok(Relay { addr, open })
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open.store(open, Ordering::Relaxed);
+    }
+}
+
+fn pipe(a: TcpStream, b: TcpStream, open: &Arc<AtomicBool>, stop: &Arc<AtomicBool>) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let copy = |mut from: TcpStream, mut to: TcpStream| {
+        let (open, stop) = (open.clone(), stop.clone());
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                while !open.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let n = match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                while !open.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            let _ = from.shutdown(std::net::Shutdown::Both);
+        });
+    };
+    copy(a, b2);
+    copy(b, a2);
+}
+
+/// Background transfers.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<Mutex<Vec<Hash>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A running scenario: the testnet, its processes and relays.
+pub struct Runner {
+    exe: PathBuf,
+    dir: PathBuf,
+    ip: Ipv4Addr,
+    base_port: u16,
+    layout: Option<Layout>,
+    children: BTreeMap<usize, Child>,
+    /// relays[(i, j)]: node i's link to node j.
+    relays: BTreeMap<(usize, usize), Relay>,
+    stop_relays: Arc<AtomicBool>,
+    load: Option<Load>,
+    /// Every load transaction ever accepted by a node.
+    sent: Vec<Hash>,
+    seed: u64,
+    last_killed: Option<usize>,
+    rt: tokio::runtime::Runtime,
+    log: Vec<String>,
+}
+
+impl Runner {
+    /// A runner that puts the testnet in `dir`, node `i` on `ip + i`, ports from
+    /// `base_port`. `seed` picks random targets.
+    pub fn new(exe: &Path, dir: &Path, ip: Ipv4Addr, base_port: u16, seed: u64) -> Result<Runner> {
+        Ok(Runner {
+            exe: exe.to_path_buf(),
+            dir: dir.to_path_buf(),
+            ip,
+            base_port,
+            layout: None,
+            children: BTreeMap::new(),
+            relays: BTreeMap::new(),
+            stop_relays: Arc::new(AtomicBool::new(false)),
+            load: None,
+            sent: Vec::new(),
+            seed,
+            last_killed: None,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            log: Vec::new(),
+        })
+    }
+
+    /// What happened so far, one line per step.
+    pub fn log(&self) -> &[String] {
+        &self.log
+    }
+
+    /// Runs `steps` in order; fails at the first step that fails.
+    pub fn run(&mut self, steps: &[Step]) -> Result<()> {
+        for (i, step) in steps.iter().enumerate() {
+            let t = Instant::now();
+            self.step(step)
+                .with_context(|| format!("step {} ({step:?})", i + 1))?;
+            self.log.push(format!("{step:?}: {:?}", t.elapsed()));
+        }
+        Ok(())
+    }
+
+    fn layout(&self) -> Result<&Layout> {
+        self.layout
+            .as_ref()
+            .ok_or_else(|| anyhow!("no testnet started yet"))
+    }
+
+    fn spec(&self, i: usize) -> Result<NodeSpec> {
+        self.layout()?
+            .nodes
+            .get(i)
+            .cloned()
+            .ok_or_else(|| anyhow!("no node {i}"))
+    }
+
+    fn live(&mut self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (i, c) in self.children.iter_mut() {
+            if matches!(c.try_wait(), Ok(None)) {
+                out.push(*i);
+            }
+        }
+        out
+    }
+
+    fn select(&mut self, on: &Nodes) -> Result<Vec<usize>> {
+        Ok(match on {
+            Nodes::All => (0..self.layout()?.nodes.len()).collect(),
+            Nodes::Live => self.live(),
+            Nodes::List(l) => l.clone(),
+        })
+    }
+
+    fn client(&self, i: usize) -> Result<Client> {
+        Ok(Client::new(&self.spec(i)?.url())?)
+    }
+
+    fn height(&self, i: usize) -> Option<u64> {
+        let c = self.client(i).ok()?;
+        self.rt.block_on(c.status()).ok().map(|s| s.height)
+    }
+
+    fn step(&mut self, step: &Step) -> Result<()> {
+        match step {
+            Step::Testnet {
+                validators,
+                executors,
+                watchers,
+            } => self.start_testnet(*validators, *executors, *watchers),
+            Step::Wait {
+                height,
+                relative,
+                on,
+                within,
+            } => {
+                let targets = self.select(on)?;
+                let base = if *relative {
+                    targets
+                        .iter()
+                        .filter_map(|i| self.height(*i))
+                        .max()
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
+                let goal: BTreeMap<usize, u64> =
+                    targets.iter().map(|i| (*i, base + height)).collect();
+                let deadline = Instant::now() + *within;
+                loop {
+                    let behind: Vec<(usize, Option<u64>, u64)> = goal
+                        .iter()
+                        .map(|(i, g)| (*i, self.height(*i), *g))
+                        .filter(|(_, h, g)| h.is_none_or(|h| h < *g))
+                        .collect();
+                    if behind.is_empty() {
+                        return Ok(());
+                    }
+                    if Instant::now() >= deadline {
+                        bail!("after {within:?}, (node, height, goal): {behind:?}");
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            Step::Kill { node, hard } => {
+                let i = match node {
+                    Target::Index(i) => *i,
+                    Target::Random => {
+                        let live = self.live();
+                        if live.is_empty() {
+                            bail!("no live node to kill");
+                        }
+                        self.seed = self
+                            .seed
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1_442_695_040_888_963_407);
+                        live[usize::try_from(self.seed >> 33).unwrap_or(0) % live.len()]
+                    }
+                };
+                let child = self
+                    .children
+                    .get_mut(&i)
+                    .ok_or_else(|| anyhow!("node {i} was never started"))?;
+                if *hard {
+                    child.kill().context("SIGKILL")?;
+                } else {
+                    let pid = i32::try_from(child.id()).context("pid")?;
+                    nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    )
+                    .context("SIGTERM")?;
+                }
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while matches!(child.try_wait(), Ok(None)) {
+                    if Instant::now() >= deadline {
+                        let _ = child.kill();
+                        bail!("node {i} did not stop");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                self.log.push(format!("killed node {i}"));
+                self.last_killed = Some(i);
+                Ok(())
+            }
+            Step::Restart(t) => {
+                let i = match t {
+                    Target::Index(i) => *i,
+                    Target::Random => self
+                        .last_killed
+                        .ok_or_else(|| anyhow!("no node was killed"))?,
+                };
+                let spec = self.spec(i)?;
+                let child = testnet::spawn(&self.exe, &spec)?;
+                self.children.insert(i, child);
+                Ok(())
+            }
+            Step::Partition(a, b) => {
+                for ((i, j), r) in &self.relays {
+                    let cross =
+                        (a.contains(i) && b.contains(j)) || (b.contains(i) && a.contains(j));
+                    if cross {
+                        r.set_open(false);
+                    }
+                }
+                Ok(())
+            }
+            Step::Heal => {
+                for r in self.relays.values() {
+                    r.set_open(true);
+                }
+                Ok(())
+            }
+            Step::LoadStart { tps, accounts } => self.load_start(*tps, *accounts),
+            Step::LoadStop => {
+                self.load_stop();
+                Ok(())
+            }
+            Step::Assert(c) => self.check(c),
+            Step::Sleep(d) => {
+                std::thread::sleep(*d);
+                Ok(())
+            }
+        }
+    }
+
+    fn start_testnet(
+        &mut self,
+        validators: usize,
+        executors: usize,
+        watchers: usize,
+    ) -> Result<()> {
+        let opts = Options {
+            validators,
+            executors,
+            watchers,
+            dir: self.dir.clone(),
+            ip: self.ip,
+            base_port: self.base_port,
+            ..Options::default()
+        };
+        let layout = testnet::create(&opts)?;
+        // Route every consensus link through a relay: node i dials relay (i, j),
+        // which forwards to node j.
+        let n = layout.nodes.len();
+        for i in 0..n {
+            let mut peers = Vec::new();
+            for j in (0..n).filter(|j| *j != i) {
+                let bind = SocketAddr::new(layout.nodes[i].p2p.ip(), 0);
+                let r = Relay::start(bind, layout.nodes[j].p2p, self.stop_relays.clone())?;
+                peers.push(r.addr);
+                self.relays.insert((i, j), r);
+            }
+            let path = layout.nodes[i].config();
+            let mut cfg = deed_node::Config::from_file(&path)?;
+            cfg.consensus.peers = peers;
+            std::fs::write(&path, toml::to_string_pretty(&cfg)?)?;
+        }
+        for spec in &layout.nodes {
+            let child = testnet::spawn(&self.exe, spec)?;
+            self.children.insert(spec.index, child);
+        }
+        self.layout = Some(layout);
+        Ok(())
+    }
+
+    fn load_start(&mut self, tps: u32, accounts: usize) -> Result<()> {
+        if self.load.is_some() {
+            bail!("load already running");
+        }
+        let specs = self.layout()?.nodes.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let (s, out) = (stop.clone(), sent.clone());
+        let period = Duration::from_secs_f64(1.0 / f64::from(tps.max(1)));
+        let thread = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(run_load(specs, accounts.max(1), period, s, out));
+        });
+        self.load = Some(Load {
+            stop,
+            sent,
+            thread: Some(thread),
+        });
+        Ok(())
+    }
+
+    fn load_stop(&mut self) {
+        if let Some(mut l) = self.load.take() {
+            l.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = l.thread.take() {
+                let _ = t.join();
+            }
+            let sent = l.sent.lock().unwrap_or_else(|e| e.into_inner());
+            self.sent.extend(sent.iter().copied());
+            self.log
+                .push(format!("load sent {} transactions", sent.len()));
+        }
+    }
+
+    fn check(&mut self, c: &Check) -> Result<()> {
+        match c {
+            Check::SameChain => {
+                let live = self.live();
+                let heights: Vec<(usize, u64)> = live
+                    .iter()
+                    .filter_map(|i| self.height(*i).map(|h| (*i, h)))
+                    .collect();
+                if heights.len() < live.len() {
+                    bail!("a live node does not answer");
+                }
+                let common = heights.iter().map(|(_, h)| *h).min().unwrap_or(0);
+                for h in 1..=common {
+                    let mut seen: Option<(usize, Hash)> = None;
+                    for (i, _) in &heights {
+                        let b = self
+                            .rt
+                            .block_on(self.client(*i)?.block(h))
+                            .with_context(|| format!("block {h} of node {i}"))?;
+                        match seen {
+                            None => seen = Some((*i, b.hash)),
+                            Some((j, hash)) if hash != b.hash => {
+                                bail!(
+                                    "fork at height {h}: node {j} has {hash}, node {i} has {}",
+                                    b.hash
+                                )
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                self.log
+                    .push(format!("same chain up to height {common} on {heights:?}"));
+                Ok(())
+            }
+            Check::CommittedAll => {
+                let live = self.live();
+                let mut committed = 0usize;
+                for hash in &self.sent {
+                    let mut at: Option<u64> = None;
+                    for i in &live {
+                        let state = self
+                            .rt
+                            .block_on(self.client(*i)?.transaction(hash))
+                            .ok()
+                            .map(|v| v.state);
+                        if let Some(TxState::Included { height } | TxState::Failed { height, .. }) =
+                            state
+                        {
+                            at = Some(height);
+                            break;
+                        }
+                    }
+                    let Some(height) = at else { continue };
+                    committed += 1;
+                    for i in &live {
+                        let b = self.rt.block_on(self.client(*i)?.block(height));
+                        match b {
+                            Ok(b) if b.txs.contains(hash) => {}
+                            Ok(_) => bail!("tx {hash} is not in node {i}'s block {height}"),
+                            Err(e) => bail!("node {i} lacks block {height} holding tx {hash}: {e}"),
+                        }
+                    }
+                }
+                if committed == 0 {
+                    bail!(
+                        "none of the {} load transactions was committed",
+                        self.sent.len()
+                    );
+                }
+                self.log.push(format!(
+                    "{committed} of {} load transactions committed, on every live node",
+                    self.sent.len()
+                ));
+                Ok(())
+            }
+            Check::Stalled { duration, on } => {
+                let targets = self.select(on)?;
+                let before: Vec<Option<u64>> = targets.iter().map(|i| self.height(*i)).collect();
+                std::thread::sleep(*duration);
+                let after: Vec<Option<u64>> = targets.iter().map(|i| self.height(*i)).collect();
+                // One height may still finish from votes already in flight at the cut.
+                for ((i, b), a) in targets.iter().zip(&before).zip(&after) {
+                    if let (Some(b), Some(a)) = (b, a) {
+                        if *a > b + 1 {
+                            bail!("node {i} went from height {b} to {a} while it should stall");
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops the load, every process and every relay.
+    pub fn shutdown(&mut self) {
+        self.load_stop();
+        for c in self.children.values_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.children.clear();
+        self.stop_relays.store(true, Ordering::Relaxed);
+        for r in self.relays.values() {
+            r.set_open(false);
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Sends transfers from dev accounts `0..accounts` at one per `period`, each
+/// account to its own node (the next live one when that fails), and records every
+/// transaction a node accepted.
+async fn run_load(
+    nodes: Vec<NodeSpec>,
+    accounts: usize,
+    period: Duration,
+    stop: Arc<AtomicBool>,
+    sent: Arc<Mutex<Vec<Hash>>>,
+) {
+    let clients: Vec<Client> = nodes
+        .iter()
+        .filter_map(|n| Client::new(&n.url()).ok())
+        .collect();
+    if clients.is_empty() {
+        return;
+    }
+    let keys: Vec<_> = (0..accounts).map(deed_node::dev::dev_account).collect();
+    // Per account: the node it sends to and its next nonce (None: ask the node).
+    let mut route: Vec<(usize, Option<u64>)> =
+        (0..accounts).map(|a| (a % clients.len(), None)).collect();
+    let mut tick = tokio::time::interval(period);
+    let mut k = 0usize;
+    let mut dead: HashSet<usize> = HashSet::new();
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let a = k % accounts;
+        k += 1;
+        let (node, nonce) = route[a];
+        let client = &clients[node];
+        let nonce = match nonce {
+            Some(n) => n,
+            None => match client.account(&keys[a].address()).await {
+                Ok(v) => v.nonce,
+                Err(_) => {
+                    dead.insert(node);
+                    route[a] = (next_node(node, clients.len(), &dead), None);
+                    continue;
+                }
+            },
+        };
+        let tx = Transaction {
+            chain_id: testnet::TESTNET_CHAIN_ID,
+            nonce,
+            fee: deed_node::dev::dev_params().min_tx_fee,
+            action: Action::Transfer {
+                to: keys[(a + 1) % accounts].address(),
+                amount: 1,
+            },
+        };
+        let Ok(stx) = tx.sign(&keys[a]) else { continue };
+        match client.submit(&stx).await {
+            Ok(hash) => {
+                dead.remove(&node);
+                sent.lock().unwrap_or_else(|e| e.into_inner()).push(hash);
+                route[a] = (node, Some(nonce + 1));
+            }
+            Err(deed_client::ClientError::Api { .. }) => {
+                // A nonce this node no longer expects: ask it again.
+                route[a] = (node, None);
+            }
+            Err(_) => {
+                dead.insert(node);
+                route[a] = (next_node(node, clients.len(), &dead), None);
+            }
+        }
+    }
+}
+
+fn next_node(from: usize, n: usize, dead: &HashSet<usize>) -> usize {
+    (1..=n)
+        .map(|d| (from + d) % n)
+        .find(|i| !dead.contains(i))
+        .unwrap_or((from + 1) % n)
+}
