@@ -63,6 +63,8 @@ pub struct Options {
     pub base_port: u16,
     /// Milliseconds between blocks while transactions wait.
     pub block_interval_ms: u64,
+    /// Dev accounts (`deed_node::dev::dev_account(i)`) funded in the genesis.
+    pub funded_accounts: usize,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             same_ip: false,
             base_port: 26_000,
             block_interval_ms: 100,
+            funded_accounts: DEV_ACCOUNTS,
         }
     }
 }
@@ -184,7 +187,7 @@ pub fn create(opts: &Options) -> Result<Layout> {
         });
         keys.push((k, nk));
     }
-    let mut allocations: Vec<Allocation> = (0..DEV_ACCOUNTS)
+    let mut allocations: Vec<Allocation> = (0..opts.funded_accounts)
         .map(|i| Allocation {
             address: dev_account(i).address(),
             amount: DEV_BALANCE.to_string(),
