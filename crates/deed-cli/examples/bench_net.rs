@@ -46,7 +46,10 @@ fn main() -> Result<()> {
         .map(|p| p.join("deed"))
         .context("no binary directory")?;
     if !exe.exists() {
-        bail!("{} not found: build it first (cargo build --release -p deed-cli)", exe.display());
+        bail!(
+            "{} not found: build it first (cargo build --release -p deed-cli)",
+            exe.display()
+        );
     }
     let dir = tempfile::tempdir()?;
     let opts = Options {
@@ -153,13 +156,19 @@ async fn run(layout: &testnet::Layout, txs: usize, accounts: usize) -> Result<se
             break;
         }
         if Instant::now() > deadline {
-            bail!("{} of {accepted} transactions committed after 300 s", latencies.len());
+            bail!(
+                "{} of {accepted} transactions committed after 300 s",
+                latencies.len()
+            );
         }
     }
     latencies.sort();
     let pct = |p: f64| {
         let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies.get(i).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0)
+        latencies
+            .get(i)
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or(0.0)
     };
     let secs = last_commit.duration_since(t0).as_secs_f64();
     Ok(serde_json::json!({

@@ -139,6 +139,25 @@ pub struct Status {
     pub validators: Vec<(Address, String)>,
     /// The node software version.
     pub version: String,
+    /// Consensus progress and the node's place in it.
+    #[serde(default)]
+    pub consensus: ConsensusView,
+}
+
+/// Consensus as one node sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsensusView {
+    /// Whether this node votes (its operator account is a validator).
+    pub validator: bool,
+    /// The height being decided.
+    pub height: u64,
+    /// Its round (0 unless a proposer or a quorum failed).
+    pub round: i64,
+    /// Whether the node is catching up on blocks decided without it.
+    pub syncing: bool,
+    /// Peers connected on the node network.
+    pub peers: u64,
 }
 
 /// `GET /v1/blocks/{height}`: a committed block's header and transactions.

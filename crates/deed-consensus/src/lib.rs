@@ -34,6 +34,9 @@ pub use node::{
 };
 pub use store::{ConsensusStore, StoreError};
 
+/// Where a proposed value came from: consensus, or value sync from a peer.
+pub use malachitebft_core_types::ValueOrigin;
+
 pub use codec::{BorshCodec, CodecError};
 pub use keys::{KeyError, NodePublicKey, NodeSecretKey, NodeSignature};
 pub use signing::{DeedSigner, NodeEd25519};

@@ -9,18 +9,18 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deed_consensus::{
-    BlockParams, ChainError, NodePublicKey, Timeouts, ValAddr, Validator, ValidatorConfig,
-    ValidatorSet,
+    BlockParams, ChainError, DeedCtx, EngineEvent, NodePublicKey, Timeouts, ValAddr, Validator,
+    ValidatorConfig, ValidatorSet, ValueOrigin,
 };
 use deed_ledger::{BlockOutcome, State};
 use deed_types::{encoding, Address, Block, SignedTransaction};
 
 use crate::config::Config;
 use crate::error::NodeError;
-use crate::node::Node;
+use crate::node::{lock, Node};
 
 /// A validator named in the genesis: its operator account (the block proposer and
 /// fee recipient), its consensus key and its voting power.
@@ -128,5 +128,65 @@ impl deed_consensus::Mempool for NodePool {
 
     fn on_committed(&self, _block: &Block, _state: &State) {
         // `Node::commit_block` rechecks the pool under the same lock as the commit.
+    }
+}
+
+/// What the node knows about consensus progress, from the engine's events.
+#[derive(Clone, Debug, Default)]
+pub struct ConsensusInfo {
+    /// The height being decided.
+    pub height: u64,
+    /// Its current round.
+    pub round: i64,
+    /// When a block last arrived by value sync (catching up) rather than by voting.
+    pub synced_at: Option<Instant>,
+    /// When the last block was decided.
+    pub decided_at: Option<Instant>,
+}
+
+impl ConsensusInfo {
+    /// Whether the node is catching up: it took a block from value sync in the
+    /// last few seconds.
+    pub fn syncing(&self) -> bool {
+        self.synced_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(3))
+    }
+}
+
+/// Follows the engine's events into the node's metrics and [`ConsensusInfo`].
+pub(crate) async fn follow_engine(
+    node: Arc<Node>,
+    mut events: tokio::sync::broadcast::Receiver<EngineEvent<DeedCtx>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = match events.recv().await {
+            Ok(e) => e,
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return,
+        };
+        match event {
+            EngineEvent::StartedRound(height, round, _, _) => {
+                node.metrics.consensus_rounds.inc();
+                node.metrics.consensus_round.set(round.as_i64());
+                let mut info = lock(&node.consensus_info);
+                info.height = height.0;
+                info.round = round.as_i64();
+            }
+            EngineEvent::ReceivedProposedValue(_, ValueOrigin::Sync(_)) => {
+                lock(&node.consensus_info).synced_at = Some(Instant::now());
+            }
+            EngineEvent::Decided(_) => {
+                let now = Instant::now();
+                let mut info = lock(&node.consensus_info);
+                if let Some(t) = info.decided_at {
+                    node.metrics
+                        .block_interval_seconds
+                        .observe(now.duration_since(t).as_secs_f64());
+                }
+                info.decided_at = Some(now);
+            }
+            _ => {}
+        }
     }
 }

@@ -13,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use deed_client::api::{
-    self, AccountView, BlobInfo, BlockView, DirectRequest, DirectResponse, DisputeView, ErrorBody,
-    ErrorCode, ExecutorView, FeesView, JobView, LicenceView, ModelView, NamedTensor, ReceiptView,
-    Status, SubmitTx, TxState, TxSubmitted, TxView, UploadStatus, VersionView,
+    self, AccountView, BlobInfo, BlockView, ConsensusView, DirectRequest, DirectResponse,
+    DisputeView, ErrorBody, ErrorCode, ExecutorView, FeesView, JobView, LicenceView, ModelView,
+    NamedTensor, ReceiptView, Status, SubmitTx, TxState, TxSubmitted, TxView, UploadStatus,
+    VersionView,
 };
 use deed_ledger::{
     Dispute, DisputePhase, Escrow, Job, JobStatus, Model, State as LedgerState, Version,
@@ -183,6 +184,16 @@ async fn status(State(node): Shared) -> ApiResult<Status> {
             .map(|(a, p)| (*a, p.to_string()))
             .collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        consensus: {
+            let info = node.consensus_info();
+            ConsensusView {
+                validator: node.is_validator(),
+                height: info.height,
+                round: info.round,
+                syncing: info.syncing(),
+                peers: u64::try_from(node.metrics.peers.get()).unwrap_or(0),
+            }
+        },
     }))
 }
 

@@ -28,6 +28,15 @@ pub struct Metrics {
     pub mempool: IntGauge,
     /// Time to apply and persist a block.
     pub block_seconds: Histogram,
+    /// Time between two commits, as this node saw them.
+    pub block_interval_seconds: Histogram,
+    /// Consensus rounds started (more than one per height means a proposer or
+    /// quorum failed).
+    pub consensus_rounds: IntCounter,
+    /// The round of the height being decided.
+    pub consensus_round: IntGauge,
+    /// Peers connected (the node network).
+    pub peers: IntGauge,
     /// Jobs this executor ran (ledger-assigned and direct).
     pub jobs_executed: IntCounter,
     /// Direct calls served.
@@ -114,6 +123,22 @@ impl Metrics {
                 "deed_block_seconds",
                 "Time to apply and persist a block",
             )?,
+            block_interval_seconds: histogram(
+                &r,
+                "deed_block_interval_seconds",
+                "Time between two commits",
+            )?,
+            consensus_rounds: counter(
+                &r,
+                "deed_consensus_rounds_total",
+                "Consensus rounds started",
+            )?,
+            consensus_round: gauge(
+                &r,
+                "deed_consensus_round",
+                "Round of the height being decided",
+            )?,
+            peers: gauge(&r, "deed_peers", "Peers connected")?,
             jobs_executed: counter(&r, "deed_jobs_executed_total", "Jobs run by this executor")?,
             direct_calls: counter(&r, "deed_direct_calls_total", "Direct calls served")?,
             job_seconds: histogram(&r, "deed_job_seconds", "Time to run a job")?,
@@ -187,6 +212,8 @@ mod tests {
             "deed_blob_bytes_in_total 42",
             "deed_jobs_executed_total 0",
             "deed_height 0",
+            "deed_consensus_rounds_total 0",
+            "deed_peers 0",
             "deed_http_requests_total{route=\"status\",status=\"200\"} 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");

@@ -115,6 +115,8 @@ pub struct Node {
     bond_requested: Mutex<HashSet<Address>>,
     /// Completed uploads' manifests by blob id, for chunk PUTs.
     pub(crate) uploads: Mutex<HashMap<Cid, deed_store::Manifest>>,
+    /// Consensus progress, from the engine's events.
+    pub(crate) consensus_info: Mutex<crate::consensus::ConsensusInfo>,
 }
 
 impl std::fmt::Debug for Node {
@@ -233,6 +235,7 @@ impl Node {
             traces: Mutex::new(HashMap::new()),
             bond_requested: Mutex::new(HashSet::new()),
             uploads: Mutex::new(HashMap::new()),
+            consensus_info: Mutex::new(Default::default()),
             keys,
             cfg,
         });
@@ -258,6 +261,18 @@ impl Node {
     /// Reads the committed state.
     pub fn with_state<R>(&self, f: impl FnOnce(&Chain) -> R) -> R {
         f(&lock(&self.chain))
+    }
+
+    /// Consensus progress.
+    pub fn consensus_info(&self) -> crate::consensus::ConsensusInfo {
+        lock(&self.consensus_info).clone()
+    }
+
+    /// Whether this node's operator account is in the validator set (it votes).
+    pub fn is_validator(&self) -> bool {
+        self.valset
+            .get(&ValAddr(self.keys.validator.address()))
+            .is_some()
     }
 
     /// The validators and their voting power.
@@ -519,6 +534,10 @@ impl Started {
             )
             .await
             .map_err(|e| NodeError::Config(format!("consensus: {e}")))?;
+            handles.push(tokio::spawn(crate::consensus::follow_engine(
+                node.clone(),
+                handle.events(),
+            )));
             self.consensus = Some(handle);
         }
         Ok(handles)

@@ -3,9 +3,9 @@
 //! router in [`crate::http`].
 
 use deed_client::api::{
-    AccountView, BlobInfo, BlockView, DirectRequest, DirectResponse, DisputeView, ErrorBody,
-    ErrorCode, ExecutorView, FeesView, JobView, LicenceView, ModelView, NamedTensor, ReceiptView,
-    Status, SubmitTx, TxState, TxSubmitted, TxView, UploadStatus, VersionView,
+    AccountView, BlobInfo, BlockView, ConsensusView, DirectRequest, DirectResponse, DisputeView,
+    ErrorBody, ErrorCode, ExecutorView, FeesView, JobView, LicenceView, ModelView, NamedTensor,
+    ReceiptView, Status, SubmitTx, TxState, TxSubmitted, TxView, UploadStatus, VersionView,
 };
 use utoipa::openapi::content::Content;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
@@ -267,6 +267,7 @@ pub fn document() -> String {
     let components = ComponentsBuilder::new()
         .schema_from::<Status>()
         .schema_from::<BlockView>()
+        .schema_from::<ConsensusView>()
         .schema_from::<AccountView>()
         .schema_from::<ExecutorView>()
         .schema_from::<SubmitTx>()

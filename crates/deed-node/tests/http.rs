@@ -32,6 +32,18 @@ async fn transfer_then_bad_input_changes_nothing() {
     assert_eq!(v.sender, alice.address());
     assert_eq!(v.action, "transfer");
     assert_eq!(c.balance(&bob).await, before + 1234);
+    // The block holding it says so; a height not reached yet is a typed 404.
+    let api::TxState::Included { height } = v.state else {
+        panic!("not included: {:?}", v.state)
+    };
+    let b: api::BlockView = c.get(&format!("/v1/blocks/{height}")).await.json();
+    assert!(b.txs.contains(&v.hash) && b.height == height);
+    c.get("/v1/blocks/999999999")
+        .await
+        .expect_error(api::ErrorCode::NotFound);
+    let status = c.status().await;
+    assert!(status.consensus.validator && !status.consensus.syncing);
+    assert!(status.consensus.height >= height, "{:?}", status.consensus);
 
     // Nothing below may change any balance or nonce.
     let snapshot = (c.balance(&alice).await, c.nonce(&alice).await);
