@@ -3,7 +3,8 @@
 //! A scenario is a text file of steps, one per line (`#` starts a comment):
 //!
 //! ```text
-//! testnet validators=4 executors=0 watchers=0   # start the processes (proxied links)
+//! testnet validators=4 executors=0 watchers=0   # start the processes (relayed links)
+//! testnet validators=4 executors=1 start=0,1,2,3 # start some; `start 4` later
 //! wait height>=5 on=all within=60s              # on=all | live | 0,1,3
 //! wait height>=+5                               # 5 past the highest height among them now
 //! load start tps=20 accounts=4                  # signed transfers in the background
@@ -47,7 +48,7 @@ use crate::testnet::{self, Layout, NodeSpec, Options};
 /// One step of a scenario.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Create and start a testnet.
+    /// Create a testnet and start its nodes (all, or those listed).
     Testnet {
         /// Validator processes.
         validators: usize,
@@ -55,6 +56,8 @@ pub enum Step {
         executors: usize,
         /// Watcher processes.
         watchers: usize,
+        /// The nodes to start now (`None`: all); `start N` starts the others later.
+        start: Option<Vec<usize>>,
     },
     /// Wait until the nodes reach a height.
     Wait {
@@ -206,6 +209,7 @@ fn parse_line(line: &str) -> Result<Step> {
             validators: num("validators", 4)?,
             executors: num("executors", 0)?,
             watchers: num("watchers", 0)?,
+            start: kv.get("start").map(|l| indices(l)).transpose()?,
         },
         "wait" => {
             let cond = plain
@@ -237,7 +241,7 @@ fn parse_line(line: &str) -> Result<Step> {
                 s => bail!("unknown signal {s}"),
             },
         },
-        "restart" => Step::Restart(match plain.first().copied() {
+        "restart" | "start" => Step::Restart(match plain.first().copied() {
             Some("last") => Target::Random,
             Some(i) => Target::Index(i.parse().context("bad node")?),
             None => bail!("restart needs a node (or `last`)"),
@@ -466,7 +470,8 @@ impl Runner {
                 validators,
                 executors,
                 watchers,
-            } => self.start_testnet(*validators, *executors, *watchers),
+                start,
+            } => self.start_testnet(*validators, *executors, *watchers, start.as_deref()),
             Step::Wait {
                 height,
                 relative,
@@ -588,6 +593,7 @@ impl Runner {
         validators: usize,
         executors: usize,
         watchers: usize,
+        start: Option<&[usize]>,
     ) -> Result<()> {
         let opts = Options {
             validators,
@@ -616,6 +622,9 @@ impl Runner {
             std::fs::write(&path, toml::to_string_pretty(&cfg)?)?;
         }
         for spec in &layout.nodes {
+            if start.is_some_and(|l| !l.contains(&spec.index)) {
+                continue;
+            }
             let child = testnet::spawn(&self.exe, spec)?;
             self.children.insert(spec.index, child);
         }

@@ -72,6 +72,11 @@ fn kill_nine_under_load_loses_no_committed_transaction() {
 }
 
 #[test]
+fn a_node_joining_later_syncs_the_whole_chain() {
+    run("late_join", 65);
+}
+
+#[test]
 fn scenarios_parse_and_bad_lines_are_named() {
     for entry in
         std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")).unwrap()
