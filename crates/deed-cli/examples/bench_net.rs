@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! cargo build --release -p deed-cli
-//! cargo run --release -p deed-cli --example bench_net -- [--validators 4] [--txs 20000] [--accounts 32]
+//! cargo run --release -p deed-cli --example bench_net -- [--validators 4] [--txs 20000] [--accounts 32] [--rate TX_PER_S]
 //! ```
 //!
 //! Starts `deed testnet` with the `deed` binary next to this example, pre-signs
 //! `--txs` transfers spread over `--accounts` funded accounts (nonces in order per
 //! account), submits them concurrently (each account to one node, round robin over
-//! the nodes), and follows the committed blocks. Reports committed transactions per
+//! the nodes) as fast as the nodes take them, or at `--rate` transactions per second
+//! in all, and follows the committed blocks. Reports committed transactions per
 //! second (first submission to last commit) and, per transaction, the time from
 //! its submission to the commit of its block as seen by the bench (p50, p99, max).
 //! Writes the figures as JSON to `target/net-bench.json`.
@@ -40,6 +41,7 @@ fn main() -> Result<()> {
     let validators = arg(&args, "--validators", 4)?;
     let txs = arg(&args, "--txs", 20_000)?;
     let accounts = arg(&args, "--accounts", 32)?;
+    let rate = arg(&args, "--rate", 0)?;
     let exe = std::env::current_exe()?
         .parent()
         .and_then(|p| p.parent())
@@ -61,7 +63,7 @@ fn main() -> Result<()> {
     };
     let layout = testnet::start(&exe, &opts)?;
     let rt = tokio::runtime::Runtime::new()?;
-    let result = rt.block_on(run(&layout, txs, accounts));
+    let result = rt.block_on(run(&layout, txs, accounts, rate));
     testnet::stop(&opts.dir)?;
     let report = result?;
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -71,7 +73,12 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-async fn run(layout: &testnet::Layout, txs: usize, accounts: usize) -> Result<serde_json::Value> {
+async fn run(
+    layout: &testnet::Layout,
+    txs: usize,
+    accounts: usize,
+    rate: usize,
+) -> Result<serde_json::Value> {
     let nodes: Vec<Client> = layout
         .nodes
         .iter()
@@ -108,9 +115,19 @@ async fn run(layout: &testnet::Layout, txs: usize, accounts: usize) -> Result<se
     for (a, batch) in batches.into_iter().enumerate() {
         let client = nodes[a % nodes.len()].clone();
         let submitted = submitted.clone();
+        // Each account sends its share of the rate.
+        let mut tick = (rate > 0).then(|| {
+            let mut t =
+                tokio::time::interval(Duration::from_secs_f64(accounts as f64 / rate as f64));
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         senders.push(tokio::spawn(async move {
             let mut rejected = 0usize;
             for stx in batch {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
                 let at = Instant::now();
                 match client.submit(&stx).await {
                     Ok(h) => {
@@ -174,6 +191,7 @@ async fn run(layout: &testnet::Layout, txs: usize, accounts: usize) -> Result<se
     Ok(serde_json::json!({
         "validators": layout.nodes.len(),
         "accounts": accounts,
+        "offered_rate": if rate > 0 { serde_json::json!(rate) } else { serde_json::json!("unlimited") },
         "submitted": total,
         "rejected": rejected,
         "committed": latencies.len(),
