@@ -1,7 +1,8 @@
 //! Typed errors: why a transaction failed, why a block was rejected.
 
 use deed_types::{
-    Address, Amount, DisputeId, Hash, JobId, LimitError, Mode, ModelId, ProposalId, SignatureError,
+    Address, Amount, ConsensusKeyError, DisputeId, Hash, JobId, LimitError, Mode, ModelId,
+    ProposalId, SignatureError,
 };
 
 use crate::commitment::CommitmentError;
@@ -302,6 +303,27 @@ pub enum TxError {
     /// The proposed value is invalid.
     #[error(transparent)]
     Param(#[from] ParamError),
+    /// A consensus key that is not a usable ed25519 key, or whose proof of possession
+    /// is not its signature for this chain and the sender.
+    #[error("consensus key {}: {reason}", key_hex(.key))]
+    BadConsensusKey {
+        /// The key.
+        key: [u8; 32],
+        /// What is wrong with it.
+        reason: ConsensusKeyError,
+    },
+    /// The consensus key is registered to another executor.
+    #[error("consensus key {} is already held by {holder}", key_hex(.key))]
+    ConsensusKeyInUse {
+        /// The key.
+        key: [u8; 32],
+        /// The executor holding it.
+        holder: Address,
+    },
+}
+
+pub(crate) fn key_hex(key: &[u8; 32]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl TxError {

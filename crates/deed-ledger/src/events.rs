@@ -226,4 +226,11 @@ pub enum Event {
         /// The change.
         change: ParamChange,
     },
+    /// An executor registered or rotated its consensus key.
+    ConsensusKeySet {
+        /// The executor.
+        executor: Address,
+        /// Its new ed25519 consensus key.
+        key: [u8; 32],
+    },
 }

@@ -34,6 +34,6 @@ pub use events::{Event, Reason};
 pub use params::{ParamError, Params};
 pub use referee::{Referee, RefereeError, RuntimeReferee, StepInput};
 pub use state::{
-    Account, Audit, Dispute, DisputePhase, Escrow, Executor, GenesisError, Job, JobStatus,
-    LoadError, Meta, Model, Proposal, ProposalStatus, State, Version, Write,
+    Account, Audit, Dispute, DisputePhase, Escrow, Executor, GenesisError, GenesisValidator, Job,
+    JobStatus, LoadError, Meta, Model, Proposal, ProposalStatus, State, Version, Write,
 };

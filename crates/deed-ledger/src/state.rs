@@ -86,6 +86,10 @@ pub struct Executor {
     pub jailed_until: Option<u64>,
     /// Stake on its way out: (height it may be withdrawn from, amount).
     pub unbonding: Vec<(u64, Amount)>,
+    /// The ed25519 key it signs consensus proposals and votes with
+    /// ([`Action::SetConsensusKey`](deed_types::Action::SetConsensusKey)); without
+    /// one it is not in [`State::consensus_validators`].
+    pub consensus_key: Option<[u8; 32]>,
 }
 
 impl Executor {
@@ -353,6 +357,7 @@ mod prefix {
     pub const VOTE: u8 = 0x0b;
     pub const TIMER: u8 = 0x0c;
     pub const REFEREE_DATA: u8 = 0x0d;
+    pub const CONSENSUS_KEY: u8 = 0x0e;
 }
 
 /// Why key/value pairs could not be loaded as a state.
@@ -523,6 +528,19 @@ tables! {
     votes: (ProposalId, Address) => bool = prefix::VOTE;
     timers: (u64, Timer) => () = prefix::TIMER;
     referee_data: (DisputeId, u32) => Vec<u8> = prefix::REFEREE_DATA;
+    // Which executor holds each registered consensus key, so keys stay unique.
+    consensus_keys: [u8; 32] => Address = prefix::CONSENSUS_KEY;
+}
+
+/// A validator present from genesis: a bonded executor with a consensus key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenesisValidator {
+    /// The executor's account.
+    pub operator: Address,
+    /// Its ed25519 consensus key.
+    pub consensus_key: [u8; 32],
+    /// Its bonded stake, minted at genesis on top of the allocations.
+    pub stake: Amount,
 }
 
 impl State {
@@ -531,6 +549,24 @@ impl State {
         chain_id: u64,
         params: Params,
         allocations: &[(Address, Amount)],
+    ) -> Result<State, GenesisError> {
+        State::genesis_with_validators(chain_id, params, allocations, &[])
+    }
+
+    /// Genesis with a first validator set: as [`State::genesis`], plus one bonded
+    /// executor per entry of `validators`, holding its consensus key, with its stake
+    /// minted in addition to the allocations (so the supply counts it). Such an
+    /// executor serves no models and charges nothing until it bonds again with its
+    /// terms.
+    ///
+    /// Genesis is agreed out of band, so the keys carry no proof of possession; they
+    /// must still be usable ed25519 keys, unique, held by distinct operators with at
+    /// least the minimum stake.
+    pub fn genesis_with_validators(
+        chain_id: u64,
+        params: Params,
+        allocations: &[(Address, Amount)],
+        validators: &[GenesisValidator],
     ) -> Result<State, GenesisError> {
         params.validate().map_err(GenesisError::Params)?;
         let mut s = State::empty(
@@ -554,6 +590,49 @@ impl State {
                 Account {
                     balance: *amount,
                     nonce: 0,
+                },
+            );
+        }
+        for v in validators {
+            if s.executors.contains(&v.operator) {
+                return Err(GenesisError::DuplicateValidator(v.operator));
+            }
+            if v.stake < s.params.min_stake || v.stake == 0 {
+                return Err(GenesisError::StakeBelowMinimum {
+                    operator: v.operator,
+                    stake: v.stake,
+                    min: s.params.min_stake,
+                });
+            }
+            deed_types::check_consensus_key(&v.consensus_key).map_err(|_| {
+                GenesisError::BadConsensusKey {
+                    operator: v.operator,
+                }
+            })?;
+            if s.consensus_keys.contains(&v.consensus_key) {
+                return Err(GenesisError::DuplicateConsensusKey {
+                    operator: v.operator,
+                    key: v.consensus_key,
+                });
+            }
+            s.meta.supply = s
+                .meta
+                .supply
+                .checked_add(v.stake)
+                .ok_or(GenesisError::SupplyOverflow)?;
+            // Total stake never exceeds the supply, which did not overflow.
+            s.meta.total_stake = s.meta.total_stake.saturating_add(v.stake);
+            s.consensus_keys.insert(v.consensus_key, v.operator);
+            s.executors.insert(
+                v.operator,
+                Executor {
+                    stake: v.stake,
+                    endpoint: String::new(),
+                    price: 0,
+                    models: Vec::new(),
+                    jailed_until: None,
+                    unbonding: Vec::new(),
+                    consensus_key: Some(v.consensus_key),
                 },
             );
         }
@@ -607,6 +686,7 @@ impl State {
             prefix::PROPOSAL => get(&self.proposals, rest),
             prefix::VOTE => get(&self.votes, rest),
             prefix::TIMER => get(&self.timers, rest),
+            prefix::CONSENSUS_KEY => get(&self.consensus_keys, rest),
             _ => None,
         }
     }
@@ -719,6 +799,34 @@ impl State {
         v
     }
 
+    /// The consensus validator set: the executors of [`State::validators`] that have a
+    /// consensus key and a positive stake (the voting power), with their keys, in the
+    /// same order and under the same `max_validators` cap. An executor without a key
+    /// takes no seat, so the cap is applied after that filter: the set is the
+    /// `max_validators` largest keyed stakes.
+    ///
+    /// Consensus decides height `h + 1` with the set of the state after block `h`: a
+    /// bond, unbond, slash, jailing or key change in block `h` takes effect from
+    /// height `h + 1`, and the set at genesis decides height 1.
+    pub fn consensus_validators(&self) -> Vec<(Address, [u8; 32], Amount)> {
+        let mut v: Vec<(Address, [u8; 32], Amount)> = self
+            .executors
+            .iter()
+            .filter(|(_, e)| {
+                e.jailed_until.is_none() && e.stake >= self.params.min_stake && e.stake > 0
+            })
+            .filter_map(|(a, e)| e.consensus_key.map(|k| (*a, k, e.stake)))
+            .collect();
+        v.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        v.truncate(usize::try_from(self.params.max_validators).unwrap_or(usize::MAX));
+        v
+    }
+
+    /// The executor holding a consensus key, if any.
+    pub fn consensus_key_holder(&self, key: &[u8; 32]) -> Option<Address> {
+        self.consensus_keys.get(key).copied()
+    }
+
     /// Sums every place tokens can be: balances, stake (active and unbonding), job
     /// escrows and dispute bonds. Always equals `meta().supply`.
     pub fn accounted_supply(&self) -> Option<Amount> {
@@ -756,6 +864,33 @@ pub enum GenesisError {
     /// Allocations overflow the amount type.
     #[error("genesis allocations overflow")]
     SupplyOverflow,
+    /// An operator listed twice among the genesis validators.
+    #[error("genesis lists validator {0} twice")]
+    DuplicateValidator(Address),
+    /// A genesis validator's stake is below the minimum stake (or zero).
+    #[error("genesis validator {operator} stakes {stake}, below the minimum {min}")]
+    StakeBelowMinimum {
+        /// The operator.
+        operator: Address,
+        /// Its stake.
+        stake: Amount,
+        /// The minimum stake.
+        min: Amount,
+    },
+    /// A genesis validator's consensus key is not a usable ed25519 key.
+    #[error("genesis validator {operator} has an unusable consensus key")]
+    BadConsensusKey {
+        /// The operator.
+        operator: Address,
+    },
+    /// Two genesis validators share a consensus key.
+    #[error("genesis validator {operator} reuses consensus key {}", crate::error::key_hex(.key))]
+    DuplicateConsensusKey {
+        /// The second operator with the key.
+        operator: Address,
+        /// The key.
+        key: [u8; 32],
+    },
     /// The tree could not be built.
     #[error(transparent)]
     Commitment(CommitmentError),

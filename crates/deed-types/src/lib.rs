@@ -8,6 +8,7 @@
 pub mod address;
 pub mod block;
 pub mod cid;
+pub mod consensus_key;
 pub mod crypto;
 pub mod eip712;
 pub mod encoding;
@@ -19,6 +20,10 @@ pub mod tx;
 pub use address::{Address, ParseAddressError};
 pub use block::{tx_root, Block, Header};
 pub use cid::{Cid, CidError};
+pub use consensus_key::{
+    check_consensus_key, consensus_key_message, prove_consensus_key, verify_consensus_key,
+    ConsensusKeyError,
+};
 pub use crypto::{SecretKey, Signature, SignatureError};
 pub use encoding::DecodeError;
 pub use hash::Hash;

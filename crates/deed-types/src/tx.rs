@@ -488,6 +488,16 @@ pub enum Action {
         /// Peaks of the accumulator over the agreed prefix.
         peaks: Vec<Hash>,
     },
+    /// Register (or rotate) the ed25519 key the sender, a bonded executor, signs
+    /// consensus proposals and votes with. Keys are unique across executors.
+    SetConsensusKey {
+        /// The ed25519 public key.
+        key: [u8; 32],
+        /// Proof of possession: `key`'s signature of
+        /// [`consensus_key_message`](crate::consensus_key::consensus_key_message)
+        /// for this chain and the sender's address.
+        proof: [u8; 64],
+    },
 }
 
 impl Action {
@@ -518,6 +528,7 @@ impl Action {
             Action::RevealAudit { .. } => "reveal_audit",
             Action::StageReferee { .. } => "stage_referee",
             Action::RefereeStaged { .. } => "referee_staged",
+            Action::SetConsensusKey { .. } => "set_consensus_key",
         }
     }
 

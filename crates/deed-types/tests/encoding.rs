@@ -260,6 +260,11 @@ fn action() -> impl Strategy<Value = Action> {
                 peaks,
             }
         }),
+        (any::<[u8; 32]>(), prop::collection::vec(any::<u8>(), 64)).prop_map(|(key, p)| {
+            let mut proof = [0u8; 64];
+            proof.copy_from_slice(&p);
+            Action::SetConsensusKey { key, proof }
+        }),
     ]
 }
 

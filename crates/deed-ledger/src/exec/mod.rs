@@ -193,6 +193,7 @@ impl<'a> Exec<'a> {
             Action::RefereeStaged { dispute, peaks } => {
                 self.referee_staged(sender, *dispute, peaks)
             }
+            Action::SetConsensusKey { key, proof } => self.set_consensus_key(sender, *key, proof),
         }
     }
 

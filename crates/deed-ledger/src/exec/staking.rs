@@ -37,6 +37,7 @@ impl<'a> Exec<'a> {
             models: Vec::new(),
             jailed_until: None,
             unbonding: Vec::new(),
+            consensus_key: None,
         });
         for m in &e.models {
             self.s.serving.remove(&(*m, sender));
@@ -115,6 +116,10 @@ impl<'a> Exec<'a> {
             for m in &e.models {
                 self.s.serving.remove(&(*m, sender));
             }
+            // A key belongs to an executor: one that leaves frees it.
+            if let Some(k) = e.consensus_key {
+                self.s.consensus_keys.remove(&k);
+            }
             self.s.executors.remove(&sender);
         } else {
             self.s.executors.insert(sender, e);
@@ -138,6 +143,45 @@ impl<'a> Exec<'a> {
             }
             until => Err(TxError::StillJailed { until }),
         }
+    }
+
+    /// Registers `key` as the sender's consensus key, replacing any earlier one. Any
+    /// executor may do it, jailed or not and whatever its stake (a key can be rotated
+    /// while the executor sits out); an account that has not bonded may not, so keys
+    /// are only held by accounts with stake at risk. The new key counts from the state
+    /// after this block, as every state change does.
+    pub(super) fn set_consensus_key(
+        &mut self,
+        sender: Address,
+        key: [u8; 32],
+        proof: &[u8; 64],
+    ) -> Result<(), TxError> {
+        let mut e = self
+            .s
+            .executors
+            .get(&sender)
+            .cloned()
+            .ok_or(TxError::NotExecutor(sender))?;
+        deed_types::verify_consensus_key(self.s.meta.chain_id, &sender, &key, proof)
+            .map_err(|reason| TxError::BadConsensusKey { key, reason })?;
+        if let Some(holder) = self.s.consensus_keys.get(&key) {
+            if *holder != sender {
+                return Err(TxError::ConsensusKeyInUse {
+                    key,
+                    holder: *holder,
+                });
+            }
+        }
+        if let Some(old) = e.consensus_key.replace(key) {
+            self.s.consensus_keys.remove(&old);
+        }
+        self.s.consensus_keys.insert(key, sender);
+        self.s.executors.insert(sender, e);
+        self.events.push(Event::ConsensusKeySet {
+            executor: sender,
+            key,
+        });
+        Ok(())
     }
 
     /// Takes up to `amount` from an executor's stake, then from its unbonding stake
