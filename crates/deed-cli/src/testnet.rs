@@ -31,6 +31,9 @@ use serde::{Deserialize, Serialize};
 /// The chain id of local testnets.
 pub const TESTNET_CHAIN_ID: u64 = 31_338;
 
+/// Each genesis validator's stake.
+pub const VALIDATOR_STAKE: u128 = 1_000_000;
+
 /// What a node of the testnet does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -214,7 +217,7 @@ pub fn create(opts: &Options) -> Result<Layout> {
             .map(|(_, k)| ValidatorEntry {
                 operator: k.validator.address(),
                 consensus_key: k.consensus.public_key(),
-                power: 10,
+                stake: VALIDATOR_STAKE.to_string(),
             })
             .collect(),
     };

@@ -124,7 +124,10 @@ pub struct App<C: Chain, M: Mempool + ?Sized> {
     ctx: DeedCtx,
     signer: DeedSigner,
     address: ValAddr,
+    /// The validator set of the next height.
     valset: ValidatorSet,
+    /// Sets by the first height they held, since this app started.
+    history: std::collections::BTreeMap<u64, ValidatorSet>,
     chain: C,
     mempool: std::sync::Arc<M>,
     store: ConsensusStore,
@@ -147,7 +150,10 @@ fn reply<T>(tx: tokio::sync::oneshot::Sender<T>, v: T, what: &'static str) {
 }
 
 impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
-    /// An app over `chain` and `mempool`, with the static validator set `valset`.
+    /// An app over `chain` and `mempool`. The validator set of each height comes
+    /// from the ledger state before it ([`crate::types::validator_set_of`]); a
+    /// state that names no validators (a chain without consensus keys) keeps
+    /// `valset` for every height.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: DeedCtx,
@@ -160,10 +166,15 @@ impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
         params: BlockParams,
     ) -> Self {
         let max_stream_bytes = params.max_block_bytes.saturating_add(64 * 1024);
+        let valset = chain
+            .with_state(crate::types::validator_set_of)
+            .unwrap_or(valset);
+        let next = chain.with_state(|s| s.height()).saturating_add(1);
         App {
             ctx,
             signer,
             address,
+            history: [(next, valset.clone())].into_iter().collect(),
             valset,
             chain,
             mempool,
@@ -245,8 +256,8 @@ impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
                 let v = self.received_part(from, part)?;
                 reply(r, v, "ReceivedProposalPart");
             }
-            AppMsg::GetValidatorSet { reply: r, .. } => {
-                reply(r, Some(self.valset.clone()), "GetValidatorSet")
+            AppMsg::GetValidatorSet { height, reply: r } => {
+                reply(r, self.valset_at(height), "GetValidatorSet")
             }
             AppMsg::Decided {
                 certificate,
@@ -517,6 +528,12 @@ impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
         }
         for mut p in self.store.proposals(Slot::Pending, height, Some(round))? {
             self.store.remove_proposal(Slot::Pending, &p)?;
+            // It was checked against the set before the last commit; a set that
+            // changed there may have another proposer for this round.
+            if self.valset.proposer(height, p.round).address != p.proposer {
+                warn!(%height, round = %p.round, proposer = %p.proposer, "early proposal by a former proposer, dropped");
+                continue;
+            }
             p.validity = self.validity(&p);
             self.store.put_proposal(Slot::Undecided, &p)?;
         }
@@ -556,6 +573,7 @@ impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
             })?;
         let mempool = &self.mempool;
         self.chain.with_state(|s| mempool.on_committed(block, s));
+        self.refresh_valset();
         self.store.prune_proposals(height)?;
         self.last_commit = Instant::now();
         info!(
@@ -563,6 +581,31 @@ impl<C: Chain, M: Mempool + ?Sized> App<C, M> {
             block = %outcome.block_hash, state_root = %outcome.state_root, "committed"
         );
         Ok(Next::Start(self.next_height(), self.valset.clone()))
+    }
+
+    /// The validator set of `height`: the next height's (also assumed for the one
+    /// after, whose proposals may arrive early), or one this app saw hold.
+    fn valset_at(&self, height: Height) -> Option<ValidatorSet> {
+        if height >= self.next_height() {
+            return Some(self.valset.clone());
+        }
+        self.history
+            .range(..=height.0)
+            .next_back()
+            .map(|(_, v)| v.clone())
+    }
+
+    /// After a commit: the set for the next height, from the new state.
+    fn refresh_valset(&mut self) {
+        let Some(set) = self.chain.with_state(crate::types::validator_set_of) else {
+            return;
+        };
+        if set != self.valset {
+            let next = self.next_height();
+            info!(height = %next, validators = set.validators().len(), "validator set changes");
+            self.history.insert(next.0, set.clone());
+            self.valset = set;
+        }
     }
 
     fn decided_value(&self, height: Height) -> Result<Option<RawDecidedValue<DeedCtx>>, AppError> {

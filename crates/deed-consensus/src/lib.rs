@@ -11,9 +11,9 @@
 //! It depends on `deed-types` and `deed-ledger`; it must not depend on the node,
 //! its storage or its HTTP API.
 //!
-//! Limitation: the validator set is the static genesis set at every height. Sets
-//! that follow stake need each executor's consensus key recorded on the ledger,
-//! which it does not do yet.
+//! The validator set of each height comes from the ledger state before it
+//! ([`types::validator_set_of`]: bonded executors with a registered consensus key,
+//! by stake), so a change committed at height h takes effect at h + 1.
 
 pub mod app;
 pub mod chain;

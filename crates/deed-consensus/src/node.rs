@@ -284,8 +284,8 @@ impl NodeHandle<DeedCtx> for ConsensusHandle {
 /// Starts a validator: opens the consensus store, starts malachite's engine (network,
 /// WAL, value sync, consensus) and the app loop over `chain` and `mempool`.
 ///
-/// The validator set is `valset` at every height: stake-based sets need each
-/// executor's consensus key on the ledger, which it does not record yet.
+/// The validator set follows the ledger (see [`crate::App::new`]); `valset` holds
+/// only for a chain whose state names no validators.
 #[allow(clippy::too_many_arguments)]
 pub async fn start_validator<C: Chain, M: Mempool + ?Sized>(
     cfg: &ValidatorConfig,

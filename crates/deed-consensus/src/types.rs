@@ -524,6 +524,44 @@ impl mc::Context for DeedCtx {
     }
 }
 
+/// Voting power from stake: the stakes shifted right just enough that their sum
+/// fits 62 bits (so no sum of powers overflows), the same shift for everyone.
+pub fn voting_powers(stakes: &[u128]) -> Vec<VotingPower> {
+    let total = stakes.iter().fold(0u128, |a, s| a.saturating_add(*s));
+    let shift = (128 - total.leading_zeros()).saturating_sub(62);
+    stakes
+        .iter()
+        .map(|s| VotingPower::try_from(s >> shift).unwrap_or(VotingPower::MAX))
+        .collect()
+}
+
+/// The validator set a ledger state names for the next height: bonded, unjailed
+/// executors with a consensus key and at least the minimum stake, by stake
+/// ([`deed_ledger::State::consensus_validators`]), with power from stake. `None`
+/// when it names none (a chain whose genesis has no validators keeps the set it
+/// started with).
+pub fn validator_set_of(state: &deed_ledger::State) -> Option<ValidatorSet> {
+    let named = state.consensus_validators();
+    if named.is_empty() {
+        return None;
+    }
+    let powers = voting_powers(&named.iter().map(|v| v.2).collect::<Vec<_>>());
+    let validators = named
+        .into_iter()
+        .zip(powers)
+        .filter(|(_, p)| *p > 0)
+        .filter_map(|((address, key, _), voting_power)| {
+            // The ledger checked the key when it was set; a bad one is skipped.
+            Some(Validator {
+                address: ValAddr(address),
+                public_key: NodePublicKey::from_bytes(&key).ok()?,
+                voting_power,
+            })
+        })
+        .collect();
+    ValidatorSet::new(validators).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -601,5 +639,15 @@ mod tests {
         let back = BlockValue::try_from_slice(&bytes).unwrap();
         assert_eq!(back.block(), &b);
         assert_eq!(back.block_id(), BlockId(b.header.hash()));
+    }
+
+    #[test]
+    fn voting_power_keeps_proportions_and_never_overflows() {
+        assert_eq!(voting_powers(&[10, 20, 30]), vec![10, 20, 30]);
+        let big = voting_powers(&[u128::MAX / 2, u128::MAX / 4, u128::MAX / 4]);
+        let total: u128 = big.iter().map(|p| u128::from(*p)).sum();
+        assert!(total < 1 << 63, "{big:?}");
+        assert!(big[0] >= 2 * big[1] - 1 && big[1] == big[2]);
+        assert_eq!(voting_powers(&[]), Vec::<u64>::new());
     }
 }

@@ -392,3 +392,96 @@ async fn blocks_built_on_another_state_are_refused_and_the_diverged_validator_de
         h.stop().await;
     }
 }
+
+/// Three genesis validators; a fourth operator bonds and registers its consensus key
+/// through the ledger and becomes a validator from the next height on: with one of
+/// the first three stopped, the chain goes on only because the newcomer votes
+/// (2 of 3 equal stakes are not more than two thirds; 3 of 4 are).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_validator_bonded_through_the_ledger_joins_the_set_at_the_next_height() {
+    init_logs();
+    let net = Net::new();
+    let stake = 1_000_000u128;
+    let genesis_validators: Vec<deed_ledger::GenesisValidator> = (0..3)
+        .map(|i| deed_ledger::GenesisValidator {
+            operator: operator(i).0,
+            consensus_key: node_key(i).public_key().to_bytes(),
+            stake,
+        })
+        .collect();
+    let newcomer = SecretKey::from_seed(b"operator 3");
+    assert_eq!(ValAddr(newcomer.address()), operator(3));
+    let mut alloc: Vec<(Address, u128)> =
+        (0..N).map(|i| (account(i).address(), 1_000_000)).collect();
+    alloc.push((newcomer.address(), 10 * stake));
+    let genesis =
+        State::genesis_with_validators(CHAIN, Params::default(), &alloc, &genesis_validators)
+            .unwrap();
+    let set = deed_consensus::types::validator_set_of(&genesis).unwrap();
+    assert_eq!(set.validators().len(), 3);
+    let mut nodes = Vec::new();
+    for i in 0..N {
+        let chain = MemChain::new(genesis.clone(), RuntimeReferee::new());
+        nodes.push(net.start(i, &format!("s{i}"), chain).await);
+    }
+    let logs: Vec<CommitLog> = nodes.iter().map(|(_, l, _)| l.clone()).collect();
+    wait_for("height 2", Duration::from_secs(30), || {
+        logs.iter().all(|l| l.height() >= 2)
+    })
+    .await;
+    assert!(logs[3]
+        .snapshot()
+        .iter()
+        .all(|b| b.block.header.proposer != operator(3).0));
+    // Bond, then register the key (with its proof of possession).
+    let (key, proof) =
+        deed_types::prove_consensus_key(&node_key(3).to_bytes(), CHAIN, &newcomer.address());
+    let txs: Vec<SignedTransaction> = [
+        Action::Bond {
+            amount: stake,
+            endpoint: "http://127.0.0.1:1".into(),
+            price: 1,
+            models: vec![],
+        },
+        Action::SetConsensusKey { key, proof },
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(n, action)| {
+        Transaction {
+            chain_id: CHAIN,
+            nonce: n as u64,
+            fee: Params::default().min_tx_fee,
+            action,
+        }
+        .sign(&newcomer)
+        .unwrap()
+    })
+    .collect();
+    for (_, _, pool) in &nodes[..3] {
+        for tx in &txs {
+            pool.submit(tx.clone()).unwrap();
+        }
+    }
+    wait_for("the key registered", Duration::from_secs(30), || {
+        let c = committed_counts(&logs[0].snapshot());
+        txs.iter().all(|t| c.contains_key(&t.hash()))
+    })
+    .await;
+    let joined_at = logs[0].height();
+    // Stop one of the genesis validators: progress now needs the newcomer's vote.
+    let (h0, _, _) = nodes.remove(0);
+    h0.stop().await;
+    wait_for(
+        "three more heights without validator 0",
+        Duration::from_secs(40),
+        || logs[1..].iter().all(|l| l.height() >= joined_at + 3),
+    )
+    .await;
+    let snaps: Vec<Vec<Committed>> = logs[1..].iter().map(|l| l.snapshot()).collect();
+    assert_same_chain(&snaps);
+    for (h, _, _) in nodes {
+        assert!(!h.is_finished(), "a validator's app loop stopped");
+        h.stop().await;
+    }
+}

@@ -16,33 +16,50 @@ use deed_consensus::{
     ValidatorConfig, ValidatorSet, ValueOrigin,
 };
 use deed_ledger::{BlockOutcome, State};
-use deed_types::{encoding, Address, Block, SignedTransaction};
+use deed_types::{encoding, Address, Amount, Block, SignedTransaction};
 
 use crate::config::Config;
 use crate::error::NodeError;
 use crate::node::{lock, Node};
 
 /// A validator named in the genesis: its operator account (the block proposer and
-/// fee recipient), its consensus key and its voting power.
+/// fee recipient, bonded as an executor with `stake`), its consensus key and its
+/// stake, which gives its voting power.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GenesisValidator {
     /// The operator account.
     pub operator: Address,
     /// The ed25519 key it votes with (also its consensus network identity).
     pub consensus_key: NodePublicKey,
-    /// Voting power.
-    pub power: u64,
+    /// Stake bonded at genesis.
+    pub stake: Amount,
 }
 
-/// The validator set of `validators`.
+impl GenesisValidator {
+    /// The ledger's genesis entry.
+    pub fn to_ledger(&self) -> deed_ledger::GenesisValidator {
+        deed_ledger::GenesisValidator {
+            operator: self.operator,
+            consensus_key: self.consensus_key.to_bytes(),
+            stake: self.stake,
+        }
+    }
+}
+
+/// The validator set of `validators`, power from stake. After genesis the set
+/// follows the ledger ([`deed_consensus::types::validator_set_of`]).
 pub fn validator_set(validators: &[GenesisValidator]) -> Result<ValidatorSet, NodeError> {
+    let powers = deed_consensus::types::voting_powers(
+        &validators.iter().map(|v| v.stake).collect::<Vec<_>>(),
+    );
     ValidatorSet::new(
         validators
             .iter()
-            .map(|v| Validator {
+            .zip(powers)
+            .map(|(v, voting_power)| Validator {
                 address: ValAddr(v.operator),
                 public_key: v.consensus_key,
-                voting_power: v.power,
+                voting_power,
             })
             .collect(),
     )

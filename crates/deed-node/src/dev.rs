@@ -90,7 +90,7 @@ pub fn dev_genesis(keys: &NodeKeys) -> Genesis {
         validators: vec![GenesisValidator {
             operator: keys.validator.address(),
             consensus_key: keys.consensus.public_key(),
-            power: 1,
+            stake: crate::config::ExecutorConfig::default().stake,
         }],
     }
 }

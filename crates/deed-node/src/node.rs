@@ -101,8 +101,9 @@ pub struct Node {
     pub(crate) models: ModelCache,
     pub(crate) metrics: Metrics,
     blocks: broadcast::Sender<Arc<Committed>>,
+    /// The set consensus started with (what a chain whose state names no
+    /// validators keeps).
     valset: ValidatorSet,
-    validators: Vec<(Address, u128)>,
     /// Direct-call requests served and not yet settled, by request hash.
     pub(crate) direct: Mutex<DirectResults>,
     /// Direct-call requests answered and not yet included: the same signed request
@@ -204,8 +205,14 @@ impl Node {
             };
         let chain_id = cfg.chain_id;
         let chain = Chain::open(state_store, || {
-            State::genesis(chain_id, genesis.params, &genesis.allocations)
-                .map_err(|e| NodeError::Config(format!("genesis: {e}")))
+            let validators: Vec<_> = genesis.validators.iter().map(|v| v.to_ledger()).collect();
+            State::genesis_with_validators(
+                chain_id,
+                genesis.params,
+                &genesis.allocations,
+                &validators,
+            )
+            .map_err(|e| NodeError::Config(format!("genesis: {e}")))
         })?;
         if chain.state().meta().chain_id != cfg.chain_id {
             return Err(NodeError::Config(format!(
@@ -224,11 +231,6 @@ impl Node {
             blobs: Arc::new(blobs),
             metrics,
             blocks,
-            validators: valset
-                .validators()
-                .iter()
-                .map(|v| (v.address.0, u128::from(v.voting_power)))
-                .collect(),
             valset,
             direct: Mutex::new(HashMap::new()),
             direct_served: Mutex::new(HashSet::new()),
@@ -268,16 +270,26 @@ impl Node {
         lock(&self.consensus_info).clone()
     }
 
-    /// Whether this node's operator account is in the validator set (it votes).
+    /// Whether this node's operator account is in the validator set of the next
+    /// height (it votes).
     pub fn is_validator(&self) -> bool {
-        self.valset
-            .get(&ValAddr(self.keys.validator.address()))
-            .is_some()
+        let me = self.keys.validator.address();
+        self.validators().iter().any(|(a, _)| *a == me)
     }
 
-    /// The validators and their voting power.
-    pub fn validators(&self) -> &[(Address, u128)] {
-        &self.validators
+    /// The validators of the next height and their stake, from the ledger (or the
+    /// set consensus started with, with its voting power, if the ledger names none).
+    pub fn validators(&self) -> Vec<(Address, u128)> {
+        let named = self.with_state(|c| c.state().consensus_validators());
+        if named.is_empty() {
+            return self
+                .valset
+                .validators()
+                .iter()
+                .map(|v| (v.address.0, u128::from(v.voting_power)))
+                .collect();
+        }
+        named.into_iter().map(|(a, _, stake)| (a, stake)).collect()
     }
 
     /// Transactions waiting.
@@ -405,6 +417,38 @@ impl Node {
         }
     }
 
+    /// A validator node whose operator account is bonded as an executor without this
+    /// node's consensus key registers it, so the ledger counts it among the
+    /// validators from the next height on (stake decides its power).
+    fn refresh_consensus_key(&self, state: &State, mempool: &mut Mempool) {
+        let me = self.keys.validator.address();
+        let Some(e) = state.executor(&me) else { return };
+        let key = self.keys.consensus.public_key().to_bytes();
+        if e.consensus_key == Some(key)
+            || mempool.any(|sender, stx| {
+                sender == me && matches!(stx.tx.action, Action::SetConsensusKey { .. })
+            })
+        {
+            return;
+        }
+        let chain_id = state.meta().chain_id;
+        let (key, proof) =
+            deed_types::prove_consensus_key(&self.keys.consensus.to_bytes(), chain_id, &me);
+        let tx = Transaction {
+            chain_id,
+            nonce: mempool.next_nonce(state, &me),
+            fee: state.params().min_tx_fee,
+            action: Action::SetConsensusKey { key, proof },
+        };
+        match tx.sign(&self.keys.validator) {
+            Ok(stx) => match mempool.insert(state, stx) {
+                Ok(h) => tracing::info!(tx = %h, "registering the consensus key"),
+                Err(e) => tracing::warn!(error = %e, "consensus key registration not queued"),
+            },
+            Err(e) => tracing::warn!(error = %e, "consensus key registration not signed"),
+        }
+    }
+
     /// Fetches, verifies and loads the models a block's referee moves need.
     async fn referee_for(&self, block: &Block) -> RuntimeReferee {
         let mut referee = RuntimeReferee::new();
@@ -494,6 +538,9 @@ impl Node {
                     }
                 }
                 self.refresh_bond(chain.state(), &mut mempool);
+            }
+            if self.cfg.roles.validator {
+                self.refresh_consensus_key(chain.state(), &mut mempool);
             }
             self.metrics.mempool.set(mempool.len() as i64);
             committed

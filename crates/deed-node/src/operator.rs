@@ -58,8 +58,9 @@ pub struct ValidatorEntry {
     pub operator: Address,
     /// Its ed25519 consensus key (hex).
     pub consensus_key: NodePublicKey,
-    /// Its voting power.
-    pub power: u64,
+    /// Stake bonded at genesis, in base units (a decimal string); it gives the
+    /// voting power.
+    pub stake: String,
 }
 
 /// `genesis.json`: what every node of a network starts from.
@@ -104,12 +105,19 @@ impl GenesisFile {
             validators: self
                 .validators
                 .iter()
-                .map(|v| GenesisValidator {
-                    operator: v.operator,
-                    consensus_key: v.consensus_key,
-                    power: v.power,
+                .map(|v| {
+                    Ok(GenesisValidator {
+                        operator: v.operator,
+                        consensus_key: v.consensus_key,
+                        stake: v.stake.parse::<Amount>().map_err(|_| {
+                            NodeError::Config(format!(
+                                "genesis: stake {:?} of validator {} is not a number",
+                                v.stake, v.operator
+                            ))
+                        })?,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, NodeError>>()?,
         })
     }
 
@@ -273,6 +281,9 @@ pub struct Initialized {
 /// it writes.
 pub const INIT_BALANCE: Amount = 1_000_000_000_000;
 
+/// The stake `deed init`'s genesis bonds for its validator.
+pub const INIT_STAKE: Amount = 1_000_000;
+
 /// `deed init`: a home directory with fresh keys, a configuration and a genesis in
 /// which this node is the only validator. Refuses to overwrite unless `force`.
 pub fn init(opts: &InitOptions) -> Result<Initialized, NodeError> {
@@ -307,7 +318,7 @@ pub fn init(opts: &InitOptions) -> Result<Initialized, NodeError> {
     let validator = ValidatorEntry {
         operator: keys.validator.address(),
         consensus_key: keys.consensus.public_key(),
-        power: 1,
+        stake: INIT_STAKE.to_string(),
     };
     let accounts = [
         keys.validator.address(),
