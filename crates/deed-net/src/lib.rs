@@ -1,0 +1,596 @@
+//! The node network: how Deed nodes share what is not consensus.
+//!
+//! Consensus messages travel on malachite's own libp2p network (`deed-consensus`);
+//! everything else travels here, on a second libp2p swarm (TCP, noise, yamux) with
+//! the same ed25519 node key:
+//!
+//! - **Transaction gossip** (gossipsub, topic `/deed/<chain>/tx/1`): a transaction
+//!   submitted to any node reaches every mempool, so whichever validator proposes
+//!   next can include it. Messages are signed by their origin, identified by the
+//!   blake3 hash of their bytes, and validated by the application before they are
+//!   forwarded ([`NetHandle::report`]): a node forwards only transactions its own
+//!   mempool accepted. Peers that send invalid transactions lose gossipsub score and
+//!   are grey-listed.
+//! - **Peers**: the configured peers are dialled at start and redialled while they
+//!   are away; identify and ping keep connections honest. [`NetHandle::peers`]
+//!   counts the connected ones.
+//!
+//! Every queue is bounded: commands and inbound transactions are dropped (and
+//! counted) when the other side does not keep up, never buffered without limit.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deed_types::{encoding, SignedTransaction};
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, MessageId};
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Largest gossiped transaction, in bytes.
+pub const MAX_TX_BYTES: usize = 256 * 1024;
+
+/// How the network runs.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// The chain id (it names the topics, so chains never mix).
+    pub chain_id: u64,
+    /// Address to listen on; port 0 picks one.
+    pub listen: SocketAddr,
+    /// Peers to stay connected to.
+    pub peers: Vec<SocketAddr>,
+    /// Inbound transactions waiting for the application, at most.
+    pub inbound_capacity: usize,
+    /// How often away peers are redialled.
+    pub redial: Duration,
+}
+
+impl NetConfig {
+    /// A configuration with the usual limits.
+    pub fn new(chain_id: u64, listen: SocketAddr, peers: Vec<SocketAddr>) -> NetConfig {
+        NetConfig {
+            chain_id,
+            listen,
+            peers,
+            inbound_capacity: 4096,
+            redial: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The node key is not a valid ed25519 secret.
+    #[error("node key: {0}")]
+    Key(String),
+    /// Building the transport or a behaviour failed.
+    #[error("network setup: {0}")]
+    Setup(String),
+    /// Listening failed.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the application thinks of a gossiped transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: forward it.
+    Accept,
+    /// Invalid (bad signature, wrong chain, malformed): drop it and penalise the
+    /// peer that sent it.
+    Reject,
+    /// Not for now (a duplicate, a stale nonce, a full pool): drop it without
+    /// blame.
+    Ignore,
+}
+
+/// Something the network hands to the application.
+#[derive(Clone, Debug)]
+pub enum NetEvent {
+    /// A gossiped transaction; answer with [`NetHandle::report`].
+    Tx {
+        /// The gossip message id.
+        id: MessageId,
+        /// The peer that forwarded it.
+        from: PeerId,
+        /// The transaction.
+        tx: SignedTransaction,
+    },
+}
+
+enum Command {
+    Publish(Vec<u8>),
+    Report(MessageId, PeerId, Verdict),
+}
+
+/// Counters for what was dropped or refused.
+#[derive(Debug, Default)]
+pub struct NetStats {
+    /// Inbound transactions dropped because the application did not keep up.
+    pub inbound_dropped: AtomicU64,
+    /// Commands dropped because the network task did not keep up.
+    pub commands_dropped: AtomicU64,
+    /// Gossip messages refused before the application saw them (undecodable).
+    pub malformed: AtomicU64,
+}
+
+/// What the network task and the handles share.
+#[derive(Debug, Default)]
+struct Shared {
+    peers: AtomicUsize,
+    stats: NetStats,
+    listen: std::sync::Mutex<Vec<Multiaddr>>,
+}
+
+/// The application's handle on the running network. The network stops when the
+/// last handle is dropped.
+#[derive(Clone)]
+pub struct NetHandle {
+    cmd: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+    local: PeerId,
+}
+
+impl std::fmt::Debug for NetHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetHandle")
+            .field("peer_id", &self.local)
+            .finish()
+    }
+}
+
+impl NetHandle {
+    /// Gossips a transaction this node accepted.
+    pub fn publish_tx(&self, tx: &SignedTransaction) {
+        self.send(Command::Publish(encoding::encode(tx)));
+    }
+
+    /// Answers a [`NetEvent::Tx`].
+    pub fn report(&self, id: MessageId, from: PeerId, verdict: Verdict) {
+        self.send(Command::Report(id, from, verdict));
+    }
+
+    fn send(&self, c: Command) {
+        if self.cmd.try_send(c).is_err() {
+            self.shared
+                .stats
+                .commands_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Peers connected now.
+    pub fn peers(&self) -> usize {
+        self.shared.peers.load(Ordering::Relaxed)
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.local
+    }
+
+    /// The addresses the swarm listens on (once bound).
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.shared
+            .listen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// What was dropped or refused so far.
+    pub fn stats(&self) -> &NetStats {
+        &self.shared.stats
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    gossipsub: gossipsub::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+}
+
+fn multiaddr(a: SocketAddr) -> Multiaddr {
+    let ip = match a.ip() {
+        std::net::IpAddr::V4(v4) => Protocol::Ip4(v4),
+        std::net::IpAddr::V6(v6) => Protocol::Ip6(v6),
+    };
+    Multiaddr::empty().with(ip).with(Protocol::Tcp(a.port()))
+}
+
+fn tx_topic(chain_id: u64) -> IdentTopic {
+    IdentTopic::new(format!("/deed/{chain_id}/tx/1"))
+}
+
+fn gossip(key: &Keypair, topic: &IdentTopic) -> Result<gossipsub::Behaviour, NetError> {
+    let setup = |e: &dyn std::fmt::Display| NetError::Setup(e.to_string());
+    let config = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(500))
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .message_id_fn(|m: &gossipsub::Message| {
+            MessageId::from(blake3::hash(&m.data).as_bytes().to_vec())
+        })
+        .max_transmit_size(MAX_TX_BYTES + 4 * 1024)
+        // Small networks: a mesh of whoever is there.
+        .mesh_n_low(1)
+        .mesh_n(4)
+        .mesh_n_high(8)
+        .mesh_outbound_min(0)
+        .flood_publish(true)
+        .build()
+        .map_err(|e| setup(&e))?;
+    let mut g = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)
+        .map_err(|e| setup(&e))?;
+    let mut params = gossipsub::PeerScoreParams::default();
+    params.topics.insert(
+        topic.hash(),
+        gossipsub::TopicScoreParams {
+            topic_weight: 1.0,
+            invalid_message_deliveries_weight: -100.0,
+            invalid_message_deliveries_decay: 0.9,
+            ..gossipsub::TopicScoreParams::default()
+        },
+    );
+    let thresholds = gossipsub::PeerScoreThresholds {
+        gossip_threshold: -100.0,
+        publish_threshold: -200.0,
+        graylist_threshold: -300.0,
+        ..gossipsub::PeerScoreThresholds::default()
+    };
+    g.with_peer_score(params, thresholds)
+        .map_err(|e| NetError::Setup(e.to_string()))?;
+    g.subscribe(topic).map_err(|e| setup(&e))?;
+    Ok(g)
+}
+
+/// Starts the network with the node's ed25519 secret key. Returns the handle and
+/// the inbound events; the swarm runs until every handle is dropped.
+pub async fn start(
+    cfg: NetConfig,
+    secret: [u8; 32],
+) -> Result<(NetHandle, mpsc::Receiver<NetEvent>), NetError> {
+    let key = Keypair::ed25519_from_bytes(secret).map_err(|e| NetError::Key(e.to_string()))?;
+    let topic = tx_topic(cfg.chain_id);
+    let behaviour = Behaviour {
+        gossipsub: gossip(&key, &topic)?,
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/deed/net/1".into(),
+            key.public(),
+        )),
+        ping: ping::Behaviour::new(ping::Config::new()),
+    };
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| NetError::Setup(e.to_string()))?
+        .with_behaviour(|_| behaviour)
+        .map_err(|e| NetError::Setup(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    swarm
+        .listen_on(multiaddr(cfg.listen))
+        .map_err(|e| NetError::Listen {
+            addr: cfg.listen,
+            reason: e.to_string(),
+        })?;
+    let local = *swarm.local_peer_id();
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (ev_tx, ev_rx) = mpsc::channel(cfg.inbound_capacity.max(1));
+    let shared = Arc::new(Shared::default());
+    let handle = NetHandle {
+        cmd: cmd_tx,
+        shared: shared.clone(),
+        local,
+    };
+    let task = Task {
+        peers: cfg.peers.iter().map(|a| multiaddr(*a)).collect(),
+        connected_addrs: HashSet::new(),
+        topic,
+        shared,
+        events: ev_tx,
+    };
+    tokio::spawn(task.run(swarm, cmd_rx, cfg.redial));
+    Ok((handle, ev_rx))
+}
+
+struct Task {
+    /// Configured peers' addresses.
+    peers: Vec<Multiaddr>,
+    /// Addresses of configured peers with an open connection we dialled.
+    connected_addrs: HashSet<Multiaddr>,
+    topic: IdentTopic,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<NetEvent>,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut swarm: Swarm<Behaviour>,
+        mut commands: mpsc::Receiver<Command>,
+        redial: Duration,
+    ) {
+        let mut tick = tokio::time::interval(redial);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.redial(&mut swarm),
+                c = commands.recv() => match c {
+                    Some(c) => self.command(&mut swarm, c),
+                    // Every handle is gone: the node stopped.
+                    None => return,
+                },
+                e = swarm.select_next_some() => self.event(&mut swarm, e),
+            }
+        }
+    }
+
+    fn redial(&mut self, swarm: &mut Swarm<Behaviour>) {
+        for addr in &self.peers {
+            if !self.connected_addrs.contains(addr) {
+                if let Err(e) = swarm.dial(addr.clone()) {
+                    debug!(%addr, error = %e, "dial");
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, swarm: &mut Swarm<Behaviour>, c: Command) {
+        match c {
+            Command::Publish(bytes) => {
+                if let Err(e) = swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(self.topic.clone(), bytes)
+                {
+                    // No peers yet, or a duplicate of what we forwarded: nothing to do.
+                    debug!(error = %e, "transaction not gossiped");
+                }
+            }
+            Command::Report(id, from, verdict) => {
+                let acceptance = match verdict {
+                    Verdict::Accept => MessageAcceptance::Accept,
+                    Verdict::Reject => MessageAcceptance::Reject,
+                    Verdict::Ignore => MessageAcceptance::Ignore,
+                };
+                swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&id, &from, acceptance);
+            }
+        }
+    }
+
+    fn event(&mut self, swarm: &mut Swarm<Behaviour>, e: SwarmEvent<BehaviourEvent>) {
+        match e {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "node network listening");
+                self.shared
+                    .listen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                if endpoint.is_dialer() {
+                    self.connected_addrs
+                        .insert(endpoint.get_remote_address().clone());
+                }
+                debug!(%peer_id, "peer connected");
+                self.count(swarm);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id, endpoint, ..
+            } => {
+                if endpoint.is_dialer() {
+                    self.connected_addrs.remove(endpoint.get_remote_address());
+                }
+                debug!(%peer_id, "peer connection closed");
+                self.count(swarm);
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => {
+                // Canonical encoding and size limits; the signature and the chain
+                // are the application's to check.
+                let tx = (message.data.len() <= MAX_TX_BYTES)
+                    .then(|| SignedTransaction::decode(&message.data).ok())
+                    .flatten();
+                let Some(tx) = tx else {
+                    self.shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Reject,
+                        );
+                    return;
+                };
+                let event = NetEvent::Tx {
+                    id: message_id.clone(),
+                    from: propagation_source,
+                    tx,
+                };
+                if self.events.try_send(event).is_err() {
+                    self.shared
+                        .stats
+                        .inbound_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Ignore,
+                        );
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { error, .. } => {
+                debug!(error = %error, "dial failed");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Error {
+                peer_id,
+                error,
+                ..
+            })) => warn!(%peer_id, error = %error, "identify"),
+            _ => {}
+        }
+    }
+
+    fn count(&self, swarm: &Swarm<Behaviour>) {
+        self.shared
+            .peers
+            .store(swarm.connected_peers().count(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use deed_types::{Action, Address, SecretKey, Transaction};
+    use std::time::Instant;
+
+    fn free_addr() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    fn tx(nonce: u64) -> SignedTransaction {
+        Transaction {
+            chain_id: 9,
+            nonce,
+            fee: 1,
+            action: Action::Transfer {
+                to: Address([3; 20]),
+                amount: 5,
+            },
+        }
+        .sign(&SecretKey::from_seed(b"sender"))
+        .unwrap()
+    }
+
+    async fn node(
+        seed: u8,
+        peers: Vec<SocketAddr>,
+    ) -> (NetHandle, mpsc::Receiver<NetEvent>, SocketAddr) {
+        let addr = free_addr();
+        let (h, rx) = start(NetConfig::new(9, addr, peers), [seed; 32])
+            .await
+            .unwrap();
+        (h, rx, addr)
+    }
+
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(20), "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn next_tx(
+        rx: &mut mpsc::Receiver<NetEvent>,
+        limit: Duration,
+    ) -> Option<(MessageId, PeerId, SignedTransaction)> {
+        match tokio::time::timeout(limit, rx.recv()).await {
+            Ok(Some(NetEvent::Tx { id, from, tx })) => Some((id, from, tx)),
+            _ => None,
+        }
+    }
+
+    /// A - B - C in a line: what A publishes reaches C only through B, and only
+    /// once B accepted it; what B rejects stops at B; bytes that are not a
+    /// transaction never reach the application.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gossip_forwards_only_what_the_middle_node_accepts() {
+        let (b, mut b_rx, b_addr) = node(2, vec![]).await;
+        let (a, _a_rx, _) = node(1, vec![b_addr]).await;
+        let (c, mut c_rx, _) = node(3, vec![b_addr]).await;
+        until("connections", || {
+            b.peers() == 2 && a.peers() == 1 && c.peers() == 1
+        })
+        .await;
+        // Let the gossipsub meshes form (a heartbeat or two).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        a.publish_tx(&tx(0));
+        let (id, from, got) = next_tx(&mut b_rx, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(got, tx(0));
+        assert_eq!(from, a.peer_id());
+        assert!(
+            next_tx(&mut c_rx, Duration::from_millis(700))
+                .await
+                .is_none(),
+            "forwarded before validation"
+        );
+        b.report(id, from, Verdict::Accept);
+        let (_, from_c, got_c) = next_tx(&mut c_rx, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(got_c, tx(0));
+        assert_eq!(from_c, b.peer_id());
+
+        a.publish_tx(&tx(1));
+        let (id, from, _) = next_tx(&mut b_rx, Duration::from_secs(10)).await.unwrap();
+        b.report(id, from, Verdict::Reject);
+        assert!(
+            next_tx(&mut c_rx, Duration::from_secs(2)).await.is_none(),
+            "a rejected tx travelled on"
+        );
+
+        // Not a transaction: refused by the network layer of B itself.
+        a.send(Command::Publish(vec![0xde, 0xad]));
+        until("malformed counted", || {
+            b.stats().malformed.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        assert!(next_tx(&mut b_rx, Duration::from_millis(500))
+            .await
+            .is_none());
+    }
+
+    /// A configured peer that goes away is dialled again when it comes back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_restarts_is_redialled() {
+        let b_addr = free_addr();
+        let (b, _b_rx) = start(NetConfig::new(9, b_addr, vec![]), [2; 32])
+            .await
+            .unwrap();
+        let mut cfg = NetConfig::new(9, free_addr(), vec![b_addr]);
+        cfg.redial = Duration::from_millis(200);
+        let (a, _a_rx) = start(cfg, [1; 32]).await.unwrap();
+        until("connected", || a.peers() == 1).await;
+        drop(b);
+        until("disconnected", || a.peers() == 0).await;
+        let (b2, _rx) = start(NetConfig::new(9, b_addr, vec![]), [2; 32])
+            .await
+            .unwrap();
+        until("reconnected", || a.peers() == 1 && b2.peers() == 1).await;
+    }
+}
