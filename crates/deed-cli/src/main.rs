@@ -100,7 +100,8 @@ enum TestnetCmd {
         /// Put every node on --ip (for systems that only route 127.0.0.1).
         #[arg(long)]
         same_ip: bool,
-        /// Node i's consensus port is this plus i, its HTTP port this plus 100 plus i.
+        /// Node i's consensus port is this plus i, its HTTP port this plus 100 plus i,
+        /// its gossip port this plus 200 plus i.
         #[arg(long, default_value_t = 26_000)]
         base_port: u16,
     },

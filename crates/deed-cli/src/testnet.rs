@@ -4,9 +4,10 @@
 //! genesis: validators named in it, the dev accounts and every node's accounts
 //! funded. Node `i` listens on its own loopback address (`127.0.0.10 + i` by
 //! default; Linux routes all of 127/8 to the loopback interface), consensus port
-//! `base_port + i`, HTTP port `base_port + 100 + i`. Every node dials every other
-//! node's consensus address. [`spawn`] starts a node as `deed node --config …` in
-//! its own process group, with its output in `node.log` in its home.
+//! `base_port + i`, HTTP port `base_port + 100 + i`, node-network (gossip) port
+//! `base_port + 200 + i`. Every node dials every other node on both networks.
+//! [`spawn`] starts a node as `deed node --config …` in its own process group, with
+//! its output in `node.log` in its home.
 //!
 //! The layout is recorded in `DIR/testnet.json` and the running processes in
 //! `DIR/pids.json`, so `deed testnet stop --dir DIR` (or a test) finds them.
@@ -18,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use deed_node::config::{ConsensusSection, Roles};
+use deed_node::config::{ConsensusSection, NetSection, Roles};
 use deed_node::dev::{dev_account, DEV_ACCOUNTS, DEV_BALANCE};
 use deed_node::operator::{
     Allocation, GenesisFile, KeyFile, ParamsProfile, ValidatorEntry, CONFIG_FILE, GENESIS_FILE,
@@ -62,7 +63,8 @@ pub struct Options {
     pub ip: Ipv4Addr,
     /// Every node on `ip` (ports still differ), for systems without 127/8.
     pub same_ip: bool,
-    /// Node `i`'s consensus port is `base_port + i`, its HTTP port `base_port + 100 + i`.
+    /// Node `i`'s consensus port is `base_port + i`, its HTTP port
+    /// `base_port + 100 + i`, its gossip port `base_port + 200 + i`.
     pub base_port: u16,
     /// Milliseconds between blocks while transactions wait.
     pub block_interval_ms: u64,
@@ -99,6 +101,8 @@ pub struct NodeSpec {
     pub http: SocketAddr,
     /// Its consensus p2p address.
     pub p2p: SocketAddr,
+    /// Its node-network address (transaction gossip).
+    pub net: SocketAddr,
     /// Its validator (operator) account.
     pub operator: Address,
 }
@@ -186,6 +190,7 @@ pub fn create(opts: &Options) -> Result<Layout> {
             home,
             http: SocketAddr::new(ip, port(opts.base_port, 100 + i)?),
             p2p: SocketAddr::new(ip, port(opts.base_port, i)?),
+            net: SocketAddr::new(ip, port(opts.base_port, 200 + i)?),
             operator: nk.validator.address(),
         });
         keys.push((k, nk));
@@ -259,6 +264,14 @@ pub fn create(opts: &Options) -> Result<Layout> {
                 timeout_vote_ms: 500,
                 timeout_delta_ms: 250,
                 ..ConsensusSection::default()
+            },
+            net: NetSection {
+                listen: spec.net,
+                peers: nodes
+                    .iter()
+                    .filter(|o| o.index != spec.index)
+                    .map(|o| o.net)
+                    .collect(),
             },
             ..Config::default()
         };

@@ -198,6 +198,25 @@ impl Default for ConsensusSection {
     }
 }
 
+/// The node network (transaction gossip), beside consensus's own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetSection {
+    /// Address to listen on (TCP); port 0 picks one.
+    pub listen: SocketAddr,
+    /// Other nodes' node-network addresses to stay connected to.
+    pub peers: Vec<SocketAddr>,
+}
+
+impl Default for NetSection {
+    fn default() -> Self {
+        NetSection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peers: Vec::new(),
+        }
+    }
+}
+
 /// Blobs in an S3-compatible bucket instead of the data directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -252,6 +271,8 @@ pub struct Config {
     pub heartbeat_ms: u64,
     /// BFT consensus.
     pub consensus: ConsensusSection,
+    /// The node network.
+    pub net: NetSection,
     /// Size limits.
     pub limits: LimitsConfig,
     /// Executor settings.
@@ -278,6 +299,7 @@ impl Default for Config {
             block_interval_ms: 500,
             heartbeat_ms: 5_000,
             consensus: ConsensusSection::default(),
+            net: NetSection::default(),
             limits: LimitsConfig::default(),
             executor: ExecutorConfig::default(),
             watcher: WatcherConfig::default(),

@@ -194,6 +194,7 @@ pub(crate) async fn follow_engine(
                 lock(&node.consensus_info).synced_at = Some(Instant::now());
             }
             EngineEvent::Decided(_) => {
+                node.metrics.peers.set(node.peers() as i64);
                 let now = Instant::now();
                 let mut info = lock(&node.consensus_info);
                 if let Some(t) = info.decided_at {

@@ -191,7 +191,7 @@ async fn status(State(node): Shared) -> ApiResult<Status> {
                 height: info.height,
                 round: info.round,
                 syncing: info.syncing(),
-                peers: u64::try_from(node.metrics.peers.get()).unwrap_or(0),
+                peers: node.peers() as u64,
             }
         },
     }))

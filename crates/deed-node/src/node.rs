@@ -118,6 +118,8 @@ pub struct Node {
     pub(crate) uploads: Mutex<HashMap<Cid, deed_store::Manifest>>,
     /// Consensus progress, from the engine's events.
     pub(crate) consensus_info: Mutex<crate::consensus::ConsensusInfo>,
+    /// The node network, once started.
+    pub(crate) net: std::sync::OnceLock<deed_net::NetHandle>,
 }
 
 impl std::fmt::Debug for Node {
@@ -238,6 +240,7 @@ impl Node {
             bond_requested: Mutex::new(HashSet::new()),
             uploads: Mutex::new(HashMap::new()),
             consensus_info: Mutex::new(Default::default()),
+            net: std::sync::OnceLock::new(),
             keys,
             cfg,
         });
@@ -314,8 +317,16 @@ impl Node {
         self.blocks.subscribe()
     }
 
-    /// Checks a signed transaction and queues it.
+    /// Checks a signed transaction, queues it and gossips it to the other nodes.
     pub fn submit(&self, stx: SignedTransaction) -> Result<Hash, TxRejection> {
+        let hash = self.admit(stx.clone())?;
+        self.gossip(&stx);
+        Ok(hash)
+    }
+
+    /// Checks a signed transaction and queues it (gossip forwards what a node
+    /// admits from its peers by itself).
+    pub fn admit(&self, stx: SignedTransaction) -> Result<Hash, TxRejection> {
         let chain = lock(&self.chain);
         let r = lock(&self.mempool).insert(chain.state(), stx);
         match &r {
@@ -323,6 +334,18 @@ impl Node {
             Err(_) => self.metrics.txs_rejected.inc(),
         }
         r
+    }
+
+    /// Hands a transaction this node queued to the node network.
+    fn gossip(&self, stx: &SignedTransaction) {
+        if let Some(net) = self.net.get() {
+            net.publish_tx(stx);
+        }
+    }
+
+    /// Peers connected on the node network.
+    pub fn peers(&self) -> usize {
+        self.net.get().map_or(0, |n| n.peers())
     }
 
     /// The nonce `sender`'s next transaction must carry and its spendable balance
@@ -346,10 +369,11 @@ impl Node {
         };
         let stx = tx.sign(key).map_err(ApiError::internal)?;
         let name = stx.tx.action.name();
-        let hash = mempool.insert(state, stx).map_err(|e| {
+        let hash = mempool.insert(state, stx.clone()).map_err(|e| {
             tracing::warn!(action = name, error = %e, "own transaction rejected");
             ApiError::from(e)
         })?;
+        self.gossip(&stx);
         tracing::debug!(action = name, tx = %hash, "own transaction queued");
         Ok(hash)
     }
@@ -407,8 +431,9 @@ impl Node {
             },
         };
         match tx.sign(key) {
-            Ok(stx) => match mempool.insert(state, stx) {
+            Ok(stx) => match mempool.insert(state, stx.clone()) {
                 Ok(_) => {
+                    self.gossip(&stx);
                     requested.insert(me);
                 }
                 Err(e) => tracing::warn!(executor = %me, error = %e, "executor bond not queued"),
@@ -441,8 +466,11 @@ impl Node {
             action: Action::SetConsensusKey { key, proof },
         };
         match tx.sign(&self.keys.validator) {
-            Ok(stx) => match mempool.insert(state, stx) {
-                Ok(h) => tracing::info!(tx = %h, "registering the consensus key"),
+            Ok(stx) => match mempool.insert(state, stx.clone()) {
+                Ok(h) => {
+                    self.gossip(&stx);
+                    tracing::info!(tx = %h, "registering the consensus key")
+                }
                 Err(e) => tracing::warn!(error = %e, "consensus key registration not queued"),
             },
             Err(e) => tracing::warn!(error = %e, "consensus key registration not signed"),
@@ -486,6 +514,28 @@ impl Node {
     /// A job from the committed state.
     pub fn job(&self, id: JobId) -> Option<Job> {
         lock(&self.chain).state().job(id).cloned()
+    }
+}
+
+/// Admits the transactions peers gossip, and tells the network which to forward:
+/// what the mempool took, not what is malformed or signed wrong (whose sender loses
+/// score), nor (without blame) duplicates, stale nonces and what does not fit.
+async fn admit_gossip(
+    node: Arc<Node>,
+    net: deed_net::NetHandle,
+    mut rx: tokio::sync::mpsc::Receiver<deed_net::NetEvent>,
+) {
+    while let Some(deed_net::NetEvent::Tx { id, from, tx }) = rx.recv().await {
+        let verdict = match node.admit(tx) {
+            Ok(_) => deed_net::Verdict::Accept,
+            Err(
+                TxRejection::Malformed(_)
+                | TxRejection::BadSignature(_)
+                | TxRejection::WrongChain { .. },
+            ) => deed_net::Verdict::Reject,
+            Err(_) => deed_net::Verdict::Ignore,
+        };
+        net.report(id, from, verdict);
     }
 }
 
@@ -567,6 +617,18 @@ impl Started {
         if node.cfg.roles.executor || node.cfg.roles.watcher {
             let rx = node.subscribe();
             handles.push(tokio::spawn(crate::roles::follow(node.clone(), rx)));
+        }
+        if node.net.get().is_none() {
+            let cfg = deed_net::NetConfig::new(
+                node.cfg.chain_id,
+                node.cfg.net.listen,
+                node.cfg.net.peers.clone(),
+            );
+            let (net, rx) = deed_net::start(cfg, node.keys.consensus.to_bytes())
+                .await
+                .map_err(|e| NodeError::Config(format!("node network: {e}")))?;
+            let _ = node.net.set(net.clone());
+            handles.push(tokio::spawn(admit_gossip(node.clone(), net, rx)));
         }
         if self.consensus.is_none() {
             let vcfg = validator_config(&node.cfg, self.home.path());
