@@ -706,6 +706,16 @@ impl State {
         kv_key(prefix::JOB, &id)
     }
 
+    /// The state key of an executor.
+    pub fn executor_key(addr: &Address) -> Vec<u8> {
+        kv_key(prefix::EXECUTOR, addr)
+    }
+
+    /// The state key recording which executor holds a consensus key.
+    pub fn consensus_key_holder_key(key: &[u8; 32]) -> Vec<u8> {
+        kv_key(prefix::CONSENSUS_KEY, key)
+    }
+
     // ---- read API -------------------------------------------------------------
 
     /// Chain metadata.
@@ -894,4 +904,108 @@ pub enum GenesisError {
     /// The tree could not be built.
     #[error(transparent)]
     Commitment(CommitmentError),
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn key(i: u8) -> [u8; 32] {
+        deed_types::prove_consensus_key(&[i; 32], 1, &Address::ZERO).0
+    }
+
+    fn validator(i: u8, stake: Amount) -> GenesisValidator {
+        GenesisValidator {
+            operator: Address([i; 20]),
+            consensus_key: key(i),
+            stake,
+        }
+    }
+
+    fn edit(s: &mut State, i: u8, f: impl FnOnce(&mut Executor)) {
+        let a = Address([i; 20]);
+        let mut e = s.executors.get(&a).cloned().unwrap();
+        f(&mut e);
+        s.executors.insert(a, e);
+        s.settle();
+    }
+
+    #[test]
+    fn jailed_keyless_and_small_executors_take_no_seat() {
+        let mut s = State::genesis_with_validators(
+            1,
+            Params::default(),
+            &[],
+            &[
+                validator(1, 5_000),
+                validator(2, 4_000),
+                validator(3, 3_000),
+                validator(4, 2_000),
+                validator(5, 2_000),
+            ],
+        )
+        .unwrap();
+        let min = s.params.min_stake;
+        let seats = |s: &State| -> Vec<u8> {
+            s.consensus_validators()
+                .iter()
+                .map(|(a, k, _)| {
+                    assert_eq!(*k, key(a.0[0]));
+                    a.0[0]
+                })
+                .collect()
+        };
+        // By stake, ties by address.
+        assert_eq!(seats(&s), vec![1, 2, 3, 4, 5]);
+        edit(&mut s, 1, |e| e.jailed_until = Some(10));
+        edit(&mut s, 2, |e| e.consensus_key = None);
+        edit(&mut s, 3, |e| e.stake = min - 1);
+        assert_eq!(seats(&s), vec![4, 5]);
+        // The same executors as `validators`, less the keyless one.
+        let plain: Vec<u8> = s.validators().iter().map(|(a, _)| a.0[0]).collect();
+        assert_eq!(plain, vec![2, 4, 5]);
+        edit(&mut s, 1, |e| e.jailed_until = None);
+        assert_eq!(seats(&s), vec![1, 4, 5]);
+    }
+
+    #[test]
+    fn the_seat_cap_counts_only_keyed_executors() {
+        let params = Params {
+            max_validators: 2,
+            ..Params::default()
+        };
+        let mut s = State::genesis_with_validators(
+            1,
+            params,
+            &[],
+            &[
+                validator(1, 9_000),
+                validator(2, 8_000),
+                validator(3, 7_000),
+            ],
+        )
+        .unwrap();
+        edit(&mut s, 1, |e| e.consensus_key = None);
+        let seats: Vec<Address> = s.consensus_validators().iter().map(|v| v.0).collect();
+        assert_eq!(seats, vec![Address([2; 20]), Address([3; 20])]);
+        assert_eq!(s.validators().len(), 2);
+    }
+
+    #[test]
+    fn zero_stake_never_votes_even_without_a_minimum() {
+        let params = Params {
+            min_stake: 0,
+            ..Params::default()
+        };
+        let mut s =
+            State::genesis_with_validators(1, params, &[], &[validator(1, 10), validator(2, 10)])
+                .unwrap();
+        edit(&mut s, 2, |e| e.stake = 0);
+        assert_eq!(
+            s.consensus_validators(),
+            vec![(Address([1; 20]), key(1), 10)]
+        );
+    }
 }
