@@ -686,6 +686,7 @@ impl State {
             prefix::PROPOSAL => get(&self.proposals, rest),
             prefix::VOTE => get(&self.votes, rest),
             prefix::TIMER => get(&self.timers, rest),
+            prefix::REFEREE_DATA => get(&self.referee_data, rest),
             prefix::CONSENSUS_KEY => get(&self.consensus_keys, rest),
             _ => None,
         }
