@@ -17,6 +17,10 @@
 //! assert same-chain                             # equal block hashes at every common height
 //! assert committed-all                          # every committed load tx is on every node
 //! assert stalled for=3s on=live                 # no node's height moves for that long
+//! publish on=4 key=0 name=mlp file=PATH price=100 # `deed model create` + `publish`
+//! infer on=0 key=1 model=0/mlp input=PATH        # `deed infer … --mode optimistic
+//!                                               #  --wait final`: finalized, run by a
+//!                                               #  listed node's executor, owner paid
 //! sleep 2s
 //! ```
 //!
@@ -96,6 +100,34 @@ pub enum Step {
     Assert(Check),
     /// Wait.
     Sleep(Duration),
+    /// Create and publish a model with the `deed` CLI against one node.
+    Publish {
+        /// The node.
+        on: usize,
+        /// The owner (dev account index).
+        key: usize,
+        /// The model's name.
+        name: String,
+        /// The ONNX file.
+        file: PathBuf,
+        /// Price per call.
+        price: u128,
+    },
+    /// Run a model optimistically with the `deed` CLI until final.
+    Infer {
+        /// The node.
+        on: usize,
+        /// The requester (dev account index).
+        key: usize,
+        /// The owner (dev account index) and the model's name.
+        owner: usize,
+        /// The model's name.
+        name: String,
+        /// The input file.
+        input: PathBuf,
+        /// Nodes whose executor may run it (empty: any).
+        executors: Vec<usize>,
+    },
 }
 
 /// A set of nodes.
@@ -271,6 +303,41 @@ fn parse_line(line: &str) -> Result<Step> {
             }),
             _ => bail!("assert same-chain|committed-all|stalled"),
         },
+        "publish" => Step::Publish {
+            on: num("on", 0)?,
+            key: num("key", 0)?,
+            name: kv
+                .get("name")
+                .ok_or_else(|| anyhow!("publish needs name="))?
+                .to_string(),
+            file: PathBuf::from(
+                kv.get("file")
+                    .ok_or_else(|| anyhow!("publish needs file="))?,
+            ),
+            price: num("price", 100)? as u128,
+        },
+        "infer" => {
+            let model = kv
+                .get("model")
+                .ok_or_else(|| anyhow!("infer needs model=OWNER/NAME"))?;
+            let (owner, name) = model
+                .split_once('/')
+                .ok_or_else(|| anyhow!("model=OWNER/NAME (OWNER a dev account index)"))?;
+            Step::Infer {
+                on: num("on", 0)?,
+                key: num("key", 1)?,
+                owner: owner.parse().context("bad owner index")?,
+                name: name.to_string(),
+                input: PathBuf::from(
+                    kv.get("input")
+                        .ok_or_else(|| anyhow!("infer needs input="))?,
+                ),
+                executors: match kv.get("executor") {
+                    Some(l) => indices(l)?,
+                    None => Vec::new(),
+                },
+            }
+        }
         "sleep" => Step::Sleep(duration(
             plain
                 .first()
@@ -379,6 +446,8 @@ pub struct Runner {
     sent: Vec<Hash>,
     seed: u64,
     last_killed: Option<usize>,
+    /// Relative file names in steps are relative to this.
+    base: PathBuf,
     rt: tokio::runtime::Runtime,
     log: Vec<String>,
 }
@@ -400,11 +469,18 @@ impl Runner {
             sent: Vec::new(),
             seed,
             last_killed: None,
+            base: std::env::current_dir().unwrap_or_default(),
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,
             log: Vec::new(),
         })
+    }
+
+    /// Takes relative file names in steps relative to `base`.
+    pub fn with_base(mut self, base: &Path) -> Runner {
+        self.base = base.to_path_buf();
+        self
     }
 
     /// What happened so far, one line per step.
@@ -585,7 +661,107 @@ impl Runner {
                 std::thread::sleep(*d);
                 Ok(())
             }
+            Step::Publish {
+                on,
+                key,
+                name,
+                file,
+                price,
+            } => {
+                let file = self.path(file);
+                let file = file.to_str().context("path")?;
+                let price = price.to_string();
+                self.cli(*on, *key, &["model", "create", name, "--price", &price])?;
+                let v = self.cli(*on, *key, &["model", "publish", name, file])?;
+                self.log.push(format!("published {name}: {v}"));
+                Ok(())
+            }
+            Step::Infer {
+                on,
+                key,
+                owner,
+                name,
+                input,
+                executors,
+            } => {
+                let owner_addr = deed_node::dev::dev_account(*owner).address();
+                let model = format!("{owner_addr}/{name}");
+                let input = self.path(input);
+                let before = self.balance(*on, &owner_addr)?;
+                let out = self.cli(
+                    *on,
+                    *key,
+                    &[
+                        "infer",
+                        &model,
+                        "-i",
+                        input.to_str().context("path")?,
+                        "--mode",
+                        "optimistic",
+                        "--wait",
+                        "final",
+                    ],
+                )?;
+                if out["status"] != "finalized" {
+                    bail!("job not finalized: {out}");
+                }
+                let job = out["job"].as_u64().context("no job id")?;
+                let view = self.rt.block_on(self.client(*on)?.job(job))?;
+                if !executors.is_empty() {
+                    let mut allowed = Vec::new();
+                    for i in executors {
+                        let st = self.rt.block_on(self.client(*i)?.status())?;
+                        allowed.extend(st.executors);
+                    }
+                    for e in &view.executors {
+                        if !allowed.contains(e) {
+                            bail!("job {job} ran on {e}, not on nodes {executors:?}");
+                        }
+                    }
+                }
+                let after = self.balance(*on, &owner_addr)?;
+                if after <= before {
+                    bail!("the owner was not paid: {before} then {after}");
+                }
+                self.log
+                    .push(format!("job {job} final; owner paid {}", after - before));
+                Ok(())
+            }
         }
+    }
+
+    fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn balance(&self, on: usize, a: &deed_types::Address) -> Result<u128> {
+        let v = self.rt.block_on(self.client(on)?.account(a))?;
+        v.balance.parse().context("balance")
+    }
+
+    /// Runs the `deed` CLI against node `on` as dev account `key`; its JSON output.
+    fn cli(&self, on: usize, key: usize, args: &[&str]) -> Result<serde_json::Value> {
+        let k = deed_node::dev::dev_account(key);
+        let out = std::process::Command::new(&self.exe)
+            .arg("--json")
+            .args(args)
+            .env("DEED_NODE", self.spec(on)?.url())
+            .env("DEED_KEY", hex::encode(k.to_bytes()))
+            .env("DEED_HOME", self.dir.join("cli-home"))
+            .output()
+            .context("running deed")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            bail!(
+                "deed {args:?} failed: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        serde_json::from_str(stdout.trim()).with_context(|| format!("not JSON: {stdout}"))
     }
 
     fn start_testnet(

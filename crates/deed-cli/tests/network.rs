@@ -29,7 +29,8 @@ fn run(name: &str, subnet: u8) {
         26_000,
         u64::from(subnet),
     )
-    .unwrap();
+    .unwrap()
+    .with_base(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
     let result = runner.run(&steps);
     for line in runner.log() {
         eprintln!("{name}: {line}");
@@ -74,6 +75,11 @@ fn kill_nine_under_load_loses_no_committed_transaction() {
 #[test]
 fn a_node_joining_later_syncs_the_whole_chain() {
     run("late_join", 65);
+}
+
+#[test]
+fn a_model_runs_through_separate_executor_and_watcher_processes() {
+    run("inference", 66);
 }
 
 #[test]

@@ -11,6 +11,11 @@
 //!   forwarded ([`NetHandle::report`]): a node forwards only transactions its own
 //!   mempool accepted. Peers that send invalid transactions lose gossipsub score and
 //!   are grey-listed.
+//! - **Blob exchange** (request-response, protocol `/deed/blob/1`): a node that
+//!   lacks a blob (a model, a job input) asks its peers for its manifest and then
+//!   its chunks ([`NetHandle::request`]); the application serves the blobs it holds
+//!   ([`NetEvent::BlobRequest`], [`NetHandle::respond`]) and checks every chunk
+//!   against the manifest and the whole blob against its id before keeping it.
 //! - **Peers**: the configured peers are dialled at start and redialled while they
 //!   are away; identify and ping keep connections honest. [`NetHandle::peers`]
 //!   counts the connected ones.
@@ -29,13 +34,44 @@ use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, MessageId};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::StreamProtocol;
 use libp2p::{identify, noise, ping, tcp, yamux, Multiaddr, PeerId, Swarm};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 /// Largest gossiped transaction, in bytes.
 pub const MAX_TX_BYTES: usize = 256 * 1024;
+
+/// Most transactions kept for a later try while no peer listens.
+const UNSENT_MAX: usize = 4096;
+
+/// How long such a transaction is retried.
+const UNSENT_TTL: Duration = Duration::from_secs(300);
+
+/// Largest blob-exchange answer, in bytes: a chunk of the largest size blob stores
+/// accept (4 MiB), with room for the framing.
+pub const MAX_BLOB_RESPONSE: u64 = 4 * 1024 * 1024 + 64 * 1024;
+
+/// A question about a blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRequest {
+    /// The blob id (its CID bytes).
+    pub cid: Vec<u8>,
+    /// A chunk's index, or `None` for the blob's manifest.
+    pub chunk: Option<u32>,
+}
+
+/// The answer: the manifest's or chunk's bytes, or `None` if the peer lacks them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobResponse {
+    /// The bytes.
+    pub data: Option<Vec<u8>>,
+}
 
 /// How the network runs.
 #[derive(Clone, Debug)]
@@ -99,8 +135,18 @@ pub enum Verdict {
 }
 
 /// Something the network hands to the application.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum NetEvent {
+    /// A peer asks for a blob's manifest or chunk; answer with
+    /// [`NetHandle::respond`].
+    BlobRequest {
+        /// The peer.
+        from: PeerId,
+        /// What it asks.
+        request: BlobRequest,
+        /// Where the answer goes.
+        channel: ResponseChannel<BlobResponse>,
+    },
     /// A gossiped transaction; answer with [`NetHandle::report`].
     Tx {
         /// The gossip message id.
@@ -108,13 +154,19 @@ pub enum NetEvent {
         /// The peer that forwarded it.
         from: PeerId,
         /// The transaction.
-        tx: SignedTransaction,
+        tx: Box<SignedTransaction>,
     },
 }
 
 enum Command {
     Publish(Vec<u8>),
     Report(MessageId, PeerId, Verdict),
+    Request(
+        PeerId,
+        BlobRequest,
+        oneshot::Sender<Result<BlobResponse, String>>,
+    ),
+    Respond(ResponseChannel<BlobResponse>, BlobResponse),
 }
 
 /// Counters for what was dropped or refused.
@@ -132,6 +184,7 @@ pub struct NetStats {
 #[derive(Debug, Default)]
 struct Shared {
     peers: AtomicUsize,
+    connected: std::sync::Mutex<Vec<PeerId>>,
     stats: NetStats,
     listen: std::sync::Mutex<Vec<Multiaddr>>,
 }
@@ -178,6 +231,36 @@ impl NetHandle {
         self.shared.peers.load(Ordering::Relaxed)
     }
 
+    /// The peers connected now.
+    pub fn connected(&self) -> Vec<PeerId> {
+        self.shared
+            .connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Asks `peer` about a blob. Fails when the peer is unreachable, does not
+    /// answer in time, or the network stopped.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        request: BlobRequest,
+    ) -> Result<BlobResponse, String> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Request(peer, request, tx))
+            .await
+            .map_err(|_| "the node network stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the node network stopped".to_string())?
+    }
+
+    /// Answers a [`NetEvent::BlobRequest`].
+    pub fn respond(&self, channel: ResponseChannel<BlobResponse>, response: BlobResponse) {
+        self.send(Command::Respond(channel, response));
+    }
+
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.local
@@ -201,6 +284,7 @@ impl NetHandle {
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     gossipsub: gossipsub::Behaviour,
+    blobs: request_response::cbor::Behaviour<BlobRequest, BlobResponse>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
 }
@@ -267,8 +351,18 @@ pub async fn start(
 ) -> Result<(NetHandle, mpsc::Receiver<NetEvent>), NetError> {
     let key = Keypair::ed25519_from_bytes(secret).map_err(|e| NetError::Key(e.to_string()))?;
     let topic = tx_topic(cfg.chain_id);
+    let codec = request_response::cbor::codec::Codec::<BlobRequest, BlobResponse>::default()
+        .set_request_size_maximum(4 * 1024)
+        .set_response_size_maximum(MAX_BLOB_RESPONSE);
     let behaviour = Behaviour {
         gossipsub: gossip(&key, &topic)?,
+        blobs: request_response::Behaviour::with_codec(
+            codec,
+            [(StreamProtocol::new("/deed/blob/1"), ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(20))
+                .with_max_concurrent_streams(32),
+        ),
         identify: identify::Behaviour::new(identify::Config::new(
             "/deed/net/1".into(),
             key.public(),
@@ -305,6 +399,8 @@ pub async fn start(
     let task = Task {
         peers: cfg.peers.iter().map(|a| multiaddr(*a)).collect(),
         connected_addrs: HashSet::new(),
+        pending: HashMap::new(),
+        unsent: std::collections::VecDeque::new(),
         topic,
         shared,
         events: ev_tx,
@@ -318,6 +414,10 @@ struct Task {
     peers: Vec<Multiaddr>,
     /// Addresses of configured peers with an open connection we dialled.
     connected_addrs: HashSet<Multiaddr>,
+    /// Blob requests waiting for their answer.
+    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<BlobResponse, String>>>,
+    /// Transactions published while no peer listened, retried on every tick.
+    unsent: std::collections::VecDeque<(Vec<u8>, tokio::time::Instant)>,
     topic: IdentTopic,
     shared: Arc<Shared>,
     events: mpsc::Sender<NetEvent>,
@@ -334,7 +434,10 @@ impl Task {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.redial(&mut swarm),
+                _ = tick.tick() => {
+                    self.redial(&mut swarm);
+                    self.retry_unsent(&mut swarm);
+                }
                 c = commands.recv() => match c {
                     Some(c) => self.command(&mut swarm, c),
                     // Every handle is gone: the node stopped.
@@ -357,16 +460,7 @@ impl Task {
 
     fn command(&mut self, swarm: &mut Swarm<Behaviour>, c: Command) {
         match c {
-            Command::Publish(bytes) => {
-                if let Err(e) = swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(self.topic.clone(), bytes)
-                {
-                    // No peers yet, or a duplicate of what we forwarded: nothing to do.
-                    debug!(error = %e, "transaction not gossiped");
-                }
-            }
+            Command::Publish(bytes) => self.publish(swarm, bytes, tokio::time::Instant::now()),
             Command::Report(id, from, verdict) => {
                 let acceptance = match verdict {
                     Verdict::Accept => MessageAcceptance::Accept,
@@ -377,6 +471,14 @@ impl Task {
                     .behaviour_mut()
                     .gossipsub
                     .report_message_validation_result(&id, &from, acceptance);
+            }
+            Command::Request(peer, request, reply) => {
+                let id = swarm.behaviour_mut().blobs.send_request(&peer, request);
+                self.pending.insert(id, reply);
+            }
+            Command::Respond(channel, response) => {
+                // The peer may have given up waiting: nothing to do then.
+                let _ = swarm.behaviour_mut().blobs.send_response(channel, response);
             }
         }
     }
@@ -435,7 +537,7 @@ impl Task {
                 let event = NetEvent::Tx {
                     id: message_id.clone(),
                     from: propagation_source,
-                    tx,
+                    tx: Box::new(tx),
                 };
                 if self.events.try_send(event).is_err() {
                     self.shared
@@ -452,6 +554,7 @@ impl Task {
                         );
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Blobs(e)) => self.blob_event(e),
             SwarmEvent::OutgoingConnectionError { error, .. } => {
                 debug!(error = %error, "dial failed");
             }
@@ -464,10 +567,105 @@ impl Task {
         }
     }
 
+    /// Publishes, keeping what found no peer to listen for a later try: a
+    /// transaction queued before the node's peers connected must still reach them.
+    fn publish(
+        &mut self,
+        swarm: &mut Swarm<Behaviour>,
+        bytes: Vec<u8>,
+        since: tokio::time::Instant,
+    ) {
+        match swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topic.clone(), bytes.clone())
+        {
+            Ok(_) => {}
+            Err(
+                gossipsub::PublishError::NoPeersSubscribedToTopic
+                | gossipsub::PublishError::AllQueuesFull(_),
+            ) => {
+                if self.unsent.len() >= UNSENT_MAX {
+                    self.unsent.pop_front();
+                    self.shared
+                        .stats
+                        .commands_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                self.unsent.push_back((bytes, since));
+            }
+            // A duplicate of what this node already sent or forwarded.
+            Err(e) => debug!(error = %e, "transaction not gossiped"),
+        }
+    }
+
+    fn retry_unsent(&mut self, swarm: &mut Swarm<Behaviour>) {
+        let now = tokio::time::Instant::now();
+        for (bytes, since) in std::mem::take(&mut self.unsent) {
+            if now.duration_since(since) < UNSENT_TTL {
+                self.publish(swarm, bytes, since);
+            }
+        }
+    }
+
+    fn blob_event(&mut self, e: request_response::Event<BlobRequest, BlobResponse>) {
+        use request_response::{Event, Message};
+        match e {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let event = NetEvent::BlobRequest {
+                    from: peer,
+                    request,
+                    channel,
+                };
+                // Dropping the channel tells the peer no answer comes.
+                if self.events.try_send(event).is_err() {
+                    self.shared
+                        .stats
+                        .inbound_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.pending.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, error = %error, "blob request not answered");
+            }
+            Event::ResponseSent { .. } => {}
+        }
+    }
+
     fn count(&self, swarm: &Swarm<Behaviour>) {
-        self.shared
-            .peers
-            .store(swarm.connected_peers().count(), Ordering::Relaxed);
+        let peers: Vec<PeerId> = swarm.connected_peers().copied().collect();
+        self.shared.peers.store(peers.len(), Ordering::Relaxed);
+        *self
+            .shared
+            .connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = peers;
     }
 }
 
@@ -521,9 +719,55 @@ mod tests {
         limit: Duration,
     ) -> Option<(MessageId, PeerId, SignedTransaction)> {
         match tokio::time::timeout(limit, rx.recv()).await {
-            Ok(Some(NetEvent::Tx { id, from, tx })) => Some((id, from, tx)),
+            Ok(Some(NetEvent::Tx { id, from, tx })) => Some((id, from, *tx)),
             _ => None,
         }
+    }
+
+    /// A peer asks for chunks; the serving side answers from its own data, and
+    /// what it lacks comes back as `None`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blob_requests_reach_the_holder_and_its_answers_come_back() {
+        let (b, mut b_rx, b_addr) = node(2, vec![]).await;
+        let (a, _a_rx, _) = node(1, vec![b_addr]).await;
+        until("connected", || a.peers() == 1).await;
+        let server = b.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = b_rx.recv().await {
+                if let NetEvent::BlobRequest {
+                    request, channel, ..
+                } = ev
+                {
+                    let data = (request.cid == b"known" && request.chunk == Some(1))
+                        .then(|| vec![7u8; 3 << 20]);
+                    server.respond(channel, BlobResponse { data });
+                }
+            }
+        });
+        let peer = a.connected()[0];
+        assert_eq!(peer, b.peer_id());
+        let got = a
+            .request(
+                peer,
+                BlobRequest {
+                    cid: b"known".to_vec(),
+                    chunk: Some(1),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.data.map(|d| d.len()), Some(3 << 20));
+        let none = a
+            .request(
+                peer,
+                BlobRequest {
+                    cid: b"other".to_vec(),
+                    chunk: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(none.data, None);
     }
 
     /// A - B - C in a line: what A publishes reaches C only through B, and only

@@ -149,7 +149,7 @@ async fn referee_moves(
     let job = node
         .job(job_id)
         .ok_or_else(|| ApiError::not_found(format!("job {job_id}")))?;
-    let model = node.models.get(&node.blobs, &job.manifest).await?;
+    let model = node.model(&job.manifest).await?;
     let bytes = job_input(node, &job).await?;
     let inputs = runner::name_inputs(&model, &bytes)?;
     let keep_steps = party::referee_steps(&model.model, step);

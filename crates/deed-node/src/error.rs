@@ -138,6 +138,11 @@ impl ApiError {
         ApiError::new(ErrorCode::NotFound, message)
     }
 
+    /// Something this node cannot do now (peers lack what it needs, a pool is full).
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Unavailable, message)
+    }
+
     /// An internal failure; the detail goes to the log, not to the client.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         tracing::error!(%detail, "internal error");

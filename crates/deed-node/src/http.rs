@@ -882,7 +882,7 @@ async fn execute(
         hash,
         keep: false,
     };
-    let loaded = node.models.get(&node.blobs, &manifest).await?;
+    let loaded = node.model(&manifest).await?;
     let mut named = Vec::with_capacity(req.inputs.len());
     for t in &req.inputs {
         let bytes = decode_hex(&t.tensor).map_err(|_| {

@@ -9,6 +9,7 @@
 //!   atomic persistence of state, blocks and the transaction index ([`chain`]).
 //! - [`roles`]: the executor (runs assigned jobs; direct calls come through the
 //!   API) and the watcher (re-executes results, challenges mismatches).
+//! - [`blobnet`]: blobs served to and fetched from peers over the node network.
 //! - [`http`]: the API of `deed_client::api`, with `/v1/openapi.json` and `/metrics`.
 //! - [`dispute`]: plays this node's side of every dispute its executor or watcher
 //!   keys are party to.
@@ -19,6 +20,7 @@
 //!
 //! It may depend on every other Deed crate; none depends on it but the CLI.
 
+pub mod blobnet;
 pub mod chain;
 pub mod config;
 pub mod consensus;

@@ -496,7 +496,7 @@ impl Node {
                 .collect()
         };
         for m in manifests {
-            match self.models.get(&self.blobs, &m).await {
+            match self.model(&m).await {
                 Ok(loaded) => referee.insert(m, loaded.model.clone()),
                 Err(e) => {
                     tracing::warn!(manifest = %m, error = %e.message, "referee model unavailable")
@@ -508,7 +508,28 @@ impl Node {
 
     /// Reads a model version's manifest blob.
     pub async fn manifest(&self, cid: &Cid) -> Result<ModelManifest, ApiError> {
-        Ok(self.models.get(&self.blobs, cid).await?.manifest.clone())
+        Ok(self.model(cid).await?.manifest.clone())
+    }
+
+    /// The model of a version's manifest, loaded and verified; its blobs are
+    /// fetched from peers first if this node lacks them.
+    pub async fn model(&self, manifest: &Cid) -> Result<Arc<crate::runner::LoadedModel>, ApiError> {
+        if !self.models.contains(manifest).await {
+            crate::blobnet::ensure(self, manifest).await?;
+            let bytes = deed_store::blob::download(self.blobs.as_ref(), manifest).await?;
+            if let Ok(m) = serde_json::from_slice::<ModelManifest>(&bytes) {
+                for f in &m.files {
+                    crate::blobnet::ensure(self, &f.cid).await?;
+                }
+            }
+        }
+        self.models.get(&self.blobs, manifest).await
+    }
+
+    /// A blob's bytes, fetched from peers first if this node lacks it.
+    pub async fn blob(&self, cid: &Cid) -> Result<Vec<u8>, ApiError> {
+        crate::blobnet::ensure(self, cid).await?;
+        Ok(deed_store::blob::download(self.blobs.as_ref(), cid).await?)
     }
 
     /// A job from the committed state.
@@ -525,17 +546,30 @@ async fn admit_gossip(
     net: deed_net::NetHandle,
     mut rx: tokio::sync::mpsc::Receiver<deed_net::NetEvent>,
 ) {
-    while let Some(deed_net::NetEvent::Tx { id, from, tx }) = rx.recv().await {
-        let verdict = match node.admit(tx) {
-            Ok(_) => deed_net::Verdict::Accept,
-            Err(
-                TxRejection::Malformed(_)
-                | TxRejection::BadSignature(_)
-                | TxRejection::WrongChain { .. },
-            ) => deed_net::Verdict::Reject,
-            Err(_) => deed_net::Verdict::Ignore,
-        };
-        net.report(id, from, verdict);
+    while let Some(event) = rx.recv().await {
+        match event {
+            deed_net::NetEvent::Tx { id, from, tx } => {
+                let verdict = match node.admit(*tx) {
+                    Ok(_) => deed_net::Verdict::Accept,
+                    Err(
+                        TxRejection::Malformed(_)
+                        | TxRejection::BadSignature(_)
+                        | TxRejection::WrongChain { .. },
+                    ) => deed_net::Verdict::Reject,
+                    Err(_) => deed_net::Verdict::Ignore,
+                };
+                net.report(id, from, verdict);
+            }
+            deed_net::NetEvent::BlobRequest {
+                request, channel, ..
+            } => {
+                let (node, net) = (node.clone(), net.clone());
+                tokio::spawn(async move {
+                    let response = crate::blobnet::serve(&node, request).await;
+                    net.respond(channel, response);
+                });
+            }
+        }
     }
 }
 
@@ -608,16 +642,11 @@ impl Started {
     pub async fn spawn(&mut self) -> Result<Vec<tokio::task::JoinHandle<()>>, NodeError> {
         let mut handles = Vec::new();
         let node = self.node.clone();
-        if node.cfg.roles.executor {
-            // Bond before the first block so the executor is serving from height 1.
-            let chain = lock(&node.chain);
-            let mut mempool = lock(&node.mempool);
-            node.refresh_bond(chain.state(), &mut mempool);
-        }
         if node.cfg.roles.executor || node.cfg.roles.watcher {
             let rx = node.subscribe();
             handles.push(tokio::spawn(crate::roles::follow(node.clone(), rx)));
         }
+        // The network before the bond: what the node queues must be gossiped.
         if node.net.get().is_none() {
             let cfg = deed_net::NetConfig::new(
                 node.cfg.chain_id,
@@ -629,6 +658,12 @@ impl Started {
                 .map_err(|e| NodeError::Config(format!("node network: {e}")))?;
             let _ = node.net.set(net.clone());
             handles.push(tokio::spawn(admit_gossip(node.clone(), net, rx)));
+        }
+        if node.cfg.roles.executor {
+            // Bond before the first block so the executor is serving from height 1.
+            let chain = lock(&node.chain);
+            let mut mempool = lock(&node.mempool);
+            node.refresh_bond(chain.state(), &mut mempool);
         }
         if self.consensus.is_none() {
             let vcfg = validator_config(&node.cfg, self.home.path());

@@ -137,7 +137,7 @@ fn reveal_salt(key: &SecretKey, job: JobId) -> Hash {
 pub(crate) async fn job_input(node: &Node, job: &Job) -> Result<Vec<u8>, ApiError> {
     match &job.input_inline {
         Some(b) => Ok(b.clone()),
-        None => Ok(deed_store::blob::download(node.blobs.as_ref(), &Cid(job.input_hash)).await?),
+        None => node.blob(&Cid(job.input_hash)).await,
     }
 }
 
@@ -148,7 +148,7 @@ pub(crate) async fn run_job(
     job: &Job,
     corrupt_step: Option<usize>,
 ) -> Result<JobRun, ApiError> {
-    let model = node.models.get(&node.blobs, &job.manifest).await?;
+    let model = node.model(&job.manifest).await?;
     let bytes = job_input(node, job).await?;
     let inputs = runner::name_inputs(&model, &bytes)?;
     let budget = node.with_state(|c| c.state().version(job.model, job.version).map(|v| v.cost));

@@ -64,6 +64,11 @@ impl ModelCache {
         }
     }
 
+    /// Whether the model of `manifest` is loaded.
+    pub async fn contains(&self, manifest: &Cid) -> bool {
+        self.inner.lock().await.contains_key(manifest)
+    }
+
     /// The version whose manifest blob is `manifest`: its manifest and its model
     /// file are read from `blobs` (which verifies them against their CIDs), the
     /// creator's signature is checked and the model is loaded.
