@@ -18,6 +18,8 @@
 //! assert committed-all                          # every committed load tx is on every node
 //! assert stalled for=3s on=live                 # no node's height moves for that long
 //! publish on=4 key=0 name=mlp file=PATH price=100 # `deed model create` + `publish`
+//! download on=4 model=0/mlp file=PATH           # `deed model download` from that
+//!                                               #  node gives exactly these bytes
 //! infer on=0 key=1 model=0/mlp input=PATH        # `deed infer … --mode optimistic
 //!                                               #  --wait final`: finalized, run by a
 //!                                               #  listed node's executor, owner paid
@@ -112,6 +114,17 @@ pub enum Step {
         file: PathBuf,
         /// Price per call.
         price: u128,
+    },
+    /// Download a model's first version from one node and compare it with a file.
+    Download {
+        /// The node.
+        on: usize,
+        /// The owner (dev account index).
+        owner: usize,
+        /// The model's name.
+        name: String,
+        /// The file it must equal.
+        file: PathBuf,
     },
     /// Run a model optimistically with the `deed` CLI until final.
     Infer {
@@ -316,6 +329,23 @@ fn parse_line(line: &str) -> Result<Step> {
             ),
             price: num("price", 100)? as u128,
         },
+        "download" => {
+            let model = kv
+                .get("model")
+                .ok_or_else(|| anyhow!("download needs model=OWNER/NAME"))?;
+            let (owner, name) = model
+                .split_once('/')
+                .ok_or_else(|| anyhow!("model=OWNER/NAME (OWNER a dev account index)"))?;
+            Step::Download {
+                on: num("on", 0)?,
+                owner: owner.parse().context("bad owner index")?,
+                name: name.to_string(),
+                file: PathBuf::from(
+                    kv.get("file")
+                        .ok_or_else(|| anyhow!("download needs file="))?,
+                ),
+            }
+        }
         "infer" => {
             let model = kv
                 .get("model")
@@ -674,6 +704,36 @@ impl Runner {
                 self.cli(*on, *key, &["model", "create", name, "--price", &price])?;
                 let v = self.cli(*on, *key, &["model", "publish", name, file])?;
                 self.log.push(format!("published {name}: {v}"));
+                Ok(())
+            }
+            Step::Download {
+                on,
+                owner,
+                name,
+                file,
+            } => {
+                let owner_addr = deed_node::dev::dev_account(*owner).address();
+                let out = self.dir.join(format!("download-{on}-{name}.onnx"));
+                self.cli(
+                    *on,
+                    *owner,
+                    &[
+                        "model",
+                        "download",
+                        &format!("{owner_addr}/{name}@1"),
+                        "-o",
+                        out.to_str().context("path")?,
+                    ],
+                )?;
+                let want = std::fs::read(self.path(file))?;
+                let got = std::fs::read(&out)?;
+                if got != want {
+                    bail!(
+                        "node {on} served {} bytes that differ from {}",
+                        got.len(),
+                        file.display()
+                    );
+                }
                 Ok(())
             }
             Step::Infer {

@@ -454,6 +454,10 @@ async fn upload_finish(State(node): Shared, Path(cid): Path<String>) -> ApiResul
 async fn stored_manifest(node: &Node, cid: &str) -> Result<Manifest, ApiError> {
     need_storage(node)?;
     let cid: Cid = parse("CID", cid)?;
+    // A blob this node lacks may be held by a peer: fetch it (verified) and serve it.
+    if let Err(e) = crate::blobnet::ensure(node, &cid).await {
+        tracing::debug!(blob = %cid, error = %e.message, "blob not fetched from peers");
+    }
     node.blobs
         .manifest(&cid)
         .await?
