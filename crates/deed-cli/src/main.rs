@@ -75,6 +75,9 @@ struct RunNodeArgs {
     /// The node's home directory (the same as `--config HOME/config.toml`).
     #[arg(long, value_name = "DIR")]
     home: Option<PathBuf>,
+    /// Inject a fault, as for `deed dev` (builds with the `fault` feature only).
+    #[arg(long, value_name = "FAULT", hide = !deed_node::fault::COMPILED)]
+    fault: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -289,7 +292,8 @@ fn cmd_node(a: RunNodeArgs) -> Result<ExitCode> {
         (None, Some(h)) => h.join(deed_node::operator::CONFIG_FILE),
         (None, None) => bail!("give --config FILE or --home DIR (see `deed init`)"),
     };
-    let files = deed_node::operator::load_home(&config, &Default::default())?;
+    let mut files = deed_node::operator::load_home(&config, &Default::default())?;
+    files.config.faults = deed_node::fault::Faults::parse(&a.fault)?;
     init_logs("warn");
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(deed_node::operator::run_node(files))?;

@@ -5,6 +5,7 @@
 //! ```text
 //! testnet validators=4 executors=0 watchers=0   # start the processes (relayed links)
 //! testnet validators=4 executors=1 start=0,1,2,3 # start some; `start 4` later
+//! testnet validators=4 executors=1 fault=4:corrupt-step=1  # `deed node --fault` (test builds)
 //! wait height>=5 on=all within=60s              # on=all | live | 0,1,3
 //! wait height>=+5                               # 5 past the highest height among them now
 //! load start tps=20 accounts=4                  # signed transfers in the background
@@ -64,6 +65,8 @@ pub enum Step {
         watchers: usize,
         /// The nodes to start now (`None`: all); `start N` starts the others later.
         start: Option<Vec<usize>>,
+        /// A fault for one node: (node, `deed node --fault` value).
+        fault: Option<(usize, String)>,
     },
     /// Wait until the nodes reach a height.
     Wait {
@@ -140,6 +143,9 @@ pub enum Step {
         input: PathBuf,
         /// Nodes whose executor may run it (empty: any).
         executors: Vec<usize>,
+        /// Expect the job refunded after a dispute the challenger won (a cheating
+        /// executor), rather than finalized with the owner paid.
+        refunded: bool,
     },
 }
 
@@ -255,6 +261,15 @@ fn parse_line(line: &str) -> Result<Step> {
             executors: num("executors", 0)?,
             watchers: num("watchers", 0)?,
             start: kv.get("start").map(|l| indices(l)).transpose()?,
+            fault: match kv.get("fault") {
+                Some(f) => {
+                    let (n, spec) = f
+                        .split_once(':')
+                        .ok_or_else(|| anyhow!("fault=NODE:FAULT"))?;
+                    Some((n.parse().context("bad fault node")?, spec.to_string()))
+                }
+                None => None,
+            },
         },
         "wait" => {
             let cond = plain
@@ -365,6 +380,11 @@ fn parse_line(line: &str) -> Result<Step> {
                 executors: match kv.get("executor") {
                     Some(l) => indices(l)?,
                     None => Vec::new(),
+                },
+                refunded: match kv.get("expect").copied() {
+                    None | Some("finalized") => false,
+                    Some("refunded") => true,
+                    Some(e) => bail!("expect=finalized|refunded, not {e}"),
                 },
             }
         }
@@ -478,6 +498,8 @@ pub struct Runner {
     last_killed: Option<usize>,
     /// Relative file names in steps are relative to this.
     base: PathBuf,
+    /// A node started with `--fault`.
+    fault: Option<(usize, String)>,
     rt: tokio::runtime::Runtime,
     log: Vec<String>,
 }
@@ -500,6 +522,7 @@ impl Runner {
             seed,
             last_killed: None,
             base: std::env::current_dir().unwrap_or_default(),
+            fault: None,
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,
@@ -577,7 +600,11 @@ impl Runner {
                 executors,
                 watchers,
                 start,
-            } => self.start_testnet(*validators, *executors, *watchers, start.as_deref()),
+                fault,
+            } => {
+                self.fault = fault.clone();
+                self.start_testnet(*validators, *executors, *watchers, start.as_deref())
+            }
             Step::Wait {
                 height,
                 relative,
@@ -661,7 +688,7 @@ impl Runner {
                         .ok_or_else(|| anyhow!("no node was killed"))?,
                 };
                 let spec = self.spec(i)?;
-                let child = testnet::spawn(&self.exe, &spec)?;
+                let child = testnet::spawn_with(&self.exe, &spec, &self.extra_args(i))?;
                 self.children.insert(i, child);
                 Ok(())
             }
@@ -743,6 +770,7 @@ impl Runner {
                 name,
                 input,
                 executors,
+                refunded,
             } => {
                 let owner_addr = deed_node::dev::dev_account(*owner).address();
                 let model = format!("{owner_addr}/{name}");
@@ -762,8 +790,9 @@ impl Runner {
                         "final",
                     ],
                 )?;
-                if out["status"] != "finalized" {
-                    bail!("job not finalized: {out}");
+                let want = if *refunded { "refunded" } else { "finalized" };
+                if out["status"] != want {
+                    bail!("job not {want}: {out}");
                 }
                 let job = out["job"].as_u64().context("no job id")?;
                 let view = self.rt.block_on(self.client(*on)?.job(job))?;
@@ -779,6 +808,23 @@ impl Runner {
                         }
                     }
                 }
+                if *refunded {
+                    let disputes = self.rt.block_on(self.client(*on)?.disputes())?;
+                    let d = disputes
+                        .iter()
+                        .find(|d| d.job == job)
+                        .ok_or_else(|| anyhow!("job {job} was refunded without a dispute"))?;
+                    if d.winner.as_deref() != Some("challenger") || d.slashed.is_none() {
+                        bail!("dispute {} of job {job}: {d:?}", d.id);
+                    }
+                    self.log.push(format!(
+                        "job {job} refunded; dispute {} won by the challenger after {} rounds, {} slashed",
+                        d.id,
+                        d.rounds,
+                        d.slashed.as_deref().unwrap_or("0")
+                    ));
+                    return Ok(());
+                }
                 let after = self.balance(*on, &owner_addr)?;
                 if after <= before {
                     bail!("the owner was not paid: {before} then {after}");
@@ -787,6 +833,13 @@ impl Runner {
                     .push(format!("job {job} final; owner paid {}", after - before));
                 Ok(())
             }
+        }
+    }
+
+    fn extra_args(&self, node: usize) -> Vec<String> {
+        match &self.fault {
+            Some((n, f)) if *n == node => vec!["--fault".into(), f.clone()],
+            _ => Vec::new(),
         }
     }
 
@@ -861,7 +914,7 @@ impl Runner {
             if start.is_some_and(|l| !l.contains(&spec.index)) {
                 continue;
             }
-            let child = testnet::spawn(&self.exe, spec)?;
+            let child = testnet::spawn_with(&self.exe, spec, &self.extra_args(spec.index))?;
             self.children.insert(spec.index, child);
         }
         self.layout = Some(layout);

@@ -294,6 +294,11 @@ pub fn create(opts: &Options) -> Result<Layout> {
 /// Starts `deed node` for `spec` (with `exe`, this program), in its own process
 /// group, appending its output to `node.log` in its home.
 pub fn spawn(exe: &Path, spec: &NodeSpec) -> Result<Child> {
+    spawn_with(exe, spec, &[])
+}
+
+/// [`spawn`] with more `deed node` arguments (`--fault …` in tests).
+pub fn spawn_with(exe: &Path, spec: &NodeSpec, extra: &[String]) -> Result<Child> {
     let log_path = spec.home.join("node.log");
     let log = fs::OpenOptions::new()
         .create(true)
@@ -304,6 +309,7 @@ pub fn spawn(exe: &Path, spec: &NodeSpec) -> Result<Child> {
     cmd.arg("node")
         .arg("--config")
         .arg(spec.config())
+        .args(extra)
         .env(
             "DEED_LOG",
             std::env::var("DEED_LOG").unwrap_or_else(|_| "info".into()),

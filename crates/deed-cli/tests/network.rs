@@ -83,6 +83,11 @@ fn a_model_runs_through_separate_executor_and_watcher_processes() {
 }
 
 #[test]
+fn a_cheating_executor_process_is_caught_by_a_watcher_process_and_slashed() {
+    run("cheater", 67);
+}
+
+#[test]
 fn scenarios_parse_and_bad_lines_are_named() {
     for entry in
         std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")).unwrap()
