@@ -5,7 +5,8 @@
 //! ```text
 //! testnet validators=4 executors=0 watchers=0   # start the processes (relayed links)
 //! testnet validators=4 executors=1 start=0,1,2,3 # start some; `start 4` later
-//! testnet validators=4 executors=1 fault=4:corrupt-step=1  # `deed node --fault` (test builds)
+//! testnet validators=4 executors=1 fault=4:corrupt-step=1  # `deed node --fault` (test
+//!                                               #  builds); `+` joins several
 //! wait height>=5 on=all within=60s              # on=all | live | 0,1,3
 //! wait height>=+5                               # 5 past the highest height among them now
 //! load start tps=20 accounts=4                  # signed transfers in the background
@@ -23,7 +24,9 @@
 //!                                               #  node gives exactly these bytes
 //! infer on=0 key=1 model=0/mlp input=PATH        # `deed infer … --mode optimistic
 //!                                               #  --wait final`: finalized, run by a
-//!                                               #  listed node's executor, owner paid
+//!                                               #  listed node's executor, owner paid;
+//!                                               #  expect=defended|refunded: after a
+//!                                               #  dispute the defender|challenger won
 //! sleep 2s
 //! ```
 //!
@@ -143,10 +146,25 @@ pub enum Step {
         input: PathBuf,
         /// Nodes whose executor may run it (empty: any).
         executors: Vec<usize>,
-        /// Expect the job refunded after a dispute the challenger won (a cheating
-        /// executor), rather than finalized with the owner paid.
-        refunded: bool,
+        /// How the job must end.
+        expect: Expect,
+        /// `optimistic` or `replicated:K`.
+        mode: String,
+        /// A node whose executor must end slashed and jailed.
+        liar: Option<usize>,
     },
+}
+
+/// How a job must end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Finalized and the owner paid.
+    Finalized,
+    /// Finalized after a dispute the defender won (a false challenge).
+    Defended,
+    /// Refunded after a dispute the challenger won (a cheating executor), the
+    /// executor slashed.
+    Refunded,
 }
 
 /// A set of nodes.
@@ -381,10 +399,17 @@ fn parse_line(line: &str) -> Result<Step> {
                     Some(l) => indices(l)?,
                     None => Vec::new(),
                 },
-                refunded: match kv.get("expect").copied() {
-                    None | Some("finalized") => false,
-                    Some("refunded") => true,
-                    Some(e) => bail!("expect=finalized|refunded, not {e}"),
+                mode: kv.get("mode").copied().unwrap_or("optimistic").to_string(),
+                liar: kv
+                    .get("liar")
+                    .map(|l| l.parse())
+                    .transpose()
+                    .context("bad liar")?,
+                expect: match kv.get("expect").copied() {
+                    None | Some("finalized") => Expect::Finalized,
+                    Some("defended") => Expect::Defended,
+                    Some("refunded") => Expect::Refunded,
+                    Some(e) => bail!("expect=finalized|defended|refunded, not {e}"),
                 },
             }
         }
@@ -770,11 +795,44 @@ impl Runner {
                 name,
                 input,
                 executors,
-                refunded,
+                expect,
+                mode,
+                liar,
             } => {
                 let owner_addr = deed_node::dev::dev_account(*owner).address();
                 let model = format!("{owner_addr}/{name}");
                 let input = self.path(input);
+                // Every listed executor serves the model before the job draws from them.
+                let mut listed = Vec::new();
+                for i in executors {
+                    listed.extend(self.rt.block_on(self.client(*i)?.status())?.executors);
+                }
+                let deadline = Instant::now() + Duration::from_secs(60);
+                for e in &listed {
+                    loop {
+                        let a = self.rt.block_on(self.client(*on)?.account(e))?;
+                        if a.executor.is_some_and(|x| !x.models.is_empty()) {
+                            break;
+                        }
+                        if Instant::now() >= deadline {
+                            bail!("executor {e} serves no model after 60 s");
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                let liar_stake = match liar {
+                    Some(l) => {
+                        let e = self.rt.block_on(self.client(*l)?.status())?.executor;
+                        let e = e.ok_or_else(|| anyhow!("node {l} runs no executor"))?;
+                        let a = self.rt.block_on(self.client(*on)?.account(&e))?;
+                        let stake: u128 = a
+                            .executor
+                            .map(|x| x.stake.parse().unwrap_or(0))
+                            .unwrap_or(0);
+                        Some((e, stake))
+                    }
+                    None => None,
+                };
                 let before = self.balance(*on, &owner_addr)?;
                 let out = self.cli(
                     *on,
@@ -785,16 +843,35 @@ impl Runner {
                         "-i",
                         input.to_str().context("path")?,
                         "--mode",
-                        "optimistic",
+                        mode,
                         "--wait",
                         "final",
                     ],
                 )?;
-                let want = if *refunded { "refunded" } else { "finalized" };
-                if out["status"] != want {
+                let want = if *expect == Expect::Refunded {
+                    "refunded"
+                } else {
+                    "finalized"
+                };
+                // `infer` prints the job inline (direct and optimistic) or as an object.
+                let status = out["job"]["status"].as_str().or(out["status"].as_str());
+                if status != Some(want) {
                     bail!("job not {want}: {out}");
                 }
-                let job = out["job"].as_u64().context("no job id")?;
+                let job = out["job"]["id"]
+                    .as_u64()
+                    .or(out["job"].as_u64())
+                    .context("no job id")?;
+                if let Some((e, stake_before)) = liar_stake {
+                    let a = self.rt.block_on(self.client(*on)?.account(&e))?;
+                    let x = a.executor.ok_or_else(|| anyhow!("liar {e} unbonded"))?;
+                    let stake: u128 = x.stake.parse().unwrap_or(u128::MAX);
+                    if stake >= stake_before || x.jailed_until.is_none() {
+                        bail!("liar {e} not slashed and jailed: {stake_before} then {stake}, jailed {:?}", x.jailed_until);
+                    }
+                    self.log
+                        .push(format!("liar {e} slashed: {stake_before} then {stake}"));
+                }
                 let view = self.rt.block_on(self.client(*on)?.job(job))?;
                 if !executors.is_empty() {
                     let mut allowed = Vec::new();
@@ -808,22 +885,32 @@ impl Runner {
                         }
                     }
                 }
-                if *refunded {
+                if *expect != Expect::Finalized {
                     let disputes = self.rt.block_on(self.client(*on)?.disputes())?;
                     let d = disputes
                         .iter()
                         .find(|d| d.job == job)
-                        .ok_or_else(|| anyhow!("job {job} was refunded without a dispute"))?;
-                    if d.winner.as_deref() != Some("challenger") || d.slashed.is_none() {
-                        bail!("dispute {} of job {job}: {d:?}", d.id);
+                        .ok_or_else(|| anyhow!("job {job} ended without a dispute"))?;
+                    let winner = if *expect == Expect::Refunded {
+                        "challenger"
+                    } else {
+                        "defender"
+                    };
+                    if d.winner.as_deref() != Some(winner) || d.slashed.is_none() {
+                        bail!(
+                            "dispute {} of job {job}, expected won by the {winner}: {d:?}",
+                            d.id
+                        );
                     }
                     self.log.push(format!(
-                        "job {job} refunded; dispute {} won by the challenger after {} rounds, {} slashed",
+                        "job {job} {want}; dispute {} won by the {winner} after {} rounds, {} slashed",
                         d.id,
                         d.rounds,
                         d.slashed.as_deref().unwrap_or("0")
                     ));
-                    return Ok(());
+                    if *expect == Expect::Refunded {
+                        return Ok(());
+                    }
                 }
                 let after = self.balance(*on, &owner_addr)?;
                 if after <= before {
@@ -838,7 +925,10 @@ impl Runner {
 
     fn extra_args(&self, node: usize) -> Vec<String> {
         match &self.fault {
-            Some((n, f)) if *n == node => vec!["--fault".into(), f.clone()],
+            Some((n, f)) if *n == node => f
+                .split('+')
+                .flat_map(|one| ["--fault".to_string(), one.to_string()])
+                .collect(),
             _ => Vec::new(),
         }
     }

@@ -88,6 +88,21 @@ fn a_cheating_executor_process_is_caught_by_a_watcher_process_and_slashed() {
 }
 
 #[test]
+fn a_false_challenge_from_a_watcher_process_loses_its_bond() {
+    run("false_challenge", 68);
+}
+
+#[test]
+fn a_silent_cheating_executor_process_loses_by_deadline() {
+    run("silent_cheater", 69);
+}
+
+#[test]
+fn replicated_three_over_executor_processes_slashes_the_one_liar() {
+    run("replicated", 70);
+}
+
+#[test]
 fn scenarios_parse_and_bad_lines_are_named() {
     for entry in
         std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")).unwrap()
