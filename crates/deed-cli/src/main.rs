@@ -58,7 +58,7 @@ struct InitArgs {
     /// HTTP API address.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8545")]
     http: std::net::SocketAddr,
-    /// Consensus p2p address (TCP).
+    /// Consensus p2p address (TCP); the node network (gossip) takes the next port.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:26656")]
     p2p: std::net::SocketAddr,
     /// Overwrite existing files.

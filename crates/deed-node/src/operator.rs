@@ -260,7 +260,8 @@ pub struct InitOptions {
     pub chain_id: u64,
     /// The HTTP API address.
     pub http: std::net::SocketAddr,
-    /// The consensus p2p address.
+    /// The consensus p2p address; the node network (gossip) listens on the next
+    /// port of the same address.
     pub p2p: std::net::SocketAddr,
     /// Overwrite existing files.
     pub force: bool,
@@ -312,6 +313,17 @@ pub fn init(opts: &InitOptions) -> Result<Initialized, NodeError> {
         consensus: crate::config::ConsensusSection {
             listen: opts.p2p,
             ..Default::default()
+        },
+        net: crate::config::NetSection {
+            listen: std::net::SocketAddr::new(
+                opts.p2p.ip(),
+                // Port 0 (any) for consensus means any for gossip too.
+                match opts.p2p.port() {
+                    0 => 0,
+                    p => p.saturating_add(1),
+                },
+            ),
+            peers: Vec::new(),
         },
         ..Config::default()
     };
@@ -451,13 +463,18 @@ mod tests {
             home: dir.path().join("n"),
             chain_id: 77,
             http: "127.0.0.1:0".parse().unwrap(),
-            p2p: "127.0.0.1:0".parse().unwrap(),
+            p2p: "127.0.0.1:26656".parse().unwrap(),
             force: false,
         };
         let out = init(&opts).unwrap();
         let files = load_home(&out.config, &Default::default()).unwrap();
         assert_eq!(files.config.chain_id, 77);
         assert_eq!(files.config.data_dir, opts.home.join("data"));
+        assert_eq!(
+            files.config.net.listen.port(),
+            26657,
+            "gossip on the next port"
+        );
         assert_eq!(files.keys.validator.address(), out.validator.operator);
         assert_eq!(
             files.keys.consensus.public_key(),
