@@ -250,6 +250,17 @@ pub fn parse(text: &str) -> Result<Vec<Step>> {
     Ok(steps)
 }
 
+/// `model=OWNER/NAME`, OWNER a dev account index.
+fn model_of<'a>(kv: &BTreeMap<&str, &'a str>, verb: &str) -> Result<(usize, &'a str)> {
+    let model = kv
+        .get("model")
+        .ok_or_else(|| anyhow!("{verb} needs model=OWNER/NAME"))?;
+    let (owner, name) = model
+        .split_once('/')
+        .ok_or_else(|| anyhow!("model=OWNER/NAME (OWNER a dev account index)"))?;
+    Ok((owner.parse().context("bad owner index")?, name))
+}
+
 fn parse_line(line: &str) -> Result<Step> {
     let mut words = line.split_whitespace();
     let verb = words.next().unwrap_or("");
@@ -363,15 +374,10 @@ fn parse_line(line: &str) -> Result<Step> {
             price: num("price", 100)? as u128,
         },
         "download" => {
-            let model = kv
-                .get("model")
-                .ok_or_else(|| anyhow!("download needs model=OWNER/NAME"))?;
-            let (owner, name) = model
-                .split_once('/')
-                .ok_or_else(|| anyhow!("model=OWNER/NAME (OWNER a dev account index)"))?;
+            let (owner, name) = model_of(&kv, "download")?;
             Step::Download {
                 on: num("on", 0)?,
-                owner: owner.parse().context("bad owner index")?,
+                owner,
                 name: name.to_string(),
                 file: PathBuf::from(
                     kv.get("file")
@@ -380,16 +386,11 @@ fn parse_line(line: &str) -> Result<Step> {
             }
         }
         "infer" => {
-            let model = kv
-                .get("model")
-                .ok_or_else(|| anyhow!("infer needs model=OWNER/NAME"))?;
-            let (owner, name) = model
-                .split_once('/')
-                .ok_or_else(|| anyhow!("model=OWNER/NAME (OWNER a dev account index)"))?;
+            let (owner, name) = model_of(&kv, "infer")?;
             Step::Infer {
                 on: num("on", 0)?,
                 key: num("key", 1)?,
-                owner: owner.parse().context("bad owner index")?,
+                owner,
                 name: name.to_string(),
                 input: PathBuf::from(
                     kv.get("input")

@@ -255,11 +255,7 @@ pub fn create(opts: &Options) -> Result<Layout> {
             heartbeat_ms: 500,
             consensus: ConsensusSection {
                 listen: spec.p2p,
-                peers: nodes
-                    .iter()
-                    .filter(|o| o.index != spec.index)
-                    .map(|o| o.p2p)
-                    .collect(),
+                peers: others(&nodes, spec.index, |o| o.p2p),
                 timeout_propose_ms: 1_000,
                 timeout_vote_ms: 500,
                 timeout_delta_ms: 250,
@@ -267,11 +263,7 @@ pub fn create(opts: &Options) -> Result<Layout> {
             },
             net: NetSection {
                 listen: spec.net,
-                peers: nodes
-                    .iter()
-                    .filter(|o| o.index != spec.index)
-                    .map(|o| o.net)
-                    .collect(),
+                peers: others(&nodes, spec.index, |o| o.net),
             },
             ..Config::default()
         };
@@ -289,6 +281,11 @@ pub fn create(opts: &Options) -> Result<Layout> {
     fs::write(&p, serde_json::to_string_pretty(&layout)?)
         .with_context(|| format!("cannot write {}", p.display()))?;
     Ok(layout)
+}
+
+/// Every node's address but node `me`'s.
+fn others(nodes: &[NodeSpec], me: usize, addr: fn(&NodeSpec) -> SocketAddr) -> Vec<SocketAddr> {
+    nodes.iter().filter(|o| o.index != me).map(addr).collect()
 }
 
 /// Starts `deed node` for `spec` (with `exe`, this program), in its own process

@@ -596,18 +596,7 @@ fn optimistic_trial(r: &Runs, plan: Plan) -> Game {
     } else {
         JobInput::Inline(r.blob.clone())
     };
-    c.ok(
-        USER,
-        Action::RequestJob {
-            model: m,
-            version: None,
-            input,
-            mode: Mode::Optimistic,
-            max_fee: 1_000,
-            executor: None,
-        },
-    );
-    let job = JobId(0);
+    let job = c.request_optimistic(USER, m, input);
     let honest = (&r.honest, &r.honest_outs[..]);
     let cheat = (&r.cheat, &r.cheat_outs[..]);
     let (def, chal) = if plan.cheating_executor {

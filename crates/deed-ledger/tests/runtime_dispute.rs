@@ -234,18 +234,7 @@ fn dispute(r: &Run, def: &Trace, chal: &Trace, by_cid: bool) -> bool {
     } else {
         JobInput::Inline(r.blob.clone())
     };
-    c.ok(
-        USER,
-        Action::RequestJob {
-            model: m,
-            version: None,
-            input,
-            mode: Mode::Optimistic,
-            max_fee: 1_000,
-            executor: None,
-        },
-    );
-    let job = JobId(0);
+    let job = c.request_optimistic(USER, m, input);
     c.ok(
         EXEC,
         Action::SubmitReceipt {
@@ -373,18 +362,7 @@ fn a_job_input_given_by_cid_is_handed_to_the_referee_as_its_blob() {
 fn a_receipt_must_carry_the_output_its_trace_binds() {
     let r = run();
     let (mut c, m) = chain(&r);
-    c.ok(
-        USER,
-        Action::RequestJob {
-            model: m,
-            version: None,
-            input: JobInput::Inline(r.blob.clone()),
-            mode: Mode::Optimistic,
-            max_fee: 1_000,
-            executor: None,
-        },
-    );
-    let job = JobId(0);
+    let job = c.request_optimistic(USER, m, JobInput::Inline(r.blob.clone()));
     let honest = receipt(&r, &r.honest);
     // The honest trace with any other output: refused, so a correct trace cannot
     // carry a wrong result past the watchers.
@@ -435,18 +413,7 @@ fn a_defender_cannot_feed_the_referee_another_agreed_tensor() {
     let r = run();
     let cheat = corrupted(&r.honest, 3);
     let (mut c, m) = chain(&r);
-    c.ok(
-        USER,
-        Action::RequestJob {
-            model: m,
-            version: None,
-            input: JobInput::Inline(r.blob.clone()),
-            mode: Mode::Optimistic,
-            max_fee: 1_000,
-            executor: None,
-        },
-    );
-    let job = JobId(0);
+    let job = c.request_optimistic(USER, m, JobInput::Inline(r.blob.clone()));
     c.ok(
         EXEC,
         Action::SubmitReceipt {

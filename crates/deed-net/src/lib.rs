@@ -409,6 +409,14 @@ pub async fn start(
     Ok((handle, ev_rx))
 }
 
+/// Tells gossipsub whether to forward a message (and whom to blame for it).
+fn judge(swarm: &mut Swarm<Behaviour>, id: &MessageId, from: &PeerId, a: MessageAcceptance) {
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .report_message_validation_result(id, from, a);
+}
+
 struct Task {
     /// Configured peers' addresses.
     peers: Vec<Multiaddr>,
@@ -467,10 +475,7 @@ impl Task {
                     Verdict::Reject => MessageAcceptance::Reject,
                     Verdict::Ignore => MessageAcceptance::Ignore,
                 };
-                swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&id, &from, acceptance);
+                judge(swarm, &id, &from, acceptance);
             }
             Command::Request(peer, request, reply) => {
                 let id = swarm.behaviour_mut().blobs.send_request(&peer, request);
@@ -524,14 +529,12 @@ impl Task {
                     .flatten();
                 let Some(tx) = tx else {
                     self.shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                    swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            MessageAcceptance::Reject,
-                        );
+                    judge(
+                        swarm,
+                        &message_id,
+                        &propagation_source,
+                        MessageAcceptance::Reject,
+                    );
                     return;
                 };
                 let event = NetEvent::Tx {
@@ -544,14 +547,12 @@ impl Task {
                         .stats
                         .inbound_dropped
                         .fetch_add(1, Ordering::Relaxed);
-                    swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            MessageAcceptance::Ignore,
-                        );
+                    judge(
+                        swarm,
+                        &message_id,
+                        &propagation_source,
+                        MessageAcceptance::Ignore,
+                    );
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Blobs(e)) => self.blob_event(e),

@@ -11,7 +11,8 @@ use deed_ledger::{
     StepInput, TxError,
 };
 use deed_types::{
-    Action, Address, Cid, Hash, Output, Receipt, SecretKey, SignedTransaction, Transaction,
+    Action, Address, Cid, Hash, JobId, JobInput, Mode, ModelId, Output, Receipt, SecretKey,
+    SignedTransaction, Transaction,
 };
 
 pub const CHAIN: u64 = 4242;
@@ -172,6 +173,24 @@ impl Chain {
         let tx = self.sign(i, action);
         let out = self.block(vec![tx]);
         out.results[0].outcome.clone()
+    }
+
+    /// Account `i` requests an optimistic job of `model` on `input` (fee cap
+    /// 1,000, any executor); the new job's id.
+    pub fn request_optimistic(&mut self, i: usize, model: ModelId, input: JobInput) -> JobId {
+        let job = JobId(self.state.meta().next_job);
+        self.ok(
+            i,
+            Action::RequestJob {
+                model,
+                version: None,
+                input,
+                mode: Mode::Optimistic,
+                max_fee: 1_000,
+                executor: None,
+            },
+        );
+        job
     }
 
     pub fn ok(&mut self, i: usize, action: Action) {
