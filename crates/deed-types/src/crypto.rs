@@ -134,7 +134,21 @@ impl Signature {
 
     /// Recovers the address that signed `digest`. Rejects high-`s` signatures so
     /// each signed message has exactly one valid signature encoding.
+    ///
+    /// A node meets each transaction several times (mempool admission, gossip, the
+    /// block that includes it), so recovered signers are remembered in a bounded
+    /// process-wide memo keyed by digest and signature. Recovery is a pure function
+    /// of the two, so the memo changes no result, only how often it is computed.
     pub fn recover(&self, digest: &[u8; 32]) -> Result<Address, SignatureError> {
+        if let Some(a) = recovered::get(digest, &self.0) {
+            return Ok(a);
+        }
+        let a = self.recover_uncached(digest)?;
+        recovered::put(digest, &self.0, a);
+        Ok(a)
+    }
+
+    fn recover_uncached(&self, digest: &[u8; 32]) -> Result<Address, SignatureError> {
         let recid = match self.0[64] {
             v @ (0 | 1) => RecoveryId::from_byte(v).ok_or(SignatureError::BadRecoveryId(v))?,
             v => return Err(SignatureError::BadRecoveryId(v)),
@@ -148,6 +162,44 @@ impl Signature {
         rs.copy_from_slice(&self.0[..64]);
         let key = recover_key(digest, &rs, recid.to_byte()).ok_or(SignatureError::Unrecoverable)?;
         Ok(address_of_xy(&key))
+    }
+}
+
+/// The memo behind [`Signature::recover`]: two generations of at most `CAP`
+/// entries each; when the young one fills up, it becomes the old one and the old
+/// one is dropped, so recently used signers stay and memory stays bounded.
+mod recovered {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, PoisonError};
+
+    use crate::address::Address;
+
+    const CAP: usize = 1 << 16;
+
+    type Key = ([u8; 32], [u8; 65]);
+
+    #[derive(Default)]
+    struct Memo {
+        young: HashMap<Key, Address>,
+        old: HashMap<Key, Address>,
+    }
+
+    static MEMO: Mutex<Option<Memo>> = Mutex::new(None);
+
+    pub(super) fn get(digest: &[u8; 32], sig: &[u8; 65]) -> Option<Address> {
+        let key = (*digest, *sig);
+        let guard = MEMO.lock().unwrap_or_else(PoisonError::into_inner);
+        let memo = guard.as_ref()?;
+        memo.young.get(&key).or_else(|| memo.old.get(&key)).copied()
+    }
+
+    pub(super) fn put(digest: &[u8; 32], sig: &[u8; 65], address: Address) {
+        let mut guard = MEMO.lock().unwrap_or_else(PoisonError::into_inner);
+        let memo = guard.get_or_insert_with(Memo::default);
+        if memo.young.len() >= CAP {
+            memo.old = std::mem::take(&mut memo.young);
+        }
+        memo.young.insert((*digest, *sig), address);
     }
 }
 
@@ -258,6 +310,9 @@ mod tests {
             let sk = SecretKey::from_seed(&seed);
             let sig = sk.sign_digest(&digest).unwrap();
             prop_assert_eq!(sig.recover(&digest).unwrap(), sk.address());
+            // A second recovery comes from the memo and agrees with a fresh one.
+            prop_assert_eq!(sig.recover(&digest).unwrap(), sk.address());
+            prop_assert_eq!(sig.recover_uncached(&digest).unwrap(), sk.address());
             if other != digest {
                 prop_assert_ne!(sig.recover(&other).ok(), Some(sk.address()));
             }
