@@ -265,18 +265,21 @@ fn cmd_init(a: InitArgs, json: bool) -> Result<ExitCode> {
         force: a.force,
     })?;
     let entry = serde_json::to_value(&out.validator)?;
+    let bootstrap = serde_json::to_value(out.bootstrap)?;
     if json {
         println!(
             "{}",
             json!({
                 "config": out.config,
                 "validator": entry,
+                "bootstrap": bootstrap,
                 "accounts": out.accounts.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             })
         );
     } else {
         println!("wrote {}", out.config.display());
         println!("validator entry for a shared genesis.json:\n  {entry}");
+        println!("bootstrap entry for it (with the address others reach this machine at):\n  {bootstrap}");
         println!(
             "accounts (funded in the genesis written): validator {}, executor {}, watcher {}",
             out.accounts[0], out.accounts[1], out.accounts[2]

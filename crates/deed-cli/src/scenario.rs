@@ -6,7 +6,8 @@
 //! testnet validators=4 executors=0 watchers=0   # start the processes (relayed links)
 //! testnet validators=4 executors=1 start=0,1,2,3 # start some; `start 4` later
 //! testnet validators=4 executors=1 fault=4:corrupt-step=1  # `deed node --fault` (test
-//!                                               #  builds); `+` joins several
+//!                                               #  builds); `+` joins several faults,
+//!                                               #  fault=1,2:bad-blobs several nodes
 //! wait height>=5 on=all within=60s              # on=all | live | 0,1,3
 //! wait height>=+5                               # 5 past the highest height among them now
 //! load start tps=20 accounts=4                  # signed transfers in the background
@@ -21,7 +22,9 @@
 //! assert stalled for=3s on=live                 # no node's height moves for that long
 //! publish on=4 key=0 name=mlp file=PATH price=100 # `deed model create` + `publish`
 //! download on=4 model=0/mlp file=PATH           # `deed model download` from that
-//!                                               #  node gives exactly these bytes
+//!                                               #  node gives exactly these bytes;
+//!                                               #  expect=missing: it has no copy
+//! assert metric deed_peer_strikes>=1 on=1       # a node's /metrics value, at least N
 //! infer on=0 key=1 model=0/mlp input=PATH        # `deed infer … --mode optimistic
 //!                                               #  --wait final`: finalized, run by a
 //!                                               #  listed node's executor, owner paid;
@@ -30,8 +33,8 @@
 //! sleep 2s
 //! ```
 //!
-//! Nodes reach each other's consensus port only through a TCP relay per ordered
-//! pair of nodes, which this harness runs; `partition` stops the relays between
+//! Nodes reach each other's consensus and node-network ports only through TCP
+//! relays, one per ordered pair of nodes and port, which this harness runs; `partition` stops the relays between
 //! groups from forwarding anything (the bytes wait, as packets dropped on a real
 //! link are resent later), `heal` lets them flow again. That needs no privileges
 //! and works on any system.
@@ -68,8 +71,8 @@ pub enum Step {
         watchers: usize,
         /// The nodes to start now (`None`: all); `start N` starts the others later.
         start: Option<Vec<usize>>,
-        /// A fault for one node: (node, `deed node --fault` value).
-        fault: Option<(usize, String)>,
+        /// A fault for some nodes: (nodes, `deed node --fault` value).
+        fault: Option<(Vec<usize>, String)>,
     },
     /// Wait until the nodes reach a height.
     Wait {
@@ -131,6 +134,8 @@ pub enum Step {
         name: String,
         /// The file it must equal.
         file: PathBuf,
+        /// The download must fail: the node finds no good copy.
+        missing: bool,
     },
     /// Run a model optimistically with the `deed` CLI until final.
     Infer {
@@ -203,6 +208,15 @@ pub enum Check {
         /// Which nodes.
         on: Nodes,
     },
+    /// A metric of one node is at least a value.
+    Metric {
+        /// The node.
+        on: usize,
+        /// The metric (unlabelled).
+        name: String,
+        /// The least value.
+        min: u64,
+    },
 }
 
 fn duration(s: &str) -> Result<Duration> {
@@ -268,7 +282,7 @@ fn parse_line(line: &str) -> Result<Step> {
     let mut kv: BTreeMap<&str, &str> = BTreeMap::new();
     let mut plain = Vec::new();
     for w in &rest {
-        if w.starts_with("height>=") {
+        if w.contains(">=") {
             plain.push(*w);
             continue;
         }
@@ -295,7 +309,7 @@ fn parse_line(line: &str) -> Result<Step> {
                     let (n, spec) = f
                         .split_once(':')
                         .ok_or_else(|| anyhow!("fault=NODE:FAULT"))?;
-                    Some((n.parse().context("bad fault node")?, spec.to_string()))
+                    Some((indices(n)?, spec.to_string()))
                 }
                 None => None,
             },
@@ -358,7 +372,18 @@ fn parse_line(line: &str) -> Result<Step> {
                 duration: duration(kv.get("for").copied().unwrap_or("3s"))?,
                 on: nodes(kv.get("on").copied().unwrap_or("live"))?,
             }),
-            _ => bail!("assert same-chain|committed-all|stalled"),
+            Some("metric") => {
+                let (name, min) = plain
+                    .get(1)
+                    .and_then(|c| c.split_once(">="))
+                    .ok_or_else(|| anyhow!("assert metric NAME>=N"))?;
+                Step::Assert(Check::Metric {
+                    on: num("on", 0)?,
+                    name: name.to_string(),
+                    min: min.parse().with_context(|| format!("bad value {min:?}"))?,
+                })
+            }
+            _ => bail!("assert same-chain|committed-all|stalled|metric"),
         },
         "publish" => Step::Publish {
             on: num("on", 0)?,
@@ -383,6 +408,11 @@ fn parse_line(line: &str) -> Result<Step> {
                     kv.get("file")
                         .ok_or_else(|| anyhow!("download needs file="))?,
                 ),
+                missing: match kv.get("expect").copied() {
+                    None => false,
+                    Some("missing") => true,
+                    Some(e) => bail!("download expect={e}: only expect=missing"),
+                },
             }
         }
         "infer" => {
@@ -514,8 +544,8 @@ pub struct Runner {
     base_port: u16,
     layout: Option<Layout>,
     children: BTreeMap<usize, Child>,
-    /// relays[(i, j)]: node i's link to node j.
-    relays: BTreeMap<(usize, usize), Relay>,
+    /// relays[(i, j)]: node i's links to node j (consensus, node network).
+    relays: BTreeMap<(usize, usize), [Relay; 2]>,
     stop_relays: Arc<AtomicBool>,
     load: Option<Load>,
     /// Every load transaction ever accepted by a node.
@@ -524,8 +554,8 @@ pub struct Runner {
     last_killed: Option<usize>,
     /// Relative file names in steps are relative to this.
     base: PathBuf,
-    /// A node started with `--fault`.
-    fault: Option<(usize, String)>,
+    /// Nodes started with `--fault`.
+    fault: Option<(Vec<usize>, String)>,
     rt: tokio::runtime::Runtime,
     log: Vec<String>,
 }
@@ -719,17 +749,17 @@ impl Runner {
                 Ok(())
             }
             Step::Partition(a, b) => {
-                for ((i, j), r) in &self.relays {
+                for ((i, j), pair) in &self.relays {
                     let cross =
                         (a.contains(i) && b.contains(j)) || (b.contains(i) && a.contains(j));
                     if cross {
-                        r.set_open(false);
+                        pair.iter().for_each(|r| r.set_open(false));
                     }
                 }
                 Ok(())
             }
             Step::Heal => {
-                for r in self.relays.values() {
+                for r in self.relays.values().flatten() {
                     r.set_open(true);
                 }
                 Ok(())
@@ -764,10 +794,11 @@ impl Runner {
                 owner,
                 name,
                 file,
+                missing,
             } => {
                 let owner_addr = deed_node::dev::dev_account(*owner).address();
                 let out = self.dir.join(format!("download-{on}-{name}.onnx"));
-                self.cli(
+                let r = self.cli(
                     *on,
                     *owner,
                     &[
@@ -777,7 +808,15 @@ impl Runner {
                         "-o",
                         out.to_str().context("path")?,
                     ],
-                )?;
+                );
+                match (r, missing) {
+                    (Ok(_), false) => {}
+                    (Err(e), true) if format!("{e:#}").contains("is not stored here") => {
+                        return Ok(());
+                    }
+                    (Ok(_), true) => bail!("node {on} served {name}, expected no copy"),
+                    (Err(e), _) => return Err(e),
+                }
                 let want = std::fs::read(self.path(file))?;
                 let got = std::fs::read(&out)?;
                 if got != want {
@@ -926,7 +965,7 @@ impl Runner {
 
     fn extra_args(&self, node: usize) -> Vec<String> {
         match &self.fault {
-            Some((n, f)) if *n == node => f
+            Some((nodes, f)) if nodes.contains(&node) => f
                 .split('+')
                 .flat_map(|one| ["--fault".to_string(), one.to_string()])
                 .collect(),
@@ -985,21 +1024,30 @@ impl Runner {
             ..Options::default()
         };
         let layout = testnet::create(&opts)?;
-        // Route every consensus link through a relay: node i dials relay (i, j),
-        // which forwards to node j.
+        // Route every link through relays: node i dials relays (i, j), which
+        // forward to node j's consensus and node-network ports. The genesis's
+        // bootstrap peers (direct addresses) give way to them.
         let n = layout.nodes.len();
         for i in 0..n {
-            let mut peers = Vec::new();
+            let (mut consensus, mut net) = (Vec::new(), Vec::new());
             for j in (0..n).filter(|j| *j != i) {
                 let bind = SocketAddr::new(layout.nodes[i].p2p.ip(), 0);
-                let r = Relay::start(bind, layout.nodes[j].p2p, self.stop_relays.clone())?;
-                peers.push(r.addr);
-                self.relays.insert((i, j), r);
+                let relay = |to| Relay::start(bind, to, self.stop_relays.clone());
+                let pair = [relay(layout.nodes[j].p2p)?, relay(layout.nodes[j].net)?];
+                consensus.push(pair[0].addr);
+                net.push(pair[1].addr);
+                self.relays.insert((i, j), pair);
             }
+            let home = &layout.nodes[i].home;
             let path = layout.nodes[i].config();
             let mut cfg = deed_node::Config::from_file(&path)?;
-            cfg.consensus.peers = peers;
+            cfg.consensus.peers = consensus;
+            cfg.net.peers = net;
             std::fs::write(&path, toml::to_string_pretty(&cfg)?)?;
+            let genesis_path = home.join(deed_node::operator::GENESIS_FILE);
+            let mut genesis = deed_node::operator::GenesisFile::load(&genesis_path)?;
+            genesis.bootstrap.clear();
+            genesis.save(&genesis_path)?;
         }
         for spec in &layout.nodes {
             if start.is_some_and(|l| !l.contains(&spec.index)) {
@@ -1142,6 +1190,21 @@ impl Runner {
                 }
                 Ok(())
             }
+            Check::Metric { on, name, min } => {
+                let text = self.rt.block_on(self.client(*on)?.metrics())?;
+                let value: u64 = text
+                    .lines()
+                    .find_map(|l| {
+                        let (n, v) = l.split_once(' ')?;
+                        (n == name).then(|| v.trim().parse().ok()).flatten()
+                    })
+                    .ok_or_else(|| anyhow!("node {on} reports no metric {name}"))?;
+                if value < *min {
+                    bail!("node {on}: {name} is {value}, expected at least {min}");
+                }
+                self.log.push(format!("node {on}: {name} = {value}"));
+                Ok(())
+            }
         }
     }
 
@@ -1154,7 +1217,7 @@ impl Runner {
         }
         self.children.clear();
         self.stop_relays.store(true, Ordering::Relaxed);
-        for r in self.relays.values() {
+        for r in self.relays.values().flatten() {
             r.set_open(false);
         }
     }

@@ -22,8 +22,8 @@ use anyhow::{bail, Context, Result};
 use deed_node::config::{ConsensusSection, NetSection, Roles};
 use deed_node::dev::{dev_account, DEV_ACCOUNTS, DEV_BALANCE};
 use deed_node::operator::{
-    Allocation, GenesisFile, KeyFile, ParamsProfile, ValidatorEntry, CONFIG_FILE, GENESIS_FILE,
-    KEY_FILE,
+    Allocation, BootstrapPeer, GenesisFile, KeyFile, ParamsProfile, ValidatorEntry, CONFIG_FILE,
+    GENESIS_FILE, KEY_FILE,
 };
 use deed_node::Config;
 use deed_types::Address;
@@ -225,6 +225,14 @@ pub fn create(opts: &Options) -> Result<Layout> {
                 stake: VALIDATOR_STAKE.to_string(),
             })
             .collect(),
+        // Every node dials the validators (and they each other) from the genesis.
+        bootstrap: nodes[..opts.validators]
+            .iter()
+            .map(|n| BootstrapPeer {
+                consensus: n.p2p,
+                net: n.net,
+            })
+            .collect(),
     };
     for (spec, (key_file, _)) in nodes.iter().zip(&keys) {
         let cfg = Config {
@@ -255,7 +263,6 @@ pub fn create(opts: &Options) -> Result<Layout> {
             heartbeat_ms: 500,
             consensus: ConsensusSection {
                 listen: spec.p2p,
-                peers: others(&nodes, spec.index, |o| o.p2p),
                 timeout_propose_ms: 1_000,
                 timeout_vote_ms: 500,
                 timeout_delta_ms: 250,
@@ -263,7 +270,7 @@ pub fn create(opts: &Options) -> Result<Layout> {
             },
             net: NetSection {
                 listen: spec.net,
-                peers: others(&nodes, spec.index, |o| o.net),
+                peers: Vec::new(),
             },
             ..Config::default()
         };
@@ -281,11 +288,6 @@ pub fn create(opts: &Options) -> Result<Layout> {
     fs::write(&p, serde_json::to_string_pretty(&layout)?)
         .with_context(|| format!("cannot write {}", p.display()))?;
     Ok(layout)
-}
-
-/// Every node's address but node `me`'s.
-fn others(nodes: &[NodeSpec], me: usize, addr: fn(&NodeSpec) -> SocketAddr) -> Vec<SocketAddr> {
-    nodes.iter().filter(|o| o.index != me).map(addr).collect()
 }
 
 /// Starts `deed node` for `spec` (with `exe`, this program), in its own process
@@ -451,8 +453,12 @@ mod tests {
         for n in &layout.nodes {
             assert_eq!(fs::read(n.home.join(GENESIS_FILE)).unwrap(), g0);
             let files = deed_node::operator::load_home(&n.config(), &Default::default()).unwrap();
-            assert_eq!(files.config.consensus.peers.len(), 4);
+            // The validators, from the genesis, but not itself.
+            let want = if n.index < 3 { 2 } else { 3 };
+            assert_eq!(files.config.consensus.peers.len(), want);
+            assert_eq!(files.config.net.peers.len(), want);
             assert!(!files.config.consensus.peers.contains(&n.p2p));
+            assert!(!files.config.net.peers.contains(&n.net));
             assert_eq!(files.config.data_dir, n.home.join("data"));
         }
         let g = GenesisFile::load(&layout.nodes[0].home.join(GENESIS_FILE)).unwrap();

@@ -78,6 +78,11 @@ fn a_node_joining_later_syncs_the_whole_chain() {
 }
 
 #[test]
+fn peers_serving_corrupt_blob_chunks_change_no_byte_and_get_strikes() {
+    run("lying_blob_peers", 71);
+}
+
+#[test]
 fn a_model_runs_through_separate_executor_and_watcher_processes() {
     run("inference", 66);
 }

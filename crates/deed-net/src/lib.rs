@@ -11,6 +11,11 @@
 //!   forwarded ([`NetHandle::report`]): a node forwards only transactions its own
 //!   mempool accepted. Peers that send invalid transactions lose gossipsub score and
 //!   are grey-listed.
+//! - **Bans**: a peer that keeps sending invalid data (transactions the
+//!   application rejects, undecodable gossip, blob chunks or manifests that fail
+//!   their hashes, reported with [`NetHandle::penalize`]) collects strikes; at
+//!   [`NetConfig::ban_after`] strikes it is disconnected and refused, inbound and
+//!   outbound, for [`NetConfig::ban_for`].
 //! - **Blob exchange** (request-response, protocol `/deed/blob/1`): a node that
 //!   lacks a blob (a model, a job input) asks its peers for its manifest and then
 //!   its chunks ([`NetHandle::request`]); the application serves the blobs it holds
@@ -86,6 +91,10 @@ pub struct NetConfig {
     pub inbound_capacity: usize,
     /// How often away peers are redialled.
     pub redial: Duration,
+    /// Strikes (invalid messages) after which a peer is banned.
+    pub ban_after: u32,
+    /// How long a ban lasts; strikes older than this are forgotten.
+    pub ban_for: Duration,
 }
 
 impl NetConfig {
@@ -97,6 +106,8 @@ impl NetConfig {
             peers,
             inbound_capacity: 4096,
             redial: Duration::from_secs(2),
+            ban_after: 5,
+            ban_for: Duration::from_secs(600),
         }
     }
 }
@@ -167,6 +178,7 @@ enum Command {
         oneshot::Sender<Result<BlobResponse, String>>,
     ),
     Respond(ResponseChannel<BlobResponse>, BlobResponse),
+    Penalize(PeerId),
 }
 
 /// Counters for what was dropped or refused.
@@ -178,6 +190,10 @@ pub struct NetStats {
     pub commands_dropped: AtomicU64,
     /// Gossip messages refused before the application saw them (undecodable).
     pub malformed: AtomicU64,
+    /// Invalid messages counted against peers (strikes).
+    pub strikes: AtomicU64,
+    /// Peers banned for sending invalid data.
+    pub bans: AtomicU64,
 }
 
 /// What the network task and the handles share.
@@ -261,6 +277,12 @@ impl NetHandle {
         self.send(Command::Respond(channel, response));
     }
 
+    /// Reports that `peer` sent invalid data outside gossip (a blob chunk or
+    /// manifest that failed its hash): a strike towards a ban.
+    pub fn penalize(&self, peer: PeerId) {
+        self.send(Command::Penalize(peer));
+    }
+
     /// This node's peer id.
     pub fn peer_id(&self) -> PeerId {
         self.local
@@ -287,6 +309,7 @@ struct Behaviour {
     blobs: request_response::cbor::Behaviour<BlobRequest, BlobResponse>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
+    blocked: libp2p::allow_block_list::Behaviour<libp2p::allow_block_list::BlockedPeers>,
 }
 
 fn multiaddr(a: SocketAddr) -> Multiaddr {
@@ -322,8 +345,8 @@ fn gossip(topic: &IdentTopic) -> Result<gossipsub::Behaviour, NetError> {
         .flood_publish(true)
         .build()
         .map_err(|e| setup(&e))?;
-    let mut g = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, config)
-        .map_err(|e| setup(&e))?;
+    let mut g =
+        gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, config).map_err(|e| setup(&e))?;
     let mut params = gossipsub::PeerScoreParams::default();
     params.topics.insert(
         topic.hash(),
@@ -371,6 +394,7 @@ pub async fn start(
             key.public(),
         )),
         ping: ping::Behaviour::new(ping::Config::new()),
+        blocked: Default::default(),
     };
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
@@ -407,6 +431,10 @@ pub async fn start(
         topic,
         shared,
         events: ev_tx,
+        strikes: HashMap::new(),
+        banned: HashMap::new(),
+        ban_after: cfg.ban_after.max(1),
+        ban_for: cfg.ban_for,
     };
     tokio::spawn(task.run(swarm, cmd_rx, cfg.redial));
     Ok((handle, ev_rx))
@@ -432,6 +460,12 @@ struct Task {
     topic: IdentTopic,
     shared: Arc<Shared>,
     events: mpsc::Sender<NetEvent>,
+    /// Strikes per peer, with the time of the last one.
+    strikes: HashMap<PeerId, (u32, tokio::time::Instant)>,
+    /// Banned peers, until when.
+    banned: HashMap<PeerId, tokio::time::Instant>,
+    ban_after: u32,
+    ban_for: Duration,
 }
 
 impl Task {
@@ -446,6 +480,7 @@ impl Task {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    self.lift_bans(&mut swarm);
                     self.redial(&mut swarm);
                     self.retry_unsent(&mut swarm);
                 }
@@ -475,7 +510,10 @@ impl Task {
             Command::Report(id, from, verdict) => {
                 let acceptance = match verdict {
                     Verdict::Accept => MessageAcceptance::Accept,
-                    Verdict::Reject => MessageAcceptance::Reject,
+                    Verdict::Reject => {
+                        self.strike(swarm, from);
+                        MessageAcceptance::Reject
+                    }
                     Verdict::Ignore => MessageAcceptance::Ignore,
                 };
                 judge(swarm, &id, &from, acceptance);
@@ -488,7 +526,43 @@ impl Task {
                 // The peer may have given up waiting: nothing to do then.
                 let _ = swarm.behaviour_mut().blobs.send_response(channel, response);
             }
+            Command::Penalize(peer) => self.strike(swarm, peer),
         }
+    }
+
+    /// Counts one invalid message against `peer`, banning it at `ban_after`.
+    fn strike(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId) {
+        self.shared.stats.strikes.fetch_add(1, Ordering::Relaxed);
+        let now = tokio::time::Instant::now();
+        let entry = self.strikes.entry(peer).or_insert((0, now));
+        if now.duration_since(entry.1) > self.ban_for {
+            entry.0 = 0;
+        }
+        *entry = (entry.0.saturating_add(1), now);
+        if entry.0 < self.ban_after {
+            return;
+        }
+        self.strikes.remove(&peer);
+        self.banned.insert(peer, now + self.ban_for);
+        // Closes its connections and refuses new ones, both ways.
+        swarm.behaviour_mut().blocked.block_peer(peer);
+        self.shared.stats.bans.fetch_add(1, Ordering::Relaxed);
+        warn!(%peer, for_s = self.ban_for.as_secs(), "peer banned for sending invalid data");
+    }
+
+    fn lift_bans(&mut self, swarm: &mut Swarm<Behaviour>) {
+        let now = tokio::time::Instant::now();
+        let blocked = &mut swarm.behaviour_mut().blocked;
+        self.banned.retain(|peer, until| {
+            let keep = *until > now;
+            if !keep {
+                blocked.unblock_peer(*peer);
+                info!(%peer, "ban lifted");
+            }
+            keep
+        });
+        self.strikes
+            .retain(|_, (_, last)| now.duration_since(*last) <= self.ban_for);
     }
 
     fn event(&mut self, swarm: &mut Swarm<Behaviour>, e: SwarmEvent<BehaviourEvent>) {
@@ -532,6 +606,7 @@ impl Task {
                     .flatten();
                 let Some(tx) = tx else {
                     self.shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    self.strike(swarm, propagation_source);
                     judge(
                         swarm,
                         &message_id,
@@ -821,6 +896,32 @@ mod tests {
         assert!(next_tx(&mut b_rx, Duration::from_millis(500))
             .await
             .is_none());
+    }
+
+    /// Strikes add up to a ban: the peer is cut off and kept away, though it keeps
+    /// dialling, until the ban ends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_that_keeps_sending_invalid_data_is_banned_for_a_while() {
+        let b_addr = free_addr();
+        let mut b_cfg = NetConfig::new(9, b_addr, vec![]);
+        b_cfg.ban_for = Duration::from_secs(3);
+        let (b, _b_rx) = start(b_cfg, [2; 32]).await.unwrap();
+        let mut a_cfg = NetConfig::new(9, free_addr(), vec![b_addr]);
+        a_cfg.redial = Duration::from_millis(200);
+        let (a, _a_rx) = start(a_cfg, [1; 32]).await.unwrap();
+        until("connected", || b.peers() == 1).await;
+        for _ in 0..4 {
+            b.penalize(a.peer_id());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(b.peers(), 1, "four strikes are not a ban");
+        b.penalize(a.peer_id());
+        until("banned", || b.peers() == 0 && a.peers() == 0).await;
+        assert_eq!(b.stats().bans.load(Ordering::Relaxed), 1);
+        // A redials every 200 ms; B refuses it while the ban lasts.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(b.peers(), 0, "a banned peer got back in");
+        until("ban lifted and reconnected", || b.peers() == 1).await;
     }
 
     /// A configured peer that goes away is dialled again when it comes back.

@@ -6,7 +6,9 @@
 //! takes the chunks one by one from the peers that answer, trying the next peer
 //! when one fails or lacks a chunk. Nothing from a peer is trusted: the blob store
 //! checks every chunk against the manifest and the whole blob against its id
-//! before it keeps it, so a peer can waste a fetch but never change a byte.
+//! before it keeps it, so a peer can waste a fetch but never change a byte; a peer
+//! whose chunk or manifest fails its hash gets a strike towards a ban
+//! ([`NetHandle::penalize`]).
 
 use deed_net::{BlobRequest, BlobResponse, NetHandle};
 use deed_store::{BlobError, BlobStore, Manifest};
@@ -24,7 +26,12 @@ pub(crate) async fn serve(node: &Node, request: BlobRequest) -> BlobResponse {
             None => Some(manifest.encode()),
             Some(i) => {
                 let range = manifest.chunk_range(i).ok()?;
-                let bytes = node.blobs.read_range(&cid, range).await.ok()?;
+                let mut bytes = node.blobs.read_range(&cid, range).await.ok()?;
+                if node.cfg.faults.bad_blobs() {
+                    if let Some(b) = bytes.first_mut() {
+                        *b ^= 0xff;
+                    }
+                }
                 node.metrics.blob_bytes_out.inc_by(bytes.len() as u64);
                 Some(bytes)
             }
@@ -68,9 +75,11 @@ pub(crate) async fn ensure(node: &Node, cid: &Cid) -> Result<(), ApiError> {
                     stored = true;
                     break;
                 }
-                Err(e) => {
-                    tracing::warn!(%peer, blob = %cid, index, error = %e, "peer sent a bad chunk")
+                Err(e @ (BlobError::ChunkHashMismatch { .. } | BlobError::ChunkLength { .. })) => {
+                    tracing::warn!(%peer, blob = %cid, index, error = %e, "peer sent a bad chunk");
+                    net.penalize(peer);
                 }
+                Err(e) => return Err(e.into()),
             }
         }
         if !stored {
@@ -95,7 +104,10 @@ async fn find_manifest(node: &Node, net: &NetHandle, cid: &Cid) -> Result<Manife
         };
         match Manifest::decode(&bytes) {
             Ok(m) if m.id == *cid && m.validate(&node.blobs.limits()).is_ok() => return Ok(m),
-            _ => tracing::warn!(%peer, blob = %cid, "peer sent a bad manifest"),
+            _ => {
+                tracing::warn!(%peer, blob = %cid, "peer sent a bad manifest");
+                net.penalize(peer);
+            }
         }
     }
     Err(BlobError::NotFound { id: *cid }.into())

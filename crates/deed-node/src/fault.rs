@@ -15,6 +15,7 @@
 //! - `false-challenge`: the watcher computes its runs with a corrupted step, so it
 //!   challenges correct results and plays the game with its wrong trace.
 //! - `silent`: no dispute move is answered; the party loses by deadline.
+//! - `bad-blobs`: the node serves its peers blob chunks with one byte flipped.
 
 use std::fmt;
 
@@ -36,6 +37,8 @@ pub enum Fault {
     FalseChallenge,
     /// Dispute moves are not answered.
     Silent,
+    /// Blob chunks served to peers are corrupted.
+    BadBlobs,
 }
 
 impl fmt::Display for Fault {
@@ -46,6 +49,7 @@ impl fmt::Display for Fault {
             Fault::CorruptRandom => f.write_str("corrupt-random"),
             Fault::FalseChallenge => f.write_str("false-challenge"),
             Fault::Silent => f.write_str("silent"),
+            Fault::BadBlobs => f.write_str("bad-blobs"),
         }
     }
 }
@@ -59,7 +63,7 @@ pub enum FaultError {
     NotCompiled,
     /// Not a fault this node knows.
     #[error(
-        "unknown fault {0:?} (expected corrupt-step=N[@K], corrupt-random, false-challenge or silent)"
+        "unknown fault {0:?} (expected corrupt-step=N[@K], corrupt-random, false-challenge, silent or bad-blobs)"
     )]
     Unknown(String),
 }
@@ -79,6 +83,7 @@ impl Faults {
                 "corrupt-random" => Fault::CorruptRandom,
                 "false-challenge" => Fault::FalseChallenge,
                 "silent" => Fault::Silent,
+                "bad-blobs" => Fault::BadBlobs,
                 s => match s.strip_prefix("corrupt-step=").map(parse_corrupt_step) {
                     Some(Some((n, k))) => Fault::CorruptStep(n, k),
                     _ => return Err(FaultError::Unknown(spec.to_owned())),
@@ -130,6 +135,11 @@ impl Faults {
     /// Whether dispute moves go unanswered.
     pub fn silent(&self) -> bool {
         self.has(Fault::Silent)
+    }
+
+    /// Whether blob chunks served to peers are corrupted.
+    pub fn bad_blobs(&self) -> bool {
+        self.has(Fault::BadBlobs)
     }
 }
 

@@ -960,6 +960,7 @@ async fn openapi() -> Response {
 }
 
 async fn metrics(State(node): Shared) -> Response {
+    node.sample_net_metrics();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         node.metrics.render(),

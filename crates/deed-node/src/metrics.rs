@@ -37,6 +37,10 @@ pub struct Metrics {
     pub consensus_round: IntGauge,
     /// Peers connected (the node network).
     pub peers: IntGauge,
+    /// Invalid messages counted against peers since the node started.
+    pub peer_strikes: IntGauge,
+    /// Peers banned for invalid data since the node started.
+    pub peer_bans: IntGauge,
     /// Jobs this executor ran (ledger-assigned and direct).
     pub jobs_executed: IntCounter,
     /// Direct calls served.
@@ -139,6 +143,16 @@ impl Metrics {
                 "Round of the height being decided",
             )?,
             peers: gauge(&r, "deed_peers", "Peers connected")?,
+            peer_strikes: gauge(
+                &r,
+                "deed_peer_strikes",
+                "Invalid messages counted against peers since start",
+            )?,
+            peer_bans: gauge(
+                &r,
+                "deed_peer_bans",
+                "Peers banned for invalid data since start",
+            )?,
             jobs_executed: counter(&r, "deed_jobs_executed_total", "Jobs run by this executor")?,
             direct_calls: counter(&r, "deed_direct_calls_total", "Direct calls served")?,
             job_seconds: histogram(&r, "deed_job_seconds", "Time to run a job")?,

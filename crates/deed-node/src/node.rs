@@ -348,6 +348,19 @@ impl Node {
         self.net.get().map_or(0, |n| n.peers())
     }
 
+    /// Copies the node network's peer figures into the metrics.
+    pub(crate) fn sample_net_metrics(&self) {
+        let m = &self.metrics;
+        m.peers.set(self.peers() as i64);
+        if let Some(net) = self.net.get() {
+            let load = |c: &std::sync::atomic::AtomicU64| {
+                i64::try_from(c.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(i64::MAX)
+            };
+            m.peer_strikes.set(load(&net.stats().strikes));
+            m.peer_bans.set(load(&net.stats().bans));
+        }
+    }
+
     /// The nonce `sender`'s next transaction must carry and its spendable balance
     /// after the fees of its pending transactions.
     pub fn next_nonce(&self, sender: &Address) -> u64 {

@@ -76,6 +76,35 @@ pub struct GenesisFile {
     pub allocations: Vec<Allocation>,
     /// Validators of the first height.
     pub validators: Vec<ValidatorEntry>,
+    /// Nodes any new node of the network dials first (usually the validators):
+    /// added to every node's configured peers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bootstrap: Vec<BootstrapPeer>,
+}
+
+/// A node to dial first: its consensus and node-network (gossip, blobs) addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapPeer {
+    /// Its consensus p2p address.
+    pub consensus: std::net::SocketAddr,
+    /// Its node-network address.
+    pub net: std::net::SocketAddr,
+}
+
+impl GenesisFile {
+    /// Adds the bootstrap peers to `cfg`'s consensus and node-network peers,
+    /// skipping the node's own listen addresses and peers already configured.
+    pub fn add_bootstrap_peers(&self, cfg: &mut Config) {
+        for b in &self.bootstrap {
+            if b.consensus != cfg.consensus.listen && !cfg.consensus.peers.contains(&b.consensus) {
+                cfg.consensus.peers.push(b.consensus);
+            }
+            if b.net != cfg.net.listen && !cfg.net.peers.contains(&b.net) {
+                cfg.net.peers.push(b.net);
+            }
+        }
+    }
 }
 
 impl GenesisFile {
@@ -274,6 +303,9 @@ pub struct Initialized {
     pub config: PathBuf,
     /// The node's validator entry, to add to a shared genesis.
     pub validator: ValidatorEntry,
+    /// The node's bootstrap entry for a shared genesis (its listen addresses: an
+    /// unspecified IP must be replaced by the one other nodes reach it at).
+    pub bootstrap: BootstrapPeer,
     /// The node's accounts: validator, executor, watcher.
     pub accounts: [Address; 3],
 }
@@ -348,6 +380,7 @@ pub fn init(opts: &InitOptions) -> Result<Initialized, NodeError> {
             })
             .collect(),
         validators: vec![validator.clone()],
+        bootstrap: Vec::new(),
     };
     key_file.save(&home.join(KEY_FILE))?;
     genesis.save(&home.join(GENESIS_FILE))?;
@@ -358,6 +391,10 @@ pub fn init(opts: &InitOptions) -> Result<Initialized, NodeError> {
         source,
     })?;
     Ok(Initialized {
+        bootstrap: BootstrapPeer {
+            consensus: cfg.consensus.listen,
+            net: cfg.net.listen,
+        },
         config: config_path,
         validator,
         accounts,
@@ -398,6 +435,7 @@ pub fn load_home(config: &Path, env: &crate::config::Overrides) -> Result<NodeFi
             genesis_file.chain_id, cfg.chain_id
         )));
     }
+    genesis_file.add_bootstrap_peers(&mut cfg);
     Ok(NodeFiles {
         keys: KeyFile::load(&home.join(KEY_FILE))?.to_keys()?,
         genesis: genesis_file.to_genesis()?,
@@ -500,6 +538,37 @@ mod tests {
     }
 
     #[test]
+    fn bootstrap_peers_join_the_configured_ones_once_and_never_the_node_itself() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let mut cfg = Config::default();
+        cfg.consensus.listen = a("10.0.0.1:26656");
+        cfg.net.listen = a("10.0.0.1:26657");
+        cfg.consensus.peers = vec![a("10.0.0.2:26656")];
+        let peer = |ip: &str| BootstrapPeer {
+            consensus: a(&format!("{ip}:26656")),
+            net: a(&format!("{ip}:26657")),
+        };
+        let g = GenesisFile {
+            chain_id: 1,
+            params: ParamsProfile::Dev,
+            allocations: vec![],
+            validators: vec![],
+            bootstrap: vec![peer("10.0.0.1"), peer("10.0.0.2"), peer("10.0.0.3")],
+        };
+        g.add_bootstrap_peers(&mut cfg);
+        assert_eq!(
+            cfg.consensus.peers,
+            vec![a("10.0.0.2:26656"), a("10.0.0.3:26656")]
+        );
+        assert_eq!(
+            cfg.net.peers,
+            vec![a("10.0.0.2:26657"), a("10.0.0.3:26657")]
+        );
+        let json = serde_json::to_string(&g).unwrap();
+        assert_eq!(serde_json::from_str::<GenesisFile>(&json).unwrap(), g);
+    }
+
+    #[test]
     fn bad_genesis_and_key_files_are_config_errors() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("g.json");
@@ -517,6 +586,7 @@ mod tests {
                 amount: "lots".into(),
             }],
             validators: vec![],
+            bootstrap: vec![],
         };
         assert!(matches!(g.to_genesis(), Err(NodeError::Config(_))));
         let k = KeyFile {
