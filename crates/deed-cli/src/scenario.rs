@@ -16,6 +16,8 @@
 //! kill random signal=KILL                       # a live node chosen by the scenario's seed
 //! restart 2                                     # or `restart last`: the node killed last
 //! partition 0,1 | 2,3                           # cut every link between the groups
+//! sever 0,1 | 2,3                               # reset those links' connections and
+//!                                               #  refuse new ones
 //! heal
 //! assert same-chain                             # equal block hashes at every common height
 //! assert committed-all                          # every committed load tx is on every node
@@ -34,10 +36,11 @@
 //! ```
 //!
 //! Nodes reach each other's consensus and node-network ports only through TCP
-//! relays, one per ordered pair of nodes and port, which this harness runs; `partition` stops the relays between
-//! groups from forwarding anything (the bytes wait, as packets dropped on a real
-//! link are resent later), `heal` lets them flow again. That needs no privileges
-//! and works on any system.
+//! relays, one per ordered pair of nodes and port, which this harness runs.
+//! `partition` stops the relays between groups from forwarding anything (the
+//! bytes wait, as packets dropped on a real link are resent later), `sever` resets
+//! their connections and refuses new ones, `heal` lets them flow again. That needs
+//! no privileges and works on any system.
 //!
 //! Every check reads the nodes' HTTP API: `/v1/status`, `/v1/blocks/{h}` and
 //! `/v1/transactions/{hash}`.
@@ -94,8 +97,9 @@ pub enum Step {
     },
     /// Start a stopped node again.
     Restart(Target),
-    /// Cut the links between two groups of nodes.
-    Partition(Vec<usize>, Vec<usize>),
+    /// Cut the links between two groups of nodes; with `true` (`sever`), reset
+    /// their connections and refuse new ones.
+    Partition(Vec<usize>, Vec<usize>, bool),
     /// Restore every link.
     Heal,
     /// Start sending transfers.
@@ -349,12 +353,12 @@ fn parse_line(line: &str) -> Result<Step> {
             Some(i) => Target::Index(i.parse().context("bad node")?),
             None => bail!("restart needs a node (or `last`)"),
         }),
-        "partition" => {
+        "partition" | "sever" => {
             let joined = rest.join(" ");
             let (a, b) = joined
                 .split_once('|')
-                .ok_or_else(|| anyhow!("partition A | B"))?;
-            Step::Partition(indices(a.trim())?, indices(b.trim())?)
+                .ok_or_else(|| anyhow!("{verb} A | B"))?;
+            Step::Partition(indices(a.trim())?, indices(b.trim())?, verb == "sever")
         }
         "heal" => Step::Heal,
         "load" => match plain.first().copied() {
@@ -453,13 +457,17 @@ fn parse_line(line: &str) -> Result<Step> {
     })
 }
 
-/// A TCP relay from one node to another's consensus port, which a partition can
-/// cut. A cut relay forwards nothing, in either direction, until it is healed: the
+/// A TCP relay from one node to another's port, which a partition can cut. A cut
+/// relay forwards nothing, in either direction, until it is healed: the
 /// connections stay open and their bytes wait, as with packets dropped on a real
-/// link (a cut shorter than the peers' ping timeout keeps the connections).
+/// link (a cut shorter than the peers' ping timeout keeps the connections). A
+/// severed relay resets its connections and refuses new ones until it is healed,
+/// as a link whose connections drop.
 struct Relay {
     addr: SocketAddr,
     open: Arc<AtomicBool>,
+    severed: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Relay {
@@ -469,10 +477,14 @@ impl Relay {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let open = Arc::new(AtomicBool::new(true));
-        let o = open.clone();
+        let severed = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (o, sv, cs) = (open.clone(), severed.clone(), conns.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
+                    // Dropped at once: the dialler sees its connection reset.
+                    Ok(_) if sv.load(Ordering::Relaxed) => {}
                     Ok((inbound, _)) => {
                         let _ = inbound.set_nonblocking(false);
                         let Ok(outbound) =
@@ -480,17 +492,43 @@ impl Relay {
                         else {
                             continue;
                         };
+                        {
+                            let mut cs = cs.lock().unwrap_or_else(|e| e.into_inner());
+                            cs.extend(inbound.try_clone().ok());
+                            cs.extend(outbound.try_clone().ok());
+                        }
                         pipe(inbound, outbound, &o, &stop);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
             }
         });
-        Ok(Relay { addr, open })
+        Ok(Relay {
+            addr,
+            open,
+            severed,
+            conns,
+        })
     }
 
     fn set_open(&self, open: bool) {
         self.open.store(open, Ordering::Relaxed);
+        if open {
+            self.severed.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Resets every connection through the relay and refuses new ones.
+    fn sever(&self) {
+        self.severed.store(true, Ordering::Relaxed);
+        for c in self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
@@ -748,11 +786,13 @@ impl Runner {
                 self.children.insert(i, child);
                 Ok(())
             }
-            Step::Partition(a, b) => {
+            Step::Partition(a, b, sever) => {
                 for ((i, j), pair) in &self.relays {
                     let cross =
                         (a.contains(i) && b.contains(j)) || (b.contains(i) && a.contains(j));
-                    if cross {
+                    if cross && *sever {
+                        pair.iter().for_each(Relay::sever);
+                    } else if cross {
                         pair.iter().for_each(|r| r.set_open(false));
                     }
                 }

@@ -266,6 +266,7 @@ pub fn create(opts: &Options) -> Result<Layout> {
                 timeout_propose_ms: 1_000,
                 timeout_vote_ms: 500,
                 timeout_delta_ms: 250,
+                relink_after_ms: 8_000,
                 ..ConsensusSection::default()
             },
             net: NetSection {

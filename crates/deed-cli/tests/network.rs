@@ -36,6 +36,11 @@ fn run(name: &str, subnet: u8) {
         eprintln!("{name}: {line}");
     }
     runner.shutdown();
+    if std::env::var_os("DEED_SCENARIO_KEEP").is_some() {
+        eprintln!("{name}: nodes' homes kept in {}", dir.keep().display());
+        result.unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        return;
+    }
     if let Err(e) = result {
         // Show the nodes' logs' tails: the scenario's own error rarely says why.
         for i in 0..8 {
@@ -65,6 +70,11 @@ fn a_killed_validator_restarts_and_catches_up() {
 #[test]
 fn a_two_two_partition_stalls_without_forking_and_heals() {
     run("partition", 63);
+}
+
+#[test]
+fn links_that_drop_between_running_nodes_are_dialled_again() {
+    run("lost_links", 72);
 }
 
 #[test]

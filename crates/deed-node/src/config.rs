@@ -183,6 +183,10 @@ pub struct ConsensusSection {
     /// Largest encoded block proposed or accepted, in bytes. It travels over gossip
     /// twice (as the proposal and as its parts), so it stays well below 4 MiB.
     pub max_block_bytes: usize,
+    /// Milliseconds without a new block, while the node network reaches peers,
+    /// after which the consensus engine is restarted to dial its peers afresh
+    /// (doubling, up to 8×, while restarts bring no block); 0 never restarts it.
+    pub relink_after_ms: u64,
 }
 
 impl Default for ConsensusSection {
@@ -194,6 +198,7 @@ impl Default for ConsensusSection {
             timeout_vote_ms: 1_000,
             timeout_delta_ms: 500,
             max_block_bytes: 1 << 20,
+            relink_after_ms: 30_000,
         }
     }
 }

@@ -6,17 +6,27 @@
 //! blocks, committing a decided block with its referee models loaded) and
 //! [`NodePool`] (the node's mempool). A node whose operator account is not in the
 //! validator set follows the chain without voting.
+//!
+//! A [`Supervisor`] keeps the engine running. Malachite's network dials its
+//! persistent peers when it starts (retrying a failed dial a few times), but a
+//! link that closes later between two running nodes is not dialled again. So when
+//! the chain has not moved for `relink_after_ms` while the node network still
+//! reaches peers, the supervisor restarts the engine: it recovers from its
+//! write-ahead log at the same height and dials every peer afresh.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deed_consensus::{
-    BlockParams, ChainError, DeedCtx, EngineEvent, NodePublicKey, Timeouts, ValAddr, Validator,
-    ValidatorConfig, ValidatorSet, ValueOrigin,
+    BlockParams, ChainError, ConsensusHandle, DeedCtx, EngineEvent, NodePublicKey, Timeouts,
+    ValAddr, Validator, ValidatorConfig, ValidatorSet, ValueOrigin,
 };
 use deed_ledger::{BlockOutcome, State};
 use deed_types::{encoding, Address, Amount, Block, SignedTransaction};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::error::NodeError;
@@ -207,4 +217,127 @@ pub(crate) async fn follow_engine(
             _ => {}
         }
     }
+}
+
+/// The consensus engine and the task following its events.
+struct Engine {
+    handle: ConsensusHandle,
+    follower: JoinHandle<()>,
+}
+
+impl Engine {
+    async fn start(node: &Arc<Node>, home: PathBuf) -> Result<Engine, NodeError> {
+        let vcfg = validator_config(&node.cfg, home);
+        let handle = deed_consensus::start_validator(
+            &vcfg,
+            node.cfg.chain_id,
+            node.keys.consensus.clone(),
+            ValAddr(node.keys.validator.address()),
+            node.valset.clone(),
+            NodeChain(node.clone()),
+            Arc::new(NodePool(node.clone())),
+        )
+        .await
+        .map_err(|e| NodeError::Config(format!("consensus: {e}")))?;
+        let follower = tokio::spawn(follow_engine(node.clone(), handle.events()));
+        Ok(Engine { handle, follower })
+    }
+
+    async fn stop(self) {
+        self.follower.abort();
+        self.handle.stop().await;
+    }
+}
+
+/// Runs the consensus engine and restarts it when its links are lost (see the
+/// module documentation).
+pub(crate) struct Supervisor {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Supervisor {
+    /// Starts the engine with its WAL and store under `home`, and the watch.
+    pub(crate) async fn start(node: Arc<Node>, home: PathBuf) -> Result<Supervisor, NodeError> {
+        let engine = Engine::start(&node, home.clone()).await?;
+        let (stop, stopped) = oneshot::channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(supervise(node, home, engine, stopped, failed.clone()));
+        Ok(Supervisor {
+            stop: Some(stop),
+            task,
+            failed,
+        })
+    }
+
+    /// Whether the engine stopped on its own (a fatal error) or could not be
+    /// restarted.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Stops the engine and waits until its actors, network and WAL are released.
+    pub(crate) async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+async fn supervise(
+    node: Arc<Node>,
+    home: PathBuf,
+    mut engine: Engine,
+    mut stopped: oneshot::Receiver<()>,
+    failed: Arc<AtomicBool>,
+) {
+    let base = match node.cfg.consensus.relink_after_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
+    let mut wait = base;
+    let mut height = node.with_state(|c| c.head().height);
+    let mut since = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            _ = tick.tick() => {}
+        }
+        if engine.handle.is_finished() {
+            tracing::error!("the consensus engine stopped");
+            failed.store(true, Ordering::Relaxed);
+            break;
+        }
+        let now = node.with_state(|c| c.head().height);
+        if now != height {
+            (height, since, wait) = (now, Instant::now(), base);
+            continue;
+        }
+        let Some(w) = wait else { continue };
+        if since.elapsed() < w || node.peers() == 0 {
+            continue;
+        }
+        tracing::warn!(
+            height,
+            idle_s = since.elapsed().as_secs(),
+            "no block while peers are reachable: restarting the consensus engine to dial its peers again"
+        );
+        engine.stop().await;
+        engine = match Engine::start(&node, home.clone()).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "restarting the consensus engine");
+                failed.store(true, Ordering::Relaxed);
+                return;
+            }
+        };
+        node.metrics.consensus_restarts.inc();
+        since = Instant::now();
+        wait = base.map(|b| w.saturating_mul(2).min(b.saturating_mul(8)));
+    }
+    engine.stop().await;
 }

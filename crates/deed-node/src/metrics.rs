@@ -33,6 +33,8 @@ pub struct Metrics {
     /// Consensus rounds started (more than one per height means a proposer or
     /// quorum failed).
     pub consensus_rounds: IntCounter,
+    /// Consensus engine restarts by the supervisor (lost links).
+    pub consensus_restarts: IntCounter,
     /// The round of the height being decided.
     pub consensus_round: IntGauge,
     /// Peers connected (the node network).
@@ -136,6 +138,11 @@ impl Metrics {
                 &r,
                 "deed_consensus_rounds_total",
                 "Consensus rounds started",
+            )?,
+            consensus_restarts: counter(
+                &r,
+                "deed_consensus_restarts_total",
+                "Consensus engine restarts after the chain stood still with peers reachable",
             )?,
             consensus_round: gauge(
                 &r,

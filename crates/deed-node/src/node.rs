@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use deed_client::api::ModelManifest;
-use deed_consensus::{ConsensusHandle, NodeSecretKey, ValAddr, ValidatorSet};
+use deed_consensus::{NodeSecretKey, ValidatorSet};
 use deed_ledger::{Job, Params, RuntimeReferee, State};
 use deed_store::{AnyBlobStore, FsBlobStore, MemoryBlobStore, MemoryStateStore, ObjectBlobStore};
 use deed_store::{RedbStateStore, StateStore};
@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::chain::{Chain, Committed};
 use crate::config::Config;
-use crate::consensus::{validator_config, validator_set, GenesisValidator, NodeChain, NodePool};
+use crate::consensus::{validator_set, GenesisValidator, Supervisor};
 use crate::error::{ApiError, NodeError, TxRejection};
 use crate::mempool::Mempool;
 use crate::metrics::Metrics;
@@ -103,7 +103,7 @@ pub struct Node {
     blocks: broadcast::Sender<Arc<Committed>>,
     /// The set consensus started with (what a chain whose state names no
     /// validators keeps).
-    valset: ValidatorSet,
+    pub(crate) valset: ValidatorSet,
     /// Direct-call requests served and not yet settled, by request hash.
     pub(crate) direct: Mutex<DirectResults>,
     /// Direct-call requests answered and not yet included: the same signed request
@@ -156,7 +156,7 @@ impl ConsensusHome {
 pub struct Started {
     /// The node.
     pub node: Arc<Node>,
-    consensus: Option<ConsensusHandle>,
+    consensus: Option<Supervisor>,
     home: ConsensusHome,
     shutdown: watch::Sender<bool>,
 }
@@ -679,30 +679,14 @@ impl Started {
             node.refresh_bond(chain.state(), &mut mempool);
         }
         if self.consensus.is_none() {
-            let vcfg = validator_config(&node.cfg, self.home.path());
-            let handle = deed_consensus::start_validator(
-                &vcfg,
-                node.cfg.chain_id,
-                node.keys.consensus.clone(),
-                ValAddr(node.keys.validator.address()),
-                node.valset.clone(),
-                NodeChain(node.clone()),
-                Arc::new(NodePool(node.clone())),
-            )
-            .await
-            .map_err(|e| NodeError::Config(format!("consensus: {e}")))?;
-            handles.push(tokio::spawn(crate::consensus::follow_engine(
-                node.clone(),
-                handle.events(),
-            )));
-            self.consensus = Some(handle);
+            self.consensus = Some(Supervisor::start(node.clone(), self.home.path()).await?);
         }
         Ok(handles)
     }
 
     /// Whether the consensus engine stopped on its own (a fatal error).
     pub fn consensus_failed(&self) -> bool {
-        self.consensus.as_ref().is_some_and(|c| c.is_finished())
+        self.consensus.as_ref().is_some_and(Supervisor::failed)
     }
 
     /// A receiver that turns true on shutdown.
