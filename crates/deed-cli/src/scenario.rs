@@ -26,7 +26,8 @@
 //! download on=4 model=0/mlp file=PATH           # `deed model download` from that
 //!                                               #  node gives exactly these bytes;
 //!                                               #  expect=missing: it has no copy
-//! assert metric deed_peer_strikes>=1 on=1       # a node's /metrics value, at least N
+//! assert metric deed_peer_strikes>=1 on=1       # /metrics values summed over the
+//!                                               #  nodes (default live), at least N
 //! infer on=0 key=1 model=0/mlp input=PATH        # `deed infer … --mode optimistic
 //!                                               #  --wait final`: finalized, run by a
 //!                                               #  listed node's executor, owner paid;
@@ -212,10 +213,10 @@ pub enum Check {
         /// Which nodes.
         on: Nodes,
     },
-    /// A metric of one node is at least a value.
+    /// A metric, summed over some nodes, is at least a value.
     Metric {
-        /// The node.
-        on: usize,
+        /// The nodes.
+        on: Nodes,
         /// The metric (unlabelled).
         name: String,
         /// The least value.
@@ -382,7 +383,7 @@ fn parse_line(line: &str) -> Result<Step> {
                     .and_then(|c| c.split_once(">="))
                     .ok_or_else(|| anyhow!("assert metric NAME>=N"))?;
                 Step::Assert(Check::Metric {
-                    on: num("on", 0)?,
+                    on: nodes(kv.get("on").copied().unwrap_or("live"))?,
                     name: name.to_string(),
                     min: min.parse().with_context(|| format!("bad value {min:?}"))?,
                 })
@@ -1231,18 +1232,26 @@ impl Runner {
                 Ok(())
             }
             Check::Metric { on, name, min } => {
-                let text = self.rt.block_on(self.client(*on)?.metrics())?;
-                let value: u64 = text
-                    .lines()
-                    .find_map(|l| {
-                        let (n, v) = l.split_once(' ')?;
-                        (n == name).then(|| v.trim().parse().ok()).flatten()
-                    })
-                    .ok_or_else(|| anyhow!("node {on} reports no metric {name}"))?;
-                if value < *min {
-                    bail!("node {on}: {name} is {value}, expected at least {min}");
+                let mut values = Vec::new();
+                for i in self.select(on)? {
+                    let text = self.rt.block_on(self.client(i)?.metrics())?;
+                    let value: u64 = text
+                        .lines()
+                        .find_map(|l| {
+                            let (n, v) = l.split_once(' ')?;
+                            (n == name).then(|| v.trim().parse().ok()).flatten()
+                        })
+                        .ok_or_else(|| anyhow!("node {i} reports no metric {name}"))?;
+                    values.push((i, value));
                 }
-                self.log.push(format!("node {on}: {name} = {value}"));
+                let sum: u64 = values.iter().map(|(_, v)| v).sum();
+                if sum < *min {
+                    bail!(
+                        "{name} on (node, value) {values:?}: {sum} in all, expected at least {min}"
+                    );
+                }
+                self.log
+                    .push(format!("{name} on (node, value): {values:?}"));
                 Ok(())
             }
         }
