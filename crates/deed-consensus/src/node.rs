@@ -256,11 +256,22 @@ impl ConsensusHandle {
 
     /// Stops the engine (its actors, the network, the WAL) and the app loop, and
     /// waits until the actors are gone, so the same home and port can be reused.
+    ///
+    /// The actors stop gracefully: killed, the network actor would leave its
+    /// swarm task running, holding the listening port and live connections that
+    /// peers take for the restarted node's (and never send it their
+    /// subscriptions again). Whatever does not stop within a few seconds is killed.
     pub async fn stop(self) {
+        const GRACE: Duration = Duration::from_secs(5);
         self.app.abort();
         let _ = self.app.await;
-        if let Err(e) = self.engine.actor.kill_and_wait(None).await {
-            error!(error = %e, "stopping the consensus engine");
+        let actor = &self.engine.actor;
+        actor.stop_children_and_wait(None, Some(GRACE)).await;
+        if let Err(e) = actor.stop_and_wait(None, Some(GRACE)).await {
+            error!(error = %e, "stopping the consensus engine gracefully; killing it");
+            if let Err(e) = actor.kill_and_wait(Some(GRACE)).await {
+                error!(error = %e, "killing the consensus engine");
+            }
         }
         self.engine.handle.abort();
         let _ = self.engine.handle.await;
