@@ -110,6 +110,7 @@ async fn run(
     let submitted: Arc<Mutex<HashMap<Hash, Instant>>> =
         Arc::new(Mutex::new(HashMap::with_capacity(total)));
     let start_height = nodes[0].status().await?.height;
+    let rounds_before = rounds(&nodes).await;
     let t0 = Instant::now();
     let mut senders = Vec::new();
     for (a, batch) in batches.into_iter().enumerate() {
@@ -188,6 +189,15 @@ async fn run(
             .unwrap_or(0.0)
     };
     let secs = last_commit.duration_since(t0).as_secs_f64();
+    let blocks = next - 1 - start_height;
+    // Rounds past the first at each height, summed over the nodes: a proposal or a
+    // quorum that came too late (each costs at least a propose timeout).
+    let extra_rounds: Vec<i64> = rounds(&nodes)
+        .await
+        .iter()
+        .zip(&rounds_before)
+        .map(|(after, before)| after - before - blocks as i64)
+        .collect();
     Ok(serde_json::json!({
         "validators": layout.nodes.len(),
         "accounts": accounts,
@@ -195,9 +205,24 @@ async fn run(
         "submitted": total,
         "rejected": rejected,
         "committed": latencies.len(),
-        "blocks": next - 1 - start_height,
+        "blocks": blocks,
+        "extra_rounds_per_node": extra_rounds,
         "seconds": secs,
         "tx_per_s": latencies.len() as f64 / secs.max(1e-9),
         "finality_ms": { "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0) },
     }))
+}
+
+/// Each node's `deed_consensus_rounds_total` (-1 when it does not answer).
+async fn rounds(nodes: &[Client]) -> Vec<i64> {
+    let mut out = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let v = n.metrics().await.ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("deed_consensus_rounds_total "))
+                .and_then(|v| v.trim().parse().ok())
+        });
+        out.push(v.unwrap_or(-1));
+    }
+    out
 }
