@@ -55,6 +55,15 @@ pub const MAX_TX_BYTES: usize = 256 * 1024;
 /// Most transactions kept for a later try while no peer listens.
 const UNSENT_MAX: usize = 4096;
 
+/// Commands (publications, verdicts, blob requests) waiting for the network task,
+/// at most. At a thousand transactions a second a node makes about four commands a
+/// second per transaction in the network (one publication or one verdict per
+/// copy it sees), so this holds a few seconds of a busy network's work.
+const COMMAND_CAPACITY: usize = 16 * 1024;
+
+/// How often they are retried.
+const UNSENT_RETRY: Duration = Duration::from_millis(100);
+
 /// How long such a transaction is retried.
 const UNSENT_TTL: Duration = Duration::from_secs(300);
 
@@ -415,7 +424,7 @@ pub async fn start(
             reason: e.to_string(),
         })?;
     let local = *swarm.local_peer_id();
-    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (ev_tx, ev_rx) = mpsc::channel(cfg.inbound_capacity.max(1));
     let shared = Arc::new(Shared::default());
     let handle = NetHandle {
@@ -440,6 +449,27 @@ pub async fn start(
     Ok((handle, ev_rx))
 }
 
+/// Publishes `bytes`; false when it should be tried again later (no peer listens,
+/// or their queues are full).
+fn try_publish(swarm: &mut Swarm<Behaviour>, topic: &IdentTopic, bytes: &[u8]) -> bool {
+    match swarm
+        .behaviour_mut()
+        .gossipsub
+        .publish(topic.clone(), bytes.to_vec())
+    {
+        Ok(_) => true,
+        Err(
+            gossipsub::PublishError::NoPeersSubscribedToTopic
+            | gossipsub::PublishError::AllQueuesFull(_),
+        ) => false,
+        // A duplicate of what this node already sent or forwarded.
+        Err(e) => {
+            debug!(error = %e, "transaction not gossiped");
+            true
+        }
+    }
+}
+
 /// Tells gossipsub whether to forward a message (and whom to blame for it).
 fn judge(swarm: &mut Swarm<Behaviour>, id: &MessageId, from: &PeerId, a: MessageAcceptance) {
     swarm
@@ -455,7 +485,8 @@ struct Task {
     connected_addrs: HashSet<Multiaddr>,
     /// Blob requests waiting for their answer.
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<BlobResponse, String>>>,
-    /// Transactions published while no peer listened, retried on every tick.
+    /// Transactions published while no peer listened (or had room), in order, retried
+    /// every `UNSENT_RETRY`.
     unsent: std::collections::VecDeque<(Vec<u8>, tokio::time::Instant)>,
     topic: IdentTopic,
     shared: Arc<Shared>,
@@ -477,13 +508,15 @@ impl Task {
     ) {
         let mut tick = tokio::time::interval(redial);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry = tokio::time::interval(UNSENT_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     self.lift_bans(&mut swarm);
                     self.redial(&mut swarm);
-                    self.retry_unsent(&mut swarm);
                 }
+                _ = retry.tick(), if !self.unsent.is_empty() => self.retry_unsent(&mut swarm),
                 c = commands.recv() => match c {
                     Some(c) => self.command(&mut swarm, c),
                     // Every handle is gone: the node stopped.
@@ -506,7 +539,7 @@ impl Task {
 
     fn command(&mut self, swarm: &mut Swarm<Behaviour>, c: Command) {
         match c {
-            Command::Publish(bytes) => self.publish(swarm, bytes, tokio::time::Instant::now()),
+            Command::Publish(bytes) => self.publish(swarm, bytes),
             Command::Report(id, from, verdict) => {
                 let acceptance = match verdict {
                     Verdict::Accept => MessageAcceptance::Accept,
@@ -646,44 +679,34 @@ impl Task {
         }
     }
 
-    /// Publishes, keeping what found no peer to listen for a later try: a
-    /// transaction queued before the node's peers connected must still reach them.
-    fn publish(
-        &mut self,
-        swarm: &mut Swarm<Behaviour>,
-        bytes: Vec<u8>,
-        since: tokio::time::Instant,
-    ) {
-        match swarm
-            .behaviour_mut()
-            .gossipsub
-            .publish(self.topic.clone(), bytes.clone())
-        {
-            Ok(_) => {}
-            Err(
-                gossipsub::PublishError::NoPeersSubscribedToTopic
-                | gossipsub::PublishError::AllQueuesFull(_),
-            ) => {
-                if self.unsent.len() >= UNSENT_MAX {
-                    self.unsent.pop_front();
-                    self.shared
-                        .stats
-                        .commands_dropped
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                self.unsent.push_back((bytes, since));
-            }
-            // A duplicate of what this node already sent or forwarded.
-            Err(e) => debug!(error = %e, "transaction not gossiped"),
+    /// Publishes, keeping what found no peer to listen (or no room in their
+    /// queues) for a later try: a transaction queued before the node's peers
+    /// connected must still reach them. Order is kept: while anything waits, what
+    /// comes next waits behind it, because a sender's transactions must arrive in
+    /// nonce order (a mempool drops one whose predecessor it has not seen, and
+    /// gossip never offers it again).
+    fn publish(&mut self, swarm: &mut Swarm<Behaviour>, bytes: Vec<u8>) {
+        if self.unsent.is_empty() && try_publish(swarm, &self.topic, &bytes) {
+            return;
         }
+        if self.unsent.len() >= UNSENT_MAX {
+            self.unsent.pop_front();
+            self.shared
+                .stats
+                .commands_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.unsent.push_back((bytes, tokio::time::Instant::now()));
     }
 
+    /// Publishes what waits, in order, until one still finds no room.
     fn retry_unsent(&mut self, swarm: &mut Swarm<Behaviour>) {
         let now = tokio::time::Instant::now();
-        for (bytes, since) in std::mem::take(&mut self.unsent) {
-            if now.duration_since(since) < UNSENT_TTL {
-                self.publish(swarm, bytes, since);
+        while let Some((bytes, since)) = self.unsent.front() {
+            if now.duration_since(*since) < UNSENT_TTL && !try_publish(swarm, &self.topic, bytes) {
+                return;
             }
+            self.unsent.pop_front();
         }
     }
 
@@ -922,6 +945,31 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(b.peers(), 0, "a banned peer got back in");
         until("ban lifted and reconnected", || b.peers() == 1).await;
+    }
+
+    /// What a node publishes before any peer listens waits, and reaches the peer
+    /// that comes later in the order it was published (nonce order matters).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transactions_published_before_any_peer_arrive_later_in_order() {
+        let b_addr = free_addr();
+        let mut a_cfg = NetConfig::new(9, free_addr(), vec![b_addr]);
+        a_cfg.redial = Duration::from_millis(200);
+        let (a, _a_rx) = start(a_cfg, [1; 32]).await.unwrap();
+        for n in 0..6 {
+            a.publish_tx(&tx(n));
+        }
+        let (b, mut b_rx) = start(NetConfig::new(9, b_addr, vec![]), [2; 32])
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 6 {
+            let (id, from, t) = next_tx(&mut b_rx, Duration::from_secs(15))
+                .await
+                .expect("a waiting transaction never arrived");
+            b.report(id, from, Verdict::Accept);
+            got.push(t.tx.nonce);
+        }
+        assert_eq!(got, (0..6).collect::<Vec<_>>());
     }
 
     /// A configured peer that goes away is dialled again when it comes back.
