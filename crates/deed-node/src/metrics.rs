@@ -43,6 +43,9 @@ pub struct Metrics {
     pub peer_strikes: IntGauge,
     /// Peers banned for invalid data since the node started.
     pub peer_bans: IntGauge,
+    /// Node-network work dropped because a bounded queue was full (commands to the
+    /// network task, inbound transactions the node did not take in time).
+    pub net_dropped: IntGauge,
     /// Jobs this executor ran (ledger-assigned and direct).
     pub jobs_executed: IntCounter,
     /// Direct calls served.
@@ -159,6 +162,11 @@ impl Metrics {
                 &r,
                 "deed_peer_bans",
                 "Peers banned for invalid data since start",
+            )?,
+            net_dropped: gauge(
+                &r,
+                "deed_net_dropped",
+                "Node-network commands and inbound transactions dropped on full queues since start",
             )?,
             jobs_executed: counter(&r, "deed_jobs_executed_total", "Jobs run by this executor")?,
             direct_calls: counter(&r, "deed_direct_calls_total", "Direct calls served")?,

@@ -358,6 +358,10 @@ impl Node {
             };
             m.peer_strikes.set(load(&net.stats().strikes));
             m.peer_bans.set(load(&net.stats().bans));
+            m.net_dropped.set(
+                load(&net.stats().commands_dropped)
+                    .saturating_add(load(&net.stats().inbound_dropped)),
+            );
         }
     }
 
