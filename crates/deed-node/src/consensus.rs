@@ -297,10 +297,12 @@ async fn supervise(
     // between 1× and 2× the configured time (a fraction drawn from its key), so
     // they restart one after the other rather than all at once, when their
     // engines would dial each other in the middle of each other's restarts.
-    let spread = 1.0 + f64::from(node.keys.consensus.public_key().to_bytes()[0]) / 256.0;
+    let fraction = u64::from(node.keys.consensus.public_key().to_bytes()[0]);
     let base = match node.cfg.consensus.relink_after_ms {
         0 => None,
-        ms => Some(Duration::from_millis(ms).mul_f64(spread)),
+        ms => Some(Duration::from_millis(
+            ms.saturating_add(ms.saturating_mul(fraction) / 256),
+        )),
     };
     let mut wait = base;
     let mut height = node.with_state(|c| c.head().height);
