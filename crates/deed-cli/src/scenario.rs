@@ -269,6 +269,13 @@ pub fn parse(text: &str) -> Result<Vec<Step>> {
     Ok(steps)
 }
 
+/// A required `KEY=PATH` argument of `verb`.
+fn path_of(kv: &BTreeMap<&str, &str>, verb: &str, key: &str) -> Result<PathBuf> {
+    kv.get(key)
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow!("{verb} needs {key}="))
+}
+
 /// `model=OWNER/NAME`, OWNER a dev account index.
 fn model_of<'a>(kv: &BTreeMap<&str, &'a str>, verb: &str) -> Result<(usize, &'a str)> {
     let model = kv
@@ -397,10 +404,7 @@ fn parse_line(line: &str) -> Result<Step> {
                 .get("name")
                 .ok_or_else(|| anyhow!("publish needs name="))?
                 .to_string(),
-            file: PathBuf::from(
-                kv.get("file")
-                    .ok_or_else(|| anyhow!("publish needs file="))?,
-            ),
+            file: path_of(&kv, "publish", "file")?,
             price: num("price", 100)? as u128,
         },
         "download" => {
@@ -409,10 +413,7 @@ fn parse_line(line: &str) -> Result<Step> {
                 on: num("on", 0)?,
                 owner,
                 name: name.to_string(),
-                file: PathBuf::from(
-                    kv.get("file")
-                        .ok_or_else(|| anyhow!("download needs file="))?,
-                ),
+                file: path_of(&kv, "download", "file")?,
                 missing: match kv.get("expect").copied() {
                     None => false,
                     Some("missing") => true,
@@ -427,10 +428,7 @@ fn parse_line(line: &str) -> Result<Step> {
                 key: num("key", 1)?,
                 owner,
                 name: name.to_string(),
-                input: PathBuf::from(
-                    kv.get("input")
-                        .ok_or_else(|| anyhow!("infer needs input="))?,
-                ),
+                input: path_of(&kv, "infer", "input")?,
                 executors: match kv.get("executor") {
                     Some(l) => indices(l)?,
                     None => Vec::new(),
