@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Integers use wrapping multiply and add (exact and order-free). The fast paths
-//! (AVX2+FMA register tiles, portable row blocks, threads) change only which outputs
+//! (AVX-512 and AVX2+FMA register tiles, portable row blocks, threads) change only which outputs
 //! are computed together and where, never the per-output sequence above; k-blocking
 //! stores and reloads the exact f32 accumulator, which does not round.
 
@@ -65,12 +65,7 @@ impl Scalar for f32 {
         }
     }
     fn gemm_fast(ctx: &Ctx, a: Mat<'_, f32>, b: Mat<'_, f32>, c: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if super::gemm_avx2::available() {
-            super::gemm_avx2::gemm(ctx, a, b, c, None);
-            return;
-        }
-        gemm_rows_parallel(ctx, a, b, c);
+        F32Kernel::detect().run(ctx, a, b, c, None);
     }
     fn gemm_packed(
         ctx: &Ctx,
@@ -304,6 +299,70 @@ pub fn gemm<T: Scalar>(
     Ok(())
 }
 
+/// The f32 kernel this CPU runs: the widest SIMD it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum F32Kernel {
+    /// AVX-512F, 16 lanes (`gemm_avx512.rs`).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// AVX2 + FMA, 8 lanes (`gemm_avx2.rs`).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// The reference loop over row blocks, split over threads.
+    Portable,
+}
+
+impl F32Kernel {
+    fn detect() -> F32Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::gemm_avx512::available() {
+                return F32Kernel::Avx512;
+            }
+            if super::gemm_avx2::available() {
+                return F32Kernel::Avx2;
+            }
+        }
+        F32Kernel::Portable
+    }
+
+    /// Every kernel this CPU can run, the detected one first.
+    #[cfg(test)]
+    fn all_available() -> Vec<F32Kernel> {
+        let mut v = vec![F32Kernel::detect()];
+        #[cfg(target_arch = "x86_64")]
+        if super::gemm_avx2::available() && !v.contains(&F32Kernel::Avx2) {
+            v.push(F32Kernel::Avx2);
+        }
+        if !v.contains(&F32Kernel::Portable) {
+            v.push(F32Kernel::Portable);
+        }
+        v
+    }
+
+    /// `c = a·b` on this kernel; `pre` is `b` packed by [`F32Kernel::pack`] for it.
+    fn run(self, ctx: &Ctx, a: Mat<'_, f32>, b: Mat<'_, f32>, c: &mut [f32], pre: Option<&[f32]>) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx512 => super::gemm_avx512::gemm(ctx, a, b, c, pre),
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx2 => super::gemm_avx2::gemm(ctx, a, b, c, pre),
+            F32Kernel::Portable => gemm_rows_parallel(ctx, a, b, c),
+        }
+    }
+
+    /// `b` in this kernel's packed layout, if it has one.
+    fn pack(self, b: Mat<'_, f32>) -> Option<Vec<f32>> {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx512 => Some(super::gemm_avx512::pack_whole(b)),
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx2 => Some(super::gemm_avx2::pack_whole(b)),
+            F32Kernel::Portable => None,
+        }
+    }
+}
+
 /// An f32 right operand packed once for the SIMD kernel, for products repeated with
 /// the same `B` (a constant weight matrix). Packing copies values and changes no
 /// arithmetic, so [`gemm_prepacked`] gives exactly the bits of [`gemm`].
@@ -311,6 +370,7 @@ pub fn gemm<T: Scalar>(
 pub struct PackedB {
     k: usize,
     n: usize,
+    kernel: F32Kernel,
     data: Vec<f32>,
 }
 
@@ -318,16 +378,19 @@ impl PackedB {
     /// `b` packed for this CPU's kernel, or `None` when its kernel does not use packed
     /// operands (then [`gemm`] is as fast).
     pub fn new(b: Mat<'_, f32>) -> Option<PackedB> {
-        #[cfg(target_arch = "x86_64")]
-        if super::gemm_avx2::available() && b.rows > 0 && b.cols > 0 {
-            return Some(PackedB {
-                k: b.rows,
-                n: b.cols,
-                data: super::gemm_avx2::pack_whole(b),
-            });
+        Self::with_kernel(b, F32Kernel::detect())
+    }
+
+    fn with_kernel(b: Mat<'_, f32>, kernel: F32Kernel) -> Option<PackedB> {
+        if b.rows == 0 || b.cols == 0 {
+            return None;
         }
-        let _ = b;
-        None
+        Some(PackedB {
+            k: b.rows,
+            n: b.cols,
+            kernel,
+            data: kernel.pack(b)?,
+        })
     }
 
     /// Rows and columns of the packed matrix.
@@ -357,12 +420,7 @@ pub fn gemm_prepacked(
         reference_rows(a, b, c);
         return Ok(());
     }
-    #[cfg(target_arch = "x86_64")]
-    if super::gemm_avx2::available() {
-        super::gemm_avx2::gemm(ctx, a, b, c, Some(&packed.data));
-        return Ok(());
-    }
-    gemm_rows_parallel(ctx, a, b, c);
+    packed.kernel.run(ctx, a, b, c, Some(&packed.data));
     Ok(())
 }
 
@@ -501,18 +559,21 @@ mod tests {
             let b = if tb { Mat::row_major(&bv, n, k).unwrap().t() } else { Mat::row_major(&bv, k, n).unwrap() };
             let mut r = vec![1.0f32; m * n];
             gemm_reference(a, b, &mut r).unwrap();
+            let ctx = Ctx::new(KernelMode::Fast, threads);
             let mut f = vec![2.0f32; m * n];
-            gemm(&Ctx::new(KernelMode::Fast, threads), a, b, &mut f).unwrap();
+            gemm(&ctx, a, b, &mut f).unwrap();
             prop_assert_eq!(bits(&r), bits(&f));
-            let mut p = vec![3.0f32; m * n];
-            if m > 0 && n > 0 {
-                gemm_rows_parallel(&Ctx::new(KernelMode::Fast, threads), a, b, &mut p);
-                prop_assert_eq!(bits(&r), bits(&p));
-            }
-            if let Some(packed) = PackedB::new(b) {
-                let mut q = vec![4.0f32; m * n];
-                gemm_prepacked(&Ctx::new(KernelMode::Fast, threads), a, b, &packed, &mut q).unwrap();
-                prop_assert_eq!(bits(&r), bits(&q));
+            for kernel in F32Kernel::all_available() {
+                if m > 0 && n > 0 {
+                    let mut p = vec![3.0f32; m * n];
+                    kernel.run(&ctx, a, b, &mut p, None);
+                    prop_assert_eq!(bits(&r), bits(&p), "{:?}", kernel);
+                }
+                if let Some(packed) = PackedB::with_kernel(b, kernel) {
+                    let mut q = vec![4.0f32; m * n];
+                    gemm_prepacked(&ctx, a, b, &packed, &mut q).unwrap();
+                    prop_assert_eq!(bits(&r), bits(&q), "{:?} packed", kernel);
+                }
             }
         }
 
@@ -527,15 +588,18 @@ mod tests {
             let b = Mat::row_major(&bv, k, n).unwrap();
             let mut r = vec![0.0f32; m * n];
             gemm_reference(a, b, &mut r).unwrap();
-            let packed = PackedB::new(b);
-            for threads in [1, 2, 3] {
-                let mut f = vec![0.0f32; m * n];
-                gemm(&Ctx::new(KernelMode::Fast, threads), a, b, &mut f).unwrap();
-                prop_assert_eq!(bits(&r), bits(&f));
-                if let Some(p) = &packed {
-                    let mut q = vec![0.0f32; m * n];
-                    gemm_prepacked(&Ctx::new(KernelMode::Fast, threads), a, b, p, &mut q).unwrap();
-                    prop_assert_eq!(bits(&r), bits(&q));
+            for kernel in F32Kernel::all_available() {
+                let packed = PackedB::with_kernel(b, kernel);
+                for threads in [1, 2, 3] {
+                    let ctx = Ctx::new(KernelMode::Fast, threads);
+                    let mut f = vec![0.0f32; m * n];
+                    kernel.run(&ctx, a, b, &mut f, None);
+                    prop_assert_eq!(bits(&r), bits(&f), "{:?}", kernel);
+                    if let Some(p) = &packed {
+                        let mut q = vec![0.0f32; m * n];
+                        gemm_prepacked(&ctx, a, b, p, &mut q).unwrap();
+                        prop_assert_eq!(bits(&r), bits(&q), "{:?} packed", kernel);
+                    }
                 }
             }
         }

@@ -1,0 +1,405 @@
+//! AVX-512F register-tile kernel for the f32 matrix product.
+//!
+//! This module needs `unsafe` for the SIMD intrinsics and raw-pointer loads in the
+//! inner loop; everything is bounds-checked once per call through [`Mat`]'s
+//! construction invariant and the explicit checks in [`block`] before any pointer is
+//! formed.
+//!
+//! Each output element lives in one lane of one accumulator register. Per step `k`
+//! the kernel broadcasts `a[i,k]`, loads sixteen consecutive `b[k,j]` per register and
+//! does one `vfmadd` per register — exactly the reference's `acc = fma(a, b, acc)`
+//! with `k` increasing. K is processed in blocks of [`KC`]; between blocks the
+//! accumulator is stored to and reloaded from `c` unchanged (an f32 store is exact),
+//! so blocking does not alter the sequence. After the last block every NaN lane is
+//! replaced by the canonical NaN as it is stored.
+//!
+//! Register budget: the main tile is [`MR`] = 12 rows × 32 columns, 24 accumulators,
+//! two registers of B and one broadcast of A, of the 32 zmm registers.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use super::gemm::{Mat, CANONICAL_NAN_F32};
+use crate::ctx::Ctx;
+
+/// Columns of a packed panel of B: two registers of sixteen lanes.
+pub(super) const NR: usize = 32;
+/// Rows of the main register tile.
+const MR: usize = 12;
+/// K block: a 12×KC panel of A (12 KiB) and a KC×32 panel of B (32 KiB) stay in L1.
+const KC: usize = 256;
+/// Column block: a KC×NC block of B (512 KiB) stays in L2.
+const NC: usize = 512;
+/// Row count per thread from which B is packed into contiguous panels when it was not
+/// packed ahead: packing costs K·N copies against M·N·K multiply-adds.
+const PACK_MIN_ROWS: usize = 16;
+
+/// True when the CPU has AVX-512F (checked once by std, cached).
+pub(super) fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+}
+
+/// The K blocks `(start, length)`: at most [`KC`] long and as even as possible, so
+/// that no block is a short remainder whose accumulator loads and stores would cost
+/// more than its multiply-adds.
+fn k_blocks(k: usize) -> impl Iterator<Item = (usize, usize)> {
+    let blocks = k.div_ceil(KC).max(1);
+    let (base, extra) = (k / blocks, k % blocks);
+    (0..blocks).scan(0, move |at, i| {
+        let len = base + usize::from(i < extra);
+        let start = *at;
+        *at += len;
+        Some((start, len))
+    })
+}
+
+/// The row tiles `(start, rows)` of `m` rows: as few as with [`MR`]-row tiles, and as
+/// even as possible (64 rows are 11, 11, 11, 11, 10, 10), so that no tile is a small
+/// remainder with few accumulators.
+fn row_tiles(m: usize) -> impl Iterator<Item = (usize, usize)> {
+    let tiles = m.div_ceil(MR);
+    let (base, extra) = (m / tiles.max(1), m % tiles.max(1));
+    (0..tiles).scan(0, move |at, i| {
+        let len = base + usize::from(i < extra);
+        let start = *at;
+        *at += len;
+        Some((start, len))
+    })
+}
+
+/// B packed once, in the order [`block`] visits it: for each NC column block, for each
+/// K block, the [`NR`]-wide panels [`pack_b`] writes.
+pub(super) fn pack_whole(b: Mat<'_, f32>) -> Vec<f32> {
+    let (k, n) = (b.rows(), b.cols());
+    let mut out = Vec::with_capacity(packed_len(k, n));
+    let mut buf = Vec::new();
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for (pc, kc) in k_blocks(k) {
+            pack_b(b.rows_range(pc, kc).cols_range(jc, nc), &mut buf);
+            out.extend_from_slice(&buf);
+        }
+    }
+    out
+}
+
+/// Elements of a `k×n` matrix packed by [`pack_whole`].
+pub(super) fn packed_len(k: usize, n: usize) -> usize {
+    // Every column block but the last is a multiple of NR wide.
+    k * n.div_ceil(NR) * NR
+}
+
+/// `c = a·b` (f32, row-major `c`), every NaN canonical. Callers checked the shapes and
+/// [`available`]; `pre`, when given, is `b` packed by [`pack_whole`].
+pub(super) fn gemm(
+    ctx: &Ctx,
+    a: Mat<'_, f32>,
+    b: Mat<'_, f32>,
+    c: &mut [f32],
+    pre: Option<&[f32]>,
+) {
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    let threads = ctx.threads();
+    let per = m.div_ceil(threads).div_ceil(MR) * MR;
+    let pre = pre.filter(|p| m > 1 && p.len() == packed_len(k, n));
+    let pack = pre.is_some() || per >= PACK_MIN_ROWS;
+    // Without packing, the kernel loads sixteen consecutive columns of B: give it unit
+    // column stride.
+    let dense;
+    let b = if pack || b.cs() == 1 {
+        b
+    } else {
+        dense = b.to_row_major();
+        match Mat::row_major(&dense, k, n) {
+            Some(m) => m,
+            None => return,
+        }
+    };
+    if m == 1 {
+        // A single row: split columns, 128 at a time, so every thread has work.
+        let per = n.div_ceil(threads).div_ceil(128) * 128;
+        ctx.for_each_chunk(c, per, |ci, chunk| {
+            let j0 = ci * per;
+            block(
+                a,
+                b.cols_range(j0, chunk.len()),
+                chunk,
+                chunk.len(),
+                false,
+                None,
+            );
+        });
+    } else {
+        ctx.for_each_chunk(c, per * n, |ci, chunk| {
+            let r0 = ci * per;
+            block(a.rows_range(r0, chunk.len() / n), b, chunk, n, pack, pre);
+        });
+    }
+}
+
+/// Copies `b` (kc × nc, any strides) into [`NR`]-wide column panels, each kc × NR
+/// row-major, the last one zero-padded.
+fn pack_b(b: Mat<'_, f32>, buf: &mut Vec<f32>) {
+    let (kc, nc) = (b.rows(), b.cols());
+    let panels = nc.div_ceil(NR);
+    buf.clear();
+    buf.resize(panels * kc * NR, 0.0);
+    for (p, panel) in buf.chunks_mut(kc * NR).enumerate() {
+        let j0 = p * NR;
+        let w = NR.min(nc - j0);
+        if b.cs() == 1 {
+            let d = b.data();
+            for (kk, row) in panel.chunks_mut(NR).enumerate() {
+                let s = kk * b.rs() + j0;
+                row[..w].copy_from_slice(&d[s..s + w]);
+            }
+        } else {
+            for (kk, row) in panel.chunks_mut(NR).enumerate() {
+                for (j, v) in row[..w].iter_mut().enumerate() {
+                    *v = b.at(kk, j0 + j);
+                }
+            }
+        }
+    }
+}
+
+/// `c[0..a.rows, 0..b.cols] = a·b` where row `i` of `c` starts at `i*ldc`; `pre` is
+/// all of `b` packed by [`pack_whole`] (then `pack` is set).
+fn block(
+    a: Mat<'_, f32>,
+    b: Mat<'_, f32>,
+    c: &mut [f32],
+    ldc: usize,
+    pack: bool,
+    pre: Option<&[f32]>,
+) {
+    let (m, n, k) = (a.rows(), b.cols(), a.cols());
+    if m == 0 || n == 0 || b.rows() != k || (!pack && b.cs() != 1) {
+        return;
+    }
+    // Every pointer below stays inside these bounds.
+    if c.len() < (m - 1) * ldc + n || ldc < n {
+        return;
+    }
+    let mut buf = Vec::new();
+    let mut pre_at = 0;
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for (pc, kc) in k_blocks(k) {
+            let first = pc == 0;
+            let last = pc + kc == k;
+            let bp = b.rows_range(pc, kc).cols_range(jc, nc);
+            let len = nc.div_ceil(NR) * NR * kc;
+            let panels: &[f32] = match pre {
+                Some(p) => match p.get(pre_at..pre_at + len) {
+                    Some(s) => s,
+                    None => return,
+                },
+                None => {
+                    if pack {
+                        pack_b(bp, &mut buf);
+                    }
+                    &buf
+                }
+            };
+            pre_at += len;
+            for (ir, mr) in row_tiles(m) {
+                let ap = a.rows_range(ir, mr).cols_range(pc, kc);
+                let cp = &mut c[ir * ldc + jc..];
+                let f = Flags { first, last };
+                // SAFETY: `ap`, `bp` are in-bounds views (Mat invariant) of mr×kc and
+                // kc×nc (unit column stride unless packed); `panels` holds
+                // ceil(nc/NR) panels of kc×NR; `cp` holds (mr-1)*ldc + nc elements
+                // (checked above); the CPU has AVX-512F (`available`).
+                unsafe {
+                    if pack {
+                        match mr {
+                            12 => packed::<12>(ap, panels, nc, cp, ldc, f),
+                            11 => packed::<11>(ap, panels, nc, cp, ldc, f),
+                            10 => packed::<10>(ap, panels, nc, cp, ldc, f),
+                            9 => packed::<9>(ap, panels, nc, cp, ldc, f),
+                            8 => packed::<8>(ap, panels, nc, cp, ldc, f),
+                            7 => packed::<7>(ap, panels, nc, cp, ldc, f),
+                            6 => packed::<6>(ap, panels, nc, cp, ldc, f),
+                            5 => packed::<5>(ap, panels, nc, cp, ldc, f),
+                            4 => packed::<4>(ap, panels, nc, cp, ldc, f),
+                            3 => packed::<3>(ap, panels, nc, cp, ldc, f),
+                            2 => packed::<2>(ap, panels, nc, cp, ldc, f),
+                            _ => packed::<1>(ap, panels, nc, cp, ldc, f),
+                        }
+                    } else {
+                        match mr {
+                            12 => strip::<12, 2>(ap, bp, cp, ldc, f),
+                            11 => strip::<11, 2>(ap, bp, cp, ldc, f),
+                            10 => strip::<10, 2>(ap, bp, cp, ldc, f),
+                            9 => strip::<9, 3>(ap, bp, cp, ldc, f),
+                            8 => strip::<8, 3>(ap, bp, cp, ldc, f),
+                            7 => strip::<7, 3>(ap, bp, cp, ldc, f),
+                            6 => strip::<6, 4>(ap, bp, cp, ldc, f),
+                            5 => strip::<5, 4>(ap, bp, cp, ldc, f),
+                            4 => strip::<4, 6>(ap, bp, cp, ldc, f),
+                            3 => strip::<3, 8>(ap, bp, cp, ldc, f),
+                            2 => strip::<2, 8>(ap, bp, cp, ldc, f),
+                            _ => strip::<1, 8>(ap, bp, cp, ldc, f),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a K block lies: the first starts its accumulators at `+0.0`, the others
+/// reload them from `c`; the last canonicalizes NaNs as it stores.
+#[derive(Clone, Copy)]
+struct Flags {
+    first: bool,
+    last: bool,
+}
+
+/// One row panel of `MR` rows across packed [`NR`]-wide panels of B.
+///
+/// # Safety
+/// `a` is MR×kc, `buf` holds `ceil(nc/NR)` panels of kc×NR, `c` holds
+/// `(MR-1)*ldc + nc` elements, and the CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn packed<const MR: usize>(
+    a: Mat<'_, f32>,
+    buf: &[f32],
+    nc: usize,
+    c: &mut [f32],
+    ldc: usize,
+    f: Flags,
+) {
+    let kc = a.cols();
+    let mut jr = 0;
+    while jr < nc {
+        let nv = NR.min(nc - jr);
+        let bp = buf.as_ptr().add((jr / NR) * kc * NR);
+        let cp = c.as_mut_ptr().add(jr);
+        if nv == NR {
+            tile::<MR, 2, false>(kc, a, bp, NR, cp, ldc, nv, f);
+        } else {
+            tile::<MR, 2, true>(kc, a, bp, NR, cp, ldc, nv, f);
+        }
+        jr += NR;
+    }
+}
+
+/// One row panel of `MR` rows across all columns of `b`, `NV*16` columns at a time.
+///
+/// # Safety
+/// `a` is MR×kc, `b` is kc×nc with unit column stride, `c` holds `(MR-1)*ldc + nc`
+/// elements, and the CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn strip<const MR: usize, const NV: usize>(
+    a: Mat<'_, f32>,
+    b: Mat<'_, f32>,
+    c: &mut [f32],
+    ldc: usize,
+    f: Flags,
+) {
+    let (kc, nc) = (a.cols(), b.cols());
+    let w = NV * 16;
+    let mut jr = 0;
+    while jr < nc {
+        let nv = w.min(nc - jr);
+        let bp = b.data().as_ptr().add(jr);
+        let cp = c.as_mut_ptr().add(jr);
+        if nv == w {
+            tile::<MR, NV, false>(kc, a, bp, b.rs(), cp, ldc, nv, f);
+        } else {
+            tile::<MR, NV, true>(kc, a, bp, b.rs(), cp, ldc, nv, f);
+        }
+        jr += w;
+    }
+}
+
+/// The lane mask of register `v` of a tile whose first `nv` columns are real.
+#[inline(always)]
+fn lane_mask(v: usize, nv: usize) -> __mmask16 {
+    let lanes = nv.saturating_sub(v * 16).min(16);
+    ((1u32 << lanes) - 1) as __mmask16
+}
+
+/// An MR × (NV·16) register tile; `MASK` limits columns to the first `nv`.
+///
+/// # Safety
+/// As [`strip`], with `b`/`c` pointing at the tile's first column.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn tile<const MR: usize, const NV: usize, const MASK: bool>(
+    kc: usize,
+    a: Mat<'_, f32>,
+    b: *const f32,
+    rsb: usize,
+    c: *mut f32,
+    ldc: usize,
+    nv: usize,
+    f: Flags,
+) {
+    let mut masks = [0xffff as __mmask16; NV];
+    if MASK {
+        for (v, m) in masks.iter_mut().enumerate() {
+            *m = lane_mask(v, nv);
+        }
+    }
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    if !f.first {
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (v, x) in row.iter_mut().enumerate() {
+                let p = c.wrapping_add(r * ldc + v * 16);
+                *x = if MASK {
+                    _mm512_maskz_loadu_ps(masks[v], p)
+                } else {
+                    _mm512_loadu_ps(p)
+                };
+            }
+        }
+    }
+    let ad = a.data().as_ptr();
+    let (rsa, csa) = (a.rs(), a.cs());
+    for k in 0..kc {
+        let bk = b.wrapping_add(k * rsb);
+        let mut bv = [_mm512_setzero_ps(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = if MASK {
+                _mm512_maskz_loadu_ps(masks[v], bk.wrapping_add(v * 16))
+            } else {
+                _mm512_loadu_ps(bk.wrapping_add(v * 16))
+            };
+        }
+        let ak = ad.add(k * csa);
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(*ak.add(r * rsa));
+            for (v, x) in row.iter_mut().enumerate() {
+                *x = _mm512_fmadd_ps(av, bv[v], *x);
+            }
+        }
+    }
+    let nan = _mm512_set1_ps(f32::from_bits(CANONICAL_NAN_F32));
+    for (r, row) in acc.iter().enumerate() {
+        for (v, x) in row.iter().enumerate() {
+            let p = c.wrapping_add(r * ldc + v * 16);
+            let x = if f.last {
+                let is_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(*x, *x);
+                _mm512_mask_mov_ps(*x, is_nan, nan)
+            } else {
+                *x
+            };
+            if MASK {
+                _mm512_mask_storeu_ps(p, masks[v], x);
+            } else {
+                _mm512_storeu_ps(p, x);
+            }
+        }
+    }
+}
