@@ -11,7 +11,11 @@
 pub mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod gemm_avx2;
+#[cfg(target_arch = "x86_64")]
+mod gemm_avx512;
 pub mod qgemm;
+#[cfg(target_arch = "x86_64")]
+mod qgemm_amx;
 #[cfg(target_arch = "x86_64")]
 mod qgemm_avx512;
 

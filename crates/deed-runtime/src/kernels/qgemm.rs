@@ -141,6 +141,9 @@ enum Layout {
         panels: Vec<i8>,
         zb: Vec<i32>,
         csadj: Vec<i32>,
+        /// The panels are padded for the AMX kernel (`qgemm_amx::pack_b`), which
+        /// products of at least [`AMX_MIN_ROWS`] rows take.
+        amx: bool,
     },
     /// B centred to i16 and packed for [`igemm::gemm_packed`].
     Madd(Vec<i16>),
@@ -178,14 +181,19 @@ impl QuantB {
         check_params("B", zb, n, b)?;
         let layout = match kernel {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Vnni => {
+            Kernel::Vnni | Kernel::Amx => {
                 use super::qgemm_avx512::NR;
                 // To i8: u8 values and zero points move down by 128.
                 let (shift, sb): (i32, Box<dyn Fn(usize) -> i8 + '_>) = match b {
                     QData::U8(v) => (128, Box::new(move |i| (v[i] ^ 0x80) as i8)),
                     QData::I8(v) => (0, Box::new(move |i| v[i])),
                 };
-                let panels = super::qgemm_avx512::pack_b(k, n, &*sb);
+                let amx = kernel == Kernel::Amx;
+                let panels = if amx {
+                    super::qgemm_amx::pack_b(k, n, &*sb)
+                } else {
+                    super::qgemm_avx512::pack_b(k, n, &*sb)
+                };
                 let padded = n.div_ceil(NR) * NR;
                 let mut zbp = vec![0i32; padded];
                 let mut csadj = vec![0i32; padded];
@@ -202,6 +210,7 @@ impl QuantB {
                     panels,
                     zb: zbp,
                     csadj,
+                    amx,
                 }
             }
             Kernel::Madd => {
@@ -225,14 +234,22 @@ impl QuantB {
 enum Kernel {
     #[cfg(target_arch = "x86_64")]
     Vnni,
+    /// AMX tiles for the bulk of the work (and VNNI for products of few rows).
+    #[cfg(target_arch = "x86_64")]
+    Amx,
     Madd,
 }
 
 impl Kernel {
     fn detect() -> Kernel {
         #[cfg(target_arch = "x86_64")]
-        if super::qgemm_avx512::available() {
-            return Kernel::Vnni;
+        {
+            if super::qgemm_amx::available() {
+                return Kernel::Amx;
+            }
+            if super::qgemm_avx512::available() {
+                return Kernel::Vnni;
+            }
         }
         Kernel::Madd
     }
@@ -263,8 +280,35 @@ pub fn qgemm(
     }
     match &b.layout {
         #[cfg(target_arch = "x86_64")]
-        Layout::Vnni { panels, zb, csadj } => {
-            super::qgemm_avx512::gemm(ctx, m, k, n, a, za, panels, zb, csadj, out);
+        Layout::Vnni {
+            panels,
+            zb,
+            csadj,
+            amx,
+        } => {
+            if *amx {
+                if m >= AMX_MIN_ROWS {
+                    super::qgemm_amx::gemm(ctx, m, k, n, a, za, panels, zb, csadj, out);
+                } else {
+                    // The VNNI kernel reads the AMX panels' zero padding as more `k`.
+                    let k_align = super::qgemm_amx::K_ALIGN;
+                    let v = super::qgemm_avx512::Operands {
+                        panels,
+                        zb,
+                        csadj,
+                        k_align,
+                    };
+                    super::qgemm_avx512::gemm(ctx, m, k, n, a, za, &v, out);
+                }
+            } else {
+                let v = super::qgemm_avx512::Operands {
+                    panels,
+                    zb,
+                    csadj,
+                    k_align: 4,
+                };
+                super::qgemm_avx512::gemm(ctx, m, k, n, a, za, &v, out);
+            }
         }
         Layout::Madd(packed) => {
             let centred: Vec<i16> = (0..m * k)
@@ -275,6 +319,11 @@ pub fn qgemm(
     }
     Ok(())
 }
+
+/// Rows from which a product takes the AMX kernel: below, most of each 32-row block
+/// would be padding and the VNNI kernel is faster.
+#[cfg(target_arch = "x86_64")]
+const AMX_MIN_ROWS: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -363,8 +412,14 @@ mod tests {
         prop_assert_eq!(&centred, &want);
         let ctx = Ctx::new(KernelMode::Fast, threads);
         let mut kernels = vec![Kernel::Madd];
-        if Kernel::detect() != Kernel::Madd {
-            kernels.push(Kernel::detect());
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::super::qgemm_avx512::available() {
+                kernels.push(Kernel::Vnni);
+            }
+            if super::super::qgemm_amx::available() {
+                kernels.push(Kernel::Amx);
+            }
         }
         for kernel in kernels {
             let qb = QuantB::with_kernel(k, n, b.q(), zb, kernel).unwrap();
@@ -421,6 +476,13 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(8))]
         #[test]
         fn long_rows_match_reference(c in case(12, 1100, 40), threads in 1usize..=4) {
+            check(&c, threads)?;
+        }
+
+        /// Enough rows for several of the AMX kernel's 32-row blocks, split over
+        /// threads, with `k` across several tile steps.
+        #[test]
+        fn many_rows_match_reference(c in case(90, 300, 70), threads in 1usize..=4) {
             check(&c, threads)?;
         }
     }

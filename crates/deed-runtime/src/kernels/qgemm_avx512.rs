@@ -49,18 +49,28 @@ pub(super) fn pack_b(k: usize, n: usize, b: &dyn Fn(usize) -> i8) -> Vec<i8> {
     out
 }
 
-/// A as u8 rows of `kp` bytes (`k` rounded up to four, zero-padded), with each row's
-/// sum and its zero point in the u8 domain.
-struct PackedA {
-    data: Vec<u8>,
-    kp: usize,
-    sums: Vec<i32>,
-    zps: Vec<i32>,
+/// A as u8 rows of `kp` bytes (`k` rounded up, zero-padded), with each row's sum and
+/// its zero point in the u8 domain.
+pub(super) struct PackedA {
+    pub(super) data: Vec<u8>,
+    pub(super) kp: usize,
+    pub(super) sums: Vec<i32>,
+    pub(super) zps: Vec<i32>,
 }
 
-fn pack_a(m: usize, k: usize, a: QData<'_>, za: &[i32]) -> PackedA {
-    let kp = k.div_ceil(4) * 4;
-    let mut data = vec![0u8; m * kp];
+/// Packs A with `k` rounded up to a multiple of `k_align` and the rows to a multiple of
+/// `m_align`, both padded with zeros (padding rows have no sums: they are never read
+/// back).
+pub(super) fn pack_a(
+    m: usize,
+    k: usize,
+    a: QData<'_>,
+    za: &[i32],
+    k_align: usize,
+    m_align: usize,
+) -> PackedA {
+    let kp = k.div_ceil(k_align) * k_align;
+    let mut data = vec![0u8; m.div_ceil(m_align) * m_align * kp];
     let mut sums = vec![0i32; m];
     let mut zps = vec![0i32; m];
     let shift = match a {
@@ -88,9 +98,19 @@ fn pack_a(m: usize, k: usize, a: QData<'_>, za: &[i32]) -> PackedA {
     }
 }
 
-/// `out = (A − za)·(B − zb)`. `panels` is B packed by [`pack_b`]; `zb` and `csadj`
-/// (B's zero points and adjusted column sums, see [`super::qgemm`]) are padded to
-/// whole panels. The caller checked the shapes of `a`, `za` and `out`.
+/// B as the kernel takes it: `panels` packed by [`pack_b`] (or by the AMX kernel's
+/// `pack_b`, which pads `k` further with zeros), `zb` and `csadj` (B's zero points and
+/// adjusted column sums, see [`super::qgemm`]) padded to whole panels.
+pub(super) struct Operands<'a> {
+    pub(super) panels: &'a [i8],
+    pub(super) zb: &'a [i32],
+    pub(super) csadj: &'a [i32],
+    /// What the panels' `k` is padded to: 4, or the AMX kernel's tile step.
+    pub(super) k_align: usize,
+}
+
+/// `out = (A − za)·(B − zb)` with B prepared as `v`. The caller checked the shapes of
+/// `a`, `za` and `out`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gemm(
     ctx: &Ctx,
@@ -99,12 +119,14 @@ pub(super) fn gemm(
     n: usize,
     a: QData<'_>,
     za: &[i32],
-    panels: &[i8],
-    zb: &[i32],
-    csadj: &[i32],
+    v: &Operands<'_>,
     out: &mut [i32],
 ) {
-    let kq = k.div_ceil(4);
+    let (panels, zb, csadj) = (v.panels, v.zb, v.csadj);
+    if v.k_align == 0 || !v.k_align.is_multiple_of(4) {
+        return;
+    }
+    let kq = k.div_ceil(v.k_align) * v.k_align / 4;
     let np = n.div_ceil(NR);
     if out.len() != m * n || panels.len() != np * kq * NR * 4 || zb.len() != np * NR {
         return;
@@ -112,7 +134,8 @@ pub(super) fn gemm(
     if csadj.len() != np * NR {
         return;
     }
-    let pa = pack_a(m, k, a, za);
+    // Zero columns of A up to the panels' padding add nothing.
+    let pa = pack_a(m, k, a, za, v.k_align, 1);
     let b = Panels {
         data: panels,
         kq,
