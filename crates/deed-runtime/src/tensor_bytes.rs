@@ -81,8 +81,25 @@ pub fn hash_tensor(t: &Tensor, h: &mut blake3::Hasher) {
 pub fn has_noncanonical_nan(t: &Tensor) -> bool {
     const BLOCK: usize = 256;
     fn scan<T: Copy>(v: &[T], bad: impl Fn(T) -> bool) -> bool {
-        v.chunks(BLOCK)
-            .any(|c| c.iter().fold(false, |a, &x| a | bad(x)))
+        // Compiled for the widest vectors the CPU has: the scan is a compare and an
+        // or per element, as wide as the registers allow.
+        // Plain loops: iterator adaptors such as `any` may call functions of their
+        // own, compiled for the baseline instruction set.
+        crate::ops::simd::with_fma(
+            #[inline(always)]
+            || {
+                for c in v.chunks(BLOCK) {
+                    let mut found = false;
+                    for &x in c {
+                        found |= bad(x);
+                    }
+                    if found {
+                        return true;
+                    }
+                }
+                false
+            },
+        )
     }
     match t.data() {
         TensorData::F32(v) => scan(v, |x: f32| {

@@ -11,12 +11,12 @@
 
 use deed_types::{DType, Tensor};
 
-use super::linalg::by_dtype;
+use super::linalg::{by_dtype, product};
 use super::util::{check_count, infer_input, input, numel, one, opt_infer_input, opt_input};
-use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
+use super::{Ctx, InferInput, NodeInfo, Op, Prepared, Registry, TypeInfo};
 use crate::attrs::Attrs;
 use crate::error::OpError;
-use crate::kernels::{gemm, Mat, Scalar};
+use crate::kernels::{gemm, Mat, PackedB, Scalar};
 
 pub(crate) fn register(r: &mut Registry) {
     r.add("Conv", build_conv);
@@ -284,6 +284,55 @@ fn im2col<T: Scalar>(x: &[T], channels: usize, w: &Window, col: &mut [T]) {
     }
 }
 
+/// Below this output row length im2col gathers through an index table: the row-by-row
+/// copies of [`im2col`] would cost more in bookkeeping than in moving values. Up to
+/// [`GATHER_MAX_POSITIONS`] output positions, which bounds the table.
+const GATHER_MAX_ROW: usize = 16;
+/// See [`GATHER_MAX_ROW`].
+const GATHER_MAX_POSITIONS: usize = 4096;
+
+/// For kernel offset `j` (row-major over kd, kh, kw) and output position `q`, entry
+/// `j·P + q` is the index within an input channel's plane that im2col reads, or
+/// `u32::MAX` where the window reads padding. The same for every channel.
+fn gather_table(w: &Window) -> Vec<u32> {
+    let [_, ih, iw] = w.input;
+    let [od, oh, ow] = w.output;
+    let [kd, kh, kw] = w.kernel;
+    let mut idx = Vec::with_capacity(w.k_vol() * w.out_vol());
+    for a in 0..kd {
+        for b in 0..kh {
+            for e in 0..kw {
+                for zd in 0..od {
+                    let sd = w.src(0, zd, a);
+                    for zh in 0..oh {
+                        let sh = w.src(1, zh, b);
+                        for zw in 0..ow {
+                            let at = match (sd, sh, w.src(2, zw, e)) {
+                                (Some(d), Some(h), Some(x)) => {
+                                    u32::try_from((d * ih + h) * iw + x).ok()
+                                }
+                                _ => None,
+                            };
+                            idx.push(at.unwrap_or(u32::MAX));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    idx
+}
+
+/// [`im2col`] through a [`gather_table`]: each channel's rows are its plane gathered
+/// through the table, `+0.0` (zero) where it marks padding.
+fn im2col_gather<T: Scalar>(x: &[T], iv: usize, idx: &[u32], col: &mut [T]) {
+    for (plane, rows) in x.chunks(iv.max(1)).zip(col.chunks_mut(idx.len().max(1))) {
+        for (d, &i) in rows.iter_mut().zip(idx) {
+            *d = plane.get(i as usize).copied().unwrap_or(T::ZERO);
+        }
+    }
+}
+
 /// Shared shape facts of a convolution node.
 #[derive(Debug, Clone)]
 struct ConvShape {
@@ -350,6 +399,18 @@ impl Conv {
     }
 }
 
+/// Whether a group's product runs transposed, `outᵀ[P, M] = colᵀ[P, K] · Wᵀ[K, M]`:
+/// the output channels become the kernel's columns (whole 32-wide panels in every
+/// common network) and the weights its packed, constant operand. With few output
+/// channels and many positions the plain form `out[M, P] = W[M, K] · col[K, P]` fills
+/// the kernel's columns better. Either way each output element is the same sequence
+/// of fused steps, so the choice changes no bit.
+fn transposed_form(mg: usize, p: usize) -> bool {
+    let fill = |n: usize| n as f64 / (n.div_ceil(32) * 32).max(1) as f64;
+    fill(mg) >= fill(p)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
     ctx: &Ctx,
     s: &ConvShape,
@@ -357,6 +418,7 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
     x: &[T],
     w: &[T],
     b: Option<&[T]>,
+    packed: Option<&ConvPacked>,
 ) -> Result<Vec<T>, OpError> {
     let win = &s.win;
     let (cg, mg) = (s.c / group, s.m / group);
@@ -372,6 +434,15 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
     } else {
         vec![T::ZERO; k * p]
     };
+    let transposed = transposed_form(mg, p);
+    // Short output rows: one index table for every channel (see `gather_table`).
+    let gather = (!pointwise && win.output[2] < GATHER_MAX_ROW && p <= GATHER_MAX_POSITIONS)
+        .then(|| gather_table(win));
+    let mut tmp = if transposed {
+        vec![T::ZERO; p * mg]
+    } else {
+        Vec::new()
+    };
     let bad = || OpError::shape("Conv operand smaller than its shape");
     for ni in 0..s.n {
         for g in 0..group {
@@ -382,23 +453,88 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
             let bm = if pointwise {
                 Mat::row_major(xs, k, p)
             } else {
-                im2col(xs, cg, win, &mut col);
+                match &gather {
+                    Some(idx) => im2col_gather(xs, iv, idx, &mut col),
+                    None => im2col(xs, cg, win, &mut col),
+                }
                 Mat::row_major(&col, k, p)
             }
             .ok_or_else(bad)?;
             let o0 = (ni * s.m + g * mg) * p;
-            gemm(ctx, wm, bm, &mut out[o0..o0 + mg * p])?;
-        }
-    }
-    if let Some(b) = b {
-        for (i, plane) in out.chunks_mut(p).enumerate() {
-            let bv = b[i % s.m];
-            for v in plane {
-                *v = (*v + bv).canon();
+            let dst = &mut out[o0..o0 + mg * p];
+            let bias = match b {
+                Some(b) => Some(b.get(g * mg..(g + 1) * mg).ok_or_else(bad)?),
+                None => None,
+            };
+            if transposed {
+                let pk = packed.and_then(|pk| pk.groups.get(g));
+                product(ctx, bm.t(), wm.t(), pk, &mut tmp)?;
+                // `tmp` is P × M: each output channel's plane is one of its columns.
+                write_back(ctx, &tmp, mg, p, bias, dst);
+            } else {
+                gemm(ctx, wm, bm, dst)?;
+                if let Some(bias) = bias {
+                    for (plane, &bv) in dst.chunks_mut(p).zip(bias) {
+                        for v in plane {
+                            *v = (*v + bv).canon();
+                        }
+                    }
+                }
             }
         }
     }
     Ok(out)
+}
+
+/// Writes the transposed product `tmp` (P × M) into `dst` (M planes of P), adding the
+/// bias (one rounded add, NaN canonical) when there is one. Blocks of 16 positions keep
+/// the rows of `tmp` being read in L1 while every plane gets 16 contiguous values.
+fn write_back<T: Scalar + std::ops::Add<Output = T>>(
+    ctx: &Ctx,
+    tmp: &[T],
+    mg: usize,
+    p: usize,
+    bias: Option<&[T]>,
+    dst: &mut [T],
+) {
+    const Q: usize = 16;
+    // Channels per task: whole planes, so each task writes its own.
+    let per = mg.div_ceil(ctx.threads()).max(1);
+    ctx.for_each_chunk(dst, per * p, |ci, planes| {
+        let oc0 = ci * per;
+        super::simd::with_fma(
+            #[inline(always)]
+            || {
+                for q0 in (0..p).step_by(Q) {
+                    let q1 = (q0 + Q).min(p);
+                    for (i, plane) in planes.chunks_mut(p).enumerate() {
+                        let oc = oc0 + i;
+                        let out = &mut plane[q0..q1];
+                        match bias {
+                            Some(b) => {
+                                let bv = b[oc];
+                                for (q, v) in (q0..q1).zip(out) {
+                                    *v = (tmp[q * mg + oc] + bv).canon();
+                                }
+                            }
+                            None => {
+                                for (q, v) in (q0..q1).zip(out) {
+                                    *v = tmp[q * mg + oc];
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    });
+}
+
+/// Weights packed once while planning for the transposed product: `Wᵀ` of each group
+/// (see [`transposed_form`]).
+#[derive(Debug)]
+struct ConvPacked {
+    groups: Vec<PackedB>,
 }
 
 /// The scalar reference of `Conv`, directly from the definition (zero-padded input,
@@ -502,12 +638,55 @@ impl Op for Conv {
         o.saturating_mul(per.saturating_add(1)).max(1)
     }
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        self.run_with(inputs, ctx, None)
+    }
+    /// Constant f32 weights are packed once for the transposed product.
+    fn prepare(&self, inputs: &[Option<InferInput<'_>>]) -> Option<Prepared> {
+        let x = inputs.first().copied().flatten()?;
+        let w = inputs.get(1).copied().flatten()?;
+        let wv = w.value?;
+        if x.ty.dtype != DType::F32 || w.ty.dtype != DType::F32 {
+            return None;
+        }
+        let b = opt_infer_input(inputs, 2).map(|b| b.ty.shape.as_slice());
+        let s = self.shape(&x.ty.shape, &w.ty.shape, b).ok()?;
+        let (cg, mg) = (s.c / self.group, s.m / self.group);
+        let k = cg * s.win.k_vol();
+        if !transposed_form(mg, s.win.out_vol()) {
+            return None;
+        }
+        let wd = wv.as_slice::<f32>()?;
+        let groups = (0..self.group)
+            .map(|g| PackedB::new(Mat::new(wd.get(g * mg * k..)?, k, mg, 1, k)?))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Prepared(Box::new(ConvPacked { groups })))
+    }
+    fn run_prepared(
+        &self,
+        inputs: &[Option<&Tensor>],
+        ctx: &Ctx,
+        prepared: &Prepared,
+    ) -> Result<Vec<Tensor>, OpError> {
+        let packed = prepared.0.downcast_ref::<ConvPacked>();
+        self.run_with(inputs, ctx, packed)
+    }
+}
+
+impl Conv {
+    fn run_with(
+        &self,
+        inputs: &[Option<&Tensor>],
+        ctx: &Ctx,
+        packed: Option<&ConvPacked>,
+    ) -> Result<Vec<Tensor>, OpError> {
         let x = input(inputs, 0)?;
         let w = input(inputs, 1)?;
         check_float(0, x.dtype())?;
         let b = opt_input(inputs, 2);
         let s = self.shape(x.shape(), w.shape(), b.map(|b| b.shape()))?;
         let g = self.group;
+        // Packed weights are f32; other dtypes run unpacked.
+        let packed = packed.filter(|_| x.dtype() == DType::F32 && w.dtype() == DType::F32);
         let t = match b {
             Some(b) => by_dtype!(&[x, w, b], s.out.clone(), |v: T| conv_compute::<T>(
                 ctx,
@@ -515,10 +694,11 @@ impl Op for Conv {
                 g,
                 v[0],
                 v[1],
-                Some(v[2])
+                Some(v[2]),
+                packed
             )),
             None => by_dtype!(&[x, w], s.out.clone(), |v: T| conv_compute::<T>(
-                ctx, &s, g, v[0], v[1], None
+                ctx, &s, g, v[0], v[1], None, packed
             )),
         };
         Ok(vec![t])

@@ -130,7 +130,7 @@ pub(crate) use by_dtype;
 
 /// `gemm`, through `packed` (the same `b`, packed while planning) when the element
 /// type has a packed kernel. Either way the bits are those of the reference.
-fn product<T: Scalar>(
+pub(crate) fn product<T: Scalar>(
     ctx: &Ctx,
     a: Mat<'_, T>,
     b: Mat<'_, T>,
@@ -456,22 +456,58 @@ impl Gemm {
         .ok_or_else(bad)?;
         let mut y = vec![T::ZERO; m * n];
         product(ctx, am, bm, packed, &mut y)?;
-        if self.alpha != 1.0 {
-            // 1·x is x for every non-NaN x and NaNs are canonical: skipping the
-            // multiply by one changes no bit.
-            for v in y.iter_mut() {
-                *v = T::scale(self.alpha, *v);
+        // C broadcasts unidirectionally to [M, N]: its rows are [N] or [1], and there
+        // is one of them ([N], [1, N], a scalar) or one per row of Y ([M, N], [M, 1]).
+        let c = match c {
+            Some((cv, cs)) => {
+                let (rows, cols) = match cs {
+                    [] => (1, 1),
+                    [x] => (1, *x),
+                    [r, x] => (*r, *x),
+                    _ => return Err(bad()),
+                };
+                if cv.len() != rows * cols || (rows != 1 && rows != m) || (cols != 1 && cols != n) {
+                    return Err(bad());
+                }
+                Some((cv, rows, cols))
             }
-        }
-        if let Some((cv, cs)) = c {
-            let offs = broadcast_offsets(cs, &[m, n]);
-            for (v, &o) in y.iter_mut().zip(&offs) {
-                *v = T::add_scaled(*v, self.beta, *cv.get(o).ok_or_else(bad)?);
-            }
-        }
-        for v in y.iter_mut() {
-            *v = v.canon();
-        }
+            None => None,
+        };
+        let (alpha, beta) = (self.alpha, self.beta);
+        super::simd::with_fma(
+            #[inline(always)]
+            || {
+                for (i, row) in y.chunks_mut(n.max(1)).enumerate() {
+                    if alpha != 1.0 {
+                        // 1·x is x for every non-NaN x and NaNs are canonical: skipping
+                        // the multiply by one changes no bit.
+                        for v in row.iter_mut() {
+                            *v = T::scale(alpha, *v);
+                        }
+                    }
+                    match c {
+                        Some((cv, rows, cols)) => {
+                            let cr = &cv[if rows == 1 { 0 } else { i * cols }..][..cols];
+                            if cols == 1 {
+                                let c0 = cr[0];
+                                for v in row.iter_mut() {
+                                    *v = T::add_scaled(*v, beta, c0).canon();
+                                }
+                            } else {
+                                for (v, &c) in row.iter_mut().zip(cr) {
+                                    *v = T::add_scaled(*v, beta, c).canon();
+                                }
+                            }
+                        }
+                        None => {
+                            for v in row.iter_mut() {
+                                *v = v.canon();
+                            }
+                        }
+                    }
+                }
+            },
+        );
         Ok(y)
     }
 }

@@ -306,6 +306,16 @@ fn max_pool_values(ctx: &Ctx, w: &Window, planes: usize, x: &[f32]) -> Vec<f32> 
             .map(|z| (0..w.kernel[d]).filter_map(|k| w.src(d, z, k)).collect())
             .collect()
     };
+    if dense(w) {
+        let mut out = vec![f32::NEG_INFINITY; planes * ov];
+        ctx.for_each_chunk(&mut out, ov.max(1), |pi, chunk| {
+            super::simd::with_fma(
+                #[inline(always)]
+                || max_pool_dense(w, &x[pi * iv..(pi + 1) * iv], chunk),
+            )
+        });
+        return out;
+    }
     let (ds, hs, ws) = (offsets(0, od), offsets(1, oh), offsets(2, ow));
     let mut out = vec![f32::NEG_INFINITY; planes * ov];
     ctx.for_each_chunk(&mut out, ov.max(1), |pi, chunk| {
@@ -339,6 +349,91 @@ fn max_pool_values(ctx: &Ctx, w: &Window, planes: usize, x: &[f32]) -> Vec<f32> 
         }
     });
     out
+}
+
+/// True when every window lies inside the input: no padding is reached, so every
+/// output reads the same kernel offsets from its window's origin.
+fn dense(w: &Window) -> bool {
+    (0..3).all(|d| {
+        w.pad_begin[d] == 0
+            && w.kernel[d] > 0
+            && (w.output[d] == 0
+                || (w.output[d] - 1) * w.stride[d] + (w.kernel[d] - 1) * w.dil[d] < w.input[d])
+    })
+}
+
+/// [`max_pool_values`] of one plane when the windows are [`dense`]: a whole output row
+/// at a time, visiting the kernel offsets in row-major order for every element of the
+/// row together, so each element sees its window in the same order as the reference
+/// (first maximum kept, any NaN canonical) and the loop over the row vectorizes.
+#[inline(always)]
+fn max_pool_dense(w: &Window, xs: &[f32], out: &mut [f32]) {
+    let [_, ih, iw] = w.input;
+    let [od, oh, ow] = w.output;
+    let [kd, kh, kw] = w.kernel;
+    let sw = w.stride[2];
+    if od == 0 || oh == 0 || ow == 0 {
+        return;
+    }
+    for zd in 0..od {
+        for zh in 0..oh {
+            let Some(row) = out.get_mut((zd * oh + zh) * ow..(zd * oh + zh + 1) * ow) else {
+                return;
+            };
+            let mut first = true;
+            for a in 0..kd {
+                let sd = zd * w.stride[0] + a * w.dil[0];
+                for b in 0..kh {
+                    let sh = zh * w.stride[1] + b * w.dil[1];
+                    let line = &xs[(sd * ih + sh) * iw..(sd * ih + sh + 1) * iw];
+                    for e in 0..kw {
+                        let off = e * w.dil[2];
+                        // `dense` keeps the last window position of the row inside.
+                        let src = &line[off..off + (ow - 1) * sw + 1];
+                        // The common strides get the stride as a constant, which
+                        // lets the loop vectorize.
+                        match sw {
+                            1 => max_into::<1>(row, src, first),
+                            2 => max_into::<2>(row, src, first),
+                            _ => max_into_strided(row, src, sw, first),
+                        }
+                        first = false;
+                    }
+                }
+            }
+            for o in row.iter_mut() {
+                if o.is_nan() {
+                    *o = f32::from_bits(CANONICAL_NAN_F32);
+                }
+            }
+        }
+    }
+}
+
+/// One kernel offset of [`max_pool_dense`] over a row: `row[j]` takes `src[j·S]`
+/// first, after that when the value is larger or NaN. A kept NaN is never replaced (no
+/// comparison with it holds), so the row ends NaN exactly where a window held one and
+/// otherwise at its first maximum. Selects, not conditional stores, so that the loop
+/// vectorizes.
+#[inline(always)]
+fn max_into<const S: usize>(row: &mut [f32], src: &[f32], first: bool) {
+    if first {
+        for (o, v) in row.iter_mut().zip(src.iter().step_by(S)) {
+            *o = *v;
+        }
+    } else {
+        for (o, &v) in row.iter_mut().zip(src.iter().step_by(S)) {
+            *o = if v > *o || v.is_nan() { v } else { *o };
+        }
+    }
+}
+
+/// [`max_into`] with the stride known at run time only.
+#[inline(always)]
+fn max_into_strided(row: &mut [f32], src: &[f32], s: usize, first: bool) {
+    for (o, &v) in row.iter_mut().zip(src.iter().step_by(s)) {
+        *o = if first || v > *o || v.is_nan() { v } else { *o };
+    }
 }
 
 fn avg_lp_pool<T: PoolFloat>(

@@ -83,6 +83,7 @@ fn round_to(dt: DType, v: f32) -> f32 {
 }
 
 /// Builds a float tensor of `dt` from `f32` values (round to nearest even).
+#[inline(always)]
 fn float_tensor(dt: DType, shape: Vec<usize>, v: Vec<f32>) -> Result<Tensor, OpError> {
     Ok(match dt {
         DType::F32 => Tensor::from_vec(shape, v)?,
@@ -93,13 +94,26 @@ fn float_tensor(dt: DType, shape: Vec<usize>, v: Vec<f32>) -> Result<Tensor, OpE
     })
 }
 
+/// `f` over `src` as a plain loop into a buffer. Inside a vectorized region
+/// (`simd::with_fma`) this stays in the region, where `collect` would call a function
+/// of its own, compiled for the baseline instruction set.
+#[inline(always)]
+fn map_into<S: Copy, D: Copy + Default>(src: &[S], f: impl Fn(S) -> D) -> Vec<D> {
+    let mut out = vec![D::default(); src.len()];
+    for (o, &x) in out.iter_mut().zip(src) {
+        *o = f(x);
+    }
+    out
+}
+
 /// Builds an integer tensor of a quantized dtype from values already in range.
+#[inline(always)]
 fn int_tensor(dt: DType, shape: Vec<usize>, v: Vec<i32>) -> Result<Tensor, OpError> {
     Ok(match dt {
-        DType::U8 => Tensor::from_vec(shape, v.into_iter().map(|x| x as u8).collect())?,
-        DType::I8 => Tensor::from_vec(shape, v.into_iter().map(|x| x as i8).collect())?,
-        DType::U16 => Tensor::from_vec(shape, v.into_iter().map(|x| x as u16).collect())?,
-        DType::I16 => Tensor::from_vec(shape, v.into_iter().map(|x| x as i16).collect())?,
+        DType::U8 => Tensor::from_vec(shape, map_into(&v, |x| x as u8))?,
+        DType::I8 => Tensor::from_vec(shape, map_into(&v, |x| x as i8))?,
+        DType::U16 => Tensor::from_vec(shape, map_into(&v, |x| x as u16))?,
+        DType::I16 => Tensor::from_vec(shape, map_into(&v, |x| x as i16))?,
         DType::I32 => Tensor::from_vec(shape, v)?,
         other => return Err(OpError::unsupported(format!("output dtype {other}"))),
     })
@@ -291,62 +305,65 @@ impl Op for QuantizeLinear {
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
-        super::simd::with_fma(|| {
-            let x = input(inputs, 0)?;
-            let s = input(inputs, 1)?;
-            let zp = opt_input(inputs, 2);
-            let dt = self.out_dtype(zp.map(|z| z.dtype()))?;
-            let (lo, hi) = qrange(dt).ok_or_else(|| OpError::unsupported("output dtype"))?;
-            let pdt = self.precision.unwrap_or(s.dtype());
-            if let (Some(xs), DType::F32, Some(sv), Some(z)) = (
-                x.as_slice::<f32>(),
-                pdt,
-                floats_of(s).filter(|v| v.len() == 1 && s.rank() <= 1),
-                tensor_zero_point(zp),
-            ) {
-                // One scale and zero point, all in f32: rounding to f32 is the
-                // identity, so this is the loop below without the lookups.
-                return Ok(vec![quantize_f32(xs, sv[0], z, dt, x.shape().to_vec())?]);
-            }
-            // Both operands are first rounded to the precision dtype (exact when they
-            // already are of it or narrower), then divided with one rounding.
-            let xs: Vec<f32> = match x.data() {
-                TensorData::I32(v) => v.iter().map(|&e| e as f32).collect(),
-                _ => floats_of(x).ok_or(OpError::DType {
-                    index: 0,
-                    dtype: x.dtype(),
-                })?,
-            };
-            let xs: Vec<f32> = xs.into_iter().map(|v| round_to(pdt, v)).collect();
-            let ss: Vec<f32> = floats_of(s)
-                .ok_or(OpError::DType {
-                    index: 1,
-                    dtype: s.dtype(),
-                })?
-                .into_iter()
-                .map(|v| round_to(pdt, v))
-                .collect();
-            let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
-            let (zs, zl) = match zp {
-                Some(z) => (
-                    ints_of(z).ok_or(OpError::DType {
-                        index: 2,
-                        dtype: z.dtype(),
+        super::simd::with_fma(
+            #[inline(always)]
+            || {
+                let x = input(inputs, 0)?;
+                let s = input(inputs, 1)?;
+                let zp = opt_input(inputs, 2);
+                let dt = self.out_dtype(zp.map(|z| z.dtype()))?;
+                let (lo, hi) = qrange(dt).ok_or_else(|| OpError::unsupported("output dtype"))?;
+                let pdt = self.precision.unwrap_or(s.dtype());
+                if let (Some(xs), DType::F32, Some(sv), Some(z)) = (
+                    x.as_slice::<f32>(),
+                    pdt,
+                    floats_of(s).filter(|v| v.len() == 1 && s.rank() <= 1),
+                    tensor_zero_point(zp),
+                ) {
+                    // One scale and zero point, all in f32: rounding to f32 is the
+                    // identity, so this is the loop below without the lookups.
+                    return Ok(vec![quantize_f32(xs, sv[0], z, dt, x.shape().to_vec())?]);
+                }
+                // Both operands are first rounded to the precision dtype (exact when they
+                // already are of it or narrower), then divided with one rounding.
+                let xs: Vec<f32> = match x.data() {
+                    TensorData::I32(v) => v.iter().map(|&e| e as f32).collect(),
+                    _ => floats_of(x).ok_or(OpError::DType {
+                        index: 0,
+                        dtype: x.dtype(),
                     })?,
-                    ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
-                ),
-                None => (vec![0], ParamLayout::Tensor),
-            };
-            let out: Vec<i32> = xs
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| {
-                    let q = round_to(pdt, v / ss[sl.index(i)]);
-                    saturate(f64::from(q), zs[zl.index(i)], lo, hi)
-                })
-                .collect();
-            Ok(vec![int_tensor(dt, x.shape().to_vec(), out)?])
-        })
+                };
+                let xs: Vec<f32> = xs.into_iter().map(|v| round_to(pdt, v)).collect();
+                let ss: Vec<f32> = floats_of(s)
+                    .ok_or(OpError::DType {
+                        index: 1,
+                        dtype: s.dtype(),
+                    })?
+                    .into_iter()
+                    .map(|v| round_to(pdt, v))
+                    .collect();
+                let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
+                let (zs, zl) = match zp {
+                    Some(z) => (
+                        ints_of(z).ok_or(OpError::DType {
+                            index: 2,
+                            dtype: z.dtype(),
+                        })?,
+                        ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
+                    ),
+                    None => (vec![0], ParamLayout::Tensor),
+                };
+                let out: Vec<i32> = xs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let q = round_to(pdt, v / ss[sl.index(i)]);
+                        saturate(f64::from(q), zs[zl.index(i)], lo, hi)
+                    })
+                    .collect();
+                Ok(vec![int_tensor(dt, x.shape().to_vec(), out)?])
+            },
+        )
     }
 }
 
@@ -410,65 +427,65 @@ impl Op for DequantizeLinear {
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
-        super::simd::with_fma(|| {
-            let x = input(inputs, 0)?;
-            let s = input(inputs, 1)?;
-            let out_dt = self.out.unwrap_or(s.dtype());
-            if let (DType::F32, Some(sv), Some(z)) = (
-                out_dt,
-                s.as_slice::<f32>()
-                    .filter(|v| v.len() == 1 && s.rank() <= 1),
-                tensor_zero_point(opt_input(inputs, 2)),
-            ) {
-                // One f32 scale and zero point: the loop below without the lookups.
-                let sv = sv[0];
-                let z = i64::from(z);
-                let y: Option<Vec<f32>> = match x.data() {
-                    TensorData::U8(v) => {
-                        Some(v.iter().map(|&e| (i64::from(e) - z) as f32 * sv).collect())
+        super::simd::with_fma(
+            #[inline(always)]
+            || {
+                let x = input(inputs, 0)?;
+                let s = input(inputs, 1)?;
+                let out_dt = self.out.unwrap_or(s.dtype());
+                if let (DType::F32, Some(sv), Some(z)) = (
+                    out_dt,
+                    s.as_slice::<f32>()
+                        .filter(|v| v.len() == 1 && s.rank() <= 1),
+                    tensor_zero_point(opt_input(inputs, 2)),
+                ) {
+                    // One f32 scale and zero point: the loop below without the lookups.
+                    // `e − z` of two 8-bit values is exact in i32 and converts to f32
+                    // exactly, as the general loop's i64 difference does.
+                    let sv = sv[0];
+                    let y: Option<Vec<f32>> = match x.data() {
+                        TensorData::U8(v) => Some(map_into(v, |e| (i32::from(e) - z) as f32 * sv)),
+                        TensorData::I8(v) => Some(map_into(v, |e| (i32::from(e) - z) as f32 * sv)),
+                        _ => None,
+                    };
+                    if let Some(y) = y {
+                        return Ok(vec![Tensor::from_vec(x.shape().to_vec(), y)?]);
                     }
-                    TensorData::I8(v) => {
-                        Some(v.iter().map(|&e| (i64::from(e) - z) as f32 * sv).collect())
-                    }
-                    _ => None,
-                };
-                if let Some(y) = y {
-                    return Ok(vec![Tensor::from_vec(x.shape().to_vec(), y)?]);
                 }
-            }
-            let xs = ints_of(x).ok_or(OpError::DType {
-                index: 0,
-                dtype: x.dtype(),
-            })?;
-            let ss = floats_of(s).ok_or(OpError::DType {
-                index: 1,
-                dtype: s.dtype(),
-            })?;
-            let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
-            let (zs, zl) = match opt_input(inputs, 2) {
-                Some(z) => (
-                    ints_of(z).ok_or(OpError::DType {
-                        index: 2,
-                        dtype: z.dtype(),
-                    })?,
-                    ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
-                ),
-                None => (vec![0], ParamLayout::Tensor),
-            };
-            let out: Vec<f32> = xs
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| {
-                    let d = i64::from(v) - i64::from(zs[zl.index(i)]);
-                    d as f32 * ss[sl.index(i)]
-                })
-                .collect();
-            Ok(vec![float_tensor(
-                self.out.unwrap_or(s.dtype()),
-                x.shape().to_vec(),
-                out,
-            )?])
-        })
+                let xs = ints_of(x).ok_or(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
+                })?;
+                let ss = floats_of(s).ok_or(OpError::DType {
+                    index: 1,
+                    dtype: s.dtype(),
+                })?;
+                let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
+                let (zs, zl) = match opt_input(inputs, 2) {
+                    Some(z) => (
+                        ints_of(z).ok_or(OpError::DType {
+                            index: 2,
+                            dtype: z.dtype(),
+                        })?,
+                        ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
+                    ),
+                    None => (vec![0], ParamLayout::Tensor),
+                };
+                let out: Vec<f32> = xs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let d = i64::from(v) - i64::from(zs[zl.index(i)]);
+                        d as f32 * ss[sl.index(i)]
+                    })
+                    .collect();
+                Ok(vec![float_tensor(
+                    self.out.unwrap_or(s.dtype()),
+                    x.shape().to_vec(),
+                    out,
+                )?])
+            },
+        )
     }
 }
 
@@ -1076,10 +1093,14 @@ impl QLinearMatMul {
         })?;
         // The multipliers of a row depend on its A scale and B batch only: compute
         // them once per change of those.
-        let mut out = Vec::with_capacity(acc.len());
+        let mut out = vec![0i32; acc.len()];
         let mut mults = vec![0f64; n];
         let mut last = None;
-        for (ri, row) in acc.chunks(n.max(1)).enumerate() {
+        for (ri, (row, dst)) in acc
+            .chunks(n.max(1))
+            .zip(out.chunks_mut(n.max(1)))
+            .enumerate()
+        {
             let (ia, ib) = sh.batches[ri / m.max(1)];
             let ai = la.at(ia, ri % m.max(1), m);
             if last != Some((ai, ib)) {
@@ -1088,21 +1109,26 @@ impl QLinearMatMul {
                 }
                 last = Some((ai, ib));
             }
-            requantize_row(row, &mults, zp, lo, hi, &mut out);
+            super::simd::with_fma(
+                #[inline(always)]
+                || requantize_row(row, &mults, zp, lo, hi, dst),
+            );
         }
-        Ok(vec![int_tensor(dt, sh.out, out)?])
+        Ok(vec![super::simd::with_fma(
+            #[inline(always)]
+            || int_tensor(dt, sh.out, out),
+        )?])
     }
 }
 
 /// `saturate(f64(c) · mult, zp, lo, hi)` for a row of accumulators, in a form the
 /// compiler vectorizes (see [`saturate_fast`]).
-fn requantize_row(row: &[i32], mults: &[f64], zp: i32, lo: i64, hi: i64, out: &mut Vec<i32>) {
+#[inline(always)]
+fn requantize_row(row: &[i32], mults: &[f64], zp: i32, lo: i64, hi: i64, out: &mut [i32]) {
     let (zp, lo, hi) = (f64::from(zp), lo as f64, hi as f64);
-    out.extend(
-        row.iter()
-            .zip(mults)
-            .map(|(&c, &mu)| saturate_fast(f64::from(c) * mu, zp, lo, hi)),
-    );
+    for ((o, &c), &mu) in out.iter_mut().zip(row).zip(mults) {
+        *o = saturate_fast(f64::from(c) * mu, zp, lo, hi);
+    }
 }
 
 /// [`saturate`] without branches, for a zero point and bounds given as `f64` (all
@@ -1117,7 +1143,29 @@ fn saturate_fast(v: f64, zp: f64, lo: f64, hi: f64) -> i32 {
     // larger |v| stay at least 2⁵² in magnitude with their sign and clamp alike.
     let c = 4_503_599_627_370_496.0f64.copysign(v);
     let r = (v + c) - c;
-    (r + zp).clamp(lo, hi) as i32
+    int_f64_to_i32((r + zp).max(lo).min(hi))
+}
+
+/// An integral `f64` in `[−2³¹, 2³¹)` as `i32`, exactly: adding 1.5·2⁵² leaves the
+/// integer in the low bits of the mantissa, in two's complement. Unlike `as i32`
+/// (which must saturate and map NaN to 0) this vectorizes.
+#[inline(always)]
+fn int_f64_to_i32(x: f64) -> i32 {
+    (x + 6_755_399_441_055_744.0).to_bits() as u32 as i32
+}
+
+/// The requantization of [`quantize_f32`] in f32: `saturate(f64(q), zp, lo, hi)` for
+/// an f32 quotient `q` and small integer `zp`, `lo`, `hi` given as f32 (exact). Equal
+/// to it for every `q`: rounding an f32 to an integer is exact in f32; while
+/// `|round(q)| < 2²⁰` adding the zero point is exact too, and beyond, the sum
+/// (rounded or not) lies past the same bound, so both clamp alike. The clamped value
+/// is an integer of magnitude below 2²², which adding 1.5·2²³ places in the low bits
+/// of the mantissa.
+#[inline(always)]
+fn saturate_f32(q: f32, zp: f32, lo: f32, hi: f32) -> i32 {
+    let q = if q.is_nan() { 0.0 } else { q };
+    let y = (q.round_ties_even() + zp).max(lo).min(hi);
+    (y + 12_582_912.0).to_bits() as i32 - 0x4B40_0000
 }
 
 /// The zero point of a quantized tensor when it is one value for the whole tensor
@@ -1132,7 +1180,9 @@ fn tensor_zero_point(zp: Option<&Tensor>) -> Option<i32> {
 
 /// QuantizeLinear of f32 by one f32 scale and zero point:
 /// `saturate(f64(x / s), zp, lo, hi)` for every element, the reference's arithmetic
-/// (the division in f32, then [`saturate`]) in a loop the compiler vectorizes.
+/// (the division in f32, then [`saturate`], here as [`saturate_f32`]) in a loop the
+/// compiler vectorizes.
+#[inline(always)]
 fn quantize_f32(
     xs: &[f32],
     s: f32,
@@ -1141,13 +1191,14 @@ fn quantize_f32(
     shape: Vec<usize>,
 ) -> Result<Tensor, OpError> {
     let (lo, hi) = qrange(dt).ok_or_else(|| OpError::unsupported("output dtype"))?;
-    let (z, l, h) = (f64::from(zp), lo as f64, hi as f64);
-    let q = |v: f32| saturate_fast(f64::from(v / s), z, l, h);
+    // Zero points and bounds are 16-bit at most: exact in f32.
+    let (z, l, h) = (zp as f32, lo as f32, hi as f32);
+    let q = |v: f32| saturate_f32(v / s, z, l, h);
     Ok(match dt {
-        DType::U8 => Tensor::from_vec(shape, xs.iter().map(|&v| q(v) as u8).collect())?,
-        DType::I8 => Tensor::from_vec(shape, xs.iter().map(|&v| q(v) as i8).collect())?,
-        DType::U16 => Tensor::from_vec(shape, xs.iter().map(|&v| q(v) as u16).collect())?,
-        DType::I16 => Tensor::from_vec(shape, xs.iter().map(|&v| q(v) as i16).collect())?,
+        DType::U8 => Tensor::from_vec(shape, map_into(xs, |v| q(v) as u8))?,
+        DType::I8 => Tensor::from_vec(shape, map_into(xs, |v| q(v) as i8))?,
+        DType::U16 => Tensor::from_vec(shape, map_into(xs, |v| q(v) as u16))?,
+        DType::I16 => Tensor::from_vec(shape, map_into(xs, |v| q(v) as i16))?,
         other => return Err(OpError::unsupported(format!("quantizing to {other}"))),
     })
 }
@@ -1596,6 +1647,31 @@ mod tests {
             proptest::prop_assert_eq!(
                 saturate_fast(v, f64::from(zp), lo as f64, hi as f64),
                 saturate(v, zp, lo, hi)
+            );
+        }
+
+        #[test]
+        fn saturate_f32_equals_saturate(
+            q in proptest::prop_oneof![
+                proptest::prelude::any::<f32>(),
+                -1e6f32..1e6,
+                (-70_000i32..70_000).prop_map(|x| x as f32 + 0.5),
+                (-(1i32 << 21)..(1i32 << 21)).prop_map(|x| x as f32),
+                proptest::prelude::Just(16_777_215.0f32),
+                proptest::prelude::Just(-16_777_217.0f32),
+                proptest::prelude::Just(1_048_575.5f32),
+                proptest::prelude::Just(f32::INFINITY),
+                proptest::prelude::Just(f32::NEG_INFINITY),
+                proptest::prelude::Just(f32::NAN),
+            ],
+            zp in -32768i32..=65535,
+            range in 0usize..4,
+        ) {
+            let (lo, hi) = [(-128i64, 127i64), (0, 255), (-32768, 32767), (0, 65535)][range];
+            let zp = zp.clamp(lo as i32, hi as i32);
+            proptest::prop_assert_eq!(
+                saturate_f32(q, zp as f32, lo as f32, hi as f32),
+                saturate(f64::from(q), zp, lo, hi)
             );
         }
     }

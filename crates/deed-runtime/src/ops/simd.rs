@@ -3,12 +3,12 @@
 //!
 //! Each kernel is the reference's per-element function (the same Rust function, e.g.
 //! [`super::math::exp_f32`]), mapped over a slice inside a function compiled with
-//! `#[target_feature(enable = "avx2,fma")]` and chosen at run time when the CPU has
-//! both. The functions are branch-free (special cases are selects) so the compiler
-//! turns the loop into 8-wide AVX2 code; Rust guarantees that this compilation does
+//! `#[target_feature(enable = "avx512f,…")]` or `"avx2,fma"`, chosen at run time by
+//! what the CPU has. The functions are branch-free (special cases are selects) so the
+//! compiler turns the loop into 16-wide AVX-512 or 8-wide AVX2 code; Rust guarantees that this compilation does
 //! not change any result (no contraction, no reassociation, `mul_add` is always one
 //! fused rounding), and every NaN result is made canonical, so lanes and scalars give
-//! the same bits. Without AVX2+FMA the same loop runs at the baseline instruction set.
+//! the same bits. Without either the same loop runs at the baseline instruction set.
 //! Large tensors are split across threads by output chunks.
 //!
 //! Why `unsafe`: calling a `#[target_feature]` function is unsafe unless the caller
@@ -72,25 +72,51 @@ impl HotBin {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+/// The widest vector extension the CPU has that these kernels use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    /// AVX-512 F/BW/DQ/VL with FMA: 16 f32 lanes.
+    Avx512,
+    /// AVX2 with FMA: 8 f32 lanes.
+    Avx2,
+    /// The baseline instruction set.
+    Base,
+}
+
+fn isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            let has = |f: &[bool]| f.iter().all(|&x| x);
+            if has(&[
+                is_x86_feature_detected!("avx512f"),
+                is_x86_feature_detected!("avx512bw"),
+                is_x86_feature_detected!("avx512dq"),
+                is_x86_feature_detected!("avx512vl"),
+                is_x86_feature_detected!("avx2"),
+                is_x86_feature_detected!("fma"),
+            ]) {
+                Isa::Avx512
+            } else if has(&[
+                is_x86_feature_detected!("avx2"),
+                is_x86_feature_detected!("fma"),
+            ]) {
+                Isa::Avx2
+            } else {
+                Isa::Base
+            }
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Isa::Base
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn map_avx2<F: Fn(f32) -> f32>(src: &[f32], dst: &mut [f32], f: F) {
-    for (o, &v) in dst.iter_mut().zip(src) {
-        *o = f(v);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn zip_avx2<F: Fn(f32, f32) -> f32>(a: &[f32], b: &[f32], dst: &mut [f32], f: F) {
-    for ((o, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-        *o = f(x, y);
-    }
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn call_avx512<R, F: FnOnce() -> R>(f: F) -> R {
+    f()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -99,44 +125,48 @@ fn call_avx2<R, F: FnOnce() -> R>(f: F) -> R {
     f()
 }
 
-/// Runs `f` compiled for AVX2+FMA when the CPU has both: `f` is inlined into a
-/// function with those features, so `mul_add` becomes one instruction instead of a
-/// call and loops over the crate's branch-free math vectorize. The results are the
-/// same bits either way (see the module documentation).
+/// Runs `f` compiled for the widest vector extension the CPU has (AVX-512, else
+/// AVX2+FMA): `f` is inlined into a function with those features, so `mul_add`
+/// becomes one instruction instead of a call and loops over the crate's branch-free
+/// math vectorize. The results are the same bits either way (see the module
+/// documentation). Callers mark the closure `#[inline(always)]`: a closure the
+/// compiler declines to inline is compiled for the baseline instruction set, where
+/// `mul_add` is a call into the C library.
 #[inline(always)]
 pub(crate) fn with_fma<R, F: FnOnce() -> R>(f: F) -> R {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { call_avx2(f) };
+    match isa() {
+        // SAFETY: the CPU supports every feature the callee enables (`isa`).
+        Isa::Avx512 => return unsafe { call_avx512(f) },
+        // SAFETY: as above.
+        Isa::Avx2 => return unsafe { call_avx2(f) },
+        Isa::Base => {}
     }
     f()
 }
 
 #[inline(always)]
 fn map_slice<F: Fn(f32) -> f32 + Copy>(src: &[f32], dst: &mut [f32], f: F) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        unsafe { map_avx2(src, dst, f) };
-        return;
-    }
-    for (o, &v) in dst.iter_mut().zip(src) {
-        *o = f(v);
-    }
+    with_fma(
+        #[inline(always)]
+        || {
+            for (o, &v) in dst.iter_mut().zip(src) {
+                *o = f(v);
+            }
+        },
+    )
 }
 
 #[inline(always)]
 fn zip_slice<F: Fn(f32, f32) -> f32 + Copy>(a: &[f32], b: &[f32], dst: &mut [f32], f: F) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        unsafe { zip_avx2(a, b, dst, f) };
-        return;
-    }
-    for ((o, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-        *o = f(x, y);
-    }
+    with_fma(
+        #[inline(always)]
+        || {
+            for ((o, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+                *o = f(x, y);
+            }
+        },
+    )
 }
 
 fn map_f32<F: Fn(f32) -> f32 + Copy + Send + Sync>(ctx: &Ctx, x: &[f32], f: F) -> Vec<f32> {
