@@ -8,8 +8,9 @@ Steps:
   2. builds `deed` (deed-cli) and the tract example (deed-runtime/examples/tract_run.rs)
      in release mode;
   3. for every model, times in separate child processes: `deed run --threads 1` and
-     `--threads 2`, `deed run --no-trace` when the CLI has that flag (the cost of
-     trace hashing), onnxruntime with intra_op_num_threads 1 and 2 (sequential
+     `--threads 2`, `deed run --no-trace` (the cost of trace hashing) and
+     `deed run --hash-inline` (the trace hashed on the executing thread instead of on
+     the hashing thread that overlaps it with compute), onnxruntime with intra_op_num_threads 1 and 2 (sequential
      execution, default graph optimizations) and tract; each child reports the median
      and minimum of N runs after a warm-up, load time excluded; the peak RSS of each
      child comes from wait4(). The children run in R interleaved rounds (deed, ort,
@@ -222,6 +223,7 @@ def main() -> int:
             return 1
     help_text = subprocess.run([deed, "run", "--help"], capture_output=True, text=True).stdout
     has_no_trace = "--no-trace" in help_text
+    has_hash_inline = "--hash-inline" in help_text
     rep = str(args.repeat)
 
     results: dict[str, dict] = {}
@@ -249,6 +251,7 @@ def main() -> int:
                 "ort_1t": [sys.executable, os.path.abspath(__file__), "--ort-child", case_dir, "1", rep],
                 "tract": [tract, model, *tract_inputs, "--repeat", rep],
                 "deed_1t_no_trace": deed_cmd(1, "--repeat", rep, "--no-trace") if has_no_trace else None,
+                "deed_1t_hash_inline": deed_cmd(1, "--repeat", rep, "--hash-inline") if has_hash_inline else None,
                 "deed_2t": deed_cmd(2, "--repeat", rep),
                 "ort_2t": [sys.executable, os.path.abspath(__file__), "--ort-child", case_dir, "2", rep],
             }
@@ -259,6 +262,7 @@ def main() -> int:
                         per_round[k].append(timed(cmd))
             runs = {k: combine(v) for k, v in per_round.items()}
             traced = ratio(runs["deed_1t"], runs["deed_1t_no_trace"], use_min=True)
+            traced_inline = ratio(runs.get("deed_1t_hash_inline", Run()), runs["deed_1t_no_trace"], use_min=True)
             deviation = max_deviation(case_dir, case, out_dir) if runs["deed_1t"].error is None else "-"
 
             # Determinism: the trace root may not depend on threads or kernels.
@@ -287,6 +291,8 @@ def main() -> int:
                     "deed_over_tract_min": ratio(runs["deed_1t"], runs["tract"], use_min=True),
                     "deed_over_tract_median": ratio(runs["deed_1t"], runs["tract"]),
                     "trace_overhead_min": None if traced is None else traced - 1,
+                    "trace_overhead_inline_min": None if traced_inline is None else traced_inline - 1,
+                    "deed_no_trace_over_ort_1t_min": ratio(runs["deed_1t_no_trace"], runs["ort_1t"], use_min=True),
                 },
                 "max_abs_deviation_from_ort": deviation,
                 "trace_roots": roots,
@@ -333,20 +339,24 @@ def print_table(results: dict[str, dict], has_no_trace: bool, repeat: int, round
     grid(["model", "deed 1t", "ort 1t", "deed/ort 1t", "deed 2t", "ort 2t", "deed/ort 2t",
           "tract 1t", "deed/tract"], rows)
     print()
-    print("trace: deed 1t with tracing vs --no-trace (minimum); peak RSS in MiB "
-          "(the ort child includes the Python interpreter and numpy)")
+    print("trace: deed 1t with tracing (hashing thread, and --hash-inline) vs --no-trace (minimum); "
+          "peak RSS in MiB (the ort child includes the Python interpreter and numpy)")
     rows = []
     for name, res in results.items():
         runs = {k: Run(**v) for k, v in res["runs"].items()}
         r = res["ratios"]
-        overhead = "N/A" if not has_no_trace else (
-            "-" if r["trace_overhead_min"] is None else f"{100 * r['trace_overhead_min']:+.1f}%"
-        )
+        def pct(key: str) -> str:
+            if not has_no_trace:
+                return "N/A"
+            return "-" if r.get(key) is None else f"{100 * r[key]:+.1f}%"
+
         rows.append([
-            name, fmt_ms(runs["deed_1t_no_trace"]), overhead, res["max_abs_deviation_from_ort"],
+            name, fmt_ms(runs["deed_1t_no_trace"]), fmt_ratio(r.get("deed_no_trace_over_ort_1t_min")),
+            pct("trace_overhead_min"), pct("trace_overhead_inline_min"), res["max_abs_deviation_from_ort"],
             fmt_mib(runs["deed_1t"]), fmt_mib(runs["ort_1t"]), fmt_mib(runs["tract"]),
         ])
-    grid(["model", "deed 1t no-trace", "trace cost", "|Δ| vs ort", "RSS deed", "RSS ort", "RSS tract"], rows)
+    grid(["model", "deed 1t no-trace", "/ort 1t", "trace cost", "trace inline", "|Δ| vs ort",
+          "RSS deed", "RSS ort", "RSS tract"], rows)
     print()
     for name, res in results.items():
         roots = res["trace_roots"]

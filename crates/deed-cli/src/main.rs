@@ -161,6 +161,10 @@ struct RunArgs {
     /// Skip hashing the trace (measures the hashing overhead; no trace root).
     #[arg(long)]
     no_trace: bool,
+    /// Hash each step on the executing thread between steps instead of on the
+    /// process's hashing thread while later steps compute (same trace root).
+    #[arg(long, conflicts_with = "no_trace")]
+    hash_inline: bool,
     /// Kernel implementations: `fast` or `reference` (default: `DEED_KERNELS`, else fast).
     #[arg(long, value_parser = ["fast", "reference"])]
     kernels: Option<String>,
@@ -440,6 +444,7 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
         threads: a.threads as usize,
         budget: a.budget,
         trace: !a.no_trace,
+        hash_thread: !a.hash_inline,
         limits: limits.clone(),
         ..RunOptions::default()
     };

@@ -19,6 +19,7 @@
 pub mod attrs;
 pub mod ctx;
 pub mod error;
+mod hasher;
 pub mod kernels;
 pub mod limits;
 pub mod model;

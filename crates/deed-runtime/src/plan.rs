@@ -18,11 +18,12 @@ use deed_types::{DType, Hash, Tensor, TensorData};
 
 use crate::ctx::{Ctx, KernelMode};
 use crate::error::{OpError, RuntimeError};
+use crate::hasher::Pipeline;
 use crate::limits::Limits;
 use crate::model::{check_tensor_limits, Dim, Model, Source};
 use crate::ops::{InferInput, Prepared, TypeInfo};
 use crate::tensor_bytes::canonicalize;
-use crate::trace::{output_leaf, outputs_hash, step_hash, Trace};
+use crate::trace::{output_leaf, outputs_hash_of, step_hash, Trace};
 
 /// Graph inputs with at most this many elements are treated as known while planning.
 pub const KNOWN_INPUT_MAX: usize = 1024;
@@ -41,6 +42,10 @@ pub struct RunOptions {
     pub budget: Option<u64>,
     /// Hash every step's outputs into a trace.
     pub trace: bool,
+    /// Hash steps on the process's hashing thread while later steps compute (the
+    /// default), rather than on the executing thread between steps. The trace is the
+    /// same either way.
+    pub hash_thread: bool,
     /// Resource limits.
     pub limits: Limits,
     /// Steps whose outputs the run hands back in [`RunOutput::kept`]: what a
@@ -62,6 +67,7 @@ impl Default for RunOptions {
             threads: 1,
             budget: None,
             trace: true,
+            hash_thread: true,
             limits: Limits::default(),
             keep_steps: Vec::new(),
             #[cfg(feature = "fault")]
@@ -93,6 +99,8 @@ struct Step {
     folded: Option<Vec<Arc<Tensor>>>,
     /// The step hash of `folded`, computed once while planning.
     folded_hash: Option<Hash>,
+    /// Bytes of the outputs the step hash covers.
+    bytes: u64,
     /// What the operator precomputed from its known inputs (see `Op::prepare`).
     prepared: Option<Prepared>,
 }
@@ -352,6 +360,11 @@ impl Model {
                     .collect();
                 step_hash(steps.len() as u32, &refs)
             });
+            let bytes = out_ids
+                .iter()
+                .zip(&out_types)
+                .filter(|(id, _)| id.is_some())
+                .fold(0u64, |a, (_, t)| a.saturating_add(t.bytes()));
             steps.push(Step {
                 inputs: in_ids,
                 outputs: out_ids,
@@ -359,6 +372,7 @@ impl Model {
                 cost,
                 folded,
                 folded_hash,
+                bytes,
                 prepared,
             });
         }
@@ -549,6 +563,11 @@ impl<'m> Plan<'m> {
         self.steps.iter().map(|s| s.cost).collect()
     }
 
+    /// Bytes of node outputs a traced run hashes (those not folded while planning).
+    pub fn hashed_bytes(&self) -> u64 {
+        self.hashed_bytes
+    }
+
     /// Peak bytes of intermediate tensors alive at once.
     pub fn peak_activation_bytes(&self) -> u64 {
         self.peak_bytes
@@ -578,7 +597,7 @@ impl<'m> Plan<'m> {
                 });
             }
         }
-        let mut values: Vec<Option<Arc<Tensor>>> = vec![None; self.types.len()];
+        let mut values: Vec<Option<Val<'_>>> = vec![None; self.types.len()];
         for (name, id) in &self.input_ids {
             let t = inputs
                 .iter()
@@ -592,17 +611,17 @@ impl<'m> Plan<'m> {
                     actual: t.shape().to_vec(),
                 });
             }
-            values[*id] = Some(Arc::new(t.clone()));
+            values[*id] = Some(Val::Ref(t));
         }
         for (id, known) in &self.known_inputs {
-            if values[*id].as_deref() != Some(known.as_ref()) {
+            if values[*id].as_ref().map(Val::get) != Some(known.as_ref()) {
                 return Err(RuntimeError::Graph(
                     "an input the plan depends on changed value; plan again".into(),
                 ));
             }
         }
         for (id, t) in &self.init_values {
-            values[*id] = Some(t.clone());
+            values[*id] = Some(Val::Shared(t.clone()));
         }
         // `DEED_PROFILE=1` prints each step's time (compute, then hashing) to stderr.
         let profile = std::env::var_os("DEED_PROFILE").is_some_and(|v| v == "1");
@@ -613,11 +632,30 @@ impl<'m> Plan<'m> {
             kept: Vec::new(),
             corrupt: corrupt_step(opts),
         };
-        let mut trace =
-            if !opts.trace {
-                self.run_steps(&mut values, ctx, &mut runs, &mut |_, _, _| {})?;
-                Trace::default()
-            } else if profile || self.hashed_bytes < BACKGROUND_HASH_MIN_BYTES {
+        // Step hashes go to the hashing thread while later steps compute; the profile
+        // hashes inline so that it can time each step's hashing.
+        let pipeline =
+            if opts.trace && opts.hash_thread && !profile && self.hashed_bytes >= PIPE_MIN_BYTES {
+                Pipeline::new(n)
+            } else {
+                None
+            };
+        let mut trace = match pipeline {
+            Some(mut pipe) => {
+                self.run_steps(&mut values, ctx, &mut runs, &mut |s, step, outs| match step
+                    .folded_hash
+                {
+                    Some(h) => pipe.known(s, h),
+                    None if step.bytes < PIPE_MIN_BYTES => {
+                        pipe.known(s, step_hash(s as u32, &hashed_outputs(step, outs)))
+                    }
+                    None => pipe.submit(s, hashed_arcs(step, outs)),
+                })?;
+                Trace::new(pipe.finish().ok_or_else(|| {
+                    RuntimeError::Graph("the trace hashing thread stopped".into())
+                })?)
+            }
+            None if opts.trace => {
                 let mut trace = Trace::default();
                 self.run_steps(&mut values, ctx, &mut runs, &mut |s, step, outs| {
                     trace.push(match step.folded_hash {
@@ -626,70 +664,29 @@ impl<'m> Plan<'m> {
                     });
                 })?;
                 trace
+            }
+            None => {
+                self.run_steps(&mut values, ctx, &mut runs, &mut |_, _, _| {})?;
+                Trace::default()
+            }
+        };
+        // Graph outputs are moved out of the run's values when nothing else holds them
+        // (the hashing thread is done with them); an output named twice, or that is a
+        // graph input or an initializer, is copied.
+        let mut outputs = Vec::with_capacity(self.outputs.len());
+        for (i, (name, id)) in self.outputs.iter().enumerate() {
+            let again = self.outputs[i + 1..].iter().any(|(_, j)| j == id);
+            let missing = || RuntimeError::Graph(format!("output `{name}` was not computed"));
+            let t = if again {
+                values[*id].as_ref().ok_or_else(missing)?.get().clone()
             } else {
-                // Hash on another thread while the next steps compute. Each step hash
-                // depends on that step's outputs only, and the trace is built from them
-                // in step order afterwards, so the root is the same as hashing inline.
-                let mut hashes: Vec<Option<Hash>> = vec![None; n];
-                std::thread::scope(|scope| {
-                    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<Arc<Tensor>>)>(
-                        BACKGROUND_HASH_QUEUE,
-                    );
-                    let hasher = scope.spawn(move || {
-                        rx.into_iter()
-                            .map(|(s, outs)| {
-                                let refs: Vec<&Tensor> = outs.iter().map(|t| t.as_ref()).collect();
-                                (s, step_hash(s as u32, &refs))
-                            })
-                            .collect::<Vec<_>>()
-                    });
-                    let ran = self.run_steps(&mut values, ctx, &mut runs, &mut |s, step, outs| {
-                        match step.folded_hash {
-                            Some(h) => hashes[s] = Some(h),
-                            None => {
-                                let keep: Vec<Arc<Tensor>> = step
-                                    .outputs
-                                    .iter()
-                                    .zip(outs)
-                                    .filter(|(id, _)| id.is_some())
-                                    .map(|(_, t)| t.clone())
-                                    .collect();
-                                // A send fails only when the hasher is gone; then the join
-                                // below reports it.
-                                let _ = tx.send((s, keep));
-                            }
-                        }
-                    });
-                    drop(tx);
-                    let hashed = hasher.join();
-                    ran?;
-                    for (s, h) in hashed.map_err(|_| {
-                        RuntimeError::Graph("the trace hashing thread failed".into())
-                    })? {
-                        if let Some(slot) = hashes.get_mut(s) {
-                            *slot = Some(h);
-                        }
-                    }
-                    Ok::<(), RuntimeError>(())
-                })?;
-                let steps: Option<Vec<Hash>> = hashes.into_iter().collect();
-                Trace::new(steps.ok_or_else(|| {
-                    RuntimeError::Graph("a step of the trace was not hashed".into())
-                })?)
+                match values[*id].take().ok_or_else(missing)? {
+                    Val::Shared(a) => Arc::try_unwrap(a).unwrap_or_else(|a| a.as_ref().clone()),
+                    Val::Ref(t) => t.clone(),
+                }
             };
-        let mut outputs = self
-            .outputs
-            .iter()
-            .map(|(name, id)| {
-                let t = values[*id]
-                    .as_ref()
-                    .map(|t| t.as_ref().clone())
-                    .ok_or_else(|| {
-                        RuntimeError::Graph(format!("output `{name}` was not computed"))
-                    })?;
-                Ok((name.clone(), t))
-            })
-            .collect::<Result<Vec<_>, RuntimeError>>()?;
+            outputs.push((name.clone(), t));
+        }
         if runs.corrupt.is_some() {
             if let Some((_, t)) = outputs.iter_mut().find(|(_, t)| !t.is_empty()) {
                 flip_one(std::slice::from_mut(t));
@@ -697,8 +694,8 @@ impl<'m> Plan<'m> {
         }
         if opts.trace {
             // The output step: its leaf binds the result to the trace.
-            let tensors: Vec<Tensor> = outputs.iter().map(|(_, t)| t.clone()).collect();
-            trace.push(output_leaf(n as u64, &outputs_hash(&tensors)));
+            let tensors: Vec<&Tensor> = outputs.iter().map(|(_, t)| t).collect();
+            trace.push(output_leaf(n as u64, &outputs_hash_of(&tensors)));
         }
         Ok(RunOutput {
             outputs,
@@ -709,12 +706,10 @@ impl<'m> Plan<'m> {
     }
 }
 
-/// Total output bytes from which a traced run hashes on a second thread: below it,
-/// starting the thread costs more than the hashing it takes off the critical path.
-const BACKGROUND_HASH_MIN_BYTES: u64 = 1 << 20;
-/// Steps whose outputs may wait for the hashing thread; the executor blocks beyond,
-/// which bounds the memory held for hashing.
-const BACKGROUND_HASH_QUEUE: usize = 4;
+/// Bytes from which a step's outputs go to the hashing thread, and a run's outputs
+/// to hash make it use the thread at all: below, hashing them costs less than handing
+/// them over.
+const PIPE_MIN_BYTES: u64 = 16 << 10;
 
 /// What one run of [`Plan::run_steps`] was asked for beyond the trace.
 struct StepRun<'a> {
@@ -777,8 +772,35 @@ fn flip_one(outs: &mut [Tensor]) -> bool {
     }
 }
 
+/// A value during a run: computed (shared with the hashing thread and the plan's
+/// constants) or one of the caller's inputs, borrowed rather than copied.
+#[derive(Clone)]
+enum Val<'a> {
+    Shared(Arc<Tensor>),
+    Ref(&'a Tensor),
+}
+
+impl Val<'_> {
+    fn get(&self) -> &Tensor {
+        match self {
+            Val::Shared(t) => t,
+            Val::Ref(t) => t,
+        }
+    }
+}
+
 /// What [`Plan::run_steps`] hands every step's outputs to.
 type StepSink<'a> = dyn FnMut(usize, &Step, &[Arc<Tensor>]) + 'a;
+
+/// [`hashed_outputs`], shared for the hashing thread.
+fn hashed_arcs(step: &Step, outs: &[Arc<Tensor>]) -> Vec<Arc<Tensor>> {
+    step.outputs
+        .iter()
+        .zip(outs)
+        .filter(|(id, _)| id.is_some())
+        .map(|(_, t)| t.clone())
+        .collect()
+}
 
 /// The outputs of `step` that its step hash covers: those the node names.
 fn hashed_outputs<'t>(step: &Step, outs: &'t [Arc<Tensor>]) -> Vec<&'t Tensor> {
@@ -795,7 +817,7 @@ impl Plan<'_> {
     /// before later steps may free them.
     fn run_steps(
         &self,
-        values: &mut [Option<Arc<Tensor>>],
+        values: &mut [Option<Val<'_>>],
         ctx: &Ctx,
         runs: &mut StepRun<'_>,
         traced: &mut StepSink<'_>,
@@ -809,7 +831,7 @@ impl Plan<'_> {
                     let ins: Vec<Option<&Tensor>> = step
                         .inputs
                         .iter()
-                        .map(|id| id.and_then(|id| values[id].as_deref()))
+                        .map(|id| id.and_then(|id| values[id].as_ref().map(Val::get)))
                         .collect();
                     let node_err = |source: OpError| RuntimeError::Node {
                         node: node.name.clone(),
@@ -847,7 +869,7 @@ impl Plan<'_> {
             }
             for (id, t) in step.outputs.iter().zip(outs) {
                 if let Some(id) = id {
-                    values[*id] = Some(t);
+                    values[*id] = Some(Val::Shared(t));
                 }
             }
             for id in step.inputs.iter().flatten() {

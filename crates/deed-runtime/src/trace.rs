@@ -158,9 +158,30 @@ pub fn step_hash(step: u32, outputs: &[&Tensor]) -> Hash {
 }
 
 /// The hash a receipt carries for graph outputs: blake3 of their tensor list
-/// encoding (`deed_types::encode_list`).
+/// encoding (`deed_types::encode_list`: a u32 count, then each tensor's canonical
+/// encoding after its u32 length), streamed into the hasher rather than copied.
 pub fn outputs_hash(outputs: &[Tensor]) -> Hash {
-    Hash::of(&deed_types::encode_list(outputs))
+    outputs_hash_of(&outputs.iter().collect::<Vec<_>>())
+}
+
+/// [`outputs_hash`] of borrowed tensors.
+pub fn outputs_hash_of(outputs: &[&Tensor]) -> Hash {
+    let lens: Option<Vec<u32>> = outputs
+        .iter()
+        .map(|t| u32::try_from(t.encoded_len()).ok())
+        .collect();
+    let (Some(lens), Ok(count)) = (lens, u32::try_from(outputs.len())) else {
+        // Beyond what the list encoding holds: its own (empty) result.
+        let owned: Vec<Tensor> = outputs.iter().map(|&t| t.clone()).collect();
+        return Hash::of(&deed_types::encode_list(&owned));
+    };
+    let mut h = blake3::Hasher::new();
+    h.update(&count.to_le_bytes());
+    for (t, len) in outputs.iter().zip(lens) {
+        h.update(&len.to_le_bytes());
+        crate::tensor_bytes::hash_tensor(t, &mut h);
+    }
+    h.finalize().into()
 }
 
 /// The output step's leaf `h_m` of a model with `m` nodes (see the module docs).
@@ -805,6 +826,34 @@ mod tests {
         bytes.extend_from_slice(&a.encode());
         bytes.extend_from_slice(&b.encode());
         assert_eq!(step_hash(3, &[&a, &b]), Hash::domain(STEP, &[&bytes]));
+    }
+
+    #[test]
+    fn outputs_hash_is_the_hash_of_the_list_encoding() {
+        let lists = [
+            vec![],
+            vec![Tensor::from_vec(
+                vec![2, 3],
+                (0..6).map(|i| i as f32 * 0.25).collect::<Vec<_>>(),
+            )
+            .unwrap()],
+            vec![
+                Tensor::from_vec(
+                    vec![70_000],
+                    (0..70_000).map(|i| i as i64).collect::<Vec<_>>(),
+                )
+                .unwrap(),
+                Tensor::scalar(true),
+                Tensor::from_vec(vec![2], vec!["a".to_string(), "bcd".to_string()]).unwrap(),
+                Tensor::from_vec(vec![0, 4], Vec::<u8>::new()).unwrap(),
+            ],
+        ];
+        for list in lists {
+            assert_eq!(
+                outputs_hash(&list),
+                Hash::of(&deed_types::encode_list(&list))
+            );
+        }
     }
 
     #[test]

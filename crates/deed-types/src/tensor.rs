@@ -510,6 +510,16 @@ impl Tensor {
         }
     }
 
+    /// Length in bytes of the canonical encoding ([`Tensor::encode`]), computed
+    /// without encoding.
+    pub fn encoded_len(&self) -> usize {
+        let data = match &self.data {
+            TensorData::Str(v) => v.iter().map(|s| 4 + s.len()).sum(),
+            d => d.len() * d.dtype().size_of(),
+        };
+        9 + 8 * self.shape.len() + data
+    }
+
     fn header(&self) -> Vec<u8> {
         let mut h = Vec::with_capacity(9 + 8 * self.shape.len());
         h.extend_from_slice(MAGIC);
@@ -723,8 +733,9 @@ mod tests {
             let bytes = t.encode();
             let back = Tensor::decode(&bytes).unwrap();
             // Compare encodings, so NaN payloads count as equal bit patterns.
-            prop_assert_eq!(back.encode(), bytes);
+            prop_assert_eq!(back.encode(), bytes.clone());
             prop_assert_eq!(back.hash(), t.hash());
+            prop_assert_eq!(t.encoded_len(), bytes.len());
         }
 
         #[test]
