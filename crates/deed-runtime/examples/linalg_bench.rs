@@ -11,6 +11,17 @@ use deed_runtime::kernels::{gemm, gemm_prepacked, gemm_reference, Mat, PackedB};
 use deed_runtime::{Ctx, KernelMode};
 
 fn bench(name: &str, (m, k, n): (usize, usize, usize), trans_b: bool, threads: usize) {
+    bench_t(name, (m, k, n), false, trans_b, threads);
+}
+
+/// As [`bench`], with A optionally stored transposed (as `Conv`'s `colᵀ`).
+fn bench_t(
+    name: &str,
+    (m, k, n): (usize, usize, usize),
+    trans_a: bool,
+    trans_b: bool,
+    threads: usize,
+) {
     let a: Vec<f32> = (0..m * k)
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
@@ -18,7 +29,11 @@ fn bench(name: &str, (m, k, n): (usize, usize, usize), trans_b: bool, threads: u
         .map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
     let (Some(am), Some(bm)) = (
-        Mat::row_major(&a, m, k),
+        if trans_a {
+            Mat::row_major(&a, k, m).map(Mat::t)
+        } else {
+            Mat::row_major(&a, m, k)
+        },
         if trans_b {
             Mat::row_major(&b, n, k).map(Mat::t)
         } else {
@@ -104,12 +119,9 @@ fn main() {
     bench("conv 64->64 3x3 8x8", (64, 576, 64), false, threads);
     bench("attention q·kᵀ 128x64x128", (128, 64, 128), false, threads);
     bench("attention p·v 128x128x64", (128, 128, 64), false, threads);
-    bench("conv stem ᵀ 1024x27x32", (1024, 27, 32), false, threads);
-    bench(
-        "conv 128 3x3 4x4 ᵀ 16x1152x128",
-        (16, 1152, 128),
-        false,
-        threads,
-    );
+    bench_t("conv stem colᵀ·Wᵀ", (1024, 27, 32), true, true, threads);
+    bench_t("conv 32 16x16 colᵀ·Wᵀ", (256, 288, 32), true, true, threads);
+    bench_t("conv 64 8x8 colᵀ·Wᵀ", (64, 576, 64), true, true, threads);
+    bench_t("conv 128 4x4 colᵀ·Wᵀ", (16, 1152, 128), true, true, threads);
     bench("square 512", (512, 512, 512), false, threads);
 }

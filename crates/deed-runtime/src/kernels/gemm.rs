@@ -48,6 +48,18 @@ pub trait Scalar: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
     ) -> Result<bool, OpError> {
         Ok(false)
     }
+    /// [`gemm_rows`] when the type has that kernel: `Ok(true)` when done, `Ok(false)`
+    /// (nothing written) when it has none.
+    fn gemm_rows(
+        _ctx: &Ctx,
+        _a: Mat<'_, Self>,
+        _data: &[Self],
+        _offs: &[usize],
+        _n: usize,
+        _c: &mut [Self],
+    ) -> Result<bool, OpError> {
+        Ok(false)
+    }
 }
 
 impl Scalar for f32 {
@@ -75,6 +87,16 @@ impl Scalar for f32 {
         c: &mut [f32],
     ) -> Result<bool, OpError> {
         gemm_prepacked(ctx, a, b, packed, c).map(|()| true)
+    }
+    fn gemm_rows(
+        ctx: &Ctx,
+        a: Mat<'_, f32>,
+        data: &[f32],
+        offs: &[usize],
+        n: usize,
+        c: &mut [f32],
+    ) -> Result<bool, OpError> {
+        gemm_rows(ctx, a, data, offs, n, c).map(|()| true)
     }
 }
 
@@ -297,6 +319,48 @@ pub fn gemm<T: Scalar>(
         T::gemm_fast(ctx, a, b, c);
     }
     Ok(())
+}
+
+/// `C = A·B` (f32, row-major `c`, `a.rows() × n`) where row `k` of B is
+/// `data[offs[k]..offs[k] + n]`: rows may overlap, so a convolution's patches can be
+/// read in place from its (padded) input instead of being copied out first.
+/// Bit-identical to [`gemm_reference`] on B copied out row by row, which is what the
+/// reference mode and CPUs without AVX-512 do.
+pub fn gemm_rows(
+    ctx: &Ctx,
+    a: Mat<'_, f32>,
+    data: &[f32],
+    offs: &[usize],
+    n: usize,
+    c: &mut [f32],
+) -> Result<(), OpError> {
+    let inside = offs
+        .iter()
+        .all(|&o| o.checked_add(n).is_some_and(|end| end <= data.len()));
+    if a.cols != offs.len() || c.len() != a.rows.saturating_mul(n) || !inside {
+        return Err(OpError::shape(format!(
+            "row-indexed product of {}×{} and {} rows of {n} into {} elements",
+            a.rows,
+            a.cols,
+            offs.len(),
+            c.len()
+        )));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !ctx.reference() && F32Kernel::detect() == F32Kernel::Avx512 {
+        super::gemm_avx512::gemm_rows(ctx, a, data, offs, n, c);
+        return Ok(());
+    }
+    let mut dense = Vec::with_capacity(offs.len() * n);
+    for &o in offs {
+        dense.extend_from_slice(&data[o..o + n]);
+    }
+    let b = Mat::row_major(&dense, offs.len(), n)
+        .ok_or_else(|| OpError::shape("row-indexed product with no columns"))?;
+    if n == 0 || a.rows == 0 {
+        return Ok(());
+    }
+    gemm(ctx, a, b, c)
 }
 
 /// The f32 kernel this CPU runs: the widest SIMD it has.
@@ -574,6 +638,30 @@ mod tests {
                     gemm_prepacked(&ctx, a, b, &packed, &mut q).unwrap();
                     prop_assert_eq!(bits(&r), bits(&q), "{:?} packed", kernel);
                 }
+            }
+        }
+
+        #[test]
+        fn row_indexed_product_equals_reference(
+            (m, k, n) in (0usize..30, 0usize..300, 1usize..80),
+            shift in 0usize..5,
+            threads in 1usize..=4,
+            seed in any::<u64>(),
+        ) {
+            // Overlapping rows, as a convolution's patches read in place.
+            let mut st = seed;
+            let mut next = move || { st = st.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((st >> 40) as f32 / (1u64 << 24) as f32) - 0.5 };
+            let data: Vec<f32> = (0..k * shift + n + 7).map(|i| if i % 97 == 3 { f32::NAN } else { next() }).collect();
+            let offs: Vec<usize> = (0..k).map(|i| (i * shift + i % 3).min(data.len() - n)).collect();
+            let av: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let a = Mat::row_major(&av, m, k).unwrap();
+            let dense: Vec<f32> = offs.iter().flat_map(|&o| data[o..o + n].to_vec()).collect();
+            let mut r = vec![1.0f32; m * n];
+            gemm_reference(a, Mat::row_major(&dense, k, n).unwrap(), &mut r).unwrap();
+            for mode in [KernelMode::Fast, KernelMode::Reference] {
+                let mut f = vec![2.0f32; m * n];
+                gemm_rows(&Ctx::new(mode, threads), a, &data, &offs, n, &mut f).unwrap();
+                prop_assert_eq!(bits(&r), bits(&f), "{:?}", mode);
             }
         }
 

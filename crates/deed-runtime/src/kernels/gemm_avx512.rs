@@ -33,6 +33,10 @@ const NC: usize = 512;
 /// Row count per thread from which B is packed into contiguous panels when it was not
 /// packed ahead: packing costs K·N copies against M·N·K multiply-adds.
 const PACK_MIN_ROWS: usize = 16;
+/// As [`PACK_MIN_ROWS`] for a B whose rows the kernel can read in place (unit column
+/// stride): reading it in place costs nothing up front, so packing must be repaid by
+/// more row tiles.
+const PACK_MIN_ROWS_DENSE: usize = 64;
 
 /// True when the CPU has AVX-512F (checked once by std, cached).
 pub(super) fn available() -> bool {
@@ -109,7 +113,9 @@ pub(super) fn gemm(
     let threads = ctx.threads();
     let per = m.div_ceil(threads).div_ceil(MR) * MR;
     let pre = pre.filter(|p| m > 1 && p.len() == packed_len(k, n));
-    let pack = pre.is_some() || per >= PACK_MIN_ROWS;
+    // A B with unit column stride is read in place unless many row tiles reuse it:
+    // packing copies all of it, which only pays off then.
+    let pack = pre.is_some() || (per >= PACK_MIN_ROWS && b.cs() != 1) || per >= PACK_MIN_ROWS_DENSE;
     // Without packing, the kernel loads sixteen consecutive columns of B: give it unit
     // column stride.
     let dense;
@@ -285,9 +291,9 @@ unsafe fn packed<const MR: usize>(
         let bp = buf.as_ptr().add((jr / NR) * kc * NR);
         let cp = c.as_mut_ptr().add(jr);
         if nv == NR {
-            tile::<MR, 2, false>(kc, a, bp, NR, cp, ldc, nv, f);
+            tile::<MR, 2, false, _>(kc, a, Strided { p: bp, rs: NR }, cp, ldc, nv, f);
         } else {
-            tile::<MR, 2, true>(kc, a, bp, NR, cp, ldc, nv, f);
+            tile::<MR, 2, true, _>(kc, a, Strided { p: bp, rs: NR }, cp, ldc, nv, f);
         }
         jr += NR;
     }
@@ -314,9 +320,144 @@ unsafe fn strip<const MR: usize, const NV: usize>(
         let bp = b.data().as_ptr().add(jr);
         let cp = c.as_mut_ptr().add(jr);
         if nv == w {
-            tile::<MR, NV, false>(kc, a, bp, b.rs(), cp, ldc, nv, f);
+            tile::<MR, NV, false, _>(kc, a, Strided { p: bp, rs: b.rs() }, cp, ldc, nv, f);
         } else {
-            tile::<MR, NV, true>(kc, a, bp, b.rs(), cp, ldc, nv, f);
+            tile::<MR, NV, true, _>(kc, a, Strided { p: bp, rs: b.rs() }, cp, ldc, nv, f);
+        }
+        jr += w;
+    }
+}
+
+/// Where row `k` of a tile's B starts.
+trait BRows: Copy {
+    /// The first element of row `k`.
+    ///
+    /// # Safety
+    /// `k` is below the tile's `kc`, for which the caller guaranteed the row in bounds.
+    unsafe fn row(self, k: usize) -> *const f32;
+}
+
+/// Rows `rs` elements apart (a matrix, or packed panels with `rs = NR`).
+#[derive(Clone, Copy)]
+struct Strided {
+    p: *const f32,
+    rs: usize,
+}
+
+impl BRows for Strided {
+    #[inline(always)]
+    unsafe fn row(self, k: usize) -> *const f32 {
+        self.p.wrapping_add(k * self.rs)
+    }
+}
+
+/// Rows at the offsets `offs[k]` from `p` (see [`gemm_rows`]).
+#[derive(Clone, Copy)]
+struct Indexed {
+    p: *const f32,
+    offs: *const usize,
+}
+
+impl BRows for Indexed {
+    #[inline(always)]
+    unsafe fn row(self, k: usize) -> *const f32 {
+        self.p.wrapping_add(*self.offs.add(k))
+    }
+}
+
+/// `c = a·b` where row `k` of B is `data[offs[k]..offs[k] + n]` (f32, row-major `c`,
+/// `a.rows() × n`), every NaN canonical. The rows of B may overlap: a convolution's
+/// patches, read in place from its input. Callers checked `a.cols() == offs.len()`,
+/// `c.len() == a.rows() · n`, every row inside `data`, and [`available`].
+pub(super) fn gemm_rows(
+    ctx: &Ctx,
+    a: Mat<'_, f32>,
+    data: &[f32],
+    offs: &[usize],
+    n: usize,
+    c: &mut [f32],
+) {
+    let (m, k) = (a.rows(), a.cols());
+    if m == 0 || n == 0 || offs.len() != k || c.len() != m * n {
+        return;
+    }
+    if offs
+        .iter()
+        .any(|&o| o.checked_add(n).is_none_or(|end| end > data.len()))
+    {
+        return;
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    let per = m.div_ceil(ctx.threads()).div_ceil(MR) * MR;
+    ctx.for_each_chunk(c, per * n, |ci, chunk| {
+        let a = a.rows_range(ci * per, chunk.len() / n);
+        for (pc, kc) in k_blocks(k) {
+            let f = Flags {
+                first: pc == 0,
+                last: pc + kc == k,
+            };
+            let ap0 = a.cols_range(pc, kc);
+            for (ir, mr) in row_tiles(a.rows()) {
+                let ap = ap0.rows_range(ir, mr);
+                let cp = &mut chunk[ir * n..];
+                // SAFETY: `ap` is an in-bounds mr×kc view (Mat invariant); rows
+                // `pc..pc+kc` of B lie inside `data` for all `n` columns (checked
+                // above); `cp` holds `(mr−1)·n + n` elements (rows `ir..ir+mr` of the
+                // chunk); the CPU has AVX-512F (`available`, checked by the caller).
+                unsafe {
+                    let offs = offs.as_ptr().add(pc);
+                    match mr {
+                        12 => rows_strip::<12, 2>(ap, data, offs, n, cp, f),
+                        11 => rows_strip::<11, 2>(ap, data, offs, n, cp, f),
+                        10 => rows_strip::<10, 2>(ap, data, offs, n, cp, f),
+                        9 => rows_strip::<9, 3>(ap, data, offs, n, cp, f),
+                        8 => rows_strip::<8, 3>(ap, data, offs, n, cp, f),
+                        7 => rows_strip::<7, 3>(ap, data, offs, n, cp, f),
+                        6 => rows_strip::<6, 4>(ap, data, offs, n, cp, f),
+                        5 => rows_strip::<5, 4>(ap, data, offs, n, cp, f),
+                        4 => rows_strip::<4, 6>(ap, data, offs, n, cp, f),
+                        3 => rows_strip::<3, 8>(ap, data, offs, n, cp, f),
+                        2 => rows_strip::<2, 8>(ap, data, offs, n, cp, f),
+                        _ => rows_strip::<1, 8>(ap, data, offs, n, cp, f),
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// One row panel of `MR` rows of [`gemm_rows`] across all `n` columns, `NV*16` at a
+/// time.
+///
+/// # Safety
+/// `a` is MR×kc, `offs` holds kc offsets whose rows of `n` lie inside `data`, `c`
+/// holds `(MR-1)*n + n` elements, and the CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_strip<const MR: usize, const NV: usize>(
+    a: Mat<'_, f32>,
+    data: &[f32],
+    offs: *const usize,
+    n: usize,
+    c: &mut [f32],
+    f: Flags,
+) {
+    let kc = a.cols();
+    let w = NV * 16;
+    let mut jr = 0;
+    while jr < n {
+        let nv = w.min(n - jr);
+        let b = Indexed {
+            p: data.as_ptr().wrapping_add(jr),
+            offs,
+        };
+        let cp = c.as_mut_ptr().add(jr);
+        if nv == w {
+            tile::<MR, NV, false, _>(kc, a, b, cp, n, nv, f);
+        } else {
+            tile::<MR, NV, true, _>(kc, a, b, cp, n, nv, f);
         }
         jr += w;
     }
@@ -336,11 +477,10 @@ fn lane_mask(v: usize, nv: usize) -> __mmask16 {
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 #[inline]
-unsafe fn tile<const MR: usize, const NV: usize, const MASK: bool>(
+unsafe fn tile<const MR: usize, const NV: usize, const MASK: bool, B: BRows>(
     kc: usize,
     a: Mat<'_, f32>,
-    b: *const f32,
-    rsb: usize,
+    b: B,
     c: *mut f32,
     ldc: usize,
     nv: usize,
@@ -368,7 +508,7 @@ unsafe fn tile<const MR: usize, const NV: usize, const MASK: bool>(
     let ad = a.data().as_ptr();
     let (rsa, csa) = (a.rs(), a.cs());
     for k in 0..kc {
-        let bk = b.wrapping_add(k * rsb);
+        let bk = b.row(k);
         let mut bv = [_mm512_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
             *x = if MASK {

@@ -19,5 +19,5 @@ mod qgemm_amx;
 #[cfg(target_arch = "x86_64")]
 mod qgemm_avx512;
 
-pub use gemm::{gemm, gemm_prepacked, gemm_reference, Mat, PackedB, Scalar};
+pub use gemm::{gemm, gemm_prepacked, gemm_reference, gemm_rows, Mat, PackedB, Scalar};
 pub use qgemm::{qgemm, qgemm_reference, QData, QuantB};

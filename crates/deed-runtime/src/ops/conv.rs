@@ -222,14 +222,14 @@ impl Window {
 }
 
 /// Fills `col` (K × P, K ordered (c, kd, kh, kw), P the output positions row-major)
-/// from `x` (channels × input volume), zero where the window reads padding.
-fn im2col<T: Scalar>(x: &[T], channels: usize, w: &Window, col: &mut [T]) {
-    let p = w.out_vol();
+/// from `x` (channels × input volume), zero where the window reads padding. `col` is
+/// built by appending, row after row, so that it is never zeroed first.
+fn im2col<T: Scalar>(x: &[T], channels: usize, w: &Window, col: &mut Vec<T>) {
+    col.clear();
     let iv = w.in_vol();
     let [_, ih, iw] = w.input;
     let [od, oh, ow] = w.output;
     let [kd, kh, kw] = w.kernel;
-    let mut rows = col.chunks_mut(p.max(1));
     let sw_stride = w.stride[2];
     // For each kernel column, the output columns whose input column is in bounds
     // (a contiguous range: the input column grows with the output column).
@@ -242,42 +242,146 @@ fn im2col<T: Scalar>(x: &[T], channels: usize, w: &Window, col: &mut [T]) {
             }
         })
         .collect();
+    let zeros = |col: &mut Vec<T>, n: usize| col.extend(std::iter::repeat_n(T::ZERO, n));
     for c in 0..channels {
         let xc = &x[c * iv..(c + 1) * iv];
         for a in 0..kd {
             for b in 0..kh {
                 for (e, &(lo, hi)) in cols.iter().enumerate() {
-                    let Some(row) = rows.next() else { return };
-                    let mut o = 0;
                     for zd in 0..od {
                         let sd = w.src(0, zd, a);
                         for zh in 0..oh {
-                            let dst = &mut row[o..o + ow];
-                            o += ow;
                             let (Some(sd), Some(sh)) = (sd, w.src(1, zh, b)) else {
-                                dst.fill(T::ZERO);
+                                zeros(col, ow);
                                 continue;
                             };
                             let line = &xc[(sd * ih + sh) * iw..(sd * ih + sh + 1) * iw];
                             // Output columns reading inside the line: `lo..hi`.
-                            dst[..lo].fill(T::ZERO);
-                            dst[hi..].fill(T::ZERO);
-                            if hi == lo {
-                                continue;
-                            }
-                            let s0 = lo * sw_stride + e * w.dil[2] - w.pad_begin[2];
-                            if sw_stride == 1 {
-                                dst[lo..hi].copy_from_slice(&line[s0..s0 + (hi - lo)]);
-                            } else {
-                                for (v, &x) in dst[lo..hi]
-                                    .iter_mut()
-                                    .zip(line[s0..].iter().step_by(sw_stride))
-                                {
-                                    *v = x;
+                            zeros(col, lo);
+                            if hi > lo {
+                                let s0 = lo * sw_stride + e * w.dil[2] - w.pad_begin[2];
+                                if sw_stride == 1 {
+                                    col.extend_from_slice(&line[s0..s0 + (hi - lo)]);
+                                } else {
+                                    col.extend(line[s0..].iter().step_by(sw_stride).take(hi - lo));
                                 }
                             }
+                            zeros(col, ow - hi);
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// A stride-1 2-D convolution as a product whose B rows are read in place from the
+/// zero-padded input: row `(c, kh, kw)` of B starts at `c·Hp·Wp + kh·dh·Wp + kw·dw`
+/// and its column `j` is output position `(j / Wp, j % Wp)` of a virtual output as wide
+/// as the padded input. Columns past the real output width are computed and dropped;
+/// every real output is the canonical dot product over the same terms in the same
+/// order as im2col would give it.
+struct Implicit {
+    /// Padded input plane: rows, columns.
+    hp: usize,
+    wp: usize,
+    pad_top: usize,
+    pad_left: usize,
+    input: [usize; 2],
+    output: [usize; 2],
+    /// Row offsets of B, in the canonical (c, kh, kw) order.
+    offs: Vec<usize>,
+    /// Columns of B: the virtual output positions up to the last real one.
+    n: usize,
+}
+
+/// Largest share of dropped virtual columns (relative to the real positions) at which
+/// the in-place product still beats copying the patches out.
+const IMPLICIT_MAX_WASTE: f64 = 0.35;
+
+impl Implicit {
+    fn new(w: &Window, channels: usize) -> Option<Implicit> {
+        let [d_in, ih, iw] = w.input;
+        let [od, oh, ow] = w.output;
+        let (kh, kw) = (w.kernel[1], w.kernel[2]);
+        if d_in != 1 || od != 1 || w.kernel[0] != 1 || w.stride != [1; 3] || oh == 0 || ow == 0 {
+            return None;
+        }
+        let hp = ih + w.pad_begin[1] + w.pad_end[1];
+        let wp = iw + w.pad_begin[2] + w.pad_end[2];
+        let (dh, dw) = (w.dil[1], w.dil[2]);
+        // The output must be exactly what the padded input gives at stride 1.
+        if hp.checked_sub((kh - 1) * dh) != Some(oh) || wp.checked_sub((kw - 1) * dw) != Some(ow) {
+            return None;
+        }
+        let n = (oh - 1) * wp + ow;
+        if n as f64 > (oh * ow) as f64 * (1.0 + IMPLICIT_MAX_WASTE) {
+            return None;
+        }
+        let mut offs = Vec::with_capacity(channels * kh * kw);
+        for c in 0..channels {
+            for a in 0..kh {
+                for e in 0..kw {
+                    offs.push(c * hp * wp + a * dh * wp + e * dw);
+                }
+            }
+        }
+        Some(Implicit {
+            hp,
+            wp,
+            pad_top: w.pad_begin[1],
+            pad_left: w.pad_begin[2],
+            input: [ih, iw],
+            output: [oh, ow],
+            offs,
+            n,
+        })
+    }
+
+    /// `x` (channels × ih × iw) zero-padded into `xp` (channels × hp × wp).
+    fn pad<T: Scalar>(&self, x: &[T], xp: &mut Vec<T>) {
+        let [ih, iw] = self.input;
+        xp.clear();
+        for plane in x.chunks(ih * iw) {
+            xp.extend(std::iter::repeat_n(T::ZERO, self.pad_top * self.wp));
+            for line in plane.chunks(iw) {
+                xp.extend(std::iter::repeat_n(T::ZERO, self.pad_left));
+                xp.extend_from_slice(line);
+                xp.extend(std::iter::repeat_n(T::ZERO, self.wp - self.pad_left - iw));
+            }
+            xp.extend(std::iter::repeat_n(
+                T::ZERO,
+                (self.hp - self.pad_top - ih) * self.wp,
+            ));
+        }
+    }
+
+    /// The real outputs of `cv` (`mg` rows of `n` virtual positions) into `dst`
+    /// (`mg` planes), with the bias (one rounded add, NaN canonical).
+    fn compact<T: Scalar + std::ops::Add<Output = T>>(
+        &self,
+        cv: &[T],
+        mg: usize,
+        bias: Option<&[T]>,
+        dst: &mut [T],
+    ) {
+        let [oh, ow] = self.output;
+        for (oc, (plane, row)) in dst
+            .chunks_mut(oh * ow)
+            .zip(cv.chunks(self.n))
+            .take(mg)
+            .enumerate()
+        {
+            for (zh, out) in plane.chunks_mut(ow).enumerate() {
+                let src = &row[zh * self.wp..zh * self.wp + ow];
+                match bias {
+                    Some(b) => {
+                        let bv = b[oc];
+                        for (o, &v) in out.iter_mut().zip(src) {
+                            *o = (v + bv).canon();
+                        }
+                    }
+                    None => out.copy_from_slice(src),
                 }
             }
         }
@@ -325,11 +429,13 @@ fn gather_table(w: &Window) -> Vec<u32> {
 
 /// [`im2col`] through a [`gather_table`]: each channel's rows are its plane gathered
 /// through the table, `+0.0` (zero) where it marks padding.
-fn im2col_gather<T: Scalar>(x: &[T], iv: usize, idx: &[u32], col: &mut [T]) {
-    for (plane, rows) in x.chunks(iv.max(1)).zip(col.chunks_mut(idx.len().max(1))) {
-        for (d, &i) in rows.iter_mut().zip(idx) {
-            *d = plane.get(i as usize).copied().unwrap_or(T::ZERO);
-        }
+fn im2col_gather<T: Scalar>(x: &[T], iv: usize, channels: usize, idx: &[u32], col: &mut Vec<T>) {
+    col.clear();
+    for plane in x.chunks(iv.max(1)).take(channels) {
+        col.extend(
+            idx.iter()
+                .map(|&i| plane.get(i as usize).copied().unwrap_or(T::ZERO)),
+        );
     }
 }
 
@@ -399,15 +505,17 @@ impl Conv {
     }
 }
 
-/// Whether a group's product runs transposed, `outᵀ[P, M] = colᵀ[P, K] · Wᵀ[K, M]`:
-/// the output channels become the kernel's columns (whole 32-wide panels in every
-/// common network) and the weights its packed, constant operand. With few output
-/// channels and many positions the plain form `out[M, P] = W[M, K] · col[K, P]` fills
-/// the kernel's columns better. Either way each output element is the same sequence
+/// Whether a group's product runs transposed, `outᵀ[P, M] = colᵀ[P, K] · Wᵀ[K, M]`,
+/// rather than plain, `out[M, P] = W[M, K] · col[K, P]`: when the output positions
+/// fill the kernel's 32-wide column panels worse than the output channels would (the
+/// small late layers of a CNN, 4×4 or 7×7 positions against 128 or 512 channels).
+/// The transposed form takes the weights as its packed, constant operand but must
+/// write its result back channel by channel; the plain form reads `col` in place and
+/// writes the output directly. Either way each output element is the same sequence
 /// of fused steps, so the choice changes no bit.
 fn transposed_form(mg: usize, p: usize) -> bool {
     let fill = |n: usize| n as f64 / (n.div_ceil(32) * 32).max(1) as f64;
-    fill(mg) >= fill(p)
+    fill(mg) > fill(p)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -429,11 +537,7 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
         return Ok(out);
     }
     let pointwise = kv == 1 && win.stride == [1; 3] && win.pad_begin == [0; 3] && p == iv;
-    let mut col = if pointwise {
-        Vec::new()
-    } else {
-        vec![T::ZERO; k * p]
-    };
+    let mut col = Vec::with_capacity(if pointwise { 0 } else { k * p });
     let transposed = transposed_form(mg, p);
     // Short output rows: one index table for every channel (see `gather_table`).
     let gather = (!pointwise && win.output[2] < GATHER_MAX_ROW && p <= GATHER_MAX_POSITIONS)
@@ -444,28 +548,45 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
         Vec::new()
     };
     let bad = || OpError::shape("Conv operand smaller than its shape");
+    let implicit = if transposed || pointwise {
+        None
+    } else {
+        Implicit::new(win, cg)
+    };
+    let mut cv = match &implicit {
+        Some(im) => vec![T::ZERO; mg * im.n],
+        None => Vec::new(),
+    };
     for ni in 0..s.n {
         for g in 0..group {
             let xs = x
                 .get((ni * s.c + g * cg) * iv..(ni * s.c + (g + 1) * cg) * iv)
                 .ok_or_else(bad)?;
             let wm = Mat::row_major(w.get(g * mg * k..).ok_or_else(bad)?, mg, k).ok_or_else(bad)?;
-            let bm = if pointwise {
-                Mat::row_major(xs, k, p)
-            } else {
-                match &gather {
-                    Some(idx) => im2col_gather(xs, iv, idx, &mut col),
-                    None => im2col(xs, cg, win, &mut col),
-                }
-                Mat::row_major(&col, k, p)
-            }
-            .ok_or_else(bad)?;
             let o0 = (ni * s.m + g * mg) * p;
             let dst = &mut out[o0..o0 + mg * p];
             let bias = match b {
                 Some(b) => Some(b.get(g * mg..(g + 1) * mg).ok_or_else(bad)?),
                 None => None,
             };
+            if let Some(im) = &implicit {
+                // The patches read in place from the padded input.
+                im.pad(xs, &mut col);
+                if T::gemm_rows(ctx, wm, &col, &im.offs, im.n, &mut cv)? {
+                    im.compact(&cv, mg, bias, dst);
+                    continue;
+                }
+            }
+            let bm = if pointwise {
+                Mat::row_major(xs, k, p)
+            } else {
+                match &gather {
+                    Some(idx) => im2col_gather(xs, iv, cg, idx, &mut col),
+                    None => im2col(xs, cg, win, &mut col),
+                }
+                Mat::row_major(&col, k, p)
+            }
+            .ok_or_else(bad)?;
             if transposed {
                 let pk = packed.and_then(|pk| pk.groups.get(g));
                 product(ctx, bm.t(), wm.t(), pk, &mut tmp)?;
@@ -1065,6 +1186,50 @@ mod tests {
             let db: Vec<u32> = def.iter().map(|v| v.to_bits()).collect();
             prop_assert_eq!(&fb, &db);
             prop_assert_eq!(&rb, &db);
+        }
+
+        /// Network-sized 2-D convolutions through every fast form: weights packed
+        /// while planning for the transposed product, patches read in place, gathered
+        /// or copied by rows, at 1–4 threads.
+        #[test]
+        fn planned_conv_forms_equal_definition(
+            c in prop::sample::select(vec![3usize, 8, 16]),
+            m in prop::sample::select(vec![8usize, 32, 40, 64]),
+            (h, wd) in (4usize..21, 4usize..21),
+            k in 1usize..4, stride in 1usize..3, pad in 0usize..2,
+            bias in any::<bool>(), seed in any::<u64>(), threads in 1usize..=4,
+        ) {
+            let mut s = seed | 1;
+            let a = attrs(vec![
+                ("strides", Attr::Ints(vec![stride as i64; 2])),
+                ("pads", Attr::Ints(vec![pad as i64; 4])),
+            ]);
+            let node = NodeInfo { name: "c", op_type: "Conv", domain: "", opset: 17, attrs: &a, num_inputs: 3, num_outputs: 1 };
+            let op = build_conv(&node).unwrap();
+            let (xs, ws) = (vec![1, c, h, wd], vec![m, c, k, k]);
+            let xv: Vec<f32> = (0..c * h * wd).map(|_| val(&mut s)).collect();
+            let wv: Vec<f32> = (0..m * c * k * k).map(|_| val(&mut s)).collect();
+            let bv: Vec<f32> = (0..m).map(|_| val(&mut s)).collect();
+            let conv = Conv { win: WindowAttrs::parse(&a).unwrap(), group: 1 };
+            let Ok(shape) = conv.shape(&xs, &ws, None) else { return Ok(()) };
+            let x = Tensor::from_vec(xs, xv.clone()).unwrap();
+            let w = Tensor::from_vec(ws, wv.clone()).unwrap();
+            let b = Tensor::from_vec(vec![m], bv.clone()).unwrap();
+            let mut ins = vec![Some(&x), Some(&w)];
+            if bias { ins.push(Some(&b)); }
+            let types: Vec<TypeInfo> = ins.iter().flatten().map(|t| TypeInfo::of(t)).collect();
+            // The input is not known while planning; the weights and bias are.
+            let infer: Vec<Option<InferInput<'_>>> = ins.iter().zip(&types).enumerate()
+                .map(|(i, (t, ty))| Some(InferInput { ty, value: if i == 0 { None } else { *t } }))
+                .collect();
+            let def: Vec<u32> = conv_reference(&shape, 1, &xv, &wv, bias.then_some(bv.as_slice())).iter().map(|v| v.to_bits()).collect();
+            let ctx = Ctx::new(KernelMode::Fast, threads);
+            let got = match op.prepare(&infer) {
+                Some(p) => op.run_prepared(&ins, &ctx, &p),
+                None => op.run(&ins, &ctx),
+            }.unwrap().remove(0);
+            let gb: Vec<u32> = got.as_slice::<f32>().unwrap().iter().map(|v| v.to_bits()).collect();
+            prop_assert_eq!(gb, def);
         }
 
         #[test]
