@@ -431,8 +431,12 @@ async fn upload_chunk(
     let index: u32 = parse("chunk index", &index)?;
     let data = body(b)?;
     let manifest = upload_of(&node, &cid)?;
-    node.blobs.put_chunk(&manifest, index, &data).await?;
-    node.metrics.blob_bytes_in.inc_by(data.len() as u64);
+    let len = data.len() as u64;
+    // Handed over without a copy when the body is the only owner of its buffer.
+    node.blobs
+        .put_chunk_owned(&manifest, index, Vec::from(data))
+        .await?;
+    node.metrics.blob_bytes_in.inc_by(len);
     Ok(Json(upload_status(&node, &manifest).await?))
 }
 
@@ -520,10 +524,10 @@ async fn blob_get(
         }
     };
     let (start, end) = range.unwrap_or((0, size));
-    let bytes = node.blobs.read_range(&manifest.id, start..end).await?;
-    node.metrics.blob_bytes_out.inc_by(bytes.len() as u64);
-    let mut resp = Response::new(Body::from(bytes));
+    let body = blob_body(&node, &manifest, start..end).await?;
+    let mut resp = Response::new(body);
     let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -539,6 +543,57 @@ async fn blob_get(
         }
     }
     Ok(resp)
+}
+
+/// Chunk reads queued ahead of the connection in a blob response.
+const BLOB_READS_AHEAD: usize = 2;
+
+/// The body of a blob response: bytes `range`, read and verified one chunk at a
+/// time and sent as each is ready, the next read overlapping the send. The first
+/// piece is read before answering, so a blob that is damaged from its start gets a
+/// typed error; damage found later ends the body early, which the client sees as a
+/// truncated (and unverifiable) transfer.
+async fn blob_body(
+    node: &Arc<Node>,
+    manifest: &Manifest,
+    range: std::ops::Range<u64>,
+) -> Result<Body, ApiError> {
+    let pieces: Vec<std::ops::Range<u64>> = manifest
+        .chunks_for(&range)
+        .filter_map(|i| manifest.chunk_range(i).ok())
+        .map(|r| r.start.max(range.start)..r.end.min(range.end))
+        .collect();
+    let mut pieces = pieces.into_iter();
+    let Some(first) = pieces.next() else {
+        return Ok(Body::empty());
+    };
+    let id = manifest.id;
+    let head = node.blobs.read_range(&id, first).await?;
+    node.metrics.blob_bytes_out.inc_by(head.len() as u64);
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<Bytes, deed_store::BlobError>>(BLOB_READS_AHEAD);
+    let node = node.clone();
+    tokio::spawn(async move {
+        if tx.send(Ok(Bytes::from(head))).await.is_err() {
+            return;
+        }
+        for piece in pieces {
+            let read = node.blobs.read_range(&id, piece).await;
+            match &read {
+                Ok(b) => node.metrics.blob_bytes_out.inc_by(b.len() as u64),
+                Err(e) => tracing::warn!(blob = %id, error = %e, "blob response cut short"),
+            }
+            let failed = read.is_err();
+            // The client hung up, or the body ends on the error.
+            if tx.send(read.map(Bytes::from)).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok(Body::from_stream(stream))
 }
 
 async fn blob_head(State(node): Shared, Path(cid): Path<String>) -> Result<Response, ApiError> {

@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use deed_client::DEFAULT_CHUNK_SIZE;
 use deed_types::{Action, Amount, Cid, ModelId};
 use serde_json::json;
 
@@ -93,7 +94,10 @@ pub(super) async fn blob(ctx: &Ctx, cmd: BlobCmd) -> Result<Out> {
                 bar.set_position(done);
             };
             let t = std::time::Instant::now();
-            let up = ctx.client.upload(&bytes, Some(&progress)).await?;
+            let up = ctx
+                .client
+                .upload_bytes(bytes.into(), DEFAULT_CHUNK_SIZE, Some(&progress))
+                .await?;
             let secs = t.elapsed().as_secs_f64();
             bar.finish_and_clear();
             Ok(Out::new(
@@ -114,33 +118,39 @@ pub(super) async fn blob(ctx: &Ctx, cmd: BlobCmd) -> Result<Out> {
                 .parse()
                 .map_err(|e| anyhow::anyhow!("bad CID `{cid}`: {e}"))?;
             let t = std::time::Instant::now();
-            let bytes = match range {
+            let size = match range {
                 Some(r) => {
                     let (a, b) = r
                         .split_once("..")
                         .ok_or_else(|| anyhow::anyhow!("--range is START..END"))?;
                     let a: u64 = a.parse().context("range start")?;
                     let b: u64 = b.parse().context("range end")?;
-                    ctx.client.download_range(&cid, a..b).await?
+                    let bytes = ctx.client.download_range(&cid, a..b).await?;
+                    super::models::write_atomic(&out, &bytes)?;
+                    bytes.len() as u64
                 }
                 None => {
+                    // Written beside OUT as it arrives and renamed into place once
+                    // the whole blob verified: a failed download leaves nothing.
+                    let tmp = super::models::scratch_beside(&out)?;
                     let bar = byte_bar(ctx, "download");
                     let progress = |done: u64, total: u64| {
                         bar.set_length(total);
                         bar.set_position(done);
                     };
-                    let b = ctx.client.download(&cid, Some(&progress)).await?;
+                    let (tmp, size) = ctx.client.download_to(&cid, tmp, Some(&progress)).await?;
                     bar.finish_and_clear();
-                    b
+                    tmp.persist(&out)
+                        .with_context(|| format!("cannot write {}", out.display()))?;
+                    size
                 }
             };
             let secs = t.elapsed().as_secs_f64();
-            super::models::write_atomic(&out, &bytes)?;
             Ok(Out::new(
-                json!({ "cid": cid, "size": bytes.len(), "path": out, "seconds": secs }),
+                json!({ "cid": cid, "size": size, "path": out, "seconds": secs }),
                 lines(&[
                     ("wrote", out.display().to_string()),
-                    ("bytes", bytes.len().to_string()),
+                    ("bytes", size.to_string()),
                 ]),
             ))
         }
