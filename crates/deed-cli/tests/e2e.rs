@@ -460,7 +460,45 @@ fn publish_infer_verify_pay_and_restart() {
         .map(|k| net.balance(&k.address()))
         .collect();
     let job_before = net.ok(None, &["receipt", "show", &opt_job.to_string()]);
+    // An upload interrupted by the restart: one chunk of three arrived.
+    let big: Vec<u8> = (0..(5u32 << 19)).map(|i| (i % 253) as u8).collect();
+    let big_file = net.tmp.path().join("big.bin");
+    std::fs::write(&big_file, &big).unwrap();
+    let big_m = Manifest::build(&big, deed_client::DEFAULT_CHUNK_SIZE).unwrap();
+    assert_eq!(big_m.chunk_count(), 3);
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let c = Client::new(&net.node.url).unwrap();
+        rt.block_on(async {
+            c.upload_start(&big_m).await.unwrap();
+            c.upload_chunk(&big_m.id, 1, big[1 << 20..2 << 20].to_vec())
+                .await
+                .unwrap();
+        });
+    }
     net.restart();
+    // It resumes: only the two missing chunks are sent.
+    let put = net.ok(None, &["blob", "put", big_file.to_str().unwrap()]);
+    assert_eq!(put["cid"], big_m.id.to_string());
+    assert_eq!(
+        (put["chunks_sent"].as_u64(), put["chunks_total"].as_u64()),
+        (Some(2), Some(3))
+    );
+    let back = net.tmp.path().join("big.back");
+    net.ok(
+        None,
+        &[
+            "blob",
+            "get",
+            &big_m.id.to_string(),
+            "--out",
+            back.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), big);
     assert_eq!(net.ok(None, &["model", "list"]), models_before);
     let after: Vec<u128> = [&owner, &user, &tuner, &heir]
         .iter()

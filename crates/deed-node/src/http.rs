@@ -408,13 +408,13 @@ async fn upload_start(
     manifest.validate(&node.blobs.limits())?;
     let status = upload_status(&node, &manifest).await?;
     if !status.complete {
-        lock(&node.uploads).insert(manifest.id, manifest);
+        node.begin_upload(manifest)?;
     }
     Ok(Json(status))
 }
 
 fn upload_of(node: &Node, cid: &Cid) -> Result<Manifest, ApiError> {
-    lock(&node.uploads).get(cid).cloned().ok_or_else(|| {
+    node.upload(cid).ok_or_else(|| {
         ApiError::not_found(format!(
             "no upload of {cid} in progress; POST its manifest to /v1/blobs/uploads first"
         ))
@@ -448,7 +448,7 @@ async fn upload_finish(State(node): Shared, Path(cid): Path<String>) -> ApiResul
         None => upload_of(&node, &cid)?,
     };
     node.blobs.finish(&manifest).await?;
-    lock(&node.uploads).remove(&cid);
+    node.end_upload(&cid)?;
     Ok(Json(BlobInfo {
         cid,
         size: manifest.size,
@@ -792,19 +792,27 @@ async fn dispute(State(node): Shared, Path(id): Path<String>) -> ApiResult<Dispu
 
 // ---- direct calls -----------------------------------------------------------------
 
-/// Releases a direct request's reservation unless the call succeeded.
+/// A direct request being executed; released when the call ends, by which time a
+/// served request is recorded by the chain.
 struct Reservation<'a> {
     node: &'a Node,
     hash: Hash,
-    keep: bool,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        if !self.keep {
-            lock(&self.node.direct_served).remove(&self.hash);
-        }
+        lock(&self.node.direct_in_flight).remove(&self.hash);
     }
+}
+
+fn already_served(hash: &Hash) -> ApiError {
+    ApiError::new(
+        ErrorCode::AlreadyServed,
+        format!(
+            "request {hash} was already served by this executor; \
+             it is settled on the ledger, never served twice"
+        ),
+    )
 }
 
 async fn execute(
@@ -849,6 +857,9 @@ async fn execute(
         .sender()
         .map_err(|e| ApiError::new(ErrorCode::BadSignature, format!("bad signature: {e}")))?;
     let hash = stx.hash();
+    if node.with_state(|c| c.is_served(&hash)) {
+        return Err(already_served(&hash));
+    }
     // The ledger's view of the request: nonce, funds, model, version and price.
     let (manifest, cost) = {
         let next = node.next_nonce(&sender);
@@ -930,17 +941,14 @@ async fn execute(
             Ok((v.manifest, v.cost))
         })?
     };
-    if !lock(&node.direct_served).insert(hash) {
-        return Err(ApiError::new(
-            ErrorCode::BadNonce,
-            format!("request {hash} was already served"),
-        ));
+    if !lock(&node.direct_in_flight).insert(hash) {
+        return Err(already_served(&hash));
     }
-    let mut reservation = Reservation {
-        node: &node,
-        hash,
-        keep: false,
-    };
+    let _reservation = Reservation { node: &node, hash };
+    // Served meanwhile by a call that just ended.
+    if node.with_state(|c| c.is_served(&hash)) {
+        return Err(already_served(&hash));
+    }
     let loaded = node.model(&manifest).await?;
     let mut named = Vec::with_capacity(req.inputs.len());
     for t in &req.inputs {
@@ -976,13 +984,16 @@ async fn execute(
     node.metrics
         .job_seconds
         .observe(started.elapsed().as_secs_f64());
+    // Recorded before the answer exists: a node that restarts after answering still
+    // knows it served the request.
+    node.mark_served(&stx, sender)?;
     // Parked before the request is queued, so the block that includes it finds it.
     lock(&node.direct).insert(hash, run.clone());
     if let Err(e) = node.submit(stx) {
         lock(&node.direct).remove(&hash);
+        node.unmark_served(&hash)?;
         return Err(e.into());
     }
-    reservation.keep = true;
     node.metrics.direct_calls.inc();
     node.metrics.jobs_executed.inc();
     let receipt = run.receipt(node.cfg.executor.max_inline_output);
