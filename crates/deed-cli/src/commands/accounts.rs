@@ -12,17 +12,24 @@ use crate::keystore::{self, KeyEntry};
 /// `deed keys`.
 #[derive(Subcommand, Debug)]
 pub enum KeysCmd {
-    /// Generate a new key and store it under NAME.
+    /// Generate a new key and store it under NAME, encrypted with a passphrase.
     New {
         /// Key name.
         name: String,
+        /// Store the key unencrypted (hex in NAME.key): for throwaway dev keys only.
+        #[arg(long)]
+        insecure_plaintext: bool,
     },
-    /// Store an existing secret key (64 hex digits, or a file holding them).
+    /// Store an existing key: 64 hex digits, a file holding them, or a keystore v3
+    /// JSON file (kept as it is, with its own passphrase).
     Import {
         /// Key name.
         name: String,
-        /// The secret key as hex, or a path to a file with it.
+        /// The secret key as hex, or a path to a hex or keystore v3 file.
         secret: String,
+        /// Store a hex key unencrypted (hex in NAME.key): for throwaway dev keys only.
+        #[arg(long)]
+        insecure_plaintext: bool,
     },
     /// List stored keys.
     List,
@@ -158,27 +165,61 @@ pub(super) async fn blob(ctx: &Ctx, cmd: BlobCmd) -> Result<Out> {
 }
 
 fn entry_json(e: &KeyEntry) -> serde_json::Value {
-    json!({ "name": e.name, "address": e.address })
+    json!({ "name": e.name, "address": e.address, "encrypted": e.encrypted })
 }
 
 pub(super) fn keys(ctx: &Ctx, cmd: KeysCmd) -> Result<Out> {
     let store = ctx.keystore()?;
+    let pass = ctx.passphrase();
+    let store_key = |name: &str, key: &deed_types::SecretKey, plaintext: bool| {
+        if plaintext {
+            store.insert_plaintext(name, key)
+        } else {
+            let p = pass.choose(&format!("the new key `{name}`"))?;
+            store.insert(name, key, &p)
+        }
+    };
     match cmd {
-        KeysCmd::New { name } => {
-            let e = store.insert(&name, &keystore::generate()?)?;
+        KeysCmd::New {
+            name,
+            insecure_plaintext,
+        } => {
+            let e = store_key(&name, &keystore::generate()?, insecure_plaintext)?;
             Ok(Out::new(
                 entry_json(&e),
                 format!("created key `{}`  {}", e.name, e.address),
             ))
         }
-        KeysCmd::Import { name, secret } => {
+        KeysCmd::Import {
+            name,
+            secret,
+            insecure_plaintext,
+        } => {
             let path = std::path::Path::new(&secret);
-            let key = if path.is_file() {
-                keystore::read_key_file(path)?
+            let text = if path.is_file() {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
             } else {
-                keystore::parse_hex_key(&secret)?
+                secret.clone()
             };
-            let e = store.insert(&name, &key)?;
+            let e = if text.trim_start().starts_with('{') {
+                if insecure_plaintext {
+                    bail!(
+                        "--insecure-plaintext applies to hex keys; a keystore file stays encrypted"
+                    );
+                }
+                let p = pass.get(&format!("the key file {secret}"))?;
+                store.import_v3(&name, &text, &p)?
+            } else {
+                let key = keystore::parse_hex_key(&text).with_context(|| {
+                    if path.is_file() {
+                        format!("bad key file {}", path.display())
+                    } else {
+                        "not a key file, 64 hex digits or a keystore v3 file".to_owned()
+                    }
+                })?;
+                store_key(&name, &key, insecure_plaintext)?
+            };
             Ok(Out::new(
                 entry_json(&e),
                 format!("imported key `{}`  {}", e.name, e.address),
@@ -194,7 +235,10 @@ pub(super) fn keys(ctx: &Ctx, cmd: KeysCmd) -> Result<Out> {
             } else {
                 let w = list.iter().map(|e| e.name.len()).max().unwrap_or(0);
                 list.iter()
-                    .map(|e| format!("{:w$}  {}", e.name, e.address))
+                    .map(|e| {
+                        let plain = if e.encrypted { "" } else { "  (unencrypted)" };
+                        format!("{:w$}  {}{plain}", e.name, e.address)
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             };
@@ -205,7 +249,7 @@ pub(super) fn keys(ctx: &Ctx, cmd: KeysCmd) -> Result<Out> {
         }
         KeysCmd::Show { name } => {
             let key = match name {
-                Some(n) => keystore::resolve(&store, &n)?,
+                Some(n) => keystore::resolve(&store, &n, &pass)?,
                 None => ctx.key()?,
             };
             let a = key.address();
