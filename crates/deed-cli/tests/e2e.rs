@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use deed_cli::devnode::{free_port, DevNode};
@@ -71,7 +71,9 @@ impl Net {
             .args(args)
             .env("DEED_NODE", &self.node.url)
             .env("DEED_HOME", self.home.path())
+            .env("DEED_PASSWORD", "e2e passphrase")
             .env_remove("DEED_KEY")
+            .stdin(Stdio::null())
             .current_dir(self.tmp.path());
         if let Some(k) = key {
             c.env("DEED_KEY", k);
@@ -127,6 +129,158 @@ fn hexkey(k: &SecretKey) -> String {
 fn total(job: &Value) -> u128 {
     job["fees"]["total"].as_str().unwrap().parse().unwrap()
 }
+
+/// `deed` with only DEED_HOME (and `env`) set, no terminal: the keystore needs no
+/// node.
+fn deed_keys(home: &Path, env: &[(&str, &str)], args: &[&str]) -> (bool, Value, String) {
+    let mut c = Command::new(BIN);
+    c.arg("--json")
+        .args(args)
+        .env("DEED_HOME", home)
+        .env_remove("DEED_PASSWORD")
+        .env_remove("DEED_KEY")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let v = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.success(), v, format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn keystore_encrypts_at_rest_and_reads_v3_files_and_old_plain_keys() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let pw = [("DEED_PASSWORD", "s3cret")];
+
+    // No passphrase and no terminal: a clear refusal, nothing written.
+    let (ok, v, text) = deed_keys(h, &[], &["keys", "new", "alice"]);
+    assert!(!ok, "{text}");
+    let msg = v["error"].as_str().unwrap_or(&text).to_owned();
+    assert!(
+        msg.contains("needs a passphrase") && msg.contains("--password-file"),
+        "{msg}"
+    );
+    assert!(!h.join("keys/alice.json").exists());
+
+    // A new key is a keystore v3 file that does not hold the secret in the clear.
+    let (ok, alice, text) = deed_keys(h, &pw, &["keys", "new", "alice"]);
+    assert!(ok, "{text}");
+    assert_eq!(alice["encrypted"], true);
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(h.join("keys/alice.json")).unwrap()).unwrap();
+    assert_eq!(file["version"], 3);
+    assert_eq!(file["crypto"]["kdf"], "scrypt");
+    assert_eq!(file["crypto"]["kdfparams"]["n"], 8192);
+    assert_eq!(file["crypto"]["cipher"], "aes-128-ctr");
+
+    // Listing needs no passphrase; showing the key by name opens it.
+    let (ok, listed, text) = deed_keys(h, &[], &["keys", "list"]);
+    assert!(ok, "{text}");
+    assert_eq!(listed["keys"][0]["address"], alice["address"]);
+    let (ok, shown, text) = deed_keys(h, &pw, &["keys", "show", "alice"]);
+    assert!(ok, "{text}");
+    assert_eq!(shown["address"], alice["address"]);
+
+    // The wrong passphrase is refused by name; a password file works.
+    let (ok, v, text) = deed_keys(h, &[("DEED_PASSWORD", "guess")], &["keys", "show", "alice"]);
+    assert!(!ok);
+    let msg = v["error"].as_str().unwrap_or(&text).to_owned();
+    assert!(msg.contains("wrong passphrase for key `alice`"), "{msg}");
+    let pw_file = h.join("pw.txt");
+    std::fs::write(&pw_file, "s3cret\n").unwrap();
+    let pw_arg = pw_file.to_str().unwrap();
+    let (ok, shown, text) = deed_keys(
+        h,
+        &[],
+        &["keys", "show", "alice", "--password-file", pw_arg],
+    );
+    assert!(ok, "{text}");
+    assert_eq!(shown["address"], alice["address"]);
+
+    // The test vector of the Web3 Secret Storage Definition imports with its own
+    // passphrase and signs as the key it holds.
+    let vector = h.join("vector.json");
+    std::fs::write(&vector, SPEC_VECTOR).unwrap();
+    let spec_key = SecretKey::from_bytes(
+        &hex::decode("7a28b5ba57c53603b0b07b56bba752f7784bf506fa95edc395f5cf6c7514fe9d")
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    )
+    .unwrap();
+    let vpath = vector.to_str().unwrap();
+    let (ok, v, text) = deed_keys(h, &pw, &["keys", "import", "spec", vpath]);
+    assert!(!ok && text.contains("wrong passphrase"), "{v} {text}");
+    let tp = [("DEED_PASSWORD", "testpassword")];
+    let (ok, imported, text) = deed_keys(h, &tp, &["keys", "import", "spec", vpath]);
+    assert!(ok, "{text}");
+    assert_eq!(imported["address"], spec_key.address().to_string());
+    let (ok, shown, text) = deed_keys(h, &tp, &["keys", "show", "spec"]);
+    assert!(ok, "{text}");
+    assert_eq!(shown["address"], spec_key.address().to_string());
+    // A v3 file works as --key directly too.
+    let (ok, shown, text) = deed_keys(h, &tp, &["keys", "show", vpath]);
+    assert!(ok, "{text}");
+    assert_eq!(shown["address"], spec_key.address().to_string());
+
+    // A plain hex key file from an earlier version still loads, with a warning.
+    let old = SecretKey::from_seed(b"old plain key");
+    std::fs::write(h.join("keys/old.key"), hex::encode(old.to_bytes())).unwrap();
+    let (ok, shown, text) = deed_keys(h, &[], &["keys", "show", "old"]);
+    assert!(ok, "{text}");
+    assert_eq!(shown["address"], old.address().to_string());
+    assert!(text.contains("unencrypted"), "{text}");
+    // The escape hatch for throwaway dev keys: no passphrase needed.
+    let (ok, dev, text) = deed_keys(h, &[], &["keys", "new", "dev", "--insecure-plaintext"]);
+    assert!(ok, "{text}");
+    assert_eq!(dev["encrypted"], false);
+    let (ok, listed, _) = deed_keys(h, &[], &["keys", "list"]);
+    assert!(ok);
+    let names: Vec<(&str, bool)> = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["name"].as_str().unwrap(),
+                k["encrypted"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("alice", true),
+            ("dev", false),
+            ("old", false),
+            ("spec", true)
+        ]
+    );
+}
+
+/// The PBKDF2 test vector of the Web3 Secret Storage Definition (passphrase
+/// "testpassword").
+const SPEC_VECTOR: &str = r#"{
+    "crypto" : {
+        "cipher" : "aes-128-ctr",
+        "cipherparams" : { "iv" : "6087dab2f9fdbbfaddc31a909735c1e6" },
+        "ciphertext" : "5318b4d5bcd28de64ee5559e671353e16f075ecae9f99c7a79a38af5f869aa46",
+        "kdf" : "pbkdf2",
+        "kdfparams" : {
+            "c" : 262144,
+            "dklen" : 32,
+            "prf" : "hmac-sha256",
+            "salt" : "ae3cd4e7013836a3df6bd7241b12db061dbe2c6785853cce422d148a624ce0bd"
+        },
+        "mac" : "517ead924a9d0dc3124507e3393d175ce3ff7c1e96529c6c555ce9e51205e9b2"
+    },
+    "id" : "3198bc9c-6672-5ab3-d995-4942343ae5b6",
+    "version" : 3
+}"#;
 
 #[test]
 fn publish_infer_verify_pay_and_restart() {
@@ -460,7 +614,45 @@ fn publish_infer_verify_pay_and_restart() {
         .map(|k| net.balance(&k.address()))
         .collect();
     let job_before = net.ok(None, &["receipt", "show", &opt_job.to_string()]);
+    // An upload interrupted by the restart: one chunk of three arrived.
+    let big: Vec<u8> = (0..(5u32 << 19)).map(|i| (i % 253) as u8).collect();
+    let big_file = net.tmp.path().join("big.bin");
+    std::fs::write(&big_file, &big).unwrap();
+    let big_m = Manifest::build(&big, deed_client::DEFAULT_CHUNK_SIZE).unwrap();
+    assert_eq!(big_m.chunk_count(), 3);
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let c = Client::new(&net.node.url).unwrap();
+        rt.block_on(async {
+            c.upload_start(&big_m).await.unwrap();
+            c.upload_chunk(&big_m.id, 1, big[1 << 20..2 << 20].to_vec())
+                .await
+                .unwrap();
+        });
+    }
     net.restart();
+    // It resumes: only the two missing chunks are sent.
+    let put = net.ok(None, &["blob", "put", big_file.to_str().unwrap()]);
+    assert_eq!(put["cid"], big_m.id.to_string());
+    assert_eq!(
+        (put["chunks_sent"].as_u64(), put["chunks_total"].as_u64()),
+        (Some(2), Some(3))
+    );
+    let back = net.tmp.path().join("big.back");
+    net.ok(
+        None,
+        &[
+            "blob",
+            "get",
+            &big_m.id.to_string(),
+            "--out",
+            back.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), big);
     assert_eq!(net.ok(None, &["model", "list"]), models_before);
     let after: Vec<u128> = [&owner, &user, &tuner, &heir]
         .iter()

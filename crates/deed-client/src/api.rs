@@ -56,6 +56,9 @@ pub enum ErrorCode {
     BadSignature,
     /// A transaction's nonce is not the sender's next one.
     BadNonce,
+    /// This executor already served this direct-call request; it is settled on the
+    /// ledger, never served twice.
+    AlreadyServed,
     /// The sender cannot pay.
     InsufficientFunds,
     /// The ledger rejected the transaction (the message says why).
@@ -84,7 +87,7 @@ impl ErrorCode {
             ErrorCode::BadSignature => 401,
             ErrorCode::InsufficientFunds => 402,
             ErrorCode::NotFound => 404,
-            ErrorCode::BadNonce | ErrorCode::Rejected => 409,
+            ErrorCode::BadNonce | ErrorCode::AlreadyServed | ErrorCode::Rejected => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::HashMismatch => 422,
             ErrorCode::RoleDisabled => 501,

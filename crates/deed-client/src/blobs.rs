@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use deed_store::blob::DEFAULT_CHUNK_SIZE;
+pub use deed_store::blob::DEFAULT_CHUNK_SIZE;
 use deed_store::Manifest;
 use deed_types::{Cid, Hash};
 use reqwest::Method;
@@ -23,6 +23,9 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
 /// Chunk uploads in flight at once: enough to hide one request's round trip behind
 /// the next, few enough not to flood a small node.
 const UPLOADS_IN_FLIGHT: usize = 4;
+
+/// Received pieces queued for the writer thread of a download.
+const WRITES_QUEUED: usize = 64;
 
 /// What an upload did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +57,19 @@ impl Client {
         chunk_size: u32,
         progress: Option<Progress<'_>>,
     ) -> Result<Uploaded, ClientError> {
-        let manifest = Manifest::build(data, chunk_size)?;
+        self.upload_bytes(bytes::Bytes::copy_from_slice(data), chunk_size, progress)
+            .await
+    }
+
+    /// Uploads `data` cut into chunks of `chunk_size` bytes, sending only the chunks
+    /// the node does not hold yet. The chunks sent are slices of `data`, not copies.
+    pub async fn upload_bytes(
+        &self,
+        data: bytes::Bytes,
+        chunk_size: u32,
+        progress: Option<Progress<'_>>,
+    ) -> Result<Uploaded, ClientError> {
+        let manifest = Manifest::build(&data, chunk_size)?;
         let total = manifest.size;
         let status = self.upload_start(&manifest).await?;
         let missing = status.missing.clone();
@@ -74,13 +89,16 @@ impl Client {
             while set.len() < UPLOADS_IN_FLIGHT {
                 let Some(index) = queue.next() else { break };
                 let range = manifest.chunk_range(index)?;
-                let bytes = data
-                    .get(range.start as usize..range.end as usize)
-                    .ok_or(deed_store::BlobError::ChunkIndexOutOfRange {
-                        index,
-                        count: manifest.chunk_count(),
-                    })?
-                    .to_vec();
+                let (lo, hi) = (range.start as usize, range.end as usize);
+                if hi > data.len() || lo > hi {
+                    return Err(ClientError::Blob(
+                        deed_store::BlobError::ChunkIndexOutOfRange {
+                            index,
+                            count: manifest.chunk_count(),
+                        },
+                    ));
+                }
+                let bytes = data.slice(lo..hi);
                 let client = self.clone();
                 let cid = manifest.id;
                 set.spawn(async move {
@@ -132,17 +150,135 @@ impl Client {
         progress: Option<Progress<'_>>,
     ) -> Result<Vec<u8>, ClientError> {
         let manifest = self.checked_manifest(cid).await?;
-        let bytes = self
-            .fetch_chunks(&manifest, 0..manifest.chunk_count(), progress)
-            .await?;
-        let got = Cid::of(&bytes);
+        let buf = Vec::with_capacity(usize::try_from(manifest.size).unwrap_or(0));
+        let (bytes, _) = self.download_manifest_to(&manifest, buf, progress).await?;
+        Ok(bytes)
+    }
+
+    /// Downloads a whole blob into `out` as it arrives: every chunk is checked against
+    /// the manifest the moment its last byte arrives, and the whole content against
+    /// the CID at the end. The bytes are hashed and written on a thread of their own,
+    /// so writing overlaps the transfer. `out` is handed back with the size once the
+    /// blob verified; on any error it may hold part of the blob (write to a scratch
+    /// file and keep it only on success).
+    pub async fn download_to<W>(
+        &self,
+        cid: &Cid,
+        out: W,
+        progress: Option<Progress<'_>>,
+    ) -> Result<(W, u64), ClientError>
+    where
+        W: std::io::Write + Send + 'static,
+    {
+        let manifest = self.checked_manifest(cid).await?;
+        self.download_manifest_to(&manifest, out, progress).await
+    }
+
+    async fn download_manifest_to<W>(
+        &self,
+        manifest: &Manifest,
+        out: W,
+        progress: Option<Progress<'_>>,
+    ) -> Result<(W, u64), ClientError>
+    where
+        W: std::io::Write + Send + 'static,
+    {
+        let cid = &manifest.id;
+        let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(WRITES_QUEUED);
+        let writer = std::thread::Builder::new()
+            .name("blob-writer".into())
+            .spawn(move || write_hashed(rx, out))
+            .map_err(|e| ClientError::Output {
+                detail: format!("cannot start a writer thread: {e}"),
+            })?;
+        let received = self.stream_chunks(manifest, &tx, progress).await;
+        // Closing the channel ends the writer once it has written what is queued.
+        drop(tx);
+        let written = writer.join().map_err(|_| ClientError::Output {
+            detail: "the writer thread panicked".into(),
+        })?;
+        received?;
+        let (out, whole) = written?;
+        let got = Cid(whole.into());
         if got != *cid {
             return Err(ClientError::Integrity {
                 cid: *cid,
                 detail: format!("content hashes to {got}"),
             });
         }
-        Ok(bytes)
+        Ok((out, manifest.size))
+    }
+
+    /// Receives a whole blob in one GET, checks each chunk as it completes (hashing
+    /// the pieces as they come, so nothing is copied) and queues every piece for
+    /// the writer. Stops at the first error.
+    async fn stream_chunks(
+        &self,
+        manifest: &Manifest,
+        tx: &tokio::sync::mpsc::Sender<bytes::Bytes>,
+        progress: Option<Progress<'_>>,
+    ) -> Result<(), ClientError> {
+        let cid = manifest.id;
+        let total = manifest.size;
+        if let Some(p) = progress {
+            p(0, total);
+        }
+        if total == 0 {
+            return Ok(());
+        }
+        let path = format!("{PREFIX}/blobs/{cid}");
+        let mut resp = self.send(self.request(Method::GET, &path), &path).await?;
+        let mut received = 0u64;
+        let mut index = 0u32;
+        let mut chunk_end = manifest.chunk_range(0)?.end;
+        let mut hasher = blake3::Hasher::new();
+        loop {
+            let piece = resp
+                .chunk()
+                .await
+                .map_err(|source| ClientError::Transport {
+                    url: self.url(&path),
+                    source,
+                })?;
+            let Some(piece) = piece else { break };
+            if received + piece.len() as u64 > total {
+                return Err(ClientError::Integrity {
+                    cid,
+                    detail: format!("node sent more than the {total} bytes of the blob"),
+                });
+            }
+            let mut rest: &[u8] = &piece;
+            while !rest.is_empty() {
+                let take = (chunk_end - received).min(rest.len() as u64) as usize;
+                let (part, tail) = rest.split_at(take);
+                hasher.update(part);
+                received += take as u64;
+                rest = tail;
+                if received == chunk_end {
+                    let got = Hash(*hasher.finalize().as_bytes());
+                    check_chunk_hash(manifest, index, got)?;
+                    hasher.reset();
+                    index += 1;
+                    if index < manifest.chunk_count() {
+                        chunk_end = manifest.chunk_range(index)?.end;
+                    }
+                }
+            }
+            if tx.send(piece).await.is_err() {
+                // The writer stopped: its error is the one to report.
+                return Ok(());
+            }
+            if let Some(p) = progress {
+                p(received, total);
+            }
+        }
+        if received < total {
+            return Err(ClientError::Integrity {
+                cid,
+                detail: format!("truncated: got {received} of {total} bytes"),
+            });
+        }
+        Ok(())
     }
 
     /// Downloads bytes `range` of a blob with an HTTP range request, verifying every
@@ -256,13 +392,35 @@ impl Client {
     }
 }
 
+/// Writes what arrives on `rx` to `out`, hashing it on the way; returns `out` and
+/// the hash of everything written.
+fn write_hashed<W: std::io::Write>(
+    mut rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    mut out: W,
+) -> Result<(W, blake3::Hash), ClientError> {
+    let mut whole = blake3::Hasher::new();
+    while let Some(piece) = rx.blocking_recv() {
+        whole.update(&piece);
+        out.write_all(&piece).map_err(|e| ClientError::Output {
+            detail: format!("cannot write the blob: {e}"),
+        })?;
+    }
+    out.flush().map_err(|e| ClientError::Output {
+        detail: format!("cannot write the blob: {e}"),
+    })?;
+    Ok((out, whole.finalize()))
+}
+
 fn check_chunk(manifest: &Manifest, index: u32, data: &[u8]) -> Result<(), ClientError> {
+    check_chunk_hash(manifest, index, Hash::of(data))
+}
+
+fn check_chunk_hash(manifest: &Manifest, index: u32, got: Hash) -> Result<(), ClientError> {
     let expected = manifest
         .chunks
         .get(index as usize)
         .copied()
         .unwrap_or(Hash::ZERO);
-    let got = Hash::of(data);
     if got != expected {
         return Err(ClientError::Integrity {
             cid: manifest.id,

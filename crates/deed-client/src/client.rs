@@ -312,13 +312,13 @@ impl Client {
         &self,
         cid: &Cid,
         index: u32,
-        data: Vec<u8>,
+        data: impl Into<bytes::Bytes>,
     ) -> Result<UploadStatus, ClientError> {
         let path = format!("{PREFIX}/blobs/uploads/{cid}/chunks/{index}");
         let rb = self
             .request(Method::PUT, &path)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(data);
+            .body(data.into());
         self.json(rb, &path).await
     }
 

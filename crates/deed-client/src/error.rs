@@ -83,6 +83,12 @@ pub enum ClientError {
         /// How long.
         secs: u64,
     },
+    /// Downloaded data could not be written where the caller asked.
+    #[error("{detail}")]
+    Output {
+        /// What failed.
+        detail: String,
+    },
 }
 
 impl ClientError {

@@ -16,6 +16,6 @@ pub mod direct;
 mod error;
 pub mod hexbytes;
 
-pub use blobs::Progress;
+pub use blobs::{Progress, DEFAULT_CHUNK_SIZE};
 pub use client::{job_is_final, Client, WaitFor};
 pub use error::ClientError;

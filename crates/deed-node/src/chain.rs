@@ -9,10 +9,19 @@
 //! Besides transactions it keeps what the ledger state forgets on settlement: a
 //! job's fee breakdown (the ledger empties the escrow when it pays out) and the
 //! amount a resolved dispute slashed.
+//!
+//! Among the store's local records (part of no block) it keeps the direct calls
+//! this node's executors served and the chain has not settled: the signed request,
+//! written before the answer leaves the node. A block that includes a request, or
+//! spends its nonce otherwise, deletes its record in the same atomic commit; a
+//! restarted node reloads the rest, refuses to serve them again and queues them
+//! for settlement.
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use deed_ledger::{apply_block, BlockOutcome, Escrow, Event, Reason, Referee, State, TxResult};
 use deed_store::{Commit, Head, StateStore};
+use std::collections::HashMap;
+
 use deed_types::{Action, Address, Amount, Block, DisputeId, Hash, JobId, SignedTransaction};
 
 use crate::error::NodeError;
@@ -53,11 +62,31 @@ impl Committed {
     }
 }
 
+/// The local-record prefix of served direct calls: `s` + request hash. (The node
+/// keeps open uploads under `u`.)
+const SERVED_PREFIX: u8 = b's';
+
+fn served_key(hash: &Hash) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(SERVED_PREFIX);
+    k.extend_from_slice(hash.as_bytes());
+    k
+}
+
+/// A direct call served and not yet settled.
+#[derive(Clone, Debug)]
+struct Served {
+    stx: SignedTransaction,
+    sender: Address,
+}
+
 /// The ledger state and its store.
 pub struct Chain {
     state: State,
     store: Box<dyn StateStore + Send>,
     head: Head,
+    /// Served direct calls awaiting settlement, as persisted in the local records.
+    served: HashMap<Hash, Served>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -134,8 +163,14 @@ impl Chain {
                     block: Vec::new(),
                     state_root: head.state_root,
                     writes,
+                    local: Vec::new(),
                 })?;
-                Ok(Chain { state, store, head })
+                Ok(Chain {
+                    state,
+                    store,
+                    head,
+                    served: HashMap::new(),
+                })
             }
             Some(head) => {
                 let pairs = store
@@ -152,9 +187,103 @@ impl Chain {
                         head.height
                     )));
                 }
-                Ok(Chain { state, store, head })
+                let mut chain = Chain {
+                    state,
+                    store,
+                    head,
+                    served: HashMap::new(),
+                };
+                chain.load_served()?;
+                Ok(chain)
             }
         }
+    }
+
+    /// Reloads the served direct calls, dropping those the chain settled or can no
+    /// longer settle (their nonce is spent) and records that do not decode.
+    fn load_served(&mut self) -> Result<(), NodeError> {
+        let mut stale = Vec::new();
+        for (key, value) in self.store.local_prefix(&[SERVED_PREFIX])? {
+            let entry = SignedTransaction::decode(&value)
+                .ok()
+                .and_then(|stx| stx.sender().ok().map(|sender| Served { stx, sender }));
+            match entry {
+                Some(e) if self.state.nonce(&e.sender) <= e.stx.tx.nonce => {
+                    self.served.insert(e.stx.hash(), e);
+                }
+                Some(_) => stale.push((key, None)),
+                None => {
+                    tracing::warn!("dropping a served-request record that does not decode");
+                    stale.push((key, None));
+                }
+            }
+        }
+        if !stale.is_empty() {
+            self.store.put_local(stale)?;
+        }
+        Ok(())
+    }
+
+    /// Records, durably, that this node served the direct call `stx` from `sender`:
+    /// until the chain settles it (or spends its nonce), the node refuses to serve
+    /// it again, restarts included.
+    pub fn mark_served(
+        &mut self,
+        stx: &SignedTransaction,
+        sender: Address,
+    ) -> Result<(), NodeError> {
+        let hash = stx.hash();
+        self.store
+            .put_local(vec![(served_key(&hash), Some(stx.encode()))])?;
+        self.served.insert(
+            hash,
+            Served {
+                stx: stx.clone(),
+                sender,
+            },
+        );
+        Ok(())
+    }
+
+    /// Applies writes to the store's local records (see [`StateStore::put_local`]);
+    /// each user keeps its keys under a prefix byte of its own.
+    pub fn put_local(&mut self, writes: Vec<deed_store::state::Write>) -> Result<(), NodeError> {
+        Ok(self.store.put_local(writes)?)
+    }
+
+    /// The local records under `prefix`.
+    pub fn local_prefix(&self, prefix: &[u8]) -> Result<Vec<deed_store::state::Entry>, NodeError> {
+        Ok(self.store.local_prefix(prefix)?)
+    }
+
+    /// Deletes the served record of `hash`.
+    pub fn unmark_served(&mut self, hash: &Hash) -> Result<(), NodeError> {
+        if self.served.remove(hash).is_some() {
+            self.store.put_local(vec![(served_key(hash), None)])?;
+        }
+        Ok(())
+    }
+
+    /// Whether the direct call `hash` was served and is not settled yet.
+    pub fn is_served(&self, hash: &Hash) -> bool {
+        self.served.contains_key(hash)
+    }
+
+    /// The served direct calls awaiting settlement.
+    pub fn served_requests(&self) -> Vec<SignedTransaction> {
+        self.served.values().map(|e| e.stx.clone()).collect()
+    }
+
+    /// The served direct calls that `block` settles (includes) or that can no
+    /// longer be settled after it (their sender's nonce moved past them).
+    fn settled_by(&self, block: &Block) -> Vec<Hash> {
+        let included: std::collections::HashSet<Hash> =
+            block.txs.iter().map(SignedTransaction::hash).collect();
+        self.served
+            .iter()
+            .filter(|(h, e)| included.contains(h) || self.state.nonce(&e.sender) > e.stx.tx.nonce)
+            .map(|(h, _)| *h)
+            .collect()
     }
 
     /// The current state.
@@ -255,12 +384,18 @@ impl Chain {
             block_hash: outcome.block_hash,
             state_root: outcome.state_root,
         };
+        let settled = if self.served.is_empty() {
+            Vec::new()
+        } else {
+            self.settled_by(&block)
+        };
         let commit = Commit {
             height: head.height,
             block_hash: head.block_hash,
             block: block.encode(),
             state_root: head.state_root,
             writes,
+            local: settled.iter().map(|h| (served_key(h), None)).collect(),
         };
         if let Err(e) = self.store.commit(commit) {
             let pairs = self
@@ -272,6 +407,9 @@ impl Chain {
             return Err(e.into());
         }
         self.head = head;
+        for h in &settled {
+            self.served.remove(h);
+        }
         Ok(Committed { block, outcome })
     }
 }

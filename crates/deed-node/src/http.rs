@@ -408,13 +408,13 @@ async fn upload_start(
     manifest.validate(&node.blobs.limits())?;
     let status = upload_status(&node, &manifest).await?;
     if !status.complete {
-        lock(&node.uploads).insert(manifest.id, manifest);
+        node.begin_upload(manifest)?;
     }
     Ok(Json(status))
 }
 
 fn upload_of(node: &Node, cid: &Cid) -> Result<Manifest, ApiError> {
-    lock(&node.uploads).get(cid).cloned().ok_or_else(|| {
+    node.upload(cid).ok_or_else(|| {
         ApiError::not_found(format!(
             "no upload of {cid} in progress; POST its manifest to /v1/blobs/uploads first"
         ))
@@ -431,8 +431,12 @@ async fn upload_chunk(
     let index: u32 = parse("chunk index", &index)?;
     let data = body(b)?;
     let manifest = upload_of(&node, &cid)?;
-    node.blobs.put_chunk(&manifest, index, &data).await?;
-    node.metrics.blob_bytes_in.inc_by(data.len() as u64);
+    let len = data.len() as u64;
+    // Handed over without a copy when the body is the only owner of its buffer.
+    node.blobs
+        .put_chunk_owned(&manifest, index, Vec::from(data))
+        .await?;
+    node.metrics.blob_bytes_in.inc_by(len);
     Ok(Json(upload_status(&node, &manifest).await?))
 }
 
@@ -444,7 +448,7 @@ async fn upload_finish(State(node): Shared, Path(cid): Path<String>) -> ApiResul
         None => upload_of(&node, &cid)?,
     };
     node.blobs.finish(&manifest).await?;
-    lock(&node.uploads).remove(&cid);
+    node.end_upload(&cid)?;
     Ok(Json(BlobInfo {
         cid,
         size: manifest.size,
@@ -520,10 +524,10 @@ async fn blob_get(
         }
     };
     let (start, end) = range.unwrap_or((0, size));
-    let bytes = node.blobs.read_range(&manifest.id, start..end).await?;
-    node.metrics.blob_bytes_out.inc_by(bytes.len() as u64);
-    let mut resp = Response::new(Body::from(bytes));
+    let body = blob_body(&node, &manifest, start..end).await?;
+    let mut resp = Response::new(body);
     let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -539,6 +543,57 @@ async fn blob_get(
         }
     }
     Ok(resp)
+}
+
+/// Chunk reads queued ahead of the connection in a blob response.
+const BLOB_READS_AHEAD: usize = 2;
+
+/// The body of a blob response: bytes `range`, read and verified one chunk at a
+/// time and sent as each is ready, the next read overlapping the send. The first
+/// piece is read before answering, so a blob that is damaged from its start gets a
+/// typed error; damage found later ends the body early, which the client sees as a
+/// truncated (and unverifiable) transfer.
+async fn blob_body(
+    node: &Arc<Node>,
+    manifest: &Manifest,
+    range: std::ops::Range<u64>,
+) -> Result<Body, ApiError> {
+    let pieces: Vec<std::ops::Range<u64>> = manifest
+        .chunks_for(&range)
+        .filter_map(|i| manifest.chunk_range(i).ok())
+        .map(|r| r.start.max(range.start)..r.end.min(range.end))
+        .collect();
+    let mut pieces = pieces.into_iter();
+    let Some(first) = pieces.next() else {
+        return Ok(Body::empty());
+    };
+    let id = manifest.id;
+    let head = node.blobs.read_range(&id, first).await?;
+    node.metrics.blob_bytes_out.inc_by(head.len() as u64);
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<Bytes, deed_store::BlobError>>(BLOB_READS_AHEAD);
+    let node = node.clone();
+    tokio::spawn(async move {
+        if tx.send(Ok(Bytes::from(head))).await.is_err() {
+            return;
+        }
+        for piece in pieces {
+            let read = node.blobs.read_range(&id, piece).await;
+            match &read {
+                Ok(b) => node.metrics.blob_bytes_out.inc_by(b.len() as u64),
+                Err(e) => tracing::warn!(blob = %id, error = %e, "blob response cut short"),
+            }
+            let failed = read.is_err();
+            // The client hung up, or the body ends on the error.
+            if tx.send(read.map(Bytes::from)).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok(Body::from_stream(stream))
 }
 
 async fn blob_head(State(node): Shared, Path(cid): Path<String>) -> Result<Response, ApiError> {
@@ -737,19 +792,27 @@ async fn dispute(State(node): Shared, Path(id): Path<String>) -> ApiResult<Dispu
 
 // ---- direct calls -----------------------------------------------------------------
 
-/// Releases a direct request's reservation unless the call succeeded.
+/// A direct request being executed; released when the call ends, by which time a
+/// served request is recorded by the chain.
 struct Reservation<'a> {
     node: &'a Node,
     hash: Hash,
-    keep: bool,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        if !self.keep {
-            lock(&self.node.direct_served).remove(&self.hash);
-        }
+        lock(&self.node.direct_in_flight).remove(&self.hash);
     }
+}
+
+fn already_served(hash: &Hash) -> ApiError {
+    ApiError::new(
+        ErrorCode::AlreadyServed,
+        format!(
+            "request {hash} was already served by this executor; \
+             it is settled on the ledger, never served twice"
+        ),
+    )
 }
 
 async fn execute(
@@ -794,6 +857,9 @@ async fn execute(
         .sender()
         .map_err(|e| ApiError::new(ErrorCode::BadSignature, format!("bad signature: {e}")))?;
     let hash = stx.hash();
+    if node.with_state(|c| c.is_served(&hash)) {
+        return Err(already_served(&hash));
+    }
     // The ledger's view of the request: nonce, funds, model, version and price.
     let (manifest, cost) = {
         let next = node.next_nonce(&sender);
@@ -875,17 +941,14 @@ async fn execute(
             Ok((v.manifest, v.cost))
         })?
     };
-    if !lock(&node.direct_served).insert(hash) {
-        return Err(ApiError::new(
-            ErrorCode::BadNonce,
-            format!("request {hash} was already served"),
-        ));
+    if !lock(&node.direct_in_flight).insert(hash) {
+        return Err(already_served(&hash));
     }
-    let mut reservation = Reservation {
-        node: &node,
-        hash,
-        keep: false,
-    };
+    let _reservation = Reservation { node: &node, hash };
+    // Served meanwhile by a call that just ended.
+    if node.with_state(|c| c.is_served(&hash)) {
+        return Err(already_served(&hash));
+    }
     let loaded = node.model(&manifest).await?;
     let mut named = Vec::with_capacity(req.inputs.len());
     for t in &req.inputs {
@@ -921,13 +984,16 @@ async fn execute(
     node.metrics
         .job_seconds
         .observe(started.elapsed().as_secs_f64());
+    // Recorded before the answer exists: a node that restarts after answering still
+    // knows it served the request.
+    node.mark_served(&stx, sender)?;
     // Parked before the request is queued, so the block that includes it finds it.
     lock(&node.direct).insert(hash, run.clone());
     if let Err(e) = node.submit(stx) {
         lock(&node.direct).remove(&hash);
+        node.unmark_served(&hash)?;
         return Err(e.into());
     }
-    reservation.keep = true;
     node.metrics.direct_calls.inc();
     node.metrics.jobs_executed.inc();
     let receipt = run.receipt(node.cfg.executor.max_inline_output);

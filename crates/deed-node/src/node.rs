@@ -106,16 +106,19 @@ pub struct Node {
     pub(crate) valset: ValidatorSet,
     /// Direct-call requests served and not yet settled, by request hash.
     pub(crate) direct: Mutex<DirectResults>,
-    /// Direct-call requests answered and not yet included: the same signed request
-    /// is never served twice (once included, its nonce is spent).
-    pub(crate) direct_served: Mutex<HashSet<Hash>>,
+    /// Direct-call requests being executed right now. Once answered, a request is
+    /// recorded durably by the chain ([`Chain::mark_served`]) until it is settled:
+    /// the same signed request is never served twice, restarts included.
+    pub(crate) direct_in_flight: Mutex<HashSet<Hash>>,
     /// Runs behind the receipts of this node's executors, by job and executor,
     /// kept (with their traces) until their jobs close.
     pub(crate) traces: Mutex<HashMap<(JobId, Address), Arc<JobRun>>>,
     /// Executors of this node with a `Bond` queued and not yet included.
     bond_requested: Mutex<HashSet<Address>>,
-    /// Completed uploads' manifests by blob id, for chunk PUTs.
-    pub(crate) uploads: Mutex<HashMap<Cid, deed_store::Manifest>>,
+    /// Manifests of uploads in progress by blob id, for chunk PUTs; kept in the
+    /// store's local records too, so an upload resumes across a restart without
+    /// its manifest being sent again.
+    uploads: Mutex<HashMap<Cid, deed_store::Manifest>>,
     /// Consensus progress, from the engine's events.
     pub(crate) consensus_info: Mutex<crate::consensus::ConsensusInfo>,
     /// The node network, once started.
@@ -206,7 +209,7 @@ impl Node {
                 }
             };
         let chain_id = cfg.chain_id;
-        let chain = Chain::open(state_store, || {
+        let mut chain = Chain::open(state_store, || {
             let validators: Vec<_> = genesis.validators.iter().map(|v| v.to_ledger()).collect();
             State::genesis_with_validators(
                 chain_id,
@@ -223,6 +226,7 @@ impl Node {
                 cfg.chain_id
             )));
         }
+        let uploads = open_uploads(&mut chain)?;
         let metrics = Metrics::new().map_err(|e| NodeError::Config(format!("metrics: {e}")))?;
         metrics.height.set(chain.head().height as i64);
         let (blocks, _) = broadcast::channel(256);
@@ -235,10 +239,10 @@ impl Node {
             blocks,
             valset,
             direct: Mutex::new(HashMap::new()),
-            direct_served: Mutex::new(HashSet::new()),
+            direct_in_flight: Mutex::new(HashSet::new()),
             traces: Mutex::new(HashMap::new()),
             bond_requested: Mutex::new(HashSet::new()),
-            uploads: Mutex::new(HashMap::new()),
+            uploads: Mutex::new(uploads),
             consensus_info: Mutex::new(Default::default()),
             net: std::sync::OnceLock::new(),
             keys,
@@ -266,6 +270,60 @@ impl Node {
     /// Reads the committed state.
     pub fn with_state<R>(&self, f: impl FnOnce(&Chain) -> R) -> R {
         f(&lock(&self.chain))
+    }
+
+    /// Records durably that the direct call `stx` was served (see
+    /// [`Chain::mark_served`]).
+    pub(crate) fn mark_served(
+        &self,
+        stx: &SignedTransaction,
+        sender: Address,
+    ) -> Result<(), NodeError> {
+        lock(&self.chain).mark_served(stx, sender)
+    }
+
+    /// Forgets a served record whose request could not be queued after all (it was
+    /// never answered).
+    pub(crate) fn unmark_served(&self, hash: &Hash) -> Result<(), NodeError> {
+        lock(&self.chain).unmark_served(hash)
+    }
+
+    /// Remembers, durably, the manifest of an upload in progress.
+    pub(crate) fn begin_upload(&self, m: deed_store::Manifest) -> Result<(), NodeError> {
+        if lock(&self.uploads).get(&m.id) == Some(&m) {
+            return Ok(());
+        }
+        lock(&self.chain).put_local(vec![(upload_key(&m.id), Some(m.encode()))])?;
+        lock(&self.uploads).insert(m.id, m);
+        Ok(())
+    }
+
+    /// The manifest of the upload of `cid` in progress.
+    pub(crate) fn upload(&self, cid: &Cid) -> Option<deed_store::Manifest> {
+        lock(&self.uploads).get(cid).cloned()
+    }
+
+    /// Forgets a finished upload.
+    pub(crate) fn end_upload(&self, cid: &Cid) -> Result<(), NodeError> {
+        if lock(&self.uploads).remove(cid).is_some() {
+            lock(&self.chain).put_local(vec![(upload_key(cid), None)])?;
+        }
+        Ok(())
+    }
+
+    /// Queues the direct calls this node served before it restarted and the chain
+    /// has not settled, so that they are.
+    fn resubmit_served(&self) {
+        for stx in self.with_state(Chain::served_requests) {
+            let hash = stx.hash();
+            match self.submit(stx) {
+                Ok(_) => {
+                    tracing::info!(request = %hash, "served direct call queued again for settlement")
+                }
+                Err(e) => tracing::warn!(request = %hash, error = %e,
+                    "served direct call not queued for settlement"),
+            }
+        }
     }
 
     /// Consensus progress.
@@ -596,6 +654,37 @@ fn mempool_has_bond(mempool: &Mempool, me: Address) -> bool {
     mempool.any(|sender, stx| sender == me && matches!(stx.tx.action, Action::Bond { .. }))
 }
 
+/// The local-record key of the upload of `cid` in progress: `u` + the blob id.
+fn upload_key(cid: &Cid) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(b'u');
+    k.extend_from_slice(cid.0.as_bytes());
+    k
+}
+
+/// The uploads in progress when the node last stopped (records that no longer
+/// decode are dropped).
+fn open_uploads(chain: &mut Chain) -> Result<HashMap<Cid, deed_store::Manifest>, NodeError> {
+    let mut uploads = HashMap::new();
+    let mut stale = Vec::new();
+    for (key, value) in chain.local_prefix(b"u")? {
+        match deed_store::Manifest::decode(&value) {
+            Ok(m) if key == upload_key(&m.id) => {
+                uploads.insert(m.id, m);
+            }
+            _ => stale.push((key, None)),
+        }
+    }
+    if !stale.is_empty() {
+        tracing::warn!(
+            records = stale.len(),
+            "dropping upload records that do not decode"
+        );
+        chain.put_local(stale)?;
+    }
+    Ok(uploads)
+}
+
 fn create_dir(dir: &Path) -> Result<(), NodeError> {
     std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
         op: "create data directory",
@@ -677,6 +766,7 @@ impl Started {
             handles.push(tokio::spawn(admit_gossip(node.clone(), net, rx)));
         }
         if node.cfg.roles.executor {
+            node.resubmit_served();
             // Bond before the first block so the executor is serving from height 1.
             let chain = lock(&node.chain);
             let mut mempool = lock(&node.mempool);

@@ -66,8 +66,8 @@ fn executor_block(
     reveals: &mut HashSet<(JobId, Address)>,
 ) {
     for r in &committed.outcome.results {
-        // Included (or failed): its nonce is spent, so a replay fails the nonce check.
-        lock(&node.direct_served).remove(&r.tx_hash);
+        // Included (or failed): the chain dropped its served record with the block,
+        // and its nonce is spent, so a replay fails the nonce check.
         if r.outcome.is_err() {
             lock(&node.direct).remove(&r.tx_hash);
         }

@@ -360,7 +360,7 @@ async fn direct_call_answers_at_once_and_settles_once() {
     // The same request is never served twice.
     c.post_json("/v1/execute", &req)
         .await
-        .expect_error(ErrorCode::BadNonce);
+        .expect_error(ErrorCode::AlreadyServed);
     // The executor settles it: the request is included, then its receipt.
     let tx: TxView = c.wait_tx(&resp.request).await;
     assert!(matches!(tx.state, TxState::Included { .. }), "{tx:?}");
@@ -419,6 +419,200 @@ async fn direct_call_answers_at_once_and_settles_once() {
     )
     .await
     .expect_error(ErrorCode::BadRequest);
+    node.stop().await;
+}
+
+/// The direct request for the MLP published as `model`, signed by `requester`.
+async fn direct_mlp_request(
+    c: &Client,
+    requester: &deed_types::SecretKey,
+    model: u64,
+    executor: deed_types::Address,
+) -> (deed_types::SignedTransaction, DirectRequest) {
+    let stx = c
+        .sign(
+            requester,
+            Action::RequestJob {
+                model: ModelId(model),
+                version: Some(1),
+                input: JobInput::Inline(mlp_input()),
+                mode: Mode::None,
+                max_fee: 1_000,
+                executor: Some(executor),
+            },
+        )
+        .await;
+    let (_, inputs) = mlp();
+    let req = DirectRequest {
+        tx: hex_of(&stx.encode()),
+        inputs: inputs
+            .iter()
+            .map(|(n, t)| NamedTensor {
+                name: n.clone(),
+                tensor: hex_of(&t.encode()),
+            })
+            .collect(),
+    };
+    (stx, req)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_call_served_before_a_restart_is_refused_after_it_and_settled_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(Roles::all());
+    cfg.data_dir = dir.path().to_path_buf();
+    let node = start_node(cfg.clone(), Storage::Disk).await;
+    let c = Client::new(&node);
+    let (owner, requester) = (user(0), user(2));
+    let p = publish_mlp(&c, &owner, "direct-restart", 5).await;
+    let executor = c.status().await.executor.unwrap();
+    wait_for(|| async {
+        let a: api::AccountView = c.get(&format!("/v1/accounts/{executor}")).await.json();
+        a.executor.filter(|e| e.models.contains(&p.model))
+    })
+    .await;
+    let nonce = c.nonce(&requester).await;
+    let (stx, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
+    let served: DirectResponse = c.post_json("/v1/execute", &req).await.json();
+    assert_eq!(served.request, stx.hash());
+    // The executor stops right after answering, before or after the request made
+    // it into a block.
+    drop(c);
+    node.stop().await;
+
+    let node = start_node(cfg.clone(), Storage::Disk).await;
+    let c = Client::new(&node);
+    // The same signed request again: refused, not executed a second time. While
+    // the request waits for its block the executor says it served it; once the
+    // block is in, the request's nonce is spent.
+    let again = c.post_json("/v1/execute", &req).await;
+    assert_eq!(again.status, 409);
+    let e: api::ErrorBody = again.json();
+    assert!(
+        matches!(e.code, ErrorCode::AlreadyServed | ErrorCode::BadNonce),
+        "{e:?}"
+    );
+    // The restarted executor settles it, once.
+    let tx: TxView = c.wait_tx(&served.request).await;
+    assert!(matches!(tx.state, TxState::Included { .. }), "{tx:?}");
+    let job = tx.created.unwrap();
+    let j = wait_for(|| async {
+        let j = c.job(job).await;
+        (j.status == "finalized").then_some(j)
+    })
+    .await;
+    assert_eq!(
+        j.receipts[0].as_ref().unwrap().trace_root,
+        served.receipt.trace_root
+    );
+    assert_eq!(c.nonce(&requester).await, nonce + 1);
+    c.post_json("/v1/execute", &req)
+        .await
+        .expect_error(ErrorCode::BadNonce);
+    drop(c);
+    node.stop().await;
+    // Settled: nothing is left of the served record.
+    let store = deed_store::RedbStateStore::open(dir.path().join("state.redb")).unwrap();
+    assert!(deed_store::StateStore::local_prefix(&store, b"s")
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_direct_call_is_refused_after_a_restart_while_unsettled() {
+    // A node that serves a request and stops before any block includes it: the
+    // record of the request is what makes the restarted node refuse it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(Roles::all());
+    cfg.data_dir = dir.path().to_path_buf();
+    let node = start_node(cfg.clone(), Storage::Disk).await;
+    let c = Client::new(&node);
+    let (owner, requester) = (user(0), user(2));
+    let p = publish_mlp(&c, &owner, "direct-unsettled", 5).await;
+    let executor = c.status().await.executor.unwrap();
+    wait_for(|| async {
+        let a: api::AccountView = c.get(&format!("/v1/accounts/{executor}")).await.json();
+        a.executor.filter(|e| e.models.contains(&p.model))
+    })
+    .await;
+    let (stx, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
+    drop(c);
+    node.stop().await;
+    // Blocks slow enough that none lands between the answer and the stop.
+    cfg.block_interval_ms = 60_000;
+    cfg.heartbeat_ms = 60_000;
+    let node = start_node(cfg.clone(), Storage::Disk).await;
+    let c = Client::new(&node);
+    let _: DirectResponse = c.post_json("/v1/execute", &req).await.json();
+    drop(c);
+    node.stop().await;
+    {
+        let store = deed_store::RedbStateStore::open(dir.path().join("state.redb")).unwrap();
+        let records = deed_store::StateStore::local_prefix(&store, b"s").unwrap();
+        assert_eq!(records.len(), 1, "the served request is on disk");
+        assert_eq!(records[0].1, stx.encode());
+    }
+    let node = start_node(cfg, Storage::Disk).await;
+    let c = Client::new(&node);
+    let e = c
+        .post_json("/v1/execute", &req)
+        .await
+        .expect_error(ErrorCode::AlreadyServed);
+    assert!(e.message.contains("already served"), "{}", e.message);
+    // And it is queued for settlement again.
+    let t: TxView = c
+        .get(&format!("/v1/transactions/{}", stx.hash()))
+        .await
+        .json();
+    assert!(
+        matches!(t.state, TxState::Pending | TxState::Included { .. }),
+        "{t:?}"
+    );
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_interrupted_by_a_restart_resumes_with_only_the_missing_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(Roles::parse_list("validator,storage").unwrap());
+    cfg.data_dir = dir.path().to_path_buf();
+    cfg.heartbeat_ms = 60_000;
+    let node = start_node(cfg.clone(), Storage::Disk).await;
+    let c = Client::new(&node);
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 11 % 253) as u8).collect();
+    let m = Manifest::build(&data, 1024).unwrap();
+    let chunk = |i: u32| {
+        let r = m.chunk_range(i).unwrap();
+        data[r.start as usize..r.end as usize].to_vec()
+    };
+    let _: UploadStatus = c.post_json("/v1/blobs/uploads", &m).await.json();
+    for i in [0, 3, 9] {
+        let r = c
+            .put(&format!("/v1/blobs/uploads/{}/chunks/{i}", m.id), chunk(i))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    drop(c);
+    node.stop().await;
+
+    let node = start_node(cfg, Storage::Disk).await;
+    let c = Client::new(&node);
+    // The node still knows the upload: chunks go on arriving without the manifest
+    // being sent again, and it names exactly the ones it lacks.
+    let st: UploadStatus = c
+        .put(&format!("/v1/blobs/uploads/{}/chunks/1", m.id), chunk(1))
+        .await
+        .json();
+    assert_eq!(st.missing, vec![2, 4, 5, 6, 7, 8]);
+    // A client that uploads the same bytes sends only those.
+    let client = deed_client::Client::new(&c.base).unwrap();
+    let up = client.upload_chunked(&data, 1024, None).await.unwrap();
+    assert_eq!((up.chunks_sent, up.chunks_total), (6, 10));
+    assert_eq!(c.get(&format!("/v1/blobs/{}", m.id)).await.body, data);
+    // A finished upload is forgotten.
+    c.put(&format!("/v1/blobs/uploads/{}/chunks/2", m.id), chunk(2))
+        .await
+        .expect_error(ErrorCode::NotFound);
     node.stop().await;
 }
 

@@ -104,6 +104,7 @@ fn commit_for(height: u64, prev_root: Hash) -> Commit {
         block: block_for(height),
         state_root: next_root(prev_root, height),
         writes: writes_for(height),
+        local: Vec::new(),
     }
 }
 

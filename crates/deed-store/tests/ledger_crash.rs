@@ -96,6 +96,7 @@ fn genesis_commit(state: &State) -> Commit {
         block: Vec::new(),
         state_root: state.root(),
         writes: state.to_kv(),
+        local: Vec::new(),
     }
 }
 
@@ -168,6 +169,7 @@ fn step(seed: u64, keys: &Keys, state: &mut State) -> (Commit, Block, Vec<Result
         block: block.encode(),
         state_root: outcome.state_root,
         writes: outcome.writes,
+        local: Vec::new(),
     };
     let results = outcome.results.into_iter().map(|r| r.outcome).collect();
     (commit, block, results)

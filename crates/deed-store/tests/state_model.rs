@@ -45,6 +45,7 @@ fn commit(height: u64, writes: Vec<Write>) -> Commit {
         block: height.to_be_bytes().to_vec(),
         state_root: Hash::domain("model root", &[&height.to_le_bytes()]),
         writes,
+        local: Vec::new(),
     }
 }
 

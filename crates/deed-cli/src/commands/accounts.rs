@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use deed_client::DEFAULT_CHUNK_SIZE;
 use deed_types::{Action, Amount, Cid, ModelId};
 use serde_json::json;
 
@@ -11,17 +12,24 @@ use crate::keystore::{self, KeyEntry};
 /// `deed keys`.
 #[derive(Subcommand, Debug)]
 pub enum KeysCmd {
-    /// Generate a new key and store it under NAME.
+    /// Generate a new key and store it under NAME, encrypted with a passphrase.
     New {
         /// Key name.
         name: String,
+        /// Store the key unencrypted (hex in NAME.key): for throwaway dev keys only.
+        #[arg(long)]
+        insecure_plaintext: bool,
     },
-    /// Store an existing secret key (64 hex digits, or a file holding them).
+    /// Store an existing key: 64 hex digits, a file holding them, or a keystore v3
+    /// JSON file (kept as it is, with its own passphrase).
     Import {
         /// Key name.
         name: String,
-        /// The secret key as hex, or a path to a file with it.
+        /// The secret key as hex, or a path to a hex or keystore v3 file.
         secret: String,
+        /// Store a hex key unencrypted (hex in NAME.key): for throwaway dev keys only.
+        #[arg(long)]
+        insecure_plaintext: bool,
     },
     /// List stored keys.
     List,
@@ -93,7 +101,10 @@ pub(super) async fn blob(ctx: &Ctx, cmd: BlobCmd) -> Result<Out> {
                 bar.set_position(done);
             };
             let t = std::time::Instant::now();
-            let up = ctx.client.upload(&bytes, Some(&progress)).await?;
+            let up = ctx
+                .client
+                .upload_bytes(bytes.into(), DEFAULT_CHUNK_SIZE, Some(&progress))
+                .await?;
             let secs = t.elapsed().as_secs_f64();
             bar.finish_and_clear();
             Ok(Out::new(
@@ -114,33 +125,39 @@ pub(super) async fn blob(ctx: &Ctx, cmd: BlobCmd) -> Result<Out> {
                 .parse()
                 .map_err(|e| anyhow::anyhow!("bad CID `{cid}`: {e}"))?;
             let t = std::time::Instant::now();
-            let bytes = match range {
+            let size = match range {
                 Some(r) => {
                     let (a, b) = r
                         .split_once("..")
                         .ok_or_else(|| anyhow::anyhow!("--range is START..END"))?;
                     let a: u64 = a.parse().context("range start")?;
                     let b: u64 = b.parse().context("range end")?;
-                    ctx.client.download_range(&cid, a..b).await?
+                    let bytes = ctx.client.download_range(&cid, a..b).await?;
+                    super::models::write_atomic(&out, &bytes)?;
+                    bytes.len() as u64
                 }
                 None => {
+                    // Written beside OUT as it arrives and renamed into place once
+                    // the whole blob verified: a failed download leaves nothing.
+                    let tmp = super::models::scratch_beside(&out)?;
                     let bar = byte_bar(ctx, "download");
                     let progress = |done: u64, total: u64| {
                         bar.set_length(total);
                         bar.set_position(done);
                     };
-                    let b = ctx.client.download(&cid, Some(&progress)).await?;
+                    let (tmp, size) = ctx.client.download_to(&cid, tmp, Some(&progress)).await?;
                     bar.finish_and_clear();
-                    b
+                    tmp.persist(&out)
+                        .with_context(|| format!("cannot write {}", out.display()))?;
+                    size
                 }
             };
             let secs = t.elapsed().as_secs_f64();
-            super::models::write_atomic(&out, &bytes)?;
             Ok(Out::new(
-                json!({ "cid": cid, "size": bytes.len(), "path": out, "seconds": secs }),
+                json!({ "cid": cid, "size": size, "path": out, "seconds": secs }),
                 lines(&[
                     ("wrote", out.display().to_string()),
-                    ("bytes", bytes.len().to_string()),
+                    ("bytes", size.to_string()),
                 ]),
             ))
         }
@@ -148,27 +165,61 @@ pub(super) async fn blob(ctx: &Ctx, cmd: BlobCmd) -> Result<Out> {
 }
 
 fn entry_json(e: &KeyEntry) -> serde_json::Value {
-    json!({ "name": e.name, "address": e.address })
+    json!({ "name": e.name, "address": e.address, "encrypted": e.encrypted })
 }
 
 pub(super) fn keys(ctx: &Ctx, cmd: KeysCmd) -> Result<Out> {
     let store = ctx.keystore()?;
+    let pass = ctx.passphrase();
+    let store_key = |name: &str, key: &deed_types::SecretKey, plaintext: bool| {
+        if plaintext {
+            store.insert_plaintext(name, key)
+        } else {
+            let p = pass.choose(&format!("the new key `{name}`"))?;
+            store.insert(name, key, &p)
+        }
+    };
     match cmd {
-        KeysCmd::New { name } => {
-            let e = store.insert(&name, &keystore::generate()?)?;
+        KeysCmd::New {
+            name,
+            insecure_plaintext,
+        } => {
+            let e = store_key(&name, &keystore::generate()?, insecure_plaintext)?;
             Ok(Out::new(
                 entry_json(&e),
                 format!("created key `{}`  {}", e.name, e.address),
             ))
         }
-        KeysCmd::Import { name, secret } => {
+        KeysCmd::Import {
+            name,
+            secret,
+            insecure_plaintext,
+        } => {
             let path = std::path::Path::new(&secret);
-            let key = if path.is_file() {
-                keystore::read_key_file(path)?
+            let text = if path.is_file() {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
             } else {
-                keystore::parse_hex_key(&secret)?
+                secret.clone()
             };
-            let e = store.insert(&name, &key)?;
+            let e = if text.trim_start().starts_with('{') {
+                if insecure_plaintext {
+                    bail!(
+                        "--insecure-plaintext applies to hex keys; a keystore file stays encrypted"
+                    );
+                }
+                let p = pass.get(&format!("the key file {secret}"))?;
+                store.import_v3(&name, &text, &p)?
+            } else {
+                let key = keystore::parse_hex_key(&text).with_context(|| {
+                    if path.is_file() {
+                        format!("bad key file {}", path.display())
+                    } else {
+                        "not a key file, 64 hex digits or a keystore v3 file".to_owned()
+                    }
+                })?;
+                store_key(&name, &key, insecure_plaintext)?
+            };
             Ok(Out::new(
                 entry_json(&e),
                 format!("imported key `{}`  {}", e.name, e.address),
@@ -184,7 +235,10 @@ pub(super) fn keys(ctx: &Ctx, cmd: KeysCmd) -> Result<Out> {
             } else {
                 let w = list.iter().map(|e| e.name.len()).max().unwrap_or(0);
                 list.iter()
-                    .map(|e| format!("{:w$}  {}", e.name, e.address))
+                    .map(|e| {
+                        let plain = if e.encrypted { "" } else { "  (unencrypted)" };
+                        format!("{:w$}  {}{plain}", e.name, e.address)
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             };
@@ -195,7 +249,7 @@ pub(super) fn keys(ctx: &Ctx, cmd: KeysCmd) -> Result<Out> {
         }
         KeysCmd::Show { name } => {
             let key = match name {
-                Some(n) => keystore::resolve(&store, &n)?,
+                Some(n) => keystore::resolve(&store, &n, &pass)?,
                 None => ctx.key()?,
             };
             let a = key.address();

@@ -17,7 +17,7 @@ use deed_client::{Client, ClientError};
 use deed_types::{Address, Amount, SecretKey};
 use serde_json::Value;
 
-use crate::keystore::{self, Keystore};
+use crate::keystore::{self, Keystore, Passphrase};
 
 pub use accounts::{BlobCmd, ExecutorCmd, KeysCmd};
 pub use disputes::DisputeCmd;
@@ -43,6 +43,10 @@ pub struct NodeArgs {
         value_name = "NAME|HEX|FILE"
     )]
     pub key: Option<String>,
+    /// File whose first line is the passphrase of encrypted keys (else
+    /// DEED_PASSWORD, else a prompt on a terminal).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<std::path::PathBuf>,
     /// Seconds to wait for a transaction's inclusion or a job's finality.
     #[arg(long, global = true, default_value_t = 120, value_name = "SECS")]
     pub timeout: u64,
@@ -135,10 +139,15 @@ impl Ctx {
         Keystore::open_default()
     }
 
+    /// Where passphrases of encrypted keys come from.
+    pub fn passphrase(&self) -> Passphrase {
+        Passphrase::new(self.args.password_file.clone())
+    }
+
     /// The signing key; an error naming the flag when none was given.
     pub fn key(&self) -> Result<SecretKey> {
         match &self.args.key {
-            Some(spec) => keystore::resolve(&self.keystore()?, spec),
+            Some(spec) => keystore::resolve(&self.keystore()?, spec, &self.passphrase()),
             None => {
                 bail!("this command signs a transaction: pass --key NAME|HEX|FILE or set DEED_KEY")
             }
@@ -157,11 +166,9 @@ impl Ctx {
         if spec.starts_with("0x") {
             bail!("`{spec}` is not an address (40 hex digits after 0x)");
         }
-        Ok(self
-            .keystore()?
-            .get(spec)
-            .with_context(|| format!("`{spec}` is neither an address nor a key name"))?
-            .address())
+        self.keystore()?
+            .address(spec, &self.passphrase())
+            .with_context(|| format!("`{spec}` is neither an address nor a key name"))
     }
 
     /// Signs, submits and waits for inclusion; returns the transaction view.

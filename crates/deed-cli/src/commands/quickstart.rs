@@ -56,6 +56,7 @@ fn as_ctx(parent: &Ctx, url: &str, key: &SecretKey) -> Result<Ctx> {
         args: NodeArgs {
             node: url.to_owned(),
             key: Some(hex::encode(key.to_bytes())),
+            password_file: parent.args.password_file.clone(),
             timeout: parent.args.timeout,
             tx_fee: parent.args.tx_fee,
         },

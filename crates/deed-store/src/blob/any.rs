@@ -69,6 +69,15 @@ impl BlobStore for AnyBlobStore {
         delegate!(self, s => s.put_chunk(manifest, index, data))
     }
 
+    async fn put_chunk_owned(
+        &self,
+        manifest: &Manifest,
+        index: u32,
+        data: Vec<u8>,
+    ) -> Result<(), BlobError> {
+        delegate!(self, s => s.put_chunk_owned(manifest, index, data))
+    }
+
     async fn finish(&self, manifest: &Manifest) -> Result<(), BlobError> {
         delegate!(self, s => s.finish(manifest))
     }

@@ -216,31 +216,35 @@ async fn incomplete_upload_is_invisible<S: BlobStore>(s: S) {
 }
 
 async fn lying_manifest_is_rejected<S: BlobStore>(s: S) {
-    let data = sample(2_500, 5);
-    let mut m = Manifest::build(&data, 1000).expect("build");
-    // Chunk hashes match the data, but the id claims other content.
-    let claimed = Cid::of(b"something else entirely");
-    m.id = claimed;
-    for i in 0..m.chunk_count() {
-        s.put_chunk(&m, i, chunk_of(&m, &data, i))
-            .await
-            .expect("put");
-    }
-    let err = s.finish(&m).await.expect_err("lying manifest");
-    match err {
-        BlobError::ContentMismatch { expected, got } => {
-            assert_eq!(expected, claimed);
-            assert_eq!(got, Cid::of(&data));
+    // Chunk sizes that are and are not whole subtrees of the blob's hash tree: a
+    // store may check the id either way.
+    for (chunk_size, seed) in [(1000, 5), (1024, 6)] {
+        let data = sample(2_500, seed);
+        let mut m = Manifest::build(&data, chunk_size).expect("build");
+        // Chunk hashes match the data, but the id claims other content.
+        let claimed = Cid::of(b"something else entirely");
+        m.id = claimed;
+        for i in 0..m.chunk_count() {
+            s.put_chunk(&m, i, chunk_of(&m, &data, i))
+                .await
+                .expect("put");
         }
-        other => panic!("wrong error: {other:?}"),
+        let err = s.finish(&m).await.expect_err("lying manifest");
+        match err {
+            BlobError::ContentMismatch { expected, got } => {
+                assert_eq!(expected, claimed);
+                assert_eq!(got, Cid::of(&data));
+            }
+            other => panic!("wrong error: {other:?}"),
+        }
+        assert_eq!(s.manifest(&claimed).await.expect("manifest"), None);
+        assert_eq!(s.manifest(&Cid::of(&data)).await.expect("manifest"), None);
+        assert_eq!(
+            s.missing_chunks(&m).await.expect("missing"),
+            vec![0, 1, 2],
+            "a rejected upload leaves nothing staged"
+        );
     }
-    assert_eq!(s.manifest(&claimed).await.expect("manifest"), None);
-    assert_eq!(s.manifest(&Cid::of(&data)).await.expect("manifest"), None);
-    assert_eq!(
-        s.missing_chunks(&m).await.expect("missing"),
-        vec![0, 1, 2],
-        "a rejected upload leaves nothing staged"
-    );
 }
 
 async fn limits_are_enforced<S: BlobStore>(s: S) {

@@ -6,25 +6,37 @@
 //!   Each is written under `tmp/` and renamed into place, so a chunk file is never
 //!   partial; staged chunks survive restarts, which is what lets uploads resume.
 //! - `blobs/<cid>/<index>.chunk` and `blobs/<cid>/manifest`: a complete blob. `finish`
-//!   verifies and syncs the staged chunks, adds the manifest and renames the whole
-//!   staging directory to `blobs/<cid>` in one step, so a blob is either entirely
-//!   present or absent, and its bytes are never copied.
+//!   checks the whole content against the id, syncs the staged chunks, adds the
+//!   manifest and renames the whole staging directory to `blobs/<cid>` in one step,
+//!   so a blob is either entirely present or absent, and its bytes are never copied.
+//!   Each staged chunk is synced in the background as soon as it is written.
+//!   Chunks this process verified on arrival are not read back: their chaining
+//!   values (see `tree.rs`) give the blob's id. Chunks staged before the store was
+//!   opened are read back and checked again.
 //! - `tmp/`: scratch space, emptied when the store is opened.
 //!
 //! One process owns a root at a time. Blocking file I/O runs on tokio's blocking
 //! pool, so the store must be used inside a tokio runtime.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use blake3::hazmat::ChainingValue;
+use deed_types::Hash;
 
 use super::{
-    append_chunk_part, check_range, verify_stored_chunk, BlobError, BlobLimits, BlobStore, Cid,
-    Manifest,
+    append_chunk_part, check_range, tree, verify_stored_chunk, BlobError, BlobLimits, BlobStore,
+    Cid, Manifest,
 };
+
+/// Threads that sync a finished blob's chunk files at once: the file system commits
+/// concurrent syncs together, so a few in parallel cost little more than one.
+const SYNC_THREADS: usize = 4;
 
 /// A [`BlobStore`] in a local directory.
 #[derive(Clone, Debug)]
@@ -37,7 +49,16 @@ pub struct FsBlobStore {
 struct Root {
     path: PathBuf,
     next_tmp: AtomicU64,
+    /// Chaining values of the chunks this process verified and staged, by upload
+    /// key and index (tree-aligned uploads only). Lost on restart, which only means
+    /// `finish` reads those chunks back.
+    verified: Mutex<HashMap<Hash, HashMap<u32, ChainingValue>>>,
+    /// Background syncs of staged chunks, by upload key, for `finish` to wait for.
+    syncs: Mutex<HashMap<Hash, Vec<(u32, ChunkSync)>>>,
 }
+
+/// The sync of one staged chunk file, running on the blocking pool.
+type ChunkSync = tokio::task::JoinHandle<io::Result<()>>;
 
 fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> BlobError {
     move |source| BlobError::Io { op, source }
@@ -62,6 +83,8 @@ impl FsBlobStore {
             root: Arc::new(Root {
                 path,
                 next_tmp: AtomicU64::new(0),
+                verified: Mutex::new(HashMap::new()),
+                syncs: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -100,6 +123,22 @@ impl Root {
         self.path
             .join("tmp")
             .join(format!("{}-{n}", std::process::id()))
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, HashMap<u32, ChainingValue>>> {
+        // Every critical section leaves the map consistent.
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn syncs(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, Vec<(u32, ChunkSync)>>> {
+        self.syncs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets what this process verified of an upload (finished or aborted).
+    fn forget(&self, m: &Manifest) {
+        self.verified().remove(&m.upload_key());
+        // Dropping a handle detaches its sync, which ends on its own.
+        self.syncs().remove(&m.upload_key());
     }
 
     fn is_complete(&self, id: &Cid) -> bool {
@@ -170,11 +209,16 @@ fn remove_dir_if_present(dir: &Path) -> io::Result<()> {
     }
 }
 
-fn finish_blocking(root: &Root, m: &Manifest) -> Result<(), BlobError> {
+fn finish_blocking(
+    root: &Root,
+    m: &Manifest,
+    synced: &HashMap<u32, bool>,
+) -> Result<(), BlobError> {
     let staging = root.staging_dir(m);
     let final_dir = root.blob_dir(&m.id);
     if final_dir.is_dir() {
         remove_dir_if_present(&staging).map_err(io_err("remove staged chunks"))?;
+        root.forget(m);
         return Ok(());
     }
     let present = root.staged_indices(m)?;
@@ -187,12 +231,14 @@ fn finish_blocking(root: &Root, m: &Manifest) -> Result<(), BlobError> {
             first,
         });
     }
-    if let Err(e) = verify_and_sync_staged(root, m) {
+    if let Err(e) = verify_staged(root, m) {
         if matches!(e, BlobError::ContentMismatch { .. }) {
             remove_dir_if_present(&staging).map_err(io_err("remove staged chunks"))?;
+            root.forget(m);
         }
         return Err(e);
     }
+    sync_chunks(root, m, synced)?;
     fs::create_dir_all(&staging).map_err(io_err("create staging directory"))?;
     let tmp = root.tmp_path();
     write_synced(&tmp, &m.encode()).map_err(io_err("write manifest"))?;
@@ -205,31 +251,49 @@ fn finish_blocking(root: &Root, m: &Manifest) -> Result<(), BlobError> {
         }
         remove_dir_if_present(&staging).map_err(io_err("remove staged chunks"))?;
     }
+    root.forget(m);
     sync_dir(&root.path.join("blobs")).map_err(io_err("sync blob directory"))
 }
 
-/// Reads back every staged chunk of `m`, checks it and the whole content against the
-/// manifest, and syncs each chunk file, so what gets published is durable and right.
-/// Staging skips the sync: a chunk lost to a power cut fails this check and is asked
-/// for again, never published.
-fn verify_and_sync_staged(root: &Root, m: &Manifest) -> Result<(), BlobError> {
+/// Checks that the staged chunks of `m` make up the blob `m` names. Chunks this
+/// process verified on arrival count as checked and give the id from their
+/// chaining values; any other chunk (staged before a restart, which a power cut
+/// may have damaged since it was not synced) is read back and checked again.
+fn verify_staged(root: &Root, m: &Manifest) -> Result<(), BlobError> {
+    let known: HashMap<u32, ChainingValue> = root
+        .verified()
+        .get(&m.upload_key())
+        .cloned()
+        .unwrap_or_default();
+    if tree::aligned(m) {
+        let mut cvs = Vec::with_capacity(m.chunks.len());
+        for index in 0..m.chunk_count() {
+            let cv = match known.get(&index) {
+                Some(cv) => *cv,
+                None => {
+                    let chunk = read_staged_chunk(root, m, index)?;
+                    tree::chunk_cv(m, index, &chunk).ok_or(BlobError::BadManifest {
+                        reason: "chunk does not fit the blob's hash tree",
+                    })?
+                }
+            };
+            cvs.push(cv);
+        }
+        let got = tree::root(m, &cvs).ok_or(BlobError::BadManifest {
+            reason: "chunk list does not fit the blob's hash tree",
+        })?;
+        return check_id(m, got);
+    }
+    // Chunks that are not whole subtrees: hash the content in order.
     let mut hasher = blake3::Hasher::new();
     for index in 0..m.chunk_count() {
-        let path = root.chunk_path(m, index);
-        let mut file = File::open(&path).map_err(io_err("open staged chunk"))?;
-        let mut chunk = Vec::new();
-        file.read_to_end(&mut chunk)
-            .map_err(io_err("read staged chunk"))?;
-        if let Err(e) = m.check_chunk(index, &chunk) {
-            // A damaged staged chunk is dropped so that the uploader is asked for it
-            // again.
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
+        let chunk = read_staged_chunk(root, m, index)?;
         hasher.update(&chunk);
-        file.sync_all().map_err(io_err("sync staged chunk"))?;
     }
-    let got = Cid(hasher.finalize().into());
+    check_id(m, Cid(hasher.finalize().into()))
+}
+
+fn check_id(m: &Manifest, got: Cid) -> Result<(), BlobError> {
     if got != m.id {
         return Err(BlobError::ContentMismatch {
             expected: m.id,
@@ -237,6 +301,47 @@ fn verify_and_sync_staged(root: &Root, m: &Manifest) -> Result<(), BlobError> {
         });
     }
     Ok(())
+}
+
+/// Reads staged chunk `index` of `m` back and checks it; a damaged one is dropped
+/// so that the uploader is asked for it again.
+fn read_staged_chunk(root: &Root, m: &Manifest, index: u32) -> Result<Vec<u8>, BlobError> {
+    let path = root.chunk_path(m, index);
+    let mut chunk = Vec::new();
+    File::open(&path)
+        .and_then(|mut f| f.read_to_end(&mut chunk))
+        .map_err(io_err("read staged chunk"))?;
+    if let Err(e) = m.check_chunk(index, &chunk) {
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(chunk)
+}
+
+/// Syncs every staged chunk file of `m` that no background sync has, a few at a
+/// time.
+fn sync_chunks(root: &Root, m: &Manifest, synced: &HashMap<u32, bool>) -> Result<(), BlobError> {
+    let paths: Vec<PathBuf> = (0..m.chunk_count())
+        .filter(|i| synced.get(i) != Some(&true))
+        .map(|i| root.chunk_path(m, i))
+        .collect();
+    let per_thread = paths.len().div_ceil(SYNC_THREADS).max(1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = paths
+            .chunks(per_thread)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .try_for_each(|p| File::open(p).and_then(|f| f.sync_data()))
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err(io::Error::other("sync thread panicked")))
+        })
+    })
+    .map_err(io_err("sync staged chunk"))
 }
 
 fn read_range_blocking(root: &Root, id: &Cid, range: Range<u64>) -> Result<Vec<u8>, BlobError> {
@@ -289,34 +394,80 @@ impl BlobStore for FsBlobStore {
         index: u32,
         data: &[u8],
     ) -> Result<(), BlobError> {
+        self.put_chunk_owned(manifest, index, data.to_vec()).await
+    }
+
+    async fn put_chunk_owned(
+        &self,
+        manifest: &Manifest,
+        index: u32,
+        data: Vec<u8>,
+    ) -> Result<(), BlobError> {
         manifest.validate(&self.limits)?;
-        manifest.check_chunk(index, data)?;
         let m = manifest.clone();
-        let data = data.to_vec();
-        self.blocking(move |root| {
-            if root.is_complete(&m.id) {
-                return Ok(());
-            }
-            let dir = root.staging_dir(&m);
-            fs::create_dir_all(&dir).map_err(io_err("create staging directory"))?;
-            // Not synced here: `finish` re-verifies and syncs every chunk before the
-            // blob is published.
-            let tmp = root.tmp_path();
-            fs::write(&tmp, &data).map_err(io_err("write chunk"))?;
-            fs::rename(&tmp, root.chunk_path(&m, index)).map_err(io_err("store chunk"))
-        })
-        .await
+        let staged = self
+            .blocking(move |root| {
+                // Hashed here rather than on the caller's task: a chunk is up to
+                // several MiB.
+                m.check_chunk(index, &data)?;
+                if root.is_complete(&m.id) {
+                    return Ok(None);
+                }
+                let cv = tree::chunk_cv(&m, index, &data);
+                let dir = root.staging_dir(&m);
+                fs::create_dir_all(&dir).map_err(io_err("create staging directory"))?;
+                // Not synced here but in the background (below); `finish` waits for it
+                // and re-verifies any chunk staged before a restart.
+                let tmp = root.tmp_path();
+                fs::write(&tmp, &data).map_err(io_err("write chunk"))?;
+                let path = root.chunk_path(&m, index);
+                fs::rename(&tmp, &path).map_err(io_err("store chunk"))?;
+                if let Some(cv) = cv {
+                    root.verified()
+                        .entry(m.upload_key())
+                        .or_default()
+                        .insert(index, cv);
+                }
+                Ok(Some((m.upload_key(), path)))
+            })
+            .await?;
+        // The chunk goes to disk now, while the rest of the upload arrives, rather
+        // than all at once in `finish`, which waits for these syncs.
+        if let Some((key, path)) = staged {
+            let sync = tokio::task::spawn_blocking(move || File::open(path)?.sync_data());
+            self.root
+                .syncs()
+                .entry(key)
+                .or_default()
+                .push((index, sync));
+        }
+        Ok(())
     }
 
     async fn finish(&self, manifest: &Manifest) -> Result<(), BlobError> {
         manifest.validate(&self.limits)?;
         let m = manifest.clone();
-        self.blocking(move |root| finish_blocking(root, &m)).await
+        // Chunks whose background sync succeeded need no other; a failed one is
+        // synced again below, and its error reported if it fails again.
+        let pending = self
+            .root
+            .syncs()
+            .remove(&m.upload_key())
+            .unwrap_or_default();
+        let mut synced: HashMap<u32, bool> = HashMap::new();
+        for (index, sync) in pending {
+            let ok = matches!(sync.await, Ok(Ok(())));
+            let entry = synced.entry(index).or_insert(true);
+            *entry &= ok;
+        }
+        self.blocking(move |root| finish_blocking(root, &m, &synced))
+            .await
     }
 
     async fn abort(&self, manifest: &Manifest) -> Result<(), BlobError> {
         let m = manifest.clone();
         self.blocking(move |root| {
+            root.forget(&m);
             remove_dir_if_present(&root.staging_dir(&m)).map_err(io_err("remove staged chunks"))
         })
         .await
@@ -403,6 +554,45 @@ mod tests {
     }
 
     #[test]
+    fn tree_aligned_upload_finishes_from_chunks_verified_before_and_after_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data: Vec<u8> = (0..9_000u32).map(|i| (i * 13 % 256) as u8).collect();
+        let m = Manifest::build(&data, 1024).expect("build");
+        let put = |store: FsBlobStore, indices: Vec<u32>| {
+            let (m, data) = (m.clone(), data.clone());
+            async move {
+                for i in indices {
+                    let r = m.chunk_range(i).expect("range");
+                    store
+                        .put_chunk(&m, i, &data[r.start as usize..r.end as usize])
+                        .await
+                        .expect("put");
+                }
+                store
+            }
+        };
+        rt().block_on(async {
+            let store = FsBlobStore::open(dir.path(), conformance::limits()).expect("open");
+            put(store, vec![0, 2, 5, 8]).await;
+        });
+        rt().block_on(async {
+            let store = FsBlobStore::open(dir.path(), conformance::limits()).expect("reopen");
+            let store = put(store, vec![1, 3, 4, 6, 7]).await;
+            store.finish(&m).await.expect("finish");
+            assert_eq!(
+                super::super::download(&store, &m.id)
+                    .await
+                    .expect("download"),
+                data
+            );
+            assert!(
+                store.root.verified().is_empty(),
+                "nothing kept after finish"
+            );
+        });
+    }
+
+    #[test]
     fn damaged_blob_file_is_reported_not_returned() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = vec![42u8; 5000];
@@ -444,6 +634,10 @@ mod tests {
                     .expect("put");
             }
             fs::write(store.root.chunk_path(&m, 1), vec![0u8; 1000]).expect("damage");
+        });
+        // Damage to a staged chunk means a power cut, so a restart, in between.
+        rt().block_on(async {
+            let store = FsBlobStore::open(dir.path(), conformance::limits()).expect("reopen");
             let err = store.finish(&m).await.expect_err("damaged chunk");
             assert!(
                 matches!(err, BlobError::ChunkHashMismatch { index: 1, .. }),

@@ -12,6 +12,9 @@ use super::{BlobError, BlobLimits, Cid};
 pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
 
 const MAGIC: &[u8; 4] = b"DBM1";
+
+/// Data from which [`Manifest::build`] hashes the chunks and the whole on two threads.
+const PARALLEL_BUILD_BYTES: usize = 4 << 20;
 const HEADER_LEN: usize = 4 + 32 + 8 + 4 + 4;
 
 /// What a blob is made of: its id, its size, the chunk size and the blake3 hash of
@@ -40,11 +43,24 @@ impl Manifest {
         let step = usize::try_from(chunk_size).map_err(|_| BlobError::BadManifest {
             reason: "chunk size does not fit this platform",
         })?;
+        let chunk_hashes = || data.chunks(step).map(Hash::of).collect();
+        // Two passes over the data (the chunks, the whole): on two threads when
+        // there is enough of it to be worth a thread.
+        let (id, chunks) = if data.len() >= PARALLEL_BUILD_BYTES {
+            std::thread::scope(|s| {
+                let whole = s.spawn(|| Cid::of(data));
+                let chunks = chunk_hashes();
+                // `Cid::of` does not panic; should the thread fail anyway, hash here.
+                (whole.join().unwrap_or_else(|_| Cid::of(data)), chunks)
+            })
+        } else {
+            (Cid::of(data), chunk_hashes())
+        };
         Ok(Manifest {
-            id: Cid::of(data),
+            id,
             size: data.len() as u64,
             chunk_size,
-            chunks: data.chunks(step).map(Hash::of).collect(),
+            chunks,
         })
     }
 

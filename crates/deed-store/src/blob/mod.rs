@@ -14,6 +14,7 @@ mod fs;
 mod manifest;
 mod memory;
 mod object;
+mod tree;
 
 use std::future::Future;
 use std::ops::Range;
@@ -196,6 +197,17 @@ pub trait BlobStore: Send + Sync {
         index: u32,
         data: &[u8],
     ) -> impl Future<Output = Result<(), BlobError>> + Send;
+
+    /// [`put_chunk`](BlobStore::put_chunk) for bytes the caller owns, so that a
+    /// store that writes on another thread takes them without a copy.
+    fn put_chunk_owned(
+        &self,
+        manifest: &Manifest,
+        index: u32,
+        data: Vec<u8>,
+    ) -> impl Future<Output = Result<(), BlobError>> + Send {
+        async move { self.put_chunk(manifest, index, &data).await }
+    }
 
     /// Makes the blob visible once every chunk is present and the content hashes to
     /// the manifest's id. Idempotent: finishing a complete blob succeeds.

@@ -19,6 +19,48 @@ pub fn suite<S: StateStore>(make: impl Fn() -> S) {
     scan_is_sorted_and_respects_prefix_bounds(make());
     blocks_and_heads_by_height(make());
     large_values(make());
+    local_records_stay_beside_the_state(make());
+}
+
+fn local_records_stay_beside_the_state<S: StateStore>(mut s: S) {
+    s.put_local(vec![
+        set(b"served/1", b"a"),
+        set(b"served/2", b"b"),
+        set(b"other", b"c"),
+    ])
+    .expect("put_local");
+    commit_ok(&mut s, sample_commit(0, vec![set(b"k", b"v")]));
+    assert_eq!(
+        s.local_prefix(b"served/").expect("local"),
+        pairs(&[(b"served/1", b"a"), (b"served/2", b"b")]),
+        "local records are read by prefix, sorted"
+    );
+    assert_eq!(
+        s.iter().expect("iter"),
+        pairs(&[(b"k", b"v")]),
+        "local records are not state"
+    );
+    assert_eq!(s.get(b"other").expect("get"), None);
+    // A commit carries local writes in the same atomic step...
+    let mut c = sample_commit(1, vec![set(b"k2", b"v2")]);
+    c.local = vec![del(b"served/1"), set(b"served/3", b"d")];
+    commit_ok(&mut s, c);
+    assert_eq!(
+        s.local_prefix(b"served/").expect("local"),
+        pairs(&[(b"served/2", b"b"), (b"served/3", b"d")])
+    );
+    // ...and a refused commit changes none of them.
+    let mut gap = sample_commit(5, vec![]);
+    gap.local = vec![del(b"served/2")];
+    assert!(matches!(s.commit(gap), Err(StoreError::HeightGap { .. })));
+    assert_eq!(s.local_prefix(b"served/").expect("local").len(), 2);
+    s.put_local(vec![del(b"served/2"), del(b"served/3"), del(b"absent")])
+        .expect("delete");
+    assert!(s.local_prefix(b"served/").expect("local").is_empty());
+    assert_eq!(
+        s.local_prefix(b"").expect("local"),
+        pairs(&[(b"other", b"c")])
+    );
 }
 
 /// A commit at `height` whose block, hash and root are derived from the height.
@@ -30,6 +72,7 @@ pub fn sample_commit(height: u64, writes: Vec<Write>) -> Commit {
         block: [b"block-".as_slice(), &h].concat(),
         state_root: Hash::domain("deed-store conformance root", &[&h]),
         writes,
+        local: Vec::new(),
     }
 }
 

@@ -9,6 +9,27 @@ use super::{next_height, Commit, Entry, Head, StateStore, StoreError};
 pub struct MemoryStateStore {
     state: BTreeMap<Vec<u8>, Vec<u8>>,
     blocks: BTreeMap<u64, (Head, Vec<u8>)>,
+    local: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+fn apply(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, writes: Vec<super::Write>) {
+    for (key, value) in writes {
+        match value {
+            Some(v) => {
+                map.insert(key, v);
+            }
+            None => {
+                map.remove(&key);
+            }
+        }
+    }
+}
+
+fn prefixed(map: &BTreeMap<Vec<u8>, Vec<u8>>, prefix: &[u8]) -> Vec<Entry> {
+    map.range(prefix.to_vec()..)
+        .take_while(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 impl MemoryStateStore {
@@ -29,16 +50,8 @@ impl StateStore for MemoryStateStore {
         }
         // Validation is complete before the first mutation, and nothing below can
         // fail, so the commit is all-or-nothing.
-        for (key, value) in commit.writes {
-            match value {
-                Some(v) => {
-                    self.state.insert(key, v);
-                }
-                None => {
-                    self.state.remove(&key);
-                }
-            }
-        }
+        apply(&mut self.state, commit.writes);
+        apply(&mut self.local, commit.local);
         let head = Head {
             height: commit.height,
             block_hash: commit.block_hash,
@@ -61,16 +74,20 @@ impl StateStore for MemoryStateStore {
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        Ok(self
-            .state
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(prefixed(&self.state, prefix))
     }
 
     fn block(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.blocks.get(&height).map(|(_, block)| block.clone()))
+    }
+
+    fn put_local(&mut self, writes: Vec<super::Write>) -> Result<(), StoreError> {
+        apply(&mut self.local, writes);
+        Ok(())
+    }
+
+    fn local_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        Ok(prefixed(&self.local, prefix))
     }
 }
 

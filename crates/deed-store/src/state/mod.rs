@@ -4,7 +4,10 @@
 //! The ledger is a pure state machine whose state is a set of key/value pairs. It
 //! applies a block and reports the writes; a store persists those writes together
 //! with the block and the new head in one atomic step, so the state on disk is always
-//! exactly the state after some committed block.
+//! exactly the state after some committed block. Beside the state, a store keeps the
+//! node's *local records* (what this node alone promised, such as direct calls it
+//! served and has yet to see settled), written between blocks or atomically with
+//! one.
 
 pub mod conformance;
 mod memory;
@@ -35,6 +38,9 @@ pub struct Commit {
     pub state_root: Hash,
     /// The state writes, applied in order (a key written twice keeps its last write).
     pub writes: Vec<Write>,
+    /// Writes to the node's local records ([`StateStore::put_local`]) that must
+    /// happen exactly when this block is committed, in the same atomic step.
+    pub local: Vec<Write>,
 }
 
 /// The last committed block, as [`StateStore::latest`] reports it.
@@ -139,6 +145,15 @@ pub trait StateStore {
 
     /// The encoded block committed at `height`.
     fn block(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Atomically applies `writes` to the node's local records: a key space beside
+    /// the ledger state that is part of no block and no state root (what this node
+    /// promised or is in the middle of, as opposed to what the chain agreed). With
+    /// the same durability as a commit: the writes are on disk when this returns.
+    fn put_local(&mut self, writes: Vec<Write>) -> Result<(), StoreError>;
+
+    /// All local records whose key starts with `prefix`, sorted by key.
+    fn local_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
 }
 
 /// The height a store whose head is `head` accepts next.

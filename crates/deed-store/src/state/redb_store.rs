@@ -13,6 +13,8 @@ const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 /// Height -> block hash (32 bytes) followed by state root (32 bytes).
 const HEADS: TableDefinition<u64, &[u8]> = TableDefinition::new("heads");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The node's local records: beside the state, in no block and no root.
+const LOCAL: TableDefinition<&[u8], &[u8]> = TableDefinition::new("local");
 
 const META_HEAD: &str = "head";
 const META_FORMAT: &str = "format";
@@ -71,6 +73,8 @@ impl RedbStateStore {
             txn.open_table(STATE).map_err(backend("init"))?;
             txn.open_table(BLOCKS).map_err(backend("init"))?;
             txn.open_table(HEADS).map_err(backend("init"))?;
+            // Added after format 1's first files: created on their next open.
+            txn.open_table(LOCAL).map_err(backend("init"))?;
         }
         txn.commit().map_err(backend("init"))
     }
@@ -194,18 +198,9 @@ impl StateStore for RedbStateStore {
             meta.insert(META_HEAD, commit.height).map_err(backend(op))?;
 
             let mut state = txn.open_table(STATE).map_err(backend(op))?;
-            for (key, value) in &commit.writes {
-                match value {
-                    Some(v) => {
-                        state
-                            .insert(key.as_slice(), v.as_slice())
-                            .map_err(backend(op))?;
-                    }
-                    None => {
-                        state.remove(key.as_slice()).map_err(backend(op))?;
-                    }
-                }
-            }
+            apply(&mut state, &commit.writes, op)?;
+            let mut local = txn.open_table(LOCAL).map_err(backend(op))?;
+            apply(&mut local, &commit.local, op)?;
             let mut blocks = txn.open_table(BLOCKS).map_err(backend(op))?;
             blocks
                 .insert(commit.height, commit.block.as_slice())
@@ -251,18 +246,7 @@ impl StateStore for RedbStateStore {
     }
 
     fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
-        let op = "scan";
-        let txn = self.db.begin_read().map_err(backend(op))?;
-        let state = txn.open_table(STATE).map_err(backend(op))?;
-        let mut out = Vec::new();
-        for entry in state.range::<&[u8]>(prefix..).map_err(backend(op))? {
-            let (k, v) = entry.map_err(backend(op))?;
-            if !k.value().starts_with(prefix) {
-                break;
-            }
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.scan(STATE, prefix, "scan")
     }
 
     fn block(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -271,6 +255,65 @@ impl StateStore for RedbStateStore {
         let block = blocks.get(height).map_err(backend("block"))?;
         Ok(block.map(|g| g.value().to_vec()))
     }
+
+    fn put_local(&mut self, writes: Vec<super::Write>) -> Result<(), StoreError> {
+        let op = "write local records";
+        let mut txn = self.db.begin_write().map_err(backend(op))?;
+        // As durable as a block: a record is a promise the node already acted on.
+        txn.set_durability(Durability::Immediate);
+        txn.set_two_phase_commit(true);
+        {
+            let mut local = txn.open_table(LOCAL).map_err(backend(op))?;
+            apply(&mut local, &writes, op)?;
+        }
+        txn.commit().map_err(backend(op))
+    }
+
+    fn local_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        self.scan(LOCAL, prefix, "scan local records")
+    }
+}
+
+impl RedbStateStore {
+    fn scan(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+        prefix: &[u8],
+        op: &'static str,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let txn = self.db.begin_read().map_err(backend(op))?;
+        let t = txn.open_table(table).map_err(backend(op))?;
+        let mut out = Vec::new();
+        for entry in t.range::<&[u8]>(prefix..).map_err(backend(op))? {
+            let (k, v) = entry.map_err(backend(op))?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// Applies key/value writes to a table of a write transaction.
+fn apply(
+    table: &mut redb::Table<&[u8], &[u8]>,
+    writes: &[super::Write],
+    op: &'static str,
+) -> Result<(), StoreError> {
+    for (key, value) in writes {
+        match value {
+            Some(v) => {
+                table
+                    .insert(key.as_slice(), v.as_slice())
+                    .map_err(backend(op))?;
+            }
+            None => {
+                table.remove(key.as_slice()).map_err(backend(op))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -284,6 +327,7 @@ mod tests {
             block: height.to_le_bytes().to_vec(),
             state_root: Hash::domain("test root", &[&height.to_le_bytes()]),
             writes,
+            local: Vec::new(),
         }
     }
 
@@ -311,7 +355,16 @@ mod tests {
             ))
             .expect("commit 1");
         }
+        {
+            let mut s = RedbStateStore::open(&path).expect("open");
+            s.put_local(vec![(b"promise".to_vec(), Some(b"kept".to_vec()))])
+                .expect("local");
+        }
         let mut s = RedbStateStore::open(&path).expect("reopen");
+        assert_eq!(
+            s.local_prefix(b"").expect("local"),
+            vec![(b"promise".to_vec(), b"kept".to_vec())]
+        );
         let head = s.latest().expect("latest").expect("head");
         assert_eq!(head.height, 1);
         assert_eq!(head.state_root, commit(1, vec![]).state_root);
