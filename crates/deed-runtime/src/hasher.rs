@@ -4,12 +4,14 @@
 //! Each step hash depends on that step's outputs alone, and the trace is assembled
 //! from the hashes in step order afterwards, so the root is the same as hashing inline
 //! (`tests` below and `plan.rs`'s tests check it). The thread is started once, on first
-//! use, and shared by every run of the process; its queue is bounded, so a run whose
-//! hashing falls behind waits instead of holding every tensor alive, and a run whose
-//! hasher is gone (it cannot start) hashes inline.
+//! use, and shared by every run of the process. Its queue is bounded: a run that finds
+//! it full hashes the step itself rather than wait, and a run that has finished
+//! computing takes queued steps back and hashes them too, so neither thread idles
+//! while hashing remains. A run whose hasher cannot start hashes inline.
 
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use deed_types::{Hash, Tensor};
 
@@ -17,6 +19,8 @@ use crate::trace::step_hash;
 
 /// Steps that may wait for the hashing thread, over all runs of the process.
 const QUEUE: usize = 8;
+/// How long the hashing thread looks for more work before it sleeps.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// One step's outputs to hash, and where the hash goes.
 struct Job {
@@ -25,44 +29,82 @@ struct Job {
     reply: Sender<(usize, Hash)>,
 }
 
-/// The process's hashing thread.
-struct StepHasher {
-    tx: Mutex<SyncSender<Job>>,
+impl Job {
+    /// Hashes the step and answers; the outputs are released before the answer, so
+    /// that the run can take them back without copying them.
+    fn run(self) {
+        let Job {
+            step,
+            outputs,
+            reply,
+        } = self;
+        let refs: Vec<&Tensor> = outputs.iter().map(|t| t.as_ref()).collect();
+        let h = step_hash(step as u32, &refs);
+        drop(refs);
+        drop(outputs);
+        // The run may have ended early (an error); nobody waits then.
+        let _ = reply.send((step, h));
+    }
 }
 
-fn global() -> Option<&'static StepHasher> {
-    static HASHER: OnceLock<Option<StepHasher>> = OnceLock::new();
-    HASHER
-        .get_or_init(|| {
-            let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
-            std::thread::Builder::new()
-                .name("deed-trace-hash".into())
-                .spawn(move || {
-                    for Job {
-                        step,
-                        outputs,
-                        reply,
-                    } in rx
-                    {
-                        let refs: Vec<&Tensor> = outputs.iter().map(|t| t.as_ref()).collect();
-                        let h = step_hash(step as u32, &refs);
-                        // Released before the answer, so that the run can take its
-                        // outputs back without copying them.
-                        drop(refs);
-                        drop(outputs);
-                        // The run may have ended early (an error); nobody waits then.
-                        let _ = reply.send((step, h));
+/// The jobs waiting for a hasher.
+struct Queue {
+    jobs: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+}
+
+impl Queue {
+    /// The next job, if any, without waiting.
+    fn take(&self) -> Option<Job> {
+        self.jobs.lock().ok()?.pop_front()
+    }
+}
+
+fn global() -> Option<&'static Queue> {
+    static QUEUE_: OnceLock<Option<&'static Queue>> = OnceLock::new();
+    *QUEUE_.get_or_init(|| {
+        let q: &'static Queue = Box::leak(Box::new(Queue {
+            jobs: Mutex::new(VecDeque::with_capacity(QUEUE)),
+            ready: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("deed-trace-hash".into())
+            .spawn(move || loop {
+                // A run hands over its steps some microseconds apart: look again for a
+                // while before sleeping, since waking a sleeping thread costs more.
+                let spin_until = std::time::Instant::now() + SPIN;
+                let mut job = None;
+                while job.is_none() && std::time::Instant::now() < spin_until {
+                    job = q.take();
+                    if job.is_none() {
+                        std::hint::spin_loop();
                     }
-                })
-                .ok()
-                .map(|_| StepHasher { tx: Mutex::new(tx) })
-        })
-        .as_ref()
+                }
+                let job = match job {
+                    Some(job) => job,
+                    None => {
+                        let Ok(mut jobs) = q.jobs.lock() else { return };
+                        loop {
+                            match jobs.pop_front() {
+                                Some(job) => break job,
+                                None => match q.ready.wait(jobs) {
+                                    Ok(j) => jobs = j,
+                                    Err(_) => return,
+                                },
+                            }
+                        }
+                    }
+                };
+                job.run();
+            })
+            .ok()
+            .map(|_| q)
+    })
 }
 
-/// The hashes of one run's steps, computed on the hashing thread.
+/// The hashes of one run's steps, computed on the hashing thread where it has room.
 pub(crate) struct Pipeline {
-    hasher: &'static StepHasher,
+    queue: &'static Queue,
     reply: Sender<(usize, Hash)>,
     results: Receiver<(usize, Hash)>,
     hashes: Vec<Option<Hash>>,
@@ -71,25 +113,26 @@ pub(crate) struct Pipeline {
 impl Pipeline {
     /// A pipeline for a run of `steps` steps, or `None` when the thread is unavailable.
     pub(crate) fn new(steps: usize) -> Option<Pipeline> {
-        let hasher = global()?;
+        let queue = global()?;
         let (reply, results) = mpsc::channel();
         Some(Pipeline {
-            hasher,
+            queue,
             reply,
             results,
             hashes: vec![None; steps],
         })
     }
 
-    /// Records a hash known without hashing (a step folded while planning).
+    /// Records a hash known without hashing here (a step folded while planning, or
+    /// one hashed inline).
     pub(crate) fn known(&mut self, step: usize, h: Hash) {
         if let Some(slot) = self.hashes.get_mut(step) {
             *slot = Some(h);
         }
     }
 
-    /// Hands step `step`'s outputs to the thread; waits while its queue is full.
-    /// Hashes inline when the thread is gone.
+    /// Hands step `step`'s outputs to the thread, or hashes them here when its queue
+    /// is full.
     pub(crate) fn submit(&mut self, step: usize, outputs: Vec<Arc<Tensor>>) {
         self.drain();
         let job = Job {
@@ -97,17 +140,16 @@ impl Pipeline {
             outputs,
             reply: self.reply.clone(),
         };
-        let sent = match self.hasher.tx.lock() {
-            Ok(tx) => match tx.try_send(job) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Full(job)) => tx.send(job).map_err(|e| e.0),
-                Err(TrySendError::Disconnected(job)) => Err(job),
-            },
-            Err(_) => Err(job),
+        let job = match self.queue.jobs.lock() {
+            Ok(mut jobs) if jobs.len() < QUEUE => {
+                jobs.push_back(job);
+                None
+            }
+            _ => Some(job),
         };
-        if let Err(job) = sent {
-            let refs: Vec<&Tensor> = job.outputs.iter().map(|t| t.as_ref()).collect();
-            self.known(step, step_hash(step as u32, &refs));
+        match job {
+            None => self.queue.ready.notify_one(),
+            Some(job) => job.run(),
         }
     }
 
@@ -118,21 +160,35 @@ impl Pipeline {
         }
     }
 
-    /// Every step's hash, in step order, once all have arrived; `None` if the thread
-    /// stopped before answering them all.
-    pub(crate) fn finish(mut self) -> Option<Vec<Hash>> {
-        drop(self.reply);
-        while self.hashes.iter().any(Option::is_none) {
-            match self.results.recv() {
-                Ok((s, h)) => {
-                    if let Some(slot) = self.hashes.get_mut(s) {
-                        *slot = Some(h);
-                    }
-                }
-                Err(_) => return None,
+    /// Every step's hash, in step order, once all have arrived; `None` if a hash never
+    /// came. While steps wait in the queue this thread hashes them too (any run's: each
+    /// job answers its own run).
+    pub(crate) fn finish(self) -> Option<Vec<Hash>> {
+        let Pipeline {
+            queue,
+            reply,
+            results,
+            mut hashes,
+        } = self;
+        drop(reply);
+        fn record(hashes: &mut [Option<Hash>], (s, h): (usize, Hash)) {
+            if let Some(slot) = hashes.get_mut(s) {
+                *slot = Some(h);
             }
         }
-        self.hashes.into_iter().collect()
+        loop {
+            while let Ok(r) = results.try_recv() {
+                record(&mut hashes, r);
+            }
+            if hashes.iter().all(Option::is_some) {
+                break;
+            }
+            match queue.take() {
+                Some(job) => job.run(),
+                None => record(&mut hashes, results.recv().ok()?),
+            }
+        }
+        hashes.into_iter().collect()
     }
 }
 
@@ -160,7 +216,7 @@ mod tests {
                 step_hash(s as u32, &refs)
             })
             .collect();
-        // Several runs at once share the one thread.
+        // Several runs at once share the one thread and take each other's jobs.
         let runs: Vec<Vec<Hash>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..3)
                 .map(|_| {
