@@ -48,6 +48,14 @@ pub trait Scalar: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
     ) -> Result<bool, OpError> {
         Ok(false)
     }
+    /// Appends `plane[i]` for every `i` of `idx`, or zero where `i` lies outside the
+    /// plane (an im2col gather).
+    fn gather(plane: &[Self], idx: &[u32], out: &mut Vec<Self>) {
+        out.extend(
+            idx.iter()
+                .map(|&i| plane.get(i as usize).copied().unwrap_or(Self::ZERO)),
+        );
+    }
     /// [`gemm_rows`] when the type has that kernel: `Ok(true)` when done, `Ok(false)`
     /// (nothing written) when it has none.
     fn gemm_rows(
@@ -97,6 +105,9 @@ impl Scalar for f32 {
         c: &mut [f32],
     ) -> Result<bool, OpError> {
         gemm_rows(ctx, a, data, offs, n, c).map(|()| true)
+    }
+    fn gather(plane: &[f32], idx: &[u32], out: &mut Vec<f32>) {
+        super::gather::gather_f32(plane, idx, out);
     }
 }
 

@@ -8,6 +8,7 @@
 //! (integer sums wrap, exact modulo 2³² in any order), so their results are identical
 //! bit for bit on every CPU and for every thread count.
 
+pub mod gather;
 pub mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod gemm_avx2;

@@ -295,8 +295,8 @@ struct Implicit {
     n: usize,
 }
 
-/// Largest share of dropped virtual columns (relative to the real positions) at which
-/// the in-place product still beats copying the patches out.
+/// Largest share of extra column panels (the virtual columns against the real
+/// positions) at which the in-place product still beats copying the patches out.
 const IMPLICIT_MAX_WASTE: f64 = 0.35;
 
 impl Implicit {
@@ -315,7 +315,9 @@ impl Implicit {
             return None;
         }
         let n = (oh - 1) * wp + ow;
-        if n as f64 > (oh * ow) as f64 * (1.0 + IMPLICIT_MAX_WASTE) {
+        // The kernel computes whole 32-wide panels of columns: compare those.
+        let panels = |cols: usize| cols.div_ceil(32) as f64;
+        if panels(n) > panels(oh * ow) * (1.0 + IMPLICIT_MAX_WASTE) {
             return None;
         }
         let mut offs = Vec::with_capacity(channels * kh * kw);
@@ -432,10 +434,7 @@ fn gather_table(w: &Window) -> Vec<u32> {
 fn im2col_gather<T: Scalar>(x: &[T], iv: usize, channels: usize, idx: &[u32], col: &mut Vec<T>) {
     col.clear();
     for plane in x.chunks(iv.max(1)).take(channels) {
-        col.extend(
-            idx.iter()
-                .map(|&i| plane.get(i as usize).copied().unwrap_or(T::ZERO)),
-        );
+        T::gather(plane, idx, col);
     }
 }
 

@@ -394,7 +394,7 @@ fn max_pool_dense(w: &Window, xs: &[f32], out: &mut [f32]) {
                         // lets the loop vectorize.
                         match sw {
                             1 => max_into::<1>(row, src, first),
-                            2 => max_into::<2>(row, src, first),
+                            2 => super::simd::max_into_stride2(row, src, first),
                             _ => max_into_strided(row, src, sw, first),
                         }
                         first = false;

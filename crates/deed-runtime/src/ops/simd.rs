@@ -23,6 +23,7 @@ use super::unary::{relu, Kind};
 use super::util::numel;
 use super::Ctx;
 use crate::error::OpError;
+use std::mem::MaybeUninit;
 
 /// Unary f32 operators with a fast kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,41 +146,61 @@ pub(crate) fn with_fma<R, F: FnOnce() -> R>(f: F) -> R {
     f()
 }
 
+/// An output slot not yet written: the kernels below write every slot of their output
+/// before it becomes a vector, so it is never zeroed first.
+type Slot = MaybeUninit<f32>;
+
+/// A vector of `n` values, all written by `fill`.
+///
+/// Every caller hands `fill` a loop that writes each slot of the slice it is given
+/// (outputs zipped with inputs of the same length, or chunks covering the slice), which
+/// is what makes the `set_len` below sound.
 #[inline(always)]
-fn map_slice<F: Fn(f32) -> f32 + Copy>(src: &[f32], dst: &mut [f32], f: F) {
+fn filled(n: usize, fill: impl FnOnce(&mut [Slot])) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    fill(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: `fill` initialized all `n` slots (see above); the capacity is at least n.
+    unsafe { v.set_len(n) };
+    v
+}
+
+#[inline(always)]
+fn map_slice<F: Fn(f32) -> f32 + Copy>(src: &[f32], dst: &mut [Slot], f: F) {
+    debug_assert_eq!(src.len(), dst.len());
     with_fma(
         #[inline(always)]
         || {
             for (o, &v) in dst.iter_mut().zip(src) {
-                *o = f(v);
+                o.write(f(v));
             }
         },
     )
 }
 
 #[inline(always)]
-fn zip_slice<F: Fn(f32, f32) -> f32 + Copy>(a: &[f32], b: &[f32], dst: &mut [f32], f: F) {
+fn zip_slice<F: Fn(f32, f32) -> f32 + Copy>(a: &[f32], b: &[f32], dst: &mut [Slot], f: F) {
+    debug_assert!(a.len() == dst.len() && b.len() >= dst.len());
     with_fma(
         #[inline(always)]
         || {
             for ((o, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-                *o = f(x, y);
+                o.write(f(x, y));
             }
         },
     )
 }
 
 fn map_f32<F: Fn(f32) -> f32 + Copy + Send + Sync>(ctx: &Ctx, x: &[f32], f: F) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    if x.len() >= PAR_MIN && ctx.threads() > 1 {
-        ctx.for_each_chunk(&mut out, CHUNK, |i, c| {
-            let s = i * CHUNK;
-            map_slice(&x[s..s + c.len()], c, f)
-        });
-    } else {
-        map_slice(x, &mut out, f);
-    }
-    out
+    filled(x.len(), |out| {
+        if x.len() >= PAR_MIN && ctx.threads() > 1 {
+            ctx.for_each_chunk(out, CHUNK, |i, c| {
+                let s = i * CHUNK;
+                map_slice(&x[s..s + c.len()], c, f)
+            });
+        } else {
+            map_slice(x, out, f);
+        }
+    })
 }
 
 /// The fast kernel of a hot unary operator; equals `apply_float::<f32>` bit for bit.
@@ -208,62 +229,82 @@ fn bin_f32<F: Fn(f32, f32) -> f32 + Copy + Send + Sync>(
 ) -> Result<Vec<f32>, OpError> {
     let n = numel(out)?;
     let par = n >= PAR_MIN && ctx.threads() > 1;
-    let mut o = vec![0.0f32; n];
-    if a.len() == n && b.len() == n {
-        let run = |s: usize, c: &mut [f32]| zip_slice(&a[s..s + c.len()], &b[s..s + c.len()], c, f);
-        if par {
-            ctx.for_each_chunk(&mut o, CHUNK, |i, c| run(i * CHUNK, c));
-        } else {
-            run(0, &mut o);
-        }
+    // Each arm writes every output slot: `a` or `b` (or both) hold exactly `n` values,
+    // and the zips walk the output alongside them.
+    let o = if a.len() == n && b.len() == n {
+        let run =
+            |s: usize, c: &mut [Slot]| zip_slice(&a[s..s + c.len()], &b[s..s + c.len()], c, f);
+        filled(n, |o| {
+            if par {
+                ctx.for_each_chunk(o, CHUNK, |i, c| run(i * CHUNK, c));
+            } else {
+                run(0, o);
+            }
+        })
     } else if b.len() == 1 && a.len() == n {
         let y = b[0];
-        let run = |s: usize, c: &mut [f32]| map_slice(&a[s..s + c.len()], c, move |x| f(x, y));
-        if par {
-            ctx.for_each_chunk(&mut o, CHUNK, |i, c| run(i * CHUNK, c));
-        } else {
-            run(0, &mut o);
-        }
+        let run = |s: usize, c: &mut [Slot]| map_slice(&a[s..s + c.len()], c, move |x| f(x, y));
+        filled(n, |o| {
+            if par {
+                ctx.for_each_chunk(o, CHUNK, |i, c| run(i * CHUNK, c));
+            } else {
+                run(0, o);
+            }
+        })
     } else if a.len() == 1 && b.len() == n {
         let x = a[0];
-        let run = |s: usize, c: &mut [f32]| map_slice(&b[s..s + c.len()], c, move |y| f(x, y));
-        if par {
-            ctx.for_each_chunk(&mut o, CHUNK, |i, c| run(i * CHUNK, c));
-        } else {
-            run(0, &mut o);
-        }
+        let run = |s: usize, c: &mut [Slot]| map_slice(&b[s..s + c.len()], c, move |y| f(x, y));
+        filled(n, |o| {
+            if par {
+                ctx.for_each_chunk(o, CHUNK, |i, c| run(i * CHUNK, c));
+            } else {
+                run(0, o);
+            }
+        })
     } else if a.len() == n && is_row(b, bsh, out) {
         // A row vector (a bias) repeated over the leading dimensions.
         let w = b.len();
-        let run = |s: usize, c: &mut [f32]| {
+        let run = |s: usize, c: &mut [Slot]| {
             let len = c.len();
             for (dst, src) in c.chunks_mut(w).zip(a[s..s + len].chunks(w)) {
                 zip_slice(src, b, dst, f);
             }
         };
         let chunk = CHUNK.div_ceil(w) * w;
-        if par {
-            ctx.for_each_chunk(&mut o, chunk, |i, c| run(i * chunk, c));
-        } else {
-            run(0, &mut o);
-        }
+        filled(n, |o| {
+            if par {
+                ctx.for_each_chunk(o, chunk, |i, c| run(i * chunk, c));
+            } else {
+                run(0, o);
+            }
+        })
     } else if b.len() == n && is_row(a, ash, out) {
         let w = a.len();
-        let run = |s: usize, c: &mut [f32]| {
+        let run = |s: usize, c: &mut [Slot]| {
             let len = c.len();
             for (dst, src) in c.chunks_mut(w).zip(b[s..s + len].chunks(w)) {
-                zip_slice(a, src, dst, f);
+                // `a` is the row: zip it with the output and the chunk of `b`.
+                with_fma(
+                    #[inline(always)]
+                    || {
+                        for ((o, &x), &y) in dst.iter_mut().zip(a).zip(src) {
+                            o.write(f(x, y));
+                        }
+                    },
+                );
             }
         };
         let chunk = CHUNK.div_ceil(w) * w;
-        if par {
-            ctx.for_each_chunk(&mut o, chunk, |i, c| run(i * chunk, c));
-        } else {
-            run(0, &mut o);
-        }
+        filled(n, |o| {
+            if par {
+                ctx.for_each_chunk(o, chunk, |i, c| run(i * chunk, c));
+            } else {
+                run(0, o);
+            }
+        })
     } else {
         return map2(ctx, a, ash, b, bsh, out, f);
-    }
+    };
     Ok(o)
 }
 
@@ -305,6 +346,68 @@ pub(crate) fn binary_f32(
             float_bin::<f32>(BKind::Div, x, y)
         }),
     }
+}
+
+/// One kernel offset of MaxPool's row kernel at stride 2: `row[j]` takes `src[2j]`
+/// (`first`), else `src[2j]` when that is larger or NaN (a kept NaN is never replaced).
+/// `src` holds `2·(row.len() − 1) + 1` values. Sixteen outputs per step on AVX-512, the
+/// even elements of 32 inputs picked by one permute; the same selects as the scalar
+/// loop, so the same bits.
+pub(crate) fn max_into_stride2(row: &mut [f32], src: &[f32], first: bool) {
+    let done = {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if isa() == Isa::Avx512 {
+                // SAFETY: the CPU has AVX-512F (`isa`); the kernel reads `src` only in
+                // whole blocks of 32 inside it and writes `row` only below its length.
+                unsafe { max_stride2_avx512(row, src, first) }
+            } else {
+                0
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        0
+    };
+    for (j, o) in row.iter_mut().enumerate().skip(done) {
+        let Some(&v) = src.get(2 * j) else { return };
+        *o = if first || v > *o || v.is_nan() { v } else { *o };
+    }
+}
+
+/// The AVX-512 blocks of [`max_into_stride2`]; returns how many outputs it wrote.
+/// A masked load reads nothing past the lanes it selects.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_stride2_avx512(row: &mut [f32], src: &[f32], first: bool) -> usize {
+    use std::arch::x86_64::*;
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let mut j = 0;
+    // Outputs j..j+16 read src[2j..=2j+30]; the odd element past that may be absent,
+    // so the upper half loads under a mask of what exists.
+    while j + 16 <= row.len() && 2 * j + 31 <= src.len() {
+        let a = _mm512_loadu_ps(src.as_ptr().add(2 * j));
+        let rest = (src.len() - (2 * j + 16)).min(16);
+        let b = _mm512_maskz_loadu_ps(
+            ((1u32 << rest) - 1) as __mmask16,
+            src.as_ptr().add(2 * j + 16),
+        );
+        let v = _mm512_permutex2var_ps(a, evens, b);
+        let out = row.as_mut_ptr().add(j);
+        let r = if first {
+            v
+        } else {
+            let o = _mm512_loadu_ps(out);
+            let take =
+                _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, o) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            _mm512_mask_mov_ps(o, take, v)
+        };
+        _mm512_storeu_ps(out, r);
+        j += 16;
+    }
+    j
 }
 
 /// The reference for a hot unary kind (used by the tests and by `DEED_KERNELS=reference`).
@@ -352,6 +455,25 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The stride-2 MaxPool row step against the scalar selects it vectorizes.
+        #[test]
+        fn max_into_stride2_equals_scalar(
+            init in prop::collection::vec(special(), 0..70),
+            src in prop::collection::vec(special(), 140),
+            first in any::<bool>(),
+        ) {
+            let n = init.len();
+            let src = &src[..(2 * n).saturating_sub(1)];
+            let mut want = init.clone();
+            for (j, o) in want.iter_mut().enumerate() {
+                let v = src[2 * j];
+                *o = if first || v > *o || v.is_nan() { v } else { *o };
+            }
+            let mut got = init.clone();
+            max_into_stride2(&mut got, src, first);
+            prop_assert_eq!(bits(&got), bits(&want));
+        }
+
         #[test]
         fn unary_fast_equals_reference(
             x in prop::collection::vec(special(), 0..70),
