@@ -43,7 +43,7 @@ fn writes_for(height: u64) -> Vec<Write> {
         })
         .collect();
     w.push((key(r >> 32), None));
-    if height % 4 == 0 {
+    if height.is_multiple_of(4) {
         // Spans many redb pages; the stamped ends make each one distinct.
         let mut big = vec![(r >> 40) as u8; BIG];
         big[..8].copy_from_slice(&height.to_le_bytes());
@@ -57,7 +57,11 @@ fn writes_for(height: u64) -> Vec<Write> {
 }
 
 fn block_for(height: u64) -> Vec<u8> {
-    let len = if height % 5 == 0 { 40 * 1024 } else { 200 };
+    let len = if height.is_multiple_of(5) {
+        40 * 1024
+    } else {
+        200
+    };
     let mut block = vec![splitmix(height) as u8; len];
     block[..8].copy_from_slice(&height.to_le_bytes());
     block
