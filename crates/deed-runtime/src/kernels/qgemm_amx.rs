@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::qgemm::QData;
-use super::qgemm_avx512::{pack_a, PackedA};
+use super::qgemm_avx512::PackedA;
 use crate::ctx::Ctx;
 
 /// Columns per packed panel of B (two tiles of sixteen i32 columns).
@@ -95,6 +95,63 @@ pub(super) fn pack_b(k: usize, n: usize, b: &dyn Fn(usize) -> i8) -> Vec<i8> {
     out
 }
 
+/// A packed for the tile loads: as u8 (`a ^ 0x80 = a + 128` for i8, the zero point
+/// moved alike), `k` padded with zeros to whole steps of [`KB`] and the rows to whole
+/// blocks of [`MB`], and ordered so that every tile is 1 KiB of memory: for each group
+/// of 16 rows, for each step, the 16 rows' bytes of that step one after the other.
+/// Each row's sum (over its real `k` values) and zero point in the u8 domain go with
+/// it, as the zero-point terms need them.
+///
+/// # Safety
+/// The CPU has AVX-512 F and BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn pack_a_tiles(m: usize, k: usize, a: QData<'_>, za: &[i32]) -> PackedA {
+    let kp = k.div_ceil(KB) * KB;
+    let steps = kp / KB;
+    let mut data = vec![0u8; m.div_ceil(MB) * MB * kp];
+    let mut sums = vec![0i32; m];
+    let mut zps = vec![0i32; m];
+    for i in 0..m {
+        let (g, r) = (i / 16, i % 16);
+        let mut sum = 0i32;
+        for st in 0..steps {
+            let (lo, hi) = (st * KB, ((st + 1) * KB).min(k));
+            if lo >= hi {
+                break;
+            }
+            let at = ((g * steps + st) * 16 + r) * KB;
+            let dst = &mut data[at..at + (hi - lo)];
+            match a {
+                QData::U8(v) => {
+                    for (d, &x) in dst.iter_mut().zip(&v[i * k + lo..i * k + hi]) {
+                        *d = x;
+                        sum = sum.wrapping_add(i32::from(x));
+                    }
+                }
+                QData::I8(v) => {
+                    for (d, &x) in dst.iter_mut().zip(&v[i * k + lo..i * k + hi]) {
+                        let u = (x as u8) ^ 0x80;
+                        *d = u;
+                        sum = sum.wrapping_add(i32::from(u));
+                    }
+                }
+            }
+        }
+        sums[i] = sum;
+        let shift = match a {
+            QData::U8(_) => 0,
+            QData::I8(_) => 128,
+        };
+        zps[i] = (if za.len() == 1 { za[0] } else { za[i] }).wrapping_add(shift);
+    }
+    PackedA {
+        data,
+        kp,
+        sums,
+        zps,
+    }
+}
+
 /// Groups of four rows of a packed panel: `k` rounded up to whole tile steps.
 pub(super) fn padded_groups(k: usize) -> usize {
     k.div_ceil(KB) * KB / 4
@@ -142,7 +199,8 @@ pub(super) fn gemm(
         return;
     }
     // Rows padded to whole blocks and `k` to whole tile steps, with zeros.
-    let pa = pack_a(m, k, a, za, KB, MB);
+    // SAFETY: the CPU has AVX-512 F/BW (`available`, checked when B was packed).
+    let pa = unsafe { pack_a_tiles(m, k, a, za) };
     if pa.kp != kq * 4 || pa.data.len() < m.div_ceil(MB) * MB * pa.kp {
         return;
     }
@@ -185,7 +243,6 @@ unsafe fn rows(a: &PackedA, r0: usize, nrows: usize, b: &Panels<'_>, c: &mut [i3
     }
     let cfg = TileConfig::new();
     asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
-    let kp = a.kp;
     let steps = b.kq * 4 / KB;
     let panel_len = b.kq * NR * 4;
     // The four accumulator tiles of a block, stored as 32 rows of 32 i32.
@@ -194,8 +251,10 @@ unsafe fn rows(a: &PackedA, r0: usize, nrows: usize, b: &Panels<'_>, c: &mut [i3
     while i < nrows {
         let row = r0 + i;
         let rb = (nrows - i).min(MB);
-        let a0 = a.data.as_ptr().add(row * kp);
-        let a1 = a0.add(16 * kp);
+        // Tile-ordered A (`tiles_of`): rows `row..row+16` at step `s` are 1 KiB at
+        // `((row/16)·steps + s)·1024`.
+        let a0 = a.data.as_ptr().add(row / 16 * steps * 1024);
+        let a1 = a0.add(steps * 1024);
         for p in 0..n.div_ceil(NR) {
             let bp = b.data.as_ptr().add(p * panel_len) as *const u8;
             asm!(
@@ -206,8 +265,8 @@ unsafe fn rows(a: &PackedA, r0: usize, nrows: usize, b: &Panels<'_>, c: &mut [i3
                 options(nostack, nomem)
             );
             for s in 0..steps {
-                let ak0 = a0.add(s * KB);
-                let ak1 = a1.add(s * KB);
+                let ak0 = a0.add(s * 1024);
+                let ak1 = a1.add(s * 1024);
                 let bk = bp.add(s * (KB / 4) * NR * 4);
                 asm!(
                     "tileloadd tmm4, [{a0} + {sa}*1]",
@@ -222,7 +281,7 @@ unsafe fn rows(a: &PackedA, r0: usize, nrows: usize, b: &Panels<'_>, c: &mut [i3
                     a1 = in(reg) ak1,
                     b0 = in(reg) bk,
                     b1 = in(reg) bk.add(64),
-                    sa = in(reg) kp,
+                    sa = in(reg) KB,
                     sb = in(reg) NR * 4,
                     options(nostack, readonly)
                 );
