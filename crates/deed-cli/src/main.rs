@@ -149,7 +149,8 @@ struct RunArgs {
     /// Kernel threads.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
-    /// Time N runs after a warm-up and report median and minimum latency.
+    /// Time N runs after a warm-up (a quarter second of runs) and report median and
+    /// minimum latency.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     repeat: u32,
     /// Write each output as NAME.npy into this folder.
@@ -423,6 +424,9 @@ fn parse_inputs(model: &Model, specs: &[String]) -> Result<Vec<(String, Tensor)>
     Ok(out)
 }
 
+/// How long `deed run --repeat` runs the model before it starts timing.
+const WARM_UP: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
     let limits = a.limits.limits();
     let mode = match a.kernels.as_deref() {
@@ -452,6 +456,12 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
     let mut out = plan.execute(&inputs, &ctx, &opts)?;
     let mut times = Vec::new();
     if a.repeat > 1 {
+        // Warm up for a while, not one run: caches, page faults, and the operating
+        // system spreading the kernel threads over the cores all settle within it.
+        let warm = Instant::now();
+        while warm.elapsed() < WARM_UP {
+            out = plan.execute(&inputs, &ctx, &opts)?;
+        }
         for _ in 0..a.repeat {
             let t = Instant::now();
             out = plan.execute(&inputs, &ctx, &opts)?;

@@ -1,6 +1,8 @@
 //! The execution context handed to kernels: which kernels to use and how many threads.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use crate::pool::Pool;
 
 /// Which kernel implementations to run. Both give identical bits; `Reference` exists
 /// to prove it and to debug.
@@ -24,12 +26,16 @@ impl KernelMode {
 }
 
 /// Execution context: kernel mode and the thread pool that splits independent outputs.
+///
+/// With `threads` = N the pool holds N − 1 workers and the calling thread takes one
+/// share of every split itself. The workers stay awake between the operators of a run
+/// (see [`crate::pool`]), so a split costs a hand-over, not a wake-up.
 #[derive(Clone)]
 pub struct Ctx {
     /// Kernel implementations to use.
     pub mode: KernelMode,
     threads: usize,
-    pool: Option<Arc<rayon::ThreadPool>>,
+    pool: Option<Arc<Pool>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -52,12 +58,7 @@ impl Ctx {
     pub fn new(mode: KernelMode, threads: usize) -> Ctx {
         let threads = threads.max(1);
         let pool = if threads > 1 {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("deed-kernel-{i}"))
-                .build()
-                .ok()
-                .map(Arc::new)
+            Pool::new(threads - 1).map(Arc::new)
         } else {
             None
         };
@@ -88,14 +89,23 @@ impl Ctx {
         f: impl Fn(usize, &mut [T]) + Send + Sync,
     ) {
         let chunk_len = chunk_len.max(1);
+        let pieces = out.len().div_ceil(chunk_len);
         match &self.pool {
-            Some(pool) if out.len() > chunk_len => {
-                use rayon::prelude::*;
-                pool.install(|| {
-                    out.par_chunks_mut(chunk_len)
-                        .enumerate()
-                        .for_each(|(i, c)| f(i, c))
-                })
+            Some(pool) if pieces > 1 => {
+                // One share of consecutive pieces per thread; the caller runs the first.
+                let per = pieces.div_ceil(self.threads);
+                let shares: Vec<Mutex<Option<&mut [T]>>> = out
+                    .chunks_mut(per * chunk_len)
+                    .map(|s| Mutex::new(Some(s)))
+                    .collect();
+                pool.run(&|t| {
+                    let share = shares
+                        .get(t)
+                        .and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).take());
+                    if let Some(share) = share {
+                        run_share(share, t * per, chunk_len, &f);
+                    }
+                });
             }
             _ => out
                 .chunks_mut(chunk_len)
@@ -107,11 +117,28 @@ impl Ctx {
     /// Runs `f(i)` for every `i` in `0..n` on the pool and collects results in order.
     pub fn map_range<R: Send>(&self, n: usize, f: impl Fn(usize) -> R + Send + Sync) -> Vec<R> {
         match &self.pool {
-            Some(pool) if n > 1 => {
-                use rayon::prelude::*;
-                pool.install(|| (0..n).into_par_iter().map(&f).collect())
+            Some(_) if n > 1 => {
+                let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
+                self.for_each_chunk(&mut out, 1, |i, slot| {
+                    if let Some(s) = slot.first_mut() {
+                        *s = Some(f(i));
+                    }
+                });
+                out.into_iter().flatten().collect()
             }
             _ => (0..n).map(f).collect(),
         }
+    }
+}
+
+/// `f(first + j, piece)` for the consecutive `chunk_len` pieces `j` of `share`.
+fn run_share<T>(
+    share: &mut [T],
+    first: usize,
+    chunk_len: usize,
+    f: &(impl Fn(usize, &mut [T]) + Sync),
+) {
+    for (j, c) in share.chunks_mut(chunk_len).enumerate() {
+        f(first + j, c);
     }
 }

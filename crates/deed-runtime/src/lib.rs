@@ -25,6 +25,7 @@ pub mod limits;
 pub mod model;
 pub mod ops;
 pub mod plan;
+mod pool;
 pub mod proto;
 mod tensor_bytes;
 pub mod trace;

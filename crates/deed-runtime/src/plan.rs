@@ -44,7 +44,8 @@ pub struct RunOptions {
     pub trace: bool,
     /// Hash steps on the process's hashing thread while later steps compute (the
     /// default), rather than on the executing thread between steps. The trace is the
-    /// same either way.
+    /// same either way. A run whose kernel threads take every core hashes inline
+    /// regardless: a third busy thread on two cores slows both others.
     pub hash_thread: bool,
     /// Resource limits.
     pub limits: Limits,
@@ -634,12 +635,16 @@ impl<'m> Plan<'m> {
         };
         // Step hashes go to the hashing thread while later steps compute; the profile
         // hashes inline so that it can time each step's hashing.
-        let pipeline =
-            if opts.trace && opts.hash_thread && !profile && self.hashed_bytes >= PIPE_MIN_BYTES {
-                Pipeline::new(n)
-            } else {
-                None
-            };
+        let pipeline = if opts.trace
+            && opts.hash_thread
+            && !profile
+            && self.hashed_bytes >= PIPE_MIN_BYTES
+            && ctx.threads() < cores()
+        {
+            Pipeline::new(n)
+        } else {
+            None
+        };
         let mut trace = match pipeline {
             Some(mut pipe) => {
                 self.run_steps(&mut values, ctx, &mut runs, &mut |s, step, outs| match step
@@ -787,6 +792,12 @@ impl Val<'_> {
             Val::Ref(t) => t,
         }
     }
+}
+
+/// Logical CPUs this process may use (1 when unknown).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// What [`Plan::run_steps`] hands every step's outputs to.

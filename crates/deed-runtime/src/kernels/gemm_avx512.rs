@@ -111,7 +111,9 @@ pub(super) fn gemm(
         return;
     }
     let threads = ctx.threads();
-    let per = m.div_ceil(threads).div_ceil(MR) * MR;
+    // Equal row shares (row tiles balance within a share): rounding shares to whole
+    // 12-row tiles would leave a thread idle on the few-row products of small layers.
+    let per = m.div_ceil(threads);
     let pre = pre.filter(|p| m > 1 && p.len() == packed_len(k, n));
     // A B with unit column stride is read in place unless many row tiles reuse it:
     // packing copies all of it, which only pays off then.
@@ -391,7 +393,7 @@ pub(super) fn gemm_rows(
         c.fill(0.0);
         return;
     }
-    let per = m.div_ceil(ctx.threads()).div_ceil(MR) * MR;
+    let per = m.div_ceil(ctx.threads());
     ctx.for_each_chunk(c, per * n, |ci, chunk| {
         let a = a.rows_range(ci * per, chunk.len() / n);
         for (pc, kc) in k_blocks(k) {

@@ -362,29 +362,43 @@ impl Implicit {
     /// (`mg` planes), with the bias (one rounded add, NaN canonical).
     fn compact<T: Scalar + std::ops::Add<Output = T>>(
         &self,
+        ctx: &Ctx,
         cv: &[T],
         mg: usize,
         bias: Option<&[T]>,
         dst: &mut [T],
     ) {
         let [oh, ow] = self.output;
-        for (oc, (plane, row)) in dst
-            .chunks_mut(oh * ow)
-            .zip(cv.chunks(self.n))
-            .take(mg)
-            .enumerate()
-        {
-            for (zh, out) in plane.chunks_mut(ow).enumerate() {
-                let src = &row[zh * self.wp..zh * self.wp + ow];
-                match bias {
-                    Some(b) => {
-                        let bv = b[oc];
-                        for (o, &v) in out.iter_mut().zip(src) {
-                            *o = (v + bv).canon();
-                        }
-                    }
-                    None => out.copy_from_slice(src),
+        let plane_len = (oh * ow).max(1);
+        // Whole planes per thread.
+        let per = mg.div_ceil(ctx.threads()).max(1);
+        ctx.for_each_chunk(dst, per * plane_len, |ci, planes| {
+            for (i, plane) in planes.chunks_mut(plane_len).enumerate() {
+                let oc = ci * per + i;
+                if let Some(row) = cv.get(oc * self.n..(oc + 1) * self.n) {
+                    self.compact_plane(row, bias.and_then(|b| b.get(oc)).copied(), plane);
                 }
+            }
+        });
+    }
+
+    /// One output channel's plane of [`Implicit::compact`].
+    fn compact_plane<T: Scalar + std::ops::Add<Output = T>>(
+        &self,
+        row: &[T],
+        bias: Option<T>,
+        plane: &mut [T],
+    ) {
+        let ow = self.output[1];
+        for (zh, out) in plane.chunks_mut(ow).enumerate() {
+            let src = &row[zh * self.wp..zh * self.wp + ow];
+            match bias {
+                Some(bv) => {
+                    for (o, &v) in out.iter_mut().zip(src) {
+                        *o = (v + bv).canon();
+                    }
+                }
+                None => out.copy_from_slice(src),
             }
         }
     }
@@ -572,7 +586,7 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
                 // The patches read in place from the padded input.
                 im.pad(xs, &mut col);
                 if T::gemm_rows(ctx, wm, &col, &im.offs, im.n, &mut cv)? {
-                    im.compact(&cv, mg, bias, dst);
+                    im.compact(ctx, &cv, mg, bias, dst);
                     continue;
                 }
             }

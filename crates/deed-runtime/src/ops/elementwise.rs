@@ -20,8 +20,10 @@ use super::util::{broadcast_offsets, numel};
 use super::{Ctx, Registry};
 use crate::error::OpError;
 
-/// Below this many output elements an operator runs on the caller's thread.
-pub(crate) const PAR_MIN: usize = 1 << 15;
+/// Below this many output elements an operator runs on the caller's thread: a split
+/// of a smaller memory-bound operator costs more in moving its operands between the
+/// cores' caches than the second core saves.
+pub(crate) const PAR_MIN: usize = 1 << 17;
 /// Output elements per task when an operator is split across threads.
 pub(crate) const CHUNK: usize = 1 << 14;
 

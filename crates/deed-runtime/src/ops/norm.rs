@@ -694,11 +694,23 @@ fn channel_affine<T: Float>(
     ctx: &Ctx,
 ) -> Vec<T> {
     let mut out = vec![T::ZERO; v.len()];
-    ctx.for_each_chunk(&mut out, spatial.max(1), |idx, dst| {
-        let ch = idx % c.max(1);
-        let src = &v[idx * spatial..(idx + 1) * spatial];
-        for k in 0..spatial {
-            dst[k] = (src[k] - mean[ch]) * a[ch] + b[ch];
+    let spatial = spatial.max(1);
+    // Small tensors stay on one thread: the split would cost more in moving the
+    // input between the cores' caches than it saves.
+    let planes = v.len().div_ceil(spatial);
+    let per = if v.len() < super::elementwise::PAR_MIN {
+        planes.max(1)
+    } else {
+        planes.div_ceil(ctx.threads()).max(1)
+    };
+    ctx.for_each_chunk(&mut out, per * spatial, |ci, dst| {
+        for (i, dst) in dst.chunks_mut(spatial).enumerate() {
+            let idx = ci * per + i;
+            let ch = idx % c.max(1);
+            let src = &v[idx * spatial..(idx + 1) * spatial];
+            for k in 0..spatial {
+                dst[k] = (src[k] - mean[ch]) * a[ch] + b[ch];
+            }
         }
     });
     out
