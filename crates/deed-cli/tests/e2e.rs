@@ -264,23 +264,7 @@ fn keystore_encrypts_at_rest_and_reads_v3_files_and_old_plain_keys() {
 
 /// The PBKDF2 test vector of the Web3 Secret Storage Definition (passphrase
 /// "testpassword").
-const SPEC_VECTOR: &str = r#"{
-    "crypto" : {
-        "cipher" : "aes-128-ctr",
-        "cipherparams" : { "iv" : "6087dab2f9fdbbfaddc31a909735c1e6" },
-        "ciphertext" : "5318b4d5bcd28de64ee5559e671353e16f075ecae9f99c7a79a38af5f869aa46",
-        "kdf" : "pbkdf2",
-        "kdfparams" : {
-            "c" : 262144,
-            "dklen" : 32,
-            "prf" : "hmac-sha256",
-            "salt" : "ae3cd4e7013836a3df6bd7241b12db061dbe2c6785853cce422d148a624ce0bd"
-        },
-        "mac" : "517ead924a9d0dc3124507e3393d175ce3ff7c1e96529c6c555ce9e51205e9b2"
-    },
-    "id" : "3198bc9c-6672-5ab3-d995-4942343ae5b6",
-    "version" : 3
-}"#;
+const SPEC_VECTOR: &str = include_str!("data/web3-pbkdf2-vector.json");
 
 #[test]
 fn publish_infer_verify_pay_and_restart() {

@@ -233,14 +233,9 @@ impl Client {
         let mut chunk_end = manifest.chunk_range(0)?.end;
         let mut hasher = blake3::Hasher::new();
         loop {
-            let piece = resp
-                .chunk()
-                .await
-                .map_err(|source| ClientError::Transport {
-                    url: self.url(&path),
-                    source,
-                })?;
-            let Some(piece) = piece else { break };
+            let Some(piece) = self.next_piece(&mut resp, &path).await? else {
+                break;
+            };
             if received + piece.len() as u64 > total {
                 return Err(ClientError::Integrity {
                     cid,
@@ -353,14 +348,9 @@ impl Client {
         let mut next = chunks.start;
         let mut next_end = manifest.chunk_range(next)?.end - start;
         loop {
-            let piece = resp
-                .chunk()
-                .await
-                .map_err(|source| ClientError::Transport {
-                    url: self.url(&path),
-                    source,
-                })?;
-            let Some(piece) = piece else { break };
+            let Some(piece) = self.next_piece(&mut resp, &path).await? else {
+                break;
+            };
             if buf.len() as u64 + piece.len() as u64 > total {
                 return Err(ClientError::Integrity {
                     cid,

@@ -111,6 +111,18 @@ impl Client {
         self.http.request(method, self.url(path))
     }
 
+    /// The next piece of a streamed response body; `None` at its end.
+    pub(crate) async fn next_piece(
+        &self,
+        resp: &mut Response,
+        path: &str,
+    ) -> Result<Option<bytes::Bytes>, ClientError> {
+        resp.chunk().await.map_err(|source| ClientError::Transport {
+            url: self.url(path),
+            source,
+        })
+    }
+
     /// Sends a request and returns the response if its status is a success.
     pub(crate) async fn send(
         &self,

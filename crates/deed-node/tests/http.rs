@@ -12,7 +12,7 @@ use deed_node::config::Roles;
 use deed_node::Storage;
 use deed_store::Manifest;
 use deed_types::{
-    Action, Hash, JobId, JobInput, Mode, ModelId, Output, Receipt, Signature, Transaction,
+    Action, Address, Hash, JobId, JobInput, Mode, ModelId, Output, Receipt, Signature, Transaction,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,6 +298,15 @@ async fn published_model_runs_as_a_job_and_pays_the_owner() {
     node.stop().await;
 }
 
+/// Waits until the executor's bond lists `model`.
+async fn executor_serves(c: &Client, executor: Address, model: u64) {
+    wait_for(|| async {
+        let a: api::AccountView = c.get(&format!("/v1/accounts/{executor}")).await.json();
+        a.executor.filter(|e| e.models.contains(&model))
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_call_answers_at_once_and_settles_once() {
     let (node, c) = dev_node().await;
@@ -305,12 +314,7 @@ async fn direct_call_answers_at_once_and_settles_once() {
     let p = publish_mlp(&c, &owner, "direct", 5).await;
     let status = c.status().await;
     let executor = status.executor.unwrap();
-    // Wait until the executor's bond lists the new model.
-    wait_for(|| async {
-        let a: api::AccountView = c.get(&format!("/v1/accounts/{executor}")).await.json();
-        a.executor.filter(|e| e.models.contains(&p.model))
-    })
-    .await;
+    executor_serves(&c, executor, p.model).await;
     let input = mlp_input();
     let stx = c
         .sign(
@@ -466,11 +470,7 @@ async fn direct_call_served_before_a_restart_is_refused_after_it_and_settled_onc
     let (owner, requester) = (user(0), user(2));
     let p = publish_mlp(&c, &owner, "direct-restart", 5).await;
     let executor = c.status().await.executor.unwrap();
-    wait_for(|| async {
-        let a: api::AccountView = c.get(&format!("/v1/accounts/{executor}")).await.json();
-        a.executor.filter(|e| e.models.contains(&p.model))
-    })
-    .await;
+    executor_serves(&c, executor, p.model).await;
     let nonce = c.nonce(&requester).await;
     let (stx, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
     let served: DirectResponse = c.post_json("/v1/execute", &req).await.json();
@@ -530,11 +530,7 @@ async fn served_direct_call_is_refused_after_a_restart_while_unsettled() {
     let (owner, requester) = (user(0), user(2));
     let p = publish_mlp(&c, &owner, "direct-unsettled", 5).await;
     let executor = c.status().await.executor.unwrap();
-    wait_for(|| async {
-        let a: api::AccountView = c.get(&format!("/v1/accounts/{executor}")).await.json();
-        a.executor.filter(|e| e.models.contains(&p.model))
-    })
-    .await;
+    executor_serves(&c, executor, p.model).await;
     let (stx, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
     drop(c);
     node.stop().await;

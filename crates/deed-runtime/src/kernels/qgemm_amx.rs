@@ -77,22 +77,7 @@ fn request_tiles() -> bool {
 /// bytes), with `k` padded to a whole number of [`KB`] tile steps. Padding is zero,
 /// which adds nothing.
 pub(super) fn pack_b(k: usize, n: usize, b: &dyn Fn(usize) -> i8) -> Vec<i8> {
-    let kq = padded_groups(k);
-    let panels = n.div_ceil(NR);
-    let mut out = vec![0i8; panels * kq * NR * 4];
-    if out.is_empty() {
-        return out;
-    }
-    for (p, panel) in out.chunks_mut(kq * NR * 4).enumerate() {
-        let w = NR.min(n - p * NR);
-        for kk in 0..k {
-            let row = &mut panel[(kk / 4) * NR * 4..];
-            for c in 0..w {
-                row[c * 4 + kk % 4] = b(kk * n + p * NR + c);
-            }
-        }
-    }
-    out
+    super::qgemm_avx512::pack_b_groups(k, padded_groups(k), n, b)
 }
 
 /// A packed for the tile loads: as u8 (`a ^ 0x80 = a + 128` for i8, the zero point

@@ -31,7 +31,12 @@ pub(super) fn available() -> bool {
 /// [`NR`] columns; within a panel, group `q` of four rows is `NR` runs of four bytes,
 /// `b[4q..4q+4, j]`. Missing rows and columns are zero, which adds nothing.
 pub(super) fn pack_b(k: usize, n: usize, b: &dyn Fn(usize) -> i8) -> Vec<i8> {
-    let kq = k.div_ceil(4);
+    pack_b_groups(k, k.div_ceil(4), n, b)
+}
+
+/// [`pack_b`] with `kq` ≥ ⌈k/4⌉ groups of four rows per panel (the groups past the
+/// last row zero).
+pub(super) fn pack_b_groups(k: usize, kq: usize, n: usize, b: &dyn Fn(usize) -> i8) -> Vec<i8> {
     let panels = n.div_ceil(NR);
     let mut out = vec![0i8; panels * kq * NR * 4];
     if out.is_empty() {

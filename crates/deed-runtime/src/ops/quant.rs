@@ -146,6 +146,25 @@ enum ParamLayout {
     },
 }
 
+/// A quantization's zero points (input 2, absent = 0) and how they map onto `x`.
+fn zero_points(
+    z: Option<&Tensor>,
+    x: &[usize],
+    axis: i64,
+    block: i64,
+) -> Result<(Vec<i32>, ParamLayout), OpError> {
+    match z {
+        Some(z) => Ok((
+            ints_of(z).ok_or(OpError::DType {
+                index: 2,
+                dtype: z.dtype(),
+            })?,
+            ParamLayout::new(x, z.shape(), axis, block)?,
+        )),
+        None => Ok((vec![0], ParamLayout::Tensor)),
+    }
+}
+
 impl ParamLayout {
     fn new(x: &[usize], p: &[usize], axis: i64, block: i64) -> Result<ParamLayout, OpError> {
         let pn: usize = p.iter().product();
@@ -343,16 +362,7 @@ impl Op for QuantizeLinear {
                     .map(|v| round_to(pdt, v))
                     .collect();
                 let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
-                let (zs, zl) = match zp {
-                    Some(z) => (
-                        ints_of(z).ok_or(OpError::DType {
-                            index: 2,
-                            dtype: z.dtype(),
-                        })?,
-                        ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
-                    ),
-                    None => (vec![0], ParamLayout::Tensor),
-                };
+                let (zs, zl) = zero_points(zp, x.shape(), self.axis, self.block)?;
                 let out: Vec<i32> = xs
                     .iter()
                     .enumerate()
@@ -461,16 +471,7 @@ impl Op for DequantizeLinear {
                     dtype: s.dtype(),
                 })?;
                 let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
-                let (zs, zl) = match opt_input(inputs, 2) {
-                    Some(z) => (
-                        ints_of(z).ok_or(OpError::DType {
-                            index: 2,
-                            dtype: z.dtype(),
-                        })?,
-                        ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
-                    ),
-                    None => (vec![0], ParamLayout::Tensor),
-                };
+                let (zs, zl) = zero_points(opt_input(inputs, 2), x.shape(), self.axis, self.block)?;
                 let out: Vec<f32> = xs
                     .iter()
                     .enumerate()
