@@ -165,9 +165,7 @@ impl From<BlobError> for ApiError {
             | BlobError::ChunkLength { .. }
             | BlobError::Incomplete { .. }
             | BlobError::RangeOutOfBounds { .. } => ErrorCode::BadRequest,
-            BlobError::ChunkHashMismatch { .. } | BlobError::ContentMismatch { .. } => {
-                ErrorCode::HashMismatch
-            }
+            BlobError::ChunkHashMismatch { .. } => ErrorCode::HashMismatch,
             BlobError::NotFound { .. } => ErrorCode::NotFound,
             BlobError::Corrupt { .. } | BlobError::Io { .. } | BlobError::Remote { .. } => {
                 return ApiError::internal(e);

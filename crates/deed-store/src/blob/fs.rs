@@ -10,15 +10,15 @@
 //!   manifest and renames the whole staging directory to `blobs/<cid>` in one step,
 //!   so a blob is either entirely present or absent, and its bytes are never copied.
 //!   Each staged chunk is synced in the background as soon as it is written.
-//!   Chunks this process verified on arrival are not read back: their chaining
-//!   values (see `tree.rs`) give the blob's id. Chunks staged before the store was
+//!   Chunks this process verified on arrival are not read back: with the manifest
+//!   checked against the id, they are the blob. Chunks staged before the store was
 //!   opened are read back and checked again.
 //! - `tmp/`: scratch space, emptied when the store is opened.
 //!
 //! One process owns a root at a time. Blocking file I/O runs on tokio's blocking
 //! pool, so the store must be used inside a tokio runtime.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::ops::Range;
@@ -26,12 +26,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use blake3::hazmat::ChainingValue;
 use deed_types::Hash;
 
 use super::{
-    append_chunk_part, check_range, tree, verify_stored_chunk, BlobError, BlobLimits, BlobStore,
-    Cid, Manifest,
+    append_chunk_part, check_range, verify_stored_chunk, BlobError, BlobLimits, BlobStore, Cid,
+    Manifest,
 };
 
 /// Threads that sync a finished blob's chunk files at once: the file system commits
@@ -49,10 +48,9 @@ pub struct FsBlobStore {
 struct Root {
     path: PathBuf,
     next_tmp: AtomicU64,
-    /// Chaining values of the chunks this process verified and staged, by upload
-    /// key and index (tree-aligned uploads only). Lost on restart, which only means
-    /// `finish` reads those chunks back.
-    verified: Mutex<HashMap<Hash, HashMap<u32, ChainingValue>>>,
+    /// The chunks this process verified and staged, by upload key. Lost on
+    /// restart, which only means `finish` reads those chunks back.
+    verified: Mutex<HashMap<Hash, HashSet<u32>>>,
     /// Background syncs of staged chunks, by upload key, for `finish` to wait for.
     syncs: Mutex<HashMap<Hash, Vec<(u32, ChunkSync)>>>,
 }
@@ -125,7 +123,7 @@ impl Root {
             .join(format!("{}-{n}", std::process::id()))
     }
 
-    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, HashMap<u32, ChainingValue>>> {
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, HashSet<u32>>> {
         // Every critical section leaves the map consistent.
         self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -231,13 +229,7 @@ fn finish_blocking(
             first,
         });
     }
-    if let Err(e) = verify_staged(root, m) {
-        if matches!(e, BlobError::ContentMismatch { .. }) {
-            remove_dir_if_present(&staging).map_err(io_err("remove staged chunks"))?;
-            root.forget(m);
-        }
-        return Err(e);
-    }
+    verify_staged(root, m)?;
     sync_chunks(root, m, synced)?;
     fs::create_dir_all(&staging).map_err(io_err("create staging directory"))?;
     let tmp = root.tmp_path();
@@ -255,50 +247,18 @@ fn finish_blocking(
     sync_dir(&root.path.join("blobs")).map_err(io_err("sync blob directory"))
 }
 
-/// Checks that the staged chunks of `m` make up the blob `m` names. Chunks this
-/// process verified on arrival count as checked and give the id from their
-/// chaining values; any other chunk (staged before a restart, which a power cut
-/// may have damaged since it was not synced) is read back and checked again.
+/// Checks that the staged chunks of `m` make up the blob `m` names (whose chunk
+/// values `finish` checked against the id). Chunks this process verified on arrival
+/// count as checked; any other chunk (staged before a restart, which a power cut may
+/// have damaged since it was not synced) is read back and checked again.
 fn verify_staged(root: &Root, m: &Manifest) -> Result<(), BlobError> {
-    let known: HashMap<u32, ChainingValue> = root
+    let known: HashSet<u32> = root
         .verified()
         .get(&m.upload_key())
         .cloned()
         .unwrap_or_default();
-    if tree::aligned(m) {
-        let mut cvs = Vec::with_capacity(m.chunks.len());
-        for index in 0..m.chunk_count() {
-            let cv = match known.get(&index) {
-                Some(cv) => *cv,
-                None => {
-                    let chunk = read_staged_chunk(root, m, index)?;
-                    tree::chunk_cv(m, index, &chunk).ok_or(BlobError::BadManifest {
-                        reason: "chunk does not fit the blob's hash tree",
-                    })?
-                }
-            };
-            cvs.push(cv);
-        }
-        let got = tree::root(m, &cvs).ok_or(BlobError::BadManifest {
-            reason: "chunk list does not fit the blob's hash tree",
-        })?;
-        return check_id(m, got);
-    }
-    // Chunks that are not whole subtrees: hash the content in order.
-    let mut hasher = blake3::Hasher::new();
-    for index in 0..m.chunk_count() {
-        let chunk = read_staged_chunk(root, m, index)?;
-        hasher.update(&chunk);
-    }
-    check_id(m, Cid(hasher.finalize().into()))
-}
-
-fn check_id(m: &Manifest, got: Cid) -> Result<(), BlobError> {
-    if got != m.id {
-        return Err(BlobError::ContentMismatch {
-            expected: m.id,
-            got,
-        });
+    for index in (0..m.chunk_count()).filter(|i| !known.contains(i)) {
+        read_staged_chunk(root, m, index)?;
     }
     Ok(())
 }
@@ -403,7 +363,7 @@ impl BlobStore for FsBlobStore {
         index: u32,
         data: Vec<u8>,
     ) -> Result<(), BlobError> {
-        manifest.validate(&self.limits)?;
+        manifest.check_shape(&self.limits)?;
         let m = manifest.clone();
         let staged = self
             .blocking(move |root| {
@@ -413,7 +373,6 @@ impl BlobStore for FsBlobStore {
                 if root.is_complete(&m.id) {
                     return Ok(None);
                 }
-                let cv = tree::chunk_cv(&m, index, &data);
                 let dir = root.staging_dir(&m);
                 fs::create_dir_all(&dir).map_err(io_err("create staging directory"))?;
                 // Not synced here but in the background (below); `finish` waits for it
@@ -422,12 +381,10 @@ impl BlobStore for FsBlobStore {
                 fs::write(&tmp, &data).map_err(io_err("write chunk"))?;
                 let path = root.chunk_path(&m, index);
                 fs::rename(&tmp, &path).map_err(io_err("store chunk"))?;
-                if let Some(cv) = cv {
-                    root.verified()
-                        .entry(m.upload_key())
-                        .or_default()
-                        .insert(index, cv);
-                }
+                root.verified()
+                    .entry(m.upload_key())
+                    .or_default()
+                    .insert(index);
                 Ok(Some((m.upload_key(), path)))
             })
             .await?;
@@ -445,7 +402,13 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn finish(&self, manifest: &Manifest) -> Result<(), BlobError> {
-        manifest.validate(&self.limits)?;
+        if let Err(e) = manifest.validate(&self.limits) {
+            if manifest.check_shape(&self.limits).is_ok() {
+                // The chunk values lie about the id: the upload can never finish.
+                self.abort(manifest).await?;
+            }
+            return Err(e);
+        }
         let m = manifest.clone();
         // Chunks whose background sync succeeded need no other; a failed one is
         // synced again below, and its error reported if it fails again.
@@ -512,7 +475,7 @@ mod tests {
     fn upload_resumes_after_reopen_and_scratch_is_cleared() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 256) as u8).collect();
-        let m = Manifest::build(&data, 1000).expect("build");
+        let m = Manifest::build(&data, 1024).expect("build");
         rt().block_on(async {
             let store = FsBlobStore::open(dir.path(), conformance::limits()).expect("open");
             for i in [0u32, 3, 9] {
@@ -536,7 +499,7 @@ mod tests {
                 store.missing_chunks(&m).await.expect("missing"),
                 vec![1, 2, 4, 5, 6, 7, 8]
             );
-            let m2 = super::super::upload(&store, &data, 1000)
+            let m2 = super::super::upload(&store, &data, 1024)
                 .await
                 .expect("upload");
             assert_eq!(m2, m);
@@ -554,7 +517,7 @@ mod tests {
     }
 
     #[test]
-    fn tree_aligned_upload_finishes_from_chunks_verified_before_and_after_a_reopen() {
+    fn upload_finishes_from_chunks_verified_before_and_after_a_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data: Vec<u8> = (0..9_000u32).map(|i| (i * 13 % 256) as u8).collect();
         let m = Manifest::build(&data, 1024).expect("build");
@@ -598,7 +561,7 @@ mod tests {
         let data = vec![42u8; 5000];
         rt().block_on(async {
             let store = FsBlobStore::open(dir.path(), conformance::limits()).expect("open");
-            let m = super::super::upload(&store, &data, 1000)
+            let m = super::super::upload(&store, &data, 1024)
                 .await
                 .expect("upload");
             let path = store.root.blob_dir(&m.id).join(chunk_name(2));
@@ -623,7 +586,7 @@ mod tests {
     fn damaged_staged_chunk_is_dropped_at_finish() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
-        let m = Manifest::build(&data, 1000).expect("build");
+        let m = Manifest::build(&data, 1024).expect("build");
         rt().block_on(async {
             let store = FsBlobStore::open(dir.path(), conformance::limits()).expect("open");
             for i in 0..3u32 {
@@ -633,7 +596,7 @@ mod tests {
                     .await
                     .expect("put");
             }
-            fs::write(store.root.chunk_path(&m, 1), vec![0u8; 1000]).expect("damage");
+            fs::write(store.root.chunk_path(&m, 1), vec![0u8; 1024]).expect("damage");
         });
         // Damage to a staged chunk means a power cut, so a restart, in between.
         rt().block_on(async {

@@ -2,11 +2,12 @@
 //! and object-storage (S3) implementations, and the conformance suite all must pass.
 //!
 //! A blob is named by a [`Cid`] (`deed_types::Cid`: CIDv1, raw codec, blake3
-//! multihash, base32 text). It travels as fixed-size chunks whose blake3 hashes its [`Manifest`]
-//! lists, so a store verifies every chunk the moment it arrives, tells an uploader
-//! which chunks it still lacks (uploads resume), and checks the whole blob against
-//! its id before the blob becomes visible. An upload that never finishes is never
-//! visible as a blob.
+//! multihash, base32 text). It travels as fixed-size chunks whose values in the
+//! blob's blake3 tree its [`Manifest`] lists. A store checks the manifest against
+//! the id before the first chunk, verifies every chunk the moment it arrives, and
+//! tells an uploader which chunks it still lacks (uploads resume); a blob whose
+//! chunks all verified is the blob its id names, with no second pass over it. An
+//! upload that never finishes is never visible as a blob.
 
 mod any;
 pub mod conformance;
@@ -22,7 +23,7 @@ use std::ops::Range;
 pub use any::AnyBlobStore;
 pub use deed_types::Cid;
 pub use fs::FsBlobStore;
-pub use manifest::{Manifest, DEFAULT_CHUNK_SIZE};
+pub use manifest::{ChunkHasher, Manifest, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE};
 pub use memory::MemoryBlobStore;
 pub use object::{ObjectBlobStore, S3Config};
 
@@ -107,15 +108,6 @@ pub enum BlobError {
         /// The lowest missing index.
         first: u32,
     },
-    /// Every chunk matched the manifest but the whole blob does not hash to the
-    /// manifest's id: the manifest lied. The staged chunks were discarded.
-    #[error("blob content hashes to {got}, not to the manifest's id {expected}")]
-    ContentMismatch {
-        /// The id the manifest claimed.
-        expected: Cid,
-        /// The id of the content actually uploaded.
-        got: Cid,
-    },
     /// No complete blob with this id.
     #[error("blob {id} not found")]
     NotFound {
@@ -173,9 +165,10 @@ impl BlobError {
 /// Upload protocol: the uploader builds a [`Manifest`] ([`Manifest::build`]), asks
 /// [`missing_chunks`](BlobStore::missing_chunks), sends each missing chunk with
 /// [`put_chunk`](BlobStore::put_chunk) (verified on arrival; may be resent, in any
-/// order, across restarts), then calls [`finish`](BlobStore::finish), which checks
-/// the whole blob against its id and makes it visible atomically. [`upload`] does all
-/// of this for bytes in memory.
+/// order, across restarts), then calls [`finish`](BlobStore::finish), which makes the
+/// blob visible atomically once every chunk is there. Stores refuse a manifest whose
+/// chunk values do not merge to its id ([`Manifest::validate`]) in
+/// `missing_chunks` and `finish`. [`upload`] does all of this for bytes in memory.
 ///
 /// Implementations must pass [`conformance::suite`].
 pub trait BlobStore: Send + Sync {
@@ -209,8 +202,9 @@ pub trait BlobStore: Send + Sync {
         async move { self.put_chunk(manifest, index, &data).await }
     }
 
-    /// Makes the blob visible once every chunk is present and the content hashes to
-    /// the manifest's id. Idempotent: finishing a complete blob succeeds.
+    /// Makes the blob visible once every chunk is present (and, for a store that
+    /// cannot vouch for chunks staged earlier, verified again). Idempotent: finishing
+    /// a complete blob succeeds.
     fn finish(&self, manifest: &Manifest) -> impl Future<Output = Result<(), BlobError>> + Send;
 
     /// Discards the staged chunks of an unfinished upload. A complete blob is kept.

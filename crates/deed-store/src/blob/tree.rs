@@ -1,54 +1,39 @@
-//! A blob's id from its chunks, without hashing the blob a second time.
+//! A blob's id from its chunk values.
 //!
-//! A blob id is the blake3 hash of the whole content. blake3 hashes a tree of 1 KiB
-//! blocks; when a manifest's chunk size is a power of two (and at least 1 KiB), every
-//! chunk is a whole subtree of that tree. A store that hashes each chunk as it
-//! arrives can then also take the chunk's *chaining value* (its subtree's non-root
-//! hash, which depends on where the chunk sits in the blob), and at the end merge
-//! those values up to the root: the blob's id, checked without reading the blob
-//! back. Chunk sizes that are not tree-aligned get `None` and the caller hashes the
-//! content in order instead.
+//! A blob id is the blake3 hash of the whole content, and blake3 hashes a tree of
+//! 1 KiB blocks. A chunk of a power-of-two size of at least 1 KiB is a whole subtree
+//! of that tree, so its chaining value (the subtree's non-root hash, which depends on
+//! where the chunk sits in the blob) can be merged with its neighbours' up to the
+//! root: the blob's id, from the chunk values alone. This is what lets a manifest be
+//! checked against its id before any chunk arrives.
 
-use blake3::hazmat::{
-    left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, ChainingValue, HasherExt, Mode,
-};
+use blake3::hazmat::{left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, Mode};
 
-use super::{Cid, Manifest};
+use super::Cid;
+use deed_types::Hash;
 
-/// Whether chunks of `m` are whole subtrees of the blob's blake3 tree.
-pub(crate) fn aligned(m: &Manifest) -> bool {
-    m.chunk_size.is_power_of_two() && m.chunk_size as usize >= blake3::CHUNK_LEN
-}
-
-/// The chaining value of chunk `index` of `m`, whose bytes are `data` (already
-/// checked against the manifest). `None` when the chunking is not tree-aligned.
-pub(crate) fn chunk_cv(m: &Manifest, index: u32, data: &[u8]) -> Option<ChainingValue> {
-    if !aligned(m) || data.is_empty() {
+/// The id of a blob of `size` bytes in chunks of `chunk_size` bytes (a power of two,
+/// at least 1 KiB) whose chunk values are `values`. `None` when the chunking is not
+/// tree-aligned or `values` does not have one value per chunk.
+pub(crate) fn root(size: u64, chunk_size: u32, values: &[Hash]) -> Option<Cid> {
+    let c = u64::from(chunk_size);
+    if !chunk_size.is_power_of_two() || (chunk_size as usize) < blake3::CHUNK_LEN {
         return None;
     }
-    let offset = u64::from(index).checked_mul(u64::from(m.chunk_size))?;
-    let mut h = blake3::Hasher::new();
-    h.set_input_offset(offset);
-    h.update(data);
-    Some(h.finalize_non_root())
-}
-
-/// The id of the blob of `m` given every chunk's chaining value, in order. `None`
-/// when the chunking is not tree-aligned or `cvs` does not have one value per chunk.
-pub(crate) fn root(m: &Manifest, cvs: &[ChainingValue]) -> Option<Cid> {
-    if !aligned(m) || cvs.len() != m.chunks.len() {
+    if size.div_ceil(c) != values.len() as u64 {
         return None;
     }
-    match cvs.len() {
-        0 => Some(Cid::of(&[])),
-        // A single chunk is the whole blob: its own hash is the root.
-        1 => m.chunks.first().map(|h| Cid(*h)),
+    match values {
+        [] => Some(Cid::of(&[])),
+        // A single chunk is the whole blob: its value is the blob's hash.
+        [only] => Some(Cid(*only)),
         _ => {
-            let c = u64::from(m.chunk_size);
-            let (left, _) = split(m.size, c);
-            let l = subtree(cvs, 0, left / c, c, m.size)?;
-            let r = subtree(cvs, left / c, cvs.len() as u64, c, m.size)?;
-            Some(Cid(merge_subtrees_root(&l, &r, Mode::Hash).into()))
+            let (left, _) = split(size, c);
+            let l = subtree(values, 0, left / c, c, size)?;
+            let r = subtree(values, left / c, values.len() as u64, c, size)?;
+            Some(Cid(Hash(
+                *merge_subtrees_root(&l, &r, Mode::Hash).as_bytes(),
+            )))
         }
     }
 }
@@ -62,38 +47,30 @@ fn split(len: u64, c: u64) -> (u64, u64) {
 }
 
 /// The chaining value of the subtree over chunks `lo..hi`.
-fn subtree(cvs: &[ChainingValue], lo: u64, hi: u64, c: u64, size: u64) -> Option<ChainingValue> {
+fn subtree(values: &[Hash], lo: u64, hi: u64, c: u64, size: u64) -> Option<[u8; 32]> {
     if hi <= lo {
         return None;
     }
     if hi - lo == 1 {
-        return cvs.get(usize::try_from(lo).ok()?).copied();
+        return values.get(usize::try_from(lo).ok()?).map(|h| h.0);
     }
     let start = lo * c;
     let end = (hi * c).min(size);
     let (left, _) = split(end - start, c);
     let mid = lo + left / c;
-    let l = subtree(cvs, lo, mid, c, size)?;
-    let r = subtree(cvs, mid, hi, c, size)?;
+    let l = subtree(values, lo, mid, c, size)?;
+    let r = subtree(values, mid, hi, c, size)?;
     Some(merge_subtrees_non_root(&l, &r, Mode::Hash))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::Manifest;
     use super::*;
     use proptest::prelude::*;
 
-    fn cvs_of(m: &Manifest, data: &[u8]) -> Vec<ChainingValue> {
-        (0..m.chunk_count())
-            .map(|i| {
-                let r = m.chunk_range(i).expect("range");
-                chunk_cv(m, i, &data[r.start as usize..r.end as usize]).expect("aligned")
-            })
-            .collect()
-    }
-
     #[test]
-    fn root_of_chunk_values_is_the_blob_id_at_the_edges() {
+    fn chunk_values_merge_to_the_blob_id_at_the_edges() {
         for chunk_size in [1024u32, 2048, 1 << 16] {
             let c = chunk_size as usize;
             for len in [
@@ -114,11 +91,8 @@ mod tests {
             ] {
                 let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
                 let m = Manifest::build(&data, chunk_size).expect("build");
-                assert_eq!(
-                    root(&m, &cvs_of(&m, &data)),
-                    Some(m.id),
-                    "chunk size {chunk_size}, {len} bytes"
-                );
+                assert_eq!(m.id, Cid::of(&data), "chunk size {chunk_size}, {len} bytes");
+                assert_eq!(root(m.size, chunk_size, &m.chunks), Some(m.id));
             }
         }
     }
@@ -126,30 +100,29 @@ mod tests {
     #[test]
     fn unaligned_chunkings_and_wrong_counts_give_none() {
         let data = vec![5u8; 5000];
-        let m = Manifest::build(&data, 1000).expect("build");
-        assert_eq!(chunk_cv(&m, 0, &data[..1000]), None);
-        assert_eq!(root(&m, &[]), None);
-        let m = Manifest::build(&data, 512).expect("build");
-        assert_eq!(chunk_cv(&m, 0, &data[..512]), None);
         let m = Manifest::build(&data, 1024).expect("build");
-        let cvs = cvs_of(&m, &data);
-        assert_eq!(root(&m, &cvs[1..]), None);
+        assert_eq!(root(m.size, 1000, &m.chunks), None);
+        assert_eq!(root(m.size, 512, &m.chunks), None);
+        assert_eq!(root(m.size, 1024, &m.chunks[1..]), None);
+        assert_eq!(root(m.size + 1024, 1024, &m.chunks), None);
     }
 
     #[test]
     fn a_wrong_chunk_value_gives_another_root() {
         let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
         let m = Manifest::build(&data, 1024).expect("build");
-        let mut cvs = cvs_of(&m, &data);
-        cvs[3][0] ^= 1;
-        assert_ne!(root(&m, &cvs), Some(m.id));
+        let mut values = m.chunks.clone();
+        values[3].0[0] ^= 1;
+        assert_ne!(root(m.size, 1024, &values), Some(m.id));
+        values.swap(3, 4);
+        assert_ne!(root(m.size, 1024, &values), Some(m.id));
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         #[test]
-        fn root_of_chunk_values_is_the_blob_id(
+        fn chunk_values_merge_to_the_blob_id(
             len in 0usize..40_000,
             shift in 0u32..4,
             seed in any::<u8>(),
@@ -157,7 +130,8 @@ mod tests {
             let chunk_size = 1024u32 << shift;
             let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed | 1)).collect();
             let m = Manifest::build(&data, chunk_size).expect("build");
-            prop_assert_eq!(root(&m, &cvs_of(&m, &data)), Some(m.id));
+            prop_assert_eq!(m.id, Cid::of(&data));
+            prop_assert_eq!(root(m.size, chunk_size, &m.chunks), Some(m.id));
         }
     }
 }
