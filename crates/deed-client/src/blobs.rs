@@ -6,7 +6,10 @@
 //! it asked for, then every chunk against its value as it arrives, so a node cannot
 //! serve altered bytes, and nothing is hashed twice.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use deed_store::blob::DEFAULT_CHUNK_SIZE;
 use deed_store::Manifest;
@@ -71,8 +74,38 @@ impl Client {
         progress: Option<Progress<'_>>,
     ) -> Result<Uploaded, ClientError> {
         let manifest = Manifest::build(&data, chunk_size)?;
+        self.upload_from(&manifest, Source::Bytes(data), progress)
+            .await
+    }
+
+    /// Uploads the file at `path` cut into chunks of `chunk_size` bytes, sending only
+    /// the chunks the node does not hold yet. The file is read twice, one chunk at a
+    /// time (for the manifest, then for the chunks sent), and never held whole in
+    /// memory; a file that changes in between fails the node's chunk checks.
+    pub async fn upload_file(
+        &self,
+        path: &Path,
+        chunk_size: u32,
+        progress: Option<Progress<'_>>,
+    ) -> Result<Uploaded, ClientError> {
+        let file = path.to_path_buf();
+        let manifest = tokio::task::spawn_blocking(move || Manifest::from_path(&file, chunk_size))
+            .await
+            .map_err(|e| ClientError::Output {
+                detail: format!("hashing {} failed: {e}", path.display()),
+            })??;
+        let source = Source::File(Arc::new(path.to_path_buf()));
+        self.upload_from(&manifest, source, progress).await
+    }
+
+    async fn upload_from(
+        &self,
+        manifest: &Manifest,
+        source: Source,
+        progress: Option<Progress<'_>>,
+    ) -> Result<Uploaded, ClientError> {
         let total = manifest.size;
-        let status = self.upload_start(&manifest).await?;
+        let status = self.upload_start(manifest).await?;
         let missing = status.missing.clone();
         let mut done = total.saturating_sub(
             missing
@@ -90,19 +123,11 @@ impl Client {
             while set.len() < UPLOADS_IN_FLIGHT {
                 let Some(index) = queue.next() else { break };
                 let range = manifest.chunk_range(index)?;
-                let (lo, hi) = (range.start as usize, range.end as usize);
-                if hi > data.len() || lo > hi {
-                    return Err(ClientError::Blob(
-                        deed_store::BlobError::ChunkIndexOutOfRange {
-                            index,
-                            count: manifest.chunk_count(),
-                        },
-                    ));
-                }
-                let bytes = data.slice(lo..hi);
+                let source = source.clone();
                 let client = self.clone();
                 let cid = manifest.id;
                 set.spawn(async move {
+                    let bytes = source.read(range).await?;
                     let len = bytes.len() as u64;
                     client.upload_chunk(&cid, index, bytes).await?;
                     Ok(len)
@@ -371,6 +396,59 @@ impl Client {
             });
         }
         Ok(buf)
+    }
+}
+
+/// Where the chunks of an upload come from.
+#[derive(Clone)]
+enum Source {
+    /// Bytes in memory: chunks are slices of them.
+    Bytes(bytes::Bytes),
+    /// A file: each chunk is read when it is about to be sent.
+    File(Arc<PathBuf>),
+}
+
+impl Source {
+    /// Bytes `range` of the blob.
+    async fn read(&self, range: Range<u64>) -> Result<bytes::Bytes, ClientError> {
+        let bad_range = |size: u64| {
+            ClientError::Blob(deed_store::BlobError::RangeOutOfBounds {
+                start: range.start,
+                end: range.end,
+                size,
+            })
+        };
+        match self {
+            Source::Bytes(data) => {
+                let (lo, hi) = (range.start as usize, range.end as usize);
+                if hi > data.len() || lo > hi {
+                    return Err(bad_range(data.len() as u64));
+                }
+                Ok(data.slice(lo..hi))
+            }
+            Source::File(path) => {
+                let path = Arc::clone(path);
+                let len = usize::try_from(range.end.saturating_sub(range.start))
+                    .map_err(|_| bad_range(range.end))?;
+                let read = move || -> std::io::Result<Vec<u8>> {
+                    let mut f = std::fs::File::open(path.as_path())?;
+                    f.seek(SeekFrom::Start(range.start))?;
+                    let mut buf = vec![0u8; len];
+                    f.read_exact(&mut buf)?;
+                    Ok(buf)
+                };
+                let bytes = tokio::task::spawn_blocking(read)
+                    .await
+                    .map_err(|e| ClientError::Output {
+                        detail: format!("reading a chunk failed: {e}"),
+                    })?
+                    .map_err(|source| deed_store::BlobError::Io {
+                        op: "read a chunk of the file to upload",
+                        source,
+                    })?;
+                Ok(bytes.into())
+            }
+        }
     }
 }
 

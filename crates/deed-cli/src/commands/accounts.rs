@@ -93,8 +93,6 @@ pub enum BlobCmd {
 pub(super) async fn blob(ctx: &Ctx, cmd: BlobCmd) -> Result<Out> {
     match cmd {
         BlobCmd::Put { file } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let bar = byte_bar(ctx, "upload");
             let progress = |done: u64, total: u64| {
                 bar.set_length(total);
@@ -103,8 +101,9 @@ pub(super) async fn blob(ctx: &Ctx, cmd: BlobCmd) -> Result<Out> {
             let t = std::time::Instant::now();
             let up = ctx
                 .client
-                .upload_bytes(bytes.into(), DEFAULT_CHUNK_SIZE, Some(&progress))
-                .await?;
+                .upload_file(&file, DEFAULT_CHUNK_SIZE, Some(&progress))
+                .await
+                .with_context(|| format!("cannot upload {}", file.display()))?;
             let secs = t.elapsed().as_secs_f64();
             bar.finish_and_clear();
             Ok(Out::new(

@@ -9,8 +9,10 @@
 //! chunk against its value is one pass of blake3 over the chunk, and a blob whose
 //! every chunk checked out *is* the blob the id names. Nobody hashes a blob twice.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
+use std::path::Path;
 
 use deed_types::Hash;
 use serde::{Deserialize, Serialize};
@@ -181,6 +183,69 @@ impl Manifest {
                 h.finish()
             };
             chunks.insert(0, value);
+        }
+        Manifest::from_values(size, chunk_size, chunks)
+    }
+
+    /// The manifest of the file at `path`, which is read one chunk at a time (never
+    /// whole into memory) and hashed on several threads when it is large.
+    pub fn from_path(path: &Path, chunk_size: u32) -> Result<Manifest, BlobError> {
+        check_chunk_size(chunk_size)?;
+        let io = |source| BlobError::Io {
+            op: "read blob file for manifest",
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        let c = u64::from(chunk_size);
+        let count = size.div_ceil(c);
+        let whole_blob = count == 1;
+        // Chunks `first..end` of the file, read in order through one buffer.
+        let values = |first: u64, end: u64| -> Result<Vec<Hash>, BlobError> {
+            let mut f = File::open(path).map_err(io)?;
+            f.seek(SeekFrom::Start(first * c)).map_err(io)?;
+            let mut buf = vec![0u8; chunk_size as usize];
+            let mut out = Vec::with_capacity(usize::try_from(end - first).unwrap_or(0));
+            for index in first..end {
+                let len = (size - index * c).min(c) as usize;
+                let chunk = buf.get_mut(..len).ok_or(BlobError::BadManifest {
+                    reason: "chunk longer than the chunk size",
+                })?;
+                f.read_exact(chunk).map_err(io)?;
+                out.push(
+                    ChunkHasher::new(index * c, whole_blob)
+                        .update(chunk)
+                        .finish(),
+                );
+            }
+            Ok(out)
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8) as u64;
+        let chunks = if size >= PARALLEL_BUILD_BYTES as u64 && threads > 1 && count > 1 {
+            let per = count.div_ceil(threads);
+            std::thread::scope(|s| {
+                let parts: Vec<_> = (1..threads)
+                    .map(|t| (t * per).min(count)..((t + 1) * per).min(count))
+                    .map(|r| (r.clone(), s.spawn(move || values(r.start, r.end))))
+                    .collect();
+                let mut all = values(0, per.min(count))?;
+                for (r, handle) in parts {
+                    // Reading and hashing do not panic; should a thread fail anyway,
+                    // read its part here.
+                    all.extend(handle.join().unwrap_or_else(|_| values(r.start, r.end))?);
+                }
+                Ok::<_, BlobError>(all)
+            })?
+        } else {
+            values(0, count)?
+        };
+        // A file that grew while it was read would give a manifest of the old length
+        // with a wrong last value; one that shrank fails a read above.
+        if std::fs::metadata(path).map_err(io)?.len() != size {
+            return Err(io(std::io::Error::other(
+                "the file changed while it was read",
+            )));
         }
         Manifest::from_values(size, chunk_size, chunks)
     }
@@ -557,6 +622,10 @@ mod tests {
             // A reader that returns few bytes per call must not change the chunking.
             let trickle = std::io::Read::chain(&data[..data.len() / 3], &data[data.len() / 3..]);
             prop_assert_eq!(&Manifest::from_reader(trickle, chunk_size).expect("reader"), &m);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("blob");
+            std::fs::write(&path, &data).expect("write");
+            prop_assert_eq!(&Manifest::from_path(&path, chunk_size).expect("file"), &m);
             let json = serde_json::to_string(&m).expect("json");
             prop_assert_eq!(serde_json::from_str::<Manifest>(&json).expect("from json"), m);
         }
@@ -642,6 +711,10 @@ mod tests {
             let serial = Manifest::from_reader(&data[..], chunk_size).expect("reader");
             prop_assert_eq!(&parallel, &serial);
             prop_assert_eq!(parallel.id, Cid::of(&data));
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("blob");
+            std::fs::write(&path, &data).expect("write");
+            prop_assert_eq!(&Manifest::from_path(&path, chunk_size).expect("file"), &parallel);
         }
     }
 }
