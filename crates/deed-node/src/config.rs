@@ -135,7 +135,14 @@ pub struct ExecutorConfig {
     pub max_inline_output: usize,
     /// Models kept loaded.
     pub model_cache: usize,
+    /// Kernel threads of each model run (executions, re-executions and referee
+    /// runs alike). Any count gives the same bits; 1 leaves the other cores to the
+    /// node and to concurrent jobs.
+    pub threads: usize,
 }
+
+/// Most kernel threads a run may be given.
+pub const MAX_RUN_THREADS: usize = 256;
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
@@ -145,6 +152,7 @@ impl Default for ExecutorConfig {
             endpoint: None,
             max_inline_output: 16 * 1024,
             model_cache: 16,
+            threads: 1,
         }
     }
 }
@@ -342,7 +350,10 @@ pub struct Overrides {
 impl Config {
     /// Parses a TOML document; missing fields take their defaults.
     pub fn from_toml(text: &str) -> Result<Config, NodeError> {
-        toml::from_str(text).map_err(|e| NodeError::Config(format!("config file: {e}")))
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| NodeError::Config(format!("config file: {e}")))?;
+        cfg.check()?;
+        Ok(cfg)
     }
 
     /// Reads a TOML file.
@@ -371,6 +382,7 @@ impl Config {
         };
         cfg.apply_env(env)?;
         cfg.apply_overrides(cli)?;
+        cfg.check()?;
         Ok(cfg)
     }
 
@@ -399,6 +411,9 @@ impl Config {
         if let Some(v) = env("DEED_BLOCK_INTERVAL_MS") {
             self.block_interval_ms = parse("DEED_BLOCK_INTERVAL_MS", &v)?;
         }
+        if let Some(v) = env("DEED_EXECUTOR_THREADS") {
+            self.executor.threads = parse("DEED_EXECUTOR_THREADS", &v)?;
+        }
         if let Some(v) = env("DEED_NODE_KEY") {
             self.node_key = Some(v);
         }
@@ -423,6 +438,17 @@ impl Config {
         }
         if let Some(v) = cli.block_interval_ms {
             self.block_interval_ms = v;
+        }
+        Ok(())
+    }
+
+    /// Checks values that parse but make no sense.
+    fn check(&self) -> Result<(), NodeError> {
+        if !(1..=MAX_RUN_THREADS).contains(&self.executor.threads) {
+            return Err(NodeError::Config(format!(
+                "executor.threads = {} is outside 1..={MAX_RUN_THREADS}",
+                self.executor.threads
+            )));
         }
         Ok(())
     }
@@ -505,6 +531,32 @@ mod tests {
         let r = Config::load(
             Config::default(),
             &|k| (k == "DEED_HTTP").then(|| "nope".into()),
+            &Overrides::default(),
+        );
+        assert!(matches!(r, Err(NodeError::Config(_))));
+    }
+
+    #[test]
+    fn executor_threads_come_from_file_or_env_and_are_checked() {
+        assert_eq!(Config::default().executor.threads, 1);
+        let c = Config::from_toml("[executor]\nthreads = 2\n").unwrap();
+        assert_eq!(c.executor.threads, 2);
+        assert!(matches!(
+            Config::from_toml("[executor]\nthreads = 0\n"),
+            Err(NodeError::Config(_))
+        ));
+        let env: HashMap<&str, &str> = [("DEED_EXECUTOR_THREADS", "3")].into();
+        let c = Config::load(
+            Config::default(),
+            &|k| env.get(k).map(|v| v.to_string()),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.executor.threads, 3);
+        let env: HashMap<&str, &str> = [("DEED_EXECUTOR_THREADS", "100000")].into();
+        let r = Config::load(
+            Config::default(),
+            &|k| env.get(k).map(|v| v.to_string()),
             &Overrides::default(),
         );
         assert!(matches!(r, Err(NodeError::Config(_))));

@@ -980,7 +980,7 @@ async fn execute(
         .await?;
     }
     let started = Instant::now();
-    let run = Arc::new(runner::run(loaded, inputs, cost).await?);
+    let run = Arc::new(runner::run(loaded, inputs, cost, node.cfg.executor.threads).await?);
     node.metrics
         .job_seconds
         .observe(started.elapsed().as_secs_f64());

@@ -153,6 +153,7 @@ pub(crate) async fn run_job(
     let inputs = runner::name_inputs(&model, &bytes)?;
     let budget = node.with_state(|c| c.state().version(job.model, job.version).map(|v| v.cost));
     let how = RunHow {
+        threads: node.cfg.executor.threads,
         corrupt_step,
         ..RunHow::default()
     };

@@ -151,6 +151,8 @@ pub struct JobRun {
 /// What a run does beyond computing the job.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunHow {
+    /// Kernel threads (0 counts as 1); the bits are the same at any count.
+    pub threads: usize,
     /// Steps whose outputs to keep.
     pub keep_steps: Vec<usize>,
     /// The step to corrupt (fault injection; see [`crate::fault`]).
@@ -230,14 +232,20 @@ pub fn encode_inputs(inputs: &[(String, Tensor)]) -> Vec<u8> {
     encode_list(&tensors)
 }
 
-/// Runs `model` on `inputs` with the canonical runtime, refusing a run whose planned
-/// cost exceeds `budget` (the version's published cost; 0 sets no limit).
+/// Runs `model` on `inputs` with the canonical runtime on `threads` kernel threads,
+/// refusing a run whose planned cost exceeds `budget` (the version's published
+/// cost; 0 sets no limit).
 pub async fn run(
     model: Arc<LoadedModel>,
     inputs: Vec<(String, Tensor)>,
     budget: u64,
+    threads: usize,
 ) -> Result<JobRun, ApiError> {
-    run_how(model, inputs, budget, RunHow::default()).await
+    let how = RunHow {
+        threads,
+        ..RunHow::default()
+    };
+    run_how(model, inputs, budget, how).await
 }
 
 /// [`run`], keeping the outputs of chosen steps or injecting a fault.
@@ -249,6 +257,7 @@ pub async fn run_how(
 ) -> Result<JobRun, ApiError> {
     tokio::task::spawn_blocking(move || {
         let opts = RunOptions {
+            threads: how.threads.max(1),
             budget: (budget > 0).then_some(budget),
             keep_steps: how.keep_steps.clone(),
             #[cfg(feature = "fault")]

@@ -460,6 +460,28 @@ async fn direct_mlp_request(
     (stx, req)
 }
 
+/// `[executor] threads` changes how fast a model runs, never what it computes: an
+/// executor on three kernel threads answers with the single-threaded local run's
+/// output and trace root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_on_several_kernel_threads_answers_the_same_bits() {
+    let mut cfg = test_config(Roles::all());
+    cfg.executor.threads = 3;
+    let node = start_node(cfg, Storage::Memory).await;
+    let c = Client::new(&node);
+    let (owner, requester) = (user(0), user(2));
+    let p = publish_mlp(&c, &owner, "three-threads", 5).await;
+    let executor = c.status().await.executor.unwrap();
+    executor_serves(&c, executor, p.model).await;
+    let (_, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
+    let served: DirectResponse = c.post_json("/v1/execute", &req).await.json();
+    let (expected_out, expected_root) = mlp_local();
+    assert_eq!(served.receipt.trace_root, expected_root);
+    assert_eq!(served.receipt.output_hash, Hash::of(&expected_out));
+    drop(c);
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_call_served_before_a_restart_is_refused_after_it_and_settled_once() {
     let dir = tempfile::tempdir().unwrap();
