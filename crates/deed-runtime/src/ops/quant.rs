@@ -1076,7 +1076,7 @@ impl QLinearMatMul {
         let a = input(inputs, 0)?;
         let b = input(inputs, 3)?;
         let (a_zp, b_zp) = (opt_input(inputs, 2), opt_input(inputs, 5));
-        let (sh, acc) = int_accumulators(a, a_zp, b, b_zp, 3, prepared, ctx)?;
+        let (sh, mut acc) = int_accumulators(a, a_zp, b, b_zp, 3, prepared, ctx)?;
         let sa = scale_of(input(inputs, 1)?, 1)?;
         let sb = scale_of(input(inputs, 4)?, 4)?;
         let sy = scale_of(input(inputs, 6)?, 6)?;
@@ -1093,15 +1093,11 @@ impl QLinearMatMul {
             dtype: dt,
         })?;
         // The multipliers of a row depend on its A scale and B batch only: compute
-        // them once per change of those.
-        let mut out = vec![0i32; acc.len()];
+        // them once per change of those. Each accumulator is replaced by its
+        // requantized value in place.
         let mut mults = vec![0f64; n];
         let mut last = None;
-        for (ri, (row, dst)) in acc
-            .chunks(n.max(1))
-            .zip(out.chunks_mut(n.max(1)))
-            .enumerate()
-        {
+        for (ri, row) in acc.chunks_mut(n.max(1)).enumerate() {
             let (ia, ib) = sh.batches[ri / m.max(1)];
             let ai = la.at(ia, ri % m.max(1), m);
             if last != Some((ai, ib)) {
@@ -1112,23 +1108,23 @@ impl QLinearMatMul {
             }
             super::simd::with_fma(
                 #[inline(always)]
-                || requantize_row(row, &mults, zp, lo, hi, dst),
+                || requantize_row(row, &mults, zp, lo, hi),
             );
         }
         Ok(vec![super::simd::with_fma(
             #[inline(always)]
-            || int_tensor(dt, sh.out, out),
+            || int_tensor(dt, sh.out, acc),
         )?])
     }
 }
 
-/// `saturate(f64(c) · mult, zp, lo, hi)` for a row of accumulators, in a form the
-/// compiler vectorizes (see [`saturate_fast`]).
+/// `c ← saturate(f64(c) · mult, zp, lo, hi)` for a row of accumulators, in a form
+/// the compiler vectorizes (see [`saturate_fast`]).
 #[inline(always)]
-fn requantize_row(row: &[i32], mults: &[f64], zp: i32, lo: i64, hi: i64, out: &mut [i32]) {
+fn requantize_row(row: &mut [i32], mults: &[f64], zp: i32, lo: i64, hi: i64) {
     let (zp, lo, hi) = (f64::from(zp), lo as f64, hi as f64);
-    for ((o, &c), &mu) in out.iter_mut().zip(row).zip(mults) {
-        *o = saturate_fast(f64::from(c) * mu, zp, lo, hi);
+    for (c, &mu) in row.iter_mut().zip(mults) {
+        *c = saturate_fast(f64::from(*c) * mu, zp, lo, hi);
     }
 }
 
