@@ -30,6 +30,8 @@ pub(super) const NR: usize = 32;
 const MB: usize = 32;
 /// Values of `k` per tile step (64 bytes per tile row).
 const KB: usize = 64;
+/// How many tile steps ahead of the loads B is prefetched into L1.
+const PF_STEPS: usize = 4;
 /// What `k` is padded to in [`pack_b`]'s panels.
 pub(super) const K_ALIGN: usize = KB;
 
@@ -253,6 +255,17 @@ unsafe fn rows(a: &PackedA, r0: usize, nrows: usize, b: &Panels<'_>, c: &mut [i3
                 let ak0 = a0.add(s * 1024);
                 let ak1 = a1.add(s * 1024);
                 let bk = bp.add(s * (KB / 4) * NR * 4);
+                // A step's loads reuse the operand tiles the previous step's
+                // products read, so a load that misses L1 stalls the chain. Fetch
+                // B's step (2 KiB) PF_STEPS ahead (past a panel's end that is the
+                // next panel, or past the buffer, where a prefetch does nothing);
+                // A stays in L1 across the panels. About 5% on 64×784×512.
+                let ahead = bk.wrapping_add(PF_STEPS * (KB / 4) * NR * 4);
+                let mut l = 0;
+                while l < (KB / 4) * NR * 4 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(l) as *const i8);
+                    l += 64;
+                }
                 asm!(
                     "tileloadd tmm4, [{a0} + {sa}*1]",
                     "tileloadd tmm5, [{a1} + {sa}*1]",
