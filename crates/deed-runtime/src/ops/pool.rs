@@ -316,6 +316,23 @@ fn max_pool_values(ctx: &Ctx, w: &Window, planes: usize, x: &[f32]) -> Vec<f32> 
         });
         return out;
     }
+    if let Some(pw) = padded_dense(w) {
+        // Windows that reach into the padding: each plane padded with −∞, which no
+        // value loses to (`>` keeps the first maximum and a NaN is flagged either
+        // way) and which is what a window with nothing inside gives, then the
+        // dense form over the padded geometry.
+        let piv = pw.in_vol();
+        let mut out = vec![f32::NEG_INFINITY; planes * ov];
+        ctx.for_each_chunk(&mut out, ov.max(1), |pi, chunk| {
+            let mut buf = vec![f32::NEG_INFINITY; piv];
+            pad_plane(w, &pw, &x[pi * iv..(pi + 1) * iv], &mut buf);
+            super::simd::with_fma(
+                #[inline(always)]
+                || max_pool_dense(&pw, &buf, chunk),
+            )
+        });
+        return out;
+    }
     let (ds, hs, ws) = (offsets(0, od), offsets(1, oh), offsets(2, ow));
     let mut out = vec![f32::NEG_INFINITY; planes * ov];
     ctx.for_each_chunk(&mut out, ov.max(1), |pi, chunk| {
@@ -349,6 +366,47 @@ fn max_pool_values(ctx: &Ctx, w: &Window, planes: usize, x: &[f32]) -> Vec<f32> 
         }
     });
     out
+}
+
+/// The geometry of `w` over its input padded on every side it reaches past (the
+/// leading pads, and at the end as far as the last window reaches), which is
+/// [`dense`]; `None` when that would be more than four times the input plane (and
+/// 4096 elements), or overflows.
+fn padded_dense(w: &Window) -> Option<Window> {
+    let mut p = w.clone();
+    for d in 0..3 {
+        if w.kernel[d] == 0 {
+            return None;
+        }
+        let reach = match w.output[d] {
+            0 => 0,
+            o => (o - 1)
+                .checked_mul(w.stride[d])?
+                .checked_add((w.kernel[d] - 1).checked_mul(w.dil[d])?)?
+                .checked_add(1)?,
+        };
+        p.input[d] = w.pad_begin[d].checked_add(w.input[d])?.max(reach);
+        p.pad_begin[d] = 0;
+        p.pad_end[d] = 0;
+    }
+    let vol = p.input.iter().try_fold(1usize, |a, &n| a.checked_mul(n))?;
+    (vol <= w.in_vol().saturating_mul(4).saturating_add(4096) && dense(&p)).then_some(p)
+}
+
+/// Copies plane `xs` of `w`'s input into `buf`, the plane of [`padded_dense`]'s
+/// geometry `p` (filled beforehand), after `w`'s leading pads.
+fn pad_plane(w: &Window, p: &Window, xs: &[f32], buf: &mut [f32]) {
+    let [id, ih, iw] = w.input;
+    let [_, ph, pw] = p.input;
+    for d in 0..id {
+        for h in 0..ih {
+            let at = ((d + w.pad_begin[0]) * ph + h + w.pad_begin[1]) * pw + w.pad_begin[2];
+            let from = (d * ih + h) * iw;
+            if let (Some(dst), Some(src)) = (buf.get_mut(at..at + iw), xs.get(from..from + iw)) {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
 }
 
 /// True when every window lies inside the input: no padding is reached, so every
@@ -632,11 +690,13 @@ mod tests {
         assert_eq!(y[0].as_slice::<f32>().unwrap(), &[1.5, 4.5, 7.5, 4.5]);
     }
 
-    fn attrs_again(
+    /// A square `k`-wide window with strides `(s_h, s_w)` and pads `(p_h, p_w)` on
+    /// both sides.
+    fn window_attrs(
         global: bool,
         k: usize,
-        s: usize,
-        pad: usize,
+        (s_h, s_w): (usize, usize),
+        (p_h, p_w): (usize, usize),
         ceil: bool,
     ) -> Vec<(&'static str, Attr)> {
         if global {
@@ -644,8 +704,11 @@ mod tests {
         }
         vec![
             ("kernel_shape", Attr::Ints(vec![k as i64, k as i64])),
-            ("strides", Attr::Ints(vec![s as i64, 1])),
-            ("pads", Attr::Ints(vec![pad as i64, 0, pad as i64, 0])),
+            ("strides", Attr::Ints(vec![s_h as i64, s_w as i64])),
+            (
+                "pads",
+                Attr::Ints(vec![p_h as i64, p_w as i64, p_h as i64, p_w as i64]),
+            ),
             ("ceil_mode", Attr::Int(ceil as i64)),
         ]
     }
@@ -656,26 +719,22 @@ mod tests {
         fn threads_agree_with_reference(
             kind in prop::sample::select(vec!["MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool"]),
             (c, h, wd, k, s, pad) in (1usize..4, 1usize..9, 1usize..9, 1usize..4, 1usize..3, 0usize..2),
+            (s_w, pad_w) in (1usize..4, 0usize..3),
             ceil in any::<bool>(), seed in any::<u64>(), threads in 1usize..=4,
         ) {
             let mut st = seed | 1;
             let mut val = || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; match st % 13 { 0 => f32::NAN, 1 => -0.0, 2 => f32::NEG_INFINITY, 3 => 1e-41, _ => (st >> 40) as f32 / 1e6 - 8.0 } };
             let pad = pad.min(k - 1);
+            let pad_w = pad_w.min(k - 1);
             let global = kind.starts_with("Global");
-            let attrs = if global { vec![] } else { vec![
-                ("kernel_shape", Attr::Ints(vec![k as i64, k as i64])),
-                ("strides", Attr::Ints(vec![s as i64, 1])),
-                ("pads", Attr::Ints(vec![pad as i64, 0, pad as i64, 0])),
-                ("ceil_mode", Attr::Int(ceil as i64)),
-            ] };
-            let p = op(kind, attrs, 2);
+            let p = op(kind, window_attrs(global, k, (s, s_w), (pad, pad_w), ceil), 2);
             let x = Tensor::from_vec(vec![2, c, h, wd], (0..2 * c * h * wd).map(|_| val()).collect()).unwrap();
             let Ok(r) = p.run(&[Some(&x)], &Ctx::new(KernelMode::Reference, 1)) else { return Ok(()) };
             let f = p.run(&[Some(&x)], &Ctx::new(KernelMode::Fast, threads)).unwrap();
             prop_assert_eq!(r.len(), f.len());
             for (a, b) in r.iter().zip(&f) { prop_assert_eq!(a.encode(), b.encode()); }
             // Values only: MaxPool's fast path.
-            let p1 = op(kind, attrs_again(global, k, s, pad, ceil), 1);
+            let p1 = op(kind, window_attrs(global, k, (s, s_w), (pad, pad_w), ceil), 1);
             let f1 = p1.run(&[Some(&x)], &Ctx::new(KernelMode::Fast, threads)).unwrap();
             prop_assert_eq!(r[0].encode(), f1[0].encode());
         }
