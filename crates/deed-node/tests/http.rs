@@ -307,14 +307,26 @@ async fn executor_serves(c: &Client, executor: Address, model: u64) {
     .await;
 }
 
+/// A node started with `cfg` on `storage`, `mlp_tiny` published on it by user 0 as
+/// `name` (price 5), and the node's executor bonded and serving it.
+async fn serving_mlp(
+    cfg: deed_node::config::Config,
+    storage: Storage,
+    name: &str,
+) -> (deed_node::Running, Client, Published, deed_types::Address) {
+    let node = start_node(cfg, storage).await;
+    let c = Client::new(&node);
+    let p = publish_mlp(&c, &user(0), name, 5).await;
+    let executor = c.status().await.executor.unwrap();
+    executor_serves(&c, executor, p.model).await;
+    (node, c, p, executor)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_call_answers_at_once_and_settles_once() {
-    let (node, c) = dev_node().await;
+    let (node, c, p, executor) =
+        serving_mlp(test_config(Roles::all()), Storage::Memory, "direct").await;
     let (owner, requester) = (user(0), user(2));
-    let p = publish_mlp(&c, &owner, "direct", 5).await;
-    let status = c.status().await;
-    let executor = status.executor.unwrap();
-    executor_serves(&c, executor, p.model).await;
     let input = mlp_input();
     let stx = c
         .sign(
@@ -467,12 +479,8 @@ async fn direct_mlp_request(
 async fn an_executor_on_several_kernel_threads_answers_the_same_bits() {
     let mut cfg = test_config(Roles::all());
     cfg.executor.threads = 3;
-    let node = start_node(cfg, Storage::Memory).await;
-    let c = Client::new(&node);
-    let (owner, requester) = (user(0), user(2));
-    let p = publish_mlp(&c, &owner, "three-threads", 5).await;
-    let executor = c.status().await.executor.unwrap();
-    executor_serves(&c, executor, p.model).await;
+    let (node, c, p, executor) = serving_mlp(cfg, Storage::Memory, "three-threads").await;
+    let requester = user(2);
     let (_, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
     let served: DirectResponse = c.post_json("/v1/execute", &req).await.json();
     let (expected_out, expected_root) = mlp_local();
@@ -487,12 +495,8 @@ async fn direct_call_served_before_a_restart_is_refused_after_it_and_settled_onc
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(Roles::all());
     cfg.data_dir = dir.path().to_path_buf();
-    let node = start_node(cfg.clone(), Storage::Disk).await;
-    let c = Client::new(&node);
-    let (owner, requester) = (user(0), user(2));
-    let p = publish_mlp(&c, &owner, "direct-restart", 5).await;
-    let executor = c.status().await.executor.unwrap();
-    executor_serves(&c, executor, p.model).await;
+    let (node, c, p, executor) = serving_mlp(cfg.clone(), Storage::Disk, "direct-restart").await;
+    let requester = user(2);
     let nonce = c.nonce(&requester).await;
     let (stx, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
     let served: DirectResponse = c.post_json("/v1/execute", &req).await.json();
@@ -547,12 +551,8 @@ async fn served_direct_call_is_refused_after_a_restart_while_unsettled() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(Roles::all());
     cfg.data_dir = dir.path().to_path_buf();
-    let node = start_node(cfg.clone(), Storage::Disk).await;
-    let c = Client::new(&node);
-    let (owner, requester) = (user(0), user(2));
-    let p = publish_mlp(&c, &owner, "direct-unsettled", 5).await;
-    let executor = c.status().await.executor.unwrap();
-    executor_serves(&c, executor, p.model).await;
+    let (node, c, p, executor) = serving_mlp(cfg.clone(), Storage::Disk, "direct-unsettled").await;
+    let requester = user(2);
     let (stx, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
     drop(c);
     node.stop().await;
