@@ -681,9 +681,12 @@ fn corrupt_uploads_change_nothing(url: &str) {
         assert!(matches!(e, ClientError::Api { .. }), "{e}");
         assert_eq!(c.blob_size(&m.id).await.unwrap(), None);
         // Resume: only the chunks still missing are sent.
-        c.upload_chunk(&m.id, 2, data[2 << 16..3 << 16].to_vec())
+        let stored = c
+            .upload_chunk(&m.id, 2, data[2 << 16..3 << 16].to_vec())
             .await
             .unwrap();
+        assert_eq!((stored.index, stored.size), (2, 64 << 10));
+        assert_eq!(c.upload_status(&m.id).await.unwrap().missing, vec![0, 1, 3]);
         let up = c.upload_chunked(&data, 64 << 10, None).await.unwrap();
         assert_eq!(up.chunks_sent, 3);
         assert_eq!(c.download(&m.id, None).await.unwrap(), data);

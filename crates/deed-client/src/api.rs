@@ -24,7 +24,8 @@
 //! | `GET /v1/models/{id}/versions` | | `Vec<`[`VersionView`]`>` |
 //! | `GET /v1/models/{id}/versions/{n}` | | [`VersionView`] |
 //! | `POST /v1/blobs/uploads` | blob manifest (JSON, `deed_store::Manifest`) | [`UploadStatus`] |
-//! | `PUT /v1/blobs/uploads/{cid}/chunks/{index}` | raw chunk bytes | [`UploadStatus`] |
+//! | `GET /v1/blobs/uploads/{cid}` (an upload in progress) | | [`UploadStatus`] |
+//! | `PUT /v1/blobs/uploads/{cid}/chunks/{index}` | raw chunk bytes | [`ChunkStored`] |
 //! | `POST /v1/blobs/uploads/{cid}/finish` | | [`BlobInfo`] |
 //! | `GET /v1/blobs/{cid}` (`Range` honoured) / `HEAD` | | bytes |
 //! | `GET /v1/blobs/{cid}/manifest` | | blob manifest (JSON) |
@@ -360,6 +361,21 @@ pub struct UploadStatus {
     pub missing: Vec<u32>,
     /// Whether the blob is complete and readable.
     pub complete: bool,
+}
+
+/// One chunk stored: the answer to a chunk PUT. It does not list what the upload
+/// still lacks, so that each PUT costs the same however many chunks the blob has;
+/// `GET /v1/blobs/uploads/{cid}` (or posting the manifest again) does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChunkStored {
+    /// The blob.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub cid: Cid,
+    /// The chunk's index.
+    pub index: u32,
+    /// Its length in bytes.
+    pub size: u32,
 }
 
 /// A stored blob.

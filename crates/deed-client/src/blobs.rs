@@ -129,7 +129,16 @@ impl Client {
                 set.spawn(async move {
                     let bytes = source.read(range).await?;
                     let len = bytes.len() as u64;
-                    client.upload_chunk(&cid, index, bytes).await?;
+                    let stored = client.upload_chunk(&cid, index, bytes).await?;
+                    if stored.cid != cid || stored.index != index || u64::from(stored.size) != len {
+                        return Err(ClientError::BadResponse {
+                            url: client.base().to_owned(),
+                            reason: format!(
+                                "chunk {index} of {cid} ({len} bytes) acknowledged as chunk {} of {} ({} bytes)",
+                                stored.index, stored.cid, stored.size
+                            ),
+                        });
+                    }
                     Ok(len)
                 });
             }

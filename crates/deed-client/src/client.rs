@@ -6,9 +6,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    AccountView, BlobInfo, BlockView, DirectRequest, DirectResponse, DisputeView, ErrorBody,
-    JobView, ModelView, Status, SubmitTx, TxState, TxSubmitted, TxView, UploadStatus, VersionView,
-    PREFIX,
+    AccountView, BlobInfo, BlockView, ChunkStored, DirectRequest, DirectResponse, DisputeView,
+    ErrorBody, JobView, ModelView, Status, SubmitTx, TxState, TxSubmitted, TxView, UploadStatus,
+    VersionView, PREFIX,
 };
 use crate::error::ClientError;
 use crate::hexbytes;
@@ -325,13 +325,18 @@ impl Client {
         cid: &Cid,
         index: u32,
         data: impl Into<bytes::Bytes>,
-    ) -> Result<UploadStatus, ClientError> {
+    ) -> Result<ChunkStored, ClientError> {
         let path = format!("{PREFIX}/blobs/uploads/{cid}/chunks/{index}");
         let rb = self
             .request(Method::PUT, &path)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(data.into());
         self.json(rb, &path).await
+    }
+
+    /// `GET /v1/blobs/uploads/{cid}`: what an upload in progress still lacks.
+    pub async fn upload_status(&self, cid: &Cid) -> Result<UploadStatus, ClientError> {
+        self.get(&format!("{PREFIX}/blobs/uploads/{cid}")).await
     }
 
     /// `POST /v1/blobs/uploads/{cid}/finish`.

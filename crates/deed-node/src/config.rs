@@ -105,6 +105,9 @@ pub struct LimitsConfig {
     pub max_mempool: usize,
     /// Most transactions in one block.
     pub max_block_txs: usize,
+    /// Seconds an unfinished upload may go unused before the storage role discards
+    /// it and its staged chunks (0: never).
+    pub upload_idle_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -116,6 +119,7 @@ impl Default for LimitsConfig {
             max_body_size: 8 << 20,
             max_mempool: 10_000,
             max_block_txs: 1_000,
+            upload_idle_secs: 24 * 60 * 60,
         }
     }
 }

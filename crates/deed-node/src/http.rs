@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use deed_client::api::{
-    self, AccountView, BlobInfo, BlockView, ConsensusView, DirectRequest, DirectResponse,
-    DisputeView, ErrorBody, ErrorCode, ExecutorView, FeesView, JobView, LicenceView, ModelView,
-    NamedTensor, ReceiptView, Status, SubmitTx, TxState, TxSubmitted, TxView, UploadStatus,
-    VersionView,
+    self, AccountView, BlobInfo, BlockView, ChunkStored, ConsensusView, DirectRequest,
+    DirectResponse, DisputeView, ErrorBody, ErrorCode, ExecutorView, FeesView, JobView,
+    LicenceView, ModelView, NamedTensor, ReceiptView, Status, SubmitTx, TxState, TxSubmitted,
+    TxView, UploadStatus, VersionView,
 };
 use deed_ledger::{
     Dispute, DisputePhase, Escrow, Job, JobStatus, Model, State as LedgerState, Version,
@@ -62,6 +62,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/models/{id}/versions", get(versions))
         .route("/v1/models/{id}/versions/{n}", get(version))
         .route("/v1/blobs/uploads", post(upload_start))
+        .route("/v1/blobs/uploads/{cid}", get(upload_get))
         .route("/v1/blobs/uploads/{cid}/chunks/{index}", put(upload_chunk))
         .route("/v1/blobs/uploads/{cid}/finish", post(upload_finish))
         .route("/v1/blobs/{cid}", get(blob_get).head(blob_head))
@@ -421,11 +422,18 @@ fn upload_of(node: &Node, cid: &Cid) -> Result<Manifest, ApiError> {
     })
 }
 
+async fn upload_get(State(node): Shared, Path(cid): Path<String>) -> ApiResult<UploadStatus> {
+    need_storage(&node)?;
+    let cid: Cid = parse("CID", &cid)?;
+    let manifest = upload_of(&node, &cid)?;
+    Ok(Json(upload_status(&node, &manifest).await?))
+}
+
 async fn upload_chunk(
     State(node): Shared,
     Path((cid, index)): Path<(String, String)>,
     b: Result<Bytes, BytesRejection>,
-) -> ApiResult<UploadStatus> {
+) -> ApiResult<ChunkStored> {
     need_storage(&node)?;
     let cid: Cid = parse("CID", &cid)?;
     let index: u32 = parse("chunk index", &index)?;
@@ -437,7 +445,12 @@ async fn upload_chunk(
         .put_chunk_owned(&manifest, index, Vec::from(data))
         .await?;
     node.metrics.blob_bytes_in.inc_by(len);
-    Ok(Json(upload_status(&node, &manifest).await?))
+    Ok(Json(ChunkStored {
+        cid,
+        index,
+        // A stored chunk is at most the manifest's chunk size, a u32.
+        size: u32::try_from(len).unwrap_or(u32::MAX),
+    }))
 }
 
 async fn upload_finish(State(node): Shared, Path(cid): Path<String>) -> ApiResult<BlobInfo> {

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub blob_bytes_in: IntCounter,
     /// Blob bytes served.
     pub blob_bytes_out: IntCounter,
+    /// Unfinished uploads discarded after going unused.
+    pub uploads_expired: IntCounter,
     /// HTTP requests by route and status.
     pub http_requests: IntCounterVec,
     /// HTTP latency by route.
@@ -197,6 +199,11 @@ impl Metrics {
                 "Verified blob bytes received",
             )?,
             blob_bytes_out: counter(&r, "deed_blob_bytes_out_total", "Blob bytes served")?,
+            uploads_expired: counter(
+                &r,
+                "deed_uploads_expired_total",
+                "Unfinished uploads discarded after going unused",
+            )?,
             http_requests,
             http_seconds,
             registry: r,

@@ -3,12 +3,13 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use deed_client::api::ModelManifest;
 use deed_consensus::{NodeSecretKey, ValidatorSet};
 use deed_ledger::{Job, Params, RuntimeReferee, State};
 use deed_store::{AnyBlobStore, FsBlobStore, MemoryBlobStore, MemoryStateStore, ObjectBlobStore};
-use deed_store::{RedbStateStore, StateStore};
+use deed_store::{BlobStore, RedbStateStore, StateStore};
 use deed_types::{
     Action, Address, Amount, Block, Cid, Hash, JobId, ModelId, SecretKey, SignedTransaction,
     Transaction,
@@ -115,10 +116,10 @@ pub struct Node {
     pub(crate) traces: Mutex<HashMap<(JobId, Address), Arc<JobRun>>>,
     /// Executors of this node with a `Bond` queued and not yet included.
     bond_requested: Mutex<HashSet<Address>>,
-    /// Manifests of uploads in progress by blob id, for chunk PUTs; kept in the
-    /// store's local records too, so an upload resumes across a restart without
-    /// its manifest being sent again.
-    uploads: Mutex<HashMap<Cid, deed_store::Manifest>>,
+    /// Manifests of uploads in progress by blob id, for chunk PUTs, with when each
+    /// was last used; kept in the store's local records too, so an upload resumes
+    /// across a restart without its manifest being sent again.
+    uploads: Mutex<HashMap<Cid, OpenUpload>>,
     /// Consensus progress, from the engine's events.
     pub(crate) consensus_info: Mutex<crate::consensus::ConsensusInfo>,
     /// The node network, once started.
@@ -290,17 +291,23 @@ impl Node {
 
     /// Remembers, durably, the manifest of an upload in progress.
     pub(crate) fn begin_upload(&self, m: deed_store::Manifest) -> Result<(), NodeError> {
-        if lock(&self.uploads).get(&m.id) == Some(&m) {
-            return Ok(());
+        if let Some(open) = lock(&self.uploads).get_mut(&m.id) {
+            if open.manifest == m {
+                open.touched = Instant::now();
+                return Ok(());
+            }
         }
         lock(&self.chain).put_local(vec![(upload_key(&m.id), Some(m.encode()))])?;
-        lock(&self.uploads).insert(m.id, m);
+        lock(&self.uploads).insert(m.id, OpenUpload::new(m));
         Ok(())
     }
 
-    /// The manifest of the upload of `cid` in progress.
+    /// The manifest of the upload of `cid` in progress; counts as a use of it.
     pub(crate) fn upload(&self, cid: &Cid) -> Option<deed_store::Manifest> {
-        lock(&self.uploads).get(cid).cloned()
+        lock(&self.uploads).get_mut(cid).map(|open| {
+            open.touched = Instant::now();
+            open.manifest.clone()
+        })
     }
 
     /// Forgets a finished upload.
@@ -309,6 +316,41 @@ impl Node {
             lock(&self.chain).put_local(vec![(upload_key(cid), None)])?;
         }
         Ok(())
+    }
+
+    /// Forgets the uploads nobody used for `[limits] upload_idle_secs` and discards
+    /// their staged chunks. Returns how many expired. An upload counts as used when
+    /// its manifest is posted, a chunk of it arrives or its status is asked for;
+    /// after a restart, the start counts as a use.
+    pub(crate) async fn expire_uploads(&self) -> Result<usize, NodeError> {
+        let idle = Duration::from_secs(self.cfg.limits.upload_idle_secs);
+        if idle.is_zero() {
+            return Ok(0);
+        }
+        let expired: Vec<deed_store::Manifest> = {
+            let mut uploads = lock(&self.uploads);
+            let ids: Vec<Cid> = uploads
+                .iter()
+                .filter(|(_, open)| open.touched.elapsed() >= idle)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter()
+                .filter_map(|id| uploads.remove(id))
+                .map(|open| open.manifest)
+                .collect()
+        };
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        lock(&self.chain).put_local(expired.iter().map(|m| (upload_key(&m.id), None)).collect())?;
+        for m in &expired {
+            if let Err(e) = self.blobs.abort(m).await {
+                tracing::warn!(blob = %m.id, error = %e, "discarding an expired upload failed");
+            }
+        }
+        self.metrics.uploads_expired.inc_by(expired.len() as u64);
+        tracing::info!(uploads = expired.len(), "expired idle uploads");
+        Ok(expired.len())
     }
 
     /// Queues the direct calls this node served before it restarted and the chain
@@ -654,6 +696,28 @@ fn mempool_has_bond(mempool: &Mempool, me: Address) -> bool {
     mempool.any(|sender, stx| sender == me && matches!(stx.tx.action, Action::Bond { .. }))
 }
 
+/// An upload in progress.
+struct OpenUpload {
+    manifest: deed_store::Manifest,
+    /// When it was last used (see [`Node::expire_uploads`]).
+    touched: Instant,
+}
+
+impl OpenUpload {
+    fn new(manifest: deed_store::Manifest) -> Self {
+        OpenUpload {
+            manifest,
+            touched: Instant::now(),
+        }
+    }
+}
+
+/// How often the storage role looks for idle uploads: a tenth of the idle limit,
+/// between one second and a minute.
+fn upload_sweep_every(idle_secs: u64) -> Duration {
+    Duration::from_millis(idle_secs.saturating_mul(100).clamp(1_000, 60_000))
+}
+
 /// The local-record key of the upload of `cid` in progress: `u` + the blob id.
 fn upload_key(cid: &Cid) -> Vec<u8> {
     let mut k = Vec::with_capacity(33);
@@ -664,13 +728,13 @@ fn upload_key(cid: &Cid) -> Vec<u8> {
 
 /// The uploads in progress when the node last stopped (records that no longer
 /// decode are dropped).
-fn open_uploads(chain: &mut Chain) -> Result<HashMap<Cid, deed_store::Manifest>, NodeError> {
+fn open_uploads(chain: &mut Chain) -> Result<HashMap<Cid, OpenUpload>, NodeError> {
     let mut uploads = HashMap::new();
     let mut stale = Vec::new();
     for (key, value) in chain.local_prefix(b"u")? {
         match deed_store::Manifest::decode(&value) {
             Ok(m) if key == upload_key(&m.id) => {
-                uploads.insert(m.id, m);
+                uploads.insert(m.id, OpenUpload::new(m));
             }
             _ => stale.push((key, None)),
         }
@@ -764,6 +828,24 @@ impl Started {
                 .map_err(|e| NodeError::Config(format!("node network: {e}")))?;
             let _ = node.net.set(net.clone());
             handles.push(tokio::spawn(admit_gossip(node.clone(), net, rx)));
+        }
+        if node.cfg.roles.storage && node.cfg.limits.upload_idle_secs > 0 {
+            let node = node.clone();
+            let every = upload_sweep_every(node.cfg.limits.upload_idle_secs);
+            let mut stop = self.shutdown.subscribe();
+            handles.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    if let Err(e) = node.expire_uploads().await {
+                        tracing::warn!(error = %e, "expiring idle uploads failed");
+                    }
+                }
+            }));
         }
         if node.cfg.roles.executor {
             node.resubmit_served();

@@ -3,9 +3,10 @@
 //! router in [`crate::http`].
 
 use deed_client::api::{
-    AccountView, BlobInfo, BlockView, ConsensusView, DirectRequest, DirectResponse, DisputeView,
-    ErrorBody, ErrorCode, ExecutorView, FeesView, JobView, LicenceView, ModelView, NamedTensor,
-    ReceiptView, Status, SubmitTx, TxState, TxSubmitted, TxView, UploadStatus, VersionView,
+    AccountView, BlobInfo, BlockView, ChunkStored, ConsensusView, DirectRequest, DirectResponse,
+    DisputeView, ErrorBody, ErrorCode, ExecutorView, FeesView, JobView, LicenceView, ModelView,
+    NamedTensor, ReceiptView, Status, SubmitTx, TxState, TxSubmitted, TxView, UploadStatus,
+    VersionView,
 };
 use utoipa::openapi::content::Content;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
@@ -113,12 +114,20 @@ const ROUTES: &[(HttpMethod, &str, &str, Body, &str, Body)] = &[
         Body::Json("UploadStatus"),
     ),
     (
+        HttpMethod::Get,
+        "/v1/blobs/uploads/{cid}",
+        "An upload in progress: the chunks the node still lacks",
+        Body::None,
+        "200",
+        Body::Json("UploadStatus"),
+    ),
+    (
         HttpMethod::Put,
         "/v1/blobs/uploads/{cid}/chunks/{index}",
         "Upload one chunk (verified on arrival)",
         Body::Bytes,
         "200",
-        Body::Json("UploadStatus"),
+        Body::Json("ChunkStored"),
     ),
     (
         HttpMethod::Post,
@@ -278,6 +287,7 @@ pub fn document() -> String {
         .schema_from::<ModelView>()
         .schema_from::<VersionView>()
         .schema_from::<UploadStatus>()
+        .schema_from::<ChunkStored>()
         .schema_from::<BlobInfo>()
         .schema_from::<ReceiptView>()
         .schema_from::<FeesView>()

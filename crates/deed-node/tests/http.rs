@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use deed_client::api::{
-    self, BlobInfo, DirectRequest, DirectResponse, DisputeView, ErrorCode, ModelView, NamedTensor,
-    TxState, TxView, UploadStatus,
+    self, BlobInfo, ChunkStored, DirectRequest, DirectResponse, DisputeView, ErrorCode, ModelView,
+    NamedTensor, TxState, TxView, UploadStatus,
 };
 use deed_node::config::Roles;
 use deed_node::Storage;
@@ -617,11 +617,14 @@ async fn upload_interrupted_by_a_restart_resumes_with_only_the_missing_chunks() 
     let c = Client::new(&node);
     // The node still knows the upload: chunks go on arriving without the manifest
     // being sent again, and it names exactly the ones it lacks.
-    let st: UploadStatus = c
+    let stored: ChunkStored = c
         .put(&format!("/v1/blobs/uploads/{}/chunks/1", m.id), chunk(1))
         .await
         .json();
+    assert_eq!((stored.cid, stored.index, stored.size), (m.id, 1, 1024));
+    let st: UploadStatus = c.get(&format!("/v1/blobs/uploads/{}", m.id)).await.json();
     assert_eq!(st.missing, vec![2, 4, 5, 6, 7, 8]);
+    assert!(!st.complete);
     // A client that uploads the same bytes sends only those.
     let client = deed_client::Client::new(&c.base).unwrap();
     let up = client.upload_chunked(&data, 1024, None).await.unwrap();
@@ -631,6 +634,83 @@ async fn upload_interrupted_by_a_restart_resumes_with_only_the_missing_chunks() 
     c.put(&format!("/v1/blobs/uploads/{}/chunks/2", m.id), chunk(2))
         .await
         .expect_error(ErrorCode::NotFound);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_uploads_expire_with_their_staged_chunks_and_used_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(Roles::parse_list("validator,storage").unwrap());
+    cfg.data_dir = dir.path().to_path_buf();
+    cfg.heartbeat_ms = 60_000;
+    cfg.limits.upload_idle_secs = 2;
+    let node = start_node(cfg.clone(), Storage::Disk).await;
+    let c = Client::new(&node);
+    let blob = |seed: u32| -> (Vec<u8>, Manifest) {
+        let data: Vec<u8> = (0..6_000u32).map(|i| (i * seed % 241) as u8).collect();
+        let m = Manifest::build(&data, 1024).unwrap();
+        (data, m)
+    };
+    let (idle_data, idle) = blob(13);
+    let (used_data, used) = blob(17);
+    for (data, m) in [(&idle_data, &idle), (&used_data, &used)] {
+        let _: UploadStatus = c.post_json("/v1/blobs/uploads", m).await.json();
+        for i in [0, 2] {
+            let r = m.chunk_range(i).unwrap();
+            let part = data[r.start as usize..r.end as usize].to_vec();
+            let stored: ChunkStored = c
+                .put(&format!("/v1/blobs/uploads/{}/chunks/{i}", m.id), part)
+                .await
+                .json();
+            assert_eq!(stored.index, i);
+        }
+    }
+    // One upload is asked about every 200 ms, the other left alone until the
+    // node reports an expiry.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let st: UploadStatus = c
+            .get(&format!("/v1/blobs/uploads/{}", used.id))
+            .await
+            .json();
+        assert_eq!(st.missing, vec![1, 3, 4, 5], "a used upload must stay");
+        let metrics = String::from_utf8(c.get("/metrics").await.body).unwrap();
+        if metrics.contains("deed_uploads_expired_total 1") {
+            c.get(&format!("/v1/blobs/uploads/{}", idle.id))
+                .await
+                .expect_error(ErrorCode::NotFound);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle upload never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Its chunks went with it: the node starts that upload from nothing.
+    let st: UploadStatus = c.post_json("/v1/blobs/uploads", &idle).await.json();
+    assert_eq!(st.missing, (0..6).collect::<Vec<u32>>());
+    drop(c);
+    node.stop().await;
+
+    // Nothing of the expired upload comes back after a restart; the used one does.
+    cfg.limits.upload_idle_secs = 0;
+    let node = start_node(cfg, Storage::Disk).await;
+    let c = Client::new(&node);
+    let st: UploadStatus = c
+        .get(&format!("/v1/blobs/uploads/{}", used.id))
+        .await
+        .json();
+    assert_eq!(st.missing, vec![1, 3, 4, 5]);
+    let st: UploadStatus = c
+        .get(&format!("/v1/blobs/uploads/{}", idle.id))
+        .await
+        .json();
+    assert_eq!(
+        st.missing,
+        (0..6).collect::<Vec<u32>>(),
+        "re-posted, so open again"
+    );
     node.stop().await;
 }
 
