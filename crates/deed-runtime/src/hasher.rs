@@ -10,6 +10,7 @@
 //! while hashing remains. A run whose hasher cannot start hashes inline.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
@@ -19,8 +20,11 @@ use crate::trace::step_hash;
 
 /// Steps that may wait for the hashing thread, over all runs of the process.
 const QUEUE: usize = 8;
-/// How long the hashing thread looks for more work before it sleeps.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+/// How long the hashing thread looks for more work before it sleeps: as long as the
+/// kernel pool's workers, so that a step handed over after a long operator (a large
+/// product takes hundreds of microseconds) finds the thread awake. Waking it cost the
+/// computing thread about 25 µs per handoff on a virtual machine.
+const SPIN: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// One step's outputs to hash, and where the hash goes.
 struct Job {
@@ -50,13 +54,20 @@ impl Job {
 /// The jobs waiting for a hasher.
 struct Queue {
     jobs: Mutex<VecDeque<Job>>,
+    /// How many jobs `jobs` holds, read without the lock by the spinning thread, so
+    /// that its polling does not take the lock away from the runs handing work over.
+    queued: AtomicUsize,
     ready: Condvar,
 }
 
 impl Queue {
     /// The next job, if any, without waiting.
     fn take(&self) -> Option<Job> {
-        self.jobs.lock().ok()?.pop_front()
+        let job = self.jobs.lock().ok()?.pop_front();
+        if job.is_some() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        job
     }
 }
 
@@ -65,6 +76,7 @@ fn global() -> Option<&'static Queue> {
     *QUEUE_.get_or_init(|| {
         let q: &'static Queue = Box::leak(Box::new(Queue {
             jobs: Mutex::new(VecDeque::with_capacity(QUEUE)),
+            queued: AtomicUsize::new(0),
             ready: Condvar::new(),
         }));
         std::thread::Builder::new()
@@ -75,8 +87,9 @@ fn global() -> Option<&'static Queue> {
                 let spin_until = std::time::Instant::now() + SPIN;
                 let mut job = None;
                 while job.is_none() && std::time::Instant::now() < spin_until {
-                    job = q.take();
-                    if job.is_none() {
+                    if q.queued.load(Ordering::Relaxed) > 0 {
+                        job = q.take();
+                    } else {
                         std::hint::spin_loop();
                     }
                 }
@@ -86,7 +99,10 @@ fn global() -> Option<&'static Queue> {
                         let Ok(mut jobs) = q.jobs.lock() else { return };
                         loop {
                             match jobs.pop_front() {
-                                Some(job) => break job,
+                                Some(job) => {
+                                    q.queued.fetch_sub(1, Ordering::Relaxed);
+                                    break job;
+                                }
                                 None => match q.ready.wait(jobs) {
                                     Ok(j) => jobs = j,
                                     Err(_) => return,
@@ -143,6 +159,7 @@ impl Pipeline {
         let job = match self.queue.jobs.lock() {
             Ok(mut jobs) if jobs.len() < QUEUE => {
                 jobs.push_back(job);
+                self.queue.queued.fetch_add(1, Ordering::Relaxed);
                 None
             }
             _ => Some(job),
