@@ -308,10 +308,15 @@ fn max_pool_values(ctx: &Ctx, w: &Window, planes: usize, x: &[f32]) -> Vec<f32> 
     };
     if dense(w) {
         let mut out = vec![f32::NEG_INFINITY; planes * ov];
+        let two_by_two = w.kernel == [1, 2, 2] && w.stride == [1, 2, 2] && w.dil == [1; 3];
         ctx.for_each_chunk(&mut out, ov.max(1), |pi, chunk| {
+            let xs = &x[pi * iv..(pi + 1) * iv];
+            if two_by_two && od == 1 && super::simd::max_pool_2x2s2(xs, iw, oh, ow, chunk) {
+                return;
+            }
             super::simd::with_fma(
                 #[inline(always)]
-                || max_pool_dense(w, &x[pi * iv..(pi + 1) * iv], chunk),
+                || max_pool_dense(w, xs, chunk),
             )
         });
         return out;
@@ -737,6 +742,22 @@ mod tests {
             let p1 = op(kind, window_attrs(global, k, (s, s_w), (pad, pad_w), ceil), 1);
             let f1 = p1.run(&[Some(&x)], &Ctx::new(KernelMode::Fast, threads)).unwrap();
             prop_assert_eq!(r[0].encode(), f1[0].encode());
+        }
+
+        /// The 2×2 stride-2 plane kernel (ResNet's pooling) through the operator, on
+        /// planes wide enough for whole and partial 16-lane blocks.
+        #[test]
+        fn max_pool_2x2_stride2_agrees_with_reference(
+            (c, h, wd) in (1usize..4, 2usize..12, 2usize..70),
+            seed in any::<u64>(), threads in 1usize..=4,
+        ) {
+            let mut st = seed | 1;
+            let mut val = || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; match st % 13 { 0 => f32::NAN, 1 => -0.0, 2 => f32::NEG_INFINITY, 3 => 1e-41, 4 => 0.0, _ => (st >> 40) as f32 / 1e6 - 8.0 } };
+            let x = Tensor::from_vec(vec![1, c, h, wd], (0..c * h * wd).map(|_| val()).collect()).unwrap();
+            let p = op("MaxPool", window_attrs(false, 2, (2, 2), (0, 0), false), 1);
+            let r = p.run(&[Some(&x)], &Ctx::new(KernelMode::Reference, 1)).unwrap();
+            let f = p.run(&[Some(&x)], &Ctx::new(KernelMode::Fast, threads)).unwrap();
+            prop_assert_eq!(r[0].encode(), f[0].encode());
         }
     }
 }

@@ -410,6 +410,78 @@ unsafe fn max_stride2_avx512(row: &mut [f32], src: &[f32], first: bool) -> usize
     j
 }
 
+/// MaxPool of one plane with a 2×2 window at stride 2 that stays inside the plane
+/// (`2·ow ≤ iw`, `2·oh ≤ ih`): `out[i, j]` starts at `x[2i, 2j]` and takes `x[2i, 2j+1]`,
+/// `x[2i+1, 2j]`, `x[2i+1, 2j+1]` in that (row-major) order when larger or NaN, and ends
+/// as the canonical NaN if it holds one: the selects of [`max_into_stride2`] over the
+/// four kernel offsets, done for a whole output row in registers instead of four
+/// passes over it (ResNet's pooling after the stem, whose 16-wide rows made the calls
+/// cost more than the work). Returns false, writing nothing, when the CPU lacks AVX-512
+/// or the shapes do not fit, and the caller takes the general row form.
+pub(crate) fn max_pool_2x2s2(x: &[f32], iw: usize, oh: usize, ow: usize, out: &mut [f32]) -> bool {
+    let fits = 2 * ow <= iw
+        && oh.checked_mul(ow) == Some(out.len())
+        && (2 * oh).checked_mul(iw).is_some_and(|n| n <= x.len());
+    if !fits || ow == 0 {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512F (`isa`); every input row read is one of the
+        // first `2·oh` rows of `iw` inside `x`, read only in its first `2·ow` values,
+        // and every output row is one of the `oh` rows of `ow` in `out` (`fits`).
+        unsafe { max_pool_2x2s2_avx512(x, iw, oh, ow, out) };
+        return true;
+    }
+    false
+}
+
+/// # Safety
+/// The CPU has AVX-512F, `x` holds at least `2·oh` rows of `iw ≥ 2·ow` values and
+/// `out` exactly `oh` rows of `ow`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_pool_2x2s2_avx512(x: &[f32], iw: usize, oh: usize, ow: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let canon = _mm512_set1_ps(f32::from_bits(crate::kernels::gemm::CANONICAL_NAN_F32));
+    // Later values replace the kept one when larger or NaN.
+    #[inline(always)]
+    unsafe fn take(o: __m512, v: __m512) -> __m512 {
+        let m = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, o) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        _mm512_mask_mov_ps(o, m, v)
+    }
+    for i in 0..oh {
+        let r0 = x.as_ptr().add(2 * i * iw);
+        let r1 = r0.add(iw);
+        let o = out.as_mut_ptr().add(i * ow);
+        let mut j = 0;
+        while j < ow {
+            // Outputs j..j+n read inputs 2j..2j+2n of both rows.
+            let n = (ow - j).min(16);
+            let lo = (2 * n).min(16);
+            let hi = 2 * n - lo;
+            let (mlo, mhi) = (
+                ((1u32 << lo) - 1) as __mmask16,
+                ((1u32 << hi) - 1) as __mmask16,
+            );
+            let a_lo = _mm512_maskz_loadu_ps(mlo, r0.add(2 * j));
+            let a_hi = _mm512_maskz_loadu_ps(mhi, r0.add(2 * j + 16));
+            let b_lo = _mm512_maskz_loadu_ps(mlo, r1.add(2 * j));
+            let b_hi = _mm512_maskz_loadu_ps(mhi, r1.add(2 * j + 16));
+            let mut r = _mm512_permutex2var_ps(a_lo, evens, a_hi);
+            r = take(r, _mm512_permutex2var_ps(a_lo, odds, a_hi));
+            r = take(r, _mm512_permutex2var_ps(b_lo, evens, b_hi));
+            r = take(r, _mm512_permutex2var_ps(b_lo, odds, b_hi));
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(r, r);
+            r = _mm512_mask_mov_ps(r, nan, canon);
+            _mm512_mask_storeu_ps(o.add(j), ((1u32 << n) - 1) as __mmask16, r);
+            j += n;
+        }
+    }
+}
+
 /// The reference for a hot unary kind (used by the tests and by `DEED_KERNELS=reference`).
 #[cfg(test)]
 fn reference_unary(k: Kind, x: &[f32]) -> Vec<f32> {
@@ -455,6 +527,34 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The 2×2 stride-2 MaxPool plane against the row steps, kernel offsets in
+        /// row-major order, and the canonical NaN.
+        #[test]
+        fn max_pool_2x2s2_equals_row_steps(
+            oh in 1usize..5,
+            ow in 1usize..40,
+            extra in 0usize..3,
+            vals in prop::collection::vec(special(), 11 * 82),
+        ) {
+            let (ih, iw) = (2 * oh + extra, 2 * ow + extra);
+            let x = &vals[..ih * iw];
+            let mut want = vec![0.0f32; oh * ow];
+            for i in 0..oh {
+                for j in 0..ow {
+                    let mut o = x[2 * i * iw + 2 * j];
+                    for (a, e) in [(0, 1), (1, 0), (1, 1)] {
+                        let v = x[(2 * i + a) * iw + 2 * j + e];
+                        o = if v > o || v.is_nan() { v } else { o };
+                    }
+                    want[i * ow + j] = if o.is_nan() { f32::from_bits(crate::kernels::gemm::CANONICAL_NAN_F32) } else { o };
+                }
+            }
+            let mut got = vec![0.0f32; oh * ow];
+            if max_pool_2x2s2(x, iw, oh, ow, &mut got) {
+                prop_assert_eq!(bits(&got), bits(&want));
+            }
+        }
+
         /// The stride-2 MaxPool row step against the scalar selects it vectorizes.
         #[test]
         fn max_into_stride2_equals_scalar(
