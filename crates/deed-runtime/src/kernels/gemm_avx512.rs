@@ -394,8 +394,22 @@ pub(super) fn gemm_rows(
         return;
     }
     let per = m.div_ceil(ctx.threads());
+    // Split over threads, each share reads its own copy of the rows of B. On the
+    // 2-core machine the benchmarks run on, two shares reading one buffer each ran
+    // 2.4 times as long as either alone (a 32-channel 3×3 convolution on 16×16: 43 µs
+    // per 16-row share against 17 µs), with private copies 18–22 µs. The copy is one
+    // pass over the padded input, which the product reads `rows / 12` times over.
+    let split = m > per;
+    let span = offs.iter().max().map_or(0, |&o| o + n);
     ctx.for_each_chunk(c, per * n, |ci, chunk| {
         let a = a.rows_range(ci * per, chunk.len() / n);
+        let own: Vec<f32>;
+        let data: &[f32] = if split {
+            own = data[..span].to_vec();
+            &own
+        } else {
+            data
+        };
         for (pc, kc) in k_blocks(k) {
             let f = Flags {
                 first: pc == 0,
