@@ -8,7 +8,8 @@ Steps:
   2. builds `deed` (deed-cli) and the tract example (deed-runtime/examples/tract_run.rs)
      in release mode;
   3. for every model, times in separate child processes: `deed run --threads 1` and
-     `--threads 2`, `deed run --no-trace` (the cost of trace hashing) and
+     `--threads 2`, `deed run --no-trace` at 1 and 2 threads (the cost of trace
+     hashing, and the kernels alone at 2 threads) and
      `deed run --hash-inline` (the trace hashed on the executing thread instead of on
      the hashing thread that overlaps it with compute), onnxruntime with intra_op_num_threads 1 and 2 (sequential
      execution, default graph optimizations) and tract; each child reports the median
@@ -253,6 +254,7 @@ def main() -> int:
                 "deed_1t_no_trace": deed_cmd(1, "--repeat", rep, "--no-trace") if has_no_trace else None,
                 "deed_1t_hash_inline": deed_cmd(1, "--repeat", rep, "--hash-inline") if has_hash_inline else None,
                 "deed_2t": deed_cmd(2, "--repeat", rep),
+                "deed_2t_no_trace": deed_cmd(2, "--repeat", rep, "--no-trace") if has_no_trace else None,
                 "ort_2t": [sys.executable, os.path.abspath(__file__), "--ort-child", case_dir, "2", rep],
             }
             per_round: dict[str, list[Run]] = {k: [] for k in configs}
@@ -293,6 +295,7 @@ def main() -> int:
                     "trace_overhead_min": None if traced is None else traced - 1,
                     "trace_overhead_inline_min": None if traced_inline is None else traced_inline - 1,
                     "deed_no_trace_over_ort_1t_min": ratio(runs["deed_1t_no_trace"], runs["ort_1t"], use_min=True),
+                    "deed_no_trace_over_ort_2t_min": ratio(runs.get("deed_2t_no_trace", Run()), runs["ort_2t"], use_min=True),
                 },
                 "max_abs_deviation_from_ort": deviation,
                 "trace_roots": roots,
@@ -340,6 +343,8 @@ def print_table(results: dict[str, dict], has_no_trace: bool, repeat: int, round
           "tract 1t", "deed/tract"], rows)
     print()
     print("trace: deed 1t with tracing (hashing thread, and --hash-inline) vs --no-trace (minimum); "
+          "deed 2t no-trace: the kernels alone at 2 threads (the traced 2t run hashes inline, "
+          "its threads taking every core of a 2-core machine); "
           "peak RSS in MiB (the ort child includes the Python interpreter and numpy)")
     rows = []
     for name, res in results.items():
@@ -352,10 +357,13 @@ def print_table(results: dict[str, dict], has_no_trace: bool, repeat: int, round
 
         rows.append([
             name, fmt_ms(runs["deed_1t_no_trace"]), fmt_ratio(r.get("deed_no_trace_over_ort_1t_min")),
-            pct("trace_overhead_min"), pct("trace_overhead_inline_min"), res["max_abs_deviation_from_ort"],
+            pct("trace_overhead_min"), pct("trace_overhead_inline_min"),
+            fmt_ms(runs.get("deed_2t_no_trace", Run())), fmt_ratio(r.get("deed_no_trace_over_ort_2t_min")),
+            res["max_abs_deviation_from_ort"],
             fmt_mib(runs["deed_1t"]), fmt_mib(runs["ort_1t"]), fmt_mib(runs["tract"]),
         ])
-    grid(["model", "deed 1t no-trace", "/ort 1t", "trace cost", "trace inline", "|Δ| vs ort",
+    grid(["model", "deed 1t no-trace", "/ort 1t", "trace cost", "trace inline",
+          "deed 2t no-trace", "/ort 2t", "|Δ| vs ort",
           "RSS deed", "RSS ort", "RSS tract"], rows)
     print()
     for name, res in results.items():
