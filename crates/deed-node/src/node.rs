@@ -334,15 +334,20 @@ impl Node {
                 .filter(|(_, open)| open.touched.elapsed() >= idle)
                 .map(|(id, _)| *id)
                 .collect();
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            // The records go while the map is locked, so that a manifest posted
+            // again meanwhile keeps the record it writes.
+            lock(&self.chain).put_local(ids.iter().map(|id| (upload_key(id), None)).collect())?;
             ids.iter()
                 .filter_map(|id| uploads.remove(id))
                 .map(|open| open.manifest)
                 .collect()
         };
-        if expired.is_empty() {
-            return Ok(0);
-        }
-        lock(&self.chain).put_local(expired.iter().map(|m| (upload_key(&m.id), None)).collect())?;
+        // A manifest posted again between here and the abort loses the chunks that
+        // arrive before the abort; finishing it then reports them missing, and the
+        // client's next attempt sends them again.
         for m in &expired {
             if let Err(e) = self.blobs.abort(m).await {
                 tracing::warn!(blob = %m.id, error = %e, "discarding an expired upload failed");
