@@ -589,12 +589,19 @@ async fn served_direct_call_is_refused_after_a_restart_while_unsettled() {
     node.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upload_interrupted_by_a_restart_resumes_with_only_the_missing_chunks() {
-    let dir = tempfile::tempdir().unwrap();
+/// A validator and storage node keeping its state in `dir`, for tests that restart it;
+/// heartbeats are far apart so that its chain stands still between requests.
+fn disk_storage_config(dir: &tempfile::TempDir) -> deed_node::config::Config {
     let mut cfg = test_config(Roles::parse_list("validator,storage").unwrap());
     cfg.data_dir = dir.path().to_path_buf();
     cfg.heartbeat_ms = 60_000;
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_interrupted_by_a_restart_resumes_with_only_the_missing_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = disk_storage_config(&dir);
     let node = start_node(cfg.clone(), Storage::Disk).await;
     let c = Client::new(&node);
     let data: Vec<u8> = (0..10_000u32).map(|i| (i * 11 % 253) as u8).collect();
@@ -640,9 +647,7 @@ async fn upload_interrupted_by_a_restart_resumes_with_only_the_missing_chunks() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_uploads_expire_with_their_staged_chunks_and_used_ones_stay() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(Roles::parse_list("validator,storage").unwrap());
-    cfg.data_dir = dir.path().to_path_buf();
-    cfg.heartbeat_ms = 60_000;
+    let mut cfg = disk_storage_config(&dir);
     cfg.limits.upload_idle_secs = 2;
     let node = start_node(cfg.clone(), Storage::Disk).await;
     let c = Client::new(&node);
@@ -795,9 +800,7 @@ async fn watcher_challenges_a_wrong_receipt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(Roles::parse_list("validator,storage").unwrap());
-    cfg.data_dir = dir.path().to_path_buf();
-    cfg.heartbeat_ms = 60_000;
+    let cfg = disk_storage_config(&dir);
     let node = start_node(cfg.clone(), Storage::Disk).await;
     let c = Client::new(&node);
     let (alice, bob) = (user(0), user(1));
