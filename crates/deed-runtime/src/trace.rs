@@ -99,6 +99,7 @@
 //! from the leaf up), verified with the algorithm of RFC 9162 §2.1.3.2; it has at most
 //! `⌈log2 n⌉` siblings.
 
+use crate::tensor_bytes::LeadHasher;
 use deed_types::{Hash, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -145,7 +146,7 @@ fn domain(context: &'static str, parts: &[&[u8]]) -> Hash {
 /// module docs for the exact bytes). Tensors are streamed into the hasher, never copied
 /// whole.
 pub fn step_hash(step: u32, outputs: &[&Tensor]) -> Hash {
-    let mut h = keyed(STEP);
+    let mut h = LeadHasher::new(keyed(STEP));
     h.update(&step.to_le_bytes());
     // A node has at most a handful of outputs; a count beyond u32 cannot come from a
     // loaded graph, and saturating keeps the encoding total.
@@ -175,7 +176,7 @@ pub fn outputs_hash_of(outputs: &[&Tensor]) -> Hash {
         let owned: Vec<Tensor> = outputs.iter().map(|&t| t.clone()).collect();
         return Hash::of(&deed_types::encode_list(&owned));
     };
-    let mut h = blake3::Hasher::new();
+    let mut h = LeadHasher::new(blake3::Hasher::new());
     h.update(&count.to_le_bytes());
     for (t, len) in outputs.iter().zip(lens) {
         h.update(&len.to_le_bytes());
