@@ -177,20 +177,11 @@ where
     T: Copy + Sync,
     U: Copy + Send + Default,
 {
-    let mut out = vec![U::default(); x.len()];
     if x.len() >= PAR_MIN && ctx.threads() > 1 {
-        ctx.for_each_chunk(&mut out, CHUNK, |i, c| {
-            let src = &x[i * CHUNK..i * CHUNK + c.len()];
-            for (o, &v) in c.iter_mut().zip(src) {
-                *o = f(v);
-            }
-        });
+        super::simd::map_vec_par(ctx, x, CHUNK, f)
     } else {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = f(v);
-        }
+        super::simd::map_vec(x, f)
     }
-    out
 }
 
 /// How one operand is read along the output: the flat offset of each output row's

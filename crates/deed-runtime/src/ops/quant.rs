@@ -99,11 +99,7 @@ fn float_tensor(dt: DType, shape: Vec<usize>, v: Vec<f32>) -> Result<Tensor, OpE
 /// of its own, compiled for the baseline instruction set.
 #[inline(always)]
 fn map_into<S: Copy, D: Copy + Default>(src: &[S], f: impl Fn(S) -> D) -> Vec<D> {
-    let mut out = vec![D::default(); src.len()];
-    for (o, &x) in out.iter_mut().zip(src) {
-        *o = f(x);
-    }
-    out
+    super::simd::map_vec(src, f)
 }
 
 /// Builds an integer tensor of a quantized dtype from values already in range.

@@ -164,6 +164,46 @@ fn filled(n: usize, fill: impl FnOnce(&mut [Slot])) -> Vec<f32> {
     v
 }
 
+/// `f` of every element of `src`, as a new vector that is never zeroed first. A plain
+/// loop, inlined, so that inside a vectorized region (`with_fma`) it is compiled for
+/// that region's instruction set.
+#[inline(always)]
+pub(crate) fn map_vec<S: Copy, D>(src: &[S], f: impl Fn(S) -> D) -> Vec<D> {
+    let mut v: Vec<D> = Vec::with_capacity(src.len());
+    let slots = &mut v.spare_capacity_mut()[..src.len()];
+    for (o, &x) in slots.iter_mut().zip(src) {
+        o.write(f(x));
+    }
+    // SAFETY: the loop wrote every one of the `src.len()` slots (the zip walks two
+    // slices of that length); the capacity is at least that.
+    unsafe { v.set_len(src.len()) };
+    v
+}
+
+/// [`map_vec`] split over the context's threads in pieces of `chunk` elements.
+pub(crate) fn map_vec_par<S, D, F>(ctx: &Ctx, src: &[S], chunk: usize, f: F) -> Vec<D>
+where
+    S: Copy + Sync,
+    D: Send,
+    F: Fn(S) -> D + Send + Sync,
+{
+    let chunk = chunk.max(1);
+    let mut v: Vec<D> = Vec::with_capacity(src.len());
+    let slots = &mut v.spare_capacity_mut()[..src.len()];
+    ctx.for_each_chunk(slots, chunk, |i, c| {
+        // Piece `i` starts at `i * chunk` and holds `c.len()` slots of the output.
+        let src = &src[i * chunk..i * chunk + c.len()];
+        for (o, &x) in c.iter_mut().zip(src) {
+            o.write(f(x));
+        }
+    });
+    // SAFETY: `for_each_chunk` hands out every piece of `slots` exactly once (pieces of
+    // `chunk` elements, the i-th at `i * chunk`), and each piece's loop writes all of
+    // its slots, reading `src` at the same positions; the capacity is `src.len()`.
+    unsafe { v.set_len(src.len()) };
+    v
+}
+
 #[inline(always)]
 fn map_slice<F: Fn(f32) -> f32 + Copy>(src: &[f32], dst: &mut [Slot], f: F) {
     debug_assert_eq!(src.len(), dst.len());
