@@ -693,7 +693,6 @@ fn channel_affine<T: Float>(
     b: &[T],
     ctx: &Ctx,
 ) -> Vec<T> {
-    let mut out = vec![T::ZERO; v.len()];
     let spatial = spatial.max(1);
     // Small tensors stay on one thread: the split would cost more in moving the
     // input between the cores' caches than it saves.
@@ -703,17 +702,21 @@ fn channel_affine<T: Float>(
     } else {
         planes.div_ceil(ctx.threads()).max(1)
     };
-    ctx.for_each_chunk(&mut out, per * spatial, |ci, dst| {
-        for (i, dst) in dst.chunks_mut(spatial).enumerate() {
-            let idx = ci * per + i;
-            let ch = idx % c.max(1);
-            let src = &v[idx * spatial..(idx + 1) * spatial];
-            for k in 0..spatial {
-                dst[k] = (src[k] - mean[ch]) * a[ch] + b[ch];
-            }
-        }
-    });
-    out
+    let c = c.max(1);
+    // Three roundings per element, in this order, whatever the vector width.
+    super::simd::map_planes_par(
+        ctx,
+        v,
+        spatial,
+        per,
+        #[inline(always)]
+        |plane| {
+            let ch = plane % c;
+            let (m, a, b) = (mean[ch], a[ch], b[ch]);
+            #[inline(always)]
+            move |x| (x - m) * a + b
+        },
+    )
 }
 
 /// `BatchNormalization` in inference mode.
@@ -1184,6 +1187,50 @@ mod tests {
                 prop_assert_eq!(&bits(&soft.run(&[Some(&x)], &ctx).unwrap()[0]), &want_s);
                 prop_assert_eq!(&bits(&logsoft.run(&[Some(&x)], &ctx).unwrap()[0]), &want_l);
                 prop_assert_eq!(&bits(&ln.run(&[Some(&x), Some(&scale)], &ctx).unwrap()[0]), &want_n);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// BatchNormalization's vectorized planes, split over 1–4 threads, give the
+        /// bits of the per-element definition: `(x − mean) · a + b` with
+        /// `a = scale / sqrt(var + eps)`, three roundings, NaN canonical.
+        #[test]
+        fn batch_norm_equals_the_scalar_definition(
+            n in 1usize..3,
+            c in 1usize..6,
+            // Large planes too: from PAR_MIN elements the planes are split over threads.
+            sp in prop_oneof![1usize..70, 30_000usize..40_000],
+            seed in prop::collection::vec(special(), 900),
+            params in prop::collection::vec(-4.0f32..4.0, 24),
+        ) {
+            let len = n * c * sp;
+            let xs: Vec<f32> = seed.iter().copied().cycle().take(len).collect();
+            let x = Tensor::from_vec(vec![n, c, sp], xs.clone()).unwrap();
+            let p = |k: usize| Tensor::from_vec(vec![c], params[k * 6..k * 6 + c].to_vec()).unwrap();
+            let (scale, bias, mean) = (p(0), p(1), p(2));
+            let var = Tensor::from_vec(vec![c], params[18..18 + c].iter().map(|v| v.abs()).collect::<Vec<f32>>()).unwrap();
+            let eps = 1e-5f32;
+            let f = |t: &Tensor| t.as_slice::<f32>().unwrap().to_vec();
+            let (s, b, m, v) = (f(&scale), f(&bias), f(&mean), f(&var));
+            let want: Vec<u32> = xs
+                .iter()
+                .enumerate()
+                .map(|(i, &xv)| {
+                    let ch = (i / sp) % c;
+                    let a = s[ch] / (v[ch] + eps).sqrt();
+                    let y = (xv - m[ch]) * a + b[ch];
+                    if y.is_nan() { f32::NAN.to_bits() } else { y.to_bits() }
+                })
+                .collect();
+            let op = BatchNorm { eps };
+            let ins = [Some(&x), Some(&scale), Some(&bias), Some(&mean), Some(&var)];
+            for t in 1..=4 {
+                for mode in [KernelMode::Fast, KernelMode::Reference] {
+                    let got = op.run(&ins, &Ctx::new(mode, t)).unwrap();
+                    prop_assert_eq!(&bits(&got[0]), &want, "threads {}", t);
+                }
             }
         }
     }

@@ -204,6 +204,50 @@ where
     v
 }
 
+/// `f(p)(x)` for every element `x` of `src`, `p` being the index of the plane of
+/// `plane` elements that holds it, as a new vector that is never zeroed first: `f(p)`
+/// is the plane's element function, made once per plane. Tasks of `per` whole planes
+/// are split over the context's threads, and each runs in the vectorized region
+/// ([`with_fma`]); callers mark both closures `#[inline(always)]`, as for `with_fma`.
+pub(crate) fn map_planes_par<S, D, F, G>(
+    ctx: &Ctx,
+    src: &[S],
+    plane: usize,
+    per: usize,
+    f: F,
+) -> Vec<D>
+where
+    S: Copy + Sync,
+    D: Send,
+    F: Fn(usize) -> G + Send + Sync,
+    G: Fn(S) -> D,
+{
+    let (plane, per) = (plane.max(1), per.max(1));
+    let mut v: Vec<D> = Vec::with_capacity(src.len());
+    let slots = &mut v.spare_capacity_mut()[..src.len()];
+    ctx.for_each_chunk(slots, per * plane, |ci, c| {
+        let base = ci * per * plane;
+        let src = &src[base..base + c.len()];
+        with_fma(
+            #[inline(always)]
+            || {
+                for (i, (dst, s)) in c.chunks_mut(plane).zip(src.chunks(plane)).enumerate() {
+                    let g = f(ci * per + i);
+                    for (o, &x) in dst.iter_mut().zip(s) {
+                        o.write(g(x));
+                    }
+                }
+            },
+        )
+    });
+    // SAFETY: `for_each_chunk` hands out every piece of `slots` exactly once (the
+    // `ci`-th at `ci * per * plane`); each piece is cut into planes alongside the
+    // same positions of `src`, a slice of the same length, and every slot of every
+    // plane is written. The capacity is `src.len()`.
+    unsafe { v.set_len(src.len()) };
+    v
+}
+
 #[inline(always)]
 fn map_slice<F: Fn(f32) -> f32 + Copy>(src: &[f32], dst: &mut [Slot], f: F) {
     debug_assert_eq!(src.len(), dst.len());
