@@ -251,10 +251,46 @@ fn convert_vals(vals: Vec<Val>, to: DType) -> TensorData {
     }
 }
 
+/// Integers to f32 or f64 in one vectorized loop, or `None` for any other pair. `as`
+/// rounds an integer to the nearest float, ties to even: the same value the general
+/// path gets from the integer widened to i128.
+fn int_to_float(d: &TensorData, to: DType) -> Option<TensorData> {
+    use super::simd::{map_vec, with_fma};
+    macro_rules! go {
+        ($v:expr) => {
+            match to {
+                DType::F32 => Some(TensorData::F32(with_fma(
+                    #[inline(always)]
+                    || map_vec($v, |x| x as f32),
+                ))),
+                DType::F64 => Some(TensorData::F64(with_fma(
+                    #[inline(always)]
+                    || map_vec($v, |x| x as f64),
+                ))),
+                _ => None,
+            }
+        };
+    }
+    match d {
+        TensorData::I8(v) => go!(v),
+        TensorData::U8(v) => go!(v),
+        TensorData::I16(v) => go!(v),
+        TensorData::U16(v) => go!(v),
+        TensorData::I32(v) => go!(v),
+        TensorData::U32(v) => go!(v),
+        TensorData::I64(v) => go!(v),
+        TensorData::U64(v) => go!(v),
+        _ => None,
+    }
+}
+
 /// Converts a tensor to `to` by the rules in the module documentation.
 pub fn cast(x: &Tensor, to: DType) -> Result<Tensor, OpError> {
     let src = x.dtype();
     let shape = x.shape().to_vec();
+    if let Some(data) = int_to_float(x.data(), to) {
+        return Ok(Tensor::new(shape, data)?);
+    }
     let data = match x.data() {
         TensorData::Str(v) if to == DType::Str => TensorData::Str(v.clone()),
         TensorData::Str(v) => {
@@ -278,6 +314,34 @@ mod tests {
 
     fn t<T: deed_types::tensor::Element>(v: Vec<T>) -> Tensor {
         Tensor::from_vec(vec![v.len()], v).unwrap()
+    }
+
+    proptest::proptest! {
+        /// The vectorized integer-to-float casts give the general path's values.
+        #[test]
+        fn int_to_float_equals_the_general_path(
+            v in proptest::collection::vec(proptest::num::i64::ANY, 0..300),
+        ) {
+            let datas = [
+                TensorData::I8(v.iter().map(|&x| x as i8).collect()),
+                TensorData::U8(v.iter().map(|&x| x as u8).collect()),
+                TensorData::I16(v.iter().map(|&x| x as i16).collect()),
+                TensorData::U16(v.iter().map(|&x| x as u16).collect()),
+                TensorData::I32(v.iter().map(|&x| x as i32).collect()),
+                TensorData::U32(v.iter().map(|&x| x as u32).collect()),
+                TensorData::I64(v.clone()),
+                TensorData::U64(v.iter().map(|&x| x as u64).collect()),
+            ];
+            for d in datas {
+                let x = Tensor::new(vec![v.len()], d).unwrap();
+                for to in [DType::F32, DType::F64] {
+                    let general = with_int!(x, w: T => convert::<T>(w, to, x.dtype()),
+                        _ => unreachable!());
+                    let fast = cast(&x, to).unwrap();
+                    proptest::prop_assert_eq!(fast.data(), &general, "{:?} to {:?}", x.dtype(), to);
+                }
+            }
+        }
     }
 
     #[test]
