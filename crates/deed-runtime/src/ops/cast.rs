@@ -254,32 +254,17 @@ fn convert_vals(vals: Vec<Val>, to: DType) -> TensorData {
 /// Integers to f32 or f64 in one vectorized loop, or `None` for any other pair. `as`
 /// rounds an integer to the nearest float, ties to even: the same value the general
 /// path gets from the integer widened to i128.
-fn int_to_float(d: &TensorData, to: DType) -> Option<TensorData> {
+fn int_to_float(x: &Tensor, to: DType) -> Option<TensorData> {
     use super::simd::{map_vec, with_fma};
-    macro_rules! go {
-        ($v:expr) => {
-            match to {
-                DType::F32 => Some(TensorData::F32(with_fma(
-                    #[inline(always)]
-                    || map_vec($v, |x| x as f32),
-                ))),
-                DType::F64 => Some(TensorData::F64(with_fma(
-                    #[inline(always)]
-                    || map_vec($v, |x| x as f64),
-                ))),
-                _ => None,
-            }
-        };
-    }
-    match d {
-        TensorData::I8(v) => go!(v),
-        TensorData::U8(v) => go!(v),
-        TensorData::I16(v) => go!(v),
-        TensorData::U16(v) => go!(v),
-        TensorData::I32(v) => go!(v),
-        TensorData::U32(v) => go!(v),
-        TensorData::I64(v) => go!(v),
-        TensorData::U64(v) => go!(v),
+    match to {
+        DType::F32 => with_int!(x, v: T => Some(TensorData::F32(with_fma(
+            #[inline(always)]
+            || map_vec(v, |e: T| e as f32),
+        ))), _ => None),
+        DType::F64 => with_int!(x, v: T => Some(TensorData::F64(with_fma(
+            #[inline(always)]
+            || map_vec(v, |e: T| e as f64),
+        ))), _ => None),
         _ => None,
     }
 }
@@ -288,7 +273,7 @@ fn int_to_float(d: &TensorData, to: DType) -> Option<TensorData> {
 pub fn cast(x: &Tensor, to: DType) -> Result<Tensor, OpError> {
     let src = x.dtype();
     let shape = x.shape().to_vec();
-    if let Some(data) = int_to_float(x.data(), to) {
+    if let Some(data) = int_to_float(x, to) {
         return Ok(Tensor::new(shape, data)?);
     }
     let data = match x.data() {
