@@ -336,7 +336,7 @@ pub fn gemm<T: Scalar>(
 /// `data[offs[k]..offs[k] + n]`: rows may overlap, so a convolution's patches can be
 /// read in place from its (padded) input instead of being copied out first.
 /// Bit-identical to [`gemm_reference`] on B copied out row by row, which is what the
-/// reference mode and CPUs without AVX-512 do.
+/// reference mode and CPUs without AVX2 do; the SIMD kernels read the rows in place.
 pub fn gemm_rows(
     ctx: &Ctx,
     a: Mat<'_, f32>,
@@ -357,21 +357,37 @@ pub fn gemm_rows(
             c.len()
         )));
     }
-    #[cfg(target_arch = "x86_64")]
-    if !ctx.reference() && F32Kernel::detect() == F32Kernel::Avx512 {
-        super::gemm_avx512::gemm_rows(ctx, a, data, offs, n, c);
-        return Ok(());
+    if ctx.reference() {
+        gemm_rows_copied(ctx, a, data, offs, n, c);
+    } else {
+        F32Kernel::detect().run_rows(ctx, a, data, offs, n, c);
+    }
+    Ok(())
+}
+
+/// [`gemm_rows`] on B copied out row by row: the reference, and the portable path.
+fn gemm_rows_copied(
+    ctx: &Ctx,
+    a: Mat<'_, f32>,
+    data: &[f32],
+    offs: &[usize],
+    n: usize,
+    c: &mut [f32],
+) {
+    if n == 0 || a.rows == 0 {
+        return;
     }
     let mut dense = Vec::with_capacity(offs.len() * n);
     for &o in offs {
         dense.extend_from_slice(&data[o..o + n]);
     }
-    let b = Mat::row_major(&dense, offs.len(), n)
-        .ok_or_else(|| OpError::shape("row-indexed product with no columns"))?;
-    if n == 0 || a.rows == 0 {
-        return Ok(());
+    if let Some(b) = Mat::row_major(&dense, offs.len(), n) {
+        if ctx.reference() {
+            reference_rows(a, b, c);
+        } else {
+            gemm_rows_parallel(ctx, a, b, c);
+        }
     }
-    gemm(ctx, a, b, c)
 }
 
 /// The f32 kernel this CPU runs: the widest SIMD it has.
@@ -423,6 +439,25 @@ impl F32Kernel {
             #[cfg(target_arch = "x86_64")]
             F32Kernel::Avx2 => super::gemm_avx2::gemm(ctx, a, b, c, pre),
             F32Kernel::Portable => gemm_rows_parallel(ctx, a, b, c),
+        }
+    }
+
+    /// [`gemm_rows`] on this kernel (arguments checked by it).
+    fn run_rows(
+        self,
+        ctx: &Ctx,
+        a: Mat<'_, f32>,
+        data: &[f32],
+        offs: &[usize],
+        n: usize,
+        c: &mut [f32],
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx512 => super::gemm_avx512::gemm_rows(ctx, a, data, offs, n, c),
+            #[cfg(target_arch = "x86_64")]
+            F32Kernel::Avx2 => super::gemm_avx2::gemm_rows(ctx, a, data, offs, n, c),
+            F32Kernel::Portable => gemm_rows_copied(ctx, a, data, offs, n, c),
         }
     }
 
@@ -673,6 +708,12 @@ mod tests {
                 let mut f = vec![2.0f32; m * n];
                 gemm_rows(&Ctx::new(mode, threads), a, &data, &offs, n, &mut f).unwrap();
                 prop_assert_eq!(bits(&r), bits(&f), "{:?}", mode);
+            }
+            // Every kernel this CPU has, not only the one it picks.
+            for kernel in F32Kernel::all_available() {
+                let mut f = vec![3.0f32; m * n];
+                kernel.run_rows(&Ctx::new(KernelMode::Fast, threads), a, &data, &offs, n, &mut f);
+                prop_assert_eq!(bits(&r), bits(&f), "{:?}", kernel);
             }
         }
 

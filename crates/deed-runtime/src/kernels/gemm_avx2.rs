@@ -8,16 +8,23 @@
 //! Each output element lives in one lane of one accumulator register. Per step `k`
 //! the kernel broadcasts `a[i,k]`, loads eight consecutive `b[k,j]` and does one
 //! `vfmadd` per register — exactly the reference's `acc = fma(a, b, acc)` with `k`
-//! increasing. K is processed in blocks of [`KC`]; between blocks the accumulator is
-//! stored to and reloaded from `c` unchanged (an f32 store is exact), so blocking
-//! does not alter the sequence.
+//! increasing. K is processed in blocks of at most [`KC`]; between blocks the
+//! accumulator is stored to and reloaded from `c` unchanged (an f32 store is exact),
+//! so blocking does not alter the sequence. After the last block every NaN lane is
+//! replaced by the canonical NaN as it is stored.
+//!
+//! Register budget: the main tile is [`MR`] = 6 rows × 16 columns, 12 accumulators,
+//! two registers of B and one broadcast of A, of the 16 ymm registers.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
 
-use super::gemm::{Mat, Scalar};
+use super::gemm::{Mat, CANONICAL_NAN_F32};
+use super::tiling::{k_blocks, row_tiles, BRows, Flags, Indexed, Strided};
 use crate::ctx::Ctx;
 
+/// Rows of the main register tile.
+const MR: usize = 6;
 /// K block: a 6×KC panel of A and a KC×16 panel of B stay in L1.
 const KC: usize = 256;
 /// Column block: a KC×NC block of B stays in L2.
@@ -34,15 +41,14 @@ pub(super) fn available() -> bool {
 const PACK_MIN_ROWS: usize = 16;
 
 /// B packed once, in the order [`block`] visits it: for each NC column block, for each
-/// KC row block, the 16-wide panels [`pack_b`] writes.
+/// K block ([`k_blocks`]), the 16-wide panels [`pack_b`] writes.
 pub(super) fn pack_whole(b: Mat<'_, f32>) -> Vec<f32> {
     let (k, n) = (b.rows(), b.cols());
     let mut out = Vec::with_capacity(k * n.div_ceil(16) * 16);
     let mut buf = Vec::new();
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
+        for (pc, kc) in k_blocks(k, KC) {
             pack_b(b.rows_range(pc, kc).cols_range(jc, nc), &mut buf);
             out.extend_from_slice(&buf);
         }
@@ -68,7 +74,7 @@ pub(super) fn gemm(
         return;
     }
     let threads = ctx.threads();
-    let per = m.div_ceil(threads).div_ceil(6) * 6;
+    let per = m.div_ceil(threads).div_ceil(MR) * MR;
     let pre = pre.filter(|p| m > 1 && p.len() == k * n.div_ceil(16) * 16);
     let pack = pre.is_some() || per >= PACK_MIN_ROWS;
     // Without packing, the kernel loads eight consecutive columns of B: give it unit
@@ -103,9 +109,6 @@ pub(super) fn gemm(
             block(a.rows_range(r0, chunk.len() / n), b, chunk, n, pack, pre);
         });
     }
-    for x in c.iter_mut() {
-        *x = x.canon();
-    }
 }
 
 /// Copies `b` (kc × nc, any strides) into 16-wide column panels, each kc × 16
@@ -118,9 +121,17 @@ fn pack_b(b: Mat<'_, f32>, buf: &mut Vec<f32>) {
     for (p, panel) in buf.chunks_mut(kc * 16).enumerate() {
         let j0 = p * 16;
         let w = 16.min(nc - j0);
-        for (kk, row) in panel.chunks_mut(16).enumerate() {
-            for (j, v) in row[..w].iter_mut().enumerate() {
-                *v = b.at(kk, j0 + j);
+        if b.cs() == 1 {
+            let d = b.data();
+            for (kk, row) in panel.chunks_mut(16).enumerate() {
+                let s = kk * b.rs() + j0;
+                row[..w].copy_from_slice(&d[s..s + w]);
+            }
+        } else {
+            for (kk, row) in panel.chunks_mut(16).enumerate() {
+                for (j, v) in row[..w].iter_mut().enumerate() {
+                    *v = b.at(kk, j0 + j);
+                }
             }
         }
     }
@@ -148,9 +159,11 @@ fn block(
     let mut pre_at = 0;
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let acc = pc > 0;
+        for (pc, kc) in k_blocks(k, KC) {
+            let f = Flags {
+                first: pc == 0,
+                last: pc + kc == k,
+            };
             let bp = b.rows_range(pc, kc).cols_range(jc, nc);
             let len = nc.div_ceil(16) * 16 * kc;
             let panels: &[f32] = match pre {
@@ -166,9 +179,7 @@ fn block(
                 }
             };
             pre_at += len;
-            let mut ir = 0;
-            while ir < m {
-                let mr = (m - ir).min(6);
+            for (ir, mr) in row_tiles(m, MR) {
                 let ap = a.rows_range(ir, mr).cols_range(pc, kc);
                 let cp = &mut c[ir * ldc + jc..];
                 // SAFETY: `ap`, `bp` are in-bounds views (Mat invariant) of mr×kc and
@@ -178,25 +189,24 @@ fn block(
                 unsafe {
                     if pack {
                         match mr {
-                            6 => packed::<6>(ap, panels, nc, cp, ldc, acc),
-                            5 => packed::<5>(ap, panels, nc, cp, ldc, acc),
-                            4 => packed::<4>(ap, panels, nc, cp, ldc, acc),
-                            3 => packed::<3>(ap, panels, nc, cp, ldc, acc),
-                            2 => packed::<2>(ap, panels, nc, cp, ldc, acc),
-                            _ => packed::<1>(ap, panels, nc, cp, ldc, acc),
+                            6 => packed::<6>(ap, panels, nc, cp, ldc, f),
+                            5 => packed::<5>(ap, panels, nc, cp, ldc, f),
+                            4 => packed::<4>(ap, panels, nc, cp, ldc, f),
+                            3 => packed::<3>(ap, panels, nc, cp, ldc, f),
+                            2 => packed::<2>(ap, panels, nc, cp, ldc, f),
+                            _ => packed::<1>(ap, panels, nc, cp, ldc, f),
                         }
                     } else {
                         match mr {
-                            6 => strip::<6, 2>(ap, bp, cp, ldc, acc),
-                            5 => strip::<5, 2>(ap, bp, cp, ldc, acc),
-                            4 => strip::<4, 3>(ap, bp, cp, ldc, acc),
-                            3 => strip::<3, 4>(ap, bp, cp, ldc, acc),
-                            2 => strip::<2, 6>(ap, bp, cp, ldc, acc),
-                            _ => strip::<1, 8>(ap, bp, cp, ldc, acc),
+                            6 => strip::<6, 2>(ap, bp, cp, ldc, f),
+                            5 => strip::<5, 2>(ap, bp, cp, ldc, f),
+                            4 => strip::<4, 3>(ap, bp, cp, ldc, f),
+                            3 => strip::<3, 4>(ap, bp, cp, ldc, f),
+                            2 => strip::<2, 6>(ap, bp, cp, ldc, f),
+                            _ => strip::<1, 8>(ap, bp, cp, ldc, f),
                         }
                     }
                 }
-                ir += mr;
             }
         }
     }
@@ -214,18 +224,21 @@ unsafe fn packed<const MR: usize>(
     nc: usize,
     c: &mut [f32],
     ldc: usize,
-    accumulate: bool,
+    f: Flags,
 ) {
     let kc = a.cols();
     let mut jr = 0;
     while jr < nc {
         let nv = 16.min(nc - jr);
-        let bp = buf.as_ptr().add((jr / 16) * kc * 16);
+        let b = Strided {
+            p: buf.as_ptr().add((jr / 16) * kc * 16),
+            rs: 16,
+        };
         let cp = c.as_mut_ptr().add(jr);
         if nv == 16 {
-            tile::<MR, 2, false>(kc, a, bp, 16, cp, ldc, nv, accumulate);
+            tile::<MR, 2, false, _>(kc, a, b, cp, ldc, nv, f);
         } else {
-            tile::<MR, 2, true>(kc, a, bp, 16, cp, ldc, nv, accumulate);
+            tile::<MR, 2, true, _>(kc, a, b, cp, ldc, nv, f);
         }
         jr += 16;
     }
@@ -242,19 +255,115 @@ unsafe fn strip<const MR: usize, const NV: usize>(
     b: Mat<'_, f32>,
     c: &mut [f32],
     ldc: usize,
-    accumulate: bool,
+    f: Flags,
 ) {
     let (kc, nc) = (a.cols(), b.cols());
     let w = NV * 8;
     let mut jr = 0;
     while jr < nc {
         let nv = w.min(nc - jr);
-        let bp = b.data().as_ptr().add(jr);
+        let bp = Strided {
+            p: b.data().as_ptr().add(jr),
+            rs: b.rs(),
+        };
         let cp = c.as_mut_ptr().add(jr);
         if nv == w {
-            tile::<MR, NV, false>(kc, a, bp, b.rs(), cp, ldc, nv, accumulate);
+            tile::<MR, NV, false, _>(kc, a, bp, cp, ldc, nv, f);
         } else {
-            tile::<MR, NV, true>(kc, a, bp, b.rs(), cp, ldc, nv, accumulate);
+            tile::<MR, NV, true, _>(kc, a, bp, cp, ldc, nv, f);
+        }
+        jr += w;
+    }
+}
+
+/// `c = a·b` where row `k` of B is `data[offs[k]..offs[k] + n]` (f32, row-major `c`,
+/// `a.rows() × n`), every NaN canonical. The rows of B may overlap: a convolution's
+/// patches, read in place from its input, with neither a copy nor packing. Callers
+/// checked `a.cols() == offs.len()`, `c.len() == a.rows() · n`, every row inside
+/// `data`, and [`available`].
+pub(super) fn gemm_rows(
+    ctx: &Ctx,
+    a: Mat<'_, f32>,
+    data: &[f32],
+    offs: &[usize],
+    n: usize,
+    c: &mut [f32],
+) {
+    let (m, k) = (a.rows(), a.cols());
+    if m == 0 || n == 0 || offs.len() != k || c.len() != m * n {
+        return;
+    }
+    if offs
+        .iter()
+        .any(|&o| o.checked_add(n).is_none_or(|end| end > data.len()))
+    {
+        return;
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    let per = m.div_ceil(ctx.threads());
+    ctx.for_each_chunk(c, per * n, |ci, chunk| {
+        let a = a.rows_range(ci * per, chunk.len() / n);
+        for (pc, kc) in k_blocks(k, KC) {
+            let f = Flags {
+                first: pc == 0,
+                last: pc + kc == k,
+            };
+            let ap0 = a.cols_range(pc, kc);
+            for (ir, mr) in row_tiles(a.rows(), MR) {
+                let ap = ap0.rows_range(ir, mr);
+                let cp = &mut chunk[ir * n..];
+                // SAFETY: `ap` is an in-bounds mr×kc view (Mat invariant); rows
+                // `pc..pc+kc` of B lie inside `data` for all `n` columns (checked
+                // above); `cp` holds `(mr−1)·n + n` elements (rows `ir..ir+mr` of the
+                // chunk); the CPU has AVX2+FMA (`available`, checked by the caller).
+                unsafe {
+                    let offs = offs.as_ptr().add(pc);
+                    match mr {
+                        6 => rows_strip::<6, 2>(ap, data, offs, n, cp, f),
+                        5 => rows_strip::<5, 2>(ap, data, offs, n, cp, f),
+                        4 => rows_strip::<4, 3>(ap, data, offs, n, cp, f),
+                        3 => rows_strip::<3, 4>(ap, data, offs, n, cp, f),
+                        2 => rows_strip::<2, 6>(ap, data, offs, n, cp, f),
+                        _ => rows_strip::<1, 8>(ap, data, offs, n, cp, f),
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// One row panel of `MR` rows of [`gemm_rows`] across all `n` columns, `NV*8` at a
+/// time.
+///
+/// # Safety
+/// `a` is MR×kc, `offs` holds kc offsets whose rows of `n` lie inside `data`, `c`
+/// holds `(MR-1)*n + n` elements, and the CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_strip<const MR: usize, const NV: usize>(
+    a: Mat<'_, f32>,
+    data: &[f32],
+    offs: *const usize,
+    n: usize,
+    c: &mut [f32],
+    f: Flags,
+) {
+    let kc = a.cols();
+    let w = NV * 8;
+    let mut jr = 0;
+    while jr < n {
+        let nv = w.min(n - jr);
+        let b = Indexed {
+            p: data.as_ptr().wrapping_add(jr),
+            offs,
+        };
+        let cp = c.as_mut_ptr().add(jr);
+        if nv == w {
+            tile::<MR, NV, false, _>(kc, a, b, cp, n, nv, f);
+        } else {
+            tile::<MR, NV, true, _>(kc, a, b, cp, n, nv, f);
         }
         jr += w;
     }
@@ -267,15 +376,14 @@ unsafe fn strip<const MR: usize, const NV: usize>(
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 #[inline]
-unsafe fn tile<const MR: usize, const NV: usize, const MASK: bool>(
+unsafe fn tile<const MR: usize, const NV: usize, const MASK: bool, B: BRows>(
     kc: usize,
     a: Mat<'_, f32>,
-    b: *const f32,
-    rsb: usize,
+    b: B,
     c: *mut f32,
     ldc: usize,
     nv: usize,
-    accumulate: bool,
+    f: Flags,
 ) {
     let mut masks = [_mm256_setzero_si256(); NV];
     if MASK {
@@ -295,7 +403,7 @@ unsafe fn tile<const MR: usize, const NV: usize, const MASK: bool>(
         }
     }
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
-    if accumulate {
+    if !f.first {
         for (r, row) in acc.iter_mut().enumerate() {
             for (v, x) in row.iter_mut().enumerate() {
                 let p = c.wrapping_add(r * ldc + v * 8);
@@ -310,7 +418,7 @@ unsafe fn tile<const MR: usize, const NV: usize, const MASK: bool>(
     let ad = a.data().as_ptr();
     let (rsa, csa) = (a.rs(), a.cs());
     for k in 0..kc {
-        let bk = b.wrapping_add(k * rsb);
+        let bk = b.row(k);
         let mut bv = [_mm256_setzero_ps(); NV];
         for (v, x) in bv.iter_mut().enumerate() {
             *x = if MASK {
@@ -327,13 +435,19 @@ unsafe fn tile<const MR: usize, const NV: usize, const MASK: bool>(
             }
         }
     }
+    let nan = _mm256_set1_ps(f32::from_bits(CANONICAL_NAN_F32));
     for (r, row) in acc.iter().enumerate() {
         for (v, x) in row.iter().enumerate() {
             let p = c.wrapping_add(r * ldc + v * 8);
-            if MASK {
-                _mm256_maskstore_ps(p, masks[v], *x);
+            let x = if f.last {
+                _mm256_blendv_ps(*x, nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(*x, *x))
             } else {
-                _mm256_storeu_ps(p, *x);
+                *x
+            };
+            if MASK {
+                _mm256_maskstore_ps(p, masks[v], x);
+            } else {
+                _mm256_storeu_ps(p, x);
             }
         }
     }

@@ -20,6 +20,7 @@
 use std::arch::x86_64::*;
 
 use super::gemm::{Mat, CANONICAL_NAN_F32};
+use super::tiling::{k_blocks, row_tiles, BRows, Flags, Indexed, Strided};
 use crate::ctx::Ctx;
 
 /// Columns of a packed panel of B: two registers of sixteen lanes.
@@ -43,34 +44,6 @@ pub(super) fn available() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
-/// The K blocks `(start, length)`: at most [`KC`] long and as even as possible, so
-/// that no block is a short remainder whose accumulator loads and stores would cost
-/// more than its multiply-adds.
-fn k_blocks(k: usize) -> impl Iterator<Item = (usize, usize)> {
-    let blocks = k.div_ceil(KC).max(1);
-    let (base, extra) = (k / blocks, k % blocks);
-    (0..blocks).scan(0, move |at, i| {
-        let len = base + usize::from(i < extra);
-        let start = *at;
-        *at += len;
-        Some((start, len))
-    })
-}
-
-/// The row tiles `(start, rows)` of `m` rows: as few as with [`MR`]-row tiles, and as
-/// even as possible (64 rows are 11, 11, 11, 11, 10, 10), so that no tile is a small
-/// remainder with few accumulators.
-fn row_tiles(m: usize) -> impl Iterator<Item = (usize, usize)> {
-    let tiles = m.div_ceil(MR);
-    let (base, extra) = (m / tiles.max(1), m % tiles.max(1));
-    (0..tiles).scan(0, move |at, i| {
-        let len = base + usize::from(i < extra);
-        let start = *at;
-        *at += len;
-        Some((start, len))
-    })
-}
-
 /// B packed once, in the order [`block`] visits it: for each NC column block, for each
 /// K block, the [`NR`]-wide panels [`pack_b`] writes.
 pub(super) fn pack_whole(b: Mat<'_, f32>) -> Vec<f32> {
@@ -79,7 +52,7 @@ pub(super) fn pack_whole(b: Mat<'_, f32>) -> Vec<f32> {
     let mut buf = Vec::new();
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
-        for (pc, kc) in k_blocks(k) {
+        for (pc, kc) in k_blocks(k, KC) {
             pack_b(b.rows_range(pc, kc).cols_range(jc, nc), &mut buf);
             out.extend_from_slice(&buf);
         }
@@ -200,7 +173,7 @@ fn block(
     let mut pre_at = 0;
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
-        for (pc, kc) in k_blocks(k) {
+        for (pc, kc) in k_blocks(k, KC) {
             let first = pc == 0;
             let last = pc + kc == k;
             let bp = b.rows_range(pc, kc).cols_range(jc, nc);
@@ -218,7 +191,7 @@ fn block(
                 }
             };
             pre_at += len;
-            for (ir, mr) in row_tiles(m) {
+            for (ir, mr) in row_tiles(m, MR) {
                 let ap = a.rows_range(ir, mr).cols_range(pc, kc);
                 let cp = &mut c[ir * ldc + jc..];
                 let f = Flags { first, last };
@@ -262,14 +235,6 @@ fn block(
             }
         }
     }
-}
-
-/// Where a K block lies: the first starts its accumulators at `+0.0`, the others
-/// reload them from `c`; the last canonicalizes NaNs as it stores.
-#[derive(Clone, Copy)]
-struct Flags {
-    first: bool,
-    last: bool,
 }
 
 /// One row panel of `MR` rows across packed [`NR`]-wide panels of B.
@@ -330,43 +295,6 @@ unsafe fn strip<const MR: usize, const NV: usize>(
     }
 }
 
-/// Where row `k` of a tile's B starts.
-trait BRows: Copy {
-    /// The first element of row `k`.
-    ///
-    /// # Safety
-    /// `k` is below the tile's `kc`, for which the caller guaranteed the row in bounds.
-    unsafe fn row(self, k: usize) -> *const f32;
-}
-
-/// Rows `rs` elements apart (a matrix, or packed panels with `rs = NR`).
-#[derive(Clone, Copy)]
-struct Strided {
-    p: *const f32,
-    rs: usize,
-}
-
-impl BRows for Strided {
-    #[inline(always)]
-    unsafe fn row(self, k: usize) -> *const f32 {
-        self.p.wrapping_add(k * self.rs)
-    }
-}
-
-/// Rows at the offsets `offs[k]` from `p` (see [`gemm_rows`]).
-#[derive(Clone, Copy)]
-struct Indexed {
-    p: *const f32,
-    offs: *const usize,
-}
-
-impl BRows for Indexed {
-    #[inline(always)]
-    unsafe fn row(self, k: usize) -> *const f32 {
-        self.p.wrapping_add(*self.offs.add(k))
-    }
-}
-
 /// `c = a·b` where row `k` of B is `data[offs[k]..offs[k] + n]` (f32, row-major `c`,
 /// `a.rows() × n`), every NaN canonical. The rows of B may overlap: a convolution's
 /// patches, read in place from its input. Callers checked `a.cols() == offs.len()`,
@@ -410,13 +338,13 @@ pub(super) fn gemm_rows(
         } else {
             data
         };
-        for (pc, kc) in k_blocks(k) {
+        for (pc, kc) in k_blocks(k, KC) {
             let f = Flags {
                 first: pc == 0,
                 last: pc + kc == k,
             };
             let ap0 = a.cols_range(pc, kc);
-            for (ir, mr) in row_tiles(a.rows()) {
+            for (ir, mr) in row_tiles(a.rows(), MR) {
                 let ap = ap0.rows_range(ir, mr);
                 let cp = &mut chunk[ir * n..];
                 // SAFETY: `ap` is an in-bounds mr×kc view (Mat invariant); rows

@@ -1,0 +1,105 @@
+//! The blocking shared by the SIMD f32 product kernels (`gemm_avx2.rs`,
+//! `gemm_avx512.rs`): how K and the rows of A are cut into blocks and tiles, and
+//! where a tile finds the rows of B. None of it changes arithmetic: every output
+//! element is still one sequence of fused steps with `k` increasing.
+#![allow(unsafe_code)]
+
+/// The K blocks `(start, length)` of `k`: at most `kc` long and as even as possible,
+/// so that no block is a short remainder whose accumulator loads and stores would
+/// cost more than its multiply-adds.
+pub(super) fn k_blocks(k: usize, kc: usize) -> impl Iterator<Item = (usize, usize)> {
+    even_parts(k, k.div_ceil(kc).max(1))
+}
+
+/// The row tiles `(start, rows)` of `m` rows: as few as with `mr`-row tiles, and as
+/// even as possible (64 rows in tiles of 12 are 11, 11, 11, 11, 10, 10), so that no
+/// tile is a small remainder with few accumulators.
+pub(super) fn row_tiles(m: usize, mr: usize) -> impl Iterator<Item = (usize, usize)> {
+    even_parts(m, m.div_ceil(mr))
+}
+
+/// `len` cut into `parts` consecutive ranges whose lengths differ by at most one.
+fn even_parts(len: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> {
+    let (base, extra) = (len / parts.max(1), len % parts.max(1));
+    (0..parts).scan(0, move |at, i| {
+        let n = base + usize::from(i < extra);
+        let start = *at;
+        *at += n;
+        Some((start, n))
+    })
+}
+
+/// Where a K block lies: the first starts its accumulators at `+0.0`, the others
+/// reload them from `c`; the last canonicalizes NaNs as it stores.
+#[derive(Clone, Copy)]
+pub(super) struct Flags {
+    pub first: bool,
+    pub last: bool,
+}
+
+/// Where row `k` of a tile's B starts.
+pub(super) trait BRows: Copy {
+    /// The first element of row `k`.
+    ///
+    /// # Safety
+    /// `k` is below the tile's `kc`, for which the caller guaranteed the row in bounds.
+    unsafe fn row(self, k: usize) -> *const f32;
+}
+
+/// Rows `rs` elements apart (a matrix, or packed panels whose rows are one panel
+/// wide).
+#[derive(Clone, Copy)]
+pub(super) struct Strided {
+    pub p: *const f32,
+    pub rs: usize,
+}
+
+impl BRows for Strided {
+    #[inline(always)]
+    unsafe fn row(self, k: usize) -> *const f32 {
+        self.p.wrapping_add(k * self.rs)
+    }
+}
+
+/// Rows at the offsets `offs[k]` from `p` (see [`super::gemm_rows`]).
+#[derive(Clone, Copy)]
+pub(super) struct Indexed {
+    pub p: *const f32,
+    pub offs: *const usize,
+}
+
+impl BRows for Indexed {
+    #[inline(always)]
+    unsafe fn row(self, k: usize) -> *const f32 {
+        self.p.wrapping_add(*self.offs.add(k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cover_the_range_evenly() {
+        for len in 0..200 {
+            for cap in 1..20 {
+                for parts in [
+                    k_blocks(len, cap).collect::<Vec<_>>(),
+                    row_tiles(len, cap).collect(),
+                ] {
+                    let mut at = 0;
+                    for &(start, n) in &parts {
+                        assert_eq!(start, at);
+                        assert!(n <= cap, "{len} {cap} {parts:?}");
+                        at += n;
+                    }
+                    assert_eq!(at, len);
+                    let (lo, hi) = parts
+                        .iter()
+                        .fold((usize::MAX, 0), |(l, h), &(_, n)| (l.min(n), h.max(n)));
+                    assert!(parts.is_empty() || hi - lo <= 1, "{parts:?}");
+                }
+            }
+        }
+    }
+}
