@@ -517,7 +517,73 @@ pub(crate) fn max_pool_2x2s2(x: &[f32], iw: usize, oh: usize, ow: usize, out: &m
         unsafe { max_pool_2x2s2_avx512(x, iw, oh, ow, out) };
         return true;
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa() == Isa::Avx2 {
+        // SAFETY: the CPU has AVX2 (`isa`); as above, with whole blocks of eight
+        // outputs reading inputs `2j..2j+16` of rows inside `x` (`2j + 16 ≤ 2·ow ≤ iw`).
+        unsafe { max_pool_2x2s2_avx2(x, iw, oh, ow, out) };
+        return true;
+    }
     false
+}
+
+/// [`max_pool_2x2s2`] eight outputs at a time, the last few scalar in the same order.
+///
+/// # Safety
+/// The CPU has AVX2, `x` holds at least `2·oh` rows of `iw ≥ 2·ow` values and `out`
+/// exactly `oh` rows of `ow`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_pool_2x2s2_avx2(x: &[f32], iw: usize, oh: usize, ow: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let canon = _mm256_set1_ps(f32::from_bits(crate::kernels::gemm::CANONICAL_NAN_F32));
+    // The even and the odd values of the sixteen at `p`, each in order.
+    #[inline(always)]
+    unsafe fn split(p: *const f32) -> (__m256, __m256) {
+        let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+        let order =
+            |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)));
+        (
+            order(_mm256_shuffle_ps::<0x88>(a, b)),
+            order(_mm256_shuffle_ps::<0xDD>(a, b)),
+        )
+    }
+    // Later values replace the kept one when larger or NaN.
+    #[inline(always)]
+    unsafe fn take(o: __m256, v: __m256) -> __m256 {
+        let m = _mm256_or_ps(
+            _mm256_cmp_ps::<_CMP_GT_OQ>(v, o),
+            _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v),
+        );
+        _mm256_blendv_ps(o, v, m)
+    }
+    for i in 0..oh {
+        let r0 = x.as_ptr().add(2 * i * iw);
+        let r1 = r0.add(iw);
+        let o = out.as_mut_ptr().add(i * ow);
+        let mut j = 0;
+        while j + 8 <= ow {
+            let (e0, o0) = split(r0.add(2 * j));
+            let (e1, o1) = split(r1.add(2 * j));
+            let r = take(take(take(e0, o0), e1), o1);
+            let r = _mm256_blendv_ps(r, canon, _mm256_cmp_ps::<_CMP_UNORD_Q>(r, r));
+            _mm256_storeu_ps(o.add(j), r);
+            j += 8;
+        }
+        for j in j..ow {
+            let mut r = *r0.add(2 * j);
+            for v in [*r0.add(2 * j + 1), *r1.add(2 * j), *r1.add(2 * j + 1)] {
+                if v > r || v.is_nan() {
+                    r = v;
+                }
+            }
+            *o.add(j) = if r.is_nan() {
+                f32::from_bits(crate::kernels::gemm::CANONICAL_NAN_F32)
+            } else {
+                r
+            };
+        }
+    }
 }
 
 /// # Safety
