@@ -20,7 +20,7 @@
 use std::arch::x86_64::*;
 
 use super::gemm::{Mat, CANONICAL_NAN_F32};
-use super::tiling::{k_blocks, row_tiles, BRows, Flags, Indexed, Strided};
+use super::tiling::{k_blocks, row_tiles, rows_product, BRows, Flags, Indexed, RowsPlan, Strided};
 use crate::ctx::Ctx;
 
 /// Rows of the main register tile.
@@ -289,47 +289,25 @@ pub(super) fn gemm_rows(
     n: usize,
     c: &mut [f32],
 ) {
-    let (m, k) = (a.rows(), a.cols());
-    if m == 0 || n == 0 || offs.len() != k || c.len() != m * n {
-        return;
-    }
-    if offs
-        .iter()
-        .any(|&o| o.checked_add(n).is_none_or(|end| end > data.len()))
-    {
-        return;
-    }
-    if k == 0 {
-        c.fill(0.0);
-        return;
-    }
-    let per = m.div_ceil(ctx.threads());
-    ctx.for_each_chunk(c, per * n, |ci, chunk| {
-        let a = a.rows_range(ci * per, chunk.len() / n);
-        for (pc, kc) in k_blocks(k, KC) {
-            let f = Flags {
-                first: pc == 0,
-                last: pc + kc == k,
-            };
-            let ap0 = a.cols_range(pc, kc);
-            for (ir, mr) in row_tiles(a.rows(), MR) {
-                let ap = ap0.rows_range(ir, mr);
-                let cp = &mut chunk[ir * n..];
-                // SAFETY: `ap` is an in-bounds mr×kc view (Mat invariant); rows
-                // `pc..pc+kc` of B lie inside `data` for all `n` columns (checked
-                // above); `cp` holds `(mr−1)·n + n` elements (rows `ir..ir+mr` of the
-                // chunk); the CPU has AVX2+FMA (`available`, checked by the caller).
-                unsafe {
-                    let offs = offs.as_ptr().add(pc);
-                    match mr {
-                        6 => rows_strip::<6, 2>(ap, data, offs, n, cp, f),
-                        5 => rows_strip::<5, 2>(ap, data, offs, n, cp, f),
-                        4 => rows_strip::<4, 3>(ap, data, offs, n, cp, f),
-                        3 => rows_strip::<3, 4>(ap, data, offs, n, cp, f),
-                        2 => rows_strip::<2, 6>(ap, data, offs, n, cp, f),
-                        _ => rows_strip::<1, 8>(ap, data, offs, n, cp, f),
-                    }
-                }
+    let plan = RowsPlan {
+        mr: MR,
+        kc: KC,
+        private_copy: false,
+    };
+    rows_product(ctx, a, data, offs, n, c, plan, |ap, data, offs, cp, f| {
+        // SAFETY: `rows_product` gives an in-bounds mr×kc view `ap`, the kc offsets
+        // of this K block with every row of `n` inside `data`, and `cp` holding the
+        // tile's `mr` rows of `n`; the CPU has AVX2+FMA (`available`, checked by the
+        // caller).
+        unsafe {
+            let offs = offs.as_ptr();
+            match ap.rows() {
+                6 => rows_strip::<6, 2>(ap, data, offs, n, cp, f),
+                5 => rows_strip::<5, 2>(ap, data, offs, n, cp, f),
+                4 => rows_strip::<4, 3>(ap, data, offs, n, cp, f),
+                3 => rows_strip::<3, 4>(ap, data, offs, n, cp, f),
+                2 => rows_strip::<2, 6>(ap, data, offs, n, cp, f),
+                _ => rows_strip::<1, 8>(ap, data, offs, n, cp, f),
             }
         }
     });

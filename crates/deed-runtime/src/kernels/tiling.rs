@@ -4,6 +4,9 @@
 //! element is still one sequence of fused steps with `k` increasing.
 #![allow(unsafe_code)]
 
+use super::gemm::Mat;
+use crate::ctx::Ctx;
+
 /// The K blocks `(start, length)` of `k`: at most `kc` long and as even as possible,
 /// so that no block is a short remainder whose accumulator loads and stores would
 /// cost more than its multiply-adds.
@@ -73,6 +76,80 @@ impl BRows for Indexed {
     unsafe fn row(self, k: usize) -> *const f32 {
         self.p.wrapping_add(*self.offs.add(k))
     }
+}
+
+/// How a kernel's row-indexed product cuts its work (see [`rows_product`]).
+#[derive(Clone, Copy)]
+pub(super) struct RowsPlan {
+    /// Rows of the largest register tile.
+    pub mr: usize,
+    /// Longest K block.
+    pub kc: usize,
+    /// Whether each thread's share reads its own copy of the rows' buffer.
+    pub private_copy: bool,
+}
+
+/// The driver of a SIMD kernel's `gemm_rows`: `c = a·b` where row `k` of B is
+/// `data[offs[k]..offs[k] + n]` (f32, row-major `c`, `a.rows() × n`). It checks the
+/// operands (doing nothing when they disagree; the public `gemm_rows` reports that),
+/// splits the rows of `a` over threads, and calls `strip(a_tile, data, offs_block,
+/// c_tile, flags)` for every K block and row tile of each share, in that order.
+/// When `strip` runs, every row `offs_block[k]..offs_block[k] + n` lies inside
+/// `data` and `c_tile` holds the tile's `a_tile.rows()` rows of `n`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn rows_product(
+    ctx: &Ctx,
+    a: Mat<'_, f32>,
+    data: &[f32],
+    offs: &[usize],
+    n: usize,
+    c: &mut [f32],
+    plan: RowsPlan,
+    strip: impl Fn(Mat<'_, f32>, &[f32], &[usize], &mut [f32], Flags) + Sync,
+) {
+    let (m, k) = (a.rows(), a.cols());
+    if m == 0 || n == 0 || offs.len() != k || c.len() != m * n {
+        return;
+    }
+    if offs
+        .iter()
+        .any(|&o| o.checked_add(n).is_none_or(|end| end > data.len()))
+    {
+        return;
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    let per = m.div_ceil(ctx.threads());
+    let split = plan.private_copy && m > per;
+    let span = offs.iter().max().map_or(0, |&o| o + n);
+    ctx.for_each_chunk(c, per * n, |ci, chunk| {
+        let a = a.rows_range(ci * per, chunk.len() / n);
+        let own: Vec<f32>;
+        let data: &[f32] = if split {
+            own = data[..span].to_vec();
+            &own
+        } else {
+            data
+        };
+        for (pc, kc) in k_blocks(k, plan.kc) {
+            let f = Flags {
+                first: pc == 0,
+                last: pc + kc == k,
+            };
+            let ap0 = a.cols_range(pc, kc);
+            for (ir, mr) in row_tiles(a.rows(), plan.mr) {
+                strip(
+                    ap0.rows_range(ir, mr),
+                    data,
+                    &offs[pc..pc + kc],
+                    &mut chunk[ir * n..(ir + mr) * n],
+                    f,
+                );
+            }
+        }
+    });
 }
 
 #[cfg(test)]
