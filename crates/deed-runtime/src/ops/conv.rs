@@ -282,12 +282,7 @@ fn im2col<T: Scalar>(x: &[T], channels: usize, w: &Window, col: &mut Vec<T>) {
 /// every real output is the canonical dot product over the same terms in the same
 /// order as im2col would give it.
 struct Implicit {
-    /// Padded input plane: rows, columns.
-    hp: usize,
-    wp: usize,
-    pad_top: usize,
-    pad_left: usize,
-    input: [usize; 2],
+    padded: Padded,
     output: [usize; 2],
     /// Row offsets of B, in the canonical (c, kh, kw) order.
     offs: Vec<usize>,
@@ -295,49 +290,46 @@ struct Implicit {
     n: usize,
 }
 
-/// Largest share of extra column panels (the virtual columns against the real
-/// positions) at which the in-place product still beats copying the patches out.
-const IMPLICIT_MAX_WASTE: f64 = 0.35;
+/// The zero-padded input plane of a 2-D window (`pad`: channels × hp × wp), which
+/// every patch row reads inside of.
+struct Padded {
+    hp: usize,
+    wp: usize,
+    pad_top: usize,
+    pad_left: usize,
+    input: [usize; 2],
+}
 
-impl Implicit {
-    fn new(w: &Window, channels: usize) -> Option<Implicit> {
+impl Padded {
+    /// `None` unless the window is 2-D (embedded as depth 1).
+    fn new(w: &Window) -> Option<Padded> {
         let [d_in, ih, iw] = w.input;
-        let [od, oh, ow] = w.output;
+        if d_in != 1 || w.output[0] != 1 || w.kernel[0] != 1 {
+            return None;
+        }
+        Some(Padded {
+            hp: ih + w.pad_begin[1] + w.pad_end[1],
+            wp: iw + w.pad_begin[2] + w.pad_end[2],
+            pad_top: w.pad_begin[1],
+            pad_left: w.pad_begin[2],
+            input: [ih, iw],
+        })
+    }
+
+    /// Offset in the padded input of patch row `(c, kh, kw)`'s first value (output
+    /// position (0, 0)), for every row in the canonical (c, kh, kw) order.
+    fn row_offsets(&self, w: &Window, channels: usize) -> Vec<usize> {
         let (kh, kw) = (w.kernel[1], w.kernel[2]);
-        if d_in != 1 || od != 1 || w.kernel[0] != 1 || w.stride != [1; 3] || oh == 0 || ow == 0 {
-            return None;
-        }
-        let hp = ih + w.pad_begin[1] + w.pad_end[1];
-        let wp = iw + w.pad_begin[2] + w.pad_end[2];
         let (dh, dw) = (w.dil[1], w.dil[2]);
-        // The output must be exactly what the padded input gives at stride 1.
-        if hp.checked_sub((kh - 1) * dh) != Some(oh) || wp.checked_sub((kw - 1) * dw) != Some(ow) {
-            return None;
-        }
-        let n = (oh - 1) * wp + ow;
-        // The kernel computes whole 32-wide panels of columns: compare those.
-        let panels = |cols: usize| cols.div_ceil(32) as f64;
-        if panels(n) > panels(oh * ow) * (1.0 + IMPLICIT_MAX_WASTE) {
-            return None;
-        }
         let mut offs = Vec::with_capacity(channels * kh * kw);
         for c in 0..channels {
             for a in 0..kh {
                 for e in 0..kw {
-                    offs.push(c * hp * wp + a * dh * wp + e * dw);
+                    offs.push(c * self.hp * self.wp + a * dh * self.wp + e * dw);
                 }
             }
         }
-        Some(Implicit {
-            hp,
-            wp,
-            pad_top: w.pad_begin[1],
-            pad_left: w.pad_begin[2],
-            input: [ih, iw],
-            output: [oh, ow],
-            offs,
-            n,
-        })
+        offs
     }
 
     /// `x` (channels × ih × iw) zero-padded into `xp` (channels × hp × wp).
@@ -356,6 +348,39 @@ impl Implicit {
                 (self.hp - self.pad_top - ih) * self.wp,
             ));
         }
+    }
+}
+
+/// Largest share of extra column panels (the virtual columns against the real
+/// positions) at which the in-place product still beats copying the patches out.
+const IMPLICIT_MAX_WASTE: f64 = 0.35;
+
+impl Implicit {
+    fn new(w: &Window, channels: usize) -> Option<Implicit> {
+        let padded = Padded::new(w)?;
+        let [_, oh, ow] = w.output;
+        let (kh, kw) = (w.kernel[1], w.kernel[2]);
+        if w.stride != [1; 3] || oh == 0 || ow == 0 {
+            return None;
+        }
+        let (hp, wp) = (padded.hp, padded.wp);
+        let (dh, dw) = (w.dil[1], w.dil[2]);
+        // The output must be exactly what the padded input gives at stride 1.
+        if hp.checked_sub((kh - 1) * dh) != Some(oh) || wp.checked_sub((kw - 1) * dw) != Some(ow) {
+            return None;
+        }
+        let n = (oh - 1) * wp + ow;
+        // The kernel computes whole 32-wide panels of columns: compare those.
+        let panels = |cols: usize| cols.div_ceil(32) as f64;
+        if panels(n) > panels(oh * ow) * (1.0 + IMPLICIT_MAX_WASTE) {
+            return None;
+        }
+        Some(Implicit {
+            offs: padded.row_offsets(w, channels),
+            padded,
+            output: [oh, ow],
+            n,
+        })
     }
 
     /// The real outputs of `cv` (`mg` rows of `n` virtual positions) into `dst`
@@ -391,7 +416,7 @@ impl Implicit {
     ) {
         let ow = self.output[1];
         for (zh, out) in plane.chunks_mut(ow).enumerate() {
-            let src = &row[zh * self.wp..zh * self.wp + ow];
+            let src = &row[zh * self.padded.wp..zh * self.padded.wp + ow];
             match bias {
                 Some(bv) => {
                     for (o, &v) in out.iter_mut().zip(src) {
@@ -401,6 +426,72 @@ impl Implicit {
                 None => out.copy_from_slice(src),
             }
         }
+    }
+}
+
+/// im2col for a 2-D window with short output rows (fewer than [`GATHER_MAX_ROW`]
+/// positions) and stride 1 along the width: the input is zero-padded once, then each
+/// output line of a patch row is one copy of a fixed width from it, a few vector moves
+/// where a gather would read an index and the input for every value.
+struct ShortRows {
+    padded: Padded,
+    /// Patch rows' first values in the padded input, in the canonical (c, kh, kw) order.
+    offs: Vec<usize>,
+    /// Distance in the padded input between consecutive output lines (stride · wp).
+    line_step: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl ShortRows {
+    fn new(w: &Window, channels: usize) -> Option<ShortRows> {
+        let padded = Padded::new(w)?;
+        let [_, oh, ow] = w.output;
+        if w.stride[2] != 1 || !(1..GATHER_MAX_ROW).contains(&ow) {
+            return None;
+        }
+        Some(ShortRows {
+            offs: padded.row_offsets(w, channels),
+            line_step: w.stride[1] * padded.wp,
+            padded,
+            oh,
+            ow,
+        })
+    }
+
+    /// Fills `col` (K × P) from the padded input `xp`; false (and `col` unspecified)
+    /// if `xp` is shorter than the window reads.
+    fn fill<T: Scalar>(&self, xp: &[T], col: &mut Vec<T>) -> bool {
+        macro_rules! widths {
+            ($($w:literal)*) => {
+                match self.ow {
+                    $($w => self.fill_w::<T, $w>(xp, col),)*
+                    _ => false,
+                }
+            };
+        }
+        widths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+    }
+
+    fn fill_w<T: Scalar, const W: usize>(&self, xp: &[T], col: &mut Vec<T>) -> bool {
+        let (oh, step) = (self.oh, self.line_step);
+        col.clear();
+        col.resize(self.offs.len() * oh * W, T::ZERO);
+        for (&off, rows) in self.offs.iter().zip(col.chunks_exact_mut(oh * W)) {
+            let Some(src) = xp.get(off..off + (oh - 1) * step + W) else {
+                return false;
+            };
+            for (zh, dst) in rows.chunks_exact_mut(W).enumerate() {
+                let (Ok(dst), Some(Ok(line))) = (
+                    <&mut [T; W]>::try_from(dst),
+                    src.get(zh * step..zh * step + W).map(<&[T; W]>::try_from),
+                ) else {
+                    return false;
+                };
+                *dst = *line;
+            }
+        }
+        true
     }
 }
 
@@ -552,8 +643,19 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
     let pointwise = kv == 1 && win.stride == [1; 3] && win.pad_begin == [0; 3] && p == iv;
     let mut col = Vec::with_capacity(if pointwise { 0 } else { k * p });
     let transposed = transposed_form(mg, p);
-    // Short output rows: one index table for every channel (see `gather_table`).
-    let gather = (!pointwise && win.output[2] < GATHER_MAX_ROW && p <= GATHER_MAX_POSITIONS)
+    // Short output rows: fixed-width copies from the padded input at stride 1 along
+    // the width (see `ShortRows`), else one index table for every channel (see
+    // `gather_table`).
+    let short = if pointwise {
+        None
+    } else {
+        ShortRows::new(win, cg)
+    };
+    let mut xp = Vec::new();
+    let gather = (!pointwise
+        && short.is_none()
+        && win.output[2] < GATHER_MAX_ROW
+        && p <= GATHER_MAX_POSITIONS)
         .then(|| gather_table(win));
     let mut tmp = if transposed {
         vec![T::ZERO; p * mg]
@@ -584,7 +686,7 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
             };
             if let Some(im) = &implicit {
                 // The patches read in place from the padded input.
-                im.pad(xs, &mut col);
+                im.padded.pad(xs, &mut col);
                 if T::gemm_rows(ctx, wm, &col, &im.offs, im.n, &mut cv)? {
                     im.compact(ctx, &cv, mg, bias, dst);
                     continue;
@@ -593,9 +695,15 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
             let bm = if pointwise {
                 Mat::row_major(xs, k, p)
             } else {
-                match &gather {
-                    Some(idx) => im2col_gather(xs, iv, cg, idx, &mut col),
-                    None => im2col(xs, cg, win, &mut col),
+                let filled = short.as_ref().is_some_and(|sr| {
+                    sr.padded.pad(xs, &mut xp);
+                    sr.fill(&xp, &mut col)
+                });
+                if !filled {
+                    match &gather {
+                        Some(idx) => im2col_gather(xs, iv, cg, idx, &mut col),
+                        None => im2col(xs, cg, win, &mut col),
+                    }
                 }
                 Mat::row_major(&col, k, p)
             }

@@ -510,27 +510,48 @@ fn avg_lp_pool<T: PoolFloat>(
 ) -> Vec<T> {
     let (iv, ov) = (w.in_vol(), w.out_vol());
     let mut out = vec![T::ZERO; planes * ov];
+    let term = |acc: T, v: T| match (kind, p) {
+        (Kind::Lp, 1) => T::add(acc, v.abs()),
+        (Kind::Lp, _) => T::sq_acc(v, acc),
+        _ => T::add(acc, v),
+    };
+    let finish = |acc: T, n: usize, padded: usize| {
+        let y = match kind {
+            Kind::Avg => acc.div_count(if include_pad { padded } else { n }),
+            Kind::Lp if p == 2 => acc.sqrt(),
+            _ => acc,
+        };
+        if y.nan() {
+            T::canonical_nan()
+        } else {
+            y
+        }
+    };
+    // One window over the whole plane (global pooling): it visits the plane in
+    // memory order, so the same sum is a plain fold (the reference keeps the walk).
+    let whole = !ctx.reference()
+        && ov == 1
+        && w.kernel == w.input
+        && w.dil == [1; 3]
+        && w.pad_begin == [0; 3]
+        && w.pad_end == [0; 3];
     ctx.for_each_chunk(&mut out, ov.max(1), |pi, chunk| {
         let xs = &x[pi * iv..(pi + 1) * iv];
+        if whole {
+            for slot in chunk.iter_mut() {
+                *slot = finish(xs.iter().fold(T::ZERO, |acc, &v| term(acc, v)), iv, iv);
+            }
+            return;
+        }
         for (slot, z) in chunk.iter_mut().zip(positions(w)) {
             let mut acc = T::ZERO;
             let mut n = 0usize;
             let padded = visit(w, z, |i| {
-                let v = xs[i];
-                acc = match (kind, p) {
-                    (Kind::Lp, 1) => T::add(acc, v.abs()),
-                    (Kind::Lp, _) => T::sq_acc(v, acc),
-                    _ => T::add(acc, v),
-                };
+                acc = term(acc, xs[i]);
                 n += 1;
                 true
             });
-            let y = match kind {
-                Kind::Avg => acc.div_count(if include_pad { padded } else { n }),
-                Kind::Lp if p == 2 => acc.sqrt(),
-                _ => acc,
-            };
-            *slot = if y.nan() { T::canonical_nan() } else { y };
+            *slot = finish(acc, n, padded);
         }
     });
     out
@@ -722,7 +743,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(32))]
         #[test]
         fn threads_agree_with_reference(
-            kind in prop::sample::select(vec!["MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool"]),
+            kind in prop::sample::select(vec!["MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"]),
             (c, h, wd, k, s, pad) in (1usize..4, 1usize..9, 1usize..9, 1usize..4, 1usize..3, 0usize..2),
             (s_w, pad_w) in (1usize..4, 0usize..3),
             ceil in any::<bool>(), seed in any::<u64>(), threads in 1usize..=4,
