@@ -61,9 +61,7 @@ pub trait Scalar: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
     fn gemm_rows(
         _ctx: &Ctx,
         _a: Mat<'_, Self>,
-        _data: &[Self],
-        _offs: &[usize],
-        _n: usize,
+        _b: RowsB<'_, Self>,
         _c: &mut [Self],
     ) -> Result<bool, OpError> {
         Ok(false)
@@ -99,12 +97,10 @@ impl Scalar for f32 {
     fn gemm_rows(
         ctx: &Ctx,
         a: Mat<'_, f32>,
-        data: &[f32],
-        offs: &[usize],
-        n: usize,
+        b: RowsB<'_, f32>,
         c: &mut [f32],
     ) -> Result<bool, OpError> {
-        gemm_rows(ctx, a, data, offs, n, c).map(|()| true)
+        gemm_rows(ctx, a, b, c).map(|()| true)
     }
     fn gather(plane: &[f32], idx: &[u32], out: &mut Vec<f32>) {
         super::gather::gather_f32(plane, idx, out);
@@ -143,6 +139,29 @@ macro_rules! int_scalar {
     )*};
 }
 int_scalar!(i8, u8, i16, u16, i32, u32, i64, u64);
+
+/// A product's B operand as rows in one buffer: row `k` is
+/// `data[offs[k]..offs[k] + n]`. Rows may overlap, so a convolution's patches can be
+/// read in place from its (padded) input instead of being copied out first.
+#[derive(Debug, Clone, Copy)]
+pub struct RowsB<'a, T> {
+    /// The buffer the rows lie in.
+    pub data: &'a [T],
+    /// Where each row starts in `data`, in order of K.
+    pub offs: &'a [usize],
+    /// Length of every row: the columns of B.
+    pub n: usize,
+}
+
+impl<T> RowsB<'_, T> {
+    /// Whether every row lies inside `data`.
+    pub fn inside(&self) -> bool {
+        self.offs.iter().all(|&o| {
+            o.checked_add(self.n)
+                .is_some_and(|end| end <= self.data.len())
+        })
+    }
+}
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i*rs + j*cs]`.
 /// Construction checks that every element is in bounds, which is what lets the SIMD
@@ -332,48 +351,36 @@ pub fn gemm<T: Scalar>(
     Ok(())
 }
 
-/// `C = A·B` (f32, row-major `c`, `a.rows() × n`) where row `k` of B is
-/// `data[offs[k]..offs[k] + n]`: rows may overlap, so a convolution's patches can be
-/// read in place from its (padded) input instead of being copied out first.
-/// Bit-identical to [`gemm_reference`] on B copied out row by row, which is what the
+/// `C = A·B` (f32, row-major `c`, `a.rows() × b.n`) with B given by its rows
+/// ([`RowsB`]). Bit-identical to [`gemm_reference`] on B copied out row by row, which is what the
 /// reference mode and CPUs without AVX2 do; the SIMD kernels read the rows in place.
 pub fn gemm_rows(
     ctx: &Ctx,
     a: Mat<'_, f32>,
-    data: &[f32],
-    offs: &[usize],
-    n: usize,
+    b: RowsB<'_, f32>,
     c: &mut [f32],
 ) -> Result<(), OpError> {
-    let inside = offs
-        .iter()
-        .all(|&o| o.checked_add(n).is_some_and(|end| end <= data.len()));
-    if a.cols != offs.len() || c.len() != a.rows.saturating_mul(n) || !inside {
+    if a.cols != b.offs.len() || c.len() != a.rows.saturating_mul(b.n) || !b.inside() {
         return Err(OpError::shape(format!(
-            "row-indexed product of {}×{} and {} rows of {n} into {} elements",
+            "row-indexed product of {}×{} and {} rows of {} into {} elements",
             a.rows,
             a.cols,
-            offs.len(),
+            b.offs.len(),
+            b.n,
             c.len()
         )));
     }
     if ctx.reference() {
-        gemm_rows_copied(ctx, a, data, offs, n, c);
+        gemm_rows_copied(ctx, a, b, c);
     } else {
-        F32Kernel::detect().run_rows(ctx, a, data, offs, n, c);
+        F32Kernel::detect().run_rows(ctx, a, b, c);
     }
     Ok(())
 }
 
 /// [`gemm_rows`] on B copied out row by row: the reference, and the portable path.
-fn gemm_rows_copied(
-    ctx: &Ctx,
-    a: Mat<'_, f32>,
-    data: &[f32],
-    offs: &[usize],
-    n: usize,
-    c: &mut [f32],
-) {
+fn gemm_rows_copied(ctx: &Ctx, a: Mat<'_, f32>, rows: RowsB<'_, f32>, c: &mut [f32]) {
+    let RowsB { data, offs, n } = rows;
     if n == 0 || a.rows == 0 {
         return;
     }
@@ -443,21 +450,13 @@ impl F32Kernel {
     }
 
     /// [`gemm_rows`] on this kernel (arguments checked by it).
-    fn run_rows(
-        self,
-        ctx: &Ctx,
-        a: Mat<'_, f32>,
-        data: &[f32],
-        offs: &[usize],
-        n: usize,
-        c: &mut [f32],
-    ) {
+    fn run_rows(self, ctx: &Ctx, a: Mat<'_, f32>, b: RowsB<'_, f32>, c: &mut [f32]) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            F32Kernel::Avx512 => super::gemm_avx512::gemm_rows(ctx, a, data, offs, n, c),
+            F32Kernel::Avx512 => super::gemm_avx512::gemm_rows(ctx, a, b, c),
             #[cfg(target_arch = "x86_64")]
-            F32Kernel::Avx2 => super::gemm_avx2::gemm_rows(ctx, a, data, offs, n, c),
-            F32Kernel::Portable => gemm_rows_copied(ctx, a, data, offs, n, c),
+            F32Kernel::Avx2 => super::gemm_avx2::gemm_rows(ctx, a, b, c),
+            F32Kernel::Portable => gemm_rows_copied(ctx, a, b, c),
         }
     }
 
@@ -704,15 +703,16 @@ mod tests {
             let dense: Vec<f32> = offs.iter().flat_map(|&o| data[o..o + n].to_vec()).collect();
             let mut r = vec![1.0f32; m * n];
             gemm_reference(a, Mat::row_major(&dense, k, n).unwrap(), &mut r).unwrap();
+            let rows = RowsB { data: &data, offs: &offs, n };
             for mode in [KernelMode::Fast, KernelMode::Reference] {
                 let mut f = vec![2.0f32; m * n];
-                gemm_rows(&Ctx::new(mode, threads), a, &data, &offs, n, &mut f).unwrap();
+                gemm_rows(&Ctx::new(mode, threads), a, rows, &mut f).unwrap();
                 prop_assert_eq!(bits(&r), bits(&f), "{:?}", mode);
             }
             // Every kernel this CPU has, not only the one it picks.
             for kernel in F32Kernel::all_available() {
                 let mut f = vec![3.0f32; m * n];
-                kernel.run_rows(&Ctx::new(KernelMode::Fast, threads), a, &data, &offs, n, &mut f);
+                kernel.run_rows(&Ctx::new(KernelMode::Fast, threads), a, rows, &mut f);
                 prop_assert_eq!(bits(&r), bits(&f), "{:?}", kernel);
             }
         }

@@ -19,8 +19,11 @@
 
 use std::arch::x86_64::*;
 
+use super::gemm::RowsB;
 use super::gemm::{Mat, CANONICAL_NAN_F32};
-use super::tiling::{k_blocks, row_tiles, rows_product, BRows, Flags, Indexed, RowsPlan, Strided};
+use super::tiling::{
+    indexed_panels, k_blocks, row_tiles, rows_product, BRows, Flags, RowsPlan, Strided,
+};
 use crate::ctx::Ctx;
 
 /// Columns of a packed panel of B: two registers of sixteen lanes.
@@ -295,18 +298,11 @@ unsafe fn strip<const MR: usize, const NV: usize>(
     }
 }
 
-/// `c = a·b` where row `k` of B is `data[offs[k]..offs[k] + n]` (f32, row-major `c`,
-/// `a.rows() × n`), every NaN canonical. The rows of B may overlap: a convolution's
-/// patches, read in place from its input. Callers checked `a.cols() == offs.len()`,
-/// `c.len() == a.rows() · n`, every row inside `data`, and [`available`].
-pub(super) fn gemm_rows(
-    ctx: &Ctx,
-    a: Mat<'_, f32>,
-    data: &[f32],
-    offs: &[usize],
-    n: usize,
-    c: &mut [f32],
-) {
+/// `c = a·b` with B given by its rows ([`RowsB`]; f32, row-major `c`, `a.rows() × b.n`),
+/// every NaN canonical. The rows of B may overlap: a convolution's patches, read in
+/// place from its input. Callers checked `a.cols() == b.offs.len()`,
+/// `c.len() == a.rows() · b.n`, every row inside `b.data`, and [`available`].
+pub(super) fn gemm_rows(ctx: &Ctx, a: Mat<'_, f32>, b: RowsB<'_, f32>, c: &mut [f32]) {
     // Split over threads, each share reads its own copy of the rows of B. On the
     // 2-core machine the benchmarks ran on, two shares reading one buffer each ran
     // 2.4 times as long as either alone (a 32-channel 3×3 convolution on 16×16: 43 µs
@@ -317,26 +313,25 @@ pub(super) fn gemm_rows(
         kc: KC,
         private_copy: true,
     };
-    rows_product(ctx, a, data, offs, n, c, plan, |ap, data, offs, cp, f| {
-        // SAFETY: `rows_product` gives an in-bounds mr×kc view `ap`, the kc offsets
-        // of this K block with every row of `n` inside `data`, and `cp` holding the
-        // tile's `mr` rows of `n`; the CPU has AVX-512F (`available`, checked by the
+    rows_product(ctx, a, b, c, plan, |ap, b, cp, f| {
+        // SAFETY: `rows_product` gives an in-bounds mr×kc view `ap`, this K block's
+        // kc rows of B, every one inside its buffer, and `cp` holding the tile's `mr`
+        // rows of `b.n`; the CPU has AVX-512F (`available`, checked by the
         // caller).
         unsafe {
-            let offs = offs.as_ptr();
             match ap.rows() {
-                12 => rows_strip::<12, 2>(ap, data, offs, n, cp, f),
-                11 => rows_strip::<11, 2>(ap, data, offs, n, cp, f),
-                10 => rows_strip::<10, 2>(ap, data, offs, n, cp, f),
-                9 => rows_strip::<9, 3>(ap, data, offs, n, cp, f),
-                8 => rows_strip::<8, 3>(ap, data, offs, n, cp, f),
-                7 => rows_strip::<7, 3>(ap, data, offs, n, cp, f),
-                6 => rows_strip::<6, 4>(ap, data, offs, n, cp, f),
-                5 => rows_strip::<5, 4>(ap, data, offs, n, cp, f),
-                4 => rows_strip::<4, 6>(ap, data, offs, n, cp, f),
-                3 => rows_strip::<3, 8>(ap, data, offs, n, cp, f),
-                2 => rows_strip::<2, 8>(ap, data, offs, n, cp, f),
-                _ => rows_strip::<1, 8>(ap, data, offs, n, cp, f),
+                12 => rows_strip::<12, 2>(ap, b, cp, f),
+                11 => rows_strip::<11, 2>(ap, b, cp, f),
+                10 => rows_strip::<10, 2>(ap, b, cp, f),
+                9 => rows_strip::<9, 3>(ap, b, cp, f),
+                8 => rows_strip::<8, 3>(ap, b, cp, f),
+                7 => rows_strip::<7, 3>(ap, b, cp, f),
+                6 => rows_strip::<6, 4>(ap, b, cp, f),
+                5 => rows_strip::<5, 4>(ap, b, cp, f),
+                4 => rows_strip::<4, 6>(ap, b, cp, f),
+                3 => rows_strip::<3, 8>(ap, b, cp, f),
+                2 => rows_strip::<2, 8>(ap, b, cp, f),
+                _ => rows_strip::<1, 8>(ap, b, cp, f),
             }
         }
     });
@@ -346,34 +341,26 @@ pub(super) fn gemm_rows(
 /// time.
 ///
 /// # Safety
-/// `a` is MR×kc, `offs` holds kc offsets whose rows of `n` lie inside `data`, `c`
-/// holds `(MR-1)*n + n` elements, and the CPU supports AVX-512F.
+/// `a` is MR×kc, `b` holds kc rows of `n`, all inside its `data`, `c` holds
+/// `(MR-1)*n + n` elements, and the CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
 unsafe fn rows_strip<const MR: usize, const NV: usize>(
     a: Mat<'_, f32>,
-    data: &[f32],
-    offs: *const usize,
-    n: usize,
+    b: RowsB<'_, f32>,
     c: &mut [f32],
     f: Flags,
 ) {
-    let kc = a.cols();
-    let w = NV * 16;
-    let mut jr = 0;
-    while jr < n {
-        let nv = w.min(n - jr);
-        let b = Indexed {
-            p: data.as_ptr().wrapping_add(jr),
-            offs,
-        };
-        let cp = c.as_mut_ptr().add(jr);
-        if nv == w {
-            tile::<MR, NV, false, _>(kc, a, b, cp, n, nv, f);
-        } else {
-            tile::<MR, NV, true, _>(kc, a, b, cp, n, nv, f);
+    let (kc, n, w) = (a.cols(), b.n, NV * 16);
+    indexed_panels(b, c, w, |b, cp, nv| {
+        // SAFETY: this function's contract, for the panel at `cp`.
+        unsafe {
+            if nv == w {
+                tile::<MR, NV, false, _>(kc, a, b, cp, n, nv, f);
+            } else {
+                tile::<MR, NV, true, _>(kc, a, b, cp, n, nv, f);
+            }
         }
-        jr += w;
-    }
+    });
 }
 
 /// The lane mask of register `v` of a tile whose first `nv` columns are real.

@@ -22,5 +22,5 @@ mod qgemm_avx512;
 #[cfg(target_arch = "x86_64")]
 mod tiling;
 
-pub use gemm::{gemm, gemm_prepacked, gemm_reference, gemm_rows, Mat, PackedB, Scalar};
+pub use gemm::{gemm, gemm_prepacked, gemm_reference, gemm_rows, Mat, PackedB, RowsB, Scalar};
 pub use qgemm::{qgemm, qgemm_reference, QData, QuantB};

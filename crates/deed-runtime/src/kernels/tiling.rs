@@ -4,7 +4,7 @@
 //! element is still one sequence of fused steps with `k` increasing.
 #![allow(unsafe_code)]
 
-use super::gemm::Mat;
+use super::gemm::{Mat, RowsB};
 use crate::ctx::Ctx;
 
 /// The K blocks `(start, length)` of `k`: at most `kc` long and as even as possible,
@@ -64,7 +64,7 @@ impl BRows for Strided {
     }
 }
 
-/// Rows at the offsets `offs[k]` from `p` (see [`super::gemm_rows`]).
+/// Rows at the offsets `offs[k]` from `p` (see [`super::RowsB`]).
 #[derive(Clone, Copy)]
 pub(super) struct Indexed {
     pub p: *const f32,
@@ -75,6 +75,27 @@ impl BRows for Indexed {
     #[inline(always)]
     unsafe fn row(self, k: usize) -> *const f32 {
         self.p.wrapping_add(*self.offs.add(k))
+    }
+}
+
+/// The column panels of one row tile of a row-indexed product, `w` columns at a
+/// time: calls `panel(b, c, nv)` with B's rows and C advanced to the panel's first
+/// column, `nv` being the panel's real columns (`w`, except perhaps in the last).
+#[inline(always)]
+pub(super) fn indexed_panels(
+    b: RowsB<'_, f32>,
+    c: &mut [f32],
+    w: usize,
+    mut panel: impl FnMut(Indexed, *mut f32, usize),
+) {
+    let mut jr = 0;
+    while jr < b.n {
+        let rows = Indexed {
+            p: b.data.as_ptr().wrapping_add(jr),
+            offs: b.offs.as_ptr(),
+        };
+        panel(rows, c.as_mut_ptr().wrapping_add(jr), w.min(b.n - jr));
+        jr += w;
     }
 }
 
@@ -89,32 +110,23 @@ pub(super) struct RowsPlan {
     pub private_copy: bool,
 }
 
-/// The driver of a SIMD kernel's `gemm_rows`: `c = a·b` where row `k` of B is
-/// `data[offs[k]..offs[k] + n]` (f32, row-major `c`, `a.rows() × n`). It checks the
-/// operands (doing nothing when they disagree; the public `gemm_rows` reports that),
-/// splits the rows of `a` over threads, and calls `strip(a_tile, data, offs_block,
-/// c_tile, flags)` for every K block and row tile of each share, in that order.
-/// When `strip` runs, every row `offs_block[k]..offs_block[k] + n` lies inside
-/// `data` and `c_tile` holds the tile's `a_tile.rows()` rows of `n`.
-#[allow(clippy::too_many_arguments)]
+/// The driver of a SIMD kernel's `gemm_rows`: `c = a·b` with B given by its rows
+/// (f32, row-major `c`, `a.rows() × b.n`). It checks the operands (doing nothing when
+/// they disagree; the public `gemm_rows` reports that), splits the rows of `a` over
+/// threads, and calls `strip(a_tile, b_block, c_tile, flags)` for every K block and
+/// row tile of each share, in that order. When `strip` runs, every row of `b_block`
+/// lies inside its `data` and `c_tile` holds the tile's `a_tile.rows()` rows of `n`.
 pub(super) fn rows_product(
     ctx: &Ctx,
     a: Mat<'_, f32>,
-    data: &[f32],
-    offs: &[usize],
-    n: usize,
+    b: RowsB<'_, f32>,
     c: &mut [f32],
     plan: RowsPlan,
-    strip: impl Fn(Mat<'_, f32>, &[f32], &[usize], &mut [f32], Flags) + Sync,
+    strip: impl Fn(Mat<'_, f32>, RowsB<'_, f32>, &mut [f32], Flags) + Sync,
 ) {
+    let RowsB { data, offs, n } = b;
     let (m, k) = (a.rows(), a.cols());
-    if m == 0 || n == 0 || offs.len() != k || c.len() != m * n {
-        return;
-    }
-    if offs
-        .iter()
-        .any(|&o| o.checked_add(n).is_none_or(|end| end > data.len()))
-    {
+    if m == 0 || n == 0 || offs.len() != k || c.len() != m * n || !b.inside() {
         return;
     }
     if k == 0 {
@@ -140,10 +152,14 @@ pub(super) fn rows_product(
             };
             let ap0 = a.cols_range(pc, kc);
             for (ir, mr) in row_tiles(a.rows(), plan.mr) {
+                let block = RowsB {
+                    data,
+                    offs: &offs[pc..pc + kc],
+                    n,
+                };
                 strip(
                     ap0.rows_range(ir, mr),
-                    data,
-                    &offs[pc..pc + kc],
+                    block,
                     &mut chunk[ir * n..(ir + mr) * n],
                     f,
                 );

@@ -16,7 +16,7 @@ use super::util::{check_count, infer_input, input, numel, one, opt_infer_input, 
 use super::{Ctx, InferInput, NodeInfo, Op, Prepared, Registry, TypeInfo};
 use crate::attrs::Attrs;
 use crate::error::OpError;
-use crate::kernels::{gemm, Mat, PackedB, Scalar};
+use crate::kernels::{gemm, Mat, PackedB, RowsB, Scalar};
 
 pub(crate) fn register(r: &mut Registry) {
     r.add("Conv", build_conv);
@@ -687,7 +687,12 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
             if let Some(im) = &implicit {
                 // The patches read in place from the padded input.
                 im.padded.pad(xs, &mut col);
-                if T::gemm_rows(ctx, wm, &col, &im.offs, im.n, &mut cv)? {
+                let rows = RowsB {
+                    data: &col,
+                    offs: &im.offs,
+                    n: im.n,
+                };
+                if T::gemm_rows(ctx, wm, rows, &mut cv)? {
                     im.compact(ctx, &cv, mg, bias, dst);
                     continue;
                 }
