@@ -15,11 +15,11 @@ use deed_client::api::{DirectRequest, JobView, ModelView, VersionView};
 use deed_client::{direct, hexbytes, job_is_final, Client};
 use deed_runtime::{Ctx as RtCtx, KernelMode, Limits, Model, RunOptions};
 use deed_types::{
-    encode_list, Action, Address, Amount, Cid, Hash, JobInput, Mode, ModelId, Tensor,
+    encode_list, Action, Address, Amount, Cid, Hash, JobInput, Mode, ModelId, Tensor, Transaction,
 };
 use serde_json::{json, Value};
 
-use super::models::{fetch_manifest, pick_version, split_version};
+use super::models::{fetch_manifest, model_version, split_version};
 use super::{lines, Ctx, Out};
 use crate::{keystore, tensor_io};
 
@@ -184,21 +184,34 @@ pub fn read_inputs(schema: &[SchemaInput], specs: &[String]) -> Result<Vec<(Stri
     Ok(out)
 }
 
+/// Where a direct call goes and what its request is signed with.
+struct Direct {
+    executor: Address,
+    endpoint: String,
+    price: Amount,
+    chain_id: u64,
+    /// The signer's next nonce.
+    nonce: u64,
+}
+
 /// An executor that can take a direct call for `model`: the node's own executor when
 /// it is bonded, serves the model and is not jailed. A freshly registered model is
 /// picked up by the executor within a block or two, so this waits up to `patience`.
+/// The executor's account and the signer's are read side by side, and the status read
+/// here gives the chain id the request is signed for.
 async fn direct_executor(
     client: &Client,
     model: u64,
+    signer: Address,
     patience: std::time::Duration,
-) -> Result<(Address, String, Amount)> {
+) -> Result<Direct> {
     let started = Instant::now();
     loop {
         let status = client.status().await?;
         let addr = status.executor.ok_or_else(|| {
             anyhow!("the node runs no executor; use --mode replicated:K to go through the ledger")
         })?;
-        let acc = client.account(&addr).await?;
+        let (acc, me) = tokio::try_join!(client.account(&addr), client.account(&signer))?;
         let problem = match &acc.executor {
             None => format!("the node's executor {addr} has no bond"),
             Some(e) if !e.models.contains(&model) => {
@@ -206,8 +219,13 @@ async fn direct_executor(
             }
             Some(e) if e.jailed_until.is_some() => format!("the node's executor {addr} is jailed"),
             Some(e) => {
-                let price: Amount = e.price.parse().context("executor price")?;
-                return Ok((addr, e.endpoint.clone(), price));
+                return Ok(Direct {
+                    executor: addr,
+                    endpoint: e.endpoint.clone(),
+                    price: e.price.parse().context("executor price")?,
+                    chain_id: status.chain_id,
+                    nonce: me.nonce,
+                })
             }
         };
         if started.elapsed() >= patience {
@@ -257,8 +275,7 @@ pub(super) async fn infer(ctx: &Ctx, a: InferArgs) -> Result<Out> {
     let mode = parse_mode(&a.mode)?;
     let key = ctx.key()?;
     let (spec, n) = split_version(&a.model)?;
-    let model = ctx.model(spec).await?;
-    let version = pick_version(ctx, &model, n).await?;
+    let (model, version) = model_version(ctx, spec, n).await?;
     if version.deprecated {
         bail!(
             "model {} ({}) v{} is deprecated by its owner: run another version",
@@ -287,8 +304,13 @@ pub(super) async fn infer(ctx: &Ctx, a: InferArgs) -> Result<Out> {
         }
         _ => {
             let patience = ctx.timeout().min(std::time::Duration::from_secs(15));
-            let (executor, endpoint, price) =
-                direct_executor(&ctx.client, model.id, patience).await?;
+            let Direct {
+                executor,
+                endpoint,
+                price,
+                chain_id,
+                nonce,
+            } = direct_executor(&ctx.client, model.id, key.address(), patience).await?;
             // A cap, not a charge: the ledger escrows exactly royalty + fee + protocol
             // fee, and the protocol fee is a fraction of the executor fee.
             let max_fee = a
@@ -304,27 +326,30 @@ pub(super) async fn infer(ctx: &Ctx, a: InferArgs) -> Result<Out> {
                 // can fetch it by its hash.
                 ctx.client.upload(&input_bytes, None).await?;
             }
-            if let Ok(p) = input_cache(&input_hash) {
-                if let Some(d) = p.parent() {
-                    let _ =
-                        std::fs::create_dir_all(d).and_then(|_| std::fs::write(&p, &input_bytes));
-                }
+            // Kept for `deed receipt verify` while the executor works; a cache, so a
+            // failed write only costs that command a download.
+            let cached = input_cache(&input_hash).ok().map(|p| {
+                let bytes = input_bytes.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Some(d) = p.parent() {
+                        let _ = std::fs::create_dir_all(d).and_then(|_| std::fs::write(&p, bytes));
+                    }
+                })
+            });
+            let stx = Transaction {
+                chain_id,
+                nonce,
+                fee: ctx.args.tx_fee,
+                action: Action::RequestJob {
+                    model: ModelId(model.id),
+                    version: Some(version.version),
+                    input,
+                    mode,
+                    max_fee,
+                    executor: Some(executor),
+                },
             }
-            let stx = ctx
-                .client
-                .sign_action(
-                    &key,
-                    Action::RequestJob {
-                        model: ModelId(model.id),
-                        version: Some(version.version),
-                        input,
-                        mode,
-                        max_fee,
-                        executor: Some(executor),
-                    },
-                    ctx.args.tx_fee,
-                )
-                .await?;
+            .sign(&key)?;
             let request = stx.hash();
             let exec_client = ctx.client.with_base(&endpoint);
             let resp = exec_client
@@ -338,6 +363,9 @@ pub(super) async fn infer(ctx: &Ctx, a: InferArgs) -> Result<Out> {
                 format!("executor {executor} sent an answer that does not verify")
             })?;
             let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+            if let Some(task) = cached {
+                let _ = task.await;
+            }
             let written = match &a.out {
                 Some(dir) => write_outputs(dir, &outputs)?,
                 None => Vec::new(),

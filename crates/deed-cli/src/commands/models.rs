@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use deed_client::api::{LicenceView, ModelManifest, ModelView, VersionView};
+use deed_client::{Client, ClientError};
 use deed_types::{Action, Address, Amount, Cid, Licence, Lineage, ModelId, BPS_DENOMINATOR};
 use serde_json::json;
 
@@ -208,21 +209,47 @@ pub fn split_version(spec: &str) -> Result<(&str, Option<u32>)> {
 }
 
 /// The version `n`, or the latest non-deprecated one.
-pub(crate) async fn pick_version(ctx: &Ctx, m: &ModelView, n: Option<u32>) -> Result<VersionView> {
+/// The model `spec` names and its version `n` (the latest usable one by default).
+/// A model named by id needs no lookup first, so the model and its versions are
+/// read side by side.
+pub(crate) async fn model_version(
+    ctx: &Ctx,
+    spec: &str,
+    n: Option<u32>,
+) -> Result<(ModelView, VersionView)> {
+    let (m, v) = match spec.parse::<u64>() {
+        Ok(id) => {
+            let (m, v) = tokio::join!(ctx.model(spec), version_of(&ctx.client, id, n));
+            (m?, v)
+        }
+        Err(_) => {
+            let m = ctx.model(spec).await?;
+            let v = version_of(&ctx.client, m.id, n).await;
+            (m, v)
+        }
+    };
+    let v = match n {
+        Some(n) => v.with_context(|| format!("model {} ({}) has no version {n}", m.id, m.name))?,
+        None => v?,
+    };
+    let v = v.ok_or_else(|| anyhow!("model {} ({}) has no usable version", m.id, m.name))?;
+    Ok((m, v))
+}
+
+/// Version `n` of model `id`, or its latest version that is not deprecated.
+async fn version_of(
+    client: &Client,
+    id: u64,
+    n: Option<u32>,
+) -> Result<Option<VersionView>, ClientError> {
     match n {
-        Some(n) => ctx
-            .client
-            .version(m.id, n)
-            .await
-            .with_context(|| format!("model {} ({}) has no version {n}", m.id, m.name)),
-        None => ctx
-            .client
-            .versions(m.id)
+        Some(n) => client.version(id, n).await.map(Some),
+        None => Ok(client
+            .versions(id)
             .await?
             .into_iter()
             .filter(|v| !v.deprecated)
-            .max_by_key(|v| v.version)
-            .ok_or_else(|| anyhow!("model {} ({}) has no usable version", m.id, m.name)),
+            .max_by_key(|v| v.version)),
     }
 }
 
@@ -302,8 +329,7 @@ pub(super) async fn run(ctx: &Ctx, cmd: ModelCmd) -> Result<Out> {
         }
         ModelCmd::Download { model, out } => {
             let (spec, n) = split_version(&model)?;
-            let m = ctx.model(spec).await?;
-            let v = pick_version(ctx, &m, n).await?;
+            let (m, v) = model_version(ctx, spec, n).await?;
             let manifest = fetch_manifest(ctx, &v.manifest).await?;
             let file = manifest
                 .files
