@@ -718,6 +718,32 @@ mod tests {
         }
 
         #[test]
+        fn single_row_products(n in 1usize..150, k in 1usize..600, tb in any::<bool>(), threads in 1usize..=4, seed in any::<u64>()) {
+            // A batch of one through a layer (`Gemm` with `transB` as exporters write
+            // it): the single-row column split, the packed panels a transposed
+            // constant takes, and last panels of every width.
+            let mut s = seed;
+            let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5 };
+            let av: Vec<f32> = (0..k).map(|_| next()).collect();
+            let bv: Vec<f32> = (0..k * n).map(|i| if i % 89 == 5 { f32::NAN } else { next() }).collect();
+            let a = Mat::row_major(&av, 1, k).unwrap();
+            let b = if tb { Mat::row_major(&bv, n, k).unwrap().t() } else { Mat::row_major(&bv, k, n).unwrap() };
+            let mut r = vec![0.0f32; n];
+            gemm_reference(a, b, &mut r).unwrap();
+            let ctx = Ctx::new(KernelMode::Fast, threads);
+            for kernel in F32Kernel::all_available() {
+                let mut f = vec![1.0f32; n];
+                kernel.run(&ctx, a, b, &mut f, None);
+                prop_assert_eq!(bits(&r), bits(&f), "{:?}", kernel);
+                if let Some(p) = PackedB::with_kernel(b, kernel) {
+                    let mut q = vec![2.0f32; n];
+                    gemm_prepacked(&ctx, a, b, &p, &mut q).unwrap();
+                    prop_assert_eq!(bits(&r), bits(&q), "{:?} packed", kernel);
+                }
+            }
+        }
+
+        #[test]
         fn large_k_and_wide_rows((m, n, k) in (1usize..24, 60usize..140, 250usize..600), seed in any::<u64>()) {
             // Crosses the k-block and column-block boundaries of the SIMD kernel.
             let mut s = seed;
