@@ -90,7 +90,10 @@ pub(super) fn gemm(
     // Equal row shares (row tiles balance within a share): rounding shares to whole
     // 12-row tiles would leave a thread idle on the few-row products of small layers.
     let per = m.div_ceil(threads);
-    let pre = pre.filter(|p| m > 1 && p.len() == packed_len(k, n));
+    // A single row reads B in place, unless B's columns are not contiguous (a
+    // transposed constant, as `Gemm` with `transB` has): then its panels packed once
+    // beat a copy of all of B on every call.
+    let pre = pre.filter(|p| (m > 1 || b.cs() != 1) && p.len() == packed_len(k, n));
     // A B with unit column stride is read in place unless many row tiles reuse it:
     // packing copies all of it, which only pays off then.
     let pack = pre.is_some() || (per >= PACK_MIN_ROWS && b.cs() != 1) || per >= PACK_MIN_ROWS_DENSE;
@@ -106,7 +109,7 @@ pub(super) fn gemm(
             None => return,
         }
     };
-    if m == 1 {
+    if m == 1 && !pack {
         // A single row: split columns, 128 at a time, so every thread has work.
         let per = n.div_ceil(threads).div_ceil(128) * 128;
         ctx.for_each_chunk(c, per, |ci, chunk| {
