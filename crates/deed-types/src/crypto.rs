@@ -34,8 +34,8 @@ pub enum SignatureError {
 ///
 /// Keys are derived and digests signed with libsecp256k1, whose generator tables
 /// are compiled in: a process that loads one key and signs once (every `deed`
-/// command that sends a transaction) pays about 0.1 ms, where `k256` spent about
-/// 0.5 ms building its tables first. The signatures are the same bytes as `k256`'s
+/// command that sends a transaction) pays about 0.1 ms; `k256` builds its tables on
+/// first use, about 0.5 ms more. The signatures are the same bytes as `k256`'s
 /// (RFC 6979 nonces, low `s`); a property test holds the two together.
 #[derive(Clone)]
 pub struct SecretKey {
@@ -105,7 +105,7 @@ impl SecretKey {
 
 impl Drop for SecretKey {
     fn drop(&mut self) {
-        // libsecp256k1 offers a best-effort erase (k256 zeroized on drop).
+        // The best erase libsecp256k1 offers: the compiler may still keep copies.
         self.key.non_secure_erase();
     }
 }
@@ -334,8 +334,8 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// libsecp256k1 derives the same address and makes the same signature bytes
-        /// as k256 (RFC 6979 with SHA-256, low `s`), so keys and signatures made
-        /// before and after the switch agree.
+        /// as k256 (RFC 6979 with SHA-256, low `s`): a key and its signatures are
+        /// the same whichever library made them.
         #[test]
         fn signing_matches_k256(key in any::<[u8; 32]>(), digest in any::<[u8; 32]>()) {
             let ours = SecretKey::from_bytes(&key);
