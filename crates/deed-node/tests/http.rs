@@ -589,6 +589,53 @@ async fn served_direct_call_is_refused_after_a_restart_while_unsettled() {
     node.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_calls_of_one_sender_served_before_a_restart_all_settle_after_it() {
+    // Four direct calls from one sender, answered while no block lands: nonces n to
+    // n+3 wait in the mempool when the node stops. The restarted node queues them
+    // again, in nonce order (its mempool admits only a sender's next nonce), and
+    // every one settles; the sender's next request is served.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(Roles::all());
+    cfg.data_dir = dir.path().to_path_buf();
+    let (node, c, p, executor) = serving_mlp(cfg.clone(), Storage::Disk, "direct-several").await;
+    let requester = user(2);
+    let nonce = c.nonce(&requester).await;
+    drop(c);
+    node.stop().await;
+
+    let mut slow = cfg.clone();
+    slow.block_interval_ms = 60_000;
+    slow.heartbeat_ms = 60_000;
+    let node = start_node(slow, Storage::Disk).await;
+    let c = Client::new(&node);
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        let (stx, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
+        let r: DirectResponse = c.post_json("/v1/execute", &req).await.json();
+        assert_eq!(r.request, stx.hash());
+        served.push(stx);
+    }
+    let nonces: Vec<u64> = served.iter().map(|s| s.tx.nonce).collect();
+    assert_eq!(nonces, (nonce..nonce + 4).collect::<Vec<_>>());
+    drop(c);
+    node.stop().await;
+
+    let node = start_node(cfg, Storage::Disk).await;
+    let c = Client::new(&node);
+    for stx in &served {
+        let tx: TxView = c.wait_tx(&stx.hash()).await;
+        assert!(matches!(tx.state, TxState::Included { .. }), "{tx:?}");
+    }
+    assert_eq!(c.nonce(&requester).await, nonce + 4);
+    let (stx, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
+    assert_eq!(stx.tx.nonce, nonce + 4);
+    let r: DirectResponse = c.post_json("/v1/execute", &req).await.json();
+    assert_eq!(r.request, stx.hash());
+    drop(c);
+    node.stop().await;
+}
+
 /// A validator and storage node keeping its state in `dir`, for tests that restart it;
 /// heartbeats are far apart so that its chain stands still between requests.
 fn disk_storage_config(dir: &tempfile::TempDir) -> deed_node::config::Config {
