@@ -10,8 +10,8 @@
      - `deed infer MODEL --mode none -i x.npy` (signs a request, calls the executor's
        /v1/execute, verifies its signed receipt, prints the output).
    Reports medians of the wall time and the overhead infer - run (target <= 5 ms), and
-   the in-process figure `deed infer --json` reports (request to verified answer)
-   against `deed run --repeat`'s median execution time.
+   the in-process figure `deed infer --json` reports (first request to the node to
+   verified answer) against `deed run --repeat`'s median execution time.
 2. Blob throughput: N times, uploads then downloads a new M MiB random file with
    `deed blob put FILE` / `deed blob get CID --out FILE` (separate processes; chunked,
    every chunk verified on both sides, the blob synced to disk by the node before the

@@ -1002,7 +1002,7 @@ async fn execute(
     node.mark_served(&stx, sender)?;
     // Parked before the request is queued, so the block that includes it finds it.
     lock(&node.direct).insert(hash, run.clone());
-    if let Err(e) = node.submit(stx) {
+    if let Err(e) = node.submit_signed_by(stx, sender) {
         lock(&node.direct).remove(&hash);
         node.unmark_served(&hash)?;
         return Err(e.into());

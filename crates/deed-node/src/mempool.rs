@@ -81,6 +81,27 @@ impl Mempool {
     /// Checks `stx` against `state` and the pending transactions and queues it.
     /// A rejected transaction changes nothing.
     pub fn insert(&mut self, state: &State, stx: SignedTransaction) -> Result<Hash, TxRejection> {
+        self.insert_checked(state, stx, None)
+    }
+
+    /// [`Mempool::insert`] of a transaction whose signature the caller has already
+    /// checked: `sender` is what it recovered, so the signature is not recovered
+    /// again.
+    pub fn insert_signed_by(
+        &mut self,
+        state: &State,
+        stx: SignedTransaction,
+        sender: Address,
+    ) -> Result<Hash, TxRejection> {
+        self.insert_checked(state, stx, Some(sender))
+    }
+
+    fn insert_checked(
+        &mut self,
+        state: &State,
+        stx: SignedTransaction,
+        recovered: Option<Address>,
+    ) -> Result<Hash, TxRejection> {
         let hash = stx.hash();
         if self.hashes.contains(&hash) {
             return Err(TxRejection::Duplicate(hash));
@@ -89,9 +110,12 @@ impl Mempool {
             .action
             .check_limits()
             .map_err(|e| TxRejection::Malformed(e.to_string()))?;
-        let sender = stx
-            .sender()
-            .map_err(|e| TxRejection::BadSignature(e.to_string()))?;
+        let sender = match recovered {
+            Some(sender) => sender,
+            None => stx
+                .sender()
+                .map_err(|e| TxRejection::BadSignature(e.to_string()))?,
+        };
         let chain = state.meta().chain_id;
         if stx.tx.chain_id != chain {
             return Err(TxRejection::WrongChain {
@@ -229,6 +253,29 @@ mod tests {
         ));
         assert_eq!(m.len(), 2);
         assert_eq!(m.peek(5).len(), 2);
+    }
+
+    #[test]
+    fn a_sender_recovered_by_the_caller_queues_as_a_recovered_one() {
+        let (s, a, _) = setup();
+        let (mut m, mut n) = (Mempool::new(10), Mempool::new(10));
+        for nonce in 0..3 {
+            let stx = tx(&a, 7, nonce, 1);
+            let sender = stx.sender().unwrap();
+            assert_eq!(
+                m.insert(&s, stx.clone()),
+                n.insert_signed_by(&s, stx, sender)
+            );
+        }
+        assert_eq!(m.next_nonce(&s, &a.address()), 3);
+        assert_eq!(n.next_nonce(&s, &a.address()), 3);
+        // The same checks after the signature: a nonce out of turn is refused.
+        let late = tx(&a, 7, 5, 1);
+        let sender = late.sender().unwrap();
+        assert!(matches!(
+            n.insert_signed_by(&s, late, sender),
+            Err(TxRejection::BadNonce { expected: 3, .. })
+        ));
     }
 
     #[test]

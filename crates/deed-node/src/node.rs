@@ -429,6 +429,27 @@ impl Node {
         Ok(hash)
     }
 
+    /// [`Node::submit`] of a transaction whose signature the caller checked:
+    /// `sender` is what it recovered (a direct call recovers it before running).
+    pub fn submit_signed_by(
+        &self,
+        stx: SignedTransaction,
+        sender: Address,
+    ) -> Result<Hash, TxRejection> {
+        let r = {
+            let chain = lock(&self.chain);
+            let r = lock(&self.mempool).insert_signed_by(chain.state(), stx.clone(), sender);
+            r
+        };
+        match &r {
+            Ok(_) => self.metrics.txs_accepted.inc(),
+            Err(_) => self.metrics.txs_rejected.inc(),
+        }
+        let hash = r?;
+        self.gossip(&stx);
+        Ok(hash)
+    }
+
     /// Checks a signed transaction and queues it (gossip forwards what a node
     /// admits from its peers by itself).
     pub fn admit(&self, stx: SignedTransaction) -> Result<Hash, TxRejection> {

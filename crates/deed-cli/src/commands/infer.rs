@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
-use deed_client::api::{DirectRequest, JobView, ModelView, VersionView};
+use deed_client::api::{AccountView, DirectRequest, JobView, ModelView, Status, VersionView};
 use deed_client::{direct, hexbytes, job_is_final, Client};
 use deed_runtime::{Ctx as RtCtx, KernelMode, Limits, Model, RunOptions};
 use deed_types::{
@@ -197,21 +197,27 @@ struct Direct {
 /// An executor that can take a direct call for `model`: the node's own executor when
 /// it is bonded, serves the model and is not jailed. A freshly registered model is
 /// picked up by the executor within a block or two, so this waits up to `patience`.
-/// The executor's account and the signer's are read side by side, and the status read
-/// here gives the chain id the request is signed for.
+/// `first` is the node's status and the signer's account, read while the model was
+/// (the status gives the executor and the chain id the request is signed for); the
+/// executor's account is read after it, and all three again on every later try.
 async fn direct_executor(
     client: &Client,
     model: u64,
     signer: Address,
+    first: (Status, AccountView),
     patience: std::time::Duration,
 ) -> Result<Direct> {
     let started = Instant::now();
+    let mut first = Some(first);
     loop {
-        let status = client.status().await?;
+        let (status, me) = match first.take() {
+            Some(read) => read,
+            None => tokio::try_join!(client.status(), client.account(&signer))?,
+        };
         let addr = status.executor.ok_or_else(|| {
             anyhow!("the node runs no executor; use --mode replicated:K to go through the ledger")
         })?;
-        let (acc, me) = tokio::try_join!(client.account(&addr), client.account(&signer))?;
+        let acc = client.account(&addr).await?;
         let problem = match &acc.executor {
             None => format!("the node's executor {addr} has no bond"),
             Some(e) if !e.models.contains(&model) => {
@@ -275,7 +281,20 @@ pub(super) async fn infer(ctx: &Ctx, a: InferArgs) -> Result<Out> {
     let mode = parse_mode(&a.mode)?;
     let key = ctx.key()?;
     let (spec, n) = split_version(&a.model)?;
-    let (model, version) = model_version(ctx, spec, n).await?;
+    // A direct call needs the node's status and the signer's nonce: read them
+    // side by side with the model and its versions. `latency_ms` counts from here:
+    // the first request to the node to the verified answer.
+    let started = Instant::now();
+    let signer = key.address();
+    let direct_reads = async {
+        match mode {
+            Mode::Replicated(_) => Ok(None),
+            _ => tokio::try_join!(ctx.client.status(), ctx.client.account(&signer)).map(Some),
+        }
+    };
+    let ((model, version), direct_reads) = tokio::try_join!(model_version(ctx, spec, n), async {
+        direct_reads.await.map_err(anyhow::Error::from)
+    })?;
     if version.deprecated {
         bail!(
             "model {} ({}) v{} is deprecated by its owner: run another version",
@@ -296,7 +315,6 @@ pub(super) async fn infer(ctx: &Ctx, a: InferArgs) -> Result<Out> {
     let input_bytes = encode_list(&tensors);
     let input_hash = Hash::of(&input_bytes);
     let royalty = royalty(&model)?;
-    let started = Instant::now();
 
     match mode {
         Mode::Replicated(k) => {
@@ -310,7 +328,13 @@ pub(super) async fn infer(ctx: &Ctx, a: InferArgs) -> Result<Out> {
                 price,
                 chain_id,
                 nonce,
-            } = direct_executor(&ctx.client, model.id, key.address(), patience).await?;
+            } = match direct_reads {
+                Some(first) => {
+                    direct_executor(&ctx.client, model.id, key.address(), first, patience).await?
+                }
+                // Read above for every mode but replicated.
+                None => bail!("the node's status was not read for the direct call"),
+            };
             // A cap, not a charge: the ledger escrows exactly royalty + fee + protocol
             // fee, and the protocol fee is a fraction of the executor fee.
             let max_fee = a
