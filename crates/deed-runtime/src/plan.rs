@@ -106,10 +106,29 @@ struct Step {
     prepared: Option<Prepared>,
 }
 
+/// The model a plan runs: borrowed ([`Model::plan`]) or shared ([`Model::plan_shared`],
+/// a plan that can be kept as long as its owner likes).
+#[derive(Debug)]
+enum ModelRef<'m> {
+    Borrowed(&'m Model),
+    Shared(Arc<Model>),
+}
+
+impl std::ops::Deref for ModelRef<'_> {
+    type Target = Model;
+
+    fn deref(&self) -> &Model {
+        match self {
+            ModelRef::Borrowed(m) => m,
+            ModelRef::Shared(m) => m,
+        }
+    }
+}
+
 /// A model planned for concrete inputs.
 #[derive(Debug)]
 pub struct Plan<'m> {
-    model: &'m Model,
+    model: ModelRef<'m>,
     steps: Vec<Step>,
     /// value id → type
     types: Vec<TypeInfo>,
@@ -437,7 +456,7 @@ impl Model {
             .flat_map(|s| s.types.iter())
             .fold(0u64, |a, t| a.saturating_add(t.bytes()));
         Ok(Plan {
-            model: self,
+            model: ModelRef::Borrowed(self),
             steps,
             types,
             input_ids,
@@ -447,6 +466,42 @@ impl Model {
             last_use,
             cost: total,
             peak_bytes: peak,
+            hashed_bytes,
+        })
+    }
+
+    /// [`Model::plan`], holding the model by `Arc`: a plan with no borrow, for a
+    /// caller that keeps plans to run them again (an executor serving many calls of
+    /// one model with inputs of one shape plans once).
+    pub fn plan_shared(
+        self: &Arc<Model>,
+        inputs: &[(String, Tensor)],
+        limits: &Limits,
+    ) -> Result<Plan<'static>, RuntimeError> {
+        let Plan {
+            model: _,
+            steps,
+            types,
+            input_ids,
+            known_inputs,
+            init_values,
+            outputs,
+            last_use,
+            cost,
+            peak_bytes,
+            hashed_bytes,
+        } = self.plan(inputs, limits)?;
+        Ok(Plan {
+            model: ModelRef::Shared(Arc::clone(self)),
+            steps,
+            types,
+            input_ids,
+            known_inputs,
+            init_values,
+            outputs,
+            last_use,
+            cost,
+            peak_bytes,
             hashed_bytes,
         })
     }
@@ -554,6 +609,23 @@ fn check_outputs(outs: &[Tensor], types: &[TypeInfo]) -> Result<(), OpError> {
 }
 
 impl<'m> Plan<'m> {
+    /// Whether [`Plan::execute`] takes `inputs` as they are: every graph input given
+    /// with the dtype and shape planned for, and the inputs whose values the plan
+    /// depends on (shapes read from a tensor, for instance) with those values.
+    pub fn accepts(&self, inputs: &[(String, Tensor)]) -> bool {
+        let given = |name: &str| inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+        self.input_ids.iter().all(|(name, id)| {
+            given(name).is_some_and(|t| {
+                TypeInfo::of(t) == self.types[*id]
+                    && self
+                        .known_inputs
+                        .iter()
+                        .filter(|(k, _)| k == id)
+                        .all(|(_, known)| known.as_ref() == t)
+            })
+        })
+    }
+
     /// Total metered cost in operation units.
     pub fn cost(&self) -> u64 {
         self.cost
