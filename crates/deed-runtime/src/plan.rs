@@ -155,6 +155,27 @@ impl Model {
         inputs: &[(String, Tensor)],
         limits: &Limits,
     ) -> Result<Plan<'m>, RuntimeError> {
+        self.plan_for(ModelRef::Borrowed(self), inputs, limits)
+    }
+
+    /// [`Model::plan`], holding the model by `Arc`: a plan with no borrow, for a
+    /// caller that keeps plans to run them again (an executor serving many calls of
+    /// one model with inputs of one shape plans once).
+    pub fn plan_shared(
+        self: &Arc<Model>,
+        inputs: &[(String, Tensor)],
+        limits: &Limits,
+    ) -> Result<Plan<'static>, RuntimeError> {
+        self.plan_for(ModelRef::Shared(Arc::clone(self)), inputs, limits)
+    }
+
+    /// The plan of this model (which `model` is) for `inputs`.
+    fn plan_for<'m>(
+        &self,
+        model: ModelRef<'m>,
+        inputs: &[(String, Tensor)],
+        limits: &Limits,
+    ) -> Result<Plan<'m>, RuntimeError> {
         let mut ids: std::collections::HashMap<&str, usize> = Default::default();
         let mut types: Vec<TypeInfo> = Vec::new();
         let mut known: Vec<Option<Arc<Tensor>>> = Vec::new();
@@ -456,7 +477,7 @@ impl Model {
             .flat_map(|s| s.types.iter())
             .fold(0u64, |a, t| a.saturating_add(t.bytes()));
         Ok(Plan {
-            model: ModelRef::Borrowed(self),
+            model,
             steps,
             types,
             input_ids,
@@ -466,42 +487,6 @@ impl Model {
             last_use,
             cost: total,
             peak_bytes: peak,
-            hashed_bytes,
-        })
-    }
-
-    /// [`Model::plan`], holding the model by `Arc`: a plan with no borrow, for a
-    /// caller that keeps plans to run them again (an executor serving many calls of
-    /// one model with inputs of one shape plans once).
-    pub fn plan_shared(
-        self: &Arc<Model>,
-        inputs: &[(String, Tensor)],
-        limits: &Limits,
-    ) -> Result<Plan<'static>, RuntimeError> {
-        let Plan {
-            model: _,
-            steps,
-            types,
-            input_ids,
-            known_inputs,
-            init_values,
-            outputs,
-            last_use,
-            cost,
-            peak_bytes,
-            hashed_bytes,
-        } = self.plan(inputs, limits)?;
-        Ok(Plan {
-            model: ModelRef::Shared(Arc::clone(self)),
-            steps,
-            types,
-            input_ids,
-            known_inputs,
-            init_values,
-            outputs,
-            last_use,
-            cost,
-            peak_bytes,
             hashed_bytes,
         })
     }
