@@ -353,7 +353,13 @@ mod tests {
     use deed_types::Address;
 
     fn loaded() -> LoadedModel {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/mlp/model.onnx");
+        load(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/mlp/model.onnx"
+        ))
+    }
+
+    fn load(path: &str) -> LoadedModel {
         let model = Model::load(&std::fs::read(path).unwrap(), &Limits::default()).unwrap();
         let manifest = ModelManifest {
             format: "onnx".into(),
@@ -396,5 +402,50 @@ mod tests {
         // Inputs no plan takes and that do not plan: refused, nothing kept.
         assert!(m.run(&input(4, 0.0), &opts).is_err());
         assert_eq!(m.plans_kept(), 1);
+    }
+
+    #[test]
+    fn plans_beyond_the_bound_drop_the_least_recently_used() {
+        // A linear regression over a batch of any size: one plan per batch size.
+        let m = load(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deed-runtime/tests/fixtures/sk_linear_regression/model.onnx"
+        ));
+        let batch = |rows: usize| {
+            let x = (0..rows * 5).map(|i| i as f32 * 0.5 - 3.0).collect();
+            vec![("X".to_owned(), Tensor::from_vec(vec![rows, 5], x).unwrap())]
+        };
+        let opts = RunOptions::default();
+        let planned = |rows: usize| {
+            let out = m.run(&batch(rows), &opts).unwrap();
+            assert_eq!(
+                out.outputs,
+                m.model.run(&batch(rows), &opts).unwrap().outputs
+            );
+            m.plans
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| p.accepts(&batch(rows)))
+        };
+        for rows in 1..=PLANS_PER_MODEL {
+            assert!(planned(rows));
+        }
+        assert_eq!(m.plans_kept(), PLANS_PER_MODEL);
+        // Batch 1 is used again, so batch 2 is now the least recently used: a new
+        // batch size drops it.
+        assert!(planned(1));
+        assert!(planned(PLANS_PER_MODEL + 1));
+        assert_eq!(m.plans_kept(), PLANS_PER_MODEL);
+        let kept = |rows: usize| {
+            m.plans
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| p.accepts(&batch(rows)))
+        };
+        assert!(kept(1));
+        assert!(!kept(2));
+        assert!(kept(3) && kept(4) && kept(PLANS_PER_MODEL + 1));
     }
 }
