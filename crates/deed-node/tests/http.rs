@@ -322,6 +322,26 @@ async fn serving_mlp(
     (node, c, p, executor)
 }
 
+/// A node with every role keeping its state in a new temporary folder (for tests that
+/// restart it), serving `mlp_tiny` published as `name`: the folder (kept alive by
+/// the caller), the config that starts the node again, and what [`serving_mlp`] gives.
+async fn serving_mlp_on_disk(
+    name: &str,
+) -> (
+    tempfile::TempDir,
+    deed_node::config::Config,
+    deed_node::Running,
+    Client,
+    Published,
+    deed_types::Address,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(Roles::all());
+    cfg.data_dir = dir.path().to_path_buf();
+    let (node, c, p, executor) = serving_mlp(cfg.clone(), Storage::Disk, name).await;
+    (dir, cfg, node, c, p, executor)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_call_answers_at_once_and_settles_once() {
     let (node, c, p, executor) =
@@ -492,10 +512,7 @@ async fn an_executor_on_several_kernel_threads_answers_the_same_bits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_call_served_before_a_restart_is_refused_after_it_and_settled_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(Roles::all());
-    cfg.data_dir = dir.path().to_path_buf();
-    let (node, c, p, executor) = serving_mlp(cfg.clone(), Storage::Disk, "direct-restart").await;
+    let (dir, cfg, node, c, p, executor) = serving_mlp_on_disk("direct-restart").await;
     let requester = user(2);
     let nonce = c.nonce(&requester).await;
     let (stx, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
@@ -548,10 +565,7 @@ async fn direct_call_served_before_a_restart_is_refused_after_it_and_settled_onc
 async fn served_direct_call_is_refused_after_a_restart_while_unsettled() {
     // A node that serves a request and stops before any block includes it: the
     // record of the request is what makes the restarted node refuse it.
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(Roles::all());
-    cfg.data_dir = dir.path().to_path_buf();
-    let (node, c, p, executor) = serving_mlp(cfg.clone(), Storage::Disk, "direct-unsettled").await;
+    let (dir, mut cfg, node, c, p, executor) = serving_mlp_on_disk("direct-unsettled").await;
     let requester = user(2);
     let (stx, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
     drop(c);
@@ -595,10 +609,7 @@ async fn several_calls_of_one_sender_served_before_a_restart_all_settle_after_it
     // n+3 wait in the mempool when the node stops. The restarted node queues them
     // again, in nonce order (its mempool admits only a sender's next nonce), and
     // every one settles; the sender's next request is served.
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(Roles::all());
-    cfg.data_dir = dir.path().to_path_buf();
-    let (node, c, p, executor) = serving_mlp(cfg.clone(), Storage::Disk, "direct-several").await;
+    let (_dir, cfg, node, c, p, executor) = serving_mlp_on_disk("direct-several").await;
     let requester = user(2);
     let nonce = c.nonce(&requester).await;
     drop(c);
