@@ -248,11 +248,14 @@ def mlp_int8(rng: np.random.Generator, batch: int, dims: list[int], calib: np.nd
         scale = np.float32(np.abs(w).max() / 127.0)
         return np.clip(np.rint(w / scale), -127, 127).astype(np.int8), scale
 
-    # Float activations on the calibration batch fix every scale.
-    acts = [calib]
+    # Float activations on the calibration batch fix every scale. They are computed in
+    # f64: numpy's f32 product sums in whatever order the CPU's BLAS kernel takes, so
+    # its last bits (and then a scale) would differ between machines, and with them the
+    # model. f64 results differ far below what rounding a scale to f32 keeps.
+    acts = [calib.astype(np.float64)]
     pre = []
     for i, (w, b) in enumerate(zip(ws, bs)):
-        z = acts[-1] @ w
+        z = acts[-1] @ w.astype(np.float64)
         pre.append(z)
         a = z + b
         acts.append(np.maximum(a, 0) if i < 2 else a)
