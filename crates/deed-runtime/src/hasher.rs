@@ -10,7 +10,7 @@
 //! while hashing remains. A run whose hasher cannot start hashes inline.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
@@ -57,6 +57,10 @@ struct Queue {
     /// How many jobs `jobs` holds, read without the lock by the spinning thread, so
     /// that its polling does not take the lock away from the runs handing work over.
     queued: AtomicUsize,
+    /// Whether the thread waits on `ready`; written and read under `jobs`' lock, so a
+    /// run that queues a job wakes it exactly when it sleeps (a wake-up is a system
+    /// call, which the spinning thread does not need).
+    asleep: AtomicBool,
     ready: Condvar,
 }
 
@@ -77,6 +81,7 @@ fn global() -> Option<&'static Queue> {
         let q: &'static Queue = Box::leak(Box::new(Queue {
             jobs: Mutex::new(VecDeque::with_capacity(QUEUE)),
             queued: AtomicUsize::new(0),
+            asleep: AtomicBool::new(false),
             ready: Condvar::new(),
         }));
         std::thread::Builder::new()
@@ -103,10 +108,14 @@ fn global() -> Option<&'static Queue> {
                                     q.queued.fetch_sub(1, Ordering::Relaxed);
                                     break job;
                                 }
-                                None => match q.ready.wait(jobs) {
-                                    Ok(j) => jobs = j,
-                                    Err(_) => return,
-                                },
+                                None => {
+                                    q.asleep.store(true, Ordering::Relaxed);
+                                    match q.ready.wait(jobs) {
+                                        Ok(j) => jobs = j,
+                                        Err(_) => return,
+                                    }
+                                    q.asleep.store(false, Ordering::Relaxed);
+                                }
                             }
                         }
                     }
@@ -160,13 +169,15 @@ impl Pipeline {
             Ok(mut jobs) if jobs.len() < QUEUE => {
                 jobs.push_back(job);
                 self.queue.queued.fetch_add(1, Ordering::Relaxed);
+                if self.queue.asleep.load(Ordering::Relaxed) {
+                    self.queue.ready.notify_one();
+                }
                 None
             }
             _ => Some(job),
         };
-        match job {
-            None => self.queue.ready.notify_one(),
-            Some(job) => job.run(),
+        if let Some(job) = job {
+            job.run();
         }
     }
 
@@ -212,6 +223,31 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_handoff_wakes_the_sleeping_thread() {
+        let t = Arc::new(Tensor::from_vec(vec![4096], vec![1.0f32; 4096]).unwrap());
+        let mut p = Pipeline::new(3).unwrap();
+        p.submit(0, vec![t.clone()]);
+        for s in 1..3 {
+            // Long enough for the thread to stop spinning and wait.
+            std::thread::sleep(SPIN * 5);
+            p.submit(s, vec![t.clone()]);
+        }
+        // The thread hashes the steps: their hashes arrive without `finish`, which
+        // would take queued steps back and hash them here.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !p.hashes.iter().all(Option::is_some) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a queued step was never hashed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            p.drain();
+        }
+        let expected: Vec<Hash> = (0..3).map(|s| step_hash(s, &[t.as_ref()])).collect();
+        assert_eq!(p.finish().unwrap(), expected);
+    }
 
     #[test]
     fn pipelined_hashes_equal_inline_hashes_in_step_order() {
