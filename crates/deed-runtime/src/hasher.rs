@@ -1,22 +1,26 @@
-//! The trace's step hashing as a pipeline stage: one process-wide thread that hashes a
-//! step's outputs while the runtime computes the next steps.
+//! The trace as a pipeline stage: one process-wide thread that hashes a step's outputs,
+//! and folds the step hashes into the trace, while the runtime computes the next steps.
 //!
-//! Each step hash depends on that step's outputs alone, and the trace is assembled
-//! from the hashes in step order afterwards, so the root is the same as hashing inline
-//! (`tests` below and `plan.rs`'s tests check it). The thread is started once, on first
-//! use, and shared by every run of the process. Its queue is bounded: a run that finds
-//! it full hashes the step itself rather than wait, and a run that has finished
-//! computing takes queued steps back and hashes them too, so neither thread idles
-//! while hashing remains. A run whose hasher cannot start hashes inline.
+//! Each step hash depends on that step's outputs alone, and a run's trace takes its
+//! step hashes in step order whoever computed them, so the root is the same as hashing
+//! inline (`tests` below and `plan.rs`'s tests check it). The thread is started once,
+//! on first use, and shared by every run of the process. Its queue is bounded: a run
+//! that finds it full hashes the step itself rather than wait, and a run that has
+//! finished computing takes queued steps back and hashes them too, so neither thread
+//! idles while hashing remains. A run whose hasher cannot start hashes inline.
+//!
+//! Folding a step hash into the trace (its MMR leaf, chain value and tree leaf, about
+//! five short blake3 hashes) is done by whichever thread holds the next hash in step
+//! order, under the run's lock: mostly the hashing thread, so that a run of many small
+//! steps pays little more than a handoff per step.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use deed_types::{Hash, Tensor};
 
-use crate::trace::step_hash;
+use crate::trace::{step_hash, Trace};
 
 /// Steps that may wait for the hashing thread, over all runs of the process.
 const QUEUE: usize = 8;
@@ -26,28 +30,78 @@ const QUEUE: usize = 8;
 /// computing thread about 25 µs per handoff on a virtual machine.
 const SPIN: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// One step's outputs to hash, and where the hash goes.
+/// One step to fold into a run's trace: its outputs to hash, or its hash when known.
 struct Job {
     step: usize,
-    outputs: Vec<Arc<Tensor>>,
-    reply: Sender<(usize, Hash)>,
+    work: Work,
+    run: Arc<RunTrace>,
+}
+
+enum Work {
+    Hash(Vec<Arc<Tensor>>),
+    Known(Hash),
 }
 
 impl Job {
-    /// Hashes the step and answers; the outputs are released before the answer, so
-    /// that the run can take them back without copying them.
+    /// Hashes the step (unless its run has ended) and records the hash; the outputs are
+    /// released before the hash is recorded, so that the run, once every step is in,
+    /// can take its tensors back without copying them.
     fn run(self) {
-        let Job {
-            step,
-            outputs,
-            reply,
-        } = self;
-        let refs: Vec<&Tensor> = outputs.iter().map(|t| t.as_ref()).collect();
-        let h = step_hash(step as u32, &refs);
-        drop(refs);
-        drop(outputs);
-        // The run may have ended early (an error); nobody waits then.
-        let _ = reply.send((step, h));
+        let Job { step, work, run } = self;
+        let h = match work {
+            Work::Known(h) => h,
+            Work::Hash(outputs) => {
+                if run.cancelled.load(Ordering::Relaxed) {
+                    return;
+                }
+                let refs: Vec<&Tensor> = outputs.iter().map(|t| t.as_ref()).collect();
+                let h = step_hash(step as u32, &refs);
+                drop(refs);
+                drop(outputs);
+                h
+            }
+        };
+        run.record(step, h);
+    }
+}
+
+/// One run's trace while its steps arrive: hashes that came early wait in `pending`
+/// until every earlier step's hash is in.
+struct Assembly {
+    trace: Trace,
+    pending: Vec<Option<Hash>>,
+}
+
+/// What a run and the hashing thread share.
+struct RunTrace {
+    assembly: Mutex<Assembly>,
+    /// Steps folded into the trace so far, read without the lock by a run that waits.
+    folded: AtomicUsize,
+    /// Set when the run ended early (an error): its queued steps are not hashed.
+    cancelled: AtomicBool,
+    done: Condvar,
+}
+
+impl RunTrace {
+    fn record(&self, step: usize, h: Hash) {
+        let Ok(mut a) = self.assembly.lock() else {
+            return;
+        };
+        let Assembly { trace, pending } = &mut *a;
+        if let Some(slot) = pending.get_mut(step) {
+            *slot = Some(h);
+        }
+        let before = trace.len();
+        while let Some(Some(next)) = pending.get(trace.len()) {
+            let next = *next;
+            trace.push(next);
+        }
+        if trace.len() != before {
+            self.folded.store(trace.len(), Ordering::Release);
+            if trace.len() == pending.len() {
+                self.done.notify_all();
+            }
+        }
     }
 }
 
@@ -57,9 +111,8 @@ struct Queue {
     /// How many jobs `jobs` holds, read without the lock by the spinning thread, so
     /// that its polling does not take the lock away from the runs handing work over.
     queued: AtomicUsize,
-    /// Whether the thread waits on `ready`; written and read under `jobs`' lock, so a
-    /// run that queues a job wakes it exactly when it sleeps (a wake-up is a system
-    /// call, which the spinning thread does not need).
+    /// Whether the hashing thread waits on `ready` (written under `jobs`' lock): a
+    /// handoff wakes it only then, since a wake-up is a system call.
     asleep: AtomicBool,
     ready: Condvar,
 }
@@ -72,6 +125,62 @@ impl Queue {
             self.queued.fetch_sub(1, Ordering::Relaxed);
         }
         job
+    }
+
+    /// Queues `job`, or gives it back when the queue is full.
+    fn put(&self, job: Job) -> Option<Job> {
+        let Ok(mut jobs) = self.jobs.lock() else {
+            return Some(job);
+        };
+        if jobs.len() >= QUEUE {
+            return Some(job);
+        }
+        jobs.push_back(job);
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let wake = self.asleep.load(Ordering::Relaxed);
+        drop(jobs);
+        if wake {
+            self.ready.notify_one();
+        }
+        None
+    }
+
+    /// The hashing thread's loop.
+    fn serve(&self) {
+        loop {
+            // A run hands over its steps some microseconds apart: look again for a
+            // while before sleeping, since waking a sleeping thread costs more.
+            let spin_until = std::time::Instant::now() + SPIN;
+            let mut job = None;
+            while job.is_none() && std::time::Instant::now() < spin_until {
+                if self.queued.load(Ordering::Relaxed) > 0 {
+                    job = self.take();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            let job = match job {
+                Some(job) => job,
+                None => {
+                    let Ok(mut jobs) = self.jobs.lock() else {
+                        return;
+                    };
+                    loop {
+                        if let Some(job) = jobs.pop_front() {
+                            self.queued.fetch_sub(1, Ordering::Relaxed);
+                            self.asleep.store(false, Ordering::Relaxed);
+                            break job;
+                        }
+                        self.asleep.store(true, Ordering::Relaxed);
+                        match self.ready.wait(jobs) {
+                            Ok(j) => jobs = j,
+                            Err(_) => return,
+                        }
+                    }
+                }
+            };
+            job.run();
+        }
     }
 }
 
@@ -86,137 +195,96 @@ fn global() -> Option<&'static Queue> {
         }));
         std::thread::Builder::new()
             .name("deed-trace-hash".into())
-            .spawn(move || loop {
-                // A run hands over its steps some microseconds apart: look again for a
-                // while before sleeping, since waking a sleeping thread costs more.
-                let spin_until = std::time::Instant::now() + SPIN;
-                let mut job = None;
-                while job.is_none() && std::time::Instant::now() < spin_until {
-                    if q.queued.load(Ordering::Relaxed) > 0 {
-                        job = q.take();
-                    } else {
-                        std::hint::spin_loop();
-                    }
-                }
-                let job = match job {
-                    Some(job) => job,
-                    None => {
-                        let Ok(mut jobs) = q.jobs.lock() else { return };
-                        loop {
-                            match jobs.pop_front() {
-                                Some(job) => {
-                                    q.queued.fetch_sub(1, Ordering::Relaxed);
-                                    break job;
-                                }
-                                None => {
-                                    q.asleep.store(true, Ordering::Relaxed);
-                                    match q.ready.wait(jobs) {
-                                        Ok(j) => jobs = j,
-                                        Err(_) => return,
-                                    }
-                                    q.asleep.store(false, Ordering::Relaxed);
-                                }
-                            }
-                        }
-                    }
-                };
-                job.run();
-            })
+            .spawn(move || q.serve())
             .ok()
             .map(|_| q)
     })
 }
 
-/// The hashes of one run's steps, computed on the hashing thread where it has room.
+/// One run's trace, built on the hashing thread where it has room.
 pub(crate) struct Pipeline {
     queue: &'static Queue,
-    reply: Sender<(usize, Hash)>,
-    results: Receiver<(usize, Hash)>,
-    hashes: Vec<Option<Hash>>,
+    run: Arc<RunTrace>,
 }
 
 impl Pipeline {
     /// A pipeline for a run of `steps` steps, or `None` when the thread is unavailable.
     pub(crate) fn new(steps: usize) -> Option<Pipeline> {
         let queue = global()?;
-        let (reply, results) = mpsc::channel();
         Some(Pipeline {
             queue,
-            reply,
-            results,
-            hashes: vec![None; steps],
+            run: Arc::new(RunTrace {
+                assembly: Mutex::new(Assembly {
+                    trace: Trace::with_capacity(steps),
+                    pending: vec![None; steps],
+                }),
+                folded: AtomicUsize::new(0),
+                cancelled: AtomicBool::new(false),
+                done: Condvar::new(),
+            }),
         })
     }
 
-    /// Records a hash known without hashing here (a step folded while planning, or
-    /// one hashed inline).
+    /// Records step `step`'s hash, known already (a step folded while planning, or
+    /// one the run hashed itself); the hashing thread folds it into the trace.
     pub(crate) fn known(&mut self, step: usize, h: Hash) {
-        if let Some(slot) = self.hashes.get_mut(step) {
-            *slot = Some(h);
-        }
+        self.hand_over(step, Work::Known(h));
     }
 
     /// Hands step `step`'s outputs to the thread, or hashes them here when its queue
     /// is full.
     pub(crate) fn submit(&mut self, step: usize, outputs: Vec<Arc<Tensor>>) {
-        self.drain();
+        self.hand_over(step, Work::Hash(outputs));
+    }
+
+    fn hand_over(&mut self, step: usize, work: Work) {
         let job = Job {
             step,
-            outputs,
-            reply: self.reply.clone(),
+            work,
+            run: self.run.clone(),
         };
-        let job = match self.queue.jobs.lock() {
-            Ok(mut jobs) if jobs.len() < QUEUE => {
-                jobs.push_back(job);
-                self.queue.queued.fetch_add(1, Ordering::Relaxed);
-                if self.queue.asleep.load(Ordering::Relaxed) {
-                    self.queue.ready.notify_one();
-                }
-                None
-            }
-            _ => Some(job),
-        };
-        if let Some(job) = job {
+        if let Some(job) = self.queue.put(job) {
             job.run();
         }
     }
 
-    /// Takes the hashes that have arrived.
-    fn drain(&mut self) {
-        while let Ok((s, h)) = self.results.try_recv() {
-            self.known(s, h);
+    /// The trace of every step, once all have been folded in; `None` if a step was
+    /// never handed over or its hash was lost. While steps wait in the queue this thread hashes them too (any run's:
+    /// each job records into its own run).
+    pub(crate) fn finish(self) -> Option<Trace> {
+        let run = &self.run;
+        let steps = run.assembly.lock().ok()?.pending.len();
+        // Help while there is queued work, then wait for the step the hashing thread
+        // holds: briefly by polling, since the last steps are usually small, then in
+        // slices asleep, looking at the queue again after each.
+        let spin_until = std::time::Instant::now() + SPIN;
+        while run.folded.load(Ordering::Acquire) < steps {
+            if let Some(job) = self.queue.take() {
+                job.run();
+            } else if std::time::Instant::now() < spin_until {
+                std::hint::spin_loop();
+            } else {
+                let a = run.assembly.lock().ok()?;
+                if a.trace.len() < steps {
+                    // Every job holds the run until it has recorded its step: with
+                    // none left, a missing step never comes (a job was lost).
+                    if Arc::strong_count(run) == 1 {
+                        return None;
+                    }
+                    let slice = std::time::Duration::from_millis(1);
+                    drop(run.done.wait_timeout(a, slice).ok()?);
+                }
+            }
         }
+        let mut a = run.assembly.lock().ok()?;
+        Some(std::mem::take(&mut a.trace))
     }
+}
 
-    /// Every step's hash, in step order, once all have arrived; `None` if a hash never
-    /// came. While steps wait in the queue this thread hashes them too (any run's: each
-    /// job answers its own run).
-    pub(crate) fn finish(self) -> Option<Vec<Hash>> {
-        let Pipeline {
-            queue,
-            reply,
-            results,
-            mut hashes,
-        } = self;
-        drop(reply);
-        fn record(hashes: &mut [Option<Hash>], (s, h): (usize, Hash)) {
-            if let Some(slot) = hashes.get_mut(s) {
-                *slot = Some(h);
-            }
-        }
-        loop {
-            while let Ok(r) = results.try_recv() {
-                record(&mut hashes, r);
-            }
-            if hashes.iter().all(Option::is_some) {
-                break;
-            }
-            match queue.take() {
-                Some(job) => job.run(),
-                None => record(&mut hashes, results.recv().ok()?),
-            }
-        }
-        hashes.into_iter().collect()
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // A run that ended early leaves its queued steps unhashed.
+        self.run.cancelled.store(true, Ordering::Relaxed);
     }
 }
 
@@ -228,29 +296,28 @@ mod tests {
     fn a_handoff_wakes_the_sleeping_thread() {
         let t = Arc::new(Tensor::from_vec(vec![4096], vec![1.0f32; 4096]).unwrap());
         let mut p = Pipeline::new(3).unwrap();
-        p.submit(0, vec![t.clone()]);
-        for s in 1..3 {
+        let mut inline = Trace::default();
+        for s in 0..3 {
             // Long enough for the thread to stop spinning and wait.
             std::thread::sleep(SPIN * 5);
             p.submit(s, vec![t.clone()]);
+            inline.push(step_hash(s as u32, &[t.as_ref()]));
         }
-        // The thread hashes the steps: their hashes arrive without `finish`, which
+        // The thread hashes the steps: they are folded in without `finish`, which
         // would take queued steps back and hash them here.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !p.hashes.iter().all(Option::is_some) {
+        while p.run.folded.load(Ordering::Acquire) < 3 {
             assert!(
                 std::time::Instant::now() < deadline,
                 "a queued step was never hashed"
             );
             std::thread::sleep(std::time::Duration::from_millis(1));
-            p.drain();
         }
-        let expected: Vec<Hash> = (0..3).map(|s| step_hash(s, &[t.as_ref()])).collect();
-        assert_eq!(p.finish().unwrap(), expected);
+        assert_eq!(p.finish().unwrap(), inline);
     }
 
     #[test]
-    fn pipelined_hashes_equal_inline_hashes_in_step_order() {
+    fn pipelined_trace_equals_inline_trace() {
         let steps: Vec<Vec<Arc<Tensor>>> = (0..40)
             .map(|i| {
                 let v: Vec<f32> = (0..(i * 997) % 5000).map(|x| x as f32 * 0.5).collect();
@@ -261,16 +328,13 @@ mod tests {
                 ]
             })
             .collect();
-        let inline: Vec<Hash> = steps
-            .iter()
-            .enumerate()
-            .map(|(s, outs)| {
-                let refs: Vec<&Tensor> = outs.iter().map(|t| t.as_ref()).collect();
-                step_hash(s as u32, &refs)
-            })
-            .collect();
+        let mut inline = Trace::default();
+        for (s, outs) in steps.iter().enumerate() {
+            let refs: Vec<&Tensor> = outs.iter().map(|t| t.as_ref()).collect();
+            inline.push(step_hash(s as u32, &refs));
+        }
         // Several runs at once share the one thread and take each other's jobs.
-        let runs: Vec<Vec<Hash>> = std::thread::scope(|scope| {
+        let runs: Vec<Trace> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..3)
                 .map(|_| {
                     scope.spawn(|| {
@@ -291,6 +355,29 @@ mod tests {
         });
         for r in runs {
             assert_eq!(r, inline);
+            assert_eq!(r.root(), inline.root());
         }
+    }
+
+    #[test]
+    fn runs_dropped_early_or_missing_a_step_leave_the_others_whole() {
+        let t = Arc::new(Tensor::from_vec(vec![4096], vec![1.0f32; 4096]).unwrap());
+        let mut dropped = Pipeline::new(50).unwrap();
+        for s in 0..30 {
+            dropped.submit(s, vec![t.clone()]);
+        }
+        drop(dropped);
+        // A run that never hands over one of its steps gets no trace, and does not hang.
+        let mut missing = Pipeline::new(3).unwrap();
+        missing.submit(0, vec![t.clone()]);
+        missing.submit(2, vec![t.clone()]);
+        assert!(missing.finish().is_none());
+        let mut p = Pipeline::new(3).unwrap();
+        let mut inline = Trace::default();
+        for s in 0..3 {
+            p.submit(s, vec![t.clone()]);
+            inline.push(step_hash(s as u32, &[t.as_ref()]));
+        }
+        assert_eq!(p.finish().unwrap(), inline);
     }
 }

@@ -713,9 +713,8 @@ impl<'m> Plan<'m> {
                     }
                     None => pipe.submit(s, hashed_arcs(step, outs)),
                 })?;
-                Trace::new(pipe.finish().ok_or_else(|| {
-                    RuntimeError::Graph("the trace hashing thread stopped".into())
-                })?)
+                pipe.finish()
+                    .ok_or_else(|| RuntimeError::Graph("the trace hashing thread stopped".into()))?
             }
             None if opts.trace => {
                 let mut trace = Trace::default();

@@ -486,15 +486,20 @@ impl From<Trace> for TraceRepr {
 impl Trace {
     /// The trace of the given step hashes, in order.
     pub fn new(steps: Vec<Hash>) -> Trace {
-        let mut t = Trace {
-            steps: Vec::with_capacity(steps.len()),
-            chains: Vec::with_capacity(steps.len()),
-            ..Trace::default()
-        };
+        let mut t = Trace::with_capacity(steps.len());
         for h in steps {
             t.push(h);
         }
         t
+    }
+
+    /// An empty trace with room for `steps` step hashes.
+    pub fn with_capacity(steps: usize) -> Trace {
+        Trace {
+            steps: Vec::with_capacity(steps),
+            chains: Vec::with_capacity(steps),
+            ..Trace::default()
+        }
     }
 
     /// Appends the next step's hash (O(log n), O(1) amortized hashing).
