@@ -269,12 +269,16 @@ impl Chain {
         self.served.contains_key(hash)
     }
 
-    /// The served direct calls awaiting settlement, each sender's in nonce order: the
-    /// order in which a mempool that admits only a sender's next nonce takes them.
-    pub fn served_requests(&self) -> Vec<SignedTransaction> {
+    /// The served direct calls awaiting settlement with their senders, each sender's
+    /// in nonce order: the order in which a mempool that admits only a sender's next
+    /// nonce takes them.
+    pub fn served_requests(&self) -> Vec<(SignedTransaction, Address)> {
         let mut served: Vec<&Served> = self.served.values().collect();
         served.sort_by_key(|e| (e.sender, e.stx.tx.nonce));
-        served.into_iter().map(|e| e.stx.clone()).collect()
+        served
+            .into_iter()
+            .map(|e| (e.stx.clone(), e.sender))
+            .collect()
     }
 
     /// The served direct calls that `block` settles (includes) or that can no

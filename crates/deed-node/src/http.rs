@@ -997,15 +997,13 @@ async fn execute(
     node.metrics
         .job_seconds
         .observe(started.elapsed().as_secs_f64());
-    // Recorded before the answer exists: a node that restarts after answering still
-    // knows it served the request.
-    node.mark_served(&stx, sender)?;
     // Parked before the request is queued, so the block that includes it finds it.
     lock(&node.direct).insert(hash, run.clone());
-    if let Err(e) = node.submit_signed_by(stx, sender) {
+    // Recorded before the answer exists: a node that restarts after answering still
+    // knows it served the request.
+    if let Err(e) = node.serve_and_queue(stx, sender) {
         lock(&node.direct).remove(&hash);
-        node.unmark_served(&hash)?;
-        return Err(e.into());
+        return Err(e);
     }
     node.metrics.direct_calls.inc();
     node.metrics.jobs_executed.inc();

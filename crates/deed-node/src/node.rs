@@ -273,20 +273,32 @@ impl Node {
         f(&lock(&self.chain))
     }
 
-    /// Records durably that the direct call `stx` was served (see
-    /// [`Chain::mark_served`]).
-    pub(crate) fn mark_served(
+    /// Records durably that the direct call `stx` from `sender` (the signer its
+    /// signature recovers to) was served (see [`Chain::mark_served`]) and queues it
+    /// for settlement; a request the mempool refuses is forgotten again (it was
+    /// never answered). Both happen under the chain's lock, so a block's commit
+    /// sees the call either not at all or queued ([`Node::queue_served`]).
+    pub(crate) fn serve_and_queue(
         &self,
-        stx: &SignedTransaction,
+        stx: SignedTransaction,
         sender: Address,
-    ) -> Result<(), NodeError> {
-        lock(&self.chain).mark_served(stx, sender)
-    }
-
-    /// Forgets a served record whose request could not be queued after all (it was
-    /// never answered).
-    pub(crate) fn unmark_served(&self, hash: &Hash) -> Result<(), NodeError> {
-        lock(&self.chain).unmark_served(hash)
+    ) -> Result<Hash, ApiError> {
+        let hash = stx.hash();
+        {
+            let mut chain = lock(&self.chain);
+            chain.mark_served(&stx, sender)?;
+            let r = lock(&self.mempool).insert_signed_by(chain.state(), stx.clone(), sender);
+            match r {
+                Ok(_) => self.metrics.txs_accepted.inc(),
+                Err(e) => {
+                    self.metrics.txs_rejected.inc();
+                    chain.unmark_served(&hash)?;
+                    return Err(e.into());
+                }
+            }
+        }
+        self.gossip(&stx);
+        Ok(hash)
     }
 
     /// Remembers, durably, the manifest of an upload in progress.
@@ -358,19 +370,37 @@ impl Node {
         Ok(expired.len())
     }
 
-    /// Queues the direct calls this node served before it restarted and the chain
-    /// has not settled, so that they are.
-    fn resubmit_served(&self) {
-        for stx in self.with_state(Chain::served_requests) {
+    /// Queues the served direct calls the chain has not settled and the mempool does
+    /// not hold: at start, those served before a restart; after a block, any the
+    /// mempool refused before (it was full) or has dropped since. Returns the ones
+    /// queued, for gossip once the locks are released. `quiet` logs refusals at
+    /// debug level (a refusal repeats on every block until the call settles or its
+    /// nonce is spent).
+    fn queue_served(
+        &self,
+        chain: &Chain,
+        mempool: &mut Mempool,
+        quiet: bool,
+    ) -> Vec<SignedTransaction> {
+        let mut queued = Vec::new();
+        for (stx, sender) in chain.served_requests() {
             let hash = stx.hash();
-            match self.submit(stx) {
+            if mempool.contains(&hash) {
+                continue;
+            }
+            match mempool.insert_signed_by(chain.state(), stx.clone(), sender) {
                 Ok(_) => {
-                    tracing::info!(request = %hash, "served direct call queued again for settlement")
+                    self.metrics.txs_accepted.inc();
+                    tracing::info!(request = %hash, "served direct call queued for settlement");
+                    queued.push(stx);
                 }
+                Err(e) if quiet => tracing::debug!(request = %hash, error = %e,
+                    "served direct call not queued for settlement yet"),
                 Err(e) => tracing::warn!(request = %hash, error = %e,
                     "served direct call not queued for settlement"),
             }
         }
+        queued
     }
 
     /// Consensus progress.
@@ -425,27 +455,6 @@ impl Node {
     /// Checks a signed transaction, queues it and gossips it to the other nodes.
     pub fn submit(&self, stx: SignedTransaction) -> Result<Hash, TxRejection> {
         let hash = self.admit(stx.clone())?;
-        self.gossip(&stx);
-        Ok(hash)
-    }
-
-    /// [`Node::submit`] of a transaction whose signature the caller checked:
-    /// `sender` is what it recovered (a direct call recovers it before running).
-    pub fn submit_signed_by(
-        &self,
-        stx: SignedTransaction,
-        sender: Address,
-    ) -> Result<Hash, TxRejection> {
-        let r = {
-            let chain = lock(&self.chain);
-            let r = lock(&self.mempool).insert_signed_by(chain.state(), stx.clone(), sender);
-            r
-        };
-        match &r {
-            Ok(_) => self.metrics.txs_accepted.inc(),
-            Err(_) => self.metrics.txs_rejected.inc(),
-        }
-        let hash = r?;
         self.gossip(&stx);
         Ok(hash)
     }
@@ -789,6 +798,7 @@ impl Node {
     pub async fn commit_block(&self, block: Block) -> Result<Arc<Committed>, NodeError> {
         let referee = self.referee_for(&block).await;
         let started = std::time::Instant::now();
+        let mut queued = Vec::new();
         let committed = {
             let mut chain = lock(&self.chain);
             let committed = Arc::new(chain.commit(block, &referee)?);
@@ -818,6 +828,7 @@ impl Node {
                     }
                 }
                 self.refresh_bond(chain.state(), &mut mempool);
+                queued = self.queue_served(&chain, &mut mempool, true);
             }
             if self.cfg.roles.validator {
                 self.refresh_consensus_key(chain.state(), &mut mempool);
@@ -825,6 +836,7 @@ impl Node {
             self.metrics.mempool.set(mempool.len() as i64);
             committed
         };
+        queued.iter().for_each(|stx| self.gossip(stx));
         self.metrics.observe_block(&committed, started.elapsed());
         // No receivers is fine: nobody follows the chain yet.
         let _ = self.blocks.send(committed.clone());
@@ -874,11 +886,15 @@ impl Started {
             }));
         }
         if node.cfg.roles.executor {
-            node.resubmit_served();
-            // Bond before the first block so the executor is serving from height 1.
-            let chain = lock(&node.chain);
-            let mut mempool = lock(&node.mempool);
-            node.refresh_bond(chain.state(), &mut mempool);
+            let queued = {
+                let chain = lock(&node.chain);
+                let mut mempool = lock(&node.mempool);
+                let queued = node.queue_served(&chain, &mut mempool, false);
+                // Bond before the first block so the executor is serving from height 1.
+                node.refresh_bond(chain.state(), &mut mempool);
+                queued
+            };
+            queued.iter().for_each(|stx| node.gossip(stx));
         }
         if self.consensus.is_none() {
             self.consensus = Some(Supervisor::start(node.clone(), self.home.path()).await?);

@@ -603,26 +603,24 @@ async fn served_direct_call_is_refused_after_a_restart_while_unsettled() {
     node.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn several_calls_of_one_sender_served_before_a_restart_all_settle_after_it() {
-    // Four direct calls from one sender, answered while no block lands: nonces n to
-    // n+3 wait in the mempool when the node stops. The restarted node queues them
-    // again, in nonce order (its mempool admits only a sender's next nonce), and
-    // every one settles; the sender's next request is served.
-    let (_dir, cfg, node, c, p, executor) = serving_mlp_on_disk("direct-several").await;
-    let requester = user(2);
-    let nonce = c.nonce(&requester).await;
-    drop(c);
-    node.stop().await;
-
+/// Serves four direct calls from `requester` on a node that stands still (no block
+/// lands), from the state in `cfg.data_dir`, and stops it: their nonces (the
+/// sender's next four) wait in its mempool when it stops. Returns the requests.
+async fn serve_four_calls_while_no_block_lands(
+    cfg: &deed_node::config::Config,
+    requester: &deed_types::SecretKey,
+    model: u64,
+    executor: deed_types::Address,
+) -> Vec<deed_types::SignedTransaction> {
     let mut slow = cfg.clone();
     slow.block_interval_ms = 60_000;
     slow.heartbeat_ms = 60_000;
     let node = start_node(slow, Storage::Disk).await;
     let c = Client::new(&node);
+    let nonce = c.nonce(requester).await;
     let mut served = Vec::new();
     for _ in 0..4 {
-        let (stx, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
+        let (stx, req) = direct_mlp_request(&c, requester, model, executor).await;
         let r: DirectResponse = c.post_json("/v1/execute", &req).await.json();
         assert_eq!(r.request, stx.hash());
         served.push(stx);
@@ -631,6 +629,20 @@ async fn several_calls_of_one_sender_served_before_a_restart_all_settle_after_it
     assert_eq!(nonces, (nonce..nonce + 4).collect::<Vec<_>>());
     drop(c);
     node.stop().await;
+    served
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_calls_of_one_sender_served_before_a_restart_all_settle_after_it() {
+    // The restarted node queues the four calls again, in nonce order (its mempool
+    // admits only a sender's next nonce), and every one settles; the sender's next
+    // request is served.
+    let (_dir, cfg, node, c, p, executor) = serving_mlp_on_disk("direct-several").await;
+    let requester = user(2);
+    let nonce = c.nonce(&requester).await;
+    drop(c);
+    node.stop().await;
+    let served = serve_four_calls_while_no_block_lands(&cfg, &requester, p.model, executor).await;
 
     let node = start_node(cfg, Storage::Disk).await;
     let c = Client::new(&node);
@@ -643,6 +655,30 @@ async fn several_calls_of_one_sender_served_before_a_restart_all_settle_after_it
     assert_eq!(stx.tx.nonce, nonce + 4);
     let r: DirectResponse = c.post_json("/v1/execute", &req).await.json();
     assert_eq!(r.request, stx.hash());
+    drop(c);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_calls_a_full_mempool_refused_at_a_restart_settle_after_a_block() {
+    // The node restarts with room for two transactions: it queues the first two
+    // served calls at start, and the other two once a block has made room.
+    let (_dir, cfg, node, c, p, executor) = serving_mlp_on_disk("direct-full").await;
+    let requester = user(2);
+    let nonce = c.nonce(&requester).await;
+    drop(c);
+    node.stop().await;
+    let served = serve_four_calls_while_no_block_lands(&cfg, &requester, p.model, executor).await;
+
+    let mut small = cfg;
+    small.limits.max_mempool = 2;
+    let node = start_node(small, Storage::Disk).await;
+    let c = Client::new(&node);
+    wait_for(|| async { (c.nonce(&requester).await == nonce + 4).then_some(()) }).await;
+    for stx in &served {
+        let tx: TxView = c.wait_tx(&stx.hash()).await;
+        assert!(matches!(tx.state, TxState::Included { .. }), "{tx:?}");
+    }
     drop(c);
     node.stop().await;
 }
