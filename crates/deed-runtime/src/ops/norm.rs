@@ -1,5 +1,5 @@
 //! Softmax family (`Softmax`, `LogSoftmax`, `Hardmax`), normalizations
-//! (`LayerNormalization`, `BatchNormalization`, `InstanceNormalization`,
+//! (`LayerNormalization`, `RMSNormalization`, `BatchNormalization`, `InstanceNormalization`,
 //! `GroupNormalization`, `LpNormalization`, `MeanVarianceNormalization`, `LRN`) and
 //! inference-mode `Dropout`.
 //!
@@ -11,7 +11,9 @@
 use deed_types::{DType, Tensor, TensorData};
 
 use super::math::{exp_f32, exp_f64, ln_f32, ln_f64, pow_f32, pow_f64};
-use super::util::{check_count, infer_input, input, norm_axis, opt_input};
+use super::util::{
+    broadcast_offsets, broadcast_shapes, check_count, infer_input, input, norm_axis, opt_input,
+};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 
@@ -20,6 +22,7 @@ pub(crate) fn register(r: &mut Registry) {
     r.add("LogSoftmax", |n| build_softmax(n, SoftKind::LogSoftmax));
     r.add("Hardmax", |n| build_softmax(n, SoftKind::Hardmax));
     r.add("LayerNormalization", build_layer_norm);
+    r.add("RMSNormalization", build_rms_norm);
     r.add("BatchNormalization", build_batch_norm);
     r.add("InstanceNormalization", |n| {
         Ok(Box::new(InstanceNorm {
@@ -682,6 +685,132 @@ impl Op for LayerNorm {
     }
 }
 
+/// `RMSNormalization` (opset 23).
+#[derive(Debug)]
+struct RmsNorm {
+    axis: i64,
+    eps: f32,
+}
+
+fn build_rms_norm(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+    if n.attrs.int("stash_type", 1)? != 1 {
+        return Err(OpError::unsupported(
+            "RMSNormalization stash_type other than float",
+        ));
+    }
+    Ok(Box::new(RmsNorm {
+        axis: n.attrs.int("axis", -1)?,
+        eps: n.attrs.float("epsilon", 1e-5)?,
+    }))
+}
+
+/// The shape `scale` takes in `x`'s shape (unidirectional broadcasting), when the
+/// normalized dimensions are those from `axis` on.
+fn rms_scale_shape(scale: &[usize], x: &[usize]) -> Result<(), OpError> {
+    if scale.len() > x.len() || broadcast_shapes(x, scale)? != x {
+        return Err(OpError::shape(format!(
+            "scale {scale:?} does not broadcast to the input {x:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Per row of `len`: `inv = 1 / sqrt(fma sum of x² / len + ε)`, then
+/// `y = (x · inv) · scale` (two roundings). `scale` has one value per element of `v`
+/// (broadcast already) or per element of a row.
+fn rms_norm<T: Float>(v: &[T], rows: usize, len: usize, scale: &[T], eps: T, ctx: &Ctx) -> Vec<T> {
+    let invs: Vec<T> = ctx.map_range(rows, |r| {
+        super::simd::with_fma(
+            #[inline(always)]
+            || {
+                let row = &v[r * len..(r + 1) * len];
+                let ss = row.iter().fold(T::ZERO, |a, &x| x.fma(x, a));
+                T::ONE / (ss / T::from_usize(len) + eps).sqrt()
+            },
+        )
+    });
+    let mut out = vec![T::ZERO; v.len()];
+    ctx.for_each_chunk(&mut out, len.max(1), |r, dst| {
+        let inv = invs[r];
+        let row = &v[r * len..(r + 1) * len];
+        let g = if scale.len() == len {
+            scale
+        } else {
+            &scale[r * len..(r + 1) * len]
+        };
+        super::simd::with_fma(
+            #[inline(always)]
+            || {
+                for ((d, &x), &g) in dst.iter_mut().zip(row).zip(g) {
+                    *d = x * inv * g;
+                }
+            },
+        )
+    });
+    out
+}
+
+impl Op for RmsNorm {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 2, 2)?;
+        let x = infer_input(inputs, 0)?;
+        check_float(0, x.ty.dtype)?;
+        norm_axis(self.axis, x.ty.shape.len())?;
+        let scale = infer_input(inputs, 1)?;
+        check_float(1, scale.ty.dtype)?;
+        rms_scale_shape(&scale.ty.shape, &x.ty.shape)?;
+        Ok(vec![x.ty.clone()])
+    }
+    fn cost(&self, inputs: &[Option<&TypeInfo>], _: &[TypeInfo]) -> u64 {
+        inputs
+            .first()
+            .copied()
+            .flatten()
+            .map(|t| t.numel().saturating_mul(4))
+            .unwrap_or(1)
+            .max(1)
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        check_count(inputs.len(), 2, 2)?;
+        let x = input(inputs, 0)?;
+        let axis = norm_axis(self.axis, x.rank())?;
+        let len: usize = x.shape()[axis..].iter().product();
+        let rows: usize = x.shape()[..axis].iter().product();
+        let scale_t = input(inputs, 1)?;
+        rms_scale_shape(scale_t.shape(), x.shape())?;
+        // A scale over the normalized dimensions only is used as it is; any other is
+        // broadcast to the input's shape first.
+        let trailing = scale_t.shape().len() <= x.rank() - axis
+            && scale_t.shape().iter().product::<usize>() == len;
+        let offsets = (!trailing).then(|| broadcast_offsets(scale_t.shape(), x.shape()));
+        macro_rules! go {
+            ($t:ty, $v:expr) => {{
+                let s = param::<$t>(scale_t, 1)?;
+                let scale: Vec<$t> = match &offsets {
+                    Some(o) => o.iter().map(|&i| s[i]).collect(),
+                    None => s,
+                };
+                rms_norm::<$t>($v, rows, len, &scale, self.eps as $t, ctx)
+            }};
+        }
+        let y = match x.data() {
+            TensorData::F32(v) => TensorData::F32(go!(f32, v)),
+            TensorData::F64(v) => TensorData::F64(go!(f64, v)),
+            TensorData::F16(h) => {
+                let w: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
+                TensorData::F16(go!(f32, &w).into_iter().map(half::f16::from_f32).collect())
+            }
+            _ => {
+                return Err(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
+                })
+            }
+        };
+        Ok(vec![Tensor::new(x.shape().to_vec(), y)?])
+    }
+}
+
 /// Per-channel affine normalization shared by batch and instance norm:
 /// `y = (x − mean_c) · a_c + b_c` over NC… layout.
 fn channel_affine<T: Float>(
@@ -1164,6 +1293,68 @@ mod tests {
             .iter()
             .map(|x| x.to_bits())
             .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// RMSNormalization gives, on 1–4 threads, the bits of its definition: per row
+        /// `inv = 1 / sqrt(fma sum of x² / n + ε)`, `y = (x · inv) · scale`, with the
+        /// scale over the normalized dimensions or broadcast from a leading one.
+        #[test]
+        fn rms_norm_equals_the_scalar_definition(
+            a in 1usize..4,
+            b in 1usize..5,
+            c in 1usize..9,
+            axis in 0usize..3,
+            per_row in any::<bool>(),
+            seed in prop::collection::vec(special(), 100),
+            params in prop::collection::vec(-4.0f32..4.0, 40),
+        ) {
+            let shape = [a, b, c];
+            let n = a * b * c;
+            let xs: Vec<f32> = seed.iter().copied().cycle().take(n).collect();
+            let len: usize = shape[axis..].iter().product();
+            // Per row: the normalized dimensions; else [1, c], broadcast over the
+            // first two dimensions.
+            let s_shape: Vec<usize> = if per_row { shape[axis..].to_vec() } else { vec![1, c] };
+            let s_len: usize = s_shape.iter().product();
+            let sv: Vec<f32> = params.iter().copied().cycle().take(s_len).collect();
+            let x = Tensor::from_vec(shape.to_vec(), xs.clone()).unwrap();
+            let scale = Tensor::from_vec(s_shape.clone(), sv.clone()).unwrap();
+            let eps = 1e-5f32;
+            let want: Vec<u32> = (0..n)
+                .map(|i| {
+                    let r = i / len;
+                    let row = &xs[r * len..(r + 1) * len];
+                    let ss = row.iter().fold(0.0f32, |acc, &v| v.mul_add(v, acc));
+                    let inv = 1.0 / (ss / len as f32 + eps).sqrt();
+                    let g = if per_row { sv[i % len] } else { sv[i % c] };
+                    let y = xs[i] * inv * g;
+                    if y.is_nan() { f32::NAN.to_bits() } else { y.to_bits() }
+                })
+                .collect();
+            let op = RmsNorm { axis: axis as i64, eps };
+            for t in 1..=4 {
+                for mode in [KernelMode::Fast, KernelMode::Reference] {
+                    let got = op.run(&[Some(&x), Some(&scale)], &Ctx::new(mode, t)).unwrap();
+                    prop_assert_eq!(bits(&got[0]), want.clone());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rms_norm_refuses_a_scale_that_does_not_broadcast() {
+        let x = Tensor::from_vec(vec![2, 3], vec![1.0f32; 6]).unwrap();
+        let scale = Tensor::from_vec(vec![2], vec![1.0f32; 2]).unwrap();
+        let op = RmsNorm {
+            axis: -1,
+            eps: 1e-5,
+        };
+        let err = op
+            .run(&[Some(&x), Some(&scale)], &Ctx::new(KernelMode::Fast, 1))
+            .unwrap_err();
+        assert!(err.to_string().contains("broadcast"), "{err}");
     }
 
     proptest! {

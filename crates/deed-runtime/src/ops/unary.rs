@@ -29,6 +29,7 @@ const NAMES: &[&str] = &[
     "Sigmoid",
     "HardSigmoid",
     "HardSwish",
+    "Swish",
     "Relu",
     "LeakyRelu",
     "Elu",
@@ -86,6 +87,10 @@ pub enum Kind {
         beta: f32,
     },
     HardSwish,
+    /// `x · sigmoid(α·x)`.
+    Swish {
+        alpha: f32,
+    },
     Relu,
     LeakyRelu {
         alpha: f32,
@@ -152,6 +157,9 @@ fn build(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
             beta: a.float("beta", 0.5)?,
         },
         "HardSwish" => Kind::HardSwish,
+        "Swish" => Kind::Swish {
+            alpha: a.float("alpha", 1.0)?,
+        },
         "Relu" => Kind::Relu,
         "LeakyRelu" => Kind::LeakyRelu {
             alpha: a.float("alpha", 0.01)?,
@@ -238,6 +246,7 @@ impl Kind {
             | Kind::Log
             | Kind::Tanh
             | Kind::Sigmoid
+            | Kind::Swish { .. }
             | Kind::Erf
             | Kind::Elu { .. }
             | Kind::Selu { .. }
@@ -313,6 +322,7 @@ pub(crate) fn apply_float<F: Float>(k: Kind, x: F) -> F {
             let s = clamp_nan(x / F::from_f32(6.0) + F::from_f32(0.5), F::ZERO, F::ONE);
             x * s
         }
+        Kind::Swish { alpha } => x * (F::from_f32(alpha) * x).sigmoid(),
         Kind::Relu => return relu(x),
         Kind::LeakyRelu { alpha } => {
             if x < F::ZERO {
@@ -652,6 +662,17 @@ impl Op for Clip {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn swish_is_x_times_the_sigmoid_of_alpha_x() {
+        for (alpha, x) in [(1.0f32, 0.75f32), (0.5, -3.0), (2.0, 10.0)] {
+            let k = Kind::Swish { alpha };
+            let want = x * (alpha * x).sigmoid();
+            assert_eq!(apply_float(k, x).to_bits(), want.to_bits());
+        }
+        assert!(apply_float(Kind::Swish { alpha: 1.0 }, f32::NAN).is_nan());
+        assert_eq!(apply_float(Kind::Swish { alpha: 1.0 }, 0.0f32), 0.0);
+    }
 
     #[test]
     fn relu_keeps_signed_zero_and_nan() {
