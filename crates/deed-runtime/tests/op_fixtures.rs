@@ -3,7 +3,9 @@
 //!
 //! - `fixtures/onnx-node/`: cases copied from the official ONNX node tests;
 //! - `fixtures/ml/`: scikit-learn models exported by skl2onnx, expected outputs from
-//!   onnxruntime (`scripts/gen_ml_fixtures.py`).
+//!   onnxruntime (`scripts/gen_ml_fixtures.py`);
+//! - `fixtures/attention/`: `Attention` cases of the ONNX node tests, each beside its
+//!   `_expanded` twin (the operator's function body), which must give the same bits.
 //!
 //! Floats compare with the conformance tolerance (|a − e| ≤ 1e−7 + 1e−3·|e|),
 //! everything else exactly; each case also runs with the reference kernels and with
@@ -78,16 +80,22 @@ fn close(name: &str, got: &Tensor, want: &Tensor) -> Result<(), String> {
     }
 }
 
-fn run_case(case: &Path) -> Result<(), String> {
+/// A case's model and its inputs, named.
+fn load_case(case: &Path) -> Result<(Model, Vec<(String, Tensor)>), String> {
     let bytes = std::fs::read(case.join("model.onnx")).unwrap();
     let model = Model::load(&bytes, &Limits::default()).map_err(|e| format!("load: {e}"))?;
-    let data = case.join("test_data_set_0");
     let inputs: Vec<(String, Tensor)> = model
         .inputs
         .iter()
         .map(|v| v.name.clone())
-        .zip(read_pbs(&data, "input"))
+        .zip(read_pbs(&case.join("test_data_set_0"), "input"))
         .collect();
+    Ok((model, inputs))
+}
+
+fn run_case(case: &Path) -> Result<(), String> {
+    let (model, inputs) = load_case(case)?;
+    let data = case.join("test_data_set_0");
     let want = read_pbs(&data, "output");
     let mut outs = Vec::new();
     for (mode, threads) in [
@@ -146,4 +154,58 @@ fn onnx_node_tests_for_quantized_and_ml_ops() {
 #[test]
 fn sklearn_models_match_onnxruntime() {
     check_dir("ml");
+}
+
+#[test]
+fn attention_cases_match_the_onnx_reference() {
+    check_dir("attention");
+}
+
+/// The bits of every output, NaN payloads included.
+fn output_bits(outputs: &[(String, Tensor)]) -> Vec<(String, Vec<u8>)> {
+    outputs
+        .iter()
+        .map(|(n, t)| (n.clone(), deed_types::encode_list(std::slice::from_ref(t))))
+        .collect()
+}
+
+#[test]
+fn attention_gives_the_bits_of_its_function_body() {
+    let all = cases("attention");
+    let pairs: Vec<(&PathBuf, PathBuf)> = all
+        .iter()
+        .filter_map(|c| {
+            let name = c.file_name()?.to_str()?;
+            let twin = c.with_file_name(format!("{name}_expanded"));
+            (!name.ends_with("_expanded") && twin.exists()).then_some((c, twin))
+        })
+        .collect();
+    assert!(
+        pairs.len() >= 10,
+        "{} Attention cases with a twin",
+        pairs.len()
+    );
+    for (case, twin) in pairs {
+        let (native, inputs) = load_case(case).unwrap();
+        let (body, _) = load_case(&twin).unwrap();
+        for (mode, threads) in [
+            (KernelMode::Fast, 1),
+            (KernelMode::Fast, 2),
+            (KernelMode::Reference, 1),
+        ] {
+            let opts = RunOptions {
+                mode,
+                threads,
+                ..RunOptions::default()
+            };
+            let a = native.run(&inputs, &opts).unwrap().outputs;
+            let b = body.run(&inputs, &opts).unwrap().outputs;
+            assert_eq!(
+                output_bits(&a),
+                output_bits(&b),
+                "{}: Attention and its function body differ ({mode:?}, {threads} threads)",
+                case.display()
+            );
+        }
+    }
 }

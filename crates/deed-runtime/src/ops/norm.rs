@@ -1,7 +1,7 @@
 //! Softmax family (`Softmax`, `LogSoftmax`, `Hardmax`), normalizations
 //! (`LayerNormalization`, `RMSNormalization`, `BatchNormalization`, `InstanceNormalization`,
 //! `GroupNormalization`, `LpNormalization`, `MeanVarianceNormalization`, `LRN`) and
-//! inference-mode `Dropout`.
+//! inference-mode `Dropout`; and `Attention`, built on the softmax (`attention.rs`).
 //!
 //! Every row statistic is a sequential sum in increasing index order from +0.0; the
 //! exact formula of each operator is in
@@ -10,14 +10,17 @@
 
 use deed_types::{DType, Tensor, TensorData};
 
-use super::math::{exp_f32, exp_f64, ln_f32, ln_f64, pow_f32, pow_f64};
+use super::math::{exp_f32, exp_f64, ln_f32, ln_f64, pow_f32, pow_f64, tanh_f32, tanh_f64};
 use super::util::{
     broadcast_offsets, broadcast_shapes, check_count, infer_input, input, norm_axis, opt_input,
 };
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 
+mod attention;
+
 pub(crate) fn register(r: &mut Registry) {
+    r.add("Attention", attention::build);
     r.add("Softmax", |n| build_softmax(n, SoftKind::Softmax));
     r.add("LogSoftmax", |n| build_softmax(n, SoftKind::LogSoftmax));
     r.add("Hardmax", |n| build_softmax(n, SoftKind::Hardmax));
@@ -86,11 +89,13 @@ trait Float:
     fn from_usize(n: usize) -> Self;
     fn from_f32(x: f32) -> Self;
     fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
     fn fma(self, b: Self, c: Self) -> Self;
     fn sqrt(self) -> Self;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn powf(self, y: Self) -> Self;
+    fn tanh(self) -> Self;
     fn abs(self) -> Self;
     fn is_nan(self) -> bool;
     /// The value rounded to the nearest f16 (ties to even) and widened back.
@@ -98,7 +103,7 @@ trait Float:
 }
 
 macro_rules! float_impl {
-    ($t:ty, $exp:ident, $ln:ident, $pow:ident) => {
+    ($t:ty, $exp:ident, $ln:ident, $pow:ident, $tanh:ident) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -115,6 +120,10 @@ macro_rules! float_impl {
             #[inline(always)]
             fn from_f64(x: f64) -> Self {
                 x as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
             }
             #[inline(always)]
             fn fma(self, b: Self, c: Self) -> Self {
@@ -137,6 +146,10 @@ macro_rules! float_impl {
                 $pow(self, y)
             }
             #[inline(always)]
+            fn tanh(self) -> Self {
+                $tanh(self)
+            }
+            #[inline(always)]
             fn abs(self) -> Self {
                 <$t>::abs(self)
             }
@@ -151,8 +164,8 @@ macro_rules! float_impl {
         }
     };
 }
-float_impl!(f32, exp_f32, ln_f32, pow_f32);
-float_impl!(f64, exp_f64, ln_f64, pow_f64);
+float_impl!(f32, exp_f32, ln_f32, pow_f32, tanh_f32);
+float_impl!(f64, exp_f64, ln_f64, pow_f64, tanh_f64);
 
 /// NaN-propagating maximum.
 fn fmax<T: Float>(a: T, b: T) -> T {
