@@ -4,8 +4,9 @@
 //! - `fixtures/onnx-node/`: cases copied from the official ONNX node tests;
 //! - `fixtures/ml/`: scikit-learn models exported by skl2onnx, expected outputs from
 //!   onnxruntime (`scripts/gen_ml_fixtures.py`);
-//! - `fixtures/attention/`: `Attention` cases of the ONNX node tests, each beside its
-//!   `_expanded` twin (the operator's function body), which must give the same bits.
+//! - `fixtures/function-ops/`: cases of the ONNX node tests for operators defined by a
+//!   function body (`Attention`, `RotaryEmbedding`, `RMSNormalization`, `Swish`), each
+//!   beside its `_expanded` twin (the body), which must give the same bits.
 //!
 //! Floats compare with the conformance tolerance (|a − e| ≤ 1e−7 + 1e−3·|e|),
 //! everything else exactly; each case also runs with the reference kernels and with
@@ -157,8 +158,8 @@ fn sklearn_models_match_onnxruntime() {
 }
 
 #[test]
-fn attention_cases_match_the_onnx_reference() {
-    check_dir("attention");
+fn function_op_cases_match_the_onnx_reference() {
+    check_dir("function-ops");
 }
 
 /// The bits of every output, NaN payloads included.
@@ -170,8 +171,8 @@ fn output_bits(outputs: &[(String, Tensor)]) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
-fn attention_gives_the_bits_of_its_function_body() {
-    let all = cases("attention");
+fn function_ops_give_the_bits_of_their_bodies() {
+    let all = cases("function-ops");
     let pairs: Vec<(&PathBuf, PathBuf)> = all
         .iter()
         .filter_map(|c| {
@@ -203,7 +204,7 @@ fn attention_gives_the_bits_of_its_function_body() {
             assert_eq!(
                 output_bits(&a),
                 output_bits(&b),
-                "{}: Attention and its function body differ ({mode:?}, {threads} threads)",
+                "{}: the operator and its function body differ ({mode:?}, {threads} threads)",
                 case.display()
             );
         }

@@ -34,6 +34,7 @@ pub mod pool;
 pub mod quant;
 pub mod reduce;
 pub mod resize;
+pub mod rotary;
 pub mod shape;
 pub mod simd;
 pub mod unary;
@@ -194,6 +195,7 @@ pub fn registry() -> &'static Registry {
         shape::register(&mut r);
         index::register(&mut r);
         resize::register(&mut r);
+        rotary::register(&mut r);
         linalg::register(&mut r);
         conv::register(&mut r);
         pool::register(&mut r);

@@ -728,37 +728,38 @@ fn rms_scale_shape(scale: &[usize], x: &[usize]) -> Result<(), OpError> {
     Ok(())
 }
 
-/// Per row of `len`: `inv = 1 / sqrt(fma sum of x² / len + ε)`, then
-/// `y = (x · inv) · scale` (two roundings). `scale` has one value per element of `v`
-/// (broadcast already) or per element of a row.
-fn rms_norm<T: Float>(v: &[T], rows: usize, len: usize, scale: &[T], eps: T, ctx: &Ctx) -> Vec<T> {
-    let invs: Vec<T> = ctx.map_range(rows, |r| {
-        super::simd::with_fma(
-            #[inline(always)]
-            || {
-                let row = &v[r * len..(r + 1) * len];
-                let ss = row.iter().fold(T::ZERO, |a, &x| x.fma(x, a));
-                T::ONE / (ss / T::from_usize(len) + eps).sqrt()
-            },
-        )
+/// Per row of `len`, as the operator's function body computes it: `ms` = the
+/// sequential sum of the rounded squares `x·x`, divided by `len` (`ReduceMean`);
+/// `rms = sqrt(ms + ε)`; `y = (x / rms) · scale`, the quotient rounded to the
+/// output type (`narrow`: f16) before the product. `scale` has one value per element
+/// of `v` (broadcast already) or per element of a row.
+fn rms_norm<T: Float>(
+    v: &[T],
+    rows: usize,
+    len: usize,
+    scale: &[T],
+    eps: T,
+    narrow: bool,
+    ctx: &Ctx,
+) -> Vec<T> {
+    let r = |x: T| if narrow { x.round_f16() } else { x };
+    let rms: Vec<T> = ctx.map_range(rows, |i| {
+        let row = &v[i * len..(i + 1) * len];
+        let ss = row.iter().fold(T::ZERO, |a, &x| a + x * x);
+        (ss / T::from_usize(len) + eps).sqrt()
     });
     let mut out = vec![T::ZERO; v.len()];
-    ctx.for_each_chunk(&mut out, len.max(1), |r, dst| {
-        let inv = invs[r];
-        let row = &v[r * len..(r + 1) * len];
+    ctx.for_each_chunk(&mut out, len.max(1), |i, dst| {
+        let rms = rms[i];
+        let row = &v[i * len..(i + 1) * len];
         let g = if scale.len() == len {
             scale
         } else {
-            &scale[r * len..(r + 1) * len]
+            &scale[i * len..(i + 1) * len]
         };
-        super::simd::with_fma(
-            #[inline(always)]
-            || {
-                for ((d, &x), &g) in dst.iter_mut().zip(row).zip(g) {
-                    *d = x * inv * g;
-                }
-            },
-        )
+        for ((d, &x), &g) in dst.iter_mut().zip(row).zip(g) {
+            *d = r(r(x / rms) * g);
+        }
     });
     out
 }
@@ -796,6 +797,7 @@ impl Op for RmsNorm {
         let trailing = scale_t.shape().len() <= x.rank() - axis
             && scale_t.shape().iter().product::<usize>() == len;
         let offsets = (!trailing).then(|| broadcast_offsets(scale_t.shape(), x.shape()));
+        let narrow = x.dtype() == DType::F16;
         macro_rules! go {
             ($t:ty, $v:expr) => {{
                 let s = param::<$t>(scale_t, 1)?;
@@ -803,7 +805,7 @@ impl Op for RmsNorm {
                     Some(o) => o.iter().map(|&i| s[i]).collect(),
                     None => s,
                 };
-                rms_norm::<$t>($v, rows, len, &scale, self.eps as $t, ctx)
+                rms_norm::<$t>($v, rows, len, &scale, self.eps as $t, narrow, ctx)
             }};
         }
         let y = match x.data() {
@@ -1311,8 +1313,8 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
         /// RMSNormalization gives, on 1–4 threads, the bits of its definition: per row
-        /// `inv = 1 / sqrt(fma sum of x² / n + ε)`, `y = (x · inv) · scale`, with the
-        /// scale over the normalized dimensions or broadcast from a leading one.
+        /// `rms = sqrt(sequential sum of x·x / n + ε)`, `y = (x / rms) · scale`, with
+        /// the scale over the normalized dimensions or broadcast from a leading one.
         #[test]
         fn rms_norm_equals_the_scalar_definition(
             a in 1usize..4,
@@ -1339,10 +1341,10 @@ mod tests {
                 .map(|i| {
                     let r = i / len;
                     let row = &xs[r * len..(r + 1) * len];
-                    let ss = row.iter().fold(0.0f32, |acc, &v| v.mul_add(v, acc));
-                    let inv = 1.0 / (ss / len as f32 + eps).sqrt();
+                    let ss = row.iter().fold(0.0f32, |acc, &v| acc + v * v);
+                    let rms = (ss / len as f32 + eps).sqrt();
                     let g = if per_row { sv[i % len] } else { sv[i % c] };
-                    let y = xs[i] * inv * g;
+                    let y = xs[i] / rms * g;
                     if y.is_nan() { f32::NAN.to_bits() } else { y.to_bits() }
                 })
                 .collect();

@@ -1,5 +1,5 @@
 //! Reductions (`ReduceSum`, `ReduceMean`, … `ReduceLogSumExp`), `ArgMax`/`ArgMin` and
-//! `CumSum`.
+//! `CumSum`, `CumProd`.
 //!
 //! Canonical order: for every output element, the reduced elements are visited in
 //! row-major order of the input (increasing flat index) and accumulated sequentially,
@@ -28,7 +28,8 @@ pub(crate) fn register(r: &mut Registry) {
     r.add("ReduceSumSquare", |n| build_reduce(n, Kind::SumSquare));
     r.add("ArgMax", |n| build_arg(n, true));
     r.add("ArgMin", |n| build_arg(n, false));
-    r.add("CumSum", build_cumsum);
+    r.add("CumSum", |n| build_cumsum(n, false));
+    r.add("CumProd", |n| build_cumsum(n, true));
 }
 
 /// Which reduction.
@@ -552,17 +553,20 @@ impl Op for Arg {
     }
 }
 
-/// `CumSum`: sequential running sums along one axis.
+/// `CumSum` and `CumProd`: sequential running sums (products) along one axis.
 #[derive(Debug)]
 pub struct CumSum {
     exclusive: bool,
     reverse: bool,
+    /// `CumProd`: products from 1 instead of sums from 0.
+    product: bool,
 }
 
-fn build_cumsum(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+fn build_cumsum(n: &NodeInfo<'_>, product: bool) -> Result<Box<dyn Op>, OpError> {
     Ok(Box::new(CumSum {
         exclusive: n.attrs.int("exclusive", 0)? != 0,
         reverse: n.attrs.int("reverse", 0)? != 0,
+        product,
     }))
 }
 
@@ -620,18 +624,35 @@ impl Op for CumSum {
         let a = to_i64s(input(inputs, 1)?)?;
         let axis = norm_axis(
             *a.first()
-                .ok_or_else(|| OpError::value("CumSum axis is empty"))?,
+                .ok_or_else(|| OpError::value("the axis input is empty"))?,
             x.rank(),
         )?;
         let s = x.shape();
         let (e, r) = (self.exclusive, self.reverse);
+        macro_rules! scan {
+            ($v:expr, $zero:expr, $one:expr, $add:expr, $mul:expr) => {
+                if self.product {
+                    cumsum($v, s, axis, e, r, $one, $mul)
+                } else {
+                    cumsum($v, s, axis, e, r, $zero, $add)
+                }
+            };
+        }
         let data = match x.data() {
-            TensorData::F32(v) => TensorData::F32(cumsum(v, s, axis, e, r, 0.0, |a, b| a + b)),
-            TensorData::F64(v) => TensorData::F64(cumsum(v, s, axis, e, r, 0.0, |a, b| a + b)),
-            TensorData::I32(v) => TensorData::I32(cumsum(v, s, axis, e, r, 0, i32::wrapping_add)),
-            TensorData::I64(v) => TensorData::I64(cumsum(v, s, axis, e, r, 0, i64::wrapping_add)),
-            TensorData::U32(v) => TensorData::U32(cumsum(v, s, axis, e, r, 0, u32::wrapping_add)),
-            TensorData::U64(v) => TensorData::U64(cumsum(v, s, axis, e, r, 0, u64::wrapping_add)),
+            TensorData::F32(v) => TensorData::F32(scan!(v, 0.0, 1.0, |a, b| a + b, |a, b| a * b)),
+            TensorData::F64(v) => TensorData::F64(scan!(v, 0.0, 1.0, |a, b| a + b, |a, b| a * b)),
+            TensorData::I32(v) => {
+                TensorData::I32(scan!(v, 0, 1, i32::wrapping_add, i32::wrapping_mul))
+            }
+            TensorData::I64(v) => {
+                TensorData::I64(scan!(v, 0, 1, i64::wrapping_add, i64::wrapping_mul))
+            }
+            TensorData::U32(v) => {
+                TensorData::U32(scan!(v, 0, 1, u32::wrapping_add, u32::wrapping_mul))
+            }
+            TensorData::U64(v) => {
+                TensorData::U64(scan!(v, 0, 1, u64::wrapping_add, u64::wrapping_mul))
+            }
             _ => {
                 return Err(OpError::DType {
                     index: 0,
@@ -709,10 +730,35 @@ mod tests {
         let c = CumSum {
             exclusive: true,
             reverse: true,
+            product: false,
         };
         assert_eq!(
             run(&c, &[Some(&x), Some(&ax)]).as_slice::<i64>().unwrap(),
             &[9, 7, 4, 0]
         );
+    }
+
+    #[test]
+    fn cumprod_runs_from_one_and_wraps() {
+        let x = Tensor::from_vec(vec![2, 3], vec![1i32, 2, 3, 4, 5, 6]).unwrap();
+        let ax = Tensor::scalar(1i64);
+        let p = |exclusive, reverse| CumSum {
+            exclusive,
+            reverse,
+            product: true,
+        };
+        let got = |op: CumSum| {
+            run(&op, &[Some(&x), Some(&ax)])
+                .as_slice::<i32>()
+                .unwrap()
+                .to_vec()
+        };
+        assert_eq!(got(p(false, false)), [1, 2, 6, 4, 20, 120]);
+        assert_eq!(got(p(true, false)), [1, 1, 2, 1, 4, 20]);
+        assert_eq!(got(p(false, true)), [6, 6, 3, 120, 30, 6]);
+        let big = Tensor::from_vec(vec![3], vec![1 << 20, 1 << 20, 3]).unwrap();
+        let ax0 = Tensor::scalar(0i64);
+        let wrapped = run(&p(false, false), &[Some(&big), Some(&ax0)]);
+        assert_eq!(wrapped.as_slice::<i32>().unwrap(), &[1 << 20, 0, 0]);
     }
 }
