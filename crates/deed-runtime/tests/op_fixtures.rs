@@ -1,7 +1,8 @@
-//! Runs the quantized and `ai.onnx.ml` fixtures: cases in the layout of the ONNX
-//! backend node tests (`model.onnx`, `test_data_set_0/{input,output}_<i>.pb`).
+//! Runs the kept fixtures: cases in the layout of the ONNX backend node tests
+//! (`model.onnx`, `test_data_set_0/{input,output}_<i>.pb`).
 //!
-//! - `fixtures/onnx-node/`: cases copied from the official ONNX node tests;
+//! - `fixtures/onnx-node/`: cases copied from the official ONNX node tests (quantized,
+//!   `ai.onnx.ml` and recurrent operators);
 //! - `fixtures/ml/`: scikit-learn models exported by skl2onnx, expected outputs from
 //!   onnxruntime (`scripts/gen_ml_fixtures.py`);
 //! - `fixtures/function-ops/`: cases of the ONNX node tests for operators defined by a
@@ -148,7 +149,7 @@ fn check_dir(dir: &str) {
 }
 
 #[test]
-fn onnx_node_tests_for_quantized_and_ml_ops() {
+fn onnx_node_tests_for_quantized_ml_and_recurrent_ops() {
     check_dir("onnx-node");
 }
 

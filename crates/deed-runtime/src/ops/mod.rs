@@ -34,6 +34,7 @@ pub mod pool;
 pub mod quant;
 pub mod reduce;
 pub mod resize;
+pub mod rnn;
 pub mod rotary;
 pub mod shape;
 pub mod simd;
@@ -196,6 +197,7 @@ pub fn registry() -> &'static Registry {
         index::register(&mut r);
         resize::register(&mut r);
         rotary::register(&mut r);
+        rnn::register(&mut r);
         linalg::register(&mut r);
         conv::register(&mut r);
         pool::register(&mut r);

@@ -66,7 +66,7 @@ impl Rotary {
     ) -> Result<Dims, OpError> {
         let (batch, seq, heads, size, packed) = match *x {
             [b, s, hidden] => {
-                if self.heads == 0 || hidden % self.heads != 0 {
+                if self.heads == 0 || !hidden.is_multiple_of(self.heads) {
                     return Err(err(format!(
                         "3-D input {x:?} needs num_heads dividing its last dimension"
                     )));
@@ -77,7 +77,7 @@ impl Rotary {
             _ => return Err(err(format!("input {x:?} is neither 3-D nor 4-D"))),
         };
         let rot = if self.dim == 0 { size } else { self.dim };
-        if rot > size || rot % 2 != 0 {
+        if rot > size || !rot.is_multiple_of(2) {
             return Err(err(format!(
                 "rotary_embedding_dim {rot} is odd or exceeds the head size {size}"
             )));

@@ -161,7 +161,7 @@ impl Attention {
                     "3-D inputs need q_num_heads and kv_num_heads",
                 ));
             };
-            if q[2] % hq != 0 || k[2] % hkv != 0 || v[2] % hkv != 0 {
+            if !q[2].is_multiple_of(hq) || !k[2].is_multiple_of(hkv) || !v[2].is_multiple_of(hkv) {
                 return Err(shape_err(format!(
                     "hidden sizes {}, {} and {} do not split into {hq} query and {hkv} key/value heads",
                     q[2], k[2], v[2]
@@ -193,7 +193,7 @@ impl Attention {
                 "K {k:?} and V {v:?} have different sequence lengths"
             )));
         }
-        if kv_heads == 0 || q_heads % kv_heads != 0 {
+        if kv_heads == 0 || !q_heads.is_multiple_of(kv_heads) {
             return Err(shape_err(format!(
                 "{q_heads} query heads are not a multiple of {kv_heads} key/value heads"
             )));
