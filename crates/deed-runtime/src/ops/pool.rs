@@ -7,7 +7,9 @@
 //! (so among equal values, `-0.0`/`+0.0` included, the first wins); a window with no
 //! input element gives `-inf` (integer minimum) and index `-1`. Average:
 //! `sum = +0.0; sum = sum + x` in window order, then one division by the count.
-//! Lp (p = 1, 2): `acc = acc + |x|` or `acc = fma(x, x, acc)`, then `sqrt` for p = 2.
+//! Lp: `acc = acc + |x|` (p = 1), `acc = fma(x, x, acc)` then `sqrt` (p = 2), any other
+//! p `acc = acc + pow(|x|, p)` then `pow(acc, 1/p)` (the crate's `pow`; `1/p` rounded
+//! to the type).
 //! f16/bf16 are computed in f32 and rounded once. Planes (n, c) are independent and
 //! split over threads; each plane's arithmetic is the same whatever the split.
 
@@ -57,10 +59,11 @@ fn build(n: &NodeInfo<'_>, kind: Kind, global: bool) -> Result<Box<dyn Op>, OpEr
         });
     }
     let p = a.int("p", 2)?;
-    if kind == Kind::Lp && p != 1 && p != 2 {
-        return Err(OpError::unsupported(format!(
-            "LpPool with p = {p} (1 and 2 are supported)"
-        )));
+    if kind == Kind::Lp && p < 1 {
+        return Err(OpError::bad_attr(
+            "p",
+            format!("p = {p} is not a positive order"),
+        ));
     }
     let storage_order = a.int("storage_order", 0)?;
     if storage_order != 0 && storage_order != 1 {
@@ -171,9 +174,12 @@ trait PoolFloat: PoolElem {
     fn abs(self) -> Self;
     fn sqrt(self) -> Self;
     fn div_count(self, n: usize) -> Self;
+    fn from_count(n: usize) -> Self;
+    /// The crate's canonical `pow`.
+    fn pow(self, y: Self) -> Self;
 }
 macro_rules! pool_ff {
-    ($t:ty) => {
+    ($t:ty, $pow:path) => {
         impl PoolFloat for $t {
             const ZERO: $t = 0.0;
             fn add(a: $t, b: $t) -> $t {
@@ -191,11 +197,17 @@ macro_rules! pool_ff {
             fn div_count(self, n: usize) -> $t {
                 self / (n as $t)
             }
+            fn from_count(n: usize) -> $t {
+                n as $t
+            }
+            fn pow(self, y: $t) -> $t {
+                $pow(self, y)
+            }
         }
     };
 }
-pool_ff!(f32);
-pool_ff!(f64);
+pool_ff!(f32, super::math::pow_f32);
+pool_ff!(f64, super::math::pow_f64);
 
 /// Visits, for output position `(zd, zh, zw)`, every kernel offset row-major and
 /// calls `f(index within the plane)` for those inside the input. Returns the number
@@ -510,15 +522,21 @@ fn avg_lp_pool<T: PoolFloat>(
 ) -> Vec<T> {
     let (iv, ov) = (w.in_vol(), w.out_vol());
     let mut out = vec![T::ZERO; planes * ov];
+    let (pf, inv_p) = (
+        T::from_count(p as usize),
+        T::from_count(1).div_count(p as usize),
+    );
     let term = |acc: T, v: T| match (kind, p) {
         (Kind::Lp, 1) => T::add(acc, v.abs()),
-        (Kind::Lp, _) => T::sq_acc(v, acc),
+        (Kind::Lp, 2) => T::sq_acc(v, acc),
+        (Kind::Lp, _) => T::add(acc, v.abs().pow(pf)),
         _ => T::add(acc, v),
     };
     let finish = |acc: T, n: usize, padded: usize| {
         let y = match kind {
             Kind::Avg => acc.div_count(if include_pad { padded } else { n }),
             Kind::Lp if p == 2 => acc.sqrt(),
+            Kind::Lp if p > 2 => acc.pow(inv_p),
             _ => acc,
         };
         if y.nan() {
@@ -753,14 +771,21 @@ mod tests {
             let pad = pad.min(k - 1);
             let pad_w = pad_w.min(k - 1);
             let global = kind.starts_with("Global");
-            let p = op(kind, window_attrs(global, k, (s, s_w), (pad, pad_w), ceil), 2);
+            // Lp pools of order 1 to 4.
+            let attrs = |mut a: Vec<(&'static str, Attr)>| {
+                if kind.ends_with("LpPool") {
+                    a.push(("p", Attr::Int(1 + (seed % 4) as i64)));
+                }
+                a
+            };
+            let p = op(kind, attrs(window_attrs(global, k, (s, s_w), (pad, pad_w), ceil)), 2);
             let x = Tensor::from_vec(vec![2, c, h, wd], (0..2 * c * h * wd).map(|_| val()).collect()).unwrap();
             let Ok(r) = p.run(&[Some(&x)], &Ctx::new(KernelMode::Reference, 1)) else { return Ok(()) };
             let f = p.run(&[Some(&x)], &Ctx::new(KernelMode::Fast, threads)).unwrap();
             prop_assert_eq!(r.len(), f.len());
             for (a, b) in r.iter().zip(&f) { prop_assert_eq!(a.encode(), b.encode()); }
             // Values only: MaxPool's fast path.
-            let p1 = op(kind, window_attrs(global, k, (s, s_w), (pad, pad_w), ceil), 1);
+            let p1 = op(kind, attrs(window_attrs(global, k, (s, s_w), (pad, pad_w), ceil)), 1);
             let f1 = p1.run(&[Some(&x)], &Ctx::new(KernelMode::Fast, threads)).unwrap();
             prop_assert_eq!(r[0].encode(), f1[0].encode());
         }
