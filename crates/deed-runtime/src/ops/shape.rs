@@ -31,6 +31,11 @@ pub(crate) fn register(r: &mut Registry) {
     r.add("Expand", |_| Ok(Box::new(Expand)));
     r.add("Tile", |_| Ok(Box::new(Tile)));
     r.add("Pad", build_pad);
+    r.add("CenterCropPad", |n| {
+        Ok(Box::new(CenterCropPad {
+            axes: n.attrs.ints("axes")?,
+        }))
+    });
     r.add("DepthToSpace", build_depth_to_space);
     r.add("SpaceToDepth", build_space_to_depth);
     r.add("Shape", build_shape);
@@ -1027,6 +1032,70 @@ impl Op for Pad {
     }
 }
 
+/// `CenterCropPad` (opset 18): each listed axis (all by default) cropped or padded
+/// with zeros to the size its `shape` entry gives, centred (the extra element of an
+/// odd difference at the end). It is a constant-mode `Pad` whose pads are negative
+/// where it crops.
+#[derive(Debug)]
+struct CenterCropPad {
+    axes: Option<Vec<i64>>,
+}
+
+impl CenterCropPad {
+    /// The `Pad` that does it for input shape `x` and target sizes `shape`.
+    fn pad(&self, x: &[usize], shape: &[i64]) -> Result<Pad, OpError> {
+        let rank = x.len();
+        let axes: Vec<usize> = match &self.axes {
+            Some(a) => a
+                .iter()
+                .map(|&v| axis_of(v, rank))
+                .collect::<Result<_, _>>()?,
+            None => (0..rank).collect(),
+        };
+        if shape.len() != axes.len() {
+            return Err(OpError::value(format!(
+                "CenterCropPad: shape {shape:?} has {} entries for {} axes",
+                shape.len(),
+                axes.len()
+            )));
+        }
+        let mut pads = vec![0i64; 2 * rank];
+        for (&a, &target) in axes.iter().zip(shape) {
+            if target < 0 {
+                return Err(OpError::value(format!(
+                    "CenterCropPad: size {target} for axis {a} is negative"
+                )));
+            }
+            let diff = target - x[a] as i64;
+            // Crop: drop ⌊d/2⌋ at the start; pad: add ⌊d/2⌋ at the start.
+            let begin = if diff < 0 { -((-diff) / 2) } else { diff / 2 };
+            pads[a] = begin;
+            pads[rank + a] = diff - begin;
+        }
+        Ok(Pad {
+            mode: PadMode::Constant,
+            attr_pads: Some(pads),
+            attr_value: 0.0,
+        })
+    }
+}
+
+impl Op for CenterCropPad {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 2, 2)?;
+        let x = infer_input(inputs, 0)?;
+        let shape = known_ints(inputs, 1)?.ok_or(OpError::MissingInput { index: 1 })?;
+        let pad = self.pad(&x.ty.shape, &shape)?;
+        pad.infer(&inputs[..1])
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        check_count(inputs.len(), 2, 2)?;
+        let x = input(inputs, 0)?;
+        let shape = run_ints(inputs, 1)?.ok_or(OpError::MissingInput { index: 1 })?;
+        self.pad(x.shape(), &shape)?.run(&inputs[..1], ctx)
+    }
+}
+
 /// One element of `dtype` holding `v` (rounded to the nearest representable value; for
 /// integers, truncated and saturated; for bools, `v != 0`).
 pub(crate) fn scalar_from_f64(dtype: DType, v: f64) -> Result<TensorData, OpError> {
@@ -1411,6 +1480,33 @@ impl Op for Range {
 mod tests {
     use super::*;
     use crate::attrs::{Attr, Attrs};
+
+    #[test]
+    fn center_crop_pad_centres_and_puts_the_odd_element_last() {
+        // Axis 0: 5 rows cropped to 2 (drop 1 first, 2 last); axis 1: 2 columns padded
+        // to 5 (one zero column first, two last).
+        let x = Tensor::from_vec(vec![5, 2], (0..10).map(|v| v as f32).collect()).unwrap();
+        let shape = Tensor::from_vec(vec![2], vec![2i64, 5]).unwrap();
+        let op = CenterCropPad { axes: None };
+        let y = op.run(&[Some(&x), Some(&shape)], &Ctx::default()).unwrap();
+        assert_eq!(y[0].shape(), &[2, 5]);
+        assert_eq!(
+            y[0].as_slice::<f32>().unwrap(),
+            &[0.0, 2.0, 3.0, 0.0, 0.0, 0.0, 4.0, 5.0, 0.0, 0.0]
+        );
+        // Only the listed axis changes.
+        let one = Tensor::from_vec(vec![1], vec![3i64]).unwrap();
+        let op = CenterCropPad {
+            axes: Some(vec![-2]),
+        };
+        let y = op.run(&[Some(&x), Some(&one)], &Ctx::default()).unwrap();
+        assert_eq!(
+            y[0].as_slice::<f32>().unwrap(),
+            &[2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+        );
+        let bad = Tensor::from_vec(vec![1], vec![-1i64]).unwrap();
+        assert!(op.run(&[Some(&x), Some(&bad)], &Ctx::default()).is_err());
+    }
 
     pub(crate) fn node<'a>(
         op: &'a str,
