@@ -603,24 +603,36 @@ async fn served_direct_call_is_refused_after_a_restart_while_unsettled() {
     node.stop().await;
 }
 
-/// Serves four direct calls from `requester` on a node that stands still (no block
-/// lands), from the state in `cfg.data_dir`, and stops it: their nonces (the
-/// sender's next four) wait in its mempool when it stops. Returns the requests.
-async fn serve_four_calls_while_no_block_lands(
-    cfg: &deed_node::config::Config,
-    requester: &deed_types::SecretKey,
+/// Four direct calls of one sender served before a restart.
+struct ServedBeforeRestart {
+    _dir: tempfile::TempDir,
+    cfg: deed_node::config::Config,
     model: u64,
     executor: deed_types::Address,
-) -> Vec<deed_types::SignedTransaction> {
+    requester: deed_types::SecretKey,
+    /// The sender's nonce before the four calls.
+    nonce: u64,
+    served: Vec<deed_types::SignedTransaction>,
+}
+
+/// Publishes the MLP on a node keeping its state on disk, restarts it so that it
+/// stands still (no block lands), serves four direct calls from one sender there
+/// and stops it: their nonces (the sender's next four) wait in its mempool when it
+/// stops.
+async fn four_calls_served_before_a_restart(name: &str) -> ServedBeforeRestart {
+    let (dir, cfg, node, c, p, executor) = serving_mlp_on_disk(name).await;
+    let requester = user(2);
+    let nonce = c.nonce(&requester).await;
+    drop(c);
+    node.stop().await;
     let mut slow = cfg.clone();
     slow.block_interval_ms = 60_000;
     slow.heartbeat_ms = 60_000;
     let node = start_node(slow, Storage::Disk).await;
     let c = Client::new(&node);
-    let nonce = c.nonce(requester).await;
     let mut served = Vec::new();
     for _ in 0..4 {
-        let (stx, req) = direct_mlp_request(&c, requester, model, executor).await;
+        let (stx, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
         let r: DirectResponse = c.post_json("/v1/execute", &req).await.json();
         assert_eq!(r.request, stx.hash());
         served.push(stx);
@@ -629,7 +641,15 @@ async fn serve_four_calls_while_no_block_lands(
     assert_eq!(nonces, (nonce..nonce + 4).collect::<Vec<_>>());
     drop(c);
     node.stop().await;
-    served
+    ServedBeforeRestart {
+        _dir: dir,
+        cfg,
+        model: p.model,
+        executor,
+        requester,
+        nonce,
+        served,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -637,22 +657,16 @@ async fn several_calls_of_one_sender_served_before_a_restart_all_settle_after_it
     // The restarted node queues the four calls again, in nonce order (its mempool
     // admits only a sender's next nonce), and every one settles; the sender's next
     // request is served.
-    let (_dir, cfg, node, c, p, executor) = serving_mlp_on_disk("direct-several").await;
-    let requester = user(2);
-    let nonce = c.nonce(&requester).await;
-    drop(c);
-    node.stop().await;
-    let served = serve_four_calls_while_no_block_lands(&cfg, &requester, p.model, executor).await;
-
-    let node = start_node(cfg, Storage::Disk).await;
+    let s = four_calls_served_before_a_restart("direct-several").await;
+    let node = start_node(s.cfg.clone(), Storage::Disk).await;
     let c = Client::new(&node);
-    for stx in &served {
+    for stx in &s.served {
         let tx: TxView = c.wait_tx(&stx.hash()).await;
         assert!(matches!(tx.state, TxState::Included { .. }), "{tx:?}");
     }
-    assert_eq!(c.nonce(&requester).await, nonce + 4);
-    let (stx, req) = direct_mlp_request(&c, &requester, p.model, executor).await;
-    assert_eq!(stx.tx.nonce, nonce + 4);
+    assert_eq!(c.nonce(&s.requester).await, s.nonce + 4);
+    let (stx, req) = direct_mlp_request(&c, &s.requester, s.model, s.executor).await;
+    assert_eq!(stx.tx.nonce, s.nonce + 4);
     let r: DirectResponse = c.post_json("/v1/execute", &req).await.json();
     assert_eq!(r.request, stx.hash());
     drop(c);
@@ -663,19 +677,13 @@ async fn several_calls_of_one_sender_served_before_a_restart_all_settle_after_it
 async fn served_calls_a_full_mempool_refused_at_a_restart_settle_after_a_block() {
     // The node restarts with room for two transactions: it queues the first two
     // served calls at start, and the other two once a block has made room.
-    let (_dir, cfg, node, c, p, executor) = serving_mlp_on_disk("direct-full").await;
-    let requester = user(2);
-    let nonce = c.nonce(&requester).await;
-    drop(c);
-    node.stop().await;
-    let served = serve_four_calls_while_no_block_lands(&cfg, &requester, p.model, executor).await;
-
-    let mut small = cfg;
+    let s = four_calls_served_before_a_restart("direct-full").await;
+    let mut small = s.cfg.clone();
     small.limits.max_mempool = 2;
     let node = start_node(small, Storage::Disk).await;
     let c = Client::new(&node);
-    wait_for(|| async { (c.nonce(&requester).await == nonce + 4).then_some(()) }).await;
-    for stx in &served {
+    wait_for(|| async { (c.nonce(&s.requester).await == s.nonce + 4).then_some(()) }).await;
+    for stx in &s.served {
         let tx: TxView = c.wait_tx(&stx.hash()).await;
         assert!(matches!(tx.state, TxState::Included { .. }), "{tx:?}");
     }

@@ -467,13 +467,7 @@ impl Op for Softmax {
         Ok(vec![x.ty.clone()])
     }
     fn cost(&self, inputs: &[Option<&TypeInfo>], _: &[TypeInfo]) -> u64 {
-        inputs
-            .first()
-            .copied()
-            .flatten()
-            .map(|t| t.numel().saturating_mul(12))
-            .unwrap_or(1)
-            .max(1)
+        super::util::per_input_element(inputs, 12)
     }
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
         let x = input(inputs, 0)?;
@@ -519,16 +513,21 @@ struct LayerNorm {
     eps: f32,
 }
 
-fn build_layer_norm(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+/// The `axis` and `epsilon` of a normalization whose statistics are kept in float
+/// (`stash_type = 1`, the only one supported).
+fn axis_and_eps(n: &NodeInfo<'_>) -> Result<(i64, f32), OpError> {
     if n.attrs.int("stash_type", 1)? != 1 {
-        return Err(OpError::unsupported(
-            "LayerNormalization stash_type other than float",
-        ));
+        return Err(OpError::unsupported(format!(
+            "{} stash_type other than float",
+            n.op_type
+        )));
     }
-    Ok(Box::new(LayerNorm {
-        axis: n.attrs.int("axis", -1)?,
-        eps: n.attrs.float("epsilon", 1e-5)?,
-    }))
+    Ok((n.attrs.int("axis", -1)?, n.attrs.float("epsilon", 1e-5)?))
+}
+
+fn build_layer_norm(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+    let (axis, eps) = axis_and_eps(n)?;
+    Ok(Box::new(LayerNorm { axis, eps }))
 }
 
 fn layer_norm<T: Float>(
@@ -636,13 +635,7 @@ impl Op for LayerNorm {
         ])
     }
     fn cost(&self, inputs: &[Option<&TypeInfo>], _: &[TypeInfo]) -> u64 {
-        inputs
-            .first()
-            .copied()
-            .flatten()
-            .map(|t| t.numel().saturating_mul(6))
-            .unwrap_or(1)
-            .max(1)
+        super::util::per_input_element(inputs, 6)
     }
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
         let x = input(inputs, 0)?;
@@ -706,15 +699,8 @@ struct RmsNorm {
 }
 
 fn build_rms_norm(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
-    if n.attrs.int("stash_type", 1)? != 1 {
-        return Err(OpError::unsupported(
-            "RMSNormalization stash_type other than float",
-        ));
-    }
-    Ok(Box::new(RmsNorm {
-        axis: n.attrs.int("axis", -1)?,
-        eps: n.attrs.float("epsilon", 1e-5)?,
-    }))
+    let (axis, eps) = axis_and_eps(n)?;
+    Ok(Box::new(RmsNorm { axis, eps }))
 }
 
 /// The shape `scale` takes in `x`'s shape (unidirectional broadcasting), when the
@@ -776,13 +762,7 @@ impl Op for RmsNorm {
         Ok(vec![x.ty.clone()])
     }
     fn cost(&self, inputs: &[Option<&TypeInfo>], _: &[TypeInfo]) -> u64 {
-        inputs
-            .first()
-            .copied()
-            .flatten()
-            .map(|t| t.numel().saturating_mul(4))
-            .unwrap_or(1)
-            .max(1)
+        super::util::per_input_element(inputs, 4)
     }
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
         check_count(inputs.len(), 2, 2)?;

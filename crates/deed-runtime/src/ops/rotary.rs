@@ -217,13 +217,7 @@ impl Op for Rotary {
     }
 
     fn cost(&self, inputs: &[Option<&TypeInfo>], _: &[TypeInfo]) -> u64 {
-        inputs
-            .first()
-            .copied()
-            .flatten()
-            .map(|t| t.numel().saturating_mul(3))
-            .unwrap_or(1)
-            .max(1)
+        super::util::per_input_element(inputs, 3)
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {

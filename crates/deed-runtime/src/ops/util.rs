@@ -45,6 +45,18 @@ pub fn check_count(actual: usize, min: usize, max: usize) -> Result<(), OpError>
     }
 }
 
+/// An operator's cost at `per` operation units for each element of its first input
+/// (at least 1).
+pub fn per_input_element(inputs: &[Option<&TypeInfo>], per: u64) -> u64 {
+    inputs
+        .first()
+        .copied()
+        .flatten()
+        .map(|t| t.numel().saturating_mul(per))
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Numpy-style multidirectional broadcast of two shapes.
 pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError> {
     let rank = a.len().max(b.len());
