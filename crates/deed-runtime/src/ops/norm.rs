@@ -778,30 +778,14 @@ impl Op for RmsNorm {
             && scale_t.shape().iter().product::<usize>() == len;
         let offsets = (!trailing).then(|| broadcast_offsets(scale_t.shape(), x.shape()));
         let narrow = x.dtype() == DType::F16;
-        macro_rules! go {
-            ($t:ty, $v:expr) => {{
-                let s = param::<$t>(scale_t, 1)?;
-                let scale: Vec<$t> = match &offsets {
-                    Some(o) => o.iter().map(|&i| s[i]).collect(),
-                    None => s,
-                };
-                rms_norm::<$t>($v, rows, len, &scale, self.eps as $t, narrow, ctx)
-            }};
-        }
-        let y = match x.data() {
-            TensorData::F32(v) => TensorData::F32(go!(f32, v)),
-            TensorData::F64(v) => TensorData::F64(go!(f64, v)),
-            TensorData::F16(h) => {
-                let w: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
-                TensorData::F16(go!(f32, &w).into_iter().map(half::f16::from_f32).collect())
-            }
-            _ => {
-                return Err(OpError::DType {
-                    index: 0,
-                    dtype: x.dtype(),
-                })
-            }
-        };
+        let y = float_dispatch!(x, |v, T| {
+            let s = param::<T>(scale_t, 1)?;
+            let scale: Vec<T> = match &offsets {
+                Some(o) => o.iter().map(|&i| s[i]).collect(),
+                None => s,
+            };
+            rms_norm::<T>(v, rows, len, &scale, self.eps as T, narrow, ctx)
+        });
         Ok(vec![Tensor::new(x.shape().to_vec(), y)?])
     }
 }
