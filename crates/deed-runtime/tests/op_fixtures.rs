@@ -2,7 +2,7 @@
 //! (`model.onnx`, `test_data_set_0/{input,output}_<i>.pb`).
 //!
 //! - `fixtures/onnx-node/`: cases copied from the official ONNX node tests (quantized,
-//!   `ai.onnx.ml` and recurrent operators);
+//!   `ai.onnx.ml` and recurrent operators, `GridSample`);
 //! - `fixtures/ml/`: scikit-learn models exported by skl2onnx, expected outputs from
 //!   onnxruntime (`scripts/gen_ml_fixtures.py`);
 //! - `fixtures/function-ops/`: cases of the ONNX node tests for operators defined by a
@@ -149,7 +149,7 @@ fn check_dir(dir: &str) {
 }
 
 #[test]
-fn onnx_node_tests_for_quantized_ml_and_recurrent_ops() {
+fn onnx_node_tests_kept_in_the_repo() {
     check_dir("onnx-node");
 }
 

@@ -25,6 +25,7 @@ pub mod cast;
 pub mod conv;
 pub mod core;
 pub mod elementwise;
+pub mod grid_sample;
 pub mod index;
 pub mod linalg;
 pub mod math;
@@ -198,6 +199,7 @@ pub fn registry() -> &'static Registry {
         resize::register(&mut r);
         rotary::register(&mut r);
         rnn::register(&mut r);
+        grid_sample::register(&mut r);
         linalg::register(&mut r);
         conv::register(&mut r);
         pool::register(&mut r);
