@@ -61,6 +61,10 @@ pub(crate) trait Float:
     fn floor(self) -> Self;
     fn ceil(self) -> Self;
     fn round_even(self) -> Self;
+    /// `self · b + c` with one rounding.
+    fn fma(self, b: Self, c: Self) -> Self;
+    /// Truncated toward zero to an integer (saturating; NaN is 0).
+    fn trunc_i64(self) -> i64;
     fn exp(self) -> Self;
     fn expm1(self) -> Self;
     fn ln(self) -> Self;
@@ -115,6 +119,10 @@ macro_rules! float_impl {
             fn ceil(self) -> Self { <$t>::ceil(self) }
             #[inline(always)]
             fn round_even(self) -> Self { <$t>::round_ties_even(self) }
+            #[inline(always)]
+            fn fma(self, b: Self, c: Self) -> Self { self.mul_add(b, c) }
+            #[inline(always)]
+            fn trunc_i64(self) -> i64 { self as i64 }
             #[inline(always)]
             fn exp(self) -> Self { $exp(self) }
             #[inline(always)]

@@ -15,6 +15,7 @@
 
 use deed_types::{DType, Tensor, TensorData};
 
+use super::elementwise::Float as Sample;
 use super::util::{check_count, infer_input, input, numel};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
@@ -70,58 +71,13 @@ struct GridSample {
     align_corners: bool,
 }
 
-/// The float types sampled in.
-trait Sample:
-    Copy
-    + PartialOrd
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Div<Output = Self>
-{
-    const ZERO: Self;
-    const ONE: Self;
-    fn of(v: f64) -> Self;
-    fn floor(self) -> Self;
-    fn round_even(self) -> Self;
-    fn fma(self, b: Self, c: Self) -> Self;
-    /// Truncated toward zero (saturating).
-    fn trunc_i64(self) -> i64;
-}
-
-macro_rules! sample_impl {
-    ($t:ty) => {
-        impl Sample for $t {
-            const ZERO: Self = 0.0;
-            const ONE: Self = 1.0;
-            fn of(v: f64) -> Self {
-                v as $t
-            }
-            fn floor(self) -> Self {
-                <$t>::floor(self)
-            }
-            fn round_even(self) -> Self {
-                <$t>::round_ties_even(self)
-            }
-            fn fma(self, b: Self, c: Self) -> Self {
-                self.mul_add(b, c)
-            }
-            fn trunc_i64(self) -> i64 {
-                self as i64
-            }
-        }
-    };
-}
-sample_impl!(f32);
-sample_impl!(f64);
-
 /// Reflects `x` by the nearer border until it lies within `[lo, hi]`.
 fn reflect<T: Sample>(x: T, lo: T, hi: T) -> T {
     let range = hi - lo;
     if x < lo {
         let dx = lo - x;
         let n = (dx / range).trunc_i64();
-        let r = dx - T::of(n as f64) * range;
+        let r = dx - T::from_f64(n as f64) * range;
         if n % 2 == 0 {
             lo + r
         } else {
@@ -130,7 +86,7 @@ fn reflect<T: Sample>(x: T, lo: T, hi: T) -> T {
     } else if x > hi {
         let dx = x - hi;
         let n = (dx / range).trunc_i64();
-        let r = dx - T::of(n as f64) * range;
+        let r = dx - T::from_f64(n as f64) * range;
         if n % 2 == 0 {
             hi - r
         } else {
@@ -144,9 +100,14 @@ fn reflect<T: Sample>(x: T, lo: T, hi: T) -> T {
 /// Keys' cubic convolution weights (α = −0.75) of the four taps around a point at
 /// distance `t` past the second one.
 fn cubic_weights<T: Sample>(t: T) -> [T; 4] {
-    let a = T::of(-0.75);
-    let (five, eight, four, two, three) =
-        (T::of(5.0), T::of(8.0), T::of(4.0), T::of(2.0), T::of(3.0));
+    let a = T::from_f64(-0.75);
+    let (five, eight, four, two, three) = (
+        T::from_f64(5.0),
+        T::from_f64(8.0),
+        T::from_f64(4.0),
+        T::from_f64(2.0),
+        T::from_f64(3.0),
+    );
     let x = if t < T::ZERO { T::ZERO - t } else { t };
     let outer = |d: T| ((a * d - five * a) * d + eight * a) * d - four * a;
     let inner = |d: T| ((a + two) * d - (a + three)) * d * d + T::ONE;
@@ -169,7 +130,7 @@ impl GridSample {
             Padding::Zeros => None,
             Padding::Border => Some(i.clamp(0, n - 1) as usize),
             Padding::Reflection => {
-                let r = reflect(T::of(i as f64), lo, hi).trunc_i64();
+                let r = reflect(T::from_f64(i as f64), lo, hi).trunc_i64();
                 Some(r.clamp(0, n - 1) as usize)
             }
         }
@@ -219,9 +180,9 @@ impl GridSample {
             .iter()
             .map(|&d| {
                 if self.align_corners {
-                    (T::ZERO, T::of(d as f64) - T::ONE)
+                    (T::ZERO, T::from_f64(d as f64) - T::ONE)
                 } else {
-                    (T::of(-0.5), T::of(d as f64) - T::of(0.5))
+                    (T::from_f64(-0.5), T::from_f64(d as f64) - T::from_f64(0.5))
                 }
             })
             .unzip();
@@ -235,11 +196,11 @@ impl GridSample {
                     for i in 0..r {
                         // The grid lists the innermost dimension first.
                         let v = g[r - 1 - i];
-                        let size = T::of(dims[i] as f64);
+                        let size = T::from_f64(dims[i] as f64);
                         let mut x = if self.align_corners {
-                            (v + T::ONE) / T::of(2.0) * (size - T::ONE)
+                            (v + T::ONE) / T::from_f64(2.0) * (size - T::ONE)
                         } else {
-                            ((v + T::ONE) * size - T::ONE) / T::of(2.0)
+                            ((v + T::ONE) * size - T::ONE) / T::from_f64(2.0)
                         };
                         if self.mode == Mode::Nearest {
                             x = x.round_even();
