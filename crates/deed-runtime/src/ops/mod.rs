@@ -22,6 +22,7 @@ use crate::error::OpError;
 
 pub mod binary;
 pub mod cast;
+pub mod col2im;
 pub mod conv;
 pub mod core;
 pub mod elementwise;
@@ -200,6 +201,7 @@ pub fn registry() -> &'static Registry {
         rotary::register(&mut r);
         rnn::register(&mut r);
         grid_sample::register(&mut r);
+        col2im::register(&mut r);
         linalg::register(&mut r);
         conv::register(&mut r);
         pool::register(&mut r);
