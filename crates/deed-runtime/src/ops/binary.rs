@@ -12,7 +12,8 @@ use super::elementwise::{canon, map2, numeric, with_int, Float, Int, Narrow, FLO
 use super::simd;
 use super::unary::WrapVec;
 use super::util::{
-    broadcast_all, broadcast_offsets, broadcast_shapes, check_count, infer_input, input, numel, one,
+    broadcast_all, broadcast_offsets, broadcast_shapes, check_count, infer_input, input, numel,
+    one, same_dtype,
 };
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
@@ -554,12 +555,7 @@ impl Op for Where {
                 dtype: c.ty.dtype,
             });
         }
-        if x.ty.dtype != y.ty.dtype {
-            return Err(OpError::DTypeMismatch {
-                expected: x.ty.dtype,
-                actual: y.ty.dtype,
-            });
-        }
+        same_dtype(x.ty.dtype, y.ty.dtype)?;
         let shape = broadcast_all([&c.ty.shape[..], &x.ty.shape[..], &y.ty.shape[..]])?;
         one(x.ty.dtype, shape)
     }
@@ -576,12 +572,7 @@ impl Op for Where {
             index: 0,
             dtype: c.dtype(),
         })?;
-        if x.dtype() != y.dtype() {
-            return Err(OpError::DTypeMismatch {
-                expected: x.dtype(),
-                actual: y.dtype(),
-            });
-        }
+        same_dtype(x.dtype(), y.dtype())?;
         let out = broadcast_all([c.shape(), x.shape(), y.shape()])?;
         let n = numel(&out)?;
         let oc = broadcast_offsets(c.shape(), &out);

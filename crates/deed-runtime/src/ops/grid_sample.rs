@@ -16,7 +16,7 @@
 use deed_types::{DType, Tensor, TensorData};
 
 use super::elementwise::Float as Sample;
-use super::util::{check_count, infer_input, input, numel};
+use super::util::{check_count, infer_input, input, numel, same_dtype};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 
@@ -264,12 +264,7 @@ impl Op for GridSample {
                 dtype: x.ty.dtype,
             });
         }
-        if g.ty.dtype != x.ty.dtype {
-            return Err(OpError::DTypeMismatch {
-                expected: x.ty.dtype,
-                actual: g.ty.dtype,
-            });
-        }
+        same_dtype(x.ty.dtype, g.ty.dtype)?;
         let (out, _) = self.shapes(&x.ty.shape, &g.ty.shape)?;
         Ok(vec![TypeInfo::new(x.ty.dtype, out)])
     }

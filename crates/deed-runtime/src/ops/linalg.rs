@@ -10,7 +10,7 @@ use deed_types::{DType, Tensor};
 
 use super::util::{
     broadcast_offsets, broadcast_shapes, check_count, infer_input, input, numel, one,
-    opt_infer_input, opt_input,
+    opt_infer_input, opt_input, same_dtype,
 };
 use super::{Ctx, InferInput, NodeInfo, Op, Prepared, Registry, TypeInfo};
 use crate::error::OpError;
@@ -32,16 +32,6 @@ const MATMUL_TYPES: &[DType] = &[
     DType::U32,
     DType::U64,
 ];
-
-fn same_dtype(a: DType, b: DType) -> Result<(), OpError> {
-    if a != b {
-        return Err(OpError::DTypeMismatch {
-            expected: a,
-            actual: b,
-        });
-    }
-    Ok(())
-}
 
 fn check_type(index: usize, d: DType) -> Result<(), OpError> {
     if MATMUL_TYPES.contains(&d) {

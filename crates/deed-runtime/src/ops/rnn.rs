@@ -13,7 +13,9 @@ use deed_types::{DType, Tensor, TensorData};
 
 use super::elementwise::Float;
 use super::unary::{apply_float, Kind};
-use super::util::{check_count, infer_input, input, opt_infer_input, opt_input, to_i64s};
+use super::util::{
+    check_count, infer_input, input, opt_infer_input, opt_input, same_dtype, to_i64s,
+};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 use crate::kernels::{gemm, Mat, Scalar};
@@ -549,12 +551,7 @@ impl Op for Recurrent {
         }
         for i in [1, 2, 3, 5, 6, 7] {
             if let Some(t) = opt_infer_input(inputs, i) {
-                if t.ty.dtype != dt {
-                    return Err(OpError::DTypeMismatch {
-                        expected: dt,
-                        actual: t.ty.dtype,
-                    });
-                }
+                same_dtype(dt, t.ty.dtype)?;
             }
         }
         if let Some(l) = opt_infer_input(inputs, 4) {

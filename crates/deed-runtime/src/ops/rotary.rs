@@ -10,7 +10,9 @@
 
 use deed_types::{DType, Tensor, TensorData};
 
-use super::util::{check_count, infer_input, input, opt_infer_input, opt_input, to_i64s};
+use super::util::{
+    check_count, infer_input, input, opt_infer_input, opt_input, same_dtype, to_i64s,
+};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 
@@ -191,12 +193,7 @@ impl Op for Rotary {
             });
         }
         for c in [cos, sin] {
-            if c.ty.dtype != x.ty.dtype {
-                return Err(OpError::DTypeMismatch {
-                    expected: x.ty.dtype,
-                    actual: c.ty.dtype,
-                });
-            }
+            same_dtype(x.ty.dtype, c.ty.dtype)?;
         }
         let pos = opt_infer_input(inputs, 3);
         if let Some(p) = pos {

@@ -45,6 +45,14 @@ pub fn check_count(actual: usize, min: usize, max: usize) -> Result<(), OpError>
     }
 }
 
+/// A dtype mismatch error unless `actual` is `expected`.
+pub fn same_dtype(expected: DType, actual: DType) -> Result<(), OpError> {
+    if expected != actual {
+        return Err(OpError::DTypeMismatch { expected, actual });
+    }
+    Ok(())
+}
+
 /// An operator's cost at `per` operation units for each element of its first input
 /// (at least 1).
 pub fn per_input_element(inputs: &[Option<&TypeInfo>], per: u64) -> u64 {

@@ -18,7 +18,7 @@ use super::{softmax_rows, Float, SoftKind};
 use crate::error::OpError;
 use crate::kernels::{gemm, Mat, Scalar};
 use crate::ops::util::{broadcast_offsets, broadcast_shapes, check_count, infer_input, input};
-use crate::ops::util::{numel, opt_infer_input, opt_input, to_i64s};
+use crate::ops::util::{numel, opt_infer_input, opt_input, same_dtype, to_i64s};
 use crate::ops::{Ctx, InferInput, NodeInfo, Op, TypeInfo};
 
 /// The `Attention` node's attributes.
@@ -237,26 +237,13 @@ impl Attention {
             });
         }
         for t in [k, v] {
-            if t.ty.dtype != dt {
-                return Err(OpError::DTypeMismatch {
-                    expected: dt,
-                    actual: t.ty.dtype,
-                });
-            }
+            same_dtype(dt, t.ty.dtype)?;
         }
         let past = match (opt_infer_input(inputs, 4), opt_infer_input(inputs, 5)) {
             (None, None) => None,
             (Some(pk), Some(pv)) => {
-                if pk.ty.dtype != dt || pv.ty.dtype != dt {
-                    return Err(OpError::DTypeMismatch {
-                        expected: dt,
-                        actual: if pk.ty.dtype != dt {
-                            pk.ty.dtype
-                        } else {
-                            pv.ty.dtype
-                        },
-                    });
-                }
+                same_dtype(dt, pk.ty.dtype)?;
+                same_dtype(dt, pv.ty.dtype)?;
                 Some((pk.ty.shape.as_slice(), pv.ty.shape.as_slice()))
             }
             _ => {
