@@ -26,6 +26,7 @@ use deed_types::{
     Action, Address, Amount, Cid, DisputeId, Hash, JobId, JobInput, Licence, Mode, ModelId, Output,
     Receipt, SignedTransaction, Tensor,
 };
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -432,18 +433,16 @@ async fn upload_get(State(node): Shared, Path(cid): Path<String>) -> ApiResult<U
 async fn upload_chunk(
     State(node): Shared,
     Path((cid, index)): Path<(String, String)>,
-    b: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> ApiResult<ChunkStored> {
     need_storage(&node)?;
     let cid: Cid = parse("CID", &cid)?;
     let index: u32 = parse("chunk index", &index)?;
-    let data = body(b)?;
     let manifest = upload_of(&node, &cid)?;
-    let len = data.len() as u64;
-    // Handed over without a copy when the body is the only owner of its buffer.
-    node.blobs
-        .put_chunk_owned(&manifest, index, Vec::from(data))
-        .await?;
+    let chunk = manifest.chunk_range(index)?;
+    let (parts, len) = body_parts(body, index, chunk.end - chunk.start).await?;
+    // The body's frames go to the store as they came, not joined into one buffer.
+    node.blobs.put_chunk_parts(&manifest, index, parts).await?;
     node.metrics.blob_bytes_in.inc_by(len);
     Ok(Json(ChunkStored {
         cid,
@@ -451,6 +450,26 @@ async fn upload_chunk(
         // A stored chunk is at most the manifest's chunk size, a u32.
         size: u32::try_from(len).unwrap_or(u32::MAX),
     }))
+}
+
+/// The frames of a chunk upload's body, and their total length, refused as soon as
+/// they exceed the chunk's `expected` length.
+async fn body_parts(body: Body, index: u32, expected: u64) -> Result<(Vec<Bytes>, u64), ApiError> {
+    let mut frames = body.into_data_stream();
+    let mut parts = Vec::new();
+    let mut len = 0u64;
+    while let Some(frame) = frames.next().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        len += frame.len() as u64;
+        if len > expected {
+            return Err(ApiError::bad_request(format!(
+                "chunk {index} is longer than the {expected} bytes its manifest gives it"
+            )));
+        }
+        parts.push(frame);
+    }
+    Ok((parts, len))
 }
 
 async fn upload_finish(State(node): Shared, Path(cid): Path<String>) -> ApiResult<BlobInfo> {
@@ -561,44 +580,50 @@ async fn blob_get(
 /// Chunk reads queued ahead of the connection in a blob response.
 const BLOB_READS_AHEAD: usize = 2;
 
-/// The body of a blob response: bytes `range`, read and verified one chunk at a
-/// time and sent as each is ready, the next read overlapping the send. The first
-/// piece is read before answering, so a blob that is damaged from its start gets a
-/// typed error; damage found later ends the body early, which the client sees as a
-/// truncated (and unverifiable) transfer.
+/// The body of a blob response: bytes `range`, one chunk at a time, each sent as it
+/// is read while the next is read. Chunks are sent as stored, not hashed again
+/// ([`BlobStore::read_chunk_unverified`]): the client checks every chunk against the
+/// manifest (whose values merge to the CID it asked for), so hashing here too would
+/// only double the work. The first piece is read before answering, so a blob whose
+/// files are missing or cut short gets a typed error; such damage found later ends
+/// the body early, which the client sees as a truncated transfer.
 async fn blob_body(
     node: &Arc<Node>,
     manifest: &Manifest,
     range: std::ops::Range<u64>,
 ) -> Result<Body, ApiError> {
-    let pieces: Vec<std::ops::Range<u64>> = manifest
-        .chunks_for(&range)
-        .filter_map(|i| manifest.chunk_range(i).ok())
-        .map(|r| r.start.max(range.start)..r.end.min(range.end))
-        .collect();
-    let mut pieces = pieces.into_iter();
-    let Some(first) = pieces.next() else {
+    let (lo, hi) = (range.start, range.end);
+    let read = move |node: Arc<Node>, manifest: Arc<Manifest>, index: u32| async move {
+        let chunk = manifest.chunk_range(index)?;
+        let from = lo.max(chunk.start) - chunk.start;
+        let to = hi.min(chunk.end) - chunk.start;
+        let bytes = node.blobs.read_chunk_unverified(&manifest, index).await?;
+        // Within the chunk: the store checked its length against the manifest.
+        let piece = bytes.slice(from as usize..to as usize);
+        node.metrics.blob_bytes_out.inc_by(piece.len() as u64);
+        Ok::<Bytes, deed_store::BlobError>(piece)
+    };
+    let mut chunks = manifest.chunks_for(&range);
+    let Some(first) = chunks.next() else {
         return Ok(Body::empty());
     };
-    let id = manifest.id;
-    let head = node.blobs.read_range(&id, first).await?;
-    node.metrics.blob_bytes_out.inc_by(head.len() as u64);
+    let manifest = Arc::new(manifest.clone());
+    let head = read(node.clone(), manifest.clone(), first).await?;
     let (tx, rx) =
         tokio::sync::mpsc::channel::<Result<Bytes, deed_store::BlobError>>(BLOB_READS_AHEAD);
     let node = node.clone();
     tokio::spawn(async move {
-        if tx.send(Ok(Bytes::from(head))).await.is_err() {
+        if tx.send(Ok(head)).await.is_err() {
             return;
         }
-        for piece in pieces {
-            let read = node.blobs.read_range(&id, piece).await;
-            match &read {
-                Ok(b) => node.metrics.blob_bytes_out.inc_by(b.len() as u64),
-                Err(e) => tracing::warn!(blob = %id, error = %e, "blob response cut short"),
+        for index in chunks {
+            let piece = read(node.clone(), manifest.clone(), index).await;
+            if let Err(e) = &piece {
+                tracing::warn!(blob = %manifest.id, error = %e, "blob response cut short");
             }
-            let failed = read.is_err();
+            let failed = piece.is_err();
             // The client hung up, or the body ends on the error.
-            if tx.send(read.map(Bytes::from)).await.is_err() || failed {
+            if tx.send(piece).await.is_err() || failed {
                 return;
             }
         }

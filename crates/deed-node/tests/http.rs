@@ -175,6 +175,19 @@ async fn blob_upload_resumes_verifies_and_serves_ranges() {
     c.put(&format!("/v1/blobs/uploads/{}/chunks/40", m.id), chunk(1))
         .await
         .expect_error(ErrorCode::BadRequest);
+    // So are chunks too short or too long for their place.
+    c.put(
+        &format!("/v1/blobs/uploads/{}/chunks/5", m.id),
+        chunk(5)[..1000].to_vec(),
+    )
+    .await
+    .expect_error(ErrorCode::BadRequest);
+    c.put(
+        &format!("/v1/blobs/uploads/{}/chunks/5", m.id),
+        [chunk(5), chunk(6)].concat(),
+    )
+    .await
+    .expect_error(ErrorCode::BadRequest);
     // Finishing early fails; nothing becomes visible.
     c.post_raw(&format!("/v1/blobs/uploads/{}/finish", m.id), Vec::new())
         .await

@@ -69,13 +69,13 @@ impl BlobStore for AnyBlobStore {
         delegate!(self, s => s.put_chunk(manifest, index, data))
     }
 
-    async fn put_chunk_owned(
+    async fn put_chunk_parts(
         &self,
         manifest: &Manifest,
         index: u32,
-        data: Vec<u8>,
+        parts: Vec<bytes::Bytes>,
     ) -> Result<(), BlobError> {
-        delegate!(self, s => s.put_chunk_owned(manifest, index, data))
+        delegate!(self, s => s.put_chunk_parts(manifest, index, parts))
     }
 
     async fn finish(&self, manifest: &Manifest) -> Result<(), BlobError> {
@@ -92,6 +92,14 @@ impl BlobStore for AnyBlobStore {
 
     async fn read_range(&self, id: &Cid, range: Range<u64>) -> Result<Vec<u8>, BlobError> {
         delegate!(self, s => s.read_range(id, range))
+    }
+
+    async fn read_chunk_unverified(
+        &self,
+        manifest: &Manifest,
+        index: u32,
+    ) -> Result<bytes::Bytes, BlobError> {
+        delegate!(self, s => s.read_chunk_unverified(manifest, index))
     }
 }
 

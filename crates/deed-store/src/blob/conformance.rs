@@ -80,6 +80,13 @@ async fn round_trip_and_ranges<S: BlobStore>(s: S) {
             "range {a}..{b}"
         );
     }
+    for index in 0..m.chunk_count() {
+        assert_eq!(
+            s.read_chunk_unverified(&m, index).await.expect("chunk"),
+            chunk_of(&m, &data, index),
+            "chunk {index} as stored"
+        );
+    }
     assert!(s.missing_chunks(&m).await.expect("missing").is_empty());
     // Uploading again is a no-op that succeeds.
     assert_eq!(upload(&s, &data, 1024).await.expect("re-upload"), m);
@@ -210,6 +217,11 @@ async fn incomplete_upload_is_invisible<S: BlobStore>(s: S) {
     );
     assert_eq!(s.manifest(&m.id).await.expect("manifest"), None);
     let err = s.read_range(&m.id, 0..10).await.expect_err("not visible");
+    assert!(matches!(err, BlobError::NotFound { .. }), "{err:?}");
+    let err = s
+        .read_chunk_unverified(&m, 0)
+        .await
+        .expect_err("a staged chunk is not served");
     assert!(matches!(err, BlobError::NotFound { .. }), "{err:?}");
     // The chunks that did arrive are kept for the resumed upload.
     assert_eq!(s.missing_chunks(&m).await.expect("missing"), vec![1, 3]);
@@ -344,8 +356,22 @@ async fn unknown_blobs_and_bad_ranges<S: BlobStore>(s: S) {
         matches!(err, BlobError::NotFound { id } if id == unknown),
         "{err:?}"
     );
+    let never = Manifest::build(b"never stored", MIN_CHUNK_SIZE).expect("build");
+    let err = s
+        .read_chunk_unverified(&never, 0)
+        .await
+        .expect_err("unknown");
+    assert!(matches!(err, BlobError::NotFound { .. }), "{err:?}");
     let data = sample(100, 10);
     let m = upload(&s, &data, MIN_CHUNK_SIZE).await.expect("upload");
+    let err = s
+        .read_chunk_unverified(&m, 1)
+        .await
+        .expect_err("past the last chunk");
+    assert!(
+        matches!(err, BlobError::ChunkIndexOutOfRange { index: 1, count: 1 }),
+        "{err:?}"
+    );
     for (a, b) in [(0u64, 101u64), (100, 101), (50, 40), (200, 300)] {
         let err = s.read_range(&m.id, a..b).await.expect_err("bad range");
         assert!(

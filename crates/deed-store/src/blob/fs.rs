@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use deed_types::Hash;
 
 use super::{
-    append_chunk_part, check_range, verify_stored_chunk, BlobError, BlobLimits, BlobStore, Cid,
-    Manifest,
+    append_chunk_part, check_range, check_stored_length, verify_stored_chunk, BlobError,
+    BlobLimits, BlobStore, Cid, Manifest,
 };
 
 /// Threads that sync a finished blob's chunk files at once: the file system commits
@@ -195,6 +195,36 @@ fn write_synced(path: &Path, data: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
+/// Checks that `parts`, joined, are chunk `index` of `m`: right length, right value.
+fn check_parts(m: &Manifest, index: u32, parts: &[bytes::Bytes]) -> Result<(), BlobError> {
+    if let [one] = parts {
+        return m.check_chunk(index, one);
+    }
+    let range = m.chunk_range(index)?;
+    let got: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    if got != range.end - range.start {
+        return Err(BlobError::ChunkLength {
+            index,
+            expected: range.end - range.start,
+            got,
+        });
+    }
+    let mut hasher = m.chunk_hasher(index);
+    for part in parts {
+        hasher.update(part);
+    }
+    m.check_chunk_value(index, hasher.finish())
+}
+
+/// Writes `parts` one after another to a new file at `path` (not synced).
+fn write_parts(path: &Path, parts: &[bytes::Bytes]) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    for part in parts {
+        f.write_all(part)?;
+    }
+    Ok(())
+}
+
 /// Makes a rename or a new entry in `dir` durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -336,6 +366,39 @@ fn read_range_blocking(root: &Root, id: &Cid, range: Range<u64>) -> Result<Vec<u
     Ok(out)
 }
 
+/// Chunk `index` of the complete blob `m` describes, mapped from its file rather than
+/// copied out of it (a blob response then copies it once, into the socket).
+fn map_chunk(root: &Root, m: &Manifest, index: u32) -> Result<bytes::Bytes, BlobError> {
+    let dir = root.blob_dir(&m.id);
+    let file = match File::open(dir.join(chunk_name(index))) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(if dir.is_dir() {
+                BlobError::Corrupt {
+                    id: m.id,
+                    detail: format!("chunk {index} file is missing"),
+                }
+            } else {
+                BlobError::NotFound { id: m.id }
+            });
+        }
+        Err(e) => return Err(io_err("open blob chunk")(e)),
+    };
+    let len = file.metadata().map_err(io_err("open blob chunk"))?.len();
+    check_stored_length(m, index, len)?;
+    if len == 0 {
+        return Ok(bytes::Bytes::new());
+    }
+    // SAFETY: a mapping is sound while nothing changes the file under it. Chunk
+    // files of a complete blob are never written again: they were renamed into
+    // `blobs/` whole and are only ever removed whole, and removing a file leaves
+    // its mapped pages valid. One process owns the store's root (module docs).
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+        .map_err(io_err("map blob chunk"))?;
+    Ok(bytes::Bytes::from_owner(map))
+}
+
 impl BlobStore for FsBlobStore {
     fn limits(&self) -> BlobLimits {
         self.limits
@@ -362,14 +425,15 @@ impl BlobStore for FsBlobStore {
         index: u32,
         data: &[u8],
     ) -> Result<(), BlobError> {
-        self.put_chunk_owned(manifest, index, data.to_vec()).await
+        let part = bytes::Bytes::copy_from_slice(data);
+        self.put_chunk_parts(manifest, index, vec![part]).await
     }
 
-    async fn put_chunk_owned(
+    async fn put_chunk_parts(
         &self,
         manifest: &Manifest,
         index: u32,
-        data: Vec<u8>,
+        parts: Vec<bytes::Bytes>,
     ) -> Result<(), BlobError> {
         manifest.check_shape(&self.limits)?;
         let m = manifest.clone();
@@ -377,7 +441,7 @@ impl BlobStore for FsBlobStore {
             .blocking(move |root| {
                 // Hashed here rather than on the caller's task: a chunk is up to
                 // several MiB.
-                m.check_chunk(index, &data)?;
+                check_parts(&m, index, &parts)?;
                 if root.is_complete(&m.id) {
                     return Ok(None);
                 }
@@ -386,7 +450,7 @@ impl BlobStore for FsBlobStore {
                 // Not synced here but in the background (below); `finish` waits for it
                 // and re-verifies any chunk staged before a restart.
                 let tmp = root.tmp_path();
-                fs::write(&tmp, &data).map_err(io_err("write chunk"))?;
+                write_parts(&tmp, &parts).map_err(io_err("write chunk"))?;
                 let path = root.chunk_path(&m, index);
                 fs::rename(&tmp, &path).map_err(io_err("store chunk"))?;
                 root.verified()
@@ -453,6 +517,16 @@ impl BlobStore for FsBlobStore {
         let id = *id;
         self.blocking(move |root| read_range_blocking(root, &id, range))
             .await
+    }
+
+    async fn read_chunk_unverified(
+        &self,
+        manifest: &Manifest,
+        index: u32,
+    ) -> Result<bytes::Bytes, BlobError> {
+        manifest.chunk_range(index)?;
+        let m = manifest.clone();
+        self.blocking(move |root| map_chunk(root, &m, index)).await
     }
 }
 
@@ -587,6 +661,17 @@ mod tests {
                 store.read_range(&m.id, 0..1000).await.expect("clean chunk"),
                 vec![42u8; 1000]
             );
+            // Served as stored, for the receiver to check; a chunk cut short or
+            // gone is an error even unhashed.
+            let served = store.read_chunk_unverified(&m, 2).await.expect("served");
+            assert_eq!(served.len(), 1024);
+            assert_ne!(m.check_chunk(2, &served).map_err(|e| e.to_string()), Ok(()));
+            fs::write(&path, [42u8; 1000]).expect("truncate");
+            let err = store.read_chunk_unverified(&m, 2).await.expect_err("short");
+            assert!(matches!(err, BlobError::Corrupt { .. }), "{err:?}");
+            fs::remove_file(&path).expect("remove");
+            let err = store.read_chunk_unverified(&m, 2).await.expect_err("gone");
+            assert!(matches!(err, BlobError::Corrupt { .. }), "{err:?}");
         });
     }
 

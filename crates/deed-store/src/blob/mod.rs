@@ -27,6 +27,7 @@ pub use manifest::{ChunkHasher, Manifest, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE};
 pub use memory::MemoryBlobStore;
 pub use object::{ObjectBlobStore, S3Config};
 
+use bytes::Bytes;
 use deed_types::Hash;
 
 /// Size limits a store enforces on every manifest it is offered.
@@ -191,15 +192,21 @@ pub trait BlobStore: Send + Sync {
         data: &[u8],
     ) -> impl Future<Output = Result<(), BlobError>> + Send;
 
-    /// [`put_chunk`](BlobStore::put_chunk) for bytes the caller owns, so that a
-    /// store that writes on another thread takes them without a copy.
-    fn put_chunk_owned(
+    /// [`put_chunk`](BlobStore::put_chunk) for a chunk in the pieces it arrived in
+    /// (a request body's frames), which a store that writes on another thread takes
+    /// as they are, without joining them into one buffer first.
+    fn put_chunk_parts(
         &self,
         manifest: &Manifest,
         index: u32,
-        data: Vec<u8>,
+        parts: Vec<Bytes>,
     ) -> impl Future<Output = Result<(), BlobError>> + Send {
-        async move { self.put_chunk(manifest, index, &data).await }
+        async move {
+            match parts.as_slice() {
+                [one] => self.put_chunk(manifest, index, one).await,
+                _ => self.put_chunk(manifest, index, &parts.concat()).await,
+            }
+        }
     }
 
     /// Makes the blob visible once every chunk is present (and, for a store that
@@ -223,6 +230,18 @@ pub trait BlobStore: Send + Sync {
         id: &Cid,
         range: Range<u64>,
     ) -> impl Future<Output = Result<Vec<u8>, BlobError>> + Send;
+
+    /// Chunk `index` of the complete blob `manifest` describes, as stored, without
+    /// hashing it again: the bytes to send to a receiver that checks them against
+    /// the manifest itself, as the node's HTTP clients and peers do (a chunk was
+    /// verified when it arrived). A missing chunk, or one of the wrong length, is
+    /// still an error. Bytes the node uses itself come from
+    /// [`read_range`](BlobStore::read_range), which verifies them.
+    fn read_chunk_unverified(
+        &self,
+        manifest: &Manifest,
+        index: u32,
+    ) -> impl Future<Output = Result<Bytes, BlobError>> + Send;
 }
 
 /// Uploads `data` in chunks of `chunk_size` bytes (resuming whatever the store
@@ -292,6 +311,22 @@ fn append_chunk_part(
             detail: format!("chunk {index} is shorter than its manifest says"),
         })?;
     out.extend_from_slice(part);
+    Ok(())
+}
+
+/// Checks that a stored chunk read back without hashing has the length its manifest
+/// implies.
+fn check_stored_length(manifest: &Manifest, index: u32, len: u64) -> Result<(), BlobError> {
+    let r = manifest.chunk_range(index)?;
+    if len != r.end - r.start {
+        return Err(BlobError::Corrupt {
+            id: manifest.id,
+            detail: format!(
+                "chunk {index} is {len} bytes, its manifest says {}",
+                r.end - r.start
+            ),
+        });
+    }
     Ok(())
 }
 
