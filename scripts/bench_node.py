@@ -13,9 +13,10 @@
    the in-process figure `deed infer --json` reports (first request to the node to
    verified answer) against `deed run --repeat`'s median execution time.
 2. Blob throughput: N times, uploads then downloads a new M MiB random file with
-   `deed blob put FILE` / `deed blob get CID --out FILE` (separate processes; chunked,
-   every chunk verified on both sides, the blob synced to disk by the node before the
-   upload is acknowledged), and copies the same file the plain way: read from the
+   `deed blob put FILE` / `deed blob get CID --out FILE` (separate processes; chunked;
+   the client hashes the file for its manifest and the node checks every chunk it
+   receives; the client checks every chunk it downloads; the blob synced to disk by
+   the node before the upload is acknowledged), and copies the same file the plain way: read from the
    file system, sent through a loopback TCP socket, written to a new file on the same
    file system, there and back again (`copy_over_loopback`; no hashing, no fsync, no
    process start). The copy kept "there" stays until the end of the run, as the

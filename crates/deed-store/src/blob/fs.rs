@@ -394,9 +394,19 @@ fn map_chunk(root: &Root, m: &Manifest, index: u32) -> Result<bytes::Bytes, Blob
     // `blobs/` whole and are only ever removed whole, and removing a file leaves
     // its mapped pages valid. One process owns the store's root (module docs).
     #[allow(unsafe_code)]
-    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
-        .map_err(io_err("map blob chunk"))?;
-    Ok(bytes::Bytes::from_owner(map))
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) };
+    match map {
+        Ok(map) => Ok(bytes::Bytes::from_owner(map)),
+        // A file system that cannot map files: read it instead.
+        Err(_) => {
+            let mut data = Vec::new();
+            (&file)
+                .read_to_end(&mut data)
+                .map_err(io_err("read blob chunk"))?;
+            check_stored_length(m, index, data.len() as u64)?;
+            Ok(data.into())
+        }
+    }
 }
 
 impl BlobStore for FsBlobStore {
