@@ -13,6 +13,8 @@
 //!   Chunks this process verified on arrival are not read back: with the manifest
 //!   checked against the id, they are the blob. Chunks staged before the store was
 //!   opened are read back and checked again.
+//! - A complete blob's chunks are served (`read_chunk_unverified`) from mappings of
+//!   their files, neither copied nor hashed again: whoever receives them checks them.
 //! - `tmp/`: scratch space, emptied when the store is opened.
 //!
 //! One process owns a root at a time. Blocking file I/O runs on tokio's blocking
