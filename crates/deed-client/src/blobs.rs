@@ -548,4 +548,50 @@ mod tests {
         let e = check_chunk(&m, 2, &data[1024..2048]).unwrap_err();
         assert!(e.to_string().contains("chunk 2"), "{e}");
     }
+
+    /// `data` fed to a checker of `m` in pieces ending at `cuts`.
+    fn feed_in_pieces(m: &Manifest, data: &[u8], cuts: &[usize]) -> ChunkChecker {
+        let mut c = ChunkChecker::new(m.clone());
+        let mut ends: Vec<usize> = cuts.iter().map(|&x| x % (data.len() + 1)).collect();
+        ends.push(data.len());
+        ends.sort_unstable();
+        let mut at = 0;
+        for end in ends {
+            c.feed(&data[at..end]).unwrap();
+            at = end;
+        }
+        c
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Pieces of any size, across chunk boundaries, check as the whole blob does;
+        /// one flipped byte is caught in its own chunk, and bytes past the end or a
+        /// missing tail are refused.
+        #[test]
+        fn checker_takes_any_split_and_names_the_bad_chunk(
+            len in 1usize..6000,
+            cuts in proptest::collection::vec(0usize..6001, 0..12),
+            flip in 0usize..6000,
+        ) {
+            let data: Vec<u8> = (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+            let m = Manifest::build(&data, 1024).unwrap();
+            proptest::prop_assert!(feed_in_pieces(&m, &data, &cuts).complete());
+
+            let flip = flip % len;
+            let mut bad = data.clone();
+            bad[flip] ^= 1;
+            let mut c = ChunkChecker::new(m.clone());
+            let e = c.feed(&bad).unwrap_err();
+            let chunk = format!("chunk {} ", flip / 1024);
+            proptest::prop_assert!(e.to_string().contains(&chunk), "{e}");
+
+            let mut c = ChunkChecker::new(m.clone());
+            c.feed(&data[..len - 1]).unwrap();
+            proptest::prop_assert!(!c.complete());
+            proptest::prop_assert!(c.feed(&data[len - 1..]).is_ok() && c.complete());
+            proptest::prop_assert!(c.feed(&[0]).is_err(), "a byte past the end");
+        }
+    }
 }
