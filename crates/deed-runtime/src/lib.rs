@@ -27,6 +27,7 @@ pub mod ops;
 pub mod plan;
 mod pool;
 pub mod proto;
+mod scratch;
 mod tensor_bytes;
 pub mod trace;
 

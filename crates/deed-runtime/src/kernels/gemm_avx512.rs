@@ -25,6 +25,7 @@ use super::tiling::{
     indexed_panels, k_blocks, row_tiles, rows_product, BRows, Flags, RowsPlan, Strided,
 };
 use crate::ctx::Ctx;
+use crate::scratch::Scratch;
 
 /// Columns of a packed panel of B: two registers of sixteen lanes.
 pub(super) const NR: usize = 32;
@@ -52,12 +53,12 @@ pub(super) fn available() -> bool {
 pub(super) fn pack_whole(b: Mat<'_, f32>) -> Vec<f32> {
     let (k, n) = (b.rows(), b.cols());
     let mut out = Vec::with_capacity(packed_len(k, n));
-    let mut buf = Vec::new();
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for (pc, kc) in k_blocks(k, KC) {
-            pack_b(b.rows_range(pc, kc).cols_range(jc, nc), &mut buf);
-            out.extend_from_slice(&buf);
+            let at = out.len();
+            out.resize(at + nc.div_ceil(NR) * NR * kc, 0.0);
+            pack_b(b.rows_range(pc, kc).cols_range(jc, nc), &mut out[at..]);
         }
     }
     out
@@ -131,16 +132,19 @@ pub(super) fn gemm(
     }
 }
 
-/// Copies `b` (kc × nc, any strides) into [`NR`]-wide column panels, each kc × NR
-/// row-major, the last one zero-padded.
-fn pack_b(b: Mat<'_, f32>, buf: &mut Vec<f32>) {
+/// Copies `b` (kc × nc, any strides) into the first `ceil(nc/NR)` [`NR`]-wide column
+/// panels of `buf`, each kc × NR row-major, the last one zero-padded.
+fn pack_b(b: Mat<'_, f32>, buf: &mut [f32]) {
     let (kc, nc) = (b.rows(), b.cols());
     let panels = nc.div_ceil(NR);
-    buf.clear();
-    buf.resize(panels * kc * NR, 0.0);
-    for (p, panel) in buf.chunks_mut(kc * NR).enumerate() {
+    // What `buf` held is overwritten: every value, and the zero padding of a last
+    // panel narrower than NR.
+    for (p, panel) in buf.chunks_mut(kc * NR).take(panels).enumerate() {
         let j0 = p * NR;
         let w = NR.min(nc - j0);
+        if w < NR {
+            panel.chunks_mut(NR).for_each(|row| row[w..].fill(0.0));
+        }
         if b.cs() == 1 {
             let d = b.data();
             for (kk, row) in panel.chunks_mut(NR).enumerate() {
@@ -175,7 +179,13 @@ fn block(
     if c.len() < (m - 1) * ldc + n || ldc < n {
         return;
     }
-    let mut buf = Vec::new();
+    // The largest block `pack_b` writes, when it packs here.
+    let need = if pack && pre.is_none() {
+        NC.min(n).div_ceil(NR) * NR * KC.min(k)
+    } else {
+        0
+    };
+    let mut buf = Scratch::with_len(need, 0.0);
     let mut pre_at = 0;
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
@@ -189,12 +199,15 @@ fn block(
                     Some(s) => s,
                     None => return,
                 },
-                None => {
-                    if pack {
-                        pack_b(bp, &mut buf);
+                None if !pack => &[],
+                // `need` covers every block; a shorter buffer would be a bug, not UB.
+                None => match buf.get_mut(..len) {
+                    Some(buf) => {
+                        pack_b(bp, buf);
+                        buf
                     }
-                    &buf
-                }
+                    None => return,
+                },
             };
             pre_at += len;
             for (ir, mr) in row_tiles(m, MR) {

@@ -17,6 +17,7 @@ use super::{Ctx, InferInput, NodeInfo, Op, Prepared, Registry, TypeInfo};
 use crate::attrs::Attrs;
 use crate::error::OpError;
 use crate::kernels::{gemm, Mat, PackedB, RowsB, Scalar};
+use crate::scratch::Scratch;
 
 pub(crate) fn register(r: &mut Registry) {
     r.add("Conv", build_conv);
@@ -332,21 +333,68 @@ impl Padded {
         offs
     }
 
-    /// `x` (channels × ih × iw) zero-padded into `xp` (channels × hp × wp).
-    fn pad<T: Scalar>(&self, x: &[T], xp: &mut Vec<T>) {
+    /// Elements of the padded input of `channels` channels.
+    fn len(&self, channels: usize) -> usize {
+        channels * self.hp * self.wp
+    }
+
+    /// `x` (channels × ih × iw) zero-padded into `xp` (channels × hp × wp, all of it
+    /// written); false if the lengths disagree.
+    fn pad<T: Scalar>(&self, x: &[T], xp: &mut [T]) -> bool {
         let [ih, iw] = self.input;
-        xp.clear();
-        for plane in x.chunks(ih * iw) {
-            xp.extend(std::iter::repeat_n(T::ZERO, self.pad_top * self.wp));
-            for line in plane.chunks(iw) {
-                xp.extend(std::iter::repeat_n(T::ZERO, self.pad_left));
-                xp.extend_from_slice(line);
-                xp.extend(std::iter::repeat_n(T::ZERO, self.wp - self.pad_left - iw));
+        let (plane_in, plane_out) = (ih * iw, self.hp * self.wp);
+        if plane_in == 0
+            || !x.len().is_multiple_of(plane_in)
+            || xp.len() != x.len() / plane_in * plane_out
+        {
+            return false;
+        }
+        // One fill, then the lines: a CNN's late layers have lines of a few values,
+        // where a fill and a copy call per line would cost more than the values.
+        xp.fill(T::ZERO);
+        macro_rules! widths {
+            ($($w:literal)*) => {
+                match iw {
+                    $($w => self.lines::<T, $w>(x, xp),)*
+                    _ => self.lines_any(x, xp),
+                }
+            };
+        }
+        widths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+        true
+    }
+
+    /// The input lines of [`Padded::pad`], `W` values each.
+    fn lines<T: Scalar, const W: usize>(&self, x: &[T], xp: &mut [T]) {
+        let (plane_in, plane_out) = (self.input[0] * W, self.hp * self.wp);
+        let first = self.pad_top * self.wp + self.pad_left;
+        for (src, dst) in x.chunks_exact(plane_in).zip(xp.chunks_exact_mut(plane_out)) {
+            for (zh, line) in src.chunks_exact(W).enumerate() {
+                let at = first + zh * self.wp;
+                if let (Some(Ok(d)), Ok(l)) = (
+                    dst.get_mut(at..at + W).map(<&mut [T; W]>::try_from),
+                    <&[T; W]>::try_from(line),
+                ) {
+                    *d = *l;
+                }
             }
-            xp.extend(std::iter::repeat_n(
-                T::ZERO,
-                (self.hp - self.pad_top - ih) * self.wp,
-            ));
+        }
+    }
+
+    /// [`Padded::lines`] for any width.
+    fn lines_any<T: Scalar>(&self, x: &[T], xp: &mut [T]) {
+        let [ih, iw] = self.input;
+        let first = self.pad_top * self.wp + self.pad_left;
+        for (src, dst) in x
+            .chunks_exact(ih * iw)
+            .zip(xp.chunks_exact_mut(self.hp * self.wp))
+        {
+            for (zh, line) in src.chunks_exact(iw).enumerate() {
+                let at = first + zh * self.wp;
+                if let Some(d) = dst.get_mut(at..at + iw) {
+                    d.copy_from_slice(line);
+                }
+            }
         }
     }
 }
@@ -416,14 +464,31 @@ impl Implicit {
     ) {
         let ow = self.output[1];
         for (zh, out) in plane.chunks_mut(ow).enumerate() {
-            let src = &row[zh * self.padded.wp..zh * self.padded.wp + ow];
+            let Some(src) = row.get(zh * self.padded.wp..zh * self.padded.wp + ow) else {
+                return;
+            };
             match bias {
                 Some(bv) => {
                     for (o, &v) in out.iter_mut().zip(src) {
                         *o = (v + bv).canon();
                     }
                 }
-                None => out.copy_from_slice(src),
+                // Lines are short (a few to a few dozen values): sixteen at a time as
+                // register moves, not a copy call per line.
+                None => {
+                    let mut outs = out.chunks_exact_mut(16);
+                    let mut srcs = src.chunks_exact(16);
+                    for (o, v) in (&mut outs).zip(&mut srcs) {
+                        if let (Ok(o), Ok(v)) =
+                            (<&mut [T; 16]>::try_from(o), <&[T; 16]>::try_from(v))
+                        {
+                            *o = *v;
+                        }
+                    }
+                    for (o, &v) in outs.into_remainder().iter_mut().zip(srcs.remainder()) {
+                        *o = v;
+                    }
+                }
             }
         }
     }
@@ -459,9 +524,15 @@ impl ShortRows {
         })
     }
 
-    /// Fills `col` (K × P) from the padded input `xp`; false (and `col` unspecified)
-    /// if `xp` is shorter than the window reads.
-    fn fill<T: Scalar>(&self, xp: &[T], col: &mut Vec<T>) -> bool {
+    /// Elements of the patch matrix (K × P).
+    fn col_len(&self) -> usize {
+        self.offs.len() * self.oh * self.ow
+    }
+
+    /// Fills `col` (K × P, [`ShortRows::col_len`] long, all of it written) from the
+    /// padded input `xp`; false (and `col` unspecified) if `xp` is shorter than the
+    /// window reads.
+    fn fill<T: Scalar>(&self, xp: &[T], col: &mut [T]) -> bool {
         macro_rules! widths {
             ($($w:literal)*) => {
                 match self.ow {
@@ -473,10 +544,11 @@ impl ShortRows {
         widths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
     }
 
-    fn fill_w<T: Scalar, const W: usize>(&self, xp: &[T], col: &mut Vec<T>) -> bool {
+    fn fill_w<T: Scalar, const W: usize>(&self, xp: &[T], col: &mut [T]) -> bool {
         let (oh, step) = (self.oh, self.line_step);
-        col.clear();
-        col.resize(self.offs.len() * oh * W, T::ZERO);
+        if col.len() != self.offs.len() * oh * W {
+            return false;
+        }
         for (&off, rows) in self.offs.iter().zip(col.chunks_exact_mut(oh * W)) {
             let Some(src) = xp.get(off..off + (oh - 1) * step + W) else {
                 return false;
@@ -620,11 +692,16 @@ impl Conv {
 /// small late layers of a CNN, 4×4 or 7×7 positions against 128 or 512 channels).
 /// The transposed form takes the weights as its packed, constant operand but must
 /// write its result back channel by channel; the plain form reads `col` in place and
-/// writes the output directly. Either way each output element is the same sequence
-/// of fused steps, so the choice changes no bit.
-fn transposed_form(mg: usize, p: usize) -> bool {
+/// writes the output directly. On a tie the plain form is kept where the patches are
+/// read in place from the padded input ([`Implicit`]) or the channels are few; with 64
+/// channels or more the kernel would pack `col` on every run, which the transposed
+/// form, its weights packed while planning, does not (an 8×8, 64-channel layer: 42 →
+/// 40.7 µs here). Either way each output element is the same sequence of fused steps,
+/// so the choice changes no bit.
+fn transposed_form(win: &Window, cg: usize, mg: usize) -> bool {
     let fill = |n: usize| n as f64 / (n.div_ceil(32) * 32).max(1) as f64;
-    fill(mg) > fill(p)
+    let (fm, fp) = (fill(mg), fill(win.out_vol()));
+    fm > fp || (fm == fp && mg >= 64 && Implicit::new(win, cg).is_none())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -646,8 +723,7 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
         return Ok(out);
     }
     let pointwise = kv == 1 && win.stride == [1; 3] && win.pad_begin == [0; 3] && p == iv;
-    let mut col = Vec::with_capacity(if pointwise { 0 } else { k * p });
-    let transposed = transposed_form(mg, p);
+    let transposed = transposed_form(win, cg, mg);
     // Short output rows: fixed-width copies from the padded input at stride 1 along
     // the width (see `ShortRows`), else one index table for every channel (see
     // `gather_table`).
@@ -656,27 +732,36 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
     } else {
         ShortRows::new(win, cg)
     };
-    let mut xp = Vec::new();
     let gather = (!pointwise
         && short.is_none()
         && win.output[2] < GATHER_MAX_ROW
         && p <= GATHER_MAX_POSITIONS)
         .then(|| gather_table(win));
-    let mut tmp = if transposed {
-        vec![T::ZERO; p * mg]
-    } else {
-        Vec::new()
-    };
     let bad = || OpError::shape("Conv operand smaller than its shape");
     let implicit = if transposed || pointwise {
         None
     } else {
         Implicit::new(win, cg)
     };
-    let mut cv = match &implicit {
-        Some(im) => vec![T::ZERO; mg * im.n],
-        None => Vec::new(),
-    };
+    // Temporary buffers of known length come from the thread's scratch (see
+    // `crate::scratch`): each is written in full before it is read, by `pad`,
+    // `ShortRows::fill` or a product. The patches im2col gathers are pushed into `cols`.
+    let mut xp = Scratch::with_len(
+        match (&implicit, &short) {
+            (Some(im), _) => im.padded.len(cg),
+            (None, Some(sr)) => sr.padded.len(cg),
+            (None, None) => 0,
+        },
+        T::ZERO,
+    );
+    let mut patches = Scratch::with_len(short.as_ref().map_or(0, ShortRows::col_len), T::ZERO);
+    let mut cols = Vec::with_capacity(if implicit.is_none() && short.is_none() {
+        k * p
+    } else {
+        0
+    });
+    let mut tmp = Scratch::with_len(if transposed { p * mg } else { 0 }, T::ZERO);
+    let mut cv = Scratch::with_len(implicit.as_ref().map_or(0, |im| mg * im.n), T::ZERO);
     for ni in 0..s.n {
         for g in 0..group {
             let xs = x
@@ -689,11 +774,10 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
                 Some(b) => Some(b.get(g * mg..(g + 1) * mg).ok_or_else(bad)?),
                 None => None,
             };
-            if let Some(im) = &implicit {
+            if let Some(im) = implicit.as_ref().filter(|im| im.padded.pad(xs, &mut xp)) {
                 // The patches read in place from the padded input.
-                im.padded.pad(xs, &mut col);
                 let rows = RowsB {
-                    data: &col,
+                    data: &xp,
                     offs: &im.offs,
                     n: im.n,
                 };
@@ -704,18 +788,17 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
             }
             let bm = if pointwise {
                 Mat::row_major(xs, k, p)
+            } else if short
+                .as_ref()
+                .is_some_and(|sr| sr.padded.pad(xs, &mut xp) && sr.fill(&xp, &mut patches))
+            {
+                Mat::row_major(&patches, k, p)
             } else {
-                let filled = short.as_ref().is_some_and(|sr| {
-                    sr.padded.pad(xs, &mut xp);
-                    sr.fill(&xp, &mut col)
-                });
-                if !filled {
-                    match &gather {
-                        Some(idx) => im2col_gather(xs, iv, cg, idx, &mut col),
-                        None => im2col(xs, cg, win, &mut col),
-                    }
+                match &gather {
+                    Some(idx) => im2col_gather(xs, iv, cg, idx, &mut cols),
+                    None => im2col(xs, cg, win, &mut cols),
                 }
-                Mat::row_major(&col, k, p)
+                Mat::row_major(&cols, k, p)
             }
             .ok_or_else(bad)?;
             if transposed {
@@ -904,7 +987,7 @@ impl Op for Conv {
         let s = self.shape(&x.ty.shape, &w.ty.shape, b).ok()?;
         let (cg, mg) = (s.c / self.group, s.m / self.group);
         let k = cg * s.win.k_vol();
-        if !transposed_form(mg, s.win.out_vol()) {
+        if !transposed_form(&s.win, cg, mg) {
             return None;
         }
         let wd = wv.as_slice::<f32>()?;

@@ -1,0 +1,166 @@
+//! Per-thread scratch buffers, kept from one kernel call to the next.
+//!
+//! Kernels need temporary buffers: a convolution's padded input, its patches and its
+//! product before the write-back, a matrix product's packed panels. Allocating them on
+//! every call costs an allocation, a zero fill the kernel then overwrites, and, for
+//! large ones, fresh pages faulted in, on every run of every node. A [`Scratch`]
+//! borrows a buffer kept by the calling thread instead and gives it back when dropped.
+//!
+//! A borrowed buffer holds whatever its last user left in it: [`Scratch::with_len`]
+//! only fills the part that grows, and a buffer lent shorter keeps its full length
+//! for the next user. Every user writes each element before it reads it
+//! (the property tests run many cases on one thread one after another, so a user that
+//! read a stale value would give the wrong bits). Nothing unsafe is involved: every
+//! element is an initialized value of its type.
+//!
+//! Each thread keeps at most [`KEEP_BUFFERS`] buffers of at most [`KEEP_BYTES`] each;
+//! larger ones are freed when dropped, so a model with huge activations does not leave
+//! their size allocated after its run.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
+
+/// Buffers kept per thread.
+const KEEP_BUFFERS: usize = 8;
+/// Largest buffer kept, in bytes of capacity.
+const KEEP_BYTES: usize = 16 << 20;
+
+thread_local! {
+    static FREE: RefCell<Vec<Box<dyn Any>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer of [`Scratch::with_len`] elements borrowed from the calling thread's free
+/// list (see the module docs). It derefs to a slice of exactly that length; the buffer
+/// behind it may be longer, and keeps its longer length (all of it initialized) for
+/// the next user.
+pub(crate) struct Scratch<T: Copy + 'static> {
+    buf: Vec<T>,
+    len: usize,
+}
+
+impl<T: Copy + 'static> Scratch<T> {
+    /// A buffer of exactly `len` elements whose values are unspecified (left by an
+    /// earlier user, or `fill` where the buffer grew). Takes the shortest kept buffer
+    /// at least `len` long, else the longest one there is.
+    pub(crate) fn with_len(len: usize, fill: T) -> Scratch<T> {
+        let mut buf = take::<T>(len);
+        if buf.len() < len {
+            if buf.capacity() < len {
+                // Growing would copy the stale contents first: start afresh.
+                buf = Vec::with_capacity(len);
+            }
+            buf.resize(len, fill);
+        }
+        Scratch { buf, len }
+    }
+}
+
+/// The kept `Vec<T>` best fitting `len` (see [`Scratch::with_len`]), or a new empty one.
+fn take<T: 'static>(len: usize) -> Vec<T> {
+    FREE.try_with(|free| {
+        let mut free = free.try_borrow_mut().ok()?;
+        let mut best: Option<(usize, usize)> = None;
+        for (i, b) in free.iter().enumerate() {
+            let Some(v) = b.downcast_ref::<Vec<T>>() else {
+                continue;
+            };
+            let n = v.len();
+            let better = match best {
+                None => true,
+                Some((_, m)) if m >= len => n >= len && n < m,
+                Some((_, m)) => n > m,
+            };
+            if better {
+                best = Some((i, n));
+            }
+        }
+        let (i, _) = best?;
+        free.swap_remove(i).downcast::<Vec<T>>().ok().map(|b| *b)
+    })
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+}
+
+impl<T: Copy + 'static> Drop for Scratch<T> {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.buf);
+        if v.is_empty() || v.capacity().saturating_mul(size_of::<T>()) > KEEP_BYTES {
+            return;
+        }
+        // A thread being torn down, or a nested borrow: the buffer is simply freed.
+        let _ = FREE.try_with(|free| {
+            if let Ok(mut free) = free.try_borrow_mut() {
+                if free.len() < KEEP_BUFFERS {
+                    free.push(Box::new(v));
+                }
+            }
+        });
+    }
+}
+
+impl<T: Copy + 'static> Deref for Scratch<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.buf[..self.len]
+    }
+}
+
+impl<T: Copy + 'static> DerefMut for Scratch<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.buf[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_is_reused_with_its_values_and_keeps_its_length() {
+        let first_ptr = {
+            let mut s = Scratch::with_len(1000, 0.0f32);
+            s.iter_mut().for_each(|v| *v = 7.0);
+            s.as_ptr()
+        };
+        // The same allocation comes back, shorter, with the old values.
+        let s = Scratch::with_len(10, 0.0f32);
+        assert_eq!(s.as_ptr(), first_ptr);
+        assert_eq!(s.len(), 10);
+        assert!(s.iter().all(|&v| v == 7.0));
+        drop(s);
+        // It kept all 1000 values: asked for 1000 again, nothing is filled.
+        let s = Scratch::with_len(1000, 0.0f32);
+        assert_eq!(s.as_ptr(), first_ptr);
+        assert!(s.iter().all(|&v| v == 7.0));
+        // A second buffer at the same time is another allocation; growth is filled.
+        let t = Scratch::with_len(2000, 1.0f32);
+        assert_ne!(t.as_ptr(), first_ptr);
+        assert!(t.iter().all(|&v| v == 1.0));
+        drop((s, t));
+        // Best fit: the 2000-long buffer serves 1500, the 1000-long one serves 5.
+        let a = Scratch::with_len(1500, 0.0f32);
+        let b = Scratch::with_len(5, 0.0f32);
+        assert_eq!(b.as_ptr(), first_ptr);
+        assert_eq!(a.len(), 1500);
+        assert!(a.iter().all(|&v| v == 1.0));
+        // Another type never receives these.
+        let c = Scratch::with_len(5, 3u8);
+        assert!(c.iter().all(|&v| v == 3));
+    }
+
+    #[test]
+    fn huge_buffers_are_not_kept() {
+        drop(Scratch::with_len(KEEP_BYTES / 4 + 1, 0.0f32));
+        drop(Scratch::with_len(100, 0.0f32));
+        let kept: Vec<usize> = FREE.with(|f| {
+            f.borrow()
+                .iter()
+                .filter_map(|b| b.downcast_ref::<Vec<f32>>())
+                .map(Vec::len)
+                .collect()
+        });
+        assert_eq!(kept, [100]);
+    }
+}
