@@ -448,24 +448,25 @@ impl Implicit {
         ctx.for_each_chunk(dst, per * plane_len, |ci, planes| {
             for (i, plane) in planes.chunks_mut(plane_len).enumerate() {
                 let oc = ci * per + i;
-                if let Some(row) = cv.get(oc * self.n..(oc + 1) * self.n) {
-                    self.compact_plane(row, bias.and_then(|b| b.get(oc)).copied(), plane);
-                }
+                let row = cv.get(oc * self.n..(oc + 1) * self.n).unwrap_or(&[]);
+                self.compact_plane(row, bias.and_then(|b| b.get(oc)).copied(), plane);
             }
         });
     }
 
-    /// One output channel's plane of [`Implicit::compact`].
+    /// One output channel's plane of [`Implicit::compact`] (zero where `row` is short,
+    /// which a well-formed call never is).
     fn compact_plane<T: Scalar + std::ops::Add<Output = T>>(
         &self,
         row: &[T],
         bias: Option<T>,
         plane: &mut [T],
     ) {
-        let ow = self.output[1];
+        let ow = self.output[1].max(1);
         for (zh, out) in plane.chunks_mut(ow).enumerate() {
-            let Some(src) = row.get(zh * self.padded.wp..zh * self.padded.wp + ow) else {
-                return;
+            let Some(src) = row.get(zh * self.padded.wp..zh * self.padded.wp + out.len()) else {
+                out.fill(T::ZERO);
+                continue;
             };
             match bias {
                 Some(bv) => {
@@ -479,10 +480,8 @@ impl Implicit {
                     let mut outs = out.chunks_exact_mut(16);
                     let mut srcs = src.chunks_exact(16);
                     for (o, v) in (&mut outs).zip(&mut srcs) {
-                        if let (Ok(o), Ok(v)) =
-                            (<&mut [T; 16]>::try_from(o), <&[T; 16]>::try_from(v))
-                        {
-                            *o = *v;
+                        for (o, &v) in o.iter_mut().zip(v) {
+                            *o = v;
                         }
                     }
                     for (o, &v) in outs.into_remainder().iter_mut().zip(srcs.remainder()) {
@@ -704,6 +703,66 @@ fn transposed_form(win: &Window, cg: usize, mg: usize) -> bool {
     fm > fp || (fm == fp && mg >= 64 && Implicit::new(win, cg).is_none())
 }
 
+/// How a convolution of one geometry is computed (see [`conv_compute`]): fixed by the
+/// window and the group's channels, so a plan works it out once, while planning.
+struct Layout {
+    win: Window,
+    cg: usize,
+    mg: usize,
+    /// A 1×1, stride-1, unpadded convolution: the input is the patch matrix.
+    pointwise: bool,
+    /// See [`transposed_form`].
+    transposed: bool,
+    /// Short output rows: fixed-width copies from the padded input at stride 1 along
+    /// the width (see [`ShortRows`]).
+    short: Option<ShortRows>,
+    /// Else, below [`GATHER_MAX_ROW`]: one index table for every channel (see
+    /// [`gather_table`]).
+    gather: Option<Vec<u32>>,
+    /// The patches read in place from the padded input (see [`Implicit`]).
+    implicit: Option<Implicit>,
+}
+
+impl Layout {
+    fn new(win: &Window, cg: usize, mg: usize) -> Layout {
+        let (iv, p, kv) = (win.in_vol(), win.out_vol(), win.k_vol());
+        let pointwise = kv == 1 && win.stride == [1; 3] && win.pad_begin == [0; 3] && p == iv;
+        let transposed = transposed_form(win, cg, mg);
+        let short = if pointwise {
+            None
+        } else {
+            ShortRows::new(win, cg)
+        };
+        let gather = (!pointwise
+            && short.is_none()
+            && win.output[2] < GATHER_MAX_ROW
+            && p <= GATHER_MAX_POSITIONS)
+            .then(|| gather_table(win));
+        let implicit = if transposed || pointwise {
+            None
+        } else {
+            Implicit::new(win, cg)
+        };
+        Layout {
+            win: win.clone(),
+            cg,
+            mg,
+            pointwise,
+            transposed,
+            short,
+            gather,
+            implicit,
+        }
+    }
+
+    /// Whether this layout was made for a convolution of this shape and group count.
+    fn fits(&self, s: &ConvShape, group: usize) -> bool {
+        self.win == s.win && self.cg * group == s.c && self.mg * group == s.m
+    }
+}
+
+/// The convolution of `s` in `group` groups, laid out by `layout` (made for `s`, see
+/// [`Layout::fits`]); `packed` holds each group's `Wᵀ` packed for the transposed form.
 #[allow(clippy::too_many_arguments)]
 fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
     ctx: &Ctx,
@@ -712,7 +771,8 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
     x: &[T],
     w: &[T],
     b: Option<&[T]>,
-    packed: Option<&ConvPacked>,
+    layout: &Layout,
+    packed: &[PackedB],
 ) -> Result<Vec<T>, OpError> {
     let win = &s.win;
     let (cg, mg) = (s.c / group, s.m / group);
@@ -722,27 +782,19 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
     if out.is_empty() {
         return Ok(out);
     }
-    let pointwise = kv == 1 && win.stride == [1; 3] && win.pad_begin == [0; 3] && p == iv;
-    let transposed = transposed_form(win, cg, mg);
-    // Short output rows: fixed-width copies from the padded input at stride 1 along
-    // the width (see `ShortRows`), else one index table for every channel (see
-    // `gather_table`).
-    let short = if pointwise {
-        None
-    } else {
-        ShortRows::new(win, cg)
-    };
-    let gather = (!pointwise
-        && short.is_none()
-        && win.output[2] < GATHER_MAX_ROW
-        && p <= GATHER_MAX_POSITIONS)
-        .then(|| gather_table(win));
     let bad = || OpError::shape("Conv operand smaller than its shape");
-    let implicit = if transposed || pointwise {
-        None
-    } else {
-        Implicit::new(win, cg)
-    };
+    if !layout.fits(s, group) {
+        return Err(bad());
+    }
+    let Layout {
+        pointwise,
+        transposed,
+        short,
+        gather,
+        implicit,
+        ..
+    } = layout;
+    let (pointwise, transposed) = (*pointwise, *transposed);
     // Temporary buffers of known length come from the thread's scratch (see
     // `crate::scratch`): each is written in full before it is read, by `pad`,
     // `ShortRows::fill` or a product. The patches im2col gathers are pushed into `cols`.
@@ -802,7 +854,7 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
             }
             .ok_or_else(bad)?;
             if transposed {
-                let pk = packed.and_then(|pk| pk.groups.get(g));
+                let pk = packed.get(g);
                 product(ctx, bm.t(), wm.t(), pk, &mut tmp)?;
                 // `tmp` is P × M: each output channel's plane is one of its columns.
                 write_back(ctx, &tmp, mg, p, bias, dst);
@@ -835,6 +887,7 @@ fn write_back<T: Scalar + std::ops::Add<Output = T>>(
     const Q: usize = 16;
     // Channels per task: whole planes, so each task writes its own.
     let per = mg.div_ceil(ctx.threads()).max(1);
+    let at = |q: usize, oc: usize| tmp.get(q * mg + oc).copied().unwrap_or(T::ZERO);
     ctx.for_each_chunk(dst, per * p, |ci, planes| {
         let oc0 = ci * per;
         super::simd::with_fma(
@@ -844,17 +897,18 @@ fn write_back<T: Scalar + std::ops::Add<Output = T>>(
                     let q1 = (q0 + Q).min(p);
                     for (i, plane) in planes.chunks_mut(p).enumerate() {
                         let oc = oc0 + i;
-                        let out = &mut plane[q0..q1];
-                        match bias {
-                            Some(b) => {
-                                let bv = b[oc];
+                        let Some(out) = plane.get_mut(q0..q1.min(plane.len())) else {
+                            continue;
+                        };
+                        match bias.and_then(|b| b.get(oc)) {
+                            Some(&bv) => {
                                 for (q, v) in (q0..q1).zip(out) {
-                                    *v = (tmp[q * mg + oc] + bv).canon();
+                                    *v = (at(q, oc) + bv).canon();
                                 }
                             }
                             None => {
                                 for (q, v) in (q0..q1).zip(out) {
-                                    *v = tmp[q * mg + oc];
+                                    *v = at(q, oc);
                                 }
                             }
                         }
@@ -865,10 +919,11 @@ fn write_back<T: Scalar + std::ops::Add<Output = T>>(
     });
 }
 
-/// Weights packed once while planning for the transposed product: `Wᵀ` of each group
-/// (see [`transposed_form`]).
-#[derive(Debug)]
-struct ConvPacked {
+/// What a plan prepares for a `Conv` node: the [`Layout`] of its shapes and, for the
+/// transposed form with constant f32 weights, `Wᵀ` of each group packed (see
+/// [`transposed_form`]).
+struct ConvPlan {
+    layout: Layout,
     groups: Vec<PackedB>,
 }
 
@@ -975,26 +1030,23 @@ impl Op for Conv {
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
         self.run_with(inputs, ctx, None)
     }
-    /// Constant f32 weights are packed once for the transposed product.
+    /// The layout of the planned shapes, and constant f32 weights packed once for the
+    /// transposed product.
     fn prepare(&self, inputs: &[Option<InferInput<'_>>]) -> Option<Prepared> {
         let x = inputs.first().copied().flatten()?;
         let w = inputs.get(1).copied().flatten()?;
-        let wv = w.value?;
-        if x.ty.dtype != DType::F32 || w.ty.dtype != DType::F32 {
-            return None;
-        }
         let b = opt_infer_input(inputs, 2).map(|b| b.ty.shape.as_slice());
         let s = self.shape(&x.ty.shape, &w.ty.shape, b).ok()?;
         let (cg, mg) = (s.c / self.group, s.m / self.group);
+        let layout = Layout::new(&s.win, cg, mg);
         let k = cg * s.win.k_vol();
-        if !transposed_form(&s.win, cg, mg) {
-            return None;
-        }
-        let wd = wv.as_slice::<f32>()?;
-        let groups = (0..self.group)
-            .map(|g| PackedB::new(Mat::new(wd.get(g * mg * k..)?, k, mg, 1, k)?))
-            .collect::<Option<Vec<_>>>()?;
-        Some(Prepared(Box::new(ConvPacked { groups })))
+        let groups = match w.value.and_then(|wv| wv.as_slice::<f32>()) {
+            Some(wd) if layout.transposed && x.ty.dtype == DType::F32 => (0..self.group)
+                .map(|g| PackedB::new(Mat::new(wd.get(g * mg * k..)?, k, mg, 1, k)?))
+                .collect::<Option<Vec<_>>>()?,
+            _ => Vec::new(),
+        };
+        Some(Prepared(Box::new(ConvPlan { layout, groups })))
     }
     fn run_prepared(
         &self,
@@ -1002,8 +1054,7 @@ impl Op for Conv {
         ctx: &Ctx,
         prepared: &Prepared,
     ) -> Result<Vec<Tensor>, OpError> {
-        let packed = prepared.0.downcast_ref::<ConvPacked>();
-        self.run_with(inputs, ctx, packed)
+        self.run_with(inputs, ctx, prepared.0.downcast_ref::<ConvPlan>())
     }
 }
 
@@ -1012,7 +1063,7 @@ impl Conv {
         &self,
         inputs: &[Option<&Tensor>],
         ctx: &Ctx,
-        packed: Option<&ConvPacked>,
+        plan: Option<&ConvPlan>,
     ) -> Result<Vec<Tensor>, OpError> {
         let x = input(inputs, 0)?;
         let w = input(inputs, 1)?;
@@ -1020,8 +1071,24 @@ impl Conv {
         let b = opt_input(inputs, 2);
         let s = self.shape(x.shape(), w.shape(), b.map(|b| b.shape()))?;
         let g = self.group;
+        // The planned layout when it was made for these shapes, else one made now.
+        let made;
+        let layout = match plan.map(|p| &p.layout).filter(|l| l.fits(&s, g)) {
+            Some(l) => l,
+            None => {
+                made = Layout::new(&s.win, s.c / g, s.m / g);
+                &made
+            }
+        };
         // Packed weights are f32; other dtypes run unpacked.
-        let packed = packed.filter(|_| x.dtype() == DType::F32 && w.dtype() == DType::F32);
+        let packed = match plan {
+            Some(p)
+                if x.dtype() == DType::F32 && w.dtype() == DType::F32 && p.layout.fits(&s, g) =>
+            {
+                p.groups.as_slice()
+            }
+            _ => &[],
+        };
         let t = match b {
             Some(b) => by_dtype!(&[x, w, b], s.out.clone(), |v: T| conv_compute::<T>(
                 ctx,
@@ -1030,10 +1097,11 @@ impl Conv {
                 v[0],
                 v[1],
                 Some(v[2]),
+                layout,
                 packed
             )),
             None => by_dtype!(&[x, w], s.out.clone(), |v: T| conv_compute::<T>(
-                ctx, &s, g, v[0], v[1], None, packed
+                ctx, &s, g, v[0], v[1], None, layout, packed
             )),
         };
         Ok(vec![t])
@@ -1378,6 +1446,74 @@ mod tests {
                 .run(&[Some(&x), Some(&w)], &Ctx::new(mode, 1))
                 .unwrap_err();
             assert!(err.to_string().contains("zero-size"), "{err}");
+        }
+    }
+
+    /// A plan's prepared layout is for the shapes it planned: run with another input
+    /// size, the convolution lays itself out anew (and skips the packed weights only
+    /// when they no longer fit), giving the definition's bits.
+    #[test]
+    fn prepared_conv_run_on_other_shapes_equals_definition() {
+        let a = attrs(vec![("pads", Attr::Ints(vec![1; 4]))]);
+        let node = NodeInfo {
+            name: "c",
+            op_type: "Conv",
+            domain: "",
+            opset: 17,
+            attrs: &a,
+            num_inputs: 2,
+            num_outputs: 1,
+        };
+        let op = build_conv(&node).unwrap();
+        let conv = Conv {
+            win: WindowAttrs::parse(&a).unwrap(),
+            group: 1,
+        };
+        let mut s = 7u64;
+        let (c, m) = (8, 64);
+        let wv: Vec<f32> = (0..m * c * 9).map(|_| val(&mut s)).collect();
+        let w = Tensor::from_vec(vec![m, c, 3, 3], wv.clone()).unwrap();
+        let planned_x = TypeInfo {
+            dtype: DType::F32,
+            shape: vec![1, c, 4, 4],
+        };
+        let wt = TypeInfo::of(&w);
+        let infer = [
+            Some(InferInput {
+                ty: &planned_x,
+                value: None,
+            }),
+            Some(InferInput {
+                ty: &wt,
+                value: Some(&w),
+            }),
+        ];
+        let prepared = op.prepare(&infer).unwrap();
+        for hw in [4, 6, 9] {
+            let xs = vec![1, c, hw, hw];
+            let xv: Vec<f32> = (0..c * hw * hw).map(|_| val(&mut s)).collect();
+            let x = Tensor::from_vec(xs.clone(), xv.clone()).unwrap();
+            let shape = conv.shape(&xs, &[m, c, 3, 3], None).unwrap();
+            let want: Vec<u32> = conv_reference(&shape, 1, &xv, &wv, None)
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            for threads in [1, 3] {
+                let got = op
+                    .run_prepared(
+                        &[Some(&x), Some(&w)],
+                        &Ctx::new(KernelMode::Fast, threads),
+                        &prepared,
+                    )
+                    .unwrap();
+                let gb: Vec<u32> = got[0]
+                    .as_slice::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                assert_eq!(gb, want, "{hw}×{hw} at {threads} threads");
+            }
         }
     }
 
