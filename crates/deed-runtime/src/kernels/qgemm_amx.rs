@@ -100,7 +100,9 @@ unsafe fn pack_a_tiles(m: usize, k: usize, a: QData<'_>, za: &[i32]) -> PackedA 
     let mut zps = vec![0i32; m];
     for i in 0..m {
         let (g, r) = (i / 16, i % 16);
-        let mut sum = 0i32;
+        // Each 64-value step of the row is one fixed-size copy (a few vector moves,
+        // not a copy call), and the row's sum is one vectorized pass over the source
+        // row: summing as it copied, a value at a time, took 9% of an int8 MLP's run.
         for st in 0..steps {
             let (lo, hi) = (st * KB, ((st + 1) * KB).min(k));
             if lo >= hi {
@@ -110,21 +112,33 @@ unsafe fn pack_a_tiles(m: usize, k: usize, a: QData<'_>, za: &[i32]) -> PackedA 
             let dst = &mut data[at..at + (hi - lo)];
             match a {
                 QData::U8(v) => {
-                    for (d, &x) in dst.iter_mut().zip(&v[i * k + lo..i * k + hi]) {
-                        *d = x;
-                        sum = sum.wrapping_add(i32::from(x));
+                    let src = &v[i * k + lo..i * k + hi];
+                    match (
+                        <&mut [u8; KB]>::try_from(&mut *dst),
+                        <&[u8; KB]>::try_from(src),
+                    ) {
+                        (Ok(d), Ok(x)) => *d = *x,
+                        _ => dst.copy_from_slice(src),
                     }
                 }
                 QData::I8(v) => {
                     for (d, &x) in dst.iter_mut().zip(&v[i * k + lo..i * k + hi]) {
-                        let u = (x as u8) ^ 0x80;
-                        *d = u;
-                        sum = sum.wrapping_add(i32::from(u));
+                        *d = (x as u8) ^ 0x80;
                     }
                 }
             }
         }
-        sums[i] = sum;
+        // Wrapping, as the reference sums: exact modulo 2³². An i8 value `x` was
+        // stored as `x + 128`.
+        let sum = match a {
+            QData::U8(v) => v[i * k..(i + 1) * k]
+                .iter()
+                .fold(0u32, |s, &x| s.wrapping_add(u32::from(x))),
+            QData::I8(v) => v[i * k..(i + 1) * k]
+                .iter()
+                .fold(0u32, |s, &x| s.wrapping_add((i32::from(x) + 128) as u32)),
+        };
+        sums[i] = sum as i32;
         let shift = match a {
             QData::U8(_) => 0,
             QData::I8(_) => 128,
