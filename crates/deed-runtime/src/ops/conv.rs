@@ -1424,21 +1424,26 @@ mod tests {
         assert!(a.resolve(&[0, 6], &[0, 2]).is_err());
     }
 
-    #[test]
-    fn conv_over_a_zero_size_input_is_an_error() {
-        // Padding would give such an input an output; it is refused instead, with a
-        // typed error, in every kernel mode.
-        let a = attrs(vec![("pads", Attr::Ints(vec![1; 4]))]);
+    /// A two-input `Conv` node with attributes `a`.
+    fn conv_op(a: &Attrs) -> Box<dyn Op> {
         let node = NodeInfo {
             name: "c",
             op_type: "Conv",
             domain: "",
             opset: 17,
-            attrs: &a,
+            attrs: a,
             num_inputs: 2,
             num_outputs: 1,
         };
-        let op = build_conv(&node).unwrap();
+        build_conv(&node).unwrap()
+    }
+
+    #[test]
+    fn conv_over_a_zero_size_input_is_an_error() {
+        // Padding would give such an input an output; it is refused instead, with a
+        // typed error, in every kernel mode.
+        let a = attrs(vec![("pads", Attr::Ints(vec![1; 4]))]);
+        let op = conv_op(&a);
         let x = Tensor::from_vec(vec![1, 2, 0, 5], Vec::<f32>::new()).unwrap();
         let w = Tensor::from_vec(vec![3, 2, 3, 3], vec![1.0f32; 54]).unwrap();
         for mode in [KernelMode::Fast, KernelMode::Reference] {
@@ -1455,16 +1460,7 @@ mod tests {
     #[test]
     fn prepared_conv_run_on_other_shapes_equals_definition() {
         let a = attrs(vec![("pads", Attr::Ints(vec![1; 4]))]);
-        let node = NodeInfo {
-            name: "c",
-            op_type: "Conv",
-            domain: "",
-            opset: 17,
-            attrs: &a,
-            num_inputs: 2,
-            num_outputs: 1,
-        };
-        let op = build_conv(&node).unwrap();
+        let op = conv_op(&a);
         let conv = Conv {
             win: WindowAttrs::parse(&a).unwrap(),
             group: 1,
