@@ -22,7 +22,8 @@ use std::arch::x86_64::*;
 use super::gemm::RowsB;
 use super::gemm::{Mat, CANONICAL_NAN_F32};
 use super::tiling::{
-    indexed_panels, k_blocks, row_tiles, rows_product, BRows, Flags, RowsPlan, Strided,
+    block_panels, indexed_panels, k_blocks, row_tiles, rows_product, BRows, Flags, RowsPlan,
+    Strided,
 };
 use crate::ctx::Ctx;
 use crate::scratch::Scratch;
@@ -182,20 +183,9 @@ fn block(
             };
             let bp = b.rows_range(pc, kc).cols_range(jc, nc);
             let len = nc.div_ceil(16) * 16 * kc;
-            let panels: &[f32] = match pre {
-                Some(p) => match p.get(pre_at..pre_at + len) {
-                    Some(s) => s,
-                    None => return,
-                },
-                None if !pack => &[],
-                // `need` covers every block; a shorter buffer would be a bug, not UB.
-                None => match buf.get_mut(..len) {
-                    Some(buf) => {
-                        pack_b(bp, buf);
-                        buf
-                    }
-                    None => return,
-                },
+            let Some(panels) = block_panels(pre, pre_at, len, pack, &mut buf, |p| pack_b(bp, p))
+            else {
+                return;
             };
             pre_at += len;
             for (ir, mr) in row_tiles(m, MR) {

@@ -32,6 +32,30 @@ fn even_parts(len: usize, parts: usize) -> impl Iterator<Item = (usize, usize)> 
     })
 }
 
+/// The packed panels of B a kernel's block reads, `len` values: `pre`'s at `at` when
+/// B was packed ahead, else `buf`'s first `len` after `pack_into` wrote them when the
+/// block packs, else none (the kernel reads B in place). `None` when `pre` or `buf`
+/// is too short, which the callers' sizes rule out: the block is then skipped rather
+/// than read out of bounds.
+pub(super) fn block_panels<'a>(
+    pre: Option<&'a [f32]>,
+    at: usize,
+    len: usize,
+    pack: bool,
+    buf: &'a mut [f32],
+    pack_into: impl FnOnce(&mut [f32]),
+) -> Option<&'a [f32]> {
+    match pre {
+        Some(p) => p.get(at..at + len),
+        None if !pack => Some(&[]),
+        None => {
+            let buf = buf.get_mut(..len)?;
+            pack_into(buf);
+            Some(buf)
+        }
+    }
+}
+
 /// Where a K block lies: the first starts its accumulators at `+0.0`, the others
 /// reload them from `c`; the last canonicalizes NaNs as it stores.
 #[derive(Clone, Copy)]
