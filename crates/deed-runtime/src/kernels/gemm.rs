@@ -558,12 +558,14 @@ pub fn gemm_prepacked(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ctx::KernelMode;
     use proptest::prelude::*;
 
-    fn special() -> impl Strategy<Value = f32> {
+    /// f32 values for property tests: ordinary ones with NaN, infinities, both zeros,
+    /// subnormals, the largest finite and any bit pattern among them.
+    pub(in crate::kernels) fn special() -> impl Strategy<Value = f32> {
         prop_oneof![
             6 => -4.0f32..4.0,
             1 => Just(f32::NAN),
