@@ -12,6 +12,8 @@
 //! transposition, whose bounds are checked before it starts.
 #![allow(unsafe_code)]
 
+use super::gemm::Mat;
+
 /// Appends `plane[i]` for every `i` of `idx`, or `+0.0` where `i ≥ plane.len()`.
 pub fn gather_f32(plane: &[f32], idx: &[u32], out: &mut Vec<f32>) {
     #[cfg(target_arch = "x86_64")]
@@ -55,62 +57,44 @@ unsafe fn gather_avx512(plane: &[f32], idx: &[u32], out: &mut [std::mem::MaybeUn
     }
 }
 
-/// Channels `oc0 .. oc0 + planes.len() / p` of `tmp`, a P × M product whose row `q`
-/// holds position `q` of every channel, written as planes of P values:
-/// `planes[c·p + q] = tmp[q·m + oc0 + c]`, plus `bias[oc0 + c]` when given (one
-/// rounded add, a NaN result made canonical). Blocks of 16 × 16 values are transposed
-/// in registers. False, writing nothing, when the CPU lacks AVX-512 or the operands do
-/// not hold those values.
-pub fn planes_from_rows_f32(
-    tmp: &[f32],
-    m: usize,
-    p: usize,
-    oc0: usize,
-    bias: Option<&[f32]>,
-    planes: &mut [f32],
-) -> bool {
-    if p == 0 || !planes.len().is_multiple_of(p) {
-        return false;
-    }
-    let channels = planes.len() / p;
-    let fits = oc0.checked_add(channels).is_some_and(|end| {
-        end <= m
-            && p.checked_mul(m).is_some_and(|n| n <= tmp.len())
-            && bias.is_none_or(|b| end <= b.len())
-    });
+/// `rows`, a P × C view of a product whose row `q` holds position `q` of C channels,
+/// written as C planes of P values: `planes[c·P + q] = rows(q, c)`, plus `bias[c]` when
+/// given (one rounded add, a NaN result made canonical). Blocks of 16 × 16 values are
+/// transposed in registers (an empty view is done at once). False, writing nothing,
+/// when the CPU lacks AVX-512, `rows` is not dense along its columns, or `planes` or
+/// `bias` do not match its shape.
+pub fn planes_from_rows_f32(rows: Mat<'_, f32>, bias: Option<&[f32]>, planes: &mut [f32]) -> bool {
+    let fits = rows.cs() == 1
+        && rows.rows().checked_mul(rows.cols()) == Some(planes.len())
+        && bias.is_none_or(|b| b.len() >= rows.cols());
     if !fits {
         return false;
     }
+    if planes.is_empty() {
+        return true;
+    }
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked above); every row read is one of the
-        // `p` rows of `m` in `tmp`, in its values `oc0 .. oc0 + channels ≤ m`; every
-        // value written is one of the `channels · p` of `planes`; every bias read is
-        // below `oc0 + channels ≤ bias.len()` (`fits`).
-        unsafe { planes_from_rows_avx512(tmp, m, p, oc0, bias, planes) };
+        // SAFETY: the CPU has AVX-512F (checked above); `Mat` holds every element
+        // `(q, c)` of its shape inside its data, at `q·rs + c` (unit column stride);
+        // `planes` holds exactly P·C values and `bias` at least C (`fits`).
+        unsafe { planes_from_rows_avx512(rows, bias, planes) };
         return true;
     }
     false
 }
 
 /// # Safety
-/// The CPU has AVX-512F, `p > 0`, `planes.len()` is a multiple of `p`, and with
-/// `channels = planes.len() / p`: `oc0 + channels ≤ m`, `p·m ≤ tmp.len()`, and
-/// `oc0 + channels ≤ bias.len()` when there is a bias.
+/// The CPU has AVX-512F; `rows` has a unit column stride and at least one element;
+/// `planes.len()` is its rows times its columns; `bias`, when given, holds at least
+/// as many values as it has columns.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn planes_from_rows_avx512(
-    tmp: &[f32],
-    m: usize,
-    p: usize,
-    oc0: usize,
-    bias: Option<&[f32]>,
-    planes: &mut [f32],
-) {
+unsafe fn planes_from_rows_avx512(rows: Mat<'_, f32>, bias: Option<&[f32]>, planes: &mut [f32]) {
     use std::arch::x86_64::*;
-    let channels = planes.len() / p;
+    let (p, channels, rs) = (rows.rows(), rows.cols(), rows.rs());
     let canon = _mm512_set1_ps(f32::from_bits(super::gemm::CANONICAL_NAN_F32));
-    let (src, dst) = (tmp.as_ptr(), planes.as_mut_ptr());
+    let (src, dst) = (rows.data().as_ptr(), planes.as_mut_ptr());
     for c0 in (0..channels).step_by(16) {
         let cn = (channels - c0).min(16);
         let cmask = ((1u32 << cn) - 1) as __mmask16;
@@ -120,13 +104,13 @@ unsafe fn planes_from_rows_avx512(
             // Rows q0.. (positions), lanes c0.. (channels); missing ones are zero.
             let mut r = [_mm512_setzero_ps(); 16];
             for (i, row) in r.iter_mut().enumerate().take(qn) {
-                *row = _mm512_maskz_loadu_ps(cmask, src.add((q0 + i) * m + oc0 + c0));
+                *row = _mm512_maskz_loadu_ps(cmask, src.add((q0 + i) * rs + c0));
             }
             let cols = transpose16(r);
             for (j, &col) in cols.iter().enumerate().take(cn) {
                 let v = match bias {
                     Some(b) => {
-                        let v = _mm512_add_ps(col, _mm512_set1_ps(*b.get_unchecked(oc0 + c0 + j)));
+                        let v = _mm512_add_ps(col, _mm512_set1_ps(*b.get_unchecked(c0 + j)));
                         _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), canon)
                     }
                     None => col,
@@ -226,9 +210,10 @@ mod tests {
             if let Some(v) = tmp.get_mut(payload % (p * m)) {
                 *v = f32::from_bits(0x7f80_0001);
             }
-            let bias = with_bias.then_some(bias.as_slice());
+            let bias = with_bias.then_some(&bias[oc0..oc0 + channels]);
+            let rows = Mat::row_major(&tmp, p, m).unwrap().cols_range(oc0, channels);
             let mut got = vec![7.0f32; channels * p];
-            if !planes_from_rows_f32(&tmp, m, p, oc0, bias, &mut got) {
+            if !planes_from_rows_f32(rows, bias, &mut got) {
                 // Only a CPU without AVX-512 declines shapes that fit.
                 prop_assert!(!std::is_x86_feature_detected!("avx512f"));
                 return Ok(());
@@ -239,7 +224,7 @@ mod tests {
                     let v = tmp[q * m + oc0 + c];
                     want.push(match bias {
                         Some(b) => {
-                            let y = v + b[oc0 + c];
+                            let y = v + b[c];
                             if y.is_nan() { f32::from_bits(0x7fc0_0000) } else { y }
                         }
                         None => v,
@@ -252,29 +237,25 @@ mod tests {
     }
 
     #[test]
-    fn planes_from_rows_declines_operands_too_short() {
+    fn planes_from_rows_declines_what_does_not_match() {
         let tmp = vec![1.0f32; 4 * 8];
+        let all = Mat::row_major(&tmp, 4, 8).unwrap();
         let mut planes = vec![0.0f32; 3 * 4];
-        // Channels 6..9 of 8 do not exist; a bias of 8 does not reach them either.
-        assert!(!planes_from_rows_f32(&tmp, 8, 4, 6, None, &mut planes));
+        // Channels 6..9 of 8: the view holds two, the planes three.
         assert!(!planes_from_rows_f32(
-            &tmp[..31],
-            8,
-            4,
-            0,
+            all.cols_range(6, 3),
             None,
             &mut planes
         ));
+        // A bias shorter than the channels.
         assert!(!planes_from_rows_f32(
-            &tmp,
-            8,
-            4,
-            5,
-            Some(&[0.0; 7]),
+            all.cols_range(0, 3),
+            Some(&[0.0; 2]),
             &mut planes
         ));
-        assert!(!planes_from_rows_f32(&tmp, 8, 0, 0, None, &mut []));
-        assert!(!planes_from_rows_f32(&tmp, 8, 5, 0, None, &mut planes));
+        // Strided columns (the view transposed).
+        let t = Mat::row_major(&tmp, 8, 4).unwrap().t().cols_range(0, 3);
+        assert!(!planes_from_rows_f32(t, None, &mut planes));
         assert!(planes.iter().all(|&v| v == 0.0));
     }
 }

@@ -56,15 +56,12 @@ pub trait Scalar: Copy + Send + Sync + PartialEq + std::fmt::Debug + 'static {
                 .map(|&i| plane.get(i as usize).copied().unwrap_or(Self::ZERO)),
         );
     }
-    /// `planes[c·p + q] = tmp[q·m + oc0 + c]` for every whole plane of `planes`, plus
-    /// `bias[oc0 + c]` (one rounded add, NaN made canonical) when given: a transposed
-    /// product written back as channel planes. True when done by the type's kernel;
-    /// false, writing nothing, when it has none or the operands do not fit it.
+    /// `planes[c·P + q] = rows(q, c)` for the P × C view `rows`, plus `bias[c]` (one
+    /// rounded add, NaN made canonical) when given: a transposed product written back
+    /// as channel planes. True when done by the type's kernel; false, writing nothing,
+    /// when it has none or the operands do not fit it.
     fn planes_from_rows(
-        _tmp: &[Self],
-        _m: usize,
-        _p: usize,
-        _oc0: usize,
+        _rows: Mat<'_, Self>,
         _bias: Option<&[Self]>,
         _planes: &mut [Self],
     ) -> bool {
@@ -119,15 +116,8 @@ impl Scalar for f32 {
     fn gather(plane: &[f32], idx: &[u32], out: &mut Vec<f32>) {
         super::gather::gather_f32(plane, idx, out);
     }
-    fn planes_from_rows(
-        tmp: &[f32],
-        m: usize,
-        p: usize,
-        oc0: usize,
-        bias: Option<&[f32]>,
-        planes: &mut [f32],
-    ) -> bool {
-        super::gather::planes_from_rows_f32(tmp, m, p, oc0, bias, planes)
+    fn planes_from_rows(rows: Mat<'_, f32>, bias: Option<&[f32]>, planes: &mut [f32]) -> bool {
+        super::gather::planes_from_rows_f32(rows, bias, planes)
     }
 }
 

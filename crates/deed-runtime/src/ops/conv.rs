@@ -891,10 +891,20 @@ fn write_back<T: Scalar + std::ops::Add<Output = T>>(
     // Channels per task: whole planes, so each task writes its own.
     let per = mg.div_ceil(ctx.threads()).max(1);
     let at = |q: usize, oc: usize| tmp.get(q * mg + oc).copied().unwrap_or(T::ZERO);
+    let all = Mat::row_major(tmp, p, mg).filter(|_| !ctx.reference());
     ctx.for_each_chunk(dst, per * p, |ci, planes| {
         let oc0 = ci * per;
-        if !ctx.reference() && T::planes_from_rows(tmp, mg, p, oc0, bias, planes) {
-            return;
+        let channels = planes.len() / p.max(1);
+        // The share's channels of the product, and of the bias when there is one.
+        let rows = all.map(|m| m.cols_range(oc0, channels));
+        let share_bias = match bias {
+            Some(b) => b.get(oc0..oc0 + channels).map(Some),
+            None => Some(None),
+        };
+        if let (Some(rows), Some(share_bias)) = (rows, share_bias) {
+            if T::planes_from_rows(rows, share_bias, planes) {
+                return;
+            }
         }
         super::simd::with_fma(
             #[inline(always)]
