@@ -946,7 +946,13 @@ impl Plan<'_> {
             }
             for id in step.inputs.iter().flatten() {
                 if self.last_use[*id] == s {
-                    values[*id] = None;
+                    // A dead intermediate nothing else holds (the hashing thread may
+                    // still): its buffer serves a later output of this thread.
+                    if let Some(Val::Shared(t)) = values[*id].take() {
+                        if let Ok(t) = Arc::try_unwrap(t) {
+                            crate::scratch::recycle(t.into_parts().1);
+                        }
+                    }
                 }
             }
         }

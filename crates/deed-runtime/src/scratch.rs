@@ -16,10 +16,18 @@
 //! Each thread keeps at most [`KEEP_BUFFERS`] buffers of at most [`KEEP_BYTES`] each;
 //! larger ones are freed when dropped, so a model with huge activations does not leave
 //! their size allocated after its run.
+//!
+//! Outputs work the same way, across nodes: when a plan frees an intermediate tensor
+//! after its last reader and nothing else holds it (the trace's hashing thread may
+//! still), its buffer goes to the thread's [`recycle`] list, and a kernel that writes
+//! every element of its output takes it from [`output`] instead of a zeroed new
+//! allocation.
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
+
+use deed_types::TensorData;
 
 /// Buffers kept per thread.
 const KEEP_BUFFERS: usize = 8;
@@ -100,6 +108,93 @@ impl<T: Copy + 'static> Drop for Scratch<T> {
     }
 }
 
+/// Freed output buffers kept per thread (see [`output`]).
+const KEEP_OUTPUTS: usize = 16;
+/// Their total capacity, in bytes.
+const KEEP_OUTPUT_BYTES: usize = 32 << 20;
+
+/// A freed output buffer: a `Vec<T>` and its capacity in bytes.
+struct Kept {
+    buf: Box<dyn Any>,
+    bytes: usize,
+}
+
+thread_local! {
+    static OUTPUTS: RefCell<Vec<Kept>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A `Vec` of exactly `len` elements for a node's output, whose values are
+/// unspecified: the buffer of an intermediate tensor this thread freed ([`recycle`]),
+/// with its stale values, or a new one filled with `fill`. Only kernels that write
+/// every element take one. Reusing the storage of dead intermediates saves the zero
+/// fill of a new allocation and the page faults of memory the allocator had given back
+/// to the system.
+pub(crate) fn output<T: Copy + 'static>(len: usize, fill: T) -> Vec<T> {
+    let found = OUTPUTS
+        .try_with(|free| {
+            let mut free = free.try_borrow_mut().ok()?;
+            // The smallest buffer that holds `len` without holding twice as much.
+            let mut best: Option<(usize, usize)> = None;
+            for (i, k) in free.iter().enumerate() {
+                let Some(v) = k.buf.downcast_ref::<Vec<T>>() else {
+                    continue;
+                };
+                let cap = v.capacity();
+                if cap >= len && cap / 2 <= len && best.is_none_or(|(_, c)| cap < c) {
+                    best = Some((i, cap));
+                }
+            }
+            let (i, _) = best?;
+            free.swap_remove(i)
+                .buf
+                .downcast::<Vec<T>>()
+                .ok()
+                .map(|b| *b)
+        })
+        .ok()
+        .flatten();
+    match found {
+        Some(mut v) => {
+            v.truncate(len);
+            v.resize(len, fill);
+            v
+        }
+        None => vec![fill; len],
+    }
+}
+
+/// Keeps the buffer of `data`, a tensor no one else holds any more, for [`output`] on
+/// this thread, while the thread keeps fewer than [`KEEP_OUTPUTS`] buffers of
+/// [`KEEP_OUTPUT_BYTES`] in all; otherwise frees it.
+pub(crate) fn recycle(data: TensorData) {
+    fn keep<T: 'static>(v: Vec<T>) {
+        let bytes = v.capacity().saturating_mul(size_of::<T>());
+        if bytes == 0 {
+            return;
+        }
+        let _ = OUTPUTS.try_with(|free| {
+            if let Ok(mut free) = free.try_borrow_mut() {
+                let held: usize = free.iter().map(|k| k.bytes).sum();
+                if free.len() < KEEP_OUTPUTS && held.saturating_add(bytes) <= KEEP_OUTPUT_BYTES {
+                    free.push(Kept {
+                        buf: Box::new(v),
+                        bytes,
+                    });
+                }
+            }
+        });
+    }
+    match data {
+        TensorData::F32(v) => keep(v),
+        TensorData::F64(v) => keep(v),
+        TensorData::I32(v) => keep(v),
+        TensorData::I64(v) => keep(v),
+        TensorData::U8(v) => keep(v),
+        TensorData::I8(v) => keep(v),
+        _ => {}
+    }
+}
+
 impl<T: Copy + 'static> Deref for Scratch<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
@@ -148,6 +243,36 @@ mod tests {
         // Another type never receives these.
         let c = Scratch::with_len(5, 3u8);
         assert!(c.iter().all(|&v| v == 3));
+    }
+
+    #[test]
+    fn freed_outputs_serve_outputs_that_fit_them() {
+        let v = vec![7.0f32; 1000];
+        let ptr = v.as_ptr();
+        recycle(TensorData::F32(v));
+        // Too large for 400 (it would hold more than twice that): a new buffer.
+        let small = output(400, 0.0f32);
+        assert_ne!(small.as_ptr(), ptr);
+        assert!(small.iter().all(|&x| x == 0.0));
+        // Of another type: a new buffer.
+        let other = output(900, 1i32);
+        assert!(other.iter().all(|&x| x == 1));
+        // 900 fits: the same allocation, with its stale values.
+        let again = output(900, 0.0f32);
+        assert_eq!(again.as_ptr(), ptr);
+        assert_eq!(again.len(), 900);
+        assert!(again.iter().all(|&x| x == 7.0));
+        // Growing within the capacity fills only the new part.
+        recycle(TensorData::F32(again));
+        let grown = output(1000, 3.0f32);
+        assert_eq!(grown.as_ptr(), ptr);
+        assert!(grown[..900].iter().all(|&x| x == 7.0));
+        assert!(grown[900..].iter().all(|&x| x == 3.0));
+        // The list is bounded in bytes: a buffer past the bound is freed.
+        recycle(TensorData::F32(vec![0.0; KEEP_OUTPUT_BYTES / 4 + 1]));
+        let held = OUTPUTS.with(|f| f.borrow().iter().map(|k| k.bytes).sum::<usize>());
+        assert!(held <= KEEP_OUTPUT_BYTES);
+        OUTPUTS.with(|f| f.borrow_mut().clear());
     }
 
     #[test]

@@ -778,7 +778,8 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
     let (cg, mg) = (s.c / group, s.m / group);
     let (iv, p, kv) = (win.in_vol(), win.out_vol(), win.k_vol());
     let k = cg * kv;
-    let mut out = vec![T::ZERO; numel(&s.out)?];
+    // Every element is written below: by a product, a write-back or `compact`.
+    let mut out = crate::scratch::output(numel(&s.out)?, T::ZERO);
     if out.is_empty() {
         return Ok(out);
     }
@@ -1529,6 +1530,17 @@ mod tests {
         }
     }
 
+    /// Leaves a freed buffer of the output's size, full of NaNs with a payload, where
+    /// the convolution takes its output from (`crate::scratch::output`): an element the
+    /// kernel failed to write would show.
+    fn stale_output(shape: &ConvShape) {
+        let n = shape.out.iter().product::<usize>();
+        crate::scratch::recycle(deed_types::TensorData::F32(vec![
+            f32::from_bits(0x7FA0_0001);
+            n
+        ]));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(40))]
         #[test]
@@ -1565,7 +1577,9 @@ mod tests {
             let b = Tensor::from_vec(vec![g * mg], bv.clone()).unwrap();
             let mut ins = vec![Some(&x), Some(&w)];
             if bias { ins.push(Some(&b)); }
+            stale_output(&shape);
             let fast = op.run(&ins, &Ctx::new(KernelMode::Fast, threads)).unwrap().remove(0);
+            stale_output(&shape);
             let refm = op.run(&ins, &Ctx::new(KernelMode::Reference, 1)).unwrap().remove(0);
             let def = conv_reference(&shape, g, &xv, &wv, bias.then_some(bv.as_slice()));
             let fb: Vec<u32> = fast.as_slice::<f32>().unwrap().iter().map(|v| v.to_bits()).collect();
@@ -1611,6 +1625,7 @@ mod tests {
                 .collect();
             let def: Vec<u32> = conv_reference(&shape, 1, &xv, &wv, bias.then_some(bv.as_slice())).iter().map(|v| v.to_bits()).collect();
             let ctx = Ctx::new(KernelMode::Fast, threads);
+            stale_output(&shape);
             let got = match op.prepare(&infer) {
                 Some(p) => op.run_prepared(&ins, &ctx, &p),
                 None => op.run(&ins, &ctx),
