@@ -248,6 +248,12 @@ impl Op for Binary {
         let b = input(inputs, 1)?;
         Ok(vec![binary(ctx, k, first, b)?])
     }
+
+    /// Arithmetic goes through [`float_bin`] (or the fast kernels compiled from it):
+    /// every NaN result is canonical. (The variadic kinds copy a lone input.)
+    fn nans_canonical(&self) -> bool {
+        matches!(self.kind, BKind::Add | BKind::Sub | BKind::Mul | BKind::Div)
+    }
 }
 
 fn one_like(dt: DType) -> Result<Tensor, OpError> {

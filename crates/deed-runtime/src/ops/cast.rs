@@ -69,6 +69,10 @@ impl Op for Cast {
         };
         Ok(vec![cast(x, to)?])
     }
+    /// A NaN converts to the target's canonical NaN; integers convert to numbers.
+    fn nans_canonical(&self) -> bool {
+        true
+    }
 }
 
 /// One element on its way through a conversion.

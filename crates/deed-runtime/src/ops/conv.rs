@@ -1073,6 +1073,11 @@ impl Op for Conv {
     ) -> Result<Vec<Tensor>, OpError> {
         self.run_with(inputs, ctx, prepared.0.downcast_ref::<ConvPlan>())
     }
+    /// Every output is a product the matrix kernels store canonical, or that plus the
+    /// bias, made canonical where it is added.
+    fn nans_canonical(&self) -> bool {
+        true
+    }
 }
 
 impl Conv {

@@ -286,6 +286,10 @@ impl Op for MatMul {
         let b = input(inputs, 1)?;
         self.run_with(inputs, ctx, packed_of(prepared, b))
     }
+    /// The matrix kernels store every NaN canonical.
+    fn nans_canonical(&self) -> bool {
+        true
+    }
 }
 
 impl MatMul {
@@ -557,6 +561,11 @@ impl Op for Gemm {
     ) -> Result<Vec<Tensor>, OpError> {
         let b = input(inputs, 1)?;
         self.run_with(inputs, ctx, packed_of(prepared, b))
+    }
+    /// The product is stored canonical, and every element is made canonical again
+    /// after the scaling and the addition of C.
+    fn nans_canonical(&self) -> bool {
+        true
     }
 }
 

@@ -145,6 +145,16 @@ pub trait Op: Send + Sync + Debug {
     ) -> Result<Vec<Tensor>, OpError> {
         self.run(inputs, ctx)
     }
+
+    /// Whether every NaN this operator stores, in every output, on every kernel path
+    /// and for every dtype, whatever NaNs its inputs hold, is already its dtype's
+    /// canonical NaN. A plan running the fast kernels then skips its scan of the
+    /// outputs for other NaNs (one more pass over every output); the reference
+    /// kernels keep it, so that comparing the two paths on NaN payloads tests the
+    /// claim. The default, `false`, is always correct.
+    fn nans_canonical(&self) -> bool {
+        false
+    }
 }
 
 /// What an operator prepared while planning (see [`Op::prepare`]); only the operator

@@ -822,7 +822,15 @@ fn channel_affine<T: Float>(
             let ch = plane % c;
             let (m, a, b) = (mean[ch], a[ch], b[ch]);
             #[inline(always)]
-            move |x| (x - m) * a + b
+            move |x| {
+                let y = (x - m) * a + b;
+                // `T::NAN` is the canonical NaN.
+                if y.is_nan() {
+                    T::NAN
+                } else {
+                    y
+                }
+            }
         },
     )
 }
@@ -904,6 +912,10 @@ impl Op for BatchNorm {
             }
         };
         Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
+    }
+    /// [`channel_affine`] makes every NaN canonical as it stores.
+    fn nans_canonical(&self) -> bool {
+        true
     }
 }
 

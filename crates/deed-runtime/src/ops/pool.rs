@@ -677,6 +677,11 @@ impl Op for Pool {
             }),
         }
     }
+    /// A window holding a NaN gives the canonical NaN, on every path; so does an
+    /// average or a norm that comes out NaN. Indices are integers.
+    fn nans_canonical(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

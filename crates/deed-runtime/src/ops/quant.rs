@@ -11,6 +11,7 @@
 use deed_types::{DType, Tensor, TensorData};
 use half::{bf16, f16};
 
+use super::elementwise::canon;
 use super::util::{check_count, infer_input, input, norm_axis, numel, one, opt_infer_input};
 use super::util::{opt_input, strides};
 use super::{Ctx, InferInput, NodeInfo, Op, Prepared, Registry, TypeInfo};
@@ -450,8 +451,12 @@ impl Op for DequantizeLinear {
                     // exactly, as the general loop's i64 difference does.
                     let sv = sv[0];
                     let y: Option<Vec<f32>> = match x.data() {
-                        TensorData::U8(v) => Some(map_into(v, |e| (i32::from(e) - z) as f32 * sv)),
-                        TensorData::I8(v) => Some(map_into(v, |e| (i32::from(e) - z) as f32 * sv)),
+                        TensorData::U8(v) => {
+                            Some(map_into(v, |e| canon((i32::from(e) - z) as f32 * sv)))
+                        }
+                        TensorData::I8(v) => {
+                            Some(map_into(v, |e| canon((i32::from(e) - z) as f32 * sv)))
+                        }
                         _ => None,
                     };
                     if let Some(y) = y {
@@ -473,7 +478,7 @@ impl Op for DequantizeLinear {
                     .enumerate()
                     .map(|(i, &v)| {
                         let d = i64::from(v) - i64::from(zs[zl.index(i)]);
-                        d as f32 * ss[sl.index(i)]
+                        canon(d as f32 * ss[sl.index(i)])
                     })
                     .collect();
                 Ok(vec![float_tensor(
@@ -483,6 +488,10 @@ impl Op for DequantizeLinear {
                 )?])
             },
         )
+    }
+    /// A NaN scale gives the canonical NaN (a difference of integers is a number).
+    fn nans_canonical(&self) -> bool {
+        true
     }
 }
 

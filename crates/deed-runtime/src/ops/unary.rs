@@ -494,6 +494,13 @@ impl Op for Unary {
         };
         Ok(vec![Tensor::new(shape, data)?])
     }
+
+    /// Every float kind but `Abs` and `Neg` ends in [`canon`] (the fast kernels are
+    /// compiled from the same functions); those two change only the sign bit and
+    /// keep a payload. Integer and boolean outputs hold no NaN.
+    fn nans_canonical(&self) -> bool {
+        !matches!(self.kind, Kind::Abs | Kind::Neg)
+    }
 }
 
 /// Wraps a typed vector into tensor data (a shorthand for `Element::wrap`).
