@@ -123,12 +123,43 @@ pub(super) fn gemm(
                 chunk.len(),
                 false,
                 None,
+                None,
             );
         });
+    } else if let Some(pre) = pre.filter(|_| threads > 1 && per <= MR && n <= NC && n > NR) {
+        // A few rows against a packed B, such as the late layers of a CNN (16
+        // positions against 1152 × 128 weights): split B's panels, not the rows. Split
+        // by rows, every thread would read all of B, and such products are bound by
+        // that read. Each share goes to its own part of a buffer (its columns of `c`
+        // are not contiguous), then into place.
+        let panels = n.div_ceil(NR);
+        let pp = panels.div_ceil(threads);
+        let w = pp * NR;
+        let mut shares = Scratch::with_len(panels.div_ceil(pp) * m * w, 0.0);
+        ctx.for_each_chunk(&mut shares, m * w, |ci, chunk| {
+            let first = ci * pp;
+            let window = first..(first + pp).min(panels);
+            block(a, b, chunk, w, true, Some(pre), Some(window));
+        });
+        for (ci, share) in shares.chunks(m * w).enumerate() {
+            let j0 = ci * w;
+            let wc = w.min(n - j0);
+            for (row, src) in c.chunks_mut(n).zip(share.chunks(w)) {
+                row[j0..j0 + wc].copy_from_slice(&src[..wc]);
+            }
+        }
     } else {
         ctx.for_each_chunk(c, per * n, |ci, chunk| {
             let r0 = ci * per;
-            block(a.rows_range(r0, chunk.len() / n), b, chunk, n, pack, pre);
+            block(
+                a.rows_range(r0, chunk.len() / n),
+                b,
+                chunk,
+                n,
+                pack,
+                pre,
+                None,
+            );
         });
     }
 }
@@ -163,7 +194,10 @@ fn pack_b(b: Mat<'_, f32>, buf: &mut [f32]) {
 }
 
 /// `c[0..a.rows, 0..b.cols] = a·b` where row `i` of `c` starts at `i*ldc`; `pre` is
-/// all of `b` packed by [`pack_whole`] (then `pack` is set).
+/// all of `b` packed by [`pack_whole`] (then `pack` is set). With `window`, a range of
+/// `pre`'s panels of a `b` of one column block (at most [`NC`] columns), only those
+/// columns are computed, into `c` from its column 0.
+#[allow(clippy::too_many_arguments)]
 fn block(
     a: Mat<'_, f32>,
     b: Mat<'_, f32>,
@@ -171,13 +205,25 @@ fn block(
     ldc: usize,
     pack: bool,
     pre: Option<&[f32]>,
+    window: Option<std::ops::Range<usize>>,
 ) {
     let (m, n, k) = (a.rows(), b.cols(), a.cols());
     if m == 0 || n == 0 || b.rows() != k || (!pack && b.cs() != 1) {
         return;
     }
+    if window.is_some() && (pre.is_none() || n > NC) {
+        return;
+    }
+    // The columns written: all of `b`'s, or the window's.
+    let cols = match &window {
+        Some(w) => (w.end * NR).min(n).saturating_sub(w.start * NR),
+        None => n,
+    };
+    if cols == 0 {
+        return;
+    }
     // Every pointer below stays inside these bounds.
-    if c.len() < (m - 1) * ldc + n || ldc < n {
+    if c.len() < (m - 1) * ldc + cols || ldc < cols {
         return;
     }
     // The largest block `pack_b` writes, when it packs here.
@@ -200,9 +246,18 @@ fn block(
                 return;
             };
             pre_at += len;
+            // The window's panels, written from column 0 of `c` (`b` is one column
+            // block then).
+            let (panels, nc, c0) = match &window {
+                Some(w) => match panels.get(w.start * kc * NR..w.end * kc * NR) {
+                    Some(p) => (p, cols, 0),
+                    None => return,
+                },
+                None => (panels, nc, jc),
+            };
             for (ir, mr) in row_tiles(m, MR) {
                 let ap = a.rows_range(ir, mr).cols_range(pc, kc);
-                let cp = &mut c[ir * ldc + jc..];
+                let cp = &mut c[ir * ldc + c0..];
                 let f = Flags { first, last };
                 // SAFETY: `ap`, `bp` are in-bounds views (Mat invariant) of mr×kc and
                 // kc×nc (unit column stride unless packed); `panels` holds
