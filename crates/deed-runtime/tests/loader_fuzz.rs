@@ -15,7 +15,7 @@ use prost::Message;
 use tract_onnx::pb;
 
 mod common;
-use common::{model, node, value, FLOAT};
+use common::{attr_float, attr_int, attr_ints, attr_tensor, model, node, value, FLOAT};
 
 // ---------------------------------------------------------------------------------------
 // Building valid models from the protobuf types.
@@ -51,42 +51,6 @@ fn ints(name: &str, v: &[i64]) -> pb::TensorProto {
         dims: vec![v.len() as i64],
         data_type: INT64,
         int64_data: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i,
-        ..Default::default()
-    }
-}
-
-fn attr_float(name: &str, f: f32) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Float as i32,
-        f,
-        ..Default::default()
-    }
-}
-
-fn attr_ints(name: &str, ints: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-        ints: ints.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn attr_tensor(name: &str, t: pb::TensorProto) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Tensor as i32,
-        t: Some(t),
         ..Default::default()
     }
 }

@@ -15,6 +15,7 @@ use prost::Message;
 use tract_onnx::pb;
 
 mod common;
+use common::{attr_float, attr_int, attr_ints, attr_string};
 
 /// f32 values a case draws from besides ordinary numbers.
 const SPECIAL_F32: [u32; 10] = [
@@ -95,42 +96,6 @@ fn elem_type(d: DType) -> i32 {
         DType::F64 => 11,
         DType::BF16 => 16,
         other => panic!("no ONNX type for {other}"),
-    }
-}
-
-fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn int(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i: v,
-        ..Default::default()
-    }
-}
-
-fn float(name: &str, v: f32) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Float as i32,
-        f: v,
-        ..Default::default()
-    }
-}
-
-fn string(name: &str, v: &str) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::String as i32,
-        s: v.as_bytes().to_vec(),
-        ..Default::default()
     }
 }
 
@@ -264,7 +229,7 @@ fn payload_nans_come_out_canonical_on_every_kernel_path() {
     for tanh in ["none", "tanh"] {
         cases.push(case(
             "Gelu",
-            vec![string("approximate", tanh)],
+            vec![attr_string("approximate", tanh)],
             &[(F32, &[5, 41])],
         ));
     }
@@ -276,18 +241,26 @@ fn payload_nans_come_out_canonical_on_every_kernel_path() {
             }
             case("Conv", attrs, &ins)
         };
-        cases.push(conv(vec![ints("pads", &[1, 1, 1, 1])], &[8, 3, 3, 3], true));
         cases.push(conv(
-            vec![ints("pads", &[1, 1, 1, 1])],
+            vec![attr_ints("pads", &[1, 1, 1, 1])],
+            &[8, 3, 3, 3],
+            true,
+        ));
+        cases.push(conv(
+            vec![attr_ints("pads", &[1, 1, 1, 1])],
             &[8, 3, 3, 3],
             false,
         ));
         cases.push(conv(vec![], &[16, 3, 1, 1], true));
-        cases.push(conv(vec![ints("strides", &[2, 2])], &[4, 3, 3, 3], true));
-        cases.push(conv(vec![int("group", 3)], &[6, 1, 3, 3], true));
+        cases.push(conv(
+            vec![attr_ints("strides", &[2, 2])],
+            &[4, 3, 3, 3],
+            true,
+        ));
+        cases.push(conv(vec![attr_int("group", 3)], &[6, 1, 3, 3], true));
         cases.push(case(
             "BatchNormalization",
-            vec![float("epsilon", 1e-5)],
+            vec![attr_float("epsilon", 1e-5)],
             &[(d, x4), (d, &[3]), (d, &[3]), (d, &[3]), (d, &[3])],
         ));
         cases.push(case("MatMul", vec![], &[(d, &[7, 19]), (d, &[19, 33])]));
@@ -298,25 +271,33 @@ fn payload_nans_come_out_canonical_on_every_kernel_path() {
         ));
         cases.push(case(
             "Gemm",
-            vec![float("alpha", 0.5), float("beta", 2.0), int("transB", 1)],
+            vec![
+                attr_float("alpha", 0.5),
+                attr_float("beta", 2.0),
+                attr_int("transB", 1),
+            ],
             &[(d, &[7, 19]), (d, &[33, 19]), (d, &[33])],
         ));
         cases.push(case("Gemm", vec![], &[(d, &[7, 19]), (d, &[19, 33])]));
     }
     for d in [F32, F64, F16] {
-        let k = |v: &[i64]| ints("kernel_shape", v);
+        let k = |v: &[i64]| attr_ints("kernel_shape", v);
         cases.push(case(
             "MaxPool",
-            vec![k(&[2, 2]), ints("strides", &[2, 2])],
+            vec![k(&[2, 2]), attr_ints("strides", &[2, 2])],
             &[(d, x4)],
         ));
         cases.push(case(
             "MaxPool",
-            vec![k(&[3, 3]), ints("pads", &[1, 1, 1, 1])],
+            vec![k(&[3, 3]), attr_ints("pads", &[1, 1, 1, 1])],
             &[(d, x4)],
         ));
         cases.push(case("AveragePool", vec![k(&[3, 3])], &[(d, x4)]));
-        cases.push(case("LpPool", vec![k(&[2, 2]), int("p", 3)], &[(d, x4)]));
+        cases.push(case(
+            "LpPool",
+            vec![k(&[2, 2]), attr_int("p", 3)],
+            &[(d, x4)],
+        ));
         cases.push(case("GlobalAveragePool", vec![], &[(d, x4)]));
         cases.push(case("GlobalMaxPool", vec![], &[(d, x4)]));
     }
@@ -327,11 +308,11 @@ fn payload_nans_come_out_canonical_on_every_kernel_path() {
     ));
     cases.push(case(
         "DequantizeLinear",
-        vec![int("axis", 1)],
+        vec![attr_int("axis", 1)],
         &[(U8, &[6, 10]), (F32, &[10])],
     ));
     for (from, to) in [(F64, 1), (F32, 10), (F32, 11), (F16, 1), (F32, 16)] {
-        cases.push(case("Cast", vec![int("to", to)], &[(from, &[5, 41])]));
+        cases.push(case("Cast", vec![attr_int("to", to)], &[(from, &[5, 41])]));
     }
     let mut with_nan = 0;
     for (i, c) in cases.iter().enumerate() {

@@ -1,4 +1,6 @@
 //! ONNX protobuf builders shared by the runtime's integration tests.
+// Each test binary compiles this module and uses part of it.
+#![allow(dead_code)]
 
 use tract_onnx::pb;
 
@@ -65,5 +67,53 @@ pub fn model(graph: pb::GraphProto) -> pb::ModelProto {
         producer_name: "deed-tests".into(),
         graph: Some(graph),
         ..Default::default()
+    }
+}
+
+fn attr(name: &str, kind: pb::attribute_proto::AttributeType) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: kind as i32,
+        ..Default::default()
+    }
+}
+
+/// An `INT` attribute.
+pub fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        i,
+        ..attr(name, pb::attribute_proto::AttributeType::Int)
+    }
+}
+
+/// A `FLOAT` attribute.
+pub fn attr_float(name: &str, f: f32) -> pb::AttributeProto {
+    pb::AttributeProto {
+        f,
+        ..attr(name, pb::attribute_proto::AttributeType::Float)
+    }
+}
+
+/// An `INTS` attribute.
+pub fn attr_ints(name: &str, ints: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        ints: ints.to_vec(),
+        ..attr(name, pb::attribute_proto::AttributeType::Ints)
+    }
+}
+
+/// A `STRING` attribute.
+pub fn attr_string(name: &str, s: &str) -> pb::AttributeProto {
+    pb::AttributeProto {
+        s: s.as_bytes().to_vec(),
+        ..attr(name, pb::attribute_proto::AttributeType::String)
+    }
+}
+
+/// A `TENSOR` attribute.
+pub fn attr_tensor(name: &str, t: pb::TensorProto) -> pb::AttributeProto {
+    pb::AttributeProto {
+        t: Some(t),
+        ..attr(name, pb::attribute_proto::AttributeType::Tensor)
     }
 }
