@@ -1,4 +1,5 @@
-//! `Cast` and `CastLike`: conversions between every pair of supported dtypes.
+//! `Cast` and `CastLike`: conversions between every pair of supported dtypes; and
+//! `BitCast`, which keeps the bits and changes only the dtype.
 //!
 //! The rules (the same as Rust's `as` conversions, which are fully defined):
 //! - float → float: correctly rounded (round to nearest, ties to even) from the exact
@@ -28,6 +29,69 @@ pub(crate) fn register(r: &mut Registry) {
         check_count(n.num_inputs, 2, 2)?;
         Ok(Box::new(Cast { to: None }))
     });
+    r.add("BitCast", |n| {
+        check_count(n.num_inputs, 1, 1)?;
+        let code = n.attrs.req_int("to")?;
+        let to = i32::try_from(code)
+            .ok()
+            .and_then(DType::from_onnx_code)
+            .ok_or_else(|| OpError::unsupported(format!("BitCast to dtype code {code}")))?;
+        Ok(Box::new(BitCast { to }))
+    });
+}
+
+/// `BitCast` (opset 26): each element's little-endian bytes read as the target dtype,
+/// which has the same width. A float result's NaNs are then made canonical, as every
+/// float output's are; bytes cast to bool must be 0 or 1 (the only bool encodings).
+#[derive(Debug)]
+struct BitCast {
+    to: DType,
+}
+
+impl Op for BitCast {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        let x = infer_input(inputs, 0)?;
+        let from = x.ty.dtype;
+        if from == DType::Str {
+            return Err(OpError::DType {
+                index: 0,
+                dtype: from,
+            });
+        }
+        if self.to == DType::Str || self.to.size_of() != from.size_of() {
+            return Err(OpError::BadAttribute {
+                name: "to".into(),
+                reason: format!(
+                    "{} is not a {}-byte numeric dtype like the input's {from}",
+                    self.to,
+                    from.size_of()
+                ),
+            });
+        }
+        one(self.to, x.ty.shape.clone())
+    }
+
+    fn cost(&self, _: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
+        outputs.iter().map(|t| t.numel()).sum::<u64>().max(1)
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        if x.dtype() == self.to {
+            return Ok(vec![x.clone()]);
+        }
+        // The canonical encoding is the header (magic, dtype code, rank, dimensions)
+        // then every element's little-endian bytes: the same bytes under the target's
+        // code are the reinterpreted tensor. Decoding checks bool bytes.
+        let mut bytes = x.encode();
+        if let Some(code) = bytes.get_mut(4) {
+            *code = self.to.onnx_code() as u8;
+        }
+        let out = Tensor::decode(&bytes).map_err(|e| {
+            OpError::value(format!("BitCast from {} to {}: {e}", x.dtype(), self.to))
+        })?;
+        Ok(vec![out])
+    }
 }
 
 /// `Cast` (to a fixed dtype) or `CastLike` (to the dtype of input 1).
@@ -303,6 +367,44 @@ mod tests {
 
     fn t<T: deed_types::tensor::Element>(v: Vec<T>) -> Tensor {
         Tensor::from_vec(vec![v.len()], v).unwrap()
+    }
+
+    fn bitcast(x: &Tensor, to: DType) -> Result<Tensor, OpError> {
+        let op = BitCast { to };
+        let ty = TypeInfo::new(x.dtype(), x.shape().to_vec());
+        op.infer(&[Some(InferInput {
+            ty: &ty,
+            value: None,
+        })])?;
+        Ok(op.run(&[Some(x)], &Ctx::default())?.remove(0))
+    }
+
+    #[test]
+    fn bitcast_keeps_the_bits() {
+        let v = vec![1.0f32, -0.0, f32::INFINITY, 1e-45];
+        let bits: Vec<i32> = v.iter().map(|x| x.to_bits() as i32).collect();
+        let x = Tensor::from_vec(vec![2, 2], v.clone()).unwrap();
+        let y = bitcast(&x, DType::I32).unwrap();
+        assert_eq!(y.shape(), &[2, 2]);
+        assert_eq!(y.as_slice::<i32>().unwrap(), &bits[..]);
+        assert_eq!(bitcast(&y, DType::F32).unwrap(), x);
+        let y = bitcast(&t(vec![-1i64, 1]), DType::F64).unwrap();
+        assert_eq!(y.as_slice::<f64>().unwrap()[1].to_bits(), 1);
+        assert!(y.as_slice::<f64>().unwrap()[0].is_nan());
+        let y = bitcast(&t(vec![-1i16, 7]), DType::U16).unwrap();
+        assert_eq!(y.as_slice::<u16>().unwrap(), &[u16::MAX, 7]);
+        let y = bitcast(&t(vec![true, false]), DType::U8).unwrap();
+        assert_eq!(y.as_slice::<u8>().unwrap(), &[1, 0]);
+    }
+
+    #[test]
+    fn bitcast_refuses_other_widths_and_bytes_that_are_not_bools() {
+        let e = bitcast(&t(vec![1.0f32]), DType::F64).unwrap_err();
+        assert!(matches!(e, OpError::BadAttribute { .. }), "{e}");
+        assert!(bitcast(&t(vec![String::from("a")]), DType::U8).is_err());
+        assert!(bitcast(&t(vec![0u8, 1]), DType::Bool).is_ok());
+        let e = bitcast(&t(vec![0u8, 2]), DType::Bool).unwrap_err();
+        assert!(matches!(e, OpError::Value { .. }), "{e}");
     }
 
     proptest::proptest! {

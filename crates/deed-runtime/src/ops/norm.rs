@@ -1,7 +1,8 @@
 //! Softmax family (`Softmax`, `LogSoftmax`, `Hardmax`), normalizations
 //! (`LayerNormalization`, `RMSNormalization`, `BatchNormalization`, `InstanceNormalization`,
 //! `GroupNormalization`, `LpNormalization`, `MeanVarianceNormalization`, `LRN`) and
-//! inference-mode `Dropout`; and `Attention`, built on the softmax (`attention.rs`).
+//! inference-mode `Dropout`; `Attention`, built on the softmax (`attention.rs`); and the
+//! losses `NegativeLogLikelihoodLoss` and `SoftmaxCrossEntropyLoss` (`loss.rs`).
 //!
 //! Every row statistic is a sequential sum in increasing index order from +0.0; the
 //! exact formula of each operator is in
@@ -18,12 +19,15 @@ use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 
 mod attention;
+mod loss;
 
 pub(crate) fn register(r: &mut Registry) {
     r.add("Attention", attention::build);
     r.add("Softmax", |n| build_softmax(n, SoftKind::Softmax));
     r.add("LogSoftmax", |n| build_softmax(n, SoftKind::LogSoftmax));
     r.add("Hardmax", |n| build_softmax(n, SoftKind::Hardmax));
+    r.add("NegativeLogLikelihoodLoss", loss::build_nll);
+    r.add("SoftmaxCrossEntropyLoss", loss::build_sce);
     r.add("LayerNormalization", build_layer_norm);
     r.add("RMSNormalization", build_rms_norm);
     r.add("BatchNormalization", build_batch_norm);
@@ -97,6 +101,8 @@ trait Float:
     fn powf(self, y: Self) -> Self;
     fn tanh(self) -> Self;
     fn abs(self) -> Self;
+    /// The value with its sign bit flipped (`−0` for `+0`).
+    fn neg(self) -> Self;
     fn is_nan(self) -> bool;
     /// The value rounded to the nearest f16 (ties to even) and widened back.
     fn round_f16(self) -> Self;
@@ -152,6 +158,10 @@ macro_rules! float_impl {
             #[inline(always)]
             fn abs(self) -> Self {
                 <$t>::abs(self)
+            }
+            #[inline(always)]
+            fn neg(self) -> Self {
+                -self
             }
             #[inline(always)]
             fn is_nan(self) -> bool {
