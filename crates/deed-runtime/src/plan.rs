@@ -7,7 +7,10 @@
 //! While planning, values known without running the model are propagated: initializers,
 //! `Constant` outputs, small integer graph inputs (shape-like tensors, at most
 //! [`KNOWN_INPUT_MAX`] elements), and the outputs of any node whose inputs are all known
-//! and whose outputs are small (at most [`FOLD_MAX`] elements). Those nodes are computed
+//! and whose outputs are small (at most [`FOLD_MAX`] elements). A small graph input of
+//! another dtype becomes known when an operator's output shape depends on its value (a
+//! `Resize`'s scales, a `OneHot`'s depth, a `Compress`'s condition): the model is
+//! planned again with it known, so the plan then holds for that value only. Those nodes are computed
 //! once at planning time; their outputs still appear, identically, as steps of the trace.
 //! This is what lets a `Reshape` whose target shape is computed by `Shape → Gather →
 //! Concat` be planned exactly.
@@ -108,7 +111,7 @@ struct Step {
 
 /// The model a plan runs: borrowed ([`Model::plan`]) or shared ([`Model::plan_shared`],
 /// a plan that can be kept as long as its owner likes).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum ModelRef<'m> {
     Borrowed(&'m Model),
     Shared(Arc<Model>),
@@ -169,12 +172,38 @@ impl Model {
         self.plan_for(ModelRef::Shared(Arc::clone(self)), inputs, limits)
     }
 
-    /// The plan of this model (which `model` is) for `inputs`.
+    /// The plan of this model (which `model` is) for `inputs`, planned again with a
+    /// graph input known each time an operator's output shape needs its value.
     fn plan_for<'m>(
         &self,
         model: ModelRef<'m>,
         inputs: &[(String, Tensor)],
         limits: &Limits,
+    ) -> Result<Plan<'m>, RuntimeError> {
+        let mut known_by_value: Vec<String> = Vec::new();
+        loop {
+            let mut needed = None;
+            match self.plan_once(model.clone(), inputs, limits, &known_by_value, &mut needed) {
+                Err(e) => match needed {
+                    // Each round makes one more input known: at most one per input.
+                    Some(name) if !known_by_value.contains(&name) => known_by_value.push(name),
+                    _ => return Err(e),
+                },
+                ok => return ok,
+            }
+        }
+    }
+
+    /// One planning pass, with the graph inputs named in `known_by_value` known
+    /// whatever their dtype. When an operator fails for want of the value of a graph
+    /// input that could be known that way, its name is left in `needed`.
+    fn plan_once<'m>(
+        &self,
+        model: ModelRef<'m>,
+        inputs: &[(String, Tensor)],
+        limits: &Limits,
+        known_by_value: &[String],
+        needed: &mut Option<String>,
     ) -> Result<Plan<'m>, RuntimeError> {
         let mut ids: std::collections::HashMap<&str, usize> = Default::default();
         let mut types: Vec<TypeInfo> = Vec::new();
@@ -237,8 +266,9 @@ impl Model {
                 }
             }
             check_tensor_limits(&v.name, t, limits)?;
-            let is_known =
-                matches!(t.dtype(), DType::I64 | DType::I32) && t.len() <= KNOWN_INPUT_MAX;
+            let is_known = (matches!(t.dtype(), DType::I64 | DType::I32)
+                || known_by_value.contains(&v.name))
+                && t.len() <= KNOWN_INPUT_MAX;
             let value = is_known.then(|| Arc::new(t.clone()));
             let id = new_value(
                 &v.name,
@@ -298,7 +328,24 @@ impl Model {
                     })
                 })
                 .collect();
-            let out_types = node.op.infer(&infer_in).map_err(node_err)?;
+            let out_types = match node.op.infer(&infer_in) {
+                Ok(t) => t,
+                Err(e) => {
+                    if let OpError::ValueNeeded { index } = e {
+                        *needed = in_ids
+                            .get(index)
+                            .copied()
+                            .flatten()
+                            .and_then(|id| input_ids.iter().find(|(_, i)| *i == id))
+                            .and_then(|(name, _)| {
+                                let t = inputs.iter().find(|(n, _)| n == name)?;
+                                let ok = t.1.dtype() != DType::Str && t.1.len() <= KNOWN_INPUT_MAX;
+                                ok.then(|| name.clone())
+                            });
+                    }
+                    return Err(node_err(e));
+                }
+            };
             if out_types.len() < node.outputs.iter().filter(|o| !o.is_empty()).count() {
                 return Err(node_err(OpError::shape(format!(
                     "node declares {} outputs but the operator produces {}",
@@ -593,6 +640,12 @@ fn check_outputs(outs: &[Tensor], types: &[TypeInfo]) -> Result<(), OpError> {
     Ok(())
 }
 
+/// Whether two tensors are the same bits: a plan made for one input value holds for
+/// another only then (`-0.0` is not `+0.0`, and a NaN is itself).
+fn same_bits(a: &Tensor, b: &Tensor) -> bool {
+    a.dtype() == b.dtype() && a.shape() == b.shape() && a.encode() == b.encode()
+}
+
 impl<'m> Plan<'m> {
     /// Whether [`Plan::execute`] takes `inputs` as they are: every graph input given
     /// with the dtype and shape planned for, and the inputs whose values the plan
@@ -606,7 +659,7 @@ impl<'m> Plan<'m> {
                         .known_inputs
                         .iter()
                         .filter(|(k, _)| k == id)
-                        .all(|(_, known)| known.as_ref() == t)
+                        .all(|(_, known)| same_bits(known, t))
             })
         })
     }
@@ -672,7 +725,10 @@ impl<'m> Plan<'m> {
             values[*id] = Some(Val::Ref(t));
         }
         for (id, known) in &self.known_inputs {
-            if values[*id].as_ref().map(Val::get) != Some(known.as_ref()) {
+            if !values[*id]
+                .as_ref()
+                .is_some_and(|v| same_bits(v.get(), known))
+            {
                 return Err(RuntimeError::Graph(
                     "an input the plan depends on changed value; plan again".into(),
                 ));
@@ -996,4 +1052,25 @@ pub fn input_sources(model: &Model, step: usize) -> Option<Vec<Option<(String, S
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_values_are_compared_bit_for_bit() {
+        let f = |v: Vec<f32>| Tensor::from_vec(vec![v.len()], v).unwrap();
+        assert!(same_bits(&f(vec![f32::NAN, 1.0]), &f(vec![f32::NAN, 1.0])));
+        assert!(!same_bits(&f(vec![0.0]), &f(vec![-0.0])));
+        assert!(!same_bits(
+            &f(vec![f32::NAN]),
+            &f(vec![f32::from_bits(0x7FC0_0001)])
+        ));
+        assert!(!same_bits(
+            &f(vec![1.0, 2.0]),
+            &Tensor::from_vec(vec![1, 2], vec![1.0f32, 2.0]).unwrap()
+        ));
+        assert!(!same_bits(&Tensor::scalar(1i32), &Tensor::scalar(1i64)));
+    }
 }

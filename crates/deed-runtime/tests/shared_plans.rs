@@ -84,3 +84,104 @@ fn a_plan_that_read_an_input_value_takes_only_that_value() {
     let out = plan.execute(&inputs, &ctx, &RunOptions::default()).unwrap();
     assert_eq!(out.outputs[0].1.shape(), &[2, 3]);
 }
+
+#[test]
+fn a_float_input_that_sets_a_shape_is_planned_for_its_value() {
+    // Resize's scales are a graph input of floats: the output shape needs their value,
+    // so the model is planned again with them known, and the plan holds for those
+    // bits only.
+    let graph = pb::GraphProto {
+        name: "resize_by_input".into(),
+        node: vec![common::node(
+            "r",
+            "Resize",
+            &["x", "", "scales"],
+            &["y"],
+            vec![common::attr_string("mode", "nearest")],
+        )],
+        input: vec![
+            value("x", FLOAT, &[Ok(1), Ok(1), Ok(2), Ok(2)]),
+            value("scales", FLOAT, &[Ok(4)]),
+        ],
+        output: vec![value("y", FLOAT, &[Err("a"), Err("b"), Err("c"), Err("d")])],
+        ..Default::default()
+    };
+    let model =
+        Arc::new(Model::load(&common::model(graph).encode_to_vec(), &Limits::default()).unwrap());
+    let x = Tensor::from_vec(vec![1, 1, 2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+    let scales = |v: [f32; 4]| Tensor::from_vec(vec![4], v.to_vec()).unwrap();
+    let inputs = |s: [f32; 4]| {
+        vec![
+            ("x".to_owned(), x.clone()),
+            ("scales".to_owned(), scales(s)),
+        ]
+    };
+    let plan = model
+        .plan_shared(&inputs([1.0, 1.0, 2.0, 3.0]), &Limits::default())
+        .unwrap();
+    let ctx = Ctx::new(Default::default(), 1);
+    let out = plan
+        .execute(&inputs([1.0, 1.0, 2.0, 3.0]), &ctx, &RunOptions::default())
+        .unwrap();
+    assert_eq!(out.outputs[0].1.shape(), &[1, 1, 4, 6]);
+    let fresh = model
+        .run(&inputs([1.0, 1.0, 2.0, 3.0]), &RunOptions::default())
+        .unwrap();
+    assert_eq!(out.outputs, fresh.outputs);
+    assert_eq!(out.trace.root(), fresh.trace.root());
+    // Other scales need another plan; a run plans for them by itself.
+    let other = inputs([1.0, 1.0, 3.0, 2.0]);
+    assert!(!plan.accepts(&other));
+    assert!(plan.execute(&other, &ctx, &RunOptions::default()).is_err());
+    let run = model.run(&other, &RunOptions::default()).unwrap();
+    assert_eq!(run.outputs[0].1.shape(), &[1, 1, 6, 4]);
+}
+
+#[test]
+fn a_plan_made_for_an_input_value_compares_it_bit_for_bit() {
+    // Range of float inputs: its length needs their values. -0.0 and +0.0 compare
+    // equal as numbers, but a plan made for one is not taken for the other.
+    let graph = pb::GraphProto {
+        name: "range_by_input".into(),
+        node: vec![common::node(
+            "r",
+            "Range",
+            &["start", "limit", "delta"],
+            &["y"],
+            vec![],
+        )],
+        input: vec![
+            value("start", FLOAT, &[]),
+            value("limit", FLOAT, &[]),
+            value("delta", FLOAT, &[]),
+        ],
+        output: vec![value("y", FLOAT, &[Err("n")])],
+        ..Default::default()
+    };
+    let model =
+        Arc::new(Model::load(&common::model(graph).encode_to_vec(), &Limits::default()).unwrap());
+    let inputs = |start: f32| {
+        vec![
+            ("start".to_owned(), Tensor::scalar(start)),
+            ("limit".to_owned(), Tensor::scalar(2.5f32)),
+            ("delta".to_owned(), Tensor::scalar(1.0f32)),
+        ]
+    };
+    let plus = model.plan_shared(&inputs(0.0), &Limits::default()).unwrap();
+    let minus = model
+        .plan_shared(&inputs(-0.0), &Limits::default())
+        .unwrap();
+    assert!(plus.accepts(&inputs(0.0)));
+    assert!(!plus.accepts(&inputs(-0.0)));
+    assert!(!minus.accepts(&inputs(0.0)));
+    let ctx = Ctx::new(Default::default(), 1);
+    let opts = RunOptions::default();
+    assert!(plus.execute(&inputs(-0.0), &ctx, &opts).is_err());
+    for (plan, start) in [(&plus, 0.0f32), (&minus, -0.0)] {
+        let kept = plan.execute(&inputs(start), &ctx, &opts).unwrap();
+        let fresh = model.run(&inputs(start), &opts).unwrap();
+        assert_eq!(kept.outputs[0].1.shape(), &[3]);
+        assert_eq!(kept.outputs, fresh.outputs);
+        assert_eq!(kept.trace.root(), fresh.trace.root());
+    }
+}
