@@ -6,7 +6,8 @@
 //! - `fixtures/ml/`: scikit-learn models exported by skl2onnx, expected outputs from
 //!   onnxruntime (`scripts/gen_ml_fixtures.py`);
 //! - `fixtures/function-ops/`: cases of the ONNX node tests for operators defined by a
-//!   function body (`Attention`, `RotaryEmbedding`, `RMSNormalization`, `Swish`), each
+//!   function body (`Attention`, `RotaryEmbedding`, `RMSNormalization`, `Swish`,
+//!   `SwiGLU`, `CausalConvWithState`, the two losses), each
 //!   beside its `_expanded` twin (the body), which must give the same bits.
 //!
 //! Floats compare with the conformance tolerance (|a − e| ≤ 1e−7 + 1e−3·|e|),

@@ -631,6 +631,25 @@ pub struct Conv {
     group: usize,
 }
 
+impl Conv {
+    /// A `Conv` with default attributes (unit strides and dilations, no padding, the
+    /// kernel from the weight) in `group` groups: with one group per channel, the
+    /// depthwise convolution of `CausalConvWithState`.
+    pub(crate) fn grouped(group: usize) -> Conv {
+        Conv {
+            win: WindowAttrs {
+                auto_pad: AutoPad::NotSet,
+                kernel: None,
+                strides: None,
+                dilations: None,
+                pads: None,
+                ceil_mode: false,
+            },
+            group: group.max(1),
+        }
+    }
+}
+
 fn build_conv(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
     let group = n.attrs.int("group", 1)?;
     if group < 1 {

@@ -29,6 +29,7 @@ pub mod elementwise;
 pub mod grid_sample;
 pub mod index;
 pub mod linalg;
+pub mod llm;
 pub mod math;
 pub mod ml;
 pub mod norm;
@@ -213,6 +214,7 @@ pub fn registry() -> &'static Registry {
         grid_sample::register(&mut r);
         col2im::register(&mut r);
         linalg::register(&mut r);
+        llm::register(&mut r);
         conv::register(&mut r);
         pool::register(&mut r);
         quant::register(&mut r);

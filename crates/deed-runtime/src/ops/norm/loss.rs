@@ -3,19 +3,24 @@
 //! the crate's `LogSoftmax` over axis 1, then the former on its result.
 //!
 //! Input `x` is `[N, C]` or `[N, C, d1, …, dk]`, the target `[N]` or `[N, d1, …, dk]`
-//! (i32 or i64) with class indices in `0..C`, the optional weight `[C]`. For the
-//! target's elements in row-major order, with `t` the class and `x_t` the score
-//! `x[n, t, d…]`:
-//! - `loss = w[t] · (−x_t)` with a weight, `−x_t` without (`−` flips the sign bit);
-//! - an element whose target equals `ignore_index` has loss `+0` and weight 0;
+//! (i32 or i64) with class indices in `−C..C` (negative ones count from the end, as
+//! `GatherElements` takes them), the optional weight `[C]`. Both operators compute what
+//! their ONNX function bodies compute with the crate's semantics for each operator in
+//! them (the same bits as the `_expanded` graphs). For the target's elements in
+//! row-major order, with `t` the class and `x_t` the score `x[n, t, d…]`:
+//! - with neither a weight nor an `ignore_index`, `loss = −x_t` (`−` flips the sign);
+//! - otherwise `loss = (−x_t) · w`, where `w` is `weight[t]` (or 1 without a weight),
+//!   and an element whose target is `ignore_index` has `x_t = 0` and `w = 0`, so its
+//!   loss is `−0`;
 //! - `reduction = "none"` outputs the losses in the target's shape, `"sum"` their
-//!   sequential sum from +0, `"mean"` that sum divided once by the sequential sum of
-//!   the weights in force (`w[t]`, or 1 per element not ignored) when there is a weight
-//!   or an `ignore_index`, else by the element count.
+//!   sequential sum from +0, and `"mean"` either that sum divided once by the
+//!   sequential sum of the `w` (with a weight or an `ignore_index`) or by the element
+//!   count (with neither).
 //!
-//! A target outside `0..C` that is not `ignore_index` is an input error. f16 is
-//! computed in f32 and rounded once; in `SoftmaxCrossEntropyLoss` the log-probabilities
-//! are rounded to f16 first, as the separate f16 `LogSoftmax` would output them.
+//! A target outside `−C..C` that is not `ignore_index` is an input error. f16 is
+//! computed in f32 and rounded where the body's f16 operators round: each weighted
+//! loss, both sums before the weighted mean's division, and every output. In
+//! `SoftmaxCrossEntropyLoss` the log-probabilities are the crate's f16 `LogSoftmax`.
 
 use deed_types::{DType, Tensor, TensorData};
 
@@ -177,6 +182,7 @@ impl Op for Loss {
                     w.as_deref(),
                     self.ignore_index,
                     self.reduction,
+                    narrow,
                 )?;
                 (loss, log_prob)
             }};
@@ -227,7 +233,10 @@ fn to_targets(t: &Tensor) -> Result<Vec<i64>, OpError> {
 }
 
 /// The negative log-likelihood of `scores` (`[N, C, D]` flattened, `(c, d)` its last
-/// two extents) at `target` (`N · D` class indices), reduced as asked.
+/// two extents) at `target` (`N · D` class indices), reduced as asked, computed as the
+/// operator's function body computes it (see the module documentation). `narrow`
+/// rounds what the body's f16 operators would round: each weighted loss, each sum and
+/// the weighted mean's quotient.
 fn nll<T: Float>(
     scores: &[T],
     (c, d): (usize, usize),
@@ -235,40 +244,43 @@ fn nll<T: Float>(
     weight: Option<&[T]>,
     ignore: Option<i64>,
     reduction: Reduction,
+    narrow: bool,
 ) -> Result<Vec<T>, OpError> {
+    let r = |x: T| if narrow { x.round_f16() } else { x };
+    // Without an ignore_index or a weight the body multiplies by nothing.
+    let weighted = weight.is_some() || ignore.is_some();
     let mut losses = Vec::with_capacity(target.len());
     let mut weights = Vec::with_capacity(target.len());
     for (pos, &t) in target.iter().enumerate() {
-        if Some(t) == ignore {
-            losses.push(T::ZERO);
-            weights.push(T::ZERO);
-            continue;
-        }
-        let class = usize::try_from(t).ok().filter(|&k| k < c).ok_or_else(|| {
-            OpError::value(format!(
-                "target {t} at flat index {pos} is not a class in 0..{c} nor the ignore_index"
-            ))
-        })?;
-        let (i, k) = (pos / d, pos % d);
-        let x = scores[(i * c + class) * d + k];
-        match weight {
-            Some(w) => {
-                losses.push(w[class] * x.neg());
-                weights.push(w[class]);
-            }
-            None => {
-                losses.push(x.neg());
-                weights.push(T::ONE);
-            }
-        }
+        let (x, w) = if Some(t) == ignore {
+            (T::ZERO, T::ZERO)
+        } else {
+            // Class indices wrap once from the end, as GatherElements' do.
+            let k = if t < 0 {
+                t.checked_add(c as i64)
+            } else {
+                Some(t)
+            };
+            let class = k
+                .and_then(|k| usize::try_from(k).ok())
+                .filter(|&k| k < c)
+                .ok_or_else(|| {
+                    OpError::value(format!(
+                        "target {t} at flat index {pos} is not a class of {c} nor the ignore_index"
+                    ))
+                })?;
+            let (i, k) = (pos / d, pos % d);
+            let w = weight.map_or(T::ONE, |w| w[class]);
+            (scores[(i * c + class) * d + k], w)
+        };
+        losses.push(if weighted { r(x.neg() * w) } else { x.neg() });
+        weights.push(w);
     }
     let sum = |v: &[T]| v.iter().fold(T::ZERO, |a, &e| a + e);
     Ok(match reduction {
         Reduction::None => losses,
         Reduction::Sum => vec![sum(&losses)],
-        Reduction::Mean if weight.is_some() || ignore.is_some() => {
-            vec![sum(&losses) / sum(&weights)]
-        }
+        Reduction::Mean if weighted => vec![r(sum(&losses)) / r(sum(&weights))],
         Reduction::Mean => vec![sum(&losses) / T::from_usize(losses.len())],
     })
 }
@@ -277,56 +289,78 @@ fn nll<T: Float>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn nll_by_hand() {
+    fn nll32(
+        target: &[i64],
+        weight: Option<&[f32]>,
+        ignore: Option<i64>,
+        reduction: Reduction,
+    ) -> Result<Vec<f32>, OpError> {
         // N = 2, C = 3, D = 2: scores[n, c, d] = 10n + 3c + d (negated in the loss).
         let scores: Vec<f32> = (0..2)
             .flat_map(|n| {
                 (0..3).flat_map(move |c| (0..2).map(move |d| (10 * n + 3 * c + d) as f32))
             })
             .collect();
+        nll(&scores, (3, 2), target, weight, ignore, reduction, false)
+    }
+
+    #[test]
+    fn nll_by_hand() {
         let target = [2, 0, 1, -1];
         let w = [0.5f32, 2.0, 4.0];
-        let none = nll(
-            &scores,
-            (3, 2),
-            &target,
-            Some(&w),
-            Some(-1),
-            Reduction::None,
-        )
-        .unwrap();
-        // (n0,d0): class 2 → 6·4; (n0,d1): class 0 → 1·0.5; (n1,d0): class 1 → 13·2.
+        let none = nll32(&target, Some(&w), Some(-1), Reduction::None).unwrap();
+        // (n0,d0): class 2 → 6·4; (n0,d1): class 0 → 1·0.5; (n1,d0): class 1 → 13·2;
+        // the ignored element is (−0)·0.
         assert_eq!(none, vec![-24.0, -0.5, -26.0, 0.0]);
-        assert!(none[3].is_sign_positive());
-        let mean = nll(
-            &scores,
-            (3, 2),
-            &target,
-            Some(&w),
-            Some(-1),
-            Reduction::Mean,
-        )
-        .unwrap();
+        assert!(none[3].is_sign_negative());
+        let mean = nll32(&target, Some(&w), Some(-1), Reduction::Mean).unwrap();
         assert_eq!(mean, vec![-50.5 / 6.5]);
-        let sum = nll(&scores, (3, 2), &target, None, Some(-1), Reduction::Sum).unwrap();
+        let sum = nll32(&target, None, Some(-1), Reduction::Sum).unwrap();
         assert_eq!(sum, vec![-(6.0 + 1.0 + 13.0)]);
-        let mean = nll(&scores, (3, 2), &target, None, Some(-1), Reduction::Mean).unwrap();
+        let mean = nll32(&target, None, Some(-1), Reduction::Mean).unwrap();
         assert_eq!(mean, vec![-20.0 / 3.0]);
-        let plain = [2, 0, 1, 2];
-        let mean = nll(&scores, (3, 2), &plain, None, None, Reduction::Mean).unwrap();
+        // Without an ignore_index, −1 is the last class (as GatherElements takes it).
+        let mean = nll32(&target, None, None, Reduction::Mean).unwrap();
         assert_eq!(mean, vec![-(6.0 + 1.0 + 13.0 + 17.0) / 4.0]);
     }
 
     #[test]
     fn a_target_outside_the_classes_is_an_input_error() {
-        let scores = [0.0f32; 6];
-        for bad in [3, -2] {
-            let e = nll(&scores, (3, 1), &[0, bad], None, Some(-1), Reduction::Sum);
+        for bad in [3, -4, i64::MIN] {
+            let e = nll32(&[0, bad, 1, 1], None, Some(-1), Reduction::Sum);
             assert!(matches!(e, Err(OpError::Value { .. })), "{e:?}");
         }
         // Every element ignored: the weighted mean is 0 / 0.
-        let all = nll(&scores, (3, 1), &[-1, -1], None, Some(-1), Reduction::Mean).unwrap();
+        let all = nll32(&[-1; 4], None, Some(-1), Reduction::Mean).unwrap();
         assert!(all[0].is_nan());
+    }
+
+    #[test]
+    fn f16_rounds_where_the_body_does() {
+        // 1 + 2^-11 is not an f16: each weighted loss rounds to 1 before the sum.
+        let scores = [-1.0f32, -1.0];
+        let w = [1.0f32 + 1.0 / 2048.0];
+        let sum = nll(
+            &scores,
+            (1, 1),
+            &[0, 0],
+            Some(&w),
+            None,
+            Reduction::Sum,
+            true,
+        )
+        .unwrap();
+        assert_eq!(sum, vec![2.0]);
+        let wide = nll(
+            &scores,
+            (1, 1),
+            &[0, 0],
+            Some(&w),
+            None,
+            Reduction::Sum,
+            false,
+        )
+        .unwrap();
+        assert_eq!(wide, vec![2.0 + 1.0 / 1024.0]);
     }
 }
