@@ -2,7 +2,8 @@
 //! (`model.onnx`, `test_data_set_0/{input,output}_<i>.pb`).
 //!
 //! - `fixtures/onnx-node/`: cases copied from the official ONNX node tests (quantized,
-//!   `ai.onnx.ml` and recurrent operators, `GridSample`);
+//!   `ai.onnx.ml` and recurrent operators, `LinearAttention`, `TensorScatter`,
+//!   `GridSample`);
 //! - `fixtures/ml/`: scikit-learn models exported by skl2onnx, expected outputs from
 //!   onnxruntime (`scripts/gen_ml_fixtures.py`);
 //! - `fixtures/function-ops/`: cases of the ONNX node tests for operators defined by a

@@ -1,11 +1,14 @@
 //! Operators of recent language-model and state-space exports: `SwiGLU` (opset 28, the
 //! gated activation of Llama-style MLPs), `TensorScatter` (opset 24, the key/value
-//! cache update) and `CausalConvWithState` (opset 27, the depthwise causal convolution
-//! of Mamba and Gated DeltaNet blocks).
+//! cache update), `CausalConvWithState` (opset 27, the depthwise causal convolution of
+//! Mamba and Gated DeltaNet blocks) and `LinearAttention` (opset 27, their recurrent
+//! attention).
 //!
 //! `SwiGLU` and `CausalConvWithState` are defined by ONNX function bodies. They compute
 //! exactly what those bodies compute with the crate's semantics for each operator in
 //! them, by running those operators' kernels: the same bits as the `_expanded` graphs.
+//! `LinearAttention`'s body is a `Scan`; each of its steps is computed here with the
+//! arithmetic of the body's operators (see [`LinearAttention`]).
 
 use deed_types::tensor::Element;
 use deed_types::{with_data, DType, Tensor, TensorData};
@@ -13,6 +16,7 @@ use deed_types::{with_data, DType, Tensor, TensorData};
 use super::binary::{binary, BKind};
 use super::cast::cast;
 use super::conv::Conv;
+use super::math::exp_f32;
 use super::unary::{Kind, Unary};
 use super::util::{check_count, infer_input, input, norm_axis, one, opt_infer_input, opt_input};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
@@ -27,6 +31,7 @@ pub(crate) fn register(r: &mut Registry) {
     });
     r.add("TensorScatter", build_tensor_scatter);
     r.add("CausalConvWithState", build_causal_conv);
+    r.add("LinearAttention", build_linear_attention);
 }
 
 /// `SwiGLU`: `Y = Swish_alpha(A) · B`, as its function body — the crate's `Swish`,
@@ -441,6 +446,273 @@ fn last_of_rows<T: Element>(v: &[T], rows: usize, len: usize, keep: usize) -> Te
     T::wrap(out)
 }
 
+/// `LinearAttention`: for each batch element and key/value head, a state `S`
+/// (`d_k × d_v`, f32; the past state or zeros) runs through the time steps. With every
+/// input cast to f32, as the body's `Scan` step does, step `t` computes:
+/// - gated rules: `S = S · exp(g_t)` (`g` per head or per key dimension; the crate's
+///   `exp`);
+/// - delta rules: `r_m = Σ_d S[d, m] · k_d` (the canonical dot product: fma from +0 in
+///   increasing `d`), `w_m = β_t · (v_m − r_m)`; other rules: `w = v`;
+/// - `S[d, m] = S[d, m] + fma(k_d, w_m, +0)` (the outer product is a `MatMul` of
+///   depth 1);
+/// - for each query head reading this key/value head (`h_q / (q_heads / kv_heads)`):
+///   `o_m = scale · Σ_d q_d · S[d, m]` (the canonical dot product),
+///
+/// then the output is cast to the query's type and the final state to the past
+/// state's (or, without one, the query's). `scale` is the attribute, or when it is 0
+/// `1 / sqrt(d_k)` computed in f32 (`Sqrt`, then `Reciprocal`).
+#[derive(Debug)]
+struct LinearAttention {
+    gating: bool,
+    delta: bool,
+    q_heads: usize,
+    kv_heads: usize,
+    scale: f32,
+}
+
+fn build_linear_attention(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+    check_count(n.num_inputs, 3, 6)?;
+    let (gating, delta) = match n.attrs.string("update_rule", "gated_delta")?.as_str() {
+        "linear" => (false, false),
+        "gated" => (true, false),
+        "delta" => (false, true),
+        "gated_delta" => (true, true),
+        r => {
+            return Err(OpError::bad_attr(
+                "update_rule",
+                format!("`{r}` is not linear, gated, delta or gated_delta"),
+            ))
+        }
+    };
+    let heads = |name: &str| -> Result<usize, OpError> {
+        let h = n.attrs.req_int(name)?;
+        usize::try_from(h)
+            .ok()
+            .filter(|&h| h > 0)
+            .ok_or_else(|| OpError::bad_attr(name, format!("{h} is not a positive count")))
+    };
+    let (q_heads, kv_heads) = (heads("q_num_heads")?, heads("kv_num_heads")?);
+    if q_heads % kv_heads != 0 {
+        return Err(OpError::bad_attr(
+            "q_num_heads",
+            format!("{q_heads} is not a multiple of kv_num_heads {kv_heads}"),
+        ));
+    }
+    Ok(Box::new(LinearAttention {
+        gating,
+        delta,
+        q_heads,
+        kv_heads,
+        scale: n.attrs.float("scale", 0.0)?,
+    }))
+}
+
+/// The extents of a linear attention: batch, steps, key and value head sizes, and
+/// the last extents of the decay and beta inputs.
+struct LinDims {
+    b: usize,
+    t: usize,
+    dk: usize,
+    dv: usize,
+    decay: usize,
+    beta: usize,
+}
+
+impl LinearAttention {
+    fn dims(
+        &self,
+        q: &[usize],
+        k: &[usize],
+        v: &[usize],
+        past: Option<&[usize]>,
+        decay: Option<&[usize]>,
+        beta: Option<&[usize]>,
+    ) -> Result<LinDims, OpError> {
+        let rank3 = |name: &str, s: &[usize]| match *s {
+            [b, t, w] => Ok((b, t, w)),
+            _ => Err(OpError::shape(format!(
+                "{name} {s:?} must be [batch, steps, heads · size]"
+            ))),
+        };
+        let (b, t, qw) = rank3("query", q)?;
+        let (hq, hkv) = (self.q_heads, self.kv_heads);
+        if qw % hq != 0 {
+            return Err(OpError::shape(format!(
+                "query width {qw} is not a multiple of {hq} heads"
+            )));
+        }
+        let dk = qw / hq;
+        let (_, _, vw) = rank3("value", v)?;
+        if vw % hkv != 0 {
+            return Err(OpError::shape(format!(
+                "value width {vw} is not a multiple of {hkv} heads"
+            )));
+        }
+        let dv = vw / hkv;
+        if k != [b, t, hkv * dk] || v[..2] != [b, t] {
+            return Err(OpError::shape(format!(
+                "key {k:?} and value {v:?} do not fit query {q:?} with {hkv} key/value heads"
+            )));
+        }
+        if let Some(p) = past {
+            if p != [b, hkv, dk, dv] {
+                return Err(OpError::shape(format!(
+                    "past_state {p:?} must be [{b}, {hkv}, {dk}, {dv}]"
+                )));
+            }
+        }
+        let last = |name: &str, s: Option<&[usize]>, needed: bool, ok: &[usize]| match (s, needed) {
+            (None, false) => Ok(0),
+            (None, true) => Err(OpError::bad_attr(
+                "update_rule",
+                format!("this update rule needs the {name} input"),
+            )),
+            (Some(_), false) => Err(OpError::bad_attr(
+                "update_rule",
+                format!("this update rule takes no {name} input"),
+            )),
+            (Some(s), true) => match *s {
+                [sb, st, w] if sb == b && st == t && ok.contains(&w) => Ok(w),
+                _ => Err(OpError::shape(format!(
+                    "{name} {s:?} must be [{b}, {t}, w] with w one of {ok:?}"
+                ))),
+            },
+        };
+        let decay = last("decay", decay, self.gating, &[hkv, hkv * dk])?;
+        let beta = last("beta", beta, self.delta, &[hkv, 1])?;
+        Ok(LinDims {
+            b,
+            t,
+            dk,
+            dv,
+            decay,
+            beta,
+        })
+    }
+}
+
+impl Op for LinearAttention {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 3, 6)?;
+        let ty = |i: usize| opt_infer_input(inputs, i).map(|x| x.ty);
+        let q = infer_input(inputs, 0)?.ty;
+        for i in 0..6 {
+            if let Some(t) = ty(i) {
+                if !t.dtype.is_float() {
+                    return Err(OpError::DType {
+                        index: i,
+                        dtype: t.dtype,
+                    });
+                }
+            }
+        }
+        let k = infer_input(inputs, 1)?.ty;
+        let v = infer_input(inputs, 2)?.ty;
+        let shape = |i: usize| ty(i).map(|t| t.shape.as_slice());
+        let d = self.dims(&q.shape, &k.shape, &v.shape, shape(3), shape(4), shape(5))?;
+        let state = ty(3).map_or(q.dtype, |p| p.dtype);
+        Ok(vec![
+            TypeInfo::new(q.dtype, vec![d.b, d.t, self.q_heads * d.dv]),
+            TypeInfo::new(state, vec![d.b, self.kv_heads, d.dk, d.dv]),
+        ])
+    }
+
+    fn cost(&self, _: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
+        // Per step and key/value head: the decay, the retrieval, the write (d_k · d_v
+        // each); per query head the read.
+        let state = outputs.get(1).map_or(0, |t| t.numel());
+        let steps = outputs
+            .first()
+            .and_then(|t| t.shape.get(1).copied())
+            .unwrap_or(1) as u64;
+        let per = 3 + (self.q_heads / self.kv_heads) as u64;
+        state.saturating_mul(steps).saturating_mul(per).max(1)
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let (q, k, v) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
+        let (past, decay, beta) = (
+            opt_input(inputs, 3),
+            opt_input(inputs, 4),
+            opt_input(inputs, 5),
+        );
+        let d = self.dims(
+            q.shape(),
+            k.shape(),
+            v.shape(),
+            past.map(Tensor::shape),
+            decay.map(Tensor::shape),
+            beta.map(Tensor::shape),
+        )?;
+        let f32s = |x: &Tensor| -> Result<Vec<f32>, OpError> {
+            cast(x, DType::F32)?
+                .into_vec::<f32>()
+                .ok_or_else(|| OpError::shape("a cast to f32 gave no f32 data"))
+        };
+        let (qf, kf, vf) = (f32s(q)?, f32s(k)?, f32s(v)?);
+        let gf = decay.map(f32s).transpose()?.unwrap_or_default();
+        let bf = beta.map(f32s).transpose()?.unwrap_or_default();
+        let (hq, hkv, dk, dv) = (self.q_heads, self.kv_heads, d.dk, d.dv);
+        let mut state = match past {
+            Some(p) => f32s(p)?,
+            None => vec![0.0; d.b * hkv * dk * dv],
+        };
+        let scale = if self.scale == 0.0 {
+            1.0 / (dk as f32).sqrt()
+        } else {
+            self.scale
+        };
+        let group = hq / hkv;
+        let mut out = vec![0f32; d.b * d.t * hq * dv];
+        let mut w = vec![0f32; dv];
+        for bi in 0..d.b {
+            for h in 0..hkv {
+                let s = &mut state[(bi * hkv + h) * dk * dv..][..dk * dv];
+                for ti in 0..d.t {
+                    let row = bi * d.t + ti;
+                    let kt = &kf[(row * hkv + h) * dk..][..dk];
+                    let vt = &vf[(row * hkv + h) * dv..][..dv];
+                    if self.gating {
+                        let g = &gf[row * d.decay..][..d.decay];
+                        for (dd, srow) in s.chunks_exact_mut(dv).enumerate() {
+                            let e = exp_f32(if d.decay == hkv { g[h] } else { g[h * dk + dd] });
+                            srow.iter_mut().for_each(|x| *x *= e);
+                        }
+                    }
+                    if self.delta {
+                        let bt = bf[row * d.beta + if d.beta == 1 { 0 } else { h }];
+                        for (m, wm) in w.iter_mut().enumerate() {
+                            let r =
+                                (0..dk).fold(0.0f32, |acc, dd| s[dd * dv + m].mul_add(kt[dd], acc));
+                            *wm = bt * (vt[m] - r);
+                        }
+                    } else {
+                        w.copy_from_slice(vt);
+                    }
+                    for (dd, srow) in s.chunks_exact_mut(dv).enumerate() {
+                        for (x, &wm) in srow.iter_mut().zip(&w) {
+                            *x += kt[dd].mul_add(wm, 0.0);
+                        }
+                    }
+                    for qh in h * group..(h + 1) * group {
+                        let qt = &qf[(row * hq + qh) * dk..][..dk];
+                        let o = &mut out[(row * hq + qh) * dv..][..dv];
+                        for (m, om) in o.iter_mut().enumerate() {
+                            let acc =
+                                (0..dk).fold(0.0f32, |acc, dd| qt[dd].mul_add(s[dd * dv + m], acc));
+                            *om = scale * acc;
+                        }
+                    }
+                }
+            }
+        }
+        let output = Tensor::from_vec(vec![d.b, d.t, hq * dv], out)?;
+        let state = Tensor::from_vec(vec![d.b, hkv, dk, dv], state)?;
+        let state_type = past.map_or(q.dtype(), Tensor::dtype);
+        Ok(vec![cast(&output, q.dtype())?, cast(&state, state_type)?])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,6 +787,69 @@ mod tests {
         let bad = t(&[2, 1, 2], vec![0.0; 4]);
         assert!(op
             .run(&[Some(&x), Some(&bad), None, Some(&bias)], &ctx)
+            .is_err());
+    }
+
+    #[test]
+    fn linear_attention_by_hand() {
+        // d_k = d_v = 1, two query heads reading one key/value head, three steps:
+        // linear rule S_t = S_{t-1} + k_t·v_t, o = scale·q·S.
+        let op = LinearAttention {
+            gating: false,
+            delta: false,
+            q_heads: 2,
+            kv_heads: 1,
+            scale: 0.5,
+        };
+        let q = t(&[1, 3, 2], vec![1.0, 2.0, 1.0, -1.0, 4.0, 0.0]);
+        let k = t(&[1, 3, 1], vec![1.0, 2.0, 3.0]);
+        let v = t(&[1, 3, 1], vec![2.0, 1.0, -1.0]);
+        let past = t(&[1, 1, 1, 1], vec![10.0]);
+        let ctx = Ctx::default();
+        let out = op
+            .run(&[Some(&q), Some(&k), Some(&v), Some(&past)], &ctx)
+            .unwrap();
+        // S = 12, 14, 11.
+        assert_eq!(
+            out[0].as_slice::<f32>().unwrap(),
+            &[6.0, 12.0, 7.0, -7.0, 22.0, 0.0]
+        );
+        assert_eq!(out[1].as_slice::<f32>().unwrap(), &[11.0]);
+        // Gated delta, one head: S = S·e^g; w = β(v − S·k); S += k·w.
+        let op = LinearAttention {
+            gating: true,
+            delta: true,
+            q_heads: 1,
+            kv_heads: 1,
+            scale: 1.0,
+        };
+        let q = t(&[1, 1, 1], vec![1.0]);
+        let k = t(&[1, 1, 1], vec![2.0]);
+        let v = t(&[1, 1, 1], vec![3.0]);
+        let g = t(&[1, 1, 1], vec![0.0]);
+        let beta = t(&[1, 1, 1], vec![0.5]);
+        let past = t(&[1, 1, 1, 1], vec![1.0]);
+        let out = op
+            .run(
+                &[
+                    Some(&q),
+                    Some(&k),
+                    Some(&v),
+                    Some(&past),
+                    Some(&g),
+                    Some(&beta),
+                ],
+                &ctx,
+            )
+            .unwrap();
+        // w = 0.5·(3 − 2) = 0.5; S = 1 + 2·0.5 = 2.
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[2.0]);
+        // A rule given the wrong inputs is refused.
+        assert!(op
+            .run(
+                &[Some(&q), Some(&k), Some(&v), Some(&past), None, Some(&beta)],
+                &ctx
+            )
             .is_err());
     }
 }
