@@ -2,13 +2,13 @@
 //! (`model.onnx`, `test_data_set_0/{input,output}_<i>.pb`).
 //!
 //! - `fixtures/onnx-node/`: cases copied from the official ONNX node tests (quantized,
-//!   `ai.onnx.ml` and recurrent operators, `LinearAttention`, `TensorScatter`,
-//!   `GridSample`);
+//!   `ai.onnx.ml` and recurrent operators, `LinearAttention`, `TensorScatter`, `DFT`,
+//!   `STFT`, `GridSample`);
 //! - `fixtures/ml/`: scikit-learn models exported by skl2onnx, expected outputs from
 //!   onnxruntime (`scripts/gen_ml_fixtures.py`);
 //! - `fixtures/function-ops/`: cases of the ONNX node tests for operators defined by a
 //!   function body (`Attention`, `RotaryEmbedding`, `RMSNormalization`, `Swish`,
-//!   `SwiGLU`, `CausalConvWithState`, the two losses), each
+//!   `SwiGLU`, `CausalConvWithState`, the two losses, the windows), each
 //!   beside its `_expanded` twin (the body), which must give the same bits.
 //!
 //! Floats compare with the conformance tolerance (|a − e| ≤ 1e−7 + 1e−3·|e|),

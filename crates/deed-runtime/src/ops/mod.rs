@@ -40,6 +40,7 @@ pub mod resize;
 pub mod rnn;
 pub mod rotary;
 pub mod shape;
+pub mod signal;
 pub mod simd;
 pub mod unary;
 pub mod util;
@@ -215,6 +216,7 @@ pub fn registry() -> &'static Registry {
         col2im::register(&mut r);
         linalg::register(&mut r);
         llm::register(&mut r);
+        signal::register(&mut r);
         conv::register(&mut r);
         pool::register(&mut r);
         quant::register(&mut r);
