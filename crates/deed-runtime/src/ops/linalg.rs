@@ -1,4 +1,5 @@
-//! Linear algebra: `MatMul`, `Gemm`, `Einsum`.
+//! Linear algebra: `MatMul`, `Gemm`, `Einsum`, and `Det` (an LU decomposition, see
+//! [`det`]).
 //!
 //! All three reduce with the canonical dot product of [`crate::kernels::gemm`]:
 //! `acc = +0.0; for k increasing: acc = fma(a, b, acc)`, NaN outputs canonical.
@@ -20,6 +21,102 @@ pub(crate) fn register(r: &mut Registry) {
     r.add("MatMul", |_| Ok(Box::new(MatMul)));
     r.add("Gemm", build_gemm);
     r.add("Einsum", build_einsum);
+    r.add("Det", |n| {
+        check_count(n.num_inputs, 1, 1)?;
+        Ok(Box::new(Det))
+    });
+}
+
+/// `Det`: the determinant of each trailing square matrix of a float tensor.
+#[derive(Debug)]
+struct Det;
+
+impl Op for Det {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        let x = infer_input(inputs, 0)?;
+        if !x.ty.dtype.is_float() {
+            return Err(OpError::DType {
+                index: 0,
+                dtype: x.ty.dtype,
+            });
+        }
+        let s = &x.ty.shape;
+        match s.len() {
+            r if r >= 2 && s[r - 1] == s[r - 2] => {
+                Ok(vec![TypeInfo::new(x.ty.dtype, s[..r - 2].to_vec())])
+            }
+            _ => Err(OpError::shape(format!(
+                "Det takes [..., M, M] matrices, got {s:?}"
+            ))),
+        }
+    }
+
+    fn cost(&self, inputs: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
+        let m = inputs
+            .first()
+            .copied()
+            .flatten()
+            .and_then(|t| t.shape.last().copied())
+            .unwrap_or(1) as u64;
+        let batch = outputs.first().map_or(1, |t| t.numel());
+        batch.saturating_mul(m.saturating_pow(3)).max(1)
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let s = x.shape();
+        let r = s.len();
+        if r < 2 || s[r - 1] != s[r - 2] {
+            return Err(OpError::shape(format!("Det takes [..., M, M], got {s:?}")));
+        }
+        let m = s[r - 1];
+        let wide = super::cast::cast(x, DType::F64)?
+            .into_vec::<f64>()
+            .ok_or_else(|| OpError::shape("a cast to f64 gave no f64 data"))?;
+        let dets: Vec<f64> = if m == 0 {
+            vec![1.0; s[..r - 2].iter().product()]
+        } else {
+            wide.chunks_exact(m * m).map(|a| det(a, m)).collect()
+        };
+        let y = Tensor::from_vec(s[..r - 2].to_vec(), dets)?;
+        Ok(vec![super::cast::cast(&y, x.dtype())?])
+    }
+}
+
+/// The determinant of the `m × m` row-major matrix `a`, in f64: Doolittle LU with
+/// partial pivoting. For each column `k`, the pivot is the first row `i ≥ k` of
+/// largest `|a[i][k]|` (a row swap flips the sign); unless it is zero, each row
+/// below is reduced, `f = a[i][k] / a[k][k]`, `a[i][j] = a[i][j] − f · a[k][j]` (two
+/// roundings) for `j > k`. The determinant is the sign times the sequential product
+/// of the pivots `a[0][0] · a[1][1] · …`.
+fn det(a: &[f64], m: usize) -> f64 {
+    let mut a = a.to_vec();
+    let mut sign = 1.0;
+    for k in 0..m {
+        let mut p = k;
+        for i in k + 1..m {
+            if a[i * m + k].abs() > a[p * m + k].abs() {
+                p = i;
+            }
+        }
+        if p != k {
+            for j in 0..m {
+                a.swap(k * m + j, p * m + j);
+            }
+            sign = -sign;
+        }
+        let pivot = a[k * m + k];
+        if pivot == 0.0 {
+            continue;
+        }
+        for i in k + 1..m {
+            let f = a[i * m + k] / pivot;
+            for j in k + 1..m {
+                a[i * m + j] -= f * a[k * m + j];
+            }
+        }
+    }
+    (0..m).fold(sign, |d, k| d * a[k * m + k])
 }
 
 const MATMUL_TYPES: &[DType] = &[
@@ -972,6 +1069,22 @@ impl Op for Einsum {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn det_pivots_and_signs() {
+        // [[0, 1], [2, 3]] needs a row swap at once: det = −(2 · 1).
+        assert_eq!(det(&[0.0, 1.0, 2.0, 3.0], 2), -2.0);
+        assert_eq!(det(&[2.0, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0, 4.0], 3), 24.0);
+        assert_eq!(det(&[1.0, 2.0, 2.0, 4.0], 2), 0.0);
+        let x = Tensor::from_vec(
+            vec![2, 2, 2],
+            vec![1.0f32, 2.0, 3.0, 4.0, 0.0, 1.0, 1.0, 0.0],
+        )
+        .unwrap();
+        let y = Det.run(&[Some(&x)], &Ctx::default()).unwrap().remove(0);
+        assert_eq!(y.shape(), &[2]);
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[-2.0, -1.0]);
+    }
     use crate::attrs::{Attr, Attrs};
     use crate::ctx::KernelMode;
     use proptest::prelude::*;

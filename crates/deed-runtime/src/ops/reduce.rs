@@ -154,7 +154,8 @@ impl Op for Reduce {
                     | Kind::L1
                     | Kind::SumSquare
                     | Kind::Mean
-            ));
+            ))
+            || (dt == DType::Bool && matches!(self.kind, Kind::Max | Kind::Min));
         if !ok {
             return Err(OpError::DType {
                 index: 0,
@@ -287,6 +288,20 @@ impl Op for Reduce {
                         (s as u64 / n as u64) as u8
                     }
                 },
+            )),
+            // Max is "any", Min is "all" (false < true); infer admits no other kind.
+            TensorData::Bool(v) => TensorData::Bool(reduce_int(
+                self.kind,
+                v,
+                &groups,
+                |a, b| a | b,
+                |a, b| a & b,
+                |a| a,
+                false,
+                true,
+                false,
+                true,
+                |s, _| s,
             )),
             _ => {
                 return Err(OpError::DType {
@@ -684,6 +699,30 @@ mod tests {
             noop_with_empty_axes: false,
         };
         assert_eq!(run(&r, &[Some(&x)]).as_slice::<f32>().unwrap(), &[0.0]);
+    }
+
+    #[test]
+    fn bool_max_is_any_and_min_is_all() {
+        let x = Tensor::from_vec(vec![2, 3], vec![true, false, false, true, true, true]).unwrap();
+        let axes = Tensor::from_vec(vec![1], vec![1i64]).unwrap();
+        let op = |kind| Reduce {
+            kind,
+            axes_attr: None,
+            axes_from_input: true,
+            keepdims: false,
+            noop_with_empty_axes: false,
+        };
+        let max = run(&op(Kind::Max), &[Some(&x), Some(&axes)]);
+        assert_eq!(max.as_slice::<bool>().unwrap(), &[true, true]);
+        let min = run(&op(Kind::Min), &[Some(&x), Some(&axes)]);
+        assert_eq!(min.as_slice::<bool>().unwrap(), &[false, true]);
+        let ty = TypeInfo::new(DType::Bool, vec![2, 3]);
+        let input = [Some(InferInput {
+            ty: &ty,
+            value: None,
+        })];
+        assert!(op(Kind::Sum).infer(&input).is_err());
+        assert!(op(Kind::Max).infer(&input).is_ok());
     }
 
     #[test]
