@@ -1,3 +1,6 @@
+//! `AffineGrid` (opset 20): the sampling grid of an affine transform, for `GridSample`
+//! (see [`affine_grid`]).
+//!
 //! `GridSample` (opsets 16–22): samples `X` (`[N, C, D1…Dr]`, r = 2 or 3) at the
 //! normalized coordinates of `grid` (`[N, H1…Hr, r]`, the last axis listing the
 //! innermost dimension first), with nearest, linear or cubic interpolation and zeros,
@@ -21,6 +24,12 @@ use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 
 pub(crate) fn register(r: &mut Registry) {
+    r.add("AffineGrid", |n| {
+        check_count(n.num_inputs, 2, 2)?;
+        Ok(Box::new(AffineGrid {
+            align: n.attrs.int("align_corners", 0)? != 0,
+        }))
+    });
     r.add("GridSample", |n: &NodeInfo<'_>| {
         let a = n.attrs;
         let mode = match a
@@ -312,6 +321,144 @@ impl Op for GridSample {
         };
         Ok(vec![Tensor::new(out, data)?])
     }
+}
+
+/// `AffineGrid`: for `theta` `[N, 2, 3]` (2-D) or `[N, 3, 4]` (3-D) and `size`
+/// `[N, C, H, W]` or `[N, C, D, H, W]`, the grid `[N, H, W, 2]` or `[N, D, H, W, 3]`.
+#[derive(Debug)]
+struct AffineGrid {
+    align: bool,
+}
+
+impl AffineGrid {
+    /// `(n, [d, h, w], rank)` from theta's and size's shapes and size's value.
+    fn dims(&self, theta: &[usize], size: &[i64]) -> Result<(usize, [usize; 3], usize), OpError> {
+        let dims: Vec<usize> = size
+            .iter()
+            .map(|&v| usize::try_from(v).map_err(|_| OpError::value(format!("size {size:?}"))))
+            .collect::<Result<_, _>>()?;
+        let (n, dhw, r) = match dims[..] {
+            [n, _, h, w] => (n, [1, h, w], 2),
+            [n, _, d, h, w] => (n, [d, h, w], 3),
+            _ => {
+                return Err(OpError::shape(format!(
+                    "size {size:?} must be [N, C, H, W] or [N, C, D, H, W]"
+                )))
+            }
+        };
+        if theta != [n, r, r + 1] {
+            return Err(OpError::shape(format!(
+                "theta {theta:?} must be [{n}, {r}, {}] for size {size:?}",
+                r + 1
+            )));
+        }
+        Ok((n, dhw, r))
+    }
+}
+
+impl Op for AffineGrid {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        let theta = infer_input(inputs, 0)?;
+        if !matches!(theta.ty.dtype, DType::F32 | DType::F64) {
+            return Err(OpError::DType {
+                index: 0,
+                dtype: theta.ty.dtype,
+            });
+        }
+        let size = super::util::need_value(infer_input(inputs, 1)?, 1)?;
+        let (n, [d, h, w], r) = self.dims(&theta.ty.shape, &super::util::to_i64s(size)?)?;
+        let shape = if r == 2 {
+            vec![n, h, w, 2]
+        } else {
+            vec![n, d, h, w, 3]
+        };
+        numel(&shape)?;
+        Ok(vec![TypeInfo::new(theta.ty.dtype, shape)])
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let theta = input(inputs, 0)?;
+        let size = super::util::to_i64s(input(inputs, 1)?)?;
+        let (n, dhw, r) = self.dims(theta.shape(), &size)?;
+        let (shape, data) = match theta.data() {
+            TensorData::F32(t) => {
+                let (s, v) = affine_grid(t, n, dhw, r, self.align);
+                (s, TensorData::F32(v))
+            }
+            TensorData::F64(t) => {
+                let (s, v) = affine_grid(t, n, dhw, r, self.align);
+                (s, TensorData::F64(v))
+            }
+            _ => {
+                return Err(OpError::DType {
+                    index: 0,
+                    dtype: theta.dtype(),
+                })
+            }
+        };
+        Ok(vec![Tensor::new(shape, data)?])
+    }
+}
+
+/// The grid as the operator's function body computes it, in theta's type. Along an
+/// axis of size `s` the coordinates are `c_i = start + i · step` with `step = 2 / s`,
+/// `start = −1 + step / 2`, or with `align_corners` `step = 2 / (s − 1)`, `start = −1`
+/// (a size-1 axis then takes −1, as the reference implementation does; the body would
+/// divide by zero). Point `(w, h, d)` maps, per output component `r`, to the canonical
+/// dot product of theta's row with `(x_w, y_h, z_d, 1)` — `fma` from +0 in that order,
+/// a 2-D theta's row read as `(t0, t1, 0, t2)` — as the body's `MatMul` computes it.
+fn affine_grid<T: Sample>(
+    theta: &[T],
+    n: usize,
+    [d, h, w]: [usize; 3],
+    rank: usize,
+    align: bool,
+) -> (Vec<usize>, Vec<T>) {
+    let two = T::from_f64(2.0);
+    let coords = |s: usize| -> Vec<T> {
+        let sf = T::from_f64(s as f64);
+        let (start, step) = if align {
+            if s == 1 {
+                (T::from_f64(-1.0), T::ZERO)
+            } else {
+                (T::from_f64(-1.0), two / (sf - T::ONE))
+            }
+        } else {
+            let step = two / sf;
+            (T::from_f64(-1.0) + step / two, step)
+        };
+        (0..s)
+            .map(|i| start + T::from_f64(i as f64) * step)
+            .collect()
+    };
+    let (zs, ys, xs) = (coords(d), coords(h), coords(w));
+    let mut out = Vec::with_capacity(n * d * h * w * rank);
+    for b in 0..n {
+        let th = &theta[b * rank * (rank + 1)..(b + 1) * rank * (rank + 1)];
+        for &z in &zs {
+            for &y in &ys {
+                for &x in &xs {
+                    for row in th.chunks_exact(rank + 1) {
+                        let (tz, t1) = if rank == 2 {
+                            (T::ZERO, row[2])
+                        } else {
+                            (row[2], row[3])
+                        };
+                        let acc = row[0].fma(x, T::ZERO);
+                        let acc = row[1].fma(y, acc);
+                        let acc = tz.fma(z, acc);
+                        out.push(t1.fma(T::ONE, acc));
+                    }
+                }
+            }
+        }
+    }
+    let shape = if rank == 2 {
+        vec![n, h, w, 2]
+    } else {
+        vec![n, d, h, w, 3]
+    };
+    (shape, out)
 }
 
 #[cfg(test)]
