@@ -7,13 +7,15 @@
 //! While planning, values known without running the model are propagated: initializers,
 //! `Constant` outputs, small integer graph inputs (shape-like tensors, at most
 //! [`KNOWN_INPUT_MAX`] elements), and the outputs of any node whose inputs are all known
-//! and whose outputs are small (at most [`FOLD_MAX`] elements). A small graph input of
-//! another dtype becomes known when an operator's output shape depends on its value (a
-//! `Resize`'s scales, a `OneHot`'s depth, a `Compress`'s condition): the model is
-//! planned again with it known, so the plan then holds for that value only. Those nodes are computed
+//! and whose outputs are small (at most [`FOLD_MAX`] elements). Those nodes are computed
 //! once at planning time; their outputs still appear, identically, as steps of the trace.
 //! This is what lets a `Reshape` whose target shape is computed by `Shape → Gather →
 //! Concat` be planned exactly.
+//!
+//! A small graph input of another dtype becomes known when an operator's output shape
+//! depends on its value (a `Resize`'s scales, a `OneHot`'s depth, a `Compress`'s
+//! condition): the model is planned again with it known, and the plan then holds for
+//! those bits only ([`Plan::accepts`]).
 
 use std::sync::Arc;
 
@@ -338,9 +340,9 @@ impl Model {
                             .flatten()
                             .and_then(|id| input_ids.iter().find(|(_, i)| *i == id))
                             .and_then(|(name, _)| {
-                                let t = inputs.iter().find(|(n, _)| n == name)?;
-                                let ok = t.1.dtype() != DType::Str && t.1.len() <= KNOWN_INPUT_MAX;
-                                ok.then(|| name.clone())
+                                let (_, t) = inputs.iter().find(|(n, _)| n == name)?;
+                                let small = t.dtype() != DType::Str && t.len() <= KNOWN_INPUT_MAX;
+                                small.then(|| name.clone())
                             });
                     }
                     return Err(node_err(e));
