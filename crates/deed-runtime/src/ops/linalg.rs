@@ -10,8 +10,8 @@
 use deed_types::{DType, Tensor};
 
 use super::util::{
-    broadcast_offsets, broadcast_shapes, check_count, infer_input, input, numel, one,
-    opt_infer_input, opt_input, same_dtype,
+    broadcast_offsets, broadcast_shapes, check_count, float_infer_input, infer_input, input, numel,
+    one, opt_infer_input, opt_input, same_dtype,
 };
 use super::{Ctx, InferInput, NodeInfo, Op, Prepared, Registry, TypeInfo};
 use crate::error::OpError;
@@ -33,13 +33,7 @@ struct Det;
 
 impl Op for Det {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
-        let x = infer_input(inputs, 0)?;
-        if !x.ty.dtype.is_float() {
-            return Err(OpError::DType {
-                index: 0,
-                dtype: x.ty.dtype,
-            });
-        }
+        let x = float_infer_input(inputs, 0)?;
         let s = &x.ty.shape;
         match s.len() {
             r if r >= 2 && s[r - 1] == s[r - 2] => {

@@ -18,7 +18,9 @@ use super::cast::cast;
 use super::conv::Conv;
 use super::math::exp_f32;
 use super::unary::{Kind, Unary};
-use super::util::{check_count, infer_input, input, norm_axis, one, opt_infer_input, opt_input};
+use super::util::{
+    check_count, float_infer_input, infer_input, input, norm_axis, one, opt_infer_input, opt_input,
+};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 
@@ -44,14 +46,8 @@ struct SwiGlu {
 impl Op for SwiGlu {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
         check_count(inputs.len(), 2, 2)?;
-        let a = infer_input(inputs, 0)?;
+        let a = float_infer_input(inputs, 0)?;
         let b = infer_input(inputs, 1)?;
-        if !a.ty.dtype.is_float() {
-            return Err(OpError::DType {
-                index: 0,
-                dtype: a.ty.dtype,
-            });
-        }
         if b.ty.dtype != a.ty.dtype {
             return Err(OpError::DTypeMismatch {
                 expected: a.ty.dtype,
@@ -329,16 +325,10 @@ fn causal_dims(
 impl Op for CausalConv {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
         check_count(inputs.len(), 2, 4)?;
-        let x = infer_input(inputs, 0)?;
+        let x = float_infer_input(inputs, 0)?;
         let w = infer_input(inputs, 1)?;
         let bias = opt_infer_input(inputs, 2);
         let past = opt_infer_input(inputs, 3);
-        if !x.ty.dtype.is_float() {
-            return Err(OpError::DType {
-                index: 0,
-                dtype: x.ty.dtype,
-            });
-        }
         for (i, t) in [(1, Some(w)), (2, bias), (3, past)] {
             if let Some(t) = t {
                 if t.ty.dtype != x.ty.dtype {

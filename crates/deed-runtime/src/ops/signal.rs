@@ -13,8 +13,8 @@ use deed_types::{DType, Tensor, TensorData};
 use super::cast::cast;
 use super::math::{cos_f32, cos_f64, sin_f64};
 use super::util::{
-    check_count, infer_input, input, need_value, norm_axis, one, opt_infer_input, opt_input,
-    to_i64s,
+    check_count, float_infer_input, infer_input, input, need_value, norm_axis, one,
+    opt_infer_input, opt_input, opt_scalar_i64, to_i64s,
 };
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
@@ -97,10 +97,8 @@ impl Op for Window {
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {
-        let size = match to_i64s(input(inputs, 0)?)?.as_slice() {
-            [v] => length(*v, "window size")?,
-            _ => return Err(OpError::shape("the window size must be one integer")),
-        };
+        let size = opt_scalar_i64(inputs, 0)?.ok_or(OpError::MissingInput { index: 0 })?;
+        let size = length(size, "window size")?;
         // The body: N = size (periodic) or size − 1 (symmetric), in f32;
         // θ_i = i · (2π / N); y_i = (a0 − a1·cos θ_i) + a2·cos(θ_i · 2).
         let n = size as f32;
@@ -341,13 +339,7 @@ impl Dft {
 
 impl Op for Dft {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
-        let x = infer_input(inputs, 0)?;
-        if !x.ty.dtype.is_float() {
-            return Err(OpError::DType {
-                index: 0,
-                dtype: x.ty.dtype,
-            });
-        }
+        let x = float_infer_input(inputs, 0)?;
         let length = opt_infer_input(inputs, 1)
             .is_some()
             .then(|| scalar_value(inputs, 1))
@@ -374,14 +366,7 @@ impl Op for Dft {
 
     fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {
         let x = input(inputs, 0)?;
-        let scalar = |i: usize| -> Result<Option<i64>, OpError> {
-            opt_input(inputs, i)
-                .map(|t| match to_i64s(t)?.as_slice() {
-                    [v] => Ok(*v),
-                    _ => Err(OpError::shape(format!("input {i} must hold one integer"))),
-                })
-                .transpose()
-        };
+        let scalar = |i: usize| opt_scalar_i64(inputs, i);
         let axis = if self.axis_attr.is_none() {
             scalar(2)?
         } else {
@@ -451,13 +436,7 @@ fn stft_frames(
 
 impl Op for Stft {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
-        let x = infer_input(inputs, 0)?;
-        if !x.ty.dtype.is_float() {
-            return Err(OpError::DType {
-                index: 0,
-                dtype: x.ty.dtype,
-            });
-        }
+        let x = float_infer_input(inputs, 0)?;
         let window = opt_infer_input(inputs, 2);
         if let Some(w) = window {
             if w.ty.dtype != x.ty.dtype {
@@ -491,14 +470,7 @@ impl Op for Stft {
 
     fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {
         let x = input(inputs, 0)?;
-        let int = |i: usize| -> Result<Option<i64>, OpError> {
-            opt_input(inputs, i)
-                .map(|t| match to_i64s(t)?.as_slice() {
-                    [v] => Ok(*v),
-                    _ => Err(OpError::shape(format!("input {i} must hold one integer"))),
-                })
-                .transpose()
-        };
+        let int = |i: usize| opt_scalar_i64(inputs, i);
         let step = int(1)?.ok_or(OpError::MissingInput { index: 1 })?;
         let window = opt_input(inputs, 2);
         let (frames, step, w, n) =

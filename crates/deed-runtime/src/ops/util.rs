@@ -31,6 +31,35 @@ pub fn infer_input<'a>(
         .ok_or(OpError::MissingInput { index: i })
 }
 
+/// The `i`-th input while planning, required to be of a float dtype.
+pub fn float_infer_input<'a>(
+    inputs: &[Option<InferInput<'a>>],
+    i: usize,
+) -> Result<InferInput<'a>, OpError> {
+    let x = infer_input(inputs, i)?;
+    if x.ty.dtype.is_float() {
+        Ok(x)
+    } else {
+        Err(OpError::DType {
+            index: i,
+            dtype: x.ty.dtype,
+        })
+    }
+}
+
+/// The one integer (i32 or i64) an optional input holds, if present.
+pub fn opt_scalar_i64(inputs: &[Option<&Tensor>], i: usize) -> Result<Option<i64>, OpError> {
+    opt_input(inputs, i)
+        .map(|t| match to_i64s(t)?.as_slice() {
+            [v] => Ok(*v),
+            _ => Err(OpError::shape(format!(
+                "input {i} must hold one integer, it holds {}",
+                t.len()
+            ))),
+        })
+        .transpose()
+}
+
 /// The `i`-th input while planning, if present.
 pub fn opt_infer_input<'a>(inputs: &[Option<InferInput<'a>>], i: usize) -> Option<InferInput<'a>> {
     inputs.get(i).copied().flatten()
