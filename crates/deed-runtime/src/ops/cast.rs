@@ -30,13 +30,9 @@ pub(crate) fn register(r: &mut Registry) {
         Ok(Box::new(Cast { to: None }))
     });
     r.add("BitCast", |n| {
-        check_count(n.num_inputs, 1, 1)?;
-        let code = n.attrs.req_int("to")?;
-        let to = i32::try_from(code)
-            .ok()
-            .and_then(DType::from_onnx_code)
-            .ok_or_else(|| OpError::unsupported(format!("BitCast to dtype code {code}")))?;
-        Ok(Box::new(BitCast { to }))
+        Ok(Box::new(BitCast {
+            to: target_dtype(n)?,
+        }))
     });
 }
 
@@ -102,13 +98,19 @@ pub struct Cast {
 }
 
 fn build_cast(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+    Ok(Box::new(Cast {
+        to: Some(target_dtype(n)?),
+    }))
+}
+
+/// The `to` dtype of a one-input `Cast` or `BitCast` node.
+fn target_dtype(n: &NodeInfo<'_>) -> Result<DType, OpError> {
     check_count(n.num_inputs, 1, 1)?;
     let code = n.attrs.req_int("to")?;
-    let to = i32::try_from(code)
+    i32::try_from(code)
         .ok()
         .and_then(DType::from_onnx_code)
-        .ok_or_else(|| OpError::unsupported(format!("Cast to dtype code {code}")))?;
-    Ok(Box::new(Cast { to: Some(to) }))
+        .ok_or_else(|| OpError::unsupported(format!("{} to dtype code {code}", n.op_type)))
 }
 
 impl Op for Cast {
