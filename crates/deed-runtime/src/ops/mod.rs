@@ -42,6 +42,7 @@ pub mod rotary;
 pub mod shape;
 pub mod signal;
 pub mod simd;
+pub mod text;
 pub mod unary;
 pub mod util;
 
@@ -217,6 +218,7 @@ pub fn registry() -> &'static Registry {
         linalg::register(&mut r);
         llm::register(&mut r);
         signal::register(&mut r);
+        text::register(&mut r);
         conv::register(&mut r);
         pool::register(&mut r);
         quant::register(&mut r);
