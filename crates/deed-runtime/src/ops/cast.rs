@@ -19,7 +19,7 @@ use deed_types::{DType, Tensor, TensorData};
 use half::{bf16, f16};
 
 use super::elementwise::{with_int, Int};
-use super::util::{check_count, infer_input, input, one};
+use super::util::{check_count, infer_input, input, one, per_output_element};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 
@@ -68,7 +68,7 @@ impl Op for BitCast {
     }
 
     fn cost(&self, _: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
-        outputs.iter().map(|t| t.numel()).sum::<u64>().max(1)
+        per_output_element(outputs, 1)
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {
@@ -124,7 +124,7 @@ impl Op for Cast {
     }
 
     fn cost(&self, _: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
-        outputs.iter().map(|t| t.numel()).sum::<u64>().max(1)
+        per_output_element(outputs, 1)
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {

@@ -20,6 +20,7 @@ use super::math::exp_f32;
 use super::unary::{Kind, Unary};
 use super::util::{
     check_count, float_infer_input, infer_input, input, norm_axis, one, opt_infer_input, opt_input,
+    per_output_element, same_dtype,
 };
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
@@ -48,12 +49,7 @@ impl Op for SwiGlu {
         check_count(inputs.len(), 2, 2)?;
         let a = float_infer_input(inputs, 0)?;
         let b = infer_input(inputs, 1)?;
-        if b.ty.dtype != a.ty.dtype {
-            return Err(OpError::DTypeMismatch {
-                expected: a.ty.dtype,
-                actual: b.ty.dtype,
-            });
-        }
+        same_dtype(a.ty.dtype, b.ty.dtype)?;
         if a.ty.shape != b.ty.shape {
             return Err(OpError::shape(format!(
                 "SwiGLU takes A and B of one shape (no broadcasting), got {:?} and {:?}",
@@ -64,12 +60,7 @@ impl Op for SwiGlu {
     }
 
     fn cost(&self, _: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
-        outputs
-            .iter()
-            .map(|t| t.numel())
-            .sum::<u64>()
-            .saturating_mul(5)
-            .max(1)
+        per_output_element(outputs, 5)
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
@@ -161,12 +152,7 @@ impl Op for TensorScatter {
         check_count(inputs.len(), 2, 3)?;
         let past = infer_input(inputs, 0)?;
         let update = infer_input(inputs, 1)?;
-        if past.ty.dtype != update.ty.dtype {
-            return Err(OpError::DTypeMismatch {
-                expected: past.ty.dtype,
-                actual: update.ty.dtype,
-            });
-        }
+        same_dtype(past.ty.dtype, update.ty.dtype)?;
         self.check(&past.ty.shape, &update.ty.shape)?;
         if let Some(w) = opt_infer_input(inputs, 2) {
             if w.ty.dtype != DType::I64 {

@@ -14,7 +14,7 @@ use super::cast::cast;
 use super::math::{cos_f32, cos_f64, sin_f64};
 use super::util::{
     check_count, float_infer_input, infer_input, input, need_value, norm_axis, one,
-    opt_infer_input, opt_input, opt_scalar_i64, to_i64s,
+    opt_infer_input, opt_input, opt_scalar_i64, per_output_element, same_dtype, to_i64s,
 };
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
@@ -88,12 +88,7 @@ impl Op for Window {
     }
 
     fn cost(&self, _: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
-        outputs
-            .iter()
-            .map(|t| t.numel())
-            .sum::<u64>()
-            .saturating_mul(8)
-            .max(1)
+        per_output_element(outputs, 8)
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {
@@ -439,12 +434,7 @@ impl Op for Stft {
         let x = float_infer_input(inputs, 0)?;
         let window = opt_infer_input(inputs, 2);
         if let Some(w) = window {
-            if w.ty.dtype != x.ty.dtype {
-                return Err(OpError::DTypeMismatch {
-                    expected: x.ty.dtype,
-                    actual: w.ty.dtype,
-                });
-            }
+            same_dtype(x.ty.dtype, w.ty.dtype)?;
         }
         let frame_length = opt_infer_input(inputs, 3)
             .is_some()

@@ -3,7 +3,9 @@
 
 use deed_types::{DType, Tensor, TensorData};
 
-use super::util::{broadcast_offsets, broadcast_shapes, check_count, infer_input, input, one};
+use super::util::{
+    broadcast_offsets, broadcast_shapes, check_count, check_dtype, infer_input, input, one,
+};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 
@@ -22,14 +24,8 @@ impl Op for StringConcat {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
         check_count(inputs.len(), 2, 2)?;
         let (x, y) = (infer_input(inputs, 0)?, infer_input(inputs, 1)?);
-        for (i, t) in [(0, x), (1, y)] {
-            if t.ty.dtype != DType::Str {
-                return Err(OpError::DType {
-                    index: i,
-                    dtype: t.ty.dtype,
-                });
-            }
-        }
+        check_dtype(0, x.ty.dtype, &[DType::Str])?;
+        check_dtype(1, y.ty.dtype, &[DType::Str])?;
         one(DType::Str, broadcast_shapes(&x.ty.shape, &y.ty.shape)?)
     }
 

@@ -82,6 +82,17 @@ pub fn same_dtype(expected: DType, actual: DType) -> Result<(), OpError> {
     Ok(())
 }
 
+/// An operator's cost at `per` operation units for each element of its outputs (at
+/// least 1).
+pub fn per_output_element(outputs: &[TypeInfo], per: u64) -> u64 {
+    outputs
+        .iter()
+        .map(|t| t.numel())
+        .sum::<u64>()
+        .saturating_mul(per)
+        .max(1)
+}
+
 /// An operator's cost at `per` operation units for each element of its first input
 /// (at least 1).
 pub fn per_input_element(inputs: &[Option<&TypeInfo>], per: u64) -> u64 {

@@ -340,27 +340,18 @@ mod tests {
         // 1 + 2^-11 is not an f16: each weighted loss rounds to 1 before the sum.
         let scores = [-1.0f32, -1.0];
         let w = [1.0f32 + 1.0 / 2048.0];
-        let sum = nll(
-            &scores,
-            (1, 1),
-            &[0, 0],
-            Some(&w),
-            None,
-            Reduction::Sum,
-            true,
-        )
-        .unwrap();
-        assert_eq!(sum, vec![2.0]);
-        let wide = nll(
-            &scores,
-            (1, 1),
-            &[0, 0],
-            Some(&w),
-            None,
-            Reduction::Sum,
-            false,
-        )
-        .unwrap();
-        assert_eq!(wide, vec![2.0 + 1.0 / 1024.0]);
+        let sum = |narrow| {
+            nll(
+                &scores,
+                (1, 1),
+                &[0, 0],
+                Some(&w),
+                None,
+                Reduction::Sum,
+                narrow,
+            )
+        };
+        assert_eq!(sum(true).unwrap(), vec![2.0]);
+        assert_eq!(sum(false).unwrap(), vec![2.0 + 1.0 / 1024.0]);
     }
 }
