@@ -21,8 +21,8 @@ pub enum Attr {
     Ints(Vec<i64>),
     Strings(Vec<Vec<u8>>),
     Tensors(Vec<Tensor>),
-    /// A subgraph; kept so that loading succeeds, no operator here executes one.
-    Graph,
+    /// A subgraph, validated (see [`crate::model::Graph`]).
+    Graph(std::sync::Arc<crate::model::Graph>),
     /// Kinds Deed does not use (sparse tensors, type protos).
     Other,
 }
@@ -55,7 +55,8 @@ impl Attrs {
                         .map(tensor_from_proto)
                         .collect::<Result<_, _>>()?,
                 ),
-                T::Graph | T::Graphs => Attr::Graph,
+                // The loader validates subgraphs and puts them in place.
+                T::Graph | T::Graphs => Attr::Other,
                 // Old exporters leave the type unset; infer it from the filled field.
                 T::Undefined => {
                     if !a.ints.is_empty() {
@@ -91,6 +92,17 @@ impl Attrs {
 
     fn wrong(name: &str, want: &str) -> OpError {
         OpError::bad_attr(name, format!("expected {want}"))
+    }
+
+    /// A required subgraph attribute.
+    pub fn graph(&self, name: &str) -> Result<std::sync::Arc<crate::model::Graph>, OpError> {
+        match self.get(name) {
+            None => Err(OpError::MissingAttribute {
+                name: name.to_owned(),
+            }),
+            Some(Attr::Graph(g)) => Ok(g.clone()),
+            Some(_) => Err(Self::wrong(name, "a graph")),
+        }
     }
 
     /// An integer attribute, or `default` when absent.

@@ -97,6 +97,14 @@ pub enum OpError {
         /// Input position.
         index: usize,
     },
+    /// Planning or running a subgraph (an `If` branch, a loop body) failed.
+    #[error("subgraph `{graph}`: {detail}")]
+    Subgraph {
+        /// The attribute holding the subgraph (`then_branch`, `body`…).
+        graph: String,
+        /// What failed, as the subgraph's error says it.
+        detail: String,
+    },
     /// A feature of this operator (an attribute value, a mode) that the runtime does
     /// not implement.
     #[error("unsupported: {feature}")]

@@ -34,6 +34,6 @@ pub mod trace;
 pub use ctx::{Ctx, KernelMode};
 pub use error::{OpError, RuntimeError, UnsupportedOp};
 pub use limits::Limits;
-pub use model::{Model, Source, ValueInfo};
+pub use model::{Graph, Model, Source, ValueInfo, MAX_GRAPH_DEPTH};
 pub use plan::{node_step_hash, Plan, RunOptions, RunOutput};
 pub use trace::Trace;

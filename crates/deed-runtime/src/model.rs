@@ -13,7 +13,7 @@ use deed_types::{DType, Hash, Tensor};
 use prost::Message;
 use tract_onnx::pb;
 
-use crate::attrs::Attrs;
+use crate::attrs::{Attr, Attrs};
 use crate::error::{OpError, RuntimeError, UnsupportedOp};
 use crate::limits::Limits;
 use crate::ops::{registry, NodeInfo, Op};
@@ -106,6 +106,28 @@ pub enum Source {
         /// Output position.
         slot: usize,
     },
+}
+
+/// Deepest nesting of subgraphs (a loop body inside a branch inside…) a model may have.
+pub const MAX_GRAPH_DEPTH: usize = 16;
+
+/// A subgraph: an `If` branch or a `Loop` or `Scan` body, validated as a model of its
+/// own whose last inputs are `captures`, the values of the graphs around it that it
+/// reads (its node takes them as inputs after its own, in this order).
+#[derive(Debug)]
+pub struct Graph {
+    /// The subgraph; its inputs are its formal inputs, then `captures`.
+    pub model: Model,
+    /// Its declared (formal) inputs, in order.
+    pub formal: Vec<String>,
+    /// Outer values the subgraph reads, sorted by name.
+    pub captures: Vec<String>,
+}
+
+impl PartialEq for Graph {
+    fn eq(&self, other: &Graph) -> bool {
+        std::ptr::eq(self, other)
+    }
 }
 
 /// A loaded, validated model.
@@ -209,6 +231,35 @@ impl Model {
         // IR 3 models without an opset import mean opset 1 of the default domain.
         opsets.entry(String::new()).or_insert(1);
         let g = proto.graph.as_ref().ok_or(RuntimeError::MissingGraph)?;
+        let (model, captures) =
+            Model::from_graph(g, proto.ir_version, &opsets, limits, &HashSet::new(), 0)?;
+        if let Some(name) = captures.first() {
+            return Err(RuntimeError::Graph(format!(
+                "graph output `{name}` is never produced"
+            )));
+        }
+        Ok(model)
+    }
+
+    /// Validates one graph: the model's, or a subgraph (an `If` branch, a `Loop` or
+    /// `Scan` body) whose nodes may also read the values named in `outer`, those of
+    /// the graphs around it. Returns the graph as a model and the outer values it
+    /// reads (sorted), which the model takes as inputs after its own.
+    fn from_graph(
+        g: &pb::GraphProto,
+        ir_version: i64,
+        opsets: &BTreeMap<String, i64>,
+        limits: &Limits,
+        outer: &HashSet<String>,
+        depth: usize,
+    ) -> Result<(Model, Vec<String>), RuntimeError> {
+        if depth > MAX_GRAPH_DEPTH {
+            return Err(RuntimeError::Limit {
+                what: "subgraph nesting depth",
+                value: depth as u64,
+                limit: MAX_GRAPH_DEPTH as u64,
+            });
+        }
         if g.node.len() > limits.max_nodes {
             return Err(RuntimeError::Limit {
                 what: "node count",
@@ -301,23 +352,76 @@ impl Model {
                 }
             }
         }
+        // Subgraphs, each validated with every value of this graph (and of the
+        // graphs around it) in scope. A node takes the outer values its subgraphs
+        // read as inputs after its own, so that the order, liveness and the referee
+        // see them as what they are: the node's inputs.
+        let mut visible: HashSet<String> = outer.clone();
+        visible.extend(sources.keys().cloned());
+        visible.extend(producer.keys().map(|k| (*k).to_owned()));
+        let mut unsupported = Vec::new();
+        let mut subgraphs: Vec<Vec<(String, Arc<Graph>)>> = vec![Vec::new(); n];
+        let mut sub_failed = vec![false; n];
+        let mut node_inputs: Vec<Vec<String>> = Vec::with_capacity(n);
+        for (i, nd) in g.node.iter().enumerate() {
+            let mut implicit = std::collections::BTreeSet::new();
+            for a in &nd.attribute {
+                let Some(sub) = a.g.as_ref() else { continue };
+                match Model::from_graph(sub, ir_version, opsets, limits, &visible, depth + 1) {
+                    Ok((model, captures)) => {
+                        implicit.extend(captures.iter().cloned());
+                        let formal = sub.input.iter().map(|v| v.name.clone()).collect();
+                        let graph = Graph {
+                            model,
+                            formal,
+                            captures,
+                        };
+                        subgraphs[i].push((a.name.clone(), Arc::new(graph)));
+                    }
+                    Err(RuntimeError::Unsupported(list)) => {
+                        unsupported.extend(list);
+                        sub_failed[i] = true;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut inputs = nd.input.clone();
+            inputs.extend(implicit);
+            node_inputs.push(inputs);
+        }
+        let mut captures = std::collections::BTreeSet::new();
         let mut indegree = vec![0usize; n];
         let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, nd) in g.node.iter().enumerate() {
+        for (i, inputs) in node_inputs.iter().enumerate() {
             let mut deps = HashSet::new();
-            for inp in nd.input.iter().filter(|s| !s.is_empty()) {
+            for inp in inputs.iter().filter(|s| !s.is_empty()) {
                 if let Some(&p) = producer.get(inp.as_str()) {
                     if deps.insert(p) {
                         indegree[i] += 1;
                         consumers[p].push(i);
                     }
-                } else if !sources.contains_key(inp.as_str()) {
+                } else if sources.contains_key(inp.as_str()) {
+                } else if outer.contains(inp) {
+                    captures.insert(inp.clone());
+                } else {
                     return Err(RuntimeError::UndefinedValue {
                         node: names[i].clone(),
                         value: inp.clone(),
                     });
                 }
             }
+        }
+        // A subgraph may also pass an outer value straight through as an output.
+        for o in &g.output {
+            if !sources.contains_key(&o.name)
+                && !producer.contains_key(o.name.as_str())
+                && outer.contains(&o.name)
+            {
+                captures.insert(o.name.clone());
+            }
+        }
+        for c in &captures {
+            sources.insert(c.clone(), Source::Input);
         }
         let mut ready: std::collections::BTreeSet<usize> =
             (0..n).filter(|&i| indegree[i] == 0).collect();
@@ -340,11 +444,13 @@ impl Model {
         }
 
         let reg = registry();
-        let mut unsupported = Vec::new();
         let mut nodes = Vec::with_capacity(n);
         for (step, &i) in order.iter().enumerate() {
             let nd = &g.node[i];
-            let attrs = Attrs::from_proto(&nd.attribute)?;
+            let mut attrs = Attrs::from_proto(&nd.attribute)?;
+            for (name, graph) in &subgraphs[i] {
+                attrs.0.insert(name.clone(), Attr::Graph(graph.clone()));
+            }
             let domain = if nd.domain == "ai.onnx" {
                 ""
             } else {
@@ -358,6 +464,8 @@ impl Model {
                 reason,
             };
             let op = match reg.get(domain, &nd.op_type) {
+                // Reported by the subgraph: its node cannot be built without it.
+                _ if sub_failed[i] => None,
                 None => {
                     unsupported.push(unsup("operator not implemented".into()));
                     None
@@ -398,7 +506,7 @@ impl Model {
                     name: names[i].clone(),
                     op_type: nd.op_type.clone(),
                     domain: domain.to_owned(),
-                    inputs: nd.input.clone(),
+                    inputs: node_inputs[i].clone(),
                     outputs: nd.output.clone(),
                     attrs,
                     op,
@@ -419,9 +527,15 @@ impl Model {
         }
         // Inputs with an initializer default are optional; list required ones first.
         inputs.sort_by_key(|v| initializers.contains_key(&v.name));
-        Ok(Model {
-            ir_version: proto.ir_version,
-            opsets,
+        let captures: Vec<String> = captures.into_iter().collect();
+        inputs.extend(captures.iter().map(|name| ValueInfo {
+            name: name.clone(),
+            dtype: None,
+            shape: None,
+        }));
+        let model = Model {
+            ir_version,
+            opsets: opsets.clone(),
             inputs,
             outputs,
             nodes,
@@ -429,7 +543,8 @@ impl Model {
             sources,
             hash: Hash::ZERO,
             byte_size: 0,
-        })
+        };
+        Ok((model, captures))
     }
 
     /// Number of computed steps (nodes). A trace has one more leaf, the output step

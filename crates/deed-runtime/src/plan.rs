@@ -150,6 +150,8 @@ pub struct Plan<'m> {
     peak_bytes: u64,
     /// Bytes of the outputs hashed at run time (the steps not folded).
     hashed_bytes: u64,
+    /// The graph outputs' values computed while planning, where they were.
+    known_outputs: Vec<Option<Arc<Tensor>>>,
 }
 
 impl Model {
@@ -160,6 +162,16 @@ impl Model {
         inputs: &[(String, Tensor)],
         limits: &Limits,
     ) -> Result<Plan<'m>, RuntimeError> {
+        let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        self.plan_for(ModelRef::Borrowed(self), &refs, limits)
+    }
+
+    /// [`Model::plan`] on borrowed inputs.
+    pub(crate) fn plan_refs(
+        &self,
+        inputs: &[(&str, &Tensor)],
+        limits: &Limits,
+    ) -> Result<Plan<'_>, RuntimeError> {
         self.plan_for(ModelRef::Borrowed(self), inputs, limits)
     }
 
@@ -171,7 +183,8 @@ impl Model {
         inputs: &[(String, Tensor)],
         limits: &Limits,
     ) -> Result<Plan<'static>, RuntimeError> {
-        self.plan_for(ModelRef::Shared(Arc::clone(self)), inputs, limits)
+        let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        self.plan_for(ModelRef::Shared(Arc::clone(self)), &refs, limits)
     }
 
     /// The plan of this model (which `model` is) for `inputs`, planned again with a
@@ -179,16 +192,51 @@ impl Model {
     fn plan_for<'m>(
         &self,
         model: ModelRef<'m>,
-        inputs: &[(String, Tensor)],
+        inputs: &[(&str, &Tensor)],
         limits: &Limits,
     ) -> Result<Plan<'m>, RuntimeError> {
-        let mut known_by_value: Vec<String> = Vec::new();
+        let expected: Vec<String> = self.inputs.iter().map(|v| v.name.clone()).collect();
+        for &(name, _) in inputs {
+            if !self.inputs.iter().any(|v| v.name == name) {
+                return Err(RuntimeError::UnknownInput {
+                    name: name.to_owned(),
+                    expected,
+                });
+            }
+        }
+        let mut given = Vec::with_capacity(self.inputs.len());
+        for v in &self.inputs {
+            match inputs.iter().find(|(n, _)| *n == v.name) {
+                Some(&(_, t)) => {
+                    check_tensor_limits(&v.name, t, limits)?;
+                    given.push((v.name.as_str(), t));
+                }
+                None if self.initializers.contains_key(&v.name) => {}
+                None => return Err(RuntimeError::MissingInput(v.name.clone())),
+            }
+        }
+        let mut known_by_value: Vec<&str> = Vec::new();
         loop {
+            let specs: Vec<PlanInput<'_>> = given
+                .iter()
+                .map(|&(name, t)| {
+                    let known = (matches!(t.dtype(), DType::I64 | DType::I32)
+                        || known_by_value.contains(&name))
+                        && t.len() <= KNOWN_INPUT_MAX;
+                    PlanInput {
+                        name,
+                        ty: TypeInfo::of(t),
+                        value: known.then_some(t),
+                    }
+                })
+                .collect();
             let mut needed = None;
-            match self.plan_once(model.clone(), inputs, limits, &known_by_value, &mut needed) {
-                Err(e) => match needed {
+            match self.plan_once(model.clone(), &specs, limits, &mut needed) {
+                Err(e) => match needed.and_then(|n| given.iter().find(|(g, _)| *g == n)) {
                     // Each round makes one more input known: at most one per input.
-                    Some(name) if !known_by_value.contains(&name) => known_by_value.push(name),
+                    Some(&(name, _)) if !known_by_value.contains(&name) => {
+                        known_by_value.push(name)
+                    }
                     _ => return Err(e),
                 },
                 ok => return ok,
@@ -196,15 +244,36 @@ impl Model {
         }
     }
 
-    /// One planning pass, with the graph inputs named in `known_by_value` known
-    /// whatever their dtype. When an operator fails for want of the value of a graph
-    /// input that could be known that way, its name is left in `needed`.
+    /// Plans from input types alone, with the values of the inputs that have one
+    /// known (an `If` branch or a loop body, planned while the outer graph is). An
+    /// input left out must have an initializer default. When an operator fails for
+    /// want of the value of an input that has none here, the error comes with that
+    /// input's name, so that the caller can make it known and plan again.
+    pub(crate) fn plan_types(
+        &self,
+        inputs: &[PlanInput<'_>],
+        limits: &Limits,
+    ) -> Result<Plan<'_>, Box<(RuntimeError, Option<String>)>> {
+        for v in &self.inputs {
+            if !inputs.iter().any(|i| i.name == v.name) && !self.initializers.contains_key(&v.name)
+            {
+                return Err(Box::new((RuntimeError::MissingInput(v.name.clone()), None)));
+            }
+        }
+        let mut needed = None;
+        self.plan_once(ModelRef::Borrowed(self), inputs, limits, &mut needed)
+            .map_err(|e| Box::new((e, needed)))
+    }
+
+    /// One planning pass over `inputs` (each graph input given, with its value when
+    /// the plan may depend on it). When an operator fails for want of a value that
+    /// depends on a graph input whose value is not known, and which is small enough to
+    /// be known, that input's name is left in `needed`.
     fn plan_once<'m>(
         &self,
         model: ModelRef<'m>,
-        inputs: &[(String, Tensor)],
+        inputs: &[PlanInput<'_>],
         limits: &Limits,
-        known_by_value: &[String],
         needed: &mut Option<String>,
     ) -> Result<Plan<'m>, RuntimeError> {
         let mut ids: std::collections::HashMap<&str, usize> = Default::default();
@@ -226,36 +295,25 @@ impl Model {
         }
 
         // Inputs.
-        let expected: Vec<String> = self.inputs.iter().map(|v| v.name.clone()).collect();
-        for (name, _) in inputs {
-            if !self.inputs.iter().any(|v| &v.name == name) {
-                return Err(RuntimeError::UnknownInput {
-                    name: name.clone(),
-                    expected,
-                });
-            }
-        }
         let mut input_ids = Vec::new();
         let mut known_inputs = Vec::new();
         for v in &self.inputs {
-            let given = inputs.iter().find(|(n, _)| n == &v.name).map(|(_, t)| t);
-            let t = match given {
-                Some(t) => t,
-                None if self.initializers.contains_key(&v.name) => continue,
-                None => return Err(RuntimeError::MissingInput(v.name.clone())),
+            let Some(given) = inputs.iter().find(|i| i.name == v.name) else {
+                continue;
             };
+            let ty = &given.ty;
             if let Some(dt) = v.dtype {
-                if dt != t.dtype() {
+                if dt != ty.dtype {
                     return Err(RuntimeError::InputDType {
                         name: v.name.clone(),
                         expected: dt,
-                        actual: t.dtype(),
+                        actual: ty.dtype,
                     });
                 }
             }
             if let Some(shape) = &v.shape {
-                let ok = shape.len() == t.rank()
-                    && shape.iter().zip(t.shape()).all(|(d, &s)| match d {
+                let ok = shape.len() == ty.shape.len()
+                    && shape.iter().zip(&ty.shape).all(|(d, &s)| match d {
                         Dim::Fixed(n) => *n == s,
                         _ => true,
                     });
@@ -263,18 +321,15 @@ impl Model {
                     return Err(RuntimeError::InputShape {
                         name: v.name.clone(),
                         expected: v.shape_text(),
-                        actual: t.shape().to_vec(),
+                        actual: ty.shape.clone(),
                     });
                 }
             }
-            check_tensor_limits(&v.name, t, limits)?;
-            let is_known = (matches!(t.dtype(), DType::I64 | DType::I32)
-                || known_by_value.contains(&v.name))
-                && t.len() <= KNOWN_INPUT_MAX;
-            let value = is_known.then(|| Arc::new(t.clone()));
+            check_type_limits(ty, limits)?;
+            let value = given.value.map(|t| Arc::new(t.clone()));
             let id = new_value(
                 &v.name,
-                TypeInfo::of(t),
+                ty.clone(),
                 value.clone(),
                 &mut ids,
                 &mut types,
@@ -338,12 +393,9 @@ impl Model {
                             .get(index)
                             .copied()
                             .flatten()
+                            .and_then(|id| unknown_input_upstream(id, &steps, &known, &types))
                             .and_then(|id| input_ids.iter().find(|(_, i)| *i == id))
-                            .and_then(|(name, _)| {
-                                let (_, t) = inputs.iter().find(|(n, _)| n == name)?;
-                                let small = t.dtype() != DType::Str && t.len() <= KNOWN_INPUT_MAX;
-                                small.then(|| name.clone())
-                            });
+                            .map(|(name, _)| name.clone());
                     }
                     return Err(node_err(e));
                 }
@@ -380,7 +432,10 @@ impl Model {
             }
             let in_types: Vec<Option<&TypeInfo>> =
                 in_ids.iter().map(|id| id.map(|id| &types[id])).collect();
-            let cost = node.op.cost(&in_types, &out_types);
+            let cost = node
+                .op
+                .cost_planned(&infer_in, &in_types, &out_types)
+                .map_err(node_err)?;
             total = total.saturating_add(cost);
 
             // Fold when every input is known and the outputs are small. `Shape` and `Size`
@@ -525,6 +580,7 @@ impl Model {
             .filter(|s| s.folded.is_none())
             .flat_map(|s| s.types.iter())
             .fold(0u64, |a, t| a.saturating_add(t.bytes()));
+        let known_outputs = outputs.iter().map(|(_, id)| known[*id].clone()).collect();
         Ok(Plan {
             model,
             steps,
@@ -537,6 +593,7 @@ impl Model {
             cost: total,
             peak_bytes: peak,
             hashed_bytes,
+            known_outputs,
         })
     }
 
@@ -611,6 +668,64 @@ pub fn node_step_hash(step: usize, outputs: &[Tensor]) -> Hash {
     step_hash(step as u32, &refs)
 }
 
+/// One graph input as a planning pass sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct PlanInput<'a> {
+    /// The input's name.
+    pub name: &'a str,
+    /// Its dtype and shape.
+    pub ty: TypeInfo,
+    /// Its value, when the plan may depend on it.
+    pub value: Option<&'a Tensor>,
+}
+
+/// The rank and element limits for a value of type `ty`.
+fn check_type_limits(ty: &TypeInfo, limits: &Limits) -> Result<(), RuntimeError> {
+    if ty.shape.len() > limits.max_rank {
+        return Err(RuntimeError::Limit {
+            what: "tensor rank",
+            value: ty.shape.len() as u64,
+            limit: limits.max_rank as u64,
+        });
+    }
+    if ty.numel() > limits.max_tensor_elements {
+        return Err(RuntimeError::Limit {
+            what: "tensor elements",
+            value: ty.numel(),
+            limit: limits.max_tensor_elements,
+        });
+    }
+    Ok(())
+}
+
+/// The first graph input, in the order the steps read them, whose value `id` depends
+/// on (`id` itself when it is one) and that is not known but small enough to be:
+/// the input to make known so that `id` is. `None` when there is none.
+fn unknown_input_upstream(
+    id: usize,
+    steps: &[Step],
+    known: &[Option<Arc<Tensor>>],
+    types: &[TypeInfo],
+) -> Option<usize> {
+    let mut seen = vec![false; types.len()];
+    let mut stack = vec![id];
+    while let Some(v) = stack.pop() {
+        if std::mem::replace(&mut seen[v], true) || known[v].is_some() {
+            continue;
+        }
+        match steps.iter().find(|s| s.outputs.contains(&Some(v))) {
+            Some(step) => stack.extend(step.inputs.iter().rev().flatten().copied()),
+            None => {
+                let ty = &types[v];
+                if ty.dtype != DType::Str && ty.numel() <= KNOWN_INPUT_MAX as u64 {
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Largest input for which `Shape`/`Size` are folded from a zero-filled stand-in.
 const TYPE_STAND_IN_MAX_BYTES: u64 = 1 << 26;
 
@@ -653,7 +768,13 @@ impl<'m> Plan<'m> {
     /// with the dtype and shape planned for, and the inputs whose values the plan
     /// depends on (shapes read from a tensor, for instance) with those values.
     pub fn accepts(&self, inputs: &[(String, Tensor)]) -> bool {
-        let given = |name: &str| inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+        let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        self.accepts_refs(&refs)
+    }
+
+    /// [`Plan::accepts`] for borrowed inputs.
+    pub(crate) fn accepts_refs(&self, inputs: &[(&str, &Tensor)]) -> bool {
+        let given = |name: &str| inputs.iter().find(|(n, _)| *n == name).map(|&(_, t)| t);
         self.input_ids.iter().all(|(name, id)| {
             given(name).is_some_and(|t| {
                 TypeInfo::of(t) == self.types[*id]
@@ -686,6 +807,12 @@ impl<'m> Plan<'m> {
         self.peak_bytes
     }
 
+    /// The value of graph output `i` when planning computed it (it depends on
+    /// constants and the inputs whose values the plan holds only).
+    pub(crate) fn known_output(&self, i: usize) -> Option<&Tensor> {
+        self.known_outputs.get(i)?.as_deref()
+    }
+
     /// Planned dtype and shape of each graph output.
     pub fn output_types(&self) -> Vec<(String, TypeInfo)> {
         self.outputs
@@ -702,6 +829,17 @@ impl<'m> Plan<'m> {
         ctx: &Ctx,
         opts: &RunOptions,
     ) -> Result<RunOutput, RuntimeError> {
+        let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        self.execute_refs(&refs, ctx, opts)
+    }
+
+    /// [`Plan::execute`] on borrowed inputs.
+    pub(crate) fn execute_refs(
+        &self,
+        inputs: &[(&str, &Tensor)],
+        ctx: &Ctx,
+        opts: &RunOptions,
+    ) -> Result<RunOutput, RuntimeError> {
         if let Some(budget) = opts.budget {
             if self.cost > budget {
                 return Err(RuntimeError::Budget {
@@ -715,7 +853,7 @@ impl<'m> Plan<'m> {
             let t = inputs
                 .iter()
                 .find(|(n, _)| n == name)
-                .map(|(_, t)| t)
+                .map(|&(_, t)| t)
                 .ok_or_else(|| RuntimeError::MissingInput(name.clone()))?;
             if TypeInfo::of(t) != self.types[*id] {
                 return Err(RuntimeError::InputShape {

@@ -3,13 +3,14 @@
 //!
 //! - `fixtures/onnx-node/`: cases copied from the official ONNX node tests (quantized,
 //!   `ai.onnx.ml` and recurrent operators, `LinearAttention`, `TensorScatter`, `DFT`,
-//!   `STFT`, `AffineGrid`, `GridSample`);
+//!   `STFT`, `AffineGrid`, `GridSample`, `If`, `Loop`, `Scan`);
 //! - `fixtures/ml/`: scikit-learn models exported by skl2onnx, expected outputs from
 //!   onnxruntime (`scripts/gen_ml_fixtures.py`);
 //! - `fixtures/function-ops/`: cases of the ONNX node tests for operators defined by a
 //!   function body (`Attention`, `RotaryEmbedding`, `RMSNormalization`, `Swish`,
-//!   `SwiGLU`, `CausalConvWithState`, the two losses, the windows), each
-//!   beside its `_expanded` twin (the body), which must give the same bits.
+//!   `SwiGLU`, `CausalConvWithState`, the two losses, the windows, `LinearAttention`,
+//!   `AffineGrid`, `Range`), each beside its `_expanded` twin (the body, run with
+//!   `Scan`, `If` and `Loop` for the last three), which must give the same bits.
 //!
 //! Floats compare with the conformance tolerance (|a − e| ≤ 1e−7 + 1e−3·|e|),
 //! everything else exactly; each case also runs with the reference kernels and with

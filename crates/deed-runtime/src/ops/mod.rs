@@ -23,6 +23,7 @@ use crate::error::OpError;
 pub mod binary;
 pub mod cast;
 pub mod col2im;
+pub mod control;
 pub mod conv;
 pub mod core;
 pub mod elementwise;
@@ -127,6 +128,18 @@ pub trait Op: Send + Sync + Debug {
         i.saturating_add(o).max(1)
     }
 
+    /// [`Op::cost`] for an operator whose cost depends on more than its input types:
+    /// one that runs a subgraph costs what the subgraph's plan for those inputs
+    /// costs. The default is [`Op::cost`].
+    fn cost_planned(
+        &self,
+        _known: &[Option<InferInput<'_>>],
+        inputs: &[Option<&TypeInfo>],
+        outputs: &[TypeInfo],
+    ) -> Result<u64, OpError> {
+        Ok(self.cost(inputs, outputs))
+    }
+
     /// Computes the outputs. `inputs[i]` is `None` for an absent optional input.
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError>;
 
@@ -218,6 +231,7 @@ pub fn registry() -> &'static Registry {
         linalg::register(&mut r);
         llm::register(&mut r);
         signal::register(&mut r);
+        control::register(&mut r);
         text::register(&mut r);
         conv::register(&mut r);
         pool::register(&mut r);
