@@ -163,16 +163,18 @@ impl Model {
         limits: &Limits,
     ) -> Result<Plan<'m>, RuntimeError> {
         let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        self.plan_for(ModelRef::Borrowed(self), &refs, limits)
+        self.plan_inputs(ModelRef::Borrowed(self), &refs, limits, true)
     }
 
-    /// [`Model::plan`] on borrowed inputs.
+    /// [`Model::plan`] on borrowed inputs, for a subgraph run again and again (a
+    /// loop body): the plan depends on an input's value only when an operator's
+    /// output shape needs it, so that it holds for the next iteration's values too.
     pub(crate) fn plan_refs(
         &self,
         inputs: &[(&str, &Tensor)],
         limits: &Limits,
     ) -> Result<Plan<'_>, RuntimeError> {
-        self.plan_for(ModelRef::Borrowed(self), inputs, limits)
+        self.plan_inputs(ModelRef::Borrowed(self), inputs, limits, false)
     }
 
     /// [`Model::plan`], holding the model by `Arc`: a plan with no borrow, for a
@@ -184,16 +186,19 @@ impl Model {
         limits: &Limits,
     ) -> Result<Plan<'static>, RuntimeError> {
         let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        self.plan_for(ModelRef::Shared(Arc::clone(self)), &refs, limits)
+        self.plan_inputs(ModelRef::Shared(Arc::clone(self)), &refs, limits, true)
     }
 
     /// The plan of this model (which `model` is) for `inputs`, planned again with a
-    /// graph input known each time an operator's output shape needs its value.
-    fn plan_for<'m>(
+    /// graph input known each time an operator's output shape needs its value. With
+    /// `ints_known`, small integer inputs (shape-like tensors) are known from the
+    /// start.
+    fn plan_inputs<'m>(
         &self,
         model: ModelRef<'m>,
         inputs: &[(&str, &Tensor)],
         limits: &Limits,
+        ints_known: bool,
     ) -> Result<Plan<'m>, RuntimeError> {
         let expected: Vec<String> = self.inputs.iter().map(|v| v.name.clone()).collect();
         for &(name, _) in inputs {
@@ -220,7 +225,7 @@ impl Model {
             let specs: Vec<PlanInput<'_>> = given
                 .iter()
                 .map(|&(name, t)| {
-                    let known = (matches!(t.dtype(), DType::I64 | DType::I32)
+                    let known = ((ints_known && matches!(t.dtype(), DType::I64 | DType::I32))
                         || known_by_value.contains(&name))
                         && t.len() <= KNOWN_INPUT_MAX;
                     PlanInput {

@@ -36,7 +36,7 @@ use crate::ctx::Ctx;
 use crate::error::OpError;
 use crate::limits::Limits;
 use crate::model::Graph;
-use crate::plan::{Plan, PlanInput, RunOptions};
+use crate::plan::{Plan, PlanInput, RunOptions, KNOWN_INPUT_MAX};
 
 /// Registers `If`, `Loop` and `Scan`.
 pub fn register(r: &mut Registry) {
@@ -140,10 +140,12 @@ impl Body {
                     index: first_implicit + pos,
                 },
             )?;
+            // A large known value (a weight) is left unknown rather than copied into
+            // the plan: no shape depends on one.
             specs.push(PlanInput {
                 name,
                 ty: x.ty.clone(),
-                value: x.value,
+                value: x.value.filter(|v| v.len() <= KNOWN_INPUT_MAX),
             });
         }
         self.graph
