@@ -38,14 +38,6 @@ struct Run {
 }
 
 fn run() -> Run {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deed-runtime/tests/fixtures/mlp_tiny/model.onnx"
-    );
-    let bytes = std::fs::read(path).unwrap();
-    let model = Model::load(&bytes, &Limits::default()).unwrap();
-    let inputs: Vec<String> = model.required_inputs().map(|v| v.name.clone()).collect();
-    assert_eq!(inputs, ["x"]);
     let x = Tensor::from_vec(
         vec![3, 8],
         (0..24)
@@ -53,9 +45,46 @@ fn run() -> Run {
             .collect::<Vec<f32>>(),
     )
     .unwrap();
-    let out = model
-        .run(&[("x".to_owned(), x.clone())], &RunOptions::default())
-        .unwrap();
+    let r = run_of("mlp_tiny/model.onnx", vec![("x".to_owned(), x)]);
+    assert_eq!(r.inputs, ["x"]);
+    r
+}
+
+/// `Range` through its ONNX function body: eight nodes computing a trip count from
+/// the inputs, then a `Loop` whose body reads the outer input `delta`.
+fn loop_run() -> Run {
+    let dir = "function-ops/test_range_float_type_positive_delta_expanded";
+    let inputs = ["start", "limit", "delta"]
+        .iter()
+        .zip([1.0f32, 5.0, 0.5])
+        .map(|(n, v)| ((*n).to_owned(), Tensor::scalar(v)))
+        .collect();
+    let r = run_of(&format!("{dir}/model.onnx"), inputs);
+    let last = r.model.nodes.last().unwrap();
+    assert_eq!(last.op_type, "Loop");
+    assert!(
+        last.inputs.iter().any(|i| i == "delta"),
+        "{:?}",
+        last.inputs
+    );
+    r
+}
+
+/// The model at `path` (under the runtime's test fixtures) run on `given`, which
+/// names every required input.
+fn run_of(path: &str, given: Vec<(String, Tensor)>) -> Run {
+    let path = format!(
+        "{}/../deed-runtime/tests/fixtures/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(path).unwrap();
+    let model = Model::load(&bytes, &Limits::default()).unwrap();
+    let inputs: Vec<String> = model.required_inputs().map(|v| v.name.clone()).collect();
+    let ordered: Vec<Tensor> = inputs
+        .iter()
+        .map(|n| given.iter().find(|(g, _)| g == n).unwrap().1.clone())
+        .collect();
+    let out = model.run(&given, &RunOptions::default()).unwrap();
     // Every step's outputs, computed one node at a time as the referee does; their
     // hashes must be the trace the whole run produced.
     let mut outs: Vec<Vec<Tensor>> = Vec::new();
@@ -65,7 +94,9 @@ fn run() -> Run {
             .into_iter()
             .map(|src| match src {
                 None => None,
-                Some((_, Source::Input)) => Some(x.clone()),
+                Some((name, Source::Input)) => {
+                    Some(given.iter().find(|(g, _)| *g == name).unwrap().1.clone())
+                }
                 Some((name, Source::Initializer)) => {
                     Some(model.initializer(&name).unwrap().clone())
                 }
@@ -82,7 +113,7 @@ fn run() -> Run {
     Run {
         manifest: Cid::of(&bytes),
         model: Arc::new(model),
-        blob: encoding::encode(&vec![x.encode()]),
+        blob: encoding::encode(&ordered.iter().map(Tensor::encode).collect::<Vec<_>>()),
         inputs,
         outs,
         output: deed_runtime::trace::outputs_hash(
@@ -343,6 +374,27 @@ fn the_runtime_referee_convicts_a_cheating_defender() {
     for j in [0, n / 2, n - 1] {
         let cheat = corrupted(&r.honest, j);
         assert!(!dispute(&r, &cheat, &r.honest, false), "corrupted step {j}");
+    }
+}
+
+/// A dispute over a `Loop` ends with the referee re-running the whole loop, one
+/// step, from its inputs: the trip count computed by earlier steps, the initial
+/// value, and the outer input its body reads.
+#[test]
+fn the_runtime_referee_decides_a_dispute_over_a_loop() {
+    let r = loop_run();
+    let n = r.honest.len();
+    assert_eq!(n, 10);
+    for j in [n - 2, 3, n - 1] {
+        let cheat = corrupted(&r.honest, j);
+        assert!(
+            dispute(&r, &r.honest, &cheat, false),
+            "challenger, step {j}"
+        );
+        assert!(
+            !dispute(&r, &cheat, &r.honest, j == n - 2),
+            "defender, step {j}"
+        );
     }
 }
 
