@@ -3,7 +3,8 @@
 //!
 //! - `fixtures/onnx-node/`: cases copied from the official ONNX node tests (quantized,
 //!   `ai.onnx.ml` and recurrent operators, `LinearAttention`, `TensorScatter`, `DFT`,
-//!   `STFT`, `AffineGrid`, `GridSample`, `If`, `Loop`, `Scan`);
+//!   `STFT`, `AffineGrid`, `GridSample`, `If`, `Loop`, `Scan`, `Unique`,
+//!   `NonMaxSuppression`);
 //! - `fixtures/ml/`: scikit-learn models exported by skl2onnx, expected outputs from
 //!   onnxruntime (`scripts/gen_ml_fixtures.py`);
 //! - `fixtures/function-ops/`: cases of the ONNX node tests for operators defined by a

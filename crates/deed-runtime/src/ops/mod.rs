@@ -40,6 +40,7 @@ pub mod reduce;
 pub mod resize;
 pub mod rnn;
 pub mod rotary;
+pub mod select;
 pub mod shape;
 pub mod signal;
 pub mod simd;
@@ -232,6 +233,7 @@ pub fn registry() -> &'static Registry {
         llm::register(&mut r);
         signal::register(&mut r);
         control::register(&mut r);
+        select::register(&mut r);
         text::register(&mut r);
         conv::register(&mut r);
         pool::register(&mut r);
