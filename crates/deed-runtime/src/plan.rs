@@ -413,20 +413,7 @@ impl Model {
                 ))));
             }
             for t in &out_types {
-                if t.shape.len() > limits.max_rank {
-                    return Err(RuntimeError::Limit {
-                        what: "tensor rank",
-                        value: t.shape.len() as u64,
-                        limit: limits.max_rank as u64,
-                    });
-                }
-                if t.numel() > limits.max_tensor_elements {
-                    return Err(RuntimeError::Limit {
-                        what: "tensor elements",
-                        value: t.numel(),
-                        limit: limits.max_tensor_elements,
-                    });
-                }
+                check_type_limits(t, limits)?;
                 if t.bytes() > limits.max_tensor_bytes {
                     return Err(RuntimeError::Limit {
                         what: "tensor bytes",

@@ -385,24 +385,28 @@ fn an_if_whose_branches_differ_in_shape_plans_for_its_condition() {
     }
 }
 
+/// A model of one `Loop` over `body`, `k` iterations from `v` (of one dimension
+/// `dim`).
+fn loop_model(body: pb::GraphProto, dim: Result<i64, &str>) -> Result<Model, RuntimeError> {
+    let g = pb::GraphProto {
+        name: "outer".into(),
+        node: vec![node(
+            "loop",
+            "Loop",
+            &["k", "", "v"],
+            &["v_out"],
+            vec![attr_graph("body", body)],
+        )],
+        input: vec![value("k", INT64, &[]), value("v", FLOAT, &[dim])],
+        output: vec![value("v_out", FLOAT, &[dim])],
+        ..Default::default()
+    };
+    Model::load(&model(g).encode_to_vec(), &Limits::default())
+}
+
 #[test]
 fn bad_subgraphs_are_refused_with_what_is_wrong() {
-    let with_body = |body: pb::GraphProto| {
-        let g = pb::GraphProto {
-            name: "outer".into(),
-            node: vec![node(
-                "loop",
-                "Loop",
-                &["k", "", "v"],
-                &["v_out"],
-                vec![attr_graph("body", body)],
-            )],
-            input: vec![value("k", INT64, &[]), value("v", FLOAT, &[Err("n")])],
-            output: vec![value("v_out", FLOAT, &[Err("n")])],
-            ..Default::default()
-        };
-        Model::load(&model(g).encode_to_vec(), &Limits::default())
-    };
+    let with_body = |body| loop_model(body, Err("n"));
     let body = |op: &str, reads: &str| {
         let attrs = if op == "Concat" {
             vec![attr_int("axis", 0)]
@@ -464,57 +468,34 @@ fn bad_subgraphs_are_refused_with_what_is_wrong() {
     assert!(e.to_string().contains("input 2"), "{e}");
 }
 
-#[test]
-fn nesting_is_bounded() {
-    // A Loop body holding a Loop body holding … deeper than the loader allows.
-    let mut g = graph(
-        "leaf",
-        vec![
-            node("keep", "Identity", &["c"], &["c_out"], vec![]),
-            node("v", "Identity", &["v_in"], &["v_next"], vec![]),
-        ],
+/// A loop body over `(i, c, v_in: f32[1])` whose second node makes `v_next`.
+fn body_with(v_next: pb::NodeProto) -> pb::GraphProto {
+    graph(
+        "body",
+        vec![node("keep", "Identity", &["c"], &["c_out"], vec![]), v_next],
         vec![
             value("i", INT64, &[]),
             value("c", BOOL, &[]),
             value("v_in", FLOAT, &[Ok(1)]),
         ],
         vec![value("c_out", BOOL, &[]), value("v_next", FLOAT, &[Ok(1)])],
-    );
+    )
+}
+
+#[test]
+fn nesting_is_bounded() {
+    // A Loop body holding a Loop body holding … deeper than the loader allows.
+    let mut g = body_with(node("v", "Identity", &["v_in"], &["v_next"], vec![]));
     for _ in 0..(deed_runtime::MAX_GRAPH_DEPTH + 1) {
-        g = graph(
-            "level",
-            vec![
-                node("keep", "Identity", &["c"], &["c_out"], vec![]),
-                node(
-                    "inner",
-                    "Loop",
-                    &["i", "", "v_in"],
-                    &["v_next"],
-                    vec![attr_graph("body", g)],
-                ),
-            ],
-            vec![
-                value("i", INT64, &[]),
-                value("c", BOOL, &[]),
-                value("v_in", FLOAT, &[Ok(1)]),
-            ],
-            vec![value("c_out", BOOL, &[]), value("v_next", FLOAT, &[Ok(1)])],
-        );
-    }
-    let outer = pb::GraphProto {
-        name: "outer".into(),
-        node: vec![node(
-            "loop",
+        g = body_with(node(
+            "inner",
             "Loop",
-            &["k", "", "v"],
-            &["v_out"],
+            &["i", "", "v_in"],
+            &["v_next"],
             vec![attr_graph("body", g)],
-        )],
-        input: vec![value("k", INT64, &[]), value("v", FLOAT, &[Ok(1)])],
-        output: vec![value("v_out", FLOAT, &[Ok(1)])],
-        ..Default::default()
-    };
-    let e = Model::load(&model(outer).encode_to_vec(), &Limits::default()).unwrap_err();
+        ));
+    }
+    let e = loop_model(g, Ok(1)).unwrap_err();
     assert!(
         matches!(
             e,
