@@ -1,6 +1,7 @@
 //! Conversions from ONNX protobuf messages (parsed by `tract-onnx`'s prost types) into
 //! Deed's own tensors and attributes.
 
+use deed_types::tensor::{F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4};
 use deed_types::{DType, Tensor, TensorData};
 use half::{bf16, f16};
 use tract_onnx::pb;
@@ -57,9 +58,61 @@ fn typed_len(t: &pb::TensorProto) -> usize {
         + t.string_data.len()
 }
 
+/// Elements per byte of ONNX's storage of `dtype`: 2 for the 4-bit types, 4 for the
+/// 2-bit ones (packed from the low bits up), 1 for everything else.
+fn per_byte(dtype: DType) -> usize {
+    match dtype {
+        DType::U4 | DType::I4 | DType::F4E2M1 => 2,
+        DType::U2 | DType::I2 => 4,
+        _ => 1,
+    }
+}
+
+/// The low-bit elements held in ONNX's storage bytes `bytes`, which must be exactly
+/// the `⌈n / per_byte⌉` bytes that `n` elements need. In a packed byte the first
+/// element is in the lowest bits; the unused high bits of a last, partly filled byte
+/// are ignored. Every byte is a float8's bits.
+fn low_bit(
+    name: &str,
+    dtype: DType,
+    bytes: &[u8],
+    n: usize,
+    field: &str,
+) -> Result<TensorData, RuntimeError> {
+    let per = per_byte(dtype);
+    let need = n.div_ceil(per);
+    if bytes.len() != need {
+        return Err(bad(
+            name,
+            format!(
+                "{field} holds {} bytes, {n} {dtype} elements need {need}",
+                bytes.len()
+            ),
+        ));
+    }
+    let bits = 8 / per;
+    let codes = (0..n).map(|i| bytes[i / per] >> (bits * (i % per)));
+    Ok(match dtype {
+        DType::F8E4M3FN => TensorData::F8E4M3FN(codes.map(F8E4M3FN::from_bits).collect()),
+        DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ(codes.map(F8E4M3FNUZ::from_bits).collect()),
+        DType::F8E5M2 => TensorData::F8E5M2(codes.map(F8E5M2::from_bits).collect()),
+        DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ(codes.map(F8E5M2FNUZ::from_bits).collect()),
+        DType::F8E8M0 => TensorData::F8E8M0(codes.map(F8E8M0::from_bits).collect()),
+        DType::F4E2M1 => TensorData::F4E2M1(codes.map(F4E2M1::from_bits).collect()),
+        DType::U4 => TensorData::U4(codes.map(U4::from_bits).collect()),
+        DType::I4 => TensorData::I4(codes.map(I4::from_bits).collect()),
+        DType::U2 => TensorData::U2(codes.map(U2::from_bits).collect()),
+        DType::I2 => TensorData::I2(codes.map(I2::from_bits).collect()),
+        other => return Err(bad(name, format!("{other} is not a low-bit dtype"))),
+    })
+}
+
 fn from_raw(name: &str, dtype: DType, raw: &[u8], n: usize) -> Result<TensorData, RuntimeError> {
     if dtype == DType::Str {
         return Err(bad(name, "string tensors cannot use raw_data"));
+    }
+    if dtype.is_low_bit() {
+        return low_bit(name, dtype, raw, n, "raw_data");
     }
     let need = n
         .checked_mul(dtype.size_of())
@@ -119,6 +172,12 @@ fn from_typed(
     };
     // ONNX stores the small integer types and float16 widened into int32_data.
     let i32s = &t.int32_data;
+    if dtype.is_low_bit() {
+        // One storage byte per int32 (its low 8 bits, as ONNX's reader takes them):
+        // a float8 each, or two 4-bit / four 2-bit elements packed.
+        let bytes: Vec<u8> = i32s.iter().map(|&v| v as u8).collect();
+        return low_bit(name, dtype, &bytes, n, "int32_data");
+    }
     Ok(match dtype {
         DType::F32 => {
             check(t.float_data.len())?;
