@@ -13,7 +13,9 @@
 //! - `fixtures/onnx-node-lowbit/`: the official node tests of the low-bit dtypes
 //!   (float8, float4, 4- and 2-bit integers: `Cast`, `CastLike`, `QuantizeLinear`,
 //!   `DequantizeLinear`), whose data the conformance cases lack
-//!   (`scripts/gen_lowbit_node_fixtures.py`).
+//!   (`scripts/gen_lowbit_node_fixtures.py`);
+//! - `fixtures/lowbit-ops/`: data-movement operators on the low-bit dtypes, expected
+//!   outputs from ONNX's reference evaluator (`scripts/gen_lowbit_op_fixtures.py`).
 //!
 //! Floats compare with the conformance tolerance (|a − e| ≤ 1e−7 + 1e−3·|e|),
 //! everything else exactly; each case also runs with the reference kernels and with
@@ -164,6 +166,11 @@ fn onnx_node_tests_kept_in_the_repo() {
 #[test]
 fn low_bit_dtype_node_tests_pass_bit_for_bit() {
     check_dir("onnx-node-lowbit");
+}
+
+#[test]
+fn low_bit_dtypes_move_through_data_movement_operators() {
+    check_dir("lowbit-ops");
 }
 
 #[test]
