@@ -257,7 +257,10 @@ pub fn preview_json(t: &Tensor, n: usize) -> Vec<serde_json::Value> {
 /// The first `n` low-bit floats as JSON numbers (NaN and infinities as `null`, as
 /// for the other floats).
 fn low_bit_json<T: LowBit>(v: &[T], n: usize) -> Vec<serde_json::Value> {
-    v.iter().take(n).map(|x| serde_json::json!(x.to_f64())).collect()
+    v.iter()
+        .take(n)
+        .map(|x| serde_json::json!(x.to_f64()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -288,11 +291,16 @@ mod tests {
         )
         .unwrap();
         let back = read_npy(&npy_bytes(&f8).unwrap()).unwrap();
-        assert_eq!(back.as_slice::<f32>().unwrap(), &[448.0, -(2f32.powi(-9)), 1.0]);
-        let i4 = Tensor::from_vec(vec![2], vec![I4::new(-8).unwrap(), I4::new(7).unwrap()]).unwrap();
+        assert_eq!(
+            back.as_slice::<f32>().unwrap(),
+            &[448.0, -(2f32.powi(-9)), 1.0]
+        );
+        let i4 =
+            Tensor::from_vec(vec![2], vec![I4::new(-8).unwrap(), I4::new(7).unwrap()]).unwrap();
         let back = read_npy(&npy_bytes(&i4).unwrap()).unwrap();
         assert_eq!(back.as_slice::<i8>().unwrap(), &[-8, 7]);
-        let j = read_json(br#"{"shape":[3],"dtype":"float8e4m3fn","data":[448,1000,-0.5]}"#).unwrap();
+        let j =
+            read_json(br#"{"shape":[3],"dtype":"float8e4m3fn","data":[448,1000,-0.5]}"#).unwrap();
         let bits: Vec<u8> = j
             .as_slice::<F8E4M3FN>()
             .unwrap()
@@ -312,7 +320,11 @@ mod tests {
 
     fn i4_of(v: &[i8]) -> Tensor {
         use deed_types::tensor::I4;
-        Tensor::from_vec(vec![v.len()], v.iter().map(|&x| I4::new(x).unwrap()).collect()).unwrap()
+        Tensor::from_vec(
+            vec![v.len()],
+            v.iter().map(|&x| I4::new(x).unwrap()).collect(),
+        )
+        .unwrap()
     }
 
     #[test]

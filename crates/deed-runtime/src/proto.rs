@@ -1,7 +1,9 @@
 //! Conversions from ONNX protobuf messages (parsed by `tract-onnx`'s prost types) into
 //! Deed's own tensors and attributes.
 
-use deed_types::tensor::{F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4};
+use deed_types::tensor::{
+    F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4,
+};
 use deed_types::{DType, Tensor, TensorData};
 use half::{bf16, f16};
 use tract_onnx::pb;
@@ -252,4 +254,93 @@ pub fn tensor_from_pb_bytes(bytes: &[u8]) -> Result<(String, Tensor), RuntimeErr
     let t = pb::TensorProto::decode(bytes).map_err(|e| RuntimeError::Decode(e.to_string()))?;
     let tensor = tensor_from_proto(&t)?;
     Ok((t.name, tensor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proto(code: i32, dims: &[i64], raw: &[u8], i32s: &[i32]) -> pb::TensorProto {
+        pb::TensorProto {
+            name: "t".into(),
+            data_type: code,
+            dims: dims.to_vec(),
+            raw_data: raw.to_vec(),
+            int32_data: i32s.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn packed_low_bit_tensors_unpack_low_bits_first() {
+        // int4 [-8, 7, -1] packed: 0x78, then 0x0F (the high nibble of the last byte is
+        // padding and ignored).
+        let t = tensor_from_proto(&proto(22, &[3], &[0x78, 0xAF], &[])).unwrap();
+        let v: Vec<i8> = t
+            .as_slice::<I4>()
+            .unwrap()
+            .iter()
+            .map(|x| x.get())
+            .collect();
+        assert_eq!(v, [-8, 7, -1]);
+        // The same bytes from int32_data.
+        let u = tensor_from_proto(&proto(22, &[3], &[], &[0x78, 0xAF])).unwrap();
+        assert_eq!(u, t);
+        // uint2 [1, 2, 3, 0, 3]: 0b00_11_10_01, 0b11.
+        let t = tensor_from_proto(&proto(25, &[5], &[0x39, 0x03], &[])).unwrap();
+        let v: Vec<u8> = t
+            .as_slice::<U2>()
+            .unwrap()
+            .iter()
+            .map(|x| x.get())
+            .collect();
+        assert_eq!(v, [1, 2, 3, 0, 3]);
+        let t = tensor_from_proto(&proto(26, &[4], &[0x39], &[])).unwrap();
+        let v: Vec<i8> = t
+            .as_slice::<I2>()
+            .unwrap()
+            .iter()
+            .map(|x| x.get())
+            .collect();
+        assert_eq!(v, [1, -2, -1, 0]);
+        // float4e2m1 [0.5, -6]: codes 0x1, 0xF.
+        let t = tensor_from_proto(&proto(23, &[2], &[0xF1], &[])).unwrap();
+        let v: Vec<u8> = t
+            .as_slice::<F4E2M1>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        assert_eq!(v, [0x1, 0xF]);
+        // float8: one byte (or one int32) per element.
+        let t = tensor_from_proto(&proto(17, &[2], &[0x7E, 0xFF], &[])).unwrap();
+        let u = tensor_from_proto(&proto(17, &[2], &[], &[0x7E, 0xFF])).unwrap();
+        assert_eq!(t, u);
+        assert_eq!(t.as_slice::<F8E4M3FN>().unwrap()[0].to_f32(), 448.0);
+        // Empty tensors need no bytes.
+        assert_eq!(
+            tensor_from_proto(&proto(21, &[0], &[], &[])).unwrap().len(),
+            0
+        );
+    }
+
+    #[test]
+    fn malformed_low_bit_tensors_are_refused() {
+        for (code, dims, raw, i32s) in [
+            (22, vec![3], vec![0x78], vec![]),       // too few bytes
+            (22, vec![3], vec![0x78, 0, 0], vec![]), // too many
+            (25, vec![5], vec![0x39], vec![]),       // 5 two-bit elements need 2
+            (17, vec![2], vec![], vec![1]),          // int32_data too short
+            (21, vec![4], vec![], vec![1, 2, 3]),    // 4 nibbles are 2 bytes
+            (24, vec![-1], vec![], vec![]),          // negative dimension
+        ] {
+            let e = tensor_from_proto(&proto(code, &dims, &raw, &i32s)).unwrap_err();
+            assert!(matches!(e, RuntimeError::BadTensor { .. }), "{code}: {e}");
+        }
+        let e = tensor_from_proto(&proto(27, &[1], &[0], &[])).unwrap_err();
+        assert!(
+            matches!(e, RuntimeError::UnsupportedDType { code: 27, .. }),
+            "{e}"
+        );
+    }
 }

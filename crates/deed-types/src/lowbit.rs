@@ -404,7 +404,10 @@ mod tests {
         let f4: Vec<f64> = (0..16).map(|b| F4E2M1::from_bits(b).to_f64()).collect();
         assert_eq!(
             f4,
-            [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
+            [
+                0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0,
+                -6.0
+            ]
         );
         assert!(f4[8].is_sign_negative());
     }
@@ -420,7 +423,10 @@ mod tests {
         assert_eq!(I2::from_bits(0b10).get(), -2);
         assert_eq!(I2::from_bits(0b11).get(), -1);
         assert_eq!(U2::from_bits(0xFF).get(), 3);
-        assert_eq!((I4::MIN, I4::MAX, U4::MAX, I2::MIN, I2::MAX, U2::MAX), (-8, 7, 15, -2, 1, 3));
+        assert_eq!(
+            (I4::MIN, I4::MAX, U4::MAX, I2::MIN, I2::MAX, U2::MAX),
+            (-8, 7, 15, -2, 1, 3)
+        );
         assert!(I4::new(8).is_none() && U2::new(4).is_none() && I2::new(-3).is_none());
     }
 
@@ -434,11 +440,20 @@ mod tests {
             assert_eq!(F4E2M1::from_byte(b).is_some(), b < 16);
             assert_eq!(U4::from_byte(b).is_some(), b < 16);
             assert_eq!(U2::from_byte(b).is_some(), b < 4);
-            assert_eq!(I4::from_byte(b).is_some(), (b as i8) >= -8 && (b as i8) <= 7);
-            assert_eq!(I2::from_byte(b).is_some(), (b as i8) >= -2 && (b as i8) <= 1);
-            for v in [I4::from_byte(b).map(LowBit::byte), I2::from_byte(b).map(LowBit::byte)]
-                .into_iter()
-                .flatten()
+            assert_eq!(
+                I4::from_byte(b).is_some(),
+                (b as i8) >= -8 && (b as i8) <= 7
+            );
+            assert_eq!(
+                I2::from_byte(b).is_some(),
+                (b as i8) >= -2 && (b as i8) <= 1
+            );
+            for v in [
+                I4::from_byte(b).map(LowBit::byte),
+                I2::from_byte(b).map(LowBit::byte),
+            ]
+            .into_iter()
+            .flatten()
             {
                 assert_eq!(v, b);
             }

@@ -30,8 +30,8 @@ use half::{bf16, f16};
 use serde::{Deserialize, Serialize};
 
 use crate::hash::Hash;
-pub use crate::lowbit::{F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4};
 use crate::lowbit::LowBit;
+pub use crate::lowbit::{F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4};
 
 /// Element types, numbered as ONNX's `TensorProto.DataType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -487,7 +487,6 @@ element!(F8E8M0, F8E8M0);
 element!(U2, U2);
 element!(I2, I2);
 
-
 /// Why a tensor could not be built or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -864,7 +863,9 @@ impl Tensor {
 /// not one (see [`crate::lowbit`]).
 fn low_bit<T: LowBit>(b: &[u8]) -> Result<Vec<T>, TensorError> {
     b.iter()
-        .map(|&x| T::from_byte(x).ok_or(TensorError::Malformed("low-bit element byte out of range")))
+        .map(|&x| {
+            T::from_byte(x).ok_or(TensorError::Malformed("low-bit element byte out of range"))
+        })
         .collect()
 }
 
@@ -984,8 +985,16 @@ mod tests {
     #[test]
     fn low_bit_dtypes_have_their_onnx_codes_and_names() {
         for (code, name) in (17..=26).zip([
-            "f8e4m3fn", "f8e4m3fnuz", "f8e5m2", "f8e5m2fnuz", "u4", "i4", "f4e2m1", "f8e8m0",
-            "u2", "i2",
+            "f8e4m3fn",
+            "f8e4m3fnuz",
+            "f8e5m2",
+            "f8e5m2fnuz",
+            "u4",
+            "i4",
+            "f4e2m1",
+            "f8e8m0",
+            "u2",
+            "i2",
         ]) {
             let d = DType::from_onnx_code(code).unwrap();
             assert_eq!(d.name(), name);
@@ -1002,7 +1011,10 @@ mod tests {
         let mut bad = bytes.clone();
         let at = bad.len() - 2;
         bad[at] = 0x0D;
-        assert!(matches!(Tensor::decode(&bad), Err(TensorError::Malformed(_))));
+        assert!(matches!(
+            Tensor::decode(&bad),
+            Err(TensorError::Malformed(_))
+        ));
     }
 
     proptest! {

@@ -26,7 +26,9 @@
 //! - from any of them: its exact value, then the rules above.
 
 use deed_types::lowbit::LowBit as _;
-use deed_types::tensor::{F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4};
+use deed_types::tensor::{
+    F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4,
+};
 use deed_types::{DType, Tensor, TensorData};
 use half::{bf16, f16};
 
@@ -97,7 +99,9 @@ impl Op for BitCast {
             // One element is one 8-, 4- or 2-bit code; the same code under the target.
             let out = codes(x)
                 .and_then(|c| from_codes(self.to, c))
-                .ok_or_else(|| OpError::value(format!("BitCast from {} to {}", x.dtype(), self.to)))?;
+                .ok_or_else(|| {
+                    OpError::value(format!("BitCast from {} to {}", x.dtype(), self.to))
+                })?;
             return Ok(vec![Tensor::new(x.shape().to_vec(), out)?]);
         }
         // The canonical encoding is the header (magic, dtype code, rank, dimensions)
@@ -197,8 +201,9 @@ impl CastOpts {
     fn from_node(n: &NodeInfo<'_>) -> Result<CastOpts, OpError> {
         let saturate = n.attrs.int("saturate", 1)? != 0;
         let mode = n.attrs.string("round_mode", "up")?;
-        let round_mode = RoundMode::parse(&mode)
-            .ok_or_else(|| OpError::bad_attr("round_mode", format!("`{mode}` is not up, down or nearest")))?;
+        let round_mode = RoundMode::parse(&mode).ok_or_else(|| {
+            OpError::bad_attr("round_mode", format!("`{mode}` is not up, down or nearest"))
+        })?;
         Ok(CastOpts {
             saturate,
             round_mode,
@@ -651,6 +656,120 @@ mod tests {
             &["1.5", "-2.0", "NaN", "-INF"]
         );
         assert!(cast(&t(vec!["x".to_string()]), DType::F32).is_err());
+    }
+
+    fn cast_op(x: &Tensor, to: DType, saturate: bool) -> Tensor {
+        let op = Cast {
+            to: Some(to),
+            opts: CastOpts {
+                saturate,
+                ..CastOpts::default()
+            },
+        };
+        op.run(&[Some(x)], &Ctx::default()).unwrap().remove(0)
+    }
+
+    fn bits<T: deed_types::lowbit::LowBit + deed_types::tensor::Element>(t: &Tensor) -> Vec<u8> {
+        t.as_slice::<T>()
+            .unwrap()
+            .iter()
+            .map(|x| x.byte())
+            .collect()
+    }
+
+    #[test]
+    fn float8_targets_follow_saturate() {
+        let x = t(vec![
+            1e6f32,
+            -1e6,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -0.0,
+            0.3,
+        ]);
+        let sat = cast_op(&x, DType::F8E4M3FN, true);
+        assert_eq!(
+            bits::<F8E4M3FN>(&sat),
+            [0x7E, 0xFE, 0x7E, 0xFE, 0x7F, 0x80, 0x2A]
+        );
+        let raw = cast_op(&x, DType::F8E4M3FN, false);
+        assert_eq!(
+            bits::<F8E4M3FN>(&raw),
+            [0x7F, 0xFF, 0x7F, 0xFF, 0x7F, 0x80, 0x2A]
+        );
+        let raw = cast_op(&x, DType::F8E5M2, false);
+        assert_eq!(
+            bits::<F8E5M2>(&raw),
+            [0x7C, 0xFC, 0x7C, 0xFC, 0x7E, 0x80, 0x35]
+        );
+        let raw = cast_op(&x, DType::F8E5M2FNUZ, false);
+        assert_eq!(
+            bits::<F8E5M2FNUZ>(&raw),
+            [0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0x39]
+        );
+        // float4e2m1 always saturates.
+        let f4 = cast_op(&x, DType::F4E2M1, false);
+        assert_eq!(bits::<F4E2M1>(&f4), [0x7, 0xF, 0x7, 0xF, 0x8, 0x8, 0x1]);
+    }
+
+    #[test]
+    fn every_float8_code_casts_to_its_value_and_back() {
+        for b in 0..=255u8 {
+            let x = t(vec![F8E5M2::from_bits(b)]);
+            let f = cast(&x, DType::F32).unwrap();
+            let v = f.as_slice::<f32>().unwrap()[0];
+            assert!(v.is_nan() == F8E5M2::from_bits(b).is_nan());
+            if !v.is_nan() {
+                assert_eq!(f64::from(v), F8E5M2::from_bits(b).to_f64());
+                // Through f16 and back too (every E5M2 value is an f16).
+                let h = cast(&x, DType::F16).unwrap();
+                assert_eq!(bits::<F8E5M2>(&cast_op(&h, DType::F8E5M2, false)), [b]);
+                assert_eq!(bits::<F8E5M2>(&cast_op(&f, DType::F8E5M2, false)), [b]);
+            }
+        }
+    }
+
+    #[test]
+    fn small_integers_wrap_from_integers_and_truncate_from_floats() {
+        let y = cast(&t(vec![-9i64, 8, 17, -1]), DType::I4).unwrap();
+        let v: Vec<i8> = y
+            .as_slice::<I4>()
+            .unwrap()
+            .iter()
+            .map(|x| x.get())
+            .collect();
+        assert_eq!(v, [7, -8, 1, -1]);
+        let y = cast(&t(vec![-1.5f32, 2.9, 4.0, f32::NAN]), DType::U2).unwrap();
+        let v: Vec<u8> = y
+            .as_slice::<U2>()
+            .unwrap()
+            .iter()
+            .map(|x| x.get())
+            .collect();
+        assert_eq!(v, [0, 2, 0, 0]);
+        let back = cast(&y, DType::I64).unwrap();
+        assert_eq!(back.as_slice::<i64>().unwrap(), &[0, 2, 0, 0]);
+        let s = cast(&cast(&t(vec![-3i8]), DType::I4).unwrap(), DType::Str).unwrap();
+        assert_eq!(s.as_slice::<String>().unwrap(), &["-3"]);
+    }
+
+    #[test]
+    fn bitcast_of_low_bit_types_keeps_the_code() {
+        let x = t(vec![I4::new(-1).unwrap(), I4::new(5).unwrap()]);
+        let y = bitcast(&x, DType::U4).unwrap();
+        let v: Vec<u8> = y
+            .as_slice::<U4>()
+            .unwrap()
+            .iter()
+            .map(|x| x.get())
+            .collect();
+        assert_eq!(v, [15, 5]);
+        assert_eq!(bitcast(&y, DType::I4).unwrap(), x);
+        let y = bitcast(&t(vec![0x7Eu8]), DType::F8E4M3FN).unwrap();
+        assert_eq!(y.as_slice::<F8E4M3FN>().unwrap()[0].to_f32(), 448.0);
+        assert!(bitcast(&x, DType::U8).is_err());
+        assert!(bitcast(&x, DType::U2).is_err());
     }
 
     #[test]

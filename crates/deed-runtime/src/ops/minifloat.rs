@@ -290,8 +290,7 @@ mod tests {
             .filter(|&(b, v)| {
                 // A zero of the other sign is not a candidate where both zeros exist.
                 let fnuz = matches!(m, Mini::E4M3FNUZ | Mini::E5M2FNUZ);
-                !v.is_nan()
-                    && (fnuz || !(v == 0.0 && (b & sign_bit != 0) != x.is_sign_negative()))
+                !v.is_nan() && (fnuz || !(v == 0.0 && (b & sign_bit != 0) != x.is_sign_negative()))
             })
             .collect();
         let best = finite
@@ -433,10 +432,19 @@ mod tests {
         let f = |x: f64, sat: bool, m: RoundMode| encode_e8m0(Num::from_f64(x), sat, m);
         use RoundMode::*;
         // ONNX's case: [0, 0.124, 0.25, 0.5, 1.1, 2, 4, 8] → [0, 124, 125, 126, 128, 128, 129, 130].
-        let got: Vec<u8> = [0.0, f64::from(0.124f32), 0.25, 0.5, f64::from(1.1f32), 2.0, 4.0, 8.0]
-            .into_iter()
-            .map(|x| f(x, true, Up))
-            .collect();
+        let got: Vec<u8> = [
+            0.0,
+            f64::from(0.124f32),
+            0.25,
+            0.5,
+            f64::from(1.1f32),
+            2.0,
+            4.0,
+            8.0,
+        ]
+        .into_iter()
+        .map(|x| f(x, true, Up))
+        .collect();
         assert_eq!(got, [0, 124, 125, 126, 128, 128, 129, 130]);
         assert_eq!(f(1.5, true, Nearest), 128);
         assert_eq!(f(1.4999, true, Nearest), 127);
@@ -463,10 +471,23 @@ mod tests {
 
     #[test]
     fn small_ints_truncate_and_zero_out_of_range() {
-        let got: Vec<i8> = [-9.0, -8.5, -8.0, -7.5, -1.5, -0.5, 0.5, 1.5, 7.6, 8.0, f64::NAN, f64::INFINITY]
-            .into_iter()
-            .map(|x| small_int_from_f64(x, -8, 7))
-            .collect();
+        let got: Vec<i8> = [
+            -9.0,
+            -8.5,
+            -8.0,
+            -7.5,
+            -1.5,
+            -0.5,
+            0.5,
+            1.5,
+            7.6,
+            8.0,
+            f64::NAN,
+            f64::INFINITY,
+        ]
+        .into_iter()
+        .map(|x| small_int_from_f64(x, -8, 7))
+        .collect();
         assert_eq!(got, [0, -8, -8, -7, -1, 0, 0, 1, 7, 0, 0, 0]);
         assert_eq!(small_int_from_f64(-0.9, 0, 3), 0);
         assert_eq!(small_int_from_f64(-1.0, 0, 3), 0);

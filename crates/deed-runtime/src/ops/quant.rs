@@ -114,10 +114,22 @@ fn minifloats_of(t: &Tensor) -> Option<Vec<f32>> {
 fn qint_tensor(dt: DType, shape: Vec<usize>, v: Vec<i32>) -> Result<Tensor, OpError> {
     let bits = |x: i32| x as u8;
     Ok(match dt {
-        DType::U4 => Tensor::from_vec(shape, v.into_iter().map(|x| U4::from_bits(bits(x))).collect())?,
-        DType::I4 => Tensor::from_vec(shape, v.into_iter().map(|x| I4::from_bits(bits(x))).collect())?,
-        DType::U2 => Tensor::from_vec(shape, v.into_iter().map(|x| U2::from_bits(bits(x))).collect())?,
-        DType::I2 => Tensor::from_vec(shape, v.into_iter().map(|x| I2::from_bits(bits(x))).collect())?,
+        DType::U4 => Tensor::from_vec(
+            shape,
+            v.into_iter().map(|x| U4::from_bits(bits(x))).collect(),
+        )?,
+        DType::I4 => Tensor::from_vec(
+            shape,
+            v.into_iter().map(|x| I4::from_bits(bits(x))).collect(),
+        )?,
+        DType::U2 => Tensor::from_vec(
+            shape,
+            v.into_iter().map(|x| U2::from_bits(bits(x))).collect(),
+        )?,
+        DType::I2 => Tensor::from_vec(
+            shape,
+            v.into_iter().map(|x| I2::from_bits(bits(x))).collect(),
+        )?,
         _ => int_tensor(dt, shape, v)?,
     })
 }
