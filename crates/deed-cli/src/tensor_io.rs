@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
+use deed_types::lowbit::LowBit;
 use deed_types::{DType, Tensor, TensorData};
 use half::f16;
 use npyz::{TypeChar, WriterBuilder};
@@ -40,7 +41,7 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor> {
         .collect::<Result<_>>()?;
     let ts = match npy.dtype() {
         npyz::DType::Plain(ts) => ts,
-        other => bail!("unsupported .npy dtype {}", other.descr()),
+        other => bail!("unsupported .npy dtype {}{}", other.descr(), LOW_BIT_NPY),
     };
     let size = ts.size_field();
     let data = match (ts.type_char(), size) {
@@ -56,12 +57,23 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor> {
         (TypeChar::Uint, 4) => TensorData::U32(npy.into_vec()?),
         (TypeChar::Uint, 8) => TensorData::U64(npy.into_vec()?),
         (TypeChar::Bool, 1) => TensorData::Bool(npy.into_vec()?),
+        (TypeChar::RawData, 1) => {
+            bail!("unsupported .npy dtype {ts}{LOW_BIT_NPY}")
+        }
         _ => bail!("unsupported .npy dtype {}", ts),
     };
     Ok(Tensor::new(shape, data)?)
 }
 
-/// Encodes a tensor as `.npy` bytes.
+/// Why a one-byte `.npy` dtype numpy does not name is refused: `ml_dtypes` arrays
+/// (`float8_e4m3fn`, `int4`, …) are saved as bare bytes without their type.
+const LOW_BIT_NPY: &str = "; .npy has no standard encoding of the low-bit dtypes \
+    (float8, float4, int4, uint4, int2, uint2, as ml_dtypes saves them): give these \
+    tensors as TensorProto .pb or JSON";
+
+/// Encodes a tensor as `.npy` bytes. The low-bit dtypes, which `.npy` cannot name, are
+/// written as the standard type that holds their values exactly: the 8- and 4-bit
+/// floats as f32, the 4- and 2-bit integers as i8 or u8 (as bf16 is written as f32).
 pub fn npy_bytes(t: &Tensor) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
@@ -94,8 +106,23 @@ pub fn npy_bytes(t: &Tensor) -> Result<Vec<u8>> {
             write!(f, f32)
         }
         TensorData::Str(_) => bail!("string tensors cannot be written as .npy"),
+        TensorData::U4(v) => write!(v.iter().map(|x| x.get()).collect::<Vec<u8>>(), u8),
+        TensorData::U2(v) => write!(v.iter().map(|x| x.get()).collect::<Vec<u8>>(), u8),
+        TensorData::I4(v) => write!(v.iter().map(|x| x.get()).collect::<Vec<i8>>(), i8),
+        TensorData::I2(v) => write!(v.iter().map(|x| x.get()).collect::<Vec<i8>>(), i8),
+        TensorData::F8E4M3FN(v) => write!(low_bit_f32(v), f32),
+        TensorData::F8E4M3FNUZ(v) => write!(low_bit_f32(v), f32),
+        TensorData::F8E5M2(v) => write!(low_bit_f32(v), f32),
+        TensorData::F8E5M2FNUZ(v) => write!(low_bit_f32(v), f32),
+        TensorData::F8E8M0(v) => write!(low_bit_f32(v), f32),
+        TensorData::F4E2M1(v) => write!(low_bit_f32(v), f32),
     }
     Ok(out)
+}
+
+/// The values of low-bit floats as `f32`s (exact).
+fn low_bit_f32<T: LowBit>(v: &[T]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f64() as f32).collect()
 }
 
 /// Writes a tensor as `.npy`.
@@ -173,6 +200,16 @@ pub fn read_json(bytes: &[u8]) -> Result<Tensor> {
                 })
                 .collect::<Result<_>>()?,
         ),
+        d if d.is_low_bit() => {
+            // Numbers converted as `Cast` converts f64 to the dtype (default
+            // saturation and rounding), so a value the dtype holds stays exact.
+            let v: Vec<f64> = j.data.iter().map(num).collect::<Result<_>>()?;
+            let n = v.len();
+            let wide = Tensor::from_vec(vec![n], v)?;
+            let t = deed_runtime::ops::cast::cast(&wide, d)
+                .map_err(|e| anyhow!("cannot convert to {d}: {e}"))?;
+            t.into_parts().1
+        }
         other => bail!("dtype {other} is not accepted in JSON"),
     };
     Ok(Tensor::new(j.shape, data)?)
@@ -204,7 +241,26 @@ pub fn preview_json(t: &Tensor, n: usize) -> Vec<serde_json::Value> {
         TensorData::U64(v) => v.iter().take(n).map(|x| json!(x)).collect(),
         TensorData::Bool(v) => v.iter().take(n).map(|x| json!(x)).collect(),
         TensorData::Str(v) => v.iter().take(n).map(|x| json!(x)).collect(),
+        TensorData::U4(v) => v.iter().take(n).map(|x| json!(x.get())).collect(),
+        TensorData::I4(v) => v.iter().take(n).map(|x| json!(x.get())).collect(),
+        TensorData::U2(v) => v.iter().take(n).map(|x| json!(x.get())).collect(),
+        TensorData::I2(v) => v.iter().take(n).map(|x| json!(x.get())).collect(),
+        TensorData::F8E4M3FN(v) => low_bit_json(v, n),
+        TensorData::F8E4M3FNUZ(v) => low_bit_json(v, n),
+        TensorData::F8E5M2(v) => low_bit_json(v, n),
+        TensorData::F8E5M2FNUZ(v) => low_bit_json(v, n),
+        TensorData::F8E8M0(v) => low_bit_json(v, n),
+        TensorData::F4E2M1(v) => low_bit_json(v, n),
     }
+}
+
+/// The first `n` low-bit floats as JSON numbers (NaN and infinities as `null`, as
+/// for the other floats).
+fn low_bit_json<T: LowBit>(v: &[T], n: usize) -> Vec<serde_json::Value> {
+    v.iter()
+        .take(n)
+        .map(|x| serde_json::json!(x.to_f64()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -220,6 +276,55 @@ mod tests {
         assert_eq!(read_npy(&npy_bytes(&b).unwrap()).unwrap(), b);
         let i = Tensor::from_vec(vec![], vec![-5i64]).unwrap();
         assert_eq!(read_npy(&npy_bytes(&i).unwrap()).unwrap(), i);
+    }
+
+    #[test]
+    fn low_bit_tensors_write_as_npy_exactly_and_read_as_json() {
+        use deed_types::tensor::{F8E4M3FN, I4};
+        let f8 = Tensor::from_vec(
+            vec![3],
+            vec![
+                F8E4M3FN::from_bits(0x7E),
+                F8E4M3FN::from_bits(0x81),
+                F8E4M3FN::from_bits(0x38),
+            ],
+        )
+        .unwrap();
+        let back = read_npy(&npy_bytes(&f8).unwrap()).unwrap();
+        assert_eq!(
+            back.as_slice::<f32>().unwrap(),
+            &[448.0, -(2f32.powi(-9)), 1.0]
+        );
+        let i4 =
+            Tensor::from_vec(vec![2], vec![I4::new(-8).unwrap(), I4::new(7).unwrap()]).unwrap();
+        let back = read_npy(&npy_bytes(&i4).unwrap()).unwrap();
+        assert_eq!(back.as_slice::<i8>().unwrap(), &[-8, 7]);
+        let j =
+            read_json(br#"{"shape":[3],"dtype":"float8e4m3fn","data":[448,1000,-0.5]}"#).unwrap();
+        let bits: Vec<u8> = j
+            .as_slice::<F8E4M3FN>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        assert_eq!(bits, [0x7E, 0x7E, 0xB0]);
+        let j = read_json(br#"{"shape":[2],"dtype":"int4","data":[-3,7]}"#).unwrap();
+        assert_eq!(j, i4_of(&[-3, 7]));
+        // A one-byte dtype numpy does not know is refused with a reason, not a panic.
+        let mut raw = npy_bytes(&Tensor::from_vec(vec![1], vec![1u8]).unwrap()).unwrap();
+        let at = raw.windows(3).position(|w| w == b"|u1").unwrap();
+        raw[at..at + 3].copy_from_slice(b"|V1");
+        let e = read_npy(&raw).unwrap_err().to_string();
+        assert!(e.contains("low-bit"), "{e}");
+    }
+
+    fn i4_of(v: &[i8]) -> Tensor {
+        use deed_types::tensor::I4;
+        Tensor::from_vec(
+            vec![v.len()],
+            v.iter().map(|&x| I4::new(x).unwrap()).collect(),
+        )
+        .unwrap()
     }
 
     #[test]

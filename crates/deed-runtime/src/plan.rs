@@ -1015,6 +1015,36 @@ fn flip_one(outs: &mut [Tensor]) -> bool {
         TensorData::U64(v) => flip(v, |x| *x ^= 1),
         TensorData::Bool(v) => flip(v, |x| *x = !*x),
         TensorData::Str(v) => flip(v, |x| x.push('!')),
+        TensorData::F8E4M3FN(v) => flip(v, |x| {
+            *x = deed_types::tensor::F8E4M3FN::from_bits(x.to_bits() ^ 1)
+        }),
+        TensorData::F8E4M3FNUZ(v) => flip(v, |x| {
+            *x = deed_types::tensor::F8E4M3FNUZ::from_bits(x.to_bits() ^ 1)
+        }),
+        TensorData::F8E5M2(v) => flip(v, |x| {
+            *x = deed_types::tensor::F8E5M2::from_bits(x.to_bits() ^ 1)
+        }),
+        TensorData::F8E5M2FNUZ(v) => flip(v, |x| {
+            *x = deed_types::tensor::F8E5M2FNUZ::from_bits(x.to_bits() ^ 1)
+        }),
+        TensorData::U4(v) => flip(v, |x| {
+            *x = deed_types::tensor::U4::from_bits(x.to_bits() ^ 1)
+        }),
+        TensorData::I4(v) => flip(v, |x| {
+            *x = deed_types::tensor::I4::from_bits(x.to_bits() ^ 1)
+        }),
+        TensorData::F4E2M1(v) => flip(v, |x| {
+            *x = deed_types::tensor::F4E2M1::from_bits(x.to_bits() ^ 1)
+        }),
+        TensorData::F8E8M0(v) => flip(v, |x| {
+            *x = deed_types::tensor::F8E8M0::from_bits(x.to_bits() ^ 1)
+        }),
+        TensorData::U2(v) => flip(v, |x| {
+            *x = deed_types::tensor::U2::from_bits(x.to_bits() ^ 1)
+        }),
+        TensorData::I2(v) => flip(v, |x| {
+            *x = deed_types::tensor::I2::from_bits(x.to_bits() ^ 1)
+        }),
     }
     // Same shape and length: cannot fail.
     match Tensor::new(shape, data) {

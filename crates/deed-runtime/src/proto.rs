@@ -1,6 +1,9 @@
 //! Conversions from ONNX protobuf messages (parsed by `tract-onnx`'s prost types) into
 //! Deed's own tensors and attributes.
 
+use deed_types::tensor::{
+    F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4,
+};
 use deed_types::{DType, Tensor, TensorData};
 use half::{bf16, f16};
 use tract_onnx::pb;
@@ -57,9 +60,61 @@ fn typed_len(t: &pb::TensorProto) -> usize {
         + t.string_data.len()
 }
 
+/// Elements per byte of ONNX's storage of `dtype`: 2 for the 4-bit types, 4 for the
+/// 2-bit ones (packed from the low bits up), 1 for everything else.
+fn per_byte(dtype: DType) -> usize {
+    match dtype {
+        DType::U4 | DType::I4 | DType::F4E2M1 => 2,
+        DType::U2 | DType::I2 => 4,
+        _ => 1,
+    }
+}
+
+/// The low-bit elements held in ONNX's storage bytes `bytes`, which must be exactly
+/// the `⌈n / per_byte⌉` bytes that `n` elements need. In a packed byte the first
+/// element is in the lowest bits; the unused high bits of a last, partly filled byte
+/// are ignored. Every byte is a float8's bits.
+fn low_bit(
+    name: &str,
+    dtype: DType,
+    bytes: &[u8],
+    n: usize,
+    field: &str,
+) -> Result<TensorData, RuntimeError> {
+    let per = per_byte(dtype);
+    let need = n.div_ceil(per);
+    if bytes.len() != need {
+        return Err(bad(
+            name,
+            format!(
+                "{field} holds {} bytes, {n} {dtype} elements need {need}",
+                bytes.len()
+            ),
+        ));
+    }
+    let bits = 8 / per;
+    let codes = (0..n).map(|i| bytes[i / per] >> (bits * (i % per)));
+    Ok(match dtype {
+        DType::F8E4M3FN => TensorData::F8E4M3FN(codes.map(F8E4M3FN::from_bits).collect()),
+        DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ(codes.map(F8E4M3FNUZ::from_bits).collect()),
+        DType::F8E5M2 => TensorData::F8E5M2(codes.map(F8E5M2::from_bits).collect()),
+        DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ(codes.map(F8E5M2FNUZ::from_bits).collect()),
+        DType::F8E8M0 => TensorData::F8E8M0(codes.map(F8E8M0::from_bits).collect()),
+        DType::F4E2M1 => TensorData::F4E2M1(codes.map(F4E2M1::from_bits).collect()),
+        DType::U4 => TensorData::U4(codes.map(U4::from_bits).collect()),
+        DType::I4 => TensorData::I4(codes.map(I4::from_bits).collect()),
+        DType::U2 => TensorData::U2(codes.map(U2::from_bits).collect()),
+        DType::I2 => TensorData::I2(codes.map(I2::from_bits).collect()),
+        other => return Err(bad(name, format!("{other} is not a low-bit dtype"))),
+    })
+}
+
 fn from_raw(name: &str, dtype: DType, raw: &[u8], n: usize) -> Result<TensorData, RuntimeError> {
     if dtype == DType::Str {
         return Err(bad(name, "string tensors cannot use raw_data"));
+    }
+    if dtype.is_low_bit() {
+        return low_bit(name, dtype, raw, n, "raw_data");
     }
     let need = n
         .checked_mul(dtype.size_of())
@@ -119,6 +174,12 @@ fn from_typed(
     };
     // ONNX stores the small integer types and float16 widened into int32_data.
     let i32s = &t.int32_data;
+    if dtype.is_low_bit() {
+        // One storage byte per int32 (its low 8 bits, as ONNX's reader takes them):
+        // a float8 each, or two 4-bit / four 2-bit elements packed.
+        let bytes: Vec<u8> = i32s.iter().map(|&v| v as u8).collect();
+        return low_bit(name, dtype, &bytes, n, "int32_data");
+    }
     Ok(match dtype {
         DType::F32 => {
             check(t.float_data.len())?;
@@ -193,4 +254,93 @@ pub fn tensor_from_pb_bytes(bytes: &[u8]) -> Result<(String, Tensor), RuntimeErr
     let t = pb::TensorProto::decode(bytes).map_err(|e| RuntimeError::Decode(e.to_string()))?;
     let tensor = tensor_from_proto(&t)?;
     Ok((t.name, tensor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proto(code: i32, dims: &[i64], raw: &[u8], i32s: &[i32]) -> pb::TensorProto {
+        pb::TensorProto {
+            name: "t".into(),
+            data_type: code,
+            dims: dims.to_vec(),
+            raw_data: raw.to_vec(),
+            int32_data: i32s.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn packed_low_bit_tensors_unpack_low_bits_first() {
+        // int4 [-8, 7, -1] packed: 0x78, then 0x0F (the high nibble of the last byte is
+        // padding and ignored).
+        let t = tensor_from_proto(&proto(22, &[3], &[0x78, 0xAF], &[])).unwrap();
+        let v: Vec<i8> = t
+            .as_slice::<I4>()
+            .unwrap()
+            .iter()
+            .map(|x| x.get())
+            .collect();
+        assert_eq!(v, [-8, 7, -1]);
+        // The same bytes from int32_data.
+        let u = tensor_from_proto(&proto(22, &[3], &[], &[0x78, 0xAF])).unwrap();
+        assert_eq!(u, t);
+        // uint2 [1, 2, 3, 0, 3]: 0b00_11_10_01, 0b11.
+        let t = tensor_from_proto(&proto(25, &[5], &[0x39, 0x03], &[])).unwrap();
+        let v: Vec<u8> = t
+            .as_slice::<U2>()
+            .unwrap()
+            .iter()
+            .map(|x| x.get())
+            .collect();
+        assert_eq!(v, [1, 2, 3, 0, 3]);
+        let t = tensor_from_proto(&proto(26, &[4], &[0x39], &[])).unwrap();
+        let v: Vec<i8> = t
+            .as_slice::<I2>()
+            .unwrap()
+            .iter()
+            .map(|x| x.get())
+            .collect();
+        assert_eq!(v, [1, -2, -1, 0]);
+        // float4e2m1 [0.5, -6]: codes 0x1, 0xF.
+        let t = tensor_from_proto(&proto(23, &[2], &[0xF1], &[])).unwrap();
+        let v: Vec<u8> = t
+            .as_slice::<F4E2M1>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        assert_eq!(v, [0x1, 0xF]);
+        // float8: one byte (or one int32) per element.
+        let t = tensor_from_proto(&proto(17, &[2], &[0x7E, 0xFF], &[])).unwrap();
+        let u = tensor_from_proto(&proto(17, &[2], &[], &[0x7E, 0xFF])).unwrap();
+        assert_eq!(t, u);
+        assert_eq!(t.as_slice::<F8E4M3FN>().unwrap()[0].to_f32(), 448.0);
+        // Empty tensors need no bytes.
+        assert_eq!(
+            tensor_from_proto(&proto(21, &[0], &[], &[])).unwrap().len(),
+            0
+        );
+    }
+
+    #[test]
+    fn malformed_low_bit_tensors_are_refused() {
+        for (code, dims, raw, i32s) in [
+            (22, vec![3], vec![0x78], vec![]),       // too few bytes
+            (22, vec![3], vec![0x78, 0, 0], vec![]), // too many
+            (25, vec![5], vec![0x39], vec![]),       // 5 two-bit elements need 2
+            (17, vec![2], vec![], vec![1]),          // int32_data too short
+            (21, vec![4], vec![], vec![1, 2, 3]),    // 4 nibbles are 2 bytes
+            (24, vec![-1], vec![], vec![]),          // negative dimension
+        ] {
+            let e = tensor_from_proto(&proto(code, &dims, &raw, &i32s)).unwrap_err();
+            assert!(matches!(e, RuntimeError::BadTensor { .. }), "{code}: {e}");
+        }
+        let e = tensor_from_proto(&proto(27, &[1], &[0], &[])).unwrap_err();
+        assert!(
+            matches!(e, RuntimeError::UnsupportedDType { code: 27, .. }),
+            "{e}"
+        );
+    }
 }

@@ -9,8 +9,9 @@
 //! encoder. The tests check the bytes against `encode_into` for every dtype.
 //!
 //! Why `unsafe`: viewing `&[T]` of a plain numeric type (or `bool`, whose bytes are 0
-//! or 1, exactly its encoding) as `&[u8]` needs `slice::from_raw_parts`; every such
-//! type has no padding and every byte of it is initialized.
+//! or 1, exactly its encoding, or a low-bit newtype, whose one byte is its encoding)
+//! as `&[u8]` needs `slice::from_raw_parts`; every such type has no padding and every
+//! byte of it is initialized.
 #![allow(unsafe_code)]
 
 use deed_types::{Tensor, TensorData};
@@ -34,8 +35,10 @@ fn header(t: &Tensor) -> Vec<u8> {
 #[cfg(target_endian = "little")]
 fn raw<T: Copy>(v: &[T]) -> &[u8] {
     // SAFETY: callers pass only primitive integers, floats, `half` floats
-    // (`repr(transparent)` over u16) and `bool`: no padding, all bytes initialized;
-    // the length in bytes is exactly the slice's size.
+    // (`repr(transparent)` over u16), `bool` and the low-bit newtypes of `deed_types`
+    // (`repr(transparent)` over one u8 or i8 holding exactly the element's canonical
+    // byte): no padding, all bytes initialized; the length in bytes is exactly the
+    // slice's size.
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
 }
 
@@ -56,6 +59,16 @@ fn data_bytes(d: &TensorData) -> Option<&[u8]> {
         TensorData::I64(v) => raw(v),
         TensorData::U64(v) => raw(v),
         TensorData::Bool(v) => raw(v),
+        TensorData::F8E4M3FN(v) => raw(v),
+        TensorData::F8E4M3FNUZ(v) => raw(v),
+        TensorData::F8E5M2(v) => raw(v),
+        TensorData::F8E5M2FNUZ(v) => raw(v),
+        TensorData::U4(v) => raw(v),
+        TensorData::I4(v) => raw(v),
+        TensorData::F4E2M1(v) => raw(v),
+        TensorData::F8E8M0(v) => raw(v),
+        TensorData::U2(v) => raw(v),
+        TensorData::I2(v) => raw(v),
         TensorData::Str(_) => return None,
     })
 }
@@ -248,6 +261,76 @@ mod tests {
             Tensor::from_vec(s(), b.to_vec()).unwrap(),
             Tensor::from_vec(s(), b.iter().map(|&x| x & 1 == 1).collect::<Vec<_>>()).unwrap(),
             Tensor::from_vec(s(), b.iter().map(|&x| format!("s{x}")).collect::<Vec<_>>()).unwrap(),
+            Tensor::from_vec(
+                s(),
+                b.iter()
+                    .map(|&x| deed_types::tensor::F8E4M3FN::from_bits(x as u8))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Tensor::from_vec(
+                s(),
+                b.iter()
+                    .map(|&x| deed_types::tensor::F8E4M3FNUZ::from_bits(x as u8))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Tensor::from_vec(
+                s(),
+                b.iter()
+                    .map(|&x| deed_types::tensor::F8E5M2::from_bits(x as u8))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Tensor::from_vec(
+                s(),
+                b.iter()
+                    .map(|&x| deed_types::tensor::F8E5M2FNUZ::from_bits(x as u8))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Tensor::from_vec(
+                s(),
+                b.iter()
+                    .map(|&x| deed_types::tensor::U4::from_bits(x as u8))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Tensor::from_vec(
+                s(),
+                b.iter()
+                    .map(|&x| deed_types::tensor::I4::from_bits(x as u8))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Tensor::from_vec(
+                s(),
+                b.iter()
+                    .map(|&x| deed_types::tensor::F4E2M1::from_bits(x as u8))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Tensor::from_vec(
+                s(),
+                b.iter()
+                    .map(|&x| deed_types::tensor::F8E8M0::from_bits(x as u8))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Tensor::from_vec(
+                s(),
+                b.iter()
+                    .map(|&x| deed_types::tensor::U2::from_bits(x as u8))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Tensor::from_vec(
+                s(),
+                b.iter()
+                    .map(|&x| deed_types::tensor::I2::from_bits(x as u8))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
         ]
     }
 

@@ -11,7 +11,13 @@
 //!   function body (`Attention`, `RotaryEmbedding`, `RMSNormalization`, `Swish`,
 //!   `SwiGLU`, `CausalConvWithState`, the two losses, the windows, `LinearAttention`,
 //!   `AffineGrid`, `Range`), each beside its `_expanded` twin (the body, run with
-//!   `Scan`, `If` and `Loop` for the last three), which must give the same bits.
+//!   `Scan`, `If` and `Loop` for the last three), which must give the same bits;
+//! - `fixtures/onnx-node-lowbit/`: the official node tests of the low-bit dtypes
+//!   (float8, float4, 4- and 2-bit integers: `Cast`, `CastLike`, `QuantizeLinear`,
+//!   `DequantizeLinear`), whose data the conformance cases lack
+//!   (`scripts/gen_lowbit_node_fixtures.py`);
+//! - `fixtures/lowbit-ops/`: data-movement operators on the low-bit dtypes, expected
+//!   outputs from ONNX's reference evaluator (`scripts/gen_lowbit_op_fixtures.py`).
 //!
 //! Floats compare with the conformance tolerance (|a − e| ≤ 1e−7 + 1e−3·|e|),
 //! everything else exactly; each case also runs with the reference kernels and with
@@ -117,8 +123,9 @@ fn run_case(case: &Path) -> Result<(), String> {
         let out = model.run(&inputs, &opts).map_err(|e| format!("run: {e}"))?;
         outs.push(out.outputs);
     }
+    // Compared as bits: an output holding a NaN is not equal to itself as a value.
     for o in &outs[1..] {
-        if o != &outs[0] {
+        if output_bits(o) != output_bits(&outs[0]) {
             return Err("reference or threaded run differs from the default run".into());
         }
     }
@@ -155,6 +162,17 @@ fn check_dir(dir: &str) {
 #[test]
 fn onnx_node_tests_kept_in_the_repo() {
     check_dir("onnx-node");
+}
+
+/// Their outputs compare exactly: the low-bit types' equality is equality of bits.
+#[test]
+fn low_bit_dtype_node_tests_pass_bit_for_bit() {
+    check_dir("onnx-node-lowbit");
+}
+
+#[test]
+fn low_bit_dtypes_move_through_data_movement_operators() {
+    check_dir("lowbit-ops");
 }
 
 #[test]

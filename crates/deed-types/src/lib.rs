@@ -14,6 +14,7 @@ pub mod eip712;
 pub mod encoding;
 pub mod hash;
 pub mod ids;
+pub mod lowbit;
 pub mod tensor;
 pub mod tx;
 

@@ -13,6 +13,14 @@
 //!            numbers  little-endian IEEE-754 / two's complement bytes
 //!            bool     one byte, 0 or 1
 //!            string   u32 byte length, then UTF-8 bytes
+//!            low-bit  one byte per element (codes 17 to 26; see `lowbit`):
+//!                       float8 (17–20, 24)  the element's 8 bits
+//!                       float4e2m1 (23)     its 4-bit code, high 4 bits zero
+//!                       uint4, uint2 (21, 25)  the value, 0..=15 / 0..=3
+//!                       int4, int2 (22, 26)    the value as a two's-complement
+//!                                              i8, -8..=7 / -2..=1 (sign-extended)
+//!                     any other byte is malformed. ONNX packs the 4- and 2-bit types
+//!                     two and four to a byte; Deed's encoding does not.
 //! ```
 //!
 //! The hash of a tensor is `blake3(encoding)`, computed by streaming so no copy of the
@@ -22,6 +30,8 @@ use half::{bf16, f16};
 use serde::{Deserialize, Serialize};
 
 use crate::hash::Hash;
+use crate::lowbit::LowBit;
+pub use crate::lowbit::{F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4};
 
 /// Element types, numbered as ONNX's `TensorProto.DataType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -56,11 +66,31 @@ pub enum DType {
     U64,
     /// bfloat16.
     BF16,
+    /// 8-bit float, 4 exponent and 3 mantissa bits, no infinity ([`F8E4M3FN`]).
+    F8E4M3FN,
+    /// 8-bit float, 4 exponent and 3 mantissa bits, no infinity or −0, one NaN ([`F8E4M3FNUZ`]).
+    F8E4M3FNUZ,
+    /// 8-bit float, 5 exponent and 2 mantissa bits, IEEE-like ([`F8E5M2`]).
+    F8E5M2,
+    /// 8-bit float, 5 exponent and 2 mantissa bits, no infinity or −0, one NaN ([`F8E5M2FNUZ`]).
+    F8E5M2FNUZ,
+    /// 4-bit unsigned integer ([`U4`]).
+    U4,
+    /// 4-bit signed integer ([`I4`]).
+    I4,
+    /// 4-bit float, 2 exponent and 1 mantissa bit, no infinity or NaN ([`F4E2M1`]).
+    F4E2M1,
+    /// 8-bit power of two, the scale of the microscaling formats ([`F8E8M0`]).
+    F8E8M0,
+    /// 2-bit unsigned integer ([`U2`]).
+    U2,
+    /// 2-bit signed integer ([`I2`]).
+    I2,
 }
 
 impl DType {
     /// Every dtype, in ONNX code order.
-    pub const ALL: [DType; 14] = [
+    pub const ALL: [DType; 24] = [
         DType::F32,
         DType::U8,
         DType::I8,
@@ -75,6 +105,16 @@ impl DType {
         DType::U32,
         DType::U64,
         DType::BF16,
+        DType::F8E4M3FN,
+        DType::F8E4M3FNUZ,
+        DType::F8E5M2,
+        DType::F8E5M2FNUZ,
+        DType::U4,
+        DType::I4,
+        DType::F4E2M1,
+        DType::F8E8M0,
+        DType::U2,
+        DType::I2,
     ];
 
     /// The ONNX `TensorProto.DataType` code.
@@ -94,6 +134,16 @@ impl DType {
             DType::U32 => 12,
             DType::U64 => 13,
             DType::BF16 => 16,
+            DType::F8E4M3FN => 17,
+            DType::F8E4M3FNUZ => 18,
+            DType::F8E5M2 => 19,
+            DType::F8E5M2FNUZ => 20,
+            DType::U4 => 21,
+            DType::I4 => 22,
+            DType::F4E2M1 => 23,
+            DType::F8E8M0 => 24,
+            DType::U2 => 25,
+            DType::I2 => 26,
         }
     }
 
@@ -106,6 +156,19 @@ impl DType {
     pub fn size_of(self) -> usize {
         match self {
             DType::U8 | DType::I8 | DType::Bool => 1,
+            // The low-bit types take one byte per element, in memory and in the
+            // canonical encoding (ONNX's packing of 4- and 2-bit types is undone when
+            // a `TensorProto` is read).
+            DType::F8E4M3FN
+            | DType::F8E4M3FNUZ
+            | DType::F8E5M2
+            | DType::F8E5M2FNUZ
+            | DType::U4
+            | DType::I4
+            | DType::F4E2M1
+            | DType::F8E8M0
+            | DType::U2
+            | DType::I2 => 1,
             DType::U16 | DType::I16 | DType::F16 | DType::BF16 => 2,
             DType::F32 | DType::I32 | DType::U32 => 4,
             DType::F64 | DType::I64 | DType::U64 => 8,
@@ -116,6 +179,26 @@ impl DType {
     /// Floating-point dtypes.
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F64 | DType::F16 | DType::BF16)
+    }
+
+    /// The ONNX low-bit dtypes (codes 17 to 26): the 8- and 4-bit floats and the 4-
+    /// and 2-bit integers. They are storage types: casts, quantization and data
+    /// movement take them, arithmetic does not, and neither [`DType::is_float`] nor
+    /// [`DType::is_int`] counts them.
+    pub fn is_low_bit(self) -> bool {
+        matches!(
+            self,
+            DType::F8E4M3FN
+                | DType::F8E4M3FNUZ
+                | DType::F8E5M2
+                | DType::F8E5M2FNUZ
+                | DType::U4
+                | DType::I4
+                | DType::F4E2M1
+                | DType::F8E8M0
+                | DType::U2
+                | DType::I2
+        )
     }
 
     /// Integer dtypes (signed or unsigned; not bool).
@@ -150,6 +233,16 @@ impl DType {
             DType::U32 => "u32",
             DType::U64 => "u64",
             DType::BF16 => "bf16",
+            DType::F8E4M3FN => "f8e4m3fn",
+            DType::F8E4M3FNUZ => "f8e4m3fnuz",
+            DType::F8E5M2 => "f8e5m2",
+            DType::F8E5M2FNUZ => "f8e5m2fnuz",
+            DType::U4 => "u4",
+            DType::I4 => "i4",
+            DType::F4E2M1 => "f4e2m1",
+            DType::F8E8M0 => "f8e8m0",
+            DType::U2 => "u2",
+            DType::I2 => "i2",
         }
     }
 
@@ -170,6 +263,16 @@ impl DType {
             "u64" | "uint64" => DType::U64,
             "bool" => DType::Bool,
             "str" | "string" => DType::Str,
+            "f8e4m3fn" | "float8e4m3fn" | "float8_e4m3fn" => DType::F8E4M3FN,
+            "f8e4m3fnuz" | "float8e4m3fnuz" | "float8_e4m3fnuz" => DType::F8E4M3FNUZ,
+            "f8e5m2" | "float8e5m2" | "float8_e5m2" => DType::F8E5M2,
+            "f8e5m2fnuz" | "float8e5m2fnuz" | "float8_e5m2fnuz" => DType::F8E5M2FNUZ,
+            "f8e8m0" | "float8e8m0" | "float8_e8m0fnu" => DType::F8E8M0,
+            "f4e2m1" | "float4e2m1" | "float4_e2m1fn" => DType::F4E2M1,
+            "u4" | "uint4" => DType::U4,
+            "i4" | "int4" => DType::I4,
+            "u2" | "uint2" => DType::U2,
+            "i2" | "int2" => DType::I2,
             _ => return None,
         })
     }
@@ -199,6 +302,16 @@ pub enum TensorData {
     U32(Vec<u32>),
     U64(Vec<u64>),
     BF16(Vec<bf16>),
+    F8E4M3FN(Vec<F8E4M3FN>),
+    F8E4M3FNUZ(Vec<F8E4M3FNUZ>),
+    F8E5M2(Vec<F8E5M2>),
+    F8E5M2FNUZ(Vec<F8E5M2FNUZ>),
+    U4(Vec<U4>),
+    I4(Vec<I4>),
+    F4E2M1(Vec<F4E2M1>),
+    F8E8M0(Vec<F8E8M0>),
+    U2(Vec<U2>),
+    I2(Vec<I2>),
 }
 
 /// Invokes `$body` with `$v` bound to the typed vector inside a [`TensorData`].
@@ -220,6 +333,16 @@ macro_rules! with_data {
             $crate::tensor::TensorData::U32($v) => $body,
             $crate::tensor::TensorData::U64($v) => $body,
             $crate::tensor::TensorData::BF16($v) => $body,
+            $crate::tensor::TensorData::F8E4M3FN($v) => $body,
+            $crate::tensor::TensorData::F8E4M3FNUZ($v) => $body,
+            $crate::tensor::TensorData::F8E5M2($v) => $body,
+            $crate::tensor::TensorData::F8E5M2FNUZ($v) => $body,
+            $crate::tensor::TensorData::U4($v) => $body,
+            $crate::tensor::TensorData::I4($v) => $body,
+            $crate::tensor::TensorData::F4E2M1($v) => $body,
+            $crate::tensor::TensorData::F8E8M0($v) => $body,
+            $crate::tensor::TensorData::U2($v) => $body,
+            $crate::tensor::TensorData::I2($v) => $body,
         }
     };
 }
@@ -242,6 +365,16 @@ impl TensorData {
             TensorData::U32(_) => DType::U32,
             TensorData::U64(_) => DType::U64,
             TensorData::BF16(_) => DType::BF16,
+            TensorData::F8E4M3FN(_) => DType::F8E4M3FN,
+            TensorData::F8E4M3FNUZ(_) => DType::F8E4M3FNUZ,
+            TensorData::F8E5M2(_) => DType::F8E5M2,
+            TensorData::F8E5M2FNUZ(_) => DType::F8E5M2FNUZ,
+            TensorData::U4(_) => DType::U4,
+            TensorData::I4(_) => DType::I4,
+            TensorData::F4E2M1(_) => DType::F4E2M1,
+            TensorData::F8E8M0(_) => DType::F8E8M0,
+            TensorData::U2(_) => DType::U2,
+            TensorData::I2(_) => DType::I2,
         }
     }
 
@@ -272,6 +405,16 @@ impl TensorData {
             DType::U32 => TensorData::U32(vec![0; n]),
             DType::U64 => TensorData::U64(vec![0; n]),
             DType::BF16 => TensorData::BF16(vec![bf16::ZERO; n]),
+            DType::F8E4M3FN => TensorData::F8E4M3FN(vec![F8E4M3FN::default(); n]),
+            DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ(vec![F8E4M3FNUZ::default(); n]),
+            DType::F8E5M2 => TensorData::F8E5M2(vec![F8E5M2::default(); n]),
+            DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ(vec![F8E5M2FNUZ::default(); n]),
+            DType::U4 => TensorData::U4(vec![U4::default(); n]),
+            DType::I4 => TensorData::I4(vec![I4::default(); n]),
+            DType::F4E2M1 => TensorData::F4E2M1(vec![F4E2M1::default(); n]),
+            DType::F8E8M0 => TensorData::F8E8M0(vec![F8E8M0::default(); n]),
+            DType::U2 => TensorData::U2(vec![U2::default(); n]),
+            DType::I2 => TensorData::I2(vec![I2::default(); n]),
         }
     }
 }
@@ -333,6 +476,16 @@ element!(f64, F64);
 element!(u32, U32);
 element!(u64, U64);
 element!(bf16, BF16);
+element!(F8E4M3FN, F8E4M3FN);
+element!(F8E4M3FNUZ, F8E4M3FNUZ);
+element!(F8E5M2, F8E5M2);
+element!(F8E5M2FNUZ, F8E5M2FNUZ);
+element!(U4, U4);
+element!(I4, I4);
+element!(F4E2M1, F4E2M1);
+element!(F8E8M0, F8E8M0);
+element!(U2, U2);
+element!(I2, I2);
 
 /// Why a tensor could not be built or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -464,6 +617,10 @@ impl Tensor {
     /// `0x7E00`, bf16 `0x7FC0`). Hardware differs in which NaN bits an operation
     /// produces; canonicalizing every tensor a node outputs makes NaN bits part of the
     /// specification. Returns true when anything changed.
+    ///
+    /// The 8-bit float types are left as they are: no hardware computes them, every
+    /// operator that writes one defines its bits exactly (a NaN's sign included, as
+    /// ONNX's `Cast` tables do), so their NaNs need no rewriting.
     pub fn canonicalize_nans(&mut self) -> bool {
         fn fix<T: Copy>(v: &mut [T], is_nan: impl Fn(T) -> bool, nan: T) -> bool {
             let mut changed = false;
@@ -550,6 +707,15 @@ impl Tensor {
                 }
             };
         }
+        macro_rules! bytes {
+            ($v:expr) => {
+                for c in $v.chunks(CHUNK) {
+                    buf.clear();
+                    buf.extend(c.iter().map(|x| x.byte()));
+                    sink(&buf);
+                }
+            };
+        }
         match &self.data {
             TensorData::F32(v) => numbers!(v),
             TensorData::U8(v) => sink(v),
@@ -563,6 +729,16 @@ impl Tensor {
             TensorData::U32(v) => numbers!(v),
             TensorData::U64(v) => numbers!(v),
             TensorData::BF16(v) => numbers!(v),
+            TensorData::F8E4M3FN(v) => bytes!(v),
+            TensorData::F8E4M3FNUZ(v) => bytes!(v),
+            TensorData::F8E5M2(v) => bytes!(v),
+            TensorData::F8E5M2FNUZ(v) => bytes!(v),
+            TensorData::U4(v) => bytes!(v),
+            TensorData::I4(v) => bytes!(v),
+            TensorData::F4E2M1(v) => bytes!(v),
+            TensorData::F8E8M0(v) => bytes!(v),
+            TensorData::U2(v) => bytes!(v),
+            TensorData::I2(v) => bytes!(v),
             TensorData::Bool(v) => {
                 for c in v.chunks(CHUNK) {
                     buf.clear();
@@ -646,6 +822,17 @@ impl Tensor {
             DType::U32 => nums!(u32, U32),
             DType::U64 => nums!(u64, U64),
             DType::BF16 => nums!(bf16, BF16),
+            DType::F8E4M3FN => TensorData::F8E4M3FN(low_bit(r.b)?),
+            DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ(low_bit(r.b)?),
+            DType::F8E5M2 => TensorData::F8E5M2(low_bit(r.b)?),
+            DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ(low_bit(r.b)?),
+            DType::U4 => TensorData::U4(low_bit(r.b)?),
+            DType::I4 => TensorData::I4(low_bit(r.b)?),
+            DType::F4E2M1 => TensorData::F4E2M1(low_bit(r.b)?),
+            DType::F8E8M0 => TensorData::F8E8M0(low_bit(r.b)?),
+            DType::U2 => TensorData::U2(low_bit(r.b)?),
+            DType::I2 => TensorData::I2(low_bit(r.b)?),
+
             DType::Bool => {
                 let mut v = Vec::with_capacity(n);
                 for &b in r.b {
@@ -670,6 +857,16 @@ impl Tensor {
         };
         Tensor::new(shape, data)
     }
+}
+
+/// Elements of a low-bit type from their canonical bytes, refusing any byte that is
+/// not one (see [`crate::lowbit`]).
+fn low_bit<T: LowBit>(b: &[u8]) -> Result<Vec<T>, TensorError> {
+    b.iter()
+        .map(|&x| {
+            T::from_byte(x).ok_or(TensorError::Malformed("low-bit element byte out of range"))
+        })
+        .collect()
 }
 
 struct Reader<'a> {
@@ -722,9 +919,102 @@ mod tests {
                 prop::collection::vec(any::<u8>(), n).prop_map(TensorData::U8),
                 prop::collection::vec(any::<bool>(), n).prop_map(TensorData::Bool),
                 prop::collection::vec(".{0,5}", n).prop_map(TensorData::Str),
+                low_bit_data(n),
             ]
             .prop_map(move |d| Tensor::new(shape.clone(), d).unwrap())
         })
+    }
+
+    /// Any low-bit dtype's data of `n` elements, every code possible.
+    fn low_bit_data(n: usize) -> impl Strategy<Value = TensorData> {
+        let bytes = prop::collection::vec(any::<u8>(), n);
+        (0usize..10, bytes).prop_map(|(k, b)| {
+            let it = b.into_iter();
+            match k {
+                0 => TensorData::F8E4M3FN(it.map(F8E4M3FN::from_bits).collect()),
+                1 => TensorData::F8E4M3FNUZ(it.map(F8E4M3FNUZ::from_bits).collect()),
+                2 => TensorData::F8E5M2(it.map(F8E5M2::from_bits).collect()),
+                3 => TensorData::F8E5M2FNUZ(it.map(F8E5M2FNUZ::from_bits).collect()),
+                4 => TensorData::F8E8M0(it.map(F8E8M0::from_bits).collect()),
+                5 => TensorData::F4E2M1(it.map(F4E2M1::from_bits).collect()),
+                6 => TensorData::U4(it.map(U4::from_bits).collect()),
+                7 => TensorData::I4(it.map(I4::from_bits).collect()),
+                8 => TensorData::U2(it.map(U2::from_bits).collect()),
+                _ => TensorData::I2(it.map(I2::from_bits).collect()),
+            }
+        })
+    }
+
+    proptest! {
+        /// A low-bit tensor decodes to the same elements, and every byte of its data
+        /// is the element's canonical byte.
+        #[test]
+        fn low_bit_encoding_round_trips(d in (0usize..40).prop_flat_map(low_bit_data)) {
+            let t = Tensor::new(vec![d.len()], d).unwrap();
+            let bytes = t.encode();
+            prop_assert_eq!(bytes.len(), 9 + 8 + t.len());
+            prop_assert_eq!(&Tensor::decode(&bytes).unwrap(), &t);
+        }
+
+        /// Bytes that are not a canonical element of the dtype are refused, whichever
+        /// element they stand at.
+        #[test]
+        fn non_canonical_low_bit_bytes_are_refused(
+            code in prop::sample::select(vec![21u8, 22, 23, 25, 26]),
+            data in prop::collection::vec(any::<u8>(), 1..12),
+        ) {
+            let mut bytes = b"DTN1".to_vec();
+            bytes.push(code);
+            bytes.extend_from_slice(&1u32.to_le_bytes());
+            bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&data);
+            let canonical = |b: u8| match code {
+                21 | 23 => b < 16,
+                25 => b < 4,
+                22 => (-8..=7).contains(&(b as i8)),
+                _ => (-2..=1).contains(&(b as i8)),
+            };
+            let decoded = Tensor::decode(&bytes);
+            prop_assert_eq!(decoded.is_ok(), data.iter().all(|&b| canonical(b)));
+            if let Ok(t) = decoded {
+                prop_assert_eq!(t.encode(), bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn low_bit_dtypes_have_their_onnx_codes_and_names() {
+        for (code, name) in (17..=26).zip([
+            "f8e4m3fn",
+            "f8e4m3fnuz",
+            "f8e5m2",
+            "f8e5m2fnuz",
+            "u4",
+            "i4",
+            "f4e2m1",
+            "f8e8m0",
+            "u2",
+            "i2",
+        ]) {
+            let d = DType::from_onnx_code(code).unwrap();
+            assert_eq!(d.name(), name);
+            assert_eq!(DType::from_name(name), Some(d));
+            assert!(d.is_low_bit() && !d.is_float() && !d.is_int());
+            assert_eq!(d.size_of(), 1);
+        }
+        assert_eq!(DType::from_name("float8_e4m3fn"), Some(DType::F8E4M3FN));
+        assert_eq!(DType::from_onnx_code(27), None);
+        // An int4 of -3 is the byte 0xFD; its 4-bit code 0x0D is not canonical.
+        let t = Tensor::from_vec(vec![2], vec![I4::new(-3).unwrap(), I4::new(5).unwrap()]).unwrap();
+        let bytes = t.encode();
+        assert_eq!(&bytes[bytes.len() - 2..], &[0xFD, 0x05]);
+        let mut bad = bytes.clone();
+        let at = bad.len() - 2;
+        bad[at] = 0x0D;
+        assert!(matches!(
+            Tensor::decode(&bad),
+            Err(TensorError::Malformed(_))
+        ));
     }
 
     proptest! {

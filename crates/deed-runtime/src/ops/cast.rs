@@ -14,9 +14,25 @@
 //!   parsed exactly when the text is an integer; text that is not a number is an error;
 //! - number → string: integers in decimal; floats as the shortest text that reads back
 //!   to the same value (`NaN`, `INF`, `-INF` for the special values).
+//!
+//! The low-bit dtypes (ONNX codes 17 to 26) convert by ONNX's rules, from and to the
+//! exact value (`minifloat.rs` holds the scalar reference):
+//! - to a float8 or float4e2m1: round to nearest, ties to even; out of range per the
+//!   `saturate` attribute (default 1) and the type's tables; to float8e8m0: a power
+//!   of two chosen by `round_mode` (default `up`);
+//! - to a 4- or 2-bit integer: from an integer, two's-complement wrap; from a float,
+//!   truncation toward zero when in range, else 0 (NaN and infinities too), as the
+//!   reference implementation does;
+//! - from any of them: its exact value, then the rules above.
 
+use deed_types::lowbit::LowBit as _;
+use deed_types::tensor::{
+    F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, I2, I4, U2, U4,
+};
 use deed_types::{DType, Tensor, TensorData};
 use half::{bf16, f16};
+
+use super::minifloat::{encode_e8m0, small_int_from_f64, Mini, Num, RoundMode};
 
 use super::elementwise::{with_int, Int};
 use super::util::{check_count, infer_input, input, one, per_output_element};
@@ -27,7 +43,10 @@ pub(crate) fn register(r: &mut Registry) {
     r.add("Cast", build_cast);
     r.add("CastLike", |n| {
         check_count(n.num_inputs, 2, 2)?;
-        Ok(Box::new(Cast { to: None }))
+        Ok(Box::new(Cast {
+            to: None,
+            opts: CastOpts::from_node(n)?,
+        }))
     });
     r.add("BitCast", |n| {
         Ok(Box::new(BitCast {
@@ -54,13 +73,13 @@ impl Op for BitCast {
                 dtype: from,
             });
         }
-        if self.to == DType::Str || self.to.size_of() != from.size_of() {
+        if self.to == DType::Str || bit_width(self.to) != bit_width(from) {
             return Err(OpError::BadAttribute {
                 name: "to".into(),
                 reason: format!(
-                    "{} is not a {}-byte numeric dtype like the input's {from}",
+                    "{} is not a {}-bit numeric dtype like the input's {from}",
                     self.to,
-                    from.size_of()
+                    bit_width(from)
                 ),
             });
         }
@@ -76,6 +95,15 @@ impl Op for BitCast {
         if x.dtype() == self.to {
             return Ok(vec![x.clone()]);
         }
+        if x.dtype().is_low_bit() || self.to.is_low_bit() {
+            // One element is one 8-, 4- or 2-bit code; the same code under the target.
+            let out = codes(x)
+                .and_then(|c| from_codes(self.to, c))
+                .ok_or_else(|| {
+                    OpError::value(format!("BitCast from {} to {}", x.dtype(), self.to))
+                })?;
+            return Ok(vec![Tensor::new(x.shape().to_vec(), out)?]);
+        }
         // The canonical encoding is the header (magic, dtype code, rank, dimensions)
         // then every element's little-endian bytes: the same bytes under the target's
         // code are the reinterpreted tensor. Decoding checks bool bytes.
@@ -90,16 +118,112 @@ impl Op for BitCast {
     }
 }
 
+/// Bits per element: 4 and 2 for the sub-byte types, else 8 × the byte size.
+fn bit_width(d: DType) -> usize {
+    match d {
+        DType::U4 | DType::I4 | DType::F4E2M1 => 4,
+        DType::U2 | DType::I2 => 2,
+        _ => 8 * d.size_of(),
+    }
+}
+
+/// Each element's code (its bits) for the one-byte and sub-byte dtypes.
+fn codes(t: &Tensor) -> Option<Vec<u8>> {
+    fn each<T: Copy>(v: &[T], f: impl Fn(T) -> u8) -> Option<Vec<u8>> {
+        Some(v.iter().map(|&x| f(x)).collect())
+    }
+    match t.data() {
+        TensorData::U8(v) => Some(v.clone()),
+        TensorData::I8(v) => each(v, |x| x as u8),
+        TensorData::Bool(v) => each(v, u8::from),
+        TensorData::U4(v) => each(v, U4::to_bits),
+        TensorData::I4(v) => each(v, I4::to_bits),
+        TensorData::U2(v) => each(v, U2::to_bits),
+        TensorData::I2(v) => each(v, I2::to_bits),
+        TensorData::F4E2M1(v) => each(v, F4E2M1::to_bits),
+        TensorData::F8E4M3FN(v) => each(v, F8E4M3FN::to_bits),
+        TensorData::F8E4M3FNUZ(v) => each(v, F8E4M3FNUZ::to_bits),
+        TensorData::F8E5M2(v) => each(v, F8E5M2::to_bits),
+        TensorData::F8E5M2FNUZ(v) => each(v, F8E5M2FNUZ::to_bits),
+        TensorData::F8E8M0(v) => each(v, F8E8M0::to_bits),
+        _ => None,
+    }
+}
+
+/// Elements of `to` with the given codes (bools must be 0 or 1).
+fn from_codes(to: DType, c: Vec<u8>) -> Option<TensorData> {
+    let it = c.into_iter();
+    Some(match to {
+        DType::U8 => TensorData::U8(it.collect()),
+        DType::I8 => TensorData::I8(it.map(|b| b as i8).collect()),
+        DType::Bool => TensorData::Bool(
+            it.map(|b| match b {
+                0 => Some(false),
+                1 => Some(true),
+                _ => None,
+            })
+            .collect::<Option<_>>()?,
+        ),
+        DType::F8E4M3FN => TensorData::F8E4M3FN(it.map(F8E4M3FN::from_bits).collect()),
+        DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ(it.map(F8E4M3FNUZ::from_bits).collect()),
+        DType::F8E5M2 => TensorData::F8E5M2(it.map(F8E5M2::from_bits).collect()),
+        DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ(it.map(F8E5M2FNUZ::from_bits).collect()),
+        DType::U4 => TensorData::U4(it.map(U4::from_bits).collect()),
+        DType::I4 => TensorData::I4(it.map(I4::from_bits).collect()),
+        DType::F4E2M1 => TensorData::F4E2M1(it.map(F4E2M1::from_bits).collect()),
+        DType::F8E8M0 => TensorData::F8E8M0(it.map(F8E8M0::from_bits).collect()),
+        DType::U2 => TensorData::U2(it.map(U2::from_bits).collect()),
+        DType::I2 => TensorData::I2(it.map(I2::from_bits).collect()),
+        _ => return None,
+    })
+}
+
+/// `Cast`'s attributes for the float8 targets.
+#[derive(Debug, Clone, Copy)]
+pub struct CastOpts {
+    /// `saturate` (default 1): out-of-range values to a float8 become its largest
+    /// finite value rather than infinity or NaN.
+    pub saturate: bool,
+    /// `round_mode` (default `up`), for float8e8m0 targets.
+    pub round_mode: RoundMode,
+}
+
+impl Default for CastOpts {
+    fn default() -> CastOpts {
+        CastOpts {
+            saturate: true,
+            round_mode: RoundMode::Up,
+        }
+    }
+}
+
+impl CastOpts {
+    fn from_node(n: &NodeInfo<'_>) -> Result<CastOpts, OpError> {
+        let saturate = n.attrs.int("saturate", 1)? != 0;
+        let mode = n.attrs.string("round_mode", "up")?;
+        let round_mode = RoundMode::parse(&mode).ok_or_else(|| {
+            OpError::bad_attr("round_mode", format!("`{mode}` is not up, down or nearest"))
+        })?;
+        Ok(CastOpts {
+            saturate,
+            round_mode,
+        })
+    }
+}
+
 /// `Cast` (to a fixed dtype) or `CastLike` (to the dtype of input 1).
 #[derive(Debug)]
 pub struct Cast {
     /// The target dtype; `None` for `CastLike`.
     pub to: Option<DType>,
+    /// `saturate` and `round_mode`.
+    pub opts: CastOpts,
 }
 
 fn build_cast(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
     Ok(Box::new(Cast {
         to: Some(target_dtype(n)?),
+        opts: CastOpts::from_node(n)?,
     }))
 }
 
@@ -133,7 +257,7 @@ impl Op for Cast {
             Some(t) => t,
             None => input(inputs, 1)?.dtype(),
         };
-        Ok(vec![cast(x, to)?])
+        Ok(vec![cast_with(x, to, self.opts)?])
     }
     /// A NaN converts to the target's canonical NaN; integers convert to numbers.
     fn nans_canonical(&self) -> bool {
@@ -191,6 +315,39 @@ macro_rules! int_source {
     )*};
 }
 int_source!(i8, i16, i32, i64, u8, u16, u32, u64);
+macro_rules! low_bit_source {
+    (float: $($t:ty),*; int: $($i:ty),*) => {
+        $(impl Source for $t {
+            #[inline(always)]
+            fn val(self) -> Val { Val::F(self.to_f64()) }
+        })*
+        $(impl Source for $i {
+            #[inline(always)]
+            fn val(self) -> Val { Val::I(i128::from(self.get())) }
+        })*
+    };
+}
+low_bit_source!(float: F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F8E8M0, F4E2M1; int: U4, I4, U2, I2);
+
+#[inline(always)]
+fn to_num(v: Val) -> Num {
+    match v {
+        Val::F(x) => Num::from_f64(x),
+        Val::I(i) => Num::from_int(i),
+        Val::B(b) => Num::from_int(i128::from(b)),
+    }
+}
+
+/// A 4- or 2-bit integer in `[lo, hi]` from a value: integers wrap (their low bits),
+/// floats truncate when in range and are 0 otherwise.
+#[inline(always)]
+fn to_small(v: Val, lo: i8, hi: i8) -> u8 {
+    match v {
+        Val::F(x) => small_int_from_f64(x, lo, hi) as u8,
+        Val::I(i) => i as u8,
+        Val::B(b) => u8::from(b),
+    }
+}
 
 #[inline(always)]
 fn to_f32(v: Val) -> f32 {
@@ -281,28 +438,12 @@ fn parse(s: &str) -> Result<Val, OpError> {
         .map_err(|_| OpError::value(format!("cannot cast string {s:?} to a number")))
 }
 
-fn convert<S: Source>(v: &[S], to: DType, src: DType) -> TensorData {
-    let it = v.iter().map(|&x| x.val());
-    match to {
-        DType::F32 => TensorData::F32(it.map(to_f32).collect()),
-        DType::F64 => TensorData::F64(it.map(to_f64).collect()),
-        DType::F16 => TensorData::F16(it.map(to_f16).collect()),
-        DType::BF16 => TensorData::BF16(it.map(to_bf16).collect()),
-        DType::Bool => TensorData::Bool(it.map(to_bool).collect()),
-        DType::I8 => TensorData::I8(it.map(to_int).collect()),
-        DType::I16 => TensorData::I16(it.map(to_int).collect()),
-        DType::I32 => TensorData::I32(it.map(to_int).collect()),
-        DType::I64 => TensorData::I64(it.map(to_int).collect()),
-        DType::U8 => TensorData::U8(it.map(to_int).collect()),
-        DType::U16 => TensorData::U16(it.map(to_int).collect()),
-        DType::U32 => TensorData::U32(it.map(to_int).collect()),
-        DType::U64 => TensorData::U64(it.map(to_int).collect()),
-        _ => TensorData::Str(it.map(|x| to_string(x, src)).collect()),
-    }
+fn convert<S: Source>(v: &[S], to: DType, src: DType, opts: CastOpts) -> TensorData {
+    build(v.iter().map(|&x| x.val()), to, src, opts)
 }
 
-fn convert_vals(vals: Vec<Val>, to: DType) -> TensorData {
-    let it = vals.into_iter();
+fn build(it: impl Iterator<Item = Val>, to: DType, src: DType, opts: CastOpts) -> TensorData {
+    let sat = opts.saturate;
     match to {
         DType::F32 => TensorData::F32(it.map(to_f32).collect()),
         DType::F64 => TensorData::F64(it.map(to_f64).collect()),
@@ -317,7 +458,35 @@ fn convert_vals(vals: Vec<Val>, to: DType) -> TensorData {
         DType::U16 => TensorData::U16(it.map(to_int).collect()),
         DType::U32 => TensorData::U32(it.map(to_int).collect()),
         DType::U64 => TensorData::U64(it.map(to_int).collect()),
-        _ => TensorData::Str(it.map(|x| to_string(x, DType::F64)).collect()),
+        DType::F8E4M3FN => TensorData::F8E4M3FN(
+            it.map(|v| F8E4M3FN::from_bits(Mini::E4M3FN.encode(to_num(v), sat)))
+                .collect(),
+        ),
+        DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ(
+            it.map(|v| F8E4M3FNUZ::from_bits(Mini::E4M3FNUZ.encode(to_num(v), sat)))
+                .collect(),
+        ),
+        DType::F8E5M2 => TensorData::F8E5M2(
+            it.map(|v| F8E5M2::from_bits(Mini::E5M2.encode(to_num(v), sat)))
+                .collect(),
+        ),
+        DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ(
+            it.map(|v| F8E5M2FNUZ::from_bits(Mini::E5M2FNUZ.encode(to_num(v), sat)))
+                .collect(),
+        ),
+        DType::F4E2M1 => TensorData::F4E2M1(
+            it.map(|v| F4E2M1::from_bits(Mini::E2M1.encode(to_num(v), sat)))
+                .collect(),
+        ),
+        DType::F8E8M0 => TensorData::F8E8M0(
+            it.map(|v| F8E8M0::from_bits(encode_e8m0(to_num(v), sat, opts.round_mode)))
+                .collect(),
+        ),
+        DType::U4 => TensorData::U4(it.map(|v| U4::from_bits(to_small(v, 0, 15))).collect()),
+        DType::I4 => TensorData::I4(it.map(|v| I4::from_bits(to_small(v, -8, 7))).collect()),
+        DType::U2 => TensorData::U2(it.map(|v| U2::from_bits(to_small(v, 0, 3))).collect()),
+        DType::I2 => TensorData::I2(it.map(|v| I2::from_bits(to_small(v, -2, 1))).collect()),
+        _ => TensorData::Str(it.map(|x| to_string(x, src)).collect()),
     }
 }
 
@@ -339,8 +508,14 @@ fn int_to_float(x: &Tensor, to: DType) -> Option<TensorData> {
     }
 }
 
-/// Converts a tensor to `to` by the rules in the module documentation.
+/// Converts a tensor to `to` by the rules in the module documentation, with the
+/// default `saturate` and `round_mode`.
 pub fn cast(x: &Tensor, to: DType) -> Result<Tensor, OpError> {
+    cast_with(x, to, CastOpts::default())
+}
+
+/// Converts a tensor to `to` by the rules in the module documentation.
+pub fn cast_with(x: &Tensor, to: DType, opts: CastOpts) -> Result<Tensor, OpError> {
     let src = x.dtype();
     let shape = x.shape().to_vec();
     if let Some(data) = int_to_float(x, to) {
@@ -350,14 +525,24 @@ pub fn cast(x: &Tensor, to: DType) -> Result<Tensor, OpError> {
         TensorData::Str(v) if to == DType::Str => TensorData::Str(v.clone()),
         TensorData::Str(v) => {
             let vals = v.iter().map(|s| parse(s)).collect::<Result<Vec<_>, _>>()?;
-            convert_vals(vals, to)
+            build(vals.into_iter(), to, DType::F64, opts)
         }
-        TensorData::F32(v) => convert(v, to, src),
-        TensorData::F64(v) => convert(v, to, src),
-        TensorData::F16(v) => convert(v, to, src),
-        TensorData::BF16(v) => convert(v, to, src),
-        TensorData::Bool(v) => convert(v, to, src),
-        _ => with_int!(x, v: T => convert::<T>(v, to, src),
+        TensorData::F32(v) => convert(v, to, src, opts),
+        TensorData::F64(v) => convert(v, to, src, opts),
+        TensorData::F16(v) => convert(v, to, src, opts),
+        TensorData::BF16(v) => convert(v, to, src, opts),
+        TensorData::Bool(v) => convert(v, to, src, opts),
+        TensorData::F8E4M3FN(v) => convert(v, to, src, opts),
+        TensorData::F8E4M3FNUZ(v) => convert(v, to, src, opts),
+        TensorData::F8E5M2(v) => convert(v, to, src, opts),
+        TensorData::F8E5M2FNUZ(v) => convert(v, to, src, opts),
+        TensorData::U4(v) => convert(v, to, src, opts),
+        TensorData::I4(v) => convert(v, to, src, opts),
+        TensorData::F4E2M1(v) => convert(v, to, src, opts),
+        TensorData::F8E8M0(v) => convert(v, to, src, opts),
+        TensorData::U2(v) => convert(v, to, src, opts),
+        TensorData::I2(v) => convert(v, to, src, opts),
+        _ => with_int!(x, v: T => convert::<T>(v, to, src, opts),
             _ => return Err(OpError::DType { index: 0, dtype: src })),
     };
     Ok(Tensor::new(shape, data)?)
@@ -428,7 +613,7 @@ mod tests {
             for d in datas {
                 let x = Tensor::new(vec![v.len()], d).unwrap();
                 for to in [DType::F32, DType::F64] {
-                    let general = with_int!(x, w: T => convert::<T>(w, to, x.dtype()),
+                    let general = with_int!(x, w: T => convert::<T>(w, to, x.dtype(), CastOpts::default()),
                         _ => unreachable!());
                     let fast = cast(&x, to).unwrap();
                     proptest::prop_assert_eq!(fast.data(), &general, "{:?} to {:?}", x.dtype(), to);
@@ -471,6 +656,120 @@ mod tests {
             &["1.5", "-2.0", "NaN", "-INF"]
         );
         assert!(cast(&t(vec!["x".to_string()]), DType::F32).is_err());
+    }
+
+    fn cast_op(x: &Tensor, to: DType, saturate: bool) -> Tensor {
+        let op = Cast {
+            to: Some(to),
+            opts: CastOpts {
+                saturate,
+                ..CastOpts::default()
+            },
+        };
+        op.run(&[Some(x)], &Ctx::default()).unwrap().remove(0)
+    }
+
+    fn bits<T: deed_types::lowbit::LowBit + deed_types::tensor::Element>(t: &Tensor) -> Vec<u8> {
+        t.as_slice::<T>()
+            .unwrap()
+            .iter()
+            .map(|x| x.byte())
+            .collect()
+    }
+
+    #[test]
+    fn float8_targets_follow_saturate() {
+        let x = t(vec![
+            1e6f32,
+            -1e6,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -0.0,
+            0.3,
+        ]);
+        let sat = cast_op(&x, DType::F8E4M3FN, true);
+        assert_eq!(
+            bits::<F8E4M3FN>(&sat),
+            [0x7E, 0xFE, 0x7E, 0xFE, 0x7F, 0x80, 0x2A]
+        );
+        let raw = cast_op(&x, DType::F8E4M3FN, false);
+        assert_eq!(
+            bits::<F8E4M3FN>(&raw),
+            [0x7F, 0xFF, 0x7F, 0xFF, 0x7F, 0x80, 0x2A]
+        );
+        let raw = cast_op(&x, DType::F8E5M2, false);
+        assert_eq!(
+            bits::<F8E5M2>(&raw),
+            [0x7C, 0xFC, 0x7C, 0xFC, 0x7E, 0x80, 0x35]
+        );
+        let raw = cast_op(&x, DType::F8E5M2FNUZ, false);
+        assert_eq!(
+            bits::<F8E5M2FNUZ>(&raw),
+            [0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0x39]
+        );
+        // float4e2m1 always saturates.
+        let f4 = cast_op(&x, DType::F4E2M1, false);
+        assert_eq!(bits::<F4E2M1>(&f4), [0x7, 0xF, 0x7, 0xF, 0x8, 0x8, 0x1]);
+    }
+
+    #[test]
+    fn every_float8_code_casts_to_its_value_and_back() {
+        for b in 0..=255u8 {
+            let x = t(vec![F8E5M2::from_bits(b)]);
+            let f = cast(&x, DType::F32).unwrap();
+            let v = f.as_slice::<f32>().unwrap()[0];
+            assert!(v.is_nan() == F8E5M2::from_bits(b).is_nan());
+            if !v.is_nan() {
+                assert_eq!(f64::from(v), F8E5M2::from_bits(b).to_f64());
+                // Through f16 and back too (every E5M2 value is an f16).
+                let h = cast(&x, DType::F16).unwrap();
+                assert_eq!(bits::<F8E5M2>(&cast_op(&h, DType::F8E5M2, false)), [b]);
+                assert_eq!(bits::<F8E5M2>(&cast_op(&f, DType::F8E5M2, false)), [b]);
+            }
+        }
+    }
+
+    #[test]
+    fn small_integers_wrap_from_integers_and_truncate_from_floats() {
+        let y = cast(&t(vec![-9i64, 8, 17, -1]), DType::I4).unwrap();
+        let v: Vec<i8> = y
+            .as_slice::<I4>()
+            .unwrap()
+            .iter()
+            .map(|x| x.get())
+            .collect();
+        assert_eq!(v, [7, -8, 1, -1]);
+        let y = cast(&t(vec![-1.5f32, 2.9, 4.0, f32::NAN]), DType::U2).unwrap();
+        let v: Vec<u8> = y
+            .as_slice::<U2>()
+            .unwrap()
+            .iter()
+            .map(|x| x.get())
+            .collect();
+        assert_eq!(v, [0, 2, 0, 0]);
+        let back = cast(&y, DType::I64).unwrap();
+        assert_eq!(back.as_slice::<i64>().unwrap(), &[0, 2, 0, 0]);
+        let s = cast(&cast(&t(vec![-3i8]), DType::I4).unwrap(), DType::Str).unwrap();
+        assert_eq!(s.as_slice::<String>().unwrap(), &["-3"]);
+    }
+
+    #[test]
+    fn bitcast_of_low_bit_types_keeps_the_code() {
+        let x = t(vec![I4::new(-1).unwrap(), I4::new(5).unwrap()]);
+        let y = bitcast(&x, DType::U4).unwrap();
+        let v: Vec<u8> = y
+            .as_slice::<U4>()
+            .unwrap()
+            .iter()
+            .map(|x| x.get())
+            .collect();
+        assert_eq!(v, [15, 5]);
+        assert_eq!(bitcast(&y, DType::I4).unwrap(), x);
+        let y = bitcast(&t(vec![0x7Eu8]), DType::F8E4M3FN).unwrap();
+        assert_eq!(y.as_slice::<F8E4M3FN>().unwrap()[0].to_f32(), 448.0);
+        assert!(bitcast(&x, DType::U8).is_err());
+        assert!(bitcast(&x, DType::U2).is_err());
     }
 
     #[test]

@@ -96,7 +96,8 @@ fn numbers_i64(t: &Tensor, index: usize) -> Result<Vec<i64>, OpError> {
         TensorData::F16(v) => v.iter().map(|&x| x.to_f32() as i64).collect(),
         TensorData::BF16(v) => v.iter().map(|&x| x.to_f32() as i64).collect(),
         TensorData::Bool(v) => v.iter().map(|&x| x as i64).collect(),
-        TensorData::Str(_) => {
+        // Strings and the low-bit storage types are not indices.
+        _ => {
             return Err(OpError::DType {
                 index,
                 dtype: t.dtype(),

@@ -32,6 +32,7 @@ pub mod index;
 pub mod linalg;
 pub mod llm;
 pub mod math;
+pub mod minifloat;
 pub mod ml;
 pub mod norm;
 pub mod pool;

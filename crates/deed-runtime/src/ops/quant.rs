@@ -8,10 +8,12 @@
 //! in the scale's dtype, requantization as one `f64` product, round half to even,
 //! then the zero point is added and the result saturated.
 
+use deed_types::tensor::{F4E2M1, F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, I2, I4, U2, U4};
 use deed_types::{DType, Tensor, TensorData};
 use half::{bf16, f16};
 
 use super::elementwise::canon;
+use super::minifloat::{Mini, Num};
 use super::util::{check_count, infer_input, input, norm_axis, numel, one, opt_infer_input};
 use super::util::{opt_input, strides};
 use super::{Ctx, InferInput, NodeInfo, Op, Prepared, Registry, TypeInfo};
@@ -50,6 +52,100 @@ fn qrange(dt: DType) -> Option<(i64, i64)> {
     })
 }
 
+/// What `QuantizeLinear` makes and `DequantizeLinear` reads: integers of a range, or
+/// one of the 8- and 4-bit floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QTarget {
+    Int(i64, i64),
+    Float(Mini),
+}
+
+/// The quantized form of `dt`: the integer types of [`qrange`], the 4- and 2-bit
+/// integers, and the float8 and float4e2m1 types.
+fn qtarget(dt: DType) -> Option<QTarget> {
+    if let Some((lo, hi)) = qrange(dt) {
+        return Some(QTarget::Int(lo, hi));
+    }
+    Some(match dt {
+        DType::U4 => QTarget::Int(0, 15),
+        DType::I4 => QTarget::Int(-8, 7),
+        DType::U2 => QTarget::Int(0, 3),
+        DType::I2 => QTarget::Int(-2, 1),
+        DType::F8E4M3FN => QTarget::Float(Mini::E4M3FN),
+        DType::F8E4M3FNUZ => QTarget::Float(Mini::E4M3FNUZ),
+        DType::F8E5M2 => QTarget::Float(Mini::E5M2),
+        DType::F8E5M2FNUZ => QTarget::Float(Mini::E5M2FNUZ),
+        DType::F4E2M1 => QTarget::Float(Mini::E2M1),
+        _ => return None,
+    })
+}
+
+/// Reads a quantized tensor's elements as `i32`s: [`ints_of`] and the 4- and 2-bit
+/// integers.
+fn qints_of(t: &Tensor) -> Option<Vec<i32>> {
+    fn each<T: Copy>(v: &[T], f: impl Fn(T) -> i32) -> Option<Vec<i32>> {
+        Some(v.iter().map(|&x| f(x)).collect())
+    }
+    match t.data() {
+        TensorData::U4(v) => each(v, |x| i32::from(x.get())),
+        TensorData::I4(v) => each(v, |x| i32::from(x.get())),
+        TensorData::U2(v) => each(v, |x| i32::from(x.get())),
+        TensorData::I2(v) => each(v, |x| i32::from(x.get())),
+        _ => ints_of(t),
+    }
+}
+
+/// Reads a tensor of the 8- or 4-bit floats as `f32`s (exact).
+fn minifloats_of(t: &Tensor) -> Option<Vec<f32>> {
+    fn each<T: deed_types::lowbit::LowBit>(v: &[T]) -> Option<Vec<f32>> {
+        Some(v.iter().map(|x| x.to_f64() as f32).collect())
+    }
+    match t.data() {
+        TensorData::F8E4M3FN(v) => each(v),
+        TensorData::F8E4M3FNUZ(v) => each(v),
+        TensorData::F8E5M2(v) => each(v),
+        TensorData::F8E5M2FNUZ(v) => each(v),
+        TensorData::F4E2M1(v) => each(v),
+        _ => None,
+    }
+}
+
+/// Builds a tensor of `dt` (a quantized dtype) from values already in range.
+fn qint_tensor(dt: DType, shape: Vec<usize>, v: Vec<i32>) -> Result<Tensor, OpError> {
+    let bits = |x: i32| x as u8;
+    Ok(match dt {
+        DType::U4 => Tensor::from_vec(
+            shape,
+            v.into_iter().map(|x| U4::from_bits(bits(x))).collect(),
+        )?,
+        DType::I4 => Tensor::from_vec(
+            shape,
+            v.into_iter().map(|x| I4::from_bits(bits(x))).collect(),
+        )?,
+        DType::U2 => Tensor::from_vec(
+            shape,
+            v.into_iter().map(|x| U2::from_bits(bits(x))).collect(),
+        )?,
+        DType::I2 => Tensor::from_vec(
+            shape,
+            v.into_iter().map(|x| I2::from_bits(bits(x))).collect(),
+        )?,
+        _ => int_tensor(dt, shape, v)?,
+    })
+}
+
+/// Builds a tensor of the 8- or 4-bit float `m` from its codes.
+fn minifloat_tensor(m: Mini, shape: Vec<usize>, c: Vec<u8>) -> Result<Tensor, OpError> {
+    let it = c.into_iter();
+    Ok(match m {
+        Mini::E4M3FN => Tensor::from_vec(shape, it.map(F8E4M3FN::from_bits).collect())?,
+        Mini::E4M3FNUZ => Tensor::from_vec(shape, it.map(F8E4M3FNUZ::from_bits).collect())?,
+        Mini::E5M2 => Tensor::from_vec(shape, it.map(F8E5M2::from_bits).collect())?,
+        Mini::E5M2FNUZ => Tensor::from_vec(shape, it.map(F8E5M2FNUZ::from_bits).collect())?,
+        Mini::E2M1 => Tensor::from_vec(shape, it.map(F4E2M1::from_bits).collect())?,
+    })
+}
+
 /// Reads an integer tensor of a quantized dtype (or i32) as `i32`s.
 fn ints_of(t: &Tensor) -> Option<Vec<i32>> {
     Some(match t.data() {
@@ -68,6 +164,7 @@ fn floats_of(t: &Tensor) -> Option<Vec<f32>> {
         TensorData::F32(v) => v.clone(),
         TensorData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
         TensorData::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        TensorData::F8E8M0(v) => v.iter().map(|x| x.to_f32()).collect(),
         _ => return None,
     })
 }
@@ -152,7 +249,7 @@ fn zero_points(
 ) -> Result<(Vec<i32>, ParamLayout), OpError> {
     match z {
         Some(z) => Ok((
-            ints_of(z).ok_or(OpError::DType {
+            qints_of(z).ok_or(OpError::DType {
                 index: 2,
                 dtype: z.dtype(),
             })?,
@@ -244,6 +341,9 @@ pub struct QuantizeLinear {
     block: i64,
     out: Option<DType>,
     precision: Option<DType>,
+    /// For float8 outputs: out-of-range values become the largest finite value
+    /// (default) rather than infinity or NaN.
+    saturate: bool,
 }
 
 fn build_quantize(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
@@ -260,7 +360,7 @@ fn build_quantize(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
     };
     let out = output_dtype_attr(n)?;
     if let Some(d) = out {
-        if qrange(d).is_none() {
+        if qtarget(d).is_none() {
             return Err(OpError::unsupported(format!("quantizing to {d}")));
         }
     }
@@ -269,6 +369,7 @@ fn build_quantize(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
         block,
         out,
         precision,
+        saturate: n.attrs.int("saturate", 1)? != 0,
     }))
 }
 
@@ -285,7 +386,7 @@ impl QuantizeLinear {
             (None, Some(o)) => o,
             (None, None) => DType::U8,
         };
-        if qrange(dt).is_none() {
+        if qtarget(dt).is_none() {
             return Err(OpError::unsupported(format!("quantizing to {dt}")));
         }
         Ok(dt)
@@ -328,13 +429,14 @@ impl Op for QuantizeLinear {
                 let s = input(inputs, 1)?;
                 let zp = opt_input(inputs, 2);
                 let dt = self.out_dtype(zp.map(|z| z.dtype()))?;
-                let (lo, hi) = qrange(dt).ok_or_else(|| OpError::unsupported("output dtype"))?;
+                let target = qtarget(dt).ok_or_else(|| OpError::unsupported("output dtype"))?;
                 let pdt = self.precision.unwrap_or(s.dtype());
-                if let (Some(xs), DType::F32, Some(sv), Some(z)) = (
+                if let (Some(xs), DType::F32, Some(sv), Some(z), Some(_)) = (
                     x.as_slice::<f32>(),
                     pdt,
                     floats_of(s).filter(|v| v.len() == 1 && s.rank() <= 1),
                     tensor_zero_point(zp),
+                    qrange(dt),
                 ) {
                     // One scale and zero point, all in f32: rounding to f32 is the
                     // identity, so this is the loop below without the lookups.
@@ -359,6 +461,36 @@ impl Op for QuantizeLinear {
                     .map(|v| round_to(pdt, v))
                     .collect();
                 let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
+                let (lo, hi) = match target {
+                    QTarget::Int(lo, hi) => (lo, hi),
+                    QTarget::Float(m) => {
+                        // y = convert(q + zero point): the sum in f32 (exact for the
+                        // usual zero point 0, which turns −0 into +0), then rounded
+                        // to the format as `Cast` does.
+                        let zs = match zp {
+                            Some(z) => Some((
+                                minifloats_of(z).ok_or(OpError::DType {
+                                    index: 2,
+                                    dtype: z.dtype(),
+                                })?,
+                                ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
+                            )),
+                            None => None,
+                        };
+                        let out: Vec<u8> = xs
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &v)| {
+                                let mut q = round_to(pdt, v / ss[sl.index(i)]);
+                                if let Some((zs, zl)) = &zs {
+                                    q += zs[zl.index(i)];
+                                }
+                                m.encode(Num::from_f64(f64::from(q)), self.saturate)
+                            })
+                            .collect();
+                        return Ok(vec![minifloat_tensor(m, x.shape().to_vec(), out)?]);
+                    }
+                };
                 let (zs, zl) = zero_points(zp, x.shape(), self.axis, self.block)?;
                 let out: Vec<i32> = xs
                     .iter()
@@ -368,7 +500,7 @@ impl Op for QuantizeLinear {
                         saturate(f64::from(q), zs[zl.index(i)], lo, hi)
                     })
                     .collect();
-                Ok(vec![int_tensor(dt, x.shape().to_vec(), out)?])
+                Ok(vec![qint_tensor(dt, x.shape().to_vec(), out)?])
             },
         )
     }
@@ -408,17 +540,26 @@ impl Op for DequantizeLinear {
         check_count(inputs.len(), 2, 3)?;
         let x = infer_input(inputs, 0)?;
         let s = infer_input(inputs, 1)?;
-        if qrange(x.ty.dtype).is_none() && x.ty.dtype != DType::I32 {
+        if qtarget(x.ty.dtype).is_none() && x.ty.dtype != DType::I32 {
             return Err(OpError::DType {
                 index: 0,
                 dtype: x.ty.dtype,
             });
         }
-        if !matches!(s.ty.dtype, DType::F32 | DType::F16 | DType::BF16) {
+        if !matches!(
+            s.ty.dtype,
+            DType::F32 | DType::F16 | DType::BF16 | DType::F8E8M0
+        ) {
             return Err(OpError::DType {
                 index: 1,
                 dtype: s.ty.dtype,
             });
+        }
+        if self.out.is_none() && s.ty.dtype == DType::F8E8M0 {
+            return Err(OpError::bad_attr(
+                "output_dtype",
+                "is required with a float8e8m0 scale",
+            ));
         }
         ParamLayout::new(&x.ty.shape, &s.ty.shape, self.axis, self.block)?;
         if let Some(z) = opt_infer_input(inputs, 2) {
@@ -463,15 +604,41 @@ impl Op for DequantizeLinear {
                         return Ok(vec![Tensor::from_vec(x.shape().to_vec(), y)?]);
                     }
                 }
-                let xs = ints_of(x).ok_or(OpError::DType {
-                    index: 0,
-                    dtype: x.dtype(),
-                })?;
                 let ss = floats_of(s).ok_or(OpError::DType {
                     index: 1,
                     dtype: s.dtype(),
                 })?;
                 let sl = ParamLayout::new(x.shape(), s.shape(), self.axis, self.block)?;
+                if let Some(xs) = minifloats_of(x) {
+                    // The 8- and 4-bit floats: (x − zero point) in f32 (x itself when
+                    // the zero point is 0 or absent), times the scale in f32.
+                    let zs = match opt_input(inputs, 2) {
+                        Some(z) => Some((
+                            minifloats_of(z).ok_or(OpError::DType {
+                                index: 2,
+                                dtype: z.dtype(),
+                            })?,
+                            ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
+                        )),
+                        None => None,
+                    };
+                    let out: Vec<f32> = xs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| {
+                            let d = match &zs {
+                                Some((zs, zl)) => v - zs[zl.index(i)],
+                                None => v,
+                            };
+                            canon(d * ss[sl.index(i)])
+                        })
+                        .collect();
+                    return Ok(vec![float_tensor(out_dt, x.shape().to_vec(), out)?]);
+                }
+                let xs = qints_of(x).ok_or(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
+                })?;
                 let (zs, zl) = zero_points(opt_input(inputs, 2), x.shape(), self.axis, self.block)?;
                 let out: Vec<f32> = xs
                     .iter()

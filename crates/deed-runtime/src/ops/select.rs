@@ -98,6 +98,13 @@ fn keys(t: &Tensor) -> Result<Vec<Key>, OpError> {
         TensorData::I64(v) => ints(v.iter().map(|&x| x.into()).collect()),
         TensorData::U32(v) => ints(v.iter().map(|&x| x.into()).collect()),
         TensorData::U64(v) => ints(v.iter().map(|&x| x.into()).collect()),
+        // The low-bit dtypes are not among `Unique`'s types.
+        _ => {
+            return Err(OpError::DType {
+                index: 0,
+                dtype: t.dtype(),
+            })
+        }
     })
 }
 

@@ -1114,6 +1114,17 @@ pub(crate) fn scalar_from_f64(dtype: DType, v: f64) -> Result<TensorData, OpErro
         DType::U64 => TensorData::U64(vec![v as u64]),
         DType::Bool => TensorData::Bool(vec![v != 0.0]),
         DType::Str => TensorData::Str(vec![String::new()]),
+        // The low-bit dtypes: `v` converted as `Cast` with `saturate` 0 converts it.
+        // float8e8m0 has no zero: 0 becomes its NaN, as in ONNX's reference `Pad`.
+        d if d.is_low_bit() => {
+            let opts = super::cast::CastOpts {
+                saturate: false,
+                ..super::cast::CastOpts::default()
+            };
+            super::cast::cast_with(&Tensor::scalar(v), d, opts)?
+                .into_parts()
+                .1
+        }
         d => return Err(OpError::DType { index: 0, dtype: d }),
     })
 }
