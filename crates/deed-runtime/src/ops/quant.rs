@@ -95,6 +95,24 @@ fn qints_of(t: &Tensor) -> Option<Vec<i32>> {
     }
 }
 
+/// An 8- or 4-bit float zero point (input 2), when given, as f32s with its layout
+/// over an input of shape `x`.
+fn minifloat_zero_points(
+    z: Option<&Tensor>,
+    x: &[usize],
+    axis: i64,
+    block: i64,
+) -> Result<Option<(Vec<f32>, ParamLayout)>, OpError> {
+    z.map(|z| {
+        let values = minifloats_of(z).ok_or(OpError::DType {
+            index: 2,
+            dtype: z.dtype(),
+        })?;
+        Ok((values, ParamLayout::new(x, z.shape(), axis, block)?))
+    })
+    .transpose()
+}
+
 /// Reads a tensor of the 8- or 4-bit floats as `f32`s (exact).
 fn minifloats_of(t: &Tensor) -> Option<Vec<f32>> {
     fn each<T: deed_types::lowbit::LowBit>(v: &[T]) -> Option<Vec<f32>> {
@@ -467,16 +485,7 @@ impl Op for QuantizeLinear {
                         // y = convert(q + zero point): the sum in f32 (exact for the
                         // usual zero point 0, which turns −0 into +0), then rounded
                         // to the format as `Cast` does.
-                        let zs = match zp {
-                            Some(z) => Some((
-                                minifloats_of(z).ok_or(OpError::DType {
-                                    index: 2,
-                                    dtype: z.dtype(),
-                                })?,
-                                ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
-                            )),
-                            None => None,
-                        };
+                        let zs = minifloat_zero_points(zp, x.shape(), self.axis, self.block)?;
                         let out: Vec<u8> = xs
                             .iter()
                             .enumerate()
@@ -612,16 +621,12 @@ impl Op for DequantizeLinear {
                 if let Some(xs) = minifloats_of(x) {
                     // The 8- and 4-bit floats: (x − zero point) in f32 (x itself when
                     // the zero point is 0 or absent), times the scale in f32.
-                    let zs = match opt_input(inputs, 2) {
-                        Some(z) => Some((
-                            minifloats_of(z).ok_or(OpError::DType {
-                                index: 2,
-                                dtype: z.dtype(),
-                            })?,
-                            ParamLayout::new(x.shape(), z.shape(), self.axis, self.block)?,
-                        )),
-                        None => None,
-                    };
+                    let zs = minifloat_zero_points(
+                        opt_input(inputs, 2),
+                        x.shape(),
+                        self.axis,
+                        self.block,
+                    )?;
                     let out: Vec<f32> = xs
                         .iter()
                         .enumerate()
