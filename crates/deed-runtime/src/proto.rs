@@ -276,42 +276,18 @@ mod tests {
         // int4 [-8, 7, -1] packed: 0x78, then 0x0F (the high nibble of the last byte is
         // padding and ignored).
         let t = tensor_from_proto(&proto(22, &[3], &[0x78, 0xAF], &[])).unwrap();
-        let v: Vec<i8> = t
-            .as_slice::<I4>()
-            .unwrap()
-            .iter()
-            .map(|x| x.get())
-            .collect();
-        assert_eq!(v, [-8, 7, -1]);
+        assert_eq!(t.low_bit_values::<I4>().unwrap(), [-8.0, 7.0, -1.0]);
         // The same bytes from int32_data.
         let u = tensor_from_proto(&proto(22, &[3], &[], &[0x78, 0xAF])).unwrap();
         assert_eq!(u, t);
         // uint2 [1, 2, 3, 0, 3]: 0b00_11_10_01, 0b11.
         let t = tensor_from_proto(&proto(25, &[5], &[0x39, 0x03], &[])).unwrap();
-        let v: Vec<u8> = t
-            .as_slice::<U2>()
-            .unwrap()
-            .iter()
-            .map(|x| x.get())
-            .collect();
-        assert_eq!(v, [1, 2, 3, 0, 3]);
+        assert_eq!(t.low_bit_values::<U2>().unwrap(), [1.0, 2.0, 3.0, 0.0, 3.0]);
         let t = tensor_from_proto(&proto(26, &[4], &[0x39], &[])).unwrap();
-        let v: Vec<i8> = t
-            .as_slice::<I2>()
-            .unwrap()
-            .iter()
-            .map(|x| x.get())
-            .collect();
-        assert_eq!(v, [1, -2, -1, 0]);
+        assert_eq!(t.low_bit_values::<I2>().unwrap(), [1.0, -2.0, -1.0, 0.0]);
         // float4e2m1 [0.5, -6]: codes 0x1, 0xF.
         let t = tensor_from_proto(&proto(23, &[2], &[0xF1], &[])).unwrap();
-        let v: Vec<u8> = t
-            .as_slice::<F4E2M1>()
-            .unwrap()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect();
-        assert_eq!(v, [0x1, 0xF]);
+        assert_eq!(t.low_bit_values::<F4E2M1>().unwrap(), [0.5, -6.0]);
         // float8: one byte (or one int32) per element.
         let t = tensor_from_proto(&proto(17, &[2], &[0x7E, 0xFF], &[])).unwrap();
         let u = tensor_from_proto(&proto(17, &[2], &[], &[0x7E, 0xFF])).unwrap();

@@ -602,6 +602,12 @@ impl Tensor {
         T::slice(&self.data)
     }
 
+    /// The elements' values (exact) when the dtype is the low-bit type `T`'s: the
+    /// number an integer or float code stands for, NaN for a NaN code.
+    pub fn low_bit_values<T: Element + LowBit>(&self) -> Option<Vec<f64>> {
+        Some(self.as_slice::<T>()?.iter().map(|x| x.to_f64()).collect())
+    }
+
     /// Takes the typed elements, if the dtype is `T`'s.
     pub fn into_vec<T: Element>(self) -> Option<Vec<T>> {
         T::unwrap_data(self.data)

@@ -458,36 +458,47 @@ fn build(it: impl Iterator<Item = Val>, to: DType, src: DType, opts: CastOpts) -
         DType::U16 => TensorData::U16(it.map(to_int).collect()),
         DType::U32 => TensorData::U32(it.map(to_int).collect()),
         DType::U64 => TensorData::U64(it.map(to_int).collect()),
-        DType::F8E4M3FN => TensorData::F8E4M3FN(
-            it.map(|v| F8E4M3FN::from_bits(Mini::E4M3FN.encode(to_num(v), sat)))
-                .collect(),
-        ),
-        DType::F8E4M3FNUZ => TensorData::F8E4M3FNUZ(
-            it.map(|v| F8E4M3FNUZ::from_bits(Mini::E4M3FNUZ.encode(to_num(v), sat)))
-                .collect(),
-        ),
-        DType::F8E5M2 => TensorData::F8E5M2(
-            it.map(|v| F8E5M2::from_bits(Mini::E5M2.encode(to_num(v), sat)))
-                .collect(),
-        ),
-        DType::F8E5M2FNUZ => TensorData::F8E5M2FNUZ(
-            it.map(|v| F8E5M2FNUZ::from_bits(Mini::E5M2FNUZ.encode(to_num(v), sat)))
-                .collect(),
-        ),
-        DType::F4E2M1 => TensorData::F4E2M1(
-            it.map(|v| F4E2M1::from_bits(Mini::E2M1.encode(to_num(v), sat)))
-                .collect(),
-        ),
-        DType::F8E8M0 => TensorData::F8E8M0(
-            it.map(|v| F8E8M0::from_bits(encode_e8m0(to_num(v), sat, opts.round_mode)))
-                .collect(),
-        ),
-        DType::U4 => TensorData::U4(it.map(|v| U4::from_bits(to_small(v, 0, 15))).collect()),
-        DType::I4 => TensorData::I4(it.map(|v| I4::from_bits(to_small(v, -8, 7))).collect()),
-        DType::U2 => TensorData::U2(it.map(|v| U2::from_bits(to_small(v, 0, 3))).collect()),
-        DType::I2 => TensorData::I2(it.map(|v| I2::from_bits(to_small(v, -2, 1))).collect()),
+        DType::F8E4M3FN => {
+            TensorData::F8E4M3FN(encoded(it, |v| Mini::E4M3FN.encode(to_num(v), sat)))
+        }
+        DType::F8E4M3FNUZ => {
+            TensorData::F8E4M3FNUZ(encoded(it, |v| Mini::E4M3FNUZ.encode(to_num(v), sat)))
+        }
+        DType::F8E5M2 => TensorData::F8E5M2(encoded(it, |v| Mini::E5M2.encode(to_num(v), sat))),
+        DType::F8E5M2FNUZ => {
+            TensorData::F8E5M2FNUZ(encoded(it, |v| Mini::E5M2FNUZ.encode(to_num(v), sat)))
+        }
+        DType::F4E2M1 => TensorData::F4E2M1(encoded(it, |v| Mini::E2M1.encode(to_num(v), sat))),
+        DType::F8E8M0 => TensorData::F8E8M0(encoded(it, |v| {
+            encode_e8m0(to_num(v), sat, opts.round_mode)
+        })),
+        DType::U4 => TensorData::U4(encoded(it, |v| to_small(v, 0, 15))),
+        DType::I4 => TensorData::I4(encoded(it, |v| to_small(v, -8, 7))),
+        DType::U2 => TensorData::U2(encoded(it, |v| to_small(v, 0, 3))),
+        DType::I2 => TensorData::I2(encoded(it, |v| to_small(v, -2, 1))),
         _ => TensorData::Str(it.map(|x| to_string(x, src)).collect()),
     }
+}
+
+/// A low-bit element made from the bits its encoder gives (`from_bits`).
+trait FromCode {
+    fn from_code(bits: u8) -> Self;
+}
+
+macro_rules! from_code {
+    ($($t:ty),*) => {$(
+        impl FromCode for $t {
+            fn from_code(bits: u8) -> Self {
+                <$t>::from_bits(bits)
+            }
+        }
+    )*};
+}
+from_code!(F8E4M3FN, F8E4M3FNUZ, F8E5M2, F8E5M2FNUZ, F4E2M1, F8E8M0, U4, I4, U2, I2);
+
+/// The low-bit elements of the bits `code` gives for each value.
+fn encoded<T: FromCode>(it: impl Iterator<Item = Val>, code: impl Fn(Val) -> u8) -> Vec<T> {
+    it.map(|v| T::from_code(code(v))).collect()
 }
 
 /// Integers to f32 or f64 in one vectorized loop, or `None` for any other pair. `as`
@@ -733,21 +744,9 @@ mod tests {
     #[test]
     fn small_integers_wrap_from_integers_and_truncate_from_floats() {
         let y = cast(&t(vec![-9i64, 8, 17, -1]), DType::I4).unwrap();
-        let v: Vec<i8> = y
-            .as_slice::<I4>()
-            .unwrap()
-            .iter()
-            .map(|x| x.get())
-            .collect();
-        assert_eq!(v, [7, -8, 1, -1]);
+        assert_eq!(y.low_bit_values::<I4>().unwrap(), [7.0, -8.0, 1.0, -1.0]);
         let y = cast(&t(vec![-1.5f32, 2.9, 4.0, f32::NAN]), DType::U2).unwrap();
-        let v: Vec<u8> = y
-            .as_slice::<U2>()
-            .unwrap()
-            .iter()
-            .map(|x| x.get())
-            .collect();
-        assert_eq!(v, [0, 2, 0, 0]);
+        assert_eq!(y.low_bit_values::<U2>().unwrap(), [0.0, 2.0, 0.0, 0.0]);
         let back = cast(&y, DType::I64).unwrap();
         assert_eq!(back.as_slice::<i64>().unwrap(), &[0, 2, 0, 0]);
         let s = cast(&cast(&t(vec![-3i8]), DType::I4).unwrap(), DType::Str).unwrap();
@@ -758,13 +757,7 @@ mod tests {
     fn bitcast_of_low_bit_types_keeps_the_code() {
         let x = t(vec![I4::new(-1).unwrap(), I4::new(5).unwrap()]);
         let y = bitcast(&x, DType::U4).unwrap();
-        let v: Vec<u8> = y
-            .as_slice::<U4>()
-            .unwrap()
-            .iter()
-            .map(|x| x.get())
-            .collect();
-        assert_eq!(v, [15, 5]);
+        assert_eq!(y.low_bit_values::<U4>().unwrap(), [15.0, 5.0]);
         assert_eq!(bitcast(&y, DType::I4).unwrap(), x);
         let y = bitcast(&t(vec![0x7Eu8]), DType::F8E4M3FN).unwrap();
         assert_eq!(y.as_slice::<F8E4M3FN>().unwrap()[0].to_f32(), 448.0);
