@@ -1,7 +1,9 @@
-//! The execution context handed to kernels: which kernels to use and how many threads.
+//! The execution context handed to kernels: which kernels to use, how many threads,
+//! and the limits a subgraph an operator runs is planned within.
 
 use std::sync::{Arc, Mutex};
 
+use crate::limits::Limits;
 use crate::pool::Pool;
 
 /// Which kernel implementations to run. Both give identical bits; `Reference` exists
@@ -25,7 +27,9 @@ impl KernelMode {
     }
 }
 
-/// Execution context: kernel mode and the thread pool that splits independent outputs.
+/// Execution context: kernel mode, the thread pool that splits independent outputs,
+/// and the [`Limits`] of the plan being run (a plan sets its own before its steps run,
+/// so that the subgraphs of `If`, `Loop` and `Scan` are held to them too).
 ///
 /// With `threads` = N the pool holds N − 1 workers and the calling thread takes one
 /// share of every split itself. The workers stay awake between the operators of a run
@@ -36,6 +40,7 @@ pub struct Ctx {
     pub mode: KernelMode,
     threads: usize,
     pool: Option<Arc<Pool>>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -43,6 +48,7 @@ impl std::fmt::Debug for Ctx {
         f.debug_struct("Ctx")
             .field("mode", &self.mode)
             .field("threads", &self.threads)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -66,7 +72,21 @@ impl Ctx {
             mode,
             threads: if pool.is_some() { threads } else { 1 },
             pool,
+            limits: Limits::default(),
         }
+    }
+
+    /// The same context (same kernels, same pool) with other limits.
+    pub fn with_limits(&self, limits: &Limits) -> Ctx {
+        Ctx {
+            limits: limits.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// The limits a subgraph run in this context is planned within.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Number of threads kernels may use.

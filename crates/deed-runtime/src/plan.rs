@@ -102,6 +102,9 @@ struct Step {
     outputs: Vec<Option<usize>>,
     types: Vec<TypeInfo>,
     cost: u64,
+    /// Activation bytes the node holds while it runs beyond its inputs and outputs
+    /// (see `Op::needs`).
+    working_bytes: u64,
     folded: Option<Vec<Arc<Tensor>>>,
     /// The step hash of `folded`, computed once while planning.
     folded_hash: Option<Hash>,
@@ -148,6 +151,9 @@ pub struct Plan<'m> {
     last_use: Vec<usize>,
     cost: u64,
     peak_bytes: u64,
+    /// The limits the plan was made within; the subgraphs its operators run are
+    /// planned within them too.
+    limits: Limits,
     /// Bytes of the outputs hashed at run time (the steps not folded).
     hashed_bytes: u64,
     /// The graph outputs' values computed while planning, where they were.
@@ -361,7 +367,7 @@ impl Model {
         }
 
         // Nodes, in canonical order.
-        let ctx = Ctx::new(KernelMode::from_env(), 1);
+        let ctx = Ctx::new(KernelMode::from_env(), 1).with_limits(limits);
         let mut steps = Vec::with_capacity(self.nodes.len());
         let mut total: u64 = 0;
         for node in &self.nodes {
@@ -390,7 +396,7 @@ impl Model {
                     })
                 })
                 .collect();
-            let out_types = match node.op.infer(&infer_in) {
+            let out_types = match node.op.infer_within(&infer_in, limits) {
                 Ok(t) => t,
                 Err(e) => {
                     if let OpError::ValueNeeded { index } = e {
@@ -424,10 +430,11 @@ impl Model {
             }
             let in_types: Vec<Option<&TypeInfo>> =
                 in_ids.iter().map(|id| id.map(|id| &types[id])).collect();
-            let cost = node
+            let needs = node
                 .op
-                .cost_planned(&infer_in, &in_types, &out_types)
+                .needs(&infer_in, &in_types, &out_types, limits)
                 .map_err(node_err)?;
+            let cost = needs.cost;
             total = total.saturating_add(cost);
 
             // Fold when every input is known and the outputs are small. `Shape` and `Size`
@@ -507,6 +514,11 @@ impl Model {
                 outputs: out_ids,
                 types: out_types,
                 cost,
+                working_bytes: if folded.is_some() {
+                    0
+                } else {
+                    needs.working_bytes
+                },
                 folded,
                 folded_hash,
                 bytes,
@@ -553,7 +565,7 @@ impl Model {
             for id in step.outputs.iter().flatten() {
                 live = live.saturating_add(types[*id].bytes());
             }
-            peak = peak.max(live);
+            peak = peak.max(live.saturating_add(step.working_bytes));
             for id in step.inputs.iter().chain(step.outputs.iter()).flatten() {
                 if last_use[*id] == s && produced[*id] {
                     live = live.saturating_sub(types[*id].bytes());
@@ -584,6 +596,7 @@ impl Model {
             last_use,
             cost: total,
             peak_bytes: peak,
+            limits: limits.clone(),
             hashed_bytes,
             known_outputs,
         })
@@ -840,6 +853,14 @@ impl<'m> Plan<'m> {
                 });
             }
         }
+        // The subgraphs of the plan's operators are planned within the plan's limits.
+        let limited;
+        let ctx = if ctx.limits() == &self.limits {
+            ctx
+        } else {
+            limited = ctx.with_limits(&self.limits);
+            &limited
+        };
         let mut values: Vec<Option<Val<'_>>> = vec![None; self.types.len()];
         for (name, id) in &self.input_ids {
             let t = inputs

@@ -468,6 +468,77 @@ fn bad_subgraphs_are_refused_with_what_is_wrong() {
     assert!(e.to_string().contains("input 2"), "{e}");
 }
 
+#[test]
+fn a_subgraph_is_held_to_the_limits_of_the_plan_that_runs_it() {
+    // Each iteration widens `v_in` (one float) to 4096 floats and takes their
+    // maximum: 16 KiB the outer graph never holds, in a value the body makes.
+    let shape = pb::TensorProto {
+        name: "shape".into(),
+        dims: vec![1],
+        data_type: INT64,
+        int64_data: vec![4096],
+        ..Default::default()
+    };
+    let body = graph(
+        "body",
+        vec![
+            node("keep", "Identity", &["c"], &["c_out"], vec![]),
+            node(
+                "shape",
+                "Constant",
+                &[],
+                &["s"],
+                vec![common::attr_tensor("value", shape)],
+            ),
+            node("wide", "Expand", &["v_in", "s"], &["w"], vec![]),
+            node("max", "ReduceMax", &["w"], &["v_next"], vec![]),
+        ],
+        vec![
+            value("i", INT64, &[]),
+            value("c", BOOL, &[]),
+            value("v_in", FLOAT, &[Ok(1)]),
+        ],
+        vec![value("c_out", BOOL, &[]), value("v_next", FLOAT, &[Ok(1)])],
+    );
+    let m = loop_model(body, Ok(1)).unwrap();
+    let ins = vec![
+        ("k".to_owned(), Tensor::scalar(3i64)),
+        (
+            "v".to_owned(),
+            Tensor::from_vec(vec![1], vec![2.5f32]).unwrap(),
+        ),
+    ];
+    // The outer plan counts the body's activations as the loop's working memory.
+    let plan = m.plan(&ins, &Limits::default()).unwrap();
+    let wide = 4096 * 4;
+    assert!(
+        plan.peak_activation_bytes() >= wide,
+        "peak {} misses the body's {wide} bytes",
+        plan.peak_activation_bytes()
+    );
+    let out = m.run(&ins, &RunOptions::default()).unwrap();
+    assert_eq!(out.outputs[0].1.as_slice::<f32>().unwrap(), &[2.5]);
+    // Limits that the outer graph alone keeps but the body does not: refused while
+    // planning, as for a value of the outer graph.
+    let small_tensors = Limits {
+        max_tensor_bytes: wide / 2,
+        ..Limits::default()
+    };
+    let e = m.plan(&ins, &small_tensors).unwrap_err();
+    assert!(e.to_string().contains("tensor bytes"), "{e}");
+    let small_memory = Limits {
+        max_activation_bytes: wide / 2,
+        ..Limits::default()
+    };
+    let e = m.plan(&ins, &small_memory).unwrap_err();
+    assert!(e.to_string().contains("activation memory"), "{e}");
+    let opts = RunOptions {
+        limits: small_memory,
+        ..RunOptions::default()
+    };
+    assert!(m.run(&ins, &opts).is_err());
+}
+
 /// A loop body over `(i, c, v_in: f32[1])` whose second node makes `v_next`.
 fn body_with(v_next: pb::NodeProto) -> pb::GraphProto {
     graph(

@@ -22,7 +22,9 @@
 //!
 //! Metering counts each iteration as one run of the body's plan (`Loop`: `M`
 //! iterations, an upper bound when a condition may end it earlier), plus the bytes
-//! the node copies. Runs of a subgraph are held to the default [`Limits`].
+//! the node copies; while it runs, the node holds its subgraph's activation memory on
+//! top of the outer plan's (`Op::needs`). A subgraph is planned within the
+//! [`Limits`] of the plan that runs the node (`Ctx::limits` when it runs).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -31,7 +33,7 @@ use deed_types::tensor::Element;
 use deed_types::{DType, Tensor, TensorData};
 
 use super::util::{check_count, numel};
-use super::{InferInput, NodeInfo, Op, Registry, TypeInfo};
+use super::{InferInput, Needs, NodeInfo, Op, Registry, TypeInfo};
 use crate::ctx::Ctx;
 use crate::error::OpError;
 use crate::limits::Limits;
@@ -113,6 +115,7 @@ impl Body {
         inputs: &[Option<InferInput<'g>>],
         first_implicit: usize,
         outer: &dyn Fn(usize) -> Option<usize>,
+        limits: &Limits,
     ) -> Result<Plan<'g>, OpError> {
         let names = self.formal();
         if names.len() != formal.len() {
@@ -148,23 +151,20 @@ impl Body {
                 value: x.value.filter(|v| v.len() <= KNOWN_INPUT_MAX),
             });
         }
-        self.graph
-            .model
-            .plan_types(&specs, &Limits::default())
-            .map_err(|err| {
-                let (e, needed) = *err;
-                let index = needed.and_then(|n| {
-                    if let Some(k) = names.iter().position(|f| *f == n) {
-                        return outer(k);
-                    }
-                    let c = self.graph.captures.iter().position(|c| *c == n)?;
-                    Some(first_implicit + self.capture_pos[c])
-                });
-                match index {
-                    Some(index) => OpError::ValueNeeded { index },
-                    None => sub_err(self.attr, e),
+        self.graph.model.plan_types(&specs, limits).map_err(|err| {
+            let (e, needed) = *err;
+            let index = needed.and_then(|n| {
+                if let Some(k) = names.iter().position(|f| *f == n) {
+                    return outer(k);
                 }
-            })
+                let c = self.graph.captures.iter().position(|c| *c == n)?;
+                Some(first_implicit + self.capture_pos[c])
+            });
+            match index {
+                Some(index) => OpError::ValueNeeded { index },
+                None => sub_err(self.attr, e),
+            }
+        })
     }
 
     /// Runs the body on its formal inputs and the node's implicit inputs, reusing
@@ -189,11 +189,10 @@ impl Body {
             named.push((name, t));
         }
         if !plan.as_ref().is_some_and(|p| p.accepts_refs(&named)) {
-            let limits = Limits::default();
             *plan = Some(
                 self.graph
                     .model
-                    .plan_refs(&named, &limits)
+                    .plan_refs(&named, ctx.limits())
                     .map_err(|e| sub_err(self.attr, e))?,
             );
         }
@@ -296,7 +295,11 @@ impl If {
     }
 
     /// The plan of the branch `cond` chooses, or of both when it is not known.
-    fn plans<'g>(&'g self, inputs: &[Option<InferInput<'g>>]) -> Result<Vec<Plan<'g>>, OpError> {
+    fn plans<'g>(
+        &'g self,
+        inputs: &[Option<InferInput<'g>>],
+        limits: &Limits,
+    ) -> Result<Vec<Plan<'g>>, OpError> {
         let cond = super::util::infer_input(inputs, 0)?;
         check_cond_type(cond.ty, 0)?;
         let none = |_: usize| None;
@@ -306,10 +309,11 @@ impl If {
                 inputs,
                 1,
                 &none,
+                limits,
             )?]),
             None => Ok(vec![
-                self.then.plan_types(&[], inputs, 1, &none)?,
-                self.els.plan_types(&[], inputs, 1, &none)?,
+                self.then.plan_types(&[], inputs, 1, &none, limits)?,
+                self.els.plan_types(&[], inputs, 1, &none, limits)?,
             ]),
         }
     }
@@ -317,7 +321,15 @@ impl If {
 
 impl Op for If {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
-        let plans = self.plans(inputs)?;
+        self.infer_within(inputs, &Limits::default())
+    }
+
+    fn infer_within(
+        &self,
+        inputs: &[Option<InferInput<'_>>],
+        limits: &Limits,
+    ) -> Result<Vec<TypeInfo>, OpError> {
+        let plans = self.plans(inputs, limits)?;
         let types: Vec<Vec<TypeInfo>> = plans.iter().map(plan_types_of).collect();
         match types.as_slice() {
             [one] => Ok(one.clone()),
@@ -327,19 +339,27 @@ impl Op for If {
         }
     }
 
-    fn cost_planned(
+    fn needs(
         &self,
         known: &[Option<InferInput<'_>>],
         _: &[Option<&TypeInfo>],
         _: &[TypeInfo],
-    ) -> Result<u64, OpError> {
-        let plans = self.plans(known)?;
-        Ok(plans
-            .iter()
-            .map(|p| p.cost())
-            .max()
-            .unwrap_or(0)
-            .saturating_add(1))
+        limits: &Limits,
+    ) -> Result<Needs, OpError> {
+        let plans = self.plans(known, limits)?;
+        Ok(Needs {
+            cost: plans
+                .iter()
+                .map(|p| p.cost())
+                .max()
+                .unwrap_or(0)
+                .saturating_add(1),
+            working_bytes: plans
+                .iter()
+                .map(|p| p.peak_activation_bytes())
+                .max()
+                .unwrap_or(0),
+        })
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
@@ -536,7 +556,11 @@ impl Scan {
         usize::from(self.batched)
     }
 
-    fn plan<'g>(&'g self, inputs: &[Option<InferInput<'g>>]) -> Result<ScanPlan<'g>, OpError> {
+    fn plan<'g>(
+        &'g self,
+        inputs: &[Option<InferInput<'g>>],
+        limits: &Limits,
+    ) -> Result<ScanPlan<'g>, OpError> {
         let first = self.first();
         let own = first + self.num_state + self.num_scan;
         let get = |i: usize| super::util::infer_input(inputs, i);
@@ -601,7 +625,7 @@ impl Scan {
             .collect();
         let num_state = self.num_state;
         let outer = |k: usize| (k < num_state).then_some(first + k);
-        let plan = self.body.plan_types(&formal, inputs, own, &outer)?;
+        let plan = self.body.plan_types(&formal, inputs, own, &outer, limits)?;
         let body_out = plan_types_of(&plan);
         if body_out.len() < num_state + self.out_axes.len() {
             return Err(sub_err(
@@ -710,21 +734,34 @@ impl Scan {
 
 impl Op for Scan {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
-        Ok(self.plan(inputs)?.outputs)
+        self.infer_within(inputs, &Limits::default())
     }
 
-    fn cost_planned(
+    fn infer_within(
+        &self,
+        inputs: &[Option<InferInput<'_>>],
+        limits: &Limits,
+    ) -> Result<Vec<TypeInfo>, OpError> {
+        Ok(self.plan(inputs, limits)?.outputs)
+    }
+
+    fn needs(
         &self,
         known: &[Option<InferInput<'_>>],
         inputs: &[Option<&TypeInfo>],
         outputs: &[TypeInfo],
-    ) -> Result<u64, OpError> {
-        let p = self.plan(known)?;
-        Ok(p.plan
-            .cost()
-            .saturating_mul(p.iterations.max(1))
-            .saturating_mul(p.batch)
-            .saturating_add(self.cost(inputs, outputs)))
+        limits: &Limits,
+    ) -> Result<Needs, OpError> {
+        let p = self.plan(known, limits)?;
+        Ok(Needs {
+            cost: p
+                .plan
+                .cost()
+                .saturating_mul(p.iterations.max(1))
+                .saturating_mul(p.batch)
+                .saturating_add(self.cost(inputs, outputs)),
+            working_bytes: p.plan.peak_activation_bytes(),
+        })
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
@@ -735,7 +772,7 @@ impl Op for Scan {
         // The body's output types, for scan outputs of zero iterations.
         let body_types = {
             let types = types_of(inputs);
-            let p = self.plan(&known_inputs(inputs, &types))?;
+            let p = self.plan(&known_inputs(inputs, &types), ctx.limits())?;
             plan_types_of(&p.plan)
         };
         let mut plan = None;
@@ -832,11 +869,15 @@ fn build_loop(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
 
 /// How planning sized a `Loop`.
 enum LoopPlan {
-    /// From the body's plan: the output types, and the cost of `M` iterations.
-    Planned { outputs: Vec<TypeInfo>, cost: u64 },
-    /// Computed while planning (every input known): the outputs and what each
-    /// iteration's plan cost.
-    Computed { outputs: Vec<Tensor>, cost: u64 },
+    /// From the body's plan: the output types, the cost of `M` iterations and the
+    /// body's activation memory.
+    Planned {
+        outputs: Vec<TypeInfo>,
+        needs: Needs,
+    },
+    /// Computed while planning (every input known): the outputs, what each
+    /// iteration's plan cost, and the most activation memory one of them held.
+    Computed { outputs: Vec<Tensor>, needs: Needs },
 }
 
 impl Loop {
@@ -844,7 +885,11 @@ impl Loop {
         2 + self.num_carried
     }
 
-    fn plan(&self, inputs: &[Option<InferInput<'_>>]) -> Result<LoopPlan, OpError> {
+    fn plan(
+        &self,
+        inputs: &[Option<InferInput<'_>>],
+        limits: &Limits,
+    ) -> Result<LoopPlan, OpError> {
         let m = match inputs.first().copied().flatten() {
             None => None,
             Some(x) => Some(trip_count(super::util::need_value(x, 0)?)?),
@@ -870,7 +915,7 @@ impl Loop {
         if let (Some(m), Ok(plan)) = (
             m,
             self.body
-                .plan_types(&formal, inputs, self.implicit(), &none),
+                .plan_types(&formal, inputs, self.implicit(), &none, limits),
         ) {
             let out = plan_types_of(&plan);
             let stable = out.len() > self.num_carried + self.num_scan
@@ -891,8 +936,11 @@ impl Loop {
                     t.shape.insert(0, m as usize);
                     outputs.push(t);
                 }
-                let cost = plan.cost().saturating_mul(m).saturating_add(1);
-                return Ok(LoopPlan::Planned { outputs, cost });
+                let needs = Needs {
+                    cost: plan.cost().saturating_mul(m).saturating_add(1),
+                    working_bytes: plan.peak_activation_bytes(),
+                };
+                return Ok(LoopPlan::Planned { outputs, needs });
             }
         }
         // Computed while planning: every input must be known.
@@ -903,19 +951,20 @@ impl Loop {
                 Some(x) => values.push(Some(x.value.ok_or(OpError::ValueNeeded { index: i })?)),
             }
         }
-        let (outputs, cost) = self.iterate(&values, &Ctx::default(), true)?;
-        Ok(LoopPlan::Computed { outputs, cost })
+        let (outputs, needs) = self.iterate(&values, &Ctx::default().with_limits(limits), true)?;
+        Ok(LoopPlan::Computed { outputs, needs })
     }
 
     /// Runs the loop; with `bounded`, refuses to run more than
     /// [`MAX_PLANNED_ITERATIONS`] iterations without a trip count. Returns the
-    /// outputs and the summed cost of the body's plans.
+    /// outputs, the summed cost of the body's plans and the largest activation
+    /// memory of one.
     fn iterate(
         &self,
         inputs: &[Option<&Tensor>],
         ctx: &Ctx,
         bounded: bool,
-    ) -> Result<(Vec<Tensor>, u64), OpError> {
+    ) -> Result<(Vec<Tensor>, Needs), OpError> {
         let m = inputs
             .first()
             .copied()
@@ -933,7 +982,10 @@ impl Loop {
             .collect::<Result<_, _>>()?;
         let mut scans: Vec<Vec<Tensor>> = vec![Vec::new(); self.num_scan];
         let mut plan = None;
-        let mut cost: u64 = 1;
+        let mut needs = Needs {
+            cost: 1,
+            working_bytes: 0,
+        };
         let mut i: u64 = 0;
         while m.is_none_or(|m| i < m) && cond {
             if m.is_none() && bounded && i as usize >= MAX_PLANNED_ITERATIONS {
@@ -948,7 +1000,10 @@ impl Loop {
             let mut formal: Vec<&Tensor> = vec![&iter_t, &cond_t];
             formal.extend(carried.iter());
             let outs = self.body.run(&mut plan, &formal, implicit, ctx)?;
-            cost = cost.saturating_add(plan.as_ref().map_or(0, |p| p.cost()));
+            if let Some(p) = plan.as_ref() {
+                needs.cost = needs.cost.saturating_add(p.cost());
+                needs.working_bytes = needs.working_bytes.max(p.peak_activation_bytes());
+            }
             if outs.len() < 1 + self.num_carried + self.num_scan {
                 return Err(sub_err("body", "too few outputs"));
             }
@@ -977,9 +1032,9 @@ impl Loop {
                 (TypeInfo::new(DType::Bool, vec![]), None),
             ];
             formal.extend(carried.iter().map(|c| (TypeInfo::of(c), None)));
-            let p = self
-                .body
-                .plan_types(&formal, &known, self.implicit(), &|_| None)?;
+            let p =
+                self.body
+                    .plan_types(&formal, &known, self.implicit(), &|_| None, ctx.limits())?;
             plan_types_of(&p)
         } else {
             Vec::new()
@@ -993,7 +1048,7 @@ impl Loop {
             };
             out.push(stack(&parts, &elem, 0)?);
         }
-        Ok((out, cost))
+        Ok((out, needs))
     }
 }
 
@@ -1010,22 +1065,34 @@ fn trip_count(t: &Tensor) -> Result<u64, OpError> {
 
 impl Op for Loop {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
-        Ok(match self.plan(inputs)? {
+        self.infer_within(inputs, &Limits::default())
+    }
+
+    fn infer_within(
+        &self,
+        inputs: &[Option<InferInput<'_>>],
+        limits: &Limits,
+    ) -> Result<Vec<TypeInfo>, OpError> {
+        Ok(match self.plan(inputs, limits)? {
             LoopPlan::Planned { outputs, .. } => outputs,
             LoopPlan::Computed { outputs, .. } => outputs.iter().map(TypeInfo::of).collect(),
         })
     }
 
-    fn cost_planned(
+    fn needs(
         &self,
         known: &[Option<InferInput<'_>>],
         inputs: &[Option<&TypeInfo>],
         outputs: &[TypeInfo],
-    ) -> Result<u64, OpError> {
-        let body = match self.plan(known)? {
-            LoopPlan::Planned { cost, .. } | LoopPlan::Computed { cost, .. } => cost,
+        limits: &Limits,
+    ) -> Result<Needs, OpError> {
+        let body = match self.plan(known, limits)? {
+            LoopPlan::Planned { needs, .. } | LoopPlan::Computed { needs, .. } => needs,
         };
-        Ok(body.saturating_add(self.cost(inputs, outputs)))
+        Ok(Needs {
+            cost: body.cost.saturating_add(self.cost(inputs, outputs)),
+            working_bytes: body.working_bytes,
+        })
     }
 
     fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {

@@ -19,6 +19,7 @@ use deed_types::{DType, Tensor};
 
 use crate::attrs::Attrs;
 use crate::error::OpError;
+use crate::limits::Limits;
 
 pub mod binary;
 pub mod cast;
@@ -116,6 +117,16 @@ pub struct NodeInfo<'a> {
     pub num_outputs: usize,
 }
 
+/// What running a node needs, as [`Op::needs`] plans it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Needs {
+    /// Cost in operation units.
+    pub cost: u64,
+    /// Bytes of activations the node holds while it runs, beyond its inputs and
+    /// outputs (a subgraph's intermediate values).
+    pub working_bytes: u64,
+}
+
 /// One operator, built for one graph node.
 pub trait Op: Send + Sync + Debug {
     /// Output dtypes and shapes. `inputs[i]` is `None` for an absent optional input.
@@ -130,16 +141,31 @@ pub trait Op: Send + Sync + Debug {
         i.saturating_add(o).max(1)
     }
 
-    /// [`Op::cost`] for an operator whose cost depends on more than its input types:
-    /// one that runs a subgraph costs what the subgraph's plan for those inputs
-    /// costs. The default is [`Op::cost`].
-    fn cost_planned(
+    /// [`Op::infer`] within the planner's [`Limits`]: an operator that plans a
+    /// subgraph plans it within them. The default is [`Op::infer`].
+    fn infer_within(
+        &self,
+        inputs: &[Option<InferInput<'_>>],
+        _limits: &Limits,
+    ) -> Result<Vec<TypeInfo>, OpError> {
+        self.infer(inputs)
+    }
+
+    /// What the node needs beyond its inputs and outputs, for an operator whose needs
+    /// depend on more than its input types: one that runs a subgraph costs what the
+    /// subgraph's plan for those inputs costs, and needs that plan's activation memory
+    /// while it runs. The default is [`Op::cost`] and no working memory.
+    fn needs(
         &self,
         _known: &[Option<InferInput<'_>>],
         inputs: &[Option<&TypeInfo>],
         outputs: &[TypeInfo],
-    ) -> Result<u64, OpError> {
-        Ok(self.cost(inputs, outputs))
+        _limits: &Limits,
+    ) -> Result<Needs, OpError> {
+        Ok(Needs {
+            cost: self.cost(inputs, outputs),
+            working_bytes: 0,
+        })
     }
 
     /// Computes the outputs. `inputs[i]` is `None` for an absent optional input.
