@@ -12,10 +12,11 @@
 //!   `SwiGLU`, `CausalConvWithState`, the two losses, the windows, `LinearAttention`,
 //!   `AffineGrid`, `Range`), each beside its `_expanded` twin (the body, run with
 //!   `Scan`, `If` and `Loop` for the last three), which must give the same bits;
-//! - `fixtures/onnx-node-lowbit/`: the official node tests of the low-bit dtypes
-//!   (float8, float4, 4- and 2-bit integers: `Cast`, `CastLike`, `QuantizeLinear`,
-//!   `DequantizeLinear`), whose data the conformance cases lack
-//!   (`scripts/gen_lowbit_node_fixtures.py`);
+//! - `fixtures/onnx-node-proto-data/`: the official node tests whose data the
+//!   conformance cases lack, since the ONNX package stores it as `TensorProto`s: the
+//!   low-bit dtypes (float8, float4, 4- and 2-bit integers: `Cast`, `CastLike`,
+//!   `QuantizeLinear`, `DequantizeLinear`) and the casts between float, double,
+//!   float16 and bfloat16 (`scripts/gen_proto_data_node_fixtures.py`);
 //! - `fixtures/lowbit-ops/`: data-movement operators on the low-bit dtypes, expected
 //!   outputs from ONNX's reference evaluator (`scripts/gen_lowbit_op_fixtures.py`).
 //!
@@ -76,6 +77,10 @@ fn close(name: &str, got: &Tensor, want: &Tensor) -> Result<(), String> {
             .all(|(&a, &e)| fclose(f64::from(a), f64::from(e))),
         (TensorData::F64(a), TensorData::F64(e)) => a.iter().zip(e).all(|(&a, &e)| fclose(a, e)),
         (TensorData::F16(a), TensorData::F16(e)) => a
+            .iter()
+            .zip(e)
+            .all(|(a, e)| fclose(f64::from(a.to_f32()), f64::from(e.to_f32()))),
+        (TensorData::BF16(a), TensorData::BF16(e)) => a
             .iter()
             .zip(e)
             .all(|(a, e)| fclose(f64::from(a.to_f32()), f64::from(e.to_f32()))),
@@ -164,10 +169,10 @@ fn onnx_node_tests_kept_in_the_repo() {
     check_dir("onnx-node");
 }
 
-/// Their outputs compare exactly: the low-bit types' equality is equality of bits.
+/// Low-bit outputs compare exactly: the low-bit types' equality is equality of bits.
 #[test]
-fn low_bit_dtype_node_tests_pass_bit_for_bit() {
-    check_dir("onnx-node-lowbit");
+fn node_tests_with_tensor_proto_data_pass() {
+    check_dir("onnx-node-proto-data");
 }
 
 #[test]
