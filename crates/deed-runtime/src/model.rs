@@ -111,7 +111,7 @@ pub enum Source {
 /// Deepest nesting of subgraphs (a loop body inside a branch inside…) a model may have.
 pub const MAX_GRAPH_DEPTH: usize = 16;
 
-/// A subgraph: an `If` branch or a `Loop` or `Scan` body, validated as a model of its
+/// A subgraph: an `If` branch, a `Loop` or `Scan` body or a `FlexAttention` modifier, validated as a model of its
 /// own whose last inputs are `captures`, the values of the graphs around it that it
 /// reads (its node takes them as inputs after its own, in this order).
 #[derive(Debug)]

@@ -578,3 +578,80 @@ fn nesting_is_bounded() {
         "{e}"
     );
 }
+
+/// A model of one `FlexAttention` over Q `[1, 1, 2, 2]`, K and V `[1, 1, 2, 2]`, whose
+/// `score_mod` is `body` (reading the graph input `factor`).
+fn flex_model(body: pb::GraphProto) -> Result<Model, RuntimeError> {
+    let mut flex = node("flex", "FlexAttention", &["Q", "K", "V"], &["Y"], vec![]);
+    flex.domain = "ai.onnx.preview".into();
+    flex.attribute.push(attr_graph("score_mod", body));
+    let g = pb::GraphProto {
+        name: "outer".into(),
+        node: vec![flex],
+        input: vec![
+            value("Q", FLOAT, &[Ok(1), Ok(1), Ok(2), Ok(2)]),
+            value("K", FLOAT, &[Ok(1), Ok(1), Ok(2), Ok(2)]),
+            value("V", FLOAT, &[Ok(1), Ok(1), Ok(2), Ok(2)]),
+            value("factor", FLOAT, &[]),
+        ],
+        output: vec![value("Y", FLOAT, &[Ok(1), Ok(1), Ok(2), Ok(2)])],
+        ..Default::default()
+    };
+    let mut m = model(g);
+    m.opset_import.push(pb::OperatorSetIdProto {
+        domain: "ai.onnx.preview".into(),
+        version: 1,
+    });
+    Model::load(&m.encode_to_vec(), &Limits::default())
+}
+
+#[test]
+fn flex_attention_modifiers_are_subgraphs_that_read_outer_values() {
+    let scores = |dims| value("scores", FLOAT, dims);
+    let all = [Ok(1), Ok(1), Ok(2), Ok(2)];
+    let scaled = graph(
+        "score_mod",
+        vec![node("mul", "Mul", &["scores", "factor"], &["out"], vec![])],
+        vec![scores(&all)],
+        vec![value("out", FLOAT, &all)],
+    );
+    let m = flex_model(scaled).unwrap();
+    let t = |v: [f32; 4]| Tensor::from_vec(vec![1, 1, 2, 2], v.to_vec()).unwrap();
+    let ins = |factor: f32| {
+        vec![
+            ("Q".to_owned(), t([1.0, 2.0, -1.0, 0.5])),
+            ("K".to_owned(), t([0.5, 1.0, 2.0, -1.5])),
+            ("V".to_owned(), t([1.0, 3.0, 2.0, -5.0])),
+            ("factor".to_owned(), Tensor::scalar(factor)),
+        ]
+    };
+    // A factor of 0 zeroes every score: each query weighs both keys by exactly ½.
+    let out = m.run(&ins(0.0), &RunOptions::default()).unwrap();
+    assert_eq!(
+        out.outputs[0].1.as_slice::<f32>().unwrap(),
+        &[1.5, -1.0, 1.5, -1.0]
+    );
+    let out = m.run(&ins(1.0), &RunOptions::default()).unwrap();
+    assert_ne!(
+        out.outputs[0].1.as_slice::<f32>().unwrap(),
+        &[1.5, -1.0, 1.5, -1.0]
+    );
+    // The node reads the outer value as an input after Q, K and V: the referee
+    // re-runs it from them to its step hash.
+    let run = m.run(&ins(1.0), &RunOptions::default()).unwrap();
+    let step_inputs: Vec<Option<Tensor>> = ins(1.0).into_iter().map(|(_, t)| Some(t)).collect();
+    let again = m.execute_node(0, &step_inputs).unwrap();
+    assert_eq!(node_step_hash(0, &again), run.trace.step_hash(0).unwrap());
+    // A modifier that changes the scores' shape is refused while planning.
+    let reduced = graph(
+        "score_mod",
+        vec![node("max", "ReduceMax", &["scores"], &["out"], vec![])],
+        vec![scores(&all)],
+        vec![value("out", FLOAT, &[Ok(1), Ok(1), Ok(1), Ok(1)])],
+    );
+    let e = flex_model(reduced)
+        .unwrap()
+        .plan(&ins(1.0), &Limits::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("must give one f32"), "{e}");
+}

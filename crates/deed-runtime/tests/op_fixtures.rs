@@ -10,7 +10,7 @@
 //! - `fixtures/function-ops/`: cases of the ONNX node tests for operators defined by a
 //!   function body (`Attention`, `RotaryEmbedding`, `RMSNormalization`, `Swish`,
 //!   `SwiGLU`, `CausalConvWithState`, the two losses, the windows, `LinearAttention`,
-//!   `AffineGrid`, `Range`), each beside its `_expanded` twin (the body, run with
+//!   `AffineGrid`, `Range`, `FlexAttention`), each beside its `_expanded` twin (the body, run with
 //!   `Scan`, `If` and `Loop` for the last three), which must give the same bits;
 //! - `fixtures/onnx-node-proto-data/`: the official node tests whose data the
 //!   conformance cases lack, since the ONNX package stores it as `TensorProto`s: the

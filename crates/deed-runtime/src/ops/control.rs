@@ -52,10 +52,10 @@ const MAX_PLANNED_ITERATIONS: usize = 1 << 16;
 
 /// A subgraph as a node runs it.
 #[derive(Debug)]
-struct Body {
+pub(super) struct Body {
     /// The attribute that holds it, for messages.
-    attr: &'static str,
-    graph: Arc<Graph>,
+    pub(super) attr: &'static str,
+    pub(super) graph: Arc<Graph>,
     /// For each of the graph's captures, its position among the node's implicit
     /// inputs (those after its own).
     capture_pos: Vec<usize>,
@@ -63,7 +63,7 @@ struct Body {
 
 /// The subgraphs a node holds and the outer values they read: the node's implicit
 /// inputs, the sorted union of every subgraph's captures (as the loader lists them).
-fn bodies(n: &NodeInfo<'_>, attrs: &[&'static str]) -> Result<Vec<Body>, OpError> {
+pub(super) fn bodies(n: &NodeInfo<'_>, attrs: &[&'static str]) -> Result<Vec<Body>, OpError> {
     let graphs: Vec<Arc<Graph>> = attrs
         .iter()
         .map(|a| n.attrs.graph(a))
@@ -93,7 +93,7 @@ fn bodies(n: &NodeInfo<'_>, attrs: &[&'static str]) -> Result<Vec<Body>, OpError
 }
 
 /// A subgraph's error as the node's.
-fn sub_err(attr: &str, e: impl std::fmt::Display) -> OpError {
+pub(super) fn sub_err(attr: &str, e: impl std::fmt::Display) -> OpError {
     OpError::Subgraph {
         graph: attr.to_owned(),
         detail: e.to_string(),
@@ -109,7 +109,7 @@ impl Body {
     /// node's implicit inputs `implicit` (the node's inputs from `first_implicit`).
     /// When the plan needs the value of a capture, or of a formal input that `outer`
     /// maps to one of the node's inputs, asks for that input's value.
-    fn plan_types<'g>(
+    pub(super) fn plan_types<'g>(
         &'g self,
         formal: &[(TypeInfo, Option<&'g Tensor>)],
         inputs: &[Option<InferInput<'g>>],
@@ -170,7 +170,7 @@ impl Body {
     /// Runs the body on its formal inputs and the node's implicit inputs, reusing
     /// `plan` when it takes these inputs (the same types, and the same values where
     /// it depends on them), planning again otherwise.
-    fn run<'g>(
+    pub(super) fn run<'g>(
         &'g self,
         plan: &mut Option<Plan<'g>>,
         formal: &[&Tensor],
@@ -260,7 +260,7 @@ fn known_inputs<'a>(
         .collect()
 }
 
-fn plan_types_of(p: &Plan<'_>) -> Vec<TypeInfo> {
+pub(super) fn plan_types_of(p: &Plan<'_>) -> Vec<TypeInfo> {
     p.output_types().into_iter().map(|(_, t)| t).collect()
 }
 

@@ -28,6 +28,7 @@ pub mod control;
 pub mod conv;
 pub mod core;
 pub mod elementwise;
+pub mod flex;
 pub mod grid_sample;
 pub mod index;
 pub mod linalg;
@@ -260,6 +261,7 @@ pub fn registry() -> &'static Registry {
         llm::register(&mut r);
         signal::register(&mut r);
         control::register(&mut r);
+        flex::register(&mut r);
         select::register(&mut r);
         text::register(&mut r);
         conv::register(&mut r);
