@@ -40,6 +40,7 @@ pub mod quant;
 pub mod reduce;
 pub mod resize;
 pub mod rnn;
+pub mod roi;
 pub mod rotary;
 pub mod select;
 pub mod shape;
@@ -226,6 +227,7 @@ pub fn registry() -> &'static Registry {
         shape::register(&mut r);
         index::register(&mut r);
         resize::register(&mut r);
+        roi::register(&mut r);
         rotary::register(&mut r);
         rnn::register(&mut r);
         grid_sample::register(&mut r);
