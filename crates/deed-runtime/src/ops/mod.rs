@@ -26,6 +26,7 @@ pub mod col2im;
 pub mod control;
 pub mod conv;
 pub mod core;
+pub mod deform_conv;
 pub mod elementwise;
 pub mod grid_sample;
 pub mod index;
@@ -239,6 +240,7 @@ pub fn registry() -> &'static Registry {
         select::register(&mut r);
         text::register(&mut r);
         conv::register(&mut r);
+        deform_conv::register(&mut r);
         pool::register(&mut r);
         quant::register(&mut r);
         ml::register(&mut r);
