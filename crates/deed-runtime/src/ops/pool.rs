@@ -1,5 +1,6 @@
 //! Pooling: `MaxPool` (with the optional indices output), `AveragePool`, `LpPool`,
-//! `GlobalAveragePool`, `GlobalMaxPool`, `GlobalLpPool`.
+//! `GlobalAveragePool`, `GlobalMaxPool`, `GlobalLpPool`; and `MaxUnpool`, which
+//! scatters pooled values back to the positions `MaxPool`'s indices give.
 //!
 //! Windows are visited row-major over the kernel offsets; padding positions are
 //! skipped (they hold no value). Max: the first NaN met wins (canonical NaN, its
@@ -13,11 +14,13 @@
 //! f16/bf16 are computed in f32 and rounded once. Planes (n, c) are independent and
 //! split over threads; each plane's arithmetic is the same whatever the split.
 
-use deed_types::{DType, Tensor, TensorData};
+use deed_types::tensor::Element;
+use deed_types::{with_data, DType, Tensor, TensorData};
 use half::{bf16, f16};
 
 use super::conv::{AutoPad, Window, WindowAttrs};
-use super::util::{check_count, infer_input, input, numel};
+use super::shape::{known_ints, run_ints};
+use super::util::{check_count, check_dtype, infer_input, input, numel, strides};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 use crate::kernels::gemm::{CANONICAL_NAN_F32, CANONICAL_NAN_F64};
@@ -29,6 +32,7 @@ pub(crate) fn register(r: &mut Registry) {
     r.add("GlobalMaxPool", |n| build(n, Kind::Max, true));
     r.add("GlobalAveragePool", |n| build(n, Kind::Avg, true));
     r.add("GlobalLpPool", |n| build(n, Kind::Lp, true));
+    r.add("MaxUnpool", build_max_unpool);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -684,6 +688,159 @@ impl Op for Pool {
     }
 }
 
+/// `MaxUnpool` (opsets 9, 11, 22): the partial inverse of `MaxPool`. Every element of
+/// `X` is written to the flat position its `I` element gives in a zero tensor of the
+/// shape `kernel_shape`, `strides` and `pads` imply, `[N, C, (in − 1)·s − pb − pe + k…]`,
+/// in row-major order of `X`, so of two elements sent to one position the later one
+/// wins. With the `output_shape` input (known while planning) that tensor is placed at
+/// the origin of a zero tensor of `output_shape`, as the ONNX reference implementation
+/// does (each dimension at least the implied one). Values are moved, not computed.
+#[derive(Debug)]
+struct MaxUnpool {
+    kernel: Vec<usize>,
+    strides: Option<Vec<usize>>,
+    pads: Option<Vec<usize>>,
+}
+
+fn build_max_unpool(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
+    check_count(n.num_inputs, 2, 3)?;
+    let w = WindowAttrs::parse(n.attrs)?;
+    let kernel = w.kernel.ok_or(OpError::MissingAttribute {
+        name: "kernel_shape".into(),
+    })?;
+    let r = kernel.len();
+    if w.strides.as_ref().is_some_and(|s| s.len() != r) {
+        return Err(OpError::bad_attr(
+            "strides",
+            format!("needs {r} values, one per kernel dimension"),
+        ));
+    }
+    if w.pads.as_ref().is_some_and(|p| p.len() != 2 * r) {
+        return Err(OpError::bad_attr(
+            "pads",
+            format!("needs {} values, two per kernel dimension", 2 * r),
+        ));
+    }
+    Ok(Box::new(MaxUnpool {
+        kernel,
+        strides: w.strides,
+        pads: w.pads,
+    }))
+}
+
+impl MaxUnpool {
+    /// The implied shape for `X`'s shape, and the output shape (`output_shape` when
+    /// given).
+    fn shapes(
+        &self,
+        x: &[usize],
+        i: &[usize],
+        output_shape: Option<&[i64]>,
+    ) -> Result<(Vec<usize>, Vec<usize>), OpError> {
+        let r = self.kernel.len();
+        if x.len() != r + 2 || i != x {
+            return Err(OpError::shape(format!(
+                "MaxUnpool: X {x:?} and I {i:?} must be one shape [N, C] followed by the {r} kernel dimensions"
+            )));
+        }
+        let mut implied = x[..2].to_vec();
+        for d in 0..r {
+            let s = self.strides.as_ref().map_or(1, |s| s[d]);
+            let (pb, pe) = self.pads.as_ref().map_or((0, 0), |p| (p[d], p[r + d]));
+            let full = (x[d + 2] as u128).saturating_sub(1) * s as u128 + self.kernel[d] as u128;
+            let dim = full
+                .checked_sub(pb as u128 + pe as u128)
+                .filter(|&v| v <= u32::MAX as u128)
+                .ok_or_else(|| {
+                    OpError::shape(format!(
+                        "MaxUnpool: dimension {d} of X {x:?} gives no output size with kernel {:?}, strides {:?} and pads {:?}",
+                        self.kernel, self.strides, self.pads
+                    ))
+                })?;
+            implied.push(if x[d + 2] == 0 { 0 } else { dim as usize });
+        }
+        numel(&implied)?;
+        let out = match output_shape {
+            None => implied.clone(),
+            Some(s) => {
+                let out: Vec<usize> = s.iter().map(|&v| v.max(0) as usize).collect();
+                if out.len() != implied.len()
+                    || s.iter()
+                        .zip(&implied)
+                        .any(|(&o, &m)| o < 0 || (o as u64) < m as u64)
+                {
+                    return Err(OpError::shape(format!(
+                        "MaxUnpool: output_shape {s:?} must hold the implied shape {implied:?}"
+                    )));
+                }
+                numel(&out)?;
+                out
+            }
+        };
+        Ok((implied, out))
+    }
+}
+
+/// Copies `src[k]` to `dst[targets[k]]` for every `k` in order.
+fn unpool_scatter<T: Element>(dst: &mut [T], src: &TensorData, targets: &[usize]) {
+    if let Some(s) = T::slice(src) {
+        for (&t, v) in targets.iter().zip(s) {
+            dst[t] = v.clone();
+        }
+    }
+}
+
+impl Op for MaxUnpool {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 2, 3)?;
+        let x = infer_input(inputs, 0)?;
+        let i = infer_input(inputs, 1)?;
+        check_dtype(
+            0,
+            x.ty.dtype,
+            &[DType::F32, DType::F64, DType::F16, DType::BF16],
+        )?;
+        check_dtype(1, i.ty.dtype, &[DType::I64])?;
+        let os = known_ints(inputs, 2)?;
+        let (_, out) = self.shapes(&x.ty.shape, &i.ty.shape, os.as_deref())?;
+        Ok(vec![TypeInfo::new(x.ty.dtype, out)])
+    }
+
+    fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        check_count(inputs.len(), 2, 3)?;
+        let (x, i) = (input(inputs, 0)?, input(inputs, 1)?);
+        let os = run_ints(inputs, 2)?;
+        let (implied, out) = self.shapes(x.shape(), i.shape(), os.as_deref())?;
+        let idx = i.as_slice::<i64>().ok_or(OpError::DType {
+            index: 1,
+            dtype: i.dtype(),
+        })?;
+        let total = numel(&implied)?;
+        let (ist, ost) = (strides(&implied), strides(&out));
+        let targets = idx
+            .iter()
+            .map(|&v| {
+                if !(0..total as i64).contains(&v) {
+                    return Err(OpError::value(format!(
+                        "MaxUnpool: index {v} is outside [0, {total}) for the implied shape {implied:?}"
+                    )));
+                }
+                // The position in the implied shape, moved to the output's strides.
+                let mut rest = v as usize;
+                let mut t = 0;
+                for (a, b) in ist.iter().zip(&ost) {
+                    t += rest / a * b;
+                    rest %= a;
+                }
+                Ok(t)
+            })
+            .collect::<Result<Vec<usize>, OpError>>()?;
+        let mut data = TensorData::zeros(x.dtype(), numel(&out)?);
+        with_data!(&mut data, v => unpool_scatter(v, x.data(), &targets));
+        Ok(vec![Tensor::new(out, data)?])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -760,6 +917,120 @@ mod tests {
             ),
             ("ceil_mode", Attr::Int(ceil as i64)),
         ]
+    }
+
+    fn unpool(a: Vec<(&str, Attr)>) -> Result<Box<dyn Op>, OpError> {
+        let attrs = Attrs(a.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+        build_max_unpool(&NodeInfo {
+            name: "u",
+            op_type: "MaxUnpool",
+            domain: "",
+            opset: 11,
+            attrs: &attrs,
+            num_inputs: 3,
+            num_outputs: 1,
+        })
+    }
+
+    fn unpool_2x2() -> Box<dyn Op> {
+        unpool(vec![
+            ("kernel_shape", Attr::Ints(vec![2, 2])),
+            ("strides", Attr::Ints(vec![2, 2])),
+        ])
+        .unwrap()
+    }
+
+    fn run_unpool(op: &dyn Op, idx: Vec<i64>, out: Option<Vec<i64>>) -> Result<Tensor, OpError> {
+        let x = Tensor::from_vec(vec![1, 1, 1, 2], vec![1.0f32, 2.0]).unwrap();
+        let i = Tensor::from_vec(vec![1, 1, 1, 2], idx).unwrap();
+        let o = out.map(|o| Tensor::from_vec(vec![o.len()], o).unwrap());
+        Ok(op
+            .run(&[Some(&x), Some(&i), o.as_ref()], &Ctx::default())?
+            .remove(0))
+    }
+
+    #[test]
+    fn max_unpool_scatters_to_the_indices() {
+        // [1, 1, 1, 2] with a 2×2 stride-2 kernel unpools to [1, 1, 2, 4].
+        let y = run_unpool(&*unpool_2x2(), vec![5, 2], None).unwrap();
+        assert_eq!(y.shape(), [1, 1, 2, 4]);
+        let want = [0.0, 0.0, 2.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+        assert_eq!(y.as_slice::<f32>().unwrap(), want);
+        // Duplicate indices: the later element of X wins.
+        let y = run_unpool(&*unpool_2x2(), vec![3, 3], None).unwrap();
+        assert_eq!(y.as_slice::<f32>().unwrap()[3], 2.0);
+    }
+
+    #[test]
+    fn max_unpool_output_shape_pads_at_the_end() {
+        // Index 5 is (1, 1) of the implied 2×4 plane, and stays (1, 1) in a 3×5 one.
+        let op = unpool_2x2();
+        let y = run_unpool(&*op, vec![5, 0], Some(vec![1, 1, 3, 5])).unwrap();
+        assert_eq!(y.shape(), [1, 1, 3, 5]);
+        let v = y.as_slice::<f32>().unwrap();
+        assert_eq!((v[0], v[6]), (2.0, 1.0));
+        assert_eq!(v.iter().filter(|&&e| e != 0.0).count(), 2);
+        // Planning reads output_shape's value.
+        let (xt, it, ot) = (
+            TypeInfo::new(DType::F32, vec![1, 1, 1, 2]),
+            TypeInfo::new(DType::I64, vec![1, 1, 1, 2]),
+            TypeInfo::new(DType::I64, vec![4]),
+        );
+        let os = Tensor::from_vec(vec![4], vec![1i64, 1, 3, 5]).unwrap();
+        let inp = |ty, value| Some(InferInput { ty, value });
+        let t = op
+            .infer(&[inp(&xt, None), inp(&it, None), inp(&ot, Some(&os))])
+            .unwrap();
+        assert_eq!(t[0].shape, [1, 1, 3, 5]);
+        let err = op
+            .infer(&[inp(&xt, None), inp(&it, None), inp(&ot, None)])
+            .unwrap_err();
+        assert!(matches!(err, OpError::ValueNeeded { index: 2 }), "{err}");
+    }
+
+    #[test]
+    fn max_unpool_refusals() {
+        let op = unpool_2x2();
+        for bad in [8, -1] {
+            let err = run_unpool(&*op, vec![0, bad], None).unwrap_err();
+            assert!(err.to_string().contains("outside [0, 8)"), "{err}");
+        }
+        let err = run_unpool(&*op, vec![0, 1], Some(vec![1, 1, 1, 4])).unwrap_err();
+        assert!(err.to_string().contains("implied shape"), "{err}");
+        let err = run_unpool(&*op, vec![0, 1], Some(vec![1, 1, 4])).unwrap_err();
+        assert!(matches!(err, OpError::Shape { .. }), "{err}");
+        let err = unpool(vec![]).unwrap_err();
+        assert!(matches!(err, OpError::MissingAttribute { .. }), "{err}");
+        let err = unpool(vec![
+            ("kernel_shape", Attr::Ints(vec![2, 2])),
+            ("pads", Attr::Ints(vec![1, 1])),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("pads"), "{err}");
+        // Pads larger than the window leave no output.
+        let op = unpool(vec![
+            ("kernel_shape", Attr::Ints(vec![1, 1])),
+            ("pads", Attr::Ints(vec![1, 1, 1, 1])),
+        ])
+        .unwrap();
+        let err = run_unpool(&*op, vec![0, 1], None).unwrap_err();
+        assert!(err.to_string().contains("no output size"), "{err}");
+        // Integer values are refused.
+        let x = TypeInfo::new(DType::I32, vec![1, 1, 1, 2]);
+        let i = TypeInfo::new(DType::I64, vec![1, 1, 1, 2]);
+        let err = unpool_2x2()
+            .infer(&[
+                Some(InferInput {
+                    ty: &x,
+                    value: None,
+                }),
+                Some(InferInput {
+                    ty: &i,
+                    value: None,
+                }),
+            ])
+            .unwrap_err();
+        assert!(matches!(err, OpError::DType { index: 0, .. }), "{err}");
     }
 
     proptest! {

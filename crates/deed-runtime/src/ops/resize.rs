@@ -7,7 +7,8 @@
 //! pass per resized axis runs from the innermost axis outwards, each output value being
 //! `Σ_k w_k·p_k` summed tap by tap in increasing index order without fused
 //! multiply-add, and the result is rounded once to the element type. Coordinates and
-//! weights are f64 too. Semantics: `docs/canonical-semantics.md`.
+//! weights are f64 too; `antialias=1` widens the filter when downsampling, with the
+//! ONNX reference's normalized weights. Semantics: `docs/canonical-semantics.md`.
 
 use deed_types::{DType, Tensor, TensorData};
 use half::{bf16, f16};
@@ -61,6 +62,8 @@ struct Resize {
     nearest: Nearest,
     cubic_a: f64,
     exclude_outside: bool,
+    /// Linear and cubic: the reference's antialiasing filter (`antialias=1`).
+    antialias: bool,
     extrapolation: f64,
     axes: Option<Vec<i64>>,
     policy: Policy,
@@ -92,6 +95,7 @@ fn build_resize(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
             nearest: Nearest::Floor,
             cubic_a: -0.75,
             exclude_outside: false,
+            antialias: false,
             extrapolation: 0.0,
             axes: None,
             policy: Policy::Stretch,
@@ -99,8 +103,11 @@ fn build_resize(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
             attr_scales: None,
         }));
     }
-    if a.int("antialias", 0)? != 0 {
-        return Err(OpError::unsupported("Resize antialias=1"));
+    let antialias = a.int("antialias", 0)? != 0;
+    if antialias && mode == Mode::Nearest {
+        return Err(OpError::unsupported(
+            "Resize antialias=1 with mode nearest (linear and cubic only)",
+        ));
     }
     let ctm = match a
         .string("coordinate_transformation_mode", "half_pixel")?
@@ -141,6 +148,7 @@ fn build_resize(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
         nearest,
         cubic_a: a.float("cubic_coeff_a", -0.75)? as f64,
         exclude_outside: a.int("exclude_outside", 0)? != 0,
+        antialias,
         extrapolation: a.float("extrapolation_value", 0.0)? as f64,
         axes: a.ints("axes")?,
         policy,
@@ -167,6 +175,7 @@ fn build_upsample(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
         nearest: Nearest::Floor,
         cubic_a: -0.75,
         exclude_outside: false,
+        antialias: false,
         extrapolation: 0.0,
         axes: None,
         policy: Policy::Stretch,
@@ -395,6 +404,14 @@ impl Resize {
             (xo.floor() as i64, xo - xo.floor())
         };
         let (first, mut w): (i64, Vec<f64>) = match self.mode {
+            _ if self.antialias => {
+                let w = match self.mode {
+                    Mode::Linear => linear_antialias(r, ax.scale),
+                    _ => cubic_antialias(r, ax.scale, self.cubic_a),
+                };
+                // An even number of taps centred on the coordinate.
+                (base + 1 - (w.len() / 2) as i64, w)
+            }
             Mode::Linear => (base, vec![1.0 - r, r]),
             _ => {
                 let a = self.cubic_a;
@@ -570,6 +587,81 @@ impl Resize {
     }
 }
 
+/// The antialiased linear filter (the ONNX reference's `_linear_coeffs_antialias`):
+/// with `s = min(scale, 1)` and `start = ⌊−1 / s⌋ + 1`, taps `i = start … 1 − start`
+/// weigh `clamp(1 − |(i − ratio) · s|, 0, 1)`, each divided by their sum (from 0, in tap
+/// order). All in f64.
+fn linear_antialias(ratio: f64, scale: f64) -> Vec<f64> {
+    let s = if scale <= 1.0 { scale } else { 1.0 };
+    let start = (-1.0 / s).floor() as i64 + 1;
+    let w: Vec<f64> = (start..2 - start)
+        .map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0))
+        .collect();
+    normalized(w)
+}
+
+/// The antialiased cubic filter (the ONNX reference's `_cubic_coeffs_antialias`): with
+/// `s = min(scale, 1)` and `start = ⌊−2 / s⌋ + 1`, taps `i = start … 1 − start` weigh
+/// Keys' kernel for `A` at `|s · (i − ratio)|`, each divided by their sum (from 0, in
+/// tap order). All in f64, the reference's expressions left to right.
+fn cubic_antialias(ratio: f64, scale: f64, a: f64) -> Vec<f64> {
+    let s = if scale <= 1.0 { scale } else { 1.0 };
+    let start = (-2.0 / s).floor() as i64 + 1;
+    let w: Vec<f64> = (start..2 - start)
+        .map(|i| {
+            let x = (s * (i as f64 - ratio)).abs();
+            let x2 = x * x;
+            let x3 = x * x2;
+            if x <= 1.0 {
+                (a + 2.0) * x3 - (a + 3.0) * x2 + 1.0
+            } else if x < 2.0 {
+                a * x3 - 5.0 * a * x2 + 8.0 * a * x - 4.0 * a
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    normalized(w)
+}
+
+/// Each weight divided by the sum of all (summed from 0 in order).
+fn normalized(mut w: Vec<f64>) -> Vec<f64> {
+    let mut sum = 0.0;
+    for &v in &w {
+        sum += v;
+    }
+    for v in w.iter_mut() {
+        *v /= sum;
+    }
+    w
+}
+
+/// The most taps the antialiased filter of an axis from `n` to `m ≥ 1` elements can
+/// have. Every scale that gives `m` satisfies `scale · n ≥ m − 1/2`, so
+/// `1 / scale ≤ r = ⌈2n / (2m − 1)⌉`: linear has at most `2r` taps, cubic `4r`.
+fn antialias_taps(n: usize, m: usize, mode: Mode) -> u64 {
+    let (n, m) = (n as u64, m.max(1) as u64);
+    let r = (2 * n).div_ceil(2 * m - 1).max(1);
+    r.saturating_mul(if mode == Mode::Linear { 2 } else { 4 })
+}
+
+/// Operation units of an antialiased resize: for each pass, innermost axis first, the
+/// elements it produces times the taps each reads.
+fn antialias_cost(input: &[usize], output: &[usize], mode: Mode) -> u64 {
+    if input.len() != output.len() {
+        return 1;
+    }
+    let mut shape = input.to_vec();
+    let mut total = 0u64;
+    for d in (0..shape.len()).rev() {
+        shape[d] = output[d];
+        let produced = shape.iter().fold(1u64, |a, &v| a.saturating_mul(v as u64));
+        total = total
+            .saturating_add(produced.saturating_mul(antialias_taps(input[d], output[d], mode)));
+    }
+    total
+}
+
 impl Op for Resize {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
         let x = infer_input(inputs, 0)?;
@@ -593,6 +685,13 @@ impl Op for Resize {
     }
     fn cost(&self, inputs: &[Option<&TypeInfo>], outputs: &[TypeInfo]) -> u64 {
         let i: u64 = inputs.first().copied().flatten().map_or(0, |t| t.numel());
+        if self.antialias {
+            if let (Some(Some(x)), Some(y)) = (inputs.first(), outputs.first()) {
+                return i
+                    .saturating_add(antialias_cost(&x.shape, &y.shape, self.mode))
+                    .max(1);
+            }
+        }
         let o: u64 = outputs.iter().map(|t| t.numel()).sum();
         // Up to four taps per resized axis per output element for cubic.
         let per = match self.mode {
@@ -656,14 +755,75 @@ mod tests {
         assert_eq!(out[0].as_slice::<f32>().unwrap(), &[0.0, 1.0, 2.0, 3.0]);
     }
 
-    #[test]
-    fn antialias_and_integer_linear_are_unsupported() {
-        let mut a = attrs(&[("mode", "linear")]);
+    fn antialiased(mode: &str) -> Box<dyn Op> {
+        let mut a = attrs(&[("mode", mode)]);
         a.0.insert("antialias".into(), Attr::Int(1));
-        assert!(matches!(
-            build_resize(&node("Resize", 19, &a)).unwrap_err(),
-            OpError::Unsupported { .. }
-        ));
+        build_resize(&node("Resize", 19, &a)).unwrap()
+    }
+
+    #[test]
+    fn antialias_filters_are_the_references() {
+        // Halving: s = 0.5, linear taps −1…2 at (i − ratio)·0.5 from ratio 0.5:
+        // 0.25, 0.75, 0.75, 0.25, normalized to 1/8, 3/8, 3/8, 1/8.
+        assert_eq!(linear_antialias(0.5, 0.5), [0.125, 0.375, 0.375, 0.125]);
+        // Upsampling keeps two taps (s = 1).
+        assert_eq!(linear_antialias(0.25, 3.0), [0.75, 0.25]);
+        // Cubic at s = 0.5 has eight taps, symmetric about ratio 0.5.
+        let w = cubic_antialias(0.5, 0.5, -0.75);
+        assert_eq!(w.len(), 8);
+        assert_eq!(w[0], w[7]);
+        assert_eq!(w[3], w[4]);
+        assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-15);
+        // The bound on the number of taps holds for the scales that give m.
+        for (n, m) in [(4usize, 3usize), (10, 1), (7, 2), (5, 5)] {
+            for scale in [m as f64 / n as f64, (m as f64 + 0.49) / n as f64] {
+                let taps = cubic_antialias(0.5, scale, -0.75).len() as u64;
+                assert!(taps <= antialias_taps(n, m, Mode::Cubic), "{n} {m} {scale}");
+                let taps = linear_antialias(0.5, scale).len() as u64;
+                assert!(
+                    taps <= antialias_taps(n, m, Mode::Linear),
+                    "{n} {m} {scale}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn antialiased_linear_downsampling_averages_wider() {
+        // 1-D [0, 8, 0, 8] halved (half_pixel): output 0 at coordinate 0.5 reads
+        // taps −1…2 = (0, 0, 8, 0) (edge padding) with weights 1/8, 3/8, 3/8, 1/8 → 3.
+        let op = antialiased("linear");
+        let x = Tensor::from_vec(vec![4], vec![0.0f32, 8.0, 0.0, 8.0]).unwrap();
+        let scales = Tensor::from_vec(vec![1], vec![0.5f32]).unwrap();
+        let out = op
+            .run(&[Some(&x), None, Some(&scales)], &Ctx::default())
+            .unwrap();
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[3.0, 5.0]);
+        // Without antialiasing the same resize reads taps 0, 1 halfway: 4, 4.
+        let a = attrs(&[("mode", "linear")]);
+        let plain = build_resize(&node("Resize", 19, &a)).unwrap();
+        let out = plain
+            .run(&[Some(&x), None, Some(&scales)], &Ctx::default())
+            .unwrap();
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[4.0, 4.0]);
+        // The metering counts the wider filter.
+        let (i, o) = (
+            TypeInfo::new(DType::F32, vec![4]),
+            TypeInfo::new(DType::F32, vec![2]),
+        );
+        assert_eq!(op.cost(&[Some(&i)], std::slice::from_ref(&o)), 4 + 2 * 6);
+        assert!(plain.cost(&[Some(&i)], &[o]) < 4 + 2 * 6);
+    }
+
+    #[test]
+    fn antialias_nearest_and_integer_linear_are_unsupported() {
+        let mut a = attrs(&[("mode", "nearest")]);
+        a.0.insert("antialias".into(), Attr::Int(1));
+        let err = build_resize(&node("Resize", 19, &a)).unwrap_err();
+        assert!(
+            matches!(&err, OpError::Unsupported { feature } if feature.contains("nearest")),
+            "{err}"
+        );
         let a = attrs(&[("mode", "linear")]);
         let op = build_resize(&node("Resize", 19, &a)).unwrap();
         let t = TypeInfo::new(DType::U8, vec![2]);
