@@ -1,5 +1,6 @@
-//! String operators: `StringConcat` (opset 20), the elementwise concatenation of two
-//! string tensors with numpy broadcasting. Strings are UTF-8 and joined byte for byte.
+//! Text operators: `StringConcat` (opset 20), the elementwise concatenation of two
+//! string tensors with numpy broadcasting (strings are UTF-8 and joined byte for
+//! byte), and `TfIdfVectorizer` (opset 9, `tfidf.rs`), n-gram counts of token rows.
 
 use deed_types::{DType, Tensor, TensorData};
 
@@ -9,7 +10,10 @@ use super::util::{
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 
+mod tfidf;
+
 pub(crate) fn register(r: &mut Registry) {
+    r.add("TfIdfVectorizer", tfidf::build);
     r.add("StringConcat", |n: &NodeInfo<'_>| {
         check_count(n.num_inputs, 2, 2)?;
         Ok(Box::new(StringConcat))
