@@ -14,8 +14,9 @@
 //!
 //! A small graph input of another dtype becomes known when an operator's output shape
 //! depends on its value (a `Resize`'s scales, a `OneHot`'s depth, a `Compress`'s
-//! condition): the model is planned again with it known, and the plan then holds for
-//! those bits only ([`Plan::accepts`]).
+//! condition, the strings a `StringSplit` splits, at most [`KNOWN_TEXT_MAX`] bytes of
+//! them): the model is planned again with it known, and the plan then holds for those
+//! bits only ([`Plan::accepts`]).
 
 use std::sync::Arc;
 
@@ -32,6 +33,9 @@ use crate::trace::{output_leaf, outputs_hash_of, step_hash, Trace};
 
 /// Graph inputs with at most this many elements are treated as known while planning.
 pub const KNOWN_INPUT_MAX: usize = 1024;
+/// A string graph input is known while planning only when its strings hold at most
+/// this many bytes in all (beside [`KNOWN_INPUT_MAX`] elements).
+pub const KNOWN_TEXT_MAX: usize = 1 << 16;
 /// Nodes whose inputs are all known and whose outputs have at most this many elements
 /// are computed while planning.
 pub const FOLD_MAX: u64 = 65536;
@@ -233,7 +237,8 @@ impl Model {
                 .map(|&(name, t)| {
                     let known = ((ints_known && matches!(t.dtype(), DType::I64 | DType::I32))
                         || known_by_value.contains(&name))
-                        && t.len() <= KNOWN_INPUT_MAX;
+                        && t.len() <= KNOWN_INPUT_MAX
+                        && text_bytes(t) <= KNOWN_TEXT_MAX;
                     PlanInput {
                         name,
                         ty: TypeInfo::of(t),
@@ -722,13 +727,21 @@ fn unknown_input_upstream(
             Some(step) => stack.extend(step.inputs.iter().rev().flatten().copied()),
             None => {
                 let ty = &types[v];
-                if ty.dtype != DType::Str && ty.numel() <= KNOWN_INPUT_MAX as u64 {
+                if ty.numel() <= KNOWN_INPUT_MAX as u64 {
                     return Some(v);
                 }
             }
         }
     }
     None
+}
+
+/// The UTF-8 bytes of a string tensor's elements (0 for other dtypes).
+fn text_bytes(t: &Tensor) -> usize {
+    match t.data() {
+        TensorData::Str(v) => v.iter().map(String::len).sum(),
+        _ => 0,
+    }
 }
 
 /// Largest input for which `Shape`/`Size` are folded from a zero-filled stand-in.

@@ -8,13 +8,16 @@ mod common;
 use std::sync::Arc;
 
 use common::{value, FLOAT};
+use deed_runtime::plan::KNOWN_TEXT_MAX;
 use deed_runtime::{Ctx, Limits, Model, RunOptions};
-use deed_types::Tensor;
+use deed_types::{Tensor, TensorData};
 use prost::Message;
 use tract_onnx::pb;
 
 /// `TensorProto.DataType.INT64`.
 const INT64: i32 = 7;
+/// `TensorProto.DataType.STRING`.
+const STRING: i32 = 8;
 
 fn mlp() -> (Arc<Model>, Vec<(String, Tensor)>) {
     let path = concat!(
@@ -184,4 +187,54 @@ fn a_plan_made_for_an_input_value_compares_it_bit_for_bit() {
         assert_eq!(kept.outputs, fresh.outputs);
         assert_eq!(kept.trace.root(), fresh.trace.root());
     }
+}
+
+#[test]
+fn a_string_input_that_sets_a_shape_is_planned_for_its_value() {
+    // StringSplit's last axis is as long as the most pieces of any element: the
+    // strings are made known while planning, up to KNOWN_TEXT_MAX bytes of them.
+    let graph = pb::GraphProto {
+        name: "split_input".into(),
+        node: vec![common::node(
+            "s",
+            "StringSplit",
+            &["x"],
+            &["y", "n"],
+            vec![],
+        )],
+        input: vec![value("x", STRING, &[Err("c")])],
+        output: vec![
+            value("y", STRING, &[Err("c"), Err("k")]),
+            value("n", INT64, &[Err("c")]),
+        ],
+        ..Default::default()
+    };
+    let mut proto = common::model(graph);
+    proto.opset_import[0].version = 20;
+    let model = Arc::new(Model::load(&proto.encode_to_vec(), &Limits::default()).unwrap());
+    let strings = |v: &[&str]| {
+        vec![(
+            "x".to_owned(),
+            Tensor::new(
+                vec![v.len()],
+                TensorData::Str(v.iter().map(|s| s.to_string()).collect()),
+            )
+            .unwrap(),
+        )]
+    };
+    let inputs = strings(&["a b", "c d e"]);
+    let plan = model.plan_shared(&inputs, &Limits::default()).unwrap();
+    let ctx = Ctx::new(Default::default(), 1);
+    let out = plan.execute(&inputs, &ctx, &RunOptions::default()).unwrap();
+    assert_eq!(out.outputs[0].1.shape(), &[2, 3]);
+    assert!(!plan.accepts(&strings(&["a b", "c d"])));
+    // Past KNOWN_TEXT_MAX bytes the strings stay unknown and planning fails.
+    let long = "a ".repeat(KNOWN_TEXT_MAX / 2 + 1);
+    let err = model
+        .run(&strings(&[&long]), &RunOptions::default())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not known before running"),
+        "{err}"
+    );
 }

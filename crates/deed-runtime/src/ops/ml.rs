@@ -12,6 +12,7 @@ use super::{NodeInfo, Op, Registry};
 use crate::attrs::Attr;
 use crate::error::OpError;
 
+pub mod ensemble;
 pub mod linear;
 pub mod post;
 pub mod prep;
@@ -22,6 +23,7 @@ const ML: &str = "ai.onnx.ml";
 pub(crate) fn register(r: &mut Registry) {
     r.add_domain(ML, "TreeEnsembleRegressor", tree::build_regressor);
     r.add_domain(ML, "TreeEnsembleClassifier", tree::build_classifier);
+    r.add_domain(ML, "TreeEnsemble", ensemble::build);
     r.add_domain(ML, "LinearRegressor", linear::build_regressor);
     r.add_domain(ML, "LinearClassifier", linear::build_classifier);
     r.add_domain(ML, "Scaler", prep::build_scaler);

@@ -1,5 +1,8 @@
-//! String operators: `StringConcat` (opset 20), the elementwise concatenation of two
-//! string tensors with numpy broadcasting. Strings are UTF-8 and joined byte for byte.
+//! Text operators: `StringConcat` (opset 20), the elementwise concatenation of two
+//! string tensors with numpy broadcasting (strings are UTF-8 and joined byte for
+//! byte); `StringNormalizer` (opset 10, `normalize.rs`), `StringSplit` (opset 20,
+//! `split.rs`), `RegexFullMatch` (opset 20, `pattern.rs`) and `TfIdfVectorizer`
+//! (opset 9, `tfidf.rs`), n-gram counts of token rows.
 
 use deed_types::{DType, Tensor, TensorData};
 
@@ -9,7 +12,16 @@ use super::util::{
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::error::OpError;
 
+mod normalize;
+mod pattern;
+mod split;
+mod tfidf;
+
 pub(crate) fn register(r: &mut Registry) {
+    r.add("StringNormalizer", normalize::build);
+    r.add("StringSplit", split::build);
+    r.add("RegexFullMatch", pattern::build);
+    r.add("TfIdfVectorizer", tfidf::build);
     r.add("StringConcat", |n: &NodeInfo<'_>| {
         check_count(n.num_inputs, 2, 2)?;
         Ok(Box::new(StringConcat))
