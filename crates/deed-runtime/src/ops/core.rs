@@ -1,8 +1,10 @@
-//! Graph plumbing operators: `Constant` and `Identity`.
+//! Graph plumbing operators: `Constant`, `Identity`, and `OptionalHasElement` and
+//! `OptionalGetElement` on tensors (optional values themselves are not supported: a
+//! present input is a tensor, an absent one is empty).
 
-use deed_types::{Tensor, TensorData};
+use deed_types::{DType, Tensor, TensorData};
 
-use super::util::{infer_input, input, one};
+use super::util::{check_count, infer_input, input, one};
 use super::{Ctx, InferInput, NodeInfo, Op, Registry, TypeInfo};
 use crate::attrs::Attr;
 use crate::error::OpError;
@@ -10,6 +12,34 @@ use crate::error::OpError;
 pub(crate) fn register(r: &mut Registry) {
     r.add("Constant", build_constant);
     r.add("Identity", |_| Ok(Box::new(Identity)));
+    r.add("OptionalHasElement", |n| {
+        check_count(n.num_inputs, 0, 1)?;
+        Ok(Box::new(OptionalHasElement))
+    });
+    r.add("OptionalGetElement", |n| {
+        check_count(n.num_inputs, 1, 1)?;
+        Ok(Box::new(Identity))
+    });
+}
+
+/// `OptionalHasElement`: whether its input is there. An input that is there is a
+/// tensor (or, opset 18, a tensor given where an optional may be); an absent or
+/// empty-named input is the empty optional.
+#[derive(Debug)]
+struct OptionalHasElement;
+
+impl Op for OptionalHasElement {
+    fn infer(&self, _: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        one(DType::Bool, vec![])
+    }
+    fn cost(&self, _: &[Option<&TypeInfo>], _: &[TypeInfo]) -> u64 {
+        1
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        Ok(vec![Tensor::scalar(
+            inputs.first().copied().flatten().is_some(),
+        )])
+    }
 }
 
 /// `Constant`: a tensor fixed in the graph.
@@ -62,5 +92,53 @@ impl Op for Identity {
     }
     fn run(&self, inputs: &[Option<&Tensor>], _: &Ctx) -> Result<Vec<Tensor>, OpError> {
         Ok(vec![input(inputs, 0)?.clone()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn optional_operators_on_tensors() {
+        let x = Tensor::from_vec(vec![2], vec![1.5f32, -2.0]).unwrap();
+        let has = |ins: &[Option<&Tensor>]| {
+            OptionalHasElement.run(ins, &Ctx::default()).unwrap()[0]
+                .as_slice::<bool>()
+                .unwrap()
+                .to_vec()
+        };
+        assert_eq!(has(&[Some(&x)]), [true]);
+        assert_eq!(has(&[None]), [false]);
+        assert_eq!(has(&[]), [false]);
+        let ty = TypeInfo::of(&x);
+        assert_eq!(
+            OptionalHasElement
+                .infer(&[Some(InferInput {
+                    ty: &ty,
+                    value: None
+                })])
+                .unwrap(),
+            vec![TypeInfo::new(DType::Bool, vec![])]
+        );
+        // OptionalGetElement of a tensor is the tensor; of nothing, an error.
+        let get = super::super::registry()
+            .get("", "OptionalGetElement")
+            .unwrap();
+        let attrs = crate::attrs::Attrs::default();
+        let info = |num_inputs| NodeInfo {
+            name: "get",
+            op_type: "OptionalGetElement",
+            domain: "",
+            opset: 18,
+            attrs: &attrs,
+            num_inputs,
+            num_outputs: 1,
+        };
+        let op = get(&info(1)).unwrap();
+        assert_eq!(op.run(&[Some(&x)], &Ctx::default()).unwrap(), vec![x]);
+        assert!(op.infer(&[None]).is_err());
+        assert!(get(&info(0)).is_err());
     }
 }
