@@ -46,6 +46,7 @@ pub mod shape;
 pub mod signal;
 pub mod simd;
 pub mod text;
+pub mod training;
 pub mod unary;
 pub mod util;
 
@@ -236,6 +237,7 @@ pub fn registry() -> &'static Registry {
         control::register(&mut r);
         select::register(&mut r);
         text::register(&mut r);
+        training::register(&mut r);
         conv::register(&mut r);
         pool::register(&mut r);
         quant::register(&mut r);
