@@ -853,7 +853,17 @@ struct BatchNorm {
 
 fn build_batch_norm(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
     if n.attrs.int("training_mode", 0)? != 0 {
-        return Err(OpError::unsupported("BatchNormalization training_mode=1"));
+        if n.num_outputs > 3 {
+            return Err(OpError::shape(format!(
+                "BatchNormalization in training mode has at most 3 outputs, the node has {}",
+                n.num_outputs
+            )));
+        }
+        return Ok(Box::new(BatchNormTraining {
+            eps: n.attrs.float("epsilon", 1e-5)?,
+            momentum: n.attrs.float("momentum", 0.9)?,
+            outputs: n.num_outputs.max(1),
+        }));
     }
     if n.num_outputs > 1 && n.opset >= 14 {
         return Err(OpError::unsupported(
@@ -926,6 +936,126 @@ impl Op for BatchNorm {
     /// [`channel_affine`] makes every NaN canonical as it stores.
     fn nans_canonical(&self) -> bool {
         true
+    }
+}
+
+/// `BatchNormalization` with `training_mode = 1` (opsets 14, 15): normalized by the
+/// batch's own statistics, with the running statistics as optional outputs.
+#[derive(Debug)]
+struct BatchNormTraining {
+    eps: f32,
+    momentum: f32,
+    /// Outputs the node declares: `Y`, then `running_mean`, `running_var`.
+    outputs: usize,
+}
+
+impl Op for BatchNormTraining {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 5, 5)?;
+        let x = infer_input(inputs, 0)?;
+        check_float(0, x.ty.dtype)?;
+        let (_, c, _) = nc_spatial(&x.ty.shape)?;
+        let mut out = vec![x.ty.clone()];
+        for i in 1..5 {
+            let p = infer_input(inputs, i)?;
+            check_float(i, p.ty.dtype)?;
+            if p.ty.numel() as usize != c {
+                return Err(OpError::shape(format!(
+                    "parameter {i} has shape {:?}, expected [{c}]",
+                    p.ty.shape
+                )));
+            }
+            // The running statistics have the type of the statistics given.
+            if i >= 3 {
+                out.push(TypeInfo::new(p.ty.dtype, vec![c]));
+            }
+        }
+        out.truncate(self.outputs);
+        Ok(out)
+    }
+    /// Per input element: the sum, the squared deviation and the affine map.
+    fn cost(&self, inputs: &[Option<&TypeInfo>], _: &[TypeInfo]) -> u64 {
+        super::util::per_input_element(inputs, 4)
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let (nb, c, sp) = nc_spatial(x.shape())?;
+        macro_rules! go {
+            ($t:ty, $v:expr) => {{
+                let v: &[$t] = $v;
+                let scale = param::<$t>(input(inputs, 1)?, 1)?;
+                let b = param::<$t>(input(inputs, 2)?, 2)?;
+                let mean_in = param::<$t>(input(inputs, 3)?, 3)?;
+                let var_in = param::<$t>(input(inputs, 4)?, 4)?;
+                let params = [&scale, &b, &mean_in, &var_in];
+                if params.iter().any(|p| p.len() != c) {
+                    return Err(OpError::shape(
+                        "scale, B, input_mean and input_var must have C elements",
+                    ));
+                }
+                // The batch statistics of each channel, over (n, spatial) in increasing
+                // flat index order.
+                let (mut mean, mut var) = (Vec::with_capacity(c), Vec::with_capacity(c));
+                for ch in 0..c {
+                    let elems = (0..nb)
+                        .flat_map(|i| v[(i * c + ch) * sp..(i * c + ch + 1) * sp].iter().copied());
+                    let (m, s) = mean_var(elems, nb * sp);
+                    mean.push(m);
+                    var.push(s);
+                }
+                let eps = self.eps as $t;
+                let a: Vec<$t> = (0..c).map(|i| scale[i] / (var[i] + eps).sqrt()).collect();
+                let y = channel_affine::<$t>(v, c, sp, &mean, &a, &b, ctx);
+                let mo = self.momentum as $t;
+                let keep = 1.0 - mo;
+                let running = |given: &[$t], batch: &[$t]| -> Vec<f64> {
+                    (0..c)
+                        .map(|i| (given[i] * mo + batch[i] * keep) as f64)
+                        .collect()
+                };
+                (y, running(&mean_in, &mean), running(&var_in, &var))
+            }};
+        }
+        let (y, rmean, rvar) = match x.data() {
+            TensorData::F32(v) => {
+                let (y, m, s) = go!(f32, v);
+                (TensorData::F32(y), m, s)
+            }
+            TensorData::F64(v) => {
+                let (y, m, s) = go!(f64, v);
+                (TensorData::F64(y), m, s)
+            }
+            TensorData::F16(h) => {
+                let w: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
+                let (y, m, s) = go!(f32, &w);
+                let y = y.into_iter().map(half::f16::from_f32).collect();
+                (TensorData::F16(y), m, s)
+            }
+            _ => {
+                return Err(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
+                })
+            }
+        };
+        // Each running statistic rounded once to its input's type.
+        let stat = |v: Vec<f64>, index: usize| -> Result<Tensor, OpError> {
+            let data = match input(inputs, index)?.dtype() {
+                DType::F32 => TensorData::F32(v.into_iter().map(|x| x as f32).collect()),
+                DType::F64 => TensorData::F64(v),
+                DType::F16 => TensorData::F16(v.into_iter().map(half::f16::from_f64).collect()),
+                dtype => return Err(OpError::DType { index, dtype }),
+            };
+            Ok(Tensor::new(vec![c], data)?)
+        };
+        let mut out = vec![Tensor::new(x.shape().to_vec(), y)?];
+        if self.outputs > 1 {
+            out.push(stat(rmean, 3)?);
+        }
+        if self.outputs > 2 {
+            out.push(stat(rvar, 4)?);
+        }
+        Ok(out)
     }
 }
 
@@ -1342,6 +1472,109 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn batch_norm_node(outputs: usize) -> Result<Box<dyn Op>, OpError> {
+        let attrs = crate::attrs::Attrs(
+            [
+                ("training_mode", crate::attrs::Attr::Int(1)),
+                ("epsilon", crate::attrs::Attr::Float(0.5)),
+                ("momentum", crate::attrs::Attr::Float(0.5)),
+            ]
+            .into_iter()
+            .map(|(k, a)| (k.to_string(), a))
+            .collect(),
+        );
+        build_batch_norm(&NodeInfo {
+            name: "bn",
+            op_type: "BatchNormalization",
+            domain: "",
+            opset: 15,
+            attrs: &attrs,
+            num_inputs: 5,
+            num_outputs: outputs,
+        })
+    }
+
+    #[test]
+    fn batch_norm_training_uses_the_batch_statistics() {
+        let op = batch_norm_node(3).unwrap();
+        // N = 2, C = 1, two points each: mean 12/4 = 3, var (4 + 1 + 0 + 9)/4 = 3.5;
+        // a = 2 / sqrt(3.5 + 0.5) = 1, y = (x − 3)·1 + 1.
+        let x = Tensor::from_vec(vec![2, 1, 2], vec![1.0f32, 2.0, 3.0, 6.0]).unwrap();
+        let one = |v: f32| Tensor::from_vec(vec![1], vec![v]).unwrap();
+        let one64 = |v: f64| Tensor::from_vec(vec![1], vec![v]).unwrap();
+        let (s, b) = (one(2.0), one(1.0));
+        let (m, v) = (one64(1.0), one64(0.5));
+        let ins = [Some(&x), Some(&s), Some(&b), Some(&m), Some(&v)];
+        for mode in [KernelMode::Fast, KernelMode::Reference] {
+            let out = op.run(&ins, &Ctx::new(mode, 2)).unwrap();
+            assert_eq!(out[0].as_slice::<f32>().unwrap(), &[-1.0, 0.0, 1.0, 4.0]);
+            // running = given·0.5 + batch·0.5, in the statistics' own dtype (f64).
+            assert_eq!(out[1].as_slice::<f64>().unwrap(), &[2.0]);
+            assert_eq!(out[2].as_slice::<f64>().unwrap(), &[2.0]);
+        }
+        let tys: Vec<TypeInfo> = ins.iter().map(|t| TypeInfo::of(t.unwrap())).collect();
+        let infer_ins: Vec<_> = tys
+            .iter()
+            .map(|ty| Some(InferInput { ty, value: None }))
+            .collect();
+        let types = op.infer(&infer_ins).unwrap();
+        assert_eq!(types[2], TypeInfo::new(DType::F64, vec![1]));
+        // One output: Y only.
+        let out = batch_norm_node(1).unwrap();
+        assert_eq!(out.infer(&infer_ins).unwrap().len(), 1);
+        let out = out.run(&ins, &Ctx::new(KernelMode::Fast, 1)).unwrap();
+        assert_eq!(out.len(), 1);
+        // An empty batch has NaN statistics.
+        let e = Tensor::from_vec(vec![0, 1, 2], Vec::<f32>::new()).unwrap();
+        let out = op
+            .run(
+                &[Some(&e), Some(&s), Some(&b), Some(&m), Some(&v)],
+                &Ctx::new(KernelMode::Reference, 1),
+            )
+            .unwrap();
+        assert_eq!(out[0].len(), 0);
+        assert!(out[1].as_slice::<f64>().unwrap()[0].is_nan());
+    }
+
+    #[test]
+    fn batch_norm_training_refusals() {
+        assert!(batch_norm_node(4)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 3 outputs"));
+        let op = batch_norm_node(3).unwrap();
+        let x = Tensor::from_vec(vec![1, 2, 1], vec![1.0f32, 2.0]).unwrap();
+        let two = Tensor::from_vec(vec![2], vec![1.0f32, 1.0]).unwrap();
+        let three = Tensor::from_vec(vec![3], vec![1.0f32; 3]).unwrap();
+        let ctx = Ctx::new(KernelMode::Fast, 1);
+        let err = op
+            .run(
+                &[Some(&x), Some(&two), Some(&two), Some(&three), Some(&two)],
+                &ctx,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("C elements"), "{err}");
+        let xi = Tensor::from_vec(vec![1, 2, 1], vec![1i32, 2]).unwrap();
+        let err = op
+            .run(
+                &[Some(&xi), Some(&two), Some(&two), Some(&two), Some(&two)],
+                &ctx,
+            )
+            .unwrap_err();
+        assert!(matches!(err, OpError::DType { index: 0, .. }));
+        let ty = |t: &Tensor| TypeInfo::of(t);
+        let tys = [ty(&x), ty(&two), ty(&two), ty(&three), ty(&two)];
+        let ins: Vec<_> = tys
+            .iter()
+            .map(|ty| Some(InferInput { ty, value: None }))
+            .collect();
+        assert!(op
+            .infer(&ins)
+            .unwrap_err()
+            .to_string()
+            .contains("parameter 3"));
     }
 
     #[test]
