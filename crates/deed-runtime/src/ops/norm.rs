@@ -106,6 +106,48 @@ trait Float:
     fn is_nan(self) -> bool;
     /// The value rounded to the nearest f16 (ties to even) and widened back.
     fn round_f16(self) -> Self;
+    /// The value rounded to the nearest bf16 (ties to even) and widened back.
+    fn round_bf16(self) -> Self;
+}
+
+/// The narrow type a softmax computed in f32 rounds every step to, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Narrow {
+    /// f32 or f64 computed natively: nothing rounded between steps.
+    No,
+    /// f16: each step rounded to f16; a row sum accumulates in f32 and is rounded once.
+    F16,
+    /// bf16: each step rounded to bf16, a row sum's every addition too.
+    Bf16,
+}
+
+impl Narrow {
+    /// The narrowing of a tensor of this dtype (f16 and bf16 compute in f32).
+    fn of(dtype: DType) -> Narrow {
+        match dtype {
+            DType::F16 => Narrow::F16,
+            DType::BF16 => Narrow::Bf16,
+            _ => Narrow::No,
+        }
+    }
+    /// `x` rounded to the narrow type and widened back.
+    #[inline(always)]
+    fn round<T: Float>(self, x: T) -> T {
+        match self {
+            Narrow::No => x,
+            Narrow::F16 => x.round_f16(),
+            Narrow::Bf16 => x.round_bf16(),
+        }
+    }
+    /// The sequential sum of `n` values from +0: each addition rounded to bf16 for
+    /// [`Narrow::Bf16`] (as numpy sums bfloat16 arrays), else in `T` and rounded once.
+    #[inline(always)]
+    fn sum<T: Float>(self, n: usize, x: impl Fn(usize) -> T) -> T {
+        match self {
+            Narrow::Bf16 => (0..n).fold(T::ZERO, |s, k| (s + x(k)).round_bf16()),
+            _ => self.round((0..n).fold(T::ZERO, |s, k| s + x(k))),
+        }
+    }
 }
 
 macro_rules! float_impl {
@@ -170,6 +212,10 @@ macro_rules! float_impl {
             #[inline(always)]
             fn round_f16(self) -> Self {
                 half::f16::from_f64(self as f64).to_f64() as $t
+            }
+            #[inline(always)]
+            fn round_bf16(self) -> Self {
+                half::bf16::from_f64(self as f64).to_f64() as $t
             }
         }
     };
@@ -287,16 +333,17 @@ fn row_layout(shape: &[usize], axis: usize, coerce_2d: bool) -> (usize, usize, u
     }
 }
 
-/// The softmax family over rows. With `narrow` (f16 tensors computed in f32) every
-/// intermediate of the ONNX function body — `x − m`, `exp`, the row sum, `ln` and the
-/// final division or subtraction — is rounded to f16, as each step would be if the
-/// body ran as separate f16 operators; the sum itself accumulates in f32.
+/// The softmax family over rows. With `narrow` (f16 and bf16 tensors computed in f32)
+/// every intermediate of the ONNX function body — `x − m`, `exp`, the row sum, `ln`
+/// and the final division or subtraction — is rounded to the narrow type, as each
+/// step would be if the body ran as separate f16 / bf16 operators; an f16 sum
+/// accumulates in f32, a bf16 sum rounds every addition (see [`Narrow::sum`]).
 fn softmax_rows<T: Float>(
     v: &[T],
     len: usize,
     inner: usize,
     kind: SoftKind,
-    narrow: bool,
+    narrow: Narrow,
     ctx: &Ctx,
 ) -> Vec<T> {
     let mut out = vec![T::ZERO; v.len()];
@@ -304,7 +351,7 @@ fn softmax_rows<T: Float>(
         return out;
     }
     let block = len * inner;
-    if inner == 1 && !narrow && kind == SoftKind::Softmax && !ctx.reference() {
+    if inner == 1 && narrow == Narrow::No && kind == SoftKind::Softmax && !ctx.reference() {
         // Contiguous rows, several at a time (see `softmax_contiguous`).
         ctx.for_each_chunk(&mut out, block * ROWS, |o, dst| {
             let src = &v[o * block * ROWS..o * block * ROWS + dst.len()];
@@ -424,9 +471,9 @@ fn softmax_block<T: Float>(
     len: usize,
     inner: usize,
     kind: SoftKind,
-    narrow: bool,
+    narrow: Narrow,
 ) {
-    let r = |x: T| if narrow { x.round_f16() } else { x };
+    let r = |x: T| narrow.round(x);
     {
         for i in 0..inner {
             let at = |k: usize| k * inner + i;
@@ -449,7 +496,7 @@ fn softmax_block<T: Float>(
                     for k in 0..len {
                         dst[at(k)] = r(r(src[at(k)] - m).exp());
                     }
-                    let s = r((0..len).fold(T::ZERO, |s, k| s + dst[at(k)]));
+                    let s = narrow.sum(len, |k| dst[at(k)]);
                     for k in 0..len {
                         dst[at(k)] = dst[at(k)] / s;
                     }
@@ -458,8 +505,8 @@ fn softmax_block<T: Float>(
                     for k in 0..len {
                         dst[at(k)] = r(r(src[at(k)] - m).exp());
                     }
-                    let s = (0..len).fold(T::ZERO, |s, k| s + dst[at(k)]);
-                    let ls = r(r(s).ln());
+                    let s = narrow.sum(len, |k| dst[at(k)]);
+                    let ls = r(s.ln());
                     for k in 0..len {
                         dst[at(k)] = r(src[at(k)] - m) - ls;
                     }
@@ -472,7 +519,9 @@ fn softmax_block<T: Float>(
 impl Op for Softmax {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
         let x = infer_input(inputs, 0)?;
-        check_float(0, x.ty.dtype)?;
+        if x.ty.dtype != DType::BF16 {
+            check_float(0, x.ty.dtype)?;
+        }
         norm_axis(self.axis, x.ty.shape.len())?;
         Ok(vec![x.ty.clone()])
     }
@@ -483,10 +532,16 @@ impl Op for Softmax {
         let x = input(inputs, 0)?;
         let axis = norm_axis(self.axis, x.rank())?;
         let (_, len, inner) = row_layout(x.shape(), axis, self.coerce_2d);
-        let narrow = x.dtype() == DType::F16;
-        let data = float_dispatch!(x, |v, T| softmax_rows(
-            v, len, inner, self.kind, narrow, ctx
-        ));
+        let narrow = Narrow::of(x.dtype());
+        let data = if let TensorData::BF16(h) = x.data() {
+            let w: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
+            let y = softmax_rows(&w, len, inner, self.kind, narrow, ctx);
+            TensorData::BF16(y.into_iter().map(half::bf16::from_f32).collect())
+        } else {
+            float_dispatch!(x, |v, T| softmax_rows(
+                v, len, inner, self.kind, narrow, ctx
+            ))
+        };
         Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
     }
 }
@@ -1494,6 +1549,58 @@ mod tests {
             num_inputs: 5,
             num_outputs: outputs,
         })
+    }
+
+    #[test]
+    fn bf16_softmax_rounds_every_step_and_every_addition() {
+        // exp(−6) ≈ 0.00248 is below half a bf16 ulp of 1 (2⁻⁸): each addition to the
+        // running sum 1 rounds back to 1, so y₀ = 1 / 1 exactly; a sum kept in f32
+        // (1.0099) would round to 1.0078 and give y₀ < 1.
+        let bf = |v: &[f32]| {
+            v.iter()
+                .map(|&x| half::bf16::from_f32(x))
+                .collect::<Vec<_>>()
+        };
+        let x = Tensor::from_vec(vec![1, 5], bf(&[0.0, -6.0, -6.0, -6.0, -6.0])).unwrap();
+        let soft = |kind| Softmax {
+            kind,
+            axis: -1,
+            coerce_2d: false,
+        };
+        for mode in [KernelMode::Fast, KernelMode::Reference] {
+            let y = soft(SoftKind::Softmax)
+                .run(&[Some(&x)], &Ctx::new(mode, 1))
+                .unwrap()
+                .remove(0);
+            let y = y.as_slice::<half::bf16>().unwrap();
+            assert_eq!(y[0].to_f32(), 1.0);
+            let e = half::bf16::from_f32(exp_f32(-6.0));
+            assert_eq!(y[1], e);
+            // LogSoftmax: ln(1) = 0, so y = x − m exactly.
+            let y = soft(SoftKind::LogSoftmax)
+                .run(&[Some(&x)], &Ctx::new(mode, 1))
+                .unwrap()
+                .remove(0);
+            assert_eq!(
+                y.as_slice::<half::bf16>().unwrap(),
+                x.as_slice::<half::bf16>().unwrap()
+            );
+        }
+        let ty = TypeInfo::of(&x);
+        let ins = [Some(InferInput {
+            ty: &ty,
+            value: None,
+        })];
+        assert_eq!(
+            soft(SoftKind::Softmax).infer(&ins).unwrap(),
+            vec![ty.clone()]
+        );
+        // The other normalizations still refuse bf16.
+        let lp = LpNorm { axis: -1, p: 2 };
+        assert!(matches!(
+            lp.infer(&ins),
+            Err(OpError::DType { index: 0, .. })
+        ));
     }
 
     #[test]
