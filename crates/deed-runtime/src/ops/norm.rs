@@ -1,7 +1,7 @@
 //! Softmax family (`Softmax`, `LogSoftmax`, `Hardmax`), normalizations
 //! (`LayerNormalization`, `RMSNormalization`, `BatchNormalization`, `InstanceNormalization`,
 //! `GroupNormalization`, `LpNormalization`, `MeanVarianceNormalization`, `LRN`) and
-//! inference-mode `Dropout`; `Attention`, built on the softmax (`attention.rs`); and the
+//! `Dropout` (inference mode, or training mode at ratio 0); `Attention`, built on the softmax (`attention.rs`); and the
 //! losses `NegativeLogLikelihoodLoss` and `SoftmaxCrossEntropyLoss` (`loss.rs`).
 //!
 //! Every row statistic is a sequential sum in increasing index order from +0.0; the
@@ -1428,17 +1428,50 @@ impl Op for Lrn {
 #[derive(Debug)]
 struct Dropout;
 
+/// Whether a training-mode `Dropout` (training input `training`, ratio input `ratio`)
+/// is deterministic: only with a ratio of exactly 0, where it is the identity. Any
+/// other ratio (absent: 0.5) would draw random numbers, which Deed refuses.
+fn dropout_training_ok(training: &Tensor, ratio: Option<&Tensor>) -> Result<(), OpError> {
+    if !training
+        .as_slice::<bool>()
+        .is_some_and(|v| v.iter().any(|&b| b))
+    {
+        return Ok(());
+    }
+    let zero = ratio.is_some_and(|r| match r.data() {
+        TensorData::F32(v) => v.iter().all(|&x| x == 0.0),
+        TensorData::F64(v) => v.iter().all(|&x| x == 0.0),
+        TensorData::F16(v) => v.iter().all(|x| x.to_f32() == 0.0),
+        TensorData::BF16(v) => v.iter().all(|x| x.to_f32() == 0.0),
+        _ => false,
+    });
+    if zero {
+        Ok(())
+    } else {
+        Err(OpError::unsupported(
+            "training-mode Dropout with a ratio other than 0 (it draws random numbers)",
+        ))
+    }
+}
+
 impl Op for Dropout {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
         let x = infer_input(inputs, 0)?;
         if let Some(t) = inputs.get(2).copied().flatten() {
             let training = super::util::need_value(t, 2)?;
-            if training
-                .as_slice::<bool>()
-                .is_some_and(|v| v.iter().any(|&b| b))
-            {
-                return Err(OpError::unsupported("training-mode Dropout"));
-            }
+            // In training mode the ratio must be known while planning: the plan holds
+            // for a ratio of exactly 0 only.
+            let ratio = match inputs.get(1).copied().flatten() {
+                Some(r)
+                    if training
+                        .as_slice::<bool>()
+                        .is_some_and(|v| v.contains(&true)) =>
+                {
+                    Some(super::util::need_value(r, 1)?)
+                }
+                _ => None,
+            };
+            dropout_training_ok(training, ratio)?;
         }
         Ok(vec![
             x.ty.clone(),
@@ -1447,6 +1480,9 @@ impl Op for Dropout {
     }
     fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
         let x = input(inputs, 0)?;
+        if let Some(t) = opt_input(inputs, 2) {
+            dropout_training_ok(t, opt_input(inputs, 1))?;
+        }
         Ok(vec![
             x.clone(),
             Tensor::from_vec(x.shape().to_vec(), vec![true; x.len()])?,
@@ -1549,6 +1585,57 @@ mod tests {
             num_inputs: 5,
             num_outputs: outputs,
         })
+    }
+
+    #[test]
+    fn training_dropout_is_the_identity_at_ratio_zero_only() {
+        let x = Tensor::from_vec(vec![2], vec![1.5f32, -2.0]).unwrap();
+        let on = Tensor::scalar(true);
+        let off = Tensor::scalar(false);
+        let zero = Tensor::scalar(-0.0f32);
+        let half = Tensor::scalar(0.5f32);
+        let ctx = Ctx::new(KernelMode::Reference, 1);
+        let out = Dropout
+            .run(&[Some(&x), Some(&zero), Some(&on)], &ctx)
+            .unwrap();
+        assert_eq!(out[0], x);
+        assert_eq!(out[1].as_slice::<bool>().unwrap(), &[true, true]);
+        let refused = |r: Result<Vec<Tensor>, OpError>| {
+            r.unwrap_err().to_string().contains("ratio other than 0")
+        };
+        assert!(refused(
+            Dropout.run(&[Some(&x), Some(&half), Some(&on)], &ctx)
+        ));
+        // Training without a ratio means 0.5.
+        assert!(refused(Dropout.run(&[Some(&x), None, Some(&on)], &ctx)));
+        // Not training: any ratio.
+        assert!(Dropout
+            .run(&[Some(&x), Some(&half), Some(&off)], &ctx)
+            .is_ok());
+        // While planning, training mode needs the ratio's value.
+        let tys = [TypeInfo::of(&x), TypeInfo::of(&half), TypeInfo::of(&on)];
+        let plan = |ratio: Option<&Tensor>| {
+            Dropout.infer(&[
+                Some(InferInput {
+                    ty: &tys[0],
+                    value: None,
+                }),
+                Some(InferInput {
+                    ty: &tys[1],
+                    value: ratio,
+                }),
+                Some(InferInput {
+                    ty: &tys[2],
+                    value: Some(&on),
+                }),
+            ])
+        };
+        assert!(matches!(plan(None), Err(OpError::ValueNeeded { index: 1 })));
+        assert!(plan(Some(&zero)).is_ok());
+        assert!(matches!(
+            plan(Some(&half)),
+            Err(OpError::Unsupported { .. })
+        ));
     }
 
     #[test]
