@@ -50,6 +50,7 @@ pub mod shape;
 pub mod signal;
 pub mod simd;
 pub mod text;
+pub mod training;
 pub mod unary;
 pub mod util;
 
@@ -267,6 +268,7 @@ pub fn registry() -> &'static Registry {
         flex::register(&mut r);
         select::register(&mut r);
         text::register(&mut r);
+        training::register(&mut r);
         conv::register(&mut r);
         deform_conv::register(&mut r);
         pool::register(&mut r);

@@ -1,7 +1,7 @@
 //! Softmax family (`Softmax`, `LogSoftmax`, `Hardmax`), normalizations
 //! (`LayerNormalization`, `RMSNormalization`, `BatchNormalization`, `InstanceNormalization`,
 //! `GroupNormalization`, `LpNormalization`, `MeanVarianceNormalization`, `LRN`) and
-//! inference-mode `Dropout`; `Attention`, built on the softmax (`attention.rs`); and the
+//! `Dropout` (inference mode, or training mode at ratio 0); `Attention`, built on the softmax (`attention.rs`); and the
 //! losses `NegativeLogLikelihoodLoss` and `SoftmaxCrossEntropyLoss` (`loss.rs`).
 //!
 //! Every row statistic is a sequential sum in increasing index order from +0.0; the
@@ -106,6 +106,48 @@ trait Float:
     fn is_nan(self) -> bool;
     /// The value rounded to the nearest f16 (ties to even) and widened back.
     fn round_f16(self) -> Self;
+    /// The value rounded to the nearest bf16 (ties to even) and widened back.
+    fn round_bf16(self) -> Self;
+}
+
+/// The narrow type a softmax computed in f32 rounds every step to, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Narrow {
+    /// f32 or f64 computed natively: nothing rounded between steps.
+    No,
+    /// f16: each step rounded to f16; a row sum accumulates in f32 and is rounded once.
+    F16,
+    /// bf16: each step rounded to bf16, a row sum's every addition too.
+    Bf16,
+}
+
+impl Narrow {
+    /// The narrowing of a tensor of this dtype (f16 and bf16 compute in f32).
+    fn of(dtype: DType) -> Narrow {
+        match dtype {
+            DType::F16 => Narrow::F16,
+            DType::BF16 => Narrow::Bf16,
+            _ => Narrow::No,
+        }
+    }
+    /// `x` rounded to the narrow type and widened back.
+    #[inline(always)]
+    fn round<T: Float>(self, x: T) -> T {
+        match self {
+            Narrow::No => x,
+            Narrow::F16 => x.round_f16(),
+            Narrow::Bf16 => x.round_bf16(),
+        }
+    }
+    /// The sequential sum of `n` values from +0: each addition rounded to bf16 for
+    /// [`Narrow::Bf16`] (as numpy sums bfloat16 arrays), else in `T` and rounded once.
+    #[inline(always)]
+    fn sum<T: Float>(self, n: usize, x: impl Fn(usize) -> T) -> T {
+        match self {
+            Narrow::Bf16 => (0..n).fold(T::ZERO, |s, k| (s + x(k)).round_bf16()),
+            _ => self.round((0..n).fold(T::ZERO, |s, k| s + x(k))),
+        }
+    }
 }
 
 macro_rules! float_impl {
@@ -170,6 +212,10 @@ macro_rules! float_impl {
             #[inline(always)]
             fn round_f16(self) -> Self {
                 half::f16::from_f64(self as f64).to_f64() as $t
+            }
+            #[inline(always)]
+            fn round_bf16(self) -> Self {
+                half::bf16::from_f64(self as f64).to_f64() as $t
             }
         }
     };
@@ -287,16 +333,17 @@ fn row_layout(shape: &[usize], axis: usize, coerce_2d: bool) -> (usize, usize, u
     }
 }
 
-/// The softmax family over rows. With `narrow` (f16 tensors computed in f32) every
-/// intermediate of the ONNX function body — `x − m`, `exp`, the row sum, `ln` and the
-/// final division or subtraction — is rounded to f16, as each step would be if the
-/// body ran as separate f16 operators; the sum itself accumulates in f32.
+/// The softmax family over rows. With `narrow` (f16 and bf16 tensors computed in f32)
+/// every intermediate of the ONNX function body — `x − m`, `exp`, the row sum, `ln`
+/// and the final division or subtraction — is rounded to the narrow type, as each
+/// step would be if the body ran as separate f16 / bf16 operators; an f16 sum
+/// accumulates in f32, a bf16 sum rounds every addition (see [`Narrow::sum`]).
 fn softmax_rows<T: Float>(
     v: &[T],
     len: usize,
     inner: usize,
     kind: SoftKind,
-    narrow: bool,
+    narrow: Narrow,
     ctx: &Ctx,
 ) -> Vec<T> {
     let mut out = vec![T::ZERO; v.len()];
@@ -304,7 +351,7 @@ fn softmax_rows<T: Float>(
         return out;
     }
     let block = len * inner;
-    if inner == 1 && !narrow && kind == SoftKind::Softmax && !ctx.reference() {
+    if inner == 1 && narrow == Narrow::No && kind == SoftKind::Softmax && !ctx.reference() {
         // Contiguous rows, several at a time (see `softmax_contiguous`).
         ctx.for_each_chunk(&mut out, block * ROWS, |o, dst| {
             let src = &v[o * block * ROWS..o * block * ROWS + dst.len()];
@@ -424,9 +471,9 @@ fn softmax_block<T: Float>(
     len: usize,
     inner: usize,
     kind: SoftKind,
-    narrow: bool,
+    narrow: Narrow,
 ) {
-    let r = |x: T| if narrow { x.round_f16() } else { x };
+    let r = |x: T| narrow.round(x);
     {
         for i in 0..inner {
             let at = |k: usize| k * inner + i;
@@ -449,7 +496,7 @@ fn softmax_block<T: Float>(
                     for k in 0..len {
                         dst[at(k)] = r(r(src[at(k)] - m).exp());
                     }
-                    let s = r((0..len).fold(T::ZERO, |s, k| s + dst[at(k)]));
+                    let s = narrow.sum(len, |k| dst[at(k)]);
                     for k in 0..len {
                         dst[at(k)] = dst[at(k)] / s;
                     }
@@ -458,8 +505,8 @@ fn softmax_block<T: Float>(
                     for k in 0..len {
                         dst[at(k)] = r(r(src[at(k)] - m).exp());
                     }
-                    let s = (0..len).fold(T::ZERO, |s, k| s + dst[at(k)]);
-                    let ls = r(r(s).ln());
+                    let s = narrow.sum(len, |k| dst[at(k)]);
+                    let ls = r(s.ln());
                     for k in 0..len {
                         dst[at(k)] = r(src[at(k)] - m) - ls;
                     }
@@ -472,7 +519,9 @@ fn softmax_block<T: Float>(
 impl Op for Softmax {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
         let x = infer_input(inputs, 0)?;
-        check_float(0, x.ty.dtype)?;
+        if x.ty.dtype != DType::BF16 {
+            check_float(0, x.ty.dtype)?;
+        }
         norm_axis(self.axis, x.ty.shape.len())?;
         Ok(vec![x.ty.clone()])
     }
@@ -483,10 +532,16 @@ impl Op for Softmax {
         let x = input(inputs, 0)?;
         let axis = norm_axis(self.axis, x.rank())?;
         let (_, len, inner) = row_layout(x.shape(), axis, self.coerce_2d);
-        let narrow = x.dtype() == DType::F16;
-        let data = float_dispatch!(x, |v, T| softmax_rows(
-            v, len, inner, self.kind, narrow, ctx
-        ));
+        let narrow = Narrow::of(x.dtype());
+        let data = if let TensorData::BF16(h) = x.data() {
+            let w: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
+            let y = softmax_rows(&w, len, inner, self.kind, narrow, ctx);
+            TensorData::BF16(y.into_iter().map(half::bf16::from_f32).collect())
+        } else {
+            float_dispatch!(x, |v, T| softmax_rows(
+                v, len, inner, self.kind, narrow, ctx
+            ))
+        };
         Ok(vec![Tensor::new(x.shape().to_vec(), data)?])
     }
 }
@@ -853,7 +908,17 @@ struct BatchNorm {
 
 fn build_batch_norm(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
     if n.attrs.int("training_mode", 0)? != 0 {
-        return Err(OpError::unsupported("BatchNormalization training_mode=1"));
+        if n.num_outputs > 3 {
+            return Err(OpError::shape(format!(
+                "BatchNormalization in training mode has at most 3 outputs, the node has {}",
+                n.num_outputs
+            )));
+        }
+        return Ok(Box::new(BatchNormTraining {
+            eps: n.attrs.float("epsilon", 1e-5)?,
+            momentum: n.attrs.float("momentum", 0.9)?,
+            outputs: n.num_outputs.max(1),
+        }));
     }
     if n.num_outputs > 1 && n.opset >= 14 {
         return Err(OpError::unsupported(
@@ -926,6 +991,126 @@ impl Op for BatchNorm {
     /// [`channel_affine`] makes every NaN canonical as it stores.
     fn nans_canonical(&self) -> bool {
         true
+    }
+}
+
+/// `BatchNormalization` with `training_mode = 1` (opsets 14, 15): normalized by the
+/// batch's own statistics, with the running statistics as optional outputs.
+#[derive(Debug)]
+struct BatchNormTraining {
+    eps: f32,
+    momentum: f32,
+    /// Outputs the node declares: `Y`, then `running_mean`, `running_var`.
+    outputs: usize,
+}
+
+impl Op for BatchNormTraining {
+    fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
+        check_count(inputs.len(), 5, 5)?;
+        let x = infer_input(inputs, 0)?;
+        check_float(0, x.ty.dtype)?;
+        let (_, c, _) = nc_spatial(&x.ty.shape)?;
+        let mut out = vec![x.ty.clone()];
+        for i in 1..5 {
+            let p = infer_input(inputs, i)?;
+            check_float(i, p.ty.dtype)?;
+            if p.ty.numel() as usize != c {
+                return Err(OpError::shape(format!(
+                    "parameter {i} has shape {:?}, expected [{c}]",
+                    p.ty.shape
+                )));
+            }
+            // The running statistics have the type of the statistics given.
+            if i >= 3 {
+                out.push(TypeInfo::new(p.ty.dtype, vec![c]));
+            }
+        }
+        out.truncate(self.outputs);
+        Ok(out)
+    }
+    /// Per input element: the sum, the squared deviation and the affine map.
+    fn cost(&self, inputs: &[Option<&TypeInfo>], _: &[TypeInfo]) -> u64 {
+        super::util::per_input_element(inputs, 4)
+    }
+    fn run(&self, inputs: &[Option<&Tensor>], ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
+        let x = input(inputs, 0)?;
+        let (nb, c, sp) = nc_spatial(x.shape())?;
+        macro_rules! go {
+            ($t:ty, $v:expr) => {{
+                let v: &[$t] = $v;
+                let scale = param::<$t>(input(inputs, 1)?, 1)?;
+                let b = param::<$t>(input(inputs, 2)?, 2)?;
+                let mean_in = param::<$t>(input(inputs, 3)?, 3)?;
+                let var_in = param::<$t>(input(inputs, 4)?, 4)?;
+                let params = [&scale, &b, &mean_in, &var_in];
+                if params.iter().any(|p| p.len() != c) {
+                    return Err(OpError::shape(
+                        "scale, B, input_mean and input_var must have C elements",
+                    ));
+                }
+                // The batch statistics of each channel, over (n, spatial) in increasing
+                // flat index order.
+                let (mut mean, mut var) = (Vec::with_capacity(c), Vec::with_capacity(c));
+                for ch in 0..c {
+                    let elems = (0..nb)
+                        .flat_map(|i| v[(i * c + ch) * sp..(i * c + ch + 1) * sp].iter().copied());
+                    let (m, s) = mean_var(elems, nb * sp);
+                    mean.push(m);
+                    var.push(s);
+                }
+                let eps = self.eps as $t;
+                let a: Vec<$t> = (0..c).map(|i| scale[i] / (var[i] + eps).sqrt()).collect();
+                let y = channel_affine::<$t>(v, c, sp, &mean, &a, &b, ctx);
+                let mo = self.momentum as $t;
+                let keep = 1.0 - mo;
+                let running = |given: &[$t], batch: &[$t]| -> Vec<f64> {
+                    (0..c)
+                        .map(|i| (given[i] * mo + batch[i] * keep) as f64)
+                        .collect()
+                };
+                (y, running(&mean_in, &mean), running(&var_in, &var))
+            }};
+        }
+        let (y, rmean, rvar) = match x.data() {
+            TensorData::F32(v) => {
+                let (y, m, s) = go!(f32, v);
+                (TensorData::F32(y), m, s)
+            }
+            TensorData::F64(v) => {
+                let (y, m, s) = go!(f64, v);
+                (TensorData::F64(y), m, s)
+            }
+            TensorData::F16(h) => {
+                let w: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
+                let (y, m, s) = go!(f32, &w);
+                let y = y.into_iter().map(half::f16::from_f32).collect();
+                (TensorData::F16(y), m, s)
+            }
+            _ => {
+                return Err(OpError::DType {
+                    index: 0,
+                    dtype: x.dtype(),
+                })
+            }
+        };
+        // Each running statistic rounded once to its input's type.
+        let stat = |v: Vec<f64>, index: usize| -> Result<Tensor, OpError> {
+            let data = match input(inputs, index)?.dtype() {
+                DType::F32 => TensorData::F32(v.into_iter().map(|x| x as f32).collect()),
+                DType::F64 => TensorData::F64(v),
+                DType::F16 => TensorData::F16(v.into_iter().map(half::f16::from_f64).collect()),
+                dtype => return Err(OpError::DType { index, dtype }),
+            };
+            Ok(Tensor::new(vec![c], data)?)
+        };
+        let mut out = vec![Tensor::new(x.shape().to_vec(), y)?];
+        if self.outputs > 1 {
+            out.push(stat(rmean, 3)?);
+        }
+        if self.outputs > 2 {
+            out.push(stat(rvar, 4)?);
+        }
+        Ok(out)
     }
 }
 
@@ -1243,17 +1428,50 @@ impl Op for Lrn {
 #[derive(Debug)]
 struct Dropout;
 
+/// Whether a training-mode `Dropout` (training input `training`, ratio input `ratio`)
+/// is deterministic: only with a ratio of exactly 0, where it is the identity. Any
+/// other ratio (absent: 0.5) would draw random numbers, which Deed refuses.
+fn dropout_training_ok(training: &Tensor, ratio: Option<&Tensor>) -> Result<(), OpError> {
+    if !training
+        .as_slice::<bool>()
+        .is_some_and(|v| v.iter().any(|&b| b))
+    {
+        return Ok(());
+    }
+    let zero = ratio.is_some_and(|r| match r.data() {
+        TensorData::F32(v) => v.iter().all(|&x| x == 0.0),
+        TensorData::F64(v) => v.iter().all(|&x| x == 0.0),
+        TensorData::F16(v) => v.iter().all(|x| x.to_f32() == 0.0),
+        TensorData::BF16(v) => v.iter().all(|x| x.to_f32() == 0.0),
+        _ => false,
+    });
+    if zero {
+        Ok(())
+    } else {
+        Err(OpError::unsupported(
+            "training-mode Dropout with a ratio other than 0 (it draws random numbers)",
+        ))
+    }
+}
+
 impl Op for Dropout {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
         let x = infer_input(inputs, 0)?;
         if let Some(t) = inputs.get(2).copied().flatten() {
             let training = super::util::need_value(t, 2)?;
-            if training
-                .as_slice::<bool>()
-                .is_some_and(|v| v.iter().any(|&b| b))
-            {
-                return Err(OpError::unsupported("training-mode Dropout"));
-            }
+            // In training mode the ratio must be known while planning: the plan holds
+            // for a ratio of exactly 0 only.
+            let ratio = match inputs.get(1).copied().flatten() {
+                Some(r)
+                    if training
+                        .as_slice::<bool>()
+                        .is_some_and(|v| v.contains(&true)) =>
+                {
+                    Some(super::util::need_value(r, 1)?)
+                }
+                _ => None,
+            };
+            dropout_training_ok(training, ratio)?;
         }
         Ok(vec![
             x.ty.clone(),
@@ -1262,6 +1480,9 @@ impl Op for Dropout {
     }
     fn run(&self, inputs: &[Option<&Tensor>], _ctx: &Ctx) -> Result<Vec<Tensor>, OpError> {
         let x = input(inputs, 0)?;
+        if let Some(t) = opt_input(inputs, 2) {
+            dropout_training_ok(t, opt_input(inputs, 1))?;
+        }
         Ok(vec![
             x.clone(),
             Tensor::from_vec(x.shape().to_vec(), vec![true; x.len()])?,
@@ -1342,6 +1563,212 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn batch_norm_node(outputs: usize) -> Result<Box<dyn Op>, OpError> {
+        let attrs = crate::attrs::Attrs(
+            [
+                ("training_mode", crate::attrs::Attr::Int(1)),
+                ("epsilon", crate::attrs::Attr::Float(0.5)),
+                ("momentum", crate::attrs::Attr::Float(0.5)),
+            ]
+            .into_iter()
+            .map(|(k, a)| (k.to_string(), a))
+            .collect(),
+        );
+        build_batch_norm(&NodeInfo {
+            name: "bn",
+            op_type: "BatchNormalization",
+            domain: "",
+            opset: 15,
+            attrs: &attrs,
+            num_inputs: 5,
+            num_outputs: outputs,
+        })
+    }
+
+    #[test]
+    fn training_dropout_is_the_identity_at_ratio_zero_only() {
+        let x = Tensor::from_vec(vec![2], vec![1.5f32, -2.0]).unwrap();
+        let on = Tensor::scalar(true);
+        let off = Tensor::scalar(false);
+        let zero = Tensor::scalar(-0.0f32);
+        let half = Tensor::scalar(0.5f32);
+        let ctx = Ctx::new(KernelMode::Reference, 1);
+        let out = Dropout
+            .run(&[Some(&x), Some(&zero), Some(&on)], &ctx)
+            .unwrap();
+        assert_eq!(out[0], x);
+        assert_eq!(out[1].as_slice::<bool>().unwrap(), &[true, true]);
+        let refused = |r: Result<Vec<Tensor>, OpError>| {
+            r.unwrap_err().to_string().contains("ratio other than 0")
+        };
+        assert!(refused(
+            Dropout.run(&[Some(&x), Some(&half), Some(&on)], &ctx)
+        ));
+        // Training without a ratio means 0.5.
+        assert!(refused(Dropout.run(&[Some(&x), None, Some(&on)], &ctx)));
+        // Not training: any ratio.
+        assert!(Dropout
+            .run(&[Some(&x), Some(&half), Some(&off)], &ctx)
+            .is_ok());
+        // While planning, training mode needs the ratio's value.
+        let tys = [TypeInfo::of(&x), TypeInfo::of(&half), TypeInfo::of(&on)];
+        let plan = |ratio: Option<&Tensor>| {
+            Dropout.infer(&[
+                Some(InferInput {
+                    ty: &tys[0],
+                    value: None,
+                }),
+                Some(InferInput {
+                    ty: &tys[1],
+                    value: ratio,
+                }),
+                Some(InferInput {
+                    ty: &tys[2],
+                    value: Some(&on),
+                }),
+            ])
+        };
+        assert!(matches!(plan(None), Err(OpError::ValueNeeded { index: 1 })));
+        assert!(plan(Some(&zero)).is_ok());
+        assert!(matches!(
+            plan(Some(&half)),
+            Err(OpError::Unsupported { .. })
+        ));
+    }
+
+    #[test]
+    fn bf16_softmax_rounds_every_step_and_every_addition() {
+        // exp(−6) ≈ 0.00248 is below half a bf16 ulp of 1 (2⁻⁸): each addition to the
+        // running sum 1 rounds back to 1, so y₀ = 1 / 1 exactly; a sum kept in f32
+        // (1.0099) would round to 1.0078 and give y₀ < 1.
+        let bf = |v: &[f32]| {
+            v.iter()
+                .map(|&x| half::bf16::from_f32(x))
+                .collect::<Vec<_>>()
+        };
+        let x = Tensor::from_vec(vec![1, 5], bf(&[0.0, -6.0, -6.0, -6.0, -6.0])).unwrap();
+        let soft = |kind| Softmax {
+            kind,
+            axis: -1,
+            coerce_2d: false,
+        };
+        for mode in [KernelMode::Fast, KernelMode::Reference] {
+            let y = soft(SoftKind::Softmax)
+                .run(&[Some(&x)], &Ctx::new(mode, 1))
+                .unwrap()
+                .remove(0);
+            let y = y.as_slice::<half::bf16>().unwrap();
+            assert_eq!(y[0].to_f32(), 1.0);
+            let e = half::bf16::from_f32(exp_f32(-6.0));
+            assert_eq!(y[1], e);
+            // LogSoftmax: ln(1) = 0, so y = x − m exactly.
+            let y = soft(SoftKind::LogSoftmax)
+                .run(&[Some(&x)], &Ctx::new(mode, 1))
+                .unwrap()
+                .remove(0);
+            assert_eq!(
+                y.as_slice::<half::bf16>().unwrap(),
+                x.as_slice::<half::bf16>().unwrap()
+            );
+        }
+        let ty = TypeInfo::of(&x);
+        let ins = [Some(InferInput {
+            ty: &ty,
+            value: None,
+        })];
+        assert_eq!(
+            soft(SoftKind::Softmax).infer(&ins).unwrap(),
+            vec![ty.clone()]
+        );
+        // The other normalizations still refuse bf16.
+        let lp = LpNorm { axis: -1, p: 2 };
+        assert!(matches!(
+            lp.infer(&ins),
+            Err(OpError::DType { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn batch_norm_training_uses_the_batch_statistics() {
+        let op = batch_norm_node(3).unwrap();
+        // N = 2, C = 1, two points each: mean 12/4 = 3, var (4 + 1 + 0 + 9)/4 = 3.5;
+        // a = 2 / sqrt(3.5 + 0.5) = 1, y = (x − 3)·1 + 1.
+        let x = Tensor::from_vec(vec![2, 1, 2], vec![1.0f32, 2.0, 3.0, 6.0]).unwrap();
+        let one = |v: f32| Tensor::from_vec(vec![1], vec![v]).unwrap();
+        let one64 = |v: f64| Tensor::from_vec(vec![1], vec![v]).unwrap();
+        let (s, b) = (one(2.0), one(1.0));
+        let (m, v) = (one64(1.0), one64(0.5));
+        let ins = [Some(&x), Some(&s), Some(&b), Some(&m), Some(&v)];
+        for mode in [KernelMode::Fast, KernelMode::Reference] {
+            let out = op.run(&ins, &Ctx::new(mode, 2)).unwrap();
+            assert_eq!(out[0].as_slice::<f32>().unwrap(), &[-1.0, 0.0, 1.0, 4.0]);
+            // running = given·0.5 + batch·0.5, in the statistics' own dtype (f64).
+            assert_eq!(out[1].as_slice::<f64>().unwrap(), &[2.0]);
+            assert_eq!(out[2].as_slice::<f64>().unwrap(), &[2.0]);
+        }
+        let tys: Vec<TypeInfo> = ins.iter().map(|t| TypeInfo::of(t.unwrap())).collect();
+        let infer_ins: Vec<_> = tys
+            .iter()
+            .map(|ty| Some(InferInput { ty, value: None }))
+            .collect();
+        let types = op.infer(&infer_ins).unwrap();
+        assert_eq!(types[2], TypeInfo::new(DType::F64, vec![1]));
+        // One output: Y only.
+        let out = batch_norm_node(1).unwrap();
+        assert_eq!(out.infer(&infer_ins).unwrap().len(), 1);
+        let out = out.run(&ins, &Ctx::new(KernelMode::Fast, 1)).unwrap();
+        assert_eq!(out.len(), 1);
+        // An empty batch has NaN statistics.
+        let e = Tensor::from_vec(vec![0, 1, 2], Vec::<f32>::new()).unwrap();
+        let out = op
+            .run(
+                &[Some(&e), Some(&s), Some(&b), Some(&m), Some(&v)],
+                &Ctx::new(KernelMode::Reference, 1),
+            )
+            .unwrap();
+        assert_eq!(out[0].len(), 0);
+        assert!(out[1].as_slice::<f64>().unwrap()[0].is_nan());
+    }
+
+    #[test]
+    fn batch_norm_training_refusals() {
+        assert!(batch_norm_node(4)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 3 outputs"));
+        let op = batch_norm_node(3).unwrap();
+        let x = Tensor::from_vec(vec![1, 2, 1], vec![1.0f32, 2.0]).unwrap();
+        let two = Tensor::from_vec(vec![2], vec![1.0f32, 1.0]).unwrap();
+        let three = Tensor::from_vec(vec![3], vec![1.0f32; 3]).unwrap();
+        let ctx = Ctx::new(KernelMode::Fast, 1);
+        let err = op
+            .run(
+                &[Some(&x), Some(&two), Some(&two), Some(&three), Some(&two)],
+                &ctx,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("C elements"), "{err}");
+        let xi = Tensor::from_vec(vec![1, 2, 1], vec![1i32, 2]).unwrap();
+        let err = op
+            .run(
+                &[Some(&xi), Some(&two), Some(&two), Some(&two), Some(&two)],
+                &ctx,
+            )
+            .unwrap_err();
+        assert!(matches!(err, OpError::DType { index: 0, .. }));
+        let ty = |t: &Tensor| TypeInfo::of(t);
+        let tys = [ty(&x), ty(&two), ty(&two), ty(&three), ty(&two)];
+        let ins: Vec<_> = tys
+            .iter()
+            .map(|ty| Some(InferInput { ty, value: None }))
+            .collect();
+        assert!(op
+            .infer(&ins)
+            .unwrap_err()
+            .to_string()
+            .contains("parameter 3"));
     }
 
     #[test]

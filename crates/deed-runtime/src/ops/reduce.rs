@@ -155,7 +155,8 @@ impl Op for Reduce {
                     | Kind::SumSquare
                     | Kind::Mean
             ))
-            || (dt == DType::Bool && matches!(self.kind, Kind::Max | Kind::Min));
+            || (matches!(dt, DType::Bool | DType::BF16)
+                && matches!(self.kind, Kind::Max | Kind::Min));
         if !ok {
             return Err(OpError::DType {
                 index: 0,
@@ -196,6 +197,17 @@ impl Op for Reduce {
                     reduce_f32(self.kind, &w, &groups)
                         .into_iter()
                         .map(half::f16::from_f32)
+                        .collect(),
+                )
+            }
+            // Max and Min only (refused otherwise while planning): exact, so the f32
+            // result is a bf16 value.
+            TensorData::BF16(v) if matches!(self.kind, Kind::Max | Kind::Min) => {
+                let w: Vec<f32> = v.iter().map(|h| h.to_f32()).collect();
+                TensorData::BF16(
+                    reduce_f32(self.kind, &w, &groups)
+                        .into_iter()
+                        .map(half::bf16::from_f32)
                         .collect(),
                 )
             }
@@ -699,6 +711,48 @@ mod tests {
             noop_with_empty_axes: false,
         };
         assert_eq!(run(&r, &[Some(&x)]).as_slice::<f32>().unwrap(), &[0.0]);
+    }
+
+    #[test]
+    fn bf16_max_and_min_only() {
+        let bf = |v: &[f32]| {
+            v.iter()
+                .map(|&x| half::bf16::from_f32(x))
+                .collect::<Vec<_>>()
+        };
+        let x = Tensor::from_vec(vec![2, 2], bf(&[1.5, -3.0, f32::NAN, 2.0])).unwrap();
+        let axes = Tensor::from_vec(vec![1], vec![1i64]).unwrap();
+        let op = |kind| Reduce {
+            kind,
+            axes_attr: None,
+            axes_from_input: true,
+            keepdims: false,
+            noop_with_empty_axes: false,
+        };
+        let max = run(&op(Kind::Max), &[Some(&x), Some(&axes)]);
+        let max = max.as_slice::<half::bf16>().unwrap();
+        assert_eq!(max[0].to_f32(), 1.5);
+        assert!(max[1].is_nan());
+        let min = run(&op(Kind::Min), &[Some(&x), Some(&axes)]);
+        assert_eq!(min.as_slice::<half::bf16>().unwrap()[0].to_f32(), -3.0);
+        // Every other reduction refuses bf16 while planning.
+        let ty = TypeInfo::of(&x);
+        let ax = TypeInfo::of(&axes);
+        let ins = [
+            Some(InferInput {
+                ty: &ty,
+                value: None,
+            }),
+            Some(InferInput {
+                ty: &ax,
+                value: Some(&axes),
+            }),
+        ];
+        assert!(op(Kind::Max).infer(&ins).is_ok());
+        assert!(matches!(
+            op(Kind::Sum).infer(&ins),
+            Err(OpError::DType { index: 0, .. })
+        ));
     }
 
     #[test]

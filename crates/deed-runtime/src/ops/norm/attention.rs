@@ -8,13 +8,13 @@
 //! operators with this crate's canonical semantics: the scale `sqrt(scale)` (default
 //! `sqrt(1/sqrt(head size))`, in f32) multiplies Q and K, the products are `MatMul`s,
 //! soft-capping is `Div`, `Tanh`, `Mul`, the bias is added, the softmax is the
-//! crate's, and every step of an f16 attention is rounded to f16 as its own operator
+//! crate's, and every step of an f16 (bf16) attention is rounded to f16 (bf16) as its own operator
 //! would be. The masks are composed as the reference implementation does (see
 //! `docs/canonical-semantics.md`).
 
 use deed_types::{DType, Tensor, TensorData};
 
-use super::{softmax_rows, Float, SoftKind};
+use super::{softmax_rows, Float, Narrow, SoftKind};
 use crate::error::OpError;
 use crate::kernels::{gemm, Mat, Scalar};
 use crate::ops::util::{broadcast_offsets, broadcast_shapes, check_count, infer_input, input};
@@ -230,7 +230,7 @@ impl Attention {
         let k = infer_input(inputs, 1)?;
         let v = infer_input(inputs, 2)?;
         let dt = q.ty.dtype;
-        if !matches!(dt, DType::F32 | DType::F64 | DType::F16) {
+        if !matches!(dt, DType::F32 | DType::F64 | DType::F16 | DType::BF16) {
             return Err(OpError::DType {
                 index: 0,
                 dtype: dt,
@@ -321,6 +321,7 @@ fn mask_bias(mask: &Tensor, d: &Dims) -> Result<Vec<f64>, OpError> {
         TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
         TensorData::F64(v) => v.clone(),
         TensorData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
+        TensorData::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
         _ => {
             return Err(OpError::DType {
                 index: 3,
@@ -445,10 +446,10 @@ fn compute<T: Float + Scalar>(
     v: &[T],
     past: Option<(&[T], &[T])>,
     bias: &[f64],
-    narrow: bool,
+    narrow: Narrow,
     ctx: &Ctx,
 ) -> Result<Outputs<T>, OpError> {
-    let r = |x: T| if narrow { x.round_f16() } else { x };
+    let r = |x: T| narrow.round(x);
     let bad = || OpError::shape("Attention operand smaller than its shape");
     let (q4, k4, v4);
     let (q, k, v) = if d.packed {
@@ -499,7 +500,7 @@ fn compute<T: Float + Scalar>(
         None => softmax_rows(&scores, sk, 1, SoftKind::Softmax, narrow, ctx),
         Some(DType::F64) => {
             let wide: Vec<f64> = scores.iter().map(|x| x.to_f64()).collect();
-            softmax_rows(&wide, sk, 1, SoftKind::Softmax, false, ctx)
+            softmax_rows(&wide, sk, 1, SoftKind::Softmax, Narrow::No, ctx)
                 .into_iter()
                 .map(T::from_f64)
                 .collect()
@@ -517,7 +518,7 @@ fn compute<T: Float + Scalar>(
                     }
                 })
                 .collect();
-            softmax_rows(&cast, sk, 1, SoftKind::Softmax, f16, ctx)
+            softmax_rows(&cast, sk, 1, SoftKind::Softmax, Narrow::of(p), ctx)
                 .into_iter()
                 .map(|x| T::from_f64(f64::from(x)))
                 .collect()
@@ -612,8 +613,17 @@ impl Op for Attention {
                     (Some(a), Some(b)) => Some((get(a)?, get(b)?)),
                     _ => None,
                 };
-                let o =
-                    compute::<$t>(self, &d, get(q)?, get(k)?, get(v)?, past, &bias, false, ctx)?;
+                let o = compute::<$t>(
+                    self,
+                    &d,
+                    get(q)?,
+                    get(k)?,
+                    get(v)?,
+                    past,
+                    &bias,
+                    Narrow::No,
+                    ctx,
+                )?;
                 (
                     TensorData::$variant(o.y),
                     TensorData::$variant(o.present_k),
@@ -622,12 +632,11 @@ impl Op for Attention {
                 )
             }};
         }
-        let (y, pk_out, pv_out, qk) = match q.dtype() {
-            DType::F32 => native!(f32, F32),
-            DType::F64 => native!(f64, F64),
-            DType::F16 => {
+        // f16 / bf16: widened to f32, every step rounded to the narrow type.
+        macro_rules! narrowed {
+            ($h:ty, $variant:ident) => {{
                 let wide = |t: &Tensor| -> Result<Vec<f32>, OpError> {
-                    t.as_slice::<half::f16>()
+                    t.as_slice::<$h>()
                         .map(|s| s.iter().map(|x| x.to_f32()).collect())
                         .ok_or(OpError::DType {
                             index: 0,
@@ -647,13 +656,24 @@ impl Op for Attention {
                     &vw,
                     past.as_ref().map(|(a, b)| (&a[..], &b[..])),
                     &bias,
-                    true,
+                    Narrow::of(q.dtype()),
                     ctx,
                 )?;
-                let half =
-                    |v: Vec<f32>| TensorData::F16(v.into_iter().map(half::f16::from_f32).collect());
-                (half(o.y), half(o.present_k), half(o.present_v), half(o.qk))
-            }
+                let narrow =
+                    |v: Vec<f32>| TensorData::$variant(v.into_iter().map(<$h>::from_f32).collect());
+                (
+                    narrow(o.y),
+                    narrow(o.present_k),
+                    narrow(o.present_v),
+                    narrow(o.qk),
+                )
+            }};
+        }
+        let (y, pk_out, pv_out, qk) = match q.dtype() {
+            DType::F32 => native!(f32, F32),
+            DType::F64 => native!(f64, F64),
+            DType::F16 => narrowed!(half::f16, F16),
+            DType::BF16 => narrowed!(half::bf16, BF16),
             dt => {
                 return Err(OpError::DType {
                     index: 0,
@@ -696,6 +716,33 @@ mod tests {
 
     fn run(op: &Attention, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         op.run(inputs, &Ctx::new(KernelMode::Fast, 1))
+    }
+
+    #[test]
+    fn bf16_attention_computes_in_f32_rounding_every_step() {
+        let bf = |shape: &[usize], v: f32| {
+            let n = shape.iter().product();
+            Tensor::from_vec(shape.to_vec(), vec![half::bf16::from_f32(v); n]).unwrap()
+        };
+        // Equal scores: weights 1/3 each (rounded to bf16), Y = 3 · (w · 0.75) in the
+        // f32 product, rounded once: 0.75 · 0.333984375 · 3 → bf16(0.751464…) = 0.75.
+        let q = bf(&[1, 1, 2, 4], 0.5);
+        let k = bf(&[1, 1, 3, 4], 0.5);
+        let v = bf(&[1, 1, 3, 4], 0.75);
+        let y = run(&op(), &[Some(&q), Some(&k), Some(&v)])
+            .unwrap()
+            .remove(0);
+        assert_eq!(y.dtype(), DType::BF16);
+        let w = half::bf16::from_f32(1.0 / 3.0).to_f32();
+        let want = half::bf16::from_f32(w * 0.75 + w * 0.75 + w * 0.75);
+        assert!(y
+            .as_slice::<half::bf16>()
+            .unwrap()
+            .iter()
+            .all(|&x| x == want));
+        // K of another dtype is refused.
+        let err = run(&op(), &[Some(&q), Some(&t(&[1, 1, 3, 4])), Some(&v)]).unwrap_err();
+        assert!(matches!(err, OpError::DTypeMismatch { .. }), "{err}");
     }
 
     #[test]

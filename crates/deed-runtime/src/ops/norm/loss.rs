@@ -24,7 +24,7 @@
 
 use deed_types::{DType, Tensor, TensorData};
 
-use super::{check_float, param, row_layout, softmax_rows, Float, SoftKind};
+use super::{check_float, param, row_layout, softmax_rows, Float, Narrow, SoftKind};
 use crate::error::OpError;
 use crate::ops::util::{check_count, infer_input, input, opt_infer_input, opt_input, same_dtype};
 use crate::ops::{Ctx, InferInput, NodeInfo, Op, TypeInfo};
@@ -166,7 +166,8 @@ impl Op for Loss {
                     }
                 }
                 let log_prob = if self.softmax {
-                    let mut lp = softmax_rows(v, c, d, SoftKind::LogSoftmax, narrow, ctx);
+                    let mut lp =
+                        softmax_rows(v, c, d, SoftKind::LogSoftmax, Narrow::of(x.dtype()), ctx);
                     if narrow {
                         lp.iter_mut().for_each(|e| *e = e.round_f16());
                     }
