@@ -9,6 +9,7 @@
 use deed_types::{DType, Tensor, TensorData};
 
 use super::post::PostTransform;
+use super::tree::find_cycle;
 use super::{req_ints, rows_cols};
 use crate::error::OpError;
 use crate::ops::util::{check_count, infer_input, input};
@@ -352,40 +353,19 @@ pub(super) fn build(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
 impl TreeEnsemble {
     /// Refuses nodes from which a walk could come back to itself.
     fn check_acyclic(&self) -> Result<(), OpError> {
-        let n = self.nodes.len();
-        let mut state = vec![0u8; n]; // 0 new, 1 on the path, 2 done
-        for start in 0..n {
-            if state[start] != 0 {
-                continue;
-            }
-            let mut stack = vec![(start, false)];
-            while let Some((i, expanded)) = stack.pop() {
-                if expanded {
-                    state[i] = 2;
-                    continue;
-                }
-                if state[i] == 2 {
-                    continue;
-                }
-                state[i] = 1;
-                stack.push((i, true));
-                for next in [self.nodes[i].yes, self.nodes[i].no] {
-                    if let Next::Node(c) = next {
-                        match state[c] {
-                            1 => {
-                                return Err(OpError::bad_attr(
-                                    "nodes_truenodeids",
-                                    format!("the walk from node {c} can come back to it"),
-                                ))
-                            }
-                            0 => stack.push((c, false)),
-                            _ => {}
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
+        let node = |next: Next| match next {
+            Next::Node(c) => Some(c),
+            _ => None,
+        };
+        find_cycle(self.nodes.len(), |i| {
+            [node(self.nodes[i].yes), node(self.nodes[i].no)]
+        })
+        .map_or(Ok(()), |c| {
+            Err(OpError::bad_attr(
+                "nodes_truenodeids",
+                format!("the walk from node {c} can come back to it"),
+            ))
+        })
     }
 
     /// The leaf the walk from `root` reaches for row `x`.

@@ -203,42 +203,19 @@ impl Forest {
     /// Refuses forests in which a walk could loop: every walk must reach a leaf
     /// within as many steps as there are nodes.
     fn check_acyclic(&self) -> Result<(), OpError> {
-        // depth[i]: longest path from i to a leaf, computed iteratively.
-        let n = self.nodes.len();
-        let mut state = vec![0u8; n]; // 0 new, 1 on stack, 2 done
-        for start in 0..n {
-            if state[start] != 0 {
-                continue;
+        find_cycle(self.nodes.len(), |i| {
+            let nd = &self.nodes[i];
+            match nd.mode {
+                Mode::Leaf => [None, None],
+                _ => [Some(nd.yes), Some(nd.no)],
             }
-            let mut stack = vec![(start, false)];
-            while let Some((i, expanded)) = stack.pop() {
-                if expanded {
-                    state[i] = 2;
-                    continue;
-                }
-                if state[i] == 2 {
-                    continue;
-                }
-                state[i] = 1;
-                stack.push((i, true));
-                let nd = &self.nodes[i];
-                if nd.mode != Mode::Leaf {
-                    for c in [nd.yes, nd.no] {
-                        match state[c] {
-                            1 => {
-                                return Err(OpError::bad_attr(
-                                    "nodes_truenodeids",
-                                    "the trees contain a cycle",
-                                ))
-                            }
-                            0 => stack.push((c, false)),
-                            _ => {}
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
+        })
+        .map_or(Ok(()), |_| {
+            Err(OpError::bad_attr(
+                "nodes_truenodeids",
+                "the trees contain a cycle",
+            ))
+        })
     }
 
     /// The leaf reached by row `x` from `root`.
@@ -499,6 +476,41 @@ impl Labels {
     }
 }
 
+/// A node from which a walk over `n` tree nodes can come back to itself, when there is
+/// one; `children(i)` gives node `i`'s two successors (`None` past a leaf). Iterative,
+/// so a deep tree cannot exhaust the stack.
+pub(super) fn find_cycle(
+    n: usize,
+    children: impl Fn(usize) -> [Option<usize>; 2],
+) -> Option<usize> {
+    let mut state = vec![0u8; n]; // 0 new, 1 on the path, 2 done
+    for start in 0..n {
+        if state[start] != 0 {
+            continue;
+        }
+        let mut stack = vec![(start, false)];
+        while let Some((i, expanded)) = stack.pop() {
+            if expanded {
+                state[i] = 2;
+                continue;
+            }
+            if state[i] == 2 {
+                continue;
+            }
+            state[i] = 1;
+            stack.push((i, true));
+            for c in children(i).into_iter().flatten() {
+                match state.get(c) {
+                    Some(1) => return Some(c),
+                    Some(0) => stack.push((c, false)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Index of the first maximal score (`v > best`, so NaN never wins after the first).
 pub(crate) fn argmax(row: &[f32]) -> Option<usize> {
     let mut best: Option<(usize, f32)> = None;
@@ -649,5 +661,43 @@ impl Op for TreeClassifier {
             self.labels.tensor(&picks)?,
             Tensor::from_vec(vec![rows, cols], scores)?,
         ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_cycle;
+
+    #[test]
+    fn cycles_are_found_wherever_a_walk_can_come_back() {
+        // 0 → (1, 2), 1 → (3, None), 2 and 3 leaves: no cycle.
+        let tree = |i: usize| match i {
+            0 => [Some(1), Some(2)],
+            1 => [Some(3), None],
+            _ => [None, None],
+        };
+        assert_eq!(find_cycle(4, tree), None);
+        // A node shared by two branches is no cycle.
+        assert_eq!(
+            find_cycle(3, |i| if i == 0 {
+                [Some(1), Some(2)]
+            } else if i == 1 {
+                [Some(2), None]
+            } else {
+                [None, None]
+            }),
+            None
+        );
+        // 2 → 0 closes a loop through the false branch; a node may point at itself.
+        let looped = |i: usize| match i {
+            0 => [Some(1), None],
+            1 => [None, Some(2)],
+            2 => [Some(0), None],
+            _ => [None, None],
+        };
+        assert_eq!(find_cycle(3, looped), Some(0));
+        assert_eq!(find_cycle(2, |i| [Some(i), None]), Some(0));
+        // A child past the last node is not followed (the builders check indices).
+        assert_eq!(find_cycle(1, |_| [Some(5), None]), None);
     }
 }

@@ -17,6 +17,17 @@ mod pattern;
 mod split;
 mod tfidf;
 
+/// A string tensor of `shape` holding `v`, for the text operators' tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+fn strs(shape: Vec<usize>, v: &[&str]) -> Tensor {
+    Tensor::new(
+        shape,
+        TensorData::Str(v.iter().map(|s| (*s).to_owned()).collect()),
+    )
+    .unwrap()
+}
+
 pub(crate) fn register(r: &mut Registry) {
     r.add("StringNormalizer", normalize::build);
     r.add("StringSplit", split::build);

@@ -198,6 +198,7 @@ impl Op for StringNormalizer {
 mod tests {
     use super::*;
     use crate::attrs::{Attr, Attrs};
+    use crate::ops::text::strs;
 
     fn attrs(list: &[(&str, Attr)]) -> Attrs {
         Attrs(
@@ -217,14 +218,6 @@ mod tests {
             num_inputs: 1,
             num_outputs: 1,
         })
-    }
-
-    fn strs(shape: Vec<usize>, v: &[&str]) -> Tensor {
-        Tensor::new(
-            shape,
-            TensorData::Str(v.iter().map(|s| s.to_string()).collect()),
-        )
-        .unwrap()
     }
 
     /// Plans with the value known, then runs; the two must agree.

@@ -139,6 +139,7 @@ impl Op for StringSplit {
 mod tests {
     use super::*;
     use crate::attrs::{Attr, Attrs};
+    use crate::ops::text::strs;
 
     fn op(list: &[(&str, Attr)]) -> Result<Box<dyn Op>, OpError> {
         let a = Attrs(
@@ -155,14 +156,6 @@ mod tests {
             num_inputs: 1,
             num_outputs: 2,
         })
-    }
-
-    fn strs(shape: Vec<usize>, v: &[&str]) -> Tensor {
-        Tensor::new(
-            shape,
-            TensorData::Str(v.iter().map(|s| s.to_string()).collect()),
-        )
-        .unwrap()
     }
 
     /// Plans with the value known, runs, checks they agree; the pieces and lengths.
