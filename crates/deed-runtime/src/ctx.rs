@@ -29,7 +29,8 @@ impl KernelMode {
 
 /// Execution context: kernel mode, the thread pool that splits independent outputs,
 /// and the [`Limits`] of the plan being run (a plan sets its own before its steps run,
-/// so that the subgraphs of `If`, `Loop` and `Scan` are held to them too).
+/// so that the subgraphs of `If`, `Loop`, `Scan` and `FlexAttention` are held to them
+/// too).
 ///
 /// With `threads` = N the pool holds N − 1 workers and the calling thread takes one
 /// share of every split itself. The workers stay awake between the operators of a run
