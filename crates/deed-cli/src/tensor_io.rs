@@ -28,7 +28,8 @@ pub fn read_tensor(path: &Path) -> Result<Tensor> {
     t.with_context(|| format!("cannot read tensor from {}", path.display()))
 }
 
-/// Parses numpy `.npy` bytes (C order; numbers, bools).
+/// Parses numpy `.npy` bytes (C order; numbers, bools, and strings: numpy's `<U`
+/// arrays, or `|S` arrays of UTF-8 bytes).
 pub fn read_npy(bytes: &[u8]) -> Result<Tensor> {
     let npy = npyz::NpyFile::new(bytes)?;
     if npy.order() != npyz::Order::C {
@@ -57,6 +58,13 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor> {
         (TypeChar::Uint, 4) => TensorData::U32(npy.into_vec()?),
         (TypeChar::Uint, 8) => TensorData::U64(npy.into_vec()?),
         (TypeChar::Bool, 1) => TensorData::Bool(npy.into_vec()?),
+        (TypeChar::UnicodeStr, _) => TensorData::Str(npy.into_vec::<String>()?),
+        (TypeChar::ByteStr, _) => TensorData::Str(
+            npy.into_vec::<Vec<u8>>()?
+                .into_iter()
+                .map(|b| String::from_utf8(b).map_err(|_| anyhow!("a |S string is not UTF-8")))
+                .collect::<Result<_>>()?,
+        ),
         (TypeChar::RawData, 1) => {
             bail!("unsupported .npy dtype {ts}{LOW_BIT_NPY}")
         }
@@ -74,6 +82,8 @@ const LOW_BIT_NPY: &str = "; .npy has no standard encoding of the low-bit dtypes
 /// Encodes a tensor as `.npy` bytes. The low-bit dtypes, which `.npy` cannot name, are
 /// written as the standard type that holds their values exactly: the 8- and 4-bit
 /// floats as f32, the 4- and 2-bit integers as i8 or u8 (as bf16 is written as f32).
+/// Strings are written as numpy writes `str` arrays, `<UN` with `N` the longest
+/// string's code points; as in numpy, a string's trailing NULs do not survive.
 pub fn npy_bytes(t: &Tensor) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let shape: Vec<u64> = t.shape().iter().map(|&d| d as u64).collect();
@@ -105,7 +115,22 @@ pub fn npy_bytes(t: &Tensor) -> Result<Vec<u8>> {
             let f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
             write!(f, f32)
         }
-        TensorData::Str(_) => bail!("string tensors cannot be written as .npy"),
+        TensorData::Str(v) => {
+            let width = v
+                .iter()
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(1);
+            let dtype = npyz::DType::Plain(format!("<U{width}").parse::<npyz::TypeStr>()?);
+            let mut w = npyz::WriteOptions::<String>::new()
+                .dtype(dtype)
+                .shape(&shape)
+                .writer(&mut out)
+                .begin_nd()?;
+            w.extend(v.iter().cloned())?;
+            w.finish()?;
+        }
         TensorData::U4(v) => write!(v.iter().map(|x| x.get()).collect::<Vec<u8>>(), u8),
         TensorData::U2(v) => write!(v.iter().map(|x| x.get()).collect::<Vec<u8>>(), u8),
         TensorData::I4(v) => write!(v.iter().map(|x| x.get()).collect::<Vec<i8>>(), i8),
@@ -276,6 +301,23 @@ mod tests {
         assert_eq!(read_npy(&npy_bytes(&b).unwrap()).unwrap(), b);
         let i = Tensor::from_vec(vec![], vec![-5i64]).unwrap();
         assert_eq!(read_npy(&npy_bytes(&i).unwrap()).unwrap(), i);
+    }
+
+    #[test]
+    fn string_tensors_round_trip_as_numpy_str_arrays() {
+        let words = ["", "grüße", "a b", "日本語のテキスト", "x"];
+        let t = Tensor::new(
+            vec![5, 1],
+            TensorData::Str(words.iter().map(|w| (*w).to_owned()).collect()),
+        )
+        .unwrap();
+        let bytes = npy_bytes(&t).unwrap();
+        // numpy's header for a str array as wide as the longest string (8 code points).
+        let header = String::from_utf8_lossy(&bytes[..128]);
+        assert!(header.contains("'descr': '<U8'"), "{header}");
+        assert_eq!(read_npy(&bytes).unwrap(), t);
+        let empty = Tensor::new(vec![0], TensorData::Str(Vec::new())).unwrap();
+        assert_eq!(read_npy(&npy_bytes(&empty).unwrap()).unwrap(), empty);
     }
 
     #[test]
