@@ -153,44 +153,29 @@ fn string_tensors_go_through_npy_files() {
     let case = fixtures().join("onnx-node/test_string_split_basic");
     let data = case.join("test_data_set_0");
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    let status = deed()
-        .arg("run")
-        .arg(case.join("model.onnx"))
-        .arg("--input")
-        .arg(format!("x={}", data.join("input_0.pb").display()))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let got = read_tensor(&out.join("substrings.npy")).unwrap();
+    // `deed run` on the input file `x`, writing to `out`; the substrings it wrote.
+    let split = |x: &Path, out: &str| {
+        let out = tmp.path().join(out);
+        let o = deed()
+            .arg("run")
+            .arg(case.join("model.onnx"))
+            .arg("--input")
+            .arg(format!("x={}", x.display()))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read_tensor(&out.join("substrings.npy")).unwrap()
+    };
     let want = read_tensor(&data.join("output_0.pb")).unwrap();
+    let got = split(&data.join("input_0.pb"), "out");
     assert_eq!(got, want);
     assert_eq!(got.dtype(), deed_types::DType::Str);
-    // The written strings as an input, through .npy.
+    // The strings as an input, through .npy.
     let strings = read_tensor(&data.join("input_0.pb")).unwrap();
     let input = tmp.path().join("x.npy");
     deed_cli::tensor_io::write_npy(&input, &strings).unwrap();
     assert_eq!(read_tensor(&input).unwrap(), strings);
-    let again = tmp.path().join("again");
-    let status = deed()
-        .arg("run")
-        .arg(case.join("model.onnx"))
-        .arg("--input")
-        .arg(format!("x={}", input.display()))
-        .arg("--out")
-        .arg(&again)
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    assert_eq!(read_tensor(&again.join("substrings.npy")).unwrap(), want);
+    assert_eq!(split(&input, "again"), want);
 }
