@@ -205,6 +205,33 @@ pub trait Op: Send + Sync + Debug {
     }
 }
 
+/// Helpers for the operators' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Ctx, InferInput, Op, TypeInfo};
+    use crate::error::OpError;
+    use deed_types::Tensor;
+
+    /// [`Op::infer`] for one input of type `ty`, whose value is `value` when known.
+    pub(crate) fn infer_one(
+        op: &dyn Op,
+        ty: &TypeInfo,
+        value: Option<&Tensor>,
+    ) -> Result<Vec<TypeInfo>, OpError> {
+        op.infer(&[Some(InferInput { ty, value })])
+    }
+
+    /// Plans `op` for the one input `x` (its value known when `known`), runs it, and
+    /// checks that every output has the type planned for it.
+    pub(crate) fn run_one(op: &dyn Op, x: &Tensor, known: bool) -> Result<Vec<Tensor>, OpError> {
+        let planned = infer_one(op, &TypeInfo::of(x), known.then_some(x))?;
+        let out = op.run(&[Some(x)], &Ctx::default())?;
+        let got: Vec<TypeInfo> = out.iter().map(TypeInfo::of).collect();
+        assert_eq!(got, planned[..got.len()], "outputs differ from the plan");
+        Ok(out)
+    }
+}
+
 /// What an operator prepared while planning (see [`Op::prepare`]); only the operator
 /// that made it knows its type.
 pub struct Prepared(pub Box<dyn std::any::Any + Send + Sync>);

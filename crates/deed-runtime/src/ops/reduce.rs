@@ -695,6 +695,17 @@ impl Op for CumSum {
 mod tests {
     use super::*;
 
+    /// A reduction over the axes of its second input, without kept dimensions.
+    fn over_input_axes(kind: Kind) -> Reduce {
+        Reduce {
+            kind,
+            axes_attr: None,
+            axes_from_input: true,
+            keepdims: false,
+            noop_with_empty_axes: false,
+        }
+    }
+
     fn run(op: &dyn Op, inputs: &[Option<&Tensor>]) -> Tensor {
         op.run(inputs, &Ctx::default()).unwrap().remove(0)
     }
@@ -722,13 +733,7 @@ mod tests {
         };
         let x = Tensor::from_vec(vec![2, 2], bf(&[1.5, -3.0, f32::NAN, 2.0])).unwrap();
         let axes = Tensor::from_vec(vec![1], vec![1i64]).unwrap();
-        let op = |kind| Reduce {
-            kind,
-            axes_attr: None,
-            axes_from_input: true,
-            keepdims: false,
-            noop_with_empty_axes: false,
-        };
+        let op = over_input_axes;
         let max = run(&op(Kind::Max), &[Some(&x), Some(&axes)]);
         let max = max.as_slice::<half::bf16>().unwrap();
         assert_eq!(max[0].to_f32(), 1.5);
@@ -759,13 +764,7 @@ mod tests {
     fn bool_max_is_any_and_min_is_all() {
         let x = Tensor::from_vec(vec![2, 3], vec![true, false, false, true, true, true]).unwrap();
         let axes = Tensor::from_vec(vec![1], vec![1i64]).unwrap();
-        let op = |kind| Reduce {
-            kind,
-            axes_attr: None,
-            axes_from_input: true,
-            keepdims: false,
-            noop_with_empty_axes: false,
-        };
+        let op = over_input_axes;
         let max = run(&op(Kind::Max), &[Some(&x), Some(&axes)]);
         assert_eq!(max.as_slice::<bool>().unwrap(), &[true, true]);
         let min = run(&op(Kind::Min), &[Some(&x), Some(&axes)]);

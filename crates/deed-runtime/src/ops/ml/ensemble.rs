@@ -532,6 +532,7 @@ impl Op for TreeEnsemble {
 mod tests {
     use super::*;
     use crate::attrs::{Attr, Attrs};
+    use crate::ops::testing::run_one;
 
     /// Attributes by name, in the order given.
     type AttrList = Vec<(&'static str, Attr)>;
@@ -586,14 +587,7 @@ mod tests {
     }
 
     fn run(op: &dyn Op, x: &Tensor) -> Result<Tensor, OpError> {
-        let ty = TypeInfo::of(x);
-        let planned = op.infer(&[Some(InferInput {
-            ty: &ty,
-            value: None,
-        })])?;
-        let out = op.run(&[Some(x)], &Ctx::default())?.remove(0);
-        assert_eq!(TypeInfo::of(&out), planned[0]);
-        Ok(out)
+        Ok(run_one(op, x, false)?.remove(0))
     }
 
     /// Sets an attribute, adding it when absent.

@@ -198,6 +198,7 @@ impl Op for StringNormalizer {
 mod tests {
     use super::*;
     use crate::attrs::{Attr, Attrs};
+    use crate::ops::testing::{infer_one, run_one};
     use crate::ops::text::strs;
 
     fn attrs(list: &[(&str, Attr)]) -> Attrs {
@@ -222,15 +223,7 @@ mod tests {
 
     /// Plans with the value known, then runs; the two must agree.
     fn run(a: &Attrs, x: &Tensor) -> Result<Tensor, OpError> {
-        let op = op(a)?;
-        let ty = TypeInfo::of(x);
-        let planned = op.infer(&[Some(InferInput {
-            ty: &ty,
-            value: Some(x),
-        })])?;
-        let out = op.run(&[Some(x)], &Ctx::default())?.remove(0);
-        assert_eq!(TypeInfo::of(&out), planned[0]);
-        Ok(out)
+        Ok(run_one(op(a)?.as_ref(), x, true)?.remove(0))
     }
 
     fn words(t: &Tensor) -> Vec<&str> {
@@ -279,20 +272,12 @@ mod tests {
         // Without stop words the shape is known from the type alone.
         let plain = op(&attrs(&[])).unwrap();
         let ty = TypeInfo::new(DType::Str, vec![1, 5]);
-        let t = plain
-            .infer(&[Some(InferInput {
-                ty: &ty,
-                value: None,
-            })])
-            .unwrap();
+        let t = infer_one(plain.as_ref(), &ty, None).unwrap();
         assert_eq!(t[0].shape, vec![1, 5]);
         // With them the value is needed.
         let op = op(&monday("NONE", 1)).unwrap();
         assert_eq!(
-            op.infer(&[Some(InferInput {
-                ty: &ty,
-                value: None,
-            })]),
+            infer_one(op.as_ref(), &ty, None),
             Err(OpError::ValueNeeded { index: 0 })
         );
     }

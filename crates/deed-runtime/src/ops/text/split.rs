@@ -139,6 +139,7 @@ impl Op for StringSplit {
 mod tests {
     use super::*;
     use crate::attrs::{Attr, Attrs};
+    use crate::ops::testing::{infer_one, run_one};
     use crate::ops::text::strs;
 
     fn op(list: &[(&str, Attr)]) -> Result<Box<dyn Op>, OpError> {
@@ -160,16 +161,7 @@ mod tests {
 
     /// Plans with the value known, runs, checks they agree; the pieces and lengths.
     fn run(op: &dyn Op, x: &Tensor) -> (Vec<usize>, Vec<String>, Vec<i64>) {
-        let ty = TypeInfo::of(x);
-        let planned = op
-            .infer(&[Some(InferInput {
-                ty: &ty,
-                value: Some(x),
-            })])
-            .unwrap();
-        let out = op.run(&[Some(x)], &Ctx::default()).unwrap();
-        assert_eq!(TypeInfo::of(&out[0]), planned[0]);
-        assert_eq!(TypeInfo::of(&out[1]), planned[1]);
+        let out = run_one(op, x, true).unwrap();
         (
             out[0].shape().to_vec(),
             out[0].as_slice::<String>().unwrap().to_vec(),
@@ -220,22 +212,14 @@ mod tests {
     fn empty_input_needs_no_value() {
         let op = op(&[]).unwrap();
         let ty = TypeInfo::new(DType::Str, vec![0]);
-        let t = op
-            .infer(&[Some(InferInput {
-                ty: &ty,
-                value: None,
-            })])
-            .unwrap();
+        let t = infer_one(op.as_ref(), &ty, None).unwrap();
         assert_eq!(t[0].shape, vec![0, 0]);
         let (shape, _, n) = run(op.as_ref(), &strs(vec![0], &[]));
         assert_eq!(shape, [0, 0]);
         assert!(n.is_empty());
         let ty = TypeInfo::new(DType::Str, vec![2]);
         assert_eq!(
-            op.infer(&[Some(InferInput {
-                ty: &ty,
-                value: None,
-            })]),
+            infer_one(op.as_ref(), &ty, None),
             Err(OpError::ValueNeeded { index: 0 })
         );
     }

@@ -332,6 +332,7 @@ impl Op for TfIdf {
 mod tests {
     use super::*;
     use crate::attrs::{Attr, Attrs};
+    use crate::ops::testing::run_one;
 
     /// Attributes by name, in the order given.
     type AttrList = Vec<(&'static str, Attr)>;
@@ -374,15 +375,7 @@ mod tests {
     }
 
     fn run(a: &Attrs, x: &Tensor) -> Result<Tensor, OpError> {
-        let op = build(&node(a))?;
-        let ty = TypeInfo::of(x);
-        let planned = op.infer(&[Some(InferInput {
-            ty: &ty,
-            value: None,
-        })])?;
-        let out = op.run(&[Some(x)], &Ctx::default())?.remove(0);
-        assert_eq!(TypeInfo::of(&out), planned[0]);
-        Ok(out)
+        Ok(run_one(build(&node(a))?.as_ref(), x, false)?.remove(0))
     }
 
     fn tokens() -> Tensor {
