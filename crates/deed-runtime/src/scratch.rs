@@ -129,7 +129,7 @@ thread_local! {
 /// every element take one. Reusing the storage of dead intermediates saves the zero
 /// fill of a new allocation and the page faults of memory the allocator had given back
 /// to the system.
-pub(crate) fn output<T: Copy + 'static>(len: usize, fill: T) -> Vec<T> {
+pub(crate) fn output<T: Clone + 'static>(len: usize, fill: T) -> Vec<T> {
     let found = OUTPUTS
         .try_with(|free| {
             let mut free = free.try_borrow_mut().ok()?;
@@ -161,6 +161,14 @@ pub(crate) fn output<T: Copy + 'static>(len: usize, fill: T) -> Vec<T> {
         }
         None => vec![fill; len],
     }
+}
+
+/// Leaves a freed buffer of `len` f32s full of NaNs with a payload where [`output`]
+/// takes its next buffer from, so that a test of a kernel writing into it sees any
+/// element the kernel failed to write.
+#[cfg(test)]
+pub(crate) fn leave_stale_f32(len: usize) {
+    recycle(TensorData::F32(vec![f32::from_bits(0x7FA0_0001); len]));
 }
 
 /// Keeps the buffer of `data`, a tensor no one else holds any more, for [`output`] on

@@ -1558,11 +1558,7 @@ mod tests {
     /// the convolution takes its output from (`crate::scratch::output`): an element the
     /// kernel failed to write would show.
     fn stale_output(shape: &ConvShape) {
-        let n = shape.out.iter().product::<usize>();
-        crate::scratch::recycle(deed_types::TensorData::F32(vec![
-            f32::from_bits(0x7FA0_0001);
-            n
-        ]));
+        crate::scratch::leave_stale_f32(shape.out.iter().product::<usize>());
     }
 
     proptest! {

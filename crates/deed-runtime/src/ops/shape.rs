@@ -112,7 +112,7 @@ pub(crate) fn remap(
 }
 
 /// Typed [`remap`].
-pub(crate) fn remap_slice<T: Clone + Default + Send + Sync>(
+pub(crate) fn remap_slice<T: Clone + Default + Send + Sync + 'static>(
     src: &[T],
     tables: &[Vec<usize>],
     fill: Option<T>,
@@ -133,7 +133,8 @@ pub(crate) fn remap_slice<T: Clone + Default + Send + Sync>(
     let fill = fill.unwrap_or_default();
     let get = |i: usize| src.get(i).cloned().unwrap_or_else(|| fill.clone());
     let rows_per_chunk = (CHUNK_ELEMS / row).max(1);
-    let mut out = vec![T::default(); n];
+    // Every element is written below.
+    let mut out = crate::scratch::output(n, T::default());
     let do_rows = |first_row: usize, chunk: &mut [T]| {
         // Mixed-radix decode of the first row's outer coordinates.
         let mut coords = vec![0usize; outer.len()];

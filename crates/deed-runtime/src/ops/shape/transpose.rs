@@ -27,7 +27,7 @@ pub fn transpose(src: &TensorData, shape: &[usize], perm: &[usize], ctx: &Ctx) -
 }
 
 /// Typed [`transpose`]; takes the reference path when `ctx.reference()`.
-pub fn transpose_slice<T: Clone + Default + Send + Sync>(
+pub fn transpose_slice<T: Clone + Default + Send + Sync + 'static>(
     src: &[T],
     shape: &[usize],
     perm: &[usize],
@@ -110,7 +110,7 @@ fn simplify(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
 
 /// `[batch, m, n] → [batch, n, m]`, in `TILE`×`TILE` blocks; tasks own whole groups
 /// of output rows.
-fn batched_2d<T: Clone + Default + Send + Sync>(
+fn batched_2d<T: Clone + Default + Send + Sync + 'static>(
     src: &[T],
     batch: usize,
     m: usize,
@@ -118,7 +118,8 @@ fn batched_2d<T: Clone + Default + Send + Sync>(
     ctx: &Ctx,
 ) -> Vec<T> {
     let total = batch * m * n;
-    let mut out = vec![T::default(); total];
+    // Every element is written below.
+    let mut out = crate::scratch::output(total, T::default());
     let rows_per_task = (TASK_ELEMS / m.max(1)).max(TILE).div_ceil(TILE) * TILE;
     ctx.for_each_chunk(&mut out, rows_per_task * m, |task, chunk| {
         let r0 = task * rows_per_task;
@@ -201,6 +202,9 @@ mod tests {
             let reference = transpose_reference(&data, &shape, &perm);
             for ctx in contexts() {
                 let threads = ctx.threads();
+                // Written into a freed buffer of stale NaNs (unless the fast path
+                // copies): an element left unwritten would show.
+                crate::scratch::leave_stale_f32(data.len());
                 let fast = transpose_slice(&data, &shape, &perm, ctx);
                 let a: Vec<u32> = fast.iter().map(|x| x.to_bits()).collect();
                 let b: Vec<u32> = reference.iter().map(|x| x.to_bits()).collect();
