@@ -220,15 +220,19 @@ fn map_into<S: Copy, D: Copy + Default>(src: &[S], f: impl Fn(S) -> D) -> Vec<D>
 
 /// Builds an integer tensor of a quantized dtype from values already in range.
 #[inline(always)]
+/// The narrowed values' buffer is freed for a later output of this thread
+/// (`scratch::recycle`).
 fn int_tensor(dt: DType, shape: Vec<usize>, v: Vec<i32>) -> Result<Tensor, OpError> {
-    Ok(match dt {
+    let t = match dt {
         DType::U8 => Tensor::from_vec(shape, map_into(&v, |x| x as u8))?,
         DType::I8 => Tensor::from_vec(shape, map_into(&v, |x| x as i8))?,
         DType::U16 => Tensor::from_vec(shape, map_into(&v, |x| x as u16))?,
         DType::I16 => Tensor::from_vec(shape, map_into(&v, |x| x as i16))?,
-        DType::I32 => Tensor::from_vec(shape, v)?,
+        DType::I32 => return Ok(Tensor::from_vec(shape, v)?),
         other => return Err(OpError::unsupported(format!("output dtype {other}"))),
-    })
+    };
+    crate::scratch::recycle(TensorData::I32(v));
+    Ok(t)
 }
 
 /// The canonical saturating requantization step: round half to even, add the zero
@@ -1029,7 +1033,8 @@ fn fast_int_matmul(
             &built
         }
     };
-    let mut out = vec![0i32; rows * n];
+    // Every kernel writes each accumulator (`qgemm`'s tests start from stale ones).
+    let mut out = crate::scratch::output(rows * n, 0i32);
     qgemm(ctx, rows, qa, &za, qb, &mut out)?;
     Ok(Some((sh, out)))
 }
