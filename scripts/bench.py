@@ -20,9 +20,10 @@ Steps:
      its minima and the median of its medians over the rounds;
   4. prints a table with the ratios deed/ort(1t), deed/ort(2t), deed/tract (on the
      minimum, the figure least disturbed by other load, and on the median), the trace
-     overhead, its floor on two cores (when hashing a run inline takes H on top of an
-     untraced time C, no split of the hashing between the two cores finishes before
-     max(C, (C + H) / 2)), the peak memory, and the largest deviation of deed's outputs
+     overhead, its floor on two cores (see `schedule_floor`: from each step's compute
+     and hashing time, which `DEED_PROFILE=1` reports, the least time any split of the
+     hashing between the two cores allows, since a step's outputs can be hashed only
+     once computed), the peak memory, and the largest deviation of deed's outputs
      from onnxruntime's;
   5. checks determinism: `deed run --json` must report the same trace_root with
      --threads 1, 2 and 4 and with DEED_KERNELS=reference, one line per model.
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -79,6 +81,49 @@ def run_child(cmd: list[str], env: dict | None = None) -> tuple[dict, float]:
     except json.JSONDecodeError as e:
         raise RuntimeError(f"output is not JSON ({e}): {text[:200]!r}") from None
     return report, usage.ru_maxrss / 1024.0
+
+
+PROFILE_LINE = re.compile(r"^step\s+(\d+)\s+\S+\s+([\d.]+) us compute\s+([\d.]+) us hash$")
+
+
+def step_profile(cmd: list[str]) -> list[tuple[float, float]] | None:
+    """Median compute and hashing time of each step, in µs, over the runs of `cmd`
+    with DEED_PROFILE=1 (each step timed, then hashed inline and timed)."""
+    proc = subprocess.run(cmd, env={**os.environ, "DEED_PROFILE": "1"}, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    per: dict[int, tuple[list[float], list[float]]] = {}
+    for line in proc.stderr.splitlines():
+        m = PROFILE_LINE.match(line.strip())
+        if m:
+            c, h = per.setdefault(int(m.group(1)), ([], []))
+            c.append(float(m.group(2)))
+            h.append(float(m.group(3)))
+    if not per:
+        return None
+    return [(statistics.median(per[i][0]), statistics.median(per[i][1])) for i in sorted(per)]
+
+
+def schedule_floor(steps: list[tuple[float, float]]) -> float | None:
+    """The least trace cost, relative to the compute time C, of any schedule on two
+    cores: steps compute one after another (one kernel thread), and step i's hashing
+    (h_i) can start only when step i has computed, at P_i = c_0 + ... + c_i, but may be
+    split in any way over both cores. From P_i on, the remaining compute and the
+    hashing of steps i and later, W_i, need at least W_i / 2 more, so no schedule ends
+    before max(C, max_i P_i + W_i / 2), nor (i = -1) before (C + H) / 2."""
+    c_total = sum(c for c, _ in steps)
+    if c_total <= 0:
+        return None
+    after_c = c_total
+    after_h = sum(h for _, h in steps)
+    best = max(c_total, (after_c + after_h) / 2)
+    done = 0.0
+    for c, h in steps:
+        done += c
+        after_c -= c
+        best = max(best, done + (after_c + after_h) / 2)
+        after_h -= h
+    return best / c_total - 1
 
 
 def timed(cmd: list[str], env: dict | None = None) -> Run:
@@ -268,6 +313,7 @@ def main() -> int:
             traced = ratio(runs["deed_1t"], runs["deed_1t_no_trace"], use_min=True)
             traced_inline = ratio(runs.get("deed_1t_hash_inline", Run()), runs["deed_1t_no_trace"], use_min=True)
             deviation = max_deviation(case_dir, case, out_dir) if runs["deed_1t"].error is None else "-"
+            profile = step_profile(deed_cmd(1, "--repeat", rep))
 
             # Determinism: the trace root may not depend on threads or kernels.
             roots: dict[str, str | None] = {}
@@ -298,9 +344,12 @@ def main() -> int:
                     "trace_overhead_inline_min": None if traced_inline is None else traced_inline - 1,
                     # Hashing the whole trace takes H = inline - no-trace of one core's time;
                     # with a second core to share it, no schedule beats max(C, (C + H) / 2),
-                    # so the least trace cost is max(0, (H - C) / 2) / C.
+                    # so the trace costs at least max(0, (H - C) / 2) / C ...
                     "trace_floor_two_cores": None if traced_inline is None
                     else max(0.0, (traced_inline - 2) / 2),
+                    # ... and, since a step is hashed only once computed, at least this
+                    # (from the steps' profiled times).
+                    "trace_floor_schedule": None if profile is None else schedule_floor(profile),
                     "deed_no_trace_over_ort_1t_min": ratio(runs["deed_1t_no_trace"], runs["ort_1t"], use_min=True),
                     "deed_no_trace_over_ort_2t_min": ratio(runs.get("deed_2t_no_trace", Run()), runs["ort_2t"], use_min=True),
                 },
@@ -350,9 +399,9 @@ def print_table(results: dict[str, dict], has_no_trace: bool, repeat: int, round
           "tract 1t", "deed/tract"], rows)
     print()
     print("trace: deed 1t with tracing (hashing thread, and --hash-inline) vs --no-trace (minimum); "
-          "floor: the least trace cost two cores allow, from the inline run's hashing time H and "
-          "the untraced time C (max(0, H - C) / 2C: hashing split perfectly over both cores, "
-          "nothing else added); "
+          "floor: the least trace cost two cores allow, from each step's compute and hashing "
+          "time (DEED_PROFILE=1): steps compute in order, a step's hashing starts once it has "
+          "computed and may be split perfectly over both cores, nothing else added; "
           "deed 2t no-trace: the kernels alone at 2 threads (the traced 2t run hashes inline, "
           "its threads taking every core of a 2-core machine); "
           "peak RSS in MiB (the ort child includes the Python interpreter and numpy)")
@@ -367,7 +416,7 @@ def print_table(results: dict[str, dict], has_no_trace: bool, repeat: int, round
 
         rows.append([
             name, fmt_ms(runs["deed_1t_no_trace"]), fmt_ratio(r.get("deed_no_trace_over_ort_1t_min")),
-            pct("trace_overhead_min"), pct("trace_overhead_inline_min"), pct("trace_floor_two_cores"),
+            pct("trace_overhead_min"), pct("trace_overhead_inline_min"), pct("trace_floor_schedule"),
             fmt_ms(runs.get("deed_2t_no_trace", Run())), fmt_ratio(r.get("deed_no_trace_over_ort_2t_min")),
             res["max_abs_deviation_from_ort"],
             fmt_mib(runs["deed_1t"]), fmt_mib(runs["ort_1t"]), fmt_mib(runs["tract"]),
