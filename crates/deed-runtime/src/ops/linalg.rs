@@ -1195,11 +1195,18 @@ mod tests {
     fn an_empty_inner_dimension_gives_zeros_over_a_stale_buffer() {
         let a = t(&[3, 0], vec![]);
         let b = t(&[0, 5], vec![]);
-        for ctx in [Ctx::new(KernelMode::Reference, 1), Ctx::new(KernelMode::Fast, 2)] {
+        for ctx in [
+            Ctx::new(KernelMode::Reference, 1),
+            Ctx::new(KernelMode::Fast, 2),
+        ] {
             crate::scratch::leave_stale_f32(15);
             let y = run(&MatMul, &[&a, &b], &ctx).unwrap();
             assert_eq!(y.shape(), &[3, 5]);
-            assert!(y.as_slice::<f32>().unwrap().iter().all(|x| x.to_bits() == 0));
+            assert!(y
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .all(|x| x.to_bits() == 0));
         }
     }
 
