@@ -218,10 +218,10 @@ fn map_into<S: Copy, D: Copy + Default>(src: &[S], f: impl Fn(S) -> D) -> Vec<D>
     super::simd::map_vec(src, f)
 }
 
-/// Builds an integer tensor of a quantized dtype from values already in range.
-#[inline(always)]
-/// The narrowed values' buffer is freed for a later output of this thread
+/// Builds an integer tensor of a quantized dtype from values already in range. The
+/// narrowed values' buffer is freed for a later output of this thread
 /// (`scratch::recycle`).
+#[inline(always)]
 fn int_tensor(dt: DType, shape: Vec<usize>, v: Vec<i32>) -> Result<Tensor, OpError> {
     let t = match dt {
         DType::U8 => Tensor::from_vec(shape, map_into(&v, |x| x as u8))?,
