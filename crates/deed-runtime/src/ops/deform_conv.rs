@@ -383,15 +383,10 @@ impl DeformConv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attrs::{Attr, Attrs};
+    use crate::attrs::Attr;
 
     fn build(pairs: &[(&str, Attr)]) -> Result<Box<dyn Op>, OpError> {
-        let a = Attrs(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        );
+        let a = crate::ops::testing::attrs(pairs);
         build_deform_conv(&NodeInfo {
             name: "d",
             op_type: "DeformConv",

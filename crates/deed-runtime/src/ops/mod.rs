@@ -209,8 +209,18 @@ pub trait Op: Send + Sync + Debug {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::{Ctx, InferInput, Op, TypeInfo};
+    use crate::attrs::{Attr, Attrs};
     use crate::error::OpError;
     use deed_types::Tensor;
+
+    /// A node's attributes from `(name, value)` pairs.
+    pub(crate) fn attrs(list: &[(&str, Attr)]) -> Attrs {
+        Attrs(
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
+    }
 
     /// [`Op::infer`] for one input of type `ty`, whose value is `value` when known.
     pub(crate) fn infer_one(

@@ -9,7 +9,7 @@
 use deed_types::{DType, Tensor, TensorData};
 
 use super::post::PostTransform;
-use super::tree::find_cycle;
+use super::tree::{find_cycle, same_lengths};
 use super::{req_ints, rows_cols};
 use crate::error::OpError;
 use crate::ops::util::{check_count, infer_input, input};
@@ -154,16 +154,11 @@ pub(super) fn build(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
         ));
     }
     let target_ids = req_ints(n, "leaf_targetids")?;
-    if target_ids.len() != weights.len() {
-        return Err(OpError::bad_attr(
-            "leaf_targetids",
-            format!(
-                "has {} entries, leaf_weights has {}",
-                target_ids.len(),
-                weights.len()
-            ),
-        ));
-    }
+    same_lengths(
+        "leaf_weights",
+        weights.len(),
+        &[("leaf_targetids", target_ids.len())],
+    )?;
     let mut leaves = Vec::with_capacity(weights.len());
     for (&t, &w) in target_ids.iter().zip(&weights) {
         if t < 0 || t as usize >= targets {
@@ -200,22 +195,19 @@ pub(super) fn build(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
         .attrs
         .ints("nodes_missing_value_tracks_true")?
         .unwrap_or_else(|| vec![0; len]);
-    for (name, l) in [
-        ("nodes_featureids", feat.len()),
-        ("nodes_splits", splits.len()),
-        ("nodes_truenodeids", yes.len()),
-        ("nodes_falsenodeids", no.len()),
-        ("nodes_trueleafs", yes_leaf.len()),
-        ("nodes_falseleafs", no_leaf.len()),
-        ("nodes_missing_value_tracks_true", miss.len()),
-    ] {
-        if l != len {
-            return Err(OpError::bad_attr(
-                name,
-                format!("has {l} entries, nodes_modes has {len}"),
-            ));
-        }
-    }
+    same_lengths(
+        "nodes_modes",
+        len,
+        &[
+            ("nodes_featureids", feat.len()),
+            ("nodes_splits", splits.len()),
+            ("nodes_truenodeids", yes.len()),
+            ("nodes_falsenodeids", no.len()),
+            ("nodes_trueleafs", yes_leaf.len()),
+            ("nodes_falseleafs", no_leaf.len()),
+            ("nodes_missing_value_tracks_true", miss.len()),
+        ],
+    )?;
     // The sets of the membership nodes, in the order of the nodes, each ended by NaN.
     let members = float_tensor(n, "membership_values")?.map(|m| m.0);
     let mut sets = members
@@ -531,8 +523,8 @@ impl Op for TreeEnsemble {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attrs::{Attr, Attrs};
-    use crate::ops::testing::run_one;
+    use crate::attrs::Attr;
+    use crate::ops::testing::{attrs, run_one};
 
     /// Attributes by name, in the order given.
     type AttrList = Vec<(&'static str, Attr)>;
@@ -570,11 +562,7 @@ mod tests {
     }
 
     fn op(list: &[(&str, Attr)]) -> Result<Box<dyn Op>, OpError> {
-        let a = Attrs(
-            list.iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        );
+        let a = attrs(list);
         build(&NodeInfo {
             name: "t",
             op_type: "TreeEnsemble",

@@ -90,20 +90,17 @@ impl Forest {
             .ints("nodes_missing_value_tracks_true")?
             .unwrap_or_default();
         let len = tree.len();
-        for (name, l) in [
-            ("nodes_nodeids", ids.len()),
-            ("nodes_featureids", feat.len()),
-            ("nodes_modes", modes.len()),
-            ("nodes_truenodeids", yes.len()),
-            ("nodes_falsenodeids", no.len()),
-        ] {
-            if l != len {
-                return Err(OpError::bad_attr(
-                    name,
-                    format!("has {l} entries, nodes_treeids has {len}"),
-                ));
-            }
-        }
+        same_lengths(
+            "nodes_treeids",
+            len,
+            &[
+                ("nodes_nodeids", ids.len()),
+                ("nodes_featureids", feat.len()),
+                ("nodes_modes", modes.len()),
+                ("nodes_truenodeids", yes.len()),
+                ("nodes_falsenodeids", no.len()),
+            ],
+        )?;
         if !vals.is_empty() && vals.len() != len {
             return Err(OpError::bad_attr(
                 "nodes_values",
@@ -479,6 +476,22 @@ impl Labels {
 /// A node from which a walk over `n` tree nodes can come back to itself, when there is
 /// one; `children(i)` gives node `i`'s two successors (`None` past a leaf). Iterative,
 /// so a deep tree cannot exhaust the stack.
+/// Checks that every attribute list in `lists` (name, length) has `len` entries, as
+/// the attribute `reference` does.
+pub(super) fn same_lengths(
+    reference: &str,
+    len: usize,
+    lists: &[(&str, usize)],
+) -> Result<(), OpError> {
+    match lists.iter().find(|(_, l)| *l != len) {
+        Some((name, l)) => Err(OpError::bad_attr(
+            name,
+            format!("has {l} entries, {reference} has {len}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub(super) fn find_cycle(
     n: usize,
     children: impl Fn(usize) -> [Option<usize>; 2],

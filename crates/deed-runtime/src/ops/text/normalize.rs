@@ -198,16 +198,8 @@ impl Op for StringNormalizer {
 mod tests {
     use super::*;
     use crate::attrs::{Attr, Attrs};
-    use crate::ops::testing::{infer_one, run_one};
+    use crate::ops::testing::{attrs, infer_one, run_one};
     use crate::ops::text::strs;
-
-    fn attrs(list: &[(&str, Attr)]) -> Attrs {
-        Attrs(
-            list.iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        )
-    }
 
     fn op(a: &Attrs) -> Result<Box<dyn Op>, OpError> {
         build(&NodeInfo {

@@ -138,16 +138,12 @@ impl Op for StringSplit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attrs::{Attr, Attrs};
-    use crate::ops::testing::{infer_one, run_one};
+    use crate::attrs::Attr;
+    use crate::ops::testing::{attrs, infer_one, run_one};
     use crate::ops::text::strs;
 
     fn op(list: &[(&str, Attr)]) -> Result<Box<dyn Op>, OpError> {
-        let a = Attrs(
-            list.iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        );
+        let a = attrs(list);
         build(&NodeInfo {
             name: "s",
             op_type: "StringSplit",

@@ -332,18 +332,10 @@ impl Op for TfIdf {
 mod tests {
     use super::*;
     use crate::attrs::{Attr, Attrs};
-    use crate::ops::testing::run_one;
+    use crate::ops::testing::{attrs, run_one};
 
     /// Attributes by name, in the order given.
     type AttrList = Vec<(&'static str, Attr)>;
-
-    fn attrs(list: &[(&str, Attr)]) -> Attrs {
-        Attrs(
-            list.iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        )
-    }
 
     fn node(a: &Attrs) -> NodeInfo<'_> {
         NodeInfo {
