@@ -24,7 +24,8 @@ Steps:
      and hashing time, which `DEED_PROFILE=1` reports, the least time any split of the
      hashing between the two cores allows, since a step's outputs can be hashed only
      once computed), the peak memory, and the largest deviation of deed's outputs
-     from onnxruntime's;
+     from onnxruntime's; then the trace cost split by where the traced run's extra
+     time goes (`trace_split`, from `deed run --timeline`);
   5. checks determinism: `deed run --json` must report the same trace_root with
      --threads 1, 2 and 4 and with DEED_KERNELS=reference, one line per model.
 
@@ -124,6 +125,37 @@ def schedule_floor(steps: list[tuple[float, float]]) -> float | None:
         best = max(best, done + (after_c + after_h) / 2)
         after_h -= h
     return best / c_total - 1
+
+
+def trace_split(traced: list[str], untraced: list[str], rounds: int) -> dict | None:
+    """Where a traced run's extra time goes, from `deed run --timeline` (the figures of
+    the fastest run over `rounds` interleaved pairs of children, as the latency
+    ratios use the minimum, the figure least disturbed by other load): its
+    steps' kernels run slower (the hashing thread reads what they wrote), the time
+    between steps grows (handoffs to the hashing thread, small steps hashed inline),
+    and the trace completes after the last step (the tail). Each as a fraction of the
+    untraced run's time; the three add up to about the trace cost."""
+    figures: dict[str, list[dict]] = {"traced": [], "untraced": []}
+    for _ in range(rounds):
+        for key, cmd in (("traced", traced), ("untraced", untraced)):
+            try:
+                report, _ = run_child(cmd)
+            except RuntimeError:
+                return None
+            if "timeline_us" not in report:
+                return None
+            figures[key].append(report["timeline_us"]["fastest"])
+    t, u = (min(figures[k], key=lambda r: r["total"]) for k in ("traced", "untraced"))
+    if u["total"] <= 0:
+        return None
+    return {
+        "traced_us": t,
+        "untraced_us": u,
+        "cost": t["total"] / u["total"] - 1,
+        "kernels": (t["steps"] - u["steps"]) / u["total"],
+        "between_steps": (t["between_steps"] - u["between_steps"]) / u["total"],
+        "tail": (t["tail"] - u["tail"]) / u["total"],
+    }
 
 
 def timed(cmd: list[str], env: dict | None = None) -> Run:
@@ -272,6 +304,7 @@ def main() -> int:
     help_text = subprocess.run([deed, "run", "--help"], capture_output=True, text=True).stdout
     has_no_trace = "--no-trace" in help_text
     has_hash_inline = "--hash-inline" in help_text
+    has_timeline = "--timeline" in help_text
     rep = str(args.repeat)
 
     results: dict[str, dict] = {}
@@ -314,6 +347,9 @@ def main() -> int:
             traced_inline = ratio(runs.get("deed_1t_hash_inline", Run()), runs["deed_1t_no_trace"], use_min=True)
             deviation = max_deviation(case_dir, case, out_dir) if runs["deed_1t"].error is None else "-"
             profile = step_profile(deed_cmd(1, "--repeat", rep))
+            split = trace_split(deed_cmd(1, "--repeat", rep, "--timeline"),
+                                deed_cmd(1, "--repeat", rep, "--timeline", "--no-trace"),
+                                args.rounds) if has_timeline else None
 
             # Determinism: the trace root may not depend on threads or kernels.
             roots: dict[str, str | None] = {}
@@ -353,6 +389,7 @@ def main() -> int:
                     "deed_no_trace_over_ort_1t_min": ratio(runs["deed_1t_no_trace"], runs["ort_1t"], use_min=True),
                     "deed_no_trace_over_ort_2t_min": ratio(runs.get("deed_2t_no_trace", Run()), runs["ort_2t"], use_min=True),
                 },
+                "trace_split": split,
                 "max_abs_deviation_from_ort": deviation,
                 "trace_roots": roots,
                 "deterministic": same,
@@ -424,6 +461,26 @@ def print_table(results: dict[str, dict], has_no_trace: bool, repeat: int, round
     grid(["model", "deed 1t no-trace", "/ort 1t", "trace cost", "trace inline", "floor",
           "deed 2t no-trace", "/ort 2t", "|Δ| vs ort",
           "RSS deed", "RSS ort", "RSS tract"], rows)
+    print()
+    print("trace cost split (deed 1t --timeline, traced and --no-trace, interleaved; the fastest "
+          "run of each): the run's time, the extra time of its kernels, between its steps (handoffs, small "
+          "steps hashed inline) and after its last step until the trace is complete (tail), each "
+          "relative to the untraced run; then the hashing done on the hashing thread and on the "
+          "run's thread, in µs")
+    rows = []
+    for name, res in results.items():
+        sp = res.get("trace_split")
+        if not sp:
+            rows.append([name, "-", "-", "-", "-", "-", "-", "-", "-"])
+            continue
+        t, u = sp["traced_us"], sp["untraced_us"]
+        rows.append([
+            name, f"{u['total'] / 1e3:.3f}", f"{t['total'] / 1e3:.3f}", f"{100 * sp['cost']:+.1f}%",
+            f"{100 * sp['kernels']:+.1f}%", f"{100 * sp['between_steps']:+.1f}%", f"{100 * sp['tail']:+.1f}%",
+            f"{t['hash_thread']:.0f}", f"{t['hash_run_thread']:.0f}",
+        ])
+    grid(["model", "untraced ms", "traced ms", "cost", "kernels", "between steps", "tail",
+          "hashed on thread", "hashed on run"], rows)
     print()
     for name, res in results.items():
         roots = res["trace_roots"]

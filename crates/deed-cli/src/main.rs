@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use deed_runtime::{Ctx, KernelMode, Limits, Model, RunOptions};
+use deed_runtime::{Ctx, KernelMode, Limits, Model, RunOptions, TimelineSummary};
 use deed_types::Tensor;
 use serde_json::json;
 
@@ -166,6 +166,12 @@ struct RunArgs {
     /// process's hashing thread while later steps compute (same trace root).
     #[arg(long, conflicts_with = "no_trace")]
     hash_inline: bool,
+    /// Also report where the runs' time went: in the steps' kernels, between steps,
+    /// and after the last step until the trace was complete, and the hashing done on
+    /// the hashing thread and on the run's (each figure's median over the timed runs,
+    /// and the fastest run's figures).
+    #[arg(long)]
+    timeline: bool,
     /// Kernel implementations: `fast` or `reference` (default: `DEED_KERNELS`, else fast).
     #[arg(long, value_parser = ["fast", "reference"])]
     kernels: Option<String>,
@@ -489,11 +495,13 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
         trace: !a.no_trace,
         hash_thread: !a.hash_inline,
         limits: limits.clone(),
+        timeline: a.timeline,
         ..RunOptions::default()
     };
     let ctx = Ctx::new(mode, a.threads as usize);
     let mut out = plan.execute(&inputs, &ctx, &opts)?;
     let mut times = Vec::new();
+    let mut timelines = Vec::new();
     if a.repeat > 1 {
         // Warm up for a while, not one run: caches, page faults, and the operating
         // system spreading the kernel threads over the cores all settle within it.
@@ -505,6 +513,7 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
             let t = Instant::now();
             out = plan.execute(&inputs, &ctx, &opts)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
+            timelines.extend(out.timeline.as_ref().map(|t| t.summary()));
         }
         times.sort_by(|x, y| x.total_cmp(y));
     }
@@ -515,6 +524,14 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
         }
     }
     let latency = (!times.is_empty()).then(|| (times[times.len() / 2], times[0]));
+    if timelines.is_empty() {
+        timelines.extend(out.timeline.as_ref().map(|t| t.summary()));
+    }
+    let timeline = TimelineSummary::median(&timelines);
+    let fastest = timelines
+        .iter()
+        .min_by(|a, b| a.total_us.total_cmp(&b.total_us))
+        .copied();
     let trace_root = (!a.no_trace).then(|| out.trace.root().to_string());
     if json {
         let outputs: Vec<_> = out
@@ -542,6 +559,23 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
         if let Some((median, min)) = latency {
             j["latency_ms"] = json!({ "median": median, "min": min, "runs": a.repeat });
         }
+        if let (Some(median), Some(fastest)) = (timeline, fastest) {
+            let figures = |t: TimelineSummary| {
+                json!({
+                    "total": t.total_us,
+                    "steps": t.steps_us,
+                    "between_steps": t.between_us,
+                    "tail": t.tail_us,
+                    "hash_thread": t.hash_thread_us,
+                    "hash_run_thread": t.run_thread_us,
+                })
+            };
+            j["timeline_us"] = json!({
+                "runs": timelines.len(),
+                "median": figures(median),
+                "fastest": figures(fastest),
+            });
+        }
         println!("{j}");
     } else {
         for (n, t) in &out.outputs {
@@ -560,6 +594,18 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
             println!(
                 "latency median {median:.3} ms, min {min:.3} ms over {} runs (load {load_ms:.1} ms excluded)",
                 a.repeat
+            );
+        }
+        for (label, t) in [("median", timeline), ("fastest", fastest)] {
+            let Some(t) = t else { continue };
+            println!(
+                "timeline {label:<7} {:.1} us: steps {:.1}, between steps {:.1}, tail {:.1}; hashed {:.1} on the hashing thread, {:.1} here",
+                t.total_us,
+                t.steps_us,
+                t.between_us,
+                t.tail_us,
+                t.hash_thread_us,
+                t.run_thread_us,
             );
         }
         if let Some(dir) = &a.out {

@@ -111,6 +111,51 @@ fn trace_root_is_identical_across_threads_and_kernel_modes() {
 }
 
 #[test]
+fn timeline_reports_where_the_runs_went() {
+    let dir = fixtures().join("cnn_tiny");
+    let plain = run(&dir, &[], &[], None);
+    assert!(plain.get("timeline_us").is_none());
+    for extra in [
+        &["--repeat", "5", "--timeline"][..],
+        &["--timeline", "--no-trace"],
+    ] {
+        let j = run(&dir, extra, &[], None);
+        let t = &j["timeline_us"];
+        let traced = !extra.contains(&"--no-trace");
+        assert_eq!(t["runs"], if traced { 5 } else { 1 }, "{t}");
+        if traced {
+            assert_eq!(j["trace_root"], plain["trace_root"]);
+        }
+        for which in ["median", "fastest"] {
+            let f = |k: &str| t[which][k].as_f64().unwrap();
+            assert!(f("steps") > 0.0 && f("steps") <= f("total"), "{t}");
+            for k in ["between_steps", "tail", "hash_thread", "hash_run_thread"] {
+                assert!(f(k) >= 0.0, "{k}: {t}");
+            }
+            // Tracing hashes every computed step somewhere; without it, nothing is.
+            assert_eq!(f("hash_thread") + f("hash_run_thread") > 0.0, traced, "{t}");
+        }
+    }
+    let o = deed()
+        .arg("run")
+        .arg(dir.join("model.onnx"))
+        .args(
+            files(&dir, "input_")
+                .iter()
+                .flat_map(|(n, p)| ["--input".to_owned(), format!("{n}={}", p.display())]),
+        )
+        .args(["--timeline", "--repeat", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("timeline median ") && text.contains("timeline fastest "),
+        "{text}"
+    );
+}
+
+#[test]
 fn bad_input_gets_a_clear_error() {
     let dir = fixtures().join("mlp_tiny");
     let tmp = tempfile::tempdir().unwrap();

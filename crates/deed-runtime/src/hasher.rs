@@ -20,6 +20,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use deed_types::{Hash, Tensor};
 
+use crate::timeline::{HashedOn, Recorder, Span};
 use crate::trace::{step_hash, Trace};
 
 /// Steps that may wait for the hashing thread, over all runs of the process.
@@ -45,8 +46,9 @@ enum Work {
 impl Job {
     /// Hashes the step (unless its run has ended) and records the hash; the outputs are
     /// released before the hash is recorded, so that the run, once every step is in,
-    /// can take its tensors back without copying them.
-    fn run(self) {
+    /// can take its tensors back without copying them. `on` says which thread this is,
+    /// for the run's timeline.
+    fn run(self, on: HashedOn) {
         let Job { step, work, run } = self;
         let h = match work {
             Work::Known(h) => h,
@@ -54,10 +56,14 @@ impl Job {
                 if run.cancelled.load(Ordering::Relaxed) {
                     return;
                 }
+                let start = run.timeline.as_ref().map(|_| std::time::Instant::now());
                 let refs: Vec<&Tensor> = outputs.iter().map(|t| t.as_ref()).collect();
                 let h = step_hash(step as u32, &refs);
                 drop(refs);
                 drop(outputs);
+                if let (Some(t), Some(start)) = (&run.timeline, start) {
+                    t.hashed(step, start, on);
+                }
                 h
             }
         };
@@ -80,6 +86,8 @@ struct RunTrace {
     /// Set when the run ended early (an error): its queued steps are not hashed.
     cancelled: AtomicBool,
     done: Condvar,
+    /// Where the run records its hash spans, when it keeps a timeline.
+    timeline: Option<Recorder>,
 }
 
 impl RunTrace {
@@ -179,7 +187,7 @@ impl Queue {
                     }
                 }
             };
-            job.run();
+            job.run(HashedOn::HashThread);
         }
     }
 }
@@ -208,8 +216,9 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    /// A pipeline for a run of `steps` steps, or `None` when the thread is unavailable.
-    pub(crate) fn new(steps: usize) -> Option<Pipeline> {
+    /// A pipeline for a run of `steps` steps, or `None` when the thread is unavailable;
+    /// with a `timeline`, every step's hashing is timed into it.
+    pub(crate) fn new(steps: usize, timeline: Option<Recorder>) -> Option<Pipeline> {
         let queue = global()?;
         Some(Pipeline {
             queue,
@@ -221,6 +230,7 @@ impl Pipeline {
                 folded: AtomicUsize::new(0),
                 cancelled: AtomicBool::new(false),
                 done: Condvar::new(),
+                timeline,
             }),
         })
     }
@@ -244,14 +254,15 @@ impl Pipeline {
             run: self.run.clone(),
         };
         if let Some(job) = self.queue.put(job) {
-            job.run();
+            job.run(HashedOn::RunThread);
         }
     }
 
-    /// The trace of every step, once all have been folded in; `None` if a step was
-    /// never handed over or its hash was lost. While steps wait in the queue this thread hashes them too (any run's:
-    /// each job records into its own run).
-    pub(crate) fn finish(self) -> Option<Trace> {
+    /// The trace of every step, once all have been folded in, and the hash spans the
+    /// run's timeline recorded (none without one); `None` if a step was never handed
+    /// over or its hash was lost. While steps wait in the queue this thread hashes them
+    /// too (any run's: each job records into its own run).
+    pub(crate) fn finish(self) -> Option<(Trace, Vec<(Span, HashedOn)>)> {
         let run = &self.run;
         let steps = run.assembly.lock().ok()?.pending.len();
         // Help while there is queued work, then wait for the step the hashing thread
@@ -260,7 +271,7 @@ impl Pipeline {
         let spin_until = std::time::Instant::now() + SPIN;
         while run.folded.load(Ordering::Acquire) < steps {
             if let Some(job) = self.queue.take() {
-                job.run();
+                job.run(HashedOn::RunThread);
             } else if std::time::Instant::now() < spin_until {
                 std::hint::spin_loop();
             } else {
@@ -277,7 +288,12 @@ impl Pipeline {
             }
         }
         let mut a = run.assembly.lock().ok()?;
-        Some(std::mem::take(&mut a.trace))
+        let spans = run
+            .timeline
+            .as_ref()
+            .map(Recorder::take_hashes)
+            .unwrap_or_default();
+        Some((std::mem::take(&mut a.trace), spans))
     }
 }
 
@@ -295,7 +311,7 @@ mod tests {
     #[test]
     fn a_handoff_wakes_the_sleeping_thread() {
         let t = Arc::new(Tensor::from_vec(vec![4096], vec![1.0f32; 4096]).unwrap());
-        let mut p = Pipeline::new(3).unwrap();
+        let mut p = Pipeline::new(3, None).unwrap();
         let mut inline = Trace::default();
         for s in 0..3 {
             // Long enough for the thread to stop spinning and wait.
@@ -313,7 +329,7 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        assert_eq!(p.finish().unwrap(), inline);
+        assert_eq!(p.finish().unwrap().0, inline);
     }
 
     #[test]
@@ -338,7 +354,7 @@ mod tests {
             let handles: Vec<_> = (0..3)
                 .map(|_| {
                     scope.spawn(|| {
-                        let mut p = Pipeline::new(steps.len()).unwrap();
+                        let mut p = Pipeline::new(steps.len(), None).unwrap();
                         for (s, outs) in steps.iter().enumerate() {
                             if s % 7 == 3 {
                                 let refs: Vec<&Tensor> = outs.iter().map(|t| t.as_ref()).collect();
@@ -347,7 +363,7 @@ mod tests {
                                 p.submit(s, outs.clone());
                             }
                         }
-                        p.finish().unwrap()
+                        p.finish().unwrap().0
                     })
                 })
                 .collect();
@@ -360,24 +376,54 @@ mod tests {
     }
 
     #[test]
+    fn a_timed_run_records_each_hashed_step_once() {
+        let t = Arc::new(Tensor::from_vec(vec![4096], vec![1.0f32; 4096]).unwrap());
+        let origin = std::time::Instant::now();
+        let mut p = Pipeline::new(20, Some(Recorder::new(origin))).unwrap();
+        let mut inline = Trace::default();
+        for s in 0..20 {
+            let h = step_hash(s as u32, &[t.as_ref()]);
+            if s % 5 == 0 {
+                p.known(s, h);
+            } else {
+                p.submit(s, vec![t.clone()]);
+            }
+            inline.push(h);
+        }
+        let (trace, spans) = p.finish().unwrap();
+        assert_eq!(trace, inline);
+        let mut steps: Vec<usize> = spans.iter().map(|(s, _)| s.step).collect();
+        steps.sort_unstable();
+        let submitted: Vec<usize> = (0..20).filter(|s| s % 5 != 0).collect();
+        assert_eq!(steps, submitted);
+        assert!(spans
+            .iter()
+            .all(|(s, _)| 0.0 <= s.start_us && s.start_us <= s.end_us));
+        // Without a recorder, no spans.
+        let mut p = Pipeline::new(1, None).unwrap();
+        p.submit(0, vec![t.clone()]);
+        assert!(p.finish().unwrap().1.is_empty());
+    }
+
+    #[test]
     fn runs_dropped_early_or_missing_a_step_leave_the_others_whole() {
         let t = Arc::new(Tensor::from_vec(vec![4096], vec![1.0f32; 4096]).unwrap());
-        let mut dropped = Pipeline::new(50).unwrap();
+        let mut dropped = Pipeline::new(50, None).unwrap();
         for s in 0..30 {
             dropped.submit(s, vec![t.clone()]);
         }
         drop(dropped);
         // A run that never hands over one of its steps gets no trace, and does not hang.
-        let mut missing = Pipeline::new(3).unwrap();
+        let mut missing = Pipeline::new(3, None).unwrap();
         missing.submit(0, vec![t.clone()]);
         missing.submit(2, vec![t.clone()]);
         assert!(missing.finish().is_none());
-        let mut p = Pipeline::new(3).unwrap();
+        let mut p = Pipeline::new(3, None).unwrap();
         let mut inline = Trace::default();
         for s in 0..3 {
             p.submit(s, vec![t.clone()]);
             inline.push(step_hash(s as u32, &[t.as_ref()]));
         }
-        assert_eq!(p.finish().unwrap(), inline);
+        assert_eq!(p.finish().unwrap().0, inline);
     }
 }

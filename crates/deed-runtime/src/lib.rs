@@ -29,6 +29,7 @@ mod pool;
 pub mod proto;
 mod scratch;
 mod tensor_bytes;
+pub mod timeline;
 pub mod trace;
 
 pub use ctx::{Ctx, KernelMode};
@@ -36,4 +37,5 @@ pub use error::{OpError, RuntimeError, UnsupportedOp};
 pub use limits::Limits;
 pub use model::{Graph, Model, Source, ValueInfo, MAX_GRAPH_DEPTH};
 pub use plan::{node_step_hash, Plan, RunOptions, RunOutput};
+pub use timeline::{Timeline, TimelineSummary};
 pub use trace::Trace;

@@ -19,6 +19,7 @@
 //! bits only ([`Plan::accepts`]).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use deed_types::{DType, Hash, Tensor, TensorData};
 
@@ -29,6 +30,7 @@ use crate::limits::Limits;
 use crate::model::{check_tensor_limits, Dim, Model, Source};
 use crate::ops::{InferInput, Prepared, TypeInfo};
 use crate::tensor_bytes::{canonicalize, has_noncanonical_nan};
+use crate::timeline::{HashedOn, Recorder, Span, Timeline};
 use crate::trace::{output_leaf, outputs_hash_of, step_hash, Trace};
 
 /// Graph inputs with at most this many elements are treated as known while planning.
@@ -61,6 +63,9 @@ pub struct RunOptions {
     /// Steps whose outputs the run hands back in [`RunOutput::kept`]: what a
     /// dispute's defender gives the referee as a step's inputs.
     pub keep_steps: Vec<usize>,
+    /// Record when each step computed and was hashed ([`RunOutput::timeline`]): two
+    /// clock readings per step and per hashed step.
+    pub timeline: bool,
     /// Fault injection, for tests of the verification game only: flips one element
     /// of the first non-empty output of the first computed step at or after this
     /// one, and carries the error forward as an honest run would. Past the last
@@ -80,6 +85,7 @@ impl Default for RunOptions {
             hash_thread: true,
             limits: Limits::default(),
             keep_steps: Vec::new(),
+            timeline: false,
             #[cfg(feature = "fault")]
             corrupt_step: None,
         }
@@ -98,6 +104,8 @@ pub struct RunOutput {
     /// Outputs of the steps named in [`RunOptions::keep_steps`], in step order, as
     /// [`Model::execute_node`] returns them.
     pub kept: Vec<(usize, Vec<Tensor>)>,
+    /// When each step computed and was hashed, if [`RunOptions::timeline`] asked.
+    pub timeline: Option<Timeline>,
 }
 
 #[derive(Debug)]
@@ -905,9 +913,12 @@ impl<'m> Plan<'m> {
         }
         // `DEED_PROFILE=1` prints each step's time (compute, then hashing) to stderr.
         let profile = std::env::var_os("DEED_PROFILE").is_some_and(|v| v == "1");
+        let origin = Instant::now();
+        let recorder = opts.timeline.then(|| Recorder::new(origin));
         let n = self.steps.len();
         let mut runs = StepRun {
             profile,
+            timeline: recorder.as_ref().map(|r| (r, Vec::new())),
             keep: &opts.keep_steps,
             kept: Vec::new(),
             corrupt: corrupt_step(opts),
@@ -920,39 +931,54 @@ impl<'m> Plan<'m> {
             && self.hashed_bytes >= PIPE_MIN_BYTES
             && ctx.threads() < cores()
         {
-            Pipeline::new(n)
+            Pipeline::new(n, opts.timeline.then(|| Recorder::new(origin)))
         } else {
             None
         };
-        let mut trace = match pipeline {
+        // Step hashes computed on this thread, timed when the run keeps a timeline.
+        let mut inline_spans = Vec::new();
+        let mut hash_here = |s: usize, step: &Step, outs: &[Arc<Tensor>]| {
+            let start = recorder.as_ref().map(|_| Instant::now());
+            let h = step_hash(s as u32, &hashed_outputs(step, outs));
+            if let (Some(r), Some(start)) = (&recorder, start) {
+                inline_spans.push((r.span(s, start), HashedOn::RunThread));
+            }
+            h
+        };
+        let (mut trace, mut steps_done) = match pipeline {
             Some(mut pipe) => {
                 self.run_steps(&mut values, ctx, &mut runs, &mut |s, step, outs| match step
                     .folded_hash
                 {
                     Some(h) => pipe.known(s, h),
-                    None if step.bytes < STEP_MIN_BYTES => {
-                        pipe.known(s, step_hash(s as u32, &hashed_outputs(step, outs)))
-                    }
+                    None if step.bytes < STEP_MIN_BYTES => pipe.known(s, hash_here(s, step, outs)),
                     None => pipe.submit(s, hashed_arcs(step, outs)),
                 })?;
-                pipe.finish()
-                    .ok_or_else(|| RuntimeError::Graph("the trace hashing thread stopped".into()))?
+                let steps_done = Instant::now();
+                let (trace, spans) = pipe.finish().ok_or_else(|| {
+                    RuntimeError::Graph("the trace hashing thread stopped".into())
+                })?;
+                inline_spans.extend(spans);
+                (trace, steps_done)
             }
             None if opts.trace => {
                 let mut trace = Trace::default();
                 self.run_steps(&mut values, ctx, &mut runs, &mut |s, step, outs| {
                     trace.push(match step.folded_hash {
                         Some(h) => h,
-                        None => step_hash(s as u32, &hashed_outputs(step, outs)),
+                        None => hash_here(s, step, outs),
                     });
                 })?;
-                trace
+                (trace, Instant::now())
             }
             None => {
                 self.run_steps(&mut values, ctx, &mut runs, &mut |_, _, _| {})?;
-                Trace::default()
+                (Trace::default(), Instant::now())
             }
         };
+        if self.steps.is_empty() {
+            steps_done = origin;
+        }
         // Graph outputs are moved out of the run's values when nothing else holds them
         // (the hashing thread is done with them); an output named twice, or that is a
         // graph input or an initializer, is copied.
@@ -980,11 +1006,22 @@ impl<'m> Plan<'m> {
             let tensors: Vec<&Tensor> = outputs.iter().map(|(_, t)| t).collect();
             trace.push(output_leaf(n as u64, &outputs_hash_of(&tensors)));
         }
+        let timeline = recorder.as_ref().map(|r| {
+            let mut hashes = inline_spans;
+            hashes.sort_by(|a, b| a.0.end_us.total_cmp(&b.0.end_us));
+            Timeline {
+                compute: runs.timeline.take().map(|(_, c)| c).unwrap_or_default(),
+                hashes,
+                steps_done_us: r.at(steps_done),
+                trace_done_us: r.at(Instant::now()),
+            }
+        });
         Ok(RunOutput {
             outputs,
             trace,
             cost: self.cost,
             kept: runs.kept,
+            timeline,
         })
     }
 }
@@ -1003,6 +1040,8 @@ const STEP_MIN_BYTES: u64 = 2 << 10;
 struct StepRun<'a> {
     /// Print each step's time to stderr.
     profile: bool,
+    /// The run's clock, and the compute spans recorded on it, when it keeps a timeline.
+    timeline: Option<(&'a Recorder, Vec<Span>)>,
     /// Steps whose outputs to keep.
     keep: &'a [usize],
     /// The kept outputs.
@@ -1148,7 +1187,7 @@ impl Plan<'_> {
     ) -> Result<(), RuntimeError> {
         let profile = runs.profile;
         for (s, (step, node)) in self.steps.iter().zip(&self.model.nodes).enumerate() {
-            let t0 = profile.then(std::time::Instant::now);
+            let t0 = (profile || runs.timeline.is_some()).then(Instant::now);
             let outs: Vec<Arc<Tensor>> = match &step.folded {
                 Some(f) => f.clone(),
                 None => {
@@ -1192,7 +1231,12 @@ impl Plan<'_> {
                 let kept = hashed_outputs(step, &outs).into_iter().cloned().collect();
                 runs.kept.push((s, kept));
             }
-            let t1 = profile.then(std::time::Instant::now);
+            if let (Some((r, spans)), Some(t0)) = (&mut runs.timeline, t0) {
+                if step.folded.is_none() {
+                    spans.push(r.span(s, t0));
+                }
+            }
+            let t1 = profile.then(Instant::now);
             traced(s, step, &outs);
             if let (Some(t0), Some(t1)) = (t0, t1) {
                 eprintln!(
