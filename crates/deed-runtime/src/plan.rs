@@ -945,7 +945,7 @@ impl<'m> Plan<'m> {
             }
             h
         };
-        let (mut trace, mut steps_done) = match pipeline {
+        let (mut trace, steps_done) = match pipeline {
             Some(mut pipe) => {
                 self.run_steps(&mut values, ctx, &mut runs, &mut |s, step, outs| match step
                     .folded_hash
@@ -976,9 +976,6 @@ impl<'m> Plan<'m> {
                 (Trace::default(), Instant::now())
             }
         };
-        if self.steps.is_empty() {
-            steps_done = origin;
-        }
         // Graph outputs are moved out of the run's values when nothing else holds them
         // (the hashing thread is done with them); an output named twice, or that is a
         // graph input or an initializer, is copied.

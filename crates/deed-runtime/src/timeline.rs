@@ -48,9 +48,10 @@ pub struct Timeline {
     /// Each hashed step's hashing, in the order they ended (steps folded while
     /// planning were hashed then, and have none).
     pub hashes: Vec<(Span, HashedOn)>,
-    /// When the last step's outputs were computed, µs.
+    /// When the run's thread had computed every step and handed each over, µs.
     pub steps_done_us: f64,
-    /// When the trace held every step, µs: `steps_done_us` or later.
+    /// When the run was done, µs: every step hash in the trace and the graph outputs'
+    /// leaf added (for an untraced run, the outputs taken out).
     pub trace_done_us: f64,
 }
 
