@@ -25,7 +25,8 @@ Steps:
      hashing between the two cores allows, since a step's outputs can be hashed only
      once computed), the peak memory, and the largest deviation of deed's outputs
      from onnxruntime's; then the trace cost split by where the traced run's extra
-     time goes (`trace_split`, from `deed run --timeline`);
+     time goes (`trace_split`, from `deed run --timeline`), with the steps whose
+     kernels tracing slows most;
   5. checks determinism: `deed run --json` must report the same trace_root with
      --threads 1, 2 and 4 and with DEED_KERNELS=reference, one line per model.
 
@@ -136,6 +137,9 @@ def trace_split(traced: list[str], untraced: list[str], rounds: int) -> dict | N
     and the trace completes after the last step (the tail). Each as a fraction of the
     untraced run's time; the three add up to about the trace cost."""
     figures: dict[str, list[dict]] = {"traced": [], "untraced": []}
+    # Each step's least kernel time over every run of every child, per configuration.
+    step_min: dict[str, dict[int, float]] = {"traced": {}, "untraced": {}}
+    ops: dict[int, str] = {}
     for _ in range(rounds):
         for key, cmd in (("traced", traced), ("untraced", untraced)):
             try:
@@ -145,7 +149,13 @@ def trace_split(traced: list[str], untraced: list[str], rounds: int) -> dict | N
             if "timeline_us" not in report:
                 return None
             figures[key].append(report["timeline_us"]["fastest"])
+            for st in report["timeline_us"].get("steps", []):
+                i = st["step"]
+                ops[i] = st.get("op") or "?"
+                step_min[key][i] = min(step_min[key].get(i, float("inf")), st["compute_min"])
     t, u = (min(figures[k], key=lambda r: r["total"]) for k in ("traced", "untraced"))
+    added = sorted(((step_min["traced"][i] - step_min["untraced"][i], i)
+                    for i in step_min["traced"] if i in step_min["untraced"]), reverse=True)
     if u["total"] <= 0:
         return None
     return {
@@ -155,6 +165,9 @@ def trace_split(traced: list[str], untraced: list[str], rounds: int) -> dict | N
         "kernels": (t["steps"] - u["steps"]) / u["total"],
         "between_steps": (t["between_steps"] - u["between_steps"]) / u["total"],
         "tail": (t["tail"] - u["tail"]) / u["total"],
+        # The steps whose kernels traced runs slow down most (least times compared).
+        "slowed_steps": [{"step": i, "op": ops[i], "untraced_us": step_min["untraced"][i],
+                          "traced_us": step_min["traced"][i], "added_us": d} for d, i in added[:3]],
     }
 
 
@@ -466,21 +479,24 @@ def print_table(results: dict[str, dict], has_no_trace: bool, repeat: int, round
           "run of each): the run's time, the extra time of its kernels, between its steps (handoffs, small "
           "steps hashed inline) and after its last step until the trace is complete (tail), each "
           "relative to the untraced run; then the hashing done on the hashing thread and on the "
-          "run's thread, in µs")
+          "run's thread, in µs; the steps whose kernels tracing slows most (each step's least "
+          "time traced against untraced)")
     rows = []
     for name, res in results.items():
         sp = res.get("trace_split")
         if not sp:
-            rows.append([name, "-", "-", "-", "-", "-", "-", "-", "-"])
+            rows.append([name, "-", "-", "-", "-", "-", "-", "-", "-", "-"])
             continue
         t, u = sp["traced_us"], sp["untraced_us"]
+        slowed = ", ".join(f"{x['step']} {x['op']} {x['untraced_us']:.1f}→{x['traced_us']:.1f}"
+                           for x in sp.get("slowed_steps", [])) or "-"
         rows.append([
             name, f"{u['total'] / 1e3:.3f}", f"{t['total'] / 1e3:.3f}", f"{100 * sp['cost']:+.1f}%",
             f"{100 * sp['kernels']:+.1f}%", f"{100 * sp['between_steps']:+.1f}%", f"{100 * sp['tail']:+.1f}%",
-            f"{t['hash_thread']:.0f}", f"{t['hash_run_thread']:.0f}",
+            f"{t['hash_thread']:.0f}", f"{t['hash_run_thread']:.0f}", slowed,
         ])
     grid(["model", "untraced ms", "traced ms", "cost", "kernels", "between steps", "tail",
-          "hashed on thread", "hashed on run"], rows)
+          "hashed on thread", "hashed on run", "most slowed steps (µs)"], rows)
     print()
     for name, res in results.items():
         roots = res["trace_roots"]

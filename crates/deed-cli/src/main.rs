@@ -169,7 +169,8 @@ struct RunArgs {
     /// Also report where the runs' time went: in the steps' kernels, between steps,
     /// and after the last step until the trace was complete, and the hashing done on
     /// the hashing thread and on the run's (each figure's median over the timed runs,
-    /// and the fastest run's figures).
+    /// and the fastest run's figures); with --json also each step's kernel and
+    /// hashing times.
     #[arg(long)]
     timeline: bool,
     /// Kernel implementations: `fast` or `reference` (default: `DEED_KERNELS`, else fast).
@@ -502,6 +503,7 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
     let mut out = plan.execute(&inputs, &ctx, &opts)?;
     let mut times = Vec::new();
     let mut timelines = Vec::new();
+    let mut step_times = StepTimes::default();
     if a.repeat > 1 {
         // Warm up for a while, not one run: caches, page faults, and the operating
         // system spreading the kernel threads over the cores all settle within it.
@@ -514,6 +516,9 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
             out = plan.execute(&inputs, &ctx, &opts)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
             timelines.extend(out.timeline.as_ref().map(|t| t.summary()));
+            if let Some(t) = &out.timeline {
+                step_times.add(t);
+            }
         }
         times.sort_by(|x, y| x.total_cmp(y));
     }
@@ -526,6 +531,9 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
     let latency = (!times.is_empty()).then(|| (times[times.len() / 2], times[0]));
     if timelines.is_empty() {
         timelines.extend(out.timeline.as_ref().map(|t| t.summary()));
+        if let Some(t) = &out.timeline {
+            step_times.add(t);
+        }
     }
     let timeline = TimelineSummary::median(&timelines);
     let fastest = timelines
@@ -574,6 +582,7 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
                 "runs": timelines.len(),
                 "median": figures(median),
                 "fastest": figures(fastest),
+                "steps": step_times.json(&model),
             });
         }
         println!("{j}");
@@ -613,6 +622,55 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each step's kernel and hashing times over the timed runs of `deed run --timeline`.
+#[derive(Default)]
+struct StepTimes {
+    compute: std::collections::BTreeMap<usize, Vec<f64>>,
+    hash: std::collections::BTreeMap<usize, Vec<f64>>,
+}
+
+impl StepTimes {
+    fn add(&mut self, t: &deed_runtime::Timeline) {
+        for s in &t.compute {
+            self.compute.entry(s.step).or_default().push(s.len_us());
+        }
+        for (s, _) in &t.hashes {
+            self.hash.entry(s.step).or_default().push(s.len_us());
+        }
+    }
+
+    /// Per computed step: its operator, and the minimum and median of its kernel and
+    /// hashing times in µs (hashing absent for a step the trace did not hash).
+    fn json(&self, model: &Model) -> serde_json::Value {
+        fn min_median(v: &[f64]) -> (f64, f64) {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            (v[0], v[v.len() / 2])
+        }
+        let steps: Vec<_> = self
+            .compute
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(&step, v)| {
+                let (min, median) = min_median(v);
+                let mut j = json!({
+                    "step": step,
+                    "op": model.nodes.get(step).map(|n| n.op_type.as_str()),
+                    "compute_min": min,
+                    "compute_median": median,
+                });
+                if let Some(h) = self.hash.get(&step).filter(|h| !h.is_empty()) {
+                    let (min, median) = min_median(h);
+                    j["hash_min"] = json!(min);
+                    j["hash_median"] = json!(median);
+                }
+                j
+            })
+            .collect();
+        json!(steps)
+    }
 }
 
 fn sanitize(name: &str) -> String {

@@ -135,6 +135,22 @@ fn timeline_reports_where_the_runs_went() {
             // Tracing hashes every computed step somewhere; without it, nothing is.
             assert_eq!(f("hash_thread") + f("hash_run_thread") > 0.0, traced, "{t}");
         }
+        // Each computed step, in order, with its operator and times.
+        let steps = t["steps"].as_array().unwrap();
+        assert!(!steps.is_empty(), "{t}");
+        let mut last = None;
+        for st in steps {
+            let i = st["step"].as_u64().unwrap();
+            assert!(last.is_none_or(|l| l < i), "{t}");
+            last = Some(i);
+            assert!(st["op"].as_str().is_some_and(|o| !o.is_empty()), "{st}");
+            let g = |k: &str| st[k].as_f64();
+            assert!(
+                g("compute_min").unwrap() <= g("compute_median").unwrap(),
+                "{st}"
+            );
+            assert_eq!(g("hash_min").is_some(), traced, "{st}");
+        }
     }
     let o = deed()
         .arg("run")
