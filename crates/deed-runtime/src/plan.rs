@@ -945,7 +945,7 @@ impl<'m> Plan<'m> {
             }
             h
         };
-        let (mut trace, steps_done) = match pipeline {
+        let (mut trace, steps_done, outputs_hash) = match pipeline {
             Some(mut pipe) => {
                 self.run_steps(&mut values, ctx, &mut runs, &mut |s, step, outs| match step
                     .folded_hash
@@ -955,11 +955,19 @@ impl<'m> Plan<'m> {
                     None => pipe.submit(s, hashed_arcs(step, outs)),
                 })?;
                 let steps_done = Instant::now();
+                // The graph outputs' hash (the output step's leaf) is taken here while
+                // the hashing thread finishes the last steps, not after them. A fault
+                // injected into the outputs (tests only) changes them later: hashed then.
+                let outputs_hash = if runs.corrupt.is_none() {
+                    self.outputs_hash(&values)
+                } else {
+                    None
+                };
                 let (trace, spans) = pipe.finish().ok_or_else(|| {
                     RuntimeError::Graph("the trace hashing thread stopped".into())
                 })?;
                 inline_spans.extend(spans);
-                (trace, steps_done)
+                (trace, steps_done, outputs_hash)
             }
             None if opts.trace => {
                 let mut trace = Trace::default();
@@ -969,11 +977,11 @@ impl<'m> Plan<'m> {
                         None => hash_here(s, step, outs),
                     });
                 })?;
-                (trace, Instant::now())
+                (trace, Instant::now(), None)
             }
             None => {
                 self.run_steps(&mut values, ctx, &mut runs, &mut |_, _, _| {})?;
-                (Trace::default(), Instant::now())
+                (Trace::default(), Instant::now(), None)
             }
         };
         // Graph outputs are moved out of the run's values when nothing else holds them
@@ -1000,8 +1008,11 @@ impl<'m> Plan<'m> {
         }
         if opts.trace {
             // The output step: its leaf binds the result to the trace.
-            let tensors: Vec<&Tensor> = outputs.iter().map(|(_, t)| t).collect();
-            trace.push(output_leaf(n as u64, &outputs_hash_of(&tensors)));
+            let h = outputs_hash.unwrap_or_else(|| {
+                let tensors: Vec<&Tensor> = outputs.iter().map(|(_, t)| t).collect();
+                outputs_hash_of(&tensors)
+            });
+            trace.push(output_leaf(n as u64, &h));
         }
         let timeline = recorder.as_ref().map(|r| {
             let mut hashes = inline_spans;
@@ -1261,6 +1272,19 @@ impl Plan<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Plan<'_> {
+    /// The hash of the graph outputs as the run's values hold them, or `None` when
+    /// one is missing (the run then reports it).
+    fn outputs_hash(&self, values: &[Option<Val<'_>>]) -> Option<Hash> {
+        let tensors: Option<Vec<&Tensor>> = self
+            .outputs
+            .iter()
+            .map(|(_, id)| values.get(*id)?.as_ref().map(Val::get))
+            .collect();
+        Some(outputs_hash_of(&tensors?))
     }
 }
 

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use deed_runtime::{node_step_hash, Limits, Model, RunOptions};
 use deed_types::Tensor;
 
@@ -98,4 +100,60 @@ fn a_corrupted_step_changes_its_hash_and_nothing_before_it() {
     );
     assert_ne!(bad.trace.step_hash(m), honest.trace.step_hash(m));
     assert_ne!(bad.outputs, honest.outputs);
+}
+
+/// Three elementwise steps on a 64 KiB tensor, enough for a run to hand its steps to
+/// the hashing thread (on a machine with a core to spare for it).
+#[cfg(feature = "fault")]
+fn pipelined() -> (Model, Vec<(String, Tensor)>) {
+    use common::{value, FLOAT};
+    use prost::Message;
+    use tract_onnx::pb;
+    let graph = pb::GraphProto {
+        name: "chain".into(),
+        node: vec![
+            common::node("a", "Relu", &["x"], &["t0"], vec![]),
+            common::node("b", "Neg", &["t0"], &["t1"], vec![]),
+            common::node("c", "Abs", &["t1"], &["y"], vec![]),
+        ],
+        input: vec![value("x", FLOAT, &[Ok(64), Ok(256)])],
+        output: vec![value("y", FLOAT, &[Ok(64), Ok(256)])],
+        ..Default::default()
+    };
+    let model = Model::load(&common::model(graph).encode_to_vec(), &Limits::default()).unwrap();
+    let x: Vec<f32> = (0..64 * 256).map(|i| (i % 89) as f32 / 7.0 - 6.0).collect();
+    let x = Tensor::from_vec(vec![64, 256], x).unwrap();
+    (model, vec![("x".to_owned(), x)])
+}
+
+#[cfg(feature = "fault")]
+#[test]
+fn the_output_leaf_binds_the_outputs_returned_whether_pipelined_or_inline() {
+    use deed_runtime::trace::{output_leaf, outputs_hash};
+    let (model, inputs) = pipelined();
+    let m = model.num_steps();
+    for hash_thread in [true, false] {
+        let opts = |corrupt_step| RunOptions {
+            threads: 1,
+            hash_thread,
+            corrupt_step,
+            ..RunOptions::default()
+        };
+        let honest = model.run(&inputs, &opts(None)).unwrap();
+        // A fault past the last node changes the outputs after every step hashed.
+        let bad = model.run(&inputs, &opts(Some(m))).unwrap();
+        assert_ne!(bad.outputs, honest.outputs);
+        assert_eq!(
+            bad.trace.step_hashes()[..m],
+            honest.trace.step_hashes()[..m]
+        );
+        for run in [&honest, &bad] {
+            let outs: Vec<Tensor> = run.outputs.iter().map(|(_, t)| t.clone()).collect();
+            assert_eq!(
+                run.trace.step_hash(m),
+                Some(output_leaf(m as u64, &outputs_hash(&outs))),
+                "hash_thread {hash_thread}"
+            );
+        }
+    }
 }
