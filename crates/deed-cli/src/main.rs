@@ -608,7 +608,7 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
         for (label, t) in [("median", timeline), ("fastest", fastest)] {
             let Some(t) = t else { continue };
             println!(
-                "timeline {label:<7} {:.1} us: steps {:.1}, between steps {:.1}, tail {:.1}; hashed {:.1} on the hashing thread, {:.1} here",
+                "timeline {label:<7} {:.1} us: steps {:.1}, between steps {:.1}, tail {:.1}; hashed {:.1} on other threads, {:.1} here",
                 t.total_us,
                 t.steps_us,
                 t.between_us,

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::hasher::Queue;
 use crate::limits::Limits;
 use crate::pool::Pool;
 
@@ -93,6 +94,11 @@ impl Ctx {
     /// Number of threads kernels may use.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// The queue whose trace steps the pool's idle workers hash, when there is a pool.
+    pub(crate) fn hash_queue(&self) -> Option<Arc<Queue>> {
+        self.pool.as_ref().map(|p| p.hashes())
     }
 
     /// True when kernels should take the scalar reference path.

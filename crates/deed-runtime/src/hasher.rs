@@ -1,13 +1,15 @@
-//! The trace as a pipeline stage: one process-wide thread that hashes a step's outputs,
-//! and folds the step hashes into the trace, while the runtime computes the next steps.
+//! The trace as a pipeline stage: another thread hashes a step's outputs, and folds the
+//! step hashes into the trace, while the runtime computes the next steps.
 //!
 //! Each step hash depends on that step's outputs alone, and a run's trace takes its
 //! step hashes in step order whoever computed them, so the root is the same as hashing
-//! inline (`tests` below and `plan.rs`'s tests check it). The thread is started once,
-//! on first use, and shared by every run of the process. Its queue is bounded: a run
-//! that finds it full hashes the step itself rather than wait, and a run that has
-//! finished computing takes queued steps back and hashes them too, so neither thread
-//! idles while hashing remains. A run whose hasher cannot start hashes inline.
+//! inline (`tests` below and `plan.rs`'s tests check it). Steps wait in a bounded
+//! [`Queue`], served either by one process-wide hashing thread (started on first use,
+//! for runs that leave a core free) or by the idle workers of a kernel pool (for runs
+//! whose kernels use every core: see [`crate::pool`]). A run that finds the queue full
+//! hashes the step itself rather than wait, and a run that has finished computing
+//! takes queued steps back and hashes them too, so no thread idles while hashing
+//! remains. A run whose hasher cannot start hashes inline.
 //!
 //! Folding a step hash into the trace (its MMR leaf, chain value and tree leaf, about
 //! five short blake3 hashes) is done by whichever thread holds the next hash in step
@@ -20,6 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use deed_types::{Hash, Tensor};
 
+use crate::pool::Bell;
 use crate::timeline::{HashedOn, Recorder, Span};
 use crate::trace::{step_hash, Trace};
 
@@ -114,7 +117,7 @@ impl RunTrace {
 }
 
 /// The jobs waiting for a hasher.
-struct Queue {
+pub(crate) struct Queue {
     jobs: Mutex<VecDeque<Job>>,
     /// How many jobs `jobs` holds, read without the lock by the spinning thread, so
     /// that its polling does not take the lock away from the runs handing work over.
@@ -123,9 +126,45 @@ struct Queue {
     /// handoff wakes it only then, since a wake-up is a system call.
     asleep: AtomicBool,
     ready: Condvar,
+    /// For a queue served by a kernel pool's workers: where they park.
+    bell: Option<Arc<Bell>>,
 }
 
 impl Queue {
+    fn new(bell: Option<Arc<Bell>>) -> Queue {
+        Queue {
+            jobs: Mutex::new(VecDeque::with_capacity(QUEUE)),
+            queued: AtomicUsize::new(0),
+            asleep: AtomicBool::new(false),
+            ready: Condvar::new(),
+            bell,
+        }
+    }
+
+    /// A queue served by threads that park on `bell` and call [`Queue::help`] when idle.
+    pub(crate) fn served_by(bell: Arc<Bell>) -> Queue {
+        Queue::new(Some(bell))
+    }
+
+    /// Whether a job is waiting.
+    pub(crate) fn has_work(&self) -> bool {
+        self.queued.load(Ordering::SeqCst) > 0
+    }
+
+    /// Hashes the next waiting job, if any; false when there was none.
+    pub(crate) fn help(&self) -> bool {
+        if !self.has_work() {
+            return false;
+        }
+        match self.take() {
+            Some(job) => {
+                job.run(HashedOn::HashThread);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The next job, if any, without waiting.
     fn take(&self) -> Option<Job> {
         let job = self.jobs.lock().ok()?.pop_front();
@@ -144,10 +183,12 @@ impl Queue {
             return Some(job);
         }
         jobs.push_back(job);
-        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.queued.fetch_add(1, Ordering::SeqCst);
         let wake = self.asleep.load(Ordering::Relaxed);
         drop(jobs);
-        if wake {
+        if let Some(bell) = &self.bell {
+            bell.ring();
+        } else if wake {
             self.ready.notify_one();
         }
         None
@@ -192,34 +233,42 @@ impl Queue {
     }
 }
 
-fn global() -> Option<&'static Queue> {
-    static QUEUE_: OnceLock<Option<&'static Queue>> = OnceLock::new();
-    *QUEUE_.get_or_init(|| {
-        let q: &'static Queue = Box::leak(Box::new(Queue {
-            jobs: Mutex::new(VecDeque::with_capacity(QUEUE)),
-            queued: AtomicUsize::new(0),
-            asleep: AtomicBool::new(false),
-            ready: Condvar::new(),
-        }));
-        std::thread::Builder::new()
-            .name("deed-trace-hash".into())
-            .spawn(move || q.serve())
-            .ok()
-            .map(|_| q)
-    })
+/// The queue of the process-wide hashing thread, started on first use.
+fn global() -> Option<Arc<Queue>> {
+    static QUEUE_: OnceLock<Option<Arc<Queue>>> = OnceLock::new();
+    QUEUE_
+        .get_or_init(|| {
+            let q = Arc::new(Queue::new(None));
+            let served = q.clone();
+            std::thread::Builder::new()
+                .name("deed-trace-hash".into())
+                .spawn(move || served.serve())
+                .ok()
+                .map(|_| q)
+        })
+        .clone()
 }
 
-/// One run's trace, built on the hashing thread where it has room.
+/// One run's trace, built on the hashing thread (or a pool's idle workers) where they
+/// have room.
 pub(crate) struct Pipeline {
-    queue: &'static Queue,
+    queue: Arc<Queue>,
     run: Arc<RunTrace>,
 }
 
 impl Pipeline {
-    /// A pipeline for a run of `steps` steps, or `None` when the thread is unavailable;
-    /// with a `timeline`, every step's hashing is timed into it.
-    pub(crate) fn new(steps: usize, timeline: Option<Recorder>) -> Option<Pipeline> {
-        let queue = global()?;
+    /// A pipeline for a run of `steps` steps whose steps go to `queue` (a kernel pool's
+    /// queue), or with `None` to the process's hashing thread; `None` when that thread
+    /// is unavailable. With a `timeline`, every step's hashing is timed into it.
+    pub(crate) fn new(
+        steps: usize,
+        timeline: Option<Recorder>,
+        queue: Option<Arc<Queue>>,
+    ) -> Option<Pipeline> {
+        let queue = match queue {
+            Some(q) => q,
+            None => global()?,
+        };
         Some(Pipeline {
             queue,
             run: Arc::new(RunTrace {
@@ -311,7 +360,7 @@ mod tests {
     #[test]
     fn a_handoff_wakes_the_sleeping_thread() {
         let t = Arc::new(Tensor::from_vec(vec![4096], vec![1.0f32; 4096]).unwrap());
-        let mut p = Pipeline::new(3, None).unwrap();
+        let mut p = Pipeline::new(3, None, None).unwrap();
         let mut inline = Trace::default();
         for s in 0..3 {
             // Long enough for the thread to stop spinning and wait.
@@ -354,7 +403,7 @@ mod tests {
             let handles: Vec<_> = (0..3)
                 .map(|_| {
                     scope.spawn(|| {
-                        let mut p = Pipeline::new(steps.len(), None).unwrap();
+                        let mut p = Pipeline::new(steps.len(), None, None).unwrap();
                         for (s, outs) in steps.iter().enumerate() {
                             if s % 7 == 3 {
                                 let refs: Vec<&Tensor> = outs.iter().map(|t| t.as_ref()).collect();
@@ -379,7 +428,7 @@ mod tests {
     fn a_timed_run_records_each_hashed_step_once() {
         let t = Arc::new(Tensor::from_vec(vec![4096], vec![1.0f32; 4096]).unwrap());
         let origin = std::time::Instant::now();
-        let mut p = Pipeline::new(20, Some(Recorder::new(origin))).unwrap();
+        let mut p = Pipeline::new(20, Some(Recorder::new(origin)), None).unwrap();
         let mut inline = Trace::default();
         for s in 0..20 {
             let h = step_hash(s as u32, &[t.as_ref()]);
@@ -400,7 +449,7 @@ mod tests {
             .iter()
             .all(|(s, _)| 0.0 <= s.start_us && s.start_us <= s.end_us));
         // Without a recorder, no spans.
-        let mut p = Pipeline::new(1, None).unwrap();
+        let mut p = Pipeline::new(1, None, None).unwrap();
         p.submit(0, vec![t.clone()]);
         assert!(p.finish().unwrap().1.is_empty());
     }
@@ -408,22 +457,88 @@ mod tests {
     #[test]
     fn runs_dropped_early_or_missing_a_step_leave_the_others_whole() {
         let t = Arc::new(Tensor::from_vec(vec![4096], vec![1.0f32; 4096]).unwrap());
-        let mut dropped = Pipeline::new(50, None).unwrap();
+        let mut dropped = Pipeline::new(50, None, None).unwrap();
         for s in 0..30 {
             dropped.submit(s, vec![t.clone()]);
         }
         drop(dropped);
         // A run that never hands over one of its steps gets no trace, and does not hang.
-        let mut missing = Pipeline::new(3, None).unwrap();
+        let mut missing = Pipeline::new(3, None, None).unwrap();
         missing.submit(0, vec![t.clone()]);
         missing.submit(2, vec![t.clone()]);
         assert!(missing.finish().is_none());
-        let mut p = Pipeline::new(3, None).unwrap();
+        let mut p = Pipeline::new(3, None, None).unwrap();
         let mut inline = Trace::default();
         for s in 0..3 {
             p.submit(s, vec![t.clone()]);
             inline.push(step_hash(s as u32, &[t.as_ref()]));
         }
         assert_eq!(p.finish().unwrap().0, inline);
+    }
+
+    #[test]
+    fn a_pool_hashes_handed_over_steps_between_its_jobs() {
+        let pool = crate::pool::Pool::new(1).unwrap();
+        let t = Arc::new(Tensor::from_vec(vec![4096], vec![2.0f32; 4096]).unwrap());
+        let mut p = Pipeline::new(4, None, Some(pool.hashes())).unwrap();
+        let mut inline = Trace::default();
+        for s in 0..4 {
+            // Long enough for the worker to park: the handoff must wake it.
+            std::thread::sleep(SPIN * 3);
+            p.submit(s, vec![t.clone()]);
+            inline.push(step_hash(s as u32, &[t.as_ref()]));
+            if s == 1 {
+                let hits = AtomicUsize::new(0);
+                pool.run(&|_| {
+                    hits.fetch_add(1, Ordering::Relaxed);
+                });
+                assert_eq!(hits.load(Ordering::Relaxed), 2);
+            }
+        }
+        // Only the pool's worker serves this queue, and the run has not yet helped.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while p.run.folded.load(Ordering::Acquire) < 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the pool never hashed a queued step"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(p.finish().unwrap().0, inline);
+    }
+
+    #[test]
+    fn every_share_runs_once_while_the_workers_hash() {
+        let pool = crate::pool::Pool::new(2).unwrap();
+        let steps: Vec<Arc<Tensor>> = (0..60)
+            .map(|i| {
+                let v: Vec<f32> = (0..4096 + i * 512).map(|x| (x * i) as f32).collect();
+                Arc::new(Tensor::from_vec(vec![v.len()], v).unwrap())
+            })
+            .collect();
+        let inline: Trace = {
+            let mut tr = Trace::default();
+            for (s, o) in steps.iter().enumerate() {
+                tr.push(step_hash(s as u32, &[o.as_ref()]));
+            }
+            tr
+        };
+        std::thread::scope(|scope| {
+            let runs = scope.spawn(|| {
+                let mut p = Pipeline::new(steps.len(), None, Some(pool.hashes())).unwrap();
+                for (s, o) in steps.iter().enumerate() {
+                    p.submit(s, vec![o.clone()]);
+                }
+                p.finish().unwrap().0
+            });
+            for _ in 0..2000 {
+                let hits: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+                pool.run(&|t| {
+                    hits[t].fetch_add(1, Ordering::Relaxed);
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            }
+            assert_eq!(runs.join().unwrap(), inline);
+        });
     }
 }

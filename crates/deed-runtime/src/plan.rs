@@ -923,18 +923,22 @@ impl<'m> Plan<'m> {
             kept: Vec::new(),
             corrupt: corrupt_step(opts),
         };
-        // Step hashes go to the hashing thread while later steps compute; the profile
-        // hashes inline so that it can time each step's hashing.
-        let pipeline = if opts.trace
-            && opts.hash_thread
-            && !profile
-            && self.hashed_bytes >= PIPE_MIN_BYTES
-            && ctx.threads() < cores()
-        {
-            Pipeline::new(n, opts.timeline.then(|| Recorder::new(origin)))
-        } else {
-            None
-        };
+        // Step hashes go to another thread while later steps compute: the process's
+        // hashing thread when the kernels leave it a core, else the kernel pool's
+        // workers between their shares. The profile hashes inline so that it can time
+        // each step's hashing.
+        let pipeline =
+            if opts.trace && opts.hash_thread && !profile && self.hashed_bytes >= PIPE_MIN_BYTES {
+                let timeline = opts.timeline.then(|| Recorder::new(origin));
+                if ctx.threads() < cores() {
+                    Pipeline::new(n, timeline, None)
+                } else {
+                    ctx.hash_queue()
+                        .and_then(|q| Pipeline::new(n, timeline, Some(q)))
+                }
+            } else {
+                None
+            };
         // Step hashes computed on this thread, timed when the run keeps a timeline.
         let mut inline_spans = Vec::new();
         let mut hash_here = |s: usize, step: &Step, outs: &[Arc<Tensor>]| {

@@ -32,7 +32,8 @@ impl Span {
 /// Where hashing a step ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashedOn {
-    /// The process's hashing thread, overlapping later steps.
+    /// Another thread, overlapping later steps: the process's hashing thread, or, for
+    /// a run whose kernels use every core, a kernel pool worker between its shares.
     HashThread,
     /// The thread executing the run (a small step, a full queue, the end of the run,
     /// or a run that hashes inline).
@@ -67,7 +68,7 @@ pub struct TimelineSummary {
     pub between_us: f64,
     /// From the last step computed until the trace held every step, µs.
     pub tail_us: f64,
-    /// Hashing done on the hashing thread, µs.
+    /// Hashing done on other threads ([`HashedOn::HashThread`]), µs.
     pub hash_thread_us: f64,
     /// Hashing done on the run's thread, µs.
     pub run_thread_us: f64,

@@ -65,9 +65,13 @@ fn chain() -> (Model, Vec<(String, Tensor)>) {
 }
 
 fn run(model: &Model, inputs: &[(String, Tensor)], opts: RunOptions) -> RunOutput {
-    model
-        .run(inputs, &RunOptions { threads: 1, ..opts })
-        .unwrap()
+    model.run(inputs, &opts).unwrap()
+}
+
+/// A thread count that uses every core (at least two, so that there is a kernel pool):
+/// its step hashes go to the pool's workers instead of the hashing thread.
+fn every_core() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
 
 #[test]
@@ -76,13 +80,20 @@ fn a_timeline_times_each_step_once_and_changes_nothing() {
     let steps = model.num_steps();
     let plain = run(&model, &inputs, RunOptions::default());
     assert!(plain.timeline.is_none());
-    for hash_thread in [true, false] {
+    let variants = [
+        (1, true),
+        (1, false),
+        (every_core(), true),
+        (every_core(), false),
+    ];
+    for (threads, hash_thread) in variants {
         let out = run(
             &model,
             &inputs,
             RunOptions {
                 timeline: true,
                 hash_thread,
+                threads,
                 ..RunOptions::default()
             },
         );
