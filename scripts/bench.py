@@ -452,8 +452,8 @@ def print_table(results: dict[str, dict], has_no_trace: bool, repeat: int, round
           "floor: the least trace cost two cores allow, from each step's compute and hashing "
           "time (DEED_PROFILE=1): steps compute in order, a step's hashing starts once it has "
           "computed and may be split perfectly over both cores, nothing else added; "
-          "deed 2t no-trace: the kernels alone at 2 threads (the traced 2t run hashes inline, "
-          "its threads taking every core of a 2-core machine); "
+          "deed 2t no-trace: the kernels alone at 2 threads (on a 2-core machine the traced 2t "
+          "run's kernel threads take every core, and hash its steps between their shares); "
           "peak RSS in MiB (the ort child includes the Python interpreter and numpy)")
     rows = []
     for name, res in results.items():
