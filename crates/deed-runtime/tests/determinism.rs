@@ -147,7 +147,8 @@ fn quantized_products_match_the_reference_on_every_path() {
 
 #[test]
 fn background_hashing_gives_the_step_hashes_of_each_node() {
-    // Outputs of 40000 × 8 f32 (1.28 MB) put hashing on the background thread.
+    // Outputs of 40000 × 8 f32 (1.28 MB) put hashing in the background: on the hashing
+    // thread when the threads leave it a core, else on the kernel pool's workers.
     let (rows, d_in, d_hidden) = (40_000usize, 4usize, 8usize);
     let f32s = |seed: u64, n: usize| -> Vec<f32> {
         bytes(seed, n)
