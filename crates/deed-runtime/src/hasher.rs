@@ -370,15 +370,20 @@ mod tests {
         }
         // The thread hashes the steps: they are folded in without `finish`, which
         // would take queued steps back and hash them here.
+        wait_until_folded(&p, 3);
+        assert_eq!(p.finish().unwrap().0, inline);
+    }
+
+    /// Waits (at most 10 s, else fails) until `steps` steps of `p` are folded in.
+    fn wait_until_folded(p: &Pipeline, steps: usize) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while p.run.folded.load(Ordering::Acquire) < 3 {
+        while p.run.folded.load(Ordering::Acquire) < steps {
             assert!(
                 std::time::Instant::now() < deadline,
                 "a queued step was never hashed"
             );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        assert_eq!(p.finish().unwrap().0, inline);
     }
 
     #[test]
@@ -496,14 +501,7 @@ mod tests {
             }
         }
         // Only the pool's worker serves this queue, and the run has not yet helped.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while p.run.folded.load(Ordering::Acquire) < 4 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the pool never hashed a queued step"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        wait_until_folded(&p, 4);
         assert_eq!(p.finish().unwrap().0, inline);
     }
 
