@@ -33,7 +33,8 @@ impl KernelMode {
 /// so that the subgraphs of `If`, `Loop`, `Scan` and `FlexAttention` are held to them
 /// too).
 ///
-/// With `threads` = N the pool holds N − 1 workers and the calling thread takes one
+/// With `threads` = N the pool holds N − 1 workers (at most 1024; [`Ctx::threads`]
+/// says how many it got, plus one) and the calling thread takes one
 /// share of every split itself. The workers stay awake between the operators of a run
 /// (see [`crate::pool`]), so a split costs a hand-over, not a wake-up.
 #[derive(Clone)]
@@ -72,7 +73,8 @@ impl Ctx {
         };
         Ctx {
             mode,
-            threads: if pool.is_some() { threads } else { 1 },
+            // The pool may hold fewer workers than asked for (it has a cap).
+            threads: pool.as_ref().map_or(1, |p| p.workers() + 1),
             pool,
             limits: Limits::default(),
         }
@@ -167,5 +169,24 @@ fn run_share<T>(
 ) {
     for (j, c) in share.chunks_mut(chunk_len).enumerate() {
         f(first + j, c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_split_covers_every_piece_when_the_pool_is_capped() {
+        // More threads than a pool starts: the context splits over the workers it got.
+        let ctx = Ctx::new(KernelMode::Fast, 3000);
+        assert!(
+            ctx.threads() > 1 && ctx.threads() < 3000,
+            "{}",
+            ctx.threads()
+        );
+        let mut out = vec![0u32; 5000];
+        ctx.for_each_chunk(&mut out, 1, |i, c| c[0] = i as u32 + 1);
+        assert!(out.iter().enumerate().all(|(i, &v)| v == i as u32 + 1));
     }
 }

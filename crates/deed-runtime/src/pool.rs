@@ -41,7 +41,8 @@ const SPINS_BEFORE_YIELD: u32 = 1 << 7;
 /// Bits of [`Shared::claim`] that count a job's claimed shares (the rest number the job).
 const SHARE_BITS: u32 = 16;
 const SHARE_MASK: u64 = (1 << SHARE_BITS) - 1;
-/// Most workers a pool starts (so that share numbers fit in [`SHARE_BITS`]).
+/// Most workers a pool starts (so that share numbers fit in [`SHARE_BITS`]); a
+/// [`crate::Ctx`] counts the workers it got.
 const MAX_WORKERS: usize = 1 << 10;
 
 type Job = dyn Fn(usize) + Sync;
