@@ -143,7 +143,8 @@ struct DevArgs {
 struct RunArgs {
     /// The ONNX model file.
     model: PathBuf,
-    /// An input as NAME=PATH (.npy, .pb or .json); PATH alone for a single-input model.
+    /// An input as NAME=PATH (.npy, .pb or .json; a .bin or image file gives its bytes);
+    /// PATH alone for a single-input model.
     #[arg(long = "input", short = 'i', value_name = "NAME=PATH")]
     inputs: Vec<String>,
     /// Kernel threads.

@@ -1,5 +1,6 @@
 //! Reading and writing tensors as files: numpy `.npy`, ONNX `TensorProto` `.pb`, and
-//! JSON (`{"shape": [...], "dtype": "f32", "data": [...]}`).
+//! JSON (`{"shape": [...], "dtype": "f32", "data": [...]}`). Image files and `.bin`
+//! are read as their bytes, a 1-D u8 tensor (what `ImageDecoder` takes).
 
 use std::path::Path;
 
@@ -23,7 +24,12 @@ pub fn read_tensor(path: &Path) -> Result<Tensor> {
             .map(|(_, t)| t)
             .map_err(anyhow::Error::from),
         "json" => read_json(&bytes),
-        _ => bail!("unknown tensor file type `.{ext}`: use .npy, .pb or .json"),
+        "bin" | "png" | "bmp" | "pbm" | "pgm" | "ppm" | "pnm" | "pam" | "tif" | "tiff" | "webp"
+        | "jpg" | "jpeg" => Ok(Tensor::from_vec(vec![bytes.len()], bytes)?),
+        _ => bail!(
+            "unknown tensor file type `.{ext}`: use .npy, .pb or .json, or .bin or an \
+             image file for its bytes"
+        ),
     };
     t.with_context(|| format!("cannot read tensor from {}", path.display()))
 }
@@ -301,6 +307,22 @@ mod tests {
         assert_eq!(read_npy(&npy_bytes(&b).unwrap()).unwrap(), b);
         let i = Tensor::from_vec(vec![], vec![-5i64]).unwrap();
         assert_eq!(read_npy(&npy_bytes(&i).unwrap()).unwrap(), i);
+    }
+
+    #[test]
+    fn image_and_bin_files_are_read_as_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["photo.PNG", "frame.webp", "scan.tiff", "raw.bin"] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, b"\x89PNG any bytes").unwrap();
+            let t = read_tensor(&path).unwrap();
+            assert_eq!(t.shape(), [14]);
+            assert_eq!(t.as_slice::<u8>().unwrap(), b"\x89PNG any bytes");
+        }
+        let other = dir.path().join("notes.txt");
+        std::fs::write(&other, b"x").unwrap();
+        let e = read_tensor(&other).unwrap_err().to_string();
+        assert!(e.contains(".txt") && e.contains(".bin"), "{e}");
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //! A small graph input of another dtype becomes known when an operator's output shape
 //! depends on its value (a `Resize`'s scales, a `OneHot`'s depth, a `Compress`'s
 //! condition, the strings a `StringSplit` splits, at most [`KNOWN_TEXT_MAX`] bytes of
-//! them): the model is planned again with it known, and the plan then holds for those
-//! bits only ([`Plan::accepts`]).
+//! them, the encoded image an `ImageDecoder` decodes, a 1-D u8 input of at most
+//! [`KNOWN_BYTES_MAX`] bytes): the model is planned again with it known, and the plan
+//! then holds for those bits only ([`Plan::accepts`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,6 +39,10 @@ pub const KNOWN_INPUT_MAX: usize = 1024;
 /// A string graph input is known while planning only when its strings hold at most
 /// this many bytes in all (beside [`KNOWN_INPUT_MAX`] elements).
 pub const KNOWN_TEXT_MAX: usize = 1 << 16;
+/// A 1-D u8 graph input (a byte stream, such as an encoded image) may be known while
+/// planning, when an operator's output shape depends on it, up to this many bytes
+/// (beside [`KNOWN_INPUT_MAX`] elements of any dtype).
+pub const KNOWN_BYTES_MAX: usize = 64 << 20;
 /// Nodes whose inputs are all known and whose outputs have at most this many elements
 /// are computed while planning.
 pub const FOLD_MAX: u64 = 65536;
@@ -244,9 +249,10 @@ impl Model {
                 .iter()
                 .map(|&(name, t)| {
                     let known = ((ints_known && matches!(t.dtype(), DType::I64 | DType::I32))
-                        || known_by_value.contains(&name))
-                        && t.len() <= KNOWN_INPUT_MAX
-                        && text_bytes(t) <= KNOWN_TEXT_MAX;
+                        && t.len() <= KNOWN_INPUT_MAX)
+                        || (known_by_value.contains(&name)
+                            && may_be_known(&TypeInfo::of(t))
+                            && text_bytes(t) <= KNOWN_TEXT_MAX);
                     PlanInput {
                         name,
                         ty: TypeInfo::of(t),
@@ -734,14 +740,21 @@ fn unknown_input_upstream(
         match steps.iter().find(|s| s.outputs.contains(&Some(v))) {
             Some(step) => stack.extend(step.inputs.iter().rev().flatten().copied()),
             None => {
-                let ty = &types[v];
-                if ty.numel() <= KNOWN_INPUT_MAX as u64 {
+                if may_be_known(&types[v]) {
                     return Some(v);
                 }
             }
         }
     }
     None
+}
+
+/// Whether a graph input of type `ty` may be made known while planning when an output
+/// shape depends on its value: at most [`KNOWN_INPUT_MAX`] elements, or a byte stream
+/// of at most [`KNOWN_BYTES_MAX`].
+fn may_be_known(ty: &TypeInfo) -> bool {
+    ty.numel() <= KNOWN_INPUT_MAX as u64
+        || (ty.dtype == DType::U8 && ty.shape.len() == 1 && ty.numel() <= KNOWN_BYTES_MAX as u64)
 }
 
 /// The UTF-8 bytes of a string tensor's elements (0 for other dtypes).

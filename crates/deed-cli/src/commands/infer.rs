@@ -28,7 +28,8 @@ use crate::{keystore, tensor_io};
 pub struct InferArgs {
     /// MODEL[@VERSION]: id, OWNER/NAME or a name owned by --key; latest version by default.
     pub(crate) model: String,
-    /// An input as NAME=FILE (.npy, .pb or .json); FILE alone for a single-input model.
+    /// An input as NAME=FILE (.npy, .pb or .json; a .bin or image file gives its bytes);
+    /// FILE alone for a single-input model.
     #[arg(long = "input", short = 'i', value_name = "NAME=FILE", required = true)]
     pub(crate) inputs: Vec<String>,
     /// Verification: `none`, `optimistic` or `replicated:K`.

@@ -31,6 +31,7 @@ pub mod deform_conv;
 pub mod elementwise;
 pub mod flex;
 pub mod grid_sample;
+pub mod image_decoder;
 pub mod index;
 pub mod linalg;
 pub mod llm;
@@ -305,6 +306,7 @@ pub fn registry() -> &'static Registry {
         flex::register(&mut r);
         select::register(&mut r);
         text::register(&mut r);
+        r.add("ImageDecoder", image_decoder::build);
         training::register(&mut r);
         conv::register(&mut r);
         deform_conv::register(&mut r);
