@@ -327,7 +327,7 @@ mod tests {
     use crate::ops::testing::{attrs, infer_one, run_one};
     use proptest::prelude::*;
 
-    fn op(format: &str) -> Box<dyn Op> {
+    fn build_for(format: &str) -> Result<Box<dyn Op>, OpError> {
         let a = attrs(&[("pixel_format", Attr::String(format.as_bytes().to_vec()))]);
         build(&NodeInfo {
             name: "d",
@@ -338,7 +338,10 @@ mod tests {
             num_inputs: 1,
             num_outputs: 1,
         })
-        .unwrap()
+    }
+
+    fn op(format: &str) -> Box<dyn Op> {
+        build_for(format).unwrap()
     }
 
     fn stream(bytes: &[u8]) -> Tensor {
@@ -518,17 +521,10 @@ mod tests {
             run_one(op("RGB").as_ref(), &m, true),
             Err(OpError::Shape { .. })
         ));
-        let a = attrs(&[("pixel_format", Attr::String(b"RGBA".to_vec()))]);
-        let info = NodeInfo {
-            name: "d",
-            op_type: "ImageDecoder",
-            domain: "",
-            opset: 20,
-            attrs: &a,
-            num_inputs: 1,
-            num_outputs: 1,
-        };
-        assert!(matches!(build(&info), Err(OpError::BadAttribute { .. })));
+        assert!(matches!(
+            build_for("RGBA"),
+            Err(OpError::BadAttribute { .. })
+        ));
     }
 
     #[test]
