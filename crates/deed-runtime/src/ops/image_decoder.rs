@@ -22,7 +22,7 @@ use image::{ColorType, DynamicImage, ImageDecoder as _, ImageFormat, ImageReader
 
 use crate::error::OpError;
 use crate::limits::Limits;
-use crate::ops::util::{check_count, infer_input, input, need_value};
+use crate::ops::util::{check_count, check_dtype, infer_input, input, need_value, one};
 use crate::ops::{Ctx, InferInput, NodeInfo, Op, TypeInfo};
 
 /// The output's channels.
@@ -258,14 +258,20 @@ impl ImageDecoder {
     }
 }
 
-/// The encoded bytes of input 0: a 1-D u8 tensor.
-fn encoded(t: &Tensor) -> Result<&[u8], OpError> {
-    if t.rank() != 1 {
+/// Checks that input 0 is a 1-D u8 tensor, as `encoded_stream` must be.
+fn check_stream(dtype: DType, shape: &[usize]) -> Result<(), OpError> {
+    check_dtype(0, dtype, &[DType::U8])?;
+    if shape.len() != 1 {
         return Err(OpError::shape(format!(
-            "encoded_stream must be 1-D, got shape {:?}",
-            t.shape()
+            "encoded_stream must be 1-D, got shape {shape:?}"
         )));
     }
+    Ok(())
+}
+
+/// The encoded bytes of input 0.
+fn encoded(t: &Tensor) -> Result<&[u8], OpError> {
+    check_stream(t.dtype(), t.shape())?;
     t.as_slice::<u8>().ok_or(OpError::DType {
         index: 0,
         dtype: t.dtype(),
@@ -284,20 +290,9 @@ impl Op for ImageDecoder {
     ) -> Result<Vec<TypeInfo>, OpError> {
         check_count(inputs.len(), 1, 1)?;
         let x = infer_input(inputs, 0)?;
-        if x.ty.dtype != DType::U8 {
-            return Err(OpError::DType {
-                index: 0,
-                dtype: x.ty.dtype,
-            });
-        }
-        if x.ty.shape.len() != 1 {
-            return Err(OpError::shape(format!(
-                "encoded_stream must be 1-D, got shape {:?}",
-                x.ty.shape
-            )));
-        }
+        check_stream(x.ty.dtype, &x.ty.shape)?;
         let h = header(encoded(need_value(x, 0)?)?)?;
-        Ok(vec![TypeInfo::new(DType::U8, self.shape(&h, limits)?)])
+        one(DType::U8, self.shape(&h, limits)?)
     }
 
     /// Eight units per encoded byte and per output value: decoding does more per byte

@@ -14,7 +14,9 @@ use half::{bf16, f16};
 
 use super::elementwise::canon;
 use super::minifloat::{Mini, Num};
-use super::util::{check_count, infer_input, input, norm_axis, numel, one, opt_infer_input};
+use super::util::{
+    check_count, check_dtype, infer_input, input, norm_axis, numel, one, opt_infer_input,
+};
 use super::util::{opt_input, strides};
 use super::{Ctx, InferInput, NodeInfo, Op, Prepared, Registry, TypeInfo};
 use crate::error::OpError;
@@ -683,12 +685,7 @@ impl Op for DynamicQuantizeLinear {
     fn infer(&self, inputs: &[Option<InferInput<'_>>]) -> Result<Vec<TypeInfo>, OpError> {
         check_count(inputs.len(), 1, 1)?;
         let x = infer_input(inputs, 0)?;
-        if x.ty.dtype != DType::F32 {
-            return Err(OpError::DType {
-                index: 0,
-                dtype: x.ty.dtype,
-            });
-        }
+        check_dtype(0, x.ty.dtype, &[DType::F32])?;
         Ok(vec![
             TypeInfo::new(DType::U8, x.ty.shape.clone()),
             TypeInfo::new(DType::F32, vec![]),
