@@ -16,6 +16,26 @@ use common::{value, FLOAT};
 /// `TensorProto.DataType.UINT8`.
 const UINT8: i32 = 2;
 
+/// `img` (u8 bytes) → ImageDecoder(`pixel_format`).
+fn decoder(pixel_format: &str) -> Model {
+    let graph = pb::GraphProto {
+        name: "decode".into(),
+        node: vec![common::node(
+            "decode",
+            "ImageDecoder",
+            &["img"],
+            &["pixels"],
+            vec![common::attr_string("pixel_format", pixel_format)],
+        )],
+        input: vec![value("img", UINT8, &[Err("n")])],
+        output: vec![value("pixels", UINT8, &[Err("h"), Err("w"), Err("c")])],
+        ..Default::default()
+    };
+    let mut m = common::model(graph);
+    m.opset_import[0].version = 20;
+    Model::load(&m.encode_to_vec(), &Limits::default()).unwrap()
+}
+
 /// `img` (u8 bytes) → ImageDecoder(RGB) → Cast to f32 → ReduceMean over every axis.
 fn model() -> Model {
     let graph = pb::GraphProto {
@@ -137,6 +157,13 @@ fn large_images_of_every_format_decode_within_their_memory_bound() {
 #[test]
 fn refused_images_name_the_node_and_the_reason() {
     let model = model();
+    let jpeg2000 = b"\0\0\0\x0cjP  \r\n\x87\n\0\0\0\x14ftypjp2 ";
+    let e = model
+        .run(&bytes(jpeg2000), &RunOptions::default())
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("decode") && msg.contains("JPEG 2000"), "{msg}");
+    // A JPEG that ends inside its first segment.
     let jpeg = [0xff, 0xd8, 0xff, 0xe0, 0, 0x10, b'J', b'F', b'I', b'F', 0];
     let e = model
         .run(&bytes(&jpeg), &RunOptions::default())
@@ -163,4 +190,75 @@ fn refused_images_name_the_node_and_the_reason() {
         )
         .unwrap_err();
     assert!(e.to_string().contains("limit"), "{e}");
+}
+
+/// The project's Python virtualenv (`$DEED_VENV`, else `<workspace>/.venv`), which
+/// `scripts/venv.sh` makes with the pinned Pillow.
+fn venv_python() -> std::path::PathBuf {
+    let venv = match std::env::var_os("DEED_VENV") {
+        Some(v) => std::path::PathBuf::from(v),
+        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv"),
+    };
+    let python = venv.join("bin").join("python");
+    assert!(
+        python.exists(),
+        "no Python virtualenv at {}: run scripts/venv.sh (or set DEED_VENV)",
+        python.display()
+    );
+    python
+}
+
+/// Baseline JPEG decodes to exactly the pixels Pillow (libjpeg-turbo, its defaults)
+/// gives, over images of every size from 1 pixel, every quality, 4:4:4, 4:2:2 and
+/// 4:2:0 chroma, gray, optimized Huffman tables and restart markers; the luma of
+/// `Grayscale` is Pillow's `convert("L")`. Progressive images are refused.
+#[test]
+fn jpeg_decodes_to_the_pixels_libjpeg_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/jpeg_cases.py");
+    let status = std::process::Command::new(venv_python())
+        .arg(&script)
+        .arg(dir.path())
+        .args(["120", "7"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{} failed", script.display());
+    let (rgb, gray) = (decoder("RGB"), decoder("Grayscale"));
+    let cases = std::fs::read_to_string(dir.path().join("cases.txt")).unwrap();
+    let (mut exact, mut refused) = (0, 0);
+    for line in cases.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let (name, w, h) = (
+            f[0],
+            f[1].parse::<usize>().unwrap(),
+            f[2].parse::<usize>().unwrap(),
+        );
+        let jpeg = std::fs::read(dir.path().join(format!("{name}.jpg"))).unwrap();
+        for (model, ext, c) in [(&rgb, "rgb", 3), (&gray, "l", 1)] {
+            let run = model.run(&bytes(&jpeg), &RunOptions::default());
+            if f[3] == "1" {
+                let e = run.unwrap_err().to_string();
+                assert!(e.contains("progressive JPEG"), "{name}: {e}");
+                refused += 1;
+                continue;
+            }
+            let out = run.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let want = std::fs::read(dir.path().join(format!("{name}.{ext}"))).unwrap();
+            assert_eq!(out.outputs[0].1.shape(), [h, w, c], "{name}");
+            let got = out.outputs[0].1.as_slice::<u8>().unwrap();
+            let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert_eq!(
+                differ,
+                0,
+                "{name} ({ext}): {differ} of {} values differ",
+                want.len()
+            );
+            exact += 1;
+        }
+    }
+    assert!(
+        exact >= 150 && refused > 0,
+        "{exact} exact, {refused} refused"
+    );
 }

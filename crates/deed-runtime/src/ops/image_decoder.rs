@@ -2,12 +2,13 @@
 //!
 //! The formats decoded are the ones whose pixels their specification fixes to the bit:
 //! BMP, PNG, PNM (PBM, PGM, PPM, PAM), losslessly compressed TIFF, and WebP (lossless,
-//! and lossy, whose VP8 reconstruction RFC 6386 defines exactly). JPEG and JPEG 2000 are
-//! refused: their standards let decoders differ in the last bits (the inverse DCT, the
-//! chroma upsampling), so no decoder's output is the canonical one. The decoders are
-//! those of the `image`, `png`, `tiff` and `image-webp` crates, pinned exactly in the
-//! workspace; this module turns their samples into the output with arithmetic of its
-//! own (see `docs/canonical-semantics.md`).
+//! and lossy, whose VP8 reconstruction RFC 6386 defines exactly), decoded by the
+//! `image`, `png`, `tiff` and `image-webp` crates, pinned exactly in the workspace;
+//! and baseline JPEG, whose standard lets decoders differ in the last bits (the
+//! inverse DCT, the chroma upsampling): [`jpeg`] decodes it as libjpeg does with its
+//! defaults, in integer arithmetic of its own. JPEG 2000 is refused. This module turns
+//! the samples into the output with arithmetic of its own (see
+//! `docs/canonical-semantics.md`).
 //!
 //! The output shape is the image's, so the encoded bytes must be known while planning:
 //! a graph input of up to [`crate::plan::KNOWN_BYTES_MAX`] bytes is, and the plan then
@@ -24,6 +25,8 @@ use crate::error::OpError;
 use crate::limits::Limits;
 use crate::ops::util::{check_count, check_dtype, infer_input, input, need_value, one};
 use crate::ops::{Ctx, InferInput, NodeInfo, Op, TypeInfo};
+
+mod jpeg;
 
 /// The output's channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,39 +68,44 @@ pub(crate) fn build(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
     Ok(Box::new(ImageDecoder { format }))
 }
 
-/// The format of `bytes` by its signature; JPEG, JPEG 2000 and anything unknown are
-/// refused.
-fn sniff(bytes: &[u8]) -> Result<ImageFormat, OpError> {
+/// An encoded image's format: one the `image` crate decodes, or baseline JPEG, which
+/// [`jpeg`] decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Image(ImageFormat),
+    Jpeg,
+}
+
+/// The format of `bytes` by its signature; JPEG 2000 and anything unknown are refused.
+fn sniff(bytes: &[u8]) -> Result<Format, OpError> {
     let pnm = bytes.len() > 2
         && bytes[0] == b'P'
         && (b'1'..=b'7').contains(&bytes[1])
         && bytes[2].is_ascii_whitespace();
     let riff_webp = bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP";
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Ok(ImageFormat::Png)
+    Ok(Format::Image(if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        ImageFormat::Png
     } else if bytes.starts_with(b"BM") {
-        Ok(ImageFormat::Bmp)
+        ImageFormat::Bmp
     } else if pnm {
-        Ok(ImageFormat::Pnm)
+        ImageFormat::Pnm
     } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
-        Ok(ImageFormat::Tiff)
+        ImageFormat::Tiff
     } else if riff_webp {
-        Ok(ImageFormat::WebP)
+        ImageFormat::WebP
     } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-        Err(OpError::unsupported(
-            "JPEG images: JPEG decoders may differ in the last bits, so none is canonical",
-        ))
+        return Ok(Format::Jpeg);
     } else if bytes.starts_with(b"\0\0\0\x0cjP  \r\n\x87\n")
         || bytes.starts_with(&[0xff, 0x4f, 0xff, 0x51])
     {
-        Err(OpError::unsupported(
+        return Err(OpError::unsupported(
             "JPEG 2000 images: JPEG 2000 decoders may differ in the last bits, so none is canonical",
-        ))
+        ));
     } else {
-        Err(OpError::value(
-            "the input is not a BMP, PNG, PNM, TIFF or WebP image",
-        ))
-    }
+        return Err(OpError::value(
+            "the input is not a BMP, JPEG, PNG, PNM, TIFF or WebP image",
+        ));
+    }))
 }
 
 /// TIFF compressions decoded: none, CCITT fax (2–4), LZW, Deflate (8 and the older
@@ -126,9 +134,11 @@ fn check_tiff(bytes: &[u8]) -> Result<(), OpError> {
 
 /// What an image's header says.
 struct Header {
-    format: ImageFormat,
+    format: Format,
     width: u32,
     height: u32,
+    /// A JPEG's working memory (see [`jpeg::Info::work_bytes`]).
+    work_bytes: Option<u64>,
 }
 
 /// Working memory the decoders may take while reading a header (its metadata chunks).
@@ -150,7 +160,18 @@ fn undecodable(e: image::ImageError) -> OpError {
 /// Reads the header of `bytes`, refusing what is not decoded (see the module docs) and
 /// images of floating-point samples.
 fn header(bytes: &[u8]) -> Result<Header, OpError> {
-    let format = sniff(bytes)?;
+    let format = match sniff(bytes)? {
+        Format::Jpeg => {
+            let i = jpeg::info(bytes)?;
+            return Ok(Header {
+                format: Format::Jpeg,
+                width: i.width,
+                height: i.height,
+                work_bytes: Some(i.work_bytes),
+            });
+        }
+        Format::Image(f) => f,
+    };
     if format == ImageFormat::Tiff {
         check_tiff(bytes)?;
     }
@@ -164,9 +185,10 @@ fn header(bytes: &[u8]) -> Result<Header, OpError> {
     }
     let (width, height) = decoder.dimensions();
     Ok(Header {
-        format,
+        format: Format::Image(format),
         width,
         height,
+        work_bytes: None,
     })
 }
 
@@ -210,7 +232,8 @@ fn max_alloc(pixels: u64) -> u64 {
 }
 
 impl ImageDecoder {
-    /// The output shape of an image with header `h`, within `limits`.
+    /// The output shape of an image with header `h`, within `limits`: its values within
+    /// the tensor limit, a JPEG's working memory within the activation limit.
     fn shape(&self, h: &Header, limits: &Limits) -> Result<Vec<usize>, OpError> {
         let c = self.format.channels();
         let elements = u64::from(h.width)
@@ -222,21 +245,41 @@ impl ImageDecoder {
                 h.width, h.height, limits.max_tensor_elements
             )));
         }
+        if let Some(need) = h.work_bytes {
+            if need > limits.max_activation_bytes {
+                return Err(jpeg::too_large(
+                    h.width,
+                    h.height,
+                    need,
+                    limits.max_activation_bytes,
+                ));
+            }
+        }
         Ok(vec![h.height as usize, h.width as usize, c])
     }
 
     /// The output values of the image `bytes`, whose header is `h`.
-    fn decode(&self, bytes: &[u8], h: &Header) -> Result<Vec<u8>, OpError> {
+    fn decode(&self, bytes: &[u8], h: &Header, limits: &Limits) -> Result<Vec<u8>, OpError> {
         let c = self.format.channels();
         let pixels = u64::from(h.width) * u64::from(h.height);
-        let r = reader(bytes, h.format, max_alloc(pixels));
-        let img = catch_unwind(AssertUnwindSafe(|| r.decode()))
-            .map_err(|_| OpError::value("the image decoder failed on this input"))?
-            .map_err(undecodable)?;
-        if (img.width(), img.height()) != (h.width, h.height) {
-            return Err(OpError::value("the image's size differs from its header's"));
-        }
-        let (gray, s) = samples(img)?;
+        let failed = |_| OpError::value("the image decoder failed on this input");
+        let (gray, s) = match h.format {
+            Format::Jpeg => {
+                let p = catch_unwind(|| jpeg::decode(bytes, limits.max_activation_bytes))
+                    .map_err(failed)??;
+                (p.gray, p.samples)
+            }
+            Format::Image(f) => {
+                let r = reader(bytes, f, max_alloc(pixels));
+                let img = catch_unwind(AssertUnwindSafe(|| r.decode()))
+                    .map_err(failed)?
+                    .map_err(undecodable)?;
+                if (img.width(), img.height()) != (h.width, h.height) {
+                    return Err(OpError::value("the image's size differs from its header's"));
+                }
+                samples(img)?
+            }
+        };
         let out: Vec<u8> = match (self.format, gray) {
             (PixelFormat::Grayscale, true) | (PixelFormat::Rgb, false) => s,
             (PixelFormat::Grayscale, false) => {
@@ -307,7 +350,10 @@ impl Op for ImageDecoder {
         let bytes = encoded(input(inputs, 0)?)?;
         let h = header(bytes)?;
         let shape = self.shape(&h, ctx.limits())?;
-        Ok(vec![Tensor::from_vec(shape, self.decode(bytes, &h)?)?])
+        Ok(vec![Tensor::from_vec(
+            shape,
+            self.decode(bytes, &h, ctx.limits())?,
+        )?])
     }
 
     fn nans_canonical(&self) -> bool {
@@ -453,14 +499,41 @@ mod tests {
         }
     }
 
+    const JPEG: &[u8] = include_bytes!("../../tests/fixtures/jpeg/rst_420.jpg");
+    const JPEG_RGB: &[u8] = include_bytes!("../../tests/fixtures/jpeg/rst_420.rgb");
+    const PROGRESSIVE: &[u8] = include_bytes!("../../tests/fixtures/jpeg/progressive.jpg");
+
+    #[test]
+    fn jpeg_with_restart_markers_in_each_pixel_format() {
+        assert_eq!(
+            decode("RGB", JPEG).unwrap(),
+            (vec![20, 37, 3], JPEG_RGB.to_vec())
+        );
+        let bgr: Vec<u8> = JPEG_RGB
+            .chunks(3)
+            .flat_map(|p| [p[2], p[1], p[0]])
+            .collect();
+        assert_eq!(decode("BGR", JPEG).unwrap().1, bgr);
+        let gray: Vec<u8> = JPEG_RGB.chunks(3).map(|p| luma(p[0], p[1], p[2])).collect();
+        assert_eq!(decode("Grayscale", JPEG).unwrap(), (vec![20, 37, 1], gray));
+    }
+
     #[test]
     fn refusals_name_the_problem() {
-        let jpeg = [0xff, 0xd8, 0xff, 0xe0, 0, 0x10, b'J', b'F', b'I', b'F', 0];
-        let e = decode("RGB", &jpeg).unwrap_err();
+        let e = decode("RGB", PROGRESSIVE).unwrap_err();
         assert!(
-            matches!(&e, OpError::Unsupported { .. }) && e.to_string().contains("JPEG"),
+            matches!(&e, OpError::Unsupported { .. }) && e.to_string().contains("progressive JPEG"),
             "{e}"
         );
+        // A restart marker replaced: the interval before it cannot end.
+        let rst = JPEG.windows(2).position(|w| w == [0xff, 0xd0]).unwrap();
+        let mut bad = JPEG.to_vec();
+        bad[rst + 1] = 0xd3;
+        let e = decode("RGB", &bad).unwrap_err();
+        assert!(e.to_string().contains("restart marker"), "{e}");
+        // Cut inside the entropy-coded data.
+        let e = decode("RGB", &JPEG[..JPEG.len() - 100]).unwrap_err();
+        assert!(e.to_string().contains("JPEG data is damaged"), "{e}");
         let j2k = b"\0\0\0\x0cjP  \r\n\x87\nrest";
         let e = decode("RGB", j2k).unwrap_err();
         assert!(e.to_string().contains("JPEG 2000"), "{e}");
@@ -578,15 +651,17 @@ mod tests {
         /// and a decoded image always has the shape planned for it.
         #[test]
         fn damaged_images_never_panic(
-            format in 0usize..4,
+            format in 0usize..5,
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
             cut in any::<bool>(),
         ) {
             let rgb: Vec<u8> = (0..(6 * 5 * 3)).map(|i| (i * 7 % 251) as u8).collect();
             let img = image::RgbImage::from_raw(6, 5, rgb).unwrap();
-            let format = [ImageFormat::Png, ImageFormat::Bmp, ImageFormat::WebP, ImageFormat::Tiff][format];
             let mut bytes = Vec::new();
-            img.write_to(&mut Cursor::new(&mut bytes), format).unwrap();
+            match [ImageFormat::Png, ImageFormat::Bmp, ImageFormat::WebP, ImageFormat::Tiff].get(format) {
+                Some(&f) => img.write_to(&mut Cursor::new(&mut bytes), f).unwrap(),
+                None => bytes = JPEG.to_vec(),
+            }
             for (at, v) in flips {
                 let i = at % bytes.len();
                 bytes[i] ^= v;

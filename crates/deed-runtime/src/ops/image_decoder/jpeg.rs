@@ -1,0 +1,958 @@
+//! Baseline JPEG (ITU T.81 sequential DCT, Huffman coded, 8-bit samples) decoded to the
+//! bit as libjpeg decodes it with its defaults: the accurate integer inverse DCT
+//! (`JDCT_ISLOW`, `jidctint.c`), "fancy" triangular chroma upsampling (`jdsample.c`)
+//! and its fixed-point YCbCr → RGB tables (`jdcolor.c`). The JPEG standard leaves the
+//! inverse DCT and the upsampling to the decoder; these are the choices the ONNX
+//! reference (Pillow, on libjpeg-turbo) makes, written here in integer arithmetic, so
+//! every machine gets the same pixels.
+//!
+//! Progressive, lossless, hierarchical and arithmetic-coded JPEG, 12-bit samples and
+//! four-component (CMYK, YCCK) images are refused as unsupported. Damaged data is an
+//! input error: entropy-coded data that ends before the last block, a code no table
+//! has, a missing restart marker. Nothing here panics on any input.
+
+use crate::error::OpError;
+
+/// What the frame header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Info {
+    pub width: u32,
+    pub height: u32,
+    /// One component (gray) or three.
+    pub components: usize,
+    /// Bytes of working memory decoding takes (see [`work_bytes`]).
+    pub work_bytes: u64,
+}
+
+/// Decoded samples: one per pixel (`gray`) or red, green, blue.
+pub(super) struct Pixels {
+    pub gray: bool,
+    pub samples: Vec<u8>,
+}
+
+/// The refusal of an image whose decoding needs more working memory than allowed.
+pub(super) fn too_large(w: u32, h: u32, need: u64, max: u64) -> OpError {
+    OpError::value(format!(
+        "decoding this {w}×{h} JPEG image takes {need} bytes of working memory, more than the limit of {max}"
+    ))
+}
+
+fn corrupt(detail: &str) -> OpError {
+    OpError::value(format!("the JPEG data is damaged: {detail}"))
+}
+
+/// The zig-zag order: the natural (row-major) index of the `k`-th coefficient.
+const ZIGZAG: [usize; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+];
+
+/// A frame component.
+#[derive(Clone)]
+struct Component {
+    id: u8,
+    h: usize,
+    v: usize,
+    tq: usize,
+    /// Blocks per line and block lines of its coefficient grid (whole MCUs).
+    bw: usize,
+    bh: usize,
+    /// Coefficients, 64 per block in natural order, blocks row-major.
+    coefs: Vec<i16>,
+    scanned: bool,
+}
+
+/// A Huffman table: the canonical codes of T.81 Annex C, decoded by length.
+#[derive(Clone, Default)]
+struct Huffman {
+    /// For each code length 1..=16: the first code, the number of codes, and the index
+    /// of its first value.
+    first: [u32; 17],
+    count: [u32; 17],
+    index: [usize; 17],
+    values: Vec<u8>,
+}
+
+impl Huffman {
+    fn new(counts: &[u8], values: &[u8]) -> Result<Huffman, OpError> {
+        let mut h = Huffman {
+            values: values.to_vec(),
+            ..Huffman::default()
+        };
+        let (mut code, mut at) = (0u32, 0usize);
+        for len in 1..=16 {
+            let n = u32::from(counts.get(len - 1).copied().unwrap_or(0));
+            h.first[len] = code;
+            h.count[len] = n;
+            h.index[len] = at;
+            code += n;
+            at += n as usize;
+            // Every code of this length must fit in `len` bits.
+            if code > 1 << len {
+                return Err(corrupt(
+                    "a Huffman table has more codes than its lengths allow",
+                ));
+            }
+            code <<= 1;
+        }
+        Ok(h)
+    }
+}
+
+/// Reads the bits of one entropy-coded segment (byte stuffing removed); restart
+/// markers end an interval.
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+    acc: u64,
+    /// Bits in `acc`, of which the last `fake` are zeros past the data's end.
+    count: u32,
+    fake: u32,
+}
+
+impl<'a> Bits<'a> {
+    fn new(data: &'a [u8]) -> Bits<'a> {
+        Bits {
+            data,
+            pos: 0,
+            acc: 0,
+            count: 0,
+            fake: 0,
+        }
+    }
+
+    fn fill(&mut self) {
+        while self.count <= 56 {
+            let byte = match self.data.get(self.pos) {
+                Some(&0xff) if self.data.get(self.pos + 1) == Some(&0) => {
+                    self.pos += 2;
+                    0xff
+                }
+                // A marker (or the end): zeros, which decoding must not reach.
+                Some(&0xff) | None => {
+                    self.fake += 8;
+                    0
+                }
+                Some(&b) => {
+                    self.pos += 1;
+                    b
+                }
+            };
+            self.acc |= u64::from(byte) << (56 - self.count);
+            self.count += 8;
+        }
+    }
+
+    fn bits(&mut self, n: u32) -> Result<u32, OpError> {
+        if n == 0 {
+            return Ok(0);
+        }
+        if self.count < n {
+            self.fill();
+        }
+        if n > self.count - self.fake.min(self.count) {
+            return Err(corrupt("the entropy-coded data ends before the last block"));
+        }
+        let v = (self.acc >> (64 - n)) as u32;
+        self.acc <<= n;
+        self.count -= n;
+        Ok(v)
+    }
+
+    fn decode(&mut self, h: &Huffman) -> Result<u8, OpError> {
+        let mut code = 0u32;
+        for len in 1..=16 {
+            code = (code << 1) | self.bits(1)?;
+            let off = code.wrapping_sub(h.first[len]);
+            if code >= h.first[len] && off < h.count[len] {
+                return h
+                    .values
+                    .get(h.index[len] + off as usize)
+                    .copied()
+                    .ok_or_else(|| corrupt("a Huffman table has fewer values than codes"));
+            }
+        }
+        Err(corrupt("a Huffman code no table has"))
+    }
+
+    /// `s` bits as a signed value (T.81 F.2.2.1, EXTEND).
+    fn receive_extend(&mut self, s: u8) -> Result<i32, OpError> {
+        if s == 0 {
+            return Ok(0);
+        }
+        if s > 16 {
+            return Err(corrupt("a coefficient of more than 16 bits"));
+        }
+        let v = self.bits(u32::from(s))? as i32;
+        Ok(if v < 1 << (s - 1) {
+            v - (1 << s) + 1
+        } else {
+            v
+        })
+    }
+
+    /// Moves past the restart marker `RST(n)`, which must come next after the
+    /// interval's padding bits.
+    fn restart(&mut self, n: u8) -> Result<(), OpError> {
+        // The unread bits (at most the padding of the last byte) are dropped; the
+        // reader never reads past a marker.
+        self.acc = 0;
+        self.count = 0;
+        self.fake = 0;
+        if self.data.get(self.pos..self.pos + 2) != Some(&[0xff, 0xd0 + n]) {
+            return Err(corrupt("a restart marker is missing"));
+        }
+        self.pos += 2;
+        Ok(())
+    }
+}
+
+/// A big-endian u16 at `at`.
+fn be16(b: &[u8], at: usize) -> Result<usize, OpError> {
+    match b.get(at..at + 2) {
+        Some(s) => Ok(usize::from(u16::from_be_bytes([s[0], s[1]]))),
+        None => Err(corrupt("the file ends inside a marker segment")),
+    }
+}
+
+/// The markers of a file: `(marker, segment)` for each, the segment without its length
+/// field; a scan's entropy-coded data follows its SOS segment and is skipped over.
+struct Markers<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Markers<'a> {
+    fn new(b: &'a [u8]) -> Result<Markers<'a>, OpError> {
+        if !b.starts_with(&[0xff, 0xd8]) {
+            return Err(OpError::value("the input is not a JPEG image"));
+        }
+        Ok(Markers { b, pos: 2 })
+    }
+
+    /// The next marker and its segment; `None` at EOI or the end of the data.
+    fn next(&mut self) -> Result<Option<(u8, &'a [u8])>, OpError> {
+        // Fill bytes (0xFF) may precede a marker.
+        loop {
+            match self.b.get(self.pos..self.pos + 2) {
+                None => return Ok(None),
+                Some([0xff, 0xff]) => self.pos += 1,
+                Some(&[0xff, m]) => {
+                    self.pos += 2;
+                    if m == 0xd9 {
+                        return Ok(None);
+                    }
+                    if (0xd0..=0xd7).contains(&m) || m == 0x01 {
+                        continue;
+                    }
+                    let len = be16(self.b, self.pos)?;
+                    let seg = self
+                        .b
+                        .get(self.pos + 2..self.pos + len.max(2))
+                        .filter(|_| len >= 2)
+                        .ok_or_else(|| corrupt("a marker segment runs past the end"))?;
+                    self.pos += len;
+                    return Ok(Some((m, seg)));
+                }
+                Some(_) => return Err(corrupt("bytes where a marker should be")),
+            }
+        }
+    }
+
+    /// The entropy-coded data from here to the next marker that is not a restart
+    /// marker, and moves past it.
+    fn entropy(&mut self) -> &'a [u8] {
+        let start = self.pos;
+        let mut i = start;
+        while i + 1 < self.b.len() {
+            if self.b[i] == 0xff {
+                match self.b[i + 1] {
+                    0 | 0xd0..=0xd7 => i += 2,
+                    0xff => i += 1,
+                    _ => break,
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let end = if i + 1 < self.b.len() {
+            i
+        } else {
+            self.b.len()
+        };
+        self.pos = end;
+        &self.b[start..end]
+    }
+}
+
+/// The frame header's facts, or the reason the frame is refused.
+fn frame(marker: u8, seg: &[u8]) -> Result<(u32, u32, Vec<Component>), OpError> {
+    match marker {
+        0xc0 | 0xc1 => {}
+        0xc2 | 0xc6 | 0xca | 0xce => {
+            return Err(OpError::unsupported("progressive JPEG images"));
+        }
+        0xc3 | 0xc7 | 0xcb | 0xcf => return Err(OpError::unsupported("lossless JPEG images")),
+        0xc5 => return Err(OpError::unsupported("hierarchical JPEG images")),
+        _ => return Err(OpError::unsupported("arithmetic-coded JPEG images")),
+    }
+    let p = *seg
+        .first()
+        .ok_or_else(|| corrupt("an empty frame header"))?;
+    if p != 8 {
+        return Err(OpError::unsupported(format!(
+            "JPEG images of {p}-bit samples (only 8-bit)"
+        )));
+    }
+    let height = be16(seg, 1)? as u32;
+    let width = be16(seg, 3)? as u32;
+    if height == 0 {
+        return Err(OpError::unsupported(
+            "JPEG images whose height comes after the first scan (DNL)",
+        ));
+    }
+    if width == 0 {
+        return Err(corrupt("a zero image width"));
+    }
+    let n = usize::from(*seg.get(5).ok_or_else(|| corrupt("a short frame header"))?);
+    if n == 4 {
+        return Err(OpError::unsupported(
+            "four-component (CMYK, YCCK) JPEG images",
+        ));
+    }
+    if n != 1 && n != 3 {
+        return Err(OpError::unsupported(format!(
+            "JPEG images of {n} components"
+        )));
+    }
+    if seg.len() < 6 + 3 * n {
+        return Err(corrupt("a short frame header"));
+    }
+    let mut comps = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = &seg[6 + 3 * i..9 + 3 * i];
+        let (h, v, tq) = (
+            usize::from(c[1] >> 4),
+            usize::from(c[1] & 15),
+            usize::from(c[2]),
+        );
+        if !(1..=4).contains(&h) || !(1..=4).contains(&v) || tq > 3 {
+            return Err(corrupt("a component's sampling factors or table"));
+        }
+        if comps.iter().any(|x: &Component| x.id == c[0]) {
+            return Err(corrupt("two components with one identifier"));
+        }
+        comps.push(Component {
+            id: c[0],
+            h,
+            v,
+            tq,
+            bw: 0,
+            bh: 0,
+            coefs: Vec::new(),
+            scanned: false,
+        });
+    }
+    Ok((width, height, comps))
+}
+
+/// Bytes of working memory decoding an image of `comps` takes: two per coefficient of
+/// every component's whole-MCU block grid, one per sample of its inverse DCT's output
+/// and of its upsampled plane, and the output's three per pixel.
+fn work_bytes(width: u32, height: u32, comps: &[Component]) -> u64 {
+    let hmax = comps.iter().map(|c| c.h).max().unwrap_or(1) as u64;
+    let vmax = comps.iter().map(|c| c.v).max().unwrap_or(1) as u64;
+    let (w, h) = (u64::from(width), u64::from(height));
+    let (mcux, mcuy) = (w.div_ceil(8 * hmax), h.div_ceil(8 * vmax));
+    let blocks: u64 = comps
+        .iter()
+        .map(|c| mcux * c.h as u64 * mcuy * c.v as u64)
+        .sum();
+    blocks * 64 * 3 + w * h * (comps.len() as u64 + 3)
+}
+
+/// The frame header of `bytes`, read without decoding anything.
+pub(super) fn info(bytes: &[u8]) -> Result<Info, OpError> {
+    let mut m = Markers::new(bytes)?;
+    while let Some((marker, seg)) = m.next()? {
+        if (0xc0..=0xcf).contains(&marker) && !matches!(marker, 0xc4 | 0xc8 | 0xcc) {
+            let (width, height, comps) = frame(marker, seg)?;
+            return Ok(Info {
+                width,
+                height,
+                components: comps.len(),
+                work_bytes: work_bytes(width, height, &comps),
+            });
+        }
+        if marker == 0xda {
+            return Err(corrupt("a scan before the frame header"));
+        }
+    }
+    Err(corrupt("no frame header"))
+}
+
+/// The image in `bytes`: gray or RGB samples, row-major. Decoding refuses to take more
+/// than `max_bytes` of working memory ([`work_bytes`]).
+pub(super) fn decode(bytes: &[u8], max_bytes: u64) -> Result<Pixels, OpError> {
+    let mut m = Markers::new(bytes)?;
+    let mut qt = [[0i32; 64]; 4];
+    let mut qt_set = [false; 4];
+    let mut dc: [Option<Huffman>; 4] = Default::default();
+    let mut ac: [Option<Huffman>; 4] = Default::default();
+    let mut restart = 0usize;
+    let mut adobe: Option<u8> = None;
+    let mut jfif = false;
+    let mut frame_: Option<(u32, u32, Vec<Component>)> = None;
+    let (mut mcux, mut mcuy, mut hmax, mut vmax) = (0, 0, 1, 1);
+    while let Some((marker, seg)) = m.next()? {
+        match marker {
+            0xdb => {
+                let mut at = 0;
+                while at < seg.len() {
+                    let (pq, tq) = (seg[at] >> 4, usize::from(seg[at] & 15));
+                    if tq > 3 || pq > 1 {
+                        return Err(corrupt("a quantization table's header"));
+                    }
+                    let n = if pq == 0 { 64 } else { 128 };
+                    let t = seg
+                        .get(at + 1..at + 1 + n)
+                        .ok_or_else(|| corrupt("a short quantization table"))?;
+                    for (k, &z) in ZIGZAG.iter().enumerate() {
+                        // libjpeg keeps the multipliers as 16-bit values.
+                        qt[tq][z] = if pq == 0 {
+                            i32::from(t[k])
+                        } else {
+                            i32::from(u16::from_be_bytes([t[2 * k], t[2 * k + 1]]) as i16)
+                        };
+                    }
+                    qt_set[tq] = true;
+                    at += 1 + n;
+                }
+            }
+            0xc4 => {
+                let mut at = 0;
+                while at < seg.len() {
+                    let (tc, th) = (seg[at] >> 4, usize::from(seg[at] & 15));
+                    let counts = seg
+                        .get(at + 1..at + 17)
+                        .ok_or_else(|| corrupt("a short Huffman table"))?;
+                    let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
+                    let values = seg
+                        .get(at + 17..at + 17 + total)
+                        .ok_or_else(|| corrupt("a short Huffman table"))?;
+                    if th > 3 || tc > 1 || total > 256 {
+                        return Err(corrupt("a Huffman table's header"));
+                    }
+                    let h = Huffman::new(counts, values)?;
+                    if tc == 0 {
+                        dc[th] = Some(h);
+                    } else {
+                        ac[th] = Some(h);
+                    }
+                    at += 17 + total;
+                }
+            }
+            0xdd => restart = be16(seg, 0)?,
+            0xe0 if seg.starts_with(b"JFIF\0") => jfif = true,
+            0xee if seg.starts_with(b"Adobe") && seg.len() >= 12 => adobe = Some(seg[11]),
+            0xc0..=0xcf if !matches!(marker, 0xc4 | 0xc8 | 0xcc) => {
+                if frame_.is_some() {
+                    return Err(corrupt("a second frame header"));
+                }
+                let (w, h, mut comps) = frame(marker, seg)?;
+                let need = work_bytes(w, h, &comps);
+                if need > max_bytes {
+                    return Err(too_large(w, h, need, max_bytes));
+                }
+                hmax = comps.iter().map(|c| c.h).max().unwrap_or(1);
+                vmax = comps.iter().map(|c| c.v).max().unwrap_or(1);
+                mcux = (w as usize).div_ceil(8 * hmax);
+                mcuy = (h as usize).div_ceil(8 * vmax);
+                for c in &mut comps {
+                    c.bw = mcux * c.h;
+                    c.bh = mcuy * c.v;
+                    c.coefs = vec![0; c.bw * c.bh * 64];
+                }
+                frame_ = Some((w, h, comps));
+            }
+            0xda => {
+                let Some((w, h, comps)) = frame_.as_mut() else {
+                    return Err(corrupt("a scan before the frame header"));
+                };
+                let ns = usize::from(*seg.first().ok_or_else(|| corrupt("an empty scan header"))?);
+                if ns == 0 || ns > 4 || seg.len() < 1 + 2 * ns + 3 {
+                    return Err(corrupt("a scan header"));
+                }
+                let mut scan = Vec::with_capacity(ns);
+                for i in 0..ns {
+                    let (id, t) = (seg[1 + 2 * i], seg[2 + 2 * i]);
+                    let ci = comps
+                        .iter()
+                        .position(|c| c.id == id)
+                        .ok_or_else(|| corrupt("a scan names a component the frame lacks"))?;
+                    let (td, ta) = (usize::from(t >> 4), usize::from(t & 15));
+                    let d = dc.get(td).cloned().flatten();
+                    let a = ac.get(ta).cloned().flatten();
+                    let (Some(d), Some(a)) = (d, a) else {
+                        return Err(corrupt("a scan uses a Huffman table not defined"));
+                    };
+                    if !qt_set[comps[ci].tq] {
+                        return Err(corrupt("a component's quantization table is not defined"));
+                    }
+                    scan.push((ci, d, a));
+                }
+                let data = m.entropy();
+                let geo = Geometry {
+                    w: *w as usize,
+                    h: *h as usize,
+                    hmax,
+                    vmax,
+                    mcux,
+                    mcuy,
+                };
+                decode_scan(data, comps, &scan, &geo, restart)?;
+            }
+            _ => {}
+        }
+    }
+    let Some((w, h, comps)) = frame_ else {
+        return Err(corrupt("no frame header"));
+    };
+    if comps.iter().any(|c| !c.scanned) {
+        return Err(corrupt("a component no scan codes"));
+    }
+    let n = comps.len();
+    let ids: Vec<u8> = comps.iter().map(|c| c.id).collect();
+    let (w, h) = (w as usize, h as usize);
+    let mut planes = Vec::with_capacity(n);
+    // Each component's coefficients are freed once transformed.
+    for c in comps {
+        let q = &qt[c.tq];
+        let (pw, ph) = (c.bw * 8, c.bh * 8);
+        let mut plane = vec![0u8; pw * ph];
+        for (bi, block) in c.coefs.chunks_exact(64).enumerate() {
+            let (by, bx) = (bi / c.bw.max(1), bi % c.bw.max(1));
+            if let (Ok(block), Some(out)) = (
+                <&[i16; 64]>::try_from(block),
+                plane.get_mut(by * 8 * pw + bx * 8..),
+            ) {
+                idct_islow(block, q, out, pw);
+            }
+        }
+        drop(c.coefs);
+        if hmax % c.h != 0 || vmax % c.v != 0 {
+            return Err(OpError::unsupported(
+                "JPEG images whose sampling factors do not divide the largest",
+            ));
+        }
+        // The component's real samples (T.81 A.1.1), upsampled to the image.
+        let real = Samples {
+            plane: &plane,
+            pw,
+            dw: (w * c.h).div_ceil(hmax),
+            dh: (h * c.v).div_ceil(vmax),
+        };
+        planes.push(real.upsample(hmax / c.h, vmax / c.v, w, h));
+    }
+    if n == 1 {
+        return Ok(Pixels {
+            gray: true,
+            samples: planes.swap_remove(0),
+        });
+    }
+    // Three components are YCbCr unless an Adobe marker says they are not transformed,
+    // or, with no JFIF or Adobe marker, their identifiers spell RGB (libjpeg's rule).
+    let rgb = match adobe {
+        Some(t) => t == 0,
+        None => !jfif && ids == *b"RGB",
+    };
+    let [p0, p1, p2] = [&planes[0], &planes[1], &planes[2]];
+    let triples = p0.iter().zip(p1).zip(p2).map(|((&a, &b), &c)| (a, b, c));
+    let out: Vec<u8> = if rgb {
+        triples.flat_map(|(r, g, b)| [r, g, b]).collect()
+    } else {
+        let t = ColorTables::new();
+        triples.flat_map(|(y, cb, cr)| t.rgb(y, cb, cr)).collect()
+    };
+    Ok(Pixels {
+        gray: false,
+        samples: out,
+    })
+}
+
+/// The frame's size and MCU grid.
+struct Geometry {
+    w: usize,
+    h: usize,
+    hmax: usize,
+    vmax: usize,
+    mcux: usize,
+    mcuy: usize,
+}
+
+/// Decodes one scan's entropy-coded `data` into the coefficients of its components.
+fn decode_scan(
+    data: &[u8],
+    comps: &mut [Component],
+    scan: &[(usize, Huffman, Huffman)],
+    g: &Geometry,
+    restart: usize,
+) -> Result<(), OpError> {
+    let mut bits = Bits::new(data);
+    let mut pred = vec![0i32; scan.len()];
+    // An interleaved scan codes whole MCUs; a scan of one component codes its blocks
+    // that hold real samples, row by row (T.81 A.2).
+    let (units_x, units_y) = match scan {
+        [(ci, _, _)] => {
+            let c = &comps[*ci];
+            (
+                (g.w * c.h).div_ceil(g.hmax).div_ceil(8),
+                (g.h * c.v).div_ceil(g.vmax).div_ceil(8),
+            )
+        }
+        _ => (g.mcux, g.mcuy),
+    };
+    let mut rst = 0u8;
+    for unit in 0..units_x * units_y {
+        if restart > 0 && unit > 0 && unit % restart == 0 {
+            bits.restart(rst)?;
+            rst = (rst + 1) % 8;
+            pred.iter_mut().for_each(|p| *p = 0);
+        }
+        let (ux, uy) = (unit % units_x, unit / units_x);
+        for (si, (ci, dct, act)) in scan.iter().enumerate() {
+            let c = &mut comps[*ci];
+            let (nh, nv) = if scan.len() == 1 { (1, 1) } else { (c.h, c.v) };
+            for by in 0..nv {
+                for bx in 0..nh {
+                    let (x, y) = (ux * nh + bx, uy * nv + by);
+                    let at = (y * c.bw + x) * 64;
+                    let block = c
+                        .coefs
+                        .get_mut(at..at + 64)
+                        .ok_or_else(|| corrupt("a block outside the image"))?;
+                    let t = bits.decode(dct)?;
+                    pred[si] = pred[si].wrapping_add(bits.receive_extend(t)?);
+                    // libjpeg stores coefficients as 16-bit values.
+                    block[0] = pred[si] as i16;
+                    let mut k = 1;
+                    while k < 64 {
+                        let rs = bits.decode(act)?;
+                        let (r, s) = (usize::from(rs >> 4), rs & 15);
+                        if s == 0 {
+                            if r != 15 {
+                                break;
+                            }
+                            k += 16;
+                            continue;
+                        }
+                        k += r;
+                        if k > 63 {
+                            return Err(corrupt("a block with more than 64 coefficients"));
+                        }
+                        block[ZIGZAG[k]] = bits.receive_extend(s)? as i16;
+                        k += 1;
+                    }
+                }
+            }
+            c.scanned = true;
+        }
+    }
+    Ok(())
+}
+
+// The accurate integer inverse DCT of libjpeg (`jidctint.c`): constants scaled by 2^13.
+const CONST_BITS: u32 = 13;
+const PASS1_BITS: u32 = 2;
+const FIX_0_298631336: i64 = 2446;
+const FIX_0_390180644: i64 = 3196;
+const FIX_0_541196100: i64 = 4433;
+const FIX_0_765366865: i64 = 6270;
+const FIX_0_899976223: i64 = 7373;
+const FIX_1_175875602: i64 = 9633;
+const FIX_1_501321110: i64 = 12299;
+const FIX_1_847759065: i64 = 15137;
+const FIX_1_961570560: i64 = 16069;
+const FIX_2_053119869: i64 = 16819;
+const FIX_2_562915447: i64 = 20995;
+const FIX_3_072711026: i64 = 25172;
+
+/// `x / 2^n`, rounded half up (libjpeg's `DESCALE`).
+fn descale(x: i64, n: u32) -> i64 {
+    (x + (1 << (n - 1))) >> n
+}
+
+/// One 1-D pass of the inverse DCT over `x` (eight values, already scaled as the pass
+/// takes them), giving the eight outputs before descaling.
+fn idct_1d(x: [i64; 8]) -> [i64; 8] {
+    // Even part.
+    let (z2, z3) = (x[2], x[6]);
+    let z1 = (z2 + z3) * FIX_0_541196100;
+    let tmp2 = z1 + z3 * -FIX_1_847759065;
+    let tmp3 = z1 + z2 * FIX_0_765366865;
+    let tmp0 = (x[0] + x[4]) << CONST_BITS;
+    let tmp1 = (x[0] - x[4]) << CONST_BITS;
+    let (tmp10, tmp13, tmp11, tmp12) = (tmp0 + tmp3, tmp0 - tmp3, tmp1 + tmp2, tmp1 - tmp2);
+    // Odd part.
+    let (t0, t1, t2, t3) = (x[7], x[5], x[3], x[1]);
+    let (z1, z2, z3, z4) = (t0 + t3, t1 + t2, t0 + t2, t1 + t3);
+    let z5 = (z3 + z4) * FIX_1_175875602;
+    let t0 = t0 * FIX_0_298631336;
+    let t1 = t1 * FIX_2_053119869;
+    let t2 = t2 * FIX_3_072711026;
+    let t3 = t3 * FIX_1_501321110;
+    let z1 = z1 * -FIX_0_899976223;
+    let z2 = z2 * -FIX_2_562915447;
+    let z3 = z3 * -FIX_1_961570560 + z5;
+    let z4 = z4 * -FIX_0_390180644 + z5;
+    let (t0, t1, t2, t3) = (t0 + z1 + z3, t1 + z2 + z4, t2 + z2 + z3, t3 + z1 + z4);
+    [
+        tmp10 + t3,
+        tmp11 + t2,
+        tmp12 + t1,
+        tmp13 + t0,
+        tmp13 - t0,
+        tmp12 - t1,
+        tmp11 - t2,
+        tmp10 - t3,
+    ]
+}
+
+/// libjpeg's post-IDCT range limit: the descaled value (centred on 0) plus 128,
+/// clamped to 0..=255 within ±512, and wrapping modulo 1024 beyond (its table lookup
+/// `range_limit[x & 1023]`).
+fn range_limit(x: i64) -> u8 {
+    let u = (x & 1023) as i32;
+    match u {
+        0..=127 => (u + 128) as u8,
+        128..=511 => 255,
+        512..=895 => 0,
+        _ => (u - 896) as u8,
+    }
+}
+
+/// Dequantizes and inverse-transforms `block` (natural order) into the 8×8 samples at
+/// `out` (rows `stride` apart).
+fn idct_islow(block: &[i16; 64], q: &[i32; 64], out: &mut [u8], stride: usize) {
+    let mut ws = [0i32; 64];
+    for col in 0..8 {
+        let x: [i64; 8] =
+            std::array::from_fn(|r| i64::from(i32::from(block[r * 8 + col]) * q[r * 8 + col]));
+        for (r, v) in idct_1d(x).iter().enumerate() {
+            // libjpeg's workspace is `int`.
+            ws[r * 8 + col] = descale(*v, CONST_BITS - PASS1_BITS) as i32;
+        }
+    }
+    for row in 0..8 {
+        let x: [i64; 8] = std::array::from_fn(|c| i64::from(ws[row * 8 + c]));
+        if let Some(line) = out.get_mut(row * stride..row * stride + 8) {
+            for (o, v) in line.iter_mut().zip(idct_1d(x)) {
+                *o = range_limit(descale(v, CONST_BITS + PASS1_BITS + 3));
+            }
+        }
+    }
+}
+
+/// A component's `dw × dh` real samples, in `plane` with rows `pw` apart.
+struct Samples<'a> {
+    plane: &'a [u8],
+    pw: usize,
+    dw: usize,
+    dh: usize,
+}
+
+impl Samples<'_> {
+    /// Sample `(x, y)`, the edges replicated beyond the real samples (as libjpeg's
+    /// context rows are).
+    fn at(&self, x: usize, y: usize) -> i32 {
+        let (x, y) = (x.min(self.dw - 1), y.min(self.dh - 1));
+        i32::from(self.plane.get(y * self.pw + x).copied().unwrap_or(0))
+    }
+
+    /// The samples upsampled by `(fx, fy)` and cropped to the image's `w × h`, as
+    /// libjpeg's `jdsample.c` does with fancy upsampling on: triangular filters for 2×1,
+    /// 1×2 and 2×2 (2×1 and 2×2 only over more than two samples per line), replication
+    /// for other integral factors.
+    fn upsample(&self, fx: usize, fy: usize, w: usize, h: usize) -> Vec<u8> {
+        let mut out = vec![0u8; w * h];
+        let (dw, fancy_h) = (self.dw, self.dw > 2);
+        for (oy, line) in out.chunks_mut(w.max(1)).enumerate() {
+            match (fx, fy) {
+                (1, 1) => {
+                    for (ox, o) in line.iter_mut().enumerate() {
+                        *o = self.at(ox, oy) as u8;
+                    }
+                }
+                (2, 1) if fancy_h => {
+                    for (ox, o) in line.iter_mut().enumerate() {
+                        let (i, right) = (ox / 2, ox % 2 == 1);
+                        let v = self.at(i, oy);
+                        *o = if (!right && i == 0) || (right && i == dw - 1) {
+                            v
+                        } else if right {
+                            (v * 3 + self.at(i + 1, oy) + 2) >> 2
+                        } else {
+                            (v * 3 + self.at(i - 1, oy) + 1) >> 2
+                        } as u8;
+                    }
+                }
+                (1, 2) => {
+                    let (i, below) = (oy / 2, oy % 2 == 1);
+                    let (other, bias) = if below {
+                        (i + 1, 2)
+                    } else {
+                        (i.saturating_sub(1), 1)
+                    };
+                    for (ox, o) in line.iter_mut().enumerate() {
+                        *o = ((self.at(ox, i) * 3 + self.at(ox, other) + bias) >> 2) as u8;
+                    }
+                }
+                (2, 2) if fancy_h => {
+                    let (i, below) = (oy / 2, oy % 2 == 1);
+                    let other = if below { i + 1 } else { i.saturating_sub(1) };
+                    let colsum = |x: usize| self.at(x, i) * 3 + self.at(x, other);
+                    for (ox, o) in line.iter_mut().enumerate() {
+                        let (j, right) = (ox / 2, ox % 2 == 1);
+                        let this = colsum(j);
+                        *o = if !right && j == 0 {
+                            (this * 4 + 8) >> 4
+                        } else if right && j == dw - 1 {
+                            (this * 4 + 7) >> 4
+                        } else if right {
+                            (this * 3 + colsum(j + 1) + 7) >> 4
+                        } else {
+                            (this * 3 + colsum(j - 1) + 8) >> 4
+                        } as u8;
+                    }
+                }
+                _ => {
+                    for (ox, o) in line.iter_mut().enumerate() {
+                        *o = self.at(ox / fx, oy / fy) as u8;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// libjpeg's YCbCr → RGB tables (`jdcolor.c`, 16 fractional bits).
+struct ColorTables {
+    cr_r: [i32; 256],
+    cb_b: [i32; 256],
+    cr_g: [i32; 256],
+    cb_g: [i32; 256],
+}
+
+impl ColorTables {
+    fn new() -> ColorTables {
+        const SCALEBITS: u32 = 16;
+        const ONE_HALF: i64 = 1 << (SCALEBITS - 1);
+        // FIX(x) = round(x · 2^16) of 1.40200, 1.77200, 0.71414 and 0.34414.
+        const R_CR: i64 = 91881;
+        const B_CB: i64 = 116130;
+        const G_CR: i64 = 46802;
+        const G_CB: i64 = 22554;
+        let mut t = ColorTables {
+            cr_r: [0; 256],
+            cb_b: [0; 256],
+            cr_g: [0; 256],
+            cb_g: [0; 256],
+        };
+        for i in 0..256 {
+            let x = i as i64 - 128;
+            t.cr_r[i] = ((R_CR * x + ONE_HALF) >> SCALEBITS) as i32;
+            t.cb_b[i] = ((B_CB * x + ONE_HALF) >> SCALEBITS) as i32;
+            t.cr_g[i] = (-G_CR * x) as i32;
+            t.cb_g[i] = (-G_CB * x + ONE_HALF) as i32;
+        }
+        t
+    }
+
+    fn rgb(&self, y: u8, cb: u8, cr: u8) -> [u8; 3] {
+        let (y, cb, cr) = (i32::from(y), usize::from(cb), usize::from(cr));
+        let clamp = |v: i32| v.clamp(0, 255) as u8;
+        [
+            clamp(y + self.cr_r[cr]),
+            clamp(y + ((self.cb_g[cb] + self.cr_g[cr]) >> 16)),
+            clamp(y + self.cb_b[cb]),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// libjpeg's `prepare_range_limit_table` (`jdmaster.c`), built as it builds it:
+    /// the post-IDCT table is indexed by `x & 1023` from `CENTERJSAMPLE` in.
+    #[test]
+    fn range_limit_is_libjpegs_table() {
+        let mut simple = vec![0u8; 256]; // limit[x] = 0 for x < 0
+        simple.extend((0..=255).map(|i| i as u8));
+        simple.extend(std::iter::repeat_n(255u8, 384));
+        simple.extend(std::iter::repeat_n(0u8, 384));
+        simple.extend(0..128u8);
+        // `table` points 256 in; the IDCT's table 128 further.
+        let idct = &simple[256 + 128..];
+        for x in -3000i64..3000 {
+            assert_eq!(range_limit(x), idct[(x & 1023) as usize], "{x}");
+        }
+    }
+
+    #[test]
+    fn a_dc_only_block_is_flat() {
+        let q = [1i32; 64];
+        for dc in [-1024i16, -300, -8, 0, 5, 8, 100, 1016, 2000] {
+            let mut block = [0i16; 64];
+            block[0] = dc;
+            let mut out = [0u8; 64];
+            idct_islow(&block, &q, &mut out, 8);
+            // DC / 8 rounded half up, plus 128, clamped.
+            let want = (((i64::from(dc) * 4 + 16) >> 5) + 128).clamp(0, 255) as u8;
+            assert!(out.iter().all(|&v| v == want), "{dc}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn color_tables_match_the_formulas() {
+        let t = ColorTables::new();
+        // Neutral chroma keeps the luma.
+        for y in [0u8, 1, 128, 254, 255] {
+            assert_eq!(t.rgb(y, 128, 128), [y, y, y]);
+        }
+        // Pure red in JFIF YCbCr (76, 85, 255).
+        assert_eq!(t.rgb(76, 85, 255), [254, 0, 0]);
+        // Cb = Cr = 255: G = 255 + ((-22554·127 + 2^15 - 46802·127) >> 16) = 255 - 134.
+        assert_eq!(t.rgb(255, 255, 255), [255, 121, 255]);
+    }
+
+    #[test]
+    fn upsampling_2x2_at_the_edges() {
+        // Two lines of three samples: libjpeg's h2v2 fancy filter.
+        let plane = [10u8, 20, 40, 50, 70, 90];
+        let s = Samples {
+            plane: &plane,
+            pw: 3,
+            dw: 3,
+            dh: 2,
+        };
+        let up = s.upsample(2, 2, 6, 4);
+        // Row 0: nearest line 0, other line 0 (the top replicated); colsums 40, 80,
+        // 160: (40·4 + 8) >> 4, (40·3 + 80 + 7) >> 4, (80·3 + 40 + 8) >> 4, …
+        assert_eq!(&up[..6], &[10, 12, 18, 25, 35, 40]);
+        // Row 1: nearest line 0, other line 1.
+        let cs = [3 * 10 + 50, 3 * 20 + 70, 3 * 40 + 90];
+        let want1 = [
+            (cs[0] * 4 + 8) >> 4,
+            (cs[0] * 3 + cs[1] + 7) >> 4,
+            (cs[1] * 3 + cs[0] + 8) >> 4,
+            (cs[1] * 3 + cs[2] + 7) >> 4,
+            (cs[2] * 3 + cs[1] + 8) >> 4,
+            (cs[2] * 4 + 7) >> 4,
+        ];
+        let got: Vec<i32> = up[6..12].iter().map(|&v| i32::from(v)).collect();
+        assert_eq!(got, want1);
+    }
+}
