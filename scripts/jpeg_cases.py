@@ -7,8 +7,8 @@ For each case: OUT_DIR/cNNN.jpg, cNNN.rgb (the RGB pixels Pillow decodes, row-ma
 and cNNN.l (Pillow's convert("L") of them), and a line "cNNN W H PROGRESSIVE" in
 OUT_DIR/cases.txt. The images are gradients with noise and sharp specks, of random
 sizes (1 to 80 pixels a side), qualities, chroma subsamplings (4:4:4, 4:2:2, 4:2:0),
-optimized or default Huffman tables, restart markers, gray or colour; some are
-progressive, which the runtime refuses.
+optimized or default Huffman tables, restart markers, gray or colour, baseline or
+progressive.
 """
 import io
 import os
@@ -44,7 +44,7 @@ def main() -> None:
             options["optimize"] = True
         if rng.random() < 0.3:
             options["restart_marker_blocks"] = int(rng.integers(1, 5))
-        progressive = rng.random() < 0.1
+        progressive = rng.random() < 0.3
         if progressive:
             options["progressive"] = True
         buf = io.BytesIO()

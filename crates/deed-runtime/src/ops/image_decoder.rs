@@ -4,7 +4,7 @@
 //! BMP, PNG, PNM (PBM, PGM, PPM, PAM), losslessly compressed TIFF, and WebP (lossless,
 //! and lossy, whose VP8 reconstruction RFC 6386 defines exactly), decoded by the
 //! `image`, `png`, `tiff` and `image-webp` crates, pinned exactly in the workspace;
-//! and baseline JPEG, whose standard lets decoders differ in the last bits (the
+//! and JPEG (baseline and progressive), whose standard lets decoders differ in the last bits (the
 //! inverse DCT, the chroma upsampling): [`jpeg`] decodes it as libjpeg does with its
 //! defaults, in integer arithmetic of its own. JPEG 2000 is refused. This module turns
 //! the samples into the output with arithmetic of its own (see
@@ -68,8 +68,8 @@ pub(crate) fn build(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
     Ok(Box::new(ImageDecoder { format }))
 }
 
-/// An encoded image's format: one the `image` crate decodes, or baseline JPEG, which
-/// [`jpeg`] decodes.
+/// An encoded image's format: one the `image` crate decodes, or JPEG, which [`jpeg`]
+/// decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Image(ImageFormat),
@@ -502,6 +502,15 @@ mod tests {
     const JPEG: &[u8] = include_bytes!("../../tests/fixtures/jpeg/rst_420.jpg");
     const JPEG_RGB: &[u8] = include_bytes!("../../tests/fixtures/jpeg/rst_420.rgb");
     const PROGRESSIVE: &[u8] = include_bytes!("../../tests/fixtures/jpeg/progressive.jpg");
+    const PROGRESSIVE_RGB: &[u8] = include_bytes!("../../tests/fixtures/jpeg/progressive.rgb");
+
+    #[test]
+    fn progressive_jpeg() {
+        assert_eq!(
+            decode("RGB", PROGRESSIVE).unwrap(),
+            (vec![20, 37, 3], PROGRESSIVE_RGB.to_vec())
+        );
+    }
 
     #[test]
     fn jpeg_with_restart_markers_in_each_pixel_format() {
@@ -520,9 +529,29 @@ mod tests {
 
     #[test]
     fn refusals_name_the_problem() {
-        let e = decode("RGB", PROGRESSIVE).unwrap_err();
+        // The frame marker made lossless (SOF3).
+        let sof = JPEG.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+        let mut lossless = JPEG.to_vec();
+        lossless[sof + 1] = 0xc3;
+        let e = decode("RGB", &lossless).unwrap_err();
         assert!(
-            matches!(&e, OpError::Unsupported { .. }) && e.to_string().contains("progressive JPEG"),
+            matches!(&e, OpError::Unsupported { .. }) && e.to_string().contains("lossless JPEG"),
+            "{e}"
+        );
+        // A progressive image cut after its second scan: its chroma has no AC bits,
+        // which libjpeg would smooth over.
+        let third = PROGRESSIVE
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| *w == [0xff, 0xda])
+            .nth(2)
+            .unwrap()
+            .0;
+        let mut cut = PROGRESSIVE[..third].to_vec();
+        cut.extend([0xff, 0xd9]);
+        let e = decode("RGB", &cut).unwrap_err();
+        assert!(
+            matches!(&e, OpError::Unsupported { .. }) && e.to_string().contains("incomplete"),
             "{e}"
         );
         // A restart marker replaced: the interval before it cannot end.
@@ -651,7 +680,7 @@ mod tests {
         /// and a decoded image always has the shape planned for it.
         #[test]
         fn damaged_images_never_panic(
-            format in 0usize..5,
+            format in 0usize..6,
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
             cut in any::<bool>(),
         ) {
@@ -660,7 +689,8 @@ mod tests {
             let mut bytes = Vec::new();
             match [ImageFormat::Png, ImageFormat::Bmp, ImageFormat::WebP, ImageFormat::Tiff].get(format) {
                 Some(&f) => img.write_to(&mut Cursor::new(&mut bytes), f).unwrap(),
-                None => bytes = JPEG.to_vec(),
+                None if format == 4 => bytes = JPEG.to_vec(),
+                None => bytes = PROGRESSIVE.to_vec(),
             }
             for (at, v) in flips {
                 let i = at % bytes.len();

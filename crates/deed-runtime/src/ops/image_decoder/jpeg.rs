@@ -1,15 +1,17 @@
-//! Baseline JPEG (ITU T.81 sequential DCT, Huffman coded, 8-bit samples) decoded to the
-//! bit as libjpeg decodes it with its defaults: the accurate integer inverse DCT
+//! JPEG (ITU T.81 sequential and progressive DCT, Huffman coded, 8-bit samples) decoded
+//! to the bit as libjpeg decodes it with its defaults: the accurate integer inverse DCT
 //! (`JDCT_ISLOW`, `jidctint.c`), "fancy" triangular chroma upsampling (`jdsample.c`)
 //! and its fixed-point YCbCr → RGB tables (`jdcolor.c`). The JPEG standard leaves the
 //! inverse DCT and the upsampling to the decoder; these are the choices the ONNX
 //! reference (Pillow, on libjpeg-turbo) makes, written here in integer arithmetic, so
 //! every machine gets the same pixels.
 //!
-//! Progressive, lossless, hierarchical and arithmetic-coded JPEG, 12-bit samples and
-//! four-component (CMYK, YCCK) images are refused as unsupported. Damaged data is an
-//! input error: entropy-coded data that ends before the last block, a code no table
-//! has, a missing restart marker. Nothing here panics on any input.
+//! Lossless, hierarchical and arithmetic-coded JPEG, 12-bit samples, four-component
+//! (CMYK, YCCK) images, and progressive images whose scans leave low-frequency
+//! coefficients incomplete (libjpeg smooths those) are refused as unsupported. Damaged
+//! data is an input error: entropy-coded data that ends before the last block, a code
+//! no table has, a missing restart marker, a progression out of order. Nothing here
+//! panics on any input.
 
 use crate::error::OpError;
 
@@ -55,6 +57,9 @@ struct Component {
     h: usize,
     v: usize,
     tq: usize,
+    /// For each coefficient (zig-zag order), the point transform `Al` of the last
+    /// progressive scan that coded it, -1 before any (libjpeg's `coef_bits`).
+    bits: [i8; 64],
     /// Blocks per line and block lines of its coefficient grid (whole MCUs).
     bw: usize,
     bh: usize,
@@ -289,10 +294,8 @@ impl<'a> Markers<'a> {
 /// The frame header's facts, or the reason the frame is refused.
 fn frame(marker: u8, seg: &[u8]) -> Result<(u32, u32, Vec<Component>), OpError> {
     match marker {
-        0xc0 | 0xc1 => {}
-        0xc2 | 0xc6 | 0xca | 0xce => {
-            return Err(OpError::unsupported("progressive JPEG images"));
-        }
+        0xc0..=0xc2 => {}
+        0xc6 => return Err(OpError::unsupported("hierarchical JPEG images")),
         0xc3 | 0xc7 | 0xcb | 0xcf => return Err(OpError::unsupported("lossless JPEG images")),
         0xc5 => return Err(OpError::unsupported("hierarchical JPEG images")),
         _ => return Err(OpError::unsupported("arithmetic-coded JPEG images")),
@@ -348,6 +351,7 @@ fn frame(marker: u8, seg: &[u8]) -> Result<(u32, u32, Vec<Component>), OpError> 
             h,
             v,
             tq,
+            bits: [-1; 64],
             bw: 0,
             bh: 0,
             coefs: Vec::new(),
@@ -404,6 +408,7 @@ pub(super) fn decode(bytes: &[u8], max_bytes: u64) -> Result<Pixels, OpError> {
     let mut adobe: Option<u8> = None;
     let mut jfif = false;
     let mut frame_: Option<(u32, u32, Vec<Component>)> = None;
+    let mut progressive = false;
     let (mut mcux, mut mcuy, mut hmax, mut vmax) = (0, 0, 1, 1);
     while let Some((marker, seg)) = m.next()? {
         match marker {
@@ -461,6 +466,7 @@ pub(super) fn decode(bytes: &[u8], max_bytes: u64) -> Result<Pixels, OpError> {
                     return Err(corrupt("a second frame header"));
                 }
                 let (w, h, mut comps) = frame(marker, seg)?;
+                progressive = marker == 0xc2;
                 let need = work_bytes(w, h, &comps);
                 if need > max_bytes {
                     return Err(too_large(w, h, need, max_bytes));
@@ -484,6 +490,18 @@ pub(super) fn decode(bytes: &[u8], max_bytes: u64) -> Result<Pixels, OpError> {
                 if ns == 0 || ns > 4 || seg.len() < 1 + 2 * ns + 3 {
                     return Err(corrupt("a scan header"));
                 }
+                let band = if progressive {
+                    let b = Band {
+                        ss: usize::from(seg[1 + 2 * ns]),
+                        se: usize::from(seg[2 + 2 * ns]),
+                        ah: seg[3 + 2 * ns] >> 4,
+                        al: seg[3 + 2 * ns] & 15,
+                    };
+                    b.check(ns)?;
+                    b
+                } else {
+                    Band::SEQUENTIAL
+                };
                 let mut scan = Vec::with_capacity(ns);
                 for i in 0..ns {
                     let (id, t) = (seg[1 + 2 * i], seg[2 + 2 * i]);
@@ -492,15 +510,25 @@ pub(super) fn decode(bytes: &[u8], max_bytes: u64) -> Result<Pixels, OpError> {
                         .position(|c| c.id == id)
                         .ok_or_else(|| corrupt("a scan names a component the frame lacks"))?;
                     let (td, ta) = (usize::from(t >> 4), usize::from(t & 15));
+                    // The tables the scan decodes with: DC for a first DC scan, AC for
+                    // AC coefficients; a DC refinement reads raw bits.
                     let d = dc.get(td).cloned().flatten();
                     let a = ac.get(ta).cloned().flatten();
-                    let (Some(d), Some(a)) = (d, a) else {
+                    if (band.ss == 0 && band.ah == 0 && d.is_none()) || (band.se > 0 && a.is_none())
+                    {
                         return Err(corrupt("a scan uses a Huffman table not defined"));
-                    };
+                    }
                     if !qt_set[comps[ci].tq] {
                         return Err(corrupt("a component's quantization table is not defined"));
                     }
-                    scan.push((ci, d, a));
+                    if progressive {
+                        band.record(&mut comps[ci])?;
+                    }
+                    scan.push(ScanComponent {
+                        ci,
+                        dc: d.unwrap_or_default(),
+                        ac: a.unwrap_or_default(),
+                    });
                 }
                 let data = m.entropy();
                 let geo = Geometry {
@@ -511,7 +539,7 @@ pub(super) fn decode(bytes: &[u8], max_bytes: u64) -> Result<Pixels, OpError> {
                     mcux,
                     mcuy,
                 };
-                decode_scan(data, comps, &scan, &geo, restart)?;
+                decode_scan(data, comps, &scan, band, &geo, restart)?;
             }
             _ => {}
         }
@@ -521,6 +549,13 @@ pub(super) fn decode(bytes: &[u8], max_bytes: u64) -> Result<Pixels, OpError> {
     };
     if comps.iter().any(|c| !c.scanned) {
         return Err(corrupt("a component no scan codes"));
+    }
+    // libjpeg smooths the blocks of a progressive image whose scans leave any of the
+    // nine coefficients after DC without all their bits (`decompress_smooth_data`).
+    if progressive && comps.iter().any(|c| c.bits[1..10].iter().any(|&b| b != 0)) {
+        return Err(OpError::unsupported(
+            "progressive JPEG images whose scans leave low-frequency coefficients incomplete",
+        ));
     }
     let n = comps.len();
     let ids: Vec<u8> = comps.iter().map(|c| c.id).collect();
@@ -591,21 +626,99 @@ struct Geometry {
     mcuy: usize,
 }
 
-/// Decodes one scan's entropy-coded `data` into the coefficients of its components.
+/// A component of a scan, with the tables it decodes with (empty where unused).
+struct ScanComponent {
+    ci: usize,
+    dc: Huffman,
+    ac: Huffman,
+}
+
+/// The coefficients a scan codes (T.81 G.1.1): the spectral band `ss..=se` (zig-zag
+/// indices), the bit position `al` and, when refining, the previous one `ah`.
+#[derive(Debug, Clone, Copy)]
+struct Band {
+    ss: usize,
+    se: usize,
+    ah: u8,
+    al: u8,
+}
+
+impl Band {
+    /// A sequential scan: every coefficient, whole.
+    const SEQUENTIAL: Band = Band {
+        ss: 0,
+        se: 63,
+        ah: 0,
+        al: 0,
+    };
+
+    /// The checks libjpeg makes of a progressive scan of `ns` components.
+    fn check(&self, ns: usize) -> Result<(), OpError> {
+        let band = if self.ss == 0 {
+            self.se != 0
+        } else {
+            self.ss > self.se || self.se > 63 || ns != 1
+        };
+        if band || (self.ah != 0 && self.al + 1 != self.ah) || self.al > 13 {
+            return Err(corrupt("a progressive scan's band or bit positions"));
+        }
+        Ok(())
+    }
+
+    /// Records in `c` that this progressive scan codes its band. The scan must bring
+    /// the next bits of every coefficient in it, and an AC band must come after the DC
+    /// band: where libjpeg only warns, the progression is refused here.
+    fn record(&self, c: &mut Component) -> Result<(), OpError> {
+        if self.ss > 0 && c.bits[0] < 0 {
+            return Err(corrupt("an AC scan before the component's DC scan"));
+        }
+        let bits = c
+            .bits
+            .get_mut(self.ss..=self.se)
+            .ok_or_else(|| corrupt("a progressive scan's band"))?;
+        for b in bits {
+            if self.ah != (*b).max(0) as u8 {
+                return Err(corrupt("a progressive scan out of order"));
+            }
+            *b = self.al as i8;
+        }
+        Ok(())
+    }
+}
+
+/// A correction bit of a refining AC scan for the nonzero coefficient `v`: when set,
+/// its magnitude grows by `p1` (T.81 G.1.2.3), as libjpeg applies it.
+fn refine(bits: &mut Bits<'_>, v: &mut i16, p1: i16) -> Result<(), OpError> {
+    if bits.bits(1)? == 1 && *v & p1 == 0 {
+        *v = if *v >= 0 {
+            v.wrapping_add(p1)
+        } else {
+            v.wrapping_sub(p1)
+        };
+    }
+    Ok(())
+}
+
+/// Decodes one scan's entropy-coded `data` into the coefficients of its components:
+/// a sequential scan, or one of the four kinds of progressive scan (T.81 G.1.2), as
+/// libjpeg's `jdhuff.c` and `jdphuff.c` decode them.
 fn decode_scan(
     data: &[u8],
     comps: &mut [Component],
-    scan: &[(usize, Huffman, Huffman)],
+    scan: &[ScanComponent],
+    band: Band,
     g: &Geometry,
     restart: usize,
 ) -> Result<(), OpError> {
     let mut bits = Bits::new(data);
     let mut pred = vec![0i32; scan.len()];
+    let mut eobrun = 0u32;
+    let sequential = band.ss == 0 && band.se == 63 && band.ah == 0 && band.al == 0;
     // An interleaved scan codes whole MCUs; a scan of one component codes its blocks
     // that hold real samples, row by row (T.81 A.2).
     let (units_x, units_y) = match scan {
-        [(ci, _, _)] => {
-            let c = &comps[*ci];
+        [one] => {
+            let c = &comps[one.ci];
             (
                 (g.w * c.h).div_ceil(g.hmax).div_ceil(8),
                 (g.h * c.v).div_ceil(g.vmax).div_ceil(8),
@@ -619,10 +732,11 @@ fn decode_scan(
             bits.restart(rst)?;
             rst = (rst + 1) % 8;
             pred.iter_mut().for_each(|p| *p = 0);
+            eobrun = 0;
         }
         let (ux, uy) = (unit % units_x, unit / units_x);
-        for (si, (ci, dct, act)) in scan.iter().enumerate() {
-            let c = &mut comps[*ci];
+        for (si, sc) in scan.iter().enumerate() {
+            let c = &mut comps[sc.ci];
             let (nh, nv) = if scan.len() == 1 { (1, 1) } else { (c.h, c.v) };
             for by in 0..nv {
                 for bx in 0..nh {
@@ -632,32 +746,165 @@ fn decode_scan(
                         .coefs
                         .get_mut(at..at + 64)
                         .ok_or_else(|| corrupt("a block outside the image"))?;
-                    let t = bits.decode(dct)?;
-                    pred[si] = pred[si].wrapping_add(bits.receive_extend(t)?);
-                    // libjpeg stores coefficients as 16-bit values.
-                    block[0] = pred[si] as i16;
-                    let mut k = 1;
-                    while k < 64 {
-                        let rs = bits.decode(act)?;
-                        let (r, s) = (usize::from(rs >> 4), rs & 15);
-                        if s == 0 {
-                            if r != 15 {
-                                break;
-                            }
-                            k += 16;
-                            continue;
+                    if sequential {
+                        sequential_block(&mut bits, sc, &mut pred[si], block)?;
+                    } else if band.ss == 0 {
+                        // DC: its first bits (a difference from the previous block's),
+                        // or one more bit.
+                        if band.ah == 0 {
+                            let t = bits.decode(&sc.dc)?;
+                            pred[si] = pred[si].wrapping_add(bits.receive_extend(t)?);
+                            block[0] = pred[si].wrapping_shl(u32::from(band.al)) as i16;
+                        } else if bits.bits(1)? == 1 {
+                            block[0] |= 1 << band.al;
                         }
-                        k += r;
-                        if k > 63 {
-                            return Err(corrupt("a block with more than 64 coefficients"));
-                        }
-                        block[ZIGZAG[k]] = bits.receive_extend(s)? as i16;
-                        k += 1;
+                    } else if band.ah == 0 {
+                        ac_first(&mut bits, &sc.ac, band, &mut eobrun, block)?;
+                    } else {
+                        ac_refine(&mut bits, &sc.ac, band, &mut eobrun, block)?;
                     }
                 }
             }
             c.scanned = true;
         }
+    }
+    Ok(())
+}
+
+/// One block of a sequential scan.
+fn sequential_block(
+    bits: &mut Bits<'_>,
+    sc: &ScanComponent,
+    pred: &mut i32,
+    block: &mut [i16],
+) -> Result<(), OpError> {
+    let t = bits.decode(&sc.dc)?;
+    *pred = pred.wrapping_add(bits.receive_extend(t)?);
+    // libjpeg stores coefficients as 16-bit values.
+    block[0] = *pred as i16;
+    let mut k = 1;
+    while k < 64 {
+        let rs = bits.decode(&sc.ac)?;
+        let (r, s) = (usize::from(rs >> 4), rs & 15);
+        if s == 0 {
+            if r != 15 {
+                break;
+            }
+            k += 16;
+            continue;
+        }
+        k += r;
+        if k > 63 {
+            return Err(corrupt("a block with more than 64 coefficients"));
+        }
+        block[ZIGZAG[k]] = bits.receive_extend(s)? as i16;
+        k += 1;
+    }
+    Ok(())
+}
+
+/// The length of an end-of-band run: `2^r` plus `r` more bits.
+fn eob_run(bits: &mut Bits<'_>, r: u8) -> Result<u32, OpError> {
+    Ok((1u32 << r) + bits.bits(u32::from(r))?)
+}
+
+/// One block of a first AC scan (libjpeg's `decode_mcu_AC_first`).
+fn ac_first(
+    bits: &mut Bits<'_>,
+    table: &Huffman,
+    band: Band,
+    eobrun: &mut u32,
+    block: &mut [i16],
+) -> Result<(), OpError> {
+    if *eobrun > 0 {
+        *eobrun -= 1;
+        return Ok(());
+    }
+    let mut k = band.ss;
+    while k <= band.se {
+        let rs = bits.decode(table)?;
+        let (r, s) = (rs >> 4, rs & 15);
+        if s != 0 {
+            k += usize::from(r);
+            if k > band.se {
+                return Err(corrupt("a coefficient past the scan's band"));
+            }
+            block[ZIGZAG[k]] = bits.receive_extend(s)?.wrapping_shl(u32::from(band.al)) as i16;
+        } else if r == 15 {
+            k += 15;
+        } else {
+            // This block ends the band, and as many more as the run says.
+            *eobrun = eob_run(bits, r)? - 1;
+            break;
+        }
+        k += 1;
+    }
+    Ok(())
+}
+
+/// One block of a refining AC scan (libjpeg's `decode_mcu_AC_refine`): correction bits
+/// for the coefficients already nonzero, and new coefficients of magnitude `2^al`.
+fn ac_refine(
+    bits: &mut Bits<'_>,
+    table: &Huffman,
+    band: Band,
+    eobrun: &mut u32,
+    block: &mut [i16],
+) -> Result<(), OpError> {
+    let p1: i16 = 1 << band.al;
+    let mut k = band.ss;
+    if *eobrun == 0 {
+        while k <= band.se {
+            let rs = bits.decode(table)?;
+            let (mut r, s) = (i32::from(rs >> 4), rs & 15);
+            let new = match s {
+                0 if r != 15 => {
+                    *eobrun = eob_run(bits, r as u8)?;
+                    break;
+                }
+                0 => 0,
+                1 => {
+                    if bits.bits(1)? == 1 {
+                        p1
+                    } else {
+                        -p1
+                    }
+                }
+                _ => return Err(corrupt("a refining coefficient of more than one bit")),
+            };
+            // Past the coefficients already nonzero (each with its correction bit) and
+            // `r` zero ones, to the next zero one.
+            while k <= band.se {
+                let v = &mut block[ZIGZAG[k]];
+                if *v != 0 {
+                    refine(bits, v, p1)?;
+                } else {
+                    r -= 1;
+                    if r < 0 {
+                        break;
+                    }
+                }
+                k += 1;
+            }
+            if new != 0 {
+                if k > band.se {
+                    return Err(corrupt("a coefficient past the scan's band"));
+                }
+                block[ZIGZAG[k]] = new;
+            }
+            k += 1;
+        }
+    }
+    if *eobrun > 0 {
+        // The rest of the band: correction bits only.
+        while k <= band.se {
+            let v = &mut block[ZIGZAG[k]];
+            if *v != 0 {
+                refine(bits, v, p1)?;
+            }
+            k += 1;
+        }
+        *eobrun -= 1;
     }
     Ok(())
 }
