@@ -503,6 +503,7 @@ pub(super) fn decode(bytes: &[u8], max_bytes: u64) -> Result<Pixels, OpError> {
                     Band::SEQUENTIAL
                 };
                 let mut scan = Vec::with_capacity(ns);
+                let mut mcu_blocks = 0;
                 for i in 0..ns {
                     let (id, t) = (seg[1 + 2 * i], seg[2 + 2 * i]);
                     let ci = comps
@@ -523,6 +524,11 @@ pub(super) fn decode(bytes: &[u8], max_bytes: u64) -> Result<Pixels, OpError> {
                     }
                     if progressive {
                         band.record(&mut comps[ci])?;
+                    }
+                    // T.81 B.2.3: at most ten blocks in an interleaved MCU.
+                    mcu_blocks += comps[ci].h * comps[ci].v;
+                    if ns > 1 && mcu_blocks > 10 {
+                        return Err(corrupt("an interleaved MCU of more than ten blocks"));
                     }
                     scan.push(ScanComponent {
                         ci,
@@ -966,17 +972,12 @@ fn idct_1d(x: [i64; 8]) -> [i64; 8] {
     ]
 }
 
-/// libjpeg's post-IDCT range limit: the descaled value (centred on 0) plus 128,
-/// clamped to 0..=255 within ±512, and wrapping modulo 1024 beyond (its table lookup
-/// `range_limit[x & 1023]`).
+/// The sample of a descaled inverse-DCT output `x` (centred on 0): `x + 128` clamped
+/// to 0..=255, as libjpeg-turbo's SIMD code (which Pillow runs) gives it. libjpeg's C
+/// code clamps the same within ±512 and wraps modulo 1024 beyond (`range_limit[x &
+/// 1023]`); no encoder reaches that from 8-bit pixels.
 fn range_limit(x: i64) -> u8 {
-    let u = (x & 1023) as i32;
-    match u {
-        0..=127 => (u + 128) as u8,
-        128..=511 => 255,
-        512..=895 => 0,
-        _ => (u - 896) as u8,
-    }
+    (x + 128).clamp(0, 255) as u8
 }
 
 /// Dequantizes and inverse-transforms `block` (natural order) into the 8×8 samples at
@@ -1133,9 +1134,10 @@ mod tests {
     use super::*;
 
     /// libjpeg's `prepare_range_limit_table` (`jdmaster.c`), built as it builds it:
-    /// the post-IDCT table is indexed by `x & 1023` from `CENTERJSAMPLE` in.
+    /// the post-IDCT table is indexed by `x & 1023` from `CENTERJSAMPLE` in. Within
+    /// ±512 it is the clamp; beyond, its C code wraps where its SIMD code clamps.
     #[test]
-    fn range_limit_is_libjpegs_table() {
+    fn range_limit_is_libjpegs_table_within_its_range() {
         let mut simple = vec![0u8; 256]; // limit[x] = 0 for x < 0
         simple.extend((0..=255).map(|i| i as u8));
         simple.extend(std::iter::repeat_n(255u8, 384));
@@ -1143,9 +1145,10 @@ mod tests {
         simple.extend(0..128u8);
         // `table` points 256 in; the IDCT's table 128 further.
         let idct = &simple[256 + 128..];
-        for x in -3000i64..3000 {
+        for x in -512i64..512 {
             assert_eq!(range_limit(x), idct[(x & 1023) as usize], "{x}");
         }
+        assert_eq!((range_limit(-3000), range_limit(3000)), (0, 255));
     }
 
     #[test]
