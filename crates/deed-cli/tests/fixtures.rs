@@ -240,3 +240,52 @@ fn string_tensors_go_through_npy_files() {
     assert_eq!(read_tensor(&input).unwrap(), strings);
     assert_eq!(split(&input, "again"), want);
 }
+
+/// `deed run` passes a photo file's bytes to a model that decodes it: the JPEG
+/// fixtures (baseline with restart markers, and progressive) give Pillow's pixels, and
+/// a JPEG cut short is refused with the node and the problem named.
+#[test]
+fn jpeg_photos_decode_in_a_model() {
+    let dir = fixtures().join("jpeg");
+    let model = dir.join("decode_rgb.onnx");
+    for name in ["rst_420", "progressive"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = deed()
+            .arg("run")
+            .arg(&model)
+            .arg("--input")
+            .arg(format!(
+                "encoded={}",
+                dir.join(format!("{name}.jpg")).display()
+            ))
+            .arg("--out")
+            .arg(tmp.path())
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(j["trace_root"].as_str().is_some_and(|r| r.len() == 64));
+        let got = read_tensor(&tmp.path().join("pixels.npy")).unwrap();
+        assert_eq!(got.shape(), [20, 37, 3], "{name}");
+        let want = std::fs::read(dir.join(format!("{name}.rgb"))).unwrap();
+        assert_eq!(got.as_slice::<u8>().unwrap(), want.as_slice(), "{name}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let jpeg = std::fs::read(dir.join("rst_420.jpg")).unwrap();
+    let cut = tmp.path().join("cut.jpg");
+    std::fs::write(&cut, &jpeg[..jpeg.len() - 200]).unwrap();
+    let o = deed()
+        .arg("run")
+        .arg(&model)
+        .arg("--input")
+        .arg(format!("encoded={}", cut.display()))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("decode") && err.contains("JPEG data is damaged"),
+        "{err}"
+    );
+}

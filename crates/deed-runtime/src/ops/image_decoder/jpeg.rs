@@ -68,6 +68,9 @@ struct Component {
     scanned: bool,
 }
 
+/// Bits a Huffman table decodes at once (see [`Huffman::look`]).
+const LOOKAHEAD: u32 = 9;
+
 /// A Huffman table: the canonical codes of T.81 Annex C, decoded by length.
 #[derive(Clone, Default)]
 struct Huffman {
@@ -77,6 +80,9 @@ struct Huffman {
     count: [u32; 17],
     index: [usize; 17],
     values: Vec<u8>,
+    /// For each [`LOOKAHEAD`]-bit prefix, `length << 8 | value` of the code it starts
+    /// with, when that code is at most [`LOOKAHEAD`] bits long; 0 otherwise.
+    look: Vec<u16>,
 }
 
 impl Huffman {
@@ -100,6 +106,19 @@ impl Huffman {
                 ));
             }
             code <<= 1;
+        }
+        h.look = vec![0; 1 << LOOKAHEAD];
+        for len in 1..=LOOKAHEAD as usize {
+            for i in 0..h.count[len] {
+                let Some(&v) = h.values.get(h.index[len] + i as usize) else {
+                    continue;
+                };
+                let shift = LOOKAHEAD as usize - len;
+                let at = ((h.first[len] + i) as usize) << shift;
+                if let Some(slots) = h.look.get_mut(at..at + (1 << shift)) {
+                    slots.fill(((len as u16) << 8) | u16::from(v));
+                }
+            }
         }
         Ok(h)
     }
@@ -166,6 +185,19 @@ impl<'a> Bits<'a> {
     }
 
     fn decode(&mut self, h: &Huffman) -> Result<u8, OpError> {
+        // A code of at most LOOKAHEAD bits, from the table, when the data holds it.
+        if self.count < LOOKAHEAD {
+            self.fill();
+        }
+        let prefix = (self.acc >> (64 - LOOKAHEAD)) as usize;
+        if let Some(&e) = h.look.get(prefix).filter(|&&e| e != 0) {
+            let len = u32::from(e >> 8);
+            if len <= self.count - self.fake.min(self.count) {
+                self.acc <<= len;
+                self.count -= len;
+                return Ok(e as u8);
+            }
+        }
         let mut code = 0u32;
         for len in 1..=16 {
             code = (code << 1) | self.bits(1)?;
