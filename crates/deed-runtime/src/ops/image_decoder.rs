@@ -4,10 +4,10 @@
 //! BMP, PNG, PNM (PBM, PGM, PPM, PAM), losslessly compressed TIFF, and WebP (lossless,
 //! and lossy, whose VP8 reconstruction RFC 6386 defines exactly), decoded by the
 //! `image`, `png`, `tiff` and `image-webp` crates, pinned exactly in the workspace;
-//! and JPEG (baseline and progressive), whose standard lets decoders differ in the last bits (the
-//! inverse DCT, the chroma upsampling): [`jpeg`] decodes it as libjpeg does with its
-//! defaults, in integer arithmetic of its own. JPEG 2000 is refused. This module turns
-//! the samples into the output with arithmetic of its own (see
+//! and JPEG (baseline and progressive), whose standard lets decoders differ in the
+//! last bits (the inverse DCT, the chroma upsampling): [`jpeg`] decodes it as libjpeg
+//! does with its defaults, in integer arithmetic of its own. JPEG 2000 is refused.
+//! This module turns the samples into the output with arithmetic of its own (see
 //! `docs/canonical-semantics.md`).
 //!
 //! The output shape is the image's, so the encoded bytes must be known while planning:
@@ -686,8 +686,9 @@ mod tests {
         ) {
             let rgb: Vec<u8> = (0..(6 * 5 * 3)).map(|i| (i * 7 % 251) as u8).collect();
             let img = image::RgbImage::from_raw(6, 5, rgb).unwrap();
+            let formats = [ImageFormat::Png, ImageFormat::Bmp, ImageFormat::WebP, ImageFormat::Tiff];
             let mut bytes = Vec::new();
-            match [ImageFormat::Png, ImageFormat::Bmp, ImageFormat::WebP, ImageFormat::Tiff].get(format) {
+            match formats.get(format) {
                 Some(&f) => img.write_to(&mut Cursor::new(&mut bytes), f).unwrap(),
                 None if format == 4 => bytes = JPEG.to_vec(),
                 None => bytes = PROGRESSIVE.to_vec(),

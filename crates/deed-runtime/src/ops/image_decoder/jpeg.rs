@@ -20,8 +20,6 @@ use crate::error::OpError;
 pub(super) struct Info {
     pub width: u32,
     pub height: u32,
-    /// One component (gray) or three.
-    pub components: usize,
     /// Bytes of working memory decoding takes (see [`work_bytes`]).
     pub work_bytes: u64,
 }
@@ -417,7 +415,6 @@ pub(super) fn info(bytes: &[u8]) -> Result<Info, OpError> {
             return Ok(Info {
                 width,
                 height,
-                components: comps.len(),
                 work_bytes: work_bytes(width, height, &comps),
             });
         }
