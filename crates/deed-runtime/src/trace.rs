@@ -113,11 +113,14 @@ const TREE_ROOT: &str = "deed trace v1: tree root";
 const OUTPUT: &str = "deed trace v1: output";
 
 /// A fresh `new_derive_key(context)` hasher. Deriving the context key costs a blake3
-/// compression; every run pushes several hashes per step, so each context's initial
-/// hasher is made once and cloned (the same state, hence the same hashes).
+/// compression; every run pushes several hashes per step, so each context's key is
+/// derived once and the hasher started from it (the same state, hence the same
+/// hashes). Starting one writes a few words, where cloning a prepared hasher copied
+/// the whole of it (about 1.9 KiB with its subtree stack).
 fn keyed(context: &'static str) -> blake3::Hasher {
+    use blake3::hazmat::{hash_derive_key_context, ContextKey, HasherExt};
     use std::sync::OnceLock;
-    static CACHE: [OnceLock<blake3::Hasher>; 7] = [const { OnceLock::new() }; 7];
+    static CACHE: [OnceLock<ContextKey>; 7] = [const { OnceLock::new() }; 7];
     let slot = match context {
         STEP => 0,
         MMR_LEAF => 1,
@@ -128,9 +131,8 @@ fn keyed(context: &'static str) -> blake3::Hasher {
         TREE_ROOT => 6,
         _ => return blake3::Hasher::new_derive_key(context),
     };
-    CACHE[slot]
-        .get_or_init(|| blake3::Hasher::new_derive_key(context))
-        .clone()
+    let key = CACHE[slot].get_or_init(|| hash_derive_key_context(context));
+    blake3::Hasher::new_from_context_key(key)
 }
 
 /// `Hash::domain(context, parts)` through the cached hasher.
