@@ -14,6 +14,7 @@
 //! panics on any input.
 
 use crate::error::OpError;
+use crate::ops::simd;
 
 /// What the frame header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -601,15 +602,21 @@ pub(super) fn decode(bytes: &[u8], max_bytes: u64) -> Result<Pixels, OpError> {
         let q = &qt[c.tq];
         let (pw, ph) = (c.bw * 8, c.bh * 8);
         let mut plane = vec![0u8; pw * ph];
-        for (bi, block) in c.coefs.chunks_exact(64).enumerate() {
-            let (by, bx) = (bi / c.bw.max(1), bi % c.bw.max(1));
-            if let (Ok(block), Some(out)) = (
-                <&[i16; 64]>::try_from(block),
-                plane.get_mut(by * 8 * pw + bx * 8..),
-            ) {
-                idct_islow(block, q, out, pw);
-            }
-        }
+        // Integer arithmetic only: the same values whatever the instruction set.
+        simd::with_fma(
+            #[inline(always)]
+            || {
+                for (bi, block) in c.coefs.chunks_exact(64).enumerate() {
+                    let (by, bx) = (bi / c.bw.max(1), bi % c.bw.max(1));
+                    if let (Ok(block), Some(out)) = (
+                        <&[i16; 64]>::try_from(block),
+                        plane.get_mut(by * 8 * pw + bx * 8..),
+                    ) {
+                        idct_islow(block, q, out, pw);
+                    }
+                }
+            },
+        );
         drop(c.coefs);
         if hmax % c.h != 0 || vmax % c.v != 0 {
             return Err(OpError::unsupported(
@@ -639,12 +646,26 @@ pub(super) fn decode(bytes: &[u8], max_bytes: u64) -> Result<Pixels, OpError> {
     };
     let [p0, p1, p2] = [&planes[0], &planes[1], &planes[2]];
     let triples = p0.iter().zip(p1).zip(p2).map(|((&a, &b), &c)| (a, b, c));
-    let out: Vec<u8> = if rgb {
-        triples.flat_map(|(r, g, b)| [r, g, b]).collect()
+    let mut out = vec![0u8; 3 * p0.len().min(p1.len()).min(p2.len())];
+    let pixels = out.chunks_exact_mut(3).zip(triples);
+    if rgb {
+        for (o, (r, g, b)) in pixels {
+            if let [o0, o1, o2] = o {
+                (*o0, *o1, *o2) = (r, g, b);
+            }
+        }
     } else {
-        let t = ColorTables::new();
-        triples.flat_map(|(y, cb, cr)| t.rgb(y, cb, cr)).collect()
-    };
+        simd::with_fma(
+            #[inline(always)]
+            || {
+                for (o, (y, cb, cr)) in pixels {
+                    if let [o0, o1, o2] = o {
+                        [*o0, *o1, *o2] = ycc_to_rgb(y, cb, cr);
+                    }
+                }
+            },
+        );
+    }
     Ok(Pixels {
         gray: false,
         samples: out,
@@ -967,6 +988,7 @@ fn descale(x: i64, n: u32) -> i64 {
 
 /// One 1-D pass of the inverse DCT over `x` (eight values, already scaled as the pass
 /// takes them), giving the eight outputs before descaling.
+#[inline(always)]
 fn idct_1d(x: [i64; 8]) -> [i64; 8] {
     // Even part.
     let (z2, z3) = (x[2], x[6]);
@@ -1011,19 +1033,38 @@ fn range_limit(x: i64) -> u8 {
 
 /// Dequantizes and inverse-transforms `block` (natural order) into the 8×8 samples at
 /// `out` (rows `stride` apart).
+///
+/// A column (first pass) or row (second pass) whose terms after the first are all zero
+/// transforms to its first term scaled, as libjpeg's shortcuts take it: `x0 << PASS1_BITS`
+/// in the first pass, `DESCALE(x0, PASS1_BITS + 3)` in the second. Both are what the
+/// full pass gives such a line (its even part is `x0 << CONST_BITS`, its odd part
+/// zero), so the shortcuts change no value; most columns and rows of a photo's blocks
+/// take them.
+#[inline(always)]
 fn idct_islow(block: &[i16; 64], q: &[i32; 64], out: &mut [u8], stride: usize) {
     let mut ws = [0i32; 64];
     for col in 0..8 {
         let x: [i64; 8] =
             std::array::from_fn(|r| i64::from(i32::from(block[r * 8 + col]) * q[r * 8 + col]));
-        for (r, v) in idct_1d(x).iter().enumerate() {
+        if x[1..].iter().all(|&v| v == 0) {
             // libjpeg's workspace is `int`.
+            let dc = (x[0] << PASS1_BITS) as i32;
+            for r in 0..8 {
+                ws[r * 8 + col] = dc;
+            }
+            continue;
+        }
+        for (r, v) in idct_1d(x).iter().enumerate() {
             ws[r * 8 + col] = descale(*v, CONST_BITS - PASS1_BITS) as i32;
         }
     }
     for row in 0..8 {
         let x: [i64; 8] = std::array::from_fn(|c| i64::from(ws[row * 8 + c]));
         if let Some(line) = out.get_mut(row * stride..row * stride + 8) {
+            if x[1..].iter().all(|&v| v == 0) {
+                line.fill(range_limit(descale(x[0], PASS1_BITS + 3)));
+                continue;
+            }
             for (o, v) in line.iter_mut().zip(idct_1d(x)) {
                 *o = range_limit(descale(v, CONST_BITS + PASS1_BITS + 3));
             }
@@ -1040,38 +1081,63 @@ struct Samples<'a> {
 }
 
 impl Samples<'_> {
-    /// Sample `(x, y)`, the edges replicated beyond the real samples (as libjpeg's
-    /// context rows are).
-    fn at(&self, x: usize, y: usize) -> i32 {
-        let (x, y) = (x.min(self.dw - 1), y.min(self.dh - 1));
-        i32::from(self.plane.get(y * self.pw + x).copied().unwrap_or(0))
+    /// Line `y` of the real samples (`dw` of them), the last line replicated below the
+    /// real ones (as libjpeg's context rows are); empty if the plane is short, which a
+    /// well-formed call never is.
+    fn line(&self, y: usize) -> &[u8] {
+        let y = y.min(self.dh.saturating_sub(1));
+        self.plane
+            .get(y * self.pw..y * self.pw + self.dw)
+            .unwrap_or(&[])
     }
 
     /// The samples upsampled by `(fx, fy)` and cropped to the image's `w × h`, as
     /// libjpeg's `jdsample.c` does with fancy upsampling on: triangular filters for 2×1,
     /// 1×2 and 2×2 (2×1 and 2×2 only over more than two samples per line), replication
-    /// for other integral factors.
+    /// for other integral factors. Samples past the right edge replicate the last.
     fn upsample(&self, fx: usize, fy: usize, w: usize, h: usize) -> Vec<u8> {
+        simd::with_fma(
+            #[inline(always)]
+            || self.upsample_lines(fx, fy, w, h),
+        )
+    }
+
+    /// [`Samples::upsample`], compiled for the instruction set `simd::with_fma` picks
+    /// (integer arithmetic only: the same values on any).
+    #[inline(always)]
+    fn upsample_lines(&self, fx: usize, fy: usize, w: usize, h: usize) -> Vec<u8> {
         let mut out = vec![0u8; w * h];
         let (dw, fancy_h) = (self.dw, self.dw > 2);
-        for (oy, line) in out.chunks_mut(w.max(1)).enumerate() {
+        // Sample `x` of `line`, the last one replicated to the right.
+        fn at(line: &[u8], x: usize) -> i32 {
+            let x = x.min(line.len().saturating_sub(1));
+            i32::from(line.get(x).copied().unwrap_or(0))
+        }
+        // Column sums of the 2×2 filter, one line of them at a time.
+        let mut sums = vec![0i32; if (fx, fy) == (2, 2) { dw } else { 0 }];
+        for (oy, out) in out.chunks_mut(w.max(1)).enumerate() {
             match (fx, fy) {
                 (1, 1) => {
-                    for (ox, o) in line.iter_mut().enumerate() {
-                        *o = self.at(ox, oy) as u8;
+                    let line = self.line(oy);
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        *o = at(line, ox) as u8;
                     }
                 }
                 (2, 1) if fancy_h => {
-                    for (ox, o) in line.iter_mut().enumerate() {
-                        let (i, right) = (ox / 2, ox % 2 == 1);
-                        let v = self.at(i, oy);
-                        *o = if (!right && i == 0) || (right && i == dw - 1) {
+                    let line = self.line(oy);
+                    for (i, pair) in out.chunks_mut(2).enumerate() {
+                        let v = at(line, i);
+                        let left = if i == 0 {
                             v
-                        } else if right {
-                            (v * 3 + self.at(i + 1, oy) + 2) >> 2
                         } else {
-                            (v * 3 + self.at(i - 1, oy) + 1) >> 2
-                        } as u8;
+                            (v * 3 + at(line, i - 1) + 1) >> 2
+                        };
+                        let right = if i == dw - 1 {
+                            v
+                        } else {
+                            (v * 3 + at(line, i + 1) + 2) >> 2
+                        };
+                        put_pair(pair, left, right);
                     }
                 }
                 (1, 2) => {
@@ -1081,31 +1147,38 @@ impl Samples<'_> {
                     } else {
                         (i.saturating_sub(1), 1)
                     };
-                    for (ox, o) in line.iter_mut().enumerate() {
-                        *o = ((self.at(ox, i) * 3 + self.at(ox, other) + bias) >> 2) as u8;
+                    let (near, far) = (self.line(i), self.line(other));
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        *o = ((at(near, ox) * 3 + at(far, ox) + bias) >> 2) as u8;
                     }
                 }
                 (2, 2) if fancy_h => {
                     let (i, below) = (oy / 2, oy % 2 == 1);
                     let other = if below { i + 1 } else { i.saturating_sub(1) };
-                    let colsum = |x: usize| self.at(x, i) * 3 + self.at(x, other);
-                    for (ox, o) in line.iter_mut().enumerate() {
-                        let (j, right) = (ox / 2, ox % 2 == 1);
-                        let this = colsum(j);
-                        *o = if !right && j == 0 {
+                    let (near, far) = (self.line(i), self.line(other));
+                    for (x, sum) in sums.iter_mut().enumerate() {
+                        *sum = at(near, x) * 3 + at(far, x);
+                    }
+                    let sum = |x: usize| sums.get(x.min(dw - 1)).copied().unwrap_or(0);
+                    for (j, pair) in out.chunks_mut(2).enumerate() {
+                        let this = sum(j);
+                        let left = if j == 0 {
                             (this * 4 + 8) >> 4
-                        } else if right && j == dw - 1 {
-                            (this * 4 + 7) >> 4
-                        } else if right {
-                            (this * 3 + colsum(j + 1) + 7) >> 4
                         } else {
-                            (this * 3 + colsum(j - 1) + 8) >> 4
-                        } as u8;
+                            (this * 3 + sum(j - 1) + 8) >> 4
+                        };
+                        let right = if j == dw - 1 {
+                            (this * 4 + 7) >> 4
+                        } else {
+                            (this * 3 + sum(j + 1) + 7) >> 4
+                        };
+                        put_pair(pair, left, right);
                     }
                 }
                 _ => {
-                    for (ox, o) in line.iter_mut().enumerate() {
-                        *o = self.at(ox / fx, oy / fy) as u8;
+                    let line = self.line(oy / fy);
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        *o = at(line, ox / fx) as u8;
                     }
                 }
             }
@@ -1114,53 +1187,87 @@ impl Samples<'_> {
     }
 }
 
-/// libjpeg's YCbCr → RGB tables (`jdcolor.c`, 16 fractional bits).
-struct ColorTables {
-    cr_r: [i32; 256],
-    cb_b: [i32; 256],
-    cr_g: [i32; 256],
-    cb_g: [i32; 256],
+/// The two outputs of one sample upsampled 2× across, into `pair` (one value at the
+/// image's right edge when its width is odd).
+fn put_pair(pair: &mut [u8], left: i32, right: i32) {
+    if let Some(o) = pair.first_mut() {
+        *o = left as u8;
+    }
+    if let Some(o) = pair.get_mut(1) {
+        *o = right as u8;
+    }
 }
 
-impl ColorTables {
-    fn new() -> ColorTables {
-        const SCALEBITS: u32 = 16;
-        const ONE_HALF: i64 = 1 << (SCALEBITS - 1);
-        // FIX(x) = round(x · 2^16) of 1.40200, 1.77200, 0.71414 and 0.34414.
-        const R_CR: i64 = 91881;
-        const B_CB: i64 = 116130;
-        const G_CR: i64 = 46802;
-        const G_CB: i64 = 22554;
-        let mut t = ColorTables {
-            cr_r: [0; 256],
-            cb_b: [0; 256],
-            cr_g: [0; 256],
-            cb_g: [0; 256],
-        };
-        for i in 0..256 {
-            let x = i as i64 - 128;
-            t.cr_r[i] = ((R_CR * x + ONE_HALF) >> SCALEBITS) as i32;
-            t.cb_b[i] = ((B_CB * x + ONE_HALF) >> SCALEBITS) as i32;
-            t.cr_g[i] = (-G_CR * x) as i32;
-            t.cb_g[i] = (-G_CB * x + ONE_HALF) as i32;
-        }
-        t
-    }
-
-    fn rgb(&self, y: u8, cb: u8, cr: u8) -> [u8; 3] {
-        let (y, cb, cr) = (i32::from(y), usize::from(cb), usize::from(cr));
-        let clamp = |v: i32| v.clamp(0, 255) as u8;
-        [
-            clamp(y + self.cr_r[cr]),
-            clamp(y + ((self.cb_g[cb] + self.cr_g[cr]) >> 16)),
-            clamp(y + self.cb_b[cb]),
-        ]
-    }
+/// libjpeg's YCbCr → RGB conversion (`jdcolor.c`, 16 fractional bits): its tables'
+/// entries, `(FIX(1.40200)·(Cr − 128) + ONE_HALF) >> 16` and the like, computed per
+/// pixel in 32-bit arithmetic (exact: every product is below 2^24), which the compiler
+/// can vectorize where table lookups cannot be. The tests check every (Cb, Cr) against
+/// the tables as libjpeg builds them.
+#[inline(always)]
+fn ycc_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+    const ONE_HALF: i32 = 1 << 15;
+    // FIX(x) = round(x · 2^16) of 1.40200, 1.77200, 0.71414 and 0.34414.
+    const R_CR: i32 = 91881;
+    const B_CB: i32 = 116130;
+    const G_CR: i32 = 46802;
+    const G_CB: i32 = 22554;
+    let (y, cb, cr) = (i32::from(y), i32::from(cb) - 128, i32::from(cr) - 128);
+    let clamp = |v: i32| v.clamp(0, 255) as u8;
+    [
+        clamp(y + ((R_CR * cr + ONE_HALF) >> 16)),
+        clamp(y + ((-G_CB * cb + ONE_HALF - G_CR * cr) >> 16)),
+        clamp(y + ((B_CB * cb + ONE_HALF) >> 16)),
+    ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// libjpeg's YCbCr → RGB tables, built as `jdcolor.c` builds them (in 64-bit
+    /// arithmetic, as its `JLONG`).
+    struct ColorTables {
+        cr_r: [i32; 256],
+        cb_b: [i32; 256],
+        cr_g: [i32; 256],
+        cb_g: [i32; 256],
+    }
+
+    impl ColorTables {
+        fn new() -> ColorTables {
+            const SCALEBITS: u32 = 16;
+            const ONE_HALF: i64 = 1 << (SCALEBITS - 1);
+            // FIX(x) = round(x · 2^16) of 1.40200, 1.77200, 0.71414 and 0.34414.
+            const R_CR: i64 = 91881;
+            const B_CB: i64 = 116130;
+            const G_CR: i64 = 46802;
+            const G_CB: i64 = 22554;
+            let mut t = ColorTables {
+                cr_r: [0; 256],
+                cb_b: [0; 256],
+                cr_g: [0; 256],
+                cb_g: [0; 256],
+            };
+            for i in 0..256 {
+                let x = i as i64 - 128;
+                t.cr_r[i] = ((R_CR * x + ONE_HALF) >> SCALEBITS) as i32;
+                t.cb_b[i] = ((B_CB * x + ONE_HALF) >> SCALEBITS) as i32;
+                t.cr_g[i] = (-G_CR * x) as i32;
+                t.cb_g[i] = (-G_CB * x + ONE_HALF) as i32;
+            }
+            t
+        }
+
+        fn rgb(&self, y: u8, cb: u8, cr: u8) -> [u8; 3] {
+            let (y, cb, cr) = (i32::from(y), usize::from(cb), usize::from(cr));
+            let clamp = |v: i32| v.clamp(0, 255) as u8;
+            [
+                clamp(y + self.cr_r[cr]),
+                clamp(y + ((self.cb_g[cb] + self.cr_g[cr]) >> 16)),
+                clamp(y + self.cb_b[cb]),
+            ]
+        }
+    }
 
     /// libjpeg's `prepare_range_limit_table` (`jdmaster.c`), built as it builds it:
     /// the post-IDCT table is indexed by `x & 1023` from `CENTERJSAMPLE` in. Within
@@ -1180,6 +1287,57 @@ mod tests {
         assert_eq!((range_limit(-3000), range_limit(3000)), (0, 255));
     }
 
+    /// `idct_islow` without its shortcuts: every column and row through the full pass.
+    fn idct_full(block: &[i16; 64], q: &[i32; 64]) -> [u8; 64] {
+        let mut ws = [0i32; 64];
+        for col in 0..8 {
+            let x: [i64; 8] =
+                std::array::from_fn(|r| i64::from(i32::from(block[r * 8 + col]) * q[r * 8 + col]));
+            for (r, v) in idct_1d(x).iter().enumerate() {
+                ws[r * 8 + col] = descale(*v, CONST_BITS - PASS1_BITS) as i32;
+            }
+        }
+        let mut out = [0u8; 64];
+        for row in 0..8 {
+            let x: [i64; 8] = std::array::from_fn(|c| i64::from(ws[row * 8 + c]));
+            for (c, v) in idct_1d(x).into_iter().enumerate() {
+                out[row * 8 + c] = range_limit(descale(v, CONST_BITS + PASS1_BITS + 3));
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// The shortcuts for lines whose terms after the first are zero give what the
+        /// full passes give: blocks with most coefficients zero (as a photo's are), and
+        /// whole rows and columns zero (`rows`, `cols`: which may hold any), any
+        /// quantization, coefficients up to the largest an i16 holds.
+        #[test]
+        fn idct_shortcuts_change_no_value(
+            rows in proptest::prop_oneof![proptest::strategy::Just(1u8), proptest::num::u8::ANY],
+            cols in proptest::prop_oneof![proptest::strategy::Just(1u8), proptest::num::u8::ANY],
+            coefs in proptest::collection::vec(
+                proptest::prop_oneof![
+                    6 => proptest::strategy::Just(0i16),
+                    3 => -64i16..64,
+                    1 => proptest::num::i16::ANY,
+                ],
+                64,
+            ),
+            quant in proptest::collection::vec(
+                proptest::prop_oneof![4 => 1i32..=255, 1 => 0i32..=65535],
+                64,
+            ),
+        ) {
+            let live = |i: usize| rows >> (i / 8) & 1 == 1 && cols >> (i % 8) & 1 == 1;
+            let block: [i16; 64] = std::array::from_fn(|i| if live(i) { coefs[i] } else { 0 });
+            let q: [i32; 64] = std::array::from_fn(|i| quant[i]);
+            let mut out = [0u8; 64];
+            idct_islow(&block, &q, &mut out, 8);
+            proptest::prop_assert_eq!(out, idct_full(&block, &q));
+        }
+    }
+
     #[test]
     fn a_dc_only_block_is_flat() {
         let q = [1i32; 64];
@@ -1191,6 +1349,18 @@ mod tests {
             // DC / 8 rounded half up, plus 128, clamped.
             let want = (((i64::from(dc) * 4 + 16) >> 5) + 128).clamp(0, 255) as u8;
             assert!(out.iter().all(|&v| v == want), "{dc}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn color_conversion_is_libjpegs_tables() {
+        let t = ColorTables::new();
+        for cb in 0..=255u8 {
+            for cr in 0..=255u8 {
+                for y in [0u8, 1, 77, 128, 200, 254, 255] {
+                    assert_eq!(ycc_to_rgb(y, cb, cr), t.rgb(y, cb, cr), "{y} {cb} {cr}");
+                }
+            }
         }
     }
 
