@@ -935,6 +935,7 @@ impl<'m> Plan<'m> {
             keep: &opts.keep_steps,
             kept: Vec::new(),
             corrupt: corrupt_step(opts),
+            release: None,
         };
         // Step hashes go to another thread while later steps compute: the process's
         // hashing thread when the kernels leave it a core, else the kernel pool's
@@ -964,6 +965,7 @@ impl<'m> Plan<'m> {
         };
         let (mut trace, steps_done, outputs_hash) = match pipeline {
             Some(mut pipe) => {
+                runs.release = Some(pipe.release());
                 self.run_steps(&mut values, ctx, &mut runs, &mut |s, step, outs| match step
                     .folded_hash
                 {
@@ -972,6 +974,8 @@ impl<'m> Plan<'m> {
                     None => pipe.submit(s, hashed_arcs(step, outs)),
                 })?;
                 let steps_done = Instant::now();
+                // The pipeline's `finish` counts who still holds the run's trace.
+                runs.release = None;
                 // The graph outputs' hash (the output step's leaf) is taken here while
                 // the hashing thread finishes the last steps, not after them. A fault
                 // injected into the outputs (tests only) changes them later: hashed then.
@@ -1077,6 +1081,9 @@ struct StepRun<'a> {
     /// The first step at or after which to inject a fault (see
     /// [`RunOptions::corrupt_step`]); cleared once injected.
     corrupt: Option<usize>,
+    /// Where the run frees intermediates whose outputs the hashing thread read, when it
+    /// has one.
+    release: Option<crate::hasher::Release>,
 }
 
 #[cfg(feature = "fault")]
@@ -1281,11 +1288,19 @@ impl Plan<'_> {
             }
             for id in step.inputs.iter().flatten() {
                 if self.last_use[*id] == s {
-                    // A dead intermediate nothing else holds (the hashing thread may
-                    // still): its buffer serves a later output of this thread.
+                    // A dead intermediate nothing else holds: its buffer serves a later
+                    // output of this thread. (One the hashing thread still holds comes
+                    // back from it.)
                     if let Some(Val::Shared(t)) = values[*id].take() {
                         if let Ok(t) = Arc::try_unwrap(t) {
-                            crate::scratch::recycle(t.into_parts().1);
+                            let large = t.byte_size() as u64 >= STEP_MIN_BYTES;
+                            match &runs.release {
+                                // Large enough to have been hashed on the hashing
+                                // thread: back to it first, to claim its cache lines
+                                // (see the `hasher` module docs).
+                                Some(r) if large => r.free(t.into_parts().1),
+                                _ => crate::scratch::recycle(t.into_parts().1),
+                            }
                         }
                     }
                 }
