@@ -24,8 +24,8 @@
 //! first writes a value into each line of a buffer no one needs any more
 //! ([`crate::scratch::claim`]), the buffers of outputs the run freed before they were
 //! hashed and of those it freed after ([`Release`]), and the run's core then takes the
-//! lines over cheaply. In `scripts/bench.py`'s figures this took the trace's cost on
-//! the CNN from +13% to +6% and on the transformer block from +9% to +3.4%.
+//! lines over cheaply. That took the trace's cost (`scripts/bench.py`, by the minimum)
+//! on the CNN from +11.5% to +5.7% and on the transformer block from +9.2% to +3.9%.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
