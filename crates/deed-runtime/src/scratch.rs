@@ -112,6 +112,16 @@ impl<T: Copy + 'static> Drop for Scratch<T> {
 const KEEP_OUTPUTS: usize = 16;
 /// Their total capacity, in bytes.
 const KEEP_OUTPUT_BYTES: usize = 32 << 20;
+/// Freed output buffers of one element type and capacity kept per thread. Kernels
+/// that do not take their output from [`output`] (the elementwise ones allocate
+/// theirs) free more buffers of the sizes they write than the list gives out. Without
+/// a bound per size those filled the list, and the kernels that take their outputs
+/// from it found none of the sizes they asked for and zero-filled new allocations: a
+/// traced run of the benchmark CNN, whose buffers come back from the hashing thread
+/// later and in another order, missed 20 to 30 times a run, the int8 MLP about 10
+/// times traced and 17 untraced (its integer products' i32 accumulators found only
+/// f32 buffers of their size); now neither misses after its first run.
+const KEEP_SAME: usize = 4;
 
 /// A freed output buffer: a `Vec<T>` and its capacity in bytes.
 struct Kept {
@@ -133,23 +143,20 @@ pub(crate) fn output<T: Clone + 'static>(len: usize, fill: T) -> Vec<T> {
     let found = OUTPUTS
         .try_with(|free| {
             let mut free = free.try_borrow_mut().ok()?;
-            // The smallest buffer that holds `len` without holding twice as much.
+            // The smallest buffer that holds `len` without holding twice as much, the
+            // one freed last of those (the likeliest still in this core's cache).
             let mut best: Option<(usize, usize)> = None;
             for (i, k) in free.iter().enumerate() {
                 let Some(v) = k.buf.downcast_ref::<Vec<T>>() else {
                     continue;
                 };
                 let cap = v.capacity();
-                if cap >= len && cap / 2 <= len && best.is_none_or(|(_, c)| cap < c) {
+                if cap >= len && cap / 2 <= len && best.is_none_or(|(_, c)| cap <= c) {
                     best = Some((i, cap));
                 }
             }
             let (i, _) = best?;
-            free.swap_remove(i)
-                .buf
-                .downcast::<Vec<T>>()
-                .ok()
-                .map(|b| *b)
+            free.remove(i).buf.downcast::<Vec<T>>().ok().map(|b| *b)
         })
         .ok()
         .flatten();
@@ -201,23 +208,33 @@ pub(crate) fn leave_stale_f32(len: usize) {
 }
 
 /// Keeps the buffer of `data`, a tensor no one else holds any more, for [`output`] on
-/// this thread, while the thread keeps fewer than [`KEEP_OUTPUTS`] buffers of
-/// [`KEEP_OUTPUT_BYTES`] in all; otherwise frees it.
+/// this thread, unless the thread already keeps [`KEEP_SAME`] buffers of its type and
+/// capacity or it alone exceeds [`KEEP_OUTPUT_BYTES`] (then it is freed). The buffers
+/// freed longest ago make room for it: at most [`KEEP_OUTPUTS`] buffers of
+/// [`KEEP_OUTPUT_BYTES`] in all.
 pub(crate) fn recycle(data: TensorData) {
     fn keep<T: 'static>(v: Vec<T>) {
         let bytes = v.capacity().saturating_mul(size_of::<T>());
-        if bytes == 0 {
+        if bytes == 0 || bytes > KEEP_OUTPUT_BYTES {
             return;
         }
         let _ = OUTPUTS.try_with(|free| {
             if let Ok(mut free) = free.try_borrow_mut() {
-                let held: usize = free.iter().map(|k| k.bytes).sum();
-                if free.len() < KEEP_OUTPUTS && held.saturating_add(bytes) <= KEEP_OUTPUT_BYTES {
-                    free.push(Kept {
-                        buf: Box::new(v),
-                        bytes,
-                    });
+                let same = |k: &&Kept| k.bytes == bytes && k.buf.is::<Vec<T>>();
+                if free.iter().filter(same).count() >= KEEP_SAME {
+                    return;
                 }
+                // Oldest first; an empty list holds this one (`bytes` is within bounds).
+                let mut held: usize = free.iter().map(|k| k.bytes).sum();
+                while !free.is_empty()
+                    && (free.len() >= KEEP_OUTPUTS || held + bytes > KEEP_OUTPUT_BYTES)
+                {
+                    held -= free.remove(0).bytes;
+                }
+                free.push(Kept {
+                    buf: Box::new(v),
+                    bytes,
+                });
             }
         });
     }
@@ -327,6 +344,34 @@ mod tests {
         recycle(TensorData::F32(vec![0.0; KEEP_OUTPUT_BYTES / 4 + 1]));
         let held = OUTPUTS.with(|f| f.borrow().iter().map(|k| k.bytes).sum::<usize>());
         assert!(held <= KEEP_OUTPUT_BYTES);
+        OUTPUTS.with(|f| f.borrow_mut().clear());
+    }
+
+    #[test]
+    fn the_list_keeps_the_latest_buffers_and_a_few_of_each_size() {
+        OUTPUTS.with(|f| f.borrow_mut().clear());
+        let kept = || OUTPUTS.with(|f| f.borrow().iter().map(|k| k.bytes).collect::<Vec<_>>());
+        // Beyond KEEP_SAME buffers of one type and size, more of them are freed.
+        for _ in 0..KEEP_SAME + 2 {
+            recycle(TensorData::F32(vec![0.0; 1024]));
+        }
+        assert_eq!(kept(), vec![4096; KEEP_SAME]);
+        recycle(TensorData::I32(vec![0; 1024]));
+        assert_eq!(kept(), vec![4096; KEEP_SAME + 1]);
+        // Other sizes still find room; when the list is full, the oldest make way.
+        for i in 0..KEEP_OUTPUTS {
+            recycle(TensorData::U8(vec![0; 100 + i]));
+        }
+        let expect: Vec<usize> = (0..KEEP_OUTPUTS).map(|i| 100 + i).collect();
+        assert_eq!(kept(), expect);
+        // Of two buffers that fit equally, the one freed last comes out first.
+        OUTPUTS.with(|f| f.borrow_mut().clear());
+        let (a, b) = (vec![1.0f32; 64], vec![2.0f32; 64]);
+        let pb = b.as_ptr();
+        recycle(TensorData::F32(a));
+        recycle(TensorData::F32(b));
+        let got = output(64, 0.0f32);
+        assert_eq!((got.as_ptr(), got[0]), (pb, 2.0));
         OUTPUTS.with(|f| f.borrow_mut().clear());
     }
 
