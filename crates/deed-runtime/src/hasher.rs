@@ -11,8 +11,8 @@
 //! takes queued steps back and hashes them too, so no thread idles while hashing
 //! remains. A run whose hasher cannot start hashes inline.
 //!
-//! Folding a step hash into the trace (its MMR leaf, chain value and tree leaf, about
-//! five short blake3 hashes) is done by whichever thread holds the next hash in step
+//! Folding a step hash into the trace (its MMR nodes, chain value and tree nodes, about
+//! four short blake3 hashes) is done by whichever thread holds the next hash in step
 //! order, under the run's lock: mostly the hashing thread, so that a run of many small
 //! steps pays little more than a handoff per step.
 //!
