@@ -346,7 +346,8 @@ fn softmax_rows<T: Float>(
     narrow: Narrow,
     ctx: &Ctx,
 ) -> Vec<T> {
-    let mut out = vec![T::ZERO; v.len()];
+    // Every element is written below: the buffer of a dead intermediate serves.
+    let mut out = crate::scratch::output(v.len(), T::ZERO);
     if len == 0 {
         return out;
     }
@@ -604,7 +605,8 @@ fn layer_norm<T: Float>(
     eps: T,
     ctx: &Ctx,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let mut out = vec![T::ZERO; v.len()];
+    // Every element is written below: the buffer of a dead intermediate serves.
+    let mut out = crate::scratch::output(v.len(), T::ZERO);
     // Groups of ROWS rows whose sums run interleaved (`mean_var_rows`), the rest alone.
     let groups = if len == 0 || ctx.reference() {
         0
@@ -799,7 +801,8 @@ fn rms_norm<T: Float>(
         let ss = row.iter().fold(T::ZERO, |a, &x| a + x * x);
         (ss / T::from_usize(len) + eps).sqrt()
     });
-    let mut out = vec![T::ZERO; v.len()];
+    // Every element is written below: the buffer of a dead intermediate serves.
+    let mut out = crate::scratch::output(v.len(), T::ZERO);
     ctx.for_each_chunk(&mut out, len.max(1), |i, dst| {
         let rms = rms[i];
         let row = &v[i * len..(i + 1) * len];
@@ -1558,6 +1561,8 @@ mod tests {
             let op = RmsNorm { axis: axis as i64, eps };
             for t in 1..=4 {
                 for mode in [KernelMode::Fast, KernelMode::Reference] {
+                    // The output may take the buffer of a dead intermediate.
+                    crate::scratch::leave_stale_f32(n);
                     let got = op.run(&[Some(&x), Some(&scale)], &Ctx::new(mode, t)).unwrap();
                     prop_assert_eq!(bits(&got[0]), want.clone());
                 }
@@ -1803,8 +1808,12 @@ mod tests {
             let want_n = bits(&ln.run(&[Some(&x), Some(&scale)], &base).unwrap()[0]);
             for t in 1..=4 {
                 let ctx = Ctx::new(KernelMode::Fast, t);
+                // Outputs may take the buffers of dead intermediates.
+                crate::scratch::leave_stale_f32(n);
                 prop_assert_eq!(&bits(&soft.run(&[Some(&x)], &ctx).unwrap()[0]), &want_s);
+                crate::scratch::leave_stale_f32(n);
                 prop_assert_eq!(&bits(&logsoft.run(&[Some(&x)], &ctx).unwrap()[0]), &want_l);
+                crate::scratch::leave_stale_f32(n);
                 prop_assert_eq!(&bits(&ln.run(&[Some(&x), Some(&scale)], &ctx).unwrap()[0]), &want_n);
             }
         }
