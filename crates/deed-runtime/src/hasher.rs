@@ -24,7 +24,10 @@
 //! first writes a value into each line of a buffer no one needs any more
 //! ([`crate::scratch::claim`]), the buffers of outputs the run freed before they were
 //! hashed and of those it freed after ([`Release`]), and the run's core then takes the
-//! lines over cheaply. That took the trace's cost (`scripts/bench.py`, by the minimum)
+//! lines over cheaply. The latter wait until the step is recorded and no other step
+//! waits for the thread: a transformer block frees 2 MiB of intermediates after its
+//! last large product, and claiming them before the next steps' hashing held its
+//! trace back by some 20 µs. That took the trace's cost (`scripts/bench.py`, by the minimum)
 //! on the CNN from +11.5% to +5.7% and on the transformer block from +9.2% to +3.9%.
 
 use std::collections::VecDeque;
@@ -62,8 +65,9 @@ impl Job {
     /// Hashes the step (unless its run has ended) and records the hash. The outputs go
     /// back to the run (see [`RunTrace::hashed`]) before the hash is recorded, so that
     /// the run, once every step is in, has them all back. `on` says which thread this
-    /// is, for the run's timeline.
-    fn run(self, on: HashedOn) {
+    /// is, for the run's timeline; a thread that serves `queue` then claims buffers the
+    /// run released while no other step waits there.
+    fn run(self, on: HashedOn, queue: Option<&Queue>) {
         let Job { step, work, run } = self;
         let h = match work {
             Work::Known(h) => h,
@@ -82,10 +86,10 @@ impl Job {
                 h
             }
         };
-        if on == HashedOn::HashThread {
-            run.claim_released();
-        }
         run.record(step, h);
+        if let Some(q) = queue {
+            run.claim_released(q);
+        }
     }
 }
 
@@ -109,8 +113,10 @@ enum Back {
 struct RunTrace {
     assembly: Mutex<Assembly>,
     /// Hashed outputs on their way back to the run's thread, where the buffers of dead
-    /// intermediates go to its [`scratch::recycle`] list.
-    hashed: Mutex<Vec<Back>>,
+    /// intermediates go to its [`scratch::recycle`] list. One list per run thread,
+    /// shared by its runs ([`BACK`]): a buffer claimed after the run's trace was
+    /// complete reaches the thread's next run.
+    hashed: Arc<Mutex<Vec<Back>>>,
     /// Buffers of intermediates the run freed after they had been hashed, for the
     /// hashing thread to claim with its next job of the run ([`Release`]).
     released: Mutex<Vec<TensorData>>,
@@ -146,21 +152,18 @@ impl RunTrace {
     }
 
     /// Claims the buffers the run freed after this thread had hashed them
-    /// ([`Release`]) and hands them back.
-    fn claim_released(&self) {
-        let released = match self.released.lock() {
-            Ok(mut r) if !r.is_empty() => std::mem::take(&mut *r),
-            _ => return,
-        };
-        let back: Vec<Back> = released
-            .into_iter()
-            .map(|mut data| {
-                scratch::claim(&mut data);
-                Back::Dead(data)
-            })
-            .collect();
-        if let Ok(mut hashed) = self.hashed.lock() {
-            hashed.extend(back);
+    /// ([`Release`]) and hands them back, one at a time while no step waits in
+    /// `queue`: hashing comes first, since the run's trace waits for it. Those left
+    /// unclaimed go back with the run's next job or at its end, as they are.
+    fn claim_released(&self, queue: &Queue) {
+        while !queue.has_work() {
+            let Some(mut data) = self.released.lock().ok().and_then(|mut r| r.pop()) else {
+                return;
+            };
+            scratch::claim(&mut data);
+            if let Ok(mut hashed) = self.hashed.lock() {
+                hashed.push(Back::Dead(data));
+            }
         }
     }
 
@@ -183,6 +186,41 @@ impl RunTrace {
                 self.done.notify_all();
             }
         }
+    }
+}
+
+/// A busy wait of at most [`SPIN`]. It reads the clock once every [`Spin::CLOCK_EVERY`]
+/// turns: a thread that read it every turn spent a quarter of its time in
+/// `clock_gettime`, work that competes with the run's kernels where the host shares a
+/// physical core between the two virtual CPUs.
+struct Spin {
+    until: std::time::Instant,
+    turns: u32,
+    over: bool,
+}
+
+impl Spin {
+    const CLOCK_EVERY: u32 = 64;
+
+    fn new() -> Spin {
+        Spin {
+            until: std::time::Instant::now() + SPIN,
+            turns: 0,
+            over: false,
+        }
+    }
+
+    /// Pauses for one turn and says whether to keep waiting.
+    fn again(&mut self) -> bool {
+        if self.over {
+            return false;
+        }
+        std::hint::spin_loop();
+        self.turns = self.turns.wrapping_add(1);
+        if self.turns.is_multiple_of(Self::CLOCK_EVERY) && std::time::Instant::now() >= self.until {
+            self.over = true;
+        }
+        !self.over
     }
 }
 
@@ -228,7 +266,7 @@ impl Queue {
         }
         match self.take() {
             Some(job) => {
-                job.run(HashedOn::HashThread);
+                job.run(HashedOn::HashThread, Some(self));
                 true
             }
             None => false,
@@ -269,13 +307,13 @@ impl Queue {
         loop {
             // A run hands over its steps some microseconds apart: look again for a
             // while before sleeping, since waking a sleeping thread costs more.
-            let spin_until = std::time::Instant::now() + SPIN;
+            let mut spin = Spin::new();
             let mut job = None;
-            while job.is_none() && std::time::Instant::now() < spin_until {
+            while job.is_none() {
                 if self.queued.load(Ordering::Relaxed) > 0 {
                     job = self.take();
-                } else {
-                    std::hint::spin_loop();
+                } else if !spin.again() {
+                    break;
                 }
             }
             let job = match job {
@@ -298,7 +336,7 @@ impl Queue {
                     }
                 }
             };
-            job.run(HashedOn::HashThread);
+            job.run(HashedOn::HashThread, Some(self));
         }
     }
 }
@@ -317,6 +355,12 @@ fn global() -> Option<Arc<Queue>> {
                 .map(|_| q)
         })
         .clone()
+}
+
+thread_local! {
+    /// The hashed outputs on their way back to this thread's runs
+    /// ([`RunTrace::hashed`]).
+    static BACK: Arc<Mutex<Vec<Back>>> = Arc::new(Mutex::new(Vec::new()));
 }
 
 /// One run's trace, built on the hashing thread (or a pool's idle workers) where they
@@ -346,7 +390,9 @@ impl Pipeline {
                     trace: Trace::with_capacity(steps),
                     pending: vec![None; steps],
                 }),
-                hashed: Mutex::new(Vec::new()),
+                hashed: BACK
+                    .try_with(Arc::clone)
+                    .unwrap_or_else(|_| Arc::new(Mutex::new(Vec::new()))),
                 released: Mutex::new(Vec::new()),
                 folded: AtomicUsize::new(0),
                 cancelled: AtomicBool::new(false),
@@ -376,7 +422,7 @@ impl Pipeline {
             run: self.run.clone(),
         };
         if let Some(job) = self.queue.put(job) {
-            job.run(HashedOn::RunThread);
+            job.run(HashedOn::RunThread, None);
         }
     }
 
@@ -415,12 +461,12 @@ impl Pipeline {
         // Help while there is queued work, then wait for the step the hashing thread
         // holds: briefly by polling, since the last steps are usually small, then in
         // slices asleep, looking at the queue again after each.
-        let spin_until = std::time::Instant::now() + SPIN;
+        let mut spin = Spin::new();
         while run.folded.load(Ordering::Acquire) < steps {
-            if let Some(job) = self.queue.take() {
-                job.run(HashedOn::RunThread);
-            } else if std::time::Instant::now() < spin_until {
-                std::hint::spin_loop();
+            if let Some(job) = self.queue.has_work().then(|| self.queue.take()).flatten() {
+                job.run(HashedOn::RunThread, None);
+            } else if spin.again() {
+                continue;
             } else {
                 let a = run.assembly.lock().ok()?;
                 if a.trace.len() < steps {
@@ -435,8 +481,9 @@ impl Pipeline {
             }
         }
         // Every job handed its outputs back before recording its step: the run's own
-        // references are its only ones now. Buffers released since the last job are
-        // kept unclaimed.
+        // references are its only ones now. Buffers still waiting to be claimed are
+        // kept as they are; one a hashing thread is claiming now reaches this thread's
+        // next run.
         self.take_back();
         if let Ok(mut released) = run.released.lock() {
             released.drain(..).for_each(scratch::recycle);
@@ -567,10 +614,20 @@ mod tests {
         p.take_back();
         let b = Arc::try_unwrap(b).expect("the hashing thread gave `b` back");
         p.release().free(b.into_parts().1);
-        // The hashing thread claims `b`'s buffer with its next job of the run.
+        // The hashing thread claims `b`'s buffer once it has recorded its next job of
+        // the run, unless the run's end takes it back first.
         p.submit(2, vec![c.clone()]);
         wait_until_folded(&p, 3);
+        let run = p.run.clone();
         assert_eq!(p.finish().unwrap().0, inline);
+        // A buffer claimed after the trace was complete comes back to this thread's
+        // next run: wait until the hashing thread is done with the run, then start one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&run) > 1 {
+            assert!(std::time::Instant::now() < deadline, "the job never ended");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Pipeline::new(1, None, None).unwrap().take_back();
         // Both buffers serve this thread's next outputs; `c`, still held, stays whole.
         // They come with their old values (a new buffer would be filled with -1), but
         // for the cache lines the hashing thread may have claimed.
