@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use deed_runtime::{Ctx, KernelMode, Limits, Model, RunOptions, TimelineSummary};
+use deed_runtime::timeline::{HashedOn, Span};
+use deed_runtime::{Ctx, KernelMode, Limits, Model, RunOptions, Timeline, TimelineSummary};
 use deed_types::Tensor;
 use serde_json::json;
 
@@ -505,6 +506,8 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
     let mut times = Vec::new();
     let mut timelines = Vec::new();
     let mut step_times = StepTimes::default();
+    // The fastest timed run's spans, for `timeline_us.fastest_run`.
+    let mut fastest_run: Option<Timeline> = None;
     if a.repeat > 1 {
         // Warm up for a while, not one run: caches, page faults, and the operating
         // system spreading the kernel threads over the cores all settle within it.
@@ -519,6 +522,12 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
             timelines.extend(out.timeline.as_ref().map(|t| t.summary()));
             if let Some(t) = &out.timeline {
                 step_times.add(t);
+                if fastest_run
+                    .as_ref()
+                    .is_none_or(|f| t.trace_done_us < f.trace_done_us)
+                {
+                    fastest_run = Some(t.clone());
+                }
             }
         }
         times.sort_by(|x, y| x.total_cmp(y));
@@ -535,6 +544,7 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
         if let Some(t) = &out.timeline {
             step_times.add(t);
         }
+        fastest_run = out.timeline.clone();
     }
     let timeline = TimelineSummary::median(&timelines);
     let fastest = timelines
@@ -584,6 +594,7 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
                 "median": figures(median),
                 "fastest": figures(fastest),
                 "steps": step_times.json(&model),
+                "fastest_run": fastest_run.as_ref().map(spans_json),
             });
         }
         println!("{j}");
@@ -623,6 +634,31 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One run's spans, µs from its start: each step's kernel, each step's hashing and the
+/// thread it ran on, when the run's thread had computed every step, and when the run
+/// was done.
+fn spans_json(t: &Timeline) -> serde_json::Value {
+    let span = |s: &Span| json!({ "step": s.step, "start": s.start_us, "end": s.end_us });
+    let hashes: Vec<_> = t
+        .hashes
+        .iter()
+        .map(|(s, on)| {
+            let mut j = span(s);
+            j["on"] = json!(match on {
+                HashedOn::HashThread => "hash_thread",
+                HashedOn::RunThread => "run_thread",
+            });
+            j
+        })
+        .collect();
+    json!({
+        "compute": t.compute.iter().map(span).collect::<Vec<_>>(),
+        "hashes": hashes,
+        "steps_done": t.steps_done_us,
+        "trace_done": t.trace_done_us,
+    })
 }
 
 /// Each step's kernel and hashing times over the timed runs of `deed run --timeline`.

@@ -135,6 +135,34 @@ fn timeline_reports_where_the_runs_went() {
             // Tracing hashes every computed step somewhere; without it, nothing is.
             assert_eq!(f("hash_thread") + f("hash_run_thread") > 0.0, traced, "{t}");
         }
+        // The fastest run's spans: each computed step's kernel, in order and within
+        // the run; hashing spans exactly when traced.
+        let run = &t["fastest_run"];
+        let at = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+        let done = at(run, "trace_done");
+        assert_eq!(done, t["fastest"]["total"].as_f64().unwrap(), "{run}");
+        assert!(at(run, "steps_done") <= done, "{run}");
+        let compute = run["compute"].as_array().unwrap();
+        assert_eq!(compute.len(), t["steps"].as_array().unwrap().len(), "{run}");
+        for w in compute.windows(2) {
+            assert!(w[0]["step"].as_u64() < w[1]["step"].as_u64(), "{run}");
+            assert!(at(&w[0], "end") <= at(&w[1], "start"), "{run}");
+        }
+        let hashes = run["hashes"].as_array().unwrap();
+        assert_eq!(!hashes.is_empty(), traced, "{run}");
+        for s in compute.iter().chain(hashes) {
+            assert!(
+                0.0 <= at(s, "start") && at(s, "start") <= at(s, "end"),
+                "{s}"
+            );
+            assert!(at(s, "end") <= done, "{s}");
+        }
+        for h in hashes {
+            assert!(
+                matches!(h["on"].as_str(), Some("hash_thread" | "run_thread")),
+                "{h}"
+            );
+        }
         // Each computed step, in order, with its operator and times.
         let steps = t["steps"].as_array().unwrap();
         assert!(!steps.is_empty(), "{t}");
