@@ -24,11 +24,12 @@
 //! first writes a value into each line of a buffer no one needs any more
 //! ([`crate::scratch::claim`]), the buffers of outputs the run freed before they were
 //! hashed and of those it freed after ([`Release`]), and the run's core then takes the
-//! lines over cheaply. The latter wait until the step is recorded and no other step
-//! waits for the thread: a transformer block frees 2 MiB of intermediates after its
-//! last large product, and claiming them before the next steps' hashing held its
-//! trace back by some 20 µs. That took the trace's cost (`scripts/bench.py`, by the minimum)
+//! lines over cheaply. That took the trace's cost (`scripts/bench.py`, by the minimum)
 //! on the CNN from +11.5% to +5.7% and on the transformer block from +9.2% to +3.9%.
+//! The buffers freed after hashing wait until the thread has recorded its step and no
+//! other step waits for it: a transformer block frees 2 MiB of intermediates after its
+//! last large product, and claiming them before hashing the steps after it held the
+//! block's trace back by some 20 µs.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -118,7 +119,7 @@ struct RunTrace {
     /// complete reaches the thread's next run.
     hashed: Arc<Mutex<Vec<Back>>>,
     /// Buffers of intermediates the run freed after they had been hashed, for the
-    /// hashing thread to claim with its next job of the run ([`Release`]).
+    /// hashing thread to claim after its next job of the run ([`Release`]).
     released: Mutex<Vec<TensorData>>,
     /// Steps folded into the trace so far, read without the lock by a run that waits.
     folded: AtomicUsize,
@@ -190,9 +191,9 @@ impl RunTrace {
 }
 
 /// A busy wait of at most [`SPIN`]. It reads the clock once every [`Spin::CLOCK_EVERY`]
-/// turns: a thread that read it every turn spent a quarter of its time in
-/// `clock_gettime`, work that competes with the run's kernels where the host shares a
-/// physical core between the two virtual CPUs.
+/// turns: the hashing thread, reading it every turn, had a quarter of its samples in
+/// `clock_gettime` (`perf`, the benchmark CNN), work that competes with the run's
+/// kernels where the host runs both virtual CPUs on one physical core.
 struct Spin {
     until: std::time::Instant,
     turns: u32,
@@ -499,7 +500,7 @@ impl Pipeline {
 }
 
 /// Takes the buffers of the intermediates a run frees after another thread hashed them
-/// (see the module docs): that thread claims them with its next job of the run and
+/// (see the module docs): that thread claims them after its next job of the run and
 /// hands them back; [`Pipeline::finish`] takes back any still waiting, unclaimed.
 pub(crate) struct Release(Arc<RunTrace>);
 
