@@ -815,6 +815,90 @@ mod tests {
         }
     }
 
+    /// The values a [`StepProof`] folds up to from its chain value, nearest first, as
+    /// [`StepProof::verify`] computes them.
+    fn tree_path_values(p: &StepProof) -> Vec<Hash> {
+        let (mut f, mut s) = (p.index, p.len - 1);
+        let mut r = p.chain_value;
+        let mut out = Vec::new();
+        for sib in &p.siblings {
+            if f & 1 == 1 || f == s {
+                r = tree_node(sib, &r);
+                while f & 1 == 0 && f != 0 {
+                    f >>= 1;
+                    s >>= 1;
+                }
+            } else {
+                r = tree_node(&r, sib);
+            }
+            f >>= 1;
+            s >>= 1;
+            out.push(r);
+        }
+        out
+    }
+
+    /// Version 2 puts step hashes and chain values into their trees as they are, so an
+    /// inner node is a hash like any leaf. It still never passes for one: a proof's
+    /// path length follows from its index and its size, which the roots bind. Every
+    /// inner node on an honest path, offered as the leaf of every index with the rest
+    /// of that path or the whole of it, is refused.
+    #[test]
+    fn an_inner_node_never_passes_for_a_leaf() {
+        for n in 1..24usize {
+            let t = Trace::new(hashes(n, n as u64));
+            for at in 0..n {
+                let c = t.chain_value(at).unwrap();
+                for j in 0..=at {
+                    let honest = t.input_proof(at, j).unwrap();
+                    assert!(honest.verify(&t.step_hashes()[j], &c));
+                    let mut node = t.step_hashes()[j];
+                    for (l, sib) in honest.siblings.iter().enumerate() {
+                        node = if (j as u64) >> l & 1 == 1 {
+                            mmr_node(sib, &node)
+                        } else {
+                            mmr_node(&node, sib)
+                        };
+                        for index in 0..=at as u64 {
+                            for siblings in [&honest.siblings[l + 1..], &honest.siblings[..]] {
+                                let forged = MmrProof {
+                                    index,
+                                    siblings: siblings.to_vec(),
+                                    ..honest.clone()
+                                };
+                                assert!(!forged.verify(&node, &c), "n {n} at {at} leaf {j}");
+                            }
+                        }
+                    }
+                }
+            }
+            let root = t.root();
+            for i in 0..n {
+                let honest = t.step_proof(i).unwrap();
+                assert!(honest.verify(&root));
+                let values = tree_path_values(&honest);
+                // The last value is the whole tree's hash, not an inner node.
+                for (k, &inner) in values
+                    .iter()
+                    .enumerate()
+                    .take(values.len().saturating_sub(1))
+                {
+                    for index in 0..n as u64 {
+                        for siblings in [&honest.siblings[k + 1..], &honest.siblings[..]] {
+                            let forged = StepProof {
+                                index,
+                                len: n as u64,
+                                chain_value: inner,
+                                siblings: siblings.to_vec(),
+                            };
+                            assert!(!forged.verify(&root), "n {n} step {i}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn step_hash_binds_index_count_and_contents() {
         let a = Tensor::from_vec(vec![2], vec![1.0f32, 2.0]).unwrap();
