@@ -387,15 +387,22 @@ impl StepProof {
     /// Whether `chain_value` is entry `index` of a trace of `len` steps whose root is
     /// `root` (RFC 9162 §2.1.3.2, with this module's hashes).
     pub fn verify(&self, root: &Hash) -> bool {
+        self.fold(|_| {})
+            .is_some_and(|r| tree_root(self.len, Some(&r)) == *root)
+    }
+
+    /// The tree hash the audit path folds the chain value up to, each value on the
+    /// way passed to `each`; `None` when the path does not fit the index and length.
+    fn fold(&self, mut each: impl FnMut(&Hash)) -> Option<Hash> {
         if self.index >= self.len {
-            return false;
+            return None;
         }
         let mut f = self.index;
         let mut s = self.len - 1;
         let mut r = self.chain_value;
         for p in &self.siblings {
             if s == 0 {
-                return false;
+                return None;
             }
             if f & 1 == 1 || f == s {
                 r = tree_node(p, &r);
@@ -408,8 +415,9 @@ impl StepProof {
             }
             f >>= 1;
             s >>= 1;
+            each(&r);
         }
-        s == 0 && tree_root(self.len, Some(&r)) == *root
+        (s == 0).then_some(r)
     }
 }
 
@@ -815,29 +823,6 @@ mod tests {
         }
     }
 
-    /// The values a [`StepProof`] folds up to from its chain value, nearest first, as
-    /// [`StepProof::verify`] computes them.
-    fn tree_path_values(p: &StepProof) -> Vec<Hash> {
-        let (mut f, mut s) = (p.index, p.len - 1);
-        let mut r = p.chain_value;
-        let mut out = Vec::new();
-        for sib in &p.siblings {
-            if f & 1 == 1 || f == s {
-                r = tree_node(sib, &r);
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
-            } else {
-                r = tree_node(&r, sib);
-            }
-            f >>= 1;
-            s >>= 1;
-            out.push(r);
-        }
-        out
-    }
-
     /// Version 2 puts step hashes and chain values into their trees as they are, so an
     /// inner node is a hash like any leaf. It still never passes for one: a proof's
     /// path length follows from its index and its size, which the roots bind. Every
@@ -876,7 +861,8 @@ mod tests {
             for i in 0..n {
                 let honest = t.step_proof(i).unwrap();
                 assert!(honest.verify(&root));
-                let values = tree_path_values(&honest);
+                let mut values = Vec::new();
+                honest.fold(|r| values.push(*r)).unwrap();
                 // The last value is the whole tree's hash, not an inner node.
                 for (k, &inner) in values
                     .iter()
