@@ -11,7 +11,9 @@ Steps:
      `--threads 2`, `deed run --no-trace` at 1 and 2 threads (the cost of trace
      hashing, and the kernels alone at 2 threads) and
      `deed run --hash-inline` (the trace hashed on the executing thread instead of on
-     the hashing thread that overlaps it with compute), onnxruntime with intra_op_num_threads 1 and 2 (sequential
+     the hashing thread that overlaps it with compute), `deed run --trace-cost` (traced
+     and untraced runs in turn in one process, the trace's cost under one load and one
+     placement of threads on cores), onnxruntime with intra_op_num_threads 1 and 2 (sequential
      execution, default graph optimizations) and tract; each child reports the median
      and minimum of N runs after a warm-up, load time excluded; the peak RSS of each
      child comes from wait4(). The children run in R interleaved rounds (deed, ort,
@@ -317,6 +319,7 @@ def main() -> int:
     help_text = subprocess.run([deed, "run", "--help"], capture_output=True, text=True).stdout
     has_no_trace = "--no-trace" in help_text
     has_hash_inline = "--hash-inline" in help_text
+    has_trace_cost = "--trace-cost" in help_text
     has_timeline = "--timeline" in help_text
     rep = str(args.repeat)
 
@@ -346,6 +349,7 @@ def main() -> int:
                 "tract": [tract, model, *tract_inputs, "--repeat", rep],
                 "deed_1t_no_trace": deed_cmd(1, "--repeat", rep, "--no-trace") if has_no_trace else None,
                 "deed_1t_hash_inline": deed_cmd(1, "--repeat", rep, "--hash-inline") if has_hash_inline else None,
+                "deed_1t_in_turn": deed_cmd(1, "--repeat", rep, "--trace-cost") if has_trace_cost else None,
                 "deed_2t": deed_cmd(2, "--repeat", rep),
                 "deed_2t_no_trace": deed_cmd(2, "--repeat", rep, "--no-trace") if has_no_trace else None,
                 "ort_2t": [sys.executable, os.path.abspath(__file__), "--ort-child", case_dir, "2", rep],
@@ -358,6 +362,10 @@ def main() -> int:
             runs = {k: combine(v) for k, v in per_round.items()}
             traced = ratio(runs["deed_1t"], runs["deed_1t_no_trace"], use_min=True)
             traced_inline = ratio(runs.get("deed_1t_hash_inline", Run()), runs["deed_1t_no_trace"], use_min=True)
+            # The trace's cost measured within each child (traced and untraced runs in
+            # turn): by the minima, the least over the rounds; by the pairs, the median.
+            in_turn = [r.report.get("trace_cost") for r in per_round["deed_1t_in_turn"] if r.error is None]
+            in_turn = [c for c in in_turn if c]
             deviation = max_deviation(case_dir, case, out_dir) if runs["deed_1t"].error is None else "-"
             profile = step_profile(deed_cmd(1, "--repeat", rep))
             split = trace_split(deed_cmd(1, "--repeat", rep, "--timeline"),
@@ -391,6 +399,10 @@ def main() -> int:
                     "deed_over_tract_median": ratio(runs["deed_1t"], runs["tract"]),
                     "trace_overhead_min": None if traced is None else traced - 1,
                     "trace_overhead_inline_min": None if traced_inline is None else traced_inline - 1,
+                    "trace_overhead_in_turn_min": min((c["by_min"] for c in in_turn), default=None),
+                    "trace_overhead_in_turn_paired": statistics.median(c["paired_median"] for c in in_turn)
+                    if in_turn else None,
+                    "trace_overhead_in_turn_per_round": [c["by_min"] for c in in_turn],
                     # Hashing the whole trace takes H = inline - no-trace of one core's time;
                     # with a second core to share it, no schedule beats max(C, (C + H) / 2),
                     # so the trace costs at least max(0, (H - C) / 2) / C ...
@@ -449,6 +461,9 @@ def print_table(results: dict[str, dict], has_no_trace: bool, repeat: int, round
           "tract 1t", "deed/tract"], rows)
     print()
     print("trace: deed 1t with tracing (hashing thread, and --hash-inline) vs --no-trace (minimum); "
+          "in turn: deed 1t --trace-cost, traced and untraced runs alternating in one process "
+          "(the least of the rounds' cost by the minima, and the median of their pair ratios' "
+          "medians in parentheses); "
           "floor: the least trace cost two cores allow, from each step's compute and hashing "
           "time (DEED_PROFILE=1): steps compute in order, a step's hashing starts once it has "
           "computed and may be split perfectly over both cores, nothing else added; "
@@ -466,12 +481,14 @@ def print_table(results: dict[str, dict], has_no_trace: bool, repeat: int, round
 
         rows.append([
             name, fmt_ms(runs["deed_1t_no_trace"]), fmt_ratio(r.get("deed_no_trace_over_ort_1t_min")),
-            pct("trace_overhead_min"), pct("trace_overhead_inline_min"), pct("trace_floor_schedule"),
+            pct("trace_overhead_min"),
+            f"{pct('trace_overhead_in_turn_min')} ({pct('trace_overhead_in_turn_paired')})",
+            pct("trace_overhead_inline_min"), pct("trace_floor_schedule"),
             fmt_ms(runs.get("deed_2t_no_trace", Run())), fmt_ratio(r.get("deed_no_trace_over_ort_2t_min")),
             res["max_abs_deviation_from_ort"],
             fmt_mib(runs["deed_1t"]), fmt_mib(runs["ort_1t"]), fmt_mib(runs["tract"]),
         ])
-    grid(["model", "deed 1t no-trace", "/ort 1t", "trace cost", "trace inline", "floor",
+    grid(["model", "deed 1t no-trace", "/ort 1t", "trace cost", "in turn", "trace inline", "floor",
           "deed 2t no-trace", "/ort 2t", "|Δ| vs ort",
           "RSS deed", "RSS ort", "RSS tract"], rows)
     print()

@@ -175,6 +175,13 @@ struct RunArgs {
     /// hashing times.
     #[arg(long)]
     timeline: bool,
+    /// With --repeat: also time as many runs without the trace, alternating with the
+    /// traced ones in this process (each pair in turn order), and report what the
+    /// trace costs by the minima, by the medians and as the median of the pairs'
+    /// ratios. Interleaving puts both kinds of run under the same load and the same
+    /// placement of threads on cores, which separate processes do not share.
+    #[arg(long, conflicts_with = "no_trace")]
+    trace_cost: bool,
     /// Kernel implementations: `fast` or `reference` (default: `DEED_KERNELS`, else fast).
     #[arg(long, value_parser = ["fast", "reference"])]
     kernels: Option<String>,
@@ -501,9 +508,19 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
         timeline: a.timeline,
         ..RunOptions::default()
     };
+    if a.trace_cost && a.repeat < 2 {
+        bail!("--trace-cost compares timed runs: give --repeat N with N of at least 2");
+    }
+    // The untraced runs of `--trace-cost`, timed between the traced ones.
+    let untraced = a.trace_cost.then(|| RunOptions {
+        trace: false,
+        timeline: false,
+        ..opts.clone()
+    });
     let ctx = Ctx::new(mode, a.threads as usize);
     let mut out = plan.execute(&inputs, &ctx, &opts)?;
     let mut times = Vec::new();
+    let mut untraced_times = Vec::new();
     let mut timelines = Vec::new();
     let mut step_times = StepTimes::default();
     // The fastest timed run's spans, for `timeline_us.fastest_run`.
@@ -514,11 +531,31 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
         let warm = Instant::now();
         while warm.elapsed() < WARM_UP {
             out = plan.execute(&inputs, &ctx, &opts)?;
+            if let Some(u) = &untraced {
+                plan.execute(&inputs, &ctx, u)?;
+            }
         }
-        for _ in 0..a.repeat {
+        let mut time_untraced = || -> Result<()> {
+            if let Some(u) = &untraced {
+                let t = Instant::now();
+                plan.execute(&inputs, &ctx, u)?;
+                untraced_times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            Ok(())
+        };
+        for i in 0..a.repeat {
+            // Each kind of run goes first in every other pair, so that neither always
+            // finds what the other left in the caches.
+            let untraced_first = i.is_multiple_of(2);
+            if untraced_first {
+                time_untraced()?;
+            }
             let t = Instant::now();
             out = plan.execute(&inputs, &ctx, &opts)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
+            if !untraced_first {
+                time_untraced()?;
+            }
             timelines.extend(out.timeline.as_ref().map(|t| t.summary()));
             if let Some(t) = &out.timeline {
                 step_times.add(t);
@@ -530,8 +567,9 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
                 }
             }
         }
-        times.sort_by(|x, y| x.total_cmp(y));
     }
+    let trace_cost = TraceCost::of(&times, &untraced_times);
+    times.sort_by(|x, y| x.total_cmp(y));
     if let Some(dir) = &a.out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         for (name, t) in &out.outputs {
@@ -578,6 +616,18 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
         if let Some((median, min)) = latency {
             j["latency_ms"] = json!({ "median": median, "min": min, "runs": a.repeat });
         }
+        if let Some(c) = &trace_cost {
+            j["trace_cost"] = json!({
+                "untraced_latency_ms": {
+                    "median": c.untraced_median,
+                    "min": c.untraced_min,
+                    "runs": untraced_times.len(),
+                },
+                "by_min": c.by_min,
+                "by_median": c.by_median,
+                "paired_median": c.paired_median,
+            });
+        }
         if let (Some(median), Some(fastest)) = (timeline, fastest) {
             let figures = |t: TimelineSummary| {
                 json!({
@@ -617,6 +667,16 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
                 a.repeat
             );
         }
+        if let Some(c) = &trace_cost {
+            println!(
+                "untraced median {:.3} ms, min {:.3} ms, in turn with those: the trace costs {:+.1}% by the minima, {:+.1}% by the medians, {:+.1}% by the median of the pairs",
+                c.untraced_median,
+                c.untraced_min,
+                100.0 * c.by_min,
+                100.0 * c.by_median,
+                100.0 * c.paired_median,
+            );
+        }
         for (label, t) in [("median", timeline), ("fastest", fastest)] {
             let Some(t) = t else { continue };
             println!(
@@ -634,6 +694,50 @@ fn cmd_run(a: RunArgs, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the trace costs, from traced and untraced runs timed in turn
+/// (`deed run --trace-cost`): fractions of the untraced time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TraceCost {
+    untraced_median: f64,
+    untraced_min: f64,
+    /// Least traced time over least untraced time, less one.
+    by_min: f64,
+    /// Median traced time over median untraced time, less one.
+    by_median: f64,
+    /// The median of each pair's traced over untraced time, less one.
+    paired_median: f64,
+}
+
+impl TraceCost {
+    /// From traced and untraced times (ms) in the order they were taken, pair by
+    /// pair; `None` without a pair or with a time that is not positive.
+    fn of(traced: &[f64], untraced: &[f64]) -> Option<TraceCost> {
+        if traced.is_empty()
+            || traced.len() != untraced.len()
+            || traced
+                .iter()
+                .chain(untraced)
+                .any(|&t| t.is_nan() || t <= 0.0)
+        {
+            return None;
+        }
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(|x, y| x.total_cmp(y));
+            v[v.len() / 2]
+        };
+        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        let pairs: Vec<f64> = traced.iter().zip(untraced).map(|(t, u)| t / u).collect();
+        Some(TraceCost {
+            untraced_median: median(untraced),
+            untraced_min: min(untraced),
+            by_min: min(traced) / min(untraced) - 1.0,
+            by_median: median(traced) / median(untraced) - 1.0,
+            paired_median: median(&pairs) - 1.0,
+        })
+    }
 }
 
 /// One run's spans, µs from its start: each step's kernel, each step's hashing and the
@@ -802,4 +906,32 @@ fn cmd_conformance(a: ConformanceArgs, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TraceCost;
+
+    #[test]
+    fn trace_cost_compares_minima_medians_and_pairs() {
+        // Pairs (traced, untraced): the minima come from different pairs, and the
+        // median pair ratio is not the ratio of the medians.
+        let traced = [11.0, 13.0, 12.0];
+        let untraced = [10.0, 10.0, 12.0];
+        let c = TraceCost::of(&traced, &untraced).unwrap();
+        assert_eq!(c.untraced_min, 10.0);
+        assert_eq!(c.untraced_median, 10.0);
+        assert!((c.by_min - 0.1).abs() < 1e-12, "{c:?}");
+        assert!((c.by_median - 0.2).abs() < 1e-12, "{c:?}");
+        // Pair ratios 1.1, 1.3, 1.0: their median is 1.1.
+        assert!((c.paired_median - 0.1).abs() < 1e-12, "{c:?}");
+    }
+
+    #[test]
+    fn trace_cost_needs_whole_pairs_of_positive_times() {
+        assert_eq!(TraceCost::of(&[], &[]), None);
+        assert_eq!(TraceCost::of(&[1.0, 2.0], &[1.0]), None);
+        assert_eq!(TraceCost::of(&[1.0], &[0.0]), None);
+        assert_eq!(TraceCost::of(&[f64::NAN], &[1.0]), None);
+    }
 }

@@ -317,3 +317,49 @@ fn jpeg_photos_decode_in_a_model() {
         "{err}"
     );
 }
+
+#[test]
+fn trace_cost_times_untraced_runs_in_turn() {
+    let dir = fixtures().join("cnn_tiny");
+    let plain = run(&dir, &[], &[], None);
+    let j = run(&dir, &["--repeat", "6", "--trace-cost"], &[], None);
+    // The traced runs are what they always are: same outputs, same root.
+    assert_eq!(j["trace_root"], plain["trace_root"]);
+    assert_eq!(j["outputs"], plain["outputs"]);
+    assert_eq!(j["latency_ms"]["runs"], 6);
+    let c = &j["trace_cost"];
+    let u = &c["untraced_latency_ms"];
+    assert_eq!(u["runs"], 6, "{c}");
+    let f = |v: &serde_json::Value| v.as_f64().unwrap();
+    assert!(0.0 < f(&u["min"]) && f(&u["min"]) <= f(&u["median"]), "{c}");
+    let traced_min = f(&j["latency_ms"]["min"]);
+    let by_min = traced_min / f(&u["min"]) - 1.0;
+    assert!((f(&c["by_min"]) - by_min).abs() < 1e-9, "{c}");
+    let by_median = f(&j["latency_ms"]["median"]) / f(&u["median"]) - 1.0;
+    assert!((f(&c["by_median"]) - by_median).abs() < 1e-9, "{c}");
+    assert!(f(&c["paired_median"]) > -1.0, "{c}");
+    // Without it, no such figures.
+    assert!(run(&dir, &["--repeat", "2"], &[], None)
+        .get("trace_cost")
+        .is_none());
+    // It needs timed runs to compare, and a trace to cost.
+    for bad in [
+        &["--trace-cost"][..],
+        &["--trace-cost", "--repeat", "3", "--no-trace"],
+    ] {
+        let o = deed()
+            .arg("run")
+            .arg(dir.join("model.onnx"))
+            .args(
+                files(&dir, "input_")
+                    .iter()
+                    .flat_map(|(n, p)| ["--input".to_owned(), format!("{n}={}", p.display())]),
+            )
+            .args(bad)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--trace-cost"), "{bad:?}: {err}");
+    }
+}
