@@ -51,7 +51,26 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor> {
         other => bail!("unsupported .npy dtype {}{}", other.descr(), LOW_BIT_NPY),
     };
     let size = ts.size_field();
-    let data = match (ts.type_char(), size) {
+    let elements: u128 = shape.iter().map(|&d| d as u128).product();
+    let data = read_npy_data(npy, ts.clone()).map_err(|e| {
+        match e.downcast_ref::<std::io::Error>() {
+            // A file cut short: say what it lacks, not the reader's "failed to fill
+            // whole buffer".
+            Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => anyhow!(
+                "the file ends before its data does: shape {shape:?} of dtype {ts} holds \
+                 {} bytes",
+                elements.saturating_mul(size as u128)
+            ),
+            _ => e,
+        }
+    })?;
+    Ok(Tensor::new(shape, data)?)
+}
+
+/// The elements of a `.npy` array of the plain dtype `ts`.
+fn read_npy_data(npy: npyz::NpyFile<&[u8]>, ts: npyz::TypeStr) -> Result<TensorData> {
+    let size = ts.size_field();
+    Ok(match (ts.type_char(), size) {
         (TypeChar::Float, 4) => TensorData::F32(npy.into_vec()?),
         (TypeChar::Float, 8) => TensorData::F64(npy.into_vec()?),
         (TypeChar::Float, 2) => TensorData::F16(npy.into_vec::<f16>()?),
@@ -75,8 +94,7 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor> {
             bail!("unsupported .npy dtype {ts}{LOW_BIT_NPY}")
         }
         _ => bail!("unsupported .npy dtype {}", ts),
-    };
-    Ok(Tensor::new(shape, data)?)
+    })
 }
 
 /// Why a one-byte `.npy` dtype numpy does not name is refused: `ml_dtypes` arrays
@@ -297,6 +315,24 @@ fn low_bit_json<T: LowBit>(v: &[T], n: usize) -> Vec<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_npy_file_says_what_it_lacks() {
+        let t = Tensor::new(vec![2, 3], TensorData::F32(vec![1.0; 6])).unwrap();
+        let bytes = npy_bytes(&t).unwrap();
+        assert_eq!(read_npy(&bytes).unwrap(), t);
+        for cut in [1, 4, 24] {
+            let e = read_npy(&bytes[..bytes.len() - cut])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("ends before its data")
+                    && e.contains("[2, 3]")
+                    && e.contains("24 bytes"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn npy_round_trip() {
