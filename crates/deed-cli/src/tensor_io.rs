@@ -37,7 +37,10 @@ pub fn read_tensor(path: &Path) -> Result<Tensor> {
 /// Parses numpy `.npy` bytes (C order; numbers, bools, and strings: numpy's `<U`
 /// arrays, or `|S` arrays of UTF-8 bytes).
 pub fn read_npy(bytes: &[u8]) -> Result<Tensor> {
-    let npy = npyz::NpyFile::new(bytes)?;
+    let npy = npyz::NpyFile::new(bytes).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => anyhow!("the file ends inside its .npy header"),
+        _ => anyhow::Error::from(e),
+    })?;
     if npy.order() != npyz::Order::C {
         bail!("Fortran-ordered .npy arrays are not supported; save with C order");
     }
@@ -331,6 +334,11 @@ mod tests {
                     && e.contains("24 bytes"),
                 "{e}"
             );
+        }
+        let header = bytes.len() - 24;
+        for len in [8, 12, header - 1] {
+            let e = read_npy(&bytes[..len]).unwrap_err().to_string();
+            assert!(e.contains("ends inside its .npy header"), "{len}: {e}");
         }
     }
 
