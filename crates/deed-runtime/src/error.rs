@@ -158,6 +158,9 @@ pub enum RuntimeError {
     /// The bytes are not a valid ONNX protobuf.
     #[error("malformed ONNX model: {0}")]
     Decode(String),
+    /// The bytes are not a valid serialized ONNX `TensorProto` (a `.pb` tensor file).
+    #[error("malformed ONNX TensorProto: {0}")]
+    DecodeTensor(String),
     /// The model is larger than the configured limit.
     #[error("model is {size} bytes, above the limit of {limit}")]
     ModelTooLarge {

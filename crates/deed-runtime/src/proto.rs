@@ -251,7 +251,8 @@ fn from_typed(
 /// Decodes a serialized `TensorProto` (the `.pb` files of the ONNX test suites).
 pub fn tensor_from_pb_bytes(bytes: &[u8]) -> Result<(String, Tensor), RuntimeError> {
     use prost::Message;
-    let t = pb::TensorProto::decode(bytes).map_err(|e| RuntimeError::Decode(e.to_string()))?;
+    let t =
+        pb::TensorProto::decode(bytes).map_err(|e| RuntimeError::DecodeTensor(e.to_string()))?;
     let tensor = tensor_from_proto(&t)?;
     Ok((t.name, tensor))
 }
@@ -318,5 +319,19 @@ mod tests {
             matches!(e, RuntimeError::UnsupportedDType { code: 27, .. }),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_tensor_file_that_is_not_a_tensor_proto_says_so() {
+        // Field 2 (data_type) with a 32-bit wire type where a varint belongs.
+        let e = tensor_from_pb_bytes(&[0x15, 0, 0, 0, 0]).unwrap_err();
+        assert!(matches!(e, RuntimeError::DecodeTensor(_)), "{e}");
+        assert!(
+            e.to_string().starts_with("malformed ONNX TensorProto"),
+            "{e}"
+        );
+        // Cut short inside a length-delimited field.
+        let e = tensor_from_pb_bytes(&[0x4a, 8, 0]).unwrap_err();
+        assert!(matches!(e, RuntimeError::DecodeTensor(_)), "{e}");
     }
 }
