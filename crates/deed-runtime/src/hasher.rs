@@ -59,6 +59,8 @@ struct Job {
 
 enum Work {
     Hash(Vec<Arc<Tensor>>),
+    /// A step with one output to hash (most nodes): no list allocated for it.
+    HashOne(Arc<Tensor>),
     Known(Hash),
 }
 
@@ -72,15 +74,24 @@ impl Job {
         let Job { step, work, run } = self;
         let h = match work {
             Work::Known(h) => h,
-            Work::Hash(outputs) => {
+            work => {
                 if run.cancelled.load(Ordering::Relaxed) {
                     return;
                 }
                 let start = run.timeline.as_ref().map(|_| std::time::Instant::now());
-                let refs: Vec<&Tensor> = outputs.iter().map(|t| t.as_ref()).collect();
-                let h = step_hash(step as u32, &refs);
-                drop(refs);
-                run.give_back(outputs, on);
+                let h = match &work {
+                    Work::HashOne(t) => step_hash(step as u32, &[t.as_ref()]),
+                    Work::Hash(outputs) => step_hash(
+                        step as u32,
+                        &outputs.iter().map(|t| t.as_ref()).collect::<Vec<_>>(),
+                    ),
+                    Work::Known(h) => *h,
+                };
+                match work {
+                    Work::HashOne(t) => run.give_back([t], on),
+                    Work::Hash(outputs) => run.give_back(outputs, on),
+                    Work::Known(_) => {}
+                }
                 if let (Some(t), Some(start)) = (&run.timeline, start) {
                     t.hashed(step, start, on);
                 }
@@ -133,10 +144,10 @@ struct RunTrace {
 impl RunTrace {
     /// Hands `outputs`, just hashed on thread `on`, back to the run: the buffers of
     /// those the run has freed meanwhile claimed first when `on` is another thread.
-    fn give_back(&self, outputs: Vec<Arc<Tensor>>, on: HashedOn) {
-        let back: Vec<Back> = outputs
-            .into_iter()
-            .map(|t| match Arc::try_unwrap(t) {
+    fn give_back(&self, outputs: impl IntoIterator<Item = Arc<Tensor>>, on: HashedOn) {
+        // One at a time, each claimed before the lock is taken: no list to allocate.
+        for t in outputs {
+            let back = match Arc::try_unwrap(t) {
                 Ok(t) => {
                     let mut data = t.into_parts().1;
                     if on == HashedOn::HashThread {
@@ -145,10 +156,10 @@ impl RunTrace {
                     Back::Dead(data)
                 }
                 Err(t) => Back::Held(t),
-            })
-            .collect();
-        if let Ok(mut hashed) = self.hashed.lock() {
-            hashed.extend(back);
+            };
+            if let Ok(mut hashed) = self.hashed.lock() {
+                hashed.push(back);
+            }
         }
     }
 
@@ -415,6 +426,11 @@ impl Pipeline {
         self.hand_over(step, Work::Hash(outputs));
     }
 
+    /// [`Pipeline::submit`] of a step with one output to hash, without a list.
+    pub(crate) fn submit_one(&mut self, step: usize, output: Arc<Tensor>) {
+        self.hand_over(step, Work::HashOne(output));
+    }
+
     fn hand_over(&mut self, step: usize, work: Work) {
         self.take_back();
         let job = Job {
@@ -560,10 +576,13 @@ mod tests {
             .map(|i| {
                 let v: Vec<f32> = (0..(i * 997) % 5000).map(|x| x as f32 * 0.5).collect();
                 let n = v.len();
-                vec![
-                    Arc::new(Tensor::from_vec(vec![n], v).unwrap()),
-                    Arc::new(Tensor::scalar(i as i64)),
-                ]
+                let t = Arc::new(Tensor::from_vec(vec![n], v).unwrap());
+                // Odd steps have one output (handed over without a list).
+                if i % 2 == 1 {
+                    vec![t]
+                } else {
+                    vec![t, Arc::new(Tensor::scalar(i as i64))]
+                }
             })
             .collect();
         let mut inline = Trace::default();
@@ -581,6 +600,8 @@ mod tests {
                             if s % 7 == 3 {
                                 let refs: Vec<&Tensor> = outs.iter().map(|t| t.as_ref()).collect();
                                 p.known(s, step_hash(s as u32, &refs));
+                            } else if let [one] = outs.as_slice() {
+                                p.submit_one(s, one.clone());
                             } else {
                                 p.submit(s, outs.clone());
                             }

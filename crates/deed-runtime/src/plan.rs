@@ -957,7 +957,10 @@ impl<'m> Plan<'m> {
         let mut inline_spans = Vec::new();
         let mut hash_here = |s: usize, step: &Step, outs: &[Arc<Tensor>]| {
             let start = recorder.as_ref().map(|_| Instant::now());
-            let h = step_hash(s as u32, &hashed_outputs(step, outs));
+            let h = match hashed_one(step, outs) {
+                Some(t) => step_hash(s as u32, &[t.as_ref()]),
+                None => step_hash(s as u32, &hashed_outputs(step, outs)),
+            };
             if let (Some(r), Some(start)) = (&recorder, start) {
                 inline_spans.push((r.span(s, start), HashedOn::RunThread));
             }
@@ -971,7 +974,10 @@ impl<'m> Plan<'m> {
                 {
                     Some(h) => pipe.known(s, h),
                     None if step.bytes < STEP_MIN_BYTES => pipe.known(s, hash_here(s, step, outs)),
-                    None => pipe.submit(s, hashed_arcs(step, outs)),
+                    None => match hashed_one(step, outs) {
+                        Some(t) => pipe.submit_one(s, t.clone()),
+                        None => pipe.submit(s, hashed_arcs(step, outs)),
+                    },
                 })?;
                 let steps_done = Instant::now();
                 // The pipeline's `finish` counts who still holds the run's trace.
@@ -1189,6 +1195,16 @@ fn cores() -> usize {
 
 /// What [`Plan::run_steps`] hands every step's outputs to.
 type StepSink<'a> = dyn FnMut(usize, &Step, &[Arc<Tensor>]) + 'a;
+
+/// The one output `step`'s hash covers, when it covers exactly one (most nodes): a
+/// step handed over or hashed without a list to allocate.
+fn hashed_one<'t>(step: &Step, outs: &'t [Arc<Tensor>]) -> Option<&'t Arc<Tensor>> {
+    let mut named = step.outputs.iter().zip(outs).filter(|(id, _)| id.is_some());
+    match (named.next(), named.next()) {
+        (Some((_, t)), None) => Some(t),
+        _ => None,
+    }
+}
 
 /// [`hashed_outputs`], shared for the hashing thread.
 fn hashed_arcs(step: &Step, outs: &[Arc<Tensor>]) -> Vec<Arc<Tensor>> {
