@@ -380,6 +380,8 @@ thread_local! {
 pub(crate) struct Pipeline {
     queue: Arc<Queue>,
     run: Arc<RunTrace>,
+    /// The run's step count, known here without the lock the hashing thread takes.
+    steps: usize,
 }
 
 impl Pipeline {
@@ -397,6 +399,7 @@ impl Pipeline {
         };
         Some(Pipeline {
             queue,
+            steps,
             run: Arc::new(RunTrace {
                 assembly: Mutex::new(Assembly {
                     trace: Trace::with_capacity(steps),
@@ -474,7 +477,7 @@ impl Pipeline {
     /// too (any run's: each job records into its own run).
     pub(crate) fn finish(self) -> Option<(Trace, Vec<(Span, HashedOn)>)> {
         let run = &self.run;
-        let steps = run.assembly.lock().ok()?.pending.len();
+        let steps = self.steps;
         // Help while there is queued work, then wait for the step the hashing thread
         // holds: briefly by polling, since the last steps are usually small, then in
         // slices asleep, looking at the queue again after each.

@@ -925,7 +925,10 @@ impl<'m> Plan<'m> {
             values[*id] = Some(Val::Shared(t.clone()));
         }
         // `DEED_PROFILE=1` prints each step's time (compute, then hashing) to stderr.
-        let profile = std::env::var_os("DEED_PROFILE").is_some_and(|v| v == "1");
+        // Read once per process: reading the environment takes a lock and a scan.
+        static PROFILE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let profile =
+            *PROFILE.get_or_init(|| std::env::var_os("DEED_PROFILE").is_some_and(|v| v == "1"));
         let origin = Instant::now();
         let recorder = opts.timeline.then(|| Recorder::new(origin));
         let n = self.steps.len();
