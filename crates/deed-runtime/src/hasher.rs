@@ -382,6 +382,8 @@ pub(crate) struct Pipeline {
     run: Arc<RunTrace>,
     /// The run's step count, known here without the lock the hashing thread takes.
     steps: usize,
+    /// The list of outputs taken back last, emptied ([`Pipeline::take_back`]).
+    spare: Vec<Back>,
 }
 
 impl Pipeline {
@@ -400,6 +402,7 @@ impl Pipeline {
         Some(Pipeline {
             queue,
             steps,
+            spare: Vec::new(),
             run: Arc::new(RunTrace {
                 assembly: Mutex::new(Assembly {
                     trace: Trace::with_capacity(steps),
@@ -454,28 +457,15 @@ impl Pipeline {
 
     /// Takes back the outputs hashed since the last call: recycles the buffers of those
     /// the run no longer holds, and lets go of the others.
-    fn take_back(&self) {
-        let back = match self.run.hashed.lock() {
-            Ok(mut back) if !back.is_empty() => std::mem::take(&mut *back),
-            _ => return,
-        };
-        for b in back {
-            match b {
-                Back::Dead(data) => scratch::recycle(data),
-                Back::Held(t) => {
-                    if let Ok(t) = Arc::try_unwrap(t) {
-                        scratch::recycle(t.into_parts().1);
-                    }
-                }
-            }
-        }
+    fn take_back(&mut self) {
+        take_back(&self.run, &mut self.spare);
     }
 
     /// The trace of every step, once all have been folded in, and the hash spans the
     /// run's timeline recorded (none without one); `None` if a step was never handed
     /// over or its hash was lost. While steps wait in the queue this thread hashes them
     /// too (any run's: each job records into its own run).
-    pub(crate) fn finish(self) -> Option<(Trace, Vec<(Span, HashedOn)>)> {
+    pub(crate) fn finish(mut self) -> Option<(Trace, Vec<(Span, HashedOn)>)> {
         let run = &self.run;
         let steps = self.steps;
         // Help while there is queued work, then wait for the step the hashing thread
@@ -504,7 +494,7 @@ impl Pipeline {
         // references are its only ones now. Buffers still waiting to be claimed are
         // kept as they are; one a hashing thread is claiming now reaches this thread's
         // next run.
-        self.take_back();
+        take_back(run, &mut self.spare);
         if let Ok(mut released) = run.released.lock() {
             released.drain(..).for_each(scratch::recycle);
         }
@@ -515,6 +505,26 @@ impl Pipeline {
             .map(Recorder::take_hashes)
             .unwrap_or_default();
         Some((std::mem::take(&mut a.trace), spans))
+    }
+}
+
+/// [`Pipeline::take_back`] from `run` through `spare`, an emptied list: the two lists
+/// trade places, each keeping its room, so that the hashing thread's next pushes
+/// allocate nothing and nothing it allocated is freed on the run's thread.
+fn take_back(run: &RunTrace, spare: &mut Vec<Back>) {
+    match run.hashed.lock() {
+        Ok(mut back) if !back.is_empty() => std::mem::swap(&mut *back, spare),
+        _ => return,
+    }
+    for b in spare.drain(..) {
+        match b {
+            Back::Dead(data) => scratch::recycle(data),
+            Back::Held(t) => {
+                if let Ok(t) = Arc::try_unwrap(t) {
+                    scratch::recycle(t.into_parts().1);
+                }
+            }
+        }
     }
 }
 
