@@ -358,6 +358,21 @@ impl Levels {
         Some(out)
     }
 
+    /// [`mmr_root`] of the peaks over the first `size` leaves, fed to the hasher one by
+    /// one rather than collected first.
+    fn mmr_root(&self, size: u64) -> Option<Hash> {
+        let mut h = keyed(MMR_ROOT);
+        h.update(&size.to_le_bytes());
+        let mut start = 0u64;
+        for height in (0..64u32).rev() {
+            if size >> height & 1 == 1 {
+                h.update(self.get(height, start >> height)?.as_bytes());
+                start += 1u64 << height;
+            }
+        }
+        Some(h.finalize().into())
+    }
+
     /// Siblings of leaf `index` inside its peak of the first `size` leaves, leaf first,
     /// and that peak's position among the peaks.
     fn path_in_peak(&self, size: u64, index: u64) -> Option<(Vec<Hash>, usize)> {
@@ -517,8 +532,10 @@ impl Trace {
         self.mmr.push(step_hash, mmr_node);
         let size = self.steps.len() as u64;
         // The levels hold every peak of the current size by construction.
-        let peaks = self.mmr.peaks(size).unwrap_or_default();
-        let c = mmr_root(size, &peaks);
+        let c = self
+            .mmr
+            .mmr_root(size)
+            .unwrap_or_else(|| mmr_root(size, &[]));
         self.chains.push(c);
         self.tree.push(c, tree_node);
     }
