@@ -68,6 +68,22 @@ fn run(dir: &Path, extra: &[&str], env: &[(&str, &str)], out: Option<&Path>) -> 
     serde_json::from_str(&stdout).expect("json output")
 }
 
+/// `deed run` on the case in `dir` with its inputs and `extra`, without `--json`,
+/// whatever its exit status.
+fn run_plain(dir: &Path, extra: &[&str]) -> std::process::Output {
+    deed()
+        .arg("run")
+        .arg(dir.join("model.onnx"))
+        .args(
+            files(dir, "input_")
+                .iter()
+                .flat_map(|(n, p)| ["--input".to_owned(), format!("{n}={}", p.display())]),
+        )
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn fixture_outputs_match_onnxruntime() {
     let mut failures = Vec::new();
@@ -180,17 +196,7 @@ fn timeline_reports_where_the_runs_went() {
             assert_eq!(g("hash_min").is_some(), traced, "{st}");
         }
     }
-    let o = deed()
-        .arg("run")
-        .arg(dir.join("model.onnx"))
-        .args(
-            files(&dir, "input_")
-                .iter()
-                .flat_map(|(n, p)| ["--input".to_owned(), format!("{n}={}", p.display())]),
-        )
-        .args(["--timeline", "--repeat", "3"])
-        .output()
-        .unwrap();
+    let o = run_plain(&dir, &["--timeline", "--repeat", "3"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}");
     assert!(
@@ -347,17 +353,7 @@ fn trace_cost_times_untraced_runs_in_turn() {
         &["--trace-cost"][..],
         &["--trace-cost", "--repeat", "3", "--no-trace"],
     ] {
-        let o = deed()
-            .arg("run")
-            .arg(dir.join("model.onnx"))
-            .args(
-                files(&dir, "input_")
-                    .iter()
-                    .flat_map(|(n, p)| ["--input".to_owned(), format!("{n}={}", p.display())]),
-            )
-            .args(bad)
-            .output()
-            .unwrap();
+        let o = run_plain(&dir, bad);
         assert!(!o.status.success(), "{bad:?}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("--trace-cost"), "{bad:?}: {err}");
