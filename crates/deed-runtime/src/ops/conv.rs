@@ -530,12 +530,35 @@ impl ShortRows {
 
     /// Fills `col` (K × P, [`ShortRows::col_len`] long, all of it written) from the
     /// padded input `xp`; false (and `col` unspecified) if `xp` is shorter than the
-    /// window reads.
-    fn fill<T: Scalar>(&self, xp: &[T], col: &mut [T]) -> bool {
+    /// window reads. A large patch matrix is filled by the context's threads, each a
+    /// run of whole rows (copies only: the values do not depend on the split).
+    fn fill<T: Scalar>(&self, ctx: &Ctx, xp: &[T], col: &mut [T]) -> bool {
+        if col.len() != self.col_len() {
+            return false;
+        }
+        let row = self.oh * self.ow;
+        if ctx.threads() < 2 || col.len() < PAR_FILL || row == 0 {
+            return self.fill_rows(&self.offs, xp, col);
+        }
+        let rows = self.offs.len().div_ceil(ctx.threads());
+        let ok = std::sync::atomic::AtomicBool::new(true);
+        ctx.for_each_chunk(col, rows * row, |i, piece| {
+            let offs = self.offs.get(i * rows..).unwrap_or(&[]);
+            let offs = offs.get(..piece.len() / row).unwrap_or(offs);
+            if !self.fill_rows(offs, xp, piece) {
+                ok.store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// [`ShortRows::fill`] of the patch rows starting at `offs` into `col` (one row of
+    /// `oh · ow` values per offset).
+    fn fill_rows<T: Scalar>(&self, offs: &[usize], xp: &[T], col: &mut [T]) -> bool {
         macro_rules! widths {
             ($($w:literal)*) => {
                 match self.ow {
-                    $($w => self.fill_w::<T, $w>(xp, col),)*
+                    $($w => self.fill_w::<T, $w>(offs, xp, col),)*
                     _ => false,
                 }
             };
@@ -543,12 +566,12 @@ impl ShortRows {
         widths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
     }
 
-    fn fill_w<T: Scalar, const W: usize>(&self, xp: &[T], col: &mut [T]) -> bool {
+    fn fill_w<T: Scalar, const W: usize>(&self, offs: &[usize], xp: &[T], col: &mut [T]) -> bool {
         let (oh, step) = (self.oh, self.line_step);
-        if col.len() != self.offs.len() * oh * W {
+        if col.len() != offs.len() * oh * W {
             return false;
         }
-        for (&off, rows) in self.offs.iter().zip(col.chunks_exact_mut(oh * W)) {
+        for (&off, rows) in offs.iter().zip(col.chunks_exact_mut(oh * W)) {
             let Some(src) = xp.get(off..off + (oh - 1) * step + W) else {
                 return false;
             };
@@ -565,6 +588,10 @@ impl ShortRows {
         true
     }
 }
+
+/// Patch matrices from this many values up are filled by several threads
+/// ([`ShortRows::fill`]): below, waking the pool costs about what the split saves.
+const PAR_FILL: usize = 8 << 10;
 
 /// Below this output row length im2col gathers through an index table: the row-by-row
 /// copies of [`im2col`] would cost more in bookkeeping than in moving values. Up to
@@ -862,7 +889,7 @@ fn conv_compute<T: Scalar + std::ops::Add<Output = T>>(
                 Mat::row_major(xs, k, p)
             } else if short
                 .as_ref()
-                .is_some_and(|sr| sr.padded.pad(xs, &mut xp) && sr.fill(&xp, &mut patches))
+                .is_some_and(|sr| sr.padded.pad(xs, &mut xp) && sr.fill(ctx, &xp, &mut patches))
             {
                 Mat::row_major(&patches, k, p)
             } else {
@@ -1554,6 +1581,57 @@ mod tests {
         }
     }
 
+    /// Patch matrices of short output rows large enough to be filled by several
+    /// threads ([`PAR_FILL`]), with row counts the threads do not divide evenly: the
+    /// definition's bits at every thread count.
+    #[test]
+    fn patches_filled_by_several_threads_equal_definition() {
+        let a = attrs(vec![("pads", Attr::Ints(vec![1; 4]))]);
+        let op = conv_op(&a);
+        let conv = Conv {
+            win: WindowAttrs::parse(&a).unwrap(),
+            group: 1,
+        };
+        let mut s = 11u64;
+        // Finite values: over hundreds of terms `val`'s NaNs and infinities would make
+        // nearly every output NaN, whatever the patches held.
+        let mut finite = || loop {
+            let v = val(&mut s);
+            if v.is_finite() {
+                break v;
+            }
+        };
+        for (c, m, hw) in [(32, 40, 8), (30, 64, 8), (57, 64, 4)] {
+            let (xs, ws) = (vec![1, c, hw, hw], vec![m, c, 3, 3]);
+            let xv: Vec<f32> = (0..c * hw * hw).map(|_| finite()).collect();
+            let wv: Vec<f32> = (0..m * c * 9).map(|_| finite()).collect();
+            let shape = conv.shape(&xs, &ws, None).unwrap();
+            let layout = Layout::new(&shape.win, c, m);
+            let sr = layout.short.as_ref().expect("short output rows");
+            assert!(layout.implicit.is_none() && sr.col_len() >= PAR_FILL);
+            let x = Tensor::from_vec(xs, xv.clone()).unwrap();
+            let w = Tensor::from_vec(ws, wv.clone()).unwrap();
+            let want: Vec<u32> = conv_reference(&shape, 1, &xv, &wv, None)
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            for threads in 1..=4 {
+                stale_output(&shape);
+                let got = op
+                    .run(&[Some(&x), Some(&w)], &Ctx::new(KernelMode::Fast, threads))
+                    .unwrap();
+                let gb: Vec<u32> = got[0]
+                    .as_slice::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                assert_eq!(gb, want, "{c}→{m}, {hw}×{hw}, {threads} threads");
+            }
+            assert!(want.iter().all(|&b| !f32::from_bits(b).is_nan()), "{c}→{m}");
+        }
+    }
+
     /// Leaves a freed buffer of the output's size, full of NaNs with a payload, where
     /// the convolution takes its output from (`crate::scratch::output`): an element the
     /// kernel failed to write would show.
@@ -1619,8 +1697,18 @@ mod tests {
             (h, wd) in (4usize..21, 4usize..21),
             k in 1usize..4, stride in 1usize..3, pad in 0usize..2,
             bias in any::<bool>(), seed in any::<u64>(), threads in 1usize..=4,
+            finite_only in any::<bool>(),
         ) {
             let mut s = seed | 1;
+            // Over a hundred terms and more, `val`'s NaNs and infinities make nearly
+            // every output NaN; half the cases draw finite values only, so that every
+            // product's terms, and where each patch value went, show in the bits.
+            let val = |s: &mut u64| loop {
+                let v = val(s);
+                if !finite_only || v.is_finite() {
+                    break v;
+                }
+            };
             let a = attrs(vec![
                 ("strides", Attr::Ints(vec![stride as i64; 2])),
                 ("pads", Attr::Ints(vec![pad as i64; 4])),
