@@ -1493,6 +1493,25 @@ mod tests {
     }
 
     /// A two-input `Conv` node with attributes `a`.
+    /// A Conv node padded by one on every side, as an operator and as its attributes.
+    fn padded_by_one() -> (Box<dyn Op>, Conv) {
+        let a = attrs(vec![("pads", Attr::Ints(vec![1; 4]))]);
+        let conv = Conv {
+            win: WindowAttrs::parse(&a).unwrap(),
+            group: 1,
+        };
+        (conv_op(&a), conv)
+    }
+
+    /// The bits of an f32 output.
+    fn f32_bits(t: &Tensor) -> Vec<u32> {
+        t.as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    }
+
     fn conv_op(a: &Attrs) -> Box<dyn Op> {
         let node = NodeInfo {
             name: "c",
@@ -1527,12 +1546,7 @@ mod tests {
     /// when they no longer fit), giving the definition's bits.
     #[test]
     fn prepared_conv_run_on_other_shapes_equals_definition() {
-        let a = attrs(vec![("pads", Attr::Ints(vec![1; 4]))]);
-        let op = conv_op(&a);
-        let conv = Conv {
-            win: WindowAttrs::parse(&a).unwrap(),
-            group: 1,
-        };
+        let (op, conv) = padded_by_one();
         let mut s = 7u64;
         let (c, m) = (8, 64);
         let wv: Vec<f32> = (0..m * c * 9).map(|_| val(&mut s)).collect();
@@ -1570,13 +1584,7 @@ mod tests {
                         &prepared,
                     )
                     .unwrap();
-                let gb: Vec<u32> = got[0]
-                    .as_slice::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .collect();
-                assert_eq!(gb, want, "{hw}×{hw} at {threads} threads");
+                assert_eq!(f32_bits(&got[0]), want, "{hw}×{hw} at {threads} threads");
             }
         }
     }
@@ -1586,12 +1594,7 @@ mod tests {
     /// definition's bits at every thread count.
     #[test]
     fn patches_filled_by_several_threads_equal_definition() {
-        let a = attrs(vec![("pads", Attr::Ints(vec![1; 4]))]);
-        let op = conv_op(&a);
-        let conv = Conv {
-            win: WindowAttrs::parse(&a).unwrap(),
-            group: 1,
-        };
+        let (op, conv) = padded_by_one();
         let mut s = 11u64;
         // Finite values: over hundreds of terms `val`'s NaNs and infinities would make
         // nearly every output NaN, whatever the patches held.
@@ -1620,13 +1623,11 @@ mod tests {
                 let got = op
                     .run(&[Some(&x), Some(&w)], &Ctx::new(KernelMode::Fast, threads))
                     .unwrap();
-                let gb: Vec<u32> = got[0]
-                    .as_slice::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .collect();
-                assert_eq!(gb, want, "{c}→{m}, {hw}×{hw}, {threads} threads");
+                assert_eq!(
+                    f32_bits(&got[0]),
+                    want,
+                    "{c}→{m}, {hw}×{hw}, {threads} threads"
+                );
             }
             assert!(want.iter().all(|&b| !f32::from_bits(b).is_nan()), "{c}→{m}");
         }
