@@ -302,10 +302,12 @@ struct Padded {
 }
 
 impl Padded {
-    /// `None` unless the window is 2-D (embedded as depth 1).
+    /// `None` unless the window is 2-D (embedded as depth 1): its one output depth
+    /// reads the one input depth. (Padded in front along the depth, it reads padding
+    /// instead, and every output is the bias.)
     fn new(w: &Window) -> Option<Padded> {
         let [d_in, ih, iw] = w.input;
-        if d_in != 1 || w.output[0] != 1 || w.kernel[0] != 1 {
+        if d_in != 1 || w.output[0] != 1 || w.kernel[0] != 1 || w.src(0, 0, 0) != Some(0) {
             return None;
         }
         Some(Padded {
@@ -1472,6 +1474,20 @@ mod tests {
         }
     }
 
+    /// [`val`], or with `finite_only` its finite values only. Over a product of a few
+    /// dozen terms and more, `val`'s NaNs and infinities make nearly every output NaN
+    /// whatever the kernel did with the other terms: the property tests draw finite
+    /// values in half their cases, so that every term, and where each value went, shows
+    /// in the bits.
+    fn draw(s: &mut u64, finite_only: bool) -> f32 {
+        loop {
+            let v = val(s);
+            if !finite_only || v.is_finite() {
+                break v;
+            }
+        }
+    }
+
     fn attrs(v: Vec<(&str, Attr)>) -> Attrs {
         Attrs(v.into_iter().map(|(k, a)| (k.to_string(), a)).collect())
     }
@@ -1541,15 +1557,63 @@ mod tests {
         }
     }
 
+    /// A 3-D convolution of a one-deep input, padded in front along the depth and
+    /// strided so that its one output depth reads only padding: every output is the
+    /// bias, in every kernel mode. (The 2-D forms once took it for a 2-D convolution
+    /// and read the input's one depth.)
+    #[test]
+    fn an_output_depth_over_padding_is_the_bias() {
+        let a = attrs(vec![
+            ("strides", Attr::Ints(vec![2, 1, 1])),
+            ("pads", Attr::Ints(vec![1, 1, 1, 0, 1, 1])),
+        ]);
+        let node = NodeInfo {
+            name: "c",
+            op_type: "Conv",
+            domain: "",
+            opset: 17,
+            attrs: &a,
+            num_inputs: 3,
+            num_outputs: 1,
+        };
+        let op = build_conv(&node).unwrap();
+        let (c, m, hw) = (3, 4, 6);
+        let xv: Vec<f32> = (0..c * hw * hw).map(|i| i as f32 + 1.0).collect();
+        let x = Tensor::from_vec(vec![1, c, 1, hw, hw], xv).unwrap();
+        let w = Tensor::from_vec(vec![m, c, 1, 3, 3], vec![0.5f32; m * c * 9]).unwrap();
+        let b = Tensor::from_vec(vec![m], vec![-1.0f32, 2.0, 0.25, 7.0]).unwrap();
+        let mut want = Vec::new();
+        for bv in b.as_slice::<f32>().unwrap() {
+            want.extend(std::iter::repeat_n(bv.to_bits(), hw * hw));
+        }
+        for (mode, threads) in [
+            (KernelMode::Fast, 1),
+            (KernelMode::Fast, 3),
+            (KernelMode::Reference, 1),
+        ] {
+            let y = op
+                .run(&[Some(&x), Some(&w), Some(&b)], &Ctx::new(mode, threads))
+                .unwrap();
+            assert_eq!(y[0].shape(), [1, m, 1, hw, hw]);
+            assert_eq!(f32_bits(&y[0]), want, "{mode:?} at {threads} threads");
+        }
+    }
+
     /// A plan's prepared layout is for the shapes it planned: run with another input
     /// size, the convolution lays itself out anew (and skips the packed weights only
     /// when they no longer fit), giving the definition's bits.
     #[test]
     fn prepared_conv_run_on_other_shapes_equals_definition() {
         let (op, conv) = padded_by_one();
+        for finite_only in [true, false] {
+            prepared_conv_on_other_shapes(&*op, &conv, finite_only);
+        }
+    }
+
+    fn prepared_conv_on_other_shapes(op: &dyn Op, conv: &Conv, finite_only: bool) {
         let mut s = 7u64;
         let (c, m) = (8, 64);
-        let wv: Vec<f32> = (0..m * c * 9).map(|_| val(&mut s)).collect();
+        let wv: Vec<f32> = (0..m * c * 9).map(|_| draw(&mut s, finite_only)).collect();
         let w = Tensor::from_vec(vec![m, c, 3, 3], wv.clone()).unwrap();
         let planned_x = TypeInfo {
             dtype: DType::F32,
@@ -1569,13 +1633,21 @@ mod tests {
         let prepared = op.prepare(&infer).unwrap();
         for hw in [4, 6, 9] {
             let xs = vec![1, c, hw, hw];
-            let xv: Vec<f32> = (0..c * hw * hw).map(|_| val(&mut s)).collect();
+            let xv: Vec<f32> = (0..c * hw * hw)
+                .map(|_| draw(&mut s, finite_only))
+                .collect();
             let x = Tensor::from_vec(xs.clone(), xv.clone()).unwrap();
             let shape = conv.shape(&xs, &[m, c, 3, 3], None).unwrap();
             let want: Vec<u32> = conv_reference(&shape, 1, &xv, &wv, None)
                 .iter()
                 .map(|v| v.to_bits())
                 .collect();
+            if finite_only {
+                assert!(
+                    want.iter().all(|&b| !f32::from_bits(b).is_nan()),
+                    "{hw}×{hw}"
+                );
+            }
             for threads in [1, 3] {
                 let got = op
                     .run_prepared(
@@ -1584,7 +1656,11 @@ mod tests {
                         &prepared,
                     )
                     .unwrap();
-                assert_eq!(f32_bits(&got[0]), want, "{hw}×{hw} at {threads} threads");
+                assert_eq!(
+                    f32_bits(&got[0]),
+                    want,
+                    "{hw}×{hw} at {threads} threads, finite only: {finite_only}"
+                );
             }
         }
     }
@@ -1596,14 +1672,9 @@ mod tests {
     fn patches_filled_by_several_threads_equal_definition() {
         let (op, conv) = padded_by_one();
         let mut s = 11u64;
-        // Finite values: over hundreds of terms `val`'s NaNs and infinities would make
-        // nearly every output NaN, whatever the patches held.
-        let mut finite = || loop {
-            let v = val(&mut s);
-            if v.is_finite() {
-                break v;
-            }
-        };
+        // Finite values (see `draw`): a zeroed patch matrix passed this test when it
+        // drew NaNs and infinities too.
+        let mut finite = || draw(&mut s, true);
         for (c, m, hw) in [(32, 40, 8), (30, 64, 8), (57, 64, 4)] {
             let (xs, ws) = (vec![1, c, hw, hw], vec![m, c, 3, 3]);
             let xv: Vec<f32> = (0..c * hw * hw).map(|_| finite()).collect();
@@ -1647,7 +1718,9 @@ mod tests {
             (n, g, cg, mg) in (1usize..3, 1usize..3, 1usize..4, 1usize..4),
             spatial in prop::collection::vec((0usize..7, 1usize..4, 1usize..3, 1usize..3, 0usize..3, 0usize..3), 1..=3),
             bias in any::<bool>(), seed in any::<u64>(), threads in 1usize..=4,
+            finite_only in any::<bool>(),
         ) {
+            let val = |s: &mut u64| draw(s, finite_only);
             let r = spatial.len();
             let mut s = seed | 1;
             let kernel: Vec<usize> = spatial.iter().map(|t| t.1).collect();
@@ -1701,15 +1774,7 @@ mod tests {
             finite_only in any::<bool>(),
         ) {
             let mut s = seed | 1;
-            // Over a hundred terms and more, `val`'s NaNs and infinities make nearly
-            // every output NaN; half the cases draw finite values only, so that every
-            // product's terms, and where each patch value went, show in the bits.
-            let val = |s: &mut u64| loop {
-                let v = val(s);
-                if !finite_only || v.is_finite() {
-                    break v;
-                }
-            };
+            let val = |s: &mut u64| draw(s, finite_only);
             let a = attrs(vec![
                 ("strides", Attr::Ints(vec![stride as i64; 2])),
                 ("pads", Attr::Ints(vec![pad as i64; 4])),
@@ -1747,9 +1812,10 @@ mod tests {
         fn conv_transpose_threads_agree(
             (cg, mg, g) in (1usize..3, 1usize..3, 1usize..3),
             (h, k, st, pad) in (1usize..5, 1usize..4, 1usize..3, 0usize..2),
-            seed in any::<u64>(), threads in 1usize..=4,
+            seed in any::<u64>(), threads in 1usize..=4, finite_only in any::<bool>(),
         ) {
             let mut s = seed | 1;
+            let val = |s: &mut u64| draw(s, finite_only);
             let a = attrs(vec![
                 ("strides", Attr::Ints(vec![st as i64, 1])), ("group", Attr::Int(g as i64)),
                 ("pads", Attr::Ints(vec![0, pad as i64, 0, 0])),
