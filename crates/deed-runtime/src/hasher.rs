@@ -57,11 +57,12 @@ struct Job {
     run: Arc<RunTrace>,
 }
 
+/// What a queued step needs hashed. (A step whose hash is known goes straight to its
+/// run: [`Pipeline::known`].)
 enum Work {
     Hash(Vec<Arc<Tensor>>),
     /// A step with one output to hash (most nodes): no list allocated for it.
     HashOne(Arc<Tensor>),
-    Known(Hash),
 }
 
 impl Job {
@@ -72,32 +73,24 @@ impl Job {
     /// run released while no other step waits there.
     fn run(self, on: HashedOn, queue: Option<&Queue>) {
         let Job { step, work, run } = self;
-        let h = match work {
-            Work::Known(h) => h,
-            work => {
-                if run.cancelled.load(Ordering::Relaxed) {
-                    return;
-                }
-                let start = run.timeline.as_ref().map(|_| std::time::Instant::now());
-                let h = match &work {
-                    Work::HashOne(t) => step_hash(step as u32, &[t.as_ref()]),
-                    Work::Hash(outputs) => step_hash(
-                        step as u32,
-                        &outputs.iter().map(|t| t.as_ref()).collect::<Vec<_>>(),
-                    ),
-                    Work::Known(h) => *h,
-                };
-                match work {
-                    Work::HashOne(t) => run.give_back([t], on),
-                    Work::Hash(outputs) => run.give_back(outputs, on),
-                    Work::Known(_) => {}
-                }
-                if let (Some(t), Some(start)) = (&run.timeline, start) {
-                    t.hashed(step, start, on);
-                }
-                h
-            }
+        if run.cancelled.load(Ordering::Relaxed) {
+            return;
+        }
+        let start = run.timeline.as_ref().map(|_| std::time::Instant::now());
+        let h = match &work {
+            Work::HashOne(t) => step_hash(step as u32, &[t.as_ref()]),
+            Work::Hash(outputs) => step_hash(
+                step as u32,
+                &outputs.iter().map(|t| t.as_ref()).collect::<Vec<_>>(),
+            ),
         };
+        match work {
+            Work::HashOne(t) => run.give_back([t], on),
+            Work::Hash(outputs) => run.give_back(outputs, on),
+        }
+        if let (Some(t), Some(start)) = (&run.timeline, start) {
+            t.hashed(step, start, on);
+        }
         run.record(step, h);
         if let Some(q) = queue {
             run.claim_released(q);
@@ -405,7 +398,8 @@ impl Pipeline {
             spare: Vec::new(),
             run: Arc::new(RunTrace {
                 assembly: Mutex::new(Assembly {
-                    trace: Trace::with_capacity(steps),
+                    // Room for the output step's leaf, which the run pushes last.
+                    trace: Trace::with_capacity(steps + 1),
                     pending: vec![None; steps],
                 }),
                 hashed: BACK
@@ -421,9 +415,14 @@ impl Pipeline {
     }
 
     /// Records step `step`'s hash, known already (a step folded while planning, or
-    /// one the run hashed itself); the hashing thread folds it into the trace.
+    /// one the run hashed itself): it waits with the run's other early hashes, and is
+    /// folded into the trace at once when every earlier step is in, else by whichever
+    /// thread records the step before it. Recorded here rather than queued: the last
+    /// step of a run is often small and hashed here, and a queued hash reached the
+    /// trace only after the hashing thread had taken it, while the run waited.
     pub(crate) fn known(&mut self, step: usize, h: Hash) {
-        self.hand_over(step, Work::Known(h));
+        self.take_back();
+        self.run.record(step, h);
     }
 
     /// Hands step `step`'s outputs to the thread, or hashes them here when its queue

@@ -1000,7 +1000,8 @@ impl<'m> Plan<'m> {
                 (trace, steps_done, outputs_hash)
             }
             None if opts.trace => {
-                let mut trace = Trace::default();
+                // Room for the output step's leaf too.
+                let mut trace = Trace::with_capacity(n + 1);
                 self.run_steps(&mut values, ctx, &mut runs, &mut |s, step, outs| {
                     trace.push(match step.folded_hash {
                         Some(h) => h,

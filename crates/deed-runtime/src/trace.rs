@@ -313,23 +313,45 @@ fn peak_of(size: u64, index: u64) -> Option<(usize, u32, u64)> {
     None
 }
 
-/// Hashes of complete perfect subtrees by height: `0[l][m]` is the root over leaves
-/// `m·2^l … (m+1)·2^l − 1`. Both an MMR and an RFC 6962 tree over the same leaves are
-/// made of exactly these subtrees (the MMR's peaks are the maximal ones; the RFC tree
-/// folds those peaks right to left), so one structure serves both, with O(1) amortized
-/// work per leaf.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Levels(Vec<Vec<Hash>>);
+/// Hashes of complete perfect subtrees by height: `nodes[l][m]` is the root over
+/// leaves `m·2^l … (m+1)·2^l − 1`. Both an MMR and an RFC 6962 tree over the same
+/// leaves are made of exactly these subtrees (the MMR's peaks are the maximal ones; the
+/// RFC tree folds those peaks right to left), so one structure serves both, with O(1)
+/// amortized work per leaf.
+#[derive(Clone, Debug, Default)]
+struct Levels {
+    nodes: Vec<Vec<Hash>>,
+    /// Leaves expected ([`Trace::with_capacity`]): each level is made with room for
+    /// all of its nodes, so that no push reallocates one. A run's last pushes (its
+    /// last steps and the output leaf) are on its critical path.
+    room: usize,
+}
+
+/// Two structures are equal when they hold the same subtrees, whatever room they had.
+impl PartialEq for Levels {
+    fn eq(&self, other: &Levels) -> bool {
+        self.nodes == other.nodes
+    }
+}
+
+impl Eq for Levels {}
 
 impl Levels {
+    fn with_capacity(leaves: usize) -> Levels {
+        Levels {
+            nodes: Vec::with_capacity(usize::BITS as usize - leaves.leading_zeros() as usize),
+            room: leaves,
+        }
+    }
+
     fn push(&mut self, leaf: Hash, node: fn(&Hash, &Hash) -> Hash) {
         let mut h = leaf;
         let mut l = 0;
         loop {
-            if self.0.len() == l {
-                self.0.push(Vec::new());
+            if self.nodes.len() == l {
+                self.nodes.push(Vec::with_capacity(self.room >> l));
             }
-            let level = &mut self.0[l];
+            let level = &mut self.nodes[l];
             level.push(h);
             let n = level.len();
             if n % 2 == 1 {
@@ -342,7 +364,7 @@ impl Levels {
 
     fn get(&self, height: u32, index: u64) -> Option<Hash> {
         let i = usize::try_from(index).ok()?;
-        self.0.get(height as usize)?.get(i).copied()
+        self.nodes.get(height as usize)?.get(i).copied()
     }
 
     /// The maximal perfect subtrees over the first `size` leaves, tallest first.
@@ -517,12 +539,14 @@ impl Trace {
         t
     }
 
-    /// An empty trace with room for `steps` step hashes.
+    /// An empty trace with room for `steps` step hashes: pushing that many allocates
+    /// nothing more.
     pub fn with_capacity(steps: usize) -> Trace {
         Trace {
             steps: Vec::with_capacity(steps),
             chains: Vec::with_capacity(steps),
-            ..Trace::default()
+            mmr: Levels::with_capacity(steps),
+            tree: Levels::with_capacity(steps),
         }
     }
 
