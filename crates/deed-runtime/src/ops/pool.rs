@@ -898,6 +898,10 @@ mod tests {
 
     /// A square `k`-wide window with strides `(s_h, s_w)` and pads `(p_h, p_w)` on
     /// both sides.
+    /// One spatial dimension of a pool's property test: input size, kernel, stride,
+    /// dilation, pad at the beginning, pad at the end.
+    type Dim = (usize, usize, usize, usize, usize, usize);
+
     fn window_attrs(
         global: bool,
         k: usize,
@@ -1071,6 +1075,53 @@ mod tests {
             let p1 = op(kind, attrs(window_attrs(global, k, (s, s_w), (pad, pad_w), ceil)), 1);
             let f1 = p1.run(&[Some(&x)], &Ctx::new(KernelMode::Fast, threads)).unwrap();
             prop_assert_eq!(r[0].encode(), f1[0].encode());
+        }
+
+        /// Windows of every rank (1-D to 3-D), with strides, dilations, uneven pads and
+        /// ceil mode: the fast forms (dense windows, windows padded into a copy of the
+        /// plane, whole-plane pools) give the reference walk's bits, indices included.
+        #[test]
+        fn windows_of_every_rank_agree_with_reference(
+            kind in prop::sample::select(vec!["MaxPool", "AveragePool", "LpPool"]),
+            dims in prop::collection::vec((1usize..7, 1usize..4, 1usize..3, 1usize..3, 0usize..3, 0usize..3), 1..=3),
+            (ceil, include_pad) in (any::<bool>(), any::<bool>()),
+            seed in any::<u64>(), threads in 1usize..=4, finite_only in any::<bool>(),
+        ) {
+            let mut st = seed | 1;
+            let mut val = || loop {
+                st ^= st << 13; st ^= st >> 7; st ^= st << 17;
+                let v = match st % 13 { 0 => f32::NAN, 1 => -0.0, 2 => f32::NEG_INFINITY, 3 => 1e-41, _ => (st >> 40) as f32 / 1e6 - 8.0 };
+                if !finite_only || v.is_finite() { break v; }
+            };
+            let ints = |f: &dyn Fn(&Dim) -> usize| {
+                Attr::Ints(dims.iter().map(|d| f(d) as i64).collect())
+            };
+            // Pads below the kernel's extent, as ONNX requires.
+            let pad = |p: usize, d: &Dim| p.min(d.1 - 1);
+            let mut pads: Vec<i64> = dims.iter().map(|d| pad(d.4, d) as i64).collect();
+            pads.extend(dims.iter().map(|d| pad(d.5, d) as i64));
+            let mut a = vec![
+                ("kernel_shape", ints(&|d| d.1)),
+                ("strides", ints(&|d| d.2)),
+                ("dilations", ints(&|d| d.3)),
+                ("pads", Attr::Ints(pads)),
+                ("ceil_mode", Attr::Int(ceil as i64)),
+            ];
+            match kind {
+                "AveragePool" => a.push(("count_include_pad", Attr::Int(include_pad as i64))),
+                "LpPool" => a.push(("p", Attr::Int(1 + (seed % 3) as i64))),
+                _ => {}
+            }
+            let outputs = if kind == "MaxPool" { 2 } else { 1 };
+            let p = op(kind, a, outputs);
+            let mut shape = vec![2, 2];
+            shape.extend(dims.iter().map(|d| d.0));
+            let n: usize = shape.iter().product();
+            let x = Tensor::from_vec(shape, (0..n).map(|_| val()).collect()).unwrap();
+            let Ok(r) = p.run(&[Some(&x)], &Ctx::new(KernelMode::Reference, 1)) else { return Ok(()) };
+            let f = p.run(&[Some(&x)], &Ctx::new(KernelMode::Fast, threads)).unwrap();
+            prop_assert_eq!(r.len(), f.len());
+            for (a, b) in r.iter().zip(&f) { prop_assert_eq!(a.encode(), b.encode()); }
         }
 
         /// The 2×2 stride-2 plane kernel (ResNet's pooling) through the operator, on
