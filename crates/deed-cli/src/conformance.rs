@@ -2,12 +2,14 @@
 //! `onnx-node-tests.py`: one folder per case with `model.onnx` and
 //! `test_data_set_*/{input,output}_N.pb`) through the canonical runtime and compares
 //! with the ONNX default tolerances (rtol 1e-3, atol 1e-7; integers, bools and strings
-//! exact).
+//! exact). With `--determinism`, every data set that matched runs again with other
+//! kernel threads and kernels ([`determinism_runs`]), and must give the same trace root
+//! (which binds every step's outputs and the graph outputs) bit for bit.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use deed_runtime::{Limits, Model, RunOptions, RuntimeError};
+use deed_runtime::{KernelMode, Limits, Model, RunOptions, RuntimeError};
 use deed_types::{Tensor, TensorData};
 use serde::Serialize;
 
@@ -93,15 +95,41 @@ fn classify(e: RuntimeError) -> Verdict {
     }
 }
 
-/// Runs one case folder.
-pub fn run_case(dir: &Path, opts: &RunOptions) -> Verdict {
-    match run_case_inner(dir, opts) {
+/// The runs of `deed conformance --determinism` besides `base`: the same kernels at 3
+/// threads (an odd count, so that no split is even), and the reference kernels.
+pub fn determinism_runs(base: &RunOptions) -> Vec<RunOptions> {
+    vec![
+        RunOptions {
+            threads: 3,
+            ..base.clone()
+        },
+        RunOptions {
+            mode: KernelMode::Reference,
+            threads: 1,
+            ..base.clone()
+        },
+    ]
+}
+
+fn describe(o: &RunOptions) -> String {
+    let kernels = match o.mode {
+        KernelMode::Reference => "reference",
+        KernelMode::Fast => "fast",
+    };
+    let s = if o.threads == 1 { "" } else { "s" };
+    format!("{kernels} kernels at {} thread{s}", o.threads)
+}
+
+/// Runs one case folder; a data set whose outputs match then runs again under each of
+/// `also`, whose trace roots must equal the first run's.
+pub fn run_case(dir: &Path, opts: &RunOptions, also: &[RunOptions]) -> Verdict {
+    match run_case_inner(dir, opts, also) {
         Ok(v) => v,
         Err(e) => Verdict::Failed(format!("{e:#}")),
     }
 }
 
-fn run_case_inner(dir: &Path, opts: &RunOptions) -> Result<Verdict> {
+fn run_case_inner(dir: &Path, opts: &RunOptions, also: &[RunOptions]) -> Result<Verdict> {
     let bytes = std::fs::read(dir.join("model.onnx"))?;
     let model = match Model::load(&bytes, &Limits::default()) {
         Ok(m) => m,
@@ -162,6 +190,26 @@ fn run_case_inner(dir: &Path, opts: &RunOptions) -> Result<Verdict> {
                 return Ok(Verdict::Failed(format!("output `{name}`: {why}")));
             }
         }
+        let root = out.trace.root();
+        for other in also {
+            let again = match model.run(&inputs, other) {
+                Ok(o) => o.trace.root(),
+                Err(e) => {
+                    return Ok(Verdict::Failed(format!(
+                        "ran with {} but not with {}: {e}",
+                        describe(opts),
+                        describe(other)
+                    )))
+                }
+            };
+            if again != root {
+                return Ok(Verdict::Failed(format!(
+                    "not deterministic: trace root {root} with {}, {again} with {}",
+                    describe(opts),
+                    describe(other)
+                )));
+            }
+        }
     }
     Ok(if checked == 0 {
         Verdict::NoData
@@ -212,5 +260,70 @@ pub fn compare(got: &Tensor, want: &Tensor) -> std::result::Result<(), String> {
                 Err(format!("values differ: got {first}…, expected {exp}…"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+    use tract_onnx::pb;
+
+    fn f32_pb(name: &str, t: &Tensor) -> Vec<u8> {
+        let values = t.as_slice::<f32>().unwrap_or_default();
+        pb::TensorProto {
+            name: name.into(),
+            dims: t.shape().iter().map(|&d| d as i64).collect(),
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    /// A case folder for the example MLP under the temporary folder, its expected
+    /// output the one the runtime computes.
+    fn mlp_case(name: &str) -> PathBuf {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mlp");
+        let dir = std::env::temp_dir().join(format!("deed-{name}-{}", std::process::id()));
+        let set = dir.join("test_data_set_0");
+        std::fs::create_dir_all(&set).unwrap();
+        let bytes = std::fs::read(example.join("model.onnx")).unwrap();
+        std::fs::write(dir.join("model.onnx"), &bytes).unwrap();
+        let model = Model::load(&bytes, &Limits::default()).unwrap();
+        let x = crate::tensor_io::read_tensor(&example.join("x.npy")).unwrap();
+        let input = model.required_inputs().next().unwrap().name.clone();
+        std::fs::write(set.join("input_0.pb"), f32_pb(&input, &x)).unwrap();
+        let out = model.run(&[(input, x)], &RunOptions::default()).unwrap();
+        let (name, y) = &out.outputs[0];
+        std::fs::write(set.join("output_0.pb"), f32_pb(name, y)).unwrap();
+        dir
+    }
+
+    /// The determinism runs pass a deterministic case, and a run whose trace root
+    /// differs (one without a trace, whose root is the empty trace's) fails it, naming
+    /// both runs.
+    #[test]
+    fn a_case_passes_only_when_every_run_gives_its_trace_root() {
+        let dir = mlp_case("determinism");
+        let base = RunOptions {
+            mode: KernelMode::Fast,
+            ..RunOptions::default()
+        };
+        let also = determinism_runs(&base);
+        assert_eq!(also.len(), 2);
+        assert_eq!(run_case(&dir, &base, &also), Verdict::Passed);
+        let untraced = RunOptions {
+            trace: false,
+            ..base.clone()
+        };
+        match run_case(&dir, &base, &[untraced]) {
+            Verdict::Failed(why) => {
+                assert!(why.starts_with("not deterministic: trace root "), "{why}");
+                assert!(why.contains("with fast kernels at 1 thread"), "{why}");
+            }
+            v => panic!("expected a failure, got {v:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

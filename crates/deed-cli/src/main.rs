@@ -231,6 +231,10 @@ struct ConformanceArgs {
     /// Exit with an error when fewer than this many cases pass.
     #[arg(long)]
     floor: Option<usize>,
+    /// Also run every data set that matched with 3 kernel threads and with the
+    /// reference kernels, and fail the case unless all runs give the same trace root.
+    #[arg(long)]
+    determinism: bool,
 }
 
 /// mimalloc rather than the system allocator. A traced run hands each step's outputs to
@@ -842,6 +846,11 @@ fn cmd_conformance(a: ConformanceArgs, json: bool) -> Result<ExitCode> {
         );
     }
     let opts = RunOptions::default();
+    let also = if a.determinism {
+        conformance::determinism_runs(&opts)
+    } else {
+        Vec::new()
+    };
     let bar = indicatif::ProgressBar::new(dirs.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
@@ -855,7 +864,7 @@ fn cmd_conformance(a: ConformanceArgs, json: bool) -> Result<ExitCode> {
             .unwrap_or("?")
             .to_owned();
         bar.set_message(name.clone());
-        let verdict = conformance::run_case(d, &opts);
+        let verdict = conformance::run_case(d, &opts, &also);
         if a.verbose && !json {
             bar.suspend(|| match &verdict {
                 conformance::Verdict::Passed => println!("pass         {name}"),
