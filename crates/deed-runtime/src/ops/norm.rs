@@ -1809,6 +1809,115 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Softmax and LogSoftmax over any axis of a rank 1–4 input (one axis from
+        /// opset 13; flattened at the axis before), fast at 1–4 threads and reference,
+        /// against the definition computed here from the shape alone: per row along
+        /// the axis, `m` = the NaN-propagating maximum, `e = exp(x − m)`, `s` = the
+        /// sequential sum of `e`, then `e / s` or `(x − m) − ln(s)`.
+        #[test]
+        fn softmax_family_equals_its_definition(
+            shape in prop::collection::vec(1usize..6, 1..=4),
+            axis_pick in any::<prop::sample::Index>(),
+            (log, coerce_2d, finite_only) in (any::<bool>(), any::<bool>(), any::<bool>()),
+            seed in prop::collection::vec(special(), 1296),
+        ) {
+            let seed = finite_if(finite_only, seed);
+            let rank = shape.len();
+            let axis = axis_pick.index(rank);
+            let n: usize = shape.iter().product();
+            let xs = seed[..n].to_vec();
+            // Rows: `len` values `inner` apart, `outer` blocks of `len · inner`.
+            let outer: usize = shape[..axis].iter().product();
+            let (len, inner) = if coerce_2d {
+                (shape[axis..].iter().product::<usize>(), 1)
+            } else {
+                (shape[axis], shape[axis + 1..].iter().product::<usize>())
+            };
+            let mut want = vec![0.0f32; n];
+            for o in 0..outer {
+                for i in 0..inner {
+                    let at = |k: usize| (o * len + k) * inner + i;
+                    let row: Vec<f32> = (0..len).map(|k| xs[at(k)]).collect();
+                    let m = if row.iter().any(|v| v.is_nan()) {
+                        f32::NAN
+                    } else {
+                        row.iter().fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a })
+                    };
+                    let e: Vec<f32> = row.iter().map(|&v| exp_f32(v - m)).collect();
+                    let sum = e.iter().fold(0.0f32, |a, &v| a + v);
+                    for k in 0..len {
+                        want[at(k)] = if log { (row[k] - m) - ln_f32(sum) } else { e[k] / sum };
+                    }
+                }
+            }
+            let want = bits(&Tensor::from_vec(shape.clone(), want).unwrap());
+            let kind = if log { SoftKind::LogSoftmax } else { SoftKind::Softmax };
+            let op = Softmax { kind, axis: axis as i64 - rank as i64 * i64::from(axis % 2 == 1), coerce_2d };
+            let x = Tensor::from_vec(shape, xs).unwrap();
+            let runs = [(KernelMode::Reference, 1), (KernelMode::Fast, 1), (KernelMode::Fast, 2), (KernelMode::Fast, 3), (KernelMode::Fast, 4)];
+            for (mode, threads) in runs {
+                crate::scratch::leave_stale_f32(n);
+                let got = op.run(&[Some(&x)], &Ctx::new(mode, threads)).unwrap();
+                prop_assert_eq!(&bits(&got[0]), &want, "{:?} at {} threads", mode, threads);
+            }
+        }
+
+        /// LayerNormalization over any axis of a rank 1–4 input, with and without a
+        /// bias, fast at 1–4 threads and reference, against the definition computed
+        /// here from the shape alone: per row (the dimensions from the axis on) `mean`
+        /// = sequential sum / n, `var` = the fma sum of `(x − mean)²` / n, `inv = 1 /
+        /// sqrt(var + ε)`, `y = ((x − mean) · inv) · scale + bias`; `Mean` and
+        /// `InvStdDev` are `mean` and `inv`.
+        #[test]
+        fn layer_norm_equals_its_definition(
+            shape in prop::collection::vec(1usize..6, 1..=4),
+            axis_pick in any::<prop::sample::Index>(),
+            (with_bias, finite_only) in (any::<bool>(), any::<bool>()),
+            seed in prop::collection::vec(special(), 1296),
+            params in prop::collection::vec(-4.0f32..4.0, 2 * 1296),
+        ) {
+            let seed = finite_if(finite_only, seed);
+            let rank = shape.len();
+            let axis = axis_pick.index(rank);
+            let n: usize = shape.iter().product();
+            let len: usize = shape[axis..].iter().product();
+            let xs = seed[..n].to_vec();
+            let (scale, bias) = (params[..len].to_vec(), params[1296..1296 + len].to_vec());
+            let eps = 1e-5f32;
+            let (mut want, mut means, mut invs) = (Vec::new(), Vec::new(), Vec::new());
+            for row in xs.chunks(len) {
+                let mean = row.iter().fold(0.0f32, |a, &v| a + v) / len as f32;
+                let var = row.iter().fold(0.0f32, |a, &v| (v - mean).mul_add(v - mean, a)) / len as f32;
+                let inv = 1.0 / (var + eps).sqrt();
+                for (k, &v) in row.iter().enumerate() {
+                    let y = ((v - mean) * inv) * scale[k];
+                    want.push(if with_bias { y + bias[k] } else { y });
+                }
+                means.push(mean);
+                invs.push(inv);
+            }
+            let mut stat_shape = shape.clone();
+            stat_shape[axis..].fill(1);
+            let t = |s: &[usize], v: Vec<f32>| Tensor::from_vec(s.to_vec(), v).unwrap();
+            let want = [bits(&t(&shape, want)), bits(&t(&stat_shape, means)), bits(&t(&stat_shape, invs))];
+            let op = LayerNorm { axis: axis as i64 - rank as i64 * i64::from(axis % 2 == 1), eps };
+            let x = t(&shape, xs);
+            let g = t(&shape[axis..], scale);
+            let b = t(&shape[axis..], bias);
+            let mut ins = vec![Some(&x), Some(&g)];
+            if with_bias {
+                ins.push(Some(&b));
+            }
+            let runs = [(KernelMode::Reference, 1), (KernelMode::Fast, 1), (KernelMode::Fast, 2), (KernelMode::Fast, 3), (KernelMode::Fast, 4)];
+            for (mode, threads) in runs {
+                crate::scratch::leave_stale_f32(n);
+                let got = op.run(&ins, &Ctx::new(mode, threads)).unwrap();
+                for (i, w) in want.iter().enumerate() {
+                    prop_assert_eq!(&bits(&got[i]), w, "output {} {:?} at {} threads", i, mode, threads);
+                }
+            }
+        }
+
         /// Rows are split across threads and reduced several at a time; no bit may
         /// depend on either.
         #[test]
