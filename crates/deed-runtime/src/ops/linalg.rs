@@ -1241,4 +1241,222 @@ mod tests {
             }
         }
     }
+
+    /// A value drawn by `s` (a xorshift state): NaNs, infinities, signed zeros and
+    /// subnormals among ordinary values, or (`finite_only`) finite values only.
+    fn special(s: &mut u64, finite_only: bool) -> f32 {
+        loop {
+            *s ^= *s << 13;
+            *s ^= *s >> 7;
+            *s ^= *s << 17;
+            let v = match *s % 13 {
+                0 => f32::NAN,
+                1 => f32::INFINITY,
+                2 => f32::NEG_INFINITY,
+                3 => -0.0,
+                4 => 1e-41,
+                _ => (*s >> 40) as f32 / 1e6 - 8.0,
+            };
+            if !finite_only || v.is_finite() {
+                return v;
+            }
+        }
+    }
+
+    /// The operator's output by `run`, and by `run_prepared` with `B` known while
+    /// planning (a constant, as the plan packs it) when the operator prepares for it.
+    fn outputs(op: &dyn Op, ins: &[&Tensor], ctx: &Ctx) -> Vec<Tensor> {
+        let mut outs = vec![run(op, ins, ctx).unwrap()];
+        let tys: Vec<TypeInfo> = ins.iter().map(|t| TypeInfo::of(t)).collect();
+        let infer: Vec<Option<InferInput<'_>>> = tys
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| {
+                Some(InferInput {
+                    ty,
+                    value: (i == 1).then_some(ins[1]),
+                })
+            })
+            .collect();
+        if let Some(p) = op.prepare(&infer) {
+            let inputs: Vec<Option<&Tensor>> = ins.iter().map(|t| Some(*t)).collect();
+            outs.push(op.run_prepared(&inputs, ctx, &p).unwrap().remove(0));
+        }
+        outs
+    }
+
+    fn contexts() -> Vec<Ctx> {
+        let mut c: Vec<Ctx> = (1..=4).map(|t| Ctx::new(KernelMode::Fast, t)).collect();
+        c.push(Ctx::new(KernelMode::Reference, 1));
+        c
+    }
+
+    /// The canonical dot product of row `i` of `a` and column `j` of `b`, read through
+    /// `at(i, kk)` and `bt(kk, j)`: `acc = +0`, then `acc = fma(a, b, acc)` for k
+    /// increasing.
+    fn dot(k: usize, at: impl Fn(usize) -> f32, bt: impl Fn(usize) -> f32) -> f32 {
+        (0..k).fold(0.0f32, |acc, kk| at(kk).mul_add(bt(kk), acc))
+    }
+
+    /// Row-major strides of `shape`.
+    fn strides(shape: &[usize]) -> Vec<usize> {
+        let mut s = vec![1; shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            s[i] = s[i + 1] * shape[i + 1];
+        }
+        s
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// `MatMul` over operands of rank 1 to 4 whose batch dimensions broadcast
+        /// (either side 1, or missing), against numpy's `matmul` written out index by
+        /// index: every output element is the canonical dot product of its row of A
+        /// and its column of B, read through the broadcast batch index; a 1-D operand
+        /// is a row (A) or a column (B) whose axis the output drops. Run as it comes
+        /// and prepared with a constant B, in fast mode at 1-4 threads and in
+        /// reference mode.
+        #[test]
+        fn matmul_equals_its_definition(
+            (ra, rb) in (1usize..5, 1usize..5),
+            (m, k, n) in (1usize..7, 0usize..40, 1usize..40),
+            batch in prop::collection::vec(1usize..4, 2),
+            ones in prop::collection::vec(0u8..3, 2),
+            seed in any::<u64>(),
+            finite_only in any::<bool>(),
+        ) {
+            // Batch dimensions (ranks above 2): each side's either the common size or
+            // 1 (`ones`: 0 keeps both, 1 makes A's 1, 2 makes B's 1).
+            let lead = |r: usize, side: u8| -> Vec<usize> {
+                let nb = r.saturating_sub(2);
+                batch[2 - nb..]
+                    .iter()
+                    .zip(&ones[2 - nb..])
+                    .map(|(&d, &o)| if o == side { 1 } else { d })
+                    .collect()
+            };
+            let ash: Vec<usize> = match ra {
+                1 => vec![k],
+                r => [lead(r, 1), vec![m, k]].concat(),
+            };
+            let bsh: Vec<usize> = match rb {
+                1 => vec![k],
+                r => [lead(r, 2), vec![k, n]].concat(),
+            };
+            let mut s = seed | 1;
+            let av: Vec<f32> = (0..ash.iter().product()).map(|_| special(&mut s, finite_only)).collect();
+            let bv: Vec<f32> = (0..bsh.iter().product()).map(|_| special(&mut s, finite_only)).collect();
+            let (a, b) = (t(&ash, av.clone()), t(&bsh, bv.clone()));
+            // The definition.
+            let (m, n) = (if ra == 1 { 1 } else { m }, if rb == 1 { 1 } else { n });
+            let (ab, bb) = (&ash[..ash.len().saturating_sub(2)], &bsh[..bsh.len().saturating_sub(2)]);
+            let nb = ab.len().max(bb.len());
+            let pad = |x: &[usize]| [vec![1; nb - x.len()], x.to_vec()].concat();
+            let (ab, bb) = (pad(ab), pad(bb));
+            let out_batch: Vec<usize> = ab.iter().zip(&bb).map(|(&x, &y)| x.max(y)).collect();
+            let (sa, sb) = (strides(&ab), strides(&bb));
+            let mut want = Vec::new();
+            for bi in 0..out_batch.iter().product::<usize>() {
+                let idx: Vec<usize> = strides(&out_batch).iter().zip(&out_batch).map(|(&st, &d)| bi / st % d).collect();
+                let (mut ao, mut bo) = (0, 0);
+                for d in 0..nb {
+                    ao += if ab[d] == 1 { 0 } else { idx[d] * sa[d] };
+                    bo += if bb[d] == 1 { 0 } else { idx[d] * sb[d] };
+                }
+                let (ao, bo) = (ao * m * k, bo * k * n);
+                for i in 0..m {
+                    for j in 0..n {
+                        let y = dot(k, |kk| av[ao + i * k + kk], |kk| bv[bo + kk * n + j]);
+                        want.push(crate::ops::math::canon_f32(y).to_bits());
+                    }
+                }
+            }
+            let mut shape = out_batch.clone();
+            if ra > 1 { shape.push(m); }
+            if rb > 1 { shape.push(n); }
+            for ctx in contexts() {
+                for y in outputs(&MatMul, &[&a, &b], &ctx) {
+                    prop_assert_eq!(y.shape(), &shape[..]);
+                    let got: Vec<u32> = y.as_slice::<f32>().unwrap().iter().map(|v| v.to_bits()).collect();
+                    prop_assert_eq!(&got, &want, "{:?} threads {}", if ctx.reference() { "reference" } else { "fast" }, ctx.threads());
+                }
+            }
+        }
+
+        /// `Gemm` with every `transA`/`transB`, alpha and beta (1 among them), and a C
+        /// of every shape that broadcasts to [M, N] (or none), against its definition:
+        /// `alpha · acc` (the canonical dot product), plus `beta · c`, each rounded
+        /// on its own, then the canonical NaN. Run as it comes and with a constant B
+        /// packed while planning, fast at 1-4 threads and reference.
+        #[test]
+        fn gemm_equals_its_definition(
+            (m, k, n) in (1usize..9, 0usize..40, 1usize..40),
+            (trans_a, trans_b) in (any::<bool>(), any::<bool>()),
+            (alpha, beta) in (prop::sample::select(vec![1.0f32, 0.5, -2.0, 0.0]), prop::sample::select(vec![1.0f32, 0.0, 0.25, -3.0])),
+            c_form in 0usize..8,
+            seed in any::<u64>(),
+            finite_only in any::<bool>(),
+        ) {
+            let attrs = Attrs(
+                [
+                    ("alpha".to_string(), Attr::Float(alpha)),
+                    ("beta".to_string(), Attr::Float(beta)),
+                    ("transA".to_string(), Attr::Int(i64::from(trans_a))),
+                    ("transB".to_string(), Attr::Int(i64::from(trans_b))),
+                ]
+                .into_iter()
+                .collect(),
+            );
+            let csh: Option<Vec<usize>> = match c_form {
+                0 => None,
+                1 => Some(vec![]),
+                2 => Some(vec![1]),
+                3 => Some(vec![n]),
+                4 => Some(vec![1, n]),
+                5 => Some(vec![m, 1]),
+                6 => Some(vec![1, 1]),
+                _ => Some(vec![m, n]),
+            };
+            let op = build_gemm(&node("Gemm", &attrs, 2 + usize::from(csh.is_some()))).unwrap();
+            let mut s = seed | 1;
+            let av: Vec<f32> = (0..m * k).map(|_| special(&mut s, finite_only)).collect();
+            let bv: Vec<f32> = (0..k * n).map(|_| special(&mut s, finite_only)).collect();
+            let a = t(&if trans_a { vec![k, m] } else { vec![m, k] }, av.clone());
+            let b = t(&if trans_b { vec![n, k] } else { vec![k, n] }, bv.clone());
+            let c = csh.as_ref().map(|cs| {
+                t(cs, (0..cs.iter().product()).map(|_| special(&mut s, finite_only)).collect())
+            });
+            let a_at = |i: usize, kk: usize| if trans_a { av[kk * m + i] } else { av[i * k + kk] };
+            let b_at = |kk: usize, j: usize| if trans_b { bv[j * k + kk] } else { bv[kk * n + j] };
+            let mut want = Vec::with_capacity(m * n);
+            for i in 0..m {
+                for j in 0..n {
+                    let acc = dot(k, |kk| a_at(i, kk), |kk| b_at(kk, j));
+                    let mut y = alpha * acc;
+                    if let (Some(c), Some(cs)) = (&c, &csh) {
+                        let cv = c.as_slice::<f32>().unwrap();
+                        let ci = match cs[..] {
+                            [] | [1] | [1, 1] => 0,
+                            [_] | [1, _] => j,
+                            [_, 1] => i,
+                            _ => i * n + j,
+                        };
+                        y += beta * cv[ci];
+                    }
+                    want.push(crate::ops::math::canon_f32(y).to_bits());
+                }
+            }
+            let mut ins = vec![&a, &b];
+            if let Some(c) = &c {
+                ins.push(c);
+            }
+            for ctx in contexts() {
+                for y in outputs(op.as_ref(), &ins, &ctx) {
+                    prop_assert_eq!(y.shape(), &[m, n][..]);
+                    let got: Vec<u32> = y.as_slice::<f32>().unwrap().iter().map(|v| v.to_bits()).collect();
+                    prop_assert_eq!(&got, &want, "{:?} threads {}", if ctx.reference() { "reference" } else { "fast" }, ctx.threads());
+                }
+            }
+        }
+    }
 }
