@@ -746,6 +746,9 @@ struct MatShapes {
     out: Vec<usize>,
     /// For each output batch, the batch index into A and into B.
     batches: Vec<(usize, usize)>,
+    /// How many matrices A and B hold (their batch dimensions' product).
+    a_batches: usize,
+    b_batches: usize,
 }
 
 fn mat_shapes(a: &[usize], b: &[usize]) -> Result<MatShapes, OpError> {
@@ -789,6 +792,8 @@ fn mat_shapes(a: &[usize], b: &[usize]) -> Result<MatShapes, OpError> {
         n,
         out,
         batches: (0..nb).map(|i| (ao[i], bo[i])).collect(),
+        a_batches: numel(ab)?,
+        b_batches: numel(bb)?,
     })
 }
 
@@ -827,6 +832,14 @@ impl MatParam {
             MatParam::Tensor => 0,
             MatParam::Line => line,
             MatParam::BatchLine => batch * per + line,
+        }
+    }
+
+    /// How far apart the values of consecutive lines are.
+    fn step(self) -> usize {
+        match self {
+            MatParam::Tensor => 0,
+            MatParam::Line | MatParam::BatchLine => 1,
         }
     }
 }
@@ -903,8 +916,7 @@ fn int_mat_inputs(
     let sh = mat_shapes(a.shape(), b.shape())?;
     let (m, k, n) = (sh.m, sh.k, sh.n);
     // Row of A for element i: (batch, row); column of B: (batch, column).
-    let ba = a.len() / (m * k).max(1);
-    let bb = b.len() / (k * n).max(1);
+    let (ba, bb) = (sh.a_batches, sh.b_batches);
     let ca = centered(a, 0, a_zp, m, ba, |i| {
         (i / (m * k).max(1), (i / k.max(1)) % m.max(1))
     })?;
@@ -1271,19 +1283,22 @@ impl QLinearMatMul {
             index: 7,
             dtype: dt,
         })?;
-        // The multipliers of a row depend on its A scale and B batch only: compute
-        // them once per change of those. Each accumulator is replaced by its
-        // requantized value in place.
+        // Scales multiply the product (the ONNX reference's `matmul(A, B) · (sa · sb
+        // / sy)`, numpy-style): per batch, they follow the output's batches, where
+        // zero points follow their operand's. The multipliers of a row depend on its
+        // A scale and its batch's B scales only: computed once per change of those.
+        // Each accumulator is replaced by its requantized value in place.
         let mut mults = vec![0f64; n];
         let mut last = None;
         for (ri, row) in acc.chunks_mut(n.max(1)).enumerate() {
-            let (ia, ib) = sh.batches[ri / m.max(1)];
-            let ai = la.at(ia, ri % m.max(1), m);
-            if last != Some((ai, ib)) {
+            let bi = ri / m.max(1);
+            let ai = la.at(bi, ri % m.max(1), m);
+            let b_line = lb.at(bi, 0, n);
+            if last != Some((ai, b_line)) {
                 for (j, mu) in mults.iter_mut().enumerate() {
-                    *mu = multiplier(sa.dt, sa.v[ai], sb.v[lb.at(ib, j, n)], sy.v[0]);
+                    *mu = multiplier(sa.dt, sa.v[ai], sb.v[b_line + j * lb.step()], sy.v[0]);
                 }
-                last = Some((ai, ib));
+                last = Some((ai, b_line));
             }
             super::simd::with_fma(
                 #[inline(always)]
@@ -2012,5 +2027,214 @@ mod tests {
         let l = ParamLayout::new(&[2, 5], &[2, 3], 1, 2).unwrap();
         let idx: Vec<usize> = (0..10).map(|i| l.index(i)).collect();
         assert_eq!(idx, vec![0, 0, 1, 1, 2, 3, 3, 4, 4, 5]);
+    }
+
+    /// A tensor of u8 or i8 values (`signed`) of `shape`, drawn from `s`.
+    fn q_tensor(shape: &[usize], signed: bool, s: &mut u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<u8> = (0..n)
+            .map(|_| {
+                *s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (*s >> 56) as u8
+            })
+            .collect();
+        if signed {
+            Tensor::from_vec(shape.to_vec(), v.into_iter().map(|x| x as i8).collect()).unwrap()
+        } else {
+            Tensor::from_vec(shape.to_vec(), v).unwrap()
+        }
+    }
+
+    /// Row-major strides of `shape`.
+    fn strides_of(shape: &[usize]) -> Vec<usize> {
+        let mut st = vec![1; shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            st[i] = st[i + 1] * shape[i + 1];
+        }
+        st
+    }
+
+    /// A quantization parameter's shape for `form`: one value (0), one per line (1:
+    /// `per` values) or one per batch and line (2: `batches × per`).
+    fn param_shape(form: u8, batches: usize, per: usize) -> Vec<usize> {
+        match form {
+            0 => vec![],
+            1 => vec![per],
+            _ => vec![batches, per],
+        }
+    }
+
+    /// The value of a parameter of `form` for batch `b` and line `l`.
+    fn param_at<T: Copy>(v: &[T], form: u8, b: usize, l: usize, per: usize) -> T {
+        match form {
+            0 => v[0],
+            1 => v[l],
+            _ => v[b * per + l],
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+        /// `MatMulInteger` and `QLinearMatMul` over u8/i8 operands of rank 1 to 4 with
+        /// broadcast batch dimensions, zero points per tensor, per row of A / column
+        /// of B, or per batch (of their operand) and line, and scales per tensor, per
+        /// line or per batch (of the output) and line, against their definition
+        /// written index by index: `acc = Σ_k (a − za)(b − zb)` in i32, and
+        /// `y = saturate(f64(acc) · f64(M), zy)` with `M = (sa · sb) / sy` rounded in
+        /// f32 at each step. Run as they come and prepared with a constant B, fast at
+        /// 1-4 threads and reference.
+        #[test]
+        fn integer_products_equal_their_definition(
+            (ra, rb) in (1usize..5, 1usize..5),
+            (m, k, n) in (1usize..6, 0usize..70, 1usize..40),
+            batch in proptest::collection::vec(1usize..4, 2),
+            ones in proptest::collection::vec(0u8..3, 2),
+            (a_signed, b_signed, y_signed) in (proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>()),
+            (za_form, zb_form, sa_form, sb_form) in (0u8..3, 0u8..3, 0u8..3, 0u8..3),
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let lead = |r: usize, side: u8| -> Vec<usize> {
+                let nb = r.saturating_sub(2);
+                batch[2 - nb..]
+                    .iter()
+                    .zip(&ones[2 - nb..])
+                    .map(|(&d, &o)| if o == side { 1 } else { d })
+                    .collect()
+            };
+            let ash: Vec<usize> = if ra == 1 { vec![k] } else { [lead(ra, 1), vec![m, k]].concat() };
+            let bsh: Vec<usize> = if rb == 1 { vec![k] } else { [lead(rb, 2), vec![k, n]].concat() };
+            let (m, n) = (if ra == 1 { 1 } else { m }, if rb == 1 { 1 } else { n });
+            let (ab, bb) = (&ash[..ash.len().saturating_sub(2)], &bsh[..bsh.len().saturating_sub(2)]);
+            let nbd = ab.len().max(bb.len());
+            let pad = |x: &[usize]| [vec![1; nbd - x.len()], x.to_vec()].concat();
+            let (ab, bb) = (pad(ab), pad(bb));
+            let out_batch: Vec<usize> = ab.iter().zip(&bb).map(|(&x, &y)| x.max(y)).collect();
+            let (na, nb_, nout) = (ab.iter().product::<usize>(), bb.iter().product::<usize>(), out_batch.iter().product::<usize>());
+            let mut s = seed | 1;
+            let a = q_tensor(&ash, a_signed, &mut s);
+            let b = q_tensor(&bsh, b_signed, &mut s);
+            let za = q_tensor(&param_shape(za_form, na, m), a_signed, &mut s);
+            let zb = q_tensor(&param_shape(zb_form, nb_, n), b_signed, &mut s);
+            let zy = q_tensor(&[], y_signed, &mut s);
+            let mut scale = |shape: Vec<usize>| {
+                let v: Vec<f32> = (0..shape.iter().product())
+                    .map(|_| {
+                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        ((s >> 40) as f32 / (1u64 << 24) as f32) * 0.05 + 0.001
+                    })
+                    .collect();
+                Tensor::from_vec(shape, v).unwrap()
+            };
+            let sa = scale(param_shape(sa_form, nout, m));
+            let sb = scale(param_shape(sb_form, nout, n));
+            let sy = scale(vec![]);
+            let ints = |t: &Tensor| ints_of(t).unwrap();
+            let (av, bv, zav, zbv) = (ints(&a), ints(&b), ints(&za), ints(&zb));
+            let (sav, sbv, syv) = (floats_of(&sa).unwrap(), floats_of(&sb).unwrap(), floats_of(&sy).unwrap()[0]);
+            let (zy0, (lo, hi)) = (ints(&zy)[0], qrange(zy.dtype()).unwrap());
+            // The definition.
+            let (sta, stb, sto) = (strides_of(&ab), strides_of(&bb), strides_of(&out_batch));
+            let (mut acc_want, mut y_want) = (Vec::new(), Vec::new());
+            for bi in 0..nout {
+                let (mut ia, mut ib) = (0, 0);
+                for d in 0..nbd {
+                    let x = bi / sto[d] % out_batch[d];
+                    ia += if ab[d] == 1 { 0 } else { x * sta[d] };
+                    ib += if bb[d] == 1 { 0 } else { x * stb[d] };
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut acc = 0i32;
+                        for kk in 0..k {
+                            let x = av[ia * m * k + i * k + kk] - param_at(&zav, za_form, ia, i, m);
+                            let w = bv[ib * k * n + kk * n + j] - param_at(&zbv, zb_form, ib, j, n);
+                            acc = acc.wrapping_add(x * w);
+                        }
+                        acc_want.push(acc);
+                        let mult = (param_at(&sav, sa_form, bi, i, m) * param_at(&sbv, sb_form, bi, j, n)) / syv;
+                        y_want.push(saturate(f64::from(acc) * f64::from(mult), zy0, lo, hi));
+                    }
+                }
+            }
+            let mut shape = out_batch.clone();
+            if ra > 1 { shape.push(m); }
+            if rb > 1 { shape.push(n); }
+            let cases: [(&dyn Op, Vec<&Tensor>, usize); 2] = [
+                (&MatMulInteger, vec![&a, &b, &za, &zb], 1),
+                (&QLinearMatMul, vec![&a, &sa, &za, &b, &sb, &zb, &sy, &zy], 3),
+            ];
+            for (op, ins, b_index) in cases {
+                let tys: Vec<TypeInfo> = ins.iter().map(|t| TypeInfo::of(t)).collect();
+                // B and its zero point are constants while planning.
+                let infer: Vec<Option<InferInput<'_>>> = tys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ty)| Some(InferInput { ty, value: (i == b_index || i == b_index + 2).then_some(ins[i]) }))
+                    .collect();
+                let ty = op.infer(&infer).unwrap();
+                let prepared = op.prepare(&infer);
+                let inputs: Vec<Option<&Tensor>> = ins.iter().map(|t| Some(*t)).collect();
+                let mut contexts: Vec<Ctx> = (1..=4).map(|t| Ctx::new(crate::ctx::KernelMode::Fast, t)).collect();
+                contexts.push(Ctx::new(crate::ctx::KernelMode::Reference, 1));
+                for ctx in &contexts {
+                    let mut outs = vec![op.run(&inputs, ctx).unwrap().remove(0)];
+                    if let Some(p) = &prepared {
+                        outs.push(op.run_prepared(&inputs, ctx, p).unwrap().remove(0));
+                    }
+                    for y in outs {
+                        proptest::prop_assert_eq!(&TypeInfo::of(&y), &ty[0]);
+                        proptest::prop_assert_eq!(y.shape(), &shape[..]);
+                        let want = if b_index == 1 { &acc_want } else { &y_want };
+                        proptest::prop_assert_eq!(&ints(&y), want, "{} threads {} reference {}", if b_index == 1 { "MatMulInteger" } else { "QLinearMatMul" }, ctx.threads(), ctx.reference());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `op` on `ins` at 2 threads and with the reference kernels; both must agree.
+    fn run_both(op: &dyn Op, ins: &[&Tensor]) -> Result<Tensor, OpError> {
+        let inputs: Vec<Option<&Tensor>> = ins.iter().map(|t| Some(*t)).collect();
+        let fast = op.run(&inputs, &Ctx::new(crate::ctx::KernelMode::Fast, 2))?;
+        let reference = op.run(&inputs, &Ctx::new(crate::ctx::KernelMode::Reference, 1))?;
+        assert_eq!(fast, reference);
+        Ok(fast.into_iter().next().unwrap())
+    }
+
+    #[test]
+    fn scales_per_batch_follow_the_output_batches() {
+        // A vector B shared by three batches of A: a B scale per batch (one column
+        // each) scales each output batch by its own value, as the ONNX reference's
+        // `matmul(A, B) · (sa · sb / sy)` broadcasts it.
+        let a = Tensor::from_vec(vec![3, 1, 2], vec![1u8, 1, 2, 2, 3, 3]).unwrap();
+        let b = Tensor::from_vec(vec![2], vec![1u8, 1]).unwrap();
+        let one = Tensor::scalar(1.0f32);
+        let zero = Tensor::scalar(0u8);
+        let sb = Tensor::from_vec(vec![3, 1], vec![1.0f32, 10.0, 100.0]).unwrap();
+        let y = run_both(
+            &QLinearMatMul,
+            &[&a, &one, &zero, &b, &sb, &zero, &one, &zero],
+        )
+        .unwrap();
+        assert_eq!(y.shape(), &[3, 1]);
+        assert_eq!(y.as_slice::<u8>().unwrap(), &[2, 40, 255]);
+    }
+
+    #[test]
+    fn zero_points_per_batch_take_an_empty_inner_dimension() {
+        // K = 0: the operands are empty, but A still has 2 batches of 3 rows, so a
+        // zero point per batch and row has 6 values; every sum is empty.
+        let a = Tensor::from_vec(vec![2, 3, 0], Vec::<u8>::new()).unwrap();
+        let b = Tensor::from_vec(vec![0, 4], Vec::<u8>::new()).unwrap();
+        let za = Tensor::from_vec(vec![2, 3], vec![1u8, 2, 3, 4, 5, 6]).unwrap();
+        let zb = Tensor::scalar(7u8);
+        let y = run_both(&MatMulInteger, &[&a, &b, &za, &zb]).unwrap();
+        assert_eq!(y.shape(), &[2, 3, 4]);
+        assert!(y.as_slice::<i32>().unwrap().iter().all(|&v| v == 0));
+        // A count that fits no layout is still refused.
+        let za = Tensor::from_vec(vec![5], vec![1u8; 5]).unwrap();
+        assert!(run_both(&MatMulInteger, &[&a, &b, &za, &zb]).is_err());
     }
 }
