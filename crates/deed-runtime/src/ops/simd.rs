@@ -832,4 +832,56 @@ mod tests {
             }
         }
     }
+
+    /// The flat index into an operand of shape `sh` that output element `i` (of
+    /// shape `out`) reads under numpy broadcasting: the output coordinates, aligned
+    /// at the right, with every axis the operand has as 1 read at 0.
+    fn numpy_index(i: usize, sh: &[usize], out: &[usize]) -> usize {
+        let (mut rest, mut idx, mut stride) = (i, 0, 1);
+        for d in (0..out.len()).rev() {
+            let coord = rest % out[d];
+            rest /= out[d];
+            let back = out.len() - 1 - d;
+            if back < sh.len() {
+                let sd = sh[sh.len() - 1 - back];
+                idx += if sd == 1 { 0 } else { coord } * stride;
+                stride *= sd;
+            }
+        }
+        idx
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// The fast binary kernels on operands of rank 0 to 4 whose shapes broadcast
+        /// in every way numpy allows (either side 1 or missing on any axis, sizes up
+        /// to past a vector's width), against the definition: output element `i` is
+        /// `op(a[ia], b[ib])` with the indices of [`numpy_index`]. At 1-4 threads.
+        #[test]
+        fn binary_broadcasts_as_numpy_does(
+            dims in prop::collection::vec((prop_oneof![1usize..4, 15usize..40], 0u8..3), 0..5),
+            (drop_a, drop_b) in (0usize..3, 0usize..3),
+            vals in prop::collection::vec(special(), 64),
+            threads in 1usize..5,
+        ) {
+            // Per axis: 0 keeps both sides, 1 makes A's 1, 2 makes B's 1; then each
+            // side may lose leading axes.
+            let a_full: Vec<usize> = dims.iter().map(|&(d, o)| if o == 1 { 1 } else { d }).collect();
+            let b_full: Vec<usize> = dims.iter().map(|&(d, o)| if o == 2 { 1 } else { d }).collect();
+            let ash = a_full[drop_a.min(a_full.len())..].to_vec();
+            let bsh = b_full[drop_b.min(b_full.len())..].to_vec();
+            let out = super::super::util::broadcast_shapes(&ash, &bsh).unwrap();
+            let (na, nb, n) = (ash.iter().product::<usize>(), bsh.iter().product::<usize>(), out.iter().product::<usize>());
+            let a: Vec<f32> = (0..na).map(|i| vals[(i * 7) % 64]).collect();
+            let b: Vec<f32> = (0..nb).map(|i| vals[(i * 5 + 3) % 64]).collect();
+            let ctx = Ctx::new(KernelMode::Fast, threads);
+            for k in [BKind::Add, BKind::Sub, BKind::Mul, BKind::Div] {
+                let fast = binary_f32(&ctx, HotBin::of(k).unwrap(), &a, &ash, &b, &bsh, &out).unwrap();
+                let want: Vec<f32> = (0..n)
+                    .map(|i| float_bin::<f32>(k, a[numpy_index(i, &ash, &out)], b[numpy_index(i, &bsh, &out)]))
+                    .collect();
+                prop_assert_eq!(bits(&fast), bits(&want), "{:?} {:?} {:?}", k, ash, bsh);
+            }
+        }
+    }
 }
