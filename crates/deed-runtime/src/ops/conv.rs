@@ -1859,4 +1859,130 @@ mod tests {
             &[1., 10., 102., 20., 203., 30., 300.]
         );
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        /// `ConvTranspose` over 1-D to 3-D windows with groups, strides, dilations,
+        /// output padding and a bias, its padding given by `pads`, by `output_shape` or
+        /// by `SAME_UPPER`/`SAME_LOWER`, against the gather form of the canonical
+        /// semantics written out from the shapes alone: each output sums, from `+0`
+        /// with fma, the terms of its group's input channels (increasing), then kernel
+        /// offsets (row-major), whose input position `t = o + pad_begin − k·dil` is a
+        /// multiple of the stride inside the input, then adds the bias. Fast at 1-4
+        /// threads and reference.
+        #[test]
+        fn conv_transpose_equals_definition(
+            (n, g, cg, mg) in (1usize..3, 1usize..3, 1usize..4, 1usize..4),
+            spatial in prop::collection::vec((1usize..5, 1usize..4, 1usize..4, 1usize..3, 0usize..3, 0usize..3, 0usize..3), 1..=3),
+            (mode, shape_shift) in (0u8..4, -2i64..2),
+            bias in any::<bool>(), seed in any::<u64>(), finite_only in any::<bool>(),
+        ) {
+            let r = spatial.len();
+            // (in, k, stride, dil, pad_b, pad_e, output_padding below max(stride, dil))
+            let inp: Vec<usize> = spatial.iter().map(|t| t.0).collect();
+            let kernel: Vec<usize> = spatial.iter().map(|t| t.1).collect();
+            let strides: Vec<usize> = spatial.iter().map(|t| t.2).collect();
+            let dil: Vec<usize> = spatial.iter().map(|t| t.3).collect();
+            let opad: Vec<usize> = spatial.iter().map(|t| t.6 % t.2.max(t.3)).collect();
+            let full: Vec<i64> = (0..r)
+                .map(|i| (strides[i] * (inp[i] - 1) + opad[i] + (kernel[i] - 1) * dil[i] + 1) as i64)
+                .collect();
+            // Padding and output size per dimension, as ONNX defines them.
+            let mut a = vec![
+                ("group", Attr::Int(g as i64)),
+                ("strides", Attr::Ints(strides.iter().map(|&v| v as i64).collect())),
+                ("dilations", Attr::Ints(dil.iter().map(|&v| v as i64).collect())),
+                ("output_padding", Attr::Ints(opad.iter().map(|&v| v as i64).collect())),
+            ];
+            let (pb, out): (Vec<i64>, Vec<i64>) = match mode {
+                0 => {
+                    let (b, e): (Vec<i64>, Vec<i64>) = spatial.iter().map(|t| (t.4 as i64, t.5 as i64)).unzip();
+                    a.push(("pads", Attr::Ints([b.clone(), e.clone()].concat())));
+                    (b.clone(), (0..r).map(|i| full[i] - b[i] - e[i]).collect())
+                }
+                1 => {
+                    // output_shape near the full size: the total padding splits with
+                    // its odd unit at the beginning; beyond the full size the end pads.
+                    let o: Vec<i64> = full.iter().map(|&f| (f + shape_shift).max(1)).collect();
+                    a.push(("output_shape", Attr::Ints(o.clone())));
+                    ((0..r).map(|i| { let t = full[i] - o[i]; t - t.div_euclid(2) }).collect(), o)
+                }
+                _ => {
+                    let upper = mode == 2;
+                    a.push(("auto_pad", Attr::String(if upper { b"SAME_UPPER".to_vec() } else { b"SAME_LOWER".to_vec() })));
+                    let o: Vec<i64> = inp.iter().zip(&strides).map(|(&i, &s)| (i * s) as i64).collect();
+                    ((0..r).map(|i| { let t = full[i] - o[i]; if upper { t.div_euclid(2) } else { t - t.div_euclid(2) } }).collect(), o)
+                }
+            };
+            let a = attrs(a);
+            let node = NodeInfo { name: "c", op_type: "ConvTranspose", domain: "", opset: 17, attrs: &a, num_inputs: 2 + usize::from(bias), num_outputs: 1 };
+            let op = build_conv_transpose(&node).unwrap();
+            let (c, m) = (g * cg, g * mg);
+            let mut s = seed | 1;
+            let xs = [vec![n, c], inp.clone()].concat();
+            let ws = [vec![c, mg], kernel.clone()].concat();
+            let x = Tensor::from_vec(xs.clone(), (0..xs.iter().product::<usize>()).map(|_| draw(&mut s, finite_only)).collect()).unwrap();
+            let w = Tensor::from_vec(ws.clone(), (0..ws.iter().product::<usize>()).map(|_| draw(&mut s, finite_only)).collect()).unwrap();
+            let b = Tensor::from_vec(vec![m], (0..m).map(|_| draw(&mut s, finite_only)).collect()).unwrap();
+            let mut ins = vec![Some(&x), Some(&w)];
+            if bias { ins.push(Some(&b)); }
+            let results: Vec<(String, Result<Vec<Tensor>, OpError>)> = (1..=4)
+                .map(|t| (format!("fast, {t} threads"), op.run(&ins, &Ctx::new(KernelMode::Fast, t))))
+                .chain([("reference".to_string(), op.run(&ins, &Ctx::new(KernelMode::Reference, 1)))])
+                .collect();
+            if pb.iter().any(|&p| p < 0) || out.iter().any(|&o| o < 0) {
+                // Padding the beginning negatively, or pads past the full output:
+                // refused. (Pads that take all of it leave an empty output.)
+                for (how, res) in &results {
+                    prop_assert!(res.is_err(), "{} accepted {:?} {:?}", how, pb, out);
+                }
+                return Ok(());
+            }
+            let out: Vec<usize> = out.iter().map(|&o| o as usize).collect();
+            let (xv, wv, bv) = (x.as_slice::<f32>().unwrap(), w.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+            let stride_of = |shape: &[usize]| -> Vec<usize> {
+                (0..shape.len()).map(|d| shape[d + 1..].iter().product()).collect()
+            };
+            let (in_st, k_st, o_st) = (stride_of(&inp), stride_of(&kernel), stride_of(&out));
+            let (plane_in, plane_k, plane_out) = (inp.iter().product::<usize>(), kernel.iter().product::<usize>(), out.iter().product::<usize>());
+            let mut want = Vec::with_capacity(n * m * plane_out);
+            for ni in 0..n {
+                for oc in 0..m {
+                    let gi = oc / mg;
+                    for op_ in 0..plane_out {
+                        let o: Vec<usize> = (0..r).map(|d| op_ / o_st[d] % out[d]).collect();
+                        let mut acc = 0.0f32;
+                        for ci in gi * cg..(gi + 1) * cg {
+                            for kp in 0..plane_k {
+                                let mut ii = 0;
+                                let mut ok = true;
+                                for d in 0..r {
+                                    let kd = kp / k_st[d] % kernel[d];
+                                    let t = o[d] as i64 + pb[d] - (kd * dil[d]) as i64;
+                                    if t < 0 || t % strides[d] as i64 != 0 || t / strides[d] as i64 >= inp[d] as i64 {
+                                        ok = false;
+                                        break;
+                                    }
+                                    ii += (t / strides[d] as i64) as usize * in_st[d];
+                                }
+                                if ok {
+                                    let xv_ = xv[(ni * c + ci) * plane_in + ii];
+                                    let wv_ = wv[(ci * mg + oc % mg) * plane_k + kp];
+                                    acc = xv_.mul_add(wv_, acc);
+                                }
+                            }
+                        }
+                        let y = if bias { acc + bv[oc] } else { acc };
+                        want.push(crate::ops::math::canon_f32(y).to_bits());
+                    }
+                }
+            }
+            for (how, res) in results {
+                let y = res.unwrap().remove(0);
+                prop_assert_eq!(y.shape(), &[vec![n, m], out.clone()].concat()[..], "{}", how);
+                let got: Vec<u32> = y.as_slice::<f32>().unwrap().iter().map(|v| v.to_bits()).collect();
+                prop_assert_eq!(&got, &want, "{}", how);
+            }
+        }
+    }
 }
