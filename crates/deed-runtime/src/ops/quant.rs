@@ -2237,4 +2237,140 @@ mod tests {
         let za = Tensor::from_vec(vec![5], vec![1u8; 5]).unwrap();
         assert!(run_both(&MatMulInteger, &[&a, &b, &za, &zb]).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+        /// `ConvInteger` and `QLinearConv` over 1-D to 3-D windows with groups,
+        /// strides, dilations and padding by `pads` (uneven), `SAME_UPPER`,
+        /// `SAME_LOWER` or `VALID`, u8/i8 operands, a weight zero point and scale per
+        /// tensor or per output channel and an i32 bias, against the definition
+        /// written out from the shapes: `acc = Σ (x − zx)(w − zw)` over the group's
+        /// channels and the kernel offsets whose input position
+        /// `o·stride + k·dil − pad_begin` lies inside the input (padding reads as the
+        /// zero point, a zero term), plus the bias, then `saturate(f64(acc) ·
+        /// f64(M[c]), zy)` with `M[c] = (sx · sw[c]) / sy` in f32. Fast at 1-4 threads
+        /// and reference.
+        #[test]
+        fn integer_convolutions_equal_their_definition(
+            (n, g, cg, mg) in (1usize..3, 1usize..3, 1usize..3, 1usize..4),
+            spatial in proptest::collection::vec((1usize..7, 1usize..4, 1usize..3, 1usize..3, 0usize..3, 0usize..3), 1..=3),
+            pad_mode in 0u8..4,
+            (x_signed, w_signed, y_signed) in (proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>()),
+            (per_channel_zp, per_channel_scale, bias) in (proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>()),
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            use crate::attrs::{Attr, Attrs};
+            let r = spatial.len();
+            let (c, m) = (g * cg, g * mg);
+            let inp: Vec<usize> = spatial.iter().map(|t| t.0).collect();
+            let kern: Vec<usize> = spatial.iter().map(|t| t.1).collect();
+            let st: Vec<usize> = spatial.iter().map(|t| t.2).collect();
+            let dil: Vec<usize> = spatial.iter().map(|t| t.3).collect();
+            let ext: Vec<usize> = (0..r).map(|i| dil[i] * (kern[i] - 1) + 1).collect();
+            // Padding and output size as ONNX's Conv defines them.
+            let (pb, pe): (Vec<usize>, Vec<usize>) = match pad_mode {
+                0 => spatial.iter().map(|t| (t.4, t.5)).unzip(),
+                1 | 2 => (0..r)
+                    .map(|i| {
+                        let o = inp[i].div_ceil(st[i]);
+                        let total = ((o - 1) * st[i] + ext[i]).saturating_sub(inp[i]);
+                        if pad_mode == 1 { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) }
+                    })
+                    .unzip(),
+                _ => (vec![0; r], vec![0; r]),
+            };
+            let mut attrs = vec![
+                ("group".to_string(), Attr::Int(g as i64)),
+                ("strides".to_string(), Attr::Ints(st.iter().map(|&v| v as i64).collect())),
+                ("dilations".to_string(), Attr::Ints(dil.iter().map(|&v| v as i64).collect())),
+            ];
+            match pad_mode {
+                0 => attrs.push(("pads".to_string(), Attr::Ints(pb.iter().chain(&pe).map(|&v| v as i64).collect()))),
+                1 => attrs.push(("auto_pad".to_string(), Attr::String(b"SAME_UPPER".to_vec()))),
+                2 => attrs.push(("auto_pad".to_string(), Attr::String(b"SAME_LOWER".to_vec()))),
+                _ => attrs.push(("auto_pad".to_string(), Attr::String(b"VALID".to_vec()))),
+            }
+            let attrs = Attrs(attrs.into_iter().collect());
+            let info = |op: &'static str, inputs: usize| NodeInfo { name: "c", op_type: op, domain: "", opset: 10, attrs: &attrs, num_inputs: inputs, num_outputs: 1 };
+            let conv_integer = ConvInteger(ConvParams::from_node(&info("ConvInteger", 4)).unwrap());
+            let qlinear_conv = QLinearConv(ConvParams::from_node(&info("QLinearConv", 9)).unwrap());
+            let mut s = seed | 1;
+            let xs = [vec![n, c], inp.clone()].concat();
+            let ws = [vec![m, cg], kern.clone()].concat();
+            let x = q_tensor(&xs, x_signed, &mut s);
+            let w = q_tensor(&ws, w_signed, &mut s);
+            let zx = q_tensor(&[], x_signed, &mut s);
+            let zw = q_tensor(&if per_channel_zp { vec![m] } else { vec![] }, w_signed, &mut s);
+            let zy = q_tensor(&[], y_signed, &mut s);
+            let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); s };
+            let sx = Tensor::scalar(((next() >> 40) as f32 / (1u64 << 24) as f32) * 0.05 + 0.001);
+            let sw_v: Vec<f32> = (0..if per_channel_scale { m } else { 1 }).map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32) * 0.05 + 0.001).collect();
+            let sw = if per_channel_scale { Tensor::from_vec(vec![m], sw_v.clone()).unwrap() } else { Tensor::scalar(sw_v[0]) };
+            let sy = Tensor::scalar(((next() >> 40) as f32 / (1u64 << 24) as f32) * 0.05 + 0.01);
+            let bv: Vec<i32> = (0..m).map(|_| (next() >> 48) as i32 - 32768).collect();
+            let b = Tensor::from_vec(vec![m], bv.clone()).unwrap();
+            let padded_ok = (0..r).all(|i| inp[i] + pb[i] + pe[i] >= ext[i]);
+            let conv_ins = [Some(&x), Some(&w), Some(&zx), Some(&zw)];
+            let mut q_ins = vec![Some(&x), Some(&sx), Some(&zx), Some(&w), Some(&sw), Some(&zw), Some(&sy), Some(&zy)];
+            if bias { q_ins.push(Some(&b)); }
+            let contexts: Vec<Ctx> = (1..=4).map(|t| Ctx::new(crate::ctx::KernelMode::Fast, t)).chain([Ctx::new(crate::ctx::KernelMode::Reference, 1)]).collect();
+            if !padded_ok {
+                // The kernel does not fit the padded input: refused.
+                for ctx in &contexts {
+                    proptest::prop_assert!(conv_integer.run(&conv_ins, ctx).is_err());
+                    proptest::prop_assert!(qlinear_conv.run(&q_ins, ctx).is_err());
+                }
+                return Ok(());
+            }
+            let out: Vec<usize> = (0..r).map(|i| (inp[i] + pb[i] + pe[i] - ext[i]) / st[i] + 1).collect();
+            let (xv, wv, zxv, zwv, zyv) = (ints_of(&x).unwrap(), ints_of(&w).unwrap(), ints_of(&zx).unwrap()[0], ints_of(&zw).unwrap(), ints_of(&zy).unwrap()[0]);
+            let (sxv, syv) = (floats_of(&sx).unwrap()[0], floats_of(&sy).unwrap()[0]);
+            let (lo, hi) = qrange(zy.dtype()).unwrap();
+            let (ist, kst, ost) = (strides_of(&inp), strides_of(&kern), strides_of(&out));
+            let (plane_in, plane_k, plane_out) = (inp.iter().product::<usize>(), kern.iter().product::<usize>(), out.iter().product::<usize>());
+            let (mut acc_want, mut y_want) = (Vec::new(), Vec::new());
+            for ni in 0..n {
+                for oc in 0..m {
+                    let gi = oc / mg;
+                    let zw_c = zwv[if per_channel_zp { oc } else { 0 }];
+                    for op_ in 0..plane_out {
+                        let mut acc = 0i32;
+                        for ci in 0..cg {
+                            for kp in 0..plane_k {
+                                let mut at = Some(0usize);
+                                for d in 0..r {
+                                    let (o, k) = (op_ / ost[d] % out[d], kp / kst[d] % kern[d]);
+                                    let p = (o * st[d] + k * dil[d]) as i64 - pb[d] as i64;
+                                    at = match at {
+                                        Some(a) if p >= 0 && (p as usize) < inp[d] => Some(a + p as usize * ist[d]),
+                                        _ => None,
+                                    };
+                                }
+                                if let Some(a) = at {
+                                    let xq = xv[(ni * c + gi * cg + ci) * plane_in + a] - zxv;
+                                    let wq = wv[(oc * cg + ci) * plane_k + kp] - zw_c;
+                                    acc = acc.wrapping_add(xq * wq);
+                                }
+                            }
+                        }
+                        acc_want.push(acc);
+                        let total = if bias { acc.wrapping_add(bv[oc]) } else { acc };
+                        let mult = (sxv * sw_v[if per_channel_scale { oc } else { 0 }]) / syv;
+                        y_want.push(saturate(f64::from(total) * f64::from(mult), zyv, lo, hi));
+                    }
+                }
+            }
+            let shape = [vec![n, m], out.clone()].concat();
+            for ctx in &contexts {
+                let how = format!("threads {} reference {}", ctx.threads(), ctx.reference());
+                let y = conv_integer.run(&conv_ins, ctx).unwrap().remove(0);
+                proptest::prop_assert_eq!(y.shape(), &shape[..], "{}", how);
+                proptest::prop_assert_eq!(&ints_of(&y).unwrap(), &acc_want, "ConvInteger {}", how);
+                let y = qlinear_conv.run(&q_ins, ctx).unwrap().remove(0);
+                proptest::prop_assert_eq!(y.shape(), &shape[..], "{}", how);
+                proptest::prop_assert_eq!(y.dtype(), zy.dtype());
+                proptest::prop_assert_eq!(&ints_of(&y).unwrap(), &y_want, "QLinearConv {}", how);
+            }
+        }
+    }
 }
