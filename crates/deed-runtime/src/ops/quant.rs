@@ -2373,4 +2373,76 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        /// `QuantizeLinear` then `DequantizeLinear` on inputs of rank 1 to 4 with the
+        /// scale and zero point per tensor, per axis (any axis, counted from either
+        /// end) or blocked along it (opset 21), u8 or i8, against the definition
+        /// written out from the shapes: element `i` takes the parameters of its
+        /// coordinate on the axis (divided by the block size when blocked; the other
+        /// coordinates too when blocked), `q = saturate(f32(x / s), zp)` and
+        /// `y = f32(q − zp) · s`.
+        #[test]
+        fn quantize_layouts_equal_their_definition(
+            shape in proptest::collection::vec(1usize..6, 1..5),
+            axis_pick in 0usize..8,
+            (layout, block) in (0u8..3, 1usize..4),
+            signed in proptest::prelude::any::<bool>(),
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            use crate::attrs::{Attr, Attrs};
+            let r = shape.len();
+            let ax = axis_pick % r;
+            // Half the cases name the axis from the end.
+            let axis_attr = if axis_pick >= r { ax as i64 - r as i64 } else { ax as i64 };
+            let pshape: Vec<usize> = match layout {
+                0 => vec![],
+                1 => vec![shape[ax]],
+                _ => shape.iter().enumerate().map(|(d, &v)| if d == ax { v.div_ceil(block) } else { v }).collect(),
+            };
+            let mut attrs = vec![("axis".to_string(), Attr::Int(axis_attr))];
+            if layout == 2 {
+                attrs.push(("block_size".to_string(), Attr::Int(block as i64)));
+            }
+            let attrs = Attrs(attrs.into_iter().collect());
+            let node = |op: &'static str| NodeInfo { name: "q", op_type: op, domain: "", opset: 21, attrs: &attrs, num_inputs: 3, num_outputs: 1 };
+            let (q, d) = (build_quantize(&node("QuantizeLinear")).unwrap(), build_dequantize(&node("DequantizeLinear")).unwrap());
+            let mut s = seed | 1;
+            let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); s };
+            let n: usize = shape.iter().product();
+            let xv: Vec<f32> = (0..n).map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32) * 40.0 - 20.0).collect();
+            let np: usize = pshape.iter().product();
+            let sv: Vec<f32> = (0..np).map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32) * 0.2 + 0.01).collect();
+            let zv: Vec<i32> = (0..np).map(|_| if signed { (next() >> 56) as i8 as i32 } else { (next() >> 56) as u8 as i32 }).collect();
+            let x = Tensor::from_vec(shape.clone(), xv.clone()).unwrap();
+            let st = Tensor::from_vec(pshape.clone(), sv.clone()).unwrap();
+            let zt = if signed {
+                Tensor::from_vec(pshape.clone(), zv.iter().map(|&z| z as i8).collect()).unwrap()
+            } else {
+                Tensor::from_vec(pshape.clone(), zv.iter().map(|&z| z as u8).collect()).unwrap()
+            };
+            let (lo, hi) = if signed { (-128, 127) } else { (0, 255) };
+            let xst = strides_of(&shape);
+            let pst = strides_of(&pshape);
+            let param = |i: usize| -> usize {
+                match layout {
+                    0 => 0,
+                    1 => i / xst[ax] % shape[ax],
+                    _ => (0..r).map(|dd| { let c = i / xst[dd] % shape[dd]; (if dd == ax { c / block } else { c }) * pst[dd] }).sum(),
+                }
+            };
+            let q_want: Vec<i32> = (0..n).map(|i| saturate(f64::from(xv[i] / sv[param(i)]), zv[param(i)], lo, hi)).collect();
+            let y_want: Vec<u32> = (0..n).map(|i| ((q_want[i] - zv[param(i)]) as f32 * sv[param(i)]).to_bits()).collect();
+            for ctx in [Ctx::new(crate::ctx::KernelMode::Fast, 1), Ctx::new(crate::ctx::KernelMode::Fast, 3), Ctx::new(crate::ctx::KernelMode::Reference, 1)] {
+                let qy = q.run(&[Some(&x), Some(&st), Some(&zt)], &ctx).unwrap().remove(0);
+                proptest::prop_assert_eq!(qy.shape(), &shape[..]);
+                proptest::prop_assert_eq!(qy.dtype(), zt.dtype());
+                proptest::prop_assert_eq!(&ints_of(&qy).unwrap(), &q_want);
+                let y = d.run(&[Some(&qy), Some(&st), Some(&zt)], &ctx).unwrap().remove(0);
+                let got: Vec<u32> = y.as_slice::<f32>().unwrap().iter().map(|v| v.to_bits()).collect();
+                proptest::prop_assert_eq!(&got, &y_want);
+            }
+        }
+    }
 }
