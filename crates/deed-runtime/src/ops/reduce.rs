@@ -184,8 +184,21 @@ impl Op for Reduce {
         let x = input(inputs, 0)?;
         let axes = self.axes(x.rank(), opt_input(inputs, 1))?;
         let out_shape = self.out_shape(x.shape(), &axes);
-        let Some(axes) = axes else {
-            return Ok(vec![x.clone()]);
+        let axes = match axes {
+            Some(axes) => axes,
+            // `noop_with_empty_axes`: nothing is reduced, but the operator's
+            // elementwise part still applies (as in the ONNX reference, which reduces
+            // over no axes): each element is the one term of its own group, so
+            // ReduceSumSquare squares, ReduceL1 takes the absolute value, and so on.
+            // The others return the input as it is.
+            None if matches!(
+                self.kind,
+                Kind::Sum | Kind::Mean | Kind::Max | Kind::Min | Kind::Prod
+            ) =>
+            {
+                return Ok(vec![x.clone()])
+            }
+            None => Vec::new(),
         };
         let groups = Groups::new(x.shape(), &axes);
         let data = match x.data() {
@@ -852,5 +865,178 @@ mod tests {
         let ax0 = Tensor::scalar(0i64);
         let wrapped = run(&p(false, false), &[Some(&big), Some(&ax0)]);
         assert_eq!(wrapped.as_slice::<i32>().unwrap(), &[1 << 20, 0, 0]);
+    }
+
+    /// Kind `k` over `terms` (the reduced elements in row-major order of the reduced
+    /// index) as `docs/canonical-semantics.md` defines it.
+    fn definition(k: Kind, terms: &[f32]) -> f32 {
+        let sum = |f: &dyn Fn(f32, f32) -> f32| terms.iter().fold(0.0f32, |a, &x| f(a, x));
+        let max = || {
+            terms.iter().fold(f32::NEG_INFINITY, |a, &x| {
+                if a.is_nan() || x.is_nan() {
+                    f32::NAN
+                } else if x > a {
+                    x
+                } else {
+                    a
+                }
+            })
+        };
+        match k {
+            Kind::Sum => sum(&|a, x| a + x),
+            Kind::Mean => sum(&|a, x| a + x) / terms.len() as f32,
+            Kind::Max => max(),
+            Kind::Min => terms.iter().fold(f32::INFINITY, |a, &x| {
+                if a.is_nan() || x.is_nan() {
+                    f32::NAN
+                } else if x < a {
+                    x
+                } else {
+                    a
+                }
+            }),
+            Kind::Prod => terms.iter().fold(1.0f32, |a, &x| a * x),
+            Kind::L1 => sum(&|a, x| a + x.abs()),
+            Kind::L2 => sum(&|a, x| x.mul_add(x, a)).sqrt(),
+            Kind::SumSquare => sum(&|a, x| x.mul_add(x, a)),
+            Kind::LogSum => crate::ops::math::ln_f32(sum(&|a, x| a + x)),
+            Kind::LogSumExp => {
+                let m = max();
+                if m.is_infinite() || m.is_nan() {
+                    m
+                } else {
+                    m + crate::ops::math::ln_f32(sum(&|a, x| a + crate::ops::math::exp_f32(x - m)))
+                }
+            }
+        }
+    }
+
+    const ALL: [Kind; 10] = [
+        Kind::Sum,
+        Kind::Mean,
+        Kind::Max,
+        Kind::Min,
+        Kind::Prod,
+        Kind::L1,
+        Kind::L2,
+        Kind::SumSquare,
+        Kind::LogSum,
+        Kind::LogSumExp,
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Every float reduction over any set of axes (given from either end, in any
+        /// order, repeated; or none, with and without `noop_with_empty_axes`) of
+        /// rank 1-4 inputs, empty dimensions included, with and without kept
+        /// dimensions, against the definition computed from the shape alone: output
+        /// element `o` folds, in row-major order of the reduced index, the input
+        /// elements whose kept coordinates are `o`'s. With no axes and
+        /// `noop_with_empty_axes`, each element is its own group, and Sum, Mean, Max,
+        /// Min and Prod return the input as it is.
+        #[test]
+        fn reductions_equal_their_definition(
+            shape in proptest::collection::vec(prop_oneof_dims(), 1..5),
+            picks in proptest::collection::vec((0usize..4, proptest::prelude::any::<bool>()), 0..4),
+            (keepdims, noop) in (proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>()),
+            vals in proptest::collection::vec(proptest::prop_oneof![
+                6 => -4.0f32..4.0,
+                1 => proptest::prelude::Just(f32::NAN),
+                1 => proptest::prelude::Just(f32::INFINITY),
+                1 => proptest::prelude::Just(f32::NEG_INFINITY),
+                1 => proptest::prelude::Just(-0.0f32),
+            ], 64),
+        ) {
+            let r = shape.len();
+            let raw: Vec<i64> = picks.iter().map(|&(a, from_end)| {
+                let a = (a % r) as i64;
+                if from_end { a - r as i64 } else { a }
+            }).collect();
+            let mut axes: Vec<usize> = raw.iter().map(|&a| if a < 0 { (a + r as i64) as usize } else { a as usize }).collect();
+            axes.sort_unstable();
+            axes.dedup();
+            let n: usize = shape.iter().product();
+            let xv: Vec<f32> = (0..n).map(|i| vals[(i * 11) % 64]).collect();
+            let x = Tensor::from_vec(shape.clone(), xv.clone()).unwrap();
+            let at = Tensor::from_vec(vec![raw.len()], raw.clone()).unwrap();
+            let strides: Vec<usize> = (0..r).map(|d| shape[d + 1..].iter().product()).collect();
+            let noop_here = axes.is_empty() && noop;
+            let reduced: Vec<usize> = if axes.is_empty() && !noop { (0..r).collect() } else { axes.clone() };
+            let kept: Vec<usize> = (0..r).filter(|d| !reduced.contains(d)).collect();
+            let out_shape: Vec<usize> = (0..r).filter_map(|d| if reduced.contains(&d) { keepdims.then_some(1) } else { Some(shape[d]) }).collect();
+            for kind in ALL {
+                let op = Reduce { kind, axes_attr: None, axes_from_input: true, keepdims, noop_with_empty_axes: noop };
+                let y = op.run(&[Some(&x), Some(&at)], &Ctx::default()).unwrap().remove(0);
+                let want: Vec<f32> = if noop_here && matches!(kind, Kind::Sum | Kind::Mean | Kind::Max | Kind::Min | Kind::Prod) {
+                    xv.clone()
+                } else {
+                    // Output elements in row-major order of the kept coordinates; the
+                    // terms of each in row-major order of the reduced ones.
+                    let outs: usize = kept.iter().map(|&d| shape[d]).product();
+                    let terms_n: usize = reduced.iter().map(|&d| shape[d]).product();
+                    (0..outs).map(|o| {
+                        let mut base = 0;
+                        let mut rest = o;
+                        for &d in kept.iter().rev() {
+                            base += rest % shape[d] * strides[d];
+                            rest /= shape[d];
+                        }
+                        let terms: Vec<f32> = (0..terms_n).map(|t| {
+                            let mut off = 0;
+                            let mut rest = t;
+                            for &d in reduced.iter().rev() {
+                                off += rest % shape[d] * strides[d];
+                                rest /= shape[d];
+                            }
+                            xv[base + off]
+                        }).collect();
+                        definition(kind, &terms)
+                    }).collect()
+                };
+                proptest::prop_assert_eq!(y.shape(), &out_shape[..], "{:?}", kind);
+                let canon = |v: &[f32]| -> Vec<u32> { v.iter().map(|&f| crate::ops::math::canon_f32(f).to_bits()).collect() };
+                proptest::prop_assert_eq!(canon(y.as_slice::<f32>().unwrap()), canon(&want), "{:?} axes {:?}", kind, raw);
+            }
+        }
+    }
+
+    /// Dimensions of 0 to 4, 0 less often.
+    fn prop_oneof_dims() -> impl proptest::strategy::Strategy<Value = usize> {
+        proptest::prop_oneof![1 => proptest::prelude::Just(0usize), 6 => 1usize..5]
+    }
+
+    #[test]
+    fn noop_with_empty_axes_keeps_the_elementwise_part() {
+        // As the ONNX reference reduces over no axes: ReduceSumSquare squares,
+        // ReduceL1 takes the absolute value, ReduceLogSum the logarithm; ReduceSum
+        // returns its input (its −0 too).
+        let x = Tensor::from_vec(vec![3], vec![-2.0f32, 3.0, -0.0]).unwrap();
+        let noop = |kind| Reduce {
+            kind,
+            axes_attr: None,
+            axes_from_input: true,
+            keepdims: true,
+            noop_with_empty_axes: true,
+        };
+        let y = |kind| {
+            run(&noop(kind), &[Some(&x)])
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec()
+        };
+        assert_eq!(y(Kind::SumSquare), [4.0, 9.0, 0.0]);
+        assert_eq!(y(Kind::L1), [2.0, 3.0, 0.0]);
+        assert_eq!(y(Kind::L2), [2.0, 3.0, 0.0]);
+        let log = y(Kind::LogSum);
+        assert!(
+            log[0].is_nan()
+                && log[1] == crate::ops::math::ln_f32(3.0)
+                && log[2] == f32::NEG_INFINITY
+        );
+        let sum: Vec<u32> = y(Kind::Sum).iter().map(|v| v.to_bits()).collect();
+        assert_eq!(
+            sum,
+            [(-2.0f32).to_bits(), 3.0f32.to_bits(), (-0.0f32).to_bits()]
+        );
     }
 }
