@@ -93,8 +93,30 @@ impl WindowAttrs {
     }
 
     /// Resolves the geometry for `input` spatial dims and `kernel` (from the weight
-    /// when the attribute is absent).
+    /// when the attribute is absent). A window larger than the (padded) input is an
+    /// error: see [`WindowAttrs::resolve_pool`] for the pools' rule.
     pub(crate) fn resolve(&self, input: &[usize], kernel: &[usize]) -> Result<Window, OpError> {
+        self.resolve_with(input, kernel, false)
+    }
+
+    /// [`WindowAttrs::resolve`] for a pool, whose output size follows ONNX's formulas
+    /// also when the window is larger than the (padded) input: `floor((total − extent)
+    /// / stride + 1)` outputs, none, or in `ceil_mode` `ceil(…)`, one when the window
+    /// overhangs the end by less than a stride (it then pools what it covers).
+    pub(crate) fn resolve_pool(
+        &self,
+        input: &[usize],
+        kernel: &[usize],
+    ) -> Result<Window, OpError> {
+        self.resolve_with(input, kernel, true)
+    }
+
+    fn resolve_with(
+        &self,
+        input: &[usize],
+        kernel: &[usize],
+        pool: bool,
+    ) -> Result<Window, OpError> {
         let r = input.len();
         if r == 0 || r > 3 {
             return Err(OpError::unsupported(format!(
@@ -135,9 +157,14 @@ impl WindowAttrs {
                     let (pb, pe) = (pads[i], pads[r + i]);
                     let total = inp + pb + pe;
                     if total < dk {
-                        return Err(OpError::shape(format!(
-                            "window of extent {dk} does not fit padded input of {total}"
-                        )));
+                        if !pool {
+                            return Err(OpError::shape(format!(
+                                "window of extent {dk} does not fit padded input of {total}"
+                            )));
+                        }
+                        let out = usize::from(self.ceil_mode && dk - total < s);
+                        w.set(d, inp, k, s, dl, (pb, pe, out));
+                        continue;
                     }
                     let mut out = if self.ceil_mode {
                         (total - dk).div_ceil(s) + 1
@@ -151,17 +178,17 @@ impl WindowAttrs {
                     (pb, pe, out)
                 }
                 AutoPad::Valid => {
+                    // `ceil((in − extent + 1) / stride)` whatever `ceil_mode` says.
                     if inp < dk {
-                        return Err(OpError::shape(format!(
-                            "window of extent {dk} does not fit input of {inp}"
-                        )));
-                    }
-                    let out = if self.ceil_mode {
-                        (inp - dk).div_ceil(s) + 1
+                        if !pool {
+                            return Err(OpError::shape(format!(
+                                "window of extent {dk} does not fit input of {inp}"
+                            )));
+                        }
+                        (0, 0, 0)
                     } else {
-                        (inp - dk) / s + 1
-                    };
-                    (0, 0, out)
+                        (0, 0, (inp - dk) / s + 1)
+                    }
                 }
                 AutoPad::SameUpper | AutoPad::SameLower => {
                     let out = inp.div_ceil(s);
@@ -174,13 +201,7 @@ impl WindowAttrs {
                     }
                 }
             };
-            w.input[d] = inp;
-            w.kernel[d] = k;
-            w.stride[d] = s;
-            w.dil[d] = dl;
-            w.pad_begin[d] = pb;
-            w.pad_end[d] = pe;
-            w.output[d] = out;
+            w.set(d, inp, k, s, dl, (pb, pe, out));
         }
         Ok(w)
     }
@@ -197,6 +218,28 @@ pub(crate) struct Window {
     pub pad_begin: [usize; 3],
     pub pad_end: [usize; 3],
     pub output: [usize; 3],
+}
+
+impl Window {
+    /// Sets embedded dimension `d`: input, kernel, stride and dilation, then the
+    /// padding at each end and the output size.
+    fn set(
+        &mut self,
+        d: usize,
+        inp: usize,
+        k: usize,
+        s: usize,
+        dl: usize,
+        (pb, pe, out): (usize, usize, usize),
+    ) {
+        self.input[d] = inp;
+        self.kernel[d] = k;
+        self.stride[d] = s;
+        self.dil[d] = dl;
+        self.pad_begin[d] = pb;
+        self.pad_end[d] = pe;
+        self.output[d] = out;
+    }
 }
 
 impl Window {

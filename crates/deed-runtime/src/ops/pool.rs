@@ -119,7 +119,7 @@ impl Pool {
             return w.resolve(&[vol], &[vol]);
         }
         let k = self.win.kernel.clone().unwrap_or_default();
-        self.win.resolve(&x[2..], &k)
+        self.win.resolve_pool(&x[2..], &k)
     }
 
     fn out_shape(&self, x: &[usize], w: &Window) -> Vec<usize> {
@@ -1139,5 +1139,57 @@ mod tests {
             let f = p.run(&[Some(&x)], &Ctx::new(KernelMode::Fast, threads)).unwrap();
             prop_assert_eq!(r[0].encode(), f[0].encode());
         }
+    }
+
+    #[test]
+    fn output_sizes_follow_onnx_when_the_window_overhangs() {
+        let x = Tensor::from_vec(vec![1, 1, 2, 2], vec![1.0f32, 4.0, 3.0, 2.0]).unwrap();
+        let pool = |kind: &str, attrs: Vec<(&str, Attr)>| {
+            let p = op(kind, attrs, 1);
+            let modes = [
+                Ctx::new(KernelMode::Fast, 2),
+                Ctx::new(KernelMode::Reference, 1),
+            ];
+            let ys: Vec<Tensor> = modes
+                .iter()
+                .map(|c| p.run(&[Some(&x)], c).unwrap().remove(0))
+                .collect();
+            assert_eq!(ys[0], ys[1]);
+            ys[0].clone()
+        };
+        // A 3×3 window, stride 2, over a 2×2 input: ceil((2 − 3) / 2 + 1) = 1 output in
+        // ceil mode (the window pools what it covers), floor(…) = 0 otherwise.
+        let k3s2 = |ceil| {
+            vec![
+                ("kernel_shape", Attr::Ints(vec![3, 3])),
+                ("strides", Attr::Ints(vec![2, 2])),
+                ("ceil_mode", Attr::Int(ceil)),
+            ]
+        };
+        let y = pool("MaxPool", k3s2(1));
+        assert_eq!(
+            (y.shape(), y.as_slice::<f32>().unwrap()),
+            (&[1, 1, 1, 1][..], &[4.0][..])
+        );
+        let y = pool("AveragePool", k3s2(1));
+        assert_eq!(y.as_slice::<f32>().unwrap(), &[2.5]);
+        assert_eq!(pool("MaxPool", k3s2(0)).shape(), &[1, 1, 0, 0]);
+        // VALID sizes ignore ceil_mode: ceil((in − extent + 1) / stride).
+        let x5 = Tensor::from_vec(vec![1, 1, 5], vec![1.0f32, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        let p = op(
+            "MaxPool",
+            vec![
+                ("kernel_shape", Attr::Ints(vec![2])),
+                ("strides", Attr::Ints(vec![2])),
+                ("auto_pad", Attr::String(b"VALID".to_vec())),
+                ("ceil_mode", Attr::Int(1)),
+            ],
+            1,
+        );
+        let y = p.run(&[Some(&x5)], &Ctx::default()).unwrap().remove(0);
+        assert_eq!(
+            (y.shape(), y.as_slice::<f32>().unwrap()),
+            (&[1, 1, 2][..], &[2.0, 4.0][..])
+        );
     }
 }
