@@ -354,8 +354,10 @@ pub(crate) fn apply_float<F: Float>(k: Kind, x: F) -> F {
                 x
             }
         }
+        // ONNX's function body, `Where(Greater(X, alpha), X, 0)`: NaN compares false
+        // and gives 0 (as the ONNX reference and onnxruntime compute it).
         Kind::ThresholdedRelu { alpha } => {
-            if x > F::from_f32(alpha) || x.is_nan() {
+            if x > F::from_f32(alpha) {
                 x
             } else {
                 F::ZERO
@@ -378,14 +380,14 @@ pub(crate) fn apply_float<F: Float>(k: Kind, x: F) -> F {
                 x
             }
         }
+        // ONNX's definition: NaN is neither below −λ nor above λ, so it gives 0 (as
+        // the ONNX reference and onnxruntime compute it).
         Kind::Shrink { bias, lambd } => {
             let l = F::from_f32(lambd);
             if x < -l {
                 x + F::from_f32(bias)
             } else if x > l {
                 x - F::from_f32(bias)
-            } else if x.is_nan() {
-                x
             } else {
                 F::ZERO
             }
@@ -689,6 +691,22 @@ mod tests {
             relu(f32::NAN).to_bits(),
             super::super::math::NAN_F32.to_bits()
         );
+    }
+
+    #[test]
+    fn thresholded_relu_and_shrink_give_nan_zero() {
+        // Their ONNX definitions compare: NaN is never above the threshold.
+        let t = Kind::ThresholdedRelu { alpha: 0.5 };
+        assert_eq!(apply_float(t, f32::NAN).to_bits(), 0.0f32.to_bits());
+        assert_eq!(apply_float(t, 0.7f32), 0.7);
+        assert_eq!(apply_float(t, 0.5f32), 0.0);
+        let s = Kind::Shrink {
+            bias: 0.25,
+            lambd: 1.0,
+        };
+        assert_eq!(apply_float(s, f64::NAN).to_bits(), 0.0f64.to_bits());
+        assert_eq!(apply_float(s, 2.0f64), 1.75);
+        assert_eq!(apply_float(s, -2.0f64), -1.75);
     }
 
     #[test]
