@@ -560,6 +560,10 @@ impl Gemm {
             None => None,
         };
         let (alpha, beta) = (self.alpha, self.beta);
+        // `beta = 0` drops C (checked above all the same), as the ONNX reference and
+        // onnxruntime do: an infinite or NaN bias does not turn into NaN, and a −0
+        // product stays −0.
+        let c = c.filter(|_| beta != 0.0);
         super::simd::with_fma(
             #[inline(always)]
             || {
@@ -1157,6 +1161,33 @@ mod tests {
     }
 
     #[test]
+    fn gemm_with_beta_zero_drops_c() {
+        // As the ONNX reference and onnxruntime compute it: 0·∞ and 0·NaN never reach
+        // the output, and a −0 product stays −0.
+        let attrs = Attrs(
+            [
+                ("alpha".to_string(), Attr::Float(-1.0)),
+                ("beta".to_string(), Attr::Float(0.0)),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let op = build_gemm(&node("Gemm", &attrs, 3)).unwrap();
+        let a = t(&[1, 2], vec![1., -0.0]);
+        let b = t(&[2, 3], vec![2., -0.0, 0.0, 3., 1., 1.]);
+        let c = t(&[3], vec![f32::INFINITY, f32::NAN, 1.0]);
+        let y = run(op.as_ref(), &[&a, &b, &c], &Ctx::default()).unwrap();
+        let bits: Vec<u32> = y
+            .as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        // −1·2, then −1·(+0) twice: −0, where adding 0·c would give NaN, NaN and +0.
+        assert_eq!(bits, [-2.0f32, -0.0, -0.0].map(f32::to_bits));
+    }
+
+    #[test]
     fn einsum_forms() {
         let eq = |s: &str| {
             Attrs(
@@ -1383,10 +1414,10 @@ mod tests {
             }
         }
 
-        /// `Gemm` with every `transA`/`transB`, alpha and beta (1 among them), and a C
-        /// of every shape that broadcasts to [M, N] (or none), against its definition:
-        /// `alpha · acc` (the canonical dot product), plus `beta · c`, each rounded
-        /// on its own, then the canonical NaN. Run as it comes and with a constant B
+        /// `Gemm` with every `transA`/`transB`, alpha and beta (1 and 0 among them), and
+        /// a C of every shape that broadcasts to [M, N] (or none), against its
+        /// definition: `alpha · acc` (the canonical dot product), plus `beta · c` unless
+        /// beta is 0, each rounded on its own, then the canonical NaN. Run as it comes and with a constant B
         /// packed while planning, fast at 1-4 threads and reference.
         #[test]
         fn gemm_equals_its_definition(
@@ -1433,7 +1464,7 @@ mod tests {
                 for j in 0..n {
                     let acc = dot(k, |kk| a_at(i, kk), |kk| b_at(kk, j));
                     let mut y = alpha * acc;
-                    if let (Some(c), Some(cs)) = (&c, &csh) {
+                    if let (Some(c), Some(cs)) = (c.as_ref().filter(|_| beta != 0.0), &csh) {
                         let cv = c.as_slice::<f32>().unwrap();
                         let ci = match cs[..] {
                             [] | [1] | [1, 1] => 0,
