@@ -644,6 +644,228 @@ def _where(rng):
     return Case("Where").feed(cond).feed(floats(rng, shape, 0.05)).feed(floats(rng, other[1:], 0.05))
 
 
+@gen("MatMul")
+def _matmul(rng):
+    m, k, n = (int(rng.integers(1, 6)) for _ in range(3))
+    a = shape_of(rng, 0, 2, hi=4) + [m, k]
+    b = [d if rng.random() < 0.5 else 1 for d in a[:-2]][int(rng.integers(0, len(a) - 1)):] + [k, n]
+    if rng.random() < 0.2:
+        a = [k]
+    if rng.random() < 0.2:
+        b = [k]
+    return Case("MatMul").feed(floats(rng, a, 0.02)).feed(floats(rng, b, 0.02))
+
+
+@gen("Gemm")
+def _gemm(rng):
+    m, k, n = (int(rng.integers(1, 7)) for _ in range(3))
+    ta, tb = int(rng.integers(0, 2)), int(rng.integers(0, 2))
+    attrs = {"transA": ta, "transB": tb, "alpha": float(rng.choice([1.0, 0.5, -2.0])),
+             "beta": float(rng.choice([1.0, 0.0, 3.0]))}
+    c = Case("Gemm", attrs).feed(floats(rng, [k, m] if ta else [m, k], 0.02))
+    c.feed(floats(rng, [n, k] if tb else [k, n], 0.02))
+    cs = [[], [1], [n], [1, n], [m, 1], [m, n], None][int(rng.integers(0, 7))]
+    if cs is not None:
+        c.feed(floats(rng, cs, 0.02))
+    return c
+
+
+@gen("BatchNormalization")
+def _batchnorm(rng):
+    shape = [int(rng.integers(1, 3)), int(rng.integers(1, 4))] + shape_of(rng, 0, 2)
+    ch = [shape[1]]
+    var = np.abs(floats(rng, ch, 0)) + 0.1
+    return (Case("BatchNormalization", {"epsilon": 1e-5}).feed(floats(rng, shape, 0))
+            .feed(floats(rng, ch, 0)).feed(floats(rng, ch, 0)).feed(floats(rng, ch, 0)).feed(var))
+
+
+@gen("PRelu")
+def _prelu(rng):
+    shape = shape_of(rng, 1, 4)
+    slope = [d if rng.random() < 0.5 else 1 for d in shape][int(rng.integers(0, len(shape))):]
+    return Case("PRelu").feed(floats(rng, shape, 0.05)).feed(floats(rng, slope, 0))
+
+
+@gen("Concat")
+def _concat(rng):
+    shape = shape_of(rng, 1, 4)
+    axis = axes_of(rng, len(shape), 1)[0]
+    c = Case("Concat", {"axis": axis})
+    for _ in range(int(rng.integers(1, 4))):
+        part = list(shape)
+        part[axis] = int(rng.integers(0, 4))
+        c.feed(floats(rng, part, 0))
+    return c
+
+
+@gen("Flatten")
+def _flatten(rng):
+    shape = shape_of(rng, 1, 4)
+    return Case("Flatten", {"axis": int(rng.integers(-len(shape), len(shape) + 1))}).feed(floats(rng, shape, 0))
+
+
+@gen("SpaceToDepth")
+def _s2d(rng):
+    b = int(rng.integers(1, 4))
+    shape = [int(rng.integers(1, 3)), int(rng.integers(1, 3)), b * int(rng.integers(1, 3)), b * int(rng.integers(1, 3))]
+    return Case("SpaceToDepth", {"blocksize": b}).feed(floats(rng, shape, 0))
+
+
+@gen("ReverseSequence")
+def _reverse_sequence(rng):
+    b, t = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+    time_axis = int(rng.integers(0, 2))
+    shape = ([t, b] if time_axis == 0 else [b, t]) + shape_of(rng, 0, 1)
+    lens = rng.integers(1, t + 1, size=[b]).astype(np.int64)
+    return (Case("ReverseSequence", {"time_axis": time_axis, "batch_axis": 1 - time_axis})
+            .feed(floats(rng, shape, 0)).feed(lens))
+
+
+@gen("Compress")
+def _compress(rng):
+    shape = shape_of(rng, 1, 3)
+    c = Case("Compress")
+    if rng.random() < 0.7:
+        axis = axes_of(rng, len(shape), 1)[0]
+        c.attrs["axis"] = axis
+        n = int(rng.integers(1, shape[axis] + 1))
+    else:
+        n = int(rng.integers(1, int(np.prod(shape)) + 1))
+    return c.feed(floats(rng, shape, 0)).const(rng.random(size=[n]) < 0.5)
+
+
+@gen("Range")
+def _range(rng):
+    start = float(rng.integers(-5, 5))
+    delta = float(rng.choice([-2.0, -0.5, 0.75, 1.0, 3.0]))
+    limit = start + delta * float(rng.integers(0, 8)) + float(rng.uniform(-0.4, 0.4))
+    return (Case("Range").const(np.array(start, dtype=np.float32))
+            .const(np.array(limit, dtype=np.float32)).const(np.array(delta, dtype=np.float32)))
+
+
+for _op in ["Sum", "Mean", "Max", "Min"]:
+    def _variadic(rng, op=_op):
+        shape = shape_of(rng, 0, 3)
+        c = Case(op)
+        for _ in range(int(rng.integers(1, 4))):
+            c.feed(floats(rng, [d if rng.random() < 0.7 else 1 for d in shape], 0.05))
+        return c
+    gen(_op + "Variadic")(_variadic)
+
+
+@gen("Cast")
+def _cast(rng):
+    kinds = [(np.float32, np.int32), (np.float32, np.int8), (np.float32, np.uint8),
+             (np.float32, np.bool_), (np.int64, np.float32), (np.bool_, np.float32),
+             (np.float32, np.float16), (np.float64, np.float32), (np.int32, np.int8),
+             (np.float32, np.int64)]
+    src, dst = kinds[int(rng.integers(0, len(kinds)))]
+    shape = shape_of(rng, 0, 3)
+    if src == np.bool_:
+        x = rng.random(size=shape) < 0.5
+    elif np.issubdtype(src, np.integer):
+        x = rng.integers(-300, 300, size=shape).astype(src)
+    else:
+        # In range of the target (out of range is undefined in the specification).
+        lim = 100.0 if dst in (np.int8, np.uint8) else 1e4
+        x = rng.uniform(0 if dst == np.uint8 else -lim, lim, size=shape).astype(src)
+    return Case("Cast", {"to": int(oh.np_dtype_to_tensor_dtype(np.dtype(dst)))}).feed(np.asarray(x))
+
+
+@gen("RoiAlign")
+def _roi_align(rng):
+    shape = [int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.integers(2, 7)), int(rng.integers(2, 7))]
+    n = int(rng.integers(1, 4))
+    x1, y1 = rng.uniform(0, shape[3] - 1, size=n), rng.uniform(0, shape[2] - 1, size=n)
+    rois = np.stack([x1, y1, x1 + rng.uniform(0.5, 3, size=n), y1 + rng.uniform(0.5, 3, size=n)], -1)
+    attrs = {"mode": str(rng.choice(["avg", "max"])), "output_height": int(rng.integers(1, 4)),
+             "output_width": int(rng.integers(1, 4)), "sampling_ratio": int(rng.integers(0, 3)),
+             "spatial_scale": float(rng.choice([1.0, 0.5])),
+             "coordinate_transformation_mode": str(rng.choice(["half_pixel", "output_half_pixel"]))}
+    return (Case("RoiAlign", attrs).feed(floats(rng, shape, 0)).feed(rois.astype(np.float32))
+            .feed(rng.integers(0, shape[0], size=[n]).astype(np.int64)))
+
+
+@gen("RMSNormalization")
+def _rms_norm(rng):
+    shape = shape_of(rng, 1, 4)
+    axis = axes_of(rng, len(shape), 1)[0]
+    norm = shape[axis:] if axis >= 0 else shape[len(shape) + axis:]
+    return (Case("RMSNormalization", {"axis": axis, "epsilon": 1e-5}, opset=23)
+            .feed(floats(rng, shape, 0)).feed(floats(rng, norm, 0)))
+
+
+@gen("QuantizeLinear")
+def _quantize(rng):
+    shape = shape_of(rng, 1, 4)
+    axis = axes_of(rng, len(shape), 1)[0]
+    dt = np.uint8 if rng.random() < 0.5 else np.int8
+    layout = int(rng.integers(0, 3))
+    attrs = {"axis": axis}
+    if layout == 0:
+        ps = []
+    elif layout == 1:
+        ps = [shape[axis]]
+    else:
+        blk = int(rng.integers(1, 4))
+        attrs["block_size"] = blk
+        ps = [-(-d // blk) if i == axis % len(shape) else d for i, d in enumerate(shape)]
+    scale = rng.uniform(0.01, 0.5, size=ps).astype(np.float32)
+    zp = rng.integers(np.iinfo(dt).min, np.iinfo(dt).max + 1, size=ps).astype(dt)
+    x = rng.uniform(-30, 30, size=shape).astype(np.float32)
+    return Case("QuantizeLinear", attrs).feed(x).const(np.asarray(scale)).const(np.asarray(zp))
+
+
+@gen("DequantizeLinear")
+def _dequantize(rng):
+    c = _quantize(rng)
+    c.op = "DequantizeLinear"
+    _, scale, _ = c.inputs[1]
+    _, zp, _ = c.inputs[2]
+    x = rng.integers(np.iinfo(zp.dtype).min, np.iinfo(zp.dtype).max + 1,
+                     size=c.inputs[0][1].shape).astype(zp.dtype)
+    c.inputs[0] = (c.inputs[0][0], x, False)
+    return c
+
+
+@gen("QLinearMatMul")
+def _qlinear_matmul(rng):
+    m, k, n = (int(rng.integers(1, 6)) for _ in range(3))
+    lead = shape_of(rng, 0, 1, hi=3)
+    a = rng.integers(0, 256, size=lead + [m, k]).astype(np.uint8)
+    b = rng.integers(-128, 128, size=[k, n]).astype(np.int8)
+    per_col = rng.random() < 0.5
+    sb = rng.uniform(0.01, 0.1, size=[n] if per_col else []).astype(np.float32)
+    zb = np.zeros([n] if per_col else [], dtype=np.int8)
+    return (Case("QLinearMatMul").feed(a).const(np.array(0.05, dtype=np.float32))
+            .const(np.array(int(rng.integers(0, 256)), dtype=np.uint8)).feed(b)
+            .const(np.asarray(sb)).const(np.asarray(zb)).const(np.array(0.2, dtype=np.float32))
+            .const(np.array(int(rng.integers(0, 256)), dtype=np.uint8)))
+
+
+@gen("MatMulInteger")
+def _matmul_integer(rng):
+    m, k, n = (int(rng.integers(1, 6)) for _ in range(3))
+    a = rng.integers(0, 256, size=shape_of(rng, 0, 1, hi=3) + [m, k]).astype(np.uint8)
+    b = rng.integers(0, 256, size=[k, n]).astype(np.uint8)
+    c = Case("MatMulInteger").feed(a).feed(b)
+    c.const(np.array(int(rng.integers(0, 256)), dtype=np.uint8))
+    c.const(rng.integers(0, 256, size=[n]).astype(np.uint8) if rng.random() < 0.5
+            else np.array(int(rng.integers(0, 256)), dtype=np.uint8))
+    return c
+
+
+@gen("DynamicQuantizeLinear")
+def _dql(rng):
+    return Case("DynamicQuantizeLinear", outputs=3).feed(floats(rng, shape_of(rng, 1, 3), 0))
+
+
+@gen("Det")
+def _det(rng):
+    k = int(rng.integers(1, 5))
+    return Case("Det").feed(floats(rng, shape_of(rng, 0, 2, hi=3) + [k, k], 0))
+
+
 # ---------------------------------------------------------------------------------
 
 
