@@ -624,7 +624,11 @@ def _lrn(rng):
 def _groupnorm(rng):
     g = int(rng.integers(1, 3))
     c = g * int(rng.integers(1, 3))
-    shape = [int(rng.integers(1, 3)), c] + shape_of(rng, 1, 2)
+    # Groups of at least 3 elements: deed takes a group's variance in two passes, as
+    # LayerNormalization does, where the function body (the reference, onnxruntime)
+    # takes E[x²] − E[x]² in f32, which loses a nearly constant group's variance to
+    # cancellation (deed is then the closer to the exact value).
+    shape = [int(rng.integers(1, 3)), c] + [int(rng.integers(3, 6))] + shape_of(rng, 0, 1)
     return (Case("GroupNormalization", {"num_groups": g, "epsilon": 1e-5})
             .feed(floats(rng, shape, 0)).feed(floats(rng, [c], 0)).feed(floats(rng, [c], 0)))
 
@@ -864,6 +868,84 @@ def _dql(rng):
 def _det(rng):
     k = int(rng.integers(1, 5))
     return Case("Det").feed(floats(rng, shape_of(rng, 0, 2, hi=3) + [k, k], 0))
+
+
+# Earlier opsets, whose semantics differ: Softmax before 13 flattens from `axis`;
+# reductions before 18 (ReduceSum before 13) take `axes` as an attribute; Clip before
+# 11 takes `min`/`max` attributes; Slice before 10 takes attributes and no steps.
+for _op in ["Softmax", "LogSoftmax", "Hardmax"]:
+    def _soft11(rng, op=_op):
+        shape = shape_of(rng)
+        axis = axes_of(rng, len(shape), 1)[0]
+        special = 0 if op == "Hardmax" else 0.02
+        return Case(op, {"axis": axis}, opset=11).feed(floats(rng, shape, special=special))
+    gen(_op + "11")(_soft11)
+
+for _op in ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceL2", "ReduceLogSumExp"]:
+    def _reduce13(rng, op=_op):
+        shape = shape_of(rng)
+        axes = axes_of(rng, len(shape))
+        attrs = {"keepdims": int(rng.integers(0, 2))}
+        if axes:
+            attrs["axes"] = axes
+        x = floats(rng, shape, special=0)
+        return Case(op, attrs, opset=11).feed(x)
+    gen(_op + "11")(_reduce13)
+
+
+@gen("Clip6")
+def _clip6(rng):
+    lo, hi = sorted(rng.uniform(-3, 3, size=2).astype(np.float32))
+    return Case("Clip", {"min": float(lo), "max": float(hi)}, opset=6).feed(floats(rng, shape_of(rng), 0.05))
+
+
+@gen("Slice9")
+def _slice9(rng):
+    shape = shape_of(rng, hi=7)
+    r = len(shape)
+    axes = axes_of(rng, r, int(rng.integers(1, r + 1)))
+    axes = [a % r for a in axes]
+    starts = [int(rng.integers(-shape[a] - 2, shape[a] + 3)) for a in axes]
+    ends = [int(rng.integers(-shape[a] - 2, shape[a] + 3)) for a in axes]
+    return Case("Slice", {"axes": axes, "starts": starts, "ends": ends}, opset=9).feed(floats(rng, shape, 0))
+
+
+@gen("Squeeze")
+def _squeeze(rng):
+    shape = [int(rng.choice([1, 1, 2, 3])) for _ in range(int(rng.integers(1, 5)))]
+    ones = [i for i, d in enumerate(shape) if d == 1]
+    c = Case("Squeeze").feed(floats(rng, shape, 0))
+    if ones and rng.random() < 0.7:
+        pick = [int(i) - len(shape) if rng.random() < 0.5 else int(i)
+                for i in rng.permutation(ones)[: int(rng.integers(1, len(ones) + 1))]]
+        c.const(np.array(pick, dtype=np.int64))
+    return c
+
+
+@gen("Unsqueeze")
+def _unsqueeze(rng):
+    shape = shape_of(rng, 0, 3)
+    k = int(rng.integers(1, 3))
+    out_rank = len(shape) + k
+    axes = [int(a) - out_rank if rng.random() < 0.5 else int(a) for a in rng.permutation(out_rank)[:k]]
+    return Case("Unsqueeze").feed(floats(rng, shape, 0)).const(np.array(axes, dtype=np.int64))
+
+
+@gen("RotaryEmbedding")
+def _rotary(rng):
+    b, s, h, d = int(rng.integers(1, 3)), int(rng.integers(1, 5)), int(rng.integers(1, 3)), 2 * int(rng.integers(1, 4))
+    attrs = {"interleaved": int(rng.integers(0, 2))}
+    rot = d
+    if rng.random() < 0.4 and d >= 4:
+        rot = d // 2 if (d // 2) % 2 == 0 else d
+        attrs["rotary_embedding_dim"] = rot
+    attrs["num_heads"] = h
+    x = floats(rng, [b, s, h * d], 0)
+    max_pos = s + 3
+    cos = floats(rng, [max_pos, rot // 2], 0)
+    sin = floats(rng, [max_pos, rot // 2], 0)
+    pos = rng.integers(0, max_pos, size=[b, s]).astype(np.int64)
+    return Case("RotaryEmbedding", attrs, opset=23).feed(x).feed(cos).feed(sin).feed(pos)
 
 
 # ---------------------------------------------------------------------------------
