@@ -948,6 +948,112 @@ def _rotary(rng):
     return Case("RotaryEmbedding", attrs, opset=23).feed(x).feed(cos).feed(sin).feed(pos)
 
 
+# (GlobalLpPool: the reference has no implementation.)
+for _op in ["GlobalAveragePool", "GlobalMaxPool"]:
+    def _global(rng, op=_op):
+        shape = [int(rng.integers(1, 3)), int(rng.integers(1, 4))] + shape_of(rng, 1, 3)
+        return Case(op).feed(floats(rng, shape, 0))
+    gen(_op)(_global)
+
+
+@gen("LpNormalization")
+def _lp_norm(rng):
+    shape = shape_of(rng, 1, 3)
+    x = floats(rng, shape, 0)
+    if rng.random() < 0.2:
+        x[...] = 0  # a zero norm
+    return Case("LpNormalization", {"axis": axes_of(rng, len(shape), 1)[0], "p": int(rng.integers(1, 3))}).feed(x)
+
+
+for _op in ["And", "Or", "Xor"]:
+    def _logic(rng, op=_op):
+        shape = shape_of(rng, 0, 3)
+        other = [d if rng.random() < 0.6 else 1 for d in shape]
+        return Case(op).feed(rng.random(size=shape) < 0.5).feed(rng.random(size=other) < 0.5)
+    gen(_op)(_logic)
+
+
+for _op in ["BitwiseAnd", "BitwiseOr", "BitwiseXor"]:
+    def _bitwise(rng, op=_op):
+        shape = shape_of(rng, 0, 3)
+        dt = [np.int32, np.uint8, np.int64][int(rng.integers(0, 3))]
+        info = np.iinfo(dt)
+        a = rng.integers(info.min, info.max, size=shape, dtype=dt, endpoint=True)
+        b = rng.integers(info.min, info.max, size=shape, dtype=dt, endpoint=True)
+        return Case(op).feed(np.asarray(a)).feed(np.asarray(b))
+    gen(_op)(_bitwise)
+
+
+@gen("BitShift")
+def _bitshift(rng):
+    shape = shape_of(rng, 0, 3)
+    dt = [np.uint8, np.uint32, np.uint64][int(rng.integers(0, 3))]
+    bits = np.iinfo(dt).bits
+    a = rng.integers(0, np.iinfo(dt).max, size=shape, dtype=dt, endpoint=True)
+    b = rng.integers(0, bits, size=shape).astype(dt)
+    return Case("BitShift", {"direction": str(rng.choice(["LEFT", "RIGHT"]))}).feed(np.asarray(a)).feed(b)
+
+
+for _op in ["IsNaN", "IsInf", "Not"]:
+    def _pred(rng, op=_op):
+        shape = shape_of(rng, 0, 3)
+        if op == "Not":
+            return Case(op).feed(rng.random(size=shape) < 0.5)
+        attrs = {}
+        if op == "IsInf":
+            attrs = {"detect_negative": int(rng.integers(0, 2)), "detect_positive": int(rng.integers(0, 2))}
+        return Case(op, attrs).feed(floats(rng, shape, 0.3))
+    gen(_op)(_pred)
+
+
+@gen("Shape")
+def _shape(rng):
+    shape = shape_of(rng, 0, 4)
+    attrs = {}
+    if rng.random() < 0.6:
+        attrs["start"] = int(rng.integers(-len(shape) - 1, len(shape) + 2))
+    if rng.random() < 0.6:
+        attrs["end"] = int(rng.integers(-len(shape) - 1, len(shape) + 2))
+    return Case("Shape", attrs).feed(floats(rng, shape, 0))
+
+
+@gen("EyeLike")
+def _eyelike(rng):
+    shape = [int(rng.integers(1, 6)), int(rng.integers(1, 6))]
+    return Case("EyeLike", {"k": int(rng.integers(-6, 7))}).feed(floats(rng, shape, 0))
+
+
+@gen("Col2Im")
+def _col2im(rng):
+    k = [int(rng.integers(1, 3)), int(rng.integers(1, 3))]
+    img = [int(rng.integers(k[0], 6)), int(rng.integers(k[1], 6))]
+    st = [int(rng.integers(1, 3)), int(rng.integers(1, 3))]
+    dil = [1, 1]
+    pads = [int(rng.integers(0, 2)) for _ in range(4)]
+    blocks = [((img[i] + pads[i] + pads[i + 2] - dil[i] * (k[i] - 1) - 1) // st[i] + 1) for i in range(2)]
+    c = int(rng.integers(1, 3))
+    x = floats(rng, [1, c * k[0] * k[1], blocks[0] * blocks[1]], 0)
+    return (Case("Col2Im", {"strides": st, "dilations": dil, "pads": pads}).feed(x)
+            .const(np.array(img, dtype=np.int64)).const(np.array(k, dtype=np.int64)))
+
+
+@gen("Attention")
+def _attention(rng):
+    b, hq, s, l, e = (int(rng.integers(1, 3)), int(rng.choice([1, 2, 4])), int(rng.integers(1, 5)),
+                      int(rng.integers(1, 5)), int(rng.choice([2, 4])))
+    hkv = int(rng.choice([h for h in (1, 2, 4) if hq % h == 0]))
+    attrs = {"is_causal": int(rng.integers(0, 2))}
+    if rng.random() < 0.3:
+        attrs["scale"] = 0.3
+    if rng.random() < 0.3:
+        attrs["softcap"] = 2.0
+    c = (Case("Attention", attrs, opset=23).feed(floats(rng, [b, hq, l, e], 0))
+         .feed(floats(rng, [b, hkv, s, e], 0)).feed(floats(rng, [b, hkv, s, e], 0)))
+    if rng.random() < 0.5:
+        c.feed(floats(rng, [l, s], 0))
+    return c
+
+
 # ---------------------------------------------------------------------------------
 
 
