@@ -1347,13 +1347,7 @@ impl ConvTranspose {
                     (pb, pe, out)
                 }
             };
-            win.input[d] = inp;
-            win.kernel[d] = k;
-            win.stride[d] = s;
-            win.dil[d] = dl;
-            win.pad_begin[d] = pb;
-            win.pad_end[d] = pe;
-            win.output[d] = out;
+            win.set(d, inp, k, s, dl, (pb, pe, out));
         }
         let mut out = vec![n, m];
         out.extend(win.out_dims());

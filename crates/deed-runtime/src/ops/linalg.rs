@@ -1068,6 +1068,7 @@ impl Op for Einsum {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::testing;
 
     #[test]
     fn det_pivots_and_signs() {
@@ -1329,15 +1330,6 @@ mod tests {
         (0..k).fold(0.0f32, |acc, kk| at(kk).mul_add(bt(kk), acc))
     }
 
-    /// Row-major strides of `shape`.
-    fn strides(shape: &[usize]) -> Vec<usize> {
-        let mut s = vec![1; shape.len()];
-        for i in (0..shape.len().saturating_sub(1)).rev() {
-            s[i] = s[i + 1] * shape[i + 1];
-        }
-        s
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// `MatMul` over operands of rank 1 to 4 whose batch dimensions broadcast
@@ -1356,45 +1348,17 @@ mod tests {
             seed in any::<u64>(),
             finite_only in any::<bool>(),
         ) {
-            // Batch dimensions (ranks above 2): each side's either the common size or
-            // 1 (`ones`: 0 keeps both, 1 makes A's 1, 2 makes B's 1).
-            let lead = |r: usize, side: u8| -> Vec<usize> {
-                let nb = r.saturating_sub(2);
-                batch[2 - nb..]
-                    .iter()
-                    .zip(&ones[2 - nb..])
-                    .map(|(&d, &o)| if o == side { 1 } else { d })
-                    .collect()
-            };
-            let ash: Vec<usize> = match ra {
-                1 => vec![k],
-                r => [lead(r, 1), vec![m, k]].concat(),
-            };
-            let bsh: Vec<usize> = match rb {
-                1 => vec![k],
-                r => [lead(r, 2), vec![k, n]].concat(),
-            };
+            let (ash, bsh) = testing::matmul_operands((ra, rb), (m, k, n), &batch, &ones);
             let mut s = seed | 1;
             let av: Vec<f32> = (0..ash.iter().product()).map(|_| special(&mut s, finite_only)).collect();
             let bv: Vec<f32> = (0..bsh.iter().product()).map(|_| special(&mut s, finite_only)).collect();
             let (a, b) = (t(&ash, av.clone()), t(&bsh, bv.clone()));
             // The definition.
             let (m, n) = (if ra == 1 { 1 } else { m }, if rb == 1 { 1 } else { n });
-            let (ab, bb) = (&ash[..ash.len().saturating_sub(2)], &bsh[..bsh.len().saturating_sub(2)]);
-            let nb = ab.len().max(bb.len());
-            let pad = |x: &[usize]| [vec![1; nb - x.len()], x.to_vec()].concat();
-            let (ab, bb) = (pad(ab), pad(bb));
-            let out_batch: Vec<usize> = ab.iter().zip(&bb).map(|(&x, &y)| x.max(y)).collect();
-            let (sa, sb) = (strides(&ab), strides(&bb));
+            let (out_batch, pairs) = testing::matmul_batches(&ash, &bsh);
             let mut want = Vec::new();
-            for bi in 0..out_batch.iter().product::<usize>() {
-                let idx: Vec<usize> = strides(&out_batch).iter().zip(&out_batch).map(|(&st, &d)| bi / st % d).collect();
-                let (mut ao, mut bo) = (0, 0);
-                for d in 0..nb {
-                    ao += if ab[d] == 1 { 0 } else { idx[d] * sa[d] };
-                    bo += if bb[d] == 1 { 0 } else { idx[d] * sb[d] };
-                }
-                let (ao, bo) = (ao * m * k, bo * k * n);
+            for &(ia, ib) in &pairs {
+                let (ao, bo) = (ia * m * k, ib * k * n);
                 for i in 0..m {
                     for j in 0..n {
                         let y = dot(k, |kk| av[ao + i * k + kk], |kk| bv[bo + kk * n + j]);

@@ -232,6 +232,72 @@ pub(crate) mod testing {
         op.infer(&[Some(InferInput { ty, value })])
     }
 
+    /// Row-major strides of `shape`.
+    pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
+        (0..shape.len())
+            .map(|d| shape[d + 1..].iter().product())
+            .collect()
+    }
+
+    /// The shapes of the operands of a numpy-style matrix product for a test: A of
+    /// rank `ra` (`[m, k]` after its batch dimensions, or `[k]` at rank 1) and B of
+    /// rank `rb` (`[k, n]`, or `[k]`). The batch dimensions are the last of `batch`,
+    /// each set to 1 on one side where `ones` says so (0 keeps both, 1 makes A's 1, 2
+    /// makes B's 1), so that they broadcast in every way numpy allows.
+    pub(crate) fn matmul_operands(
+        (ra, rb): (usize, usize),
+        (m, k, n): (usize, usize, usize),
+        batch: &[usize],
+        ones: &[u8],
+    ) -> (Vec<usize>, Vec<usize>) {
+        let lead = |r: usize, side: u8| -> Vec<usize> {
+            let nb = r.saturating_sub(2).min(batch.len());
+            batch[batch.len() - nb..]
+                .iter()
+                .zip(&ones[ones.len() - nb..])
+                .map(|(&d, &o)| if o == side { 1 } else { d })
+                .collect()
+        };
+        let a = if ra == 1 {
+            vec![k]
+        } else {
+            [lead(ra, 1), vec![m, k]].concat()
+        };
+        let b = if rb == 1 {
+            vec![k]
+        } else {
+            [lead(rb, 2), vec![k, n]].concat()
+        };
+        (a, b)
+    }
+
+    /// numpy's batch broadcasting of a matrix product of operands shaped `a` and `b`,
+    /// written out: the output's batch shape, and for each output batch (row-major)
+    /// the index of the matrix of A and of B it multiplies.
+    pub(crate) fn matmul_batches(a: &[usize], b: &[usize]) -> (Vec<usize>, Vec<(usize, usize)>) {
+        let (ab, bb) = (
+            &a[..a.len().saturating_sub(2)],
+            &b[..b.len().saturating_sub(2)],
+        );
+        let nb = ab.len().max(bb.len());
+        let pad = |x: &[usize]| [vec![1; nb - x.len()], x.to_vec()].concat();
+        let (ab, bb) = (pad(ab), pad(bb));
+        let out: Vec<usize> = ab.iter().zip(&bb).map(|(&x, &y)| x.max(y)).collect();
+        let (sa, sb, so) = (strides(&ab), strides(&bb), strides(&out));
+        let pairs = (0..out.iter().product::<usize>())
+            .map(|bi| {
+                (0..nb).fold((0, 0), |(ia, ib), d| {
+                    let x = bi / so[d] % out[d];
+                    (
+                        ia + if ab[d] == 1 { 0 } else { x * sa[d] },
+                        ib + if bb[d] == 1 { 0 } else { x * sb[d] },
+                    )
+                })
+            })
+            .collect();
+        (out, pairs)
+    }
+
     /// Plans `op` for the one input `x` (its value known when `known`), runs it, and
     /// checks that every output has the type planned for it.
     pub(crate) fn run_one(op: &dyn Op, x: &Tensor, known: bool) -> Result<Vec<Tensor>, OpError> {

@@ -2047,14 +2047,7 @@ mod tests {
         }
     }
 
-    /// Row-major strides of `shape`.
-    fn strides_of(shape: &[usize]) -> Vec<usize> {
-        let mut st = vec![1; shape.len()];
-        for i in (0..shape.len().saturating_sub(1)).rev() {
-            st[i] = st[i + 1] * shape[i + 1];
-        }
-        st
-    }
+    use crate::ops::testing::strides as strides_of;
 
     /// A quantization parameter's shape for `form`: one value (0), one per line (1:
     /// `per` values) or one per batch and line (2: `batches × per`).
@@ -2095,23 +2088,11 @@ mod tests {
             (za_form, zb_form, sa_form, sb_form) in (0u8..3, 0u8..3, 0u8..3, 0u8..3),
             seed in proptest::prelude::any::<u64>(),
         ) {
-            let lead = |r: usize, side: u8| -> Vec<usize> {
-                let nb = r.saturating_sub(2);
-                batch[2 - nb..]
-                    .iter()
-                    .zip(&ones[2 - nb..])
-                    .map(|(&d, &o)| if o == side { 1 } else { d })
-                    .collect()
-            };
-            let ash: Vec<usize> = if ra == 1 { vec![k] } else { [lead(ra, 1), vec![m, k]].concat() };
-            let bsh: Vec<usize> = if rb == 1 { vec![k] } else { [lead(rb, 2), vec![k, n]].concat() };
+            let (ash, bsh) = crate::ops::testing::matmul_operands((ra, rb), (m, k, n), &batch, &ones);
             let (m, n) = (if ra == 1 { 1 } else { m }, if rb == 1 { 1 } else { n });
-            let (ab, bb) = (&ash[..ash.len().saturating_sub(2)], &bsh[..bsh.len().saturating_sub(2)]);
-            let nbd = ab.len().max(bb.len());
-            let pad = |x: &[usize]| [vec![1; nbd - x.len()], x.to_vec()].concat();
-            let (ab, bb) = (pad(ab), pad(bb));
-            let out_batch: Vec<usize> = ab.iter().zip(&bb).map(|(&x, &y)| x.max(y)).collect();
-            let (na, nb_, nout) = (ab.iter().product::<usize>(), bb.iter().product::<usize>(), out_batch.iter().product::<usize>());
+            let (out_batch, pairs) = crate::ops::testing::matmul_batches(&ash, &bsh);
+            let batches = |sh: &[usize]| sh[..sh.len().saturating_sub(2)].iter().product::<usize>();
+            let (na, nb_, nout) = (batches(&ash), batches(&bsh), pairs.len());
             let mut s = seed | 1;
             let a = q_tensor(&ash, a_signed, &mut s);
             let b = q_tensor(&bsh, b_signed, &mut s);
@@ -2135,15 +2116,8 @@ mod tests {
             let (sav, sbv, syv) = (floats_of(&sa).unwrap(), floats_of(&sb).unwrap(), floats_of(&sy).unwrap()[0]);
             let (zy0, (lo, hi)) = (ints(&zy)[0], qrange(zy.dtype()).unwrap());
             // The definition.
-            let (sta, stb, sto) = (strides_of(&ab), strides_of(&bb), strides_of(&out_batch));
             let (mut acc_want, mut y_want) = (Vec::new(), Vec::new());
-            for bi in 0..nout {
-                let (mut ia, mut ib) = (0, 0);
-                for d in 0..nbd {
-                    let x = bi / sto[d] % out_batch[d];
-                    ia += if ab[d] == 1 { 0 } else { x * sta[d] };
-                    ib += if bb[d] == 1 { 0 } else { x * stb[d] };
-                }
+            for (bi, &(ia, ib)) in pairs.iter().enumerate() {
                 for i in 0..m {
                     for j in 0..n {
                         let mut acc = 0i32;
