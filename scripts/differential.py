@@ -1054,6 +1054,71 @@ def _attention(rng):
     return c
 
 
+@gen("Resize18")
+def _resize18(rng):
+    # Opset 18: `axes` and `keep_aspect_ratio_policy` with sizes.
+    r = int(rng.integers(2, 5))
+    shape = [int(rng.integers(1, 5)) for _ in range(r)]
+    axes = sorted(int(a) for a in rng.permutation(r)[: int(rng.integers(1, min(r, 2) + 1))])
+    mode = str(rng.choice(["nearest", "linear", "cubic"]))
+    attrs = {"mode": mode, "axes": axes,
+             "keep_aspect_ratio_policy": str(rng.choice(["stretch", "not_larger", "not_smaller"]))}
+    c = Case("Resize", attrs, opset=18).feed(floats(rng, shape, 0)).skip().skip()
+    return c.const(np.array([int(rng.integers(1, 9)) for _ in axes], dtype=np.int64))
+
+
+for _op in ["HannWindow", "HammingWindow", "BlackmanWindow"]:
+    def _window(rng, op=_op):
+        return (Case(op, {"periodic": int(rng.integers(0, 2))}, opset=17)
+                .const(np.array(int(rng.integers(1, 12)), dtype=np.int64)))
+    gen(_op)(_window)
+
+
+@gen("DFT")
+def _dft(rng):
+    n = int(rng.integers(1, 9))
+    shape = [int(rng.integers(1, 3)), n, int(rng.choice([1, 2]))]
+    attrs = {"onesided": int(rng.integers(0, 2)) if shape[2] == 1 else 0, "inverse": 0}
+    c = Case("DFT", attrs, opset=20).feed(floats(rng, shape, 0))
+    if rng.random() < 0.5:
+        c.const(np.array(int(rng.integers(1, 10)), dtype=np.int64))
+    else:
+        c.skip()
+    return c.const(np.array(1, dtype=np.int64))
+
+
+@gen("TopKDistinct")
+def _topk_distinct(rng):
+    # Distinct values: the order of the k found does not hang on the tie rule.
+    shape = shape_of(rng, hi=7)
+    axis = axes_of(rng, len(shape), 1)[0]
+    k = int(rng.integers(0, shape[axis] + 1))
+    x = rng.permutation(int(np.prod(shape))).astype(np.float32).reshape(shape)  # no ties
+    return Case("TopK", {"axis": axis, "largest": int(rng.integers(0, 2))}, outputs=2).feed(x).const(
+        np.array([k], dtype=np.int64))
+
+
+@gen("ModFmod")
+def _mod_float(rng):
+    # fmod on floats with NaN and infinities among the dividends.
+    shape = shape_of(rng, 0, 3)
+    b = floats(rng, shape, 0)
+    b[b == 0] = 1.5
+    return Case("Mod", {"fmod": 1}).feed(floats(rng, shape, 0.05)).feed(b)
+
+
+@gen("ScatterElementsAdd")
+def _scatter_add(rng):
+    shape = shape_of(rng)
+    axis = axes_of(rng, len(shape), 1)[0]
+    ishape = list(shape)
+    ishape[axis % len(shape)] = int(rng.integers(1, 6))
+    d = shape[axis]
+    idx = rng.integers(-d, d, size=ishape)
+    return (Case("ScatterElements", {"axis": axis, "reduction": "add"})
+            .feed(floats(rng, shape, 0)).feed(idx.astype(np.int64)).feed(floats(rng, ishape, 0)))
+
+
 # ---------------------------------------------------------------------------------
 
 
