@@ -1341,14 +1341,10 @@ mod tests {
         /// reference mode.
         #[test]
         fn matmul_equals_its_definition(
-            (ra, rb) in (1usize..5, 1usize..5),
-            (m, k, n) in (1usize..7, 0usize..40, 1usize..40),
-            batch in prop::collection::vec(1usize..4, 2),
-            ones in prop::collection::vec(0u8..3, 2),
+            ((ra, rb), (m, k, n), (ash, bsh)) in testing::matmul_shapes(7, 40),
             seed in any::<u64>(),
             finite_only in any::<bool>(),
         ) {
-            let (ash, bsh) = testing::matmul_operands((ra, rb), (m, k, n), &batch, &ones);
             let mut s = seed | 1;
             let av: Vec<f32> = (0..ash.iter().product()).map(|_| special(&mut s, finite_only)).collect();
             let bv: Vec<f32> = (0..bsh.iter().product()).map(|_| special(&mut s, finite_only)).collect();

@@ -244,7 +244,7 @@ pub(crate) mod testing {
     /// rank `rb` (`[k, n]`, or `[k]`). The batch dimensions are the last of `batch`,
     /// each set to 1 on one side where `ones` says so (0 keeps both, 1 makes A's 1, 2
     /// makes B's 1), so that they broadcast in every way numpy allows.
-    pub(crate) fn matmul_operands(
+    fn matmul_operands(
         (ra, rb): (usize, usize),
         (m, k, n): (usize, usize, usize),
         batch: &[usize],
@@ -269,6 +269,33 @@ pub(crate) mod testing {
             [lead(rb, 2), vec![k, n]].concat()
         };
         (a, b)
+    }
+
+    /// A matrix-product test case: the operand ranks `(ra, rb)` (1 to 4), the sizes
+    /// `(m, k, n)` (`m` below `m_end`, `k` from 0 below `k_end`, `n` below 40) and the
+    /// operand shapes [`matmul_operands`] makes of them, batch dimensions of 1 to 3
+    /// broadcast every way numpy allows.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn matmul_shapes(
+        m_end: usize,
+        k_end: usize,
+    ) -> impl proptest::strategy::Strategy<
+        Value = (
+            (usize, usize),
+            (usize, usize, usize),
+            (Vec<usize>, Vec<usize>),
+        ),
+    > {
+        use proptest::prelude::*;
+        (
+            (1usize..5, 1usize..5),
+            (1usize..m_end, 0usize..k_end, 1usize..40),
+            prop::collection::vec(1usize..4, 2),
+            prop::collection::vec(0u8..3, 2),
+        )
+            .prop_map(|(ranks, dims, batch, ones)| {
+                (ranks, dims, matmul_operands(ranks, dims, &batch, &ones))
+            })
     }
 
     /// numpy's batch broadcasting of a matrix product of operands shaped `a` and `b`,

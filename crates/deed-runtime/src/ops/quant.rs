@@ -2080,15 +2080,11 @@ mod tests {
         /// 1-4 threads and reference.
         #[test]
         fn integer_products_equal_their_definition(
-            (ra, rb) in (1usize..5, 1usize..5),
-            (m, k, n) in (1usize..6, 0usize..70, 1usize..40),
-            batch in proptest::collection::vec(1usize..4, 2),
-            ones in proptest::collection::vec(0u8..3, 2),
+            ((ra, rb), (m, k, n), (ash, bsh)) in crate::ops::testing::matmul_shapes(6, 70),
             (a_signed, b_signed, y_signed) in (proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>(), proptest::prelude::any::<bool>()),
             (za_form, zb_form, sa_form, sb_form) in (0u8..3, 0u8..3, 0u8..3, 0u8..3),
             seed in proptest::prelude::any::<u64>(),
         ) {
-            let (ash, bsh) = crate::ops::testing::matmul_operands((ra, rb), (m, k, n), &batch, &ones);
             let (m, n) = (if ra == 1 { 1 } else { m }, if rb == 1 { 1 } else { n });
             let (out_batch, pairs) = crate::ops::testing::matmul_batches(&ash, &bsh);
             let batches = |sh: &[usize]| sh[..sh.len().saturating_sub(2)].iter().product::<usize>();
