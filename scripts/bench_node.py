@@ -53,17 +53,9 @@ import threading
 import time
 from pathlib import Path
 
+from deed_binary import find_deed
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def find_deed(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    for p in (target / "release" / "deed", target / "debug" / "deed"):
-        if p.is_file():
-            return p
-    sys.exit("no deed binary found: build with `cargo build --release -p deed-cli` or pass --deed")
 
 
 def free_port() -> int:

@@ -50,6 +50,8 @@ from onnx import helper as oh
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from deed_binary import find_deed
+
 ROOT = Path(__file__).resolve().parent.parent
 OPSET = 21
 
@@ -459,12 +461,25 @@ def _ccp(rng):
             .const(np.array(target, dtype=np.int64)))
 
 
-@gen("Conv")
-def _conv(rng):
+def conv_dims(rng: np.random.Generator) -> tuple[int, int, int, int, list[int]]:
+    """A convolution's spatial rank (1-3), group count, input and output channels
+    (multiples of it) and kernel."""
     r = int(rng.integers(1, 4))
     g = int(rng.integers(1, 3))
     c, m = g * int(rng.integers(1, 3)), g * int(rng.integers(1, 3))
-    k = [int(rng.integers(1, 4)) for _ in range(r)]
+    return r, g, c, m, [int(rng.integers(1, 4)) for _ in range(r)]
+
+
+def with_bias(rng: np.random.Generator, case: Case, m: int) -> Case:
+    """`case` with a bias of `m` values in half the draws."""
+    if rng.random() < 0.5:
+        case.feed(floats(rng, [m], 0))
+    return case
+
+
+@gen("Conv")
+def _conv(rng):
+    r, g, c, m, k = conv_dims(rng)
     shape = [int(rng.integers(1, 3)), c] + [int(rng.integers(k[i], 7)) for i in range(r)]
     attrs = {"group": g, "strides": [int(rng.integers(1, 3)) for _ in range(r)]}
     if rng.random() < 0.3:
@@ -474,18 +489,13 @@ def _conv(rng):
         attrs["pads"] = [int(rng.integers(0, 3)) for _ in range(2 * r)]
         ext = [(kk - 1) * d + 1 for kk, d in zip(k, attrs["dilations"])]
         shape = shape[:2] + [max(s, e) for s, e in zip(shape[2:], ext)]
-    cs = Case("Conv", attrs).feed(floats(rng, shape, 0)).feed(floats(rng, [m, c // g] + k, 0))
-    if rng.random() < 0.5:
-        cs.feed(floats(rng, [m], 0))
-    return cs
+    return with_bias(rng, Case("Conv", attrs).feed(floats(rng, shape, 0))
+                     .feed(floats(rng, [m, c // g] + k, 0)), m)
 
 
 @gen("ConvTranspose")
 def _conv_transpose(rng):
-    r = int(rng.integers(1, 4))
-    g = int(rng.integers(1, 3))
-    c, m = g * int(rng.integers(1, 3)), g * int(rng.integers(1, 3))
-    k = [int(rng.integers(1, 4)) for _ in range(r)]
+    r, g, c, m, k = conv_dims(rng)
     # One batch item: the reference's ConvTranspose mis-shapes its buffers for more.
     shape = [1, c] + [int(rng.integers(1, 5)) for _ in range(r)]
     st = [int(rng.integers(1, 4)) for _ in range(r)]
@@ -494,10 +504,8 @@ def _conv_transpose(rng):
              "output_padding": [int(rng.integers(0, max(s, d))) for s, d in zip(st, dil)]}
     if rng.random() < 0.5:
         attrs["pads"] = [int(rng.integers(0, 2)) for _ in range(2 * r)]
-    cs = Case("ConvTranspose", attrs).feed(floats(rng, shape, 0)).feed(floats(rng, [c, m // g] + k, 0))
-    if rng.random() < 0.5:
-        cs.feed(floats(rng, [m], 0))
-    return cs
+    return with_bias(rng, Case("ConvTranspose", attrs).feed(floats(rng, shape, 0))
+                     .feed(floats(rng, [c, m // g] + k, 0)), m)
 
 
 @gen("Resize")
@@ -1120,17 +1128,6 @@ def _scatter_add(rng):
 
 
 # ---------------------------------------------------------------------------------
-
-
-def find_deed(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    for sub in ("release", "debug"):
-        p = target / sub / "deed"
-        if p.exists():
-            return p
-    sys.exit("no deed binary: build it (cargo build --release -p deed-cli) or pass --deed")
 
 
 def write_case(root: Path, name: str, case: Case, outs: list[np.ndarray]) -> None:
