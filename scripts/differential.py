@@ -39,6 +39,7 @@ CARGO_TARGET_DIR when set).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -2186,23 +2187,36 @@ class GraphCase:
 
 
 @gen("Graph")
-def _graph(rng):
+def _graph(rng, wide: bool = False):
     g = GraphCase()
     # Values so far: name -> shape (float32 throughout).
     values: dict[str, list[int]] = {}
-    base = [int(rng.integers(1, 5)) for _ in range(int(rng.integers(1, 4)))]
+    base = [int(rng.integers(8, 49)) for _ in range(int(rng.integers(2, 4)))] if wide else \
+        [int(rng.integers(1, 5)) for _ in range(int(rng.integers(1, 4)))]
+    # Wide graphs compute on positive values with operators that keep errors relative
+    # (no differences, no steps like Floor, no Exp): long sums of mixed signs lose
+    # digits to cancellation, in any summation order, beyond the tolerance.
+    if wide:
+        def values_of(shape, special=0.0):
+            return rng.uniform(0.5, 2, size=shape).astype(np.float32)
+        unary = ["Relu", "Abs", "Sigmoid", "Tanh", "Sqrt", "Reciprocal"]
+        binary = ["Add", "Mul", "Max", "Min", "Div"]
+    else:
+        values_of = functools.partial(floats, rng)
+        unary = ["Relu", "Neg", "Abs", "Sigmoid", "Tanh", "Exp", "Floor", "Softsign"]
+        binary = ["Add", "Sub", "Mul", "Max", "Min", "Div"]
 
     def fresh(prefix: str) -> str:
         return f"{prefix}{len(values)}"
 
     for _ in range(int(rng.integers(1, 3))):
         name = fresh("x")
-        g.inputs.append((name, floats(rng, base, 0.02)))
+        g.inputs.append((name, values_of(base, 0.02)))
         values[name] = list(base)
     if rng.random() < 0.6:
         # Initializers, some combined into values fixed while planning.
         name = fresh("w")
-        g.inits.append((name, floats(rng, base, 0)))
+        g.inits.append((name, values_of(base)))
         values[name] = list(base)
     order: list[str] = list(values)
     for _ in range(int(rng.integers(2, 9))):
@@ -2211,19 +2225,19 @@ def _graph(rng):
         kind = int(rng.integers(0, 9))
         out = fresh("v")
         if kind == 0:
-            op = str(rng.choice(["Relu", "Neg", "Abs", "Sigmoid", "Tanh", "Exp", "Floor", "Softsign"]))
+            op = str(rng.choice(unary))
             g.nodes.append(oh.make_node(op, [x], [out]))
             values[out] = shape
         elif kind in (1, 2):
             same = [v for v in order if values[v] == shape]
             y = str(rng.choice(same))  # possibly x itself
-            op = str(rng.choice(["Add", "Sub", "Mul", "Max", "Min", "Div"]))
+            op = str(rng.choice(binary))
             g.nodes.append(oh.make_node(op, [x, y] if rng.random() < 0.5 else [y, x], [out]))
             values[out] = shape
         elif kind == 3:
             c = fresh("c")
             cshape = [d if rng.random() < 0.5 else 1 for d in shape][int(rng.integers(0, len(shape) + 1)):]
-            g.inits.append((c, floats(rng, cshape, 0)))
+            g.inits.append((c, values_of(cshape)))
             values[c] = cshape
             g.nodes.append(oh.make_node(str(rng.choice(["Add", "Mul"])), [x, c], [out]))
             values[out] = shape
@@ -2242,9 +2256,9 @@ def _graph(rng):
             values[out] = [d if i != axis else 1 for i, d in enumerate(shape)] if keep else \
                 [d for i, d in enumerate(shape) if i != axis]
         elif kind == 6 and shape:
-            k = int(rng.integers(1, 5))
+            k = int(rng.integers(1, 5)) if not wide else int(rng.integers(1, 65))
             w = fresh("m")
-            g.inits.append((w, floats(rng, [shape[-1], k], 0)))
+            g.inits.append((w, values_of([shape[-1], k])))
             values[w] = [shape[-1], k]
             g.nodes.append(oh.make_node("MatMul", [x, w], [out]))
             values[out] = shape[:-1] + [k]
@@ -2269,6 +2283,13 @@ def _graph(rng):
     outs = [computed[-1]] + [v for v in computed[:-1] if rng.random() < 0.25]
     g.outs = list(dict.fromkeys(outs))
     return g
+
+
+@gen("GraphWide")
+def _graph_wide(rng):
+    # Sizes at which the fast kernels take their vector and threaded paths, and the
+    # determinism runs split the work differently.
+    return _graph(rng, wide=True)
 
 
 # ---------------------------------------------------------------------------------
