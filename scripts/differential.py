@@ -2293,6 +2293,108 @@ def _graph_wide(rng):
 
 
 # ---------------------------------------------------------------------------------
+# Bad input: each generator's cases, broken one way at random, must end in an error
+# (exit status 1 and a message) or in a result: never a panic, a signal or a hang.
+
+TYPES = [np.float32, np.float64, np.float16, np.int64, np.int32, np.int8, np.uint8, np.bool_]
+
+
+def mutate(rng: np.random.Generator, case: Case) -> tuple[Case, str] | None:
+    """A copy of `case` with one thing wrong (or unusual): an input's type, shape or
+    values, a constant's values or length, an attribute's value, an input left out.
+    Returns it with what was done, or None when the case has nothing to break."""
+    c = Case(case.op, dict(case.attrs), case.outputs, case.opset, case.domain)
+    c.inputs, c.scope = list(case.inputs), list(case.scope)
+    present = [i for i, (_, x, _) in enumerate(c.inputs) if x is not None]
+    ints = [k for k, v in c.attrs.items() if isinstance(v, int)]
+    lists = [k for k, v in c.attrs.items() if isinstance(v, list) and v and isinstance(v[0], int)]
+    choices = (["type", "shape", "values", "drop"] if present else []) + (["attr"] if ints or lists else [])
+    if not choices:
+        return None
+    what = str(rng.choice(choices))
+    if what == "attr":
+        key = str(rng.choice(ints + lists))
+        bad = int(rng.choice([-1, 0, 7, 99, -(2**40), 2**40]))
+        if key in lists and rng.random() < 0.5:
+            c.attrs[key] = c.attrs[key][:-1] if len(c.attrs[key]) > 1 else c.attrs[key] * 3
+        else:
+            c.attrs[key] = bad if key in ints else [bad] * len(c.attrs[key])
+        return c, f"attribute {key} = {c.attrs[key]}"
+    i = int(rng.choice(present))
+    name, x, const = c.inputs[i]
+    x = np.asarray(x)
+    if what == "drop":
+        c.inputs[i] = ("", None, False) if i < len(c.inputs) - 1 else c.inputs[i]
+        if i == len(c.inputs) - 1:
+            c.inputs.pop()
+        return c, f"input {i} left out"
+    if what == "type":
+        to = TYPES[int(rng.integers(0, len(TYPES)))]
+        with np.errstate(all="ignore"):
+            y = np.nan_to_num(x.astype(np.float64)).astype(to) if x.dtype.kind in "fiub" else x
+    elif what == "shape":
+        form = int(rng.integers(0, 3))
+        if form == 0:
+            y = np.stack([x, x], axis=-1)  # one more dimension
+        elif form == 1 and x.ndim and x.shape[-1]:
+            y = np.take(x, 0, axis=-1)  # one fewer
+        elif x.ndim:
+            y = np.take(x, np.arange(0), axis=-1)  # empty
+        else:
+            y = x.reshape(1, 1)
+    else:
+        if x.dtype.kind in "iu":
+            info = np.iinfo(x.dtype)
+            picks = np.array([info.min, info.max, 0, min(2**15, info.max)] + ([-1] if info.min else []),
+                             dtype=x.dtype)
+            y = rng.choice(picks, size=x.shape)
+        elif x.dtype.kind == "f":
+            y = rng.choice(np.array([np.nan, np.inf, -np.inf, 1e30, -0.0], dtype=x.dtype), size=x.shape)
+        else:
+            return None
+    c.inputs[i] = (name, np.asarray(y), const)
+    return c, f"input {i} {what}: {x.dtype}{list(x.shape)} -> {np.asarray(y).dtype}{list(np.asarray(y).shape)}"
+
+
+def check_bad_input(deed: Path, root: Path, seed: int, per_generator: int, ops: list[str]) -> list[str]:
+    """Runs `per_generator` broken cases of each generator through `deed run`; returns
+    what ended badly."""
+    bad = []
+    for op in ops:
+        rng = np.random.default_rng([seed, sum(op.encode()), 7])
+        for i in range(per_generator):
+            case = GENERATORS[op](rng)
+            if not isinstance(case, Case):
+                continue
+            m = mutate(rng, case)
+            if m is None:
+                continue
+            c, what = m
+            d = root / f"{op}_bad_{i:03d}"
+            d.mkdir(parents=True)
+            try:
+                (d / "model.onnx").write_bytes(c.model(None).SerializeToString())
+            except Exception:  # noqa: BLE001 - onnx cannot even write it: nothing to run
+                continue
+            # Limits well below the defaults: a value that asks for a huge tensor is
+            # refused at once rather than computed.
+            args = [str(deed), "run", str(d / "model.onnx"), "--out", str(d),
+                    "--max-tensor-elements", str(1 << 24), "--max-activation-bytes", str(1 << 28)]
+            for name, x in c.feeds().items():
+                (d / f"{name}.pb").write_bytes(numpy_helper.from_array(x, name).SerializeToString())
+                args += ["-i", f"{name}={d / f'{name}.pb'}"]
+            try:
+                r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+            except subprocess.TimeoutExpired:
+                bad.append(f"{op} ({what}): no answer in 60 s")
+                continue
+            if r.returncode not in (0, 1) or "panicked" in r.stderr:
+                tail = r.stderr.strip().splitlines()[-3:]
+                bad.append(f"{op} ({what}): exit {r.returncode}: {' | '.join(tail)[:300]}")
+    return bad
+
+
+# ---------------------------------------------------------------------------------
 
 
 def write_case(root: Path, name: str, case: Case, outs: list[np.ndarray]) -> None:
@@ -2367,6 +2469,8 @@ def main() -> int:
     ap.add_argument("--only")
     ap.add_argument("--keep")
     ap.add_argument("--json")
+    ap.add_argument("--bad-inputs", type=int, default=0, metavar="N",
+                    help="also run N broken cases per generator, which must fail cleanly")
     a = ap.parse_args()
     deed = find_deed(a.deed)
     ops = a.only.split(",") if a.only else sorted(GENERATORS)
@@ -2435,13 +2539,19 @@ def main() -> int:
         print(f"FAILED {name}: {str(detail)[:300]}")
     if len(failures) > 20:
         print(f"... and {len(failures) - 20} more")
+    bad: list[str] = []
+    if a.bad_inputs:
+        bad = check_bad_input(deed, root / "bad", a.seed, a.bad_inputs, ops)
+        print(f"bad input: {a.bad_inputs} broken cases per generator, {len(bad)} ended badly")
+        for line in bad[:20]:
+            print(f"BAD INPUT {line}")
     print(f"cases in {root}" if a.keep else "")
     if not a.keep:
         shutil.rmtree(root)
     if a.json:
         Path(a.json).write_text(json.dumps({"per_operator": per, "refused": refused,
-                                            "failures": failures}, indent=2))
-    return 1 if failures else 0
+                                            "failures": failures, "bad_input": bad}, indent=2))
+    return 1 if failures or bad else 0
 
 
 if __name__ == "__main__":

@@ -703,13 +703,26 @@ pub(crate) struct PlanInput<'a> {
     pub value: Option<&'a Tensor>,
 }
 
-/// The rank and element limits for a value of type `ty`.
+/// The rank and element limits for a value of type `ty`. A dimension above the element
+/// limit is refused too, though a zero beside it leaves the tensor empty: operators
+/// walk their dimensions (ConstantOfShape built a table as long as each).
 fn check_type_limits(ty: &TypeInfo, limits: &Limits) -> Result<(), RuntimeError> {
     if ty.shape.len() > limits.max_rank {
         return Err(RuntimeError::Limit {
             what: "tensor rank",
             value: ty.shape.len() as u64,
             limit: limits.max_rank as u64,
+        });
+    }
+    if let Some(&d) = ty
+        .shape
+        .iter()
+        .find(|&&d| d as u64 > limits.max_tensor_elements)
+    {
+        return Err(RuntimeError::Limit {
+            what: "tensor dimension",
+            value: d as u64,
+            limit: limits.max_tensor_elements,
         });
     }
     if ty.numel() > limits.max_tensor_elements {

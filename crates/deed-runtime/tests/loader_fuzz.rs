@@ -552,6 +552,29 @@ fn any_inputs() -> impl Strategy<Value = Vec<(Index, Option<String>, DType, Vec<
 // Properties.
 
 #[test]
+fn absurd_dimensions_of_an_empty_tensor_are_refused() {
+    // ConstantOfShape asked for no element in dimensions up to 2^63 − 1: each dimension
+    // once sized a table (a capacity overflow, a panic), and 2^40 asked for terabytes.
+    for shape in [[i64::MAX, i64::MAX, 0], [1 << 40, 0, 3]] {
+        let m = model(pb::GraphProto {
+            name: "absurd".into(),
+            node: vec![node("c", "ConstantOfShape", &["s"], &["y"], vec![])],
+            initializer: vec![ints("s", &shape)],
+            output: vec![value("y", FLOAT, &[Err("a"), Err("b"), Err("c")])],
+            ..Default::default()
+        });
+        let m = Model::load(&m.encode_to_vec(), &Limits::default()).expect("loads");
+        match m.plan(&[], &Limits::default()) {
+            Err(RuntimeError::Limit {
+                what: "tensor dimension",
+                ..
+            }) => {}
+            other => panic!("{shape:?}: {:?}", other.err()),
+        }
+    }
+}
+
+#[test]
 fn seed_models_are_valid_protobuf_and_exercised() {
     for m in seeds() {
         let bytes = m.encode_to_vec();

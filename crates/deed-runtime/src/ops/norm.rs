@@ -1499,6 +1499,14 @@ mod tests {
     use crate::ctx::KernelMode;
     use proptest::prelude::*;
 
+    #[test]
+    fn mean_variance_normalization_of_a_scalar_is_refused() {
+        // Its axes index the input's shape: axis 0 of a scalar was a panic.
+        let x = Tensor::from_vec(vec![], vec![2.0f32]).unwrap();
+        let op = Mvn { axes: vec![0] };
+        assert!(op.run(&[Some(&x)], &Ctx::default()).is_err());
+    }
+
     fn special() -> impl Strategy<Value = f32> {
         prop_oneof![
             8 => -20.0f32..20.0,

@@ -1006,6 +1006,20 @@ mod tests {
     }
 
     #[test]
+    fn a_scalar_has_no_axis_to_reduce() {
+        // Axis 0 of a rank-0 input was taken as valid and then indexed its empty
+        // shape (a panic); every axis of a scalar is out of range.
+        let x = Tensor::from_vec(vec![], vec![2.0f32]).unwrap();
+        for axis in [0i64, -1] {
+            let at = Tensor::from_vec(vec![1], vec![axis]).unwrap();
+            for kind in [Kind::SumSquare, Kind::Sum, Kind::Max] {
+                let r = over_input_axes(kind).run(&[Some(&x), Some(&at)], &Ctx::default());
+                assert!(r.is_err(), "{kind:?} over axis {axis}");
+            }
+        }
+    }
+
+    #[test]
     fn noop_with_empty_axes_keeps_the_elementwise_part() {
         // As the ONNX reference reduces over no axes: ReduceSumSquare squares,
         // ReduceL1 takes the absolute value, ReduceLogSum the logarithm; ReduceSum

@@ -702,7 +702,14 @@ fn build_split(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
     };
     let attr_outputs = n.attrs.opt_int("num_outputs")?;
     let num_outputs = match attr_outputs {
-        Some(k) if k >= 1 => k as usize,
+        // The parts are the node's outputs: as many as it names.
+        Some(k) if k >= 1 && k as u64 == n.num_outputs as u64 => k as usize,
+        Some(k) if k >= 1 => {
+            return Err(OpError::bad_attr(
+                "num_outputs",
+                format!("{k} parts, but the node has {} outputs", n.num_outputs),
+            ))
+        }
         Some(k) => return Err(OpError::bad_attr("num_outputs", format!("{k} is not >= 1"))),
         None => n.num_outputs.max(1),
     };
@@ -1713,6 +1720,12 @@ mod tests {
         let parts = run(sp18.as_ref(), &[Some(&x)]).unwrap();
         assert_eq!(parts[0].shape(), &[2, 3]);
         assert_eq!(parts[1].shape(), &[2, 2]);
+        // As many parts as the node has outputs: a count from nowhere (here 2^40,
+        // which would have listed that many part sizes) is refused while building.
+        for k in [1, 3, 1 << 40] {
+            a.0.insert("num_outputs".into(), Attr::Int(k));
+            assert!(build_split(&node("Split", 18, &a, 2)).is_err(), "{k}");
+        }
     }
 
     #[test]

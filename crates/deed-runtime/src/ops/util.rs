@@ -144,11 +144,12 @@ pub fn broadcast_all<'a>(
     Ok(out)
 }
 
-/// Resolves a possibly negative axis against a rank.
+/// Resolves a possibly negative axis against a rank: `[-rank, rank)`, so a scalar has
+/// none.
 pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, OpError> {
     let r = rank as i64;
-    let a = if axis < 0 { axis + r } else { axis };
-    if a < 0 || a >= r.max(1) && !(rank == 0 && a == 0) {
+    let a = if axis < 0 { axis.saturating_add(r) } else { axis };
+    if a < 0 || a >= r {
         return Err(OpError::bad_attr(
             "axis",
             format!("axis {axis} is out of range for rank {rank}"),
@@ -266,5 +267,8 @@ mod tests {
         assert_eq!(norm_axis(-1, 3).unwrap(), 2);
         assert!(norm_axis(3, 3).is_err());
         assert!(norm_axis(-4, 3).is_err());
+        assert!(norm_axis(0, 0).is_err());
+        assert!(norm_axis(-1, 0).is_err());
+        assert!(norm_axis(i64::MIN, 2).is_err());
     }
 }
