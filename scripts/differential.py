@@ -465,7 +465,17 @@ def _layernorm(rng):
     axis = axes_of(rng, len(shape), 1)[0]
     norm = shape[axis:] if axis >= 0 else shape[len(shape) + axis:]
     c = Case("LayerNormalization", {"axis": axis, "epsilon": float(rng.choice([1e-5, 0.1]))}, outputs=1)
-    return c.feed(floats(rng, shape, special=0)).feed(floats(rng, norm, special=0)).feed(floats(rng, norm, special=0))
+
+    def param():
+        # The normalized shape mostly; else any shape that broadcasts to the input's
+        # (the function body multiplies and adds): some dimensions 1, fewer of them,
+        # or the input's leading dimensions too.
+        if rng.random() < 0.5:
+            return floats(rng, norm, special=0)
+        p = [d if rng.random() < 0.6 else 1 for d in shape][int(rng.integers(0, len(shape) + 1)):]
+        return floats(rng, p, special=0)
+    c.feed(floats(rng, shape, special=0)).feed(param())
+    return c.feed(param()) if rng.random() < 0.8 else c
 
 
 @gen("InstanceNormalization")
@@ -2308,10 +2318,19 @@ def mutate(rng: np.random.Generator, case: Case) -> tuple[Case, str] | None:
     present = [i for i, (_, x, _) in enumerate(c.inputs) if x is not None]
     ints = [k for k, v in c.attrs.items() if isinstance(v, int)]
     lists = [k for k, v in c.attrs.items() if isinstance(v, list) and v and isinstance(v[0], int)]
-    choices = (["type", "shape", "values", "drop"] if present else []) + (["attr"] if ints or lists else [])
+    others = [k for k, v in c.attrs.items() if isinstance(v, (float, str))]
+    choices = (["type", "shape", "values", "drop"] if present else []) + \
+        (["attr"] if ints or lists else []) + (["other attr"] if others else [])
     if not choices:
         return None
     what = str(rng.choice(choices))
+    if what == "other attr":
+        key = str(rng.choice(others))
+        if isinstance(c.attrs[key], float):
+            c.attrs[key] = float(rng.choice([np.nan, np.inf, -np.inf, 0.0, -1.0, 1e30]))
+        else:
+            c.attrs[key] = str(rng.choice(["", "bogus", c.attrs[key].upper(), c.attrs[key] * 2]))
+        return c, f"attribute {key} = {c.attrs[key]!r}"
     if what == "attr":
         key = str(rng.choice(ints + lists))
         bad = int(rng.choice([-1, 0, 7, 99, -(2**40), 2**40]))

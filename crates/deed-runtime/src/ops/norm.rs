@@ -655,11 +655,13 @@ fn layer_norm<T: Float>(
                     }
                 }
                 _ => {
+                    // A parameter has one value per element of a row or of the input.
                     for k in 0..len {
+                        let at = r * len + k;
                         let t = (row[k] - mean) * inv;
-                        let s = t * scale[k % scale.len()];
+                        let s = t * scale[at % scale.len()];
                         dst[k] = match bias {
-                            Some(b) => s + b[k % b.len()],
+                            Some(b) => s + b[at % b.len()],
                             None => s,
                         };
                     }
@@ -677,15 +679,15 @@ impl Op for LayerNorm {
         let x = infer_input(inputs, 0)?;
         check_float(0, x.ty.dtype)?;
         let axis = norm_axis(self.axis, x.ty.shape.len())?;
-        let scale = infer_input(inputs, 1)?;
-        let norm: usize = x.ty.shape[axis..].iter().product();
-        if scale.ty.numel() as usize != norm && norm != 0 {
-            return Err(OpError::shape(format!(
-                "scale {:?} does not cover normalized shape {:?}",
-                scale.ty.shape,
-                &x.ty.shape[axis..]
-            )));
+        // Scale and bias multiply and add in the function body: numpy broadcasting to
+        // the input's shape.
+        for i in [1, 2] {
+            if let Some(p) = inputs.get(i).and_then(|p| p.as_ref()) {
+                check_float(i, p.ty.dtype)?;
+                broadcasts_to_input(["scale", "bias"][i - 1], &p.ty.shape, &x.ty.shape)?;
+            }
         }
+        infer_input(inputs, 1)?;
         let mut stat = x.ty.shape.clone();
         for d in stat.iter_mut().skip(axis) {
             *d = 1;
@@ -715,10 +717,31 @@ impl Op for LayerNorm {
         }
         let scale_t = input(inputs, 1)?;
         let bias_t = opt_input(inputs, 2);
+        // A parameter over the normalized dimensions only is used as it is; any other
+        // is broadcast to the input's shape first (as RMSNormalization's scale).
+        let mut spread = [None, None];
+        for ((p, s), what) in [Some(scale_t), bias_t]
+            .into_iter()
+            .zip(&mut spread)
+            .zip(["scale", "bias"])
+        {
+            if let Some(p) = p {
+                broadcasts_to_input(what, p.shape(), x.shape())?;
+                let trailing = p.rank() <= x.rank() - axis && p.len() == len;
+                *s = (!trailing).then(|| broadcast_offsets(p.shape(), x.shape()));
+            }
+        }
         macro_rules! go {
             ($t:ty, $v:expr) => {{
-                let scale = param::<$t>(scale_t, 1)?;
-                let bias = bias_t.map(|b| param::<$t>(b, 2)).transpose()?;
+                let spread_out = |t: &Tensor, i: usize| -> Result<Vec<$t>, OpError> {
+                    let p = param::<$t>(t, i)?;
+                    Ok(match &spread[i - 1] {
+                        Some(o) => o.iter().map(|&j| p[j]).collect(),
+                        None => p,
+                    })
+                };
+                let scale = spread_out(scale_t, 1)?;
+                let bias = bias_t.map(|b| spread_out(b, 2)).transpose()?;
                 if scale.is_empty() && len > 0 {
                     return Err(OpError::shape("empty scale"));
                 }
@@ -770,12 +793,13 @@ fn build_rms_norm(n: &NodeInfo<'_>) -> Result<Box<dyn Op>, OpError> {
     Ok(Box::new(RmsNorm { axis, eps }))
 }
 
-/// The shape `scale` takes in `x`'s shape (unidirectional broadcasting), when the
-/// normalized dimensions are those from `axis` on.
-fn rms_scale_shape(scale: &[usize], x: &[usize]) -> Result<(), OpError> {
-    if scale.len() > x.len() || broadcast_shapes(x, scale)? != x {
+/// Checks that a normalization's parameter `what` of shape `p` broadcasts to the
+/// input's shape `x` (unidirectional broadcasting, as the function bodies multiply and
+/// add it).
+fn broadcasts_to_input(what: &str, p: &[usize], x: &[usize]) -> Result<(), OpError> {
+    if p.len() > x.len() || broadcast_shapes(x, p)? != x {
         return Err(OpError::shape(format!(
-            "scale {scale:?} does not broadcast to the input {x:?}"
+            "{what} {p:?} does not broadcast to the input {x:?}"
         )));
     }
     Ok(())
@@ -826,7 +850,7 @@ impl Op for RmsNorm {
         norm_axis(self.axis, x.ty.shape.len())?;
         let scale = infer_input(inputs, 1)?;
         check_float(1, scale.ty.dtype)?;
-        rms_scale_shape(&scale.ty.shape, &x.ty.shape)?;
+        broadcasts_to_input("scale", &scale.ty.shape, &x.ty.shape)?;
         Ok(vec![x.ty.clone()])
     }
     fn cost(&self, inputs: &[Option<&TypeInfo>], _: &[TypeInfo]) -> u64 {
@@ -839,7 +863,7 @@ impl Op for RmsNorm {
         let len: usize = x.shape()[axis..].iter().product();
         let rows: usize = x.shape()[..axis].iter().product();
         let scale_t = input(inputs, 1)?;
-        rms_scale_shape(scale_t.shape(), x.shape())?;
+        broadcasts_to_input("scale", scale_t.shape(), x.shape())?;
         // A scale over the normalized dimensions only is used as it is; any other is
         // broadcast to the input's shape first.
         let trailing = scale_t.shape().len() <= x.rank() - axis
@@ -1498,6 +1522,36 @@ mod tests {
     use super::*;
     use crate::ctx::KernelMode;
     use proptest::prelude::*;
+
+    #[test]
+    fn layer_norm_parameters_broadcast_to_the_input() {
+        // A bias of shape [2, 1] adds one value per row of a [2, 3] input normalized
+        // over its last axis. It used to be read as a row of two, cycling (and one of
+        // none divided by zero); now anything that does not broadcast is refused.
+        let x = Tensor::from_vec(vec![2, 3], vec![1.0f32, -2.0, 0.5, 3.0, 3.5, -1.0]).unwrap();
+        let scale = Tensor::from_vec(vec![3], vec![0.5f32, 2.0, -1.0]).unwrap();
+        let ln = LayerNorm {
+            axis: -1,
+            eps: 1e-5,
+        };
+        let y = |bias: Option<&Tensor>| {
+            ln.run(&[Some(&x), Some(&scale), bias], &Ctx::default())
+                .map(|mut o| o.remove(0).as_slice::<f32>().unwrap().to_vec())
+        };
+        let plain = y(None).unwrap();
+        let b = Tensor::from_vec(vec![2, 1], vec![10.0f32, -20.0]).unwrap();
+        let want: Vec<f32> = plain
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + [10.0, -20.0][i / 3])
+            .collect();
+        assert_eq!(y(Some(&b)).unwrap(), want);
+        for bad in [vec![0], vec![2], vec![3, 3]] {
+            let n = bad.iter().product();
+            let b = Tensor::from_vec(bad.clone(), vec![1.0f32; n]).unwrap();
+            assert!(y(Some(&b)).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn mean_variance_normalization_of_a_scalar_is_refused() {

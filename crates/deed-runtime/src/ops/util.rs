@@ -148,7 +148,11 @@ pub fn broadcast_all<'a>(
 /// none.
 pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, OpError> {
     let r = rank as i64;
-    let a = if axis < 0 { axis.saturating_add(r) } else { axis };
+    let a = if axis < 0 {
+        axis.saturating_add(r)
+    } else {
+        axis
+    };
     if a < 0 || a >= r {
         return Err(OpError::bad_attr(
             "axis",
