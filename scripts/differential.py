@@ -2376,8 +2376,8 @@ def mutate(rng: np.random.Generator, case: Case) -> tuple[Case, str] | None:
 
 
 def check_bad_input(deed: Path, root: Path, seed: int, per_generator: int, ops: list[str]) -> list[str]:
-    """Runs `per_generator` broken cases of each generator through `deed run`; returns
-    what ended badly."""
+    """Runs `per_generator` broken cases of each generator through `deed run` (half of
+    them broken twice); returns what ended badly."""
     bad = []
     for op in ops:
         rng = np.random.default_rng([seed, sum(op.encode()), 7])
@@ -2389,6 +2389,11 @@ def check_bad_input(deed: Path, root: Path, seed: int, per_generator: int, ops: 
             if m is None:
                 continue
             c, what = m
+            # Half of them broken twice: an input both emptied and retyped, say.
+            again = mutate(rng, c) if rng.random() < 0.5 else None
+            if again is not None:
+                c, more = again
+                what = f"{what}; {more}"
             d = root / f"{op}_bad_{i:03d}"
             d.mkdir(parents=True)
             try:

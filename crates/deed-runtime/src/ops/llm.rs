@@ -641,7 +641,10 @@ impl Op for LinearAttention {
         let group = hq / hkv;
         let mut out = vec![0f32; d.b * d.t * hq * dv];
         let mut w = vec![0f32; dv];
-        for bi in 0..d.b {
+        // Value heads of width 0: the output and the state are empty (and a state row
+        // has no width to step by).
+        let batches = if dv == 0 { 0 } else { d.b };
+        for bi in 0..batches {
             for h in 0..hkv {
                 let s = &mut state[(bi * hkv + h) * dk * dv..][..dk * dv];
                 for ti in 0..d.t {
@@ -736,6 +739,29 @@ mod tests {
         assert!(axis0
             .run(&[Some(&past), Some(&update), None], &ctx)
             .is_err());
+    }
+
+    #[test]
+    fn linear_attention_with_empty_value_heads_is_empty() {
+        // Values of width 0 (v: [1, 1, 0]): the state rows have no width, which
+        // `chunks_exact_mut(0)` refused with a panic.
+        let op = LinearAttention {
+            gating: false,
+            delta: true,
+            q_heads: 2,
+            kv_heads: 1,
+            scale: 0.0,
+        };
+        let (q, k) = (t(&[1, 1, 2], vec![0.5, -1.0]), t(&[1, 1, 1], vec![2.0]));
+        let (v, beta) = (t(&[1, 1, 0], vec![]), t(&[1, 1, 1], vec![0.5]));
+        let out = op
+            .run(
+                &[Some(&q), Some(&k), Some(&v), None, None, Some(&beta)],
+                &Ctx::default(),
+            )
+            .unwrap();
+        assert_eq!(out[0].shape(), &[1, 1, 0]);
+        assert_eq!(out[1].shape(), &[1, 1, 1, 0]);
     }
 
     #[test]
