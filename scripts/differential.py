@@ -1207,37 +1207,25 @@ for _op, _gates in [("RNN", 1), ("GRU", 3), ("LSTM", 4)]:
     gen(_op)(_recurrent)
 
 
-@gen("NegativeLogLikelihoodLoss")
-def _nll(rng):
-    n, classes = int(rng.integers(1, 4)), int(rng.integers(1, 5))
-    extra = shape_of(rng, 0, 2)
-    attrs = {"reduction": str(rng.choice(["none", "sum", "mean"]))}
-    target = rng.integers(0, classes, size=[n] + extra).astype(np.int64)
-    if rng.random() < 0.4:
-        attrs["ignore_index"] = int(rng.integers(0, classes))
-        if target.size:
-            target.flat[0] = attrs["ignore_index"]
-    c = Case("NegativeLogLikelihoodLoss", attrs).feed(floats(rng, [n, classes] + extra, 0)).feed(target)
-    if rng.random() < 0.5:
-        c.feed(rng.uniform(0.1, 2, size=[classes]).astype(np.float32))
-    return c
-
-
-@gen("SoftmaxCrossEntropyLoss")
-def _sce(rng):
-    n, classes = int(rng.integers(1, 4)), int(rng.integers(1, 5))
-    extra = shape_of(rng, 0, 2)
-    attrs = {"reduction": str(rng.choice(["none", "sum", "mean"]))}
-    labels = rng.integers(0, classes, size=[n] + extra).astype(np.int64)
-    if rng.random() < 0.4:
-        attrs["ignore_index"] = int(rng.integers(0, classes))
-        if labels.size:
-            labels.flat[0] = attrs["ignore_index"]
-    c = Case("SoftmaxCrossEntropyLoss", attrs, outputs=int(rng.integers(1, 3)))
-    c.feed(floats(rng, [n, classes] + extra, 0)).feed(labels)
-    if rng.random() < 0.5:
-        c.feed(rng.uniform(0.1, 2, size=[classes]).astype(np.float32))
-    return c
+for _op in ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"]:
+    def _loss(rng, op=_op):
+        # Scores [N, C, d…] (log-probabilities for the first, logits for the second),
+        # targets in range with `ignore_index` on one of them now and then, weights
+        # or none; SoftmaxCrossEntropyLoss sometimes with its log-probability output.
+        n, classes = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+        extra = shape_of(rng, 0, 2)
+        attrs = {"reduction": str(rng.choice(["none", "sum", "mean"]))}
+        target = rng.integers(0, classes, size=[n] + extra).astype(np.int64)
+        if rng.random() < 0.4:
+            attrs["ignore_index"] = int(rng.integers(0, classes))
+            if target.size:
+                target.flat[0] = attrs["ignore_index"]
+        outputs = int(rng.integers(1, 3)) if op == "SoftmaxCrossEntropyLoss" else 1
+        c = Case(op, attrs, outputs=outputs).feed(floats(rng, [n, classes] + extra, 0)).feed(target)
+        if rng.random() < 0.5:
+            c.feed(rng.uniform(0.1, 2, size=[classes]).astype(np.float32))
+        return c
+    gen(_op)(_loss)
 
 
 @gen("GlobalLpPool")
@@ -1431,8 +1419,9 @@ def _scatter(rng):
     return c.reference_as("ScatterElements", {"axis": axis}, opset=11)
 
 
-@gen("ConvInteger")
-def _conv_integer(rng):
+def integer_conv_dims(rng: np.random.Generator):
+    """A 1-D or 2-D integer convolution's attributes, its u8 input, and its channels
+    and kernel: (attrs, x, cout, cin per group, kernel)."""
     r = int(rng.integers(1, 3))
     n, group = int(rng.integers(1, 3)), int(rng.integers(1, 3))
     cin, cout = group * int(rng.integers(1, 3)), group * int(rng.integers(1, 3))
@@ -1441,8 +1430,14 @@ def _conv_integer(rng):
     attrs = {"group": group, "strides": [int(rng.integers(1, 3)) for _ in range(r)],
              "pads": [int(rng.integers(0, 2)) for _ in range(2 * r)]}
     x = rng.integers(0, 256, size=[n, cin] + size).astype(np.uint8)
-    w = rng.integers(-128, 128, size=[cout, cin // group] + k).astype(np.int8) if rng.random() < 0.5 \
-        else rng.integers(0, 256, size=[cout, cin // group] + k).astype(np.uint8)
+    return attrs, x, cout, cin // group, k
+
+
+@gen("ConvInteger")
+def _conv_integer(rng):
+    attrs, x, cout, per_group, k = integer_conv_dims(rng)
+    w = rng.integers(-128, 128, size=[cout, per_group] + k).astype(np.int8) if rng.random() < 0.5 \
+        else rng.integers(0, 256, size=[cout, per_group] + k).astype(np.uint8)
     c = Case("ConvInteger", attrs).feed(x).feed(w)
     if rng.random() < 0.7:
         c.feed(np.array(int(rng.integers(0, 256)), dtype=np.uint8))
@@ -1453,15 +1448,8 @@ def _conv_integer(rng):
 
 @gen("QLinearConv")
 def _qlinear_conv(rng):
-    r = int(rng.integers(1, 3))
-    n, group = int(rng.integers(1, 3)), int(rng.integers(1, 3))
-    cin, cout = group * int(rng.integers(1, 3)), group * int(rng.integers(1, 3))
-    k = [int(rng.integers(1, 4)) for _ in range(r)]
-    size = [kk + int(rng.integers(0, 4)) for kk in k]
-    attrs = {"group": group, "strides": [int(rng.integers(1, 3)) for _ in range(r)],
-             "pads": [int(rng.integers(0, 2)) for _ in range(2 * r)]}
-    x = rng.integers(0, 256, size=[n, cin] + size).astype(np.uint8)
-    w = rng.integers(-127, 128, size=[cout, cin // group] + k).astype(np.int8)
+    attrs, x, cout, per_group, k = integer_conv_dims(rng)
+    w = rng.integers(-127, 128, size=[cout, per_group] + k).astype(np.int8)
     per_channel = rng.random() < 0.5
     w_scale = rng.uniform(0.001, 0.02, size=[cout] if per_channel else []).astype(np.float32)
     c = Case("QLinearConv", attrs)
