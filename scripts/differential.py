@@ -1617,23 +1617,31 @@ def leaves_of(trees):
     return [(t, i) for t, nodes in enumerate(trees) for i, n in enumerate(nodes) if n[0] == "LEAF"]
 
 
+def leaf_weights(rng: np.random.Generator, trees, attrs: dict, prefix: str, count: int, weight) -> None:
+    """Weights on the leaves for `count` targets or classes, into `attrs`'
+    `{prefix}_treeids`, `_nodeids`, `_ids` and `_weights`: on each leaf one of them at
+    least (the reference looks every leaf up), each other one half the time, each
+    weight drawn by `weight()`."""
+    for key in ("treeids", "nodeids", "ids", "weights"):
+        attrs[f"{prefix}_{key}"] = []
+    for t, i in leaves_of(trees):
+        must = int(rng.integers(0, count))
+        for k in range(count):
+            if k == must or rng.random() < 0.5:
+                attrs[f"{prefix}_treeids"].append(t)
+                attrs[f"{prefix}_nodeids"].append(i)
+                attrs[f"{prefix}_ids"].append(k)
+                attrs[f"{prefix}_weights"].append(weight())
+
+
 @gen("TreeEnsembleRegressor")
 def _tree_regressor(rng):
     features, targets = int(rng.integers(1, 4)), int(rng.integers(1, 3))
     trees = random_trees(rng, features, int(rng.integers(1, 4)))
     attrs = tree_node_attrs(trees)
-    attrs.update({"n_targets": targets, "target_treeids": [], "target_nodeids": [], "target_ids": [],
-                  "target_weights": [],
+    attrs.update({"n_targets": targets,
                   "aggregate_function": str(rng.choice(["SUM", "AVERAGE", "MIN", "MAX"]))})
-    # Every leaf with a weight at least (the reference looks each leaf up).
-    for t, i in leaves_of(trees):
-        must = int(rng.integers(0, targets))
-        for target in range(targets):
-            if target == must or rng.random() < 0.5:
-                attrs["target_treeids"].append(t)
-                attrs["target_nodeids"].append(i)
-                attrs["target_ids"].append(target)
-                attrs["target_weights"].append(float(rng.integers(-8, 9) / 4))
+    leaf_weights(rng, trees, attrs, "target", targets, lambda: float(rng.integers(-8, 9) / 4))
     if rng.random() < 0.5:
         attrs["base_values"] = [float(rng.integers(-4, 5) / 4) for _ in range(targets)]
     return Case("TreeEnsembleRegressor", attrs, opset=3, domain=ML).feed(
@@ -1645,17 +1653,9 @@ def _tree_classifier(rng):
     features, classes = int(rng.integers(1, 4)), int(rng.integers(2, 4))
     trees = random_trees(rng, features, int(rng.integers(1, 4)))
     attrs = tree_node_attrs(trees)
-    attrs.update({"classlabels_int64s": [int(c) * 10 + 1 for c in range(classes)], "class_treeids": [],
-                  "class_nodeids": [], "class_ids": [], "class_weights": [],
+    attrs.update({"classlabels_int64s": [int(c) * 10 + 1 for c in range(classes)],
                   "post_transform": str(rng.choice(["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO"]))})
-    for t, i in leaves_of(trees):
-        must = int(rng.integers(0, classes))
-        for cl in range(classes):
-            if cl == must or rng.random() < 0.5:
-                attrs["class_treeids"].append(t)
-                attrs["class_nodeids"].append(i)
-                attrs["class_ids"].append(cl)
-                attrs["class_weights"].append(float(rng.integers(0, 9) / 8))
+    leaf_weights(rng, trees, attrs, "class", classes, lambda: float(rng.integers(0, 9) / 8))
     return Case("TreeEnsembleClassifier", attrs, outputs=2, opset=3, domain=ML).feed(
         grid_floats(rng, [int(rng.integers(1, 6)), features], nan=0.1))
 
