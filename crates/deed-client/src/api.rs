@@ -53,6 +53,9 @@ pub enum ErrorCode {
     BadRequest,
     /// No such account, model, version, blob, job, dispute or transaction.
     NotFound,
+    /// The route exists but not with this method (the `Allow` header lists those it
+    /// takes).
+    MethodNotAllowed,
     /// A transaction's signature does not verify or names another chain.
     BadSignature,
     /// A transaction's nonce is not the sender's next one.
@@ -88,6 +91,7 @@ impl ErrorCode {
             ErrorCode::BadSignature => 401,
             ErrorCode::InsufficientFunds => 402,
             ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::BadNonce | ErrorCode::AlreadyServed | ErrorCode::Rejected => 409,
             ErrorCode::TooLarge => 413,
             ErrorCode::HashMismatch => 422,

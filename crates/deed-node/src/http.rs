@@ -1,12 +1,13 @@
 //! The HTTP API (axum): every route of `deed_client::api`, typed errors as
 //! [`ErrorBody`], body limits, metrics and the OpenAPI document.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -76,7 +77,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(node.clone(), observe))
+        .layer(middleware::from_fn(close_unread))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(node)
 }
@@ -99,11 +102,87 @@ async fn observe(State(node): Shared, req: Request, next: Next) -> Response {
     resp
 }
 
+/// Answers a request whose body was not read to its end (a route that takes none,
+/// a body over the limit, an error found before reading it) with `Connection: close`.
+/// The connection ends after such an answer, since the rest of the body is still on
+/// it; without the header, a client that keeps connections would send its next
+/// request on one the node is closing.
+async fn close_unread(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let read = Arc::new(AtomicBool::new(http_body::Body::is_end_stream(&body)));
+    let body = Body::new(Tracked {
+        inner: body,
+        read: read.clone(),
+    });
+    let mut resp = next.run(Request::from_parts(parts, body)).await;
+    if !read.load(Ordering::Acquire) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// A request body that records when it has been read to its end.
+struct Tracked {
+    inner: Body,
+    read: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
 
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("this route does not take {method}"),
+    )
+}
+
 // ---- helpers --------------------------------------------------------------------
+
+/// A route's path parameters, as [`Path`] extracts them, but refused with a typed
+/// error (a parameter that is not UTF-8 once percent-decoded, say) rather than
+/// axum's plain-text one.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Params(v)),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
+    }
+}
 
 fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     b.map_err(|e| {
@@ -199,7 +278,7 @@ async fn status(State(node): Shared) -> ApiResult<Status> {
     }))
 }
 
-async fn block(State(node): Shared, Path(height): Path<String>) -> ApiResult<BlockView> {
+async fn block(State(node): Shared, Params(height): Params<String>) -> ApiResult<BlockView> {
     let height: u64 = parse("height", &height)?;
     let b = node
         .with_state(|c| c.block(height))
@@ -216,7 +295,7 @@ async fn block(State(node): Shared, Path(height): Path<String>) -> ApiResult<Blo
     }))
 }
 
-async fn account(State(node): Shared, Path(address): Path<String>) -> ApiResult<AccountView> {
+async fn account(State(node): Shared, Params(address): Params<String>) -> ApiResult<AccountView> {
     let address: Address = parse("address", &address)?;
     let next = node.next_nonce(&address);
     Ok(Json(node.with_state(|c| {
@@ -257,7 +336,7 @@ async fn submit_tx(
     Ok((StatusCode::ACCEPTED, Json(TxSubmitted { hash })))
 }
 
-async fn transaction(State(node): Shared, Path(hash): Path<String>) -> ApiResult<TxView> {
+async fn transaction(State(node): Shared, Params(hash): Params<String>) -> ApiResult<TxView> {
     let hash: Hash = parse("transaction hash", &hash)?;
     if let Some((sender, action)) = node.pending_tx(&hash) {
         return Ok(Json(TxView {
@@ -356,14 +435,14 @@ fn model_id(s: &str) -> Result<ModelId, ApiError> {
     Ok(ModelId(parse("model id", s)?))
 }
 
-async fn model(State(node): Shared, Path(id): Path<String>) -> ApiResult<ModelView> {
+async fn model(State(node): Shared, Params(id): Params<String>) -> ApiResult<ModelView> {
     let id = model_id(&id)?;
     node.with_state(|c| c.state().model(id).map(|m| model_view(id, m)))
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("model {id} does not exist")))
 }
 
-async fn versions(State(node): Shared, Path(id): Path<String>) -> ApiResult<Vec<VersionView>> {
+async fn versions(State(node): Shared, Params(id): Params<String>) -> ApiResult<Vec<VersionView>> {
     let id = model_id(&id)?;
     node.with_state(|c| {
         let s = c.state();
@@ -380,7 +459,7 @@ async fn versions(State(node): Shared, Path(id): Path<String>) -> ApiResult<Vec<
 
 async fn version(
     State(node): Shared,
-    Path((id, n)): Path<(String, String)>,
+    Params((id, n)): Params<(String, String)>,
 ) -> ApiResult<VersionView> {
     let id = model_id(&id)?;
     let n: u32 = parse("version number", &n)?;
@@ -423,7 +502,7 @@ fn upload_of(node: &Node, cid: &Cid) -> Result<Manifest, ApiError> {
     })
 }
 
-async fn upload_get(State(node): Shared, Path(cid): Path<String>) -> ApiResult<UploadStatus> {
+async fn upload_get(State(node): Shared, Params(cid): Params<String>) -> ApiResult<UploadStatus> {
     need_storage(&node)?;
     let cid: Cid = parse("CID", &cid)?;
     let manifest = upload_of(&node, &cid)?;
@@ -432,7 +511,7 @@ async fn upload_get(State(node): Shared, Path(cid): Path<String>) -> ApiResult<U
 
 async fn upload_chunk(
     State(node): Shared,
-    Path((cid, index)): Path<(String, String)>,
+    Params((cid, index)): Params<(String, String)>,
     body: Body,
 ) -> ApiResult<ChunkStored> {
     need_storage(&node)?;
@@ -472,7 +551,7 @@ async fn body_parts(body: Body, index: u32, expected: u64) -> Result<(Vec<Bytes>
     Ok((parts, len))
 }
 
-async fn upload_finish(State(node): Shared, Path(cid): Path<String>) -> ApiResult<BlobInfo> {
+async fn upload_finish(State(node): Shared, Params(cid): Params<String>) -> ApiResult<BlobInfo> {
     need_storage(&node)?;
     let cid: Cid = parse("CID", &cid)?;
     let manifest = match node.blobs.manifest(&cid).await? {
@@ -539,7 +618,7 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, Api
 
 async fn blob_get(
     State(node): Shared,
-    Path(cid): Path<String>,
+    Params(cid): Params<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let manifest = stored_manifest(&node, &cid).await?;
@@ -634,7 +713,7 @@ async fn blob_body(
     Ok(Body::from_stream(stream))
 }
 
-async fn blob_head(State(node): Shared, Path(cid): Path<String>) -> Result<Response, ApiError> {
+async fn blob_head(State(node): Shared, Params(cid): Params<String>) -> Result<Response, ApiError> {
     let manifest = stored_manifest(&node, &cid).await?;
     let mut resp = Response::new(Body::empty());
     let h = resp.headers_mut();
@@ -647,7 +726,7 @@ async fn blob_head(State(node): Shared, Path(cid): Path<String>) -> Result<Respo
     Ok(resp)
 }
 
-async fn blob_manifest(State(node): Shared, Path(cid): Path<String>) -> ApiResult<Manifest> {
+async fn blob_manifest(State(node): Shared, Params(cid): Params<String>) -> ApiResult<Manifest> {
     Ok(Json(stored_manifest(&node, &cid).await?))
 }
 
@@ -758,7 +837,7 @@ async fn jobs(
     })?))
 }
 
-async fn job(State(node): Shared, Path(id): Path<String>) -> ApiResult<JobView> {
+async fn job(State(node): Shared, Params(id): Params<String>) -> ApiResult<JobView> {
     let id = JobId(parse("job id", &id)?);
     node.with_state(|c| {
         c.state()
@@ -816,7 +895,7 @@ async fn disputes(State(node): Shared) -> ApiResult<Vec<DisputeView>> {
     })?))
 }
 
-async fn dispute(State(node): Shared, Path(id): Path<String>) -> ApiResult<DisputeView> {
+async fn dispute(State(node): Shared, Params(id): Params<String>) -> ApiResult<DisputeView> {
     let id = DisputeId(parse("dispute id", &id)?);
     node.with_state(|c| {
         c.state()

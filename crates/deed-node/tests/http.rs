@@ -12,7 +12,7 @@ use deed_node::config::Roles;
 use deed_node::Storage;
 use deed_store::Manifest;
 use deed_types::{
-    Action, Address, Hash, JobId, JobInput, Mode, ModelId, Output, Receipt, Signature, Transaction,
+    Action, Hash, JobId, JobInput, Mode, ModelId, Output, Receipt, Signature, Transaction,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,6 +144,43 @@ async fn transfer_then_bad_input_changes_nothing() {
     // The included transaction counted once; nothing else moved.
     let after = (c.balance(&alice).await, c.nonce(&alice).await);
     assert_eq!(after, (snapshot.0 - 2, snapshot.1 + 1));
+    node.stop().await;
+}
+
+/// Requests broken below the JSON: a parameter that is not UTF-8, a method a route
+/// does not take, a body a route does not read. Typed errors all, and an answer that
+/// leaves a body unread on the connection says the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_broken_below_the_json_get_typed_errors() {
+    let (node, c) = dev_node().await;
+    c.get("/v1/accounts/%FF")
+        .await
+        .expect_error(ErrorCode::BadRequest);
+    let r = c.send(c.http.delete(format!("{}/v1/models", c.base))).await;
+    r.expect_error(ErrorCode::MethodNotAllowed);
+    assert_eq!(r.headers["allow"], "GET,HEAD");
+
+    let url = format!("{}/v1/models", c.base);
+    let keep = |r: &Resp| {
+        r.headers
+            .get("connection")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    // Read whole, or no body: the connection stays.
+    let r = c.get("/v1/models").await;
+    assert_eq!((r.status, keep(&r)), (200, None));
+    let r = c
+        .post_json("/v1/transactions", &api::SubmitTx { tx: "0x00".into() })
+        .await;
+    r.expect_error(ErrorCode::BadRequest);
+    assert_eq!(keep(&r), None);
+    // Left unread: a route that takes none.
+    let r = c.send(c.http.get(&url).body(vec![b' '; 4096])).await;
+    assert_eq!((r.status, keep(&r).as_deref()), (200, Some("close")));
+    // The client's next requests find a connection that works.
+    for _ in 0..3 {
+        assert_eq!(c.get("/v1/status").await.status, 200);
+    }
     node.stop().await;
 }
 
@@ -311,30 +348,6 @@ async fn published_model_runs_as_a_job_and_pays_the_owner() {
     node.stop().await;
 }
 
-/// Waits until the executor's bond lists `model`.
-async fn executor_serves(c: &Client, executor: Address, model: u64) {
-    wait_for(|| async {
-        let a: api::AccountView = c.get(&format!("/v1/accounts/{executor}")).await.json();
-        a.executor.filter(|e| e.models.contains(&model))
-    })
-    .await;
-}
-
-/// A node started with `cfg` on `storage`, `mlp_tiny` published on it by user 0 as
-/// `name` (price 5), and the node's executor bonded and serving it.
-async fn serving_mlp(
-    cfg: deed_node::config::Config,
-    storage: Storage,
-    name: &str,
-) -> (deed_node::Running, Client, Published, deed_types::Address) {
-    let node = start_node(cfg, storage).await;
-    let c = Client::new(&node);
-    let p = publish_mlp(&c, &user(0), name, 5).await;
-    let executor = c.status().await.executor.unwrap();
-    executor_serves(&c, executor, p.model).await;
-    (node, c, p, executor)
-}
-
 /// A node with every role keeping its state in a new temporary folder (for tests that
 /// restart it), serving `mlp_tiny` published as `name`: the folder (kept alive by
 /// the caller), the config that starts the node again, and what [`serving_mlp`] gives.
@@ -469,40 +482,6 @@ async fn direct_call_answers_at_once_and_settles_once() {
     .await
     .expect_error(ErrorCode::BadRequest);
     node.stop().await;
-}
-
-/// The direct request for the MLP published as `model`, signed by `requester`.
-async fn direct_mlp_request(
-    c: &Client,
-    requester: &deed_types::SecretKey,
-    model: u64,
-    executor: deed_types::Address,
-) -> (deed_types::SignedTransaction, DirectRequest) {
-    let stx = c
-        .sign(
-            requester,
-            Action::RequestJob {
-                model: ModelId(model),
-                version: Some(1),
-                input: JobInput::Inline(mlp_input()),
-                mode: Mode::None,
-                max_fee: 1_000,
-                executor: Some(executor),
-            },
-        )
-        .await;
-    let (_, inputs) = mlp();
-    let req = DirectRequest {
-        tx: hex_of(&stx.encode()),
-        inputs: inputs
-            .iter()
-            .map(|(n, t)| NamedTensor {
-                name: n.clone(),
-                tensor: hex_of(&t.encode()),
-            })
-            .collect(),
-    };
-    (stx, req)
 }
 
 /// `[executor] threads` changes how fast a model runs, never what it computes: an

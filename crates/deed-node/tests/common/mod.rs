@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use deed_client::api::{
-    self, ErrorBody, ErrorCode, JobView, ManifestFile, ModelManifest, Status, TxState, TxView,
-    UploadStatus,
+    self, DirectRequest, ErrorBody, ErrorCode, JobView, ManifestFile, ModelManifest, NamedTensor,
+    Status, TxState, TxView, UploadStatus,
 };
 use deed_node::config::{Config, Roles};
 use deed_node::dev::{dev_account, dev_genesis, dev_keys, DEV_CHAIN_ID};
@@ -14,7 +14,8 @@ use deed_node::{start, Running, Storage};
 use deed_runtime::{Limits, Model};
 use deed_store::Manifest;
 use deed_types::{
-    encode_list, Action, Cid, Hash, Licence, SecretKey, SignedTransaction, Tensor, Transaction,
+    encode_list, Action, Address, Cid, Hash, JobInput, Licence, Mode, ModelId, SecretKey,
+    SignedTransaction, Tensor, Transaction,
 };
 use serde_json::Value;
 
@@ -91,7 +92,7 @@ impl Client {
         }
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
         let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         let headers = r.headers().clone();
@@ -321,7 +322,7 @@ pub async fn publish_mlp(c: &Client, owner: &SecretKey, name: &str, price: u128)
     c.act(
         owner,
         Action::PublishVersion {
-            model: deed_types::ModelId(id),
+            model: ModelId(id),
             manifest: manifest_cid,
             io_schema: "{}".into(),
             steps,
@@ -358,4 +359,62 @@ pub fn mlp_local() -> (Vec<u8>, Hash) {
 
 pub fn user(i: usize) -> SecretKey {
     dev_account(i)
+}
+
+/// Waits until the executor's bond lists `model`.
+pub async fn executor_serves(c: &Client, executor: Address, model: u64) {
+    wait_for(|| async {
+        let a: api::AccountView = c.get(&format!("/v1/accounts/{executor}")).await.json();
+        a.executor.filter(|e| e.models.contains(&model))
+    })
+    .await;
+}
+
+/// A node started with `cfg` on `storage`, `mlp_tiny` published on it by user 0 as
+/// `name` (price 5), and the node's executor bonded and serving it.
+pub async fn serving_mlp(
+    cfg: Config,
+    storage: Storage,
+    name: &str,
+) -> (Running, Client, Published, Address) {
+    let node = start_node(cfg, storage).await;
+    let c = Client::new(&node);
+    let p = publish_mlp(&c, &user(0), name, 5).await;
+    let executor = c.status().await.executor.unwrap();
+    executor_serves(&c, executor, p.model).await;
+    (node, c, p, executor)
+}
+
+/// The direct request for the MLP published as `model`, signed by `requester`.
+pub async fn direct_mlp_request(
+    c: &Client,
+    requester: &SecretKey,
+    model: u64,
+    executor: Address,
+) -> (SignedTransaction, DirectRequest) {
+    let stx = c
+        .sign(
+            requester,
+            Action::RequestJob {
+                model: ModelId(model),
+                version: Some(1),
+                input: JobInput::Inline(mlp_input()),
+                mode: Mode::None,
+                max_fee: 1_000,
+                executor: Some(executor),
+            },
+        )
+        .await;
+    let (_, inputs) = mlp();
+    let req = DirectRequest {
+        tx: hex_of(&stx.encode()),
+        inputs: inputs
+            .iter()
+            .map(|(n, t)| NamedTensor {
+                name: n.clone(),
+                tensor: hex_of(&t.encode()),
+            })
+            .collect(),
+    };
+    (stx, req)
 }
