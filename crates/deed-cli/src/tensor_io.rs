@@ -54,20 +54,56 @@ pub fn read_npy(bytes: &[u8]) -> Result<Tensor> {
         other => bail!("unsupported .npy dtype {}{}", other.descr(), LOW_BIT_NPY),
     };
     let size = ts.size_field();
-    let elements: u128 = shape.iter().map(|&d| d as u128).product();
+    let elements = shape
+        .iter()
+        .try_fold(1u128, |n, &d| n.checked_mul(d as u128));
+    let cut_short = |needed: Option<u128>| {
+        let needed = needed.map_or_else(|| "more than 2^128".to_owned(), |n| n.to_string());
+        anyhow!(
+            "the file ends before its data does: shape {shape:?} of dtype {ts} holds \
+             {needed} bytes"
+        )
+    };
+    // The data must be in the file before anything is allocated for it. An element
+    // counts as a byte at least: a zero-width string dtype (`<U0`, `|S0`) would
+    // otherwise let a header of any shape through, and its strings fill memory.
+    let needed = elements.and_then(|n| n.checked_mul(size.max(1) as u128));
+    match needed {
+        Some(n) if n <= npy_data_len(bytes) as u128 => {}
+        _ => {
+            return Err(cut_short(
+                elements.and_then(|n| n.checked_mul(size as u128)),
+            ))
+        }
+    }
     let data = read_npy_data(npy, ts.clone()).map_err(|e| {
         match e.downcast_ref::<std::io::Error>() {
             // A file cut short: say what it lacks, not the reader's "failed to fill
             // whole buffer".
-            Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => anyhow!(
-                "the file ends before its data does: shape {shape:?} of dtype {ts} holds \
-                 {} bytes",
-                elements.saturating_mul(size as u128)
-            ),
+            Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                cut_short(elements.and_then(|n| n.checked_mul(size as u128)))
+            }
             _ => e,
         }
     })?;
     Ok(Tensor::new(shape, data)?)
+}
+
+/// How many bytes follow the header of the `.npy` file `bytes` (whose header has
+/// been read): format 1 gives the header's length in two bytes, formats 2 and 3 in
+/// four.
+fn npy_data_len(bytes: &[u8]) -> usize {
+    let header_end = match bytes.get(6) {
+        Some(1) => bytes
+            .get(8..10)
+            .map(|b| 10 + usize::from(u16::from_le_bytes([b[0], b[1]]))),
+        Some(_) => bytes.get(8..12).and_then(|b| {
+            let len = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            usize::try_from(len).ok().and_then(|l| l.checked_add(12))
+        }),
+        None => None,
+    };
+    header_end.map_or(0, |end| bytes.len().saturating_sub(end))
 }
 
 /// The elements of a `.npy` array of the plain dtype `ts`.
@@ -318,6 +354,128 @@ fn low_bit_json<T: LowBit>(v: &[T], n: usize) -> Vec<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A `.npy` file with `descr`, `shape` (Python tuple text) and `data`, its header
+    /// written as numpy writes one.
+    fn npy_file(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
+        let py = if fortran { "True" } else { "False" };
+        let mut h = format!("{{'descr': '{descr}', 'fortran_order': {py}, 'shape': {shape}, }}");
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&u16::try_from(h.len()).unwrap().to_le_bytes());
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// Tensor files of every kind `deed run` reads, valid, to break.
+    fn valid_files() -> Vec<(&'static str, Vec<u8>)> {
+        let f = Tensor::new(vec![2, 3], TensorData::F32(vec![1.5; 6])).unwrap();
+        let s = Tensor::new(vec![2], TensorData::Str(vec!["ab".into(), "ü".into()])).unwrap();
+        let pb = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deed-runtime/tests/fixtures/function-ops/",
+            "test_affine_grid_2d_align_corners/test_data_set_0/input_0.pb"
+        ))
+        .unwrap();
+        vec![
+            ("npy", npy_bytes(&f).unwrap()),
+            ("npy", npy_bytes(&s).unwrap()),
+            (
+                "json",
+                br#"{"shape": [2, 2], "dtype": "i8", "data": [1, -2, 3, 4]}"#.to_vec(),
+            ),
+            (
+                "json",
+                br#"{"shape": [1], "dtype": "f8e4m3fn", "data": [0.5]}"#.to_vec(),
+            ),
+            ("pb", pb),
+        ]
+    }
+
+    fn read_kind(kind: &str, bytes: &[u8]) -> Result<Tensor> {
+        match kind {
+            "npy" => read_npy(bytes),
+            "json" => read_json(bytes),
+            _ => deed_runtime::proto::tensor_from_pb_bytes(bytes)
+                .map(|(_, t)| t)
+                .map_err(anyhow::Error::from),
+        }
+    }
+
+    /// A string dtype of width 0 needs no data bytes, so a 128-byte header could
+    /// claim 2^61 strings, and reading them filled memory until the process died.
+    #[test]
+    fn zero_width_strings_cannot_claim_any_shape() {
+        for descr in ["<U0", "|S0"] {
+            let bytes = npy_file(descr, false, "(2305843009213693951,)", &[]);
+            let e = read_npy(&bytes).unwrap_err().to_string();
+            assert!(e.contains("ends before its data"), "{e}");
+            let none = read_npy(&npy_file(descr, false, "(0,)", &[])).unwrap();
+            assert_eq!((none.shape(), none.len()), (&[0][..], 0));
+        }
+        let huge = npy_file(
+            "<f4",
+            false,
+            "(4294967296, 4294967296, 4294967296, 4294967296, 4294967296)",
+            &[],
+        );
+        let e = read_npy(&huge).unwrap_err().to_string();
+        assert!(e.contains("more than 2^128"), "{e}");
+    }
+
+    proptest! {
+        /// Tensor files with bytes flipped, set, inserted or cut out are read or
+        /// refused, never a panic; what is read holds as many elements as its shape.
+        #[test]
+        fn broken_tensor_files_are_refused_or_read_whole(
+            file in 0..5usize,
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..4u8), 1..8),
+        ) {
+            let (kind, mut bytes) = valid_files().swap_remove(file);
+            for (at, byte, op) in edits {
+                let i = at.index(bytes.len() + 1);
+                match op {
+                    0 if i < bytes.len() => bytes[i] ^= 1 << (byte % 8),
+                    1 if i < bytes.len() => bytes[i] = byte,
+                    2 => bytes.insert(i, byte),
+                    _ if i < bytes.len() => { bytes.remove(i); }
+                    _ => bytes.truncate(i / 2),
+                }
+            }
+            if let Ok(t) = read_kind(kind, &bytes) {
+                prop_assert_eq!(t.shape().iter().product::<usize>(), t.len());
+            }
+        }
+
+        /// `.npy` headers of every dtype numpy names (and some it does not) with
+        /// hostile shapes, over data of any length: read or refused, never a panic or
+        /// an allocation the data cannot fill.
+        #[test]
+        fn npy_headers_with_hostile_shapes_are_refused_or_read_whole(
+            descr in prop::sample::select(vec![
+                "<f4", ">f4", "<f8", "<f2", "<i8", "|i1", "<u2", "|b1", "<U3", "<U0", "|S2",
+                "|S0", "|V4", "<c8", "O", "<m8", "<M8[s]", "|u1", "<i16", "f4", "",
+            ]),
+            fortran in any::<bool>(),
+            shape in prop::sample::select(vec![
+                "()", "(0,)", "(3,)", "(2, 3)", "(-1,)", "(18446744073709551616,)",
+                "(4294967296, 4294967296)", "(4294967296, 4294967296, 0)",
+                "(2305843009213693951,)", "(1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1)",
+                "(3.5,)", "[3]", "(3)", "x", "(0, 18446744073709551615)",
+            ]),
+            data in prop::collection::vec(any::<u8>(), 0..48),
+        ) {
+            let bytes = npy_file(descr, fortran, shape, &data);
+            if let Ok(t) = read_npy(&bytes) {
+                prop_assert_eq!(t.shape().iter().product::<usize>(), t.len());
+            }
+        }
+    }
 
     #[test]
     fn a_cut_npy_file_says_what_it_lacks() {

@@ -199,9 +199,12 @@ pub fn split_version(spec: &str) -> Result<(&str, Option<u32>)> {
     match spec.rsplit_once('@') {
         Some((m, v)) => {
             let v = v.strip_prefix('v').unwrap_or(v);
-            let n = v
-                .parse::<u32>()
-                .map_err(|_| anyhow!("`{spec}`: the version after @ is a number"))?;
+            let n = v.parse::<u32>().map_err(|_| {
+                anyhow!(
+                    "`{spec}`: the version after @ is a number from 1 to {}, not `{v}`",
+                    u32::MAX
+                )
+            })?;
             Ok((m, Some(n)))
         }
         None => Ok((spec, None)),
@@ -555,5 +558,7 @@ mod tests {
         assert_eq!(split_version("m@3").unwrap(), ("m", Some(3)));
         assert_eq!(split_version("0xab/m@v2").unwrap(), ("0xab/m", Some(2)));
         assert!(split_version("m@x").is_err());
+        let e = split_version("m@99999999999").unwrap_err().to_string();
+        assert!(e.contains("from 1 to 4294967295, not `99999999999`"), "{e}");
     }
 }
