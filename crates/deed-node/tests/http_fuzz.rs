@@ -1,5 +1,5 @@
 //! Broken requests on every route of the HTTP API, against a node serving on
-//! 127.0.0.1.
+//! 127.0.0.1 with its state in memory, and against one with its state on disk.
 //!
 //! A seeded generator takes a valid request of each route (every route the OpenAPI
 //! document lists has one, so a new route is fuzzed from the day it is added) and
@@ -12,11 +12,12 @@
 //! Every answer must be a success or a typed error (an [`ErrorBody`] sent with its
 //! code's status), never a server error; a request that carries a signed transaction
 //! other than the one it was built from, or chunk bytes other than the chunk's, must
-//! be refused; and at the end no account, model, version, job or dispute has changed
-//! and the node still makes blocks.
+//! be refused; and at the end no account, model, version, job or dispute has changed,
+//! no scratch file is left on disk, and the node still makes blocks.
 //!
-//! `DEED_HTTP_FUZZ_CASES` (default 600) and `DEED_HTTP_FUZZ_SEED` (default 1) choose
-//! the run; a failure names the seed, the case, the request and the answer.
+//! `DEED_HTTP_FUZZ_CASES` (default 600 in memory, 300 on disk) and
+//! `DEED_HTTP_FUZZ_SEED` (default 1) choose the run; a failure names the seed, the
+//! case, the request and the answer.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
@@ -482,17 +483,39 @@ async fn ledger_view(c: &Client, models: &[u64]) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_requests_get_typed_errors_and_change_nothing() {
+    fuzz(Storage::Memory, None, 600).await;
+}
+
+/// The same against a node that keeps its state in redb and its blobs in files,
+/// which must also leave no scratch file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_requests_to_a_node_on_disk_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    fuzz(Storage::Disk, Some(dir.path()), 300).await;
+    let scratch = dir.path().join("blobs").join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .unwrap_or_else(|e| panic!("{}: {e}", scratch.display()))
+        .collect();
+    assert!(left.is_empty(), "scratch files left: {left:?}");
+}
+
+/// Sends `DEED_HTTP_FUZZ_CASES` (else `default_cases`) broken requests to a node on
+/// `storage` (in `data_dir`, for a disk) and checks every answer and the end state.
+async fn fuzz(storage: Storage, data_dir: Option<&std::path::Path>, default_cases: usize) {
     let cases: usize = std::env::var("DEED_HTTP_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(600);
+        .unwrap_or(default_cases);
     let seed_no: u64 = std::env::var("DEED_HTTP_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let cfg = test_config(Roles::all());
+    let mut cfg = test_config(Roles::all());
+    if let Some(dir) = data_dir {
+        cfg.data_dir = dir.to_path_buf();
+    }
     let limit = cfg.limits.max_body_size;
-    let (node, c, p, executor) = serving_mlp(cfg, Storage::Memory, "fuzzed").await;
+    let (node, c, p, executor) = serving_mlp(cfg, storage, "fuzzed").await;
 
     // A direct call served and settled (a job, a served request to replay).
     let (served_tx, served) = direct_mlp_request(&c, &user(2), p.model, executor).await;
