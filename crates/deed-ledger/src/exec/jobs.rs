@@ -140,6 +140,7 @@ impl<'a> Exec<'a> {
         let job_id = JobId(self.s.meta.next_job);
         let mut eligible: Vec<(Hash, Address, Amount)> = Vec::new();
         let mut cheapest: Option<Amount> = None;
+        let mut overflowed = false;
         for ((_, addr), ()) in self
             .s
             .serving
@@ -154,7 +155,10 @@ impl<'a> Exec<'a> {
             if direct.is_some_and(|d| d != *addr) {
                 continue;
             }
-            let total = Some(cost_at(e.price).ok_or(TxError::Overflow("job cost"))?);
+            // A price whose cost does not fit an amount is one no request can pay: that
+            // executor is passed over, and the others still serve the model.
+            let total = cost_at(e.price);
+            overflowed |= total.is_none();
             cheapest = match (cheapest, total) {
                 (Some(c), Some(t)) => Some(c.min(t)),
                 (None, t) => t,
@@ -181,6 +185,10 @@ impl<'a> Exec<'a> {
             }
             if let Some(needed) = cheapest.filter(|c| *c > max_fee) {
                 return Err(TxError::MaxFeeTooLow { max_fee, needed });
+            }
+            // No executor's cost fits an amount (the royalty alone may be too large).
+            if cheapest.is_none() && overflowed {
+                return Err(TxError::Overflow("job cost"));
             }
             return Err(TxError::NoExecutors {
                 model: model_id,
