@@ -31,6 +31,7 @@ pub use block::{apply_block, next_block, next_header, BlockOutcome, TxResult};
 pub use commitment::{CommitmentError, StateProof};
 pub use error::{BlockError, TxError};
 pub use events::{Event, Reason};
+pub use exec::bps_of;
 pub use params::{ParamError, Params};
 pub use referee::{Referee, RefereeError, RuntimeReferee, StepInput};
 pub use state::{

@@ -1046,8 +1046,9 @@ async fn execute(
             } else {
                 m.price
             };
+            // As the ledger reckons it; a cost that does not fit is one no fee pays.
             let pfee =
-                e.price.saturating_mul(s.params().protocol_fee_bps) / deed_types::BPS_DENOMINATOR;
+                deed_ledger::bps_of(e.price, s.params().protocol_fee_bps).unwrap_or(Amount::MAX);
             let total = royalty.saturating_add(e.price).saturating_add(pfee);
             if total > *max_fee {
                 return Err(ApiError::new(

@@ -3,7 +3,7 @@
 
 use deed_types::{Address, ParamChange, ProposalId, BPS_DENOMINATOR};
 
-use super::Exec;
+use super::{products_at_least, Exec};
 use crate::error::TxError;
 use crate::events::Event;
 use crate::state::{Proposal, ProposalStatus, Timer};
@@ -95,10 +95,11 @@ impl<'a> Exec<'a> {
         }
         let cast = p.yes.saturating_add(p.no);
         let total = self.s.meta.total_stake;
-        let quorum =
-            cast.saturating_mul(BPS_DENOMINATOR) >= total.saturating_mul(self.s.params.quorum_bps);
-        let threshold = p.yes.saturating_mul(BPS_DENOMINATOR)
-            > cast.saturating_mul(self.s.params.threshold_bps);
+        // Exact for stakes of any size (saturating products made any two large
+        // sides compare equal, so a quorum of 0.1% could pass for 40%).
+        let quorum = products_at_least(cast, BPS_DENOMINATOR, total, self.s.params.quorum_bps);
+        let threshold =
+            !products_at_least(cast, self.s.params.threshold_bps, p.yes, BPS_DENOMINATOR);
         let passed = cast > 0 && quorum && threshold;
         if passed {
             let enact_at = self.deadline(self.s.params.enactment_delay);

@@ -37,9 +37,29 @@ pub(crate) struct Exec<'a> {
     pub referee: &'a dyn Referee,
 }
 
-/// `amount × bps / 10 000`, rounding down; `None` on overflow.
-pub(crate) fn bps_of(amount: Amount, bps: u128) -> Option<Amount> {
-    amount.checked_mul(bps).map(|x| x / BPS_DENOMINATOR)
+/// `amount × bps / 10 000`, rounding down; `None` only when that share itself does
+/// not fit an amount (`bps` above 10 000).
+pub fn bps_of(amount: Amount, bps: u128) -> Option<Amount> {
+    // amount = q·D + r, so amount·bps/D = q·bps + r·bps/D exactly (rounded down
+    // alike): the share of any amount up to `u128::MAX` is computed, where
+    // `amount · bps` itself would overflow above `u128::MAX / bps`.
+    let (q, r) = (amount / BPS_DENOMINATOR, amount % BPS_DENOMINATOR);
+    q.checked_mul(bps)?
+        .checked_add(r.checked_mul(bps)? / BPS_DENOMINATOR)
+}
+
+/// Whether `a · x ≥ b · y`, exactly: the products are taken on 256 bits (`x` and `y`
+/// are basis-point figures, which fit 64 bits; larger ones count as `u64::MAX`).
+pub(crate) fn products_at_least(a: u128, x: u128, b: u128, y: u128) -> bool {
+    let wide = |a: u128, x: u128| -> (u128, u128) {
+        let x = u128::from(u64::try_from(x).unwrap_or(u64::MAX));
+        let (hi, lo) = (a >> 64, a & u128::from(u64::MAX));
+        // a·x = hi·x·2^64 + lo·x, each partial product below 2^128.
+        let (top, low) = (hi * x, lo * x);
+        let (sum, carry) = (top << 64).overflowing_add(low);
+        ((top >> 64) + u128::from(carry), sum)
+    };
+    wide(a, x) >= wide(b, y)
 }
 
 impl<'a> Exec<'a> {
@@ -271,5 +291,69 @@ impl<'a> Exec<'a> {
 
     pub(crate) fn deadline(&self, blocks: u64) -> u64 {
         self.env.height.saturating_add(blocks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Products past `u128::MAX`, which saturating arithmetic made equal.
+    #[test]
+    fn large_products_are_told_apart() {
+        let m = u128::MAX;
+        assert!(products_at_least(m, 10_000, m, 9_999));
+        assert!(!products_at_least(m, 9_999, m, 10_000));
+        assert!(!products_at_least(m / 1000, 10_000, m / 2, 4_000));
+        // (2^127)·10^4 = 2^128·5000 > (2^128 − 1)·5000, and one less is below it.
+        assert!(products_at_least(m / 2 + 1, 10_000, m, 5_000));
+        assert!(!products_at_least(m / 2, 10_000, m, 5_000));
+    }
+
+    proptest! {
+        /// The comparison of products agrees with the direct one where it fits, and
+        /// is exact beyond: scaling both sides by the same factor changes nothing.
+        #[test]
+        fn products_compare_exactly(
+            a in prop_oneof![any::<u128>(), 0u128..1 << 64, Just(u128::MAX)],
+            b in prop_oneof![any::<u128>(), 0u128..1 << 64, Just(u128::MAX)],
+            x in 0u128..=20_000,
+            y in 0u128..=20_000,
+        ) {
+            let got = products_at_least(a, x, b, y);
+            if let (Some(l), Some(r)) = (a.checked_mul(x), b.checked_mul(y)) {
+                prop_assert_eq!(got, l >= r);
+            }
+            if (a.checked_mul(x).is_none() || b.checked_mul(y).is_none()) && x > 0 && y > 0 {
+                // a·x ≥ b·y ⇔ (a·x)·2 ≥ (b·y)·2, with the factor moved to x and y.
+                prop_assert_eq!(got, products_at_least(a, 2 * x, b, 2 * y));
+            }
+            prop_assert!(products_at_least(a, x, a, x));
+            prop_assert_eq!(products_at_least(a, 0, b, y), b == 0 || y == 0);
+        }
+
+        /// The share is `amount · bps / 10_000` rounded down: the direct product where
+        /// it fits, and for any amount the one consistent with it (whole, half, none;
+        /// two shares of one amount add up to the share of the sum, or one less).
+        #[test]
+        fn bps_of_is_the_share_rounded_down_for_any_amount(
+            amount in prop_oneof![any::<u128>(), 0u128..1 << 100, Just(u128::MAX)],
+            a in 0u128..=10_000,
+            b in 0u128..=10_000,
+        ) {
+            if let Some(p) = amount.checked_mul(a) {
+                prop_assert_eq!(bps_of(amount, a), Some(p / BPS_DENOMINATOR));
+            }
+            prop_assert_eq!(bps_of(amount, 0), Some(0));
+            prop_assert_eq!(bps_of(amount, BPS_DENOMINATOR), Some(amount));
+            prop_assert_eq!(bps_of(amount, 5_000), Some(amount / 2));
+            let (x, y) = (bps_of(amount, a).unwrap(), bps_of(amount, b).unwrap());
+            prop_assert!(x <= amount && y <= amount);
+            if a + b <= BPS_DENOMINATOR {
+                let sum = bps_of(amount, a + b).unwrap();
+                prop_assert!(sum == x + y || sum == x + y + 1, "{} {} {}", sum, x, y);
+            }
+        }
     }
 }
