@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use deed_client::api::{
     self, BlobInfo, ChunkStored, DirectRequest, DirectResponse, DisputeView, ErrorCode, ModelView,
-    NamedTensor, TxState, TxView, UploadStatus,
+    TxState, TxView, UploadStatus,
 };
 use deed_node::config::Roles;
 use deed_node::Storage;
@@ -387,18 +387,7 @@ async fn direct_call_answers_at_once_and_settles_once() {
             },
         )
         .await;
-    let (bytes, inputs) = mlp();
-    drop(bytes);
-    let req = DirectRequest {
-        tx: hex_of(&stx.encode()),
-        inputs: inputs
-            .iter()
-            .map(|(n, t)| NamedTensor {
-                name: n.clone(),
-                tensor: hex_of(&t.encode()),
-            })
-            .collect(),
-    };
+    let req = direct_request_of(&stx);
     let resp: DirectResponse = c.post_json("/v1/execute", &req).await.json();
     let (expected_out, expected_root) = mlp_local();
     assert_eq!(resp.request, stx.hash());

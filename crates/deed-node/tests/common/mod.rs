@@ -405,8 +405,14 @@ pub async fn direct_mlp_request(
             },
         )
         .await;
+    let req = direct_request_of(&stx);
+    (stx, req)
+}
+
+/// The direct call carrying `stx` with `mlp()`'s inputs.
+pub fn direct_request_of(stx: &SignedTransaction) -> DirectRequest {
     let (_, inputs) = mlp();
-    let req = DirectRequest {
+    DirectRequest {
         tx: hex_of(&stx.encode()),
         inputs: inputs
             .iter()
@@ -415,6 +421,5 @@ pub async fn direct_mlp_request(
                 tensor: hex_of(&t.encode()),
             })
             .collect(),
-    };
-    (stx, req)
+    }
 }
