@@ -423,14 +423,7 @@ fn chain(r: &Runs, executors: usize) -> (Chain, ModelId, Rc<RefCell<Calls>>) {
     let m = ModelId(0);
     c.ok(
         OWNER,
-        Action::PublishVersion {
-            model: m,
-            manifest: r.manifest,
-            io_schema: String::new(),
-            steps: r.model.num_steps() as u64,
-            cost: 1,
-            notes: String::new(),
-        },
+        common::publish(m, r.manifest, r.model.num_steps() as u64),
     );
     for i in 0..executors {
         c.ok(

@@ -29,17 +29,7 @@ fn model(c: &mut Chain, name: &str) -> ModelId {
         },
     );
     let m = ModelId(c.state.meta().next_model - 1);
-    c.ok(
-        OWNER,
-        Action::PublishVersion {
-            model: m,
-            manifest: Cid::of(name.as_bytes()),
-            io_schema: String::new(),
-            steps: 4,
-            cost: 1,
-            notes: String::new(),
-        },
-    );
+    c.ok(OWNER, common::publish(m, Cid::of(name.as_bytes()), 4));
     m
 }
 

@@ -261,17 +261,7 @@ fn setup() -> Chain {
                 lineage,
             },
         );
-        c.ok(
-            owner,
-            Action::PublishVersion {
-                model,
-                manifest: Cid::of(b"base"),
-                io_schema: String::new(),
-                steps: 2,
-                cost: 1,
-                notes: String::new(),
-            },
-        );
+        c.ok(owner, common::publish(model, Cid::of(b"base"), 2));
     }
     for i in [3, 4] {
         c.ok(

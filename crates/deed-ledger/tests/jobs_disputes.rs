@@ -38,17 +38,7 @@ fn setup(
     );
     let m = ModelId(0);
     let manifest = Cid::of(format!("manifest {steps}").as_bytes());
-    c.ok(
-        OWNER,
-        Action::PublishVersion {
-            model: m,
-            manifest,
-            io_schema: String::new(),
-            steps: steps - 1,
-            cost: 1,
-            notes: String::new(),
-        },
-    );
+    c.ok(OWNER, common::publish(m, manifest, steps - 1));
     for i in 0..executors {
         c.ok(
             EXEC0 + i,
@@ -218,17 +208,7 @@ fn royalty_is_split_up_the_lineage_with_a_depth_cap() {
             description: None,
         },
     );
-    c.ok(
-        3,
-        Action::PublishVersion {
-            model: leaf,
-            manifest: Cid::of(b"v"),
-            io_schema: String::new(),
-            steps: 1,
-            cost: 1,
-            notes: String::new(),
-        },
-    );
+    c.ok(3, common::publish(leaf, Cid::of(b"v"), 1));
     c.ok(
         5,
         Action::Bond {

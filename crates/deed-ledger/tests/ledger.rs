@@ -166,14 +166,7 @@ fn bad_inputs_are_typed_errors_that_change_nothing_but_the_fee() {
     });
     charged(
         &mut c,
-        Action::PublishVersion {
-            model: ModelId(99),
-            manifest: Cid::of(b"x"),
-            io_schema: String::new(),
-            steps: 1,
-            cost: 1,
-            notes: String::new(),
-        },
+        common::publish(ModelId(99), Cid::of(b"x"), 1),
         &|e| matches!(e, TxError::UnknownModel(ModelId(99))),
     );
     charged(
@@ -191,17 +184,7 @@ fn bad_inputs_are_typed_errors_that_change_nothing_but_the_fee() {
             description: None,
         },
     );
-    c.ok(
-        0,
-        Action::PublishVersion {
-            model,
-            manifest: Cid::of(b"v"),
-            io_schema: String::new(),
-            steps: 2,
-            cost: 1,
-            notes: String::new(),
-        },
-    );
+    c.ok(0, common::publish(model, Cid::of(b"v"), 2));
     c.ok(
         1,
         Action::Bond {
@@ -228,17 +211,7 @@ fn bad_inputs_are_typed_errors_that_change_nothing_but_the_fee() {
     // Non-owner publishing: charged to the non-owner.
     let before = c.state.account(&b);
     let e = c
-        .run(
-            1,
-            Action::PublishVersion {
-                model,
-                manifest: Cid::of(b"y"),
-                io_schema: String::new(),
-                steps: 1,
-                cost: 1,
-                notes: String::new(),
-            },
-        )
+        .run(1, common::publish(model, Cid::of(b"y"), 1))
         .unwrap_err();
     assert!(matches!(e, TxError::NotOwner { .. }));
     assert_eq!(c.state.account(&b).balance, before.balance - FEE);
@@ -632,17 +605,9 @@ fn replaying_every_blocks_writes_from_genesis_rebuilds_the_root() {
         },
     )]);
     apply(&mut store, &o);
-    let o = c.block(vec![c.sign(
-        0,
-        Action::PublishVersion {
-            model: ModelId(0),
-            manifest: Cid::of(b"m"),
-            io_schema: String::new(),
-            steps: 3,
-            cost: 1,
-            notes: String::new(),
-        },
-    )]);
+    let o = c.block(vec![
+        c.sign(0, common::publish(ModelId(0), Cid::of(b"m"), 3))
+    ]);
     apply(&mut store, &o);
     let o = c.block(vec![c.sign(
         0,

@@ -161,14 +161,7 @@ fn action(op: &Op) -> Option<(usize, Action)> {
         ),
         Op::Publish { from, model } => (
             from,
-            Action::PublishVersion {
-                model: ModelId(model),
-                manifest: Cid::of(&[model as u8]),
-                io_schema: String::new(),
-                steps: 2,
-                cost: 1,
-                notes: String::new(),
-            },
+            common::publish(ModelId(model), Cid::of(&[model as u8]), 2),
         ),
         Op::Advance { .. } => return None,
     })
@@ -186,17 +179,7 @@ fn setup() -> Chain {
             lineage: None,
         },
     );
-    c.ok(
-        0,
-        Action::PublishVersion {
-            model: ModelId(0),
-            manifest: Cid::of(b"base"),
-            io_schema: String::new(),
-            steps: 2,
-            cost: 1,
-            notes: String::new(),
-        },
-    );
+    c.ok(0, common::publish(ModelId(0), Cid::of(b"base"), 2));
     for i in [3, 4] {
         c.ok(
             i,

@@ -178,14 +178,7 @@ fn chain(r: &Run) -> (Chain, ModelId) {
     let m = ModelId(0);
     c.ok(
         OWNER,
-        Action::PublishVersion {
-            model: m,
-            manifest: r.manifest,
-            io_schema: String::new(),
-            steps: r.model.num_steps() as u64,
-            cost: 1,
-            notes: String::new(),
-        },
+        common::publish(m, r.manifest, r.model.num_steps() as u64),
     );
     c.ok(
         EXEC,

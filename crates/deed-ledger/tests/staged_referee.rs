@@ -107,17 +107,7 @@ fn challenged(r: &Run, def: &Trace, chal: &Trace) -> Chain {
             lineage: None,
         },
     );
-    c.ok(
-        OWNER,
-        Action::PublishVersion {
-            model: ModelId(0),
-            manifest: r.manifest,
-            io_schema: String::new(),
-            steps: 2,
-            cost: 1,
-            notes: String::new(),
-        },
-    );
+    c.ok(OWNER, common::publish(ModelId(0), r.manifest, 2));
     c.ok(
         EXEC,
         Action::Bond {

@@ -305,18 +305,10 @@ async fn published_model_runs_as_a_job_and_pays_the_owner() {
     assert_eq!(v.manifest, p.manifest);
 
     let owner_before = c.balance(&owner).await;
-    let input = mlp_input();
     let tx = c
         .act(
             &requester,
-            Action::RequestJob {
-                model: ModelId(p.model),
-                version: None,
-                input: JobInput::Inline(input.clone()),
-                mode: Mode::Optimistic,
-                max_fee: 1_000,
-                executor: None,
-            },
+            mlp_request(p.model, None, Mode::Optimistic, None),
         )
         .await;
     let job = tx.created.expect("job id");
@@ -373,18 +365,10 @@ async fn direct_call_answers_at_once_and_settles_once() {
     let (node, c, p, executor) =
         serving_mlp(test_config(Roles::all()), Storage::Memory, "direct").await;
     let (owner, requester) = (user(0), user(2));
-    let input = mlp_input();
     let stx = c
         .sign(
             &requester,
-            Action::RequestJob {
-                model: ModelId(p.model),
-                version: Some(1),
-                input: JobInput::Inline(input),
-                mode: Mode::None,
-                max_fee: 1_000,
-                executor: Some(executor),
-            },
+            mlp_request(p.model, Some(1), Mode::None, Some(executor)),
         )
         .await;
     let req = direct_request_of(&stx);
@@ -451,14 +435,7 @@ async fn direct_call_answers_at_once_and_settles_once() {
     let stx3 = c
         .sign(
             &requester,
-            Action::RequestJob {
-                model: ModelId(p.model),
-                version: Some(1),
-                input: JobInput::Inline(mlp_input()),
-                mode: Mode::None,
-                max_fee: 1_000,
-                executor: Some(owner.address()),
-            },
+            mlp_request(p.model, Some(1), Mode::None, Some(owner.address())),
         )
         .await;
     c.post_json(
@@ -820,14 +797,7 @@ async fn watcher_challenges_a_wrong_receipt() {
     let tx = c
         .act(
             &requester,
-            Action::RequestJob {
-                model: ModelId(p.model),
-                version: None,
-                input: JobInput::Inline(mlp_input()),
-                mode: Mode::Optimistic,
-                max_fee: 1_000,
-                executor: Some(liar.address()),
-            },
+            mlp_request(p.model, None, Mode::Optimistic, Some(liar.address())),
         )
         .await;
     let job = tx.created.unwrap();

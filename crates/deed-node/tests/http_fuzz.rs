@@ -29,7 +29,7 @@ use deed_client::api::{self, ErrorBody, NamedTensor, SubmitTx};
 use deed_node::config::Roles;
 use deed_node::Storage;
 use deed_store::Manifest;
-use deed_types::{Action, JobInput, Mode, ModelId};
+use deed_types::{Action, Mode};
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 use reqwest::Method;
@@ -544,17 +544,7 @@ async fn fuzz(storage: Storage, data_dir: Option<&std::path::Path>, default_case
         )
         .await;
     let request = c
-        .sign(
-            &user(3),
-            Action::RequestJob {
-                model: ModelId(p.model),
-                version: None,
-                input: JobInput::Inline(mlp_input()),
-                mode: Mode::Optimistic,
-                max_fee: 1_000,
-                executor: None,
-            },
-        )
+        .sign(&user(3), mlp_request(p.model, None, Mode::Optimistic, None))
         .await;
     let (_, direct) = direct_mlp_request(&c, &user(5), p.model, executor).await;
     let inputs_of = |r: &api::DirectRequest| {

@@ -97,6 +97,18 @@ pub struct Chain {
     pub time: u64,
 }
 
+/// Version `manifest` of `model` with `steps` steps, cost 1, no schema or notes.
+pub fn publish(model: ModelId, manifest: Cid, steps: u64) -> Action {
+    Action::PublishVersion {
+        model,
+        manifest,
+        io_schema: String::new(),
+        steps,
+        cost: 1,
+        notes: String::new(),
+    }
+}
+
 pub fn key(i: usize) -> SecretKey {
     SecretKey::from_seed(format!("test account {i}").as_bytes())
 }

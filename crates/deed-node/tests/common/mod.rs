@@ -361,6 +361,23 @@ pub fn user(i: usize) -> SecretKey {
     dev_account(i)
 }
 
+/// A request of the MLP published as `model` on `mlp_input()`, paying up to 1,000.
+pub fn mlp_request(
+    model: u64,
+    version: Option<u32>,
+    mode: Mode,
+    executor: Option<Address>,
+) -> Action {
+    Action::RequestJob {
+        model: ModelId(model),
+        version,
+        input: JobInput::Inline(mlp_input()),
+        mode,
+        max_fee: 1_000,
+        executor,
+    }
+}
+
 /// Waits until the executor's bond lists `model`.
 pub async fn executor_serves(c: &Client, executor: Address, model: u64) {
     wait_for(|| async {
@@ -395,14 +412,7 @@ pub async fn direct_mlp_request(
     let stx = c
         .sign(
             requester,
-            Action::RequestJob {
-                model: ModelId(model),
-                version: Some(1),
-                input: JobInput::Inline(mlp_input()),
-                mode: Mode::None,
-                max_fee: 1_000,
-                executor: Some(executor),
-            },
+            mlp_request(model, Some(1), Mode::None, Some(executor)),
         )
         .await;
     let req = direct_request_of(&stx);
