@@ -1,6 +1,7 @@
 //! The HTTP API (axum): every route of `deed_client::api`, typed errors as
 //! [`ErrorBody`], body limits, metrics and the OpenAPI document.
 
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -909,17 +910,59 @@ async fn dispute(State(node): Shared, Params(id): Params<String>) -> ApiResult<D
 
 // ---- direct calls -----------------------------------------------------------------
 
-/// A direct request being executed; released when the call ends, by which time a
-/// served request is recorded by the chain.
+/// The sender and nonce of a direct request being executed; released when the call
+/// ends, by which time a served request is recorded by the chain and its nonce
+/// queued. While it is held, no other request of that sender and nonce runs here:
+/// only one of them could be settled, so the others would be runs nobody pays for.
 struct Reservation<'a> {
     node: &'a Node,
-    hash: Hash,
+    slot: (Address, u64),
+}
+
+impl<'a> Reservation<'a> {
+    /// Reserves `stx`'s sender and nonce for the request `hash`, unless a call
+    /// holds them.
+    fn take(
+        node: &'a Node,
+        sender: Address,
+        stx: &SignedTransaction,
+        hash: Hash,
+    ) -> Result<Self, ApiError> {
+        let slot = (sender, stx.tx.nonce);
+        match lock(&node.direct_in_flight).entry(slot) {
+            Entry::Occupied(held) if *held.get() == hash => return Err(already_served(&hash)),
+            Entry::Occupied(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::BadNonce,
+                    format!(
+                        "nonce {} of {sender} is taken by another request this executor \
+                         is serving",
+                        stx.tx.nonce
+                    ),
+                ))
+            }
+            Entry::Vacant(free) => {
+                free.insert(hash);
+            }
+        }
+        Ok(Reservation { node, slot })
+    }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        lock(&self.node.direct_in_flight).remove(&self.hash);
+        lock(&self.node.direct_in_flight).remove(&self.slot);
     }
+}
+
+fn bad_nonce(stx: &SignedTransaction, sender: &Address, next: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::BadNonce,
+        format!(
+            "nonce {} of {sender} is not the next one ({next})",
+            stx.tx.nonce
+        ),
+    )
 }
 
 fn already_served(hash: &Hash) -> ApiError {
@@ -993,13 +1036,7 @@ async fn execute(
                 ));
             }
             if stx.tx.nonce != next {
-                return Err(ApiError::new(
-                    ErrorCode::BadNonce,
-                    format!(
-                        "nonce {} of {sender} is not the next one ({next})",
-                        stx.tx.nonce
-                    ),
-                ));
+                return Err(bad_nonce(&stx, &sender, next));
             }
             let needed = stx.tx.fee.saturating_add(*max_fee);
             if s.balance(&sender) < needed {
@@ -1059,13 +1096,14 @@ async fn execute(
             Ok((v.manifest, v.cost))
         })?
     };
-    if !lock(&node.direct_in_flight).insert(hash) {
-        return Err(already_served(&hash));
-    }
-    let _reservation = Reservation { node: &node, hash };
-    // Served meanwhile by a call that just ended.
+    let _reservation = Reservation::take(&node, sender, &stx, hash)?;
+    // Served meanwhile, or its nonce used, by a call that just ended.
     if node.with_state(|c| c.is_served(&hash)) {
         return Err(already_served(&hash));
+    }
+    let next = node.next_nonce(&sender);
+    if stx.tx.nonce != next {
+        return Err(bad_nonce(&stx, &sender, next));
     }
     let loaded = node.model(&manifest).await?;
     let mut named = Vec::with_capacity(req.inputs.len());

@@ -107,10 +107,11 @@ pub struct Node {
     pub(crate) valset: ValidatorSet,
     /// Direct-call requests served and not yet settled, by request hash.
     pub(crate) direct: Mutex<DirectResults>,
-    /// Direct-call requests being executed right now. Once answered, a request is
-    /// recorded durably by the chain ([`Chain::mark_served`]) until it is settled:
-    /// the same signed request is never served twice, restarts included.
-    pub(crate) direct_in_flight: Mutex<HashSet<Hash>>,
+    /// Direct-call requests being executed right now, by sender and nonce (one run
+    /// per nonce: only one request of a nonce can be settled). Once answered, a
+    /// request is recorded durably by the chain ([`Chain::mark_served`]) until it is
+    /// settled: the same signed request is never served twice, restarts included.
+    pub(crate) direct_in_flight: Mutex<HashMap<(Address, u64), Hash>>,
     /// Runs behind the receipts of this node's executors, by job and executor,
     /// kept (with their traces) until their jobs close.
     pub(crate) traces: Mutex<HashMap<(JobId, Address), Arc<JobRun>>>,
@@ -240,7 +241,7 @@ impl Node {
             blocks,
             valset,
             direct: Mutex::new(HashMap::new()),
-            direct_in_flight: Mutex::new(HashSet::new()),
+            direct_in_flight: Mutex::new(HashMap::new()),
             traces: Mutex::new(HashMap::new()),
             bond_requested: Mutex::new(HashSet::new()),
             uploads: Mutex::new(uploads),

@@ -450,6 +450,56 @@ async fn direct_call_answers_at_once_and_settles_once() {
     node.stop().await;
 }
 
+/// Requests of one sender sharing a nonce, sent together, run once: only one of them
+/// can be settled, so the executor serves that one and refuses the others before
+/// running them (each would be a run nobody pays for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sharing_a_nonce_sent_together_run_once() {
+    let (node, c, p, executor) =
+        serving_mlp(test_config(Roles::all()), Storage::Memory, "one-nonce").await;
+    let requester = user(2);
+    let mut calls = Vec::new();
+    for max_fee in 1_000..1_006 {
+        let mut action = mlp_request(p.model, Some(1), Mode::None, Some(executor));
+        if let Action::RequestJob { max_fee: m, .. } = &mut action {
+            *m = max_fee;
+        }
+        calls.push(direct_request_of(&c.sign(&requester, action).await));
+    }
+    let nonces: std::collections::HashSet<u64> = calls
+        .iter()
+        .map(|r| {
+            deed_types::SignedTransaction::decode(&unhex(&r.tx))
+                .unwrap()
+                .tx
+                .nonce
+        })
+        .collect();
+    assert_eq!(nonces.len(), 1, "the requests share one nonce");
+    // The model is not loaded yet, so every call is past its nonce check while the
+    // first one loads it.
+    let answers =
+        futures::future::join_all(calls.iter().map(|r| c.post_json("/v1/execute", r))).await;
+    let served: Vec<_> = answers.iter().filter(|a| a.status == 200).collect();
+    assert_eq!(
+        served.len(),
+        1,
+        "exactly one request of the nonce is served"
+    );
+    for a in answers.iter().filter(|a| a.status != 200) {
+        a.expect_error(ErrorCode::BadNonce);
+    }
+    let metrics = String::from_utf8(c.get("/metrics").await.body).unwrap();
+    assert!(
+        metrics.contains("deed_job_seconds_count 1\n"),
+        "one run, not one per request: {metrics}"
+    );
+    let resp: DirectResponse = served[0].json();
+    let tx: TxView = c.wait_tx(&resp.request).await;
+    assert!(matches!(tx.state, TxState::Included { .. }), "{tx:?}");
+    node.stop().await;
+}
+
 /// `[executor] threads` changes how fast a model runs, never what it computes: an
 /// executor on three kernel threads answers with the single-threaded local run's
 /// output and trace root.
