@@ -490,7 +490,9 @@ async fn upload_start(
     manifest.validate(&node.blobs.limits())?;
     let status = upload_status(&node, &manifest).await?;
     if !status.complete {
-        node.begin_upload(manifest)?;
+        if let Some(replaced) = node.begin_upload(manifest)? {
+            node.blobs.abort(&replaced).await?;
+        }
     }
     Ok(Json(status))
 }

@@ -302,17 +302,24 @@ impl Node {
         Ok(hash)
     }
 
-    /// Remembers, durably, the manifest of an upload in progress.
-    pub(crate) fn begin_upload(&self, m: deed_store::Manifest) -> Result<(), NodeError> {
-        if let Some(open) = lock(&self.uploads).get_mut(&m.id) {
+    /// Remembers, durably, the manifest of an upload in progress. Returns the upload of
+    /// the same blob it replaces (cut into other chunks), whose staged chunks the
+    /// caller discards: nothing would finish them.
+    pub(crate) fn begin_upload(
+        &self,
+        m: deed_store::Manifest,
+    ) -> Result<Option<deed_store::Manifest>, NodeError> {
+        let mut uploads = lock(&self.uploads);
+        if let Some(open) = uploads.get_mut(&m.id) {
             if open.manifest == m {
                 open.touched = Instant::now();
-                return Ok(());
+                return Ok(None);
             }
         }
         lock(&self.chain).put_local(vec![(upload_key(&m.id), Some(m.encode()))])?;
-        lock(&self.uploads).insert(m.id, OpenUpload::new(m));
-        Ok(())
+        Ok(uploads
+            .insert(m.id, OpenUpload::new(m))
+            .map(|replaced| replaced.manifest))
     }
 
     /// The manifest of the upload of `cid` in progress; counts as a use of it.

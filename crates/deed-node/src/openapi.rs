@@ -108,7 +108,7 @@ const ROUTES: &[(HttpMethod, &str, &str, Body, &str, Body)] = &[
     (
         HttpMethod::Post,
         "/v1/blobs/uploads",
-        "Start or resume an upload: the blob manifest in, the missing chunks out",
+        "Start or resume an upload: the blob manifest in, the missing chunks out (a manifest cutting the blob into other chunks replaces the upload in progress and what it staged)",
         Body::AnyJson,
         "200",
         Body::Json("UploadStatus"),

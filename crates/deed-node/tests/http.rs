@@ -699,15 +699,6 @@ async fn served_calls_a_full_mempool_refused_at_a_restart_settle_after_a_block()
     node.stop().await;
 }
 
-/// A validator and storage node keeping its state in `dir`, for tests that restart it;
-/// heartbeats are far apart so that its chain stands still between requests.
-fn disk_storage_config(dir: &tempfile::TempDir) -> deed_node::config::Config {
-    let mut cfg = test_config(Roles::parse_list("validator,storage").unwrap());
-    cfg.data_dir = dir.path().to_path_buf();
-    cfg.heartbeat_ms = 60_000;
-    cfg
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_interrupted_by_a_restart_resumes_with_only_the_missing_chunks() {
     let dir = tempfile::tempdir().unwrap();

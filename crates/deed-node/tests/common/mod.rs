@@ -40,6 +40,15 @@ pub fn test_config(roles: Roles) -> Config {
     }
 }
 
+/// A validator and storage node keeping its state in `dir`, for tests that restart it;
+/// heartbeats are far apart so that its chain stands still between requests.
+pub fn disk_storage_config(dir: &tempfile::TempDir) -> Config {
+    let mut cfg = test_config(Roles::parse_list("validator,storage").unwrap());
+    cfg.data_dir = dir.path().to_path_buf();
+    cfg.heartbeat_ms = 60_000;
+    cfg
+}
+
 pub async fn start_node(cfg: Config, storage: Storage) -> Running {
     let keys = dev_keys();
     let genesis = dev_genesis(&keys);
