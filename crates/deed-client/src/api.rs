@@ -415,7 +415,8 @@ pub struct ReceiptView {
 /// The fees a job escrowed when it was requested. They stay as they were after
 /// settlement: a finalized job paid them out (a replicated executor that delivered
 /// no winning result has its fee returned to the requester instead), a refunded job
-/// returned them.
+/// returned them, a declined job paid the declining executor its fee and returned the
+/// rest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeesView {
@@ -459,7 +460,8 @@ pub struct JobView {
     /// Posted receipts, one slot per executor.
     pub receipts: Vec<Option<ReceiptView>>,
     /// `assigned`, `committing`, `revealing`, `challengeable`, `disputed`,
-    /// `finalized`, `refunded`.
+    /// `finalized`, `refunded`, `declined` (an executor showed that the input does
+    /// not fit the model).
     pub status: String,
     /// End of the challenge window, when challengeable.
     pub window_end: Option<u64>,

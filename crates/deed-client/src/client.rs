@@ -462,7 +462,7 @@ impl Client {
 
 /// Whether a job status is terminal.
 pub fn job_is_final(status: &str) -> bool {
-    matches!(status, "finalized" | "refunded")
+    matches!(status, "finalized" | "refunded" | "declined")
 }
 
 #[cfg(test)]

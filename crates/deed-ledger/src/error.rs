@@ -320,6 +320,9 @@ pub enum TxError {
         /// The executor holding it.
         holder: Address,
     },
+    /// A decline of a job whose input fits the model: the job must be served.
+    #[error("the input of job {0} fits the model: the job must be served, not declined")]
+    InputFits(JobId),
 }
 
 pub(crate) fn key_hex(key: &[u8; 32]) -> String {

@@ -233,4 +233,12 @@ pub enum Event {
         /// Its new ed25519 consensus key.
         key: [u8; 32],
     },
+    /// An executor declined a job whose input does not fit the model, as the
+    /// referee found: it was paid its fee and the requester got the rest back.
+    JobDeclined {
+        /// The job.
+        job: JobId,
+        /// The executor that declined it.
+        executor: Address,
+    },
 }

@@ -33,7 +33,7 @@ pub use error::{BlockError, TxError};
 pub use events::{Event, Reason};
 pub use exec::bps_of;
 pub use params::{ParamError, Params};
-pub use referee::{Referee, RefereeError, RuntimeReferee, StepInput};
+pub use referee::{input_fault, Referee, RefereeError, RuntimeReferee, StepInput};
 pub use state::{
     Account, Audit, Dispute, DisputePhase, Escrow, Executor, GenesisError, GenesisValidator, Job,
     JobStatus, LoadError, Meta, Model, Proposal, ProposalStatus, State, Version, Write,

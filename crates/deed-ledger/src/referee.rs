@@ -78,6 +78,55 @@ pub trait Referee {
         step: u64,
         inputs: &[StepInput],
     ) -> Result<Hash, RefereeError>;
+
+    /// Why the job input `input` (an encoded tensor list) does not fit the model
+    /// version whose manifest is `model` and whose published cost is `budget`, or
+    /// `None` when it fits: [`input_fault`] on the loaded model. A referee that holds
+    /// no models (a scripted one) cannot tell.
+    fn input_fault(
+        &self,
+        model: &Cid,
+        input: &[u8],
+        budget: u64,
+    ) -> Result<Option<String>, RefereeError> {
+        let _ = (input, budget);
+        Err(RefereeError::ModelUnavailable(*model))
+    }
+}
+
+/// Why `input`, a job's encoded input list, does not fit `model` as a job of a
+/// version whose published cost is `budget` (0: no limit), or `None` when it fits:
+/// the bytes are not a tensor list, the list does not give each of the model's
+/// required inputs in order, the run does not plan (a dtype or shape the model does
+/// not take, a limit exceeded) or the plan costs more than `budget`. Nothing runs
+/// but planning, so the answer is the same on every machine and cheap to get.
+///
+/// An executor asks this of a job before running it and declines the job when
+/// there is a fault ([`deed_types::Action::DeclineJob`]); the validators ask the
+/// same to judge the decline, so both decide alike.
+pub fn input_fault(model: &deed_runtime::Model, input: &[u8], budget: u64) -> Option<String> {
+    let tensors = match deed_types::decode_list(input, input.len()) {
+        Ok(t) => t,
+        Err(e) => return Some(format!("the input is not a tensor list: {e}")),
+    };
+    let names: Vec<String> = model.required_inputs().map(|v| v.name.clone()).collect();
+    if tensors.len() != names.len() {
+        return Some(format!(
+            "the model takes {} inputs ({}), the input has {}",
+            names.len(),
+            names.join(", "),
+            tensors.len()
+        ));
+    }
+    let named: Vec<(String, Tensor)> = names.into_iter().zip(tensors).collect();
+    match model.plan(&named, &deed_runtime::Limits::default()) {
+        Err(e) => Some(format!("the model does not run on the input: {e}")),
+        Ok(plan) if budget > 0 && plan.cost() > budget => Some(format!(
+            "a run on the input costs {} units, the version's published cost is {budget}",
+            plan.cost()
+        )),
+        Ok(_) => None,
+    }
 }
 
 /// The production referee: `deed_runtime::Model::execute_node` over the models a
@@ -181,5 +230,18 @@ impl Referee for RuntimeReferee {
                 reason: e.to_string(),
             })?;
         Ok(deed_runtime::node_step_hash(index, &outputs))
+    }
+
+    fn input_fault(
+        &self,
+        model: &Cid,
+        input: &[u8],
+        budget: u64,
+    ) -> Result<Option<String>, RefereeError> {
+        let m = self
+            .models
+            .get(model)
+            .ok_or(RefereeError::ModelUnavailable(*model))?;
+        Ok(input_fault(m, input, budget))
     }
 }

@@ -143,6 +143,9 @@ pub enum JobStatus {
     Finalized,
     /// Nothing usable was delivered; the requester got the escrow back.
     Refunded,
+    /// An executor declined it, its input not fitting the model (the referee agreed):
+    /// that executor was paid its fee, the requester got the rest back.
+    Declined,
 }
 
 /// An inference job.

@@ -769,6 +769,7 @@ fn job_view(id: JobId, j: &Job, s: &LedgerState, fees: Option<Escrow>) -> JobVie
         JobStatus::Disputed(d) => ("disputed", None, Some(d.0)),
         JobStatus::Finalized => ("finalized", None, None),
         JobStatus::Refunded => ("refunded", None, None),
+        JobStatus::Declined => ("declined", None, None),
     };
     // The last dispute of a closed job, for explorers.
     let dispute = dispute.or_else(|| {

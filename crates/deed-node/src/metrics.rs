@@ -48,6 +48,8 @@ pub struct Metrics {
     pub net_dropped: IntGauge,
     /// Jobs this executor ran (ledger-assigned and direct).
     pub jobs_executed: IntCounter,
+    /// Jobs this executor declined, their input not fitting the model.
+    pub jobs_declined: IntCounter,
     /// Direct calls served.
     pub direct_calls: IntCounter,
     /// Time to run a job (load, input, run).
@@ -171,6 +173,11 @@ impl Metrics {
                 "Node-network commands and inbound transactions dropped on full queues since start",
             )?,
             jobs_executed: counter(&r, "deed_jobs_executed_total", "Jobs run by this executor")?,
+            jobs_declined: counter(
+                &r,
+                "deed_jobs_declined_total",
+                "Jobs this executor declined, their input not fitting the model",
+            )?,
             direct_calls: counter(&r, "deed_direct_calls_total", "Direct calls served")?,
             job_seconds: histogram(&r, "deed_job_seconds", "Time to run a job")?,
             jobs_checked: counter(
@@ -247,6 +254,7 @@ mod tests {
             "deed_blocks_total 1",
             "deed_blob_bytes_in_total 42",
             "deed_jobs_executed_total 0",
+            "deed_jobs_declined_total 0",
             "deed_height 0",
             "deed_consensus_rounds_total 0",
             "deed_peers 0",

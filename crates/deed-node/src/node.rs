@@ -637,7 +637,8 @@ impl Node {
         }
     }
 
-    /// Fetches, verifies and loads the models a block's referee moves need.
+    /// Fetches, verifies and loads the models a block's referee moves (and declined
+    /// jobs) need.
     async fn referee_for(&self, block: &Block) -> RuntimeReferee {
         let mut referee = RuntimeReferee::new();
         let manifests: Vec<Cid> = {
@@ -651,6 +652,7 @@ impl Node {
                         .dispute(*dispute)
                         .and_then(|d| s.job(d.job))
                         .map(|j| j.manifest),
+                    Action::DeclineJob { job, .. } => s.job(*job).map(|j| j.manifest),
                     _ => None,
                 })
                 .collect()

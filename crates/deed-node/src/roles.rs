@@ -181,7 +181,10 @@ async fn serve_job(
         .executor_step(id, &key.address(), index, job.steps);
     let run = match direct {
         Some(r) if corrupt.is_none() => r,
-        _ => Arc::new(run_job(node, &job, corrupt).await?),
+        _ => match run_job(node, &job, corrupt).await {
+            Ok(run) => Arc::new(run),
+            Err(e) => return decline_job(node, key, id, &job).await.map_err(|_| e),
+        },
     };
     if run.steps() != job.steps {
         return Err(ApiError::new(
@@ -220,6 +223,35 @@ async fn serve_job(
     node.metrics
         .job_seconds
         .observe(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Declines a job that did not run because its input does not fit the model, as
+/// the validators will find when they judge the decline
+/// ([`deed_ledger::input_fault`]): the executor is paid its fee instead of missing
+/// the deadline and paying the timeout penalty. `Err` when the input fits (the run
+/// failed for another reason) or cannot be handed to the referee.
+async fn decline_job(node: &Node, key: &SecretKey, id: JobId, job: &Job) -> Result<(), ApiError> {
+    let model = node.model(&job.manifest).await?;
+    let bytes = job_input(node, job).await?;
+    let budget = node
+        .with_state(|c| c.state().version(job.model, job.version).map(|v| v.cost))
+        .unwrap_or(0);
+    let Some(fault) = deed_ledger::input_fault(&model.model, &bytes, budget) else {
+        return Err(ApiError::internal("the input fits the model"));
+    };
+    let input = match job.input_inline {
+        Some(_) => None,
+        None if bytes.len() <= deed_types::tx::limits::MAX_REFEREE_JOB_INPUT => Some(bytes),
+        None => {
+            return Err(ApiError::internal(
+                "the input blob is too large to hand to the referee",
+            ))
+        }
+    };
+    node.submit_own(key, Action::DeclineJob { job: id, input })?;
+    node.metrics.jobs_declined.inc();
+    tracing::info!(job = %id, executor = %key.address(), %fault, "declining job");
     Ok(())
 }
 

@@ -340,6 +340,65 @@ async fn published_model_runs_as_a_job_and_pays_the_owner() {
     node.stop().await;
 }
 
+/// A job whose input does not fit the model is declined by the node's executor rather
+/// than left to time out: the validators' referee agrees, the executor is paid its fee
+/// and keeps its stake (a timeout would have slashed it, to the requester's profit),
+/// and the requester who sent the input gets the rest back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_input_does_not_fit_the_model_is_declined() {
+    let (node, c, p, _) = serving_mlp(test_config(Roles::all()), Storage::Memory, "declined").await;
+    let (owner, requester) = (user(0), user(1));
+    // The node's executors, any of which the ledger may assign.
+    let keys = deed_node::dev::dev_keys();
+    let executors: Vec<deed_types::Address> = std::iter::once(&keys.executor)
+        .chain(&keys.more_executors)
+        .map(|k| k.address())
+        .collect();
+    for e in &executors {
+        executor_serves(&c, *e, p.model).await;
+    }
+    let stakes = || async {
+        let mut out = Vec::new();
+        for e in &executors {
+            let a: api::AccountView = c.get(&format!("/v1/accounts/{e}")).await.json();
+            out.push(a.executor.unwrap().stake);
+        }
+        out
+    };
+    let (stakes_before, owner_before) = (stakes().await, c.balance(&owner).await);
+    let tx = c
+        .act(
+            &requester,
+            Action::RequestJob {
+                model: ModelId(p.model),
+                version: None,
+                input: JobInput::Inline(vec![1, 2, 3]),
+                mode: Mode::Optimistic,
+                max_fee: 1_000,
+                executor: None,
+            },
+        )
+        .await;
+    let job = tx.created.expect("job id");
+    let j = wait_for(|| async {
+        let j = c.job(job).await;
+        (j.status == "declined").then_some(j)
+    })
+    .await;
+    assert!(executors.contains(&j.executors[0]), "{:?}", j.executors);
+    assert!(j.receipts.iter().all(Option::is_none));
+    assert_eq!(stakes().await, stakes_before);
+    assert_eq!(
+        c.balance(&owner).await,
+        owner_before,
+        "no royalty: nothing ran"
+    );
+    let metrics = String::from_utf8(c.get("/metrics").await.body).unwrap();
+    assert!(metrics.contains("deed_jobs_declined_total 1"), "{metrics}");
+    assert!(metrics.contains("deed_jobs_executed_total 0"), "{metrics}");
+    node.stop().await;
+}
+
 /// A node with every role keeping its state in a new temporary folder (for tests that
 /// restart it), serving `mlp_tiny` published as `name`: the folder (kept alive by
 /// the caller), the config that starts the node again, and what [`serving_mlp`] gives.

@@ -498,6 +498,18 @@ pub enum Action {
         /// for this chain and the sender's address.
         proof: [u8; 64],
     },
+    /// An assigned executor declines a job whose input does not fit the model
+    /// version: it does not decode as the model's inputs, their dtypes or shapes do
+    /// not plan, or the plan costs more than the version's published cost. The
+    /// validators check the claim with the referee; if it holds, the executor is paid
+    /// its fee and the rest of the escrow goes back to the requester.
+    DeclineJob {
+        /// The job.
+        job: JobId,
+        /// The job's input blob when the job names its input by CID (at most
+        /// [`limits::MAX_REFEREE_JOB_INPUT`] bytes); `None` for an inline input.
+        input: Option<Vec<u8>>,
+    },
 }
 
 impl Action {
@@ -529,6 +541,7 @@ impl Action {
             Action::StageReferee { .. } => "stage_referee",
             Action::RefereeStaged { .. } => "referee_staged",
             Action::SetConsensusKey { .. } => "set_consensus_key",
+            Action::DeclineJob { .. } => "decline_job",
         }
     }
 
@@ -615,6 +628,9 @@ impl Action {
                 check_referee_inputs(inputs, MAX_REFEREE_TENSOR, MAX_REFEREE_JOB_INPUT)
             }
             Action::StageReferee { chunk, .. } => cap("chunk", chunk.len(), MAX_REFEREE_CHUNK),
+            Action::DeclineJob {
+                input: Some(blob), ..
+            } => cap("input", blob.len(), MAX_REFEREE_JOB_INPUT),
             Action::RefereeStaged { peaks, .. } => cap("peaks", peaks.len(), MAX_PROOF_HASHES),
             _ => Ok(()),
         }

@@ -265,6 +265,14 @@ fn action() -> impl Strategy<Value = Action> {
             proof.copy_from_slice(&p);
             Action::SetConsensusKey { key, proof }
         }),
+        (
+            any::<u64>(),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..64))
+        )
+            .prop_map(|(j, input)| Action::DeclineJob {
+                job: JobId(j),
+                input
+            }),
     ]
 }
 

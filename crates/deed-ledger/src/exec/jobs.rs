@@ -314,6 +314,92 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// An assigned executor declines a job whose input does not fit the model version
+    /// ([`crate::referee::input_fault`]). The referee judges the claim on the job's
+    /// input: inline, or the blob the executor hands over, which must hash to the
+    /// job's input. If it holds, the executor is paid its fee (it fetched and checked
+    /// the input) and the requester gets the rest of the escrow back, royalty and
+    /// protocol fee included; if not, the transaction fails and the job stands. In
+    /// replicated mode one decline ends the job (the input fits no executor's run),
+    /// from an executor that has not committed.
+    pub(super) fn decline_job(
+        &mut self,
+        sender: Address,
+        id: JobId,
+        blob: Option<&[u8]>,
+    ) -> Result<(), TxError> {
+        let mut job = self.job(id)?;
+        let i = Self::position(&job, id, sender)?;
+        let open = match job.status {
+            JobStatus::Assigned => job.receipts[i].is_none(),
+            JobStatus::Committing => job.commits[i].is_none(),
+            _ => false,
+        };
+        if !open {
+            return Err(TxError::WrongJobPhase {
+                job: id,
+                action: "decline_job",
+            });
+        }
+        let input: &[u8] = match (&job.input_inline, blob) {
+            (Some(inline), None) => inline,
+            (None, Some(b)) if Hash::of(b) == job.input_hash => b,
+            (None, Some(_)) => {
+                return Err(TxError::InvalidProof(
+                    "the blob does not hash to the job's input",
+                ))
+            }
+            (None, None) => {
+                return Err(TxError::InvalidProof(
+                    "the job's input is by CID: hand over its blob",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(TxError::InvalidProof(
+                    "the job's input is inline: hand over no blob",
+                ))
+            }
+        };
+        let budget = self
+            .s
+            .versions
+            .get(&(job.model, job.version))
+            .map(|v| v.cost)
+            .ok_or(TxError::UnknownVersion {
+                model: job.model,
+                version: job.version,
+            })?;
+        if self
+            .referee
+            .input_fault(&job.manifest, input, budget)?
+            .is_none()
+        {
+            return Err(TxError::InputFits(id));
+        }
+        let escrow = std::mem::replace(
+            &mut job.escrow,
+            Escrow {
+                royalty: 0,
+                executor_fees: Vec::new(),
+                protocol_fee: 0,
+            },
+        );
+        let fee = escrow.executor_fees.get(i).copied().unwrap_or(0);
+        let refund = escrow
+            .total()
+            .checked_sub(fee)
+            .ok_or(TxError::CorruptJob(id))?;
+        self.credit(sender, fee, Reason::ExecutorFee)?;
+        self.credit(job.requester, refund, Reason::Refund)?;
+        job.status = JobStatus::Declined;
+        self.s.jobs.insert(id, job);
+        self.events.push(Event::JobDeclined {
+            job: id,
+            executor: sender,
+        });
+        Ok(())
+    }
+
     pub(super) fn commit_output(
         &mut self,
         sender: Address,

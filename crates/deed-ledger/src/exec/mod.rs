@@ -214,6 +214,7 @@ impl<'a> Exec<'a> {
                 self.referee_staged(sender, *dispute, peaks)
             }
             Action::SetConsensusKey { key, proof } => self.set_consensus_key(sender, *key, proof),
+            Action::DeclineJob { job, input } => self.decline_job(sender, *job, input.as_deref()),
         }
     }
 
