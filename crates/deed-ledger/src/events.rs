@@ -19,7 +19,7 @@ pub enum Reason {
     ProtocolFee,
     /// Escrow returned to a requester.
     Refund,
-    /// A missed-deadline penalty paid to the requester.
+    /// A missed-deadline penalty (burned).
     TimeoutPenalty,
     /// A dispute winner's reward.
     DisputeReward,

@@ -25,7 +25,7 @@ pub struct Params {
     pub challenge_bond: Amount,
     /// Blocks for each dispute move.
     pub move_timeout: u64,
-    /// Slashed from an executor that misses a job deadline (paid to the requester).
+    /// Slashed from an executor that misses a job deadline, and burned.
     pub timeout_penalty: Amount,
     /// Blocks an executor stays jailed.
     pub jail_period: u64,

@@ -101,9 +101,9 @@ pub trait Referee {
 /// not take, a limit exceeded) or the plan costs more than `budget`. Nothing runs
 /// but planning, so the answer is the same on every machine and cheap to get.
 ///
-/// An executor asks this of a job before running it and declines the job when
-/// there is a fault ([`deed_types::Action::DeclineJob`]); the validators ask the
-/// same to judge the decline, so both decide alike.
+/// An executor whose run of a job failed asks this and declines the job when there
+/// is a fault ([`deed_types::Action::DeclineJob`]); the validators ask the same to
+/// judge the decline, so both decide alike.
 pub fn input_fault(model: &deed_runtime::Model, input: &[u8], budget: u64) -> Option<String> {
     let tensors = match deed_types::decode_list(input, input.len()) {
         Ok(t) => t,

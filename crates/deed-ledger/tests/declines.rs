@@ -1,7 +1,7 @@
 //! Declined jobs: an executor shows, through the production referee, that a job's
 //! input does not fit the model, and is paid its fee instead of missing the deadline
-//! and paying the timeout penalty to the requester who sent the input. A decline of
-//! an input that fits is refused.
+//! and being slashed the timeout penalty; the requester who sent the input pays that
+//! fee. A decline of an input that fits is refused.
 
 #![allow(clippy::unwrap_used)]
 

@@ -283,20 +283,22 @@ fn optimistic_receipts_finalize_after_the_window() {
     c.assert_supply();
 }
 
+/// The executor that missed its deadline is slashed the timeout penalty, which is
+/// burned: the requester gets its escrow back and nothing more, so a requester
+/// cannot earn by sending an input no executor can run.
 #[test]
 fn a_missed_execution_deadline_refunds_and_penalizes() {
     let (mut c, m, _) = setup(1, 3, 10, 100, Params::default());
     let user_before = c.state.balance(&c.addr(USER));
     let (job, ex) = request(&mut c, m, Mode::Optimistic);
     let deadline = c.state.job(job).unwrap().deadline;
+    let burned_before = c.state.meta().burned;
     c.advance_to(deadline);
     assert_eq!(c.state.job(job).unwrap().status, JobStatus::Refunded);
     let penalty = c.state.params().timeout_penalty;
-    assert_eq!(
-        c.state.balance(&c.addr(USER)),
-        user_before - common::FEE + penalty
-    );
+    assert_eq!(c.state.balance(&c.addr(USER)), user_before - common::FEE);
     assert_eq!(c.state.executor(&ex[0]).unwrap().stake, 10_000 - penalty);
+    assert_eq!(c.state.meta().burned, burned_before + penalty);
     c.assert_supply();
 }
 

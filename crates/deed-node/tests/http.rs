@@ -342,8 +342,8 @@ async fn published_model_runs_as_a_job_and_pays_the_owner() {
 
 /// A job whose input does not fit the model is declined by the node's executor rather
 /// than left to time out: the validators' referee agrees, the executor is paid its fee
-/// and keeps its stake (a timeout would have slashed it, to the requester's profit),
-/// and the requester who sent the input gets the rest back.
+/// and keeps its stake (a timeout would have slashed it), and the requester who sent
+/// the input gets the rest back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_input_does_not_fit_the_model_is_declined() {
     let (node, c, p, _) = serving_mlp(test_config(Roles::all()), Storage::Memory, "declined").await;

@@ -559,10 +559,12 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    /// Slashes the timeout penalty from `who` and hands it to the requester.
-    fn penalize(&mut self, who: Address, requester: Address) -> Result<(), TxError> {
+    /// Slashes the timeout penalty from `who` and burns it. It does not go to the
+    /// requester: a missed deadline may be the requester's doing (an input that fails
+    /// while running, or that nobody can fetch), and nobody may profit from it.
+    fn penalize(&mut self, who: Address) -> Result<(), TxError> {
         let taken = self.slash(who, self.s.params.timeout_penalty);
-        self.credit(requester, taken, Reason::TimeoutPenalty)
+        self.burn(taken, Reason::TimeoutPenalty)
     }
 
     /// A job phase deadline passed.
@@ -574,14 +576,14 @@ impl<'a> Exec<'a> {
         match job.status {
             JobStatus::Assigned => {
                 for e in job.executors.clone() {
-                    self.penalize(e, job.requester)?;
+                    self.penalize(e)?;
                 }
                 self.refund(id, job)
             }
             JobStatus::Committing => {
                 for (i, c) in job.commits.iter().enumerate() {
                     if c.is_none() {
-                        self.penalize(job.executors[i], job.requester)?;
+                        self.penalize(job.executors[i])?;
                     }
                 }
                 if job.commits.iter().all(Option::is_none) {
@@ -594,7 +596,7 @@ impl<'a> Exec<'a> {
             JobStatus::Revealing => {
                 for i in 0..job.executors.len() {
                     if job.commits[i].is_some() && job.receipts[i].is_none() {
-                        self.penalize(job.executors[i], job.requester)?;
+                        self.penalize(job.executors[i])?;
                     }
                 }
                 self.settle_replicated(id, job)
