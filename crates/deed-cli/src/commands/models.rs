@@ -81,7 +81,7 @@ pub struct Terms {
     /// Parent model of a fine-tune.
     #[arg(long, requires = "upstream_share")]
     pub(crate) parent: Option<String>,
-    /// Percent of each royalty paid up to the parent (0-100, decimals allowed).
+    /// Percent of each royalty paid up to the parent (0-100, in steps of 0.01).
     #[arg(long, requires = "parent")]
     pub(crate) upstream_share: Option<f64>,
 }
@@ -134,12 +134,22 @@ pub fn parse_licence(text: &str) -> Result<Licence> {
     }
 }
 
-/// Percent (0-100) to basis points.
+/// Percent (0-100) to basis points. The ledger keeps a share in whole basis points
+/// (steps of 0.01%): a share between two steps is refused rather than rounded, so a
+/// share given is the share recorded (and a tiny one does not become none).
 pub fn share_bps(pct: f64) -> Result<u16> {
     if !(0.0..=100.0).contains(&pct) || !pct.is_finite() {
         bail!("--upstream-share is a percentage between 0 and 100, not {pct}");
     }
-    let bps = (pct * BPS_DENOMINATOR as f64 / 100.0).round();
+    let exact = pct * BPS_DENOMINATOR as f64 / 100.0;
+    let bps = exact.round();
+    // Decimal steps such as 0.07% are not exact in binary: allow for that only.
+    if (exact - bps).abs() > 1e-6 || (pct > 0.0 && bps == 0.0) {
+        bail!(
+            "--upstream-share {pct} is not a whole number of basis points: the ledger \
+             records shares in steps of 0.01%"
+        );
+    }
     Ok(bps as u16)
 }
 
@@ -550,6 +560,13 @@ mod tests {
         assert_eq!(share_bps(100.0).unwrap(), 10_000);
         assert!(share_bps(101.0).is_err());
         assert!(share_bps(-1.0).is_err());
+        assert_eq!(share_bps(0.0).unwrap(), 0);
+        assert_eq!(share_bps(0.07).unwrap(), 7);
+        assert_eq!(share_bps(33.33).unwrap(), 3333);
+        // Shares between two steps are refused, not rounded (to none, for a tiny one).
+        for pct in [1e-30, 0.001, 0.005, 12.345, 99.999] {
+            assert!(share_bps(pct).is_err(), "{pct}");
+        }
     }
 
     #[test]
