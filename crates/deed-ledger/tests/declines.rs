@@ -262,3 +262,69 @@ fn an_input_whose_run_costs_more_than_the_published_cost_is_declined() {
     assert_eq!(c.state.job(large).unwrap().status, JobStatus::Declined);
     c.assert_supply();
 }
+
+#[test]
+fn one_decline_ends_a_replicated_job_and_pays_that_executor_only() {
+    let (model, manifest, x) = mlp();
+    let (mut c, m) = chain(&model, manifest, std::slice::from_ref(&x));
+    c.ok(
+        OTHER,
+        Action::Bond {
+            amount: 10_000,
+            endpoint: "http://o".into(),
+            price: PRICE,
+            models: vec![m],
+        },
+    );
+    let job = JobId(c.state.meta().next_job);
+    c.ok(
+        USER,
+        Action::RequestJob {
+            model: m,
+            version: None,
+            input: JobInput::Inline(vec![1, 2, 3]),
+            mode: Mode::Replicated(2),
+            max_fee: 1_000,
+            executor: None,
+        },
+    );
+    assert_eq!(c.state.job(job).unwrap().status, JobStatus::Committing);
+    // An executor that committed to a result has claimed the input runs.
+    c.ok(
+        OTHER,
+        Action::CommitOutput {
+            job,
+            commitment: Hash::of(b"a result"),
+        },
+    );
+    assert!(matches!(
+        c.run(OTHER, Action::DeclineJob { job, input: None }),
+        Err(TxError::WrongJobPhase { .. })
+    ));
+    let (user, other) = (
+        c.state.balance(&c.addr(USER)),
+        c.state.balance(&c.addr(OTHER)),
+    );
+    let before = books(&c);
+    c.ok(EXEC, Action::DeclineJob { job, input: None });
+    assert_eq!(c.state.job(job).unwrap().status, JobStatus::Declined);
+    let after = books(&c);
+    assert_eq!(after.exec, before.exec + PRICE - FEE);
+    assert_eq!(
+        c.state.balance(&c.addr(OTHER)),
+        other,
+        "the other executor is not paid"
+    );
+    // The requester gets all but the decliner's fee back: the royalty, the protocol
+    // fee and the other executor's fee.
+    let pfee = deed_ledger::bps_of(2 * PRICE, c.state.params().protocol_fee_bps).unwrap();
+    assert_eq!(
+        c.state.balance(&c.addr(USER)),
+        user + ROYALTY + PRICE + pfee
+    );
+    assert!(matches!(
+        c.run(OTHER, Action::DeclineJob { job, input: None }),
+        Err(TxError::WrongJobPhase { .. })
+    ));
+    c.assert_supply();
+}

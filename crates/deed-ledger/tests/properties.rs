@@ -34,6 +34,11 @@ enum Op {
         from: usize,
         job: u64,
     },
+    Decline {
+        from: usize,
+        job: u64,
+        blob: bool,
+    },
     Bond {
         from: usize,
         amount: u128,
@@ -79,6 +84,9 @@ fn op() -> impl Strategy<Value = Op> {
             root
         }),
         (who.clone(), 0u64..6).prop_map(|(from, job)| Op::Challenge { from, job }),
+        // Mostly from the executors bonded at setup (3 and 4).
+        (prop_oneof![3usize..5, who.clone()], 0u64..6, any::<bool>())
+            .prop_map(|(from, job, blob)| Op::Decline { from, job, blob }),
         (who.clone(), 0u128..3_000).prop_map(|(from, amount)| Op::Bond { from, amount }),
         (who.clone(), 0u128..3_000).prop_map(|(from, amount)| Op::Unbond { from, amount }),
         who.clone().prop_map(|from| Op::Withdraw { from }),
@@ -107,7 +115,7 @@ fn action(op: &Op) -> Option<(usize, Action)> {
             Action::RequestJob {
                 model: ModelId(0),
                 version: None,
-                input: JobInput::Inline(vec![1, 2]),
+                input: JobInput::Inline(UNFIT.to_vec()),
                 mode: [Mode::None, Mode::Optimistic, Mode::Replicated(2)][mode as usize],
                 max_fee,
                 executor: None,
@@ -133,6 +141,13 @@ fn action(op: &Op) -> Option<(usize, Action)> {
             Action::Challenge {
                 job: JobId(job),
                 trace_root: Hash([9; 32]),
+            },
+        ),
+        Op::Decline { from, job, blob } => (
+            from,
+            Action::DeclineJob {
+                job: JobId(job),
+                input: blob.then(|| UNFIT.to_vec()),
             },
         ),
         Op::Bond { from, amount } => (
@@ -167,8 +182,13 @@ fn action(op: &Op) -> Option<(usize, Action)> {
     })
 }
 
+/// The job input of every request: one the referee finds does not fit the model, so
+/// that its jobs may be declined.
+const UNFIT: [u8; 2] = [1, 2];
+
 fn setup() -> Chain {
     let mut c = Chain::new(N, 5_000);
+    c.referee.unfit.insert(UNFIT.to_vec());
     c.ok(
         0,
         Action::RegisterModel {

@@ -58,10 +58,12 @@ pub fn scripted_receipt(t: &Trace) -> Receipt {
 }
 
 /// The referee of the tests: the true step hashes of each model are known in advance
-/// (they stand for what the canonical runtime would compute).
+/// (they stand for what the canonical runtime would compute), and so are the job
+/// inputs that fit no model.
 #[derive(Default)]
 pub struct ScriptedReferee {
     pub truth: HashMap<Cid, Vec<Hash>>,
+    pub unfit: std::collections::HashSet<Vec<u8>>,
 }
 
 impl Referee for ScriptedReferee {
@@ -82,6 +84,18 @@ impl Referee for ScriptedReferee {
                 step,
                 steps: steps.len() as u64,
             })
+    }
+
+    fn input_fault(
+        &self,
+        _model: &Cid,
+        input: &[u8],
+        _budget: u64,
+    ) -> Result<Option<String>, RefereeError> {
+        Ok(self
+            .unfit
+            .contains(input)
+            .then(|| "scripted: the input fits no model".to_owned()))
     }
 }
 
