@@ -14,7 +14,7 @@ use deed_cli::tensor_io::read_tensor;
 use deed_client::api::ErrorCode;
 use deed_client::{Client, ClientError};
 use deed_store::Manifest;
-use deed_types::{Address, SecretKey};
+use deed_types::{Action, Address, JobInput, Mode, ModelId, SecretKey};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deed");
@@ -111,14 +111,18 @@ impl Net {
     }
 
     fn wait_final(&self, job: u64) -> Value {
+        self.wait_status(job, "finalized")
+    }
+
+    fn wait_status(&self, job: u64, status: &str) -> Value {
         for _ in 0..600 {
             let j = self.ok(None, &["receipt", "show", &job.to_string()]);
-            if j["status"] == "finalized" {
+            if j["status"] == status {
                 return j;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("job {job} did not finalize");
+        panic!("job {job} did not reach status {status}");
     }
 }
 
@@ -590,6 +594,41 @@ fn publish_infer_verify_pay_and_restart() {
     let (_, msg) = net.fails(None, &["model", "create", "nokey"]);
     assert!(msg.contains("--key"), "{msg}");
     corrupt_uploads_change_nothing(&net.node.url);
+
+    // A job whose input does not fit the model, sent past the CLI (which checks
+    // inputs first): its executor declines it rather than miss the deadline, and
+    // `receipt verify` finds the decline valid.
+    let declined = {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let c = Client::new(&net.node.url).unwrap();
+        rt.block_on(async {
+            let request = Action::RequestJob {
+                model: ModelId(base),
+                version: None,
+                input: JobInput::Inline(vec![1, 2, 3]),
+                mode: Mode::Optimistic,
+                max_fee: 10_000,
+                executor: None,
+            };
+            let stx = c.send_action(&user, request, 1).await.unwrap();
+            let tx = c
+                .wait_included(&stx.hash(), Duration::from_secs(60))
+                .await
+                .unwrap();
+            tx.created.unwrap()
+        })
+    };
+    net.wait_status(declined, "declined");
+    let v = net.ok(None, &["receipt", "verify", &declined.to_string()]);
+    assert_eq!(
+        (&v["verdict"], &v["declined"]),
+        (&"valid".into(), &true.into()),
+        "{v}"
+    );
+    assert!(v["fault"].as_str().unwrap().contains("tensor list"), "{v}");
 
     // Restart: everything committed survives.
     let models_before = net.ok(None, &["model", "list"]);

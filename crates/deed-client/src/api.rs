@@ -452,6 +452,9 @@ pub struct JobView {
     /// The input's blob CID, when given by CID.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub input_cid: Option<Cid>,
+    /// The input (`0x` hex of its encoded tensor list) when given inline: the ledger
+    /// holds it, so a verifier needs nothing else.
+    pub input_inline: Option<String>,
     /// `none`, `optimistic` or `replicated:K`.
     pub mode: String,
     /// Assigned executors.

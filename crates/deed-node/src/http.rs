@@ -785,6 +785,7 @@ fn job_view(id: JobId, j: &Job, s: &LedgerState, fees: Option<Escrow>) -> JobVie
         manifest: j.manifest,
         input_hash: j.input_hash,
         input_cid: j.input_inline.is_none().then_some(Cid(j.input_hash)),
+        input_inline: j.input_inline.as_deref().map(encode_hex),
         mode: mode_name(j.mode),
         executors: j.executors.clone(),
         receipts: j

@@ -726,6 +726,10 @@ pub(crate) async fn verify_job(ctx: &Ctx, id: u64) -> Result<Out> {
         .ok_or_else(|| anyhow!("version manifest lists no files"))?;
     let model_bytes = ctx.client.download(&file.cid, None).await?;
     let input_bytes = fetch_input(ctx, &j).await?;
+    if j.status == "declined" {
+        let model = Model::load(&model_bytes, &Limits::default())?;
+        return verify_decline(ctx, &j, &model, &input_bytes).await;
+    }
     let tensors = deed_types::decode_list(&input_bytes, direct::MAX_OUTPUT_BYTES)
         .map_err(|e| anyhow!("job input: {e}"))?;
     let limits = Limits::default();
@@ -798,7 +802,39 @@ pub(crate) async fn verify_job(ctx: &Ctx, id: u64) -> Result<Out> {
     Ok(out)
 }
 
+/// The verdict on a declined job: valid when the input does not fit the model, as
+/// the validators' referee found ([`deed_ledger::input_fault`], run here).
+async fn verify_decline(ctx: &Ctx, j: &JobView, model: &Model, input: &[u8]) -> Result<Out> {
+    let version = ctx.client.version(j.model, j.version).await?;
+    let fault = deed_ledger::input_fault(model, input, version.cost);
+    let (verdict, why) = match &fault {
+        Some(f) => ("valid", format!("the input does not fit the model: {f}")),
+        None => ("invalid", "the input fits the model".to_owned()),
+    };
+    let rows = vec![
+        ("job", j.id.to_string()),
+        ("model", format!("{} v{}", j.model, j.version)),
+        ("status", "declined by its executor".to_owned()),
+        ("verdict", format!("{verdict}: {why}")),
+    ];
+    let mut out = Out::new(
+        json!({ "job": j.id, "verdict": verdict, "declined": true, "fault": fault }),
+        lines(&rows),
+    );
+    if fault.is_none() {
+        out.code = 2;
+    }
+    Ok(out)
+}
+
 async fn fetch_input(ctx: &Ctx, j: &JobView) -> Result<Vec<u8>> {
+    if let Some(h) = &j.input_inline {
+        let bytes = hexbytes::decode(h).map_err(|e| anyhow!("job {}'s inline input: {e}", j.id))?;
+        if Hash::of(&bytes) != j.input_hash {
+            bail!("job {}'s inline input does not match its input hash", j.id);
+        }
+        return Ok(bytes);
+    }
     let cid = j.input_cid.unwrap_or(Cid(j.input_hash));
     match ctx.client.download(&cid, None).await {
         Ok(b) => return Ok(b),
