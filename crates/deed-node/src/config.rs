@@ -143,6 +143,11 @@ pub struct ExecutorConfig {
     /// runs alike). Any count gives the same bits; 1 leaves the other cores to the
     /// node and to concurrent jobs.
     pub threads: usize,
+    /// The models the node's executors serve (keeping their bonds' model lists to
+    /// it): unset, every registered model, the first 256 by id (the most one bond
+    /// lists), which is the dev policy; set, exactly these ids, each from the
+    /// block that registers it. `DEED_EXECUTOR_MODELS` (`0,2,5`, or `all`).
+    pub models: Option<Vec<u64>>,
 }
 
 /// Most kernel threads a run may be given.
@@ -157,6 +162,7 @@ impl Default for ExecutorConfig {
             max_inline_output: 16 * 1024,
             model_cache: 16,
             threads: 1,
+            models: None,
         }
     }
 }
@@ -418,6 +424,17 @@ impl Config {
         if let Some(v) = env("DEED_EXECUTOR_THREADS") {
             self.executor.threads = parse("DEED_EXECUTOR_THREADS", &v)?;
         }
+        if let Some(v) = env("DEED_EXECUTOR_MODELS") {
+            self.executor.models = match v.trim() {
+                "all" => None,
+                "" => Some(Vec::new()),
+                list => Some(
+                    list.split(',')
+                        .map(|id| parse("DEED_EXECUTOR_MODELS", id.trim()))
+                        .collect::<Result<_, _>>()?,
+                ),
+            };
+        }
         if let Some(v) = env("DEED_NODE_KEY") {
             self.node_key = Some(v);
         }
@@ -453,6 +470,15 @@ impl Config {
                 "executor.threads = {} is outside 1..={MAX_RUN_THREADS}",
                 self.executor.threads
             )));
+        }
+        if let Some(models) = &self.executor.models {
+            let max = deed_types::tx::limits::MAX_MODELS_SERVED;
+            if models.len() > max {
+                return Err(NodeError::Config(format!(
+                    "executor.models lists {} models; a bond lists at most {max}",
+                    models.len()
+                )));
+            }
         }
         Ok(())
     }
@@ -564,5 +590,28 @@ mod tests {
             &Overrides::default(),
         );
         assert!(matches!(r, Err(NodeError::Config(_))));
+    }
+
+    #[test]
+    fn served_models_come_from_file_or_env_and_are_checked() {
+        assert_eq!(Config::default().executor.models, None, "every model");
+        let c = Config::from_toml("[executor]\nmodels = [2, 0]\n").unwrap();
+        assert_eq!(c.executor.models, Some(vec![2, 0]));
+        let from_env = |v: &str| {
+            Config::load(
+                c.clone(),
+                &|k| (k == "DEED_EXECUTOR_MODELS").then(|| v.to_owned()),
+                &Overrides::default(),
+            )
+        };
+        assert_eq!(from_env(" 1, 3").unwrap().executor.models, Some(vec![1, 3]));
+        assert_eq!(from_env("all").unwrap().executor.models, None);
+        assert_eq!(from_env("").unwrap().executor.models, Some(vec![]));
+        assert!(matches!(from_env("1,x"), Err(NodeError::Config(_))));
+        let many: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+        assert!(matches!(
+            from_env(&many.join(",")),
+            Err(NodeError::Config(_))
+        ));
     }
 }

@@ -547,16 +547,27 @@ impl Node {
             .unwrap_or_else(|| format!("http://{}", self.cfg.http))
     }
 
-    /// Keeps every executor of the node bonded and serving every registered model
-    /// (the dev policy: the node's executors serve everything published on its
+    /// Keeps every executor of the node bonded and serving the models `[executor]
+    /// models` names that are registered, or every registered model when it names
+    /// none (the dev policy: the node's executors serve everything published on its
     /// chain). Queues a `Bond` for each executor that is unbonded or whose model
     /// list is stale and that has no bond waiting.
     fn refresh_bond(&self, state: &State, mempool: &mut Mempool) {
-        let models: Vec<_> = state
-            .models()
-            .map(|(id, _)| id)
-            .take(deed_types::tx::limits::MAX_MODELS_SERVED)
-            .collect();
+        let models: Vec<ModelId> = match &self.cfg.executor.models {
+            None => state
+                .models()
+                .map(|(id, _)| id)
+                .take(deed_types::tx::limits::MAX_MODELS_SERVED)
+                .collect(),
+            Some(ids) => {
+                let chosen: std::collections::BTreeSet<ModelId> = ids
+                    .iter()
+                    .map(|&id| ModelId(id))
+                    .filter(|&id| state.model(id).is_some())
+                    .collect();
+                chosen.into_iter().collect()
+            }
+        };
         for key in self.keys.executors() {
             self.refresh_bond_of(key, &models, state, mempool);
         }

@@ -399,6 +399,28 @@ async fn a_job_whose_input_does_not_fit_the_model_is_declined() {
     node.stop().await;
 }
 
+/// `[executor] models` chooses what the node's executors serve: the models named,
+/// once registered, and no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_serve_the_models_the_config_names() {
+    let mut cfg = test_config(Roles::all());
+    cfg.executor.models = Some(vec![1, 7]);
+    let node = start_node(cfg, Storage::Memory).await;
+    let c = Client::new(&node);
+    let owner = user(0);
+    let first = publish_mlp(&c, &owner, "not-served", 5).await;
+    let second = publish_mlp(&c, &owner, "served", 5).await;
+    assert_eq!((first.model, second.model), (0, 1));
+    let executor = c.status().await.executor.unwrap();
+    executor_serves(&c, executor, second.model).await;
+    // Blocks go by; the bond keeps to the list.
+    let height = c.status().await.height;
+    wait_for(|| async { (c.status().await.height >= height + 3).then_some(()) }).await;
+    let a: api::AccountView = c.get(&format!("/v1/accounts/{executor}")).await.json();
+    assert_eq!(a.executor.unwrap().models, vec![1]);
+    node.stop().await;
+}
+
 /// A node with every role keeping its state in a new temporary folder (for tests that
 /// restart it), serving `mlp_tiny` published as `name`: the folder (kept alive by
 /// the caller), the config that starts the node again, and what [`serving_mlp`] gives.
