@@ -1,5 +1,5 @@
 //! The chunked upload protocol as a state machine, against a node keeping its state
-//! and blobs on disk and restarted at random.
+//! and blobs on disk and restarted at random, and against one keeping them in memory.
 //!
 //! A seeded generator drives a few blobs (empty, one byte, several chunks) through
 //! random steps: a manifest posted under one of several chunkings (the same blob cut
@@ -145,6 +145,18 @@ fn broken_chunk(rng: &mut TestRng, chunk: &[u8]) -> (&'static str, Vec<u8>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_interleaved_with_restarts_do_what_the_protocol_says() {
+    run(true).await;
+}
+
+/// The same steps against a node keeping its blobs in memory (no restarts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_to_a_node_in_memory_do_what_the_protocol_says() {
+    run(false).await;
+}
+
+/// Drives a node (on disk and restarted now and then, or in memory) through the
+/// random steps, checking each answer against the model.
+async fn run(on_disk: bool) {
     let steps: usize = std::env::var("DEED_UPLOAD_FUZZ_STEPS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -170,7 +182,14 @@ async fn uploads_interleaved_with_restarts_do_what_the_protocol_says() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = disk_storage_config(&dir);
     let store = dir.path().join("blobs");
-    let mut node: Running = start_node(cfg.clone(), Storage::Disk).await;
+    let storage = || {
+        if on_disk {
+            Storage::Disk
+        } else {
+            Storage::Memory
+        }
+    };
+    let mut node: Running = start_node(cfg.clone(), storage()).await;
     let mut c = Client::new(&node);
     let mut model = Model::default();
     let mut restarts = 0;
@@ -202,10 +221,13 @@ async fn uploads_interleaved_with_restarts_do_what_the_protocol_says() {
         let id = blob.manifests[0].id;
         let uploads = format!("/v1/blobs/uploads/{id}");
         if roll < 3 {
+            if !on_disk {
+                continue;
+            }
             let step = format!("seed {seed} step {n}: restart");
             drop(c);
             node.stop().await;
-            node = start_node(cfg.clone(), Storage::Disk).await;
+            node = start_node(cfg.clone(), storage()).await;
             c = Client::new(&node);
             restarts += 1;
             count("restart");
