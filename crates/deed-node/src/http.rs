@@ -525,6 +525,15 @@ async fn upload_chunk(
     let (parts, len) = body_parts(body, index, chunk.end - chunk.start).await?;
     // The body's frames go to the store as they came, not joined into one buffer.
     node.blobs.put_chunk_parts(&manifest, index, parts).await?;
+    if node.upload(&cid).as_ref() != Some(&manifest) && node.blobs.manifest(&cid).await?.is_none() {
+        // The upload was replaced (or expired) while the chunk arrived, and what it
+        // had staged discarded: this chunk goes too.
+        node.blobs.abort(&manifest).await?;
+        return Err(ApiError::not_found(format!(
+            "the upload of {cid} was replaced or expired while chunk {index} arrived; \
+             POST its manifest to /v1/blobs/uploads again"
+        )));
+    }
     node.metrics.blob_bytes_in.inc_by(len);
     Ok(Json(ChunkStored {
         cid,

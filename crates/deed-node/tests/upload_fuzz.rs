@@ -438,3 +438,52 @@ async fn run(on_disk: bool) {
         model.finished.len()
     );
 }
+
+/// Chunks of one cut of a blob in flight while a manifest of another cut replaces
+/// the upload: once the blob is uploaded nothing staged is left (a chunk stored under
+/// an upload replaced while it arrived is discarded with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_racing_a_replacement_leave_nothing_staged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = disk_storage_config(&dir);
+    let node = start_node(cfg, Storage::Disk).await;
+    let c = std::sync::Arc::new(Client::new(&node));
+    let client = deed_client::Client::new(&c.base).unwrap();
+    for round in 0..8u32 {
+        let data: Vec<u8> = (0..1024 * 1024u32)
+            .map(|i| (i.wrapping_mul(round + 3) % 251) as u8)
+            .collect();
+        let (first, second) = (
+            Manifest::build(&data, 64 * 1024).unwrap(),
+            Manifest::build(&data, 4096).unwrap(),
+        );
+        let id = first.id;
+        let r = c.post_json("/v1/blobs/uploads", &first).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let puts: Vec<_> = (0..first.chunk_count())
+            .map(|i| {
+                let range = first.chunk_range(i).unwrap();
+                let part = data[range.start as usize..range.end as usize].to_vec();
+                let c = c.clone();
+                tokio::spawn(async move {
+                    c.put(&format!("/v1/blobs/uploads/{id}/chunks/{i}"), part)
+                        .await
+                        .status
+                })
+            })
+            .collect();
+        let r = c.post_json("/v1/blobs/uploads", &second).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        for put in puts {
+            // Stored, or refused once the other cut is in progress.
+            let status = put.await.unwrap();
+            assert!(status == 200 || (400..500).contains(&status), "{status}");
+        }
+        client.upload_chunked(&data, 4096, None).await.unwrap();
+        assert_eq!(c.get(&format!("/v1/blobs/{id}")).await.body, data);
+    }
+    drop(client);
+    node.stop().await;
+    let left = files_under(&dir.path().join("blobs").join("staging"));
+    assert!(left.is_empty(), "left staged: {left:#?}");
+}

@@ -35,6 +35,10 @@ use super::{
     BlobLimits, BlobStore, Cid, Manifest,
 };
 
+/// Locks that serialize the changes to one upload's staging directory (a chunk
+/// stored, the upload aborted or finished), picked by upload key.
+const UPLOAD_LOCKS: usize = 64;
+
 /// Threads that sync a finished blob's chunk files at once: the file system commits
 /// concurrent syncs together, so a few in parallel cost little more than one.
 const SYNC_THREADS: usize = 4;
@@ -55,6 +59,12 @@ struct Root {
     verified: Mutex<HashMap<Hash, HashSet<u32>>>,
     /// Background syncs of staged chunks, by upload key, for `finish` to wait for.
     syncs: Mutex<HashMap<Hash, Vec<(u32, ChunkSync)>>>,
+    /// [`UPLOAD_LOCKS`] locks: an upload's staging directory changes under the one
+    /// its key picks ([`Root::upload_lock`]), so that an abort or a finish never
+    /// meets a chunk half stored (removing a directory a file is being added to
+    /// fails, and a chunk renamed into a directory just removed is lost or left
+    /// behind).
+    upload_locks: Vec<Mutex<()>>,
 }
 
 /// The sync of one staged chunk file, running on the blocking pool.
@@ -85,6 +95,7 @@ impl FsBlobStore {
                 next_tmp: AtomicU64::new(0),
                 verified: Mutex::new(HashMap::new()),
                 syncs: Mutex::new(HashMap::new()),
+                upload_locks: (0..UPLOAD_LOCKS).map(|_| Mutex::new(())).collect(),
             }),
         })
     }
@@ -128,6 +139,16 @@ impl Root {
     fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, HashSet<u32>>> {
         // Every critical section leaves the map consistent.
         self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lock of the upload `m`'s staging directory.
+    fn upload_lock(&self, m: &Manifest) -> std::sync::MutexGuard<'_, ()> {
+        let key = m.upload_key();
+        let i = usize::from(key.0[0]) % self.upload_locks.len();
+        // The lock guards no data: a panic while it was held leaves nothing to mend.
+        self.upload_locks[i]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn syncs(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, Vec<(u32, ChunkSync)>>> {
@@ -244,6 +265,7 @@ fn finish_blocking(
     m: &Manifest,
     synced: &HashMap<u32, bool>,
 ) -> Result<(), BlobError> {
+    let _staging_lock = root.upload_lock(m);
     let staging = root.staging_dir(m);
     let final_dir = root.blob_dir(&m.id);
     if final_dir.is_dir() {
@@ -454,6 +476,7 @@ impl BlobStore for FsBlobStore {
                 // Hashed here rather than on the caller's task: a chunk is up to
                 // several MiB.
                 check_parts(&m, index, &parts)?;
+                let _staging = root.upload_lock(&m);
                 if root.is_complete(&m.id) {
                     return Ok(None);
                 }
@@ -514,6 +537,7 @@ impl BlobStore for FsBlobStore {
     async fn abort(&self, manifest: &Manifest) -> Result<(), BlobError> {
         let m = manifest.clone();
         self.blocking(move |root| {
+            let _staging = root.upload_lock(&m);
             root.forget(&m);
             remove_dir_if_present(&root.staging_dir(&m)).map_err(io_err("remove staged chunks"))
         })
