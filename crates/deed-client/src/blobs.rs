@@ -17,7 +17,7 @@ use deed_types::{Cid, Hash};
 use reqwest::Method;
 use tokio::task::JoinSet;
 
-use crate::api::{BlobInfo, PREFIX};
+use crate::api::{BlobInfo, ErrorCode, PREFIX};
 use crate::client::Client;
 use crate::error::ClientError;
 
@@ -27,6 +27,9 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
 /// Chunk uploads in flight at once: enough to hide one request's round trip behind
 /// the next, few enough not to flood a small node.
 const UPLOADS_IN_FLIGHT: usize = 4;
+
+/// Times an upload asks the node again after the node stopped knowing it part way.
+const UPLOAD_ATTEMPTS: u32 = 4;
 
 /// What an upload did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,15 +116,71 @@ impl Client {
         self.upload_from(&manifest, source, progress).await
     }
 
+    /// Uploads `manifest`'s blob from `source`: asks the node which chunks it lacks,
+    /// sends those, and finishes. When the node no longer knows the upload part way
+    /// (another client finished the same blob meanwhile, or the upload expired or
+    /// was replaced by another cut), it asks again: the node then says the blob is
+    /// complete, or which chunks it still lacks.
     async fn upload_from(
         &self,
         manifest: &Manifest,
         source: Source,
         progress: Option<Progress<'_>>,
     ) -> Result<Uploaded, ClientError> {
+        let mut sent = 0u32;
+        let mut attempt = 0;
+        let info = loop {
+            attempt += 1;
+            let again = attempt < UPLOAD_ATTEMPTS;
+            let status = self.upload_start(manifest).await?;
+            if status.complete {
+                if let Some(p) = progress {
+                    p(manifest.size, manifest.size);
+                }
+                break BlobInfo {
+                    cid: manifest.id,
+                    size: manifest.size,
+                };
+            }
+            match self
+                .send_chunks(manifest, &source, &status.missing, progress)
+                .await
+            {
+                Ok(n) => sent += n,
+                Err(e) if again && e.code() == Some(ErrorCode::NotFound) => continue,
+                Err(e) => return Err(e),
+            }
+            match self.upload_finish(&manifest.id).await {
+                Ok(info) => break info,
+                Err(e) if again && e.code() == Some(ErrorCode::NotFound) => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if info.cid != manifest.id || info.size != manifest.size {
+            return Err(ClientError::BadResponse {
+                url: self.base().to_owned(),
+                reason: format!(
+                    "finished upload reports {} ({} bytes), expected {} ({} bytes)",
+                    info.cid, info.size, manifest.id, manifest.size
+                ),
+            });
+        }
+        Ok(Uploaded {
+            info,
+            chunks_sent: sent,
+            chunks_total: manifest.chunk_count(),
+        })
+    }
+
+    /// Sends chunks `missing` of `manifest`'s blob, a few at a time; how many.
+    async fn send_chunks(
+        &self,
+        manifest: &Manifest,
+        source: &Source,
+        missing: &[u32],
+        progress: Option<Progress<'_>>,
+    ) -> Result<u32, ClientError> {
         let total = manifest.size;
-        let status = self.upload_start(manifest).await?;
-        let missing = status.missing.clone();
         let mut done = total.saturating_sub(
             missing
                 .iter()
@@ -134,6 +193,7 @@ impl Client {
         }
         let mut set: JoinSet<Result<u64, ClientError>> = JoinSet::new();
         let mut queue = missing.iter().copied();
+        let mut sent = 0u32;
         loop {
             while set.len() < UPLOADS_IN_FLIGHT {
                 let Some(index) = queue.next() else { break };
@@ -160,37 +220,17 @@ impl Client {
             let Some(joined) = set.join_next().await else {
                 break;
             };
-            let sent = joined.map_err(|e| ClientError::BadResponse {
+            let len = joined.map_err(|e| ClientError::BadResponse {
                 url: self.base().to_owned(),
                 reason: format!("upload task failed: {e}"),
             })??;
-            done += sent;
+            sent += 1;
+            done += len;
             if let Some(p) = progress {
                 p(done, total);
             }
         }
-        let info = if status.complete {
-            BlobInfo {
-                cid: manifest.id,
-                size: manifest.size,
-            }
-        } else {
-            self.upload_finish(&manifest.id).await?
-        };
-        if info.cid != manifest.id || info.size != manifest.size {
-            return Err(ClientError::BadResponse {
-                url: self.base().to_owned(),
-                reason: format!(
-                    "finished upload reports {} ({} bytes), expected {} ({} bytes)",
-                    info.cid, info.size, manifest.id, manifest.size
-                ),
-            });
-        }
-        Ok(Uploaded {
-            info,
-            chunks_sent: missing.len() as u32,
-            chunks_total: manifest.chunk_count(),
-        })
+        Ok(sent)
     }
 
     /// Downloads a whole blob, verifying every chunk and the content id.

@@ -487,3 +487,38 @@ async fn chunks_racing_a_replacement_leave_nothing_staged() {
     let left = files_under(&dir.path().join("blobs").join("staging"));
     assert!(left.is_empty(), "left staged: {left:#?}");
 }
+
+/// Clients uploading the same blob at once (in the same cut, as the CLI always
+/// cuts) all end with the blob stored, and nothing staged is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_uploading_one_blob_at_once_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = disk_storage_config(&dir);
+    let node = start_node(cfg, Storage::Disk).await;
+    let c = Client::new(&node);
+    for round in 0..4u32 {
+        let data: Vec<u8> = (0..512 * 1024u32)
+            .map(|i| (i.wrapping_mul(round + 7) % 253) as u8)
+            .collect();
+        let uploads: Vec<_> = (0..6)
+            .map(|_| {
+                let (base, data) = (c.base.clone(), data.clone());
+                tokio::spawn(async move {
+                    let client = deed_client::Client::new(&base).unwrap();
+                    client.upload_chunked(&data, 4096, None).await
+                })
+            })
+            .collect();
+        let id = Manifest::build(&data, 4096).unwrap().id;
+        for (k, u) in uploads.into_iter().enumerate() {
+            let up = u.await.unwrap();
+            let up = up.unwrap_or_else(|e| panic!("round {round} client {k}: {e}"));
+            assert_eq!(up.info.cid, id);
+        }
+        assert_eq!(c.get(&format!("/v1/blobs/{id}")).await.body, data);
+    }
+    drop(c);
+    node.stop().await;
+    let left = files_under(&dir.path().join("blobs").join("staging"));
+    assert!(left.is_empty(), "left staged: {left:#?}");
+}
