@@ -581,6 +581,45 @@ async fn requests_sharing_a_nonce_sent_together_run_once() {
     node.stop().await;
 }
 
+/// Direct calls of several senders at once are all served, each with the output a
+/// local run gives, and all settle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_calls_of_several_senders_at_once_are_all_served() {
+    let (node, c, p, executor) =
+        serving_mlp(test_config(Roles::all()), Storage::Memory, "together").await;
+    let (expected_out, expected_root) = mlp_local();
+    let mut served = Vec::new();
+    for round in 0..5 {
+        // Signed with the nonce the node gives next: the one after the sender's call
+        // of the round before, queued when it was served.
+        let mut calls = Vec::new();
+        for u in 0..deed_node::dev::DEV_ACCOUNTS {
+            calls.push(direct_mlp_request(&c, &user(u), p.model, executor).await);
+        }
+        let answers =
+            futures::future::join_all(calls.iter().map(|(_, req)| c.post_json("/v1/execute", req)))
+                .await;
+        for ((stx, _), a) in calls.iter().zip(&answers) {
+            assert_eq!(
+                a.status,
+                200,
+                "round {round}: {}",
+                String::from_utf8_lossy(&a.body)
+            );
+            let resp: DirectResponse = a.json();
+            assert_eq!(resp.request, stx.hash());
+            assert_eq!(resp.receipt.trace_root, expected_root);
+            assert_eq!(resp.receipt.output_hash, Hash::of(&expected_out));
+            served.push(stx.hash());
+        }
+    }
+    for h in &served {
+        let tx: TxView = c.wait_tx(h).await;
+        assert!(matches!(tx.state, TxState::Included { .. }), "{tx:?}");
+    }
+    node.stop().await;
+}
+
 /// `[executor] threads` changes how fast a model runs, never what it computes: an
 /// executor on three kernel threads answers with the single-threaded local run's
 /// output and trace root.
