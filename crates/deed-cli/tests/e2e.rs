@@ -126,6 +126,15 @@ impl Net {
     }
 }
 
+/// Runs `f` to its end on a runtime of its own (the tests are synchronous).
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 fn hexkey(k: &SecretKey) -> String {
     hex::encode(k.to_bytes())
 }
@@ -599,12 +608,8 @@ fn publish_infer_verify_pay_and_restart() {
     // inputs first): its executor declines it rather than miss the deadline, and
     // `receipt verify` finds the decline valid.
     let declined = {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let c = Client::new(&net.node.url).unwrap();
-        rt.block_on(async {
+        block_on(async {
             let request = Action::RequestJob {
                 model: ModelId(base),
                 version: None,
@@ -644,12 +649,8 @@ fn publish_infer_verify_pay_and_restart() {
     let big_m = Manifest::build(&big, deed_client::DEFAULT_CHUNK_SIZE).unwrap();
     assert_eq!(big_m.chunk_count(), 3);
     {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let c = Client::new(&net.node.url).unwrap();
-        rt.block_on(async {
+        block_on(async {
             c.upload_start(&big_m).await.unwrap();
             c.upload_chunk(&big_m.id, 1, big[1 << 20..2 << 20].to_vec())
                 .await
@@ -697,11 +698,7 @@ fn publish_infer_verify_pay_and_restart() {
 /// Chunks that do not match the manifest, and a manifest whose id lies, are refused
 /// with typed errors and leave no blob behind.
 fn corrupt_uploads_change_nothing(url: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let c = Client::new(url).unwrap();
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
         let m = Manifest::build(&data, 64 << 10).unwrap();

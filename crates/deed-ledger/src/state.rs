@@ -101,8 +101,8 @@ impl Executor {
     }
 }
 
-/// Money a request locked up.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+/// Money a request locked up. The default is an empty escrow (a settled job's).
+#[derive(Clone, Debug, Default, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Escrow {
     /// Royalty for the model owner (split along the lineage).
     pub royalty: Amount,

@@ -410,16 +410,7 @@ fn chain(r: &Runs, executors: usize) -> (Chain, ModelId, Rc<RefCell<Calls>>) {
         inner,
         calls: calls.clone(),
     }));
-    c.ok(
-        OWNER,
-        Action::RegisterModel {
-            name: "random".into(),
-            description: String::new(),
-            licence: Licence::Paid,
-            price: ROYALTY,
-            lineage: None,
-        },
-    );
+    c.ok(OWNER, common::register("random", ROYALTY));
     let m = ModelId(0);
     c.ok(
         OWNER,

@@ -43,16 +43,7 @@ fn chain(model: &Arc<Model>, manifest: Cid, sample: &[Tensor]) -> (Chain, ModelI
     let mut referee = RuntimeReferee::new();
     referee.insert(manifest, model.clone());
     c.runtime = Some(referee);
-    c.ok(
-        OWNER,
-        Action::RegisterModel {
-            name: "m".into(),
-            description: String::new(),
-            licence: Licence::Paid,
-            price: ROYALTY,
-            lineage: None,
-        },
-    );
+    c.ok(OWNER, common::register("m", ROYALTY));
     let m = ModelId(0);
     let names: Vec<String> = model.required_inputs().map(|v| v.name.clone()).collect();
     let named: Vec<(String, Tensor)> = names.into_iter().zip(sample.iter().cloned()).collect();

@@ -18,16 +18,7 @@ const OTHER: usize = 5;
 const NOBODY: usize = 6;
 
 fn model(c: &mut Chain, name: &str) -> ModelId {
-    c.ok(
-        OWNER,
-        Action::RegisterModel {
-            name: name.into(),
-            description: String::new(),
-            licence: Licence::Paid,
-            price: 10,
-            lineage: None,
-        },
-    );
+    c.ok(OWNER, common::register(name, 10));
     let m = ModelId(c.state.meta().next_model - 1);
     c.ok(OWNER, common::publish(m, Cid::of(name.as_bytes()), 4));
     m

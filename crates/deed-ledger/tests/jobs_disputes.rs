@@ -26,16 +26,7 @@ fn setup(
     params: Params,
 ) -> (Chain, ModelId, Cid) {
     let mut c = Chain::with_params(EXEC0 + executors, 1_000_000, params);
-    c.ok(
-        OWNER,
-        Action::RegisterModel {
-            name: "m".into(),
-            description: String::new(),
-            licence: Licence::Paid,
-            price: royalty,
-            lineage: None,
-        },
-    );
+    c.ok(OWNER, common::register("m", royalty));
     let m = ModelId(0);
     let manifest = Cid::of(format!("manifest {steps}").as_bytes());
     c.ok(OWNER, common::publish(m, manifest, steps - 1));
@@ -173,16 +164,7 @@ fn royalty_is_split_up_the_lineage_with_a_depth_cap() {
     };
     let mut c = Chain::with_params(8, 1_000_000, params);
     // Chain of four models, each owned by a different account, each passing 50 % up.
-    c.ok(
-        0,
-        Action::RegisterModel {
-            name: "base".into(),
-            description: String::new(),
-            licence: Licence::Paid,
-            price: 0,
-            lineage: None,
-        },
-    );
+    c.ok(0, common::register("base", 0));
     for i in 1..4u64 {
         c.ok(
             i as usize,

@@ -579,13 +579,7 @@ fn replaying_every_blocks_writes_from_genesis_rebuilds_the_root() {
         }
     };
     let txs = [
-        Action::RegisterModel {
-            name: "a".into(),
-            description: String::new(),
-            licence: Licence::Paid,
-            price: 2,
-            lineage: None,
-        },
+        common::register("a", 2),
         Action::Transfer {
             to: Address([3; 20]),
             amount: 5,

@@ -189,16 +189,7 @@ const UNFIT: [u8; 2] = [1, 2];
 fn setup() -> Chain {
     let mut c = Chain::new(N, 5_000);
     c.referee.unfit.insert(UNFIT.to_vec());
-    c.ok(
-        0,
-        Action::RegisterModel {
-            name: "base".into(),
-            description: String::new(),
-            licence: Licence::Paid,
-            price: 10,
-            lineage: None,
-        },
-    );
+    c.ok(0, common::register("base", 10));
     c.ok(0, common::publish(ModelId(0), Cid::of(b"base"), 2));
     for i in [3, 4] {
         c.ok(

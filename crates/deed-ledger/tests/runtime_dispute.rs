@@ -165,16 +165,7 @@ fn chain(r: &Run) -> (Chain, ModelId) {
     let mut referee = RuntimeReferee::new();
     referee.insert(r.manifest, r.model.clone());
     c.runtime = Some(referee);
-    c.ok(
-        OWNER,
-        Action::RegisterModel {
-            name: "mlp".into(),
-            description: String::new(),
-            licence: Licence::Paid,
-            price: 10,
-            lineage: None,
-        },
-    );
+    c.ok(OWNER, common::register("mlp", 10));
     let m = ModelId(0);
     c.ok(
         OWNER,

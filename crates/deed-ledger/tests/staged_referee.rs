@@ -97,16 +97,7 @@ fn challenged(r: &Run, def: &Trace, chal: &Trace) -> Chain {
     let mut referee = RuntimeReferee::new();
     referee.insert(r.manifest, r.model.clone());
     c.runtime = Some(referee);
-    c.ok(
-        OWNER,
-        Action::RegisterModel {
-            name: "wide".into(),
-            description: String::new(),
-            licence: Licence::Paid,
-            price: 10,
-            lineage: None,
-        },
-    );
+    c.ok(OWNER, common::register("wide", 10));
     c.ok(OWNER, common::publish(ModelId(0), r.manifest, 2));
     c.ok(
         EXEC,

@@ -376,14 +376,7 @@ impl<'a> Exec<'a> {
         {
             return Err(TxError::InputFits(id));
         }
-        let escrow = std::mem::replace(
-            &mut job.escrow,
-            Escrow {
-                royalty: 0,
-                executor_fees: Vec::new(),
-                protocol_fee: 0,
-            },
-        );
+        let escrow = std::mem::take(&mut job.escrow);
         let fee = escrow.executor_fees.get(i).copied().unwrap_or(0);
         let refund = escrow
             .total()
@@ -510,14 +503,7 @@ impl<'a> Exec<'a> {
         mut job: Job,
         paid: &[usize],
     ) -> Result<(), TxError> {
-        let escrow = std::mem::replace(
-            &mut job.escrow,
-            Escrow {
-                royalty: 0,
-                executor_fees: Vec::new(),
-                protocol_fee: 0,
-            },
-        );
+        let escrow = std::mem::take(&mut job.escrow);
         self.pay_royalty(job.model, escrow.royalty)?;
         let mut refund: Amount = 0;
         for (i, fee) in escrow.executor_fees.iter().enumerate() {
@@ -546,12 +532,7 @@ impl<'a> Exec<'a> {
 
     /// Returns the whole escrow to the requester.
     pub(crate) fn refund(&mut self, id: JobId, mut job: Job) -> Result<(), TxError> {
-        let total = job.escrow.total();
-        job.escrow = Escrow {
-            royalty: 0,
-            executor_fees: Vec::new(),
-            protocol_fee: 0,
-        };
+        let total = std::mem::take(&mut job.escrow).total();
         self.credit(job.requester, total, Reason::Refund)?;
         job.status = JobStatus::Refunded;
         self.s.jobs.insert(id, job);

@@ -11,8 +11,8 @@ use deed_ledger::{
     StepInput, TxError,
 };
 use deed_types::{
-    Action, Address, Cid, Hash, JobId, JobInput, Mode, ModelId, Output, Receipt, SecretKey,
-    SignedTransaction, Transaction,
+    Action, Address, Cid, Hash, JobId, JobInput, Licence, Mode, ModelId, Output, Receipt,
+    SecretKey, SignedTransaction, Transaction,
 };
 
 pub const CHAIN: u64 = 4242;
@@ -109,6 +109,17 @@ pub struct Chain {
     /// When set, blocks are applied with this referee, before `runtime`.
     pub custom: Option<Box<dyn Referee>>,
     pub time: u64,
+}
+
+/// A paid model named `name` with royalty `price`, no description and no parent.
+pub fn register(name: &str, price: u128) -> Action {
+    Action::RegisterModel {
+        name: name.into(),
+        description: String::new(),
+        licence: Licence::Paid,
+        price,
+        lineage: None,
+    }
 }
 
 /// Version `manifest` of `model` with `steps` steps, cost 1, no schema or notes.
