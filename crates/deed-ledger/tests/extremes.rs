@@ -201,6 +201,14 @@ fn any_action() -> impl Strategy<Value = Action> {
             job: JobId(job),
             trace_root: Hash([9; 32]),
         }),
+        (
+            id(),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..4))
+        )
+            .prop_map(|(job, input)| Action::DeclineJob {
+                job: JobId(job),
+                input,
+            }),
     ]
 }
 
@@ -229,6 +237,16 @@ fn op() -> impl Strategy<Value = Op> {
                 trace_root: Hash([9; 32]),
             },
         }),
+        // Declines from the serving executors of the first jobs, whose inputs the
+        // referee finds fit no model: escrows of large amounts split and returned.
+        1 => (3..N, 0u64..6, any::<bool>()).prop_map(|(from, job, blob)| Op::Tx {
+            from,
+            fee: 1,
+            action: Action::DeclineJob {
+                job: JobId(job),
+                input: blob.then(|| vec![1, 2]),
+            },
+        }),
         1 => prop_oneof![Just(1u64), Just(30), Just(400)].prop_map(Op::Advance),
     ]
 }
@@ -240,6 +258,8 @@ fn op() -> impl Strategy<Value = Op> {
 /// balance, so requests with a `max_fee` of half a balance go through.
 fn setup() -> Chain {
     let mut c = Chain::new(N, BALANCE);
+    // The job input every likely request carries: one to decline.
+    c.referee.unfit.insert(vec![1, 2]);
     for (owner, lineage) in [
         (0, None),
         (
