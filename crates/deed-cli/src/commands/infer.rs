@@ -558,12 +558,18 @@ async fn replicated(
                 || (!want_final && !j.receipts.is_empty() && j.receipts.iter().all(|r| r.is_some()))
         })
         .await?;
-    let receipt = job
-        .receipts
-        .iter()
-        .flatten()
-        .next()
-        .ok_or_else(|| anyhow!("job {id} is {} without receipts", job.status))?;
+    let receipt =
+        job.receipts
+            .iter()
+            .flatten()
+            .next()
+            .ok_or_else(|| match job.status.as_str() {
+                "declined" => anyhow!(
+                    "job {id} was declined: its input does not fit the model \
+                 (`deed receipt verify {id}` says why)"
+                ),
+                status => anyhow!("job {id} is {status} without receipts"),
+            })?;
     let tensors = match &receipt.output_inline {
         Some(h) => direct::decode_inline(h)?,
         None => {
