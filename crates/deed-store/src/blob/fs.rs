@@ -476,18 +476,31 @@ impl BlobStore for FsBlobStore {
                 // Hashed here rather than on the caller's task: a chunk is up to
                 // several MiB.
                 check_parts(&m, index, &parts)?;
-                let _staging = root.upload_lock(&m);
                 if root.is_complete(&m.id) {
                     return Ok(None);
                 }
-                let dir = root.staging_dir(&m);
-                fs::create_dir_all(&dir).map_err(io_err("create staging directory"))?;
                 // Not synced here but in the background (below); `finish` waits for it
-                // and re-verifies any chunk staged before a restart.
+                // and re-verifies any chunk staged before a restart. Written to a
+                // scratch file first, outside the upload's lock, so that the chunks of
+                // one upload are written side by side.
                 let tmp = root.tmp_path();
                 write_parts(&tmp, &parts).map_err(io_err("write chunk"))?;
+                let _staging = root.upload_lock(&m);
                 let path = root.chunk_path(&m, index);
-                fs::rename(&tmp, &path).map_err(io_err("store chunk"))?;
+                let stored = if root.is_complete(&m.id) {
+                    Ok(false)
+                } else {
+                    fs::create_dir_all(root.staging_dir(&m))
+                        .map_err(io_err("create staging directory"))
+                        .and_then(|()| fs::rename(&tmp, &path).map_err(io_err("store chunk")))
+                        .map(|()| true)
+                };
+                if !matches!(stored, Ok(true)) {
+                    let _ = fs::remove_file(&tmp);
+                }
+                if !stored? {
+                    return Ok(None);
+                }
                 root.verified()
                     .entry(m.upload_key())
                     .or_default()
