@@ -453,7 +453,8 @@ pub struct JobView {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub input_cid: Option<Cid>,
     /// The input (`0x` hex of its encoded tensor list) when given inline: the ledger
-    /// holds it, so a verifier needs nothing else.
+    /// holds it, so a verifier needs nothing else. Given by `/v1/jobs/{id}` only, not
+    /// in the list of `/v1/jobs`.
     pub input_inline: Option<String>,
     /// `none`, `optimistic` or `replicated:K`.
     pub mode: String,

@@ -768,6 +768,13 @@ fn receipt_view(executor: Address, r: &Receipt) -> ReceiptView {
 /// A job as the API shows it. `fees` is the breakdown the index kept from the
 /// request (the ledger empties the escrow when it settles); without it, the
 /// ledger's escrow.
+/// A job view for a list: without the inline input (up to 64 KiB each), which the
+/// job's own route gives.
+fn without_input(mut view: JobView) -> JobView {
+    view.input_inline = None;
+    view
+}
+
 fn job_view(id: JobId, j: &Job, s: &LedgerState, fees: Option<Escrow>) -> JobView {
     let fees = fees.unwrap_or_else(|| j.escrow.clone());
     let (status, window_end, dispute) = match &j.status {
@@ -846,7 +853,7 @@ async fn jobs(
             .filter_map(|i| s.job(JobId(i)).map(|j| (JobId(i), j)))
             .filter(|(_, j)| requester.is_none_or(|r| j.requester == r))
             .filter(|(_, j)| executor.is_none_or(|e| j.executors.contains(&e)))
-            .map(|(id, j)| Ok(job_view(id, j, s, c.job_fees(id)?)))
+            .map(|(id, j)| Ok(without_input(job_view(id, j, s, c.job_fees(id)?))))
             .collect::<Result<Vec<_>, NodeError>>()
     })?))
 }

@@ -387,6 +387,12 @@ async fn a_job_whose_input_does_not_fit_the_model_is_declined() {
     .await;
     assert!(executors.contains(&j.executors[0]), "{:?}", j.executors);
     assert!(j.receipts.iter().all(Option::is_none));
+    // The job's route gives its inline input (a verifier needs nothing else); the
+    // list leaves it out.
+    assert_eq!(j.input_inline.as_deref(), Some("0x010203"));
+    let listed: Vec<api::JobView> = c.get("/v1/jobs").await.json();
+    let listed = listed.iter().find(|l| l.id == job).unwrap();
+    assert_eq!(listed.input_inline, None);
     assert_eq!(stakes().await, stakes_before);
     assert_eq!(
         c.balance(&owner).await,
