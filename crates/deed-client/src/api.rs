@@ -19,7 +19,7 @@
 //! | `GET /v1/accounts/{address}` | | [`AccountView`] |
 //! | `POST /v1/transactions` | [`SubmitTx`] | [`TxSubmitted`] (202 Accepted) |
 //! | `GET /v1/transactions/{hash}` | | [`TxView`] |
-//! | `GET /v1/models?owner=&name=` | | `Vec<`[`ModelView`]`>` |
+//! | `GET /v1/models?owner=&name=&after=&limit=` | | `Vec<`[`ModelView`]`>` |
 //! | `GET /v1/models/{id}` | | [`ModelView`] |
 //! | `GET /v1/models/{id}/versions` | | `Vec<`[`VersionView`]`>` |
 //! | `GET /v1/models/{id}/versions/{n}` | | [`VersionView`] |
@@ -29,9 +29,9 @@
 //! | `POST /v1/blobs/uploads/{cid}/finish` | | [`BlobInfo`] |
 //! | `GET /v1/blobs/{cid}` (`Range` honoured) / `HEAD` | | bytes |
 //! | `GET /v1/blobs/{cid}/manifest` | | blob manifest (JSON) |
-//! | `GET /v1/jobs?requester=&executor=` | | `Vec<`[`JobView`]`>` |
+//! | `GET /v1/jobs?requester=&executor=&after=&limit=` | | `Vec<`[`JobView`]`>` |
 //! | `GET /v1/jobs/{id}` | | [`JobView`] |
-//! | `GET /v1/disputes` / `GET /v1/disputes/{id}` | | [`DisputeView`] |
+//! | `GET /v1/disputes?after=&limit=` / `GET /v1/disputes/{id}` | | [`DisputeView`] |
 //! | `POST /v1/execute` (executor role: direct call) | [`DirectRequest`] | [`DirectResponse`] |
 //! | `GET /v1/openapi.json` | | OpenAPI 3 document |
 //! | `GET /metrics` | | Prometheus text |
@@ -42,6 +42,16 @@ use deed_types::{Address, Cid, Hash};
 
 /// Path prefix of every API route.
 pub const PREFIX: &str = "/v1";
+
+/// The most items a list route (`/v1/models`, `/v1/jobs`, `/v1/disputes`) gives in
+/// one answer. A list comes in pages of `limit` items (1 to this, default
+/// [`PAGE_DEFAULT`]) in id order, after the id `after` (from the first when absent):
+/// a client reads a whole list page by page, each after the last id of the one
+/// before, until a page comes back shorter than its limit.
+pub const PAGE_MAX: usize = 1_000;
+
+/// Items a list route gives when the request names no `limit`.
+pub const PAGE_DEFAULT: usize = 100;
 
 /// A machine-readable error class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -237,8 +237,35 @@ impl Client {
         if let Some(n) = name {
             q.push(("name", n.to_owned()));
         }
-        self.json(self.request(Method::GET, &path).query(&q), &path)
-            .await
+        self.every_page(&path, q, |m: &ModelView| m.id).await
+    }
+
+    /// Every item of the list route `path` with query `q`, read page by page
+    /// ([`crate::api::PAGE_MAX`]).
+    async fn every_page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        q: Vec<(&str, String)>,
+        id: impl Fn(&T) -> u64,
+    ) -> Result<Vec<T>, ClientError> {
+        let mut all = Vec::new();
+        let mut after: Option<u64> = None;
+        loop {
+            let mut query = q.clone();
+            query.push(("limit", crate::api::PAGE_MAX.to_string()));
+            if let Some(a) = after {
+                query.push(("after", a.to_string()));
+            }
+            let page: Vec<T> = self
+                .json(self.request(Method::GET, path).query(&query), path)
+                .await?;
+            let full = page.len() == crate::api::PAGE_MAX;
+            after = page.last().map(&id);
+            all.extend(page);
+            if !full || after.is_none() {
+                return Ok(all);
+            }
+        }
     }
 
     /// `GET /v1/models/{id}`.
@@ -271,8 +298,7 @@ impl Client {
         if let Some(a) = executor {
             q.push(("executor", a.to_string()));
         }
-        self.json(self.request(Method::GET, &path).query(&q), &path)
-            .await
+        self.every_page(&path, q, |j: &JobView| j.id).await
     }
 
     /// `GET /v1/jobs/{id}`.
@@ -282,7 +308,9 @@ impl Client {
 
     /// `GET /v1/disputes`.
     pub async fn disputes(&self) -> Result<Vec<DisputeView>, ClientError> {
-        self.get(&format!("{PREFIX}/disputes")).await
+        let path = format!("{PREFIX}/disputes");
+        self.every_page(&path, Vec::new(), |d: &DisputeView| d.id)
+            .await
     }
 
     /// `GET /v1/disputes/{id}`.

@@ -406,10 +406,36 @@ fn version_view(model: ModelId, n: u32, v: &Version) -> VersionView {
     }
 }
 
+/// A page of a list ([`api::PAGE_MAX`]): the items whose ids follow `after` (from
+/// the first when absent), at most `limit` of them.
+struct Page {
+    start: u64,
+    limit: usize,
+}
+
+impl Page {
+    fn of(after: Option<u64>, limit: Option<usize>) -> Result<Page, ApiError> {
+        let limit = limit.unwrap_or(api::PAGE_DEFAULT);
+        if !(1..=api::PAGE_MAX).contains(&limit) {
+            return Err(ApiError::bad_request(format!(
+                "limit {limit} is outside 1 to {}",
+                api::PAGE_MAX
+            )));
+        }
+        Ok(Page {
+            // Past the last id there is nothing: an empty page.
+            start: after.map_or(0, |a| a.saturating_add(1)),
+            limit: if after == Some(u64::MAX) { 0 } else { limit },
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct ModelQuery {
     owner: Option<String>,
     name: Option<String>,
+    after: Option<u64>,
+    limit: Option<usize>,
 }
 
 async fn models(
@@ -422,11 +448,14 @@ async fn models(
         .as_deref()
         .map(|o| parse("address", o))
         .transpose()?;
+    let page = Page::of(q.after, q.limit)?;
     Ok(Json(node.with_state(|c| {
         c.state()
             .models()
+            .filter(|(id, _)| id.0 >= page.start)
             .filter(|(_, m)| owner.is_none_or(|o| m.owner == o))
             .filter(|(_, m)| q.name.as_ref().is_none_or(|n| &m.name == n))
+            .take(page.limit)
             .map(|(id, m)| model_view(id, m))
             .collect()
     })))
@@ -830,6 +859,8 @@ fn job_view(id: JobId, j: &Job, s: &LedgerState, fees: Option<Escrow>) -> JobVie
 struct JobQuery {
     requester: Option<String>,
     executor: Option<String>,
+    after: Option<u64>,
+    limit: Option<usize>,
 }
 
 async fn jobs(
@@ -847,12 +878,14 @@ async fn jobs(
         .as_deref()
         .map(|a| parse("address", a))
         .transpose()?;
+    let page = Page::of(q.after, q.limit)?;
     Ok(Json(node.with_state(|c| {
         let s = c.state();
-        (0..s.meta().next_job)
+        (page.start..s.meta().next_job)
             .filter_map(|i| s.job(JobId(i)).map(|j| (JobId(i), j)))
             .filter(|(_, j)| requester.is_none_or(|r| j.requester == r))
             .filter(|(_, j)| executor.is_none_or(|e| j.executors.contains(&e)))
+            .take(page.limit)
             .map(|(id, j)| Ok(without_input(job_view(id, j, s, c.job_fees(id)?))))
             .collect::<Result<Vec<_>, NodeError>>()
     })?))
@@ -903,15 +936,27 @@ fn dispute_view(id: DisputeId, d: &Dispute, slashed: Option<Amount>) -> DisputeV
     }
 }
 
-async fn disputes(State(node): Shared) -> ApiResult<Vec<DisputeView>> {
+#[derive(Deserialize)]
+struct DisputeQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn disputes(
+    State(node): Shared,
+    q: Result<Query<DisputeQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Vec<DisputeView>> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let page = Page::of(q.after, q.limit)?;
     Ok(Json(node.with_state(|c| {
         let s = c.state();
-        (0..s.meta().next_dispute)
+        (page.start..s.meta().next_dispute)
             .filter_map(|i| {
                 let id = DisputeId(i);
                 s.dispute(id)
                     .map(|d| Ok::<_, NodeError>(dispute_view(id, d, c.dispute_slashed(id)?)))
             })
+            .take(page.limit)
             .collect::<Result<Vec<_>, NodeError>>()
     })?))
 }

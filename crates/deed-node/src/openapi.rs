@@ -76,7 +76,7 @@ const ROUTES: &[(HttpMethod, &str, &str, Body, &str, Body)] = &[
     (
         HttpMethod::Get,
         "/v1/models",
-        "Models, filtered by `owner` and `name`",
+        "Models, filtered by `owner` and `name`; a page of `limit` (1 to 1000, default 100) after the id `after`",
         Body::None,
         "200",
         Body::List("ModelView"),
@@ -164,7 +164,7 @@ const ROUTES: &[(HttpMethod, &str, &str, Body, &str, Body)] = &[
     (
         HttpMethod::Get,
         "/v1/jobs",
-        "Jobs, filtered by `requester` and `executor`",
+        "Jobs, filtered by `requester` and `executor`; a page of `limit` (1 to 1000, default 100) after the id `after`",
         Body::None,
         "200",
         Body::List("JobView"),
@@ -180,7 +180,7 @@ const ROUTES: &[(HttpMethod, &str, &str, Body, &str, Body)] = &[
     (
         HttpMethod::Get,
         "/v1/disputes",
-        "Disputes",
+        "Disputes; a page of `limit` (1 to 1000, default 100) after the id `after`",
         Body::None,
         "200",
         Body::List("DisputeView"),

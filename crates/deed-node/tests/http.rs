@@ -427,6 +427,58 @@ async fn executors_serve_the_models_the_config_names() {
     node.stop().await;
 }
 
+/// The lists come in pages: `limit` items after the id `after`, and a client reading
+/// page by page gets the whole list once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_come_in_pages() {
+    let (node, c, p, _) = serving_mlp(test_config(Roles::all()), Storage::Memory, "paged").await;
+    let mut jobs = Vec::new();
+    for _ in 0..5 {
+        let tx = c
+            .act(&user(1), mlp_request(p.model, None, Mode::Optimistic, None))
+            .await;
+        jobs.push(tx.created.unwrap());
+    }
+    let ids = |path: &str| {
+        let c = &c;
+        let path = path.to_owned();
+        async move {
+            let page: Vec<api::JobView> = c.get(&path).await.json();
+            page.iter().map(|j| j.id).collect::<Vec<u64>>()
+        }
+    };
+    assert_eq!(ids("/v1/jobs?limit=2").await, jobs[..2]);
+    assert_eq!(
+        ids(&format!("/v1/jobs?limit=2&after={}", jobs[1])).await,
+        jobs[2..4]
+    );
+    assert_eq!(ids(&format!("/v1/jobs?after={}", jobs[3])).await, jobs[4..]);
+    assert!(ids(&format!("/v1/jobs?after={}", u64::MAX))
+        .await
+        .is_empty());
+    for bad in ["limit=0", "limit=1001", "after=-1", "limit=x"] {
+        c.get(&format!("/v1/jobs?{bad}"))
+            .await
+            .expect_error(ErrorCode::BadRequest);
+        c.get(&format!("/v1/disputes?{bad}"))
+            .await
+            .expect_error(ErrorCode::BadRequest);
+    }
+    let models: Vec<ModelView> = c.get("/v1/models?limit=1&after=0").await.json();
+    assert!(models.is_empty(), "one model, id 0");
+    // The client reads every page.
+    let client = deed_client::Client::new(&c.base).unwrap();
+    let all: Vec<u64> = client
+        .jobs(None, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(all, jobs);
+    node.stop().await;
+}
+
 /// A node with every role keeping its state in a new temporary folder (for tests that
 /// restart it), serving `mlp_tiny` published as `name`: the folder (kept alive by
 /// the caller), the config that starts the node again, and what [`serving_mlp`] gives.
