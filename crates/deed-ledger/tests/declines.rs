@@ -81,6 +81,13 @@ fn mlp() -> (Arc<Model>, Cid, Tensor) {
     (model, manifest, x)
 }
 
+/// `mlp()` published at the cost of a run on its sample input, and served.
+fn mlp_chain() -> (Arc<Model>, Tensor, Chain, ModelId) {
+    let (model, manifest, x) = mlp();
+    let (c, m) = chain(&model, manifest, std::slice::from_ref(&x));
+    (model, x, c, m)
+}
+
 /// What the accounts hold, to compare before and after.
 struct Books {
     user: u128,
@@ -140,8 +147,7 @@ fn inputs_that_do_not_fit_are_declined_and_the_executor_is_paid() {
 
 #[test]
 fn an_input_that_fits_cannot_be_declined() {
-    let (model, manifest, x) = mlp();
-    let (mut c, m) = chain(&model, manifest, std::slice::from_ref(&x));
+    let (model, x, mut c, m) = mlp_chain();
     let input = list(std::slice::from_ref(&x));
     assert_eq!(input_fault(&model, &input, 0), None);
     let job = c.request_optimistic(USER, m, JobInput::Inline(input));
@@ -181,8 +187,7 @@ fn an_input_that_fits_cannot_be_declined() {
 
 #[test]
 fn a_referee_without_the_model_does_not_judge() {
-    let (model, manifest, x) = mlp();
-    let (mut c, m) = chain(&model, manifest, std::slice::from_ref(&x));
+    let (_, _, mut c, m) = mlp_chain();
     let job = c.request_optimistic(USER, m, JobInput::Inline(vec![1, 2, 3]));
     c.runtime = Some(RuntimeReferee::new());
     assert!(matches!(
@@ -194,8 +199,7 @@ fn a_referee_without_the_model_does_not_judge() {
 
 #[test]
 fn an_input_by_cid_is_judged_on_the_blob_handed_over() {
-    let (model, manifest, x) = mlp();
-    let (mut c, m) = chain(&model, manifest, std::slice::from_ref(&x));
+    let (_, x, mut c, m) = mlp_chain();
     let blob = list(&[x.clone(), x.clone()]);
     let job = c.request_optimistic(USER, m, JobInput::ByCid(Cid::of(&blob)));
     for (input, why) in [
@@ -256,8 +260,7 @@ fn an_input_whose_run_costs_more_than_the_published_cost_is_declined() {
 
 #[test]
 fn one_decline_ends_a_replicated_job_and_pays_that_executor_only() {
-    let (model, manifest, x) = mlp();
-    let (mut c, m) = chain(&model, manifest, std::slice::from_ref(&x));
+    let (_, _, mut c, m) = mlp_chain();
     c.ok(
         OTHER,
         Action::Bond {

@@ -185,6 +185,23 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Params<
     }
 }
 
+/// A route's query, as [`Query`] extracts it, but refused with a typed error.
+struct Queried<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Queried<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Queried(v)),
+            Err(e) => Err(ApiError::bad_request(e.body_text())),
+        }
+    }
+}
+
 fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     b.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -438,11 +455,7 @@ struct ModelQuery {
     limit: Option<usize>,
 }
 
-async fn models(
-    State(node): Shared,
-    q: Result<Query<ModelQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Vec<ModelView>> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+async fn models(State(node): Shared, Queried(q): Queried<ModelQuery>) -> ApiResult<Vec<ModelView>> {
     let owner: Option<Address> = q
         .owner
         .as_deref()
@@ -863,11 +876,7 @@ struct JobQuery {
     limit: Option<usize>,
 }
 
-async fn jobs(
-    State(node): Shared,
-    q: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Vec<JobView>> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+async fn jobs(State(node): Shared, Queried(q): Queried<JobQuery>) -> ApiResult<Vec<JobView>> {
     let requester: Option<Address> = q
         .requester
         .as_deref()
@@ -944,9 +953,8 @@ struct DisputeQuery {
 
 async fn disputes(
     State(node): Shared,
-    q: Result<Query<DisputeQuery>, axum::extract::rejection::QueryRejection>,
+    Queried(q): Queried<DisputeQuery>,
 ) -> ApiResult<Vec<DisputeView>> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let page = Page::of(q.after, q.limit)?;
     Ok(Json(node.with_state(|c| {
         let s = c.state();

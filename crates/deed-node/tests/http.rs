@@ -278,7 +278,7 @@ async fn blob_upload_resumes_verifies_and_serves_ranges() {
     c.post_json("/v1/blobs/uploads", &huge)
         .await
         .expect_error(ErrorCode::TooLarge);
-    let metrics = String::from_utf8(c.get("/metrics").await.body).unwrap();
+    let metrics = c.metrics().await;
     assert!(
         metrics.contains("deed_blob_bytes_in_total 10000"),
         "{metrics}"
@@ -334,7 +334,7 @@ async fn published_model_runs_as_a_job_and_pays_the_owner() {
     assert_eq!(c.balance(&owner).await, owner_before + 50);
     let disputes: Vec<DisputeView> = c.get("/v1/disputes").await.json();
     assert!(disputes.is_empty());
-    let metrics = String::from_utf8(c.get("/metrics").await.body).unwrap();
+    let metrics = c.metrics().await;
     assert!(metrics.contains("deed_jobs_executed_total 1"), "{metrics}");
     assert!(metrics.contains("deed_jobs_checked_total 1"), "{metrics}");
     node.stop().await;
@@ -399,7 +399,7 @@ async fn a_job_whose_input_does_not_fit_the_model_is_declined() {
         owner_before,
         "no royalty: nothing ran"
     );
-    let metrics = String::from_utf8(c.get("/metrics").await.body).unwrap();
+    let metrics = c.metrics().await;
     assert!(metrics.contains("deed_jobs_declined_total 1"), "{metrics}");
     assert!(metrics.contains("deed_jobs_executed_total 0"), "{metrics}");
     node.stop().await;
@@ -628,7 +628,7 @@ async fn requests_sharing_a_nonce_sent_together_run_once() {
     for a in answers.iter().filter(|a| a.status != 200) {
         a.expect_error(ErrorCode::BadNonce);
     }
-    let metrics = String::from_utf8(c.get("/metrics").await.body).unwrap();
+    let metrics = c.metrics().await;
     assert!(
         metrics.contains("deed_job_seconds_count 1\n"),
         "one run, not one per request: {metrics}"
@@ -958,7 +958,7 @@ async fn idle_uploads_expire_with_their_staged_chunks_and_used_ones_stay() {
             .await
             .json();
         assert_eq!(st.missing, vec![1, 3, 4, 5], "a used upload must stay");
-        let metrics = String::from_utf8(c.get("/metrics").await.body).unwrap();
+        let metrics = c.metrics().await;
         if metrics.contains("deed_uploads_expired_total 1") {
             c.get(&format!("/v1/blobs/uploads/{}", idle.id))
                 .await

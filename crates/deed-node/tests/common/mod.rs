@@ -152,6 +152,11 @@ impl Client {
             .await
     }
 
+    /// The node's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        String::from_utf8(self.get("/metrics").await.body).unwrap()
+    }
+
     pub async fn status(&self) -> Status {
         self.get("/v1/status").await.json()
     }
